@@ -1,0 +1,25 @@
+"""Errors raised by ``models``; the service maps each to one ``ErrorCode``."""
+
+
+class ModelError(Exception):
+    """Base class for model loading and inference errors."""
+
+
+class ModelSpecError(ModelError):
+    """The spec string is malformed or names an unknown scheme or builtin."""
+
+
+class ModelNotFoundError(ModelError):
+    """The spec points at a file, directory or hub id that does not exist (or is not cached)."""
+
+
+class ModelLoadError(ModelError):
+    """The model exists but cannot be loaded or is not a supported detector layout."""
+
+
+class DeviceUnavailableError(ModelError):
+    """``cuda`` was asked for but no usable CUDA device or runtime is present."""
+
+
+class MissingDependencyError(ModelError):
+    """An optional dependency needed for this model (e.g. torch for ``hf:``) is not installed."""

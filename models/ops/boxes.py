@@ -1,0 +1,106 @@
+"""Box geometry: the one place for each conversion and for letterbox/NMS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from models.types import RGBImage
+
+LETTERBOX_PAD_VALUE = 114  # Ultralytics' grey; exports are trained with it
+
+
+def xyxy_to_xywh(xyxy: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(n, 4) corners -> (n, 4) top-left x, y, width, height (same units)."""
+    out = xyxy.copy()
+    out[:, 2:] -= xyxy[:, :2]
+    return out.astype(np.float32, copy=False)
+
+
+def cxcywh_to_xyxy(cxcywh: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(n, 4) centre x, y, width, height -> (n, 4) corners (same units)."""
+    half = cxcywh[:, 2:] / 2
+    return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1).astype(np.float32, copy=False)
+
+
+def clip_xyxy(xyxy: NDArray[np.float32], width_px: int, height_px: int) -> NDArray[np.float32]:
+    """Clip (n, 4) pixel corners to the image."""
+    out = xyxy.copy()
+    np.clip(out[:, 0::2], 0, width_px, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, height_px, out=out[:, 1::2])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the network input: ``net = src * scale + pad``."""
+
+    scale: float
+    pad_x_px: float
+    pad_y_px: float
+
+    def to_source(self, xyxy: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Map (n, 4) network-input pixel corners back to source-frame pixels."""
+        out = xyxy.copy()
+        out[:, 0::2] = (out[:, 0::2] - self.pad_x_px) / self.scale
+        out[:, 1::2] = (out[:, 1::2] - self.pad_y_px) / self.scale
+        return out
+
+
+def letterbox(image: RGBImage, height_px: int, width_px: int) -> tuple[RGBImage, Letterbox]:
+    """Resize keeping the aspect ratio, then pad (centred) to exactly height x width."""
+    src_h, src_w = image.shape[:2]
+    scale = min(height_px / src_h, width_px / src_w)
+    new_w, new_h = round(src_w * scale), round(src_h * scale)
+    resized = (
+        image if (new_w, new_h) == (src_w, src_h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    )
+    pad_x, pad_y = (width_px - new_w) / 2, (height_px - new_h) / 2
+    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
+    out = cv2.copyMakeBorder(
+        resized,
+        top,
+        height_px - new_h - top,
+        left,
+        width_px - new_w - left,
+        cv2.BORDER_CONSTANT,
+        value=(LETTERBOX_PAD_VALUE,) * 3,
+    )
+    return np.asarray(out, np.uint8), Letterbox(scale=scale, pad_x_px=float(left), pad_y_px=float(top))
+
+
+def nms_per_class(
+    xyxy: NDArray[np.float32],
+    confidence: NDArray[np.float32],
+    class_id: NDArray[np.int64],
+    *,
+    iou_threshold: float,
+    max_detections: int = 300,
+) -> NDArray[np.intp]:
+    """Indices kept by non-maximum suppression within each class, best first."""
+    if len(xyxy) == 0:
+        return np.zeros((0,), np.intp)
+    xywh = xyxy_to_xywh(xyxy)
+    keep = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(),
+        confidence.tolist(),
+        class_id.tolist(),
+        0.0,
+        iou_threshold,
+        top_k=max_detections,
+    )
+    kept = np.asarray(keep, np.intp).reshape(-1)
+    # OpenCV returns them grouped by class; order best first so truncation keeps the best.
+    return kept[np.argsort(-confidence[kept], kind="stable")][:max_detections]
+
+
+def scale_to_fit(height_px: int, width_px: int, max_side_px: int, multiple: int = 1) -> tuple[int, int]:
+    """Size (h, w) with the longest side at most ``max_side_px`` (never upscaled), each side
+    rounded to a multiple of ``multiple``."""
+    scale = min(1.0, max_side_px / max(height_px, width_px))
+    h = max(multiple, round(height_px * scale / multiple) * multiple)
+    w = max(multiple, round(width_px * scale / multiple) * multiple)
+    return h, w

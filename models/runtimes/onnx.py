@@ -1,0 +1,86 @@
+"""ONNX Runtime sessions: provider choice, threads and the input/output facts detectors need."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from models.errors import DeviceUnavailableError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def cuda_available() -> bool:
+    """True when this onnxruntime build can run on CUDA (onnxruntime-gpu)."""
+    return _CUDA in ort.get_available_providers()
+
+
+def resolve_device(requested: str) -> str:
+    """Map ``auto|cpu|cuda`` to the device this runtime will really use."""
+    if requested == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if requested == "cuda":
+        raise DeviceUnavailableError(
+            "device 'cuda' requested but onnxruntime has no CUDAExecutionProvider "
+            "(install the 'gpu' extra: onnxruntime-gpu)"
+        )
+    return "cpu"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIO:
+    """The first input's name, element type and shape (``None`` for symbolic dims)."""
+
+    input_name: str
+    input_dtype: type[np.floating]
+    input_shape: tuple[int | None, ...]
+    output_names: tuple[str, ...]
+    metadata: dict[str, str]
+
+
+def create_session(model: bytes | str, *, device: str, num_threads: int | None) -> ort.InferenceSession:
+    """Open a session on ``device`` (already resolved); CPU-only sessions never list CUDA."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # old exports list initializers as inputs; ORT warns per tensor
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+    # Name the providers explicitly: recent builds put Azure first in the default list.
+    providers = [_CUDA, _CPU] if device == "cuda" else [_CPU]
+    try:
+        session = ort.InferenceSession(model, sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises several private exception types for bad graphs
+        raise ModelLoadError(f"onnxruntime cannot load the model: {exc}") from exc
+    log.info("onnxruntime session on %s", session.get_providers()[0])
+    return session
+
+
+_ORT_FLOAT_TYPES: dict[str, type[np.floating]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+
+def session_io(session: ort.InferenceSession) -> SessionIO:
+    """Describe the session's first input and its outputs."""
+    first = session.get_inputs()[0]
+    if first.type not in _ORT_FLOAT_TYPES:
+        raise ModelLoadError(f"unsupported input type {first.type} for input {first.name!r}")
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in first.shape)
+    return SessionIO(
+        input_name=first.name,
+        input_dtype=_ORT_FLOAT_TYPES[first.type],
+        input_shape=shape,
+        output_names=tuple(o.name for o in session.get_outputs()),
+        metadata=dict(session.get_modelmeta().custom_metadata_map),
+    )

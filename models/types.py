@@ -1,0 +1,93 @@
+"""The data types at the infer -> convert boundary: numpy only, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+RGBImage = NDArray[np.uint8]
+"""An (H, W, 3) uint8 image in RGB order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Detections for one frame, as parallel arrays (one row per box).
+
+    Attributes:
+        xyxy: (n, 4) float32 box corners in absolute pixels of the source frame.
+        confidence: (n,) float32 scores in [0, 1].
+        class_id: (n,) int64 indices into the model's ``class_names``.
+    """
+
+    xyxy: NDArray[np.float32]
+    confidence: NDArray[np.float32]
+    class_id: NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4) or self.xyxy.dtype != np.float32:
+            raise ValueError(f"xyxy must be float32 of shape (n, 4), got {self.xyxy.dtype} {self.xyxy.shape}")
+        if self.confidence.shape != (n,) or self.confidence.dtype != np.float32:
+            raise ValueError(
+                f"confidence must be float32 of shape ({n},), got {self.confidence.dtype} {self.confidence.shape}"
+            )
+        if self.class_id.shape != (n,) or self.class_id.dtype != np.int64:
+            raise ValueError(f"class_id must be int64 of shape ({n},), got {self.class_id.dtype} {self.class_id.shape}")
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            xyxy=np.zeros((0, 4), np.float32),
+            confidence=np.zeros((0,), np.float32),
+            class_id=np.zeros((0,), np.int64),
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        xyxy: NDArray[np.generic],
+        confidence: NDArray[np.generic],
+        class_id: NDArray[np.generic],
+    ) -> Detections:
+        """Build from arrays of any numeric dtype (casts, copies only when needed)."""
+        return cls(
+            xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4),
+            confidence=np.asarray(confidence, np.float32).reshape(-1),
+            class_id=np.asarray(class_id, np.int64).reshape(-1),
+        )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
+        """Select rows, e.g. ``dets[dets.confidence > 0.5]``."""
+        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index])
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a loaded detector is, for outputs and provenance.
+
+    Attributes:
+        spec: the spec it was loaded from, e.g. ``builtin:centerface`` or ``onnx:/m/yolo.onnx``.
+        name: a short human name.
+        version: stable id of the weights (content hash prefix); changes when the weights change.
+        class_names: the model's labels, indexed by ``Detections.class_id``.
+        runtime: ``onnxruntime`` or ``torch``.
+        device: ``cpu`` or ``cuda``.
+        batch_size: the batch size the detector was configured for.
+        input_size_px: the longest side fed to the network (None = the model's own default).
+        dtype: the compute dtype (``float32``, ``float16``).
+    """
+
+    spec: str
+    name: str
+    version: str
+    class_names: tuple[str, ...]
+    runtime: str
+    device: str
+    batch_size: int
+    input_size_px: int | None
+    dtype: str = "float32"

@@ -1,0 +1,67 @@
+"""One error enum for the whole service: HTTP status, stable code, retryability, CLI exit code."""
+
+from __future__ import annotations
+
+import enum
+
+from models import errors as model_errors
+
+
+class ErrorCode(enum.Enum):
+    """``(code, http_status, retryable)``. Codes are a public contract: never rename one."""
+
+    INVALID_ARGUMENT = ("invalid_argument", 422, False)
+    INPUT_NOT_FOUND = ("input_not_found", 404, False)
+    UNSUPPORTED_MEDIA = ("unsupported_media", 415, False)
+    CORRUPT_MEDIA = ("corrupt_media", 422, False)
+    FILE_TOO_LARGE = ("file_too_large", 413, False)
+    DIMENSIONS_TOO_LARGE = ("dimensions_too_large", 422, False)
+    TOO_MANY_FRAMES = ("too_many_frames", 422, False)
+    VIDEO_TOO_LONG = ("video_too_long", 422, False)
+    UNSUPPORTED_ENCODING = ("unsupported_encoding", 422, False)
+    INVALID_MODEL_SPEC = ("invalid_model_spec", 422, False)
+    MODEL_NOT_FOUND = ("model_not_found", 404, False)
+    MODEL_LOAD_FAILED = ("model_load_failed", 422, False)
+    MISSING_DEPENDENCY = ("missing_dependency", 501, False)
+    DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
+    OUTPUT_FAILED = ("output_failed", 500, False)
+    INTERNAL = ("internal", 500, True)
+
+    def __init__(self, code: str, http_status: int, retryable: bool) -> None:
+        self.code = code
+        self.http_status = http_status
+        self.retryable = retryable
+
+    @property
+    def exit_code(self) -> int:
+        """CLI exit status: 2 for bad input (the caller can fix it), 1 for our failures."""
+        return 2 if self.http_status < 500 else 1
+
+
+class PreannotateError(Exception):
+    """An expected failure with a code; the message names the file or value at fault."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.code}: {self.message}"
+
+
+_MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {
+    model_errors.ModelSpecError: ErrorCode.INVALID_MODEL_SPEC,
+    model_errors.ModelNotFoundError: ErrorCode.MODEL_NOT_FOUND,
+    model_errors.ModelLoadError: ErrorCode.MODEL_LOAD_FAILED,
+    model_errors.DeviceUnavailableError: ErrorCode.DEVICE_UNAVAILABLE,
+    model_errors.MissingDependencyError: ErrorCode.MISSING_DEPENDENCY,
+}
+
+
+def from_model_error(exc: model_errors.ModelError) -> PreannotateError:
+    """Translate an error raised in ``models`` (which cannot import this module)."""
+    for cls in type(exc).__mro__:
+        if cls in _MODEL_ERROR_CODES:
+            return PreannotateError(_MODEL_ERROR_CODES[cls], str(exc))
+    return PreannotateError(ErrorCode.MODEL_LOAD_FAILED, str(exc))

@@ -1,0 +1,88 @@
+"""The one data type that flows decode -> batch -> infer -> convert: a frame and where it came from."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from models.types import Detections, RGBImage
+
+
+class MediaKind(enum.StrEnum):
+    """What a slot holds (Darwin's slot types, plus image sequences)."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    DICOM = "dicom"
+    PDF = "pdf"
+    SEQUENCE = "sequence"
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """Where a frame came from.
+
+    Attributes:
+        item: the item name (e.g. ``patient-17``).
+        slot: the slot name inside the item (V7's term; ``0`` when there is one).
+        source: the file the pixels came from (for sequences, that frame's own file).
+        media: the slot's kind.
+        frame_index: index in the source stream, display order, 0-based (0 for still images).
+        timestamp_s: presentation time from the first frame, or None when the source has no clock.
+        width: frame width in pixels, as displayed (after rotation).
+        height: frame height in pixels, as displayed.
+    """
+
+    item: str
+    slot: str
+    source: str
+    media: MediaKind
+    frame_index: int
+    timestamp_s: float | None
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded frame: ``image`` is (height, width, 3) uint8 RGB."""
+
+    info: FrameInfo
+    image: RGBImage
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """A frame's detections; the pixels are dropped once the model has seen them."""
+
+    info: FrameInfo
+    detections: Detections
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMeta:
+    """What a slot is, known after opening it and before decoding its frames.
+
+    Attributes:
+        item: item name.
+        slot: slot name.
+        media: slot kind.
+        source_files: the files behind the slot (one, or many for a sequence).
+        width: display width in pixels (0 for PDF).
+        height: display height in pixels (0 for PDF).
+        fps: the source's average frame rate (None for stills, sequences and untimed DICOM).
+        frame_count: frames in the source.
+        planned_frames: frames the sampler will emit.
+        duration_s: the source's duration, when it has a clock.
+    """
+
+    item: str
+    slot: str
+    media: MediaKind
+    source_files: tuple[str, ...]
+    width: int
+    height: int
+    fps: float | None
+    frame_count: int
+    planned_frames: int
+    duration_s: float | None = None

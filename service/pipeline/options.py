@@ -1,0 +1,57 @@
+"""Sampling options and media limits, as plain values the decoders take."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class SamplingMode(enum.StrEnum):
+    EXACT = "exact"  # the frame displayed at each target time
+    KEYFRAMES = "keyframes"  # the key frame at or before each target; fast, approximate
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """Which frames of a video (or timed multi-frame DICOM) to take.
+
+    Attributes:
+        fps: frames per second wanted; 0 = every frame (every key frame in key-frame mode).
+        mode: exact or key-frame sampling.
+        start_s: first target time, seconds from the first frame.
+        end_s: last allowed target time (inclusive), or None for the end of the source.
+        max_frames: stop after this many sampled frames (None = no cap).
+    """
+
+    fps: float = 1.0
+    mode: SamplingMode = SamplingMode.EXACT
+    start_s: float = 0.0
+    end_s: float | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fps <= 1000:
+            raise ValueError(f"fps must be in [0, 1000] (0 = every frame), got {self.fps}")
+        if self.start_s < 0:
+            raise ValueError(f"start must be >= 0 seconds, got {self.start_s}")
+        if self.end_s is not None and self.end_s < self.start_s:
+            raise ValueError(f"end ({self.end_s}) must not be before start ({self.start_s})")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaLimits:
+    """Refuse inputs past these bounds before decoding them (each is a setting).
+
+    Attributes:
+        max_file_bytes: largest input file.
+        max_pixels: largest frame (width * height), images and video alike.
+        max_frames: most frames sampled from one slot.
+        max_duration_s: longest video.
+    """
+
+    max_file_bytes: int = 20 * 1024**3
+    max_pixels: int = 100_000_000
+    max_frames: int = 100_000
+    max_duration_s: float = 6 * 3600.0

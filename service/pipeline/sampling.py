@@ -1,0 +1,63 @@
+"""Which frames to keep: pure functions over frame times, shared by video and timed DICOM."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.pipeline.options import SamplingOptions
+
+# Frame times come from rational timestamps; a target that should land exactly on a frame must
+# not miss it by a rounding error.
+_TIME_EPS_S = 1e-6
+_TARGET_CHUNK = 1 << 20  # bounds memory when fps is far above the source's frame rate
+
+
+def target_count(options: SamplingOptions, last_time_s: float) -> int:
+    """How many targets ``start + k / fps`` fall in [start, min(end, last frame time)]."""
+    end = last_time_s if options.end_s is None else min(options.end_s, last_time_s)
+    if options.fps <= 0 or end < options.start_s:
+        return 0
+    return math.floor((end - options.start_s) * options.fps + _TIME_EPS_S) + 1
+
+
+def select_frames(frame_times_s: NDArray[np.float64], options: SamplingOptions) -> NDArray[np.intp]:
+    """Indices (ascending, unique) of the frames to keep.
+
+    ``frame_times_s`` are sorted presentation times from the first frame. For each target
+    ``start + k / fps`` the kept frame is the one *displayed* at that time: the last frame whose
+    time is <= the target (the first frame for targets before it). ``fps == 0`` keeps every
+    frame from the one displayed at ``start_s`` through ``end_s``. ``max_frames`` keeps the
+    earliest ones.
+    """
+    if len(frame_times_s) == 0:
+        return np.zeros((0,), np.intp)
+    if options.fps <= 0:
+        first = _displayed_at(frame_times_s, np.array([options.start_s]))[0]
+        end = math.inf if options.end_s is None else options.end_s
+        stop = int(np.searchsorted(frame_times_s, end + _TIME_EPS_S, "right"))
+        chosen = np.arange(first, max(first, stop), dtype=np.intp)
+    else:
+        parts: list[NDArray[np.intp]] = []
+        kept, last = 0, -1
+        total = target_count(options, float(frame_times_s[-1]))
+        for start in range(0, total, _TARGET_CHUNK):
+            k = np.arange(start, min(total, start + _TARGET_CHUNK), dtype=np.float64)
+            part = np.unique(_displayed_at(frame_times_s, options.start_s + k / options.fps))
+            part = part[part > last]  # chunks are ordered; only the boundary frame can repeat
+            if len(part):
+                parts.append(part)
+                kept, last = kept + len(part), int(part[-1])
+            if options.max_frames is not None and kept >= options.max_frames:
+                break
+        chosen = np.concatenate(parts) if parts else np.zeros((0,), np.intp)
+    if options.max_frames is not None:
+        chosen = chosen[: options.max_frames]
+    return chosen
+
+
+def _displayed_at(frame_times_s: NDArray[np.float64], targets_s: NDArray[np.float64]) -> NDArray[np.intp]:
+    idx = np.searchsorted(frame_times_s, targets_s + _TIME_EPS_S, "right") - 1
+    return np.maximum(idx, 0).astype(np.intp)

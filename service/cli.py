@@ -1,0 +1,116 @@
+"""``preannotate`` command line: argument parsing and error reporting; commands live in ``service.commands``.
+
+Exit codes: 0 success; 2 bad input (unknown or corrupt files, limits, bad flags: other inputs are
+still processed); 1 an internal failure. Errors print one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.options import SamplingMode
+
+log = logging.getLogger("preannotate")
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("frame sampling (videos, multi-frame DICOM)")
+    group.add_argument("--fps", type=float, help="frames per second to sample; 0 = every frame (default 1)")
+    group.add_argument(
+        "--sampling",
+        choices=[m.value for m in SamplingMode],
+        help="exact: the frame shown at each target time (default); keyframes: nearest earlier key frame, fast",
+    )
+    group.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="first target time")
+    group.add_argument("--end", type=float, metavar="SECONDS", help="last target time")
+    group.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
+
+
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log what happens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="preannotate",
+        description="Draw the boxes before a human opens the task: sample frames, detect objects, write COCO.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="detect objects in images, videos, DICOM and image sequences; write COCO")
+    run.add_argument(
+        "inputs", nargs="*", type=Path, metavar="INPUT", help="files, directories (image sequences) or @list.txt"
+    )
+    run.add_argument("--item", metavar="NAME", help="name of a multi-file item built from --slot flags")
+    run.add_argument(
+        "--slot", action="append", default=[], metavar="SLOT=PATH", help="a named slot of --item (repeatable)"
+    )
+    run.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
+    run.add_argument("--threshold", type=float, help="minimum score (default 0.5)")
+    run.add_argument("--classes", metavar="A,B", help="keep only these class names")
+    run.add_argument("--batch-size", type=int, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
+    run.add_argument("--input-size", type=int, metavar="PX", help="longest side fed to the model")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to run the model (default auto)")
+    run.add_argument("--format", choices=["coco"], default="coco", help="output format")
+    run.add_argument("--out", type=Path, required=True, metavar="PATH", help="output file")
+    _add_sampling_flags(run)
+    _add_common_flags(run)
+
+    frames = sub.add_parser("frames", help="write the sampled frames of one input as images plus index.json")
+    frames.add_argument("input", type=Path, metavar="INPUT", help="a video, DICOM, image, directory or @list.txt")
+    frames.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    frames.add_argument("--image-format", choices=["jpg", "png"], default="jpg", help="frame image format")
+    _add_sampling_flags(frames)
+    _add_common_flags(frames)
+
+    demo = sub.add_parser("demo", help="generate sample media and preannotate it with the default model")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR", help="where to write")
+    _add_common_flags(demo)
+
+    sub.add_parser("models", help="list the built-in models and the accepted model specs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        # Each command imports what it needs: `frames` must never load torch or a model runtime.
+        if args.command == "run":
+            from service.commands.run import run_command
+
+            return run_command(args)
+        if args.command == "frames":
+            from service.commands.frames import frames_command
+
+            return frames_command(args)
+        if args.command == "demo":
+            from service.commands.demo import demo_command
+
+            return demo_command(args)
+        from service.commands.models import models_command
+
+        return models_command(args)
+    except PreannotateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, the stack only in the log
+        log.info("unexpected failure", exc_info=True)
+        print(f"error: {ErrorCode.INTERNAL.code}: {type(exc).__name__}: {exc} (rerun with -v)", file=sys.stderr)
+        return ErrorCode.INTERNAL.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

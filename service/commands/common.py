@@ -1,0 +1,79 @@
+"""What the commands share: flags over settings, progress, failure lines, atomic writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from service.config import Settings, get_settings
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import SlotMeta
+from service.pipeline.options import SamplingMode, SamplingOptions
+from service.pipeline.run import SlotFailure
+
+
+def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingOptions:
+    """Sampling flags over the settings' defaults; bad values are INVALID_ARGUMENT."""
+    try:
+        return SamplingOptions(
+            fps=settings.fps if args.fps is None else args.fps,
+            mode=settings.sampling if args.sampling is None else SamplingMode(args.sampling),
+            start_s=args.start,
+            end_s=args.end,
+            max_frames=args.max_frames,
+        )
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic's ValidationError names the variable and the problem
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"bad PREANNOTATE_* setting: {exc}") from None
+
+
+class Progress:
+    """A frame progress bar on a terminal (never in pipes or with --quiet); totals grow as slots open."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self._bar = tqdm(total=0, unit="frame", disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+        self.failures: list[SlotFailure] = []
+
+    def on_slot(self, meta: SlotMeta) -> None:
+        self._bar.total = (self._bar.total or 0) + meta.planned_frames
+        self._bar.set_postfix_str(f"{meta.item}/{meta.slot}", refresh=True)
+
+    def on_error(self, failure: SlotFailure) -> None:
+        self.failures.append(failure)
+        self._bar.write(f"error: {failure.error}", file=sys.stderr)
+
+    def advance(self, frames: int = 1) -> None:
+        self._bar.update(frames)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON next to ``path`` and rename it into place: readers never see half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{path}: cannot write ({exc.strerror})") from None
+
+
+def exit_code_for(failures: list[SlotFailure]) -> int:
+    """0 when every slot worked; otherwise the worst failure's exit code (2 for bad input)."""
+    return min((f.error.code.exit_code for f in failures), default=0)

@@ -1,0 +1,98 @@
+"""Frame results -> COCO detection JSON (pure; loads in pycocotools)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import PurePath
+from typing import Any
+
+from models.ops.boxes import xyxy_to_xywh
+from models.types import ModelInfo
+from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
+
+_FRAME_MEDIA = (MediaKind.VIDEO, MediaKind.DICOM)
+
+
+def frame_file_name(frame_index: int, extension: str = "jpg") -> str:
+    """Name of a sampled frame's image file (the ``frames`` command writes these)."""
+    return f"frame_{frame_index:06d}.{extension}"
+
+
+def coco_file_name(info: FrameInfo, *, multi_slot: bool) -> str:
+    """A unique, readable ``file_name``: the photo's own name, or ``item/frame_000123.jpg``."""
+    prefix = f"{info.item}/{info.slot}/" if multi_slot else ""
+    if info.media is MediaKind.IMAGE:
+        return prefix + PurePath(info.source).name
+    if info.media is MediaKind.SEQUENCE:
+        return (prefix or f"{info.item}/") + PurePath(info.source).name
+    return (prefix or f"{info.item}/") + frame_file_name(info.frame_index)
+
+
+def frame_results_to_coco(
+    results: Iterable[FrameResult],
+    *,
+    class_names: Sequence[str],
+    multi_slot_items: frozenset[str] = frozenset(),
+    model: ModelInfo | None = None,
+) -> dict[str, Any]:
+    """Build a COCO dict: one ``images`` entry per image or sampled frame.
+
+    Args:
+        results: frame results in any order.
+        class_names: the model's labels; category ids are ``class_id + 1``.
+        multi_slot_items: items with several slots (their file names get the slot in them).
+        model: provenance written to ``info``.
+
+    Returns:
+        ``{"info", "images", "annotations", "categories"}``. Annotations carry ``bbox``
+        (x, y, width, height in pixels), ``area``, ``category_id``, ``score`` and ``iscrowd`` 0.
+        Frames of videos and multi-frame DICOM also carry ``frame_index``, ``timestamp_s`` and
+        ``video`` (the source file's name); every image carries its ``item`` and ``slot``.
+    """
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id, result in enumerate(results, start=1):
+        info = result.info
+        image: dict[str, Any] = {
+            "id": image_id,
+            "file_name": coco_file_name(info, multi_slot=info.item in multi_slot_items),
+            "width": info.width,
+            "height": info.height,
+            "item": info.item,
+            "slot": info.slot,
+        }
+        if info.media in _FRAME_MEDIA or info.media is MediaKind.SEQUENCE:
+            image |= {
+                "frame_index": info.frame_index,
+                "timestamp_s": None if info.timestamp_s is None else round(info.timestamp_s, 6),
+                "video": PurePath(info.source).name if info.media in _FRAME_MEDIA else info.item,
+            }
+        images.append(image)
+        dets = result.detections
+        for xywh, score, class_id in zip(
+            xyxy_to_xywh(dets.xyxy).tolist(), dets.confidence.tolist(), dets.class_id.tolist(), strict=True
+        ):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": class_id + 1,
+                    "bbox": [round(v, 2) for v in xywh],
+                    "area": round(xywh[2] * xywh[3], 2),
+                    "score": round(score, 5),
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "info": _info(model),
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(class_names)],
+    }
+
+
+def _info(model: ModelInfo | None) -> dict[str, Any]:
+    info: dict[str, Any] = {"description": "preannotations by preannotate"}
+    if model is not None:
+        info |= {"model": model.spec, "model_version": model.version}
+    return info

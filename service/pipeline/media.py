@@ -1,0 +1,153 @@
+"""Items and slots, what kind of media a file is, and the reader that opens it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import Frame, MediaKind, SlotMeta
+from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.readers import SlotReader
+
+DEFAULT_SLOT = "0"  # V7's name for the only slot of a single-file item
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """One named slot: a file, or an ordered list of image files (a sequence)."""
+
+    name: str
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSpec:
+    """A unit of work: one or more named slots shown together to an annotator."""
+
+    name: str
+    slots: tuple[SlotSpec, ...]
+
+
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"BM",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"GIF8",
+)
+_VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv"}
+
+
+def sniff(path: Path) -> MediaKind:
+    """Tell the media kind from the first bytes (extensions lie), falling back to video."""
+    if path.is_dir():
+        return MediaKind.SEQUENCE
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except FileNotFoundError:
+        raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{path}: no such file") from None
+    except OSError as exc:
+        raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{path}: cannot be read ({exc.strerror})") from None
+    if not head:
+        raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: the file is empty")
+    if head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom"):
+        return MediaKind.DICOM
+    if head.startswith(b"%PDF"):
+        return MediaKind.PDF
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return MediaKind.IMAGE
+    return MediaKind.VIDEO
+
+
+def looks_like_video(path: Path) -> bool:
+    """Whether a file that failed to open as video was meant to be one (corrupt vs unsupported)."""
+    with path.open("rb") as fh:
+        head = fh.read(12)
+    return head[4:8] == b"ftyp" or head[:4] == b"\x1aE\xdf\xa3" or path.suffix.lower() in _VIDEO_SUFFIXES
+
+
+class PdfReader:
+    """PDF slots are passed through: listed with the item, never decoded."""
+
+    def __init__(self, item: str, slot: str, path: Path) -> None:
+        self.meta = SlotMeta(
+            item=item,
+            slot=slot,
+            media=MediaKind.PDF,
+            source_files=(str(path),),
+            width=0,
+            height=0,
+            fps=None,
+            frame_count=0,
+            planned_frames=0,
+        )
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: MediaLimits) -> SlotReader:
+    """Open and plan one slot; raises PreannotateError (naming the file) for bad input."""
+    # Readers import their decoders lazily: a run over images never loads PyAV or pydicom.
+    if len(slot.paths) > 1:
+        from service.pipeline.images import SequenceReader
+
+        return SequenceReader(item, slot.name, slot.paths, sampling, limits)
+    path = slot.paths[0]
+    kind = sniff(path)
+    if kind is MediaKind.SEQUENCE:
+        from service.pipeline.images import SequenceReader, list_sequence_dir
+
+        return SequenceReader(item, slot.name, list_sequence_dir(path), sampling, limits)
+    if kind is MediaKind.DICOM:
+        from service.pipeline.dicom import DicomReader
+
+        return DicomReader(item, slot.name, path, sampling, limits)
+    if kind is MediaKind.PDF:
+        return PdfReader(item, slot.name, path)
+    if kind is MediaKind.IMAGE:
+        from service.pipeline.images import ImageReader
+
+        return ImageReader(item, slot.name, path, limits)
+    from service.pipeline.video import VideoReader
+
+    try:
+        return VideoReader(item, slot.name, path, sampling, limits)
+    except PreannotateError as exc:
+        if exc.code is ErrorCode.CORRUPT_MEDIA and not looks_like_video(path):
+            raise PreannotateError(
+                ErrorCode.UNSUPPORTED_MEDIA, f"{path}: not a supported image, video, DICOM or PDF file"
+            ) from None
+        raise
+
+
+def item_from_path(path: Path) -> ItemSpec:
+    """A command-line input: a file, a directory (an image sequence) or ``@list.txt`` (an ordered list)."""
+    text = str(path)
+    if text.startswith("@"):
+        list_file = Path(text[1:])
+        try:
+            lines = list_file.read_text().splitlines()
+        except OSError:
+            raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{list_file}: cannot read the list file") from None
+        base = list_file.parent
+        paths = tuple(base / line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        if not paths:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{list_file}: the list is empty")
+        return ItemSpec(name=list_file.stem, slots=(SlotSpec(DEFAULT_SLOT, paths),))
+    return ItemSpec(name=path.name or str(path), slots=(SlotSpec(DEFAULT_SLOT, (path,)),))
+
+
+def parse_slot_arg(text: str) -> SlotSpec:
+    """``SLOT=PATH`` (PATH may be a directory or ``@list.txt``) from ``--slot``."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--slot expects SLOT=PATH, got {text!r}")
+    return SlotSpec(name=name, paths=item_from_path(Path(value)).slots[0].paths)

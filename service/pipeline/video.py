@@ -115,18 +115,29 @@ class _Decoder:
     _pending: VideoFrame | None = None
     position_pts: int | None = None
 
-    def start(self, keyframe_pts: int) -> None:
-        """Seek to the key frame at ``keyframe_pts`` and decode forward from it."""
+    def start(self, keyframe_pts: int, *, exact: bool = True) -> None:
+        """Seek to the key frame at ``keyframe_pts`` and decode forward from it.
+
+        Demuxers may land on an earlier key frame than asked (the mov demuxer does on some
+        variable-rate files); with ``exact`` the packets before ours are dropped undecoded.
+        """
         if self._frames is not None:
             self._frames.close()
         self.container.seek(keyframe_pts, stream=self.stream, backward=True, any_frame=False)
         self.stats.seeks += 1
-        self._frames = self._decode()
+        self._frames = self._decode(keyframe_pts if exact else None)
         self._pending = None
         self.position_pts = None
 
-    def _decode(self) -> Generator[VideoFrame]:
+    def _decode(self, skip_to_keyframe_pts: int | None) -> Generator[VideoFrame]:
+        skipping = skip_to_keyframe_pts is not None
+        skip_to_keyframe_pts = skip_to_keyframe_pts or 0
         for packet in self.container.demux(self.stream):
+            if skipping:
+                # A GOP decodes from its own key frame: the packets before it need no decoding.
+                if not (packet.is_keyframe and packet.pts is not None and packet.pts >= skip_to_keyframe_pts):
+                    continue
+                skipping = False
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError:
@@ -233,7 +244,7 @@ class VideoReader:
     def _iter_exact(self) -> Iterator[VideoFrame]:
         index = self._index
         decoder = _Decoder(self._container, self._stream, self.stats)
-        started = False
+        started = fell_back = False
         for wanted in self._wanted.tolist():
             k = max(0, int(np.searchsorted(index.keyframe_pts, wanted, "right")) - 1)
             keyframe = int(index.keyframe_pts[k])
@@ -244,10 +255,12 @@ class VideoReader:
                 decoder.start(keyframe)
                 started = True
             frame = self._decode_until(decoder, wanted)
-            if frame is None and k > 0:
-                # The demuxer landed past the key frame (its seek index disagrees with the pts
-                # index): decode from the key frame before instead.
-                decoder.start(int(index.keyframe_pts[k - 1]))
+            if frame is None and not fell_back:
+                # The demuxer landed past our key frame (its seek index disagrees with the pts
+                # index): decode from the first key frame instead, slow but right. Once only,
+                # so a truly missing frame cannot make sampling quadratic.
+                fell_back = True
+                decoder.start(int(index.keyframe_pts[0]), exact=False)
                 frame = self._decode_until(decoder, wanted)
             if frame is not None:
                 yield frame

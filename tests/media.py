@@ -1,0 +1,46 @@
+"""Test clips: synthetic videos with known content, one per property the sampler must handle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.samples import write_video
+
+
+def _vfr_times() -> list[float]:
+    # Intervals from 10 ms to 100 ms: no constant rate explains these timestamps.
+    rng = np.random.default_rng(7)
+    times = np.concatenate([[0.0], np.cumsum(rng.uniform(0.01, 0.1, 119))])
+    return [round(float(t), 3) for t in times]
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    file_name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+CLIPS: dict[str, ClipSpec] = {
+    # 30 fps, key frame every second, 2 B-frames: decode order != display order
+    "bframes": ClipSpec("bframes.mp4", {"duration_s": 6.0, "gop": 30, "bframes": 2}),
+    # 3 s key-frame interval: exact sampling must seek into GOPs
+    "long_gop": ClipSpec("long_gop.mp4", {"duration_s": 9.0, "gop": 90, "bframes": 3}),
+    "vfr": ClipSpec("vfr.mkv", {"frame_times_s": _vfr_times(), "gop": 25, "bframes": 0}),
+    "vfr_mp4": ClipSpec("vfr.mp4", {"frame_times_s": _vfr_times(), "gop": 25, "bframes": 2}),
+    "rotated": ClipSpec("rotated.mp4", {"duration_s": 2.0, "gop": 15, "rotation_deg": 90}),
+    "rotated_270": ClipSpec("rotated_270.mov", {"duration_s": 2.0, "gop": 15, "rotation_deg": -90}),
+    "unrotated": ClipSpec("unrotated.mp4", {"duration_s": 2.0, "gop": 15}),
+    "vp9": ClipSpec("vp9.webm", {"duration_s": 3.0, "gop": 20, "codec": "libvpx-vp9", "fps": 25}),
+    "hevc": ClipSpec("hevc.mkv", {"duration_s": 3.0, "gop": 24, "codec": "libx265", "fps": 24}),
+}
+
+
+def make_clip(directory: Path, spec: ClipSpec) -> Path:
+    path = directory / spec.file_name
+    if not path.exists():
+        write_video(path, **spec.kwargs)
+    return path

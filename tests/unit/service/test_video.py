@@ -1,0 +1,175 @@
+"""Video sampling: exact frames identical to decoding everything, less work, bad input refused."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.baselines import decode_all_sampler
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.video import VideoReader
+from service.samples import DEFAULT_BOXES
+
+EXACT_CASES = [
+    SamplingOptions(fps=1),
+    SamplingOptions(fps=0.25),
+    SamplingOptions(fps=2.5),
+    SamplingOptions(fps=7),
+    SamplingOptions(fps=0),
+    SamplingOptions(fps=100),  # above the frame rate: every frame once, none twice
+    SamplingOptions(fps=3, start_s=1.23, end_s=2.5),
+    SamplingOptions(fps=0, start_s=0.5, end_s=1.0),
+    SamplingOptions(fps=2, max_frames=3),
+]
+
+
+def _sample(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tuple[int, float, np.ndarray]]]:
+    reader = VideoReader("item", "0", path, options, MediaLimits())
+    try:
+        frames = [(f.info.frame_index, f.info.timestamp_s, f.image) for f in reader]
+    finally:
+        reader.close()
+    return reader, frames
+
+
+@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr", "vfr_mp4", "rotated", "rotated_270", "vp9", "hevc"])
+@pytest.mark.parametrize("options", EXACT_CASES, ids=repr)
+def test_exact_sampling_matches_decoding_every_frame(clips: dict[str, Path], clip: str, options: SamplingOptions) -> None:
+    reader, ours = _sample(clips[clip], options)
+    reference = list(decode_all_sampler(clips[clip], options))
+
+    assert [(i, round(t, 6)) for i, t, _ in ours] == [(i, round(t, 6)) for i, t, _ in reference]
+    for (_, _, a), (_, _, b) in zip(ours, reference, strict=True):
+        assert np.array_equal(a, b)
+    assert reader.meta.planned_frames == len(ours)
+
+
+@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "hevc"])
+@pytest.mark.parametrize("fps", [0.25, 1.0, 2.5])
+def test_exact_sampling_decodes_only_from_the_key_frame_before_each_target(
+    clips: dict[str, Path], clip: str, fps: float
+) -> None:
+    """Every decoded frame lies in [key frame before a wanted frame, that frame]."""
+    import av
+
+    with av.open(str(clips[clip])) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and p.pts is not None]
+    pts = np.array(sorted(p for p, _ in packets))
+    keyframes = np.array(sorted(p for p, k in packets if k))
+    reader, frames = _sample(clips[clip], SamplingOptions(fps=fps))
+
+    allowed: set[int] = set()
+    for index, _, _ in frames:
+        wanted = pts[index]
+        keyframe = keyframes[np.searchsorted(keyframes, wanted, "right") - 1]
+        allowed |= set(range(int(np.searchsorted(pts, keyframe)), index + 1))
+    assert reader.stats.decoded_frames <= len(allowed)
+    assert reader.stats.decoded_frames < len(pts) or fps >= 2.5
+
+
+@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "vp9"])
+@pytest.mark.parametrize("fps", [0, 0.3, 1.0])
+def test_keyframe_sampling_decodes_only_the_key_frames_it_returns(
+    clips: dict[str, Path], clip: str, fps: float
+) -> None:
+    options = SamplingOptions(fps=fps, mode=SamplingMode.KEYFRAMES)
+    reader, ours = _sample(clips[clip], options)
+    reference = list(decode_all_sampler(clips[clip], options))
+
+    assert [round(t, 6) for _, t, _ in ours] == [round(t, 6) for _, t, _ in reference]
+    assert all(np.array_equal(a, b) for (_, _, a), (_, _, b) in zip(ours, reference, strict=True))
+    assert reader.stats.decoded_frames == len(ours) > 0
+
+
+def test_sampled_frames_show_the_content_at_their_timestamp(clips: dict[str, Path]) -> None:
+    """The moving box is where the generator drew it at each frame's reported time."""
+    _, frames = _sample(clips["long_gop"], SamplingOptions(fps=1.7))
+    box = DEFAULT_BOXES[0]
+    for _, t, image in frames:
+        x1, y1, x2, y2 = box.xyxy_at(t)
+        centre = image[(y1 + y2) // 2, (x1 + x2) // 2].astype(int)
+        assert np.abs(centre - np.array(box.color_rgb)).max() < 40, t
+
+
+def test_timestamps_follow_a_variable_frame_rate(clips: dict[str, Path], clip_specs: dict) -> None:
+    _, frames = _sample(clips["vfr"], SamplingOptions(fps=0))
+    expected = clip_specs["vfr"].kwargs["frame_times_s"]
+    assert [round(t, 3) for _, t, _ in frames] == expected
+    assert [i for i, _, _ in frames] == list(range(len(expected)))
+
+
+@pytest.mark.parametrize(("clip", "turns"), [("rotated", 1), ("rotated_270", 3)])
+def test_rotated_video_is_returned_upright(clips: dict[str, Path], clip: str, turns: int) -> None:
+    reader, rotated = _sample(clips[clip], SamplingOptions(fps=1))
+    _, upright = _sample(clips["unrotated"], SamplingOptions(fps=1))
+    assert (reader.meta.width, reader.meta.height) == (240, 320)
+    for (_, _, a), (_, _, b) in zip(rotated, upright, strict=True):
+        assert a.shape == (320, 240, 3)
+        assert np.array_equal(a, np.rot90(b, turns))
+
+
+def test_meta_describes_the_source(clips: dict[str, Path]) -> None:
+    reader, _ = _sample(clips["bframes"], SamplingOptions(fps=2))
+    meta = reader.meta
+    assert (meta.width, meta.height, meta.fps, meta.frame_count) == (320, 240, 30.0, 180)
+    assert meta.duration_s == pytest.approx(179 / 30)
+    assert meta.planned_frames == 12
+
+
+def test_memory_stays_flat_while_streaming_every_frame(clips: dict[str, Path]) -> None:
+    frame_bytes = 320 * 240 * 3
+    reader = VideoReader("item", "0", clips["long_gop"], SamplingOptions(fps=0), MediaLimits())
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in reader)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        reader.close()
+    assert count == 270
+    assert peak < 6 * frame_bytes  # a few frames in flight, not 270
+
+
+@pytest.mark.parametrize(
+    ("limits", "options", "code"),
+    [
+        (MediaLimits(max_file_bytes=1000), SamplingOptions(), ErrorCode.FILE_TOO_LARGE),
+        (MediaLimits(max_pixels=320 * 240 - 1), SamplingOptions(), ErrorCode.DIMENSIONS_TOO_LARGE),
+        (MediaLimits(max_duration_s=5.0), SamplingOptions(), ErrorCode.VIDEO_TOO_LONG),
+        (MediaLimits(max_frames=10), SamplingOptions(fps=2), ErrorCode.TOO_MANY_FRAMES),
+    ],
+    ids=["file-size", "pixels", "duration", "frames"],
+)
+def test_limits_refuse_before_decoding(
+    clips: dict[str, Path], limits: MediaLimits, options: SamplingOptions, code: ErrorCode
+) -> None:
+    with pytest.raises(PreannotateError) as exc:
+        VideoReader("item", "0", clips["bframes"], options, limits)
+    assert exc.value.code is code
+    assert str(clips["bframes"]) in exc.value.message
+
+
+def test_frame_limit_is_met_by_max_frames(clips: dict[str, Path]) -> None:
+    reader = VideoReader("item", "0", clips["bframes"], SamplingOptions(fps=2, max_frames=10), MediaLimits(max_frames=10))
+    assert reader.meta.planned_frames == 10
+    reader.close()
+
+
+def test_truncated_video_is_corrupt(clips: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clips["bframes"].read_bytes()[:2000])
+    with pytest.raises(PreannotateError) as exc:
+        VideoReader("item", "0", broken, SamplingOptions(), MediaLimits())
+    assert exc.value.code is ErrorCode.CORRUPT_MEDIA
+    assert "broken.mp4" in exc.value.message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PreannotateError) as exc:
+        VideoReader("item", "0", tmp_path / "nope.mp4", SamplingOptions(), MediaLimits())
+    assert exc.value.code is ErrorCode.INPUT_NOT_FOUND

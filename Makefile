@@ -1,0 +1,42 @@
+# One command to try it, one to test it:  make demo   |   make test
+# Every target (re)runs its install step; pip makes that a no-op when nothing changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 resolves to a local CPU wheel on our machines; a looser pin pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv install install-dev demo test lint typecheck unit bench-sampling clean
+
+venv:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+
+install: venv  ## core runtime: enough for the default model, images, video, DICOM
+	$(BIN)/pip install -q -e .
+
+install-dev: venv  ## + Hugging Face models and the test/lint tools
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[hf,dev]"
+
+demo: install  ## make sample media and preannotate it with the default model
+	$(BIN)/preannotate demo --out demo-output
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+unit: install-dev
+	$(BIN)/python -m pytest
+
+test: lint typecheck unit  ## everything CI runs
+
+bench-sampling: install
+	$(BIN)/python -m benchmarks.bench_sampling
+
+clean:
+	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

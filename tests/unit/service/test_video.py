@@ -38,7 +38,9 @@ def _sample(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tup
 
 @pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr", "vfr_mp4", "rotated", "rotated_270", "vp9", "hevc"])
 @pytest.mark.parametrize("options", EXACT_CASES, ids=repr)
-def test_exact_sampling_matches_decoding_every_frame(clips: dict[str, Path], clip: str, options: SamplingOptions) -> None:
+def test_exact_sampling_matches_decoding_every_frame(
+    clips: dict[str, Path], clip: str, options: SamplingOptions
+) -> None:
     reader, ours = _sample(clips[clip], options)
     reference = list(decode_all_sampler(clips[clip], options))
 
@@ -155,7 +157,9 @@ def test_limits_refuse_before_decoding(
 
 
 def test_frame_limit_is_met_by_max_frames(clips: dict[str, Path]) -> None:
-    reader = VideoReader("item", "0", clips["bframes"], SamplingOptions(fps=2, max_frames=10), MediaLimits(max_frames=10))
+    reader = VideoReader(
+        "item", "0", clips["bframes"], SamplingOptions(fps=2, max_frames=10), MediaLimits(max_frames=10)
+    )
     assert reader.meta.planned_frames == 10
     reader.close()
 

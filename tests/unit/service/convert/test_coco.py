@@ -23,8 +23,7 @@ def test_image_with_boxes() -> None:
         {"id": 1, "file_name": "a.jpg", "width": 640, "height": 480, "item": "a.jpg", "slot": "0"}
     ]
     assert coco["annotations"] == [
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 20, 100, 50], "area": 5000, "score": 0.9,
-         "iscrowd": 0},
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 20, 100, 50], "area": 5000, "score": 0.9, "iscrowd": 0},
         {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5], "area": 25, "score": 0.55, "iscrowd": 0},
     ]
     assert coco["categories"] == [
@@ -62,8 +61,9 @@ def test_loads_in_pycocotools(tmp_path: Path) -> None:
     results = [
         make_result(make_detections([[10, 20, 110, 70]], [0.9], [0])),
         make_result(item="b.jpg", source="/data/b.jpg"),
-        make_result(make_detections([[1, 2, 3, 4], [5, 5, 50, 60]], [0.7, 0.6], [1, 0]), item="c.jpg",
-                    source="/data/c.jpg"),
+        make_result(
+            make_detections([[1, 2, 3, 4], [5, 5, 50, 60]], [0.7, 0.6], [1, 0]), item="c.jpg", source="/data/c.jpg"
+        ),
     ]
     coco = frame_results_to_coco(results, class_names=NAMES)
     path = tmp_path / "out.json"

@@ -1,0 +1,241 @@
+"""The command line end to end, in real subprocesses, on generated media and the real default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from pycocotools.coco import COCO
+
+from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.video import VideoReader
+from service.samples import write_pan_video
+from tests import media_dicom
+
+ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo
+
+
+def preannotate(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    astronaut = skimage.data.astronaut()
+    paths = {"photo": root / "astronaut.png", "video": root / "pan.mp4", "dicom": root / "scan.dcm"}
+    cv2.imwrite(str(paths["photo"]), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    write_pan_video(astronaut, paths["video"], duration_s=3.0, fps=25)
+    media_dicom.multiframe(paths["dicom"], 6, FrameTime=500.0)
+    paths["corrupt"] = root / "broken.mp4"
+    paths["corrupt"].write_bytes(paths["video"].read_bytes()[:1500])
+    paths["text"] = root / "notes.txt"
+    paths["text"].write_text("not media")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def mixed_run(
+    inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("out") / "preds.json"
+    result = preannotate(
+        "run",
+        inputs["photo"],
+        inputs["corrupt"],
+        inputs["video"],
+        inputs["dicom"],
+        inputs["text"],
+        "--fps",
+        "2",
+        "--out",
+        out,
+    )
+    return result, out
+
+
+def test_bad_files_are_named_and_the_rest_is_processed(
+    mixed_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, out = mixed_run
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert any("corrupt_media" in e and "broken.mp4" in e for e in errors)
+    assert any("unsupported_media" in e and "notes.txt" in e for e in errors)
+    coco = json.loads(out.read_text())
+    assert {image["item"] for image in coco["images"]} == {"astronaut.png", "pan.mp4", "scan.dcm"}
+
+
+def test_coco_output_loads_in_pycocotools_and_finds_the_face(
+    mixed_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = mixed_run
+    gt = COCO(str(out))
+    coco = json.loads(out.read_text())
+    photo = next(im for im in coco["images"] if im["item"] == "astronaut.png")
+    assert (photo["width"], photo["height"], photo["file_name"]) == (512, 512, "astronaut.png")
+    faces = gt.loadAnns(gt.getAnnIds(imgIds=[photo["id"]]))
+    assert len(faces) == 1
+    x, y, w, h = faces[0]["bbox"]
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE
+    overlap_w = min(x + w, fx2) - max(x, fx1)
+    overlap_h = min(y + h, fy2) - max(y, fy1)
+    assert overlap_w * overlap_h > 0.5 * (fx2 - fx1) * (fy2 - fy1)
+    assert faces[0]["score"] > 0.5
+    assert gt.loadCats(gt.getCatIds()) == [{"id": 1, "name": "face", "supercategory": ""}]
+    assert len(gt.loadRes(coco["annotations"]).getAnnIds()) == len(coco["annotations"])
+
+
+def test_video_and_dicom_frames_carry_index_and_time(
+    mixed_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = mixed_run
+    images = json.loads(out.read_text())["images"]
+    video = [(im["frame_index"], im["timestamp_s"]) for im in images if im["item"] == "pan.mp4"]
+    # 25 fps source, 2 fps targets: at 0.5 s the frame on screen is frame 12 (shown from 0.48 s)
+    assert video == [(0, 0.0), (12, 0.48), (25, 1.0), (37, 1.48), (50, 2.0), (62, 2.48)]
+    dicom = [(im["frame_index"], im["timestamp_s"], im["video"]) for im in images if im["item"] == "scan.dcm"]
+    assert dicom == [
+        (0, 0.0, "scan.dcm"),
+        (1, 0.5, "scan.dcm"),
+        (2, 1.0, "scan.dcm"),
+        (3, 1.5, "scan.dcm"),
+        (4, 2.0, "scan.dcm"),
+        (5, 2.5, "scan.dcm"),
+    ]
+
+
+def test_multi_slot_item_keeps_slot_names(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "case.json"
+    result = preannotate(
+        "run",
+        "--item",
+        "case-1",
+        "--slot",
+        f"photo={inputs['photo']}",
+        "--slot",
+        f"clip={inputs['video']}",
+        "--fps",
+        "1",
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    images = json.loads(out.read_text())["images"]
+    assert {(im["item"], im["slot"]) for im in images} == {("case-1", "photo"), ("case-1", "clip")}
+    assert "case-1/photo/astronaut.png" in {im["file_name"] for im in images}
+    assert "case-1/clip/frame_000025.jpg" in {im["file_name"] for im in images}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--classes", "cat"], "unknown class(es) cat; the model has: face"),
+        (["--model", "nonsense"], "invalid_model_spec"),
+        (["--model", "onnx:/nonexistent/model.onnx"], "model_not_found"),
+        (["--fps", "-1"], "fps must be in"),
+        (["--threshold", "2"], "--threshold must be in [0, 1]"),
+        (["--slot", "a=b.png"], "--slot needs --item"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    inputs: dict[str, Path], tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = preannotate("run", inputs["photo"], *args, "--out", tmp_path / "x.json")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_limits_come_from_settings(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result = preannotate(
+        "run", inputs["video"], "--fps", "5", "--out", tmp_path / "x.json", env={"PREANNOTATE_MAX_FRAMES_PER_SLOT": "3"}
+    )
+    assert result.returncode == 2
+    assert "too_many_frames" in result.stderr
+    assert "pan.mp4" in result.stderr
+
+
+def test_frames_writes_images_and_index_without_loading_a_model(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    code = (
+        "import sys; from service.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules, 'frames loaded a model runtime'; "
+        "sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "frames",
+            str(inputs["video"]),
+            "--fps",
+            "1.5",
+            "--out",
+            str(out),
+            "--image-format",
+            "png",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    index = json.loads((out / "index.json").read_text())
+
+    reader = VideoReader("pan.mp4", "0", inputs["video"], SamplingOptions(fps=1.5), MediaLimits())
+    expected = list(reader)
+    reader.close()
+    assert [e["frame_index"] for e in index] == [f.info.frame_index for f in expected]
+    assert [e["timestamp_s"] for e in index] == [f.info.timestamp_s for f in expected]
+    for entry, frame in zip(index, expected, strict=True):
+        assert entry["file_name"] == f"frame_{frame.info.frame_index:06d}.png"
+        assert (entry["width"], entry["height"]) == (320, 240)
+        written = cv2.cvtColor(cv2.imread(str(out / entry["file_name"])), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(written, frame.image)  # PNG is lossless: the exact sampled pixels
+
+
+def test_frames_keyframes_mode(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result = preannotate("frames", inputs["video"], "--sampling", "keyframes", "--fps", "0", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [e["frame_index"] for e in index] == [0, 50]  # the generator puts a key frame every 50 frames
+
+
+def test_no_progress_bar_when_not_a_terminal(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result = preannotate("frames", inputs["video"], "--out", tmp_path)
+    assert result.returncode == 0
+    assert "frame/s" not in result.stderr
+    assert "it/s" not in result.stderr
+
+
+def test_demo(tmp_path: Path) -> None:
+    result = preannotate("demo", "--out", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    assert "COCO preannotations:" in result.stdout
+    coco = json.loads((tmp_path / "demo" / "preannotations.coco.json").read_text())
+    assert len(coco["annotations"]) >= 3  # astronaut, camera, and the pan across the astronaut
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "preannotate"
+    result = subprocess.run([str(script), "models"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "builtin:centerface (default)" in result.stdout

@@ -36,25 +36,40 @@ def clip_xyxy(xyxy: NDArray[np.float32], width_px: int, height_px: int) -> NDArr
 
 @dataclass(frozen=True, slots=True)
 class Letterbox:
-    """How a frame was fitted into the network input: ``net = src * scale + pad``."""
+    """How a frame was fitted into the network input: ``net = src * scale + pad``, per axis.
 
-    scale: float
+    The scales are the exact resize ratios (rounded new size / source size), so mapping back is the
+    inverse of what ``cv2.resize`` did (and what Ultralytics' ``scale_boxes`` does).
+    """
+
+    scale_x: float
+    scale_y: float
     pad_x_px: float
     pad_y_px: float
 
     def to_source(self, xyxy: NDArray[np.float32]) -> NDArray[np.float32]:
         """Map (n, 4) network-input pixel corners back to source-frame pixels."""
         out = xyxy.copy()
-        out[:, 0::2] = (out[:, 0::2] - self.pad_x_px) / self.scale
-        out[:, 1::2] = (out[:, 1::2] - self.pad_y_px) / self.scale
+        out[:, 0::2] = (out[:, 0::2] - self.pad_x_px) / self.scale_x
+        out[:, 1::2] = (out[:, 1::2] - self.pad_y_px) / self.scale_y
         return out
 
 
-def letterbox(image: RGBImage, height_px: int, width_px: int) -> tuple[RGBImage, Letterbox]:
-    """Resize keeping the aspect ratio, then pad (centred) to exactly height x width."""
+def letterbox(
+    image: RGBImage, height_px: int, width_px: int, *, stride_px: int | None = None
+) -> tuple[RGBImage, Letterbox]:
+    """Resize keeping the aspect ratio, then pad (centred) to exactly height x width.
+
+    With ``stride_px``, pad only up to the next multiple of the stride instead (Ultralytics'
+    ``auto=True``, which its predictor uses for dynamic-shape exports): the output is then at most
+    height x width, e.g. 224 x 320 for a 400 x 600 frame at 320.
+    """
     src_h, src_w = image.shape[:2]
     scale = min(height_px / src_h, width_px / src_w)
-    new_w, new_h = round(src_w * scale), round(src_h * scale)
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    if stride_px is not None:
+        height_px = new_h + (height_px - new_h) % stride_px
+        width_px = new_w + (width_px - new_w) % stride_px
     resized = (
         image if (new_w, new_h) == (src_w, src_h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     )
@@ -69,7 +84,9 @@ def letterbox(image: RGBImage, height_px: int, width_px: int) -> tuple[RGBImage,
         cv2.BORDER_CONSTANT,
         value=(LETTERBOX_PAD_VALUE,) * 3,
     )
-    return np.asarray(out, np.uint8), Letterbox(scale=scale, pad_x_px=float(left), pad_y_px=float(top))
+    return np.asarray(out, np.uint8), Letterbox(
+        scale_x=new_w / src_w, scale_y=new_h / src_h, pad_x_px=float(left), pad_y_px=float(top)
+    )
 
 
 def nms_per_class(
@@ -84,14 +101,9 @@ def nms_per_class(
     if len(xyxy) == 0:
         return np.zeros((0,), np.intp)
     xywh = xyxy_to_xywh(xyxy)
-    keep = cv2.dnn.NMSBoxesBatched(
-        xywh.tolist(),
-        confidence.tolist(),
-        class_id.tolist(),
-        0.0,
-        iou_threshold,
-        top_k=max_detections,
-    )
+    # No top_k here: OpenCV applies it to the candidates *before* suppression, which drops boxes
+    # that would have survived (Ultralytics suppresses first, then keeps max_det).
+    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), confidence.tolist(), class_id.tolist(), 0.0, iou_threshold)
     kept = np.asarray(keep, np.intp).reshape(-1)
     # OpenCV returns them grouped by class; order best first so truncation keeps the best.
     return kept[np.argsort(-confidence[kept], kind="stable")][:max_detections]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,14 +37,35 @@ def resolve_device(requested: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """One graph input or output: name, ORT type string (``tensor(float)``) and shape (None = symbolic)."""
+
+    name: str
+    type: str
+    shape: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionIO:
-    """The first input's name, element type and shape (``None`` for symbolic dims)."""
+    """The image input's name, element type and shape (``None`` for symbolic dims), plus the rest of the graph IO.
+
+    Attributes:
+        input_name: the image input: the first float input of rank 4, else the first input.
+        input_dtype: its numpy element type.
+        input_shape: its shape, e.g. ``(None, 3, 640, 640)``.
+        output_names: outputs in graph order.
+        metadata: the model's ``metadata_props`` (Ultralytics: ``names``, ``imgsz``, ...).
+        extra_inputs: inputs other than the image (e.g. RT-DETR's ``orig_target_sizes``).
+        output_shapes: shapes of ``output_names``, in the same order.
+    """
 
     input_name: str
     input_dtype: type[np.floating]
     input_shape: tuple[int | None, ...]
     output_names: tuple[str, ...]
     metadata: dict[str, str]
+    extra_inputs: tuple[TensorInfo, ...] = ()
+    output_shapes: tuple[tuple[int | None, ...], ...] = ()
 
 
 def create_session(model: bytes | str, *, device: str, num_threads: int | None) -> ort.InferenceSession:
@@ -71,16 +93,24 @@ _ORT_FLOAT_TYPES: dict[str, type[np.floating]] = {
 }
 
 
+def _shape(dims: Sequence[object]) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+
+
 def session_io(session: ort.InferenceSession) -> SessionIO:
-    """Describe the session's first input and its outputs."""
-    first = session.get_inputs()[0]
-    if first.type not in _ORT_FLOAT_TYPES:
-        raise ModelLoadError(f"unsupported input type {first.type} for input {first.name!r}")
-    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in first.shape)
+    """Describe the session's image input, its other inputs and its outputs."""
+    inputs = [TensorInfo(i.name, i.type, _shape(i.shape)) for i in session.get_inputs()]
+    # Exports with extra inputs (RT-DETR's orig_target_sizes) do not always list the image first.
+    image = next((i for i in inputs if i.type in _ORT_FLOAT_TYPES and len(i.shape) == 4), inputs[0])
+    if image.type not in _ORT_FLOAT_TYPES:
+        raise ModelLoadError(f"unsupported input type {image.type} for input {image.name!r}")
+    outputs = session.get_outputs()
     return SessionIO(
-        input_name=first.name,
-        input_dtype=_ORT_FLOAT_TYPES[first.type],
-        input_shape=shape,
-        output_names=tuple(o.name for o in session.get_outputs()),
+        input_name=image.name,
+        input_dtype=_ORT_FLOAT_TYPES[image.type],
+        input_shape=image.shape,
+        output_names=tuple(o.name for o in outputs),
         metadata=dict(session.get_modelmeta().custom_metadata_map),
+        extra_inputs=tuple(i for i in inputs if i.name != image.name),
+        output_shapes=tuple(_shape(o.shape) for o in outputs),
     )

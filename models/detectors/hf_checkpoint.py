@@ -1,0 +1,127 @@
+"""Find and load a transformers detection checkpoint: a local directory or a hub id (cache first)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import ModelLoadError, ModelNotFoundError
+from models.provenance import files_digest
+from models.runtimes.torch import require
+
+log = logging.getLogger(__name__)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_CONFIG_FILES = ("config.json", "preprocessor_config.json")
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A loaded processor + model pair and where it came from.
+
+    Attributes:
+        processor: the ``AutoImageProcessor`` instance.
+        model: the ``AutoModelForObjectDetection`` instance (on CPU, fp32).
+        name: a short name (directory or repo name).
+        version: ``<name>-<hash>``: config + weights digest for a directory, snapshot commit for the hub.
+    """
+
+    processor: Any
+    model: Any
+    name: str
+    version: str
+
+
+def looks_like_path(target: str) -> bool:
+    """True for things a hub id can never be: absolute, ``./``/``~`` relative, or more than one ``/``."""
+    return target.startswith(("/", ".", "~")) or "\\" in target or target.count("/") > 1
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
+
+
+def _directory_version(directory: Path) -> str:
+    files = [directory / name for name in _CONFIG_FILES if (directory / name).is_file()]
+    files += sorted(p for p in directory.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+    return f"{directory.name}-{files_digest(files)}"
+
+
+def _hub_version(repo_id: str) -> str:
+    """The cached snapshot's commit (``.../snapshots/<commit>/config.json``)."""
+    hub = require("huggingface_hub", needed_for=f"hf:{repo_id}")
+    cached = hub.try_to_load_from_cache(repo_id, "config.json")
+    name = repo_id.rsplit("/", 1)[-1]
+    if isinstance(cached, str):
+        return f"{name}-{Path(cached).parent.name[:12]}"
+    return f"{name}-unknown"
+
+
+def _from_pretrained(transformers: Any, source: str, *, local_files_only: bool) -> tuple[Any, Any]:
+    processor = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
+    model = transformers.AutoModelForObjectDetection.from_pretrained(source, local_files_only=local_files_only)
+    return processor, model
+
+
+def _load_directory(transformers: Any, directory: Path) -> Checkpoint:
+    missing = [name for name in _CONFIG_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{directory} is not a transformers checkpoint: it lacks {', '.join(missing)} "
+            "(save both the model and its image processor with save_pretrained)"
+        )
+    try:
+        processor, model = _from_pretrained(transformers, str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load the detection checkpoint in {directory}: {exc}") from exc
+    return Checkpoint(processor, model, directory.name, _directory_version(directory))
+
+
+def _load_hub(transformers: Any, repo_id: str) -> Checkpoint:
+    hint = (
+        f"pre-download it where there is network (`hf download {repo_id}`, then copy the HF cache or set "
+        f"HF_HOME), or save it to a directory and use hf:/path/to/dir"
+    )
+    try:
+        processor, model = _from_pretrained(transformers, repo_id, local_files_only=True)
+    except OSError as cache_miss:
+        if _hub_offline():
+            raise ModelNotFoundError(
+                f"hf:{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
+            ) from cache_miss
+        log.info("hf:%s is not cached; downloading from the Hugging Face Hub", repo_id)
+        try:
+            processor, model = _from_pretrained(transformers, repo_id, local_files_only=False)
+        except OSError as exc:
+            raise ModelNotFoundError(f"cannot find or download hf:{repo_id} ({exc}); {hint}") from exc
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(f"hf:{repo_id} is cached but is not a loadable detection checkpoint: {exc}") from exc
+    return Checkpoint(processor, model, repo_id.rsplit("/", 1)[-1], _hub_version(repo_id))
+
+
+def load_checkpoint(target: str) -> Checkpoint:
+    """Load ``AutoImageProcessor`` + ``AutoModelForObjectDetection`` from a directory or a hub id.
+
+    A directory is read with ``local_files_only=True``. A hub id is read from the local HF cache
+    first; when it is not cached and ``HF_HUB_OFFLINE`` is not set, it is downloaded.
+
+    Raises:
+        ModelNotFoundError: the directory does not exist, or the hub id is neither cached nor downloadable.
+        ModelLoadError: the files exist but do not form a detection checkpoint.
+        MissingDependencyError: torch or transformers is not installed.
+    """
+    directory = Path(target).expanduser()
+    if not directory.is_dir() and looks_like_path(target):
+        raise ModelNotFoundError(
+            f"checkpoint directory {directory} does not exist; point hf: at a directory holding config.json, "
+            "preprocessor_config.json and the weights, or use a hub id such as PekingU/rtdetr_r50vd"
+        )
+    require("torch", needed_for=f"hf:{target}")
+    transformers = require("transformers", needed_for=f"hf:{target}")
+    if directory.is_dir():
+        return _load_directory(transformers, directory.resolve())
+    return _load_hub(transformers, target)

@@ -1,0 +1,96 @@
+"""``onnx:PATH``: open an ONNX export, recognise its output layout and build the matching detector."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime as ort
+
+from models.base import Detector, DetectorOptions
+from models.detectors.e2e_onnx import BoxesScoresLabelsOnnx, DetrLogitsOnnx
+from models.detectors.yolo_onnx import YoloEnd2EndOnnx, YoloOnnx
+from models.errors import ModelLoadError, ModelNotFoundError
+from models.runtimes.onnx import SessionIO, create_session, resolve_device, session_io
+
+log = logging.getLogger(__name__)
+
+
+class OnnxLayout(enum.Enum):
+    """The output layouts ``onnx:`` understands (values are for messages)."""
+
+    YOLO = "Ultralytics YOLOv8/YOLO11: one output [B, 4+nc, N] (cx, cy, w, h, class scores)"
+    YOLO_END2END = "Ultralytics end2end: one output [B, N, 6] (x1, y1, x2, y2, score, class)"
+    BOXES_SCORES_LABELS = "RT-DETR deploy: inputs images + orig_target_sizes; outputs labels, boxes, scores"
+    LOGITS_PRED_BOXES = "HF/optimum DETR family: outputs logits [B, Q, C] and pred_boxes [B, Q, 4]"
+
+
+def _unsupported(model_path: Path, io: SessionIO, why: str) -> ModelLoadError:
+    outputs = ", ".join(f"{n} {list(s)}" for n, s in zip(io.output_names, io.output_shapes, strict=True))
+    supported = "\n".join(f"  - {layout.value}" for layout in OnnxLayout)
+    return ModelLoadError(f"{model_path}: {why} (outputs: {outputs}). Supported layouts:\n{supported}")
+
+
+def detect_layout(io: SessionIO, model_path: Path) -> OnnxLayout:
+    """Recognise the export from its output names and shapes (and Ultralytics metadata).
+
+    Raises:
+        ModelLoadError: the layout is none of ``OnnxLayout``, or is a non-detection Ultralytics task.
+    """
+    task = io.metadata.get("task", "detect")
+    if task != "detect":
+        raise _unsupported(model_path, io, f"Ultralytics task {task!r} is not object detection")
+    names = {n.lower() for n in io.output_names}
+    if {"boxes", "scores", "labels"} <= names:
+        return OnnxLayout.BOXES_SCORES_LABELS
+    if {"logits", "pred_boxes"} <= names:
+        return OnnxLayout.LOGITS_PRED_BOXES
+    if len(io.output_names) == 1 and len(io.output_shapes[0]) == 3:
+        _, dim1, dim2 = io.output_shapes[0]
+        # [B, N, 6] rows come from end2end heads and from `nms=True` exports (whose metadata says
+        # end2end False). YOLO's N is at least 21 (imgsz 32), so a last dim of 6 always means rows.
+        if io.metadata.get("end2end", "").lower() == "true" or dim2 == 6:
+            return OnnxLayout.YOLO_END2END
+        if dim1 is None or dim1 > 4:
+            return OnnxLayout.YOLO
+    raise _unsupported(model_path, io, "unrecognised output layout")
+
+
+_DETECTORS: dict[OnnxLayout, Callable[[str, Path, ort.InferenceSession, SessionIO, str, DetectorOptions], Detector]] = {
+    OnnxLayout.YOLO: YoloOnnx,
+    OnnxLayout.YOLO_END2END: YoloEnd2EndOnnx,
+    OnnxLayout.BOXES_SCORES_LABELS: BoxesScoresLabelsOnnx,
+    OnnxLayout.LOGITS_PRED_BOXES: DetrLogitsOnnx,
+}
+
+
+def load_onnx_detector(spec: str, path: str, options: DetectorOptions) -> Detector:
+    """Load an ONNX detection export of any layout in ``OnnxLayout``.
+
+    Args:
+        spec: the spec as given (kept in ``info.spec``).
+        path: the ``.onnx`` file; sidecars (``<stem>.names.json``, ``config.json``,
+            ``preprocessor_config.json``) are looked for next to it.
+        options: device, batch size, input size and threads.
+
+    Raises:
+        ModelNotFoundError: the file does not exist.
+        ModelLoadError: onnxruntime cannot open it, or its layout is unsupported.
+        DeviceUnavailableError: ``cuda`` was asked for without onnxruntime-gpu.
+    """
+    model_path = Path(path).expanduser()
+    if not model_path.is_file():
+        raise ModelNotFoundError(
+            f"ONNX model {model_path} does not exist; check the path in {spec!r} (is the model volume mounted?)"
+        )
+    device = resolve_device(options.device)
+    try:
+        session = create_session(str(model_path), device=device, num_threads=options.num_threads)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{model_path}: {exc} (is it a complete ONNX export?)") from exc
+    io = session_io(session)
+    layout = detect_layout(io, model_path)
+    log.info("%s: %s layout", model_path, layout.name)
+    return _DETECTORS[layout](spec, model_path, session, io, device, options)

@@ -1,0 +1,105 @@
+"""Shared batching for ONNX detectors: per-frame pre-process, stacked runs, per-frame post-process."""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
+from models.provenance import files_digest
+from models.runtimes.onnx import SessionIO
+from models.types import Detections, ModelInfo, RGBImage
+
+log = logging.getLogger(__name__)
+
+MetaT = TypeVar("MetaT")
+Feeds = dict[str, NDArray[Any]]
+"""Input name -> array. Per frame without the batch dim; per run with it."""
+
+
+class OnnxDetector(Detector, Generic[MetaT]):
+    """An ONNX detector as ``pre_process`` (one frame) -> ``forward`` (stacked) -> ``post_process`` (one frame).
+
+    Frames whose inputs have equal shapes run together. A fixed batch dim (static exports) sets the
+    batch size, and short batches are padded by repeating the last frame; a dynamic one takes
+    ``options.batch_size`` or the device default.
+    """
+
+    def __init__(
+        self, *, model_path: Path, session: ort.InferenceSession, io: SessionIO, device: str, options: DetectorOptions
+    ) -> None:
+        self._model_path = model_path
+        self._session = session
+        self._io = io
+        self._device = device
+        self._options = options
+        self._fixed_batch = io.input_shape[0] if io.input_shape else None
+        if self._fixed_batch is not None and options.batch_size not in (None, self._fixed_batch):
+            log.warning("%s has a fixed batch size of %d; ignoring batch_size", model_path, self._fixed_batch)
+        self._batch_size = self._fixed_batch or options.batch_size or DEFAULT_BATCH_SIZE[device]
+
+    def _make_info(
+        self, *, spec: str, class_names: tuple[str, ...], input_hw: tuple[int, int], extra_files: Sequence[Path] = ()
+    ) -> ModelInfo:
+        """Describe the model; the version hashes the ONNX file and the sidecars that shaped its labels."""
+        return ModelInfo(
+            spec=spec,
+            name=self._model_path.stem,
+            version=f"{self._model_path.stem}-{files_digest([self._model_path, *extra_files])}",
+            class_names=class_names,
+            runtime="onnxruntime",
+            device=self._device,
+            batch_size=self._batch_size,
+            input_size_px=max(input_hw),
+            dtype=np.dtype(self._io.input_dtype).name,
+        )
+
+    @abstractmethod
+    def _pre_process(self, image: RGBImage) -> tuple[Feeds, MetaT]:
+        """One frame -> its per-frame feeds (no batch dim) and what post-processing needs to map boxes back."""
+
+    @abstractmethod
+    def _post_process(self, outputs: list[NDArray[Any]], meta: MetaT, threshold: float) -> Detections:
+        """One frame's rows of every output (batch dim removed) -> detections in source pixels."""
+
+    def _forward(self, feeds: Feeds) -> list[NDArray[Any]]:
+        """Run stacked feeds, padding to a fixed batch size and dropping the padded rows."""
+        count = len(next(iter(feeds.values())))
+        if self._fixed_batch is not None and count < self._fixed_batch:
+            pad = self._fixed_batch - count
+            feeds = {name: np.concatenate([arr, np.repeat(arr[-1:], pad, axis=0)]) for name, arr in feeds.items()}
+        outputs = self._session.run(None, feeds)
+        return [np.asarray(out)[:count] for out in outputs]
+
+    def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
+        prepared = [self._pre_process(image) for image in images]
+        groups: dict[tuple[tuple[str, tuple[int, ...]], ...], list[int]] = {}
+        for i, (feeds, _) in enumerate(prepared):
+            key = tuple(sorted((name, arr.shape) for name, arr in feeds.items()))
+            groups.setdefault(key, []).append(i)
+        results: list[Detections] = [Detections.empty()] * len(images)
+        for members in groups.values():
+            names = prepared[members[0]][0].keys()
+            outputs = self._forward({name: np.stack([prepared[i][0][name] for i in members]) for name in names})
+            for row, i in enumerate(members):
+                results[i] = self._post_process([out[row] for out in outputs], prepared[i][1], threshold)
+        return results
+
+    def _probe_output_shapes(self, input_hw: tuple[int, int]) -> list[tuple[int, ...]]:
+        """Output shapes for one blank frame; for exports whose class count is a symbolic dim."""
+        feeds, _ = self._pre_process(np.zeros((*input_hw, 3), np.uint8))
+        outputs = self._forward({name: arr[None] for name, arr in feeds.items()})
+        return [out.shape for out in outputs]
+
+
+def to_chw_blob(image: RGBImage, dtype: type[np.floating]) -> NDArray[Any]:
+    """(H, W, 3) uint8 RGB -> (3, H, W) in [0, 1] of the session's input dtype."""
+    blob = image.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+    return blob.astype(dtype, copy=False)

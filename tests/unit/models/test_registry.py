@@ -1,0 +1,50 @@
+"""Model spec parsing and dispatch."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.errors import ModelSpecError
+from models.registry import DEFAULT_MODEL_SPEC, load_detector, parse_spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("builtin:centerface", ("builtin", "centerface")),
+        ("  builtin:centerface  ", ("builtin", "centerface")),
+        ("onnx:/models/yolo.onnx", ("onnx", "/models/yolo.onnx")),
+        ("onnx:relative/model.bin", ("onnx", "relative/model.bin")),
+        ("/models/yolo11n.onnx", ("onnx", "/models/yolo11n.onnx")),
+        ("models/RTDETR.ONNX", ("onnx", "models/RTDETR.ONNX")),
+        ("hf:PekingU/rtdetr_r50vd", ("hf", "PekingU/rtdetr_r50vd")),
+        ("hf:/models/detr-resnet-50", ("hf", "/models/detr-resnet-50")),
+        ("hf:C:/weird:path", ("hf", "C:/weird:path")),
+        (DEFAULT_MODEL_SPEC, ("builtin", "centerface")),
+    ],
+)
+def test_parse_spec_valid(spec: str, expected: tuple[str, str]) -> None:
+    assert parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("", "invalid model spec"),
+        ("centerface", "invalid model spec"),
+        ("yolo.pt", "invalid model spec"),
+        ("torch:/m/model.pt", "invalid model spec"),
+        ("hf:", "invalid model spec"),
+        ("onnx:", "invalid model spec"),
+        ("HF:PekingU/rtdetr_r50vd", "invalid model spec"),
+        ("builtin:yolov8", "unknown builtin model 'yolov8'; available: centerface"),
+    ],
+)
+def test_parse_spec_invalid(spec: str, match: str) -> None:
+    with pytest.raises(ModelSpecError, match=match):
+        parse_spec(spec)
+
+
+def test_load_detector_rejects_unknown_builtin_before_loading() -> None:
+    with pytest.raises(ModelSpecError, match="unknown builtin"):
+        load_detector("builtin:nope")

@@ -15,11 +15,11 @@ from models.base import Detector, DetectorOptions
 from models.detectors.hf_transformers import dense_id2label, processor_size_override
 from models.errors import DeviceUnavailableError, MissingDependencyError, ModelLoadError, ModelNotFoundError
 from models.registry import load_detector
+from tests.unit.models.hf_checkpoints import ID2LABEL, write_tiny_rtdetr
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-ID2LABEL = {0: "cat", 1: "dog", 2: "car"}
 FRAMES_HW = [(480, 640), (300, 200), (64, 64)]
 
 
@@ -35,41 +35,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny RT-DETR (ResNet-ish backbone of a few channels, no timm) + its image processor."""
-    torch.manual_seed(0)
-    backbone = transformers.RTDetrResNetConfig(
-        embedding_size=8,
-        hidden_sizes=[8, 16, 32, 64],
-        depths=[1, 1, 1, 1],
-        layer_type="basic",
-        out_features=["stage2", "stage3", "stage4"],
-    )
-    config = transformers.RTDetrConfig(
-        backbone_config=backbone,
-        encoder_in_channels=[16, 32, 64],
-        encoder_hidden_dim=32,
-        encoder_ffn_dim=32,
-        encoder_attention_heads=2,
-        d_model=32,
-        decoder_in_channels=[32, 32, 32],
-        decoder_ffn_dim=32,
-        decoder_layers=1,
-        decoder_attention_heads=2,
-        num_queries=20,
-        num_denoising=0,
-        num_labels=len(ID2LABEL),
-        id2label=ID2LABEL,
-        label2id={v: k for k, v in ID2LABEL.items()},
-    )
-    model = transformers.RTDetrForObjectDetection(config).eval()
-    # Fresh initialisation gives every query the same score and box; perturb so scores spread.
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.3)
-    directory = tmp_path_factory.mktemp("tiny_rtdetr")
-    model.save_pretrained(directory)
-    transformers.RTDetrImageProcessor().save_pretrained(directory)
-    return directory
+    return write_tiny_rtdetr(tmp_path_factory.mktemp("tiny_rtdetr"), ID2LABEL)
 
 
 @pytest.fixture(scope="module")

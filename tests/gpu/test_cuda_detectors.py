@@ -1,0 +1,73 @@
+"""CUDA paths: fp16 agrees with fp32, batches agree with single frames. Skipped without a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+
+from models.base import DetectorOptions
+from models.registry import load_detector
+from models.runtimes.onnx import cuda_available
+from tests.unit.models.hf_checkpoints import write_tiny_rtdetr
+
+torch = pytest.importorskip("torch")
+
+needs_torch_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+needs_ort_cuda = pytest.mark.skipif(not cuda_available(), reason="onnxruntime has no CUDAExecutionProvider")
+
+
+def _frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [skimage.data.astronaut(), *(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(5))]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+@needs_torch_cuda
+def test_hf_fp16_matches_fp32_on_cuda(tmp_path: Path) -> None:
+    spec = f"hf:{write_tiny_rtdetr(tmp_path)}"
+    fp32 = load_detector(spec, DetectorOptions(device="cuda", fp16=False, batch_size=4))
+    fp16 = load_detector(spec, DetectorOptions(device="cuda", fp16=True, batch_size=4))
+    assert (fp32.info.dtype, fp16.info.dtype) == ("float32", "float16")
+    frames = _frames()
+    for a, b in zip(fp32.detect(frames, threshold=0.3), fp16.detect(frames, threshold=0.3), strict=True):
+        strong = a.confidence > 0.4  # boxes near the threshold may cross it in fp16
+        if strong.any() and len(b):
+            best = _iou(a.xyxy[strong], b.xyxy).max(axis=1)
+            assert np.all(best > 0.9)
+
+
+@needs_torch_cuda
+def test_hf_batch_equals_single_frames_on_cuda(tmp_path: Path) -> None:
+    detector = load_detector(
+        f"hf:{write_tiny_rtdetr(tmp_path)}", DetectorOptions(device="cuda", fp16=False, batch_size=16)
+    )
+    frames = _frames()
+    batched = detector.detect(frames, threshold=0.3)
+    single = [detector.detect([f], threshold=0.3)[0] for f in frames]
+    for a, b in zip(batched, single, strict=True):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=0.5)
+        np.testing.assert_array_equal(a.class_id, b.class_id)
+
+
+@needs_ort_cuda
+def test_centerface_cuda_matches_cpu() -> None:
+    frames = _frames()
+    cpu = load_detector("builtin:centerface", DetectorOptions(device="cpu")).detect(frames, threshold=0.5)
+    gpu_detector = load_detector("builtin:centerface", DetectorOptions(device="cuda", batch_size=8))
+    assert gpu_detector.info.device == "cuda"
+    gpu = gpu_detector.detect(frames, threshold=0.5)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)

@@ -47,7 +47,8 @@ class PreannotateError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return f"{self.code.code}: {self.message}"
+        # One line, whatever the cause's message looked like: CLI output and logs stay greppable.
+        return f"{self.code.code}: {' '.join(self.message.split())}"
 
 
 _MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {

@@ -29,8 +29,8 @@ class OnnxLayout(enum.Enum):
 
 def _unsupported(model_path: Path, io: SessionIO, why: str) -> ModelLoadError:
     outputs = ", ".join(f"{n} {list(s)}" for n, s in zip(io.output_names, io.output_shapes, strict=True))
-    supported = "\n".join(f"  - {layout.value}" for layout in OnnxLayout)
-    return ModelLoadError(f"{model_path}: {why} (outputs: {outputs}). Supported layouts:\n{supported}")
+    supported = "; ".join(layout.value for layout in OnnxLayout)
+    return ModelLoadError(f"{model_path}: {why} (outputs: {outputs}). Supported layouts: {supported}")
 
 
 def detect_layout(io: SessionIO, model_path: Path) -> OnnxLayout:

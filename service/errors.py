@@ -25,6 +25,24 @@ class ErrorCode(enum.Enum):
     MISSING_DEPENDENCY = ("missing_dependency", 501, False)
     DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
     OUTPUT_FAILED = ("output_failed", 500, False)
+    # HTTP service
+    UNAUTHORIZED = ("unauthorized", 401, False)
+    JOB_NOT_FOUND = ("job_not_found", 404, False)
+    JOB_NOT_FINISHED = ("job_not_finished", 409, True)
+    ROUTE_NOT_FOUND = ("not_found", 404, False)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405, False)
+    REQUEST_TOO_LARGE = ("request_too_large", 413, False)
+    TOO_MANY_ITEMS = ("too_many_items", 422, False)
+    QUEUE_FULL = ("queue_full", 429, True)
+    LEASE_EXPIRED = ("lease_expired", 500, False)  # an item's worker died max_attempts times
+    NOT_READY = ("not_ready", 503, True)
+    # Fetching media by URL
+    URL_NOT_ALLOWED = ("url_not_allowed", 422, False)
+    FETCH_FAILED = ("fetch_failed", 502, True)
+    FETCH_TIMEOUT = ("fetch_timeout", 504, True)
+    # Inference
+    DEADLINE_EXCEEDED = ("deadline_exceeded", 504, True)
+    DEVICE_OUT_OF_MEMORY = ("device_out_of_memory", 503, True)
     INTERNAL = ("internal", 500, True)
 
     def __init__(self, code: str, http_status: int, retryable: bool) -> None:
@@ -41,10 +59,11 @@ class ErrorCode(enum.Enum):
 class PreannotateError(Exception):
     """An expected failure with a code; the message names the file or value at fault."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s  # sent as Retry-After on 429/503
 
     def __str__(self) -> str:
         # One line, whatever the cause's message looked like: CLI output and logs stay greppable.
@@ -57,6 +76,7 @@ _MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {
     model_errors.ModelLoadError: ErrorCode.MODEL_LOAD_FAILED,
     model_errors.DeviceUnavailableError: ErrorCode.DEVICE_UNAVAILABLE,
     model_errors.MissingDependencyError: ErrorCode.MISSING_DEPENDENCY,
+    model_errors.DeviceOutOfMemoryError: ErrorCode.DEVICE_OUT_OF_MEMORY,
 }
 
 

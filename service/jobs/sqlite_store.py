@@ -1,0 +1,389 @@
+"""The embedded job store: a SQLite lease table in WAL mode (reliability.md §1.3).
+
+One file serves the API threads, the worker threads and any other process on the same host (a restarted
+server finds its queued jobs). Every thread gets its own connection; SQLite serialises the writers, and
+each write that reads before it writes runs in ``BEGIN IMMEDIATE`` so two workers can never lease the same
+item. WAL needs every process on one host: a node-local disk, never NFS or EFS.
+
+Create the store after any ``fork``: a connection must not cross into a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from service.errors import ErrorCode
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, Lease
+
+SCHEMA_VERSION = 1
+LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
+
+_SCHEMA = (
+    """CREATE TABLE jobs(
+        id TEXT PRIMARY KEY,                    -- uuid4 hex
+        tenant TEXT NOT NULL,
+        idem_key TEXT NOT NULL,
+        request TEXT NOT NULL,                  -- JSON
+        cancelled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE(tenant, idem_key))""",
+    """CREATE TABLE items(
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        item TEXT NOT NULL,                     -- JSON
+        state TEXT NOT NULL DEFAULT 'queued'
+            CHECK(state IN ('queued', 'leased', 'succeeded', 'failed', 'cancelled')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until REAL,
+        available_at REAL NOT NULL,
+        frames_done INTEGER NOT NULL DEFAULT 0,
+        frames_planned INTEGER NOT NULL DEFAULT 0,
+        error_code TEXT,                        -- the last error; reported only once the item has failed
+        error_message TEXT,
+        updated_at REAL NOT NULL,
+        -- Last on purpose: a result of several MB spills into overflow pages, and SQLite walks those to
+        -- reach any column stored after it, so the status queries would pay for every result.
+        result TEXT,                            -- JSON
+        UNIQUE(job_id, position))""",
+    # Partial indexes stay as small as the live queue, however much finished history the table holds.
+    "CREATE INDEX items_ready ON items(available_at) WHERE state = 'queued'",
+    "CREATE INDEX items_leased ON items(lease_until) WHERE state = 'leased'",
+)
+
+# Expired leases go back to the queue, or fail for good once every attempt is spent.
+_RECLAIM = """UPDATE items SET
+    state = CASE WHEN attempts < :max THEN 'queued' ELSE 'failed' END,
+    available_at = :now, lease_owner = NULL, lease_until = NULL, updated_at = :now,
+    error_code = :code,
+    error_message = printf('%s: lease expired on attempt %d of %d (the worker crashed, hung or stopped heartbeating)',
+                           name, attempts, :max)
+    WHERE state = 'leased' AND lease_until < :now"""
+
+_LEASE = """UPDATE items SET state = 'leased', lease_owner = :worker, lease_until = :until,
+    attempts = attempts + 1, updated_at = :now
+    WHERE id IN (SELECT i.id FROM items AS i JOIN jobs AS j ON j.id = i.job_id
+                 WHERE i.state = 'queued' AND i.available_at <= :now AND NOT j.cancelled
+                 ORDER BY j.created_at, j.rowid, i.position LIMIT :n)
+    RETURNING id, job_id, position, item, attempts"""
+
+_FAIL = """UPDATE items SET
+    state = CASE WHEN :retryable AND attempts < :max THEN 'queued' ELSE 'failed' END,
+    available_at = :now + :delay, lease_owner = NULL, lease_until = NULL, updated_at = :now,
+    error_code = :code, error_message = :message
+    WHERE id = :id AND lease_owner = :worker AND state = 'leased'"""
+
+_SUMMARY = """SELECT count(*) AS total,
+    coalesce(sum(state = 'succeeded'), 0) AS succeeded,
+    coalesce(sum(state = 'failed'), 0) AS failed,
+    coalesce(sum(state IN ('queued', 'leased')), 0) AS active,
+    coalesce(sum(attempts > 0 OR state IN ('succeeded', 'failed')), 0) AS started,
+    coalesce(sum(frames_planned), 0) AS frames_planned,
+    coalesce(sum(frames_done), 0) AS frames_done,
+    max(updated_at) AS updated_at
+    FROM items WHERE job_id = ?"""
+
+# An item is "held" while it is leased to this worker. A lapsed lease that nobody has reclaimed yet still
+# counts: the work is done and no one else has the item, so dropping it would only waste an attempt.
+_HELD = "lease_owner = ? AND state = 'leased'"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def derive_status(*, cancelled: bool, total: int, succeeded: int, failed: int, active: int, started: int) -> JobStatus:
+    """A job's status from its items' states (the table in ``JobStatus``)."""
+    if cancelled:
+        return JobStatus.CANCELLED
+    if active:
+        return JobStatus.RUNNING if started else JobStatus.QUEUED
+    if succeeded == total:
+        return JobStatus.SUCCEEDED
+    if failed == total:
+        return JobStatus.FAILED
+    return JobStatus.PARTIALLY_FAILED
+
+
+class SqliteJobStore:
+    """``JobStore`` on one SQLite file, safe for many threads and several processes on one host.
+
+    Args:
+        path: The database file; created with its schema on first use.
+        max_attempts: Leases an item gets before it fails for good (expired leases and retryable failures).
+        clock: Epoch seconds; tests inject a fake one instead of sleeping.
+    """
+
+    def __init__(self, path: Path, *, max_attempts: int = 3, clock: Callable[[], float] = time.time) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._path = path
+        self._max_attempts = max_attempts
+        self._clock = clock
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []  # every thread's connection, so close() reaches them all
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        conn = self._conn()
+        # WAL is a property of the file (it persists), so setting it once per open is enough.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r}); use a file on a local disk")
+        self._migrate(conn)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise RuntimeError(f"{self._path}: the job store is closed")
+        # isolation_level=None: the module never opens transactions behind our back; we BEGIN explicitly.
+        # check_same_thread=False only so that close() may close it; each thread keeps to its own.
+        conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        # NORMAL can lose the last commits on power loss (never on a process crash); FULL if that matters.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        with self._conns_lock:
+            self._conns.append(conn)
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """A transaction: IMMEDIATE takes the write lock up front, so a read-then-write never races another
+        writer (and waits in busy_timeout rather than failing on upgrade); DEFERRED gives reads one snapshot."""
+        conn = self._conn()
+        conn.execute(f"BEGIN {mode}")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # Inside the write lock, so two processes starting together create the schema once.
+        with self._tx():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self._path}: schema version {version} is newer than this code's {SCHEMA_VERSION}")
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _record(self, conn: sqlite3.Connection, job: sqlite3.Row) -> JobRecord:
+        s = conn.execute(_SUMMARY, (job["id"],)).fetchone()
+        errors = conn.execute(
+            "SELECT name, error_code, error_message FROM items WHERE job_id = ? AND state = 'failed' ORDER BY position",
+            (job["id"],),
+        ).fetchall()
+        return JobRecord(
+            id=job["id"],
+            tenant=job["tenant"],
+            request=json.loads(job["request"]),
+            status=derive_status(
+                cancelled=bool(job["cancelled"]),
+                total=s["total"],
+                succeeded=s["succeeded"],
+                failed=s["failed"],
+                active=s["active"],
+                started=s["started"],
+            ),
+            created_at=job["created_at"],
+            updated_at=max(job["updated_at"], s["updated_at"] or 0.0),
+            items_total=s["total"],
+            items_succeeded=s["succeeded"],
+            items_failed=s["failed"],
+            frames_planned=s["frames_planned"],
+            frames_done=s["frames_done"],
+            errors=tuple(ItemError(item=e["name"], code=e["error_code"], message=e["error_message"]) for e in errors),
+        )
+
+    def create_job(
+        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+    ) -> tuple[JobRecord, bool]:
+        """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
+        if not items:
+            raise ValueError("a job needs at least one item")
+        if not all(isinstance(item.get("name"), str) for item in items):
+            raise ValueError("every item needs a string 'name'")
+        now, job_id = self._clock(), uuid.uuid4().hex
+        rows = [(job_id, pos, item["name"], _dumps(item), now, now) for pos, item in enumerate(items)]
+        with self._tx() as conn:
+            # The targeted form of INSERT OR IGNORE: only a repeated (tenant, idem_key) is ignored.
+            inserted = conn.execute(
+                "INSERT INTO jobs(id, tenant, idem_key, request, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(tenant, idem_key) DO NOTHING",
+                (job_id, tenant, idem_key, _dumps(request), now, now),
+            ).rowcount
+            if inserted:
+                conn.executemany(
+                    "INSERT INTO items(job_id, position, name, item, available_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            job = conn.execute("SELECT * FROM jobs WHERE tenant = ? AND idem_key = ?", (tenant, idem_key)).fetchone()
+            return self._record(conn, job), bool(inserted)
+
+    def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
+        """The job, or None if it is unknown or belongs to another tenant."""
+        with self._tx("DEFERRED") as conn:
+            job = conn.execute("SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone()
+            return None if job is None else self._record(conn, job)
+
+    def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
+        """Cancel the queued and leased items; a job already finished stays as it is."""
+        now = self._clock()
+        with self._tx() as conn:
+            job = conn.execute("SELECT * FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone()
+            if job is None:
+                return None
+            cancelled = conn.execute(
+                "UPDATE items SET state = 'cancelled', lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE job_id = ? AND state IN ('queued', 'leased')",
+                (now, job_id),
+            ).rowcount
+            if cancelled:
+                conn.execute("UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?", (now, job_id))
+                job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return self._record(conn, job)
+
+    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
+        """Every item's outcome in position order, or None for an unknown or foreign job."""
+        with self._tx("DEFERRED") as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone() is None:
+                return None
+            rows = conn.execute(
+                "SELECT position, name, state, error_code, error_message, result FROM items"
+                " WHERE job_id = ? ORDER BY position",
+                (job_id,),
+            ).fetchall()
+        return [
+            ItemResult(
+                position=r["position"],
+                name=r["name"],
+                state=ItemState(r["state"]),
+                result=None if r["result"] is None else json.loads(r["result"]),
+                error=ItemError(r["name"], r["error_code"], r["error_message"]) if r["state"] == "failed" else None,
+            )
+            for r in rows
+        ]
+
+    def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
+        """Reclaim expired leases, then lease up to ``max_items`` ready items, oldest job first.
+
+        ``worker`` must be unique per worker instance (e.g. host, pid and a random suffix): ownership checks
+        compare it, so two workers sharing a name could complete each other's items.
+        """
+        if max_items < 1 or lease_s <= 0:
+            raise ValueError(f"need max_items >= 1 and lease_s > 0, got {max_items} and {lease_s}")
+        now = self._clock()
+        with self._tx() as conn:
+            conn.execute(_RECLAIM, {"max": self._max_attempts, "now": now, "code": LEASE_EXPIRED})
+            rows = conn.execute(
+                _LEASE, {"worker": worker, "until": now + lease_s, "now": now, "n": max_items}
+            ).fetchall()
+            job_ids = sorted({r["job_id"] for r in rows})
+            jobs = {
+                j["id"]: (j["created_at"], j["seq"], json.loads(j["request"]))
+                for j in conn.execute(
+                    f"SELECT id, request, created_at, rowid AS seq FROM jobs WHERE id IN ({_marks(len(job_ids))})",
+                    job_ids,
+                )
+            }
+        # RETURNING comes back in no promised order; restore the queue order.
+        rows.sort(key=lambda r: (*jobs[r["job_id"]][:2], r["position"]))
+        return [
+            Lease(
+                item_id=r["id"],
+                job_id=r["job_id"],
+                position=r["position"],
+                item=json.loads(r["item"]),
+                request=jobs[r["job_id"]][2],
+                attempt=r["attempts"],
+            )
+            for r in rows
+        ]
+
+    def heartbeat(self, worker: str, item_ids: Sequence[int], *, lease_s: float) -> list[int]:
+        """Extend this worker's leases; returns the ids it still holds, in the order given."""
+        if not item_ids:
+            return []
+        now = self._clock()
+        with self._tx() as conn:
+            held = {
+                r["id"]
+                for r in conn.execute(
+                    f"UPDATE items SET lease_until = ? WHERE {_HELD} AND id IN ({_marks(len(item_ids))}) RETURNING id",
+                    (now + lease_s, worker, *item_ids),
+                ).fetchall()
+            }
+        return [item_id for item_id in item_ids if item_id in held]
+
+    def progress(self, worker: str, item_id: int, *, frames_done: int, frames_planned: int) -> bool:
+        """Record frame progress; False tells the worker to stop (lease lost or job cancelled)."""
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    f"UPDATE items SET frames_done = ?, frames_planned = ?, updated_at = ? WHERE id = ? AND {_HELD}",
+                    (frames_done, frames_planned, self._clock(), item_id, worker),
+                ).rowcount
+            )
+
+    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+        """Store the result if this worker still holds the item; otherwise drop it and return False."""
+        payload = _dumps(result)  # serialise a large result before taking the write lock
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    "UPDATE items SET state = 'succeeded', result = ?, lease_owner = NULL, lease_until = NULL,"
+                    f" error_code = NULL, error_message = NULL, updated_at = ? WHERE id = ? AND {_HELD}",
+                    (payload, self._clock(), item_id, worker),
+                ).rowcount
+            )
+
+    def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
+        """Requeue after ``retry_in_s`` if retryable with attempts left, else fail for good; no-op if not held."""
+        with self._tx() as conn:
+            conn.execute(
+                _FAIL,
+                {"retryable": retryable, "max": self._max_attempts, "now": self._clock(), "delay": max(retry_in_s, 0.0),
+                 "code": code, "message": message, "id": item_id, "worker": worker},
+            )  # fmt: skip
+
+    def depth(self) -> int:
+        """Items queued or leased across tenants (two counts, so each uses its partial index)."""
+        with self._tx("DEFERRED") as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM items WHERE state = 'queued')"
+                " + (SELECT count(*) FROM items WHERE state = 'leased')"
+            ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close every thread's connection; call it once the API and the workers have stopped."""
+        with self._conns_lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()

@@ -1,0 +1,127 @@
+"""The job store contract: jobs of items, items leased to workers. SQLite now, Redis Streams later.
+
+Delivery is at least once: a worker leases items, heartbeats while it works, and completes or fails
+each one. A lease that expires (the worker crashed) puts the item back in the queue; an item that
+has been attempted ``max_attempts`` times fails for good. Every lookup is scoped to a tenant, so
+one API token never sees another's jobs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"  # no item started yet
+    RUNNING = "running"  # some item started, some not finished
+    SUCCEEDED = "succeeded"  # every item succeeded
+    FAILED = "failed"  # every item failed
+    PARTIALLY_FAILED = "partially_failed"  # finished, some items failed
+    CANCELLED = "cancelled"
+
+
+class ItemState(enum.StrEnum):
+    QUEUED = "queued"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """Why an item failed: a stable error code and a message naming the file."""
+
+    item: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as the API reports it; ``status`` is derived from its items' states."""
+
+    id: str
+    tenant: str
+    request: dict[str, Any]
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    items_total: int
+    items_succeeded: int
+    items_failed: int
+    frames_planned: int
+    frames_done: int
+    errors: tuple[ItemError, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One item handed to one worker until ``lease_until`` (epoch seconds) unless heartbeated."""
+
+    item_id: int
+    job_id: str
+    position: int
+    item: dict[str, Any]
+    request: dict[str, Any]
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """An item's outcome, in job order; ``result`` is what the worker stored on success."""
+
+    position: int
+    name: str
+    state: ItemState
+    result: dict[str, Any] | None
+    error: ItemError | None
+
+
+class JobStore(Protocol):
+    """What the API and the workers need from a job store."""
+
+    def create_job(
+        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+    ) -> tuple[JobRecord, bool]:
+        """Store a job and queue its items; ``(existing job, False)`` when ``idem_key`` was seen for
+        this tenant. Items are JSON dicts with at least a ``name``."""
+        ...
+
+    def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None: ...
+
+    def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
+        """Cancel queued and leased items (workers see it at their next heartbeat/progress call)."""
+        ...
+
+    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None: ...
+
+    def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
+        """Requeue expired leases (or fail them after max attempts), then lease up to ``max_items``
+        queued items whose retry time has come, oldest job first."""
+        ...
+
+    def heartbeat(self, worker: str, item_ids: Sequence[int], *, lease_s: float) -> list[int]:
+        """Extend leases; returns the ids this worker still holds (lost or cancelled ones drop out)."""
+        ...
+
+    def progress(self, worker: str, item_id: int, *, frames_done: int, frames_planned: int) -> bool:
+        """Record frame progress and extend nothing; False = stop (lease lost or job cancelled)."""
+        ...
+
+    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+        """Store the result and mark the item succeeded; False if the lease was lost (result dropped)."""
+        ...
+
+    def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
+        """Retryable and attempts left: back to the queue after ``retry_in_s``; else failed for good."""
+        ...
+
+    def depth(self) -> int:
+        """Items queued or leased, all tenants (for 429s and autoscaling)."""
+        ...
+
+    def close(self) -> None: ...

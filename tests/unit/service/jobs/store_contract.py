@@ -1,0 +1,341 @@
+"""Contract tests for any ``JobStore``: subclass ``JobStoreContract`` and provide a ``store_factory`` fixture.
+
+The factory builds a fresh, empty store that reads time from the ``clock`` fixture (a ``FakeClock``), so
+lease expiry and retry delays are tested by advancing the clock, never by sleeping::
+
+    class TestRedisJobStore(JobStoreContract):
+        @pytest.fixture
+        def store_factory(self, clock: FakeClock) -> Iterator[StoreFactory]: ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pytest
+
+from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
+
+TENANT = "tenant-a"
+OTHER_TENANT = "tenant-b"
+LEASE_S = 10.0
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class StoreFactory(Protocol):
+    def __call__(self, *, max_attempts: int = 3) -> JobStore: ...
+
+
+def items(n: int, prefix: str = "img") -> list[dict[str, Any]]:
+    return [{"name": f"{prefix}{i}.jpg", "uri": f"s3://bucket/{prefix}{i}.jpg"} for i in range(n)]
+
+
+def make_job(
+    store: JobStore, n: int = 3, *, tenant: str = TENANT, key: str = "key-1", prefix: str = "img"
+) -> JobRecord:
+    job, created = store.create_job(
+        tenant=tenant, idem_key=key, request={"model": "m", "key": key}, items=items(n, prefix)
+    )
+    assert created
+    return job
+
+
+def status(store: JobStore, job: JobRecord) -> JobStatus:
+    record = store.get_job(tenant=job.tenant, job_id=job.id)
+    assert record is not None
+    return record.status
+
+
+class JobStoreContract:
+    """Behaviour every ``JobStore`` backend must share."""
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    def store(self, store_factory: StoreFactory) -> JobStore:
+        return store_factory()
+
+    # --- create / get / idempotency / tenancy -----------------------------------------------------------
+
+    def test_create_then_get(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(store, 3)
+
+        got = store.get_job(tenant=TENANT, job_id=job.id)
+
+        assert got == job
+        assert job.status is JobStatus.QUEUED
+        assert (job.items_total, job.items_succeeded, job.items_failed) == (3, 0, 0)
+        assert (job.frames_planned, job.frames_done, job.errors) == (0, 0, ())
+        assert job.request == {"model": "m", "key": "key-1"}
+        assert job.created_at == clock.now
+        assert store.depth() == 3
+
+    def test_repeated_idem_key_returns_existing_job_and_creates_nothing(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+
+        again, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"other": 1}, items=items(5))
+
+        assert not created
+        assert again.id == job.id
+        assert again.request == job.request
+        assert store.depth() == 2
+
+    def test_same_idem_key_for_another_tenant_is_another_job(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+
+        other = make_job(store, 1, tenant=OTHER_TENANT)
+
+        assert other.id != job.id
+        assert store.depth() == 3
+
+    def test_another_tenants_job_is_invisible(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+
+        assert store.get_job(tenant=OTHER_TENANT, job_id=job.id) is None
+        assert store.results(tenant=OTHER_TENANT, job_id=job.id) is None
+        assert store.cancel_job(tenant=OTHER_TENANT, job_id=job.id) is None
+        assert store.get_job(tenant=TENANT, job_id="no-such-job") is None
+        assert status(store, job) is JobStatus.QUEUED  # the foreign cancel did nothing
+
+    # --- leasing ----------------------------------------------------------------------------------------
+
+    def test_lease_takes_oldest_job_first_in_position_order(self, store: JobStore, clock: FakeClock) -> None:
+        first = make_job(store, 3, key="first", prefix="a")
+        clock.advance(1)
+        second = make_job(store, 2, key="second", prefix="b")
+
+        batch1 = store.lease("w1", max_items=2, lease_s=LEASE_S)
+        batch2 = store.lease("w2", max_items=10, lease_s=LEASE_S)
+
+        assert [(le.job_id, le.position) for le in batch1] == [(first.id, 0), (first.id, 1)]
+        assert [(le.job_id, le.position) for le in batch2] == [(first.id, 2), (second.id, 0), (second.id, 1)]
+        assert batch1[0].item == {"name": "a0.jpg", "uri": "s3://bucket/a0.jpg"}
+        assert batch1[0].request == first.request
+        assert {le.attempt for le in batch1 + batch2} == {1}
+        assert store.lease("w3", max_items=10, lease_s=LEASE_S) == []
+        assert store.depth() == 5  # leased items still count
+        assert status(store, first) is JobStatus.RUNNING
+
+    def test_expired_lease_is_requeued_then_fails_after_max_attempts(
+        self, store_factory: StoreFactory, clock: FakeClock
+    ) -> None:
+        store = store_factory(max_attempts=2)
+        job = make_job(store, 1)
+
+        (first,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        assert store.lease("w2", max_items=1, lease_s=LEASE_S) == []  # not expired yet
+        clock.advance(LEASE_S + 1)
+        (second,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+        clock.advance(LEASE_S + 1)
+        assert store.lease("w3", max_items=1, lease_s=LEASE_S) == []
+
+        assert (first.item_id, first.attempt) == (second.item_id, 1)
+        assert second.attempt == 2
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.status is JobStatus.FAILED
+        (error,) = record.errors
+        assert (error.item, error.code) == ("img0.jpg", "lease_expired")
+        assert "2" in error.message
+        assert store.depth() == 0
+
+    def test_heartbeat_keeps_the_lease_past_its_first_expiry(self, store: JobStore, clock: FakeClock) -> None:
+        make_job(store, 2)
+        mine = store.lease("w1", max_items=1, lease_s=LEASE_S)[0].item_id
+        theirs = store.lease("w2", max_items=1, lease_s=LEASE_S)[0].item_id
+
+        clock.advance(LEASE_S - 2)
+        held = store.heartbeat("w1", [mine, theirs], lease_s=LEASE_S)
+        clock.advance(LEASE_S - 2)  # past the first lease_until, within the renewed one
+
+        assert held == [mine]
+        reclaimed = store.lease("w3", max_items=10, lease_s=LEASE_S)
+        assert [le.item_id for le in reclaimed] == [theirs]  # w2 did not heartbeat
+        assert store.complete("w1", mine, {"boxes": []})
+
+    def test_lost_lease_cannot_complete(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(store, 1)
+        (lost,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        clock.advance(LEASE_S + 1)
+        (taken,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+
+        assert not store.progress("w1", lost.item_id, frames_done=1, frames_planned=2)
+        assert store.heartbeat("w1", [lost.item_id], lease_s=LEASE_S) == []
+        assert not store.complete("w1", lost.item_id, {"by": "w1"})
+        assert store.complete("w2", taken.item_id, {"by": "w2"})
+        assert not store.complete("w2", taken.item_id, {"by": "w2 again"})  # no double results
+
+        results = store.results(tenant=TENANT, job_id=job.id)
+        assert results is not None
+        assert [(r.state, r.result) for r in results] == [(ItemState.SUCCEEDED, {"by": "w2"})]
+        assert status(store, job) is JobStatus.SUCCEEDED
+
+    def test_retryable_failure_waits_for_its_retry_delay(self, store: JobStore, clock: FakeClock) -> None:
+        job = make_job(store, 1)
+        (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+
+        store.fail("w1", lease.item_id, code="fetch_failed", message="img0.jpg: 503", retryable=True, retry_in_s=30)
+
+        assert status(store, job) is JobStatus.RUNNING
+        assert store.depth() == 1
+        assert not store.complete("w1", lease.item_id, {})  # the lease was released
+        clock.advance(29)
+        assert store.lease("w2", max_items=1, lease_s=LEASE_S) == []
+        clock.advance(1)
+        (retry,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+        assert (retry.item_id, retry.attempt) == (lease.item_id, 2)
+
+    def test_retryable_failure_fails_for_good_on_the_last_attempt(
+        self, store_factory: StoreFactory, clock: FakeClock
+    ) -> None:
+        store = store_factory(max_attempts=2)
+        job = make_job(store, 1)
+        for attempt in (1, 2):
+            (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+            assert lease.attempt == attempt
+            store.fail("w1", lease.item_id, code="fetch_failed", message="img0.jpg: 503", retryable=True, retry_in_s=0)
+
+        assert store.lease("w1", max_items=1, lease_s=LEASE_S) == []
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.status is JobStatus.FAILED
+        assert [(e.item, e.code, e.message) for e in record.errors] == [("img0.jpg", "fetch_failed", "img0.jpg: 503")]
+
+    def test_non_retryable_failure_fails_at_once(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+        first, second = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+        store.fail("w1", first.item_id, code="corrupt_media", message="img0.jpg: bad", retryable=False, retry_in_s=60)
+        store.complete("w1", second.item_id, {"boxes": [1]})
+
+        results = store.results(tenant=TENANT, job_id=job.id)
+        assert results is not None
+        assert results[0].state is ItemState.FAILED
+        assert results[0].error is not None
+        assert (results[0].error.code, results[0].error.message) == ("corrupt_media", "img0.jpg: bad")
+        assert (results[1].state, results[1].result, results[1].error) == (ItemState.SUCCEEDED, {"boxes": [1]}, None)
+        assert status(store, job) is JobStatus.PARTIALLY_FAILED
+        assert store.depth() == 0
+
+    # --- cancel -----------------------------------------------------------------------------------------
+
+    def test_cancel_stops_queued_and_leased_items(self, store: JobStore) -> None:
+        job = make_job(store, 3)
+        done, running = store.lease("w1", max_items=2, lease_s=LEASE_S)
+        assert store.complete("w1", done.item_id, {"ok": True})
+
+        cancelled = store.cancel_job(tenant=TENANT, job_id=job.id)
+
+        assert cancelled is not None
+        assert cancelled.status is JobStatus.CANCELLED
+        assert not store.progress("w1", running.item_id, frames_done=1, frames_planned=9)
+        assert store.heartbeat("w1", [running.item_id], lease_s=LEASE_S) == []
+        assert not store.complete("w1", running.item_id, {"late": True})
+        assert store.lease("w2", max_items=10, lease_s=LEASE_S) == []
+        assert store.depth() == 0
+        results = store.results(tenant=TENANT, job_id=job.id)
+        assert results is not None
+        assert [r.state for r in results] == [ItemState.SUCCEEDED, ItemState.CANCELLED, ItemState.CANCELLED]
+        assert results[0].result == {"ok": True}
+        assert status(store, job) is JobStatus.CANCELLED
+
+    def test_cancelling_a_finished_job_changes_nothing(self, store: JobStore) -> None:
+        job = make_job(store, 1)
+        (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        store.complete("w1", lease.item_id, {})
+
+        record = store.cancel_job(tenant=TENANT, job_id=job.id)
+
+        assert record is not None
+        assert record.status is JobStatus.SUCCEEDED
+
+    # --- status, progress, results ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("outcomes", "expected"),
+        [
+            (["queued", "queued"], JobStatus.QUEUED),
+            (["leased", "queued"], JobStatus.RUNNING),
+            (["succeeded", "queued"], JobStatus.RUNNING),
+            (["retrying", "succeeded"], JobStatus.RUNNING),
+            (["succeeded", "succeeded"], JobStatus.SUCCEEDED),
+            (["failed", "failed"], JobStatus.FAILED),
+            (["succeeded", "failed"], JobStatus.PARTIALLY_FAILED),
+        ],
+    )
+    def test_status_is_derived_from_item_states(
+        self, store: JobStore, outcomes: list[str], expected: JobStatus
+    ) -> None:
+        # Given a job whose items end up in the listed states ("queued" ones come last and are never leased)
+        job = make_job(store, len(outcomes))
+        to_lease = len(outcomes) - outcomes.count("queued")
+        leases = store.lease("w1", max_items=to_lease, lease_s=LEASE_S) if to_lease else []
+        # When each leased item is driven to its outcome ("leased" ones are left running)
+        for lease, outcome in zip(leases, outcomes, strict=False):
+            if outcome == "succeeded":
+                store.complete("w1", lease.item_id, {})
+            elif outcome == "failed":
+                store.fail("w1", lease.item_id, code="corrupt_media", message="x", retryable=False, retry_in_s=0)
+            elif outcome == "retrying":
+                store.fail("w1", lease.item_id, code="fetch_failed", message="x", retryable=True, retry_in_s=60)
+        # Then
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.status is expected
+        assert record.items_succeeded == outcomes.count("succeeded")
+        assert record.items_failed == outcomes.count("failed")
+
+    def test_progress_is_summed_over_items(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+        first, second = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+        assert store.progress("w1", first.item_id, frames_done=3, frames_planned=10)
+        assert store.progress("w1", second.item_id, frames_done=5, frames_planned=20)
+        assert store.progress("w1", first.item_id, frames_done=4, frames_planned=10)
+
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert (record.frames_done, record.frames_planned) == (9, 30)
+
+    def test_results_and_errors_come_in_position_order(self, store: JobStore) -> None:
+        job = make_job(store, 4)
+        leases = store.lease("w1", max_items=4, lease_s=LEASE_S)
+
+        # Finish them out of order, so storage order differs from position order.
+        for lease in reversed(leases):
+            if lease.position % 2:
+                store.fail(
+                    "w1", lease.item_id, code=f"code{lease.position}", message="m", retryable=False, retry_in_s=0
+                )
+            else:
+                store.complete("w1", lease.item_id, {"position": lease.position})
+
+        results = store.results(tenant=TENANT, job_id=job.id)
+        assert results is not None
+        assert [(r.position, r.name) for r in results] == [(i, f"img{i}.jpg") for i in range(4)]
+        assert [r.result for r in results] == [{"position": 0}, None, {"position": 2}, None]
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert [(e.item, e.code) for e in record.errors] == [("img1.jpg", "code1"), ("img3.jpg", "code3")]
+
+    def test_depth_counts_every_tenant(self, store: JobStore) -> None:
+        make_job(store, 2)
+        make_job(store, 3, tenant=OTHER_TENANT)
+        (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        store.complete("w1", lease.item_id, {})
+
+        assert store.depth() == 4

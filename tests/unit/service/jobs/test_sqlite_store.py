@@ -1,0 +1,209 @@
+"""SqliteJobStore: the shared JobStore contract, plus restart, multi-process and multi-thread behaviour."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import pytest
+
+from service.jobs.sqlite_store import SCHEMA_VERSION, SqliteJobStore
+from service.jobs.store import ItemState, JobStatus, JobStore
+from tests.unit.service.jobs.store_contract import (
+    LEASE_S,
+    TENANT,
+    FakeClock,
+    JobStoreContract,
+    StoreFactory,
+    make_job,
+)
+
+
+class TestSqliteJobStoreContract(JobStoreContract):
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path, clock: FakeClock) -> Iterator[StoreFactory]:
+        stores: list[SqliteJobStore] = []
+
+        def factory(*, max_attempts: int = 3) -> JobStore:
+            store = SqliteJobStore(tmp_path / f"jobs{len(stores)}.db", max_attempts=max_attempts, clock=clock)
+            stores.append(store)
+            return store
+
+        yield factory
+        for store in stores:
+            store.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "jobs.db"
+
+
+def test_wal_and_pragmas_are_on(db: Path) -> None:
+    store = SqliteJobStore(db)
+    try:
+        conn = store._conn()
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    finally:
+        store.close()
+    # WAL and the schema version live in the file: a plain connection sees them.
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_refuses_a_newer_schema(db: Path) -> None:
+    SqliteJobStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+    with pytest.raises(RuntimeError, match="newer"):
+        SqliteJobStore(db)
+
+
+def test_jobs_survive_a_restart(db: Path) -> None:
+    # Given a server that queued a job and leased one item, then died without completing it
+    clock = FakeClock()
+    before = SqliteJobStore(db, clock=clock)
+    job = make_job(before, 3)
+    (orphan,) = before.lease("old-worker", max_items=1, lease_s=LEASE_S)
+    before.close()
+
+    # When a new server opens the same file
+    after = SqliteJobStore(db, clock=clock)
+    try:
+        queued = after.lease("new-worker", max_items=10, lease_s=LEASE_S)
+        for lease in queued:
+            assert after.complete("new-worker", lease.item_id, {"position": lease.position})
+        clock.advance(LEASE_S + 1)
+        reclaimed = after.lease("new-worker", max_items=10, lease_s=LEASE_S)
+
+        # Then the queued items ran at once, and the orphan once its lease had expired
+        assert [le.position for le in queued] == [1, 2]
+        assert [(le.item_id, le.attempt) for le in reclaimed] == [(orphan.item_id, 2)]
+        assert after.complete("new-worker", orphan.item_id, {"position": 0})
+        record = after.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.status is JobStatus.SUCCEEDED
+    finally:
+        after.close()
+
+
+def test_a_result_of_several_megabytes_round_trips(db: Path) -> None:
+    store = SqliteJobStore(db)
+    try:
+        job = make_job(store, 2)
+        first, second = store.lease("w", max_items=2, lease_s=LEASE_S)
+        big = {"frames": [{"index": i, "boxes": [[1.5, 2.5, 3.5, 4.5]] * 4} for i in range(40_000)]}
+
+        assert store.complete("w", first.item_id, big)
+
+        results = store.results(tenant=TENANT, job_id=job.id)
+        assert results is not None
+        assert results[0].result == big
+        assert store.progress("w", second.item_id, frames_done=1, frames_planned=2)
+    finally:
+        store.close()
+
+
+def _drain(path: str, worker: str, start: Barrier, out: multiprocessing.Queue[list[int]]) -> None:
+    """Child process: lease and complete until the queue is empty; report the ids it completed."""
+    store = SqliteJobStore(Path(path))
+    done: list[int] = []
+    start.wait()
+    while leases := store.lease(worker, max_items=3, lease_s=60):
+        for lease in leases:
+            time.sleep(0.001)  # some work, so the two processes interleave
+            if store.complete(worker, lease.item_id, {"by": worker}):
+                done.append(lease.item_id)
+    store.close()
+    out.put(done)
+
+
+def test_two_processes_drain_the_queue_exactly_once(db: Path) -> None:
+    store = SqliteJobStore(db)
+    jobs = [make_job(store, 50, key=f"k{i}") for i in range(4)]
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    out: multiprocessing.Queue[list[int]] = ctx.Queue()
+    procs = [ctx.Process(target=_drain, args=(str(db), f"proc{i}", start, out)) for i in range(2)]
+    for proc in procs:
+        proc.start()
+    done = [out.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+        assert proc.exitcode == 0
+
+    try:
+        assert all(done), "both processes should have taken part"
+        assert not set(done[0]) & set(done[1])
+        assert len(done[0]) + len(done[1]) == 200
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM items WHERE attempts = 1 AND state = 'succeeded'").fetchone() == (
+                200,
+            )
+        conn.close()
+        for job in jobs:
+            assert status_of(store, job.id) is JobStatus.SUCCEEDED
+    finally:
+        store.close()
+
+
+def status_of(store: SqliteJobStore, job_id: str) -> JobStatus:
+    record = store.get_job(tenant=TENANT, job_id=job_id)
+    assert record is not None
+    return record.status
+
+
+def test_many_threads_lease_and_complete_each_item_once(db: Path) -> None:
+    store = SqliteJobStore(db)
+    jobs = [make_job(store, 60, key=f"k{i}") for i in range(4)]
+    completed: list[int] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(worker: str) -> None:
+        try:
+            while leases := store.lease(worker, max_items=2, lease_s=60):
+                for lease in leases:
+                    assert store.progress(worker, lease.item_id, frames_done=1, frames_planned=1)
+                    assert store.complete(worker, lease.item_id, {"by": worker})
+                    with lock:
+                        completed.append(lease.item_id)
+                store.get_job(tenant=TENANT, job_id=jobs[0].id)  # API reads interleave with the writes
+        except BaseException as exc:  # surfaced below; a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"thread{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    try:
+        assert errors == []
+        assert len(completed) == len(set(completed)) == 240
+        assert store.depth() == 0
+        for job in jobs:
+            results = store.results(tenant=TENANT, job_id=job.id)
+            assert results is not None
+            assert {r.state for r in results} == {ItemState.SUCCEEDED}
+    finally:
+        store.close()
+
+
+def test_closed_store_refuses_calls(db: Path) -> None:
+    store = SqliteJobStore(db)
+    store.close()
+
+    with pytest.raises(RuntimeError, match="closed"):
+        store.depth()

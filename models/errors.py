@@ -23,3 +23,7 @@ class DeviceUnavailableError(ModelError):
 
 class MissingDependencyError(ModelError):
     """An optional dependency needed for this model (e.g. torch for ``hf:``) is not installed."""
+
+
+class DeviceOutOfMemoryError(ModelError):
+    """The accelerator ran out of memory for this batch; a smaller batch may fit."""

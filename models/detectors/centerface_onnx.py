@@ -14,7 +14,7 @@ from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.errors import ModelNotFoundError
 from models.ops.boxes import clip_xyxy, nms_per_class, scale_to_fit
 from models.provenance import files_digest
-from models.runtimes.onnx import create_session, resolve_device
+from models.runtimes.onnx import create_session, resolve_device, run_session
 from models.types import Detections, ModelInfo, RGBImage
 
 _INPUT = "input.1"
@@ -82,7 +82,7 @@ class CenterFaceOnnx(Detector):
         for size in dict.fromkeys(sizes):
             members = [i for i, s in enumerate(sizes) if s == size]
             blob = self._pre_process([images[i] for i in members], size)
-            heatmap, scale, offset = self._session.run([_HEATMAP, _SCALE, _OFFSET], {_INPUT: blob})
+            heatmap, scale, offset = run_session(self._session, [_HEATMAP, _SCALE, _OFFSET], {_INPUT: blob})
             for row, i in enumerate(members):
                 results[i] = self._post_process(
                     heatmap[row, 0], scale[row], offset[row], images[i].shape[:2], size, threshold

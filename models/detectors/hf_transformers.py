@@ -13,6 +13,7 @@ import numpy as np
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.detectors.hf_checkpoint import load_checkpoint
+from models.errors import DeviceOutOfMemoryError
 from models.ops.boxes import clip_xyxy
 from models.runtimes.torch import configure_cpu_threads, require, resolve_torch_device, to_device
 from models.types import Detections, ModelInfo, RGBImage
@@ -119,10 +120,15 @@ class HFTransformersDetector(Detector):
         inputs = self._processor(
             images=list(images), return_tensors="pt", input_data_format="channels_last", **size_kwargs
         )
-        feeds = {name: to_device(tensor, self._device) for name, tensor in inputs.items()}
         with torch.inference_mode():
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self._autocast):
-                outputs = self._model(**feeds)
+            try:
+                feeds = {name: to_device(tensor, self._device) for name, tensor in inputs.items()}
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self._autocast):
+                    outputs = self._model(**feeds)
+            except torch.cuda.OutOfMemoryError as exc:  # == torch.OutOfMemoryError; a smaller batch may fit
+                raise DeviceOutOfMemoryError(
+                    f"{self._device} out of memory on a batch of {len(images)} frames"
+                ) from exc
             for name in _FP32_OUTPUTS:  # post-processing math (softmax, box scaling) in fp32
                 if name in outputs and outputs[name].is_floating_point():
                     outputs[name] = outputs[name].float()

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.provenance import files_digest
-from models.runtimes.onnx import SessionIO
+from models.runtimes.onnx import SessionIO, run_session
 from models.types import Detections, ModelInfo, RGBImage
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
         if self._fixed_batch is not None and count < self._fixed_batch:
             pad = self._fixed_batch - count
             feeds = {name: np.concatenate([arr, np.repeat(arr[-1:], pad, axis=0)]) for name, arr in feeds.items()}
-        outputs = self._session.run(None, feeds)
+        outputs = run_session(self._session, None, feeds)
         return [np.asarray(out)[:count] for out in outputs]
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:

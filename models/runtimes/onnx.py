@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from models.errors import DeviceUnavailableError, ModelLoadError
+from models.errors import DeviceOutOfMemoryError, DeviceUnavailableError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+# ORT has no out-of-memory error type: the CUDA EP's BFC arena raises RuntimeException "Failed to allocate
+# memory for requested buffer of size N", and CUDA calls fail (Fail / EPFail) with "out of memory" or
+# "..._ALLOC_FAILED". EPFail is missing from older builds.
+_RUN_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(ort_state, name) for name in ("RuntimeException", "Fail", "EPFail") if hasattr(ort_state, name)
+)
+_OOM_MARKERS = ("failed to allocate", "out of memory", "alloc_failed")
 
 
 def cuda_available() -> bool:
@@ -84,6 +94,19 @@ def create_session(model: bytes | str, *, device: str, num_threads: int | None) 
         raise ModelLoadError(f"onnxruntime cannot load the model: {exc}") from exc
     log.info("onnxruntime session on %s", session.get_providers()[0])
     return session
+
+
+def run_session(
+    session: ort.InferenceSession, output_names: Sequence[str] | None, feeds: Mapping[str, NDArray[Any]]
+) -> list[NDArray[Any]]:
+    """``session.run``, raising DeviceOutOfMemoryError when ORT could not allocate, so callers can split the batch."""
+    try:
+        return list(session.run(output_names, dict(feeds)))
+    except _RUN_ERRORS as exc:
+        if not any(marker in str(exc).lower() for marker in _OOM_MARKERS):
+            raise
+        batch = len(next(iter(feeds.values()), ()))
+        raise DeviceOutOfMemoryError(f"onnxruntime ran out of memory on a batch of {batch} frames") from exc
 
 
 _ORT_FLOAT_TYPES: dict[str, type[np.floating]] = {

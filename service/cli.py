@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR", help="where to write")
     _add_common_flags(demo)
 
+    serve = sub.add_parser("serve", help="run the HTTP service (jobs API, predict, metrics) with its workers")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--verbose", "-v", action="store_true", help="log what happens")
+
     sub.add_parser("models", help="list the built-in models and the accepted model specs")
     return parser
 
@@ -97,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.demo import demo_command
 
             return demo_command(args)
+        if args.command == "serve":
+            from service.commands.serve import serve_command
+
+            return serve_command(args)
         from service.commands.models import models_command
 
         return models_command(args)

@@ -1,16 +1,32 @@
-"""Settings, read once from ``PREANNOTATE_*`` environment variables (and a ``.env`` file)."""
+"""Settings, read once from ``PREANNOTATE_*`` environment variables, a ``.env`` file, or the TOML file
+named by ``PREANNOTATE_CONFIG`` (environment variables win over the file)."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-from models.base import DetectorOptions
+from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+
+if TYPE_CHECKING:
+    from service.pipeline.fetch import FetchPolicy
+
+CommaList = Annotated[list[str], NoDecode]
+# Measured on CPU, batching across requests loses; on a GPU a few ms of waiting fills batches.
+DEFAULT_MAX_WAIT_MS = {"cpu": 0.0, "cuda": 5.0}
 
 
 class Settings(BaseSettings):
@@ -20,6 +36,7 @@ class Settings(BaseSettings):
 
     # Model and inference
     model: str = Field(DEFAULT_MODEL_SPEC, description="default model spec (builtin:NAME, onnx:PATH, hf:DIR_OR_ID)")
+    extra_models: CommaList = Field(default_factory=list, description="more model specs `serve` loads")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; unset = CPU 1, CUDA 16")
     input_size_px: int | None = Field(None, ge=32, le=8192, description="longest side fed to the model")
@@ -32,17 +49,76 @@ class Settings(BaseSettings):
     sampling: SamplingMode = SamplingMode.EXACT
     prefetch_frames: int = Field(16, ge=1, le=1024, description="decoded frames queued ahead of the model")
 
-    # Limits (each refuses bad input with a clear error before any decoding)
+    # Limits on media (each refuses bad input with a clear error before any decoding)
     max_file_bytes: int = Field(20 * 1024**3, ge=1)
     max_image_pixels: int = Field(100_000_000, ge=1)
     max_frames_per_slot: int = Field(100_000, ge=1)
     max_video_duration_s: float = Field(6 * 3600.0, gt=0)
 
+    # HTTP service
+    api_tokens: SecretStr = Field(SecretStr(""), description="comma-separated bearer tokens")
+    public_docs: bool = Field(True, description="serve /docs and /openapi.json without a token")
+    db_path: Path = Field(Path("preannotate.db"), description="SQLite job store (WAL; a local disk, never NFS)")
+    work_dir: Path | None = Field(None, description="scratch space for downloads; unset = the system temp dir")
+    local_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="directories file:// URLs may read"
+    )
+    fetch_allowed_hosts: CommaList = Field(
+        default_factory=list, description="hosts exempt from the private-address block (on-prem stores)"
+    )
+    fetch_allowed_buckets: CommaList = Field(
+        default_factory=list, description="s3:// buckets read with the service's own credentials"
+    )
+    fetch_timeout_s: float = Field(600.0, gt=0, description="total time allowed to download one file")
+    max_json_bytes: int = Field(1024**2, ge=1024, description="largest JSON request body")
+    max_upload_bytes: int = Field(50 * 1024**2, ge=1024, description="largest /v1/predict upload")
+    max_items_per_job: int = Field(1000, ge=1)
+    max_slots_per_item: int = Field(16, ge=1)
+    max_queue_depth: int = Field(10_000, ge=1, description="queued items before new jobs get 429")
+    predict_timeout_s: float = Field(30.0, gt=0, description="deadline for one /v1/predict in the batcher")
+
+    # Batching across requests and job frames (one batcher per model)
+    max_batch_size: int | None = Field(None, ge=1, le=512, description="unset = CPU 1, CUDA 16")
+    max_wait_ms: float | None = Field(None, ge=0, le=1000, description="unset = CPU 0, CUDA 5")
+
+    # Job workers
+    workers: int = Field(2, ge=0, le=64, description="items processed concurrently (0 = API only)")
+    lease_s: float = Field(60.0, gt=0, description="a crashed worker's items return to the queue after this")
+    heartbeat_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(3, ge=1, description="attempts per item before it fails for good")
+
+    @field_validator("extra_models", "fetch_allowed_hosts", "fetch_allowed_buckets", "local_roots", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
-    def _check_model(self) -> Settings:
+    def _check(self) -> Settings:
         if not self.model.strip():
             raise ValueError("model must not be empty")
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s})")
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings, dotenv_settings)
+        config_file = os.environ.get("PREANNOTATE_CONFIG")
+        if config_file:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)),)
+        return (*sources, file_secret_settings)
+
+    def token_list(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(
@@ -63,6 +139,23 @@ class Settings(BaseSettings):
             num_threads=self.cpu_threads,
             fp16=self.fp16,
         )
+
+    def fetch_policy(self) -> FetchPolicy:
+        from service.pipeline.fetch import FetchPolicy  # httpx stays out of the CLI's imports
+
+        return FetchPolicy(
+            local_roots=tuple(self.local_roots),
+            allowed_hosts=frozenset(h.lower() for h in self.fetch_allowed_hosts),
+            allowed_buckets=frozenset(self.fetch_allowed_buckets),
+            max_bytes=self.max_file_bytes,
+            total_timeout_s=self.fetch_timeout_s,
+        )
+
+    def batching_for(self, device: str) -> tuple[int, float]:
+        """(max batch size, max wait ms) for a model on ``device``."""
+        size = self.max_batch_size or DEFAULT_BATCH_SIZE.get(device, 1)
+        wait = self.max_wait_ms if self.max_wait_ms is not None else DEFAULT_MAX_WAIT_MS.get(device, 0.0)
+        return size, wait
 
 
 @lru_cache

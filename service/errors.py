@@ -39,6 +39,7 @@ class ErrorCode(enum.Enum):
     # Fetching media by URL
     URL_NOT_ALLOWED = ("url_not_allowed", 422, False)
     FETCH_FAILED = ("fetch_failed", 502, True)
+    FETCH_DENIED = ("fetch_denied", 502, False)  # 401/403 upstream, e.g. an expired presigned URL
     FETCH_TIMEOUT = ("fetch_timeout", 504, True)
     # Inference
     DEADLINE_EXCEEDED = ("deadline_exceeded", 504, True)

@@ -11,7 +11,7 @@ import sys
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # `_created` timestamps double the series for no use here.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MODEL_LABELS = ("model",)
 

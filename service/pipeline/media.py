@@ -97,6 +97,10 @@ def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: Medi
     """Open and plan one slot; raises PreannotateError (naming the file) for bad input."""
     # Readers import their decoders lazily: a run over images never loads PyAV or pydicom.
     if len(slot.paths) > 1:
+        if sniff(slot.paths[0]) is MediaKind.DICOM:
+            from service.pipeline.series import DicomSeriesReader
+
+            return DicomSeriesReader(item, slot.name, slot.paths, sampling, limits)
         from service.pipeline.images import SequenceReader
 
         return SequenceReader(item, slot.name, slot.paths, sampling, limits)

@@ -12,11 +12,11 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from models.base import Detector
-from models.types import Detections
+from models.types import Detections, ModelInfo, RGBImage
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import ItemSpec, open_slot
@@ -32,6 +32,15 @@ class SlotFailure:
     item: str
     slot: str
     error: PreannotateError
+
+
+class FrameDetector(Protocol):
+    """A Detector, or anything that batches for one (the service's DynamicBatcher)."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def detect(self, images: Sequence[RGBImage], *, threshold: float) -> list[Detections]: ...
 
 
 SlotCallback = Callable[[SlotMeta], None]
@@ -134,7 +143,7 @@ def class_filter(class_names: Sequence[str], wanted: Sequence[str] | None) -> Ca
 
 def detect_frames(
     frames: Iterable[Frame],
-    detector: Detector,
+    detector: FrameDetector,
     *,
     threshold: float,
     classes: Sequence[str] | None = None,

@@ -1,0 +1,120 @@
+"""The FastAPI app factory. The lifespan opens the job store, then loads and warms the models on a
+background thread (``/readyz`` is 503 until they are ready), then starts the workers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.auth import TokenAuth
+from service.api.errors import register_exception_handlers
+from service.api.middleware import BodySizeLimit
+from service.api.routes import health, jobs, models, predict
+from service.api.state import AppState
+from service.config import Settings, get_settings
+from service.errors import PreannotateError
+from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.worker import WorkerConfig, WorkerPool
+from service.loaded_models import ModelRegistry
+from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from service.pipeline.fetch import Fetcher
+
+log = logging.getLogger(__name__)
+
+_SHUTDOWN_GRACE_S = 20.0
+
+
+def _load_models(state: AppState) -> None:
+    try:
+        state.models = ModelRegistry.load(state.settings)
+    except PreannotateError as exc:
+        state.load_error = str(exc)
+        log.error("model loading failed: %s", exc)
+        return
+    except Exception as exc:  # keep serving /healthz and a readable /readyz
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("model loading failed")
+        return
+    settings = state.settings
+    if settings.workers > 0:
+        state.workers = WorkerPool(
+            state.store,
+            state.models,
+            state.fetcher,
+            WorkerConfig(
+                concurrency=settings.workers,
+                lease_s=settings.lease_s,
+                heartbeat_s=settings.heartbeat_s,
+                limits=settings.media_limits(),
+                work_dir=settings.work_dir,
+            ),
+        )
+        state.workers.start()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing heavy happens until the lifespan starts."""
+    settings = settings or get_settings()
+    auth = TokenAuth(settings.token_list())  # fails fast: there is no unauthenticated mode
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = AppState(
+            settings=settings,
+            auth=auth,
+            store=SqliteJobStore(settings.db_path, max_attempts=settings.max_attempts),
+            fetcher=Fetcher(settings.fetch_policy()),
+        )
+        app.state.preannotate = state
+        loader = threading.Thread(target=_load_models, args=(state,), name="model-loader", daemon=True)
+        loader.start()
+        try:
+            yield
+        finally:
+            state.draining = True
+            await run_in_threadpool(loader.join, _SHUTDOWN_GRACE_S)
+            if state.workers is not None:
+                await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
+            if state.models is not None:
+                state.models.close()
+            state.store.close()
+
+    docs = settings.public_docs
+    app = FastAPI(
+        title="preannotate",
+        version="0.1.0",
+        summary="Model-assisted preannotation: detections for images, videos and DICOM before a human opens the task.",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    register_exception_handlers(app)
+    app.add_middleware(
+        BodySizeLimit, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
+
+    @app.middleware("http")
+    async def record_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = _route_template(request)
+        HTTP_REQUESTS.labels(method=request.method, route=route, status=str(response.status_code)).inc()
+        HTTP_SECONDS.labels(method=request.method, route=route).observe(time.perf_counter() - start)
+        return response
+
+    for router in (health.router, predict.router, jobs.router, models.router):
+        app.include_router(router)
+    return app
+
+
+def _route_template(request: Request) -> str:
+    """``/v1/jobs/{job_id}``, never the concrete path: ids must not become metric labels."""
+    route = request.scope.get("route")  # set by the router once it matched
+    return str(getattr(route, "path", "unmatched"))

@@ -1,0 +1,40 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import StateDep, TenantDep
+from service.metrics import observe_scrape
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive (no auth)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "loading, failed to load, or draining"}})
+def readyz(state: StateDep) -> JSONResponse:
+    """Ready to serve: models loaded and warmed, not draining (no auth)."""
+    if state.ready and state.models is not None:
+        body: dict[str, Any] = {"status": "ready", "models": [m.spec for m in state.models.all()]}
+        return JSONResponse(body)
+    status = "draining" if state.draining else ("failed" if state.load_error else "loading")
+    body = {"status": status}
+    if state.load_error:
+        body["error"] = state.load_error
+    return JSONResponse(body, status_code=503)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(state: StateDep, tenant: TenantDep) -> Response:
+    """Prometheus metrics (bearer auth, like every non-health route)."""
+    observe_scrape(queue_depth=state.store.depth(), busy_workers=state.workers.busy if state.workers else 0)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

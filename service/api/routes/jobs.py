@@ -1,0 +1,180 @@
+"""Jobs: submit (202), status, result, cancel. Also accepts Encord's cloud-registration JSON as a body."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import ValidationError
+
+from service.api.deps import ModelsDep, StateDep, TenantDep
+from service.api.schemas import ErrorResponse, ItemErrorPublic, JobAccepted, JobProgress, JobPublic
+from service.convert.coco import frame_results_to_coco
+from service.errors import ErrorCode, PreannotateError
+from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
+from service.jobs.models import ItemIn, JobCreate
+from service.jobs.results import frames_of
+from service.jobs.store import ItemState, JobRecord, JobStatus
+from service.pipeline.run import class_filter
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A job (items of named slots), or an Encord cloud-registration JSON "
+        "(images, videos, image_groups, dicom_series, skip_duplicate_urls) with model/fps/threshold "
+        "as query parameters.",
+        "content": {"application/json": {"schema": JobCreate.model_json_schema()}},
+    }
+}
+
+
+def _job_public(job: JobRecord) -> JobPublic:
+    return JobPublic(
+        id=job.id,
+        status=job.status,
+        model=job.request["model"],
+        model_version=job.request["model_version"],
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        progress=JobProgress(
+            items_total=job.items_total,
+            items_done=job.items_succeeded + job.items_failed,
+            items_succeeded=job.items_succeeded,
+            items_failed=job.items_failed,
+            frames_planned=job.frames_planned,
+            frames_done=job.frames_done,
+        ),
+        errors=[ItemErrorPublic(item=e.item, code=e.code, message=e.message) for e in job.errors],
+    )
+
+
+def _parse_job(body: Any, query: dict[str, str | float], max_items: int) -> JobCreate:
+    if not isinstance(body, dict):
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body must be a JSON object")
+    try:
+        if is_encord_registration(body):
+            items = encord_registration_to_items(body, max_items=max_items)
+            return JobCreate.model_validate({**query, "items": [i.model_dump(exclude_none=True) for i in items]})
+        job = JobCreate.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]
+        )
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, problems) from None
+    if len(job.items) > max_items:
+        raise PreannotateError(ErrorCode.TOO_MANY_ITEMS, f"{len(job.items)} items in one job; the limit is {max_items}")
+    return job
+
+
+def _check_urls(items: list[ItemIn], max_slots: int) -> None:
+    """Cheap checks up front; the full SSRF check runs again when the worker fetches (DNS can change)."""
+    for item in items:
+        if len(item.slots) > max_slots:
+            raise PreannotateError(
+                ErrorCode.INVALID_ARGUMENT, f"item {item.name!r} has {len(item.slots)} slots; the limit is {max_slots}"
+            )
+        for slot in item.slots:
+            for url in slot.all_urls():
+                scheme = urlsplit(url).scheme.lower()
+                if scheme not in _ALLOWED_SCHEMES:
+                    raise PreannotateError(
+                        ErrorCode.URL_NOT_ALLOWED,
+                        f"item {item.name!r} slot {slot.name!r}: scheme {scheme or '(none)'!r} is not allowed; "
+                        "use https, http, s3 or file",
+                    )
+
+
+@router.post("", status_code=202, openapi_extra=_OPENAPI_BODY, responses=_ERRORS)
+async def create_job(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    tenant: TenantDep,
+    models: ModelsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+    model: Annotated[str | None, Query(description="for Encord registration bodies")] = None,
+    fps: Annotated[float | None, Query(ge=0, le=1000, description="for Encord registration bodies")] = None,
+    threshold: Annotated[float | None, Query(ge=0, le=1, description="for Encord registration bodies")] = None,
+) -> JobAccepted:
+    """Queue items for preannotation; 200 with the existing job for a repeated key or identical body."""
+    settings = state.settings
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON") from None
+    query = {k: v for k, v in {"model": model, "fps": fps, "threshold": threshold}.items() if v is not None}
+    job = _parse_job(body, query, settings.max_items_per_job)
+    _check_urls(job.items, settings.max_slots_per_item)
+    loaded = models.get(job.model)
+    class_filter(loaded.info.class_names, job.classes)  # unknown class names are a 422 now, not a failed job
+    params = {
+        "model": loaded.spec,
+        "model_version": loaded.info.version,
+        "class_names": list(loaded.info.class_names),
+        "fps": settings.fps if job.fps is None else job.fps,
+        "sampling": (job.sampling or settings.sampling).value,
+        "threshold": settings.threshold if job.threshold is None else job.threshold,
+        "classes": job.classes,
+        "outputs": list(job.outputs),
+    }
+    items = [item.model_dump(exclude_none=True) for item in job.items]
+    if idempotency_key:
+        idem = "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+    else:  # the same body for the same model version is the same job
+        canonical = json.dumps({"params": params, "items": items}, sort_keys=True, separators=(",", ":"))
+        idem = "body:" + hashlib.sha256(canonical.encode()).hexdigest()
+    if state.store.depth() + len(items) > settings.max_queue_depth:
+        raise PreannotateError(
+            ErrorCode.QUEUE_FULL, f"the queue holds {settings.max_queue_depth} items; retry later", retry_after_s=30
+        )
+    record, created = state.store.create_job(tenant=tenant, idem_key=idem, request=params, items=items)
+    status_url = str(request.url_for("get_job", job_id=record.id))
+    response.headers["Location"] = status_url
+    if not created:
+        response.status_code = 200
+    return JobAccepted(job_id=record.id, status_url=status_url, created=created)
+
+
+def _job_or_404(job: JobRecord | None, job_id: str) -> JobRecord:
+    if job is None:
+        raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    return job
+
+
+@router.get("/{job_id}", responses=_ERRORS)
+def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """Status, progress and per-item errors."""
+    return _job_public(_job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id))
+
+
+@router.delete("/{job_id}", responses=_ERRORS)
+def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """Cancel what has not finished; finished items keep their results."""
+    return _job_public(_job_or_404(state.store.cancel_job(tenant=tenant, job_id=job_id), job_id))
+
+
+@router.get("/{job_id}/result", responses=_ERRORS)
+def get_result(
+    job_id: str, state: StateDep, tenant: TenantDep, format: Annotated[str, Query(pattern="^coco$")] = "coco"
+) -> dict[str, Any]:
+    """The preannotations of a finished job (succeeded items) as COCO."""
+    job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
+    results = state.store.results(tenant=tenant, job_id=job_id) or []
+    done = [r for r in results if r.state is ItemState.SUCCEEDED and r.result is not None]
+    frames = [frame for r in done for frame in frames_of(r.name, r.result or {})]
+    coco = frame_results_to_coco(
+        frames,
+        class_names=job.request["class_names"],
+        multi_slot_items=frozenset(r.name for r in done if len((r.result or {}).get("slots", [])) > 1),
+    )
+    coco["info"] |= {"model": job.request["model"], "model_version": job.request["model_version"], "job_id": job.id}
+    return coco

@@ -1,0 +1,28 @@
+"""The loaded models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import ModelsDep, TenantDep
+from service.api.schemas import ModelPublic
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/models")
+def list_models(models: ModelsDep, tenant: TenantDep) -> list[ModelPublic]:
+    """Models this server has loaded, the default first, with their classes."""
+    return [
+        ModelPublic(
+            spec=m.spec,
+            name=m.info.name,
+            version=m.info.version,
+            classes=list(m.info.class_names),
+            runtime=m.info.runtime,
+            device=m.info.device,
+            max_batch_size=m.batcher.max_batch_size,
+            default=i == 0,
+        )
+        for i, m in enumerate(models.all())
+    ]

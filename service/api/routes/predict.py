@@ -1,0 +1,129 @@
+"""``POST /v1/predict``: one image in, detections out, through the model's shared batcher."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service.api.deps import ModelsDep, StateDep, TenantDep
+from service.api.schemas import DetectionPublic, ErrorResponse, PredictResponse, PredictUrlRequest
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import Frame, MediaKind
+from service.pipeline.media import SlotSpec, open_slot, sniff
+from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.run import class_filter
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "an image or DICOM file"},
+                        "model": {"type": "string"},
+                        "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                        "classes": {"type": "string", "description": "comma-separated class names"},
+                    },
+                }
+            },
+            "application/json": {"schema": PredictUrlRequest.model_json_schema()},
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 502, 503, 504)
+}
+
+
+def _first_frame(path: Path, limits: MediaLimits) -> Frame:
+    """Decode a still image (or a DICOM's first frame); anything with a timeline belongs in a job."""
+    kind = sniff(path)
+    if kind not in (MediaKind.IMAGE, MediaKind.DICOM):
+        raise PreannotateError(
+            ErrorCode.UNSUPPORTED_MEDIA, f"/v1/predict takes one image (got {kind.value}); use /v1/jobs for that"
+        )
+    reader = open_slot("predict", SlotSpec("0", (path,)), SamplingOptions(fps=0, max_frames=1), limits)
+    try:
+        frame = next(iter(reader), None)
+    finally:
+        reader.close()
+    if frame is None:
+        raise PreannotateError(ErrorCode.CORRUPT_MEDIA, "the file holds no frame")
+    return frame
+
+
+async def _parse(request: Request, scratch: Path) -> tuple[PredictUrlRequest, Path | None]:
+    """The parameters, and the uploaded file (None for a URL: it is fetched once the request checks out)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the multipart body needs a 'file' field")
+        fields = {k: v for k in ("model", "threshold", "classes") if isinstance(v := form.get(k), str) and v}
+        try:
+            params = PredictUrlRequest.model_validate(
+                {"url": "upload", **fields, "classes": fields["classes"].split(",") if "classes" in fields else None}
+            )
+        except ValidationError as exc:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, _first_problem(exc)) from None
+        path = scratch / "upload"
+        with path.open("wb") as out:
+            await run_in_threadpool(shutil.copyfileobj, upload.file, out)
+        return params, path
+    if content_type == "application/json":
+        try:
+            params = PredictUrlRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, _first_problem(exc)) from None
+        return params, None
+    raise PreannotateError(
+        ErrorCode.UNSUPPORTED_MEDIA, "send multipart/form-data with a 'file' field, or JSON {\"url\": ...}"
+    )
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+
+
+@router.post("/predict", openapi_extra=_OPENAPI_BODY, responses=_ERRORS)
+async def predict(request: Request, state: StateDep, tenant: TenantDep, models: ModelsDep) -> PredictResponse:
+    """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use."""
+    with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
+        params, path = await _parse(request, Path(scratch))
+        model = models.get(params.model)
+        keep = class_filter(model.info.class_names, params.classes)
+        if path is None:
+            path = (await run_in_threadpool(state.fetcher.fetch, params.url, Path(scratch))).path
+        frame = await run_in_threadpool(_first_frame, path, state.settings.media_limits())
+    threshold = state.settings.threshold if params.threshold is None else params.threshold
+    detections = keep(
+        await model.batcher.detect_async(frame.image, threshold=threshold, timeout_s=state.settings.predict_timeout_s)
+    )
+    names = model.info.class_names
+    return PredictResponse(
+        model=model.spec,
+        model_version=model.info.version,
+        width=frame.info.width,
+        height=frame.info.height,
+        detections=[
+            DetectionPublic(xyxy=[round(v, 2) for v in box], score=round(score, 5), label=names[cls], class_id=cls)
+            for box, score, cls in zip(
+                detections.xyxy.tolist(), detections.confidence.tolist(), detections.class_id.tolist(), strict=True
+            )
+        ],
+    )

@@ -1,0 +1,118 @@
+"""Wire types of the HTTP API (request and response bodies), with OpenAPI examples."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.jobs.store import JobStatus
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable, machine-readable error code")
+    message: str
+    retryable: bool = Field(description="whether retrying the same request may succeed")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "unauthorized", "message": "missing bearer token", "retryable": False}}]
+        }
+    )
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+
+class PredictUrlRequest(BaseModel):
+    url: str = Field(description="https://, http://, s3:// or file:// (under PREANNOTATE_LOCAL_ROOTS)")
+    model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    classes: list[str] | None = Field(None, description="keep only these class names")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"url": "https://media.example.com/street.jpg", "threshold": 0.4}]},
+    )
+
+
+class DetectionPublic(BaseModel):
+    xyxy: list[float] = Field(description="x1, y1, x2, y2 in pixels of the image")
+    score: float
+    label: str
+    class_id: int
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_version: str
+    width: int
+    height: int
+    detections: list[DetectionPublic]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "builtin:centerface",
+                    "model_version": "centerface-df866bcb8a86",
+                    "width": 512,
+                    "height": 512,
+                    "detections": [
+                        {"xyxy": [181.5, 58.2, 269.9, 177.8], "score": 0.93, "label": "face", "class_id": 0}
+                    ],
+                }
+            ]
+        }
+    )
+
+
+# --- jobs (request bodies live in service.jobs.models) ------------------------------------------
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+    created: bool = Field(description="false when an identical or same-key job already existed")
+
+
+class JobProgress(BaseModel):
+    items_total: int
+    items_done: int
+    items_succeeded: int
+    items_failed: int
+    frames_planned: int
+    frames_done: int
+
+
+class ItemErrorPublic(BaseModel):
+    item: str
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    model_version: str
+    created_at: float
+    updated_at: float
+    progress: JobProgress
+    errors: list[ItemErrorPublic]
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class ModelPublic(BaseModel):
+    spec: str
+    name: str
+    version: str
+    classes: list[str]
+    runtime: str
+    device: str
+    max_batch_size: int
+    default: bool

@@ -1,0 +1,29 @@
+"""What a running server holds: settings, auth, the job store, the fetcher, and (once loaded) the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.api.auth import TokenAuth
+from service.config import Settings
+from service.jobs.store import JobStore
+from service.jobs.worker import WorkerPool
+from service.loaded_models import ModelRegistry
+from service.pipeline.fetch import Fetcher
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    auth: TokenAuth
+    store: JobStore
+    fetcher: Fetcher
+    models: ModelRegistry | None = None
+    workers: WorkerPool | None = None
+    load_error: str | None = None
+    draining: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Models loaded and warmed, and not shutting down."""
+        return self.models is not None and not self.draining

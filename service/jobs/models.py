@@ -1,0 +1,82 @@
+"""Job requests as clients send them: items of named slots, each one file or an ordered series."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.pipeline.options import SamplingMode
+
+SLOT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"  # safe as a file or path component anywhere downstream
+OutputFormat = Literal["coco"]
+
+MAX_URL_LENGTH = 16_384  # Encord's documented limit, and ours
+
+
+class SlotIn(BaseModel):
+    name: str = Field("0", pattern=SLOT_NAME_PATTERN, description="slot name (V7's term); '0' for single files")
+    url: str | None = Field(None, max_length=MAX_URL_LENGTH, description="the slot's file")
+    urls: list[Annotated[str, Field(max_length=MAX_URL_LENGTH)]] | None = Field(
+        None, min_length=1, description="an ordered image sequence or DICOM series instead of one file"
+    )
+    type: Literal["image", "video", "dicom", "pdf"] | None = Field(
+        None, description="optional hint; the media is sniffed anyway. 'pdf' slots are listed, never fetched"
+    )
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SlotIn:
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("a slot needs exactly one of url or urls")
+        return self
+
+    def all_urls(self) -> list[str]:
+        return [self.url] if self.url is not None else list(self.urls or [])
+
+
+class ItemIn(BaseModel):
+    name: str = Field(min_length=1, max_length=300)
+    slots: list[SlotIn] = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("slots")
+    @classmethod
+    def _unique_slots(cls, slots: list[SlotIn]) -> list[SlotIn]:
+        names = [slot.name for slot in slots]
+        if len(set(names)) != len(names):
+            raise ValueError(f"slot names must be unique within an item, got {names}")
+        return slots
+
+
+class JobCreate(BaseModel):
+    items: list[ItemIn] = Field(min_length=1)
+    model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
+    fps: float | None = Field(None, ge=0.0, le=1000.0, description="frames per second sampled; 0 = every frame")
+    sampling: SamplingMode | None = None
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    classes: list[str] | None = None
+    outputs: list[OutputFormat] = Field(default=["coco"])
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "name": "case-17",
+                            "slots": [
+                                {"name": "left", "url": "https://media.example.com/case-17/left.jpg"},
+                                {"name": "clip", "url": "https://media.example.com/case-17/clip.mp4", "type": "video"},
+                            ],
+                        }
+                    ],
+                    "fps": 1,
+                    "threshold": 0.5,
+                }
+            ]
+        },
+    )

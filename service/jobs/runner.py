@@ -1,0 +1,115 @@
+"""One job item end to end: fetch each slot -> sample frames -> detect through the batcher -> result JSON."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from service.jobs.results import item_result_to_json
+from service.jobs.store import Lease
+from service.loaded_models import LoadedModel
+from service.pipeline.fetch import Fetcher
+from service.pipeline.frames import Frame, FrameResult, SlotMeta
+from service.pipeline.media import PdfReader, SlotSpec, open_slot
+from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.readers import SlotReader
+from service.pipeline.run import detect_frames
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], bool]
+"""``(frames_done, frames_planned) -> keep going``; False stops the item (cancelled or lease lost)."""
+
+
+class ItemStoppedError(Exception):
+    """The job was cancelled or the lease was lost: stop and store nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobParams:
+    """A job's stored request, parsed: what every item of the job shares."""
+
+    model: str
+    fps: float
+    sampling: SamplingMode
+    threshold: float
+    classes: list[str] | None
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> JobParams:
+        return cls(
+            model=request["model"],
+            fps=float(request["fps"]),
+            sampling=SamplingMode(request["sampling"]),
+            threshold=float(request["threshold"]),
+            classes=request.get("classes"),
+        )
+
+
+def display_source(url: str) -> str:
+    """The URL without query string or credentials: names the file in results, leaks no signature."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def run_item(
+    lease: Lease,
+    *,
+    model: LoadedModel,
+    fetcher: Fetcher,
+    limits: MediaLimits,
+    work_dir: Path | None,
+    on_progress: ProgressCallback,
+) -> dict[str, Any]:
+    """Preannotate every slot of the leased item; raises PreannotateError (naming the file) or ItemStoppedError."""
+    params = JobParams.from_request(lease.request)
+    sampling = SamplingOptions(fps=params.fps, mode=params.sampling)
+    name = lease.item["name"]
+    slots: list[SlotMeta] = []
+    frames: list[FrameResult] = []
+    planned = 0
+    for slot in lease.item["slots"]:
+        urls: list[str] = [slot["url"]] if slot.get("url") else list(slot["urls"])
+        sources = tuple(display_source(u) for u in urls)
+        if slot.get("type") == "pdf":
+            # Listed with the item so converters can show it; never fetched or decoded.
+            slots.append(replace(PdfReader(name, slot["name"], Path(sources[0])).meta, source_files=sources))
+            continue
+        with TemporaryDirectory(dir=work_dir, prefix="preannotate-") as tmp:
+            paths = tuple(fetcher.fetch(url, Path(tmp)).path for url in urls)
+            reader = open_slot(name, SlotSpec(slot["name"], paths), sampling, limits)
+            try:
+                meta = replace(reader.meta, source_files=sources)
+                slots.append(meta)
+                planned += meta.planned_frames
+                if not on_progress(len(frames), planned):
+                    raise ItemStoppedError
+                renamed = _with_sources(reader, paths, sources)
+                for result in detect_frames(
+                    renamed,
+                    model.batcher,
+                    threshold=params.threshold,
+                    classes=params.classes,
+                    batch_size=model.batcher.max_batch_size,
+                ):
+                    frames.append(result)
+                    if not on_progress(len(frames), max(planned, len(frames))):
+                        raise ItemStoppedError
+            finally:
+                reader.close()
+    return item_result_to_json(slots, frames)
+
+
+def _with_sources(reader: SlotReader, paths: tuple[Path, ...], sources: tuple[str, ...]) -> Iterator[Frame]:
+    """Frames re-labelled with the URL they came from instead of the scratch file's path."""
+    by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
+    for frame in reader:
+        source = by_path.get(frame.info.source, sources[0])
+        yield replace(frame, info=replace(frame.info, source=source))

@@ -1,0 +1,176 @@
+"""In-process workers: lease items from the job store, run them, heartbeat, store results or failures.
+
+Each worker thread holds its own lease owner id. A heartbeat thread extends the leases of items in
+flight; an item whose lease is gone (cancelled, or taken over after a stall) is told to stop at its
+next frame. Stopping the pool stops leasing, then gives in-flight items until the grace period to
+finish; what does not finish is released by its lease expiring, so another process picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.errors import ErrorCode, PreannotateError
+from service.jobs.runner import ItemStoppedError, JobParams, run_item
+from service.jobs.store import JobStore, Lease
+from service.loaded_models import ModelRegistry
+from service.metrics import ITEMS_FINISHED
+from service.pipeline.fetch import Fetcher
+from service.pipeline.options import MediaLimits
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL_S = 0.2
+_PROGRESS_EVERY_S = 1.0
+_RETRY_BASE_S, _RETRY_CAP_S = 2.0, 300.0
+
+
+def retry_delay_s(attempt: int) -> float:
+    """Capped exponential backoff with full jitter (attempt 1 -> up to 2 s, 2 -> 4 s, ...)."""
+    return random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(slots=True)
+class _InFlight:
+    worker: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    last_progress_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    concurrency: int
+    lease_s: float
+    heartbeat_s: float
+    limits: MediaLimits
+    work_dir: Path | None
+
+
+class WorkerPool:
+    def __init__(self, store: JobStore, models: ModelRegistry, fetcher: Fetcher, config: WorkerConfig) -> None:
+        self._store, self._models, self._fetcher, self._config = store, models, fetcher, config
+        self._stopping = threading.Event()
+        self._stop_heartbeat = threading.Event()
+        self._in_flight: dict[int, _InFlight] = {}
+        self._lock = threading.Lock()
+        # Unique per pool, even across containers that all run as pid 1.
+        prefix = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._threads = [
+            threading.Thread(target=self._work, args=(f"{prefix}-{i}",), name=f"worker-{i}", daemon=True)
+            for i in range(config.concurrency)
+        ]
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+        if self._threads:
+            self._heartbeat.start()
+
+    def stop(self, grace_s: float) -> None:
+        """Stop leasing; wait up to ``grace_s`` for items in flight, then ask them to stop."""
+        self._stopping.set()
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for flight in self._in_flight.values():
+                flight.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._stop_heartbeat.set()
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def _work(self, worker: str) -> None:
+        while not self._stopping.is_set():
+            try:
+                leases = self._store.lease(worker, max_items=1, lease_s=self._config.lease_s)
+            except Exception:  # a store hiccup must not kill the worker
+                log.exception("leasing failed")
+                leases = []
+            if not leases:
+                self._stopping.wait(_IDLE_POLL_S)
+                continue
+            for lease in leases:
+                self._process(worker, lease)
+
+    def _process(self, worker: str, lease: Lease) -> None:
+        flight = _InFlight(worker=worker)
+        with self._lock:
+            self._in_flight[lease.item_id] = flight
+        name = lease.item.get("name", "?")
+        try:
+            model = self._models.get(JobParams.from_request(lease.request).model)
+            result = run_item(
+                lease,
+                model=model,
+                fetcher=self._fetcher,
+                limits=self._config.limits,
+                work_dir=self._config.work_dir,
+                on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
+            )
+            if self._store.complete(worker, lease.item_id, result):
+                ITEMS_FINISHED.labels(outcome="succeeded").inc()
+            else:
+                log.info("item %s finished after its lease was lost; result dropped", lease.item_id)
+        except ItemStoppedError:
+            log.info("item %s stopped (cancelled or lease lost)", lease.item_id)
+        except PreannotateError as exc:
+            self._fail(worker, lease, exc)
+        except Exception as exc:
+            log.exception("item %s (%s) failed unexpectedly", lease.item_id, name)
+            self._fail(worker, lease, PreannotateError(ErrorCode.INTERNAL, f"{type(exc).__name__} while processing"))
+        finally:
+            with self._lock:
+                self._in_flight.pop(lease.item_id, None)
+
+    def _fail(self, worker: str, lease: Lease, exc: PreannotateError) -> None:
+        log.info("item %s failed: %s", lease.item_id, exc)
+        self._store.fail(
+            worker,
+            lease.item_id,
+            code=exc.code.code,
+            message=exc.message,
+            retryable=exc.code.retryable,
+            retry_in_s=retry_delay_s(lease.attempt),
+        )
+        ITEMS_FINISHED.labels(outcome="retried" if exc.code.retryable else "failed").inc()
+
+    def _progress(self, lease: Lease, flight: _InFlight, done: int, planned: int) -> bool:
+        if flight.stop.is_set():
+            return False
+        now = time.monotonic()
+        if now - flight.last_progress_s < _PROGRESS_EVERY_S and done < planned:
+            return True
+        flight.last_progress_s = now
+        return self._store.progress(flight.worker, lease.item_id, frames_done=done, frames_planned=planned)
+
+    def _beat(self) -> None:
+        # Keeps beating while stopping, until the workers are done: their items must stay leased.
+        while not self._stop_heartbeat.wait(self._config.heartbeat_s):
+            with self._lock:
+                by_worker: dict[str, list[int]] = {}
+                for item_id, flight in self._in_flight.items():
+                    by_worker.setdefault(flight.worker, []).append(item_id)
+            for worker, ids in by_worker.items():
+                try:
+                    held = set(self._store.heartbeat(worker, ids, lease_s=self._config.lease_s))
+                except Exception:
+                    log.exception("heartbeat failed")
+                    continue
+                with self._lock:
+                    for item_id in ids:
+                        if item_id not in held and item_id in self._in_flight:
+                            self._in_flight[item_id].stop.set()

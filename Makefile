@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 resolves to a local CPU wheel on our machines; a looser pin pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv install install-dev demo test lint typecheck unit bench-sampling clean
+.PHONY: venv install install-dev demo test lint typecheck unit bench-sampling bench-serve clean
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: lint typecheck unit  ## everything CI runs
 
 bench-sampling: install
 	$(BIN)/python -m benchmarks.bench_sampling
+
+bench-serve: install-dev
+	$(BIN)/python -m benchmarks.bench_serve
 
 clean:
 	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -15,10 +15,13 @@ from starlette.concurrency import run_in_threadpool
 from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.middleware import BodySizeLimit
+from service.api.openapi import add_component_schemas
 from service.api.routes import health, jobs, models, predict
+from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
+from service.jobs.models import JobCreate
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (health.router, predict.router, jobs.router, models.router):
         app.include_router(router)
+    add_component_schemas(app, JobCreate, PredictUrlRequest)
     return app
 
 

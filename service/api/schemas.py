@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.store import JobStatus
@@ -23,13 +25,36 @@ class ErrorResponse(BaseModel):
     )
 
 
+_DESCRIPTIONS = {
+    401: "missing or invalid bearer token",
+    404: "unknown job or model",
+    409: "the job has not finished",
+    413: "request body too large",
+    415: "unsupported media type",
+    422: "invalid request, URL not allowed, or bad media",
+    429: "queue full (see Retry-After)",
+    502: "the URL's server failed or refused",
+    503: "not ready (models loading or shutting down)",
+    504: "timed out fetching the URL or waiting for the model",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, all with the ErrorResponse body."""
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
 # --- predict -----------------------------------------------------------------------------------
 
 
 class PredictUrlRequest(BaseModel):
-    url: str = Field(description="https://, http://, s3:// or file:// (under PREANNOTATE_LOCAL_ROOTS)")
+    url: str = Field(
+        min_length=1,
+        max_length=16_384,
+        description="https://, http://, s3:// or file:// (under PREANNOTATE_LOCAL_ROOTS)",
+    )
     model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    threshold: float | None = Field(None, strict=True, ge=0.0, le=1.0)  # strict: `false` is not 0.0
     classes: list[str] | None = Field(None, description="keep only these class names")
 
     model_config = ConfigDict(

@@ -54,9 +54,11 @@ class ItemIn(BaseModel):
 class JobCreate(BaseModel):
     items: list[ItemIn] = Field(min_length=1)
     model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
-    fps: float | None = Field(None, ge=0.0, le=1000.0, description="frames per second sampled; 0 = every frame")
+    fps: float | None = Field(
+        None, strict=True, ge=0.0, le=1000.0, description="frames per second sampled; 0 = every frame"
+    )
     sampling: SamplingMode | None = None
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    threshold: float | None = Field(None, strict=True, ge=0.0, le=1.0)  # strict: `false` is not 0.0
     classes: list[str] | None = None
     outputs: list[OutputFormat] = Field(default=["coco"])
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import StateDep, TenantDep
+from service.api.schemas import error_responses
 from service.metrics import observe_scrape
 
 router = APIRouter(tags=["health"])
@@ -33,7 +34,7 @@ def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=error_responses(401))
 def metrics(state: StateDep, tenant: TenantDep) -> Response:
     """Prometheus metrics (bearer auth, like every non-health route)."""
     observe_scrape(queue_depth=state.store.depth(), busy_workers=state.workers.busy if state.workers else 0)

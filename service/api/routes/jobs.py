@@ -11,7 +11,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 
 from service.api.deps import ModelsDep, StateDep, TenantDep
-from service.api.schemas import ErrorResponse, ItemErrorPublic, JobAccepted, JobProgress, JobPublic
+from service.api.openapi import schema_ref
+from service.api.schemas import ItemErrorPublic, JobAccepted, JobProgress, JobPublic, error_responses
 from service.convert.coco import frame_results_to_coco
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
@@ -20,17 +21,16 @@ from service.jobs.results import frames_of
 from service.jobs.store import ItemState, JobRecord, JobStatus
 from service.pipeline.run import class_filter
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
 
 _ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "A job (items of named slots), or an Encord cloud-registration JSON "
         "(images, videos, image_groups, dicom_series, skip_duplicate_urls) with model/fps/threshold "
         "as query parameters.",
-        "content": {"application/json": {"schema": JobCreate.model_json_schema()}},
+        "content": {"application/json": {"schema": schema_ref(JobCreate)}},
     }
 }
 
@@ -91,7 +91,15 @@ def _check_urls(items: list[ItemIn], max_slots: int) -> None:
                     )
 
 
-@router.post("", status_code=202, openapi_extra=_OPENAPI_BODY, responses=_ERRORS)
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=_OPENAPI_BODY,
+    responses={
+        200: {"model": JobAccepted, "description": "an identical or same-key job already existed"},
+        **error_responses(413, 429),
+    },
+)
 async def create_job(
     request: Request,
     response: Response,
@@ -148,19 +156,19 @@ def _job_or_404(job: JobRecord | None, job_id: str) -> JobRecord:
     return job
 
 
-@router.get("/{job_id}", responses=_ERRORS)
+@router.get("/{job_id}")
 def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     """Status, progress and per-item errors."""
     return _job_public(_job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id))
 
 
-@router.delete("/{job_id}", responses=_ERRORS)
+@router.delete("/{job_id}")
 def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     """Cancel what has not finished; finished items keep their results."""
     return _job_public(_job_or_404(state.store.cancel_job(tenant=tenant, job_id=job_id), job_id))
 
 
-@router.get("/{job_id}/result", responses=_ERRORS)
+@router.get("/{job_id}/result", responses=error_responses(409))
 def get_result(
     job_id: str, state: StateDep, tenant: TenantDep, format: Annotated[str, Query(pattern="^coco$")] = "coco"
 ) -> dict[str, Any]:

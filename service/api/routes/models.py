@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import ModelsDep, TenantDep
-from service.api.schemas import ModelPublic
+from service.api.schemas import ModelPublic, error_responses
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], responses=error_responses(401, 503))
 
 
 @router.get("/models")

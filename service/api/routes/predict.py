@@ -13,14 +13,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.api.deps import ModelsDep, StateDep, TenantDep
-from service.api.schemas import DetectionPublic, ErrorResponse, PredictResponse, PredictUrlRequest
+from service.api.openapi import schema_ref
+from service.api.schemas import DetectionPublic, PredictResponse, PredictUrlRequest, error_responses
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import Frame, MediaKind
 from service.pipeline.media import SlotSpec, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.run import class_filter
 
-router = APIRouter(prefix="/v1", tags=["predict"])
+router = APIRouter(prefix="/v1", tags=["predict"], responses=error_responses(401, 404, 413, 415, 422, 502, 503, 504))
 
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -38,12 +39,9 @@ _OPENAPI_BODY: dict[str, Any] = {
                     },
                 }
             },
-            "application/json": {"schema": PredictUrlRequest.model_json_schema()},
+            "application/json": {"schema": schema_ref(PredictUrlRequest)},
         },
     }
-}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 502, 503, 504)
 }
 
 
@@ -72,11 +70,18 @@ async def _parse(request: Request, scratch: Path) -> tuple[PredictUrlRequest, Pa
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the multipart body needs a 'file' field")
-        fields = {k: v for k in ("model", "threshold", "classes") if isinstance(v := form.get(k), str) and v}
+        fields: dict[str, object] = {
+            k: v for k in ("model", "threshold", "classes") if isinstance(v := form.get(k), str) and v
+        }
+        if "classes" in fields:
+            fields["classes"] = str(fields["classes"]).split(",")
+        if "threshold" in fields:
+            try:
+                fields["threshold"] = float(str(fields["threshold"]))
+            except ValueError:
+                raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "threshold: must be a number") from None
         try:
-            params = PredictUrlRequest.model_validate(
-                {"url": "upload", **fields, "classes": fields["classes"].split(",") if "classes" in fields else None}
-            )
+            params = PredictUrlRequest.model_validate({"url": "upload", **fields})
         except ValidationError as exc:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, _first_problem(exc)) from None
         path = scratch / "upload"
@@ -100,7 +105,7 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
 
 
-@router.post("/predict", openapi_extra=_OPENAPI_BODY, responses=_ERRORS)
+@router.post("/predict", openapi_extra=_OPENAPI_BODY)
 async def predict(request: Request, state: StateDep, tenant: TenantDep, models: ModelsDep) -> PredictResponse:
     """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use."""
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:

@@ -132,7 +132,10 @@ def test_openapi_documents_the_api(server: Server) -> None:
     assert {"/v1/predict", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/models"} <= set(
         spec["paths"]
     )
-    assert "examples" in json.dumps(spec["paths"]["/v1/jobs"]["post"])
+    body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/JobCreate"}
+    assert spec["components"]["schemas"]["JobCreate"]["examples"]
+    assert {"SlotIn", "ItemIn", "PredictUrlRequest", "ErrorResponse"} <= set(spec["components"]["schemas"])
 
 
 # --- predict -----------------------------------------------------------------------------------

@@ -87,12 +87,7 @@ class DicomReader:
         else:
             self._times, fps = clock
             self._indices = select_frames(self._times, sampling)
-        if len(self._indices) > limits.max_frames:
-            raise PreannotateError(
-                ErrorCode.TOO_MANY_FRAMES,
-                f"{path}: {len(self._indices)} frames planned, more than the limit of {limits.max_frames}; "
-                "use --max-frames to take fewer",
-            )
+        limits.check_frames(len(self._indices), str(path))
         self.meta = SlotMeta(
             item=item,
             slot=slot,

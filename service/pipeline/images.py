@@ -139,12 +139,7 @@ class SequenceReader:
         if not paths:
             raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"image sequence {item}/{slot} has no files")
         planned = len(paths) if sampling.max_frames is None else min(len(paths), sampling.max_frames)
-        if planned > limits.max_frames:
-            raise PreannotateError(
-                ErrorCode.TOO_MANY_FRAMES,
-                f"image sequence {item}/{slot} ({paths[0].parent}) has {len(paths)} frames, more than the limit "
-                f"of {limits.max_frames}; use --max-frames to take fewer",
-            )
+        limits.check_frames(planned, f"image sequence {item}/{slot} ({paths[0].parent})")
         width, height = image_size(paths[0], limits)
         self._paths = tuple(paths[:planned])
         self._limits = limits

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from service.errors import ErrorCode, PreannotateError
+
 
 class SamplingMode(enum.StrEnum):
     EXACT = "exact"  # the frame displayed at each target time
@@ -55,3 +57,12 @@ class MediaLimits:
     max_pixels: int = 100_000_000
     max_frames: int = 100_000
     max_duration_s: float = 6 * 3600.0
+
+    def check_frames(self, planned: int, source: str) -> None:
+        """Refuse a slot that would yield more than ``max_frames`` frames (TOO_MANY_FRAMES)."""
+        if planned > self.max_frames:
+            raise PreannotateError(
+                ErrorCode.TOO_MANY_FRAMES,
+                f"{source}: {planned} frames planned, more than the limit of {self.max_frames}; "
+                "lower --fps or set --max-frames",
+            )

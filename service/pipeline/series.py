@@ -27,11 +27,7 @@ class DicomSeriesReader:
         if not paths:
             raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{item}/{slot}: the DICOM series is empty")
         planned = len(paths) if sampling.max_frames is None else min(len(paths), sampling.max_frames)
-        if planned > limits.max_frames:
-            raise PreannotateError(
-                ErrorCode.TOO_MANY_FRAMES,
-                f"{item}/{slot}: {planned} slices, more than the limit of {limits.max_frames}; set --max-frames",
-            )
+        limits.check_frames(planned, f"DICOM series {item}/{slot}")
         first = DicomReader(item, slot, paths[0], _ALL_FRAMES, limits)
         first.close()
         self._paths, self._limits, self._max_frames = list(paths), limits, sampling.max_frames

@@ -215,12 +215,7 @@ class VideoReader:
             self._wanted = index.keyframe_pts[chosen]
         else:
             self._wanted = index.pts[select_frames(times, self._sampling)]
-        if len(self._wanted) > limits.max_frames:
-            raise PreannotateError(
-                ErrorCode.TOO_MANY_FRAMES,
-                f"{self._path}: sampling would take {len(self._wanted)} frames, more than the limit of "
-                f"{limits.max_frames}; lower --fps or set --max-frames",
-            )
+        limits.check_frames(len(self._wanted), str(self._path))
         rate = self._stream.average_rate
         return SlotMeta(
             item=item,

@@ -16,6 +16,7 @@ from models.detectors.hf_checkpoint import load_checkpoint
 from models.errors import DeviceOutOfMemoryError
 from models.ops.boxes import clip_xyxy
 from models.runtimes.torch import configure_cpu_threads, require, resolve_torch_device, to_device
+from models.runtimes.torch_preprocess import PreprocessSpec, preprocess
 from models.types import Detections, ModelInfo, RGBImage
 
 if TYPE_CHECKING:
@@ -100,6 +101,10 @@ class HFTransformersDetector(Detector):
         self._processor = checkpoint.processor
         requested_px = options.input_size_px or (CPU_DEFAULT_INPUT_SIZE_PX if device == "cpu" else None)
         self._size, input_size_px = processor_size_override(_size_fields(self._processor.size), requested_px)
+        # Resize/normalize in torch on the model's device when we can reproduce the processor.
+        self._preprocess = PreprocessSpec.from_processor(
+            self._processor, self._size or _size_fields(self._processor.size)
+        )
         config = self._model.config
         self.info = ModelInfo(
             spec=spec,
@@ -116,13 +121,9 @@ class HFTransformersDetector(Detector):
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
         import torch
 
-        size_kwargs = {"size": self._size} if self._size is not None else {}
-        inputs = self._processor(
-            images=list(images), return_tensors="pt", input_data_format="channels_last", **size_kwargs
-        )
         with torch.inference_mode():
             try:
-                feeds = {name: to_device(tensor, self._device) for name, tensor in inputs.items()}
+                feeds = self._pre_process(images)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self._autocast):
                     outputs = self._model(**feeds)
             except torch.cuda.OutOfMemoryError as exc:  # == torch.OutOfMemoryError; a smaller batch may fit
@@ -136,6 +137,15 @@ class HFTransformersDetector(Detector):
                 outputs, threshold=threshold, target_sizes=[image.shape[:2] for image in images]
             )
         return [_to_detections(result, image) for result, image in zip(results, images, strict=True)]
+
+    def _pre_process(self, images: Sequence[RGBImage]) -> dict[str, torch.Tensor]:
+        if self._preprocess is not None:
+            return preprocess(images, self._preprocess, self._device)
+        size_kwargs = {"size": self._size} if self._size is not None else {}
+        inputs = self._processor(
+            images=list(images), return_tensors="pt", input_data_format="channels_last", **size_kwargs
+        )
+        return {name: to_device(tensor, self._device) for name, tensor in inputs.items()}
 
     def close(self) -> None:
         """Drop the model; on CUDA, hand cached blocks back to the driver."""

@@ -1,0 +1,141 @@
+"""Image-processor work done in torch, on the model's device: uint8 frames in, model inputs out.
+
+The Hugging Face processors our torch build can use are the PIL ones: on the CPU they cost ~4x this
+(resize + rescale + normalize in PIL/numpy), and on a GPU they would ship fp32 tensors of the
+upscaled frame over PCIe (11x the bytes of the uint8 frame). Here the uint8 frame is copied (pinned,
+non-blocking on CUDA), then resized, rescaled, normalized and padded where the model runs. Sizes
+follow the processor's own rules, so the model sees the same shapes it was trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from models.types import RGBImage
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True, slots=True)
+class ResizeRule:
+    """How a processor sizes a frame: a fixed size, short/long edge bounds, or a bounding box.
+
+    Attributes:
+        kind: ``fixed`` (plain resize to height x width), ``edges`` (keep the aspect ratio, shortest
+            side ``shortest_px`` unless that makes the longest exceed ``longest_px``) or ``fit``
+            (keep the aspect ratio, fit inside height x width).
+        height_px: fixed/fit height.
+        width_px: fixed/fit width.
+        shortest_px: edges: target shortest side.
+        longest_px: edges: cap on the longest side (None = no cap).
+    """
+
+    kind: Literal["fixed", "edges", "fit"]
+    height_px: int | None = None
+    width_px: int | None = None
+    shortest_px: int | None = None
+    longest_px: int | None = None
+
+    @classmethod
+    def from_size(cls, size: Mapping[str, int]) -> ResizeRule | None:
+        if "height" in size and "width" in size:
+            return cls("fixed", height_px=size["height"], width_px=size["width"])
+        if "shortest_edge" in size:
+            return cls("edges", shortest_px=size["shortest_edge"], longest_px=size.get("longest_edge"))
+        if "max_height" in size and "max_width" in size:
+            return cls("fit", height_px=size["max_height"], width_px=size["max_width"])
+        return None
+
+    def output_hw(self, height_px: int, width_px: int) -> tuple[int, int]:
+        """The resized (height, width) of a height x width frame."""
+        if self.kind != "edges":
+            box_h, box_w = self.height_px, self.width_px
+            assert box_h is not None
+            assert box_w is not None
+            if self.kind == "fixed":
+                return box_h, box_w
+            scale = min(box_h / height_px, box_w / width_px)
+            return max(1, int(height_px * scale)), max(1, int(width_px * scale))
+        assert self.shortest_px is not None
+        short, long = min(height_px, width_px), max(height_px, width_px)
+        target = float(self.shortest_px)
+        if self.longest_px is not None and long / short * target > self.longest_px:
+            target = self.longest_px * short / long  # the long side binds; the short side follows
+        if short == round(target):
+            return height_px, width_px
+        # DETR-family processors round the bound side and truncate the other one.
+        new_short, new_long = round(target), int(target * long / short)
+        return (new_short, new_long) if height_px <= width_px else (new_long, new_short)
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessSpec:
+    """What the processor does to pixels, read once from it."""
+
+    resize: ResizeRule
+    rescale: float | None
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+    pad: bool
+
+    @classmethod
+    def from_processor(cls, processor: Any, size: Mapping[str, int]) -> PreprocessSpec | None:
+        """None when the processor does something this module does not reproduce (then use it)."""
+        resize = ResizeRule.from_size(size)
+        if resize is None or not getattr(processor, "do_resize", True):
+            return None
+        normalize = bool(getattr(processor, "do_normalize", False))
+        mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+        if normalize and (mean is None or std is None or len(mean) != 3 or len(std) != 3):
+            return None
+        return cls(
+            resize=resize,
+            rescale=float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else None,
+            mean=tuple(float(v) for v in mean) if normalize and mean is not None else None,  # type: ignore[arg-type]
+            std=tuple(float(v) for v in std) if normalize and std is not None else None,  # type: ignore[arg-type]
+            pad=bool(getattr(processor, "do_pad", False)),
+        )
+
+
+def preprocess(images: Sequence[RGBImage], spec: PreprocessSpec, device: str) -> dict[str, torch.Tensor]:
+    """(H, W, 3) uint8 RGB frames -> ``pixel_values`` (B, 3, H', W') float32 on ``device`` (and
+    ``pixel_mask`` (B, H', W') when the processor pads the batch to its largest frame)."""
+    import torch
+    import torch.nn.functional as functional
+
+    resized: list[torch.Tensor] = []
+    for image in images:
+        host = torch.from_numpy(image)
+        if device != "cpu":
+            host = host.pin_memory()  # lets the copy run asynchronously
+        frame = host.to(device=device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
+        out_hw = spec.resize.output_hw(image.shape[0], image.shape[1])
+        if out_hw != (image.shape[0], image.shape[1]):
+            # antialias matches PIL's bilinear filter when shrinking (and is a no-op when enlarging)
+            frame = functional.interpolate(frame, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+        resized.append(frame[0])
+    height = max(t.shape[1] for t in resized)
+    width = max(t.shape[2] for t in resized)
+    if not spec.pad and any(t.shape[1:] != (height, width) for t in resized):
+        raise ValueError("frames of different sizes need a padding processor")
+    batch = torch.zeros((len(resized), 3, height, width), device=device, dtype=torch.float32)
+    mask = torch.zeros((len(resized), height, width), device=device, dtype=torch.int64)
+    for i, frame in enumerate(resized):
+        batch[i, :, : frame.shape[1], : frame.shape[2]] = frame
+        mask[i, : frame.shape[1], : frame.shape[2]] = 1
+    if spec.rescale is not None:
+        batch.mul_(spec.rescale)
+    if spec.mean is not None and spec.std is not None:
+        mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+        batch.sub_(mean).div_(std)
+        # Padding stays 0 after normalization, as the processor pads normalized pixels with 0.
+        batch.mul_(mask.unsqueeze(1))
+    inputs = {"pixel_values": batch}
+    if spec.pad:
+        inputs["pixel_mask"] = mask
+    return inputs
+

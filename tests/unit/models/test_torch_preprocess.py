@@ -1,0 +1,71 @@
+"""Torch preprocessing reproduces the Hugging Face processors: same sizes, near-identical pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.runtimes.torch_preprocess import PreprocessSpec, ResizeRule, preprocess
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+SIZES_HW = [(480, 640), (640, 480), (512, 512), (300, 451), (1080, 1920), (100, 2000), (801, 799), (64, 48)]
+
+
+def _processors() -> dict[str, object]:
+    return {
+        "detr": transformers.DetrImageProcessor(),
+        "detr-640": transformers.DetrImageProcessor(size={"shortest_edge": 640, "longest_edge": 640}),
+        "rtdetr": transformers.RTDetrImageProcessor(),
+    }
+
+
+def _size(processor: object) -> dict[str, int]:
+    size = processor.size  # type: ignore[attr-defined]
+    keys = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
+    return {k: int(v) for k in keys if (v := getattr(size, k, None) if not isinstance(size, dict) else size.get(k))}
+
+
+@pytest.mark.parametrize("name", ["detr", "detr-640", "rtdetr"])
+@pytest.mark.parametrize("hw", SIZES_HW)
+def test_output_size_matches_the_processor(name: str, hw: tuple[int, int]) -> None:
+    processor = _processors()[name]
+    image = np.zeros((*hw, 3), np.uint8)
+    expected = processor(images=[image], return_tensors="pt")["pixel_values"].shape[2:]  # type: ignore[operator]
+    rule = ResizeRule.from_size(_size(processor))
+    assert rule is not None
+    assert rule.output_hw(*hw) == tuple(expected)
+
+
+@pytest.mark.parametrize("name", ["detr", "rtdetr"])
+@pytest.mark.parametrize("hw", [(300, 451), (1080, 1440)])  # enlarged and shrunk
+def test_pixels_match_the_processor(name: str, hw: tuple[int, int]) -> None:
+    processor = _processors()[name]
+    rng = np.random.default_rng(0)
+    # smooth content: PIL and torch bilinear differ most on pixel noise, which is not what frames hold
+    small = rng.integers(0, 255, (hw[0] // 16, hw[1] // 16, 3), dtype=np.uint8)
+    image = np.ascontiguousarray(np.kron(small, np.ones((16, 16, 1), np.uint8)))
+    theirs = processor(images=[image], return_tensors="pt")  # type: ignore[operator]
+    spec = PreprocessSpec.from_processor(processor, _size(processor))
+    assert spec is not None
+    ours = preprocess([image], spec, "cpu")
+    assert ours["pixel_values"].shape == theirs["pixel_values"].shape
+    diff = (ours["pixel_values"] - theirs["pixel_values"]).abs()
+    scale = 1 / 0.225 if spec.std else 1.0  # one 8-bit level in the model's units is 1/255 of this
+    assert float(diff.mean()) < 2 / 255 * scale
+    assert float(torch.quantile(diff.flatten()[:200_000], 0.99)) < 12 / 255 * scale
+
+
+def test_batch_of_different_sizes_is_padded_with_a_mask() -> None:
+    processor = transformers.DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
+    spec = PreprocessSpec.from_processor(processor, {"shortest_edge": 64, "longest_edge": 128})
+    assert spec is not None
+    images = [np.full((64, 128, 3), 255, np.uint8), np.full((128, 64, 3), 255, np.uint8)]
+    out = preprocess(images, spec, "cpu")
+    assert out["pixel_values"].shape == (2, 3, 128, 128)
+    assert out["pixel_mask"][0, :64, :].all()
+    assert not out["pixel_mask"][0, 64:, :].any()
+    assert float(out["pixel_values"][0, :, 64:, :].abs().max()) == 0.0  # padding is zero after normalizing
+    theirs = processor(images=images, return_tensors="pt")
+    assert torch.equal(out["pixel_mask"], theirs["pixel_mask"])

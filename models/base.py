@@ -21,6 +21,8 @@ class DetectorOptions:
         input_size_px: longest side fed to the network; None = the device/model default.
         num_threads: CPU threads for the runtime; None = the runtime's default.
         fp16: use half precision on CUDA where the model allows it.
+        tensorrt: run ONNX models through ONNX Runtime's TensorRT provider on CUDA.
+        engine_cache_dir: where TensorRT engines are cached (built once per model, GPU and version).
     """
 
     device: str = "auto"
@@ -28,6 +30,8 @@ class DetectorOptions:
     input_size_px: int | None = None
     num_threads: int | None = None
     fp16: bool = True
+    tensorrt: bool = False
+    engine_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):

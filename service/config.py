@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     cpu_threads: int | None = Field(None, ge=1, description="runtime threads on CPU; unset = all cores")
     fp16: bool = Field(True, description="half precision on CUDA where the model allows it")
+    tensorrt: bool = Field(False, description="ONNX models through ONNX Runtime's TensorRT provider on CUDA")
+    engine_cache_dir: Path = Field(
+        Path.home() / ".cache" / "preannotate" / "tensorrt", description="TensorRT engine cache (a volume)"
+    )
 
     # Sampling
     fps: float = Field(1.0, ge=0.0, le=1000.0, description="frames per second sampled; 0 = every frame")
@@ -138,6 +142,8 @@ class Settings(BaseSettings):
             input_size_px=self.input_size_px,
             num_threads=self.cpu_threads,
             fp16=self.fp16,
+            tensorrt=self.tensorrt,
+            engine_cache_dir=str(self.engine_cache_dir),
         )
 
     def fetch_policy(self) -> FetchPolicy:

@@ -62,6 +62,9 @@ class CenterFaceOnnx(Detector):
             _with_dynamic_shapes(onnx.load(str(path))).SerializeToString(),
             device=device,
             num_threads=options.num_threads,
+            tensorrt=options.tensorrt,
+            fp16=options.fp16,
+            engine_cache_dir=options.engine_cache_dir,
         )
         self._input_size_px = options.input_size_px or DEFAULT_INPUT_SIZE_PX
         self.info = ModelInfo(

@@ -87,7 +87,14 @@ def load_onnx_detector(spec: str, path: str, options: DetectorOptions) -> Detect
         )
     device = resolve_device(options.device)
     try:
-        session = create_session(str(model_path), device=device, num_threads=options.num_threads)
+        session = create_session(
+            str(model_path),
+            device=device,
+            num_threads=options.num_threads,
+            tensorrt=options.tensorrt,
+            fp16=options.fp16,
+            engine_cache_dir=options.engine_cache_dir,
+        )
     except ModelLoadError as exc:
         raise ModelLoadError(f"{model_path}: {exc} (is it a complete ONNX export?)") from exc
     io = session_io(session)

@@ -138,4 +138,3 @@ def preprocess(images: Sequence[RGBImage], spec: PreprocessSpec, device: str) ->
     if spec.pad:
         inputs["pixel_mask"] = mask
     return inputs
-

@@ -1,11 +1,12 @@
-"""``preannotate run``: inputs -> sampled frames -> detections -> COCO file."""
+"""``preannotate run``: inputs -> sampled frames -> detections (-> tracks) -> a COCO file or Darwin JSON files."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,11 @@ from service.commands.common import (
 )
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
+from service.convert.darwin import item_to_darwin
+from service.convert.tracks import TrackerOptions, frames_to_tracks
+from service.convert.types import ItemPredictions, ModelRef, Track
 from service.errors import ErrorCode, PreannotateError, from_model_error
-from service.pipeline.frames import FrameResult
+from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.media import ItemSpec, item_from_path, parse_slot_arg
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import SlotFailure, detect_frames, iter_frames, prefetch
@@ -60,6 +64,8 @@ def detector_options(args: argparse.Namespace, settings: Settings) -> DetectorOp
             input_size_px=args.input_size or base.input_size_px,
             num_threads=base.num_threads,
             fp16=base.fp16,
+            tensorrt=base.tensorrt,
+            engine_cache_dir=base.engine_cache_dir,
         )
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
@@ -67,7 +73,11 @@ def detector_options(args: argparse.Namespace, settings: Settings) -> DetectorOp
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
-    """One ``run``: what to read, which model, how to sample, where to write."""
+    """One ``run``: what to read, which model, how to sample, where to write.
+
+    ``out`` is a file for ``coco`` and a directory for ``darwin`` (one file per item). ``tracker``
+    links video detections into tracks; None leaves them unlinked.
+    """
 
     items: list[ItemSpec]
     model_spec: str
@@ -77,6 +87,8 @@ class RunRequest:
     classes: list[str] | None
     out: Path
     quiet: bool
+    output_format: str = "coco"
+    tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -93,13 +105,22 @@ def run_command(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
         out=args.out,
         quiet=args.quiet,
+        output_format=args.format,
+        # The --no-tracks flag may be missing from older parsers: tracks stay on then.
+        tracker=TrackerOptions() if getattr(args, "tracks", True) else None,
     )
+    if request.output_format == "darwin" and request.out.exists() and not request.out.is_dir():
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {request.out}: --format darwin needs a directory")
     _, failures = execute_run(request, settings)
     return exit_code_for(failures)
 
 
 def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any], list[SlotFailure]]:
-    """Load the model, run every item through it, write COCO; report per-slot failures."""
+    """Load the model, run every item through it, write the output; report per-slot failures.
+
+    Returns:
+        The COCO dict (``coco``) or ``{item name: Darwin document}`` (``darwin``), and the failures.
+    """
     try:
         detector = load_detector(request.model_spec, request.detector_options)
         detector.warmup()
@@ -107,13 +128,19 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         raise from_model_error(exc) from None
 
     progress = Progress(quiet=request.quiet)
+    slots: list[SlotMeta] = []
     results: list[FrameResult] = []
+
+    def on_slot(meta: SlotMeta) -> None:
+        slots.append(meta)
+        progress.on_slot(meta)
+
     try:
         frames = iter_frames(
             request.items,
             request.sampling,
             settings.media_limits(),
-            on_slot=progress.on_slot,
+            on_slot=on_slot,
             on_error=progress.on_error,
         )
         for result in detect_frames(
@@ -125,18 +152,76 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         progress.close()
         detector.close()
 
-    coco = frame_results_to_coco(
-        results,
-        class_names=detector.info.class_names,
-        multi_slot_items=frozenset(i.name for i in request.items if len(i.slots) > 1),
-        model=detector.info,
-    )
-    write_json_atomic(request.out, coco)
-    print(
-        f"wrote {len(coco['images'])} images/frames and {len(coco['annotations'])} detections "
-        f"({detector.info.name}, {detector.info.device}) to {request.out}",
-        file=sys.stderr,
-    )
+    info = detector.info
+    items = item_predictions(request.items, slots, results)
+    tracks: dict[str, list[Track]] | None = None
+    summary_tracks = ""
+    if request.tracker is not None:
+        tracks = {item.name: frames_to_tracks(item.frames, request.tracker) for item in items}
+        summary_tracks = f", {sum(len(t) for t in tracks.values())} tracks"
+    payload: dict[str, Any]
+    if request.output_format == "darwin":
+        model = ModelRef(spec=info.spec, version=info.version, class_names=info.class_names)
+        payload = write_darwin_files(request.out, items, model, tracks)
+        summary = (
+            f"{len(payload)} Darwin JSON file(s), {sum(len(d['annotations']) for d in payload.values())} annotations"
+        )
+    else:
+        payload = frame_results_to_coco(
+            results,
+            class_names=info.class_names,
+            multi_slot_items=frozenset(i.name for i in request.items if len(i.slots) > 1),
+            model=info,
+            tracks=tracks,
+        )
+        write_json_atomic(request.out, payload)
+        summary = f"{len(payload['images'])} images/frames and {len(payload['annotations'])} detections"
+    print(f"wrote {summary}{summary_tracks} ({info.name}, {info.device}) to {request.out}", file=sys.stderr)
     for failure in progress.failures:
         print(f"failed: {failure.item}/{failure.slot}: {failure.error}", file=sys.stderr)
-    return coco, progress.failures
+    return payload, progress.failures
+
+
+def item_predictions(items: list[ItemSpec], slots: list[SlotMeta], results: list[FrameResult]) -> list[ItemPredictions]:
+    """Each item's opened slots and frame results, in request order; items with no slot that opened are left out."""
+    slots_of: dict[str, list[SlotMeta]] = {}
+    frames_of: dict[str, list[FrameResult]] = {}
+    for meta in slots:
+        slots_of.setdefault(meta.item, []).append(meta)
+    for result in results:
+        frames_of.setdefault(result.info.item, []).append(result)
+    return [
+        ItemPredictions(name=item.name, slots=tuple(slots_of[item.name]), frames=tuple(frames_of.get(item.name, [])))
+        for item in items
+        if item.name in slots_of
+    ]
+
+
+def write_darwin_files(
+    out_dir: Path, items: list[ItemPredictions], model: ModelRef, tracks: dict[str, list[Track]] | None
+) -> dict[str, Any]:
+    """Write ``out_dir/<item>.json`` per item; returns the documents by item name."""
+    documents: dict[str, Any] = {}
+    taken: set[str] = set()
+    for item in items:
+        document = item_to_darwin(item, model, tracks=None if tracks is None else tracks.get(item.name, []))
+        write_json_atomic(out_dir / item_file_name(item.name, taken), document)
+        documents[item.name] = document
+    return documents
+
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def item_file_name(item: str, taken: set[str]) -> str:
+    """``<item>.json`` with anything but letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``.
+
+    Leading dots go (no hidden files, no ``..``); a name already in ``taken`` (compared without case,
+    as macOS and Windows compare) gets ``-2``, ``-3``, ... The chosen name is added to ``taken``.
+    """
+    stem = _UNSAFE_CHARS.sub("_", item).lstrip(".") or "item"
+    name, n = stem, 2
+    while name.lower() in taken:
+        name, n = f"{stem}-{n}", n + 1
+    taken.add(name.lower())
+    return f"{name}.json"

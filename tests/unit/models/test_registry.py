@@ -48,3 +48,23 @@ def test_parse_spec_invalid(spec: str, match: str) -> None:
 def test_load_detector_rejects_unknown_builtin_before_loading() -> None:
     with pytest.raises(ModelSpecError, match="unknown builtin"):
         load_detector("builtin:nope")
+
+
+def test_tensorrt_providers_come_first_with_fp16_and_an_engine_cache() -> None:
+    from models.runtimes.onnx import providers_for
+
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = providers_for("cuda", tensorrt=True, fp16=True, engine_cache_dir="/cache/trt", available=available)
+    assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    name, trt = providers[0]  # type: ignore[misc]
+    assert name == "TensorrtExecutionProvider"
+    assert trt["trt_fp16_enable"] is True
+    assert trt["trt_engine_cache_enable"] is True
+    assert trt["trt_engine_cache_path"] == "/cache/trt"
+    assert providers_for("cuda", tensorrt=True, fp16=True, engine_cache_dir=None, available=available[1:]) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert providers_for("cpu", tensorrt=True, fp16=True, engine_cache_dir=None, available=available) == [
+        "CPUExecutionProvider"
+    ]

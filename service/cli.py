@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
+    bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")
+    bench.add_argument("name", choices=["sampling", "infer", "e2e", "serve", "memory", "all"])
+    bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
+
     sub.add_parser("models", help="list the built-in models and the accepted model specs")
     return parser
 
@@ -106,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.serve import serve_command
 
             return serve_command(args)
+        if args.command == "bench":
+            from service.commands.bench import bench_command
+
+            return bench_command(args)
         from service.commands.models import models_command
 
         return models_command(args)

@@ -22,6 +22,7 @@ class DetectorOptions:
         num_threads: CPU threads for the runtime; None = the runtime's default.
         fp16: use half precision on CUDA where the model allows it.
         tensorrt: run ONNX models through ONNX Runtime's TensorRT provider on CUDA.
+        compile: ``torch.compile`` torch models (slow first batch per shape; worth it on long runs).
         engine_cache_dir: where TensorRT engines are cached (built once per model, GPU and version).
     """
 
@@ -32,6 +33,7 @@ class DetectorOptions:
     fp16: bool = True
     tensorrt: bool = False
     engine_cache_dir: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -77,9 +79,11 @@ class Detector(ABC):
         """Detect on at most ``info.batch_size`` validated frames."""
 
     def warmup(self, height_px: int = 480, width_px: int = 640) -> None:
-        """Run one full batch so lazy allocations and kernel selection happen before real work."""
+        """Run a single frame and a full batch (the two shapes a server sees most) so lazy allocations,
+        kernel selection and compilation happen before real work."""
         blank = np.zeros((height_px, width_px, 3), np.uint8)
-        self.detect([blank] * self.info.batch_size, threshold=1.0)
+        for size in sorted({1, self.info.batch_size}):
+            self._detect_batch([blank] * size, 1.0)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing
         """Release runtime resources (sessions, GPU memory)."""

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     cpu_threads: int | None = Field(None, ge=1, description="runtime threads on CPU; unset = all cores")
     fp16: bool = Field(True, description="half precision on CUDA where the model allows it")
     tensorrt: bool = Field(False, description="ONNX models through ONNX Runtime's TensorRT provider on CUDA")
+    torch_compile: bool = Field(False, description="torch.compile Hugging Face models (slow start, faster runs)")
     engine_cache_dir: Path = Field(
         Path.home() / ".cache" / "preannotate" / "tensorrt", description="TensorRT engine cache (a volume)"
     )
@@ -144,6 +145,7 @@ class Settings(BaseSettings):
             fp16=self.fp16,
             tensorrt=self.tensorrt,
             engine_cache_dir=str(self.engine_cache_dir),
+            compile=self.torch_compile,
         )
 
     def fetch_policy(self) -> FetchPolicy:

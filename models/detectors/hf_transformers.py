@@ -98,6 +98,10 @@ class HFTransformersDetector(Detector):
         # autocast keeps softmax, norms and sampling ops in fp32, so no model needs to be fp16-clean.
         self._autocast = device == "cuda" and options.fp16
         self._model = checkpoint.model.to(device=device).eval()
+        if options.compile:
+            import torch
+
+            self._model = torch.compile(self._model, dynamic=True)
         self._processor = checkpoint.processor
         requested_px = options.input_size_px or (CPU_DEFAULT_INPUT_SIZE_PX if device == "cpu" else None)
         self._size, input_size_px = processor_size_override(_size_fields(self._processor.size), requested_px)

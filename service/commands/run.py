@@ -66,6 +66,7 @@ def detector_options(args: argparse.Namespace, settings: Settings) -> DetectorOp
             fp16=base.fp16,
             tensorrt=base.tensorrt,
             engine_cache_dir=base.engine_cache_dir,
+            compile=base.compile,
         )
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None

@@ -71,3 +71,31 @@ def test_centerface_cuda_matches_cpu() -> None:
     for a, b in zip(cpu, gpu, strict=True):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1.0)
+
+
+@needs_torch_cuda
+def test_out_of_memory_splits_the_batch_and_loses_no_frame(tmp_path: Path) -> None:
+    """With the GPU memory capped, a large batch runs out; the batcher splits it and every frame
+    still gets its result."""
+    from service.pipeline.batching import DynamicBatcher
+
+    detector = load_detector(
+        f"hf:{write_tiny_rtdetr(tmp_path)}",
+        DetectorOptions(device="cuda", fp16=False, batch_size=64, input_size_px=640),
+    )
+    frames = [np.zeros((1080, 1920, 3), np.uint8)] * 64
+    torch.cuda.empty_cache()
+    # Leave the caching allocator ~200 MB: a batch of 64 at 640 px cannot fit, a few frames can.
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(200 * 1024**2 / total)
+    try:
+        batcher = DynamicBatcher(detector, max_batch_size=64, max_wait_ms=50)
+        batcher.start()
+        try:
+            results = batcher.detect(frames, threshold=0.3)
+        finally:
+            batcher.close()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert len(results) == 64
+    assert batcher.max_batch_size < 64  # the ceiling came down

@@ -57,8 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
     run.add_argument("--input-size", type=int, metavar="PX", help="longest side fed to the model")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to run the model (default auto)")
-    run.add_argument("--format", choices=["coco"], default="coco", help="output format")
-    run.add_argument("--out", type=Path, required=True, metavar="PATH", help="output file")
+    run.add_argument(
+        "--format",
+        choices=["coco", "darwin"],
+        default="coco",
+        help="coco: one COCO file; darwin: V7 Darwin JSON 2.0, one file per item in the --out directory",
+    )
+    run.add_argument("--out", type=Path, required=True, metavar="PATH", help="output file (coco) or directory (darwin)")
+    run.add_argument(
+        "--no-tracks",
+        dest="tracks",
+        action="store_false",
+        help="do not link video, DICOM and sequence detections into tracks (one annotation per detection)",
+    )
     _add_sampling_flags(run)
     _add_common_flags(run)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
 
 from models.ops.boxes import xyxy_to_xywh
 from models.types import ModelInfo
+from service.convert.tracks import TrackLookup
+from service.convert.types import Track
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
 
 _FRAME_MEDIA = (MediaKind.VIDEO, MediaKind.DICOM)
@@ -34,6 +36,7 @@ def frame_results_to_coco(
     class_names: Sequence[str],
     multi_slot_items: frozenset[str] = frozenset(),
     model: ModelInfo | None = None,
+    tracks: Mapping[str, Sequence[Track]] | None = None,
 ) -> dict[str, Any]:
     """Build a COCO dict: one ``images`` entry per image or sampled frame.
 
@@ -42,6 +45,8 @@ def frame_results_to_coco(
         class_names: the model's labels; category ids are ``class_id + 1``.
         multi_slot_items: items with several slots (their file names get the slot in them).
         model: provenance written to ``info``.
+        tracks: each item's tracks (``frames_to_tracks``), by item name. Annotations of boxes in a track
+            then carry ``track_id``, unique within the item (so ``(item, track_id)`` names a track).
 
     Returns:
         ``{"info", "images", "annotations", "categories"}``. Annotations carry ``bbox``
@@ -51,6 +56,7 @@ def frame_results_to_coco(
     """
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
+    lookups = {item: TrackLookup(item_tracks) for item, item_tracks in (tracks or {}).items()}
     for image_id, result in enumerate(results, start=1):
         info = result.info
         image: dict[str, Any] = {
@@ -69,20 +75,23 @@ def frame_results_to_coco(
             }
         images.append(image)
         dets = result.detections
-        for xywh, score, class_id in zip(
-            xyxy_to_xywh(dets.xyxy).tolist(), dets.confidence.tolist(), dets.class_id.tolist(), strict=True
+        lookup = lookups.get(info.item)
+        track_ids = lookup.track_ids(result) if lookup is not None else [None] * len(dets)
+        for xywh, score, class_id, track_id in zip(
+            xyxy_to_xywh(dets.xyxy).tolist(), dets.confidence.tolist(), dets.class_id.tolist(), track_ids, strict=True
         ):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": class_id + 1,
-                    "bbox": [round(v, 2) for v in xywh],
-                    "area": round(xywh[2] * xywh[3], 2),
-                    "score": round(score, 5),
-                    "iscrowd": 0,
-                }
-            )
+            annotation: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": class_id + 1,
+                "bbox": [round(v, 2) for v in xywh],
+                "area": round(xywh[2] * xywh[3], 2),
+                "score": round(score, 5),
+                "iscrowd": 0,
+            }
+            if track_id is not None:
+                annotation["track_id"] = track_id
+            annotations.append(annotation)
     return {
         "info": _info(model),
         "images": images,

@@ -9,7 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from service.convert.coco import coco_file_name, frame_results_to_coco
-from service.pipeline.frames import MediaKind
+from service.convert.tracks import frames_to_tracks
+from service.pipeline.frames import FrameResult, MediaKind
 from tests.builders import make_detections, make_info, make_result
 
 NAMES = ("face", "person")
@@ -76,3 +77,34 @@ def test_loads_in_pycocotools(tmp_path: Path) -> None:
     dt = gt.loadRes(coco["annotations"])
     assert len(dt.getAnnIds()) == 3
     assert dt.loadAnns(dt.getAnnIds(imgIds=[1]))[0]["bbox"] == [10, 20, 100, 50]
+
+
+def test_video_annotations_carry_their_track_id_per_item() -> None:
+    # Given two clips whose boxes are tracked separately, and a photo
+    def clip(item: str, boxes: list[list[float]]) -> list[FrameResult]:
+        return [
+            make_result(
+                make_detections(boxes, [0.9] * len(boxes), [0] * len(boxes)),
+                item=item,
+                media=MediaKind.VIDEO,
+                frame_index=i,
+            )
+            for i in (0, 10)
+        ]
+
+    a = clip("a.mp4", [[0, 0, 10, 10], [100, 100, 140, 140]])
+    b = clip("b.mp4", [[5, 5, 25, 25]])
+    photo = make_result(make_detections([[0, 0, 10, 10]], [0.9], [0]), item="p.jpg")
+    tracks = {"a.mp4": frames_to_tracks(a), "b.mp4": frames_to_tracks(b), "p.jpg": frames_to_tracks([photo])}
+
+    coco = frame_results_to_coco([*a, photo, *b], class_names=NAMES, tracks=tracks)
+
+    # Then ids count from 1 within each item; the photo's box is in no track
+    assert [ann.get("track_id") for ann in coco["annotations"]] == [1, 2, 1, 2, None, 1, 1]
+
+
+def test_without_tracks_no_annotation_has_a_track_id() -> None:
+    results = [
+        make_result(make_detections([[0, 0, 10, 10]], [0.9], [0]), media=MediaKind.VIDEO, frame_index=i) for i in (0, 1)
+    ]
+    assert all("track_id" not in ann for ann in frame_results_to_coco(results, class_names=NAMES)["annotations"])

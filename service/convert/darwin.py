@@ -1,0 +1,180 @@
+"""One item's predictions -> V7 Darwin JSON 2.0 (pure, no I/O).
+
+Follows docs ``darwin_v2.md``: every slot is listed; boxes are absolute pixels of their slot's media;
+model output carries an ``inference`` sub-annotation. Image slots get one ``bounding_box`` annotation
+per detection. Video, DICOM and sequence slots get video-style annotations (``frames`` keyed by the
+0-based source frame index, ``ranges`` with an exclusive end): one per track, or one single-frame
+annotation per detection when no tracks are given. An image sequence is a ``video`` slot in Darwin
+(V7 shows an ordered image list as a video; ``frame_index`` is the list position).
+
+Annotation ids are UUIDs derived from the item, slot, frame and box (uuid5), not random (uuid4 as
+darwin-py makes them): a re-run of the same model on the same media writes the same file.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from service.convert.tracks import detection_to_track_box
+from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+
+SCHEMA_REF = "https://darwin-public.s3.eu-west-1.amazonaws.com/darwin_json/2.0/schema.json"
+INTERPOLATE_ALGORITHM = "linear-1.1"
+_ID_NAMESPACE = uuid.UUID("8d7f3c1e-5b2a-4e6f-9a0d-3c4b5a6f7e81")  # fixed: ids must not change between runs
+
+_SLOT_TYPE = {
+    MediaKind.IMAGE: "image",
+    MediaKind.VIDEO: "video",
+    MediaKind.SEQUENCE: "video",
+    MediaKind.DICOM: "dicom",
+    MediaKind.PDF: "pdf",
+}
+_FRAME_SLOTS = frozenset({MediaKind.VIDEO, MediaKind.SEQUENCE, MediaKind.DICOM})
+
+
+def item_to_darwin(
+    item: ItemPredictions, model: ModelRef, *, tracks: Sequence[Track] | None = None, path: str = "/"
+) -> dict[str, Any]:
+    """Build the Darwin JSON 2.0 document of one item.
+
+    Args:
+        item: the item's slots (all of them, PDFs too) and frame results.
+        model: the model that made the detections (written into every ``inference``).
+        tracks: tracks of the item's video-like slots (``frames_to_tracks``). When given, those slots
+            get one annotation per track, and detections in no track are left out; when None, one
+            single-frame annotation per detection.
+        path: the item's folder in the V7 dataset; V7 matches an import to an item by path + name.
+
+    Returns:
+        ``{"version", "schema_ref", "item": {"name", "path", "slots"}, "annotations", "properties"}``.
+        Boxes are ``{"x", "y", "w", "h"}`` in pixels of the slot's media, top-left origin, 2 decimals.
+    """
+    annotations: list[dict[str, Any]] = []
+    for meta in item.slots:
+        frames = item.frames_of_slot(meta.slot)
+        if meta.media is MediaKind.IMAGE:
+            annotations += [_image_annotation(item.name, model, frame, row) for frame in frames for row in _rows(frame)]
+        elif meta.media in _FRAME_SLOTS and tracks is not None:
+            annotations += [_track_annotation(item.name, model, t) for t in tracks if t.slot == meta.slot]
+        elif meta.media in _FRAME_SLOTS:
+            annotations += [_frame_annotation(item.name, model, frame, row) for frame in frames for row in _rows(frame)]
+    return {
+        "version": "2.0",
+        "schema_ref": SCHEMA_REF,
+        "item": {"name": item.name, "path": path, "slots": [slot_meta_to_darwin(meta) for meta in item.slots]},
+        "annotations": annotations,
+        "properties": [],
+    }
+
+
+def slot_meta_to_darwin(meta: SlotMeta) -> dict[str, Any]:
+    """A slot entry: type, name, size in pixels, video timing and the files behind it."""
+    slot: dict[str, Any] = {"type": _SLOT_TYPE[meta.media], "slot_name": meta.slot}
+    if meta.media is not MediaKind.PDF:
+        slot |= {"width": meta.width, "height": meta.height}
+    if meta.media in (MediaKind.VIDEO, MediaKind.SEQUENCE):
+        if meta.fps is not None:  # sequences have no clock: leave fps out, do not invent one
+            slot["fps"] = round(meta.fps, 6)
+        slot["frame_count"] = meta.frame_count
+    elif meta.media is MediaKind.DICOM:
+        slot |= {"fps": None, "frame_count": meta.frame_count}  # as V7 exports DICOM: slices, no rate
+    slot["source_files"] = [_source_file(source) for source in meta.source_files]
+    return slot
+
+
+def _source_file(source: str) -> dict[str, Any]:
+    """``file_name`` always; ``url`` only for a remote source (a local path is nobody else's business)."""
+    parts = urlsplit(source)
+    remote = parts.scheme in ("http", "https", "s3", "gs")
+    entry: dict[str, Any] = {"file_name": PurePosixPath(parts.path if remote else source).name or source}
+    if remote:
+        entry["url"] = source
+    return entry
+
+
+def _rows(frame: FrameResult) -> range:
+    return range(len(frame.detections))
+
+
+def _image_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) -> dict[str, Any]:
+    box = detection_to_track_box(frame, row)
+    return {
+        "id": _annotation_id(item, frame.info.slot, "detection", row, box),
+        "name": _class_name(model, int(frame.detections.class_id[row])),
+        "slot_names": [frame.info.slot],
+        "bounding_box": box_to_darwin(box.xyxy),
+        "inference": _inference(model, box.confidence),
+    }
+
+
+def _frame_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) -> dict[str, Any]:
+    """A video detection on its own: one keyframe, a one-frame range (darwin-fiftyone's pattern)."""
+    box = detection_to_track_box(frame, row)
+    index = frame.info.frame_index
+    return {
+        "id": _annotation_id(item, frame.info.slot, "detection", row, box),
+        "name": _class_name(model, int(frame.detections.class_id[row])),
+        "slot_names": [frame.info.slot],
+        "frames": {str(index): _keyframe(model, box)},
+        "ranges": [[index, index + 1]],
+        "interpolated": False,
+    }
+
+
+def _track_annotation(item: str, model: ModelRef, track: Track) -> dict[str, Any]:
+    """A track: a keyframe on every sampled frame it was detected on; V7 interpolates in between."""
+    first, last = track.boxes[0], track.boxes[-1]
+    return {
+        "id": _annotation_id(item, track.slot, "track", track.track_id, first),
+        "name": _class_name(model, track.class_id),
+        "slot_names": [track.slot],
+        "frames": {str(box.frame_index): _keyframe(model, box) for box in track.boxes},
+        # The end is exclusive (frames 7, 8, 9 -> [[7, 10]]); one range: the gaps are interpolated.
+        "ranges": [[first.frame_index, last.frame_index + 1]],
+        "interpolated": True,
+        "interpolate_algorithm": INTERPOLATE_ALGORITHM,
+        "hidden_areas": [],
+        "global_sub_types": {},
+    }
+
+
+def _keyframe(model: ModelRef, box: TrackBox) -> dict[str, Any]:
+    # keyframe must be true: darwin-py imports only keyframes and drops the rest.
+    return {"bounding_box": box_to_darwin(box.xyxy), "inference": _inference(model, box.confidence), "keyframe": True}
+
+
+def box_to_darwin(xyxy_px: tuple[float, float, float, float]) -> dict[str, float]:
+    """Corners in pixels -> Darwin's ``{"x", "y", "w", "h"}`` (top-left corner and size, pixels)."""
+    x1, y1, x2, y2 = xyxy_px
+    return {"x": round(x1, 2), "y": round(y1, 2), "w": round(max(0.0, x2 - x1), 2), "h": round(max(0.0, y2 - y1), 2)}
+
+
+def _inference(model: ModelRef, confidence: float) -> dict[str, Any]:
+    """Provenance as darwin-fiftyone writes it; §3.3 has no version field, so it rides in the name."""
+    return {
+        "confidence": round(min(1.0, max(0.0, confidence)), 5),
+        "model": {"id": model_uuid(model), "name": f"{model.spec}@{model.version}", "type": "external"},
+    }
+
+
+def model_uuid(model: ModelRef) -> str:
+    """A stable UUID for a model's weights: the same spec and version always give the same id."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"model\x1f{model.spec}\x1f{model.version}"))
+
+
+def _annotation_id(item: str, slot: str, kind: str, number: int, box: TrackBox) -> str:
+    """uuid5 of where the annotation is: item, slot, detection row or track id, first frame and box."""
+    corners = ",".join(f"{v:.2f}" for v in box.xyxy)
+    key = "\x1f".join((item, slot, kind, str(number), str(box.frame_index), corners))
+    return str(uuid.uuid5(_ID_NAMESPACE, key))
+
+
+def _class_name(model: ModelRef, class_id: int) -> str:
+    # V7 looks classes up by (type, stripped name); an id the model does not name still gets a class.
+    names = model.class_names
+    return names[class_id].strip() if 0 <= class_id < len(names) else f"class_{class_id}"

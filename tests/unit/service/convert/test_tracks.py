@@ -1,0 +1,216 @@
+"""frames_to_tracks: linking a slot's detections across sampled frames (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from service.convert.tracks import TrackerOptions, TrackLookup, frames_to_tracks, pairwise_iou
+from service.convert.types import Track
+from service.pipeline.frames import FrameResult, MediaKind
+from tests.builders import make_detections, make_result
+
+Box = tuple[float, float, float, float]
+Det = tuple[Box, float, int]  # corners (px), score, class id
+
+
+def clip(
+    frames: Sequence[Sequence[Det]],
+    *,
+    slot: str = "0",
+    media: MediaKind = MediaKind.VIDEO,
+    frame_indices: Sequence[int] | None = None,
+) -> list[FrameResult]:
+    """One slot's sampled frames; sampled frame ``i`` is source frame ``10 * i`` unless given."""
+    indices = frame_indices if frame_indices is not None else [10 * i for i in range(len(frames))]
+    return [
+        make_result(
+            make_detections([d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets]),
+            item="clip",
+            slot=slot,
+            source="/v/clip.mp4",
+            media=media,
+            frame_index=index,
+            timestamp_s=index / 30,
+        )
+        for index, dets in zip(indices, frames, strict=True)
+    ]
+
+
+def moving(x0: float, y0: float, step_x: float, step_y: float = 0.0, size: float = 40.0, n: int = 10) -> list[Box]:
+    return [(x0 + step_x * i, y0 + step_y * i, x0 + step_x * i + size, y0 + step_y * i + size) for i in range(n)]
+
+
+def frame_indices(track: Track) -> list[int]:
+    return [b.frame_index for b in track.boxes]
+
+
+def test_static_object_is_one_track_on_every_sampled_frame() -> None:
+    box: Box = (100.0, 80.0, 180.0, 170.0)
+    tracks = frames_to_tracks(clip([[(box, 0.9, 0)]] * 6))
+
+    assert len(tracks) == 1
+    track = tracks[0]
+    assert (track.track_id, track.slot, track.class_id) == (1, "0", 0)
+    assert frame_indices(track) == [0, 10, 20, 30, 40, 50]
+    assert all(b.xyxy == box for b in track.boxes)
+    assert track.boxes[1].timestamp_s == pytest.approx(10 / 30)
+
+
+def test_static_object_with_detector_jitter_is_one_track() -> None:
+    rng = np.random.default_rng(3)
+    jittered = [tuple(float(v) for v in np.array([100, 80, 180, 170]) + rng.normal(0, 3, 4)) for _ in range(20)]
+    tracks = frames_to_tracks(clip([[(b, 0.8, 0)] for b in jittered]))  # type: ignore[misc]
+    assert [len(t.boxes) for t in tracks] == [20]
+
+
+def test_crossing_objects_of_different_classes_never_swap() -> None:
+    # Given a face moving right and a person moving left through it
+    faces, people = moving(0, 100, 15), moving(135, 105, -15)
+    tracks = frames_to_tracks(clip([[(f, 0.9, 0), (p, 0.8, 1)] for f, p in zip(faces, people, strict=True)]))
+
+    # Then each class is one track, whatever the overlap at the crossing
+    assert [(t.track_id, t.class_id, len(t.boxes)) for t in tracks] == [(1, 0, 10), (2, 1, 10)]
+    assert [b.xyxy for b in tracks[0].boxes] == faces
+    assert [b.xyxy for b in tracks[1].boxes] == people
+
+
+def test_same_class_objects_moving_apart_keep_their_identity() -> None:
+    left, right = moving(200, 100, -12), moving(230, 100, 12)  # overlapping at first (IoU 0.14), then apart
+    tracks = frames_to_tracks(clip([[(a, 0.9, 0), (b, 0.9, 0)] for a, b in zip(left, right, strict=True)]))
+    assert [[b.xyxy for b in t.boxes] for t in tracks] == [left, right]
+
+
+@pytest.mark.parametrize("motion", [True, False])
+def test_same_class_objects_crossing_swap_only_without_motion(motion: bool) -> None:
+    # Given two same-class boxes that pass through each other, 6 px apart at the closest sample
+    a, b = moving(50, 100, 12, n=31), moving(416, 100, -12, n=31)
+    frames = clip([[(p, 0.9, 0), (q, 0.9, 0)] for p, q in zip(a, b, strict=True)])
+
+    tracks = frames_to_tracks(frames, TrackerOptions(motion=motion))
+
+    # Then constant velocity carries each through; plain IoU takes the nearer box, the other one's
+    followed = [[box.xyxy for box in t.boxes] for t in tracks]
+    assert (followed == [a, b]) is motion
+
+
+@pytest.mark.parametrize(("missing", "expected_lengths"), [(1, [9]), (2, [8]), (3, [3, 4]), (5, [3, 2])])
+def test_gap_up_to_max_gap_sampled_frames_is_bridged(missing: int, expected_lengths: list[int]) -> None:
+    # Given a static object on 10 sampled frames, missed on `missing` of them from the 4th on
+    box: Box = (10.0, 10.0, 60.0, 60.0)
+    frames = [[(box, 0.9, 0)] for _ in range(10)]
+    for i in range(3, 3 + missing):
+        frames[i] = []
+
+    tracks = frames_to_tracks(clip(frames))  # default max_gap=2
+
+    assert [len(t.boxes) for t in tracks] == expected_lengths
+
+
+def test_max_gap_zero_splits_on_any_miss() -> None:
+    box: Box = (10.0, 10.0, 60.0, 60.0)
+    tracks = frames_to_tracks(clip([[(box, 0.9, 0)], [], [(box, 0.9, 0)]]), TrackerOptions(max_gap=0))
+    assert [frame_indices(t) for t in tracks] == [[0], [20]]
+
+
+def test_motion_follows_a_fast_box_across_uneven_sampling() -> None:
+    # Given a 40 px box moving 2.5 px per source frame, sampled at frames 0, 5, 10 then every 10
+    # (keyframe sampling is uneven): after frame 10 it jumps 25 px per sample, IoU 0.23 with its last box
+    indices = [0, 5, 10, 20, 30, 40]
+    boxes = [(2.5 * i, 0.0, 2.5 * i + 40, 40.0) for i in indices]
+    frames = clip([[(b, 0.9, 0)] for b in boxes], frame_indices=indices)
+
+    # Then velocity per source frame predicts each jump; without it the track breaks on every jump
+    assert [len(t.boxes) for t in frames_to_tracks(frames)] == [6]
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(motion=False))] == [3, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [pytest.param([], id="no frames"), pytest.param(clip([[], [], []]), id="frames without detections")],
+)
+def test_nothing_detected_gives_no_tracks(frames: list[FrameResult]) -> None:
+    assert frames_to_tracks(frames) == []
+
+
+@pytest.mark.parametrize(
+    ("media", "tracked"),
+    [
+        (MediaKind.VIDEO, True),
+        (MediaKind.DICOM, True),
+        (MediaKind.SEQUENCE, True),
+        (MediaKind.IMAGE, False),
+        (MediaKind.PDF, False),
+    ],
+)
+def test_only_slots_with_frame_order_are_tracked(media: MediaKind, tracked: bool) -> None:
+    box: Box = (0.0, 0.0, 10.0, 10.0)
+    frames = clip([[(box, 0.9, 0)], [(box, 0.9, 0)]], media=media)
+    assert len(frames_to_tracks(frames)) == (1 if tracked else 0)
+
+
+def test_track_ids_are_unique_in_the_item_and_ordered_by_slot_then_start() -> None:
+    a: Box = (0.0, 0.0, 10.0, 10.0)
+    b: Box = (100.0, 100.0, 150.0, 150.0)
+    frames = [
+        *clip([[(a, 0.9, 0)], [(a, 0.9, 0), (b, 0.7, 0)]], slot="front"),
+        *clip([[(b, 0.9, 0)]], slot="photo", media=MediaKind.IMAGE),
+        *clip([[(b, 0.9, 1)], [(b, 0.9, 1)]], slot="rear"),
+    ]
+    tracks = frames_to_tracks(frames)
+    assert [(t.track_id, t.slot, frame_indices(t)) for t in tracks] == [
+        (1, "front", [0, 10]),
+        (2, "front", [10]),
+        (3, "rear", [0, 10]),
+    ]
+
+
+def test_same_frames_in_any_order_give_the_same_tracks() -> None:
+    frames = clip([[(f, 0.9, 0), (p, 0.8, 0)] for f, p in zip(moving(0, 0, 10), moving(300, 0, -5), strict=True)])
+    assert frames_to_tracks(frames) == frames_to_tracks(list(reversed(frames))) == frames_to_tracks(frames)
+
+
+def test_min_length_drops_short_tracks_and_renumbers() -> None:
+    blip: Box = (300.0, 300.0, 320.0, 320.0)
+    box: Box = (0.0, 0.0, 50.0, 50.0)
+    frames = clip([[(blip, 0.6, 0), (box, 0.9, 0)], [(box, 0.9, 0)], [(box, 0.9, 0)]])
+
+    assert [len(t.boxes) for t in frames_to_tracks(frames)] == [1, 3]
+    kept = frames_to_tracks(frames, TrackerOptions(min_length=2))
+    assert [(t.track_id, len(t.boxes)) for t in kept] == [(1, 3)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"iou_gate": 0.0}, "iou_gate"),
+        ({"iou_gate": 1.5}, "iou_gate"),
+        ({"max_gap": -1}, "max_gap"),
+        ({"min_length": 0}, "min_length"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrackerOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_pairwise_iou() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float64)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float64)
+    np.testing.assert_allclose(pairwise_iou(a, b), [[1.0, 1 / 3, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_lookup_gives_each_detection_its_track() -> None:
+    # Given two identical boxes in one frame (two tracks) and a box that min_length dropped
+    same: Box = (0.0, 0.0, 20.0, 20.0)
+    lone: Box = (200.0, 200.0, 220.0, 220.0)
+    frames = clip([[(same, 0.9, 0), (same, 0.9, 0)], [(same, 0.9, 0), (same, 0.9, 0), (lone, 0.5, 0)]])
+    tracks = frames_to_tracks(frames, TrackerOptions(min_length=2))
+
+    lookup = TrackLookup(tracks)
+
+    assert [lookup.track_ids(f) for f in frames] == [[1, 2], [1, 2, None]]
+    other_slot = clip([[(same, 0.9, 0)]], slot="other")[0]
+    assert lookup.track_ids(other_slot) == [None]

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 resolves to a local CPU wheel on our machines; a looser pin pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv install install-dev demo test lint typecheck unit bench-sampling bench-serve clean
+.PHONY: venv install install-dev ls-venv demo test lint typecheck unit test-label-studio bench-sampling bench-serve clean
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ install: venv  ## core runtime: enough for the default model, images, video, DIC
 install-dev: venv  ## + Hugging Face models and the test/lint tools
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[hf,dev]"
+
+ls-venv:  ## the separate Label Studio venv for its integration tests (never the service venv)
+	tests/tools/make_ls_venv.sh
 
 demo: install  ## make sample media and preannotate it with the default model
 	$(BIN)/preannotate demo --out demo-output
@@ -33,7 +36,10 @@ typecheck: install-dev
 unit: install-dev
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit  ## everything CI runs
+test: lint typecheck unit  ## everything CI runs (Label Studio tests run when its venv exists: make ls-venv)
+
+test-label-studio: install-dev ls-venv
+	PREANNOTATE_REQUIRE_LABEL_STUDIO=1 $(BIN)/python -m pytest -m label_studio
 
 bench-sampling: install
 	$(BIN)/python -m benchmarks.bench_sampling

@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
+    sync = sub.add_parser("sync", help="preannotate the tasks of a labeling tool's project in place")
+    targets = sync.add_subparsers(dest="target", required=True, metavar="TOOL")
+    ls = targets.add_parser("label-studio", help="add predictions to every task of a Label Studio project")
+    ls.add_argument("--url", help="base URL, e.g. https://ls.example.com (default: $PREANNOTATE_LABEL_STUDIO_URL)")
+    ls.add_argument("--api-key", metavar="KEY", help="token (default: $PREANNOTATE_LABEL_STUDIO_API_KEY)")
+    ls.add_argument("--project", type=int, required=True, metavar="ID", help="project id")
+    ls.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
+    ls.add_argument("--fps", type=float, help="frames per second sampled from videos; 0 = every frame (default 1)")
+    ls.add_argument("--threshold", type=float, help="minimum score (default 0.5)")
+    ls.add_argument("--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)")
+    ls.add_argument("--replace", action="store_true", help="overwrite this model version's existing predictions")
+    _add_common_flags(ls)
+
     bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")
     bench.add_argument("name", choices=["sampling", "infer", "e2e", "serve", "memory", "all"])
     bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
@@ -121,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.serve import serve_command
 
             return serve_command(args)
+        if args.command == "sync":
+            from service.commands.sync import sync_command
+
+            return sync_command(args)
         if args.command == "bench":
             from service.commands.bench import bench_command
 

@@ -3,6 +3,7 @@ named by ``PREANNOTATE_CONFIG`` (environment variables win over the file)."""
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,9 @@ from models.registry import DEFAULT_MODEL_SPEC
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
 
 if TYPE_CHECKING:
+    from service.backends.encord import EncordAuth, EncordConfig
+    from service.backends.v7 import V7Config
+    from service.convert.encord import EncordOntology
     from service.pipeline.fetch import FetchPolicy
 
 CommaList = Annotated[list[str], NoDecode]
@@ -85,6 +89,35 @@ class Settings(BaseSettings):
     # Batching across requests and job frames (one batcher per model)
     max_batch_size: int | None = Field(None, ge=1, le=512, description="unset = CPU 1, CUDA 16")
     max_wait_ms: float | None = Field(None, ge=0, le=1000, description="unset = CPU 0, CUDA 5")
+
+    # Label Studio: `sync label-studio` defaults, and the /ls ML backend's access to task media
+    label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. https://ls.example.com")
+    label_studio_api_key: SecretStr | None = Field(
+        None, description="Label Studio legacy token or personal access token (never logged)"
+    )
+
+    # V7 Darwin backend (service.backends.v7); secrets only ever in headers, never logged
+    v7_api_key: SecretStr = Field(SecretStr(""), description="V7 API key, sent as 'Authorization: ApiKey <key>'")
+    v7_team_slug: str = Field("", description="V7 team slug")
+    v7_dataset_slug: str = Field("", description="V7 dataset slug (registration)")
+    v7_dataset_id: int | None = Field(None, ge=1, description="V7 dataset number: /datasets/<id>/ in its URL")
+    v7_storage_slug: str | None = Field(None, description="V7 external storage name, for register_existing")
+    v7_base_url: str = Field("https://darwin.v7labs.com/api", description="V7 API root (darwin-py: DARWIN_BASE_URL)")
+
+    # Encord backend (service.backends.encord)
+    encord_project_hash: str = Field("", description="Encord project whose label rows get the preannotations")
+    encord_domain: str = Field("https://api.encord.com", description="https://api.us.encord.com for US tenants")
+    encord_ssh_key_file: Path | None = Field(None, description="service account Ed25519 private key file")
+    encord_ssh_key: SecretStr = Field(SecretStr(""), description="the key itself (the file wins, as in the SDK)")
+    encord_bearer_token: SecretStr = Field(SecretStr(""), description="a bearer token instead of an SSH key")
+    encord_created_by: str = Field(
+        "preannotate@example.com", description="service account email: createdBy of our objects, how re-runs find them"
+    )
+    encord_ontology_file: Path | None = Field(None, description="ontology JSON; unset = one bbox object per class")
+    encord_class_aliases: dict[str, str] = Field(
+        default_factory=dict, description='JSON {"model class": "ontology name or featureNodeHash"}'
+    )
+    encord_bundle_size: int = Field(100, ge=1, le=1000, description="label rows per Encord request")
 
     # Job workers
     workers: int = Field(2, ge=0, le=64, description="items processed concurrently (0 = API only)")
@@ -157,6 +190,51 @@ class Settings(BaseSettings):
             allowed_buckets=frozenset(self.fetch_allowed_buckets),
             max_bytes=self.max_file_bytes,
             total_timeout_s=self.fetch_timeout_s,
+        )
+
+    def v7_config(self) -> V7Config:
+        from service.backends.v7 import V7Config
+
+        if not (self.v7_team_slug and self.v7_dataset_slug and self.v7_dataset_id):
+            raise ValueError("V7 needs v7_team_slug, v7_dataset_slug and v7_dataset_id")
+        return V7Config(
+            team_slug=self.v7_team_slug,
+            dataset_slug=self.v7_dataset_slug,
+            dataset_id=self.v7_dataset_id,
+            base_url=self.v7_base_url,
+            storage_slug=self.v7_storage_slug,
+        )
+
+    def encord_config(self) -> EncordConfig:
+        from service.backends.encord import EncordConfig
+
+        if not self.encord_project_hash:
+            raise ValueError("Encord needs encord_project_hash")
+        return EncordConfig(
+            project_hash=self.encord_project_hash,
+            domain=self.encord_domain,
+            created_by=self.encord_created_by,
+            bundle_size=self.encord_bundle_size,
+        )
+
+    def encord_auth(self) -> EncordAuth:
+        from service.backends.encord import BearerAuth, SshKeyAuth
+
+        if self.encord_ssh_key_file is not None:
+            return SshKeyAuth(self.encord_ssh_key_file.read_text())
+        if self.encord_ssh_key.get_secret_value():
+            return SshKeyAuth(self.encord_ssh_key.get_secret_value())
+        if self.encord_bearer_token.get_secret_value():
+            return BearerAuth(self.encord_bearer_token.get_secret_value())
+        raise ValueError("Encord needs encord_ssh_key_file, encord_ssh_key or encord_bearer_token")
+
+    def encord_ontology(self, class_names: tuple[str, ...]) -> EncordOntology:
+        from service.convert.encord import EncordOntology, default_ontology
+
+        if self.encord_ontology_file is None:
+            return default_ontology(class_names)
+        return EncordOntology.from_json(
+            json.loads(self.encord_ontology_file.read_text()), aliases=self.encord_class_aliases
         )
 
     def batching_for(self, device: str) -> tuple[int, float]:

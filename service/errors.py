@@ -41,6 +41,11 @@ class ErrorCode(enum.Enum):
     FETCH_FAILED = ("fetch_failed", 502, True)
     FETCH_DENIED = ("fetch_denied", 502, False)  # 401/403 upstream, e.g. an expired presigned URL
     FETCH_TIMEOUT = ("fetch_timeout", 504, True)
+    # Labeling-tool backends (V7, Encord, Label Studio)
+    BACKEND_NOT_CONFIGURED = ("backend_not_configured", 422, False)
+    BACKEND_UNAVAILABLE = ("backend_unavailable", 502, True)  # 429/5xx/timeouts after retries; item still processing
+    BACKEND_AUTH_FAILED = ("backend_auth_failed", 422, False)  # the tool refused our credentials
+    BACKEND_REJECTED = ("backend_rejected", 422, False)  # other 4xx: unknown item, task or data hash
     # Inference
     DEADLINE_EXCEEDED = ("deadline_exceeded", 504, True)
     DEVICE_OUT_OF_MEMORY = ("device_out_of_memory", 503, True)

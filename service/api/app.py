@@ -16,7 +16,7 @@ from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.middleware import BodySizeLimit
 from service.api.openapi import add_component_schemas
-from service.api.routes import health, jobs, models, predict
+from service.api.routes import health, jobs, ls_ml_backend, models, predict, v7_byom
 from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.config import Settings, get_settings
@@ -86,6 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
             if state.models is not None:
                 state.models.close()
+            ls_backend = getattr(app.state, "ls_ml_backend", None)
+            if ls_backend is not None:
+                ls_backend.close()
             state.store.close()
 
     docs = settings.public_docs
@@ -112,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         HTTP_SECONDS.labels(method=request.method, route=route).observe(time.perf_counter() - start)
         return response
 
-    for router in (health.router, predict.router, jobs.router, models.router):
+    for router in (health.router, predict.router, jobs.router, models.router, v7_byom.router, ls_ml_backend.router):
         app.include_router(router)
     add_component_schemas(app, JobCreate, PredictUrlRequest)
     return app

@@ -30,6 +30,11 @@ class BodySizeLimit:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         is_json = headers.get("content-type", "").split(";")[0].strip() == "application/json"
         limit = self.max_json_bytes if is_json else self.max_upload_bytes
+        path = str(scope.get("path", ""))
+        if path == "/v7/infer":  # V7 sends base64 images: an upload in a JSON envelope (4/3 larger)
+            limit = self.max_upload_bytes * 4 // 3 + 1024
+        elif path == "/ls/predict":  # Label Studio sends every selected task at once, and drops a 413 silently
+            limit = max(limit, self.max_upload_bytes)
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             await _reject(send, limit)

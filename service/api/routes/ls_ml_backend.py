@@ -1,0 +1,306 @@
+"""The Label Studio ML backend protocol under ``/ls`` (label_studio.md §6): connect this service in LS
+with ``POST /api/ml/ {"url": "https://<this host>/ls", "auth_method": "BASIC_AUTH", ...}``.
+
+LS can only send HTTP Basic, so Basic credentials carry an API token as the password (any user name);
+Bearer works too. LS gives ``/health`` 1 s and ``/setup`` 3 s, also while ``/predict`` runs, so neither
+touches a model, and ``/predict`` runs off the event loop.
+
+Task media arrives unresolved (``/data/local-files/?d=...``). It is fetched with the configured Label Studio
+backend's key from that backend's host only; relative to ``/setup``'s ``hostname`` only when that host is
+in ``PREANNOTATE_FETCH_ALLOWED_HOSTS`` (and then without any token); and otherwise under the normal fetch
+policy. A host is never trusted because ``/setup`` named it, and ``/setup``'s ``access_token`` (the project
+creator's own key) is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urljoin
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import ModelsDep, StateDep
+from service.api.schemas import error_responses
+from service.api.state import AppState
+from service.backends.label_studio import LabelStudioClient, config_from_settings
+from service.backends.retry import BackendError
+from service.commands.sync import preannotate_task  # the CLI's task runner: one code path for both
+from service.convert.label_studio import LabelConfig, item_to_ls_result, parse_label_config
+from service.convert.types import ModelRef
+from service.errors import ErrorCode, PreannotateError
+from service.loaded_models import LoadedModel
+from service.pipeline.fetch import redact_url
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/ls", tags=["label-studio"])
+
+MAX_PROJECTS = 1024
+"""Projects whose ``/setup`` is remembered (least recently used ones are forgotten first)."""
+PREDICT_PARALLELISM = 8
+"""Tasks of one ``/predict`` fetched and decoded at once; their frames meet in the model's batcher."""
+
+_basic = HTTPBasic(auto_error=False, description="any user name; an API token (PREANNOTATE_API_TOKENS) as password")
+_bearer = HTTPBearer(auto_error=False, description="an API token from PREANNOTATE_API_TOKENS")
+
+
+def dep_ls_tenant(
+    state: StateDep,
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    token = basic.password if basic is not None else (bearer.credentials if bearer is not None else None)
+    return state.auth.tenant_for(token)
+
+
+LsTenantDep = Annotated[str, Depends(dep_ls_tenant)]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSetup:
+    """What ``/setup`` told us about a project."""
+
+    config: LabelConfig
+    hostname: str | None
+    threshold: float | None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+class LsBackendState:
+    """Per-process memory of the protocol: project setups (per tenant) and the Label Studio client."""
+
+    def __init__(self, state: AppState) -> None:
+        settings = state.settings
+        self._setups: OrderedDict[tuple[str, str], ProjectSetup] = OrderedDict()
+        self._lock = threading.Lock()
+        config = config_from_settings(settings)
+        self.client = LabelStudioClient(config, fetch_policy=settings.fetch_policy()) if config else None
+        self.allowed_hosts = frozenset(h.lower() for h in settings.fetch_allowed_hosts)
+
+    def remember(self, tenant: str, project: str, setup: ProjectSetup) -> None:
+        with self._lock:
+            self._setups[(tenant, project)] = setup
+            self._setups.move_to_end((tenant, project))
+            while len(self._setups) > MAX_PROJECTS:
+                self._setups.popitem(last=False)
+
+    def setup_of(self, tenant: str, project: str) -> ProjectSetup | None:
+        with self._lock:
+            return self._setups.get((tenant, project))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+_STATE_LOCK = threading.Lock()
+
+
+def dep_ls_state(request: Request, state: StateDep) -> LsBackendState:
+    """Created on first use (the app factory need not know about it); lives as long as the app."""
+    with _STATE_LOCK:
+        ls: LsBackendState | None = getattr(request.app.state, "ls_ml_backend", None)
+        if ls is None:
+            ls = LsBackendState(state)
+            request.app.state.ls_ml_backend = ls
+        return ls
+
+
+LsStateDep = Annotated[LsBackendState, Depends(dep_ls_state)]
+
+
+class SetupRequest(BaseModel):
+    project: str | int = Field(description='"<project id>.<created_at unix time>"')
+    label_config: str = Field(alias="schema", max_length=1_000_000, description="the project's labeling config XML")
+    hostname: str | None = Field(None, max_length=2048, description="Label Studio's public URL")
+    access_token: SecretStr | None = Field(None, description="ignored: the service uses its own Label Studio key")
+    extra_params: dict[str, Any] | None = Field(None, description='optional {"threshold": 0.4, "aliases": {...}}')
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+
+class SetupResponse(BaseModel):
+    model_version: str
+
+
+class PredictRequest(BaseModel):
+    tasks: list[dict[str, Any]]
+    project: str | int | None = None
+    label_config: str | None = Field(None, max_length=1_000_000)
+    params: dict[str, Any] | None = None
+
+    model_config = ConfigDict(extra="allow")
+
+
+class LsPredictionPublic(BaseModel):
+    result: list[dict[str, Any]]
+    score: float
+    model_version: str
+
+
+class PredictResponse(BaseModel):
+    results: list[LsPredictionPublic | list[LsPredictionPublic]] = Field(
+        description="one entry per task, in order; [] for a task that failed (LS then asks again later)"
+    )
+
+
+def _project_id(project: str | int | None) -> str:
+    # LS sends "<id>.<created_at>"; the id alone keys the project.
+    return str(project).split(".", 1)[0] if project is not None else ""
+
+
+@router.get("/health", responses=error_responses(401, 503))
+def health(tenant: LsTenantDep, models: ModelsDep) -> dict[str, str]:
+    """Up once the models are loaded (LS waits 1 s; nothing heavy happens here)."""
+    return {"status": "UP", "model_class": "preannotate"}
+
+
+@router.post("/setup", responses=error_responses(401, 413, 422, 503))
+def setup(body: SetupRequest, tenant: LsTenantDep, models: ModelsDep, ls: LsStateDep) -> SetupResponse:
+    """Remember the project's labeling config; answer the model version its predictions will carry."""
+    config = parse_label_config(body.label_config)
+    extra = body.extra_params or {}
+    threshold = extra.get("threshold")
+    aliases = extra.get("aliases")
+    ls.remember(
+        tenant,
+        _project_id(body.project),
+        ProjectSetup(
+            config=config,
+            hostname=body.hostname,
+            threshold=float(threshold) if isinstance(threshold, int | float) and 0 <= threshold <= 1 else None,
+            aliases={str(k): str(v) for k, v in aliases.items()} if isinstance(aliases, dict) else {},
+        ),
+    )
+    # Stable across calls: if /predict's version differed, LS's "already predicted" check would never match.
+    return SetupResponse(model_version=models.default.info.version)
+
+
+@router.post("/predict", responses=error_responses(401, 413, 422, 503))
+async def predict(
+    body: PredictRequest, tenant: LsTenantDep, models: ModelsDep, ls: LsStateDep, state: StateDep
+) -> PredictResponse:
+    """Preannotate the tasks with the default model: one entry per task, in request order."""
+    project = _project_id(body.project)
+    known = ls.setup_of(tenant, project)
+    if body.label_config:
+        config = parse_label_config(body.label_config)
+    elif known is not None:
+        config = known.config
+    else:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no label_config, and no /setup for this project")
+    model = models.default
+    threshold = known.threshold if known and known.threshold is not None else state.settings.threshold
+    run = _TaskRunner(state, ls, model, config, threshold, known)
+    results = await run_in_threadpool(run.all, body.tasks)
+    return PredictResponse(results=results)
+
+
+@router.post("/webhook")
+def webhook() -> dict[str, str]:
+    """Accepted and ignored. LS's auto-created project webhook carries no credentials, so this takes none."""
+    return {"status": "ok"}
+
+
+@router.get("/versions", responses=error_responses(401, 503))
+def versions(tenant: LsTenantDep, models: ModelsDep) -> dict[str, list[str]]:
+    """The model version this backend predicts with."""
+    return {"versions": [models.default.info.version]}
+
+
+class _TaskRunner:
+    """One ``/predict``: tasks in parallel, each fetched, decoded and detected through the model's batcher."""
+
+    def __init__(
+        self,
+        state: AppState,
+        ls: LsBackendState,
+        model: LoadedModel,
+        config: LabelConfig,
+        threshold: float,
+        known: ProjectSetup | None,
+    ) -> None:
+        self._state = state
+        self._ls = ls
+        self._model = model
+        self._config = config
+        self._threshold = threshold
+        self._known = known
+
+    def all(self, tasks: list[dict[str, Any]]) -> list[LsPredictionPublic | list[LsPredictionPublic]]:
+        if not tasks:
+            return []
+        with ThreadPoolExecutor(max_workers=min(PREDICT_PARALLELISM, len(tasks)), thread_name_prefix="ls") as pool:
+            return list(pool.map(self.one, tasks))
+
+    def one(self, task: dict[str, Any]) -> LsPredictionPublic | list[LsPredictionPublic]:
+        info = self._model.info
+        settings = self._state.settings
+        try:
+            item = preannotate_task(
+                task,
+                self._config,
+                download=self._downloader(),
+                detector=self._model.batcher,
+                sampling=settings.sampling_options(),
+                limits=settings.media_limits(),
+                threshold=self._threshold,
+                work_dir=settings.work_dir,
+            )
+        except (PreannotateError, BackendError) as exc:
+            # No entry: an empty prediction would tell LS "done" and it would never ask again.
+            log.warning("ls predict: task %s failed: %s", task.get("id"), exc)
+            return []
+        except Exception:  # one broken task must not cost the other tasks of the batch their predictions
+            log.exception("ls predict: task %s failed unexpectedly", task.get("id"))
+            return []
+        model = ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names)
+        aliases = self._known.aliases if self._known else {}
+        prediction = item_to_ls_result(item, model, self._config, tracks=None, aliases=aliases)
+        return LsPredictionPublic(**prediction.to_json())
+
+    def _downloader(self) -> Callable[[str, Path], Path]:
+        client, fetcher = self._ls.client, self._state.fetcher
+        hostname = self._known.hostname if self._known else None
+
+        def download(value: str, scratch: Path) -> Path:
+            absolute = "://" in value.split("?", 1)[0]
+            if client is not None and (not absolute or client.is_label_studio_url(value)):
+                return client.download(value, scratch).path  # the only place our LS key is sent
+            if not absolute:
+                base = hostname if hostname and _is_allowed(hostname, self._ls.allowed_hosts) else None
+                if base is None:
+                    raise PreannotateError(
+                        ErrorCode.URL_NOT_ALLOWED,
+                        f"{redact_url(value)}: task media is relative to Label Studio, but no Label Studio backend "
+                        "is configured and its host is not in PREANNOTATE_FETCH_ALLOWED_HOSTS",
+                    )
+                value = urljoin(base.rstrip("/") + "/", value)
+            return fetcher.fetch(value, scratch).path
+
+        return download
+
+
+def _is_allowed(url: str, allowed_hosts: frozenset[str]) -> bool:
+    """Whether a URL's host is in PREANNOTATE_FETCH_ALLOWED_HOSTS, as ``host`` or ``host:port``."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return False
+    host = parsed.host.lower().rstrip(".")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    bracketed = f"[{host}]" if ":" in host else host
+    return host in allowed_hosts or f"{bracketed}:{port}" in allowed_hosts

@@ -1,0 +1,154 @@
+"""V7 "Bring your own model" endpoints (darwin_v2.md §8): ``POST /v7/infer`` and ``GET /v7/classes``.
+
+Register ``https://<host>/v7`` in V7 (Models -> Register External Model) with an Authorization header
+``Bearer <one of PREANNOTATE_API_TOKENS>``. V7 sends one image per call, by presigned URL or base64, and gets the
+default model's boxes in pixels. Answers follow V7's inference-response schema (the vendored
+``v7_byom_inference_response.schema.json``); a failure after authentication still answers in that schema
+(``status: failed``, no results) with our error next to it, so V7 can read it either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.concurrency import run_in_threadpool
+
+from models.ops.boxes import clip_xyxy
+from models.types import RGBImage
+from service.api.deps import ModelsDep, StateDep, TenantDep
+from service.api.schemas import ErrorBody, error_responses
+from service.api.state import AppState
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.images import load_rgb
+
+router = APIRouter(prefix="/v7", tags=["v7"], responses=error_responses(401, 503))
+
+_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+class ByomImage(BaseModel):
+    url: str | None = Field(None, min_length=1, max_length=16_384, description="a presigned https URL")
+    base64: str | None = Field(None, min_length=1, description="the image bytes, base64 (a data: URL prefix is fine)")
+
+    # V7 may add fields we do not know of (darwin_v2.md §8: unverified); ignore them rather than fail its calls.
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"oneOf": [{"required": ["url"]}, {"required": ["base64"]}]}
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ByomImage:
+        if (self.url is None) == (self.base64 is None):
+            raise ValueError("image needs exactly one of url or base64")
+        return self
+
+
+class ByomInferRequest(BaseModel):
+    image: ByomImage
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"image": {"url": "https://storage.example.com/bucket/L_CC.png"}}]},
+    )
+
+
+class ByomBoundingBox(BaseModel):
+    x: float
+    y: float
+    w: float = Field(ge=0)
+    h: float = Field(ge=0)
+
+
+class ByomResult(BaseModel):
+    name: str
+    label: str
+    confidence: float = Field(ge=0, le=1)
+    bounding_box: ByomBoundingBox
+
+
+class ByomInferResponse(BaseModel):
+    status: Literal["succeeded", "failed"]
+    results: list[ByomResult]
+    error: ErrorBody | None = Field(None, description="ours, when status is failed")
+
+
+class ByomClass(BaseModel):
+    name: str
+    type: Literal["bounding_box"]
+
+
+@router.get("/classes")
+async def byom_classes(tenant: TenantDep, models: ModelsDep) -> list[ByomClass]:
+    """The default model's classes, as V7 BYOM lists label types."""
+    return [ByomClass(name=name, type="bounding_box") for name in models.default.info.class_names]
+
+
+# A failure body ({"status": "failed", "results": [], "error": ...}) is also a valid ErrorResponse.
+@router.post(
+    "/infer",
+    response_model=ByomInferResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 413, 415, 422, 502, 504),
+)
+async def byom_infer(body: ByomInferRequest, state: StateDep, tenant: TenantDep, models: ModelsDep) -> JSONResponse:
+    """Detect objects in one image for V7 (boxes in pixels, top-left x, y and size)."""
+    try:
+        image = await _load(body.image, state)
+        model = models.default
+        detections = await model.batcher.detect_async(
+            image, threshold=state.settings.threshold, timeout_s=state.settings.predict_timeout_s
+        )
+    except PreannotateError as exc:
+        return _failed(exc)
+    height, width = image.shape[:2]
+    names = model.info.class_names
+    results = []
+    for (x1, y1, x2, y2), score, class_id in zip(
+        clip_xyxy(detections.xyxy, width, height).tolist(),
+        detections.confidence.tolist(),
+        detections.class_id.tolist(),
+        strict=True,
+    ):
+        name = names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
+        box = ByomBoundingBox(x=round(x1, 2), y=round(y1, 2), w=round(x2 - x1, 2), h=round(y2 - y1, 2))
+        results.append(
+            ByomResult(name=name, label=name, confidence=round(min(max(score, 0.0), 1.0), 5), bounding_box=box)
+        )
+    response = ByomInferResponse(status="succeeded", results=results)
+    return JSONResponse(response.model_dump(exclude_none=True))
+
+
+async def _load(image: ByomImage, state: AppState) -> RGBImage:
+    limits = state.settings.media_limits()
+    with TemporaryDirectory(dir=state.settings.work_dir, prefix="v7-infer-") as scratch:
+        if image.url is not None:
+            path = (await run_in_threadpool(state.fetcher.fetch, image.url, Path(scratch))).path
+        else:
+            path = Path(scratch) / "image"
+            path.write_bytes(_decode_base64(image.base64 or "", state.settings.max_upload_bytes))
+        return await run_in_threadpool(load_rgb, path, limits)
+
+
+def _decode_base64(text: str, max_bytes: int) -> bytes:
+    text = _DATA_URL.sub("", text.strip(), count=1)
+    # Checked before decoding: 4 characters carry 3 bytes.
+    if len(text) // 4 * 3 > max_bytes:
+        raise PreannotateError(ErrorCode.FILE_TOO_LARGE, f"the base64 image is over {max_bytes} bytes")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "image.base64: not valid base64") from None
+
+
+def _failed(exc: PreannotateError) -> JSONResponse:
+    error = ErrorBody(code=exc.code.code, message=" ".join(exc.message.split()), retryable=exc.code.retryable)
+    body = ByomInferResponse(status="failed", results=[], error=error)
+    headers = {"Retry-After": str(exc.retry_after_s or 5)} if exc.code.retryable else None
+    return JSONResponse(body.model_dump(), status_code=exc.code.http_status, headers=headers)

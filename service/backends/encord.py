@@ -1,0 +1,326 @@
+"""Write preannotations into Encord label rows: fetch each row, replace our objects, keep everyone else's, save.
+
+Encord has no documented REST API for label rows; its SDK (encord 0.1.211) talks to one RPC endpoint,
+``POST {domain}/public``, and this client sends byte-for-byte what the SDK sends there (``encord/http/request.py``,
+``encord/client.py``: ``list_label_rows``, ``create_label_rows``, ``get_label_rows``, ``save_label_rows``;
+``encord/configs.py`` for the headers). The contract tests run the real SDK against the same fake server, so a
+change on either side shows up there. The row itself is ``service.convert.encord``'s.
+
+- Auth: a bearer token, or the service account's Ed25519 SSH key (``Authorization: <public hex>:<signature hex>``
+  over SHA-256 of the body; needs ``cryptography``, which the ``encord`` extra brings). Never logged.
+- Saves replace the whole row ("last writer wins", encord.md §2), so each bundle is read, merged and saved in
+  one go, and re-reading before every write makes a retried push idempotent (reliability.md §3.6).
+- Bundles of ``bundle_size`` rows per request (Encord's limit is 1000; its agents use 100).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import httpx
+
+from service.backends.retry import BackendError, RetryPolicy, check_response, send_with_retries, transport_error
+from service.convert.encord import DEFAULT_CREATED_BY, EncordOntology, EncordRowStats, build_encord_label_row
+from service.convert.types import ItemPredictions, ModelRef, Track
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "encord"
+DEFAULT_DOMAIN = "https://api.encord.com"  # US tenants: https://api.us.encord.com
+PUBLIC_PATH = "/public"
+MAX_BUNDLE = 1000  # LABEL_ROW_BUNDLE_*_LIMIT in encord/http/limits.py
+_RETRYABLE_ENVELOPE_ERRORS = frozenset({"RATE_LIMIT_ERROR", "UNKNOWN_ERROR"})
+
+# What the SDK's list_label_rows sends, with list_label_rows_v2's include_uninitialised_labels=True.
+_LIST_PAYLOAD_DEFAULTS: dict[str, Any] = {
+    "edited_before": None,
+    "edited_after": None,
+    "label_statuses": None,
+    "shadow_data_state": None,
+    "include_uninitialised_labels": True,
+    "data_hashes": None,
+    "label_hashes": None,
+    "data_title_eq": None,
+    "data_title_like": None,
+    "workflow_graph_node_title_eq": None,
+    "workflow_graph_node_title_like": None,
+    "include_client_metadata": False,
+    "include_images_data": False,
+    "include_children": False,
+    "include_workflow_graph_node": True,
+    "include_all_label_branches": False,
+    "branch_name": None,
+    "client_metadata_as_signed_url": False,
+}
+
+
+class EncordAuth(Protocol):
+    """Makes the ``Authorization`` header for one request body."""
+
+    def authorization(self, body: bytes) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BearerAuth:
+    """``Authorization: Bearer <token>`` (``EncordUserClient.create_with_bearer_token``)."""
+
+    token: str = field(repr=False)
+
+    def authorization(self, body: bytes) -> str:
+        return f"Bearer {self.token}"
+
+
+class SshKeyAuth:
+    """The SDK's v1 signature: Ed25519 over SHA-256 of the exact body, sent as ``<public hex>:<signature hex>``."""
+
+    def __init__(self, private_key_pem: str) -> None:
+        """Load an OpenSSH or PEM Ed25519 private key (the service account's, from a secret).
+
+        Raises:
+            BackendError: ``cryptography`` is missing, or the key is not an unencrypted Ed25519 key.
+        """
+        try:
+            serialization = importlib.import_module("cryptography.hazmat.primitives.serialization")
+            ed25519 = importlib.import_module("cryptography.hazmat.primitives.asymmetric.ed25519")
+        except ImportError:
+            raise BackendError(
+                BACKEND, "SSH key auth needs the 'cryptography' package", status=None, retryable=False
+            ) from None
+        data = private_key_pem.encode()
+        try:
+            loader = serialization.load_ssh_private_key if b"OPENSSH" in data else serialization.load_pem_private_key
+            key = loader(data, password=None)
+        except (ValueError, TypeError):
+            # The key text must never reach a message or a log.
+            raise BackendError(BACKEND, "the SSH private key cannot be read", status=None, retryable=False) from None
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise BackendError(BACKEND, "the SSH private key must be Ed25519", status=None, retryable=False)
+        self._key = key
+        raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        self.public_key_hex: str = key.public_key().public_bytes(*raw).hex()
+
+    def __repr__(self) -> str:
+        return f"SshKeyAuth(public_key_hex={self.public_key_hex[:8]}...)"
+
+    def authorization(self, body: bytes) -> str:
+        signature: bytes = self._key.sign(hashlib.sha256(body).digest())
+        return f"{self.public_key_hex}:{signature.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class EncordConfig:
+    """One Encord project to write to.
+
+    Attributes:
+        project_hash: The project's id (UUID).
+        domain: ``https://api.encord.com``, or ``https://api.us.encord.com`` for US tenants.
+        created_by: ``createdBy`` of our objects: the service account's email. Also how our objects are told
+            from people's on a re-run, so keep it stable.
+        bundle_size: Rows per request (1..1000).
+        branch_name: Label branch; ``main`` is what the editor shows.
+        timeout_s: Per request; the SDK allows 180 s for large rows.
+    """
+
+    project_hash: str
+    domain: str = DEFAULT_DOMAIN
+    created_by: str = DEFAULT_CREATED_BY
+    bundle_size: int = 100
+    branch_name: str = "main"
+    timeout_s: float = 180.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bundle_size <= MAX_BUNDLE:
+            raise ValueError(f"bundle_size must be in [1, {MAX_BUNDLE}], got {self.bundle_size}")
+
+
+@dataclass(frozen=True, slots=True)
+class EncordPush:
+    """One item to write: the Encord data unit (``data_hash``) its media was registered as."""
+
+    data_hash: str
+    item: ItemPredictions
+    tracks: Sequence[Track] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncordPushResult:
+    data_hash: str
+    label_hash: str
+    stats: EncordRowStats
+
+
+class EncordBackend:
+    """A synchronous client for one project; thread-safe as far as ``httpx.Client`` is."""
+
+    def __init__(
+        self,
+        config: EncordConfig,
+        auth: EncordAuth,
+        *,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._auth = auth
+        self._retry = retry or RetryPolicy()
+        self._client = httpx.Client(
+            base_url=config.domain.rstrip("/"), timeout=config.timeout_s, transport=transport, follow_redirects=False
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> EncordBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the four row calls ------------------------------------------------------------------------------------------
+
+    def list_rows(self, data_hashes: Sequence[str]) -> list[dict[str, Any]]:
+        """Label row metadata (``label_hash`` None for rows never opened) for these data units, in one call."""
+        payload = _LIST_PAYLOAD_DEFAULTS | {"data_hashes": list(data_hashes), "branch_name": self.config.branch_name}
+        return self._rows(self._call("labelrowmetadata", "GET", None, payload, "listing label rows"))
+
+    def create_rows(self, data_hashes: Sequence[str]) -> list[dict[str, Any]]:
+        """Create the label rows of never-labelled data units; returns them initialised (empty)."""
+        payload = {"multi_request": True, "get_signed_url": False, "branch_name": self.config.branch_name}
+        return self._rows(self._call("labelrow", "PUT", list(data_hashes), payload, "creating label rows"))
+
+    def get_rows(self, label_hashes: Sequence[str]) -> list[dict[str, Any]]:
+        """Initialised label rows, every object included (a filtered row must never be saved back)."""
+        payload = {
+            "get_signed_url": False,
+            "multi_request": True,
+            "include_object_feature_hashes": None,
+            "include_classification_feature_hashes": None,
+            "include_reviews": False,
+            "include_export_history": False,
+            "include_archived": False,
+        }
+        return self._rows(self._call("labelrow", "GET", list(label_hashes), payload, "reading label rows"))
+
+    def save_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Save whole rows (replacing what the server has) in one call."""
+        payload = {"multi_request": True, "labels": list(rows), "validate_before_saving": False}
+        self._call("labelrow", "POST", [row["label_hash"] for row in rows], payload, "saving label rows")
+
+    # -- the workflow ----------------------------------------------------------------------------------------------
+
+    def push(
+        self, items: Sequence[EncordPush], model: ModelRef, ontology: EncordOntology, *, now: datetime | None = None
+    ) -> list[EncordPushResult]:
+        """Write ``model``'s predictions for ``items``: per bundle, read rows, merge, save.
+
+        Raises:
+            BackendError: The API refused or failed (``retryable`` says whether to requeue); a data hash the
+                project does not have is not retryable.
+            ValueError: A data hash given twice, or an item that does not fit its row (``build_encord_label_row``).
+        """
+        hashes = [p.data_hash for p in items]
+        if len(set(hashes)) != len(hashes):
+            # Two pushes to one row in a bundle would each start from the same server row: one would be lost.
+            raise ValueError("each data_hash may appear once per push")
+        results: list[EncordPushResult] = []
+        size = self.config.bundle_size
+        for start in range(0, len(items), size):
+            results += self._push_bundle(items[start : start + size], model, ontology, now)
+        return results
+
+    def _push_bundle(
+        self, bundle: Sequence[EncordPush], model: ModelRef, ontology: EncordOntology, now: datetime | None
+    ) -> list[EncordPushResult]:
+        rows = self.initialise_rows([p.data_hash for p in bundle])
+        merged, results = [], []
+        for push in bundle:
+            built = build_encord_label_row(
+                push.item,
+                model,
+                ontology,
+                tracks=push.tracks,
+                existing_row=rows[push.data_hash],
+                created_by=self.config.created_by,
+                created_at=now,
+            )
+            merged.append(built.row)
+            results.append(EncordPushResult(push.data_hash, built.row["label_hash"], built.stats))
+        self.save_rows(merged)
+        logger.info(
+            "encord: saved %d label rows (%d objects written, %d replaced, %d kept)",
+            len(merged),
+            sum(r.stats.objects for r in results),
+            sum(r.stats.replaced for r in results),
+            sum(r.stats.kept for r in results),
+        )
+        return results
+
+    def initialise_rows(self, data_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``data_hash`` -> the row as the server has it now, creating rows that do not exist yet."""
+        metas = {m["data_hash"]: m for m in self.list_rows(data_hashes)}
+        missing = [h for h in data_hashes if h not in metas]
+        if missing:
+            raise BackendError(
+                BACKEND,
+                f"{len(missing)} data units are not in the project, e.g. {missing[0]}",
+                status=None,
+                retryable=False,
+            )
+        to_create = [h for h in data_hashes if not metas[h].get("label_hash")]
+        to_get = [str(metas[h]["label_hash"]) for h in data_hashes if metas[h].get("label_hash")]
+        rows = {r["data_hash"]: r for r in (self.create_rows(to_create) if to_create else [])}
+        rows |= {r["data_hash"]: r for r in (self.get_rows(to_get) if to_get else [])}
+        if set(rows) != set(data_hashes):
+            raise BackendError(BACKEND, "the server returned other rows than asked for", status=None, retryable=True)
+        return rows
+
+    # -- transport -------------------------------------------------------------------------------------------------
+
+    def _call(self, query_type: str, method: str, uid: Any, payload: Any, what: str) -> Any:
+        # Serialised once: the SSH signature covers these exact bytes.
+        body = json.dumps(
+            {"query_type": query_type, "query_method": method, "values": {"uid": uid, "payload": payload}}
+        ).encode()
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "ResourceType": "project",
+            "ResourceID": self.config.project_hash,
+            "Authorization": self._auth.authorization(body),
+            "User-Agent": "preannotate (encord v1 rpc)",
+        }
+        request = self._client.build_request("POST", PUBLIC_PATH, content=body, headers=headers)
+        try:
+            response = check_response(BACKEND, send_with_retries(self._client, request, self._retry), what)
+        except httpx.TransportError as exc:
+            raise transport_error(BACKEND, exc, what) from None
+        try:
+            envelope = response.json()
+        except ValueError:
+            raise BackendError(
+                BACKEND, f"{what}: the answer is not JSON", status=response.status_code, retryable=True
+            ) from None
+        if not isinstance(envelope, dict):
+            raise BackendError(BACKEND, f"{what}: unexpected answer", status=response.status_code, retryable=False)
+        # Encord answers HTTP 200 with the real status inside ("legacy envelope", encord/http/querier.py).
+        if envelope.get("status") != 200:
+            error = envelope.get("response")
+            name = error[0] if isinstance(error, list) and error else str(error)
+            retryable = name in _RETRYABLE_ENVELOPE_ERRORS
+            raise BackendError(
+                BACKEND, f"{what}: {name}", status=int(envelope.get("status") or 0) or None, retryable=retryable
+            )
+        return envelope.get("response")
+
+    @staticmethod
+    def _rows(result: Any) -> list[dict[str, Any]]:
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise BackendError(BACKEND, "unexpected answer: not a list of rows", status=None, retryable=False)
+        return result

@@ -1,0 +1,535 @@
+"""Label Studio REST client: the only module that talks to a Label Studio server (docs ``label_studio.md``).
+
+Auth is a legacy token (``Authorization: Token <key>``) or a personal access token, which is a JWT *refresh*
+token: it is exchanged at ``/api/token/refresh/`` for a 5-minute access token sent as ``Bearer``, renewed
+before it expires and once more on a 401. The key never appears in a log line, an error message or a repr.
+
+Pushes are reconcile-before-create (reliability.md §3.6): LS has no idempotency keys and stores every POST,
+so a task's predictions are listed first and one of the same ``model_version`` is skipped or replaced. A
+create that may have landed (timeout, 5xx) is never blindly re-sent: the loop lists again and adopts it.
+
+Task media (``/data/upload/...``, ``/data/local-files/?d=...``) is resolved against the configured base URL
+and fetched through the SSRF-guarded :class:`~service.pipeline.fetch.Fetcher`. The LS host is added to its
+allow-list, and the token is attached per request, only when the request goes to that host: a redirect to
+another host (cloud storage) gets no token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+from pydantic import SecretStr
+
+from service.backends.retry import (
+    BackendError,
+    RetryPolicy,
+    backend_error_to_preannotate,
+    check_response,
+    safe_target,
+    send_with_retries,
+    transport_error,
+)
+from service.config import Settings
+from service.convert.label_studio import LsPrediction
+from service.errors import PreannotateError
+from service.pipeline.fetch import FetchedFile, Fetcher, FetchPolicy
+
+log = logging.getLogger(__name__)
+
+BACKEND = "label_studio"
+ACCESS_TOKEN_MARGIN_S = 30.0
+"""Renew an access token this long before its ``exp``: a request must not race its expiry."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Reliability.md §4: base 0.5 s, cap 30 s, 6 attempts or a 2-minute budget.
+DEFAULT_RETRY = RetryPolicy(
+    max_attempts=6, base_delay_s=0.5, max_delay_s=30.0, max_retry_after_s=60.0, max_total_s=120.0
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelStudioConfig:
+    """Where Label Studio is and how to authenticate; the key stays a ``SecretStr`` until a header needs it.
+
+    Attributes:
+        url: base URL, e.g. ``https://ls.example.com`` (no credentials, query or fragment).
+        api_key: a legacy token or a personal access token (JWT refresh token).
+        timeout_s: per HTTP request to the API.
+        retry: how 429 / 5xx / connection failures are retried.
+        page_size: tasks per page when listing.
+    """
+
+    url: str
+    api_key: SecretStr = field(repr=False)
+    timeout_s: float = 30.0
+    retry: RetryPolicy = DEFAULT_RETRY
+    page_size: int = 100
+
+    def __post_init__(self) -> None:
+        try:
+            parsed = httpx.URL(self.url)
+        except httpx.InvalidURL:
+            raise ValueError("Label Studio URL is not a valid URL") from None
+        if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
+            raise ValueError("Label Studio URL must be http:// or https:// with a host")
+        if parsed.userinfo or parsed.query or parsed.fragment:
+            raise ValueError("Label Studio URL must not carry credentials, a query or a fragment")
+        if not self.api_key.get_secret_value().strip():
+            raise ValueError("Label Studio API key is empty")
+        if not 1 <= self.page_size <= 10_000:
+            raise ValueError(f"page_size must be in [1, 10000], got {self.page_size}")
+        object.__setattr__(self, "url", str(parsed).rstrip("/"))
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """``(scheme, host, port)``: what a URL must match to be sent the token."""
+        return _origin(httpx.URL(self.url))
+
+    @property
+    def host_entry(self) -> str:
+        """The ``host:port`` entry this server takes in ``FetchPolicy.allowed_hosts``."""
+        _, host, port = self.origin
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
+    return url.scheme, url.host.lower().rstrip("."), port
+
+
+class PushOutcome(enum.StrEnum):
+    CREATED = "created"
+    SKIPPED = "skipped"  # a prediction of this model_version was already there
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    outcome: PushOutcome
+    prediction_id: int
+
+
+class TokenSource:
+    """Turns the configured key into an ``Authorization`` value; thread-safe."""
+
+    def __init__(self, config: LabelStudioConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+        self._config = config
+        self._transport = transport
+        self._key = config.api_key.get_secret_value().strip()
+        self.refreshable = _is_refresh_jwt(self._key)
+        self._lock = threading.Lock()
+        self._access: str | None = None
+        self._expires_at = 0.0
+
+    def header(self) -> str:
+        """``Token <key>``, or ``Bearer <access>`` renewed when close to expiry."""
+        if not self.refreshable:
+            return f"Token {self._key}"
+        with self._lock:
+            if self._access is None or time.time() > self._expires_at - ACCESS_TOKEN_MARGIN_S:
+                self._access, self._expires_at = self._refresh()
+            return f"Bearer {self._access}"
+
+    def invalidate(self) -> None:
+        """Forget the access token (after a 401): the next header() gets a fresh one."""
+        with self._lock:
+            self._access = None
+
+    def _refresh(self) -> tuple[str, float]:
+        with httpx.Client(
+            base_url=self._config.url, timeout=self._config.timeout_s, transport=self._transport, trust_env=False
+        ) as client:
+            request = client.build_request("POST", "/api/token/refresh/", json={"refresh": self._key})
+            try:
+                response = send_with_retries(client, request, self._config.retry)
+            except httpx.TransportError as exc:
+                raise transport_error(BACKEND, exc, "refreshing the access token") from None
+        if response.status_code in (400, 401, 403):
+            # The body may echo the token back in a validation message: never include it.
+            raise BackendError(
+                BACKEND,
+                f"the personal access token was refused (HTTP {response.status_code})",
+                status=response.status_code,
+                retryable=False,
+            )
+        check_response(BACKEND, response, "refreshing the access token")
+        access = response.json().get("access")
+        if not isinstance(access, str) or not access:
+            raise BackendError(
+                BACKEND, "token refresh returned no access token", status=response.status_code, retryable=False
+            )
+        expires = _jwt_claims(access).get("exp")
+        return access, float(expires) if isinstance(expires, int | float) else time.time() + 300.0
+
+
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified (LS verifies it; we only read ``token_type`` and ``exp``)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _is_refresh_jwt(key: str) -> bool:
+    # The SDK's rule too: a key that decodes as a JWT is a personal access token, anything else is legacy.
+    return _jwt_claims(key).get("token_type") == "refresh"
+
+
+class _TokenAuth(httpx.Auth):
+    """Adds the header to API calls; on a 401 with a personal access token, renews it and tries once more."""
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._tokens.header()
+        response = yield request
+        if response.status_code == 401 and self._tokens.refreshable:
+            self._tokens.invalidate()
+            request.headers["Authorization"] = self._tokens.header()
+            yield request
+
+
+class _ClosingStream(httpx.SyncByteStream):
+    """A response body that closes its one-request transport when the fetcher is done with it."""
+
+    def __init__(self, stream: httpx.SyncByteStream, transport: httpx.BaseTransport) -> None:
+        self._stream = stream
+        self._transport = transport
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._transport.close()
+
+
+class MediaTransport(httpx.BaseTransport):
+    """The fetcher's network for task media: adds the LS token to requests for the LS origin only.
+
+    The fetcher connects to the resolved IP with ``Host`` set to the original name, so the origin is read
+    from the scheme, the port and the ``Host`` header. Each request gets a fresh connection (the fetcher's
+    own rule: no connection verified for one TLS name serves another).
+    """
+
+    def __init__(
+        self,
+        config: LabelStudioConfig,
+        tokens: TokenSource,
+        *,
+        inner: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
+        self._origin = config.origin
+        self._tokens = tokens
+        self._inner = inner  # tests only: replaces the network
+        self._verify = verify if verify is not None else httpx.create_ssl_context()  # built once: it is slow
+
+    def is_label_studio(self, request: httpx.Request) -> bool:
+        host = request.headers.get("host", "")
+        try:
+            named = httpx.URL(f"{request.url.scheme}://{host}/")
+        except httpx.InvalidURL:
+            return False
+        port = request.url.port if request.url.port is not None else _DEFAULT_PORTS.get(request.url.scheme, 0)
+        return _origin(named) == self._origin and port == self._origin[2]
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers.pop("Authorization", None)
+        if self.is_label_studio(request):
+            request.headers["Authorization"] = self._tokens.header()
+        if self._inner is not None:
+            return self._inner.handle_request(request)
+        transport = httpx.HTTPTransport(verify=self._verify)
+        try:
+            response = transport.handle_request(request)
+        except BaseException:
+            transport.close()
+            raise
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_ClosingStream(response.stream, transport),
+            extensions=response.extensions,
+        )
+
+
+class LabelStudioClient:
+    """Projects, tasks, predictions and task media of one Label Studio server; thread-safe."""
+
+    def __init__(
+        self,
+        config: LabelStudioConfig,
+        *,
+        fetch_policy: FetchPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        media_transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """Connect lazily (no request is made here).
+
+        Args:
+            config: server and key.
+            fetch_policy: the service's policy for task media; the LS host is added to its allow-list.
+            transport: replaces the network for API calls (tests only).
+            media_transport: replaces the network for media downloads (tests only).
+        """
+        self.config = config
+        self._tokens = TokenSource(config, transport=transport)
+        self._http = httpx.Client(
+            base_url=config.url,
+            timeout=config.timeout_s,
+            transport=transport,
+            auth=_TokenAuth(self._tokens),
+            follow_redirects=False,  # a redirect must not take the token anywhere
+            trust_env=False,
+            headers={"Accept": "application/json"},
+        )
+        policy = fetch_policy or FetchPolicy()
+        policy = replace(policy, allowed_hosts=policy.allowed_hosts | {config.host_entry})
+        self._fetcher = Fetcher(policy, transport=MediaTransport(config, self._tokens, inner=media_transport))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LabelStudioClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        params: Mapping[str, str | int] | None = None,
+        body: Any = None,
+        retry: RetryPolicy | None = None,
+        ok_statuses: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """One API call with retries; a 2xx (or a status in ``ok_statuses``) comes back, anything else raises."""
+        request = self._http.build_request(method, path, params=params, json=body)
+        started = time.monotonic()
+        try:
+            response = send_with_retries(self._http, request, retry or self.config.retry)
+        except httpx.TransportError as exc:
+            raise transport_error(BACKEND, exc, what) from None
+        log.debug("%s -> %d in %.2f s", safe_target(request), response.status_code, time.monotonic() - started)
+        if response.status_code in ok_statuses:
+            return response
+        return check_response(BACKEND, response, what)
+
+    def _json(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+        response = self._call(method, path, what=what, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(
+                BACKEND, f"{what}: the answer is not JSON", status=response.status_code, retryable=True
+            ) from None
+
+    # -- projects and tasks ------------------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        """The key's user: a cheap check that URL and key work."""
+        user: dict[str, Any] = self._json("GET", "/api/current-user/whoami", what="checking the API key")
+        return user
+
+    def iter_projects(self) -> Iterator[dict[str, Any]]:
+        """Every project the key can see (page by page; ``next`` links are not followed: they name LS's
+        public host, which may not be the one configured here)."""
+        page = 1
+        while True:
+            data = self._json(
+                "GET",
+                "/api/projects/",
+                what="listing projects",
+                params={"page": page, "page_size": self.config.page_size},
+                ok_statuses=frozenset({404}),
+            )
+            if not isinstance(data, dict) or not data.get("results"):
+                return
+            yield from data["results"]
+            if not data.get("next"):
+                return
+            page += 1
+
+    def get_project(self, project_id: int) -> dict[str, Any]:
+        project: dict[str, Any] = self._json(
+            "GET", f"/api/projects/{project_id}/", what=f"reading project {project_id}"
+        )
+        return project
+
+    def get_label_config(self, project_id: int) -> str:
+        return str(self.get_project(project_id).get("label_config") or "")
+
+    def set_project_model_version(self, project_id: int, model_version: str) -> None:
+        """Make annotators see this version's predictions: the labeling stream shows only predictions of
+        the project's ``model_version``, and pushing predictions does not set it (reference §4.5)."""
+        self._call(
+            "PATCH",
+            f"/api/projects/{project_id}/",
+            what=f"setting project {project_id}'s model version",
+            body={"model_version": model_version},
+        )
+
+    def iter_tasks(self, project_id: int, *, with_predictions: bool = True) -> Iterator[dict[str, Any]]:
+        """Every task of a project, by 1-based pages; LS answers 404 for a page past the end."""
+        page = 1
+        params: dict[str, str | int] = {"project": project_id, "page_size": self.config.page_size}
+        if with_predictions:
+            params["fields"] = "all"
+        while True:
+            response = self._call(
+                "GET",
+                "/api/tasks/",
+                what=f"listing tasks of project {project_id}",
+                params={**params, "page": page},
+                ok_statuses=frozenset({404}),
+            )
+            if response.status_code == 404:
+                return
+            tasks = response.json().get("tasks") or []
+            yield from tasks
+            if len(tasks) < self.config.page_size:
+                return
+            page += 1
+
+    # -- predictions -------------------------------------------------------------------------------------------
+
+    def list_predictions(self, task_id: int) -> list[dict[str, Any]]:
+        data = self._json(
+            "GET", "/api/predictions/", what=f"listing predictions of task {task_id}", params={"task": task_id}
+        )
+        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+
+    def upsert_prediction(
+        self, task_id: int, prediction: LsPrediction, *, replace_existing: bool = False
+    ) -> PushResult:
+        """Leave exactly one prediction of ``prediction.model_version`` on the task.
+
+        Reconcile before create: an existing prediction of that version is kept (``SKIPPED``) or overwritten
+        (``REPLACED``, extra copies deleted). A create whose outcome is unknown is not re-sent: the next round
+        lists again and adopts what landed.
+
+        Raises:
+            BackendError: LS refused, or kept failing past the retry policy.
+        """
+        policy = self.config.retry
+        started = time.monotonic()
+        sent = False
+        for attempt in range(1, policy.max_attempts + 1):
+            mine = [p for p in self.list_predictions(task_id) if p.get("model_version") == prediction.model_version]
+            if mine:
+                if sent:  # our earlier create landed after all
+                    return PushResult(PushOutcome.CREATED, int(mine[0]["id"]))
+                if not replace_existing:
+                    return PushResult(PushOutcome.SKIPPED, int(mine[0]["id"]))
+                return PushResult(PushOutcome.REPLACED, self._replace(mine, prediction))
+            try:
+                created = self._create(task_id, prediction)
+            except BackendError as exc:
+                if not exc.retryable or attempt == policy.max_attempts:
+                    raise
+                sent = True
+                delay = policy.random() * min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+                if time.monotonic() - started + delay > policy.max_total_s:
+                    raise
+                log.warning("task %d: creating a prediction failed (%s); listing again in %.2f s", task_id, exc, delay)
+                policy.sleep(delay)
+                continue
+            return PushResult(PushOutcome.CREATED, int(created["id"]))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create(self, task_id: int, prediction: LsPrediction) -> dict[str, Any]:
+        # Not idempotent: retried in place only where LS cannot have stored it (429: throttled before the view).
+        once = replace(self.config.retry, statuses=frozenset({429}), retry_transport_errors=False)
+        created: dict[str, Any] = self._json(
+            "POST",
+            "/api/predictions/",
+            what=f"creating a prediction on task {task_id}",
+            body={"task": task_id, **prediction.to_json()},
+            retry=once,
+        )
+        return created
+
+    def _replace(self, mine: list[dict[str, Any]], prediction: LsPrediction) -> int:
+        keep, *extra = sorted(mine, key=lambda p: int(p["id"]))
+        self._call(
+            "PATCH",
+            f"/api/predictions/{int(keep['id'])}/",
+            what=f"replacing prediction {keep['id']}",
+            body=prediction.to_json(),
+        )
+        for duplicate in extra:  # left by an older client or a crash between create and bookkeeping
+            self._call(
+                "DELETE",
+                f"/api/predictions/{int(duplicate['id'])}/",
+                what=f"deleting duplicate prediction {duplicate['id']}",
+                ok_statuses=frozenset({404}),
+            )
+        return int(keep["id"])
+
+    # -- media -------------------------------------------------------------------------------------------------
+
+    def media_url(self, value: str) -> str:
+        """A task's media reference as an absolute URL: LS-relative paths (``/data/upload/...``,
+        ``/data/local-files/?d=...``) join the base URL as a browser would; others are returned as given."""
+        text = value.strip()
+        if "://" in text.split("?", 1)[0]:
+            return text
+        return urljoin(self.config.url + "/", text)
+
+    def is_label_studio_url(self, url: str) -> bool:
+        try:
+            return _origin(httpx.URL(url)) == self.config.origin
+        except httpx.InvalidURL:
+            return False
+
+    def download(self, value: str, dest_dir: Path) -> FetchedFile:
+        """Fetch a task's media into ``dest_dir`` (the token goes only to the LS origin).
+
+        Raises:
+            PreannotateError: the fetcher's codes (``URL_NOT_ALLOWED``, ``FETCH_DENIED``, ``INPUT_NOT_FOUND`` ...).
+        """
+        return self._fetcher.fetch(self.media_url(value), dest_dir)
+
+
+def config_from_settings(settings: Settings) -> LabelStudioConfig | None:
+    """The configured Label Studio backend, or None when ``label_studio_url`` / ``label_studio_api_key``
+    are unset (or not yet settings fields)."""
+    # getattr: the fields arrive with the settings snippet; until then there is no configured backend.
+    url = getattr(settings, "label_studio_url", None)
+    key = getattr(settings, "label_studio_api_key", None)
+    secret = key if isinstance(key, SecretStr) else SecretStr(key) if isinstance(key, str) else None
+    if not isinstance(url, str) or not url.strip() or secret is None or not secret.get_secret_value().strip():
+        return None
+    return LabelStudioConfig(url=url.strip(), api_key=secret)
+
+
+def as_preannotate_error(exc: BackendError) -> PreannotateError:
+    """The service's error for a failed Label Studio call (the mapping every backend shares)."""
+    return backend_error_to_preannotate(exc)

@@ -1,0 +1,199 @@
+"""One HTTP retry loop for every labeling-tool backend: 429 and 5xx, exponential backoff with full jitter,
+``Retry-After`` honoured, bounded in attempts and in total time.
+
+Only the request line's ``scheme://host/path`` is ever logged: never headers (API keys), query strings or
+bodies (reliability.md §3.7).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from service.errors import ErrorCode, PreannotateError
+
+logger = logging.getLogger(__name__)
+# httpx logs every request URL at INFO (presigned upload URLs hold credentials in the query string) and
+# httpcore logs headers at DEBUG (our API keys): keep both quiet whoever configures logging.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one request.
+
+    Attributes:
+        max_attempts: Sends in all, the first included.
+        base_delay_s: Backoff ceiling before the second attempt; it doubles per attempt.
+        max_delay_s: Largest backoff ceiling; the sleep is uniform in ``[0, ceiling]`` (full jitter).
+        max_retry_after_s: Longest ``Retry-After`` honoured; a server asking for more gets its answer returned
+            at once, so the caller can requeue the work instead of holding a worker.
+        max_total_s: No new attempt starts when the next sleep would end past this (from the first send).
+        statuses: Response codes worth another attempt.
+        retry_transport_errors: Also retry connect/read failures and timeouts. Only safe for requests the
+            server treats idempotently; every backend call here is (overwrite imports, whole-row saves,
+            registrations reconciled on ``ALREADY_EXISTS``).
+        sleep: Injected for tests.
+        random: Injected for tests; returns a float in ``[0, 1)``.
+    """
+
+    max_attempts: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    max_retry_after_s: float = 300.0
+    max_total_s: float = 600.0
+    statuses: frozenset[int] = RETRY_STATUSES
+    retry_transport_errors: bool = True
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    random: Callable[[], float] = field(default=random.random, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0 or self.max_total_s < 0:
+            raise ValueError("delays must be >= 0")
+
+
+class BackendError(Exception):
+    """A labeling-tool API call failed for good (after retries).
+
+    Attributes:
+        backend: ``v7``, ``encord``, ``label_studio``...
+        status: The last HTTP status, or None when no response came (connection, timeout).
+        retryable: Whether the same call may succeed later (429, 5xx, transport); False for 4xx.
+        retry_after_s: The server's ``Retry-After``, when it gave one.
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        message: str,
+        *,
+        status: int | None,
+        retryable: bool,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend = backend
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or junk."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def safe_target(request: httpx.Request) -> str:
+    """``METHOD scheme://host/path`` with no query string: presigned upload URLs carry credentials there."""
+    url = request.url
+    return f"{request.method} {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path}"
+
+
+def send_with_retries(client: httpx.Client, request: httpx.Request, policy: RetryPolicy) -> httpx.Response:
+    """Send ``request``, retrying per ``policy``; the body must be bytes (a stream cannot be replayed).
+
+    Returns:
+        The first non-retryable response, or the last response once attempts, total time or an over-long
+        ``Retry-After`` end the loop. The caller decides what a non-2xx response means.
+
+    Raises:
+        httpx.TransportError: The last connection or timeout error, when no attempt got a response.
+    """
+    started = time.monotonic()
+    for attempt in range(1, policy.max_attempts + 1):
+        response: httpx.Response | None = None
+        error: httpx.TransportError | None = None
+        try:
+            response = client.send(request)
+        except httpx.TransportError as exc:
+            if not policy.retry_transport_errors:
+                raise
+            error = exc
+        if response is not None and response.status_code not in policy.statuses:
+            return response
+        if response is not None:
+            response.read()  # free the connection; callers may still inspect the body of the last one
+        retry_after = parse_retry_after(response.headers.get("retry-after")) if response is not None else None
+        if attempt == policy.max_attempts:
+            break
+        if retry_after is not None and retry_after > policy.max_retry_after_s:
+            logger.warning(
+                "%s: server asks to wait %.0f s, over the limit; giving up", safe_target(request), retry_after
+            )
+            break
+        ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+        delay = policy.random() * ceiling
+        if retry_after is not None:
+            delay = max(delay, retry_after)  # never earlier than the server asked
+        if time.monotonic() - started + delay > policy.max_total_s:
+            break
+        what = f"status {response.status_code}" if response is not None else type(error).__name__
+        logger.warning(
+            "%s: %s, retry %d/%d in %.2f s", safe_target(request), what, attempt, policy.max_attempts - 1, delay
+        )
+        policy.sleep(delay)
+    if response is not None:
+        return response
+    assert error is not None
+    raise error
+
+
+def check_response(backend: str, response: httpx.Response, what: str) -> httpx.Response:
+    """Return a 2xx response; raise :class:`BackendError` for anything else.
+
+    The message carries the status and at most 200 characters of the body (API error texts name the bad
+    field), never the request's headers.
+    """
+    if response.is_success:
+        return response
+    status = response.status_code
+    body = " ".join(response.text[:200].split())
+    retryable = status in RETRY_STATUSES
+    raise BackendError(
+        backend,
+        f"{what} failed with HTTP {status}: {body}",
+        status=status,
+        retryable=retryable,
+        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def transport_error(backend: str, exc: httpx.TransportError, what: str) -> BackendError:
+    """A :class:`BackendError` for a request that never got an answer (retryable)."""
+    return BackendError(backend, f"{what} failed: {type(exc).__name__}", status=None, retryable=True)
+
+
+def backend_error_to_preannotate(exc: BackendError) -> PreannotateError:
+    """The service's error for a failed backend call: retryable ones requeue the item."""
+    if exc.retryable:
+        code = ErrorCode.BACKEND_UNAVAILABLE
+    elif exc.status in (401, 403):
+        code = ErrorCode.BACKEND_AUTH_FAILED
+    else:
+        code = ErrorCode.BACKEND_REJECTED
+    retry_after = None if exc.retry_after_s is None else max(1, math.ceil(exc.retry_after_s))
+    return PreannotateError(code, str(exc), retry_after_s=retry_after)

@@ -1,0 +1,384 @@
+"""Label Studio: read a labeling config, turn one item's predictions into a prediction (pure, no I/O).
+
+Follows docs ``label_studio.md``. Image boxes become ``rectanglelabels`` regions in percent of the image
+(0-100, top-left origin). A video track becomes one ``videorectangle`` region whose ``sequence`` has a
+keyframe per sampled frame the track was seen on: ``frame`` 1-based (LS frame N is decoded frame N-1),
+``time`` = frame / fps as LS itself writes it, and ``enabled: false`` on the last keyframe before a gap and
+on the last one, so the box is not interpolated across frames where the detector did not see it.
+
+Model classes map to the config's labels by name, case-insensitively; an ``aliases`` map or a
+``<Label predicted_values="car,truck">`` attribute (the label-studio-ml-backend convention) renames them.
+Boxes of classes no control has a label for are dropped and counted, never sent with an unknown label:
+LS accepts unknown labels silently and the editor then shows a box nobody can edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from service.convert.tracks import frames_to_tracks
+from service.convert.types import ItemPredictions, ModelRef, Track
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+
+MAX_CONFIG_CHARS = 1_000_000
+"""Larger labeling configs are refused before parsing (real ones are a few KB)."""
+DEFAULT_FRAME_RATE = 24.0
+"""What LS assumes when a ``<Video>`` has no usable ``framerate``."""
+
+ObjectKind = Literal["image", "video"]
+ResultType = Literal["rectanglelabels", "videorectangle"]
+_CONTROLS: dict[str, tuple[ResultType, ObjectKind]] = {
+    "rectanglelabels": ("rectanglelabels", "image"),
+    "videorectangle": ("videorectangle", "video"),
+}
+_SLOT_OBJECT: dict[MediaKind, ObjectKind] = {MediaKind.IMAGE: "image", MediaKind.VIDEO: "video"}
+
+
+@dataclass(frozen=True, slots=True)
+class LsObject:
+    """An object tag (``<Image>`` or ``<Video>``): what the controls point at.
+
+    Attributes:
+        name: the tag's ``name``, the ``to_name`` of its controls.
+        kind: ``image`` or ``video``.
+        value_key: the task data key holding the media URL (``value="$image"`` -> ``image``), or None
+            when ``value`` is not a ``$variable``.
+        frame_rate: a video's ``framerate`` attribute as written (``25``, ``$fps``), or None.
+    """
+
+    name: str
+    kind: ObjectKind
+    value_key: str | None
+    frame_rate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LsControl:
+    """A box control: ``<RectangleLabels>`` on an image, or ``<VideoRectangle>`` on a video.
+
+    Attributes:
+        result_type: the ``type`` of the regions it produces.
+        from_name: the control's ``name``. For video it is the VideoRectangle's, never the Labels'.
+        to_name: the object it annotates.
+        labels: its label values, in config order. For video, those of the ``<Labels>`` tags with the
+            same ``toName``.
+        predicted_values: lower-cased model class -> label, from ``<Label predicted_values="...">``.
+    """
+
+    result_type: ResultType
+    from_name: str
+    to_name: str
+    labels: tuple[str, ...]
+    predicted_values: Mapping[str, str] = field(default_factory=dict)
+
+    def label_for(self, class_name: str, aliases: Mapping[str, str]) -> str | None:
+        """This control's label for a model class, or None: alias, then predicted_values, then the name."""
+        by_lower = {label.lower(): label for label in reversed(self.labels)}  # first one wins on a clash
+        key = class_name.strip().lower()
+        if key in aliases:
+            return by_lower.get(aliases[key].strip().lower())
+        return self.predicted_values.get(key) or by_lower.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelConfig:
+    """The parts of a labeling config preannotation can fill: box controls and their objects."""
+
+    objects: tuple[LsObject, ...]
+    controls: tuple[LsControl, ...]
+
+    def object(self, name: str) -> LsObject | None:
+        return next((o for o in self.objects if o.name == name), None)
+
+    def controls_for(self, object_name: str) -> list[LsControl]:
+        return [c for c in self.controls if c.to_name == object_name]
+
+    def targets(self) -> list[LsObject]:
+        """Objects at least one box control points at, in config order: what a task needs media for."""
+        return [o for o in self.objects if self.controls_for(o.name)]
+
+
+@dataclass(frozen=True, slots=True)
+class LsPrediction:
+    """One task's prediction.
+
+    Attributes:
+        result: the regions (``rectanglelabels`` / ``videorectangle`` dicts).
+        score: mean region score (0 when there are none): LS sorts and samples tasks by it.
+        model_version: LS shows predictions whose version is the project's ``model_version``.
+        dropped: regions left out, by model class name (no control has a label for that class).
+    """
+
+    result: list[dict[str, Any]]
+    score: float
+    model_version: str
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        """The body LS takes: ``{"result", "score", "model_version"}``."""
+        return {"result": self.result, "score": self.score, "model_version": self.model_version}
+
+
+def parse_label_config(xml: str) -> LabelConfig:
+    """Find the box controls of a labeling config and the objects they annotate.
+
+    ``toName`` may list several objects (comma-separated): the control applies to each. Controls on an
+    object of the wrong kind (RectangleLabels on a Video) or on no object are ignored, as are all other
+    tags.
+
+    Raises:
+        PreannotateError: ``INVALID_ARGUMENT`` when the config is not well-formed XML or is too large.
+    """
+    if len(xml) > MAX_CONFIG_CHARS:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"label config is over {MAX_CONFIG_CHARS} characters")
+    try:
+        # The stdlib parser resolves no external entities, and Python's expat (>= 2.4) caps entity expansion.
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"label config is not valid XML: {exc}") from None
+    elements = list(root.iter())
+    objects = tuple(_object(el) for el in elements if _tag(el) in ("image", "video") and el.get("name"))
+    kinds = {o.name: o.kind for o in objects}
+    controls: list[LsControl] = []
+    for el in elements:
+        kind = _CONTROLS.get(_tag(el))
+        name = el.get("name")
+        if kind is None or not name:
+            continue
+        result_type, object_kind = kind
+        for to_name in _names(el.get("toName", "")):
+            if kinds.get(to_name) != object_kind:
+                continue
+            # VideoRectangle has no labels of its own: they live in <Labels> tags on the same video.
+            sources = [el] if result_type == "rectanglelabels" else [e for e in elements if _is_labels_for(e, to_name)]
+            labels, predicted = _labels(sources)
+            controls.append(LsControl(result_type, name, to_name, labels, predicted))
+    return LabelConfig(objects=objects, controls=tuple(controls))
+
+
+def _tag(el: ET.Element) -> str:
+    # LS matches tag names case-insensitively (<rectanglelabels> works).
+    return el.tag.lower() if isinstance(el.tag, str) else ""
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _object(el: ET.Element) -> LsObject:
+    value = el.get("value", "")
+    kind: ObjectKind = "image" if _tag(el) == "image" else "video"
+    key = value[1:] if value.startswith("$") and len(value) > 1 else None
+    return LsObject(name=el.get("name", ""), kind=kind, value_key=key, frame_rate=el.get("framerate"))
+
+
+def _is_labels_for(el: ET.Element, to_name: str) -> bool:
+    return _tag(el) == "labels" and to_name in _names(el.get("toName", ""))
+
+
+def _labels(sources: Sequence[ET.Element]) -> tuple[tuple[str, ...], dict[str, str]]:
+    labels: list[str] = []
+    predicted: dict[str, str] = {}
+    for source in sources:
+        for label in source.iter():
+            value = label.get("value")
+            if _tag(label) != "label" or not value or value in labels:
+                continue
+            labels.append(value)
+            for name in _names(label.get("predicted_values", "")):
+                predicted.setdefault(name.lower(), value)
+    return tuple(labels), predicted
+
+
+def item_to_ls_result(
+    item: ItemPredictions,
+    model: ModelRef,
+    config: LabelConfig,
+    *,
+    tracks: Sequence[Track] | None,
+    aliases: Mapping[str, str] | None = None,
+) -> LsPrediction:
+    """Build one task's prediction from the item's predictions.
+
+    A slot goes to the object of the same name (the sync command names slots after objects), or, when
+    the config has exactly one object of the slot's kind with box controls, to that one. Image slots
+    produce ``rectanglelabels`` regions, video slots one ``videorectangle`` region per track. Other
+    slot kinds (DICOM, sequences, PDF) have no LS object and are skipped.
+
+    Args:
+        item: the task's slots and frame results.
+        model: the model behind them; its ``version`` is the prediction's ``model_version``.
+        config: the project's parsed labeling config.
+        tracks: tracks of the item's video slots; None links them here with ``frames_to_tracks``.
+        aliases: model class name -> LS label, case-insensitive; wins over name matching.
+
+    Returns:
+        The prediction; regions of classes no control has a label for are counted in ``dropped``
+        (one per image box, one per video track).
+    """
+    lower_aliases = {k.strip().lower(): v for k, v in (aliases or {}).items()}
+    result: list[dict[str, Any]] = []
+    dropped: Counter[str] = Counter()
+    for meta in item.slots:
+        kind = _SLOT_OBJECT.get(meta.media)
+        target = _object_for_slot(config, meta.slot, kind) if kind else None
+        if kind is None or target is None:
+            continue
+        controls = config.controls_for(target.name)
+        frames = item.frames_of_slot(meta.slot)
+        if kind == "image":
+            for frame in frames:
+                result += _image_regions(frame, model, controls, lower_aliases, dropped)
+        else:
+            slot_tracks = frames_to_tracks(frames) if tracks is None else [t for t in tracks if t.slot == meta.slot]
+            result += _video_regions(meta, frames, slot_tracks, model, controls, lower_aliases, dropped)
+    scores = [r["score"] for r in result]
+    score = round(sum(scores) / len(scores), 5) if scores else 0.0
+    return LsPrediction(result=result, score=score, model_version=model.version, dropped=dropped)
+
+
+def _object_for_slot(config: LabelConfig, slot: str, kind: ObjectKind) -> LsObject | None:
+    named = config.object(slot)
+    if named is not None:
+        return named if named.kind == kind and config.controls_for(named.name) else None
+    candidates = [o for o in config.targets() if o.kind == kind]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _class_name(model: ModelRef, class_id: int) -> str:
+    names = model.class_names
+    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
+
+
+def _pick(controls: Sequence[LsControl], class_name: str, aliases: Mapping[str, str]) -> tuple[LsControl, str] | None:
+    # The first control with a label for the class takes the box: one box, one region.
+    for control in controls:
+        label = control.label_for(class_name, aliases)
+        if label is not None:
+            return control, label
+    return None
+
+
+def _image_regions(
+    frame: FrameResult,
+    model: ModelRef,
+    controls: Sequence[LsControl],
+    aliases: Mapping[str, str],
+    dropped: Counter[str],
+) -> list[dict[str, Any]]:
+    info, dets = frame.info, frame.detections
+    regions: list[dict[str, Any]] = []
+    for row, (xyxy, score, class_id) in enumerate(
+        zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), strict=True)
+    ):
+        class_name = _class_name(model, class_id)
+        picked = _pick(controls, class_name, aliases)
+        if picked is None:
+            dropped[class_name] += 1
+            continue
+        box = xyxy_to_xywh_pct(xyxy, info.width, info.height)
+        if box is None:  # entirely outside the image: nothing to show
+            continue
+        control, label = picked
+        regions.append(
+            {
+                "id": region_id(control.from_name, info.slot, "box", info.frame_index, row),
+                "from_name": control.from_name,
+                "to_name": control.to_name,
+                "type": "rectanglelabels",
+                "original_width": info.width,
+                "original_height": info.height,
+                "image_rotation": 0,  # our boxes are in displayed (EXIF-rotated) pixels already
+                "value": {**box, "rotation": 0, "rectanglelabels": [label]},
+                "score": round(score, 5),
+            }
+        )
+    return regions
+
+
+def _video_regions(
+    meta: SlotMeta,
+    frames: Sequence[FrameResult],
+    tracks: Sequence[Track],
+    model: ModelRef,
+    controls: Sequence[LsControl],
+    aliases: Mapping[str, str],
+    dropped: Counter[str],
+) -> list[dict[str, Any]]:
+    fps = meta.fps if meta.fps and meta.fps > 0 else DEFAULT_FRAME_RATE
+    # A track's box on sampled position p, then on p + 1, is one visible span; a skipped position is a gap.
+    position = {index: pos for pos, index in enumerate(sorted({f.info.frame_index for f in frames}))}
+    frames_count = meta.frame_count or (max(position, default=0) + 1)
+    regions: list[dict[str, Any]] = []
+    for track in tracks:
+        class_name = _class_name(model, track.class_id)
+        picked = _pick(controls, class_name, aliases)
+        if picked is None:
+            dropped[class_name] += 1
+            continue
+        control, label = picked
+        boxes = sorted(track.boxes, key=lambda b: b.frame_index)
+        sequence: list[dict[str, Any]] = []
+        for i, box in enumerate(boxes):
+            xywh = xyxy_to_xywh_pct(box.xyxy, meta.width, meta.height)
+            if xywh is None:
+                continue
+            following = boxes[i + 1].frame_index if i + 1 < len(boxes) else None
+            contiguous = following is not None and position.get(following, -1) == position.get(box.frame_index, -2) + 1
+            frame = box.frame_index + 1  # LS frames are 1-based
+            sequence.append(
+                {"frame": frame, "enabled": contiguous, "rotation": 0, **xywh, "time": round(frame / fps, 6)}
+            )
+        if not sequence:
+            continue
+        sequence[-1]["enabled"] = False  # a box dropped for zero size must not leave the span open
+        regions.append(
+            {
+                "id": region_id(control.from_name, meta.slot, "track", 0, track.track_id),
+                "from_name": control.from_name,
+                "to_name": control.to_name,
+                "type": "videorectangle",
+                "value": {
+                    "framesCount": frames_count,
+                    "duration": round(frames_count / fps, 6),
+                    "sequence": sequence,
+                    "labels": [label],
+                },
+                "score": round(track.confidence, 5),
+            }
+        )
+    return regions
+
+
+def xyxy_to_xywh_pct(xyxy_px: Sequence[float], width_px: int, height_px: int) -> dict[str, float] | None:
+    """Pixel corners -> LS ``{"x", "y", "width", "height"}`` in percent of the image, top-left origin.
+
+    The box is clipped to the image first (LS validation wants 0-100); None when nothing is left of it
+    or the image size is unknown.
+    """
+    if width_px <= 0 or height_px <= 0 or not all(math.isfinite(v) for v in xyxy_px):
+        return None
+    x1, y1, x2, y2 = xyxy_px
+    x1, x2 = (min(max(v, 0.0), width_px) for v in (x1, x2))
+    y1, y2 = (min(max(v, 0.0), height_px) for v in (y1, y2))
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return {
+        "x": round(100.0 * x1 / width_px, 4),
+        "y": round(100.0 * y1 / height_px, 4),
+        "width": round(100.0 * (x2 - x1) / width_px, 4),
+        "height": round(100.0 * (y2 - y1) / height_px, 4),
+    }
+
+
+def region_id(from_name: str, slot: str, kind: str, frame_index: int, number: int) -> str:
+    """A 10-character region id from where the region is: the same input always gives the same ids."""
+    key = "\x1f".join((from_name, slot, kind, str(frame_index), str(number)))
+    return hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:10]

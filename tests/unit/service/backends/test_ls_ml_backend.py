@@ -1,0 +1,225 @@
+"""The /ls ML backend routes on a minimal app with a fake detector: auth, setup, predict order, media trust."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from models.base import Detector
+from models.types import Detections, ModelInfo, RGBImage
+from service.api.auth import TokenAuth
+from service.api.errors import register_exception_handlers
+from service.api.routes.ls_ml_backend import LsBackendState, router
+from service.api.state import AppState
+from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
+from service.config import Settings
+from service.loaded_models import LoadedModel, ModelRegistry
+from service.pipeline.batching import DynamicBatcher
+from service.pipeline.fetch import Fetcher
+from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, MediaHost, serving
+
+TOKEN = "ls-backend-test-token-" + "z" * 20
+CONFIG = """<View><Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image"><Label value="Face"/></RectangleLabels></View>"""
+
+
+class CentreBox(Detector):
+    """One ``face`` in the middle half of every frame."""
+
+    def __init__(self) -> None:
+        self.info = ModelInfo(
+            spec="fake:centre",
+            name="centre",
+            version="centre-00000001",
+            class_names=("face",),
+            runtime="numpy",
+            device="cpu",
+            batch_size=4,
+            input_size_px=None,
+        )
+
+    def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
+        out = []
+        for image in images:
+            h, w = image.shape[:2]
+            xyxy = np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]], np.float32)
+            out.append(Detections(xyxy, np.array([0.9], np.float32), np.array([0], np.int64)))
+        return out
+
+
+def basic(password: str, user: str = "label-studio") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    root.mkdir()
+    cv2.imwrite(str(root / "a.png"), np.full((40, 80, 3), 128, np.uint8))
+    return root
+
+
+def build(media: Path, tmp_path: Path, allowed_hosts: Sequence[str] = ()) -> tuple[FastAPI, DynamicBatcher]:
+    settings = Settings(
+        api_tokens=SecretStr(TOKEN),
+        local_roots=[media],
+        fetch_allowed_hosts=list(allowed_hosts),
+        db_path=tmp_path / "jobs.db",
+        work_dir=tmp_path,
+    )
+    batcher = DynamicBatcher(CentreBox(), max_batch_size=4, max_wait_ms=0)
+    batcher.start()
+    app = FastAPI()
+    register_exception_handlers(app)
+    app.include_router(router)
+    app.state.preannotate = AppState(
+        settings=settings,
+        auth=TokenAuth([TOKEN]),
+        store=None,  # type: ignore[arg-type]  # the /ls routes never touch the job store
+        fetcher=Fetcher(settings.fetch_policy()),
+        models=ModelRegistry([LoadedModel(spec="fake:centre", batcher=batcher)]),
+    )
+    return app, batcher
+
+
+@pytest.fixture
+def app(media: Path, tmp_path: Path) -> Iterator[FastAPI]:
+    app, batcher = build(media, tmp_path)
+    yield app
+    batcher.close()
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+def setup_body(hostname: str = "http://localhost:8080") -> dict[str, Any]:
+    return {
+        "project": "7.1795398503",
+        "schema": CONFIG,
+        "hostname": hostname,
+        "access_token": "creator-legacy-token",
+        "extra_params": None,
+    }
+
+
+def predict_body(*images: str) -> dict[str, Any]:
+    return {"tasks": [{"id": i + 1, "data": {"image": url}} for i, url in enumerate(images)], "project": "7.1795398503"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (basic(TOKEN), 200),
+        (basic(TOKEN, user=""), 200),  # the user name is not checked
+        ({"Authorization": f"Bearer {TOKEN}"}, 200),
+        ({}, 401),
+        (basic("wrong"), 401),
+        ({"Authorization": "Basic !!!not-base64"}, 401),
+        ({"Authorization": f"Token {TOKEN}"}, 401),
+    ],
+)
+def test_auth(client: TestClient, headers: dict[str, str], status: int) -> None:
+    answer = client.get("/ls/health", headers=headers)
+    assert answer.status_code == status
+    if status == 401:
+        assert answer.json()["error"]["code"] == "unauthorized"
+    else:
+        assert answer.json()["status"] == "UP"
+
+
+def test_webhook_takes_anything_and_does_nothing(client: TestClient) -> None:
+    answer = client.post("/ls/webhook", json={"action": "TASKS_CREATED", "project": {"token": "x"}})
+    assert answer.json() == {"status": "ok"}
+
+
+def test_setup_and_versions_agree(client: TestClient) -> None:
+    answer = client.post("/ls/setup", json=setup_body(), headers=basic(TOKEN))
+    assert answer.json() == {"model_version": "centre-00000001"}
+    assert client.get("/ls/versions", headers=basic(TOKEN)).json() == {"versions": ["centre-00000001"]}
+    bad = client.post("/ls/setup", json={**setup_body(), "schema": "<View"}, headers=basic(TOKEN))
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_argument")
+
+
+def test_predict_answers_one_entry_per_task_in_order(client: TestClient, media: Path) -> None:
+    good = (media / "a.png").as_uri()
+    client.post("/ls/setup", json=setup_body(), headers=basic(TOKEN))
+    body = predict_body(good, (media / "missing.png").as_uri(), good)
+    results = client.post("/ls/predict", json=body, headers=basic(TOKEN)).json()["results"]
+
+    assert len(results) == 3
+    assert results[1] == []  # failed: no prediction, so LS asks again next time
+    for entry in (results[0], results[2]):
+        assert entry["model_version"] == "centre-00000001"
+        (region,) = entry["result"]
+        assert region["value"]["rectanglelabels"] == ["Face"]
+        assert region["value"] | {"rectanglelabels": None} == {
+            "x": 25.0,
+            "y": 25.0,
+            "width": 50.0,
+            "height": 50.0,
+            "rotation": 0,
+            "rectanglelabels": None,
+        }
+
+
+def test_predict_without_a_config_is_refused(client: TestClient, media: Path) -> None:
+    body = {"tasks": [{"id": 1, "data": {}}], "project": "99.1"}
+    answer = client.post("/ls/predict", json=body, headers=basic(TOKEN))
+    assert answer.status_code == 422
+
+
+def test_predict_uses_the_label_config_it_is_sent(client: TestClient, media: Path) -> None:
+    body = {**predict_body((media / "a.png").as_uri()), "project": "8.1", "label_config": CONFIG}
+    (entry,) = client.post("/ls/predict", json=body, headers=basic(TOKEN)).json()["results"]
+    assert len(entry["result"]) == 1
+
+
+def test_a_host_named_by_setup_is_not_trusted(client: TestClient) -> None:
+    host = MediaHost(b"\x89PNG")
+    with serving(host) as url:
+        client.post("/ls/setup", json=setup_body(hostname=url), headers=basic(TOKEN))
+        (entry,) = client.post("/ls/predict", json=predict_body("/data/upload/1/a.png"), headers=basic(TOKEN)).json()[
+            "results"
+        ]
+    assert entry == []
+    assert host.authorizations == []  # never even asked
+
+
+def test_an_allowed_setup_host_is_fetched_without_any_token(media: Path, tmp_path: Path) -> None:
+    host = MediaHost((media / "a.png").read_bytes())
+    with serving(host) as url:
+        app, batcher = build(media, tmp_path, allowed_hosts=[url.removeprefix("http://")])
+        with TestClient(app) as client:
+            client.post("/ls/setup", json=setup_body(hostname=url), headers=basic(TOKEN))
+            answer = client.post("/ls/predict", json=predict_body("/data/upload/1/a.png"), headers=basic(TOKEN))
+        batcher.close()
+    (entry,) = answer.json()["results"]
+    assert len(entry["result"]) == 1
+    assert host.authorizations == [None]  # not ours, and not /setup's access_token
+
+
+def test_the_configured_label_studio_gets_its_key(client: TestClient, app: FastAPI, media: Path) -> None:
+    fake = FakeLabelStudio()
+    fake.media["/data/upload/1/a.png"] = (media / "a.png").read_bytes()
+    with serving(fake) as url:
+        ls = LsBackendState(app.state.preannotate)
+        ls.client = LabelStudioClient(LabelStudioConfig(url=url, api_key=SecretStr(LEGACY_TOKEN)))
+        app.state.ls_ml_backend = ls
+        client.post("/ls/setup", json=setup_body(hostname="http://elsewhere.example"), headers=basic(TOKEN))
+        body = predict_body("/data/upload/1/a.png", f"{url}/data/upload/1/a.png")
+        results = client.post("/ls/predict", json=body, headers=basic(TOKEN)).json()["results"]
+        ls.close()
+    assert [len(r["result"]) for r in results] == [1, 1]
+    assert [r.authorization for r in fake.requests] == [f"Token {LEGACY_TOKEN}"] * 2

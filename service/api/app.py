@@ -22,6 +22,7 @@ from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
 from service.jobs.models import JobCreate
+from service.jobs.push import Pushers
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
@@ -46,6 +47,7 @@ def _load_models(state: AppState) -> None:
         return
     settings = state.settings
     if settings.workers > 0:
+        state.pushers = Pushers(settings)
         state.workers = WorkerPool(
             state.store,
             state.models,
@@ -57,6 +59,7 @@ def _load_models(state: AppState) -> None:
                 limits=settings.media_limits(),
                 work_dir=settings.work_dir,
             ),
+            state.pushers,
         )
         state.workers.start()
 
@@ -84,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(loader.join, _SHUTDOWN_GRACE_S)
             if state.workers is not None:
                 await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
+            if state.pushers is not None:
+                state.pushers.close()
             if state.models is not None:
                 state.models.close()
             ls_backend = getattr(app.state, "ls_ml_backend", None)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from service.api.auth import TokenAuth
 from service.config import Settings
+from service.jobs.push import Pushers
 from service.jobs.store import JobStore
 from service.jobs.worker import WorkerPool
 from service.loaded_models import ModelRegistry
@@ -20,6 +21,7 @@ class AppState:
     fetcher: Fetcher
     models: ModelRegistry | None = None
     workers: WorkerPool | None = None
+    pushers: Pushers | None = None
     load_error: str | None = None
     draining: bool = False
 

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from xml.sax.saxutils import escape
 
 from service.convert.tracks import frames_to_tracks
 from service.convert.types import ItemPredictions, ModelRef, Track
@@ -382,3 +383,19 @@ def region_id(from_name: str, slot: str, kind: str, frame_index: int, number: in
     """A 10-character region id from where the region is: the same input always gives the same ids."""
     key = "\x1f".join((from_name, slot, kind, str(frame_index), str(number)))
     return hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:10]
+
+
+def default_label_config_xml(class_names: Sequence[str], kind: ObjectKind = "image") -> str:
+    """A labeling config for a project that takes our predictions as they are, one label per model class:
+    boxes on ``$image``, or box tracks on ``$video`` (LS wants every ``$key`` of a config in every task, so
+    image and video tasks live in separate projects)."""
+    labels = "".join(f'<Label value="{escape(name, {chr(34): "&quot;"})}"/>' for name in class_names)
+    if kind == "image":
+        return (
+            f'<View><Image name="image" value="$image"/>'
+            f'<RectangleLabels name="label" toName="image">{labels}</RectangleLabels></View>'
+        )
+    return (
+        f'<View><Video name="video" value="$video"/><VideoRectangle name="box" toName="video"/>'
+        f'<Labels name="videoLabels" toName="video">{labels}</Labels></View>'
+    )

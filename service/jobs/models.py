@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from service.pipeline.options import SamplingMode
 
 SLOT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"  # safe as a file or path component anywhere downstream
-OutputFormat = Literal["coco"]
+OutputFormat = Literal["coco", "darwin", "labelstudio", "encord"]
 
 MAX_URL_LENGTH = 16_384  # Encord's documented limit, and ours
 
@@ -39,6 +39,9 @@ class SlotIn(BaseModel):
 class ItemIn(BaseModel):
     name: str = Field(min_length=1, max_length=300)
     slots: list[SlotIn] = Field(min_length=1)
+    external_ids: dict[Literal["label_studio", "v7", "encord"], Annotated[str, Field(max_length=300)]] | None = Field(
+        None, description="the item in each destination: LS task id, V7 item id (else found by name), Encord data hash"
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +54,15 @@ class ItemIn(BaseModel):
         return slots
 
 
+class Destination(BaseModel):
+    """A labeling tool the job pushes each finished item to (credentials come from the server's settings)."""
+
+    backend: Literal["label_studio", "v7", "encord"]
+    project: int | None = Field(None, ge=1, description="Label Studio project id")
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class JobCreate(BaseModel):
     items: list[ItemIn] = Field(min_length=1)
     model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
@@ -61,6 +73,7 @@ class JobCreate(BaseModel):
     threshold: float | None = Field(None, strict=True, ge=0.0, le=1.0)  # strict: `false` is not 0.0
     classes: list[str] | None = None
     outputs: list[OutputFormat] = Field(default=["coco"])
+    destinations: list[Destination] = Field(default_factory=list, max_length=3)
 
     model_config = ConfigDict(
         extra="forbid",

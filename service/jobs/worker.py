@@ -17,8 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
+from service.jobs.push import Pushers
 from service.jobs.runner import ItemStoppedError, JobParams, run_item
 from service.jobs.store import JobStore, Lease
 from service.loaded_models import ModelRegistry
@@ -55,8 +58,16 @@ class WorkerConfig:
 
 
 class WorkerPool:
-    def __init__(self, store: JobStore, models: ModelRegistry, fetcher: Fetcher, config: WorkerConfig) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        models: ModelRegistry,
+        fetcher: Fetcher,
+        config: WorkerConfig,
+        pushers: Pushers | None = None,
+    ) -> None:
         self._store, self._models, self._fetcher, self._config = store, models, fetcher, config
+        self._pushers = pushers
         self._stopping = threading.Event()
         self._stop_heartbeat = threading.Event()
         self._in_flight: dict[int, _InFlight] = {}
@@ -121,6 +132,7 @@ class WorkerPool:
                 work_dir=self._config.work_dir,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
             )
+            self._push(lease, flight, result)
             if self._store.complete(worker, lease.item_id, result):
                 ITEMS_FINISHED.labels(outcome="succeeded").inc()
             else:
@@ -135,6 +147,20 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._in_flight.pop(lease.item_id, None)
+
+    def _push(self, lease: Lease, flight: _InFlight, result: dict[str, Any]) -> None:
+        """Send the item to the job's destinations; pushes are idempotent, so a retry re-sends safely."""
+        destinations = lease.request.get("destinations") or []
+        if not destinations:
+            return
+        if self._pushers is None:
+            raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
+        if flight.stop.is_set():
+            raise ItemStoppedError
+        predictions = ItemPredictions.from_result_json(lease.item["name"], result)
+        request = lease.request
+        model = ModelRef(request["model"], request["model_version"], tuple(request["class_names"]))
+        result["pushes"] = [self._pushers.push(d, lease.item, predictions, model) for d in destinations]
 
     def _fail(self, worker: str, lease: Lease, exc: PreannotateError) -> None:
         log.info("item %s failed: %s", lease.item_id, exc)

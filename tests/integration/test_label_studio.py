@@ -21,7 +21,7 @@ from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
 from service.commands.sync import sync_command
 from service.samples import write_pan_video
 from tests.integration.label_studio import LabelStudio, running_label_studio
-from tests.integration.servers import TOKEN, Server, running
+from tests.integration.servers import TOKEN, Server, running, wait_for_job
 
 pytestmark = pytest.mark.label_studio
 
@@ -248,3 +248,32 @@ def test_ml_backend_predictions_appear_in_label_studio(ls: LabelStudio, media: d
         assert client.post("/api/dm/actions/", params=params, json=action).status_code == 200
     assert [len(ls.predictions(t)) for t in tasks] == [1, 1]
     assert ls.token not in server.log()
+
+
+def test_a_job_pushes_to_label_studio_once(ls: LabelStudio, media: dict[str, Path], tmp_path: Path) -> None:
+    """A job naming a Label Studio project as its destination leaves one prediction per task, however
+    often it runs, and sets the project's model version."""
+    project, tasks = image_project(ls, media, "job destination")
+    items = [
+        {"name": key, "slots": [{"url": media[key].as_uri()}], "external_ids": {"label_studio": str(task)}}
+        for key, task in zip(("photo", "camera"), tasks, strict=True)
+    ]
+    body = {"items": items, "destinations": [{"backend": "label_studio", "project": project}]}
+    with (
+        running(
+            tmp_path / "jobs.db",
+            PREANNOTATE_LABEL_STUDIO_URL=ls.url,
+            PREANNOTATE_LABEL_STUDIO_API_KEY=ls.token,
+            PREANNOTATE_LOCAL_ROOTS=str(media["photo"].parent),
+        ) as srv,
+        srv.client() as client,
+    ):
+        for key in ("first", "second"):  # two jobs: the second must not add predictions
+            job_id = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key}).json()["job_id"]
+            job = wait_for_job(client, job_id)
+            assert job["status"] == "succeeded", job
+        log = srv.log()
+    assert [len(ls.predictions(t)) for t in tasks] == [1, 1]
+    assert ls.predictions(tasks[0])[0]["result"][0]["value"]["rectanglelabels"] == ["Face"]
+    assert ls.project(project)["model_version"].startswith("centerface-")
+    assert ls.token not in log

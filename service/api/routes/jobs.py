@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from service.api.deps import ModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
 from service.api.schemas import ItemErrorPublic, JobAccepted, JobProgress, JobPublic, error_responses
-from service.convert.coco import frame_results_to_coco
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 from service.jobs.models import ItemIn, JobCreate
-from service.jobs.results import frames_of
-from service.jobs.store import ItemState, JobRecord, JobStatus
+from service.jobs.outputs import job_result
+from service.jobs.push import check_destination
+from service.jobs.store import JobRecord, JobStatus
 from service.pipeline.run import class_filter
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
@@ -122,6 +122,8 @@ async def create_job(
     _check_urls(job.items, settings.max_slots_per_item)
     loaded = models.get(job.model)
     class_filter(loaded.info.class_names, job.classes)  # unknown class names are a 422 now, not a failed job
+    for destination in job.destinations:
+        check_destination(settings, destination, job.items)
     params = {
         "model": loaded.spec,
         "model_version": loaded.info.version,
@@ -131,6 +133,7 @@ async def create_job(
         "threshold": settings.threshold if job.threshold is None else job.threshold,
         "classes": job.classes,
         "outputs": list(job.outputs),
+        "destinations": [d.model_dump(exclude_none=True) for d in job.destinations],
     }
     items = [item.model_dump(exclude_none=True) for item in job.items]
     if idempotency_key:
@@ -170,19 +173,14 @@ def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
 
 @router.get("/{job_id}/result", responses=error_responses(409))
 def get_result(
-    job_id: str, state: StateDep, tenant: TenantDep, format: Annotated[str, Query(pattern="^coco$")] = "coco"
+    job_id: str,
+    state: StateDep,
+    tenant: TenantDep,
+    format: Annotated[str, Query(pattern="^(coco|darwin|labelstudio|encord)$")] = "coco",
 ) -> dict[str, Any]:
-    """The preannotations of a finished job (succeeded items) as COCO."""
+    """The preannotations of a finished job (succeeded items): COCO, Darwin JSON 2.0, Label Studio
+    predictions or Encord label rows; video detections linked into tracks."""
     job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
-    results = state.store.results(tenant=tenant, job_id=job_id) or []
-    done = [r for r in results if r.state is ItemState.SUCCEEDED and r.result is not None]
-    frames = [frame for r in done for frame in frames_of(r.name, r.result or {})]
-    coco = frame_results_to_coco(
-        frames,
-        class_names=job.request["class_names"],
-        multi_slot_items=frozenset(r.name for r in done if len((r.result or {}).get("slots", [])) > 1),
-    )
-    coco["info"] |= {"model": job.request["model"], "model_version": job.request["model_version"], "job_id": job.id}
-    return coco
+    return job_result(format, job, state.store.results(tenant=tenant, job_id=job_id) or [], state.settings)

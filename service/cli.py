@@ -102,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--replace", action="store_true", help="overwrite this model version's existing predictions")
     _add_common_flags(ls)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="score preannotations or annotators against benchmark labels; write CSVs and a report"
+    )
+    evaluate.add_argument(
+        "--benchmark",
+        required=True,
+        metavar="GT",
+        help="gold labels: COCO, Darwin JSON 2.0 file or directory, Label Studio export, Encord label rows",
+    )
+    evaluate.add_argument(
+        "--candidate",
+        action="append",
+        required=True,
+        metavar="[NAME=]PRED",
+        help="labels to score (repeatable), as --benchmark or COCO results; LS: PRED#annotations, PRED#predictions[=V]",
+    )
+    evaluate.add_argument("--iou", type=float, default=0.5, help="IoU a pair needs to match (default 0.5)")
+    for metric in ("f1", "precision", "recall", "mean-iou", "map", "map50", "tag-accuracy"):
+        evaluate.add_argument(f"--min-{metric}", type=float, metavar="X", help=f"pass/fail: minimum {metric} (0..1)")
+    evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    evaluate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
+
     bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")
     bench.add_argument("name", choices=["sampling", "infer", "e2e", "serve", "memory", "all"])
     bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
@@ -130,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.demo import demo_command
 
             return demo_command(args)
+        if args.command == "evaluate":
+            from service.commands.evaluate import evaluate_command
+
+            return evaluate_command(args)
         if args.command == "serve":
             from service.commands.serve import serve_command
 

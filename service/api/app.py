@@ -16,7 +16,7 @@ from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.middleware import BodySizeLimit
 from service.api.openapi import add_component_schemas
-from service.api.routes import health, jobs, ls_ml_backend, models, predict, v7_byom
+from service.api.routes import evaluate, health, jobs, ls_ml_backend, models, predict, v7_byom
 from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.config import Settings, get_settings
@@ -120,8 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         HTTP_SECONDS.labels(method=request.method, route=route).observe(time.perf_counter() - start)
         return response
 
-    for router in (health.router, predict.router, jobs.router, models.router, v7_byom.router, ls_ml_backend.router):
-        app.include_router(router)
+    routers = (health, predict, jobs, models, evaluate, v7_byom, ls_ml_backend)
+    for module in routers:
+        app.include_router(module.router)
     add_component_schemas(app, JobCreate, PredictUrlRequest)
     return app
 

@@ -373,7 +373,7 @@ def test_result_before_the_job_finishes_is_409(client: httpx.Client, media: dict
         ),
         ({"items": [{"name": "a", "slots": [{"url": "https://x/y.png"}]}], "model": "hf:nope"}, 404, "model_not_found"),
         (
-            {"items": [{"name": "a", "slots": [{"url": "https://x/y.png"}]}], "outputs": ["darwin"]},
+            {"items": [{"name": "a", "slots": [{"url": "https://x/y.png"}]}], "outputs": ["yolo-txt"]},
             422,
             "invalid_argument",
         ),

@@ -1,0 +1,49 @@
+"""``preannotate evaluate``: score candidates (model preannotations, annotators) against benchmark labels.
+
+Writes summary.json, leaderboard.csv, iou_results.csv (Encord's script, for compatibility) and report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from service.evaluate.evaluation import Thresholds, candidate_figures, evaluate
+from service.evaluate.inputs import load_benchmark, load_candidates
+from service.evaluate.outputs import write_outputs
+from service.evaluate.types import Dataset
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Load, evaluate, write; one line per candidate on stderr. Exit 0 even when a candidate fails a threshold:
+    the gate's verdict is data (``passed`` in summary.json and leaderboard.csv), not a tool failure."""
+    thresholds = Thresholds(
+        min_f1=args.min_f1,
+        min_precision=args.min_precision,
+        min_recall=args.min_recall,
+        min_mean_iou=args.min_mean_iou,
+        min_map=args.min_map,
+        min_map50=args.min_map50,
+        min_tag_accuracy=args.min_tag_accuracy,
+    )
+    benchmark = load_benchmark(args.benchmark)
+    candidates: list[Dataset] = []
+    for text in args.candidate:
+        candidates += load_candidates(text, benchmark)
+    evaluation = evaluate(benchmark, candidates, iou_threshold=args.iou, thresholds=thresholds)
+    write_outputs(evaluation, args.out)
+    for result in evaluation.candidates:
+        f = candidate_figures(result)
+        verdict = ("pass" if result.passed else "FAIL: " + "; ".join(result.failed)) if thresholds.to_json() else ""
+        print(
+            f"{f['candidate']}: TP {f['tp']} FP {f['fp']} FN {f['fn']}  P {_figure(f['precision'])} "
+            f"R {_figure(f['recall'])} F1 {_figure(f['f1'])}  mean IoU {_figure(f['mean_iou'])}  "
+            f"mAP {_figure(f['map'])} mAP50 {_figure(f['map50'])}  {verdict}".rstrip(),
+            file=sys.stderr,
+        )
+    print(f"wrote summary.json, leaderboard.csv, iou_results.csv and report.html to {args.out}", file=sys.stderr)
+    return 0

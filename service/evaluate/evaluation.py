@@ -1,0 +1,194 @@
+"""Evaluate candidates against a benchmark: pair, match, count, mAP, seed rows, pass/fail; and the summary JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from service.errors import ErrorCode, PreannotateError
+from service.evaluate.coco_map import MapResult, compute_map
+from service.evaluate.metrics import Score, score_pairing, worst_items
+from service.evaluate.pairing import Pairing, pair_units
+from service.evaluate.seed_csv import SeedRow, pairing_to_seed_rows
+from service.evaluate.types import Dataset
+
+_PIXEL_SOURCES = frozenset({"coco", "coco_results", "darwin"})
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Minimums a candidate must reach to pass (Benchmark QA routing); None = not checked. All in [0, 1]."""
+
+    min_f1: float | None = None
+    min_precision: float | None = None
+    min_recall: float | None = None
+    min_mean_iou: float | None = None
+    min_map: float | None = None
+    min_map50: float | None = None
+    min_tag_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                flag = "--" + f.name.replace("_", "-")
+                raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{flag} must be in [0, 1], got {value}")
+
+    def to_json(self) -> dict[str, float]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def failures(self, figures: dict[str, Any]) -> list[str]:
+        """Human-readable failed checks, e.g. ``f1 0.6200 < 0.8000``; a missing figure fails its check."""
+        failed = []
+        for name, minimum in self.to_json().items():
+            metric = name.removeprefix("min_")
+            value = figures.get(metric)
+            if value is None:
+                failed.append(f"{metric} unavailable ({figures.get('map_note') or 'nothing to measure'})")
+            elif value < minimum:
+                failed.append(f"{metric} {value:.4f} < {minimum:.4f}")
+        return failed
+
+
+@dataclass(slots=True)
+class CandidateResult:
+    """One candidate's evaluation."""
+
+    dataset: Dataset
+    pairing: Pairing
+    score: Score
+    map: MapResult | None
+    map_note: str | None
+    seed_rows: list[SeedRow]
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+
+@dataclass(slots=True)
+class Evaluation:
+    benchmark: Dataset
+    iou_threshold: float
+    thresholds: Thresholds
+    candidates: list[CandidateResult]
+
+
+def _map_or_note(candidate: Dataset, score: Score, benchmark: Dataset) -> tuple[MapResult | None, str | None]:
+    if not candidate.has_scores():
+        return None, "the candidate carries no scores (human labels): no mAP, use precision/recall/F1"
+    result = compute_map(
+        score.frame_pairs,
+        gt_exact=benchmark.format in _PIXEL_SOURCES,
+        dt_exact=candidate.format in _PIXEL_SOURCES,
+    )
+    return result, None if result is not None else "the benchmark has no objects"
+
+
+def evaluate_candidate(
+    benchmark: Dataset, candidate: Dataset, *, iou_threshold: float, thresholds: Thresholds
+) -> CandidateResult:
+    """Score one candidate: one-to-one counts, COCO mAP when it has scores, the seed's rows, the gate."""
+    pairing = pair_units(benchmark, candidate)
+    score = score_pairing(pairing, iou_threshold=iou_threshold)
+    map_result, note = _map_or_note(candidate, score, benchmark)
+    result = CandidateResult(
+        candidate, pairing, score, map_result, note, pairing_to_seed_rows(pairing, candidate_name=candidate.name)
+    )
+    result.failed = thresholds.failures(candidate_figures(result))
+    return result
+
+
+def evaluate(
+    benchmark: Dataset, candidates: list[Dataset], *, iou_threshold: float = 0.5, thresholds: Thresholds | None = None
+) -> Evaluation:
+    """Evaluate every candidate against the benchmark (names made unique: ``alice``, ``alice#2``)."""
+    if not 0.0 < iou_threshold <= 1.0:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--iou must be in (0, 1], got {iou_threshold}")
+    if not candidates:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "give at least one candidate")
+    seen: dict[str, int] = {}
+    for candidate in candidates:
+        seen[candidate.name] = seen.get(candidate.name, 0) + 1
+        if seen[candidate.name] > 1:
+            candidate.name = f"{candidate.name}#{seen[candidate.name]}"
+    gates = thresholds or Thresholds()
+    results = [evaluate_candidate(benchmark, c, iou_threshold=iou_threshold, thresholds=gates) for c in candidates]
+    return Evaluation(benchmark, iou_threshold, gates, results)
+
+
+def candidate_figures(result: CandidateResult) -> dict[str, Any]:
+    """The headline figures of a candidate (the leaderboard row, the threshold inputs)."""
+    overall = result.score.overall
+    return {
+        "candidate": result.dataset.name,
+        **overall.to_json(),
+        "map": None if result.map is None else result.map.map,
+        "map50": None if result.map is None else result.map.map50,
+        "map_note": result.map_note,
+        "tag_accuracy": result.score.tag_accuracy,
+        "attribute_accuracy": result.score.attribute_accuracy,
+    }
+
+
+def candidate_to_json(result: CandidateResult) -> dict[str, Any]:
+    """Everything ``summary.json`` holds about one candidate."""
+    score = result.score
+    per_class: dict[str, Any] = {}
+    for label in sorted(set(score.per_class) | set(result.map.per_class if result.map else {})):
+        entry: dict[str, Any] = score.per_class[label].to_json()
+        if result.map is not None:
+            entry |= result.map.per_class.get(label, {"ap": None, "ap50": None})
+        per_class[label] = entry
+    skipped: dict[str, int] = {}
+    for unit in result.dataset.units:
+        for kind, n in unit.skipped.items():
+            skipped[kind] = skipped.get(kind, 0) + n
+    pairing = result.pairing
+    return {
+        **candidate_figures(result),
+        "source": result.dataset.source,
+        "format": result.dataset.format,
+        "map_iou_type": None if result.map is None else result.map.iou_type,
+        "tags": {"correct": score.tags_correct, "total": score.tags_total},
+        "attributes": {"correct": score.attributes_correct, "total": score.attributes_total},
+        "per_class": per_class,
+        "confusion": {g: dict(sorted(row.items())) for g, row in sorted(score.confusion.items())},
+        "items": {
+            "benchmark_units": len(pairing.pairs),
+            "scored_units": sum(1 for _, c in pairing.pairs if c is not None),
+            "missing_in_candidate": sorted(f"{b.item}/{b.slot}" for b, c in pairing.pairs if c is None),
+            "candidate_only_units": len(pairing.candidate_only),
+            "frames": len(score.frame_pairs),
+        },
+        "ignored_in_crowd_regions": score.ignored,
+        "skipped_shapes": skipped,
+        "worst_items": [
+            {"item": i.item, "slot": i.slot, "in_candidate": i.in_candidate, "frames": i.frames, **i.counts.to_json()}
+            for i in worst_items(score)
+        ],
+        "passed": result.passed,
+        "failed_checks": result.failed,
+    }
+
+
+def evaluation_to_summary(evaluation: Evaluation) -> dict[str, Any]:
+    """``summary.json``: the first candidate's figures at the top level (usually the only one), every
+    candidate under ``candidates``, and the benchmark, IoU threshold and gates used."""
+    candidates = [candidate_to_json(c) for c in evaluation.candidates]
+    bench = evaluation.benchmark
+    return {
+        **candidates[0],
+        "iou_threshold": evaluation.iou_threshold,
+        "benchmark": {
+            "source": bench.source,
+            "format": bench.format,
+            "units": len(bench.units),
+            "frames": sum(len(u.frames) for u in bench.units),
+            "objects": sum(len(s) for u in bench.units for s in u.frames.values()),
+        },
+        "thresholds": evaluation.thresholds.to_json(),
+        "all_passed": all(c.passed for c in evaluation.candidates),
+        "candidates": candidates,
+    }

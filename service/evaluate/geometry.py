@@ -1,0 +1,206 @@
+"""IoU of boxes and of masks (polygons and RLE rasterised with pycocotools), and shape conversions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.errors import ErrorCode, PreannotateError
+from service.evaluate.types import BoxXYXY, FormatError, Shape
+
+MAX_RASTER_PIXELS = 250_000_000
+"""Largest frame (width x height) polygons and masks are rasterised on; inputs refuse bigger ones."""
+
+_UNKNOWN_SIZE_CANVAS = 1000
+"""Canvas side (cells) for rasterising shapes whose frame has no known pixel size (percent coordinates)."""
+
+
+def mask_utils() -> Any:
+    """``pycocotools.mask``, or a MISSING_DEPENDENCY error naming the extra to install."""
+    try:
+        from pycocotools import mask  # type: ignore[import-untyped, unused-ignore]  # no stubs
+    except ImportError:
+        raise PreannotateError(
+            ErrorCode.MISSING_DEPENDENCY, "evaluation needs pycocotools: pip install 'preannotate[eval]'"
+        ) from None
+    return mask
+
+
+def boxes_to_array(shapes: Sequence[Shape]) -> NDArray[np.float64]:
+    """(n, 4) float64 xyxy of the shapes (float64: IoU near the threshold must not flip on rounding)."""
+    return np.asarray([s.xyxy for s in shapes], np.float64).reshape(-1, 4)
+
+
+def box_iou_matrix(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """IoU of every box in ``a`` (n, 4) with every box in ``b`` (m, 4), xyxy, continuous (no +1 pixel).
+
+    Returns:
+        (n, m) IoU in [0, 1]; 0 where the union is empty.
+    """
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def box_iof_matrix(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Intersection of each ``a`` box with each ``b`` box over the ``a`` box's own area (COCO's crowd rule)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
+
+
+def canvas_size(shapes: Sequence[Shape], width: int | None, height: int | None) -> tuple[int, int, float]:
+    """The raster (height, width) and the coordinate scale to draw shapes on.
+
+    The frame's own size when known; otherwise a fixed canvas scaled to the shapes' extent, so percent
+    coordinates (0..100) are not rasterised at 1-unit resolution.
+    """
+    if width and height:
+        return height, width, 1.0
+    extent = max([1.0, *(max(s.xyxy[2], s.xyxy[3]) for s in shapes)])
+    scale = _UNKNOWN_SIZE_CANVAS / extent
+    side = math.ceil(extent * scale) + 1
+    return side, side, scale
+
+
+def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> dict[str, Any] | None:
+    """A COCO RLE of the shape's mask on an (height, width) canvas, or None when it has no usable mask."""
+    mu = mask_utils()
+    if shape.rle is not None:
+        size = list(shape.rle.get("size", []))
+        if size != [height, width]:
+            return None  # a mask drawn on another canvas cannot be compared pixel for pixel
+        counts = shape.rle["counts"]
+        if isinstance(counts, list):
+            return dict(mu.frPyObjects(shape.rle, height, width))
+        return {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    # Clamp to just outside the canvas: pycocotools walks every (upsampled) pixel of the outline and overflows
+    # on coordinates far outside it; the part inside the frame is what is compared anyway.
+    rings = [
+        [min(max(v * scale, -1.0), (width if i % 2 == 0 else height) + 1.0) for i, v in enumerate(ring)]
+        for ring in shape.polygons
+        if len(ring) >= 6
+    ]
+    if not rings:
+        return None
+    return dict(mu.merge(mu.frPyObjects(rings, height, width)))
+
+
+def coco_counts_to_runs(counts: str) -> list[int]:
+    """The run lengths (0s, 1s, 0s, ...) of a compressed COCO RLE string, decoded as pycocotools' ``rleFrString``."""
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(counts):
+                raise FormatError("truncated RLE counts")
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]  # runs after the second are stored as differences
+        if not 0 <= x < 2**32:
+            raise FormatError("RLE counts hold a run out of range")
+        runs.append(x)
+    return runs
+
+
+def check_rle(rle: dict[str, Any]) -> None:
+    """Refuse an RLE whose runs do not cover exactly height x width pixels: pycocotools trusts them and would
+    read or write past its buffers."""
+    size = rle.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise FormatError("RLE size must be [height, width] positive integers")
+    if size[0] * size[1] > MAX_RASTER_PIXELS:
+        raise FormatError(f"a {size[1]}x{size[0]} mask is too large")
+    counts = rle.get("counts")
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and v >= 0 for v in counts):
+            raise FormatError("RLE counts must be non-negative integers")
+        total = sum(counts)
+    elif isinstance(counts, str):
+        total = sum(coco_counts_to_runs(counts))
+    else:
+        raise FormatError("RLE counts must be a list or a string")
+    if total != size[0] * size[1]:
+        raise FormatError(f"RLE runs cover {total} pixels, not {size[0]} x {size[1]}")
+
+
+def mask_iou_matrix(gt: Sequence[dict[str, Any]], dt: Sequence[dict[str, Any]]) -> NDArray[np.float64]:
+    """IoU of every benchmark mask with every candidate mask: (len(gt), len(dt))."""
+    if not gt or not dt:
+        return np.zeros((len(gt), len(dt)), np.float64)
+    # pycocotools takes (detections, ground truths, crowd flags) and returns (n_dt, n_gt).
+    ious = mask_utils().iou(list(dt), list(gt), [0] * len(gt))
+    return np.asarray(ious, np.float64).reshape(len(dt), len(gt)).T
+
+
+def polygon_to_xyxy(rings: Sequence[Sequence[float]]) -> BoxXYXY:
+    """The box enclosing flat ``x, y, x, y, ...`` rings."""
+    xs = [v for ring in rings for v in ring[0::2]]
+    ys = [v for ring in rings for v in ring[1::2]]
+    if not xs:
+        return (0.0, 0.0, 0.0, 0.0)
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def rotated_box_to_polygon(
+    x: float, y: float, w: float, h: float, angle_deg: float, *, about_centre: bool
+) -> tuple[float, ...]:
+    """Corners of a ``w`` x ``h`` box with top-left (x, y) rotated by ``angle_deg`` (clockwise on screen, y down).
+
+    Args:
+        x: top-left x of the unrotated box.
+        y: top-left y of the unrotated box.
+        w: width.
+        h: height.
+        angle_deg: rotation in degrees.
+        about_centre: rotate about the box centre (Encord) or about the top-left corner (Label Studio).
+
+    Returns:
+        A flat ring ``x0, y0, ..., x3, y3`` in the input's units.
+    """
+    theta = math.radians(angle_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    cx, cy = (x + w / 2, y + h / 2) if about_centre else (x, y)
+    ring: list[float] = []
+    for px, py in ((x, y), (x + w, y), (x + w, y + h), (x, y + h)):
+        dx, dy = px - cx, py - cy
+        ring += [cx + dx * cos - dy * sin, cy + dx * sin + dy * cos]
+    return tuple(ring)
+
+
+def encord_rle_to_coco_rle(rle_string: str, width: int, height: int) -> dict[str, Any]:
+    """An Encord bitmask (row-major RLE string) as a COCO RLE (column-major), as the Encord SDK's exporter does."""
+    check_rle({"counts": rle_string, "size": [width, height]})
+    # Encord's runs walk the pixels row by row (C order); COCO's walk them column by column (Fortran order).
+    runs = coco_counts_to_runs(rle_string)
+    values = np.arange(len(runs), dtype=np.uint8) % 2  # runs alternate 0s and 1s, starting with 0s
+    mask = np.repeat(values, runs).reshape(height, width)
+    encoded = mask_utils().encode(np.asfortranarray(mask))
+    return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}

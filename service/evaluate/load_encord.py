@@ -1,0 +1,183 @@
+"""Encord label rows (``LabelRowV2.to_encord_dict()`` JSON) -> Dataset: normalised 0..1 geometry to pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.evaluate.geometry import (
+    MAX_RASTER_PIXELS,
+    encord_rle_to_coco_rle,
+    mask_utils,
+    polygon_to_xyxy,
+    rotated_box_to_polygon,
+)
+from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
+
+_FRAME_TYPES = frozenset({"video", "dicom", "nifti", "pdf", "scene"})
+_STILL_TYPES = frozenset({"image", "img_group"})
+_MAX_TAG_FRAMES = 1_000_000  # classification ranges are expanded per frame; refuse absurd ones
+
+
+def _answer_text(answers: Any) -> str:
+    """A classification's answer as text: option names joined (radio, checklist) or the text itself."""
+    if isinstance(answers, list):
+        return ",".join(sorted(str(a.get("name") or a.get("value") or a.get("featureHash")) for a in answers))
+    return str(answers)
+
+
+def _attributes(answer: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    if not answer:
+        return ()
+    return tuple(
+        sorted(
+            (str(c.get("name") or c["featureHash"]), _answer_text(c.get("answers"))) for c in answer["classifications"]
+        )
+    )
+
+
+def _geometry(
+    obj: dict[str, Any], width: float, height: float
+) -> tuple[ShapeKind, tuple[tuple[float, ...], ...], dict[str, Any] | None] | None:
+    """(kind, rings in the frame's units, RLE) of an object entry, or None for shapes that are not scored."""
+    if "boundingBox" in obj:
+        return ShapeKind.BOX, (), None
+    if "rotatableBoundingBox" in obj:
+        b = obj["rotatableBoundingBox"]
+        ring = rotated_box_to_polygon(
+            b["x"] * width,
+            b["y"] * height,
+            b["w"] * width,
+            b["h"] * height,
+            float(b.get("theta", 0.0)),
+            about_centre=True,
+        )
+        return ShapeKind.POLYGON, (ring,), None
+    if "polygons" in obj or "polygon" in obj:
+        if obj.get("polygons"):  # 0.1.211: [[ring, hole, ...], ...] of flat normalised coordinates
+            flat = [ring for polygon in obj["polygons"] for ring in polygon]
+        else:  # older rows: {"0": {"x", "y"}, "1": ...}
+            points = obj["polygon"]
+            flat = [[v for k in sorted(points, key=int) for v in (points[k]["x"], points[k]["y"])]]
+        rings = tuple(tuple(v * (width if i % 2 == 0 else height) for i, v in enumerate(ring)) for ring in flat)
+        return ShapeKind.POLYGON, rings, None
+    if "bitmask" in obj and width > 1 and height > 1:
+        if width * height > MAX_RASTER_PIXELS:
+            raise FormatError(f"object {obj.get('objectHash')}: a {width:.0f}x{height:.0f} bitmask is too large")
+        rle = encord_rle_to_coco_rle(obj["bitmask"]["rleString"], int(width), int(height))
+        return ShapeKind.MASK, (), rle
+    return None
+
+
+def _object_to_shape(obj: dict[str, Any], du: dict[str, Any], unit: Unit, answers: dict[str, Any]) -> Shape | None:
+    """One object entry as a Shape in pixels of its data unit (``img_group`` images may differ in size)."""
+    known = bool(du.get("width") and du.get("height"))
+    # Without a pixel size, work in percent (0..100) so the shape can still be rescaled later.
+    width, height = (float(du["width"]), float(du["height"])) if known else (100.0, 100.0)
+    geometry = _geometry(obj, width, height)
+    if geometry is None:
+        unit.skip(str(obj.get("shape", "other")))
+        return None
+    kind, rings, rle = geometry
+    box_src: tuple[float, float, float, float] | None = None
+    if kind is ShapeKind.BOX:
+        b = obj["boundingBox"]
+        box_src = (float(b["x"]), float(b["y"]), float(b["w"]), float(b["h"]))
+        xyxy = (
+            box_src[0] * width,
+            box_src[1] * height,
+            (box_src[0] + box_src[2]) * width,
+            (box_src[1] + box_src[3]) * height,
+        )
+    elif rle is not None:
+        x, y, w, h = (float(v) for v in mask_utils().toBbox({**rle, "counts": rle["counts"].encode("ascii")}))
+        xyxy = (x, y, x + w, y + h)
+    else:
+        xyxy = polygon_to_xyxy(rings)
+    manual = obj.get("manualAnnotation", True)
+    confidence = obj.get("confidence")
+    object_hash = str(obj["objectHash"])
+    return Shape(
+        object_id=object_hash,
+        label=str(obj.get("name") or obj.get("value") or obj["featureHash"]),
+        xyxy=xyxy,
+        kind=kind,
+        # Human labels carry confidence 1.0 by default: that is no score, so only model output keeps one.
+        score=float(confidence) if manual is False and isinstance(confidence, int | float) else None,
+        polygons=rings,
+        rle=rle,
+        class_key=str(obj["featureHash"]),
+        box_src=box_src,
+        created_by=obj.get("createdBy"),
+        attributes=_attributes(answers.get(object_hash)),
+    )
+
+
+def _row_frames(row: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """(frame index, data unit, frame labels) in the SDK's parse order: data units, then frame keys as stored."""
+    data_type = row["data_type"]
+    out: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    for du in row["data_units"].values():
+        labels = du.get("labels") or {}
+        if data_type in _STILL_TYPES:
+            out.append((int(du.get("data_sequence", 0)), du, labels))
+        elif data_type in _FRAME_TYPES:
+            out.extend((int(frame), du, frame_labels) for frame, frame_labels in labels.items() if str(frame).isdigit())
+        else:
+            raise FormatError(f"label row {row.get('label_hash')}: data_type {data_type!r} is not supported")
+    return out
+
+
+def _add_tags(row: dict[str, Any], unit: Unit, frames_by_hash: dict[str, set[int]]) -> None:
+    still = row["data_type"] == "image"
+    total = 0
+    for hash_, answer in (row.get("classification_answers") or {}).items():
+        frames = set(frames_by_hash.get(hash_, set()))
+        for start, end in answer.get("range") or []:
+            span = range(int(start), int(end) + 1)  # Encord ranges include their end
+            total += len(span)
+            if total > _MAX_TAG_FRAMES:  # checked before expanding: a range is two numbers, its frames are not
+                raise FormatError(f"label row {row.get('label_hash')}: classification ranges cover too many frames")
+            frames.update(span)
+        for c in answer.get("classifications") or []:
+            question, text = str(c.get("name") or c["featureHash"]), _answer_text(c.get("answers"))
+            # A single image's classification is about the whole image, like a Darwin or LS tag.
+            unit.tags.update((-1 if still else f, question, text) for f in (frames or {0}))
+
+
+def encord_to_dataset(rows: list[dict[str, Any]], *, name: str, source: str) -> Dataset:
+    """Encord label rows as a Dataset: one unit per row (slot ``"0"``); ``img_group`` images are its frames.
+
+    Items are keyed by ``data_title`` (``data_hash`` when untitled) and also carry ``data_hash`` as their id,
+    which is what Encord-to-Encord comparisons pair on, like the seed script.
+    """
+    dataset = Dataset(name=name, source=source, format="encord")
+    for row in rows:
+        title = str(row.get("data_title") or "")
+        data_hash = str(row.get("data_hash") or "")
+        if not (title or data_hash):
+            raise FormatError("a label row has neither data_title nor data_hash")
+        units = list(row["data_units"].values())
+        first = units[0] if units else {}
+        unit = Unit(
+            item=normalise_item_key(title) if title else data_hash,
+            title=title,
+            item_id=data_hash or None,
+            label_id=row.get("label_hash"),
+            width=int(first["width"]) if first.get("width") else None,
+            height=int(first["height"]) if first.get("height") else None,
+            src_units=Units.NORM,
+        )
+        unit.pixel_size_known = bool(unit.width and unit.height)
+        answers = row.get("object_answers") or {}
+        frames_by_hash: dict[str, set[int]] = {}
+        for frame, du, labels in _row_frames(row):
+            unit.frames.setdefault(frame, [])
+            for obj in labels.get("objects") or []:
+                shape = _object_to_shape(obj, du, unit, answers)
+                if shape is not None:
+                    unit.add(frame, shape)
+            for c in labels.get("classifications") or []:  # rows before 0.1.2xx listed them per frame
+                frames_by_hash.setdefault(str(c.get("classificationHash")), set()).add(frame)
+        _add_tags(row, unit, frames_by_hash)
+        dataset.units.append(unit)
+    return dataset

@@ -1,0 +1,132 @@
+"""One-to-one matching on one frame: Hungarian assignment on IoU, with a threshold.
+
+Each benchmark object takes at most one candidate object and vice versa, so a duplicate box on an object is
+one TP plus one FP (the seed scores both as perfect), and an object nobody drew is an FN (the seed never sees it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped, unused-ignore]  # stubs optional
+
+from service.evaluate.geometry import (
+    box_iof_matrix,
+    box_iou_matrix,
+    boxes_to_array,
+    canvas_size,
+    mask_iou_matrix,
+    shape_to_rle,
+)
+from service.evaluate.types import NO_CLASS, Shape
+
+
+@dataclass(slots=True)
+class FrameMatch:
+    """The outcome on one frame (indices into the frame's benchmark and candidate shape lists).
+
+    Attributes:
+        matches: (benchmark index, candidate index, IoU) of the class-aware one-to-one pairs: the TPs.
+        missed: benchmark indices left unmatched: FNs (crowd regions excluded).
+        extra: candidate indices left unmatched: FPs.
+        ignored: candidate indices inside a crowd region of their class (neither TP nor FP, as in COCO).
+        confusion: (benchmark label, candidate label) per pair of the class-agnostic pass, with ``(none)`` for
+            an unmatched side: where the class was wrong although the place was right.
+    """
+
+    matches: list[tuple[int, int, float]] = field(default_factory=list)
+    missed: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    ignored: list[int] = field(default_factory=list)
+    confusion: list[tuple[str, str]] = field(default_factory=list)
+
+
+def shapes_to_iou_matrix(
+    gt: Sequence[Shape], dt: Sequence[Shape], *, width: int | None, height: int | None
+) -> NDArray[np.float64]:
+    """(len(gt), len(dt)) IoU: mask IoU where both shapes have a polygon or mask, box IoU otherwise.
+
+    A box against a polygon is scored box to box (the polygon's enclosing box): a box-only model is not
+    punished for not drawing outlines it was never asked for.
+    """
+    ious = box_iou_matrix(boxes_to_array(gt), boxes_to_array(dt))
+    gi = [i for i, s in enumerate(gt) if s.has_mask]
+    di = [j for j, s in enumerate(dt) if s.has_mask]
+    if not gi or not di:
+        return ious
+    h, w, scale = canvas_size([*gt, *dt], width, height)
+    g_rles = {i: rle for i in gi if (rle := shape_to_rle(gt[i], h, w, scale)) is not None}
+    d_rles = {j: rle for j in di if (rle := shape_to_rle(dt[j], h, w, scale)) is not None}
+    if g_rles and d_rles:
+        # A mask drawn on another canvas has no RLE here and keeps its box IoU.
+        ious[np.ix_(list(g_rles), list(d_rles))] = mask_iou_matrix(list(g_rles.values()), list(d_rles.values()))
+    return ious
+
+
+def assign(valid: NDArray[np.bool_], ious: NDArray[np.float64], same_class: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """A one-to-one assignment over ``valid`` pairs: most pairs first, then most same-class pairs, then the
+    highest total IoU (lexicographic, through weights that keep each level above the sum of the next)."""
+    if valid.size == 0 or not valid.any():
+        return []
+    k = min(valid.shape)
+    class_weight = k + 1.0  # above any total IoU (at most k)
+    pair_weight = (k + 1.0) * (class_weight + 1.0)  # above any total of class bonus plus IoU
+    weights = np.where(valid, pair_weight + class_weight * same_class + ious, 0.0)
+    rows, cols = linear_sum_assignment(weights, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if valid[r, c]]
+
+
+def match_frame(
+    gt: Sequence[Shape],
+    dt: Sequence[Shape],
+    *,
+    iou_threshold: float,
+    width: int | None = None,
+    height: int | None = None,
+) -> FrameMatch:
+    """Match one frame's candidate shapes to its benchmark shapes.
+
+    Args:
+        gt: benchmark shapes on the frame.
+        dt: candidate shapes on the frame.
+        iou_threshold: a pair needs IoU >= this (COCO's rule) to match.
+        width: frame width in pixels, for rasterising polygons (None: fit the shapes).
+        height: frame height in pixels.
+
+    Returns:
+        TPs from a class-aware assignment (a right box with the wrong class is an FP plus an FN), and the
+        confusion pairs from a class-agnostic one.
+    """
+    scored = [i for i, s in enumerate(gt) if not s.crowd]
+    crowd = [i for i, s in enumerate(gt) if s.crowd]
+    gt_scored = [gt[i] for i in scored]
+    ious = shapes_to_iou_matrix(gt_scored, dt, width=width, height=height)
+    labels_g = np.asarray([s.label for s in gt_scored], dtype=object)
+    labels_d = np.asarray([s.label for s in dt], dtype=object)
+    same = (labels_g[:, None] == labels_d[None, :]) if len(gt_scored) and len(dt) else np.zeros(ious.shape, bool)
+    same = np.asarray(same, dtype=bool).reshape(ious.shape)
+    hit = ious >= iou_threshold
+
+    result = FrameMatch()
+    pairs = assign(hit & same, ious, same)
+    result.matches = [(scored[r], c, float(ious[r, c])) for r, c in pairs]
+    matched_g, matched_d = {r for r, _ in pairs}, {c for _, c in pairs}
+    result.missed = [scored[r] for r in range(len(gt_scored)) if r not in matched_g]
+    extra = [c for c in range(len(dt)) if c not in matched_d]
+    if crowd and extra:
+        # COCO: a detection on a crowd region of its class is neither right nor wrong.
+        iof = box_iof_matrix(boxes_to_array([dt[c] for c in extra]), boxes_to_array([gt[i] for i in crowd]))
+        for row, c in enumerate(extra):
+            if any(iof[row, k] >= iou_threshold and gt[i].label == dt[c].label for k, i in enumerate(crowd)):
+                result.ignored.append(c)
+    result.extra = [c for c in extra if c not in result.ignored]
+
+    agnostic = assign(hit, ious, same)
+    a_g, a_d = {r for r, _ in agnostic}, {c for _, c in agnostic}
+    result.confusion = [(gt_scored[r].label, dt[c].label) for r, c in agnostic]
+    result.confusion += [(gt_scored[r].label, NO_CLASS) for r in range(len(gt_scored)) if r not in a_g]
+    result.confusion += [(NO_CLASS, dt[c].label) for c in range(len(dt)) if c not in a_d and c not in result.ignored]
+    return result

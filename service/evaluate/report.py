@@ -1,0 +1,118 @@
+"""``report.html``: one self-contained page (inline CSS, charts as data URIs, no external URL) to send around."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+from service.evaluate.evaluation import CandidateResult, Evaluation, candidate_figures, candidate_to_json
+from service.evaluate.plots import class_bars_to_png, pr_curves_to_png
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}h3{margin-top:1.4rem}
+table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .55rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#176f2c;font-weight:600}
+.fail{color:#b00020;font-weight:600}.note{color:#555;font-size:.92em}img{max-width:100%}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return '<span class="pass">pass</span>' if value else '<span class="fail">fail</span>'
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return escape(str(value))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _leaderboard(evaluation: Evaluation) -> str:
+    rows = []
+    for result in evaluation.candidates:
+        f = candidate_figures(result)
+        rows.append([f["candidate"], result.passed, f["f1"], f["precision"], f["recall"], f["mean_iou"], f["map"]])
+        rows[-1] += [f["map50"], f["tp"], f["fp"], f["fn"], f["tag_accuracy"]]
+    rows.sort(key=lambda r: -r[2])
+    headers = ["candidate", "gate", "F1", "precision", "recall", "mean IoU", "mAP", "mAP50", "TP", "FP", "FN", "tags"]
+    return _table(headers, rows)
+
+
+def _confusion(confusion: dict[str, dict[str, int]]) -> str:
+    predicted = sorted({p for row in confusion.values() for p in row})
+    rows = [[g, *(confusion[g].get(p, 0) for p in predicted)] for g in sorted(confusion)]
+    return _table(["benchmark \\ candidate", *predicted], rows)
+
+
+def _candidate_section(result: CandidateResult, iou: float) -> str:
+    data = candidate_to_json(result)
+    name = escape(result.dataset.name)
+    parts = [
+        f"<h2>{name}</h2>",
+        f'<p class="note">{escape(result.dataset.format)}: {escape(result.dataset.source)}</p>',
+    ]
+    gate = _fmt(result.passed) + (" — " + escape("; ".join(result.failed)) if result.failed else "")
+    parts.append(f"<p>Gate: {gate}</p>")
+    headline = ["TP", "FP", "FN", "precision", "recall", "F1", "mean IoU", "mAP", "mAP50", "tag accuracy"]
+    keys = ["tp", "fp", "fn", "precision", "recall", "f1", "mean_iou", "map", "map50", "tag_accuracy"]
+    parts.append(_table(headline, [[data[k] for k in keys]]))
+    if data["map_note"]:
+        parts.append(f'<p class="note">{escape(data["map_note"])}</p>')
+    items = data["items"]
+    parts.append(
+        f'<p class="note">{items["scored_units"]} of {items["benchmark_units"]} benchmark units found in the '
+        f"candidate, {items['frames']} frames scored, {items['candidate_only_units']} candidate-only units "
+        f"not scored, {data['ignored_in_crowd_regions']} detections ignored in crowd regions.</p>"
+    )
+    per_class = data["per_class"]
+    if per_class:
+        parts.append("<h3>Per class</h3>")
+        cols = ["tp", "fp", "fn", "precision", "recall", "f1", "mean_iou", "ap", "ap50"]
+        parts.append(_table(["class", *cols], [[k, *(v.get(c) for c in cols)] for k, v in per_class.items()]))
+        parts.append(f'<img alt="per-class precision, recall and F1" src="{class_bars_to_png(per_class)}">')
+    if data["confusion"]:
+        parts.append("<h3>Class confusion</h3>")
+        parts.append(
+            f'<p class="note">Class-agnostic one-to-one matching at IoU {iou:g}; "(none)" is a miss or a '
+            "detection on background.</p>"
+        )
+        parts.append(_confusion(data["confusion"]))
+    if data["worst_items"]:
+        parts.append("<h3>Worst items</h3>")
+        cols = ["item", "slot", "in_candidate", "frames", "tp", "fp", "fn", "f1"]
+        parts.append(_table(cols, [[w[c] for c in cols] for w in data["worst_items"]]))
+    if data["skipped_shapes"]:
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(data["skipped_shapes"].items()))
+        parts.append(f'<p class="note">Shapes not scored: {escape(skipped)}.</p>')
+    return "\n".join(parts)
+
+
+def evaluation_to_html(evaluation: Evaluation) -> str:
+    """The whole report as one HTML string with nothing to fetch."""
+    bench = evaluation.benchmark
+    curves = {c.dataset.name: c.map.pr_curve for c in evaluation.candidates if c.map is not None and c.map.pr_curve}
+    gates = ", ".join(f"{k} {v:g}" for k, v in evaluation.thresholds.to_json().items()) or "none"
+    body = [
+        "<h1>Evaluation against the benchmark</h1>",
+        f"<p>Benchmark: {escape(bench.format)} {escape(bench.source)} ({len(bench.units)} units). "
+        f"IoU threshold {evaluation.iou_threshold:g}. Thresholds: {escape(gates)}.</p>",
+        '<p class="note">One-to-one matching per frame (Hungarian on IoU, class-aware): a duplicate is an FP, '
+        "a miss an FN, a wrong class an FP plus an FN. Polygons and masks are scored by mask IoU when both sides "
+        "have one. iou_results.csv reproduces Encord's greedy script for compatibility only.</p>",
+        "<h2>Leaderboard</h2>",
+        _leaderboard(evaluation),
+    ]
+    if curves:
+        body.append(f'<img alt="precision-recall curves" src="{pr_curves_to_png(curves, iou=0.5)}">')
+    body += [_candidate_section(c, evaluation.iou_threshold) for c in evaluation.candidates]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>'
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

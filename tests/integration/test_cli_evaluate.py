@@ -1,0 +1,102 @@
+"""``preannotate evaluate`` end to end: our own ``preannotate run`` COCO output scored against a hand-made GT."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import skimage.data
+
+ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo, drawn by hand
+
+
+def preannotate(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    photo = root / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    gt = {
+        "images": [{"id": 1, "file_name": "astronaut.png", "width": 512, "height": 512}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": 0,
+            }
+        ],
+        "categories": [{"id": 1, "name": "face"}],
+    }
+    (root / "gt.json").write_text(json.dumps(gt))
+    run = preannotate("run", photo, "--out", root / "preds.json", "--quiet")
+    assert run.returncode == 0, run.stderr
+    return {"root": root, "gt": root / "gt.json", "preds": root / "preds.json"}
+
+
+def test_evaluate_writes_every_output(files: dict[str, Path]) -> None:
+    out = files["root"] / "out"
+    result = preannotate(
+        "evaluate",
+        "--benchmark",
+        files["gt"],
+        "--candidate",
+        f"centerface={files['preds']}",
+        "--min-recall",
+        "0.9",
+        "--out",
+        out,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "centerface: TP 1" in result.stderr
+    assert result.stderr.rstrip().endswith(str(out))
+    assert result.stdout == ""  # pycocotools' chatter must not leak
+    assert {p.name for p in out.iterdir()} == {"summary.json", "leaderboard.csv", "iou_results.csv", "report.html"}
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["candidate"], summary["tp"], summary["fn"], summary["recall"]) == ("centerface", 1, 0, 1.0)
+    assert summary["mean_iou"] > 0.5
+    assert summary["map50"] > 0.5
+    assert summary["passed"] is True
+    (row,) = csv.DictReader((out / "leaderboard.csv").open())
+    assert (row["candidate"], row["passed"]) == ("centerface", "pass")
+    seed = (out / "iou_results.csv").read_text().splitlines()
+    assert seed[0] == "training_email,data_unit_name,label_id,iou_score,class_score"
+    assert seed[1].startswith("centerface,astronaut.png,,")
+    assert seed[1].endswith(",1.0")
+
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "data:image/png;base64," in html
+    assert not re.search(r"(https?:)?//[\w.-]+\.\w", html.replace("data:image/png;base64,", ""))  # no external URL
+
+
+def test_a_bad_benchmark_is_one_line_naming_the_file(files: dict[str, Path]) -> None:
+    bad = files["root"] / "bench.txt"
+    bad.write_text("not json")
+    result = preannotate("evaluate", "--benchmark", bad, "--candidate", files["preds"], "--out", files["root"] / "x")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "invalid_argument" in result.stderr
+    assert str(bad) in result.stderr
+    assert not (files["root"] / "x").exists()

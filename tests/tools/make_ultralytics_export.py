@@ -336,7 +336,7 @@ def _save_raw(path: Path, model: object, bgr: object) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("/work/scratch/ultra"))
+    parser.add_argument("--out", type=Path, required=True, help="a directory outside the repository")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--logit-mean", type=float, default=-5.0, help="mean class logit (before sigmoid)")
     parser.add_argument("--logit-std", type=float, default=1.0, help="spread of one class logit over anchors/photos")

@@ -35,7 +35,7 @@ from tests.builders import make_detections, make_result
 from tests.fakes.http import FakeApp, Request, Response, serving
 from tests.fakes.v7_server import FakeV7
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).resolve().parents[3] / "data" / "examples"  # copies of ../shared/reference/examples
 API_KEY = "CANARY-v7-key-" + "q" * 24
 MODEL = ModelRef(spec="onnx:/m/yolo.onnx", version="v1", class_names=("mass", "calcification"))
 

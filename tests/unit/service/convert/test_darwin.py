@@ -20,7 +20,7 @@ from tests.builders import make_detections, make_result
 MODEL = ModelRef(spec="builtin:centerface", version="3f2a9c", class_names=("face", "person"))
 SCHEMA_NAME = "darwin_json_2.0.derived.schema.json"
 # Vendored from the shared reference (examples/darwin_json_2.0.derived.schema.json).
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "data" / SCHEMA_NAME
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "data" / "examples" / SCHEMA_NAME
 
 
 @cache

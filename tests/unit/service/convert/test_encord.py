@@ -27,7 +27,7 @@ from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
 from service.pipeline.frames import MediaKind, SlotMeta
 from tests.builders import make_detections, make_result
 
-EXAMPLES = Path("/work/shared/reference/examples")
+EXAMPLES = Path(__file__).resolve().parents[3] / "data" / "examples"  # copies of ../shared/reference/examples
 WHEN = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 STAMP = "Sun, 01 Jun 2025 12:00:00 UTC"
 SVC = "preannotator@example.com"

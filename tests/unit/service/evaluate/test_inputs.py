@@ -33,7 +33,7 @@ from tests.unit.service.evaluate.fixtures import (
     ls_task,
 )
 
-DATA = Path(__file__).parent / "data"  # verbatim copies of ../shared/reference/examples
+DATA = Path(__file__).resolve().parents[3] / "data" / "examples"  # verbatim copies of ../shared/reference/examples
 
 
 def example(name: str) -> Any:

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0 resolves to a local CPU wheel on our machines; a looser pin pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv install install-dev ls-venv demo test lint typecheck unit test-label-studio bench-sampling bench-serve clean
+.PHONY: venv install install-dev ls-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve clean
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ demo: install  ## make sample media and preannotate it with the default model
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint-deploy: install-dev  ## render k8s/ overlays, strict-validate, policy checks, yamllint, hadolint
+	$(BIN)/python tests/tools/check_manifests.py
 
 typecheck: install-dev
 	$(BIN)/mypy

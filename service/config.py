@@ -21,6 +21,7 @@ from pydantic_settings import (
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.webhooks.routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
     from service.backends.encord import EncordAuth, EncordConfig
@@ -119,13 +120,46 @@ class Settings(BaseSettings):
     )
     encord_bundle_size: int = Field(100, ge=1, le=1000, description="label rows per Encord request")
 
+    # Upload webhooks (/v1/webhooks/*): each is off (404) until its secret is set; comma-separate to rotate
+    webhook_label_studio_secrets: SecretStr = Field(
+        SecretStr(""), description="X-Preannotate-Secret values accepted from Label Studio webhooks"
+    )
+    webhook_s3_secrets: SecretStr = Field(SecretStr(""), description="MinIO auth_token values (Authorization)")
+    webhook_v7_secrets: SecretStr = Field(SecretStr(""), description="Authorization values a V7 webhook stage sends")
+    webhook_generic_secrets: SecretStr = Field(SecretStr(""), description="HMAC-SHA256 keys for /v1/webhooks/generic")
+    webhook_tolerance_s: float = Field(300.0, ge=1.0, le=3600.0, description="signed timestamps: largest clock skew")
+    webhook_max_body_bytes: int = Field(1024**2, ge=1024, description="largest webhook body (413 before any HMAC)")
+    webhook_s3_rules: list[S3Rule] = Field(
+        default_factory=list,
+        description='JSON [{"bucket", "prefix", "destination": "v7"|null, "model", "fps", "threshold"}]',
+    )
+    webhook_s3_endpoint: str | None = Field(
+        None, description="http(s)://host:port of a MinIO: objects fetched path-style from it instead of s3://"
+    )
+    webhook_label_studio_model: str | None = Field(None, description="model for LS webhooks and the sweep")
+    webhook_v7_model: str | None = Field(None, description="model for V7 webhook-stage deliveries")
+    label_studio_projects: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="projects the LS webhook accepts and the sweep reconciles (empty: any/none)"
+    )
+    label_studio_sweep_interval_s: float = Field(0.0, ge=0.0, description="seconds between LS sweeps; 0 = off")
+    label_studio_sweep_min_age_s: float = Field(
+        300.0, ge=0.0, description="the sweep leaves younger tasks to their webhook delivery"
+    )
+
     # Job workers
     workers: int = Field(2, ge=0, le=64, description="items processed concurrently (0 = API only)")
     lease_s: float = Field(60.0, gt=0, description="a crashed worker's items return to the queue after this")
     heartbeat_s: float = Field(10.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="attempts per item before it fails for good")
 
-    @field_validator("extra_models", "fetch_allowed_hosts", "fetch_allowed_buckets", "local_roots", mode="before")
+    @field_validator(
+        "extra_models",
+        "fetch_allowed_hosts",
+        "fetch_allowed_buckets",
+        "local_roots",
+        "label_studio_projects",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -138,6 +172,13 @@ class Settings(BaseSettings):
             raise ValueError("model must not be empty")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s})")
+        if self.webhook_s3_rules:
+            check_rules(
+                self.webhook_s3_rules,
+                endpoint=self.webhook_s3_endpoint,
+                allowed_buckets=self.fetch_allowed_buckets,
+                allowed_hosts=self.fetch_allowed_hosts,
+            )
         return self
 
     @classmethod

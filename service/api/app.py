@@ -16,14 +16,16 @@ from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.middleware import BodySizeLimit
 from service.api.openapi import add_component_schemas
-from service.api.routes import evaluate, health, jobs, ls_ml_backend, models, predict, v7_byom
+from service.api.routes import evaluate, health, jobs, ls_ml_backend, models, predict, v7_byom, webhooks
 from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
+from service.jobs.backend_media import BackendMediaFetcher
 from service.jobs.models import JobCreate
 from service.jobs.push import Pushers
 from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.sweep import start_label_studio_sweep
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -51,7 +53,9 @@ def _load_models(state: AppState) -> None:
         state.workers = WorkerPool(
             state.store,
             state.models,
-            state.fetcher,
+            # Workers also fetch label-studio+/v7+ slot URLs (webhook jobs) with those tools' keys; the
+            # client-facing state.fetcher (/v1/predict) never does.
+            BackendMediaFetcher(settings),
             WorkerConfig(
                 concurrency=settings.workers,
                 lease_s=settings.lease_s,
@@ -80,10 +84,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.preannotate = state
         loader = threading.Thread(target=_load_models, args=(state,), name="model-loader", daemon=True)
         loader.start()
+        sweep = start_label_studio_sweep(
+            settings,
+            state.store,
+            lambda: state.models if state.ready else None,
+            tenant=webhooks.webhook_tenant(state),
+        )
         try:
             yield
         finally:
             state.draining = True
+            if sweep is not None:
+                await run_in_threadpool(sweep.stop, 10.0)
             await run_in_threadpool(loader.join, _SHUTDOWN_GRACE_S)
             if state.workers is not None:
                 await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
@@ -120,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         HTTP_SECONDS.labels(method=request.method, route=route).observe(time.perf_counter() - start)
         return response
 
-    routers = (health, predict, jobs, models, evaluate, v7_byom, ls_ml_backend)
+    routers = (health, predict, jobs, models, evaluate, v7_byom, ls_ml_backend, webhooks)
     for module in routers:
         app.include_router(module.router)
     add_component_schemas(app, JobCreate, PredictUrlRequest)

@@ -519,15 +519,11 @@ class LabelStudioClient:
 
 
 def config_from_settings(settings: Settings) -> LabelStudioConfig | None:
-    """The configured Label Studio backend, or None when ``label_studio_url`` / ``label_studio_api_key``
-    are unset (or not yet settings fields)."""
-    # getattr: the fields arrive with the settings snippet; until then there is no configured backend.
-    url = getattr(settings, "label_studio_url", None)
-    key = getattr(settings, "label_studio_api_key", None)
-    secret = key if isinstance(key, SecretStr) else SecretStr(key) if isinstance(key, str) else None
-    if not isinstance(url, str) or not url.strip() or secret is None or not secret.get_secret_value().strip():
+    """The configured Label Studio backend, or None when ``label_studio_url`` / ``label_studio_api_key`` are unset."""
+    url, key = settings.label_studio_url, settings.label_studio_api_key
+    if not url or not url.strip() or key is None or not key.get_secret_value().strip():
         return None
-    return LabelStudioConfig(url=url.strip(), api_key=secret)
+    return LabelStudioConfig(url=url.strip(), api_key=key)
 
 
 def as_preannotate_error(exc: BackendError) -> PreannotateError:

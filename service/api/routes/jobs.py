@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
@@ -15,15 +13,13 @@ from service.api.openapi import schema_ref
 from service.api.schemas import ItemErrorPublic, JobAccepted, JobProgress, JobPublic, error_responses
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
-from service.jobs.models import ItemIn, JobCreate
+from service.jobs.models import JobCreate
 from service.jobs.outputs import job_result
-from service.jobs.push import check_destination
 from service.jobs.store import JobRecord, JobStatus
-from service.pipeline.run import class_filter
+from service.jobs.submit import create_job_from, idempotency_key_idem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
 
-_ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -73,24 +69,6 @@ def _parse_job(body: Any, query: dict[str, str | float], max_items: int) -> JobC
     return job
 
 
-def _check_urls(items: list[ItemIn], max_slots: int) -> None:
-    """Cheap checks up front; the full SSRF check runs again when the worker fetches (DNS can change)."""
-    for item in items:
-        if len(item.slots) > max_slots:
-            raise PreannotateError(
-                ErrorCode.INVALID_ARGUMENT, f"item {item.name!r} has {len(item.slots)} slots; the limit is {max_slots}"
-            )
-        for slot in item.slots:
-            for url in slot.all_urls():
-                scheme = urlsplit(url).scheme.lower()
-                if scheme not in _ALLOWED_SCHEMES:
-                    raise PreannotateError(
-                        ErrorCode.URL_NOT_ALLOWED,
-                        f"item {item.name!r} slot {slot.name!r}: scheme {scheme or '(none)'!r} is not allowed; "
-                        "use https, http, s3 or file",
-                    )
-
-
 @router.post(
     "",
     status_code=202,
@@ -119,33 +97,15 @@ async def create_job(
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON") from None
     query = {k: v for k, v in {"model": model, "fps": fps, "threshold": threshold}.items() if v is not None}
     job = _parse_job(body, query, settings.max_items_per_job)
-    _check_urls(job.items, settings.max_slots_per_item)
-    loaded = models.get(job.model)
-    class_filter(loaded.info.class_names, job.classes)  # unknown class names are a 422 now, not a failed job
-    for destination in job.destinations:
-        check_destination(settings, destination, job.items)
-    params = {
-        "model": loaded.spec,
-        "model_version": loaded.info.version,
-        "class_names": list(loaded.info.class_names),
-        "fps": settings.fps if job.fps is None else job.fps,
-        "sampling": (job.sampling or settings.sampling).value,
-        "threshold": settings.threshold if job.threshold is None else job.threshold,
-        "classes": job.classes,
-        "outputs": list(job.outputs),
-        "destinations": [d.model_dump(exclude_none=True) for d in job.destinations],
-    }
-    items = [item.model_dump(exclude_none=True) for item in job.items]
-    if idempotency_key:
-        idem = "key:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
-    else:  # the same body for the same model version is the same job
-        canonical = json.dumps({"params": params, "items": items}, sort_keys=True, separators=(",", ":"))
-        idem = "body:" + hashlib.sha256(canonical.encode()).hexdigest()
-    if state.store.depth() + len(items) > settings.max_queue_depth:
-        raise PreannotateError(
-            ErrorCode.QUEUE_FULL, f"the queue holds {settings.max_queue_depth} items; retry later", retry_after_s=30
-        )
-    record, created = state.store.create_job(tenant=tenant, idem_key=idem, request=params, items=items)
+    record, created = create_job_from(
+        job,
+        settings=settings,
+        store=state.store,
+        models=models,
+        tenant=tenant,
+        # None: the same body for the same model version is the same job
+        idem_key=idempotency_key_idem(idempotency_key) if idempotency_key else None,
+    )
     status_url = str(request.url_for("get_job", job_id=record.id))
     response.headers["Location"] = status_url
     if not created:

@@ -1,0 +1,388 @@
+"""Upload webhooks under ``/v1/webhooks``: Label Studio, S3/MinIO, V7 and generic HMAC-signed senders.
+
+These routes are the exception to "a bearer token on every route": the senders cannot send one (Label
+Studio only static headers, MinIO one ``Authorization`` value, V7 one configured header). Each authenticates
+with its own secret from the settings and answers 404 while that secret is unset:
+
+| Route | Secret setting | Sent as |
+|---|---|---|
+| ``/label-studio`` | ``webhook_label_studio_secrets`` | ``X-Preannotate-Secret`` (a custom header on the LS webhook) |
+| ``/s3`` | ``webhook_s3_secrets`` | ``Authorization`` (MinIO ``auth_token``; ``Bearer`` optional) |
+| ``/v7`` | ``webhook_v7_secrets`` | ``Authorization`` (the webhook stage's authorisation header) |
+| ``/generic`` | ``webhook_generic_secrets`` | HMAC: ``X-Preannotate-Timestamp`` / ``-Signature`` / ``-Delivery`` |
+
+Each request: body capped (413 before any secret check), secret compared in constant time (401), parsed,
+turned into jobs through ``service.jobs.submit`` with a dedupe key, answered 202 with the job ids (200 when
+all of them already existed). The store work runs off the event loop. Webhook jobs belong to the tenant of
+the first ``PREANNOTATE_API_TOKENS`` entry, so that token can follow them at ``/v1/jobs/{id}``. Payloads are
+never logged: a Label Studio one carries the project's ``token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import ValidationError
+from starlette.routing import NoMatchFound
+
+from service.api.deps import StateDep, dep_models
+from service.api.openapi import schema_ref
+from service.api.schemas import error_responses
+from service.api.state import AppState
+from service.backends.label_studio import config_from_settings
+from service.errors import ErrorCode, PreannotateError
+from service.jobs.backend_media import VIA_SCHEMES, origin_of
+from service.jobs.models import Destination, ItemIn, JobCreate
+from service.jobs.submit import PreparedJob, create_job_from, enqueue, prepare_job, validation_problem
+from service.webhooks import label_studio as ls
+from service.webhooks import v7
+from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled
+from service.webhooks.config import WebhookConfig
+from service.webhooks.responses import Outcome, WebhookAccepted
+from service.webhooks.routing import match_rule, object_url
+from service.webhooks.s3_events import S3Object, object_idem, parse_events, s3_job
+from service.webhooks.signatures import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ReplayGuard,
+    check_delivery_id,
+    verify,
+)
+
+log = logging.getLogger(__name__)
+
+LS_SECRET_HEADER = "X-Preannotate-Secret"
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": WebhookAccepted, "description": "nothing new: every job already existed (a replay)"},
+    **error_responses(401, 404, 413, 422, 429, 503),
+}
+_STATE_LOCK = threading.Lock()
+# One thread for all webhook store writes: off the event loop (a 1,000-task delivery takes a while), and one at a
+# time, because concurrent SQLite writers only queue in SQLite's busy handler, which sleeps up to 100 ms per try.
+_STORE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-store")
+_T = TypeVar("_T")
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+
+def _body_doc(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def dep_webhook_config(request: Request, state: StateDep) -> WebhookConfig:
+    """The settings' webhook view, built once per app."""
+    with _STATE_LOCK:
+        config: WebhookConfig | None = getattr(request.app.state, "webhook_config", None)
+        if config is None:
+            config = WebhookConfig.from_settings(state.settings)
+            request.app.state.webhook_config = config
+        return config
+
+
+WebhookConfigDep = Annotated[WebhookConfig, Depends(dep_webhook_config)]
+
+
+def dep_replay_guard(request: Request, config: WebhookConfigDep) -> ReplayGuard:
+    """Delivery ids of ``/generic`` seen by this process (twice the tolerance: older ones fail the clock check)."""
+    with _STATE_LOCK:
+        guard: ReplayGuard | None = getattr(request.app.state, "webhook_replays", None)
+        if guard is None:
+            guard = ReplayGuard(ttl_s=2 * config.tolerance_s + 60)
+            request.app.state.webhook_replays = guard
+        return guard
+
+
+def webhook_tenant(state: AppState) -> str:
+    """Who owns webhook jobs: the first API token's tenant (the operator's)."""
+    return state.auth.tenant_for(state.settings.token_list()[0])
+
+
+def _status_url(request: Request) -> Callable[[str], str]:
+    def url(job_id: str) -> str:
+        try:
+            return str(request.url_for("get_job", job_id=job_id))
+        except NoMatchFound:  # an app without the jobs router (tests)
+            return f"/v1/jobs/{job_id}"
+
+    return url
+
+
+async def _in_store_writer(work: Callable[[], _T]) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(_STORE_WRITER, work)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON") from None
+
+
+def _enqueue(outcome: Outcome, state: AppState, tenant: str, prepared: PreparedJob, key: str, what: str) -> None:
+    record, created = enqueue(prepared, settings=state.settings, store=state.store, tenant=tenant, idem_key=key)
+    outcome.add(record, created)
+    log.debug("webhook job %s for %s (%s)", record.id, what, "new" if created else "duplicate")
+
+
+# -- Label Studio ------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/label-studio",
+    status_code=202,
+    responses=_ANSWERS,
+    openapi_extra=_body_doc(
+        "A Label Studio webhook delivery (TASKS_CREATED makes jobs; other actions are acknowledged).",
+        {"type": "object", "required": ["action"], "properties": {"action": {"type": "string"}}},
+    ),
+)
+async def label_studio_webhook(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    config: WebhookConfigDep,
+    x_preannotate_secret: Annotated[str | None, Header(description="one of webhook_label_studio_secrets")] = None,
+) -> WebhookAccepted:
+    """``TASKS_CREATED``: the new tasks, as one job per delivery, pushed back to their project."""
+    require_enabled(config.label_studio_secrets, "label-studio")
+    body = await read_body(request, config.max_body_bytes)
+    check_shared_secret(x_preannotate_secret, config.label_studio_secrets, LS_SECRET_HEADER)
+    delivery = ls.parse_delivery(_json(body))
+    outcome = Outcome(_status_url(request))
+    if delivery.action != ls.TASKS_CREATED:
+        # PROJECT_UPDATED fires on our own model_version PATCH after every push: acting on it would loop.
+        log.debug("label studio webhook: action %s acknowledged", delivery.action)
+        outcome.ignore(f"action {delivery.action} makes no jobs")
+        return outcome.answer(response)
+    project = delivery.project_id
+    if project is None:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the delivery names no project")
+    if config.label_studio_projects and project not in config.label_studio_projects:
+        log.warning("label studio webhook for project %d, which is not in label_studio_projects: ignored", project)
+        outcome.ignore(f"project {project} is not in label_studio_projects", len(delivery.tasks))
+        return outcome.answer(response)
+    ls_config = config_from_settings(state.settings)
+    if ls_config is None:
+        raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "label_studio_url / label_studio_api_key are not set")
+    if delivery.label_config is None:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no project.label_config: enable send_payload")
+    targets = ls.targets_of(delivery.label_config)
+    tasks: list[tuple[ItemIn, tuple[int, str]]] = []
+    for task in delivery.tasks:
+        version = ls.task_version(task)
+        if ls.as_int(task.get("project")) not in (None, project):
+            outcome.ignore(f"task {version[0]} belongs to another project")
+            continue
+        try:
+            tasks.append((ls.task_item(task, targets, ls_config.url), version))
+        except PreannotateError as exc:
+            outcome.ignore(exc.message)
+    if tasks:
+        models = dep_models(state)
+        tenant = webhook_tenant(state)
+        size = state.settings.max_items_per_job
+
+        def submit() -> None:
+            for start in range(0, len(tasks), size):
+                chunk = tasks[start : start + size]
+                job = JobCreate(
+                    items=[item for item, _ in chunk],
+                    model=config.label_studio_model,
+                    destinations=[Destination(backend="label_studio", project=project)],
+                )
+                prepared = prepare_job(job, settings=state.settings, models=models, extra_schemes=VIA_SCHEMES)
+                key = ls.delivery_idem(project, delivery.action, [v for _, v in chunk], prepared.params)
+                _enqueue(outcome, state, tenant, prepared, key, f"label studio project {project}")
+
+        await _in_store_writer(submit)
+    log.info(
+        "label studio webhook: project %d, %d tasks: %d jobs (%d duplicate), %d ignored",
+        project,
+        len(delivery.tasks),
+        len(outcome.jobs),
+        sum(not j.created for j in outcome.jobs),
+        outcome.ignored,
+    )
+    return outcome.answer(response)
+
+
+# -- S3 / MinIO --------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/s3",
+    status_code=202,
+    responses=_ANSWERS,
+    openapi_extra=_body_doc(
+        "An S3 / MinIO event notification; ObjectCreated records make one job each.",
+        {"type": "object", "properties": {"Records": {"type": "array", "items": {"type": "object"}}}},
+    ),
+)
+async def s3_webhook(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    config: WebhookConfigDep,
+    authorization: Annotated[str | None, Header(description="MinIO's auth_token: one of webhook_s3_secrets")] = None,
+) -> WebhookAccepted:
+    """One job per created object, routed by ``webhook_s3_rules``; unrouted objects are counted as ignored."""
+    require_enabled(config.s3_secrets, "s3")
+    body = await read_body(request, config.max_body_bytes)
+    check_authorization(authorization, config.s3_secrets)
+    events = parse_events(_json(body))
+    outcome = Outcome(_status_url(request))
+    if events.other:
+        outcome.ignore(f"{events.other} records are not ObjectCreated events", events.other)
+    planned: list[tuple[S3Object, JobCreate]] = []
+    for obj in events.created:
+        rule = match_rule(config.s3_rules, obj.bucket, obj.key)
+        url = object_url(obj.bucket, obj.key, config.s3_endpoint)
+        if obj.key.endswith("/"):
+            outcome.ignore(f"s3://{obj.bucket}/{obj.key} is a folder marker")
+        elif rule is None:
+            outcome.ignore(f"no webhook_s3_rules entry for s3://{obj.bucket}/{obj.key}")
+        elif url is None:
+            outcome.ignore(f"s3://{obj.bucket}/{obj.key}: '?' or '#' in the key; set webhook_s3_endpoint")
+        else:
+            planned.append((obj, s3_job(obj, url, rule)))
+    if planned:
+        models = dep_models(state)
+        tenant = webhook_tenant(state)
+
+        def submit() -> None:
+            for obj, job in planned:
+                try:
+                    prepared = prepare_job(job, settings=state.settings, models=models)
+                except PreannotateError as exc:  # a rule naming an unknown model: retrying will not help
+                    log.warning("s3 webhook: s3://%s/%s makes no job: %s", obj.bucket, obj.key, exc)
+                    outcome.ignore(f"s3://{obj.bucket}/{obj.key}: {exc.message}")
+                    continue
+                _enqueue(outcome, state, tenant, prepared, object_idem(obj, prepared.params), "s3 object")
+
+        await _in_store_writer(submit)
+    log.info(
+        "s3 webhook: %d created objects: %d jobs (%d duplicate), %d ignored",
+        len(events.created),
+        len(outcome.jobs),
+        sum(not j.created for j in outcome.jobs),
+        outcome.ignored,
+    )
+    return outcome.answer(response)
+
+
+# -- V7 ----------------------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/v7",
+    status_code=202,
+    responses=_ANSWERS,
+    openapi_extra=_body_doc(
+        "A V7 workflow webhook-stage delivery: the item's Darwin JSON 2.0.",
+        {"type": "object", "properties": {"version": {"type": "string"}, "item": {"type": "object"}}},
+    ),
+)
+async def v7_webhook(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    config: WebhookConfigDep,
+    authorization: Annotated[str | None, Header(description="the stage's header: one of webhook_v7_secrets")] = None,
+) -> WebhookAccepted:
+    """Preannotate the item's slots and import the result into that item (overwrite: redeliveries are harmless).
+
+    V7's ``v7-signature`` HMAC header is not verified: its scheme is undocumented (darwin_v2.md §10).
+    """
+    require_enabled(config.v7_secrets, "v7")
+    body = await read_body(request, config.max_body_bytes)
+    check_authorization(authorization, config.v7_secrets)
+    settings = state.settings
+    v7_origin = origin_of(settings.v7_base_url) if settings.v7_api_key.get_secret_value() else None
+    delivery = v7.parse_delivery(_json(body), v7_origin=v7_origin)
+    outcome = Outcome(_status_url(request))
+    if delivery is None:
+        outcome.ignore("not a webhook-stage item delivery (no item slots)")
+        return outcome.answer(response)
+    for reason in delivery.skipped_slots:
+        outcome.ignore(reason)
+    models = dep_models(state)
+    tenant = webhook_tenant(state)
+    job = JobCreate(items=[delivery.item], model=config.v7_model, destinations=[Destination(backend="v7")])
+
+    def submit() -> None:
+        prepared = prepare_job(job, settings=settings, models=models, extra_schemes=VIA_SCHEMES)
+        key = v7.delivery_idem(delivery.item_id, delivery.media_hash, prepared.params)
+        _enqueue(outcome, state, tenant, prepared, key, "v7 item")
+
+    await _in_store_writer(submit)
+    log.info("v7 webhook: item %s: %s", delivery.item_id, "new job" if outcome.jobs[0].created else "duplicate")
+    return outcome.answer(response)
+
+
+# -- generic (HMAC) ----------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/generic",
+    status_code=202,
+    responses=_ANSWERS,
+    openapi_extra=_body_doc("A job, signed: HMAC-SHA256 over '{timestamp}.{raw body}'.", schema_ref(JobCreate)),
+)
+async def generic_webhook(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    config: WebhookConfigDep,
+    guard: Annotated[ReplayGuard, Depends(dep_replay_guard)],
+    timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER, description="Unix seconds")] = None,
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER, description="sha256=<hex>")] = None,
+    delivery: Annotated[str | None, Header(alias=DELIVERY_HEADER, description="unique per delivery")] = None,
+) -> WebhookAccepted:
+    """A signed ``JobCreate``; a repeated delivery id, or the same content, is a 200 no-op."""
+    require_enabled(config.generic_secrets, "generic")
+    body = await read_body(request, config.max_body_bytes)
+    verify(
+        timestamp=timestamp,
+        signature=signature,
+        body=body,
+        secrets=config.generic_secrets,
+        tolerance_s=config.tolerance_s,
+    )
+    delivery_id = check_delivery_id(delivery)
+    outcome = Outcome(_status_url(request))
+    seen = guard.get(delivery_id) if delivery_id else None
+    if seen is not None:
+        outcome.add_existing(seen)
+        log.info("generic webhook: delivery %s replayed: no-op", delivery_id)
+        return outcome.answer(response)
+    payload = _json(body)
+    if not isinstance(payload, dict):
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body must be a JSON object (a job)")
+    try:
+        job = JobCreate.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+    models = dep_models(state)
+    tenant = webhook_tenant(state)
+    record, created = await _in_store_writer(
+        lambda: create_job_from(job, settings=state.settings, store=state.store, models=models, tenant=tenant)
+    )
+    outcome.add(record, created)
+    if delivery_id:
+        guard.remember(delivery_id, [record.id])
+    log.info("generic webhook: delivery %s: job %s (%s)", delivery_id, record.id, "new" if created else "duplicate")
+    return outcome.answer(response)

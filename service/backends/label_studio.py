@@ -21,7 +21,6 @@ import binascii
 import enum
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
@@ -33,6 +32,7 @@ from urllib.parse import urljoin
 import httpx
 from pydantic import SecretStr
 
+from service.backends.origin_auth import DEFAULT_PORTS, Origin, OriginAuthTransport, host_entry, origin_of
 from service.backends.retry import (
     BackendError,
     RetryPolicy,
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 BACKEND = "label_studio"
 ACCESS_TOKEN_MARGIN_S = 30.0
 """Renew an access token this long before its ``exp``: a request must not race its expiry."""
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Reliability.md §4: base 0.5 s, cap 30 s, 6 attempts or a 2-minute budget.
 DEFAULT_RETRY = RetryPolicy(
     max_attempts=6, base_delay_s=0.5, max_delay_s=30.0, max_retry_after_s=60.0, max_total_s=120.0
@@ -82,7 +81,7 @@ class LabelStudioConfig:
             parsed = httpx.URL(self.url)
         except httpx.InvalidURL:
             raise ValueError("Label Studio URL is not a valid URL") from None
-        if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
+        if parsed.scheme not in DEFAULT_PORTS or not parsed.host:
             raise ValueError("Label Studio URL must be http:// or https:// with a host")
         if parsed.userinfo or parsed.query or parsed.fragment:
             raise ValueError("Label Studio URL must not carry credentials, a query or a fragment")
@@ -93,20 +92,16 @@ class LabelStudioConfig:
         object.__setattr__(self, "url", str(parsed).rstrip("/"))
 
     @property
-    def origin(self) -> tuple[str, str, int]:
+    def origin(self) -> Origin:
         """``(scheme, host, port)``: what a URL must match to be sent the token."""
-        return _origin(httpx.URL(self.url))
+        found = origin_of(self.url)
+        assert found is not None  # checked in __post_init__
+        return found
 
     @property
     def host_entry(self) -> str:
         """The ``host:port`` entry this server takes in ``FetchPolicy.allowed_hosts``."""
-        _, host, port = self.origin
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    port = url.port if url.port is not None else _DEFAULT_PORTS.get(url.scheme, 0)
-    return url.scheme, url.host.lower().rstrip("."), port
+        return host_entry(self.origin)
 
 
 class PushOutcome(enum.StrEnum):
@@ -206,74 +201,6 @@ class _TokenAuth(httpx.Auth):
             yield request
 
 
-class _ClosingStream(httpx.SyncByteStream):
-    """A response body that closes its one-request transport when the fetcher is done with it."""
-
-    def __init__(self, stream: httpx.SyncByteStream, transport: httpx.BaseTransport) -> None:
-        self._stream = stream
-        self._transport = transport
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            self._transport.close()
-
-
-class MediaTransport(httpx.BaseTransport):
-    """The fetcher's network for task media: adds the LS token to requests for the LS origin only.
-
-    The fetcher connects to the resolved IP with ``Host`` set to the original name, so the origin is read
-    from the scheme, the port and the ``Host`` header. Each request gets a fresh connection (the fetcher's
-    own rule: no connection verified for one TLS name serves another).
-    """
-
-    def __init__(
-        self,
-        config: LabelStudioConfig,
-        tokens: TokenSource,
-        *,
-        inner: httpx.BaseTransport | None = None,
-        verify: ssl.SSLContext | None = None,
-    ) -> None:
-        self._origin = config.origin
-        self._tokens = tokens
-        self._inner = inner  # tests only: replaces the network
-        self._verify = verify if verify is not None else httpx.create_ssl_context()  # built once: it is slow
-
-    def is_label_studio(self, request: httpx.Request) -> bool:
-        host = request.headers.get("host", "")
-        try:
-            named = httpx.URL(f"{request.url.scheme}://{host}/")
-        except httpx.InvalidURL:
-            return False
-        port = request.url.port if request.url.port is not None else _DEFAULT_PORTS.get(request.url.scheme, 0)
-        return _origin(named) == self._origin and port == self._origin[2]
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.headers.pop("Authorization", None)
-        if self.is_label_studio(request):
-            request.headers["Authorization"] = self._tokens.header()
-        if self._inner is not None:
-            return self._inner.handle_request(request)
-        transport = httpx.HTTPTransport(verify=self._verify)
-        try:
-            response = transport.handle_request(request)
-        except BaseException:
-            transport.close()
-            raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_ClosingStream(response.stream, transport),
-            extensions=response.extensions,
-        )
-
-
 class LabelStudioClient:
     """Projects, tasks, predictions and task media of one Label Studio server; thread-safe."""
 
@@ -306,7 +233,8 @@ class LabelStudioClient:
         )
         policy = fetch_policy or FetchPolicy()
         policy = replace(policy, allowed_hosts=policy.allowed_hosts | {config.host_entry})
-        self._fetcher = Fetcher(policy, transport=MediaTransport(config, self._tokens, inner=media_transport))
+        transport = OriginAuthTransport(config.origin, self._tokens.header, inner=media_transport)
+        self._fetcher = Fetcher(policy, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -505,7 +433,7 @@ class LabelStudioClient:
 
     def is_label_studio_url(self, url: str) -> bool:
         try:
-            return _origin(httpx.URL(url)) == self.config.origin
+            return origin_of(url) == self.config.origin
         except httpx.InvalidURL:
             return False
 

@@ -15,9 +15,7 @@ The worker pool gets a :class:`BackendMediaFetcher`; client-facing routes (``/v1
 
 from __future__ import annotations
 
-import ssl
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import httpx
 
 from service.backends.label_studio import LabelStudioClient, config_from_settings
+from service.backends.origin_auth import DEFAULT_PORTS, Origin, OriginAuthTransport, host_entry, origin_of
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import FetchedFile, Fetcher, redact_url
@@ -33,9 +32,6 @@ LABEL_STUDIO = "label-studio"
 V7 = "v7"
 VIA_SCHEMES = frozenset(f"{backend}+{scheme}" for backend in (LABEL_STUDIO, V7) for scheme in ("http", "https"))
 """URL schemes only internal sources may put in a job (``submit.check_urls(extra_schemes=...)``)."""
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-Origin = tuple[str, str, int]
 
 
 def via(backend: str, url: str) -> str:
@@ -46,91 +42,9 @@ def via(backend: str, url: str) -> str:
 def split_via(url: str) -> tuple[str | None, str]:
     """``(backend, plain URL)`` of a marked URL; ``(None, url)`` for any other."""
     head, sep, rest = url.partition("+")
-    if sep and head in (LABEL_STUDIO, V7) and rest.split(":", 1)[0].lower() in _DEFAULT_PORTS:
+    if sep and head in (LABEL_STUDIO, V7) and rest.split(":", 1)[0].lower() in DEFAULT_PORTS:
         return head, rest
     return None, url
-
-
-def origin_of(url: str) -> Origin | None:
-    """``(scheme, host, port)`` of an http(s) URL; None for anything else or a malformed URL."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return None
-    if parsed.scheme not in _DEFAULT_PORTS or not parsed.host:
-        return None
-    port = parsed.port if parsed.port is not None else _DEFAULT_PORTS[parsed.scheme]
-    return parsed.scheme, parsed.host.lower().rstrip("."), port
-
-
-def host_entry(origin: Origin) -> str:
-    """The ``FetchPolicy.allowed_hosts`` entry (``host:port``) for an origin."""
-    _, host, port = origin
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _ClosingStream(httpx.SyncByteStream):
-    """A body that closes its one-request transport when the fetcher is done reading."""
-
-    def __init__(self, stream: httpx.SyncByteStream, transport: httpx.BaseTransport) -> None:
-        self._stream = stream
-        self._transport = transport
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            self._transport.close()
-
-
-class OriginAuthTransport(httpx.BaseTransport):
-    """Adds ``Authorization: <header()>`` to requests for one origin only, and strips it from all others.
-
-    The fetcher connects to the resolved IP with ``Host`` set to the original name, so the origin is read
-    from the scheme, the ``Host`` header and the port. A fresh connection per request, as the fetcher wants.
-    """
-
-    def __init__(
-        self,
-        origin: Origin,
-        header: Callable[[], str],
-        *,
-        inner: httpx.BaseTransport | None = None,
-        verify: ssl.SSLContext | None = None,
-    ) -> None:
-        self._origin = origin
-        self._header = header
-        self._inner = inner  # tests only: replaces the network
-        self._verify = verify if verify is not None else httpx.create_ssl_context()  # built once: it is slow
-
-    def targets_origin(self, request: httpx.Request) -> bool:
-        scheme = request.url.scheme
-        named = origin_of(f"{scheme}://{request.headers.get('host', '')}/")
-        port = request.url.port if request.url.port is not None else _DEFAULT_PORTS.get(scheme, 0)
-        return named is not None and named[:2] == self._origin[:2] and port == self._origin[2]
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.headers.pop("Authorization", None)
-        if self.targets_origin(request):
-            request.headers["Authorization"] = self._header()
-        if self._inner is not None:
-            return self._inner.handle_request(request)
-        transport = httpx.HTTPTransport(verify=self._verify)
-        try:
-            response = transport.handle_request(request)
-        except BaseException:
-            transport.close()
-            raise
-        assert isinstance(response.stream, httpx.SyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_ClosingStream(response.stream, transport),
-            extensions=response.extensions,
-        )
 
 
 class BackendMediaFetcher(Fetcher):

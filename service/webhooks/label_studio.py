@@ -20,9 +20,10 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import ValidationError
 
+from service.backends.origin_auth import origin_of
 from service.convert.label_studio import LsObject, parse_label_config
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import LABEL_STUDIO, origin_of, via
+from service.jobs.backend_media import LABEL_STUDIO, via
 from service.jobs.models import SLOT_NAME_PATTERN, ItemIn, SlotIn
 
 TASKS_CREATED = "TASKS_CREATED"

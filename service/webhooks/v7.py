@@ -21,8 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from service.backends.origin_auth import Origin, origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import V7, Origin, origin_of, via
+from service.jobs.backend_media import V7, via
 from service.jobs.models import ItemIn, SlotIn
 
 _SLOT_TYPES = frozenset({"image", "video", "dicom", "pdf"})

@@ -37,8 +37,9 @@ from service.api.openapi import schema_ref
 from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import config_from_settings
+from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import VIA_SCHEMES, origin_of
+from service.jobs.backend_media import VIA_SCHEMES
 from service.jobs.models import Destination, ItemIn, JobCreate
 from service.jobs.submit import PreparedJob, create_job_from, enqueue, prepare_job, validation_problem
 from service.webhooks import label_studio as ls

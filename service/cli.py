@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
+    worker = sub.add_parser(
+        "worker", help="run a distributed-mode worker: lease items from the Redis queue in PREANNOTATE_QUEUE_URL"
+    )
+    worker.add_argument("--concurrency", type=int, metavar="N", help="items processed at once (default: workers)")
+    worker.add_argument("--host", default="127.0.0.1", help="interface for the probe server (default 127.0.0.1)")
+    worker.add_argument("--port", type=int, help="serve /healthz, /readyz and /metrics on this port (default: none)")
+    worker.add_argument("--verbose", "-v", action="store_true", help="log what happens")
+
     sync = sub.add_parser("sync", help="preannotate the tasks of a labeling tool's project in place")
     targets = sync.add_subparsers(dest="target", required=True, metavar="TOOL")
     ls = targets.add_parser("label-studio", help="add predictions to every task of a Label Studio project")
@@ -160,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.serve import serve_command
 
             return serve_command(args)
+        if args.command == "worker":
+            from service.commands.worker import worker_command
+
+            return worker_command(args)
         if args.command == "sync":
             from service.commands.sync import sync_command
 

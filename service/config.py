@@ -152,6 +152,17 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(10.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="attempts per item before it fails for good")
 
+    # Distributed mode: a Redis Streams queue shared by API pods and `preannotate worker` processes
+    queue_url: SecretStr | None = Field(
+        None,
+        description="redis://[:password@]host:6379/0, rediss://... or unix:///path?db=0; unset = the embedded "
+        "SQLite queue. When set, the API loads no models and `preannotate worker` processes run the items",
+    )
+    worker_grace_s: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long a worker lets in-flight items finish (< the pod's grace)"
+    )
+    model_ttl_s: float = Field(30.0, ge=1, description="a worker's model announcement lapses this long after its last")
+
     @field_validator(
         "extra_models",
         "fetch_allowed_hosts",
@@ -165,6 +176,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("queue_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

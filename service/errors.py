@@ -36,6 +36,7 @@ class ErrorCode(enum.Enum):
     QUEUE_FULL = ("queue_full", 429, True)
     LEASE_EXPIRED = ("lease_expired", 500, False)  # an item's worker died max_attempts times
     NOT_READY = ("not_ready", 503, True)
+    ROUTE_UNAVAILABLE = ("route_unavailable", 501, False)  # needs models in-process; distributed API pods have none
     # Fetching media by URL
     URL_NOT_ALLOWED = ("url_not_allowed", 422, False)
     FETCH_FAILED = ("fetch_failed", 502, True)

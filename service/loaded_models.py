@@ -25,6 +25,10 @@ class LoadedModel:
     def info(self) -> ModelInfo:
         return self.batcher.info
 
+    @property
+    def max_batch_size(self) -> int:
+        return self.batcher.max_batch_size
+
     def close(self) -> None:
         self.batcher.close()
         self.batcher.detector.close()

@@ -8,6 +8,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -25,11 +27,16 @@ from service.jobs.backend_media import BackendMediaFetcher
 from service.jobs.models import JobCreate
 from service.jobs.push import Pushers
 from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.store import JobStore
 from service.jobs.sweep import start_label_studio_sweep
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from service.pipeline.fetch import Fetcher
+from service.remote_models import RemoteModels
+
+if TYPE_CHECKING:
+    from service.jobs.redis_store import RetryPromoter
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,24 @@ def _load_models(state: AppState) -> None:
         state.workers.start()
 
 
+@dataclass(slots=True)
+class _Queue:
+    store: JobStore
+    remote_models: RemoteModels | None = None  # distributed mode: what the workers published
+    promoter: RetryPromoter | None = None
+
+
+def _open_queue(settings: Settings) -> _Queue:
+    """The embedded SQLite queue; or, with ``queue_url``, Redis plus the models the workers publish there."""
+    if settings.queue_url is None:
+        return _Queue(SqliteJobStore(settings.db_path, max_attempts=settings.max_attempts))
+    from service.jobs.redis_store import RedisJobStore, RetryPromoter  # redis stays out of embedded imports
+
+    store = RedisJobStore(settings.queue_url.get_secret_value(), max_attempts=settings.max_attempts)
+    # Due retries must reach the stream even while KEDA has every worker scaled to zero.
+    return _Queue(store, RemoteModels(store.published_models, settings.model), RetryPromoter(store))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing heavy happens until the lifespan starts."""
     settings = settings or get_settings()
@@ -75,15 +100,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = AppState(
-            settings=settings,
-            auth=auth,
-            store=SqliteJobStore(settings.db_path, max_attempts=settings.max_attempts),
-            fetcher=Fetcher(settings.fetch_policy()),
-        )
+        queue = _open_queue(settings)
+        state = AppState(settings=settings, auth=auth, store=queue.store, fetcher=Fetcher(settings.fetch_policy()))
         app.state.preannotate = state
-        loader = threading.Thread(target=_load_models, args=(state,), name="model-loader", daemon=True)
-        loader.start()
+        loader = None
+        if queue.remote_models is not None:  # distributed: `preannotate worker` processes run the models
+            state.models = queue.remote_models
+            if queue.promoter is not None:
+                queue.promoter.start()
+        else:
+            loader = threading.Thread(target=_load_models, args=(state,), name="model-loader", daemon=True)
+            loader.start()
         sweep = start_label_studio_sweep(
             settings,
             state.store,
@@ -96,7 +123,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.draining = True
             if sweep is not None:
                 await run_in_threadpool(sweep.stop, 10.0)
-            await run_in_threadpool(loader.join, _SHUTDOWN_GRACE_S)
+            if loader is not None:
+                await run_in_threadpool(loader.join, _SHUTDOWN_GRACE_S)
+            if queue.promoter is not None:
+                await run_in_threadpool(queue.promoter.stop)
             if state.workers is not None:
                 await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
             if state.pushers is not None:

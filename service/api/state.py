@@ -11,6 +11,7 @@ from service.jobs.store import JobStore
 from service.jobs.worker import WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
+from service.remote_models import RemoteModels
 
 
 @dataclass(slots=True)
@@ -19,7 +20,7 @@ class AppState:
     auth: TokenAuth
     store: JobStore
     fetcher: Fetcher
-    models: ModelRegistry | None = None
+    models: ModelRegistry | RemoteModels | None = None  # RemoteModels in distributed mode
     workers: WorkerPool | None = None
     pushers: Pushers | None = None
     load_error: str | None = None
@@ -27,5 +28,5 @@ class AppState:
 
     @property
     def ready(self) -> bool:
-        """Models loaded and warmed, and not shutting down."""
+        """Models loaded and warmed (or, distributed, the published catalog attached), and not shutting down."""
         return self.models is not None and not self.draining

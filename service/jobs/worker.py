@@ -115,7 +115,10 @@ class WorkerPool:
                 self._stopping.wait(_IDLE_POLL_S)
                 continue
             for lease in leases:
-                self._process(worker, lease)
+                try:
+                    self._process(worker, lease)
+                except Exception:  # e.g. the store failing while recording a failure: keep the thread alive
+                    log.exception("item %s could not be processed or recorded", lease.item_id)
 
     def _process(self, worker: str, lease: Lease) -> None:
         flight = _InFlight(worker=worker)

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import StateDep, TenantDep
 from service.api.schemas import error_responses
+from service.errors import PreannotateError
 from service.metrics import observe_scrape
 
 router = APIRouter(tags=["health"])
@@ -25,7 +26,14 @@ def healthz() -> dict[str, str]:
 def readyz(state: StateDep) -> JSONResponse:
     """Ready to serve: models loaded and warmed, not draining (no auth)."""
     if state.ready and state.models is not None:
-        body: dict[str, Any] = {"status": "ready", "models": [m.spec for m in state.models.all()]}
+        ping = getattr(state.store, "ping", None)  # distributed mode: the queue must answer
+        if ping is not None and not ping():
+            return JSONResponse({"status": "queue_unavailable"}, status_code=503)
+        try:
+            specs = [m.spec for m in state.models.all()]
+        except PreannotateError:  # distributed, and no worker has published yet: jobs get 503 until one does
+            specs = []
+        body: dict[str, Any] = {"status": "ready", "models": specs}
         return JSONResponse(body)
     status = "draining" if state.draining else ("failed" if state.load_error else "loading")
     body = {"status": status}

@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import ModelsDep, StateDep
+from service.api.deps import LocalModelsDep, StateDep
 from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import LabelStudioClient, config_from_settings
@@ -161,13 +161,13 @@ def _project_id(project: str | int | None) -> str:
 
 
 @router.get("/health", responses=error_responses(401, 503))
-def health(tenant: LsTenantDep, models: ModelsDep) -> dict[str, str]:
+def health(tenant: LsTenantDep, models: LocalModelsDep) -> dict[str, str]:
     """Up once the models are loaded (LS waits 1 s; nothing heavy happens here)."""
     return {"status": "UP", "model_class": "preannotate"}
 
 
 @router.post("/setup", responses=error_responses(401, 413, 422, 503))
-def setup(body: SetupRequest, tenant: LsTenantDep, models: ModelsDep, ls: LsStateDep) -> SetupResponse:
+def setup(body: SetupRequest, tenant: LsTenantDep, models: LocalModelsDep, ls: LsStateDep) -> SetupResponse:
     """Remember the project's labeling config; answer the model version its predictions will carry."""
     config = parse_label_config(body.label_config)
     extra = body.extra_params or {}
@@ -189,7 +189,7 @@ def setup(body: SetupRequest, tenant: LsTenantDep, models: ModelsDep, ls: LsStat
 
 @router.post("/predict", responses=error_responses(401, 413, 422, 503))
 async def predict(
-    body: PredictRequest, tenant: LsTenantDep, models: ModelsDep, ls: LsStateDep, state: StateDep
+    body: PredictRequest, tenant: LsTenantDep, models: LocalModelsDep, ls: LsStateDep, state: StateDep
 ) -> PredictResponse:
     """Preannotate the tasks with the default model: one entry per task, in request order."""
     project = _project_id(body.project)
@@ -214,7 +214,7 @@ def webhook() -> dict[str, str]:
 
 
 @router.get("/versions", responses=error_responses(401, 503))
-def versions(tenant: LsTenantDep, models: ModelsDep) -> dict[str, list[str]]:
+def versions(tenant: LsTenantDep, models: LocalModelsDep) -> dict[str, list[str]]:
     """The model version this backend predicts with."""
     return {"versions": [models.default.info.version]}
 

@@ -21,7 +21,7 @@ def list_models(models: ModelsDep, tenant: TenantDep) -> list[ModelPublic]:
             classes=list(m.info.class_names),
             runtime=m.info.runtime,
             device=m.info.device,
-            max_batch_size=m.batcher.max_batch_size,
+            max_batch_size=m.max_batch_size,
             default=i == 0,
         )
         for i, m in enumerate(models.all())

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service.api.deps import ModelsDep, StateDep, TenantDep
+from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
 from service.api.schemas import DetectionPublic, PredictResponse, PredictUrlRequest, error_responses
 from service.errors import ErrorCode, PreannotateError
@@ -106,7 +106,7 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 @router.post("/predict", openapi_extra=_OPENAPI_BODY)
-async def predict(request: Request, state: StateDep, tenant: TenantDep, models: ModelsDep) -> PredictResponse:
+async def predict(request: Request, state: StateDep, tenant: TenantDep, models: LocalModelsDep) -> PredictResponse:
     """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use."""
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
         params, path = await _parse(request, Path(scratch))

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from models.ops.boxes import clip_xyxy
 from models.types import RGBImage
-from service.api.deps import ModelsDep, StateDep, TenantDep
+from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.schemas import ErrorBody, error_responses
 from service.api.state import AppState
 from service.errors import ErrorCode, PreannotateError
@@ -85,7 +85,7 @@ class ByomClass(BaseModel):
 
 
 @router.get("/classes")
-async def byom_classes(tenant: TenantDep, models: ModelsDep) -> list[ByomClass]:
+async def byom_classes(tenant: TenantDep, models: LocalModelsDep) -> list[ByomClass]:
     """The default model's classes, as V7 BYOM lists label types."""
     return [ByomClass(name=name, type="bounding_box") for name in models.default.info.class_names]
 
@@ -97,7 +97,9 @@ async def byom_classes(tenant: TenantDep, models: ModelsDep) -> list[ByomClass]:
     response_model_exclude_none=True,
     responses=error_responses(404, 413, 415, 422, 502, 504),
 )
-async def byom_infer(body: ByomInferRequest, state: StateDep, tenant: TenantDep, models: ModelsDep) -> JSONResponse:
+async def byom_infer(
+    body: ByomInferRequest, state: StateDep, tenant: TenantDep, models: LocalModelsDep
+) -> JSONResponse:
     """Detect objects in one image for V7 (boxes in pixels, top-left x, y and size)."""
     try:
         image = await _load(body.image, state)

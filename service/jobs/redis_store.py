@@ -1,0 +1,401 @@
+"""The distributed job store: Redis Streams with one consumer group (reliability.md §1.2).
+
+Items are delivered through the stream ``{prefix}:items`` and its group ``workers``: a lease is an
+``XREADGROUP`` delivery, a crashed worker's items are moved to the next worker with ``XCLAIM`` (counting a
+delivery), heartbeats reset the entry's idle time with ``XCLAIM ... JUSTID``, and an entry is ``XACK``ed in
+the same script that stores the item's result or failure. Lease expiry follows each item's own
+``lease_until`` on the store's clock (a ZSET), not the PEL's idle time, because the holder picks ``lease_s``
+per call and tests drive time with a fake clock. Retryable failures wait in a delayed ZSET and re-enter the
+stream when due; exhausted or non-retryable items go to the dead-letter stream ``{prefix}:dead``.
+
+Keys (``P`` = prefix): ``P:job:<id>`` hash, ``P:item:<n>`` hash (a job's items are ids ``first..first+n-1``),
+``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:items`` stream, ``P:leases`` and
+``P:delayed`` ZSETs, ``P:active`` set (depth), ``P:dead`` stream, ``P:models``/``P:workers``/``P:worker:<id>``
+(the model catalog). Job keys expire ``retention_s`` after creation: Redis holds them in memory.
+
+Any connection failure is raised as NOT_READY (503, retryable) at once: no client-side retries, so the API
+answers 503 while Redis is down and the worker's loop decides how to back off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from models.types import ModelInfo
+from service.errors import ErrorCode, PreannotateError
+from service.jobs import redis_scripts as lua
+from service.jobs.sqlite_store import derive_status
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease
+from service.remote_models import PublishedModel
+
+log = logging.getLogger(__name__)
+
+_SUMMARY = ("state", "attempts", "fd", "fp", "upd", "name", "code", "msg")
+_RESULTS = ("pos", "name", "state", "code", "msg")
+# Replies that mean "this Redis cannot serve writes right now", not a bug: failover, persistence errors.
+_UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _where(url: str) -> str:
+    """The URL without credentials, for error messages."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+class RedisJobStore:
+    """``JobStore`` on Redis ≥ 7.0 (or Valkey ≥ 7.2), shared by API pods and worker processes.
+
+    Args:
+        url: ``redis://[:password@]host:6379/0``, ``rediss://...`` or ``unix:///path/redis.sock?db=0``.
+        max_attempts: Deliveries an item gets before it fails for good and is dead-lettered.
+        clock: Epoch seconds (tests inject a fake one); None = Redis' own ``TIME``, one clock for every host.
+        prefix: Key prefix; ``{pa}`` keeps every key in one cluster slot.
+        retention_s: Jobs, items and results expire this long after the job was created (None = never).
+        connect_timeout_s: How long a connection attempt may take before NOT_READY.
+        timeout_s: How long one command may take before NOT_READY.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_attempts: int = 3,
+        clock: Callable[[], float] | None = None,
+        prefix: str = "pa",
+        retention_s: float | None = 7 * 86400.0,
+        connect_timeout_s: float = 2.0,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        self._max_attempts, self._clock, self._p, self._retention_s = max_attempts, clock, prefix, retention_s
+        self._where = _where(url)
+        # No client retries: a command that fails surfaces at once (a retried script could lease twice).
+        # Connections closed by a restarted server are replaced when the pool hands them out.
+        self._r: redis.Redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._stream = f"{prefix}:items"
+        scripts = {
+            "CREATE_JOB": lua.CREATE_JOB, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE, "HEARTBEAT": lua.HEARTBEAT,
+            "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL, "RELEASE": lua.RELEASE,
+            "CANCEL": lua.CANCEL, "PUBLISH_WORKER": lua.PUBLISH_WORKER, "LIVE_WORKERS": lua.LIVE_WORKERS,
+            "DROP_CONSUMERS": lua.DROP_CONSUMERS,
+        }  # fmt: skip
+        # register_script runs EVALSHA and falls back to EVAL after NOSCRIPT (a restarted server forgot it).
+        self._s = {name: self._r.register_script(source) for name, source in scripts.items()}
+
+    # --- plumbing ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise self._not_ready(exc) from None
+        except redis.ResponseError as exc:
+            # A full Redis (noeviction) refuses scripts before they write anything: retryable, like a failover.
+            unavailable = isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError))
+            if unavailable or str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+                raise self._not_ready(exc) from None
+            raise
+
+    def _not_ready(self, exc: Exception) -> PreannotateError:
+        return PreannotateError(
+            ErrorCode.NOT_READY,
+            f"the job queue at {self._where} is unavailable ({type(exc).__name__}: {exc}); retry shortly",
+            retry_after_s=2,
+        )
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    def _run(self, script: str, *args: str | int | float) -> Any:
+        with self._guard():
+            return self._s[script](keys=[self._stream], args=[self._p, self._now(), *args])
+
+    def _key(self, kind: str, ident: object) -> str:
+        return f"{self._p}:{kind}:{ident}"
+
+    def _hash(self, key: str) -> dict[str, str]:
+        return cast(dict[str, str], self._r.hgetall(key))  # decode_responses=True: str, never bytes
+
+    # --- jobs ----------------------------------------------------------------------------------------
+
+    def create_job(
+        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+    ) -> tuple[JobRecord, bool]:
+        """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
+        if not items:
+            raise ValueError("a job needs at least one item")
+        if not all(isinstance(item.get("name"), str) for item in items):
+            raise ValueError("every item needs a string 'name'")
+        job_id = uuid.uuid4().hex
+        idem = hashlib.sha256(f"{tenant}\0{idem_key}".encode()).hexdigest()
+        pairs = [v for item in items for v in (item["name"], _dumps(item))]
+        retention = "" if self._retention_s is None else repr(self._retention_s)
+        owner = self._run("CREATE_JOB", idem, job_id, tenant, idem_key, _dumps(request), retention, *pairs)
+        record = self.get_job(tenant=tenant, job_id=owner)
+        if record is None:  # the idempotency key outlived its job by a second: both expire together
+            raise PreannotateError(ErrorCode.NOT_READY, f"job {owner} is expiring; retry", retry_after_s=1)
+        return record, owner == job_id
+
+    def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
+        """The job, or None if it is unknown, expired or belongs to another tenant."""
+        with self._guard():
+            job = self._hash(self._key("job", job_id))
+            if not job or job.get("tenant") != tenant:
+                return None
+            first, n = int(job["first"]), int(job["n"])
+            pipe = self._r.pipeline(transaction=True)  # MULTI: one snapshot of every item
+            for item_id in range(first, first + n):
+                pipe.hmget(self._key("item", item_id), _SUMMARY)
+            rows = pipe.execute()
+        return self._record(job_id, job, [dict(zip(_SUMMARY, row, strict=True)) for row in rows if row[0]])
+
+    def _record(self, job_id: str, job: dict[str, str], items: list[dict[str, str]]) -> JobRecord:
+        states = [r["state"] for r in items]
+        succeeded, failed = states.count("succeeded"), states.count("failed")
+        return JobRecord(
+            id=job_id,
+            tenant=job["tenant"],
+            request=json.loads(job["request"]),
+            status=derive_status(
+                cancelled=job.get("cancelled") == "1",
+                total=len(items),
+                succeeded=succeeded,
+                failed=failed,
+                active=sum(s in ("queued", "leased") for s in states),
+                started=sum(int(r["attempts"]) > 0 or r["state"] in ("succeeded", "failed") for r in items),
+            ),
+            created_at=float(job["created"]),
+            updated_at=max([float(job["upd"]), *(float(r["upd"]) for r in items)]),
+            items_total=len(items),
+            items_succeeded=succeeded,
+            items_failed=failed,
+            frames_planned=sum(int(r["fp"]) for r in items),
+            frames_done=sum(int(r["fd"]) for r in items),
+            errors=tuple(ItemError(r["name"], r["code"], r["msg"]) for r in items if r["state"] == "failed"),
+        )
+
+    def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
+        """Cancel the queued and leased items; a job already finished stays as it is."""
+        if self._run("CANCEL", tenant, job_id) == -1:
+            return None
+        return self.get_job(tenant=tenant, job_id=job_id)
+
+    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
+        """Every item's outcome in position order, or None for an unknown or foreign job."""
+        with self._guard():
+            job = self._hash(self._key("job", job_id))
+            if not job or job.get("tenant") != tenant:
+                return None
+            first, n = int(job["first"]), int(job["n"])
+            pipe = self._r.pipeline(transaction=True)
+            for item_id in range(first, first + n):
+                pipe.hmget(self._key("item", item_id), _RESULTS)
+                pipe.get(self._key("result", item_id))
+            replies = pipe.execute()
+        out = []
+        for row, result in zip(replies[::2], replies[1::2], strict=True):
+            r = dict(zip(_RESULTS, row, strict=True))
+            if r["state"] is None:
+                continue
+            failed = r["state"] == "failed"
+            out.append(
+                ItemResult(
+                    position=int(r["pos"]),
+                    name=r["name"],
+                    state=ItemState(r["state"]),
+                    result=json.loads(result) if result is not None and r["state"] == "succeeded" else None,
+                    error=ItemError(r["name"], r["code"], r["msg"]) if failed else None,
+                )
+            )
+        return out
+
+    # --- workers -------------------------------------------------------------------------------------
+
+    def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
+        """Move due retries to the stream, reclaim expired leases (or dead-letter them after max attempts),
+        then read up to ``max_items`` new entries. ``worker`` is the consumer name: unique per worker thread."""
+        if max_items < 1 or lease_s <= 0:
+            raise ValueError(f"need max_items >= 1 and lease_s > 0, got {max_items} and {lease_s}")
+        rows, jobs = self._run(
+            "LEASE", worker, max_items, repr(float(lease_s)), self._max_attempts, ErrorCode.LEASE_EXPIRED.code
+        )
+        requests = {jobs[i]: json.loads(jobs[i + 1]) for i in range(0, len(jobs), 2)}
+        return [
+            Lease(
+                item_id=int(rows[i]),
+                job_id=rows[i + 1],
+                position=int(rows[i + 2]),
+                item=json.loads(rows[i + 3]),
+                request=requests[rows[i + 1]],
+                attempt=int(rows[i + 4]),
+            )
+            for i in range(0, len(rows), 5)
+        ]
+
+    def promote_due(self) -> int:
+        """Move retries whose delay has passed into the stream (``lease()`` does it too); returns how many.
+
+        Run it from a process that is always up (``RetryPromoter`` in the API): while workers are scaled to
+        zero, a delayed retry is neither lag nor pending, so nothing else would wake a worker for it.
+        """
+        return int(self._run("PROMOTE"))
+
+    def heartbeat(self, worker: str, item_ids: Sequence[int], *, lease_s: float) -> list[int]:
+        """Extend this worker's leases; returns the ids it still holds, in the order given."""
+        if not item_ids:
+            return []
+        held = {int(i) for i in self._run("HEARTBEAT", worker, repr(float(lease_s)), *item_ids)}
+        return [item_id for item_id in item_ids if item_id in held]
+
+    def progress(self, worker: str, item_id: int, *, frames_done: int, frames_planned: int) -> bool:
+        """Record frame progress; False tells the worker to stop (lease lost or job cancelled)."""
+        return bool(self._run("PROGRESS", worker, item_id, frames_done, frames_planned))
+
+    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+        """Store the result and XACK if this worker still holds the item; otherwise drop it and return False."""
+        return bool(self._run("COMPLETE", worker, item_id, _dumps(result)))
+
+    def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
+        """Retry after ``retry_in_s`` if retryable with attempts left, else fail and dead-letter; no-op if not held."""
+        delay = repr(max(float(retry_in_s), 0.0))
+        self._run("FAIL", worker, item_id, code, message, "1" if retryable else "0", delay, self._max_attempts)
+
+    def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
+        """Hand held items back (a worker shutting down): the next lease anywhere takes them, attempt uncounted."""
+        if not item_ids:
+            return []
+        return [int(i) for i in self._run("RELEASE", worker, *item_ids)]
+
+    def depth(self) -> int:
+        """Items queued, delayed or leased, all tenants."""
+        with self._guard():
+            return int(self._r.scard(f"{self._p}:active"))
+
+    def queue_stats(self) -> dict[str, int | None]:
+        """The stream group's ``lag`` (undelivered entries, what KEDA scales on; None when Redis cannot tell)
+        and ``pending`` (delivered, not acked), plus ``delayed`` retries, ``dead`` letters and ``active`` items."""
+        with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zcard(f"{self._p}:delayed")
+            pipe.xlen(f"{self._p}:dead")
+            pipe.scard(f"{self._p}:active")
+            delayed, dead, active = pipe.execute()
+            try:
+                groups = self._r.xinfo_groups(self._stream)
+            except redis.ResponseError:  # no stream yet
+                groups = []
+        group = next((g for g in groups if g["name"] == "workers"), {})
+        return {
+            "lag": group.get("lag", 0) if group else 0,
+            "pending": int(group.get("pending", 0)),
+            "delayed": int(delayed),
+            "dead": int(dead),
+            "active": int(active),
+        }
+
+    def ping(self) -> bool:
+        """True when Redis answers (for /readyz); never raises."""
+        try:
+            return bool(self._r.ping())
+        except redis.RedisError:
+            return False
+
+    # --- model catalog -------------------------------------------------------------------------------
+
+    def publish_models(self, worker: str, models: Sequence[PublishedModel], *, ttl_s: float) -> None:
+        """Announce this worker and the models it serves for ``ttl_s`` (call again well before it lapses)."""
+        now = time.time() if self._clock is None else self._clock()
+        card = {"models": [m.spec for m in models], "at": now}
+        pairs = []
+        for m in models:
+            body = {"info": dataclasses.asdict(m.info), "max_batch_size": m.max_batch_size, "published_at": now}
+            pairs += [m.spec, _dumps(body)]
+        self._run("PUBLISH_WORKER", worker, repr(float(ttl_s)), _dumps(card), *pairs)
+
+    def published_models(self) -> list[PublishedModel]:
+        """The catalog: every model a worker ever published here (the latest publication wins), with how many
+        live workers serve it now."""
+        with self._guard():
+            catalog = self._hash(f"{self._p}:models")
+        live: dict[str, int] = {}
+        for card in self._run("LIVE_WORKERS"):
+            for spec in json.loads(card)["models"]:
+                live[spec] = live.get(spec, 0) + 1
+        out = []
+        for spec, raw in catalog.items():
+            body = json.loads(raw)
+            info = ModelInfo(**{**body["info"], "class_names": tuple(body["info"]["class_names"])})
+            out.append(PublishedModel(spec, info, int(body["max_batch_size"]), body["published_at"], live.get(spec, 0)))
+        return out
+
+    def live_workers(self) -> int:
+        """Workers whose publication has not lapsed."""
+        return len(self._run("LIVE_WORKERS"))
+
+    def forget_worker(self, worker: str, consumers: Sequence[str] = ()) -> None:
+        """A worker leaving: drop its publication and those of its stream consumers that hold nothing."""
+        with self._guard():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.zrem(f"{self._p}:workers", worker)
+            pipe.delete(self._key("worker", worker))
+            pipe.execute()
+        if consumers:
+            self._run("DROP_CONSUMERS", 0, *consumers)
+
+    def drop_idle_consumers(self, idle_s: float) -> int:
+        """Forget consumers (crashed workers' threads) idle this long that hold no entries; returns how many."""
+        return int(self._run("DROP_CONSUMERS", int(idle_s * 1000)))
+
+    def close(self) -> None:
+        self._r.close()
+
+
+class RetryPromoter:
+    """A daemon thread that calls ``store.promote_due()`` every ``interval_s`` (see there for why)."""
+
+    def __init__(self, store: RedisJobStore, interval_s: float = 1.0) -> None:
+        self._store, self._interval_s = store, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retry-promoter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._store.promote_due()
+            except PreannotateError as exc:  # Redis is down; the API reports that on every request
+                log.debug("promoting retries failed: %s", exc)

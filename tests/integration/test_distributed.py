@@ -1,0 +1,275 @@
+"""Distributed mode end to end, in real processes: redis-server (AOF), `preannotate serve` that loads no
+models, and two `preannotate worker` processes (reliability.md §5 rows 2, 12, 15, at CI size).
+
+Leases are 2 s with 0.5 s heartbeats, so a killed worker's items come back within about 2 s. Every check
+of "exactly once" reads the stored results: one result per item, every sampled frame once, nothing
+pending in the stream, nothing dead-lettered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from service.samples import write_video
+from tests.integration.servers import Server, free_port, wait_for_job
+from tests.redis_server import RedisServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+SHORT_FRAMES, LONG_FRAMES = 20, 400  # frames per item at fps=0 (every frame)
+LEASE_S, GRACE_S = 2.0, 3.0
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    write_video(root / "short.mp4", width_px=96, height_px=64, fps=10, duration_s=SHORT_FRAMES / 10, gop=10)
+    write_video(root / "long.mp4", width_px=96, height_px=64, fps=10, duration_s=LONG_FRAMES / 10, gop=10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def queue() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def env(queue: RedisServer, media: Path) -> dict[str, str]:
+    return {
+        "PREANNOTATE_QUEUE_URL": queue.url,
+        "PREANNOTATE_LOCAL_ROOTS": str(media),
+        "PREANNOTATE_LEASE_S": str(LEASE_S),
+        "PREANNOTATE_HEARTBEAT_S": "0.5",
+        "PREANNOTATE_MODEL_TTL_S": "3",
+        "PREANNOTATE_WORKER_GRACE_S": str(GRACE_S),
+        "PREANNOTATE_CPU_THREADS": "1",  # four processes share two cores
+    }
+
+
+@pytest.fixture(scope="module")
+def api(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(db_path=tmp_path_factory.mktemp("api") / "unused.db", env={**env, "PREANNOTATE_WORKERS": "0"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db(queue: RedisServer) -> Iterator[redis.Redis]:
+    client = queue.client()
+    yield client
+    client.close()
+
+
+class Worker:
+    """A `preannotate worker` subprocess."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *, probes: bool = False) -> None:
+        self.log_path = log_path
+        self.port = free_port() if probes else None
+        flags = ["--port", str(self.port)] if self.port else []
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker", "-v", *flags],
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.tag = f"-{self.process.pid}-"  # in every consumer and worker name it uses
+
+    def wait_ready(self, db: redis.Redis, timeout_s: float = 60.0) -> None:
+        _wait(lambda: any(self.tag in w for w in db.zrange("pa:workers", 0, -1)), timeout_s, self.log)
+
+    def probe(self, path: str) -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=5)
+
+    def held(self, db: redis.Redis) -> list[int]:
+        """Items leased to this worker's threads right now."""
+        return [int(i) for i in db.zrange("pa:leases", 0, -1) if self.tag in (db.hget(f"pa:item:{i}", "owner") or "")]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _wait(condition: Callable[[], object], timeout_s: float, describe: Callable[[], str] = str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"not true after {timeout_s} s\n{describe()}")
+
+
+@pytest.fixture
+def workers(env: dict[str, str], db: redis.Redis, tmp_path: Path) -> Iterator[list[Worker]]:
+    started = [
+        Worker({**env, "PREANNOTATE_WORKERS": "2"}, tmp_path / f"worker{i}.log", probes=i == 1) for i in range(2)
+    ]
+    try:
+        for worker in started:
+            worker.wait_ready(db)
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def _submit(client: httpx.Client, media: Path, video: str, n: int, tag: str) -> str:
+    items = [{"name": f"{tag}-{i}", "slots": [{"url": (media / video).as_uri()}]} for i in range(n)]
+    response = client.post("/v1/jobs", json={"items": items, "fps": 0})
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def _item_ids(db: redis.Redis, job_id: str) -> list[int]:
+    first, n = (int(v) for v in db.hmget(f"pa:job:{job_id}", ["first", "n"]))
+    return list(range(first, first + n))
+
+
+def _assert_exactly_once(
+    client: httpx.Client, db: redis.Redis, job_id: str, tag: str, n: int, frames: int
+) -> dict[str, Any]:
+    job = wait_for_job(client, job_id, timeout_s=90)
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {
+        "items_total": n,
+        "items_done": n,
+        "items_succeeded": n,
+        "items_failed": 0,
+        "frames_planned": n * frames,
+        "frames_done": n * frames,
+    }
+    coco = client.get(f"/v1/jobs/{job_id}/result", params={"format": "coco"}).json()
+    per_item: dict[str, list[int]] = {}
+    for image in coco["images"]:
+        per_item.setdefault(image["item"], []).append(image["frame_index"])
+    assert sorted(per_item) == sorted(f"{tag}-{i}" for i in range(n))
+    assert all(sorted(indexes) == list(range(frames)) for indexes in per_item.values())
+    return job
+
+
+def _assert_drained(db: redis.Redis) -> None:
+    """Nothing queued, leased, pending in the stream or dead-lettered."""
+    assert db.scard("pa:active") == 0
+    assert db.xpending("pa:items", "workers")["pending"] == 0
+    assert db.xlen("pa:dead") == 0
+
+
+def test_kill_9_worker_mid_job(
+    api: Server, workers: list[Worker], db: redis.Redis, media: Path, tmp_path: Path
+) -> None:
+    victim, survivor = workers
+    with api.client() as client:
+        jobs = [(_submit(client, media, "short.mp4", 10, f"kill{j}"), f"kill{j}") for j in range(2)]
+        _wait(lambda: victim.held(db), 30, victim.log)
+        orphans = victim.held(db)
+        victim.process.kill()
+        killed_at = time.monotonic()
+
+        # Redelivered once the 2 s lease lapses (not before), to the surviving worker.
+        def reclaimed() -> bool:
+            owners = [db.hget(f"pa:item:{i}", "owner") or "" for i in orphans]
+            return all(survivor.tag in o or db.hget(f"pa:item:{i}", "state") == "succeeded"
+                       for i, o in zip(orphans, owners, strict=True))  # fmt: skip
+
+        _wait(reclaimed, 30, survivor.log)
+        assert time.monotonic() - killed_at <= LEASE_S + 1.5
+
+        for job_id, tag in jobs:
+            _assert_exactly_once(client, db, job_id, tag, 10, SHORT_FRAMES)
+        _assert_drained(db)
+    assert {int(db.hget(f"pa:item:{i}", "attempts") or 0) for i in orphans} == {2}
+    assert survivor.process.poll() is None
+    assert survivor.probe("/healthz").json() == {"status": "ok"}
+    assert survivor.probe("/readyz").json() == {"status": "ready", "models": ["builtin:centerface"]}
+    assert 'preannotate_job_items_total{outcome="succeeded"}' in survivor.probe("/metrics").text
+
+
+def test_redis_restart_mid_run(
+    api: Server, workers: list[Worker], queue: RedisServer, db: redis.Redis, media: Path
+) -> None:
+    with api.client() as client:
+        job_id = _submit(client, media, "short.mp4", 20, "restart")
+        _wait(lambda: client.get(f"/v1/jobs/{job_id}").json()["progress"]["items_succeeded"] > 0, 30)
+
+        queue.kill()
+        try:
+            for method, path, body in [
+                ("GET", f"/v1/jobs/{job_id}", None),
+                ("POST", "/v1/jobs", {"items": [{"name": "x", "slots": [{"url": (media / "short.mp4").as_uri()}]}]}),
+                ("GET", "/readyz", None),
+            ]:
+                response = client.request(method, path, json=body)
+                assert response.status_code == 503, (path, response.text)
+                if path != "/readyz":
+                    assert response.json()["error"]["code"] == "not_ready"
+                    assert response.headers["Retry-After"]
+            assert workers[1].probe("/readyz").json()["status"] == "queue_unavailable"
+            time.sleep(1.0)  # the workers find the queue gone (and back off)
+        finally:
+            queue.start()  # same socket; the AOF (fsync always) brings back every write
+
+        _assert_exactly_once(client, db, job_id, "restart", 20, SHORT_FRAMES)
+        # Both workers reconnected and still take new work.
+        after = _submit(client, media, "short.mp4", 4, "after")
+        _assert_exactly_once(client, db, after, "after", 4, SHORT_FRAMES)
+        _assert_drained(db)
+    assert all(w.process.poll() is None for w in workers)
+
+
+def test_sigterm_drains_within_the_grace_period(
+    api: Server, env: dict[str, str], db: redis.Redis, media: Path, tmp_path: Path
+) -> None:
+    one_thread = {**env, "PREANNOTATE_WORKERS": "1"}
+    victim = Worker(one_thread, tmp_path / "victim.log")
+    other: Worker | None = None
+    try:
+        victim.wait_ready(db)
+        with api.client() as client:
+            job_id = _submit(client, media, "long.mp4", 1, "drain")
+            _wait(lambda: victim.held(db), 30, victim.log)
+            (item,) = victim.held(db)
+            other = Worker(one_thread, tmp_path / "other.log")  # started once the victim has the item
+            other.wait_ready(db)
+
+            victim.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            assert victim.process.wait(timeout=GRACE_S + 5) == 0, victim.log()
+            assert time.monotonic() - started <= GRACE_S + 1.0
+            assert db.hget(f"pa:item:{item}", "state") != "succeeded"  # too long to finish in the grace period
+
+            _assert_exactly_once(client, db, job_id, "drain", 1, LONG_FRAMES)
+            _assert_drained(db)
+        assert db.hget(f"pa:item:{item}", "attempts") == "1"  # handed back: the attempt was not counted
+        assert not any(victim.tag in c["name"] for c in db.xinfo_consumers("pa:items", "workers"))
+    finally:
+        victim.stop()
+        if other is not None:
+            other.stop()

@@ -1,0 +1,455 @@
+"""RedisJobStore on a real redis-server: the shared JobStore contract, plus what only Redis adds
+(streams, dead letters, cross-process leasing, connection failures)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from models.types import ModelInfo
+from service.errors import ErrorCode, PreannotateError
+from service.jobs.redis_store import RedisJobStore
+from service.jobs.resilient_store import ResilientStore
+from service.jobs.store import ItemState, JobStatus, JobStore
+from service.remote_models import PublishedModel, RemoteModels
+from tests.integration.servers import free_port
+from tests.redis_server import RedisServer
+from tests.unit.service.jobs.store_contract import (
+    LEASE_S,
+    TENANT,
+    FakeClock,
+    JobStoreContract,
+    StoreFactory,
+    items,
+    make_job,
+    status,
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    srv = RedisServer()
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+@pytest.fixture
+def db(server: RedisServer) -> Iterator[redis.Redis]:
+    client = server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_store(server: RedisServer, db: redis.Redis, clock: FakeClock) -> Iterator[StoreFactory]:
+    stores: list[RedisJobStore] = []
+
+    def factory(*, max_attempts: int = 3) -> JobStore:
+        store = RedisJobStore(server.url, max_attempts=max_attempts, clock=clock)
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> RedisJobStore:
+    s = make_store()
+    assert isinstance(s, RedisJobStore)
+    return s
+
+
+class TestRedisJobStoreContract(JobStoreContract):
+    @pytest.fixture
+    def store_factory(self, make_store: StoreFactory) -> StoreFactory:
+        return make_store
+
+
+# --- streams ------------------------------------------------------------------------------------------
+
+
+def test_lease_is_a_stream_delivery_and_complete_acks_it(store: RedisJobStore, db: redis.Redis) -> None:
+    make_job(store, 2)
+    (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+
+    assert db.xpending("pa:items", "workers")["pending"] == 1
+    assert store.queue_stats() == {"lag": 1, "pending": 1, "delayed": 0, "dead": 0, "active": 2}
+    assert store.complete("w1", lease.item_id, {"boxes": []})
+    assert db.xpending("pa:items", "workers")["pending"] == 0
+    assert store.queue_stats()["lag"] == 1  # trimming acked history keeps the lag readable (KEDA)
+
+
+def test_heartbeat_resets_idle_without_counting_a_delivery(store: RedisJobStore, db: redis.Redis) -> None:
+    make_job(store, 1)
+    (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+    time.sleep(0.3)
+    assert db.xpending_range("pa:items", "workers", "-", "+", 1)[0]["time_since_delivered"] >= 300
+
+    assert store.heartbeat("w1", [lease.item_id], lease_s=LEASE_S) == [lease.item_id]
+
+    (entry,) = db.xpending_range("pa:items", "workers", "-", "+", 1)
+    assert entry["time_since_delivered"] < 200
+    assert entry["times_delivered"] == 1
+
+
+def test_heartbeat_keeps_a_long_item(store: RedisJobStore, clock: FakeClock) -> None:
+    make_job(store, 1)
+    (lease,) = store.lease("w1", max_items=1, lease_s=2.0)
+    for _ in range(20):  # 20 s of work on a 2 s lease, renewed every second
+        clock.advance(1.0)
+        assert store.heartbeat("w1", [lease.item_id], lease_s=2.0) == [lease.item_id]
+        assert store.lease("w2", max_items=1, lease_s=2.0) == []
+
+    assert store.complete("w1", lease.item_id, {"frames": 20})
+
+
+def test_reclaim_moves_the_entry_to_the_new_worker(store: RedisJobStore, clock: FakeClock, db: redis.Redis) -> None:
+    make_job(store, 1)
+    store.lease("w1", max_items=1, lease_s=LEASE_S)
+    clock.advance(LEASE_S + 1)
+
+    (taken,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+
+    (entry,) = db.xpending_range("pa:items", "workers", "-", "+", 10)
+    assert (entry["consumer"], entry["times_delivered"], taken.attempt) == ("w2", 2, 2)
+
+
+def test_complete_after_losing_the_lease_stores_nothing(
+    store: RedisJobStore, clock: FakeClock, db: redis.Redis
+) -> None:
+    job = make_job(store, 1)
+    (lost,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+    clock.advance(LEASE_S + 1)
+    (taken,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+
+    assert not store.complete("w1", lost.item_id, {"by": "w1"})
+
+    assert db.get(f"pa:result:{lost.item_id}") is None
+    assert db.xpending("pa:items", "workers")["pending"] == 1  # still w2's, not acked by w1
+    assert store.complete("w2", taken.item_id, {"by": "w2"})
+    results = store.results(tenant=TENANT, job_id=job.id)
+    assert results is not None
+    assert [r.result for r in results] == [{"by": "w2"}]
+
+
+def test_poison_item_is_dead_lettered_after_exactly_max_attempts(make_store: StoreFactory, db: redis.Redis) -> None:
+    store = make_store(max_attempts=3)
+    job = make_job(store, 2)
+    deliveries = 0
+    while leases := store.lease("w1", max_items=2, lease_s=LEASE_S):
+        for lease in leases:
+            if lease.position == 0:
+                deliveries += 1
+                store.fail("w1", lease.item_id, code="internal", message="img0.jpg: boom", retryable=True, retry_in_s=0)
+            else:
+                store.complete("w1", lease.item_id, {})
+
+    assert deliveries == 3
+    ((_, fields),) = db.xrange("pa:dead")
+    assert (fields["name"], fields["code"], fields["reason"], fields["attempts"]) == (
+        "img0.jpg", "internal", "img0.jpg: boom", "3",
+    )  # fmt: skip
+    record = store.get_job(tenant=TENANT, job_id=job.id)
+    assert record is not None
+    assert (record.status, record.items_succeeded, record.items_failed) == (JobStatus.PARTIALLY_FAILED, 1, 1)
+    assert store.queue_stats() == {"lag": 0, "pending": 0, "delayed": 0, "dead": 1, "active": 0}
+
+
+def test_crashing_item_is_dead_lettered_with_the_lease_reason(
+    make_store: StoreFactory, clock: FakeClock, db: redis.Redis
+) -> None:
+    store = make_store(max_attempts=2)
+    make_job(store, 1)
+    for _ in range(2):
+        assert store.lease("w", max_items=1, lease_s=LEASE_S)
+        clock.advance(LEASE_S + 1)  # the worker dies every time
+
+    assert store.lease("w", max_items=1, lease_s=LEASE_S) == []
+    ((_, fields),) = db.xrange("pa:dead")
+    assert fields["code"] == "lease_expired"
+    assert "attempt 2 of 2" in fields["reason"]
+
+
+def test_release_hands_items_back_without_spending_an_attempt(store: RedisJobStore, db: redis.Redis) -> None:
+    make_job(store, 3)
+    first, second = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+    assert store.release("w1", [first.item_id, 999]) == [first.item_id]
+    assert store.heartbeat("w1", [first.item_id, second.item_id], lease_s=LEASE_S) == [second.item_id]
+    store.forget_worker("host", ["w1"])  # still holds `second`: kept
+    assert [c["name"] for c in db.xinfo_consumers("pa:items", "workers")] == ["(released)", "w1"]
+
+    again, third = store.lease("w2", max_items=2, lease_s=LEASE_S)
+    assert (again.item_id, again.attempt) == (first.item_id, 1)  # ahead of new work, attempt uncounted
+    assert third.position == 2
+
+
+def test_cancelled_entries_are_skipped_and_trimmed(store: RedisJobStore, db: redis.Redis) -> None:
+    job = make_job(store, 5)
+    store.cancel_job(tenant=TENANT, job_id=job.id)
+    later = make_job(store, 1, key="later")
+
+    (lease,) = store.lease("w", max_items=5, lease_s=LEASE_S)
+    store.complete("w", lease.item_id, {})
+    store.lease("w", max_items=5, lease_s=LEASE_S)
+
+    assert lease.job_id == later.id
+    assert db.xlen("pa:items") <= 1
+    assert store.queue_stats()["lag"] == 0
+
+
+def test_jobs_expire_after_the_retention(server: RedisServer, db: redis.Redis) -> None:
+    store = RedisJobStore(server.url, retention_s=60)
+    try:
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(2))
+        assert 0 < db.ttl(f"pa:job:{job.id}") <= 60
+        (lease,) = store.lease("w", max_items=1, lease_s=5)
+        store.complete("w", lease.item_id, {})
+        assert 0 < db.ttl(f"pa:result:{lease.item_id}") <= 60
+    finally:
+        store.close()
+
+
+def test_server_clock_by_default(server: RedisServer, db: redis.Redis) -> None:
+    store = RedisJobStore(server.url)
+    try:
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(1))
+        server_now = float(db.time()[0])
+        assert abs(job.created_at - server_now) < 2
+        (lease,) = store.lease("w", max_items=1, lease_s=5)
+        assert abs(float(db.hget(f"pa:item:{lease.item_id}", "until")) - server_now - 5) < 2
+    finally:
+        store.close()
+
+
+# --- two processes ------------------------------------------------------------------------------------
+
+
+def _drain(url: str, name: str, start: Any, out: Any) -> None:
+    store = RedisJobStore(url, max_attempts=3)
+    store.depth()  # connected
+    start.wait(timeout=30)  # a barrier: both processes begin together
+    taken: list[int] = []
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < 1.0:
+        leases = store.lease(name, max_items=8, lease_s=30)
+        if leases:
+            idle_since = time.monotonic()
+        for lease in leases:
+            taken.append(lease.item_id)
+            time.sleep(0.002)  # some work, so the other process gets a share
+            assert store.complete(name, lease.item_id, {"by": name})
+    out.put((name, taken))
+    store.close()
+
+
+def test_two_processes_drain_200_items_exactly_once(server: RedisServer, db: redis.Redis) -> None:
+    store = RedisJobStore(server.url)
+    try:
+        jobs = [store.create_job(tenant=TENANT, idem_key=f"k{j}", request={}, items=items(20))[0] for j in range(10)]
+        ctx = multiprocessing.get_context("spawn")  # a connection pool must not cross a fork
+        start, out = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_drain, args=(server.url, f"p{i}", start, out)) for i in range(2)]
+        for p in procs:
+            p.start()
+        taken = dict(out.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=10)
+
+        assert all(p.exitcode == 0 for p in procs)
+        a, b = taken["p0"], taken["p1"]
+        assert a, "both processes leased"
+        assert b, "both processes leased"
+        assert not set(a) & set(b)
+        assert len(a) + len(b) == len(set(a) | set(b)) == 200
+        for job in jobs:
+            results = store.results(tenant=TENANT, job_id=job.id)
+            assert results is not None
+            assert [r.state for r in results] == [ItemState.SUCCEEDED] * 20
+        assert store.queue_stats() == {"lag": 0, "pending": 0, "delayed": 0, "dead": 0, "active": 0}
+    finally:
+        store.close()
+
+
+# --- connection failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:{port}/0", "unix:///nonexistent/redis.sock"])
+def test_unreachable_redis_is_not_ready_at_once(url: str) -> None:
+    store = RedisJobStore(url.format(port=free_port()), connect_timeout_s=5)
+    calls = [
+        lambda: store.depth(),
+        lambda: store.lease("w", max_items=1, lease_s=5),
+        lambda: store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(1)),
+        lambda: store.get_job(tenant=TENANT, job_id="x"),
+    ]
+    for call in calls:
+        start = time.monotonic()
+        with pytest.raises(PreannotateError) as caught:
+            call()
+        assert time.monotonic() - start < 1.0
+        assert caught.value.code is ErrorCode.NOT_READY
+        assert caught.value.retry_after_s
+        assert "password" not in caught.value.message
+    assert not store.ping()
+
+
+def test_recovers_after_a_restart_with_aof() -> None:
+    srv = RedisServer(appendonly=True)
+    try:
+        srv.start()
+        store = RedisJobStore(srv.url)
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(2))
+        (lease,) = store.lease("w", max_items=1, lease_s=60)
+        srv.kill()
+        with pytest.raises(PreannotateError) as caught:
+            store.lease("w", max_items=1, lease_s=60)
+        assert caught.value.code is ErrorCode.NOT_READY
+
+        srv.start()  # same socket; the pool replaces its dead connections; scripts are loaded again
+
+        assert store.complete("w", lease.item_id, {"ok": 1})
+        (second,) = store.lease("w", max_items=1, lease_s=60)
+        assert store.complete("w", second.item_id, {"ok": 2})
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.status is JobStatus.SUCCEEDED
+        store.close()
+    finally:
+        srv.cleanup()
+
+
+# --- model catalog ------------------------------------------------------------------------------------
+
+
+def _model(spec: str, name: str) -> PublishedModel:
+    info = ModelInfo(spec, name, f"{name}-v1", ("face",), "onnxruntime", "cpu", 1, 640)
+    return PublishedModel(spec, info, max_batch_size=4)
+
+
+def test_published_models_outlive_their_workers(store: RedisJobStore, clock: FakeClock) -> None:
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+    store.publish_models("host-2", [_model("builtin:centerface", "centerface"), _model("onnx:/m.onnx", "m")], ttl_s=10)
+    remote = RemoteModels(store.published_models, "builtin:centerface", cache_s=0)
+
+    assert [(m.spec, m.live_workers) for m in remote.all()] == [("builtin:centerface", 2), ("onnx:/m.onnx", 1)]
+    assert remote.get(None).info.class_names == ("face",)
+    assert remote.get("m").spec == "onnx:/m.onnx"
+    with pytest.raises(PreannotateError) as caught:
+        remote.get("nope")
+    assert caught.value.code is ErrorCode.MODEL_NOT_FOUND
+
+    clock.advance(11)
+    assert store.live_workers() == 0
+    assert [(m.spec, m.live_workers) for m in remote.all()] == [("builtin:centerface", 0), ("onnx:/m.onnx", 0)]
+
+
+def test_nothing_published_is_not_ready(store: RedisJobStore) -> None:
+    with pytest.raises(PreannotateError) as caught:
+        RemoteModels(store.published_models, "builtin:centerface").get(None)
+    assert caught.value.code is ErrorCode.NOT_READY
+
+
+def test_forget_worker_drops_idle_consumers_only(store: RedisJobStore, db: redis.Redis) -> None:
+    make_job(store, 1)
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+    store.lease("busy", max_items=1, lease_s=LEASE_S)
+    store.lease("idle", max_items=1, lease_s=LEASE_S)
+
+    store.forget_worker("host-1", ["busy", "idle"])
+
+    assert store.live_workers() == 0
+    assert [c["name"] for c in db.xinfo_consumers("pa:items", "workers")] == ["busy"]
+
+
+# --- the worker's wrapper -----------------------------------------------------------------------------
+
+
+def test_resilient_store_rides_out_a_restart() -> None:
+    srv = RedisServer(appendonly=True)
+    try:
+        srv.start()
+        stopping = threading.Event()
+        store = ResilientStore(RedisJobStore(srv.url), stopping, base_s=0.05, cap_s=0.2, give_up_s=30)
+        store.store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(2))
+        (lease,) = store.lease("w", max_items=1, lease_s=60)
+        srv.kill()
+
+        assert store.lease("w", max_items=1, lease_s=60) == []  # backs off instead of raising
+        assert store.heartbeat("w", [lease.item_id], lease_s=60) == [lease.item_id]  # unknown: keep working
+        assert store.progress("w", lease.item_id, frames_done=7, frames_planned=7)
+        restarter = threading.Timer(0.5, srv.start)
+        restarter.start()
+        assert store.complete("w", lease.item_id, {"ok": True})  # waited for Redis to come back
+        restarter.join()
+
+        record = store.store.get_job(tenant=TENANT, job_id=lease.job_id)
+        assert record is not None
+        assert (record.items_succeeded, record.frames_done) == (1, 7)  # the progress it missed was sent first
+        (second,) = store.lease("w", max_items=1, lease_s=60)
+        assert store.release_held() == 1
+        assert store.store.lease("w2", max_items=1, lease_s=60)[0].item_id == second.item_id
+        store.close()
+    finally:
+        srv.cleanup()
+
+
+def test_due_retries_are_promoted_without_a_worker(store: RedisJobStore, clock: FakeClock) -> None:
+    make_job(store, 1)
+    (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
+    store.fail("w", lease.item_id, code="fetch_failed", message="503", retryable=True, retry_in_s=30)
+    assert store.queue_stats() == {"lag": 0, "pending": 0, "delayed": 1, "dead": 0, "active": 1}
+
+    assert store.promote_due() == 0
+    clock.advance(30)
+    assert store.promote_due() == 1
+
+    assert store.queue_stats() == {"lag": 1, "pending": 0, "delayed": 0, "dead": 0, "active": 1}  # KEDA sees it
+
+
+def test_a_full_redis_is_not_ready_and_changes_nothing(store: RedisJobStore, db: redis.Redis) -> None:
+    job = make_job(store, 2)
+    db.config_set("maxmemory", "1")  # noeviction (the default): every write is refused
+    try:
+        for call in (
+            lambda: store.create_job(tenant=TENANT, idem_key="k2", request={}, items=items(1)),
+            lambda: store.lease("w", max_items=1, lease_s=LEASE_S),
+        ):
+            with pytest.raises(PreannotateError) as caught:
+                call()
+            assert caught.value.code is ErrorCode.NOT_READY
+    finally:
+        db.config_set("maxmemory", "0")
+    assert store.queue_stats() == {"lag": 2, "pending": 0, "delayed": 0, "dead": 0, "active": 2}
+    assert len(store.lease("w", max_items=5, lease_s=LEASE_S)) == 2
+    assert status(store, job) is JobStatus.RUNNING
+
+
+def test_a_model_published_after_a_lookup_is_found_at_once(store: RedisJobStore) -> None:
+    remote = RemoteModels(store.published_models, "builtin:centerface", cache_s=60)
+    with pytest.raises(PreannotateError):
+        remote.get(None)  # nothing yet (and that answer is not cached for a minute)
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+    time.sleep(0.3)
+
+    assert remote.get(None).spec == "builtin:centerface"
+    store.publish_models("host-1", [_model("onnx:/m.onnx", "m")], ttl_s=10)
+    time.sleep(0.3)
+    assert remote.get("m").spec == "onnx:/m.onnx"

@@ -39,7 +39,7 @@ from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 from service.jobs import redis_scripts as lua
 from service.jobs.sqlite_store import derive_status
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items
 from service.remote_models import PublishedModel
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,7 @@ class RedisJobStore:
         self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
     ) -> tuple[JobRecord, bool]:
         """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
-        if not items:
-            raise ValueError("a job needs at least one item")
-        if not all(isinstance(item.get("name"), str) for item in items):
-            raise ValueError("every item needs a string 'name'")
+        check_items(items)
         job_id = uuid.uuid4().hex
         idem = hashlib.sha256(f"{tenant}\0{idem_key}".encode()).hexdigest()
         pairs = [v for item in items for v in (item["name"], _dumps(item))]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, Lease
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, Lease, check_items
 
 SCHEMA_VERSION = 1
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
@@ -222,10 +222,7 @@ class SqliteJobStore:
         self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
     ) -> tuple[JobRecord, bool]:
         """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
-        if not items:
-            raise ValueError("a job needs at least one item")
-        if not all(isinstance(item.get("name"), str) for item in items):
-            raise ValueError("every item needs a string 'name'")
+        check_items(items)
         now, job_id = self._clock(), uuid.uuid4().hex
         rows = [(job_id, pos, item["name"], _dumps(item), now, now) for pos, item in enumerate(items)]
         with self._tx() as conn:

@@ -81,6 +81,14 @@ class ItemResult:
     error: ItemError | None
 
 
+def check_items(items: Sequence[dict[str, Any]]) -> None:
+    """What every store refuses before writing anything: an empty job, or an item without a name."""
+    if not items:
+        raise ValueError("a job needs at least one item")
+    if not all(isinstance(item.get("name"), str) for item in items):
+        raise ValueError("every item needs a string 'name'")
+
+
 class JobStore(Protocol):
     """What the API and the workers need from a job store."""
 

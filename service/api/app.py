@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_GRACE_S = 20.0
+UPLOAD_PATHS = ("/v1/predict", "/v1/evaluate")  # multipart uploads; every other body is JSON
 
 
 def _load_models(state: AppState) -> None:
@@ -150,7 +151,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_exception_handlers(app)
     app.add_middleware(
-        BodySizeLimit, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes
+        BodySizeLimit,
+        max_json_bytes=settings.max_json_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_paths=UPLOAD_PATHS,
     )
 
     @app.middleware("http")

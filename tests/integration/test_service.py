@@ -407,6 +407,25 @@ def test_json_body_over_the_limit_is_413(client: httpx.Client) -> None:
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"{}", "text/plain", 415, "unsupported_media"),
+        (b"{}", None, 415, "unsupported_media"),
+        (b"[" * 100_000, "application/json", 422, "invalid_argument"),  # too deep for any JSON parser: not a 500
+        (b"{" + b" " * (2 * 1024**2) + b"}", "text/plain", 413, "request_too_large"),  # the route's cap, any type
+    ],
+    ids=["text-plain", "no-type", "deep-nesting", "large-text-plain"],
+)
+def test_job_body_must_be_json(
+    client: httpx.Client, content: bytes, content_type: str | None, status: int, code: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/v1/jobs", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert _error_code(response) == code
+
+
 def test_encord_registration_json_becomes_a_job(
     client: httpx.Client, media: dict[str, Path], media_server: MediaServer
 ) -> None:
@@ -476,6 +495,9 @@ def test_queue_full_is_429_with_retry_after(tmp_path: Path, media: dict[str, Pat
         assert full.status_code == 429
         assert _error_code(full) == "queue_full"
         assert 1 <= int(full.headers["Retry-After"]) <= 60
+        # a client retrying a job that was accepted gets that job, full queue or not
+        again = c.post("/v1/jobs", json={"items": [item, item]})
+        assert again.status_code == 200, again.text
 
 
 def test_concurrent_predicts_are_merged_into_batches(tmp_path: Path, media: dict[str, Path]) -> None:

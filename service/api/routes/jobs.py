@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 
+from service.api.bodies import json_body, require_json
 from service.api.deps import ModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
 from service.api.schemas import ItemErrorPublic, JobAccepted, JobProgress, JobPublic, error_responses
@@ -16,7 +16,7 @@ from service.jobs.encord_registration import encord_registration_to_items, is_en
 from service.jobs.models import JobCreate
 from service.jobs.outputs import job_result
 from service.jobs.store import JobRecord, JobStatus
-from service.jobs.submit import create_job_from, idempotency_key_idem
+from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
 
@@ -60,10 +60,7 @@ def _parse_job(body: Any, query: dict[str, str | float], max_items: int) -> JobC
             return JobCreate.model_validate({**query, "items": [i.model_dump(exclude_none=True) for i in items]})
         job = JobCreate.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]
-        )
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, problems) from None
+        raise validation_problem(exc) from None
     if len(job.items) > max_items:
         raise PreannotateError(ErrorCode.TOO_MANY_ITEMS, f"{len(job.items)} items in one job; the limit is {max_items}")
     return job
@@ -75,7 +72,7 @@ def _parse_job(body: Any, query: dict[str, str | float], max_items: int) -> JobC
     openapi_extra=_OPENAPI_BODY,
     responses={
         200: {"model": JobAccepted, "description": "an identical or same-key job already existed"},
-        **error_responses(413, 429),
+        **error_responses(413, 415, 429),
     },
 )
 async def create_job(
@@ -91,10 +88,8 @@ async def create_job(
 ) -> JobAccepted:
     """Queue items for preannotation; 200 with the existing job for a repeated key or identical body."""
     settings = state.settings
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON") from None
+    require_json(request.headers.get("content-type", ""))
+    body = json_body(await request.body())
     query = {k: v for k, v in {"model": model, "fps": fps, "threshold": threshold}.items() if v is not None}
     job = _parse_job(body, query, settings.max_items_per_job)
     record, created = create_job_from(

@@ -21,7 +21,6 @@ never logged: a Label Studio one carries the project's ``token``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import ValidationError
 from starlette.routing import NoMatchFound
 
+from service.api.bodies import json_body
 from service.api.deps import StateDep, dep_models
 from service.api.openapi import schema_ref
 from service.api.schemas import error_responses
@@ -126,13 +126,6 @@ async def _in_store_writer(work: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_STORE_WRITER, work)
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body is not valid JSON") from None
-
-
 def _enqueue(outcome: Outcome, state: AppState, tenant: str, prepared: PreparedJob, key: str, what: str) -> None:
     record, created = enqueue(prepared, settings=state.settings, store=state.store, tenant=tenant, idem_key=key)
     outcome.add(record, created)
@@ -162,7 +155,7 @@ async def label_studio_webhook(
     require_enabled(config.label_studio_secrets, "label-studio")
     body = await read_body(request, config.max_body_bytes)
     check_shared_secret(x_preannotate_secret, config.label_studio_secrets, LS_SECRET_HEADER)
-    delivery = ls.parse_delivery(_json(body))
+    delivery = ls.parse_delivery(json_body(body))
     outcome = Outcome(_status_url(request))
     if delivery.action != ls.TASKS_CREATED:
         # PROJECT_UPDATED fires on our own model_version PATCH after every push: acting on it would loop.
@@ -244,7 +237,7 @@ async def s3_webhook(
     require_enabled(config.s3_secrets, "s3")
     body = await read_body(request, config.max_body_bytes)
     check_authorization(authorization, config.s3_secrets)
-    events = parse_events(_json(body))
+    events = parse_events(json_body(body))
     outcome = Outcome(_status_url(request))
     if events.other:
         outcome.ignore(f"{events.other} records are not ObjectCreated events", events.other)
@@ -313,7 +306,7 @@ async def v7_webhook(
     check_authorization(authorization, config.v7_secrets)
     settings = state.settings
     v7_origin = origin_of(settings.v7_base_url) if settings.v7_api_key.get_secret_value() else None
-    delivery = v7.parse_delivery(_json(body), v7_origin=v7_origin)
+    delivery = v7.parse_delivery(json_body(body), v7_origin=v7_origin)
     outcome = Outcome(_status_url(request))
     if delivery is None:
         outcome.ignore("not a webhook-stage item delivery (no item slots)")
@@ -370,7 +363,7 @@ async def generic_webhook(
         outcome.add_existing(seen)
         log.info("generic webhook: delivery %s replayed: no-op", delivery_id)
         return outcome.answer(response)
-    payload = _json(body)
+    payload = json_body(body)
     if not isinstance(payload, dict):
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body must be a JSON object (a job)")
     try:

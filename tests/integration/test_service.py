@@ -500,6 +500,55 @@ def test_queue_full_is_429_with_retry_after(tmp_path: Path, media: dict[str, Pat
         assert again.status_code == 200, again.text
 
 
+def test_every_media_limit_is_a_setting(tmp_path: Path, media: dict[str, Path]) -> None:
+    twelve_s = media["photo"].parent / "twelve.mp4"  # under the size cap, over the duration cap
+    write_video(twelve_s, duration_s=12.0, width_px=160, height_px=120, gop=30)
+    with (
+        running(
+            tmp_path / "limits.db",
+            PREANNOTATE_LOCAL_ROOTS=str(media["photo"].parent),
+            PREANNOTATE_MAX_SLOTS_PER_ITEM="2",
+            PREANNOTATE_MAX_JSON_BYTES="4000",
+            PREANNOTATE_MAX_IMAGE_PIXELS="100000",  # the 512x512 photo has 262 144
+            PREANNOTATE_MAX_VIDEO_DURATION_S="10",  # long.mp4 lasts 40 s
+            PREANNOTATE_MAX_FRAMES_PER_SLOT="5",  # pan.mp4 at 5 fps gives 15
+            PREANNOTATE_MAX_FILE_BYTES=str(media["photo"].stat().st_size),  # long.mp4 is larger
+        ) as srv,
+        srv.client() as c,
+    ):
+
+        def slot(name: str) -> dict[str, str]:
+            return {"name": name, "url": media[name].as_uri()}
+
+        three = c.post(
+            "/v1/jobs", json={"items": [{"name": "x", "slots": [slot("photo"), slot("camera"), slot("video")]}]}
+        )
+        assert three.status_code == 422
+        assert "limit is 2" in three.json()["error"]["message"]
+        big = c.post("/v1/jobs", json={"items": [{"name": "x" * 5000, "slots": [slot("photo")]}]})
+        assert big.status_code == 413
+        upload = c.post("/v1/predict", files={"file": media["photo"].read_bytes()})
+        assert upload.status_code == 422
+        assert _error_code(upload) == "dimensions_too_large"
+
+        items = [
+            {"name": "photo", "slots": [slot("photo")]},
+            {"name": "frames", "slots": [slot("video")]},
+        ]
+        job = c.post("/v1/jobs", json={"items": items, "fps": 5}).json()
+        videos = [
+            {"name": "long", "slots": [slot("long_video")]},
+            {"name": "twelve", "slots": [{"url": twelve_s.as_uri()}]},
+        ]
+        video_job = c.post("/v1/jobs", json={"items": videos}).json()
+        for job_id, expected in [
+            (job["job_id"], {"photo": "dimensions_too_large", "frames": "too_many_frames"}),
+            (video_job["job_id"], {"long": "file_too_large", "twelve": "video_too_long"}),
+        ]:
+            errors = wait_for_job(c, job_id)["errors"]
+            assert {e["item"]: e["code"] for e in errors} == expected  # type: ignore[union-attr]
+
+
 def test_concurrent_predicts_are_merged_into_batches(tmp_path: Path, media: dict[str, Path]) -> None:
     with running(tmp_path / "b.db", PREANNOTATE_MAX_BATCH_SIZE="8", PREANNOTATE_MAX_WAIT_MS="300") as srv:
         photo = media["photo"].read_bytes()

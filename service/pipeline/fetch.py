@@ -383,7 +383,13 @@ class Fetcher:
                     msg = "s3:// URLs need boto3: pip install 'preannotate[s3]'"
                     raise PreannotateError(ErrorCode.MISSING_DEPENDENCY, msg) from None
                 p = self._policy
-                cfg = config.Config(connect_timeout=p.connect_timeout_s, read_timeout=p.read_timeout_s)
+                # A MinIO/Ceph endpoint (AWS_ENDPOINT_URL_S3, read by boto3 itself) has no per-bucket DNS names.
+                custom_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                cfg = config.Config(
+                    connect_timeout=p.connect_timeout_s,
+                    read_timeout=p.read_timeout_s,
+                    s3={"addressing_style": "path" if custom_endpoint else "auto"},
+                )
                 self._s3 = boto3.session.Session().client("s3", config=cfg)
             return self._s3
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.evaluate.geometry import polygon_to_xyxy
+from service.evaluate.tracks import FrameBudget, fill_between, lerp
 from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
 
 _UNSCORED = ("keypoint", "line", "ellipse", "cuboid", "skeleton", "mask", "raster_layer", "directional_vector")
@@ -19,14 +20,58 @@ def darwin_item_key(item: dict[str, Any]) -> str:
     return normalise_item_key(f"{path}/{name}")
 
 
-def _paths_to_rings(polygon: dict[str, Any]) -> tuple[tuple[float, ...], ...]:
-    """``{"paths": [[{x, y}, ...], ...]}`` (or legacy ``{"path": [...]}``) -> flat rings in pixels."""
+def _paths(polygon: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """``{"paths": [[{x, y}, ...], ...]}`` (or legacy ``{"path": [...]}``) -> its paths."""
     paths = polygon.get("paths")
     if paths is None and "path" in polygon:
         paths = [polygon["path"]]
     if not isinstance(paths, list):
         raise FormatError("polygon needs paths")
-    return tuple(tuple(float(v) for p in path for v in (p["x"], p["y"])) for path in paths if path)
+    return paths
+
+
+def _paths_to_rings(polygon: dict[str, Any]) -> tuple[tuple[float, ...], ...]:
+    """A Darwin polygon -> flat rings in pixels."""
+    return tuple(tuple(float(v) for p in path for v in (p["x"], p["y"])) for path in _paths(polygon) if path)
+
+
+def _between(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any]:
+    """Frame data a fraction ``t`` of the way from keyframe ``a`` to keyframe ``b``: the box linearly, a
+    polygon point by point when both have the same points (else held), everything else as on ``a``."""
+    out = {**a, "keyframe": False}
+    box_a, box_b = a.get("bounding_box"), b.get("bounding_box")
+    if isinstance(box_a, dict) and isinstance(box_b, dict):
+        out["bounding_box"] = {k: lerp(float(box_a[k]), float(box_b[k]), t) for k in ("x", "y", "w", "h")}
+    if isinstance(a.get("polygon"), dict) and isinstance(b.get("polygon"), dict):
+        paths_a, paths_b = _paths(a["polygon"]), _paths(b["polygon"])
+        if [len(p) for p in paths_a] == [len(p) for p in paths_b]:
+            out["polygon"] = {
+                "paths": [
+                    [{k: lerp(float(p[k]), float(q[k]), t) for k in ("x", "y")} for p, q in zip(pa, pb, strict=True)]
+                    for pa, pb in zip(paths_a, paths_b, strict=True)
+                ]
+            }
+    return out
+
+
+def _shown_frames(ann: dict[str, Any], budget: FrameBudget) -> list[int]:
+    """Every frame V7 shows a video annotation on: its exported frames and each frame of its ``ranges``
+    (``segments`` in import payloads), whose ends are exclusive (frames 7, 8, 9 are ``[[7, 10]]``)."""
+    spans = [(int(start), int(end)) for start, end in ann.get("ranges") or ann.get("segments") or []]
+    budget.spend(sum(max(0, end - start) for start, end in spans))  # a reversed span must not refund
+    listed = {int(k) for k in ann.get("frames") or {}}
+    return sorted(listed.union(*(range(start, end) for start, end in spans)))
+
+
+def _track_frames(ann: dict[str, Any], budget: FrameBudget) -> dict[int, dict[str, Any]]:
+    """A video annotation's frame data on every frame it is shown on: exported frames as they are, frames
+    between them interpolated when ``interpolated`` is true (V7's default for tracks), else the previous
+    keyframe held, as V7 displays them."""
+    frames = {int(k): v for k, v in ann["frames"].items()}
+    knots = {f: d for f, d in frames.items() if "bounding_box" in d or "polygon" in d}
+    gaps = [f for f in _shown_frames(ann, budget) if f not in frames]
+    filled = fill_between(knots, gaps, _between if ann.get("interpolated") is True else None)
+    return dict(sorted({**frames, **filled}.items()))
 
 
 def _shape(ann: dict[str, Any], data: dict[str, Any], unit: Unit, object_id: str) -> Shape | None:
@@ -91,10 +136,12 @@ def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> 
     """Darwin JSON 2.0 files (one item each) as a Dataset: one unit per slot.
 
     Annotations go to ``slot_names[0]``, or to the first slot when it is missing (V7's default). Video,
-    DICOM and PDF annotations use their ``frames`` (keyframes as exported; nothing is interpolated).
+    DICOM and PDF annotations cover their ``frames`` and every frame of their ``ranges``, filled in from
+    the keyframes as V7 shows them (see ``_track_frames``); frame keys are 0-based frame indices.
     Tags without frames apply to the whole slot (frame -1).
     """
     dataset = Dataset(name=name, source=source, format="darwin")
+    budget = FrameBudget()
     for doc in docs:
         if not str(doc.get("version", "")).startswith("2"):
             raise FormatError(f"item {doc.get('item', {}).get('name')!r}: only Darwin JSON 2.0 is supported")
@@ -109,13 +156,13 @@ def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> 
                 raise FormatError(f"item {doc['item'].get('name')!r}: annotation on unknown slot {slot_names[0]!r}")
             frames: dict[str, Any] = ann.get("frames") or {}
             if "tag" in ann or any("tag" in f for f in frames.values()):
-                for frame in frames or {"-1": None}:
-                    unit.tags.add((int(frame), str(ann["name"]), "true"))
+                for frame in _shown_frames(ann, budget) if frames else [-1]:
+                    unit.tags.add((frame, str(ann["name"]), "true"))
                 continue
             object_id = str(ann.get("id") or f"#{position}")  # import files may omit ids
-            for frame_key, data in (frames or {"0": ann}).items():
+            for frame, data in (_track_frames(ann, budget) if frames else {0: ann}).items():
                 shape = _shape(ann, data, unit, object_id)
                 if shape is not None:
-                    unit.add(int(frame_key), shape)
+                    unit.add(frame, shape)
         dataset.units.extend(units.values())
     return dataset

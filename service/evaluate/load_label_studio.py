@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from service.evaluate.geometry import polygon_to_xyxy, rotated_box_to_polygon
+from service.evaluate.tracks import FrameBudget, lerp
 from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
 
 ANNOTATIONS = "annotations"
@@ -65,7 +66,49 @@ def _scale(unit: Unit) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def _add_result(region: dict[str, Any], unit: Unit, score: float | None, created_by: str | None, position: int) -> None:
+def _between(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any]:
+    """A keyframe a fraction ``t`` of the way from ``a`` to ``b``: the editor interpolates every box prop."""
+    return {
+        **a,
+        **{k: lerp(float(a[k]), float(b[k]), t) for k in ("x", "y", "width", "height")},
+        "rotation": lerp(float(a.get("rotation") or 0.0), float(b.get("rotation") or 0.0), t),
+    }
+
+
+def sequence_to_frames(value: dict[str, Any], budget: FrameBudget) -> dict[int, dict[str, Any]]:
+    """A ``videorectangle``'s box on every frame the editor shows it, by LS frame number (1-based).
+
+    From an enabled keyframe the box is interpolated linearly up to the next keyframe; past the last one it
+    is held to the end of the video (``framesCount``; with none known, only the keyframe itself). A keyframe
+    with ``enabled: false`` is shown on its own frame and ends the span; a later keyframe starts a new one.
+    ``enabled`` defaults to true, as in the editor.
+    """
+    keys = sorted(value.get("sequence") or [], key=lambda k: int(k["frame"]))
+    count = value.get("framesCount")
+    last_frame = int(count) if isinstance(count, int | float) and not isinstance(count, bool) else None
+    frames: dict[int, dict[str, Any]] = {}
+    for i, key in enumerate(keys):
+        start = int(key["frame"])
+        nxt = keys[i + 1] if i + 1 < len(keys) else None
+        if key.get("enabled", True) is False:
+            stop = start + 1
+        elif nxt is not None:
+            stop = int(nxt["frame"])  # the same frame twice: the later keyframe wins
+        else:
+            stop = max(start, last_frame or start) + 1
+        budget.spend(stop - start)
+        for frame in range(start, stop):
+            frames[frame] = (
+                key
+                if frame == start or nxt is None
+                else _between(key, nxt, (frame - start) / (int(nxt["frame"]) - start))
+            )
+    return frames
+
+
+def _add_result(
+    region: dict[str, Any], unit: Unit, score: float | None, created_by: str | None, position: int, budget: FrameBudget
+) -> None:
     type_ = str(region.get("type", ""))
     value = region.get("value") or {}
     rid = str(region.get("id") or f"#{position}")  # ids are optional in imports; keep regions distinct
@@ -92,9 +135,9 @@ def _add_result(region: dict[str, Any], unit: Unit, score: float | None, created
         unit.add(0, shape)
     elif type_ == "videorectangle":
         label = _label(value, "labels")
-        for key in value.get("sequence") or []:
-            # LS frames are 1-based (frame N is decoder index N - 1); keyframes only, as exported.
-            unit.add(int(key["frame"]) - 1, _rect_shape(rid, label, key, unit, score_, created_by))
+        for frame, key in sequence_to_frames(value, budget).items():
+            # LS frames are 1-based (frame N is decoder index N - 1).
+            unit.add(frame - 1, _rect_shape(rid, label, key, unit, score_, created_by))
     else:
         unit.skip(type_ or "other")
 
@@ -119,7 +162,7 @@ def _completed_by(annotation: dict[str, Any]) -> str | None:
     return None if who is None else str(who)
 
 
-def _task_unit(task: dict[str, Any], label_set: dict[str, Any], created_by: str | None) -> Unit:
+def _task_unit(task: dict[str, Any], label_set: dict[str, Any], created_by: str | None, budget: FrameBudget) -> Unit:
     results = label_set.get("result") or []
     width, height = _size_of(results)
     item = _task_item(task)
@@ -136,8 +179,9 @@ def _task_unit(task: dict[str, Any], label_set: dict[str, Any], created_by: str 
     if not any(r.get("type") == "videorectangle" for r in results):
         unit.frames[0] = []
     score = label_set.get("score")
+    set_score = float(score) if isinstance(score, int | float) else None
     for position, region in enumerate(results):
-        _add_result(region, unit, float(score) if isinstance(score, int | float) else None, created_by, position)
+        _add_result(region, unit, set_score, created_by, position, budget)
     return unit
 
 
@@ -157,12 +201,13 @@ def label_studio_to_datasets(
     Returns:
         Datasets in order of first appearance; tasks without a usable label set are left out.
     """
+    budget = FrameBudget()
     if side == ANNOTATIONS:
         dataset = Dataset(name=name, source=source, format="label_studio")
         for task in tasks:
             annotation = _pick_annotation(task)
             if annotation is not None:
-                dataset.units.append(_task_unit(task, annotation, _completed_by(annotation)))
+                dataset.units.append(_task_unit(task, annotation, _completed_by(annotation), budget))
         return [dataset]
     by_version: dict[str, Dataset] = {}
     for task in tasks:
@@ -171,7 +216,7 @@ def label_studio_to_datasets(
             if model_version is not None and version != model_version:
                 continue
             dataset = by_version.setdefault(version, Dataset(name=name, source=source, format="label_studio"))
-            dataset.units.append(_task_unit(task, prediction, None))
+            dataset.units.append(_task_unit(task, prediction, None, budget))
     if model_version is not None and not by_version:
         raise FormatError(f"no predictions with model_version {model_version!r}")
     if len(by_version) > 1:

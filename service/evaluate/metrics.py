@@ -11,10 +11,9 @@ from service.evaluate.pairing import Pairing, frame_indices
 from service.evaluate.types import Shape, Unit
 
 
-def ratio(num: float, den: float) -> float:
-    """``num / den``, and 1.0 for 0/0: nothing to find and nothing claimed is vacuously perfect, which is
-    what a QA gate wants for an empty benchmark frame left empty."""
-    return num / den if den else 1.0
+def ratio(num: float, den: float, *, empty: float) -> float:
+    """``num / den``, and ``empty`` when there is nothing to divide by."""
+    return num / den if den else empty
 
 
 @dataclass(slots=True)
@@ -28,11 +27,15 @@ class Counts:
 
     @property
     def precision(self) -> float:
-        return ratio(self.tp, self.tp + self.fp)
+        """TP / claimed. Claiming nothing is perfect only when there was nothing to find (an empty frame left
+        empty); with objects to find it is 0.0, or an annotator who submits nothing would pass --min-precision."""
+        return ratio(self.tp, self.tp + self.fp, empty=0.0 if self.fn else 1.0)
 
     @property
     def recall(self) -> float:
-        return ratio(self.tp, self.tp + self.fn)
+        """TP / to find. With nothing to find nothing was missed: 1.0, extra boxes or not; those are what
+        precision and F1 (both 0.0 then) count, and recall is undefined anyway."""
+        return ratio(self.tp, self.tp + self.fn, empty=1.0)
 
     @property
     def f1(self) -> float:

@@ -10,6 +10,7 @@ from pathlib import PurePosixPath
 from service.evaluate.types import Dataset, Shape, Unit
 
 _SAME_FAMILY = {"coco_results": "coco"}
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"  # a placeholder id (Encord rows not yet created), not an id
 
 
 @dataclass(slots=True)
@@ -39,11 +40,22 @@ def _basename(item: str) -> str:
     return PurePosixPath(item).name
 
 
+def _unique_ids(items: dict[str, list[Unit]]) -> dict[str, str]:
+    """Item id -> item, for ids that name exactly one item: a shared or placeholder id names none of them."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for item, units in items.items():
+        for unit in units:
+            if unit.item_id and unit.item_id != _NIL_UUID:
+                owners[unit.item_id].add(item)
+    return {item_id: next(iter(named)) for item_id, named in owners.items() if len(named) == 1}
+
+
 def pair_items(benchmark: Dataset, candidate: Dataset) -> list[tuple[str, str]]:
     """(benchmark item, candidate item) pairs, found in three passes over what is still unpaired:
 
     1. the source's item id (Encord data_hash, Darwin item_id, LS task id), only between the same format,
-       since ids of different tools never mean the same item (this is how the seed pairs Encord rows);
+       since ids of different tools never mean the same item (this is how the seed pairs Encord rows), and
+       only an id unique on both sides and not the nil UUID: rows sharing one fall back to their names;
     2. the item's name/path key;
     3. the file name alone, when it is unique on both sides (``images/a.jpg`` vs ``/data/a.jpg``).
     """
@@ -59,11 +71,10 @@ def pair_items(benchmark: Dataset, candidate: Dataset) -> list[tuple[str, str]]:
         candidate.format, candidate.format
     )
     if same_format:
-        c_ids = {u.item_id: u.item for u in candidate.units if u.item_id}
-        for b in list(b_free):
-            item_id = b_items[b][0].item_id
-            c = c_ids.get(item_id) if item_id else None
-            if c is not None and c in c_free:
+        c_ids = _unique_ids(c_items)
+        for item_id, b in _unique_ids(b_items).items():
+            c = c_ids.get(item_id)
+            if c is not None and b in b_free and c in c_free:
                 take(b, c)
     for b in list(b_free):
         if b in c_free:

@@ -92,8 +92,15 @@ def darwin_item(
     }
 
 
-def darwin_video(name: str, frames: dict[int, list[tuple[str, str, Box]]]) -> dict[str, Any]:
-    """A one-video-slot Darwin file: frame -> [(track id, class, xyxy)], one annotation per track."""
+def darwin_video(
+    name: str,
+    frames: dict[int, list[tuple[str, str, Box]]],
+    *,
+    ranges: list[list[int]] | None = None,
+    interpolated: bool | None = None,
+) -> dict[str, Any]:
+    """A one-video-slot Darwin file: frame -> [(track id, class, xyxy)], one annotation per track; each
+    track's ``ranges`` span its first to last keyframe unless given, ``interpolated`` is set when given."""
     tracks: dict[str, dict[str, Any]] = {}
     for frame, boxes in frames.items():
         for track, label, (x1, y1, x2, y2) in boxes:
@@ -104,7 +111,9 @@ def darwin_video(name: str, frames: dict[int, list[tuple[str, str, Box]]]) -> di
             }
     for ann in tracks.values():
         keys = sorted(map(int, ann["frames"]))
-        ann["ranges"] = [[keys[0], keys[-1] + 1]]
+        ann["ranges"] = ranges if ranges is not None else [[keys[0], keys[-1] + 1]]
+        if interpolated is not None:
+            ann["interpolated"] = interpolated
     return {
         "version": "2.0",
         "item": {
@@ -165,6 +174,24 @@ def ls_task(
             {"id": 200 * task_id + i, "model_version": v, "score": 0.5, "result": r}
             for i, (v, r) in enumerate((predictions or {}).items())
         ],
+    }
+
+
+def ls_video_task(
+    task_id: int, video: str, sequence: list[dict[str, Any]], *, frames_count: int = 250
+) -> dict[str, Any]:
+    """A task with one ``videorectangle`` prediction (label_studio.md section 5): keyframes in percent, 1-based."""
+    region = {
+        "id": f"trk{task_id}",
+        "from_name": "box",
+        "to_name": "video",
+        "type": "videorectangle",
+        "value": {"framesCount": frames_count, "duration": frames_count / 25, "labels": ["car"], "sequence": sequence},
+    }
+    return {
+        "id": task_id,
+        "data": {"video": f"/data/local-files/?d={video}"},
+        "predictions": [{"id": task_id, "model_version": "m", "result": [region]}],
     }
 
 

@@ -9,6 +9,7 @@ import pytest
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.evaluation import Evaluation, Thresholds, evaluate, evaluation_to_summary
 from service.evaluate.inputs import BENCHMARK, CANDIDATE, documents_to_datasets
+from service.evaluate.metrics import Counts
 from tests.unit.service.evaluate.fixtures import darwin_box, darwin_item, darwin_video
 
 CAR0, PERSON0 = (0, 0, 100, 100), (200, 0, 300, 100)
@@ -75,8 +76,10 @@ def test_multi_slot_items_are_matched_slot_by_slot() -> None:
     ("gt_boxes", "cand_boxes", "expected", "prf"),
     [
         ([], [], (0, 0, 0), (1.0, 1.0, 1.0)),  # an empty frame left empty is perfect
-        ([], [CAR0], (0, 1, 0), (0.0, 1.0, 0.0)),
-        ([CAR0], [], (0, 0, 1), (1.0, 0.0, 0.0)),
+        ([], [CAR0], (0, 1, 0), (0.0, 1.0, 0.0)),  # nothing to find: nothing missed, recall 1.0
+        # Nothing submitted where there was something to find: precision 0.0, not a vacuous 1.0 (which let an
+        # annotator who submitted nothing pass --min-precision).
+        ([CAR0], [], (0, 0, 1), (0.0, 0.0, 0.0)),
     ],
 )
 def test_empty_frames(
@@ -88,6 +91,26 @@ def test_empty_frames(
     assert counts(s) == expected
     assert (s["precision"], s["recall"], s["f1"]) == prf
     assert s["items"]["frames"] == 1
+
+
+@pytest.mark.parametrize(
+    ("tp", "fp", "fn", "prf"),
+    [
+        (0, 0, 0, (1.0, 1.0, 1.0)),
+        (0, 0, 3, (0.0, 0.0, 0.0)),
+        (0, 2, 0, (0.0, 1.0, 0.0)),
+        (1, 1, 2, (0.5, 1 / 3, 0.4)),
+    ],
+)
+def test_precision_recall_f1(tp: int, fp: int, fn: int, prf: tuple[float, float, float]) -> None:
+    c = Counts(tp=tp, fp=fp, fn=fn)
+    assert (c.precision, c.recall, c.f1) == pytest.approx(prf)
+
+
+def test_submitting_nothing_fails_a_precision_gate() -> None:
+    gt = darwin_item("a.jpg", [darwin_box("car", CAR0)])
+    s = evaluation_to_summary(run(gt, ("idle", darwin_item("a.jpg", [])), thresholds=Thresholds(min_precision=0.5)))
+    assert s["candidates"][0]["failed_checks"] == ["precision 0.0000 < 0.5000"]
 
 
 def test_items_missing_from_the_candidate_are_misses_and_extra_items_are_not_scored() -> None:

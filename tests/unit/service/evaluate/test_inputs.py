@@ -118,7 +118,10 @@ def test_darwin_two_slot_example_loads_per_slot() -> None:
 
 def test_darwin_video_example_uses_frames_and_slots() -> None:
     video, floorplan = load(example("video_item_tracked_box.darwin.json"))[0].units
-    assert sorted(video.frames) == [0, 1, 2, 4]  # keyframes as exported, nothing interpolated
+    # Keyframes 0, 1, 2, 4 in range [[0, 5]], interpolated: frame 3 is halfway between 2 and 4, as V7 shows it.
+    assert sorted(video.frames) == [0, 1, 2, 3, 4]
+    (frame3,) = video.frames[3]
+    assert frame3.xyxy == pytest.approx((220.0, 407.5, 447.5, 591.0))  # x 180..260, y 405..410, w 225..230, h 182..185
     assert {s.object_id for f in video.frames.values() for s in f} == {"1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a"}
     assert floorplan.slot == "floorplan"
     assert len(floorplan.frames[0]) == 1
@@ -161,7 +164,9 @@ def test_label_studio_video_rectangles_are_1_based() -> None:
         role=CANDIDATE,
     )
     unit = dataset.units[0]
-    assert sorted(unit.frames) == [9, 19]
+    # LS frames 10 (enabled) to 20 (enabled false: the span ends there) are decoder frames 9..19, interpolated.
+    assert sorted(unit.frames) == list(range(9, 20))
+    assert unit.frames[14][0].xyxy == pytest.approx((7.0, 10.0, 27.0, 35.0))  # LS frame 15: x halfway, 5 -> 9
     assert not unit.pixel_size_known
 
 

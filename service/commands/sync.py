@@ -192,8 +192,14 @@ def sync_project(
                 work_dir=settings.work_dir,
                 progress=progress,
             )
+            data = task.get("data")
             prediction = item_to_ls_result(
-                item, model, config, tracks=frames_to_tracks(item.frames), aliases=options.aliases
+                item,
+                model,
+                config,
+                tracks=frames_to_tracks(item.frames),
+                aliases=options.aliases,
+                task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
             )
             report.dropped.update(prediction.dropped)
             report.count(client.upsert_prediction(task_id, prediction, replace_existing=options.replace).outcome)

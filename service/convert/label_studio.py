@@ -2,9 +2,12 @@
 
 Follows docs ``label_studio.md``. Image boxes become ``rectanglelabels`` regions in percent of the image
 (0-100, top-left origin). A video track becomes one ``videorectangle`` region whose ``sequence`` has a
-keyframe per sampled frame the track was seen on: ``frame`` 1-based (LS frame N is decoded frame N-1),
-``time`` = frame / fps as LS itself writes it, and ``enabled: false`` on the last keyframe before a gap and
-on the last one, so the box is not interpolated across frames where the detector did not see it.
+keyframe per sampled frame the track was seen on, and ``enabled: false`` on the last keyframe before a gap
+and on the last one, so the box is not interpolated across frames where the detector did not see it.
+
+LS counts a video's frames at the ``framerate`` of its ``<Video>`` tag (24 when missing), not at the file's
+real rate, so keyframes are placed by time in *that* rate: ``frame`` is 1-based (LS shows frame N from
+(N-1)/fps on), ``time`` = frame / fps as LS itself writes it, and ``framesCount``/``duration`` use it too.
 
 Model classes map to the config's labels by name, case-insensitively; an ``aliases`` map or a
 ``<Label predicted_values="car,truck">`` attribute (the label-studio-ml-backend convention) renames them.
@@ -24,7 +27,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape
 
 from service.convert.tracks import frames_to_tracks
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 
@@ -32,6 +35,8 @@ MAX_CONFIG_CHARS = 1_000_000
 """Larger labeling configs are refused before parsing (real ones are a few KB)."""
 DEFAULT_FRAME_RATE = 24.0
 """What LS assumes when a ``<Video>`` has no usable ``framerate``."""
+_FRAME_TOLERANCE = 1e-3
+"""Of an LS frame: a timestamp this close after a frame's start is on that frame (float error, not motion)."""
 
 ObjectKind = Literal["image", "video"]
 ResultType = Literal["rectanglelabels", "videorectangle"]
@@ -51,7 +56,8 @@ class LsObject:
         kind: ``image`` or ``video``.
         value_key: the task data key holding the media URL (``value="$image"`` -> ``image``), or None
             when ``value`` is not a ``$variable``.
-        frame_rate: a video's ``framerate`` attribute as written (``25``, ``$fps``), or None.
+        frame_rate: a video's ``framerate`` attribute as written (``25``, ``$fps``), or None; see
+            ``ls_frame_rate`` for the rate LS plays it at.
     """
 
     name: str
@@ -177,7 +183,43 @@ def _object(el: ET.Element) -> LsObject:
     value = el.get("value", "")
     kind: ObjectKind = "image" if _tag(el) == "image" else "video"
     key = value[1:] if value.startswith("$") and len(value) > 1 else None
-    return LsObject(name=el.get("name", ""), kind=kind, value_key=key, frame_rate=el.get("framerate"))
+    # LS lower-cases attribute names, so its documented spelling frameRate= works as well as framerate=.
+    rate = next((v for k, v in el.attrib.items() if k.lower() == "framerate"), None)
+    return LsObject(name=el.get("name", ""), kind=kind, value_key=key, frame_rate=rate)
+
+
+def ls_frame_rate(video: LsObject, task_data: Mapping[str, Any] | None, *, source_fps: float | None = None) -> float:
+    """The frame rate LS counts ``video``'s frames at in one task, normalised as its Video tag does.
+
+    ``framerate`` is a literal or ``$key`` (read from the task's data); a value that is not a positive
+    finite number gives 24 (LS's default), one below 1 is a frame duration and is inverted. With ``$key``
+    but no task data at hand (``task_data`` None), the source's fps is assumed: label_studio.md §5 tells
+    projects to put the video's real rate there.
+    """
+    raw: object = video.frame_rate
+    if isinstance(raw, str) and raw.strip().startswith("$"):
+        if task_data is None:
+            return source_fps if source_fps and math.isfinite(source_fps) and source_fps > 0 else DEFAULT_FRAME_RATE
+        raw = task_data.get(raw.strip()[1:])
+    fps = _number(raw)
+    if fps is None or fps <= 0:
+        return DEFAULT_FRAME_RATE  # LS: Number(...) is 0 or NaN -> 24 (it would invert a negative one: useless)
+    return 1.0 / fps if fps < 1 else fps
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _is_labels_for(el: ET.Element, to_name: str) -> bool:
@@ -205,6 +247,7 @@ def item_to_ls_result(
     *,
     tracks: Sequence[Track] | None,
     aliases: Mapping[str, str] | None = None,
+    task_data: Mapping[str, Any] | None = None,
 ) -> LsPrediction:
     """Build one task's prediction from the item's predictions.
 
@@ -219,6 +262,8 @@ def item_to_ls_result(
         config: the project's parsed labeling config.
         tracks: tracks of the item's video slots; None links them here with ``frames_to_tracks``.
         aliases: model class name -> LS label, case-insensitive; wins over name matching.
+        task_data: the task's ``data``, where a ``<Video framerate="$key">`` takes LS's fps from; None when
+            the task is not at hand (then the source's fps is assumed for ``$key``).
 
     Returns:
         The prediction; regions of classes no control has a label for are counted in ``dropped``
@@ -239,7 +284,8 @@ def item_to_ls_result(
                 result += _image_regions(frame, model, controls, lower_aliases, dropped)
         else:
             slot_tracks = frames_to_tracks(frames) if tracks is None else [t for t in tracks if t.slot == meta.slot]
-            result += _video_regions(meta, frames, slot_tracks, model, controls, lower_aliases, dropped)
+            fps_ls = ls_frame_rate(target, task_data, source_fps=meta.fps)
+            result += _video_regions(meta, frames, slot_tracks, fps_ls, model, controls, lower_aliases, dropped)
     scores = [r["score"] for r in result]
     score = round(sum(scores) / len(scores), 5) if scores else 0.0
     return LsPrediction(result=result, score=score, model_version=model.version, dropped=dropped)
@@ -308,15 +354,16 @@ def _video_regions(
     meta: SlotMeta,
     frames: Sequence[FrameResult],
     tracks: Sequence[Track],
+    fps_ls: float,
     model: ModelRef,
     controls: Sequence[LsControl],
     aliases: Mapping[str, str],
     dropped: Counter[str],
 ) -> list[dict[str, Any]]:
-    fps = meta.fps if meta.fps and meta.fps > 0 else DEFAULT_FRAME_RATE
+    fps_src = meta.fps if meta.fps and math.isfinite(meta.fps) and meta.fps > 0 else None
     # A track's box on sampled position p, then on p + 1, is one visible span; a skipped position is a gap.
     position = {index: pos for pos, index in enumerate(sorted({f.info.frame_index for f in frames}))}
-    frames_count = meta.frame_count or (max(position, default=0) + 1)
+    frames_count = _ls_frames_count(meta, fps_src, fps_ls, max(position, default=0) + 1)
     regions: list[dict[str, Any]] = []
     for track in tracks:
         class_name = _class_name(model, track.class_id)
@@ -333,13 +380,18 @@ def _video_regions(
                 continue
             following = boxes[i + 1].frame_index if i + 1 < len(boxes) else None
             contiguous = following is not None and position.get(following, -1) == position.get(box.frame_index, -2) + 1
-            frame = box.frame_index + 1  # LS frames are 1-based
-            sequence.append(
-                {"frame": frame, "enabled": contiguous, "rotation": 0, **xywh, "time": round(frame / fps, 6)}
-            )
+            frame = track_box_to_ls_frame(box, fps_src, fps_ls)
+            key = {"frame": frame, "enabled": contiguous, "rotation": 0, **xywh, "time": round(frame / fps_ls, 6)}
+            if sequence and sequence[-1]["frame"] == frame:
+                # LS counts fewer frames than the source has: LS frame N shows the latest source frame
+                # before it, so that box wins, and one keyframe per frame is all the editor can hold.
+                sequence[-1] = key
+            else:
+                sequence.append(key)
         if not sequence:
             continue
         sequence[-1]["enabled"] = False  # a box dropped for zero size must not leave the span open
+        count = max(frames_count, sequence[-1]["frame"])
         regions.append(
             {
                 "id": region_id(control.from_name, meta.slot, "track", 0, track.track_id),
@@ -347,8 +399,8 @@ def _video_regions(
                 "to_name": control.to_name,
                 "type": "videorectangle",
                 "value": {
-                    "framesCount": frames_count,
-                    "duration": round(frames_count / fps, 6),
+                    "framesCount": count,
+                    "duration": round(count / fps_ls, 6),
                     "sequence": sequence,
                     "labels": [label],
                 },
@@ -356,6 +408,32 @@ def _video_regions(
             }
         )
     return regions
+
+
+def track_box_to_ls_frame(box: TrackBox, fps_src: float | None, fps_ls: float) -> int:
+    """The 1-based LS frame, at LS's ``fps_ls``, whose picture is the box's source frame.
+
+    LS seeks frame N to just after (N-1)/fps_ls, so the first LS frame starting at or after the box's
+    time shows it (label_studio.md §5); ``round`` would pick one starting before it, which shows the
+    previous source frame whenever LS counts more frames than the source has. Time is the frame's
+    timestamp, else ``frame_index / fps_src``; with no clock at all, source frames are LS frames.
+    """
+    seconds = box.timestamp_s
+    if seconds is None or not math.isfinite(seconds):
+        if fps_src is None:
+            return box.frame_index + 1
+        seconds = box.frame_index / fps_src
+    return max(1, math.ceil(seconds * fps_ls - _FRAME_TOLERANCE) + 1)
+
+
+def _ls_frames_count(meta: SlotMeta, fps_src: float | None, fps_ls: float, sampled: int) -> int:
+    # framesCount = round(duration * fps) in LS's fps; the duration is the source's, in seconds.
+    duration = meta.duration_s
+    if not duration and fps_src and meta.frame_count:
+        duration = meta.frame_count / fps_src
+    if duration and math.isfinite(duration) and duration > 0:
+        return max(1, round(duration * fps_ls))
+    return meta.frame_count or sampled  # no clock: source frames are LS frames
 
 
 def xyxy_to_xywh_pct(xyxy_px: Sequence[float], width_px: int, height_px: int) -> dict[str, float] | None:
@@ -388,7 +466,8 @@ def region_id(from_name: str, slot: str, kind: str, frame_index: int, number: in
 def default_label_config_xml(class_names: Sequence[str], kind: ObjectKind = "image") -> str:
     """A labeling config for a project that takes our predictions as they are, one label per model class:
     boxes on ``$image``, or box tracks on ``$video`` (LS wants every ``$key`` of a config in every task, so
-    image and video tasks live in separate projects)."""
+    image and video tasks live in separate projects). The video plays at the task's ``$fps`` (LS does not
+    require that key; without it LS counts 24 fps, and so does ``item_to_ls_result`` given that data)."""
     labels = "".join(f'<Label value="{escape(name, {chr(34): "&quot;"})}"/>' for name in class_names)
     if kind == "image":
         return (
@@ -396,6 +475,6 @@ def default_label_config_xml(class_names: Sequence[str], kind: ObjectKind = "ima
             f'<RectangleLabels name="label" toName="image">{labels}</RectangleLabels></View>'
         )
     return (
-        f'<View><Video name="video" value="$video"/><VideoRectangle name="box" toName="video"/>'
+        f'<View><Video name="video" value="$video" framerate="$fps"/><VideoRectangle name="box" toName="video"/>'
         f'<Labels name="videoLabels" toName="video">{labels}</Labels></View>'
     )

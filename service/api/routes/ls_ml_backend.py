@@ -267,7 +267,15 @@ class _TaskRunner:
             return []
         model = ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names)
         aliases = self._known.aliases if self._known else {}
-        prediction = item_to_ls_result(item, model, self._config, tracks=None, aliases=aliases)
+        data = task.get("data")
+        prediction = item_to_ls_result(
+            item,
+            model,
+            self._config,
+            tracks=None,
+            aliases=aliases,
+            task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
+        )
         return LsPredictionPublic(**prediction.to_json())
 
     def _downloader(self) -> Callable[[str, Path], Path]:

@@ -9,8 +9,12 @@ import pytest
 
 from service.convert.label_studio import (
     LabelConfig,
+    LsObject,
+    default_label_config_xml,
     item_to_ls_result,
+    ls_frame_rate,
     parse_label_config,
+    track_box_to_ls_frame,
     xyxy_to_xywh_pct,
 )
 from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
@@ -50,9 +54,21 @@ def video_item(sampled: Sequence[int], *, fps: float = 25.0, frame_count: int = 
     return ItemPredictions(name="clip", slots=(meta,), frames=frames)
 
 
-def track(frames: Sequence[int], class_id: int = 0, track_id: int = 1, slot: str = "video") -> Track:
-    boxes = tuple(TrackBox(i, None, (32.0, 24.0, 96.0, 72.0), 0.8) for i in frames)
+def track(
+    frames: Sequence[int],
+    class_id: int = 0,
+    track_id: int = 1,
+    slot: str = "video",
+    times: Sequence[float | None] | None = None,
+) -> Track:
+    stamps = times if times is not None else [None] * len(frames)
+    boxes = tuple(TrackBox(i, t, (32.0, 24.0, 96.0, 72.0), 0.8) for i, t in zip(frames, stamps, strict=True))
     return Track(track_id=track_id, slot=slot, class_id=class_id, boxes=boxes)
+
+
+def video_config(framerate: str | None) -> str:
+    attr = "" if framerate is None else f' framerate="{framerate}"'
+    return VIDEO_CONFIG.replace(' framerate="$fps"', attr)
 
 
 # -- the labeling config ----------------------------------------------------------------------------------------
@@ -306,3 +322,105 @@ def test_unknown_frame_rate_falls_back_to_labels_studio_default() -> None:
 def test_config_without_matching_object_gives_nothing() -> None:
     assert video_regions(video_item([0]), [track([0])], config=IMAGE_CONFIG) == []
     assert isinstance(parse_label_config(IMAGE_CONFIG), LabelConfig)
+
+
+# -- Label Studio's frame rate, not the file's ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("framerate", "data", "expected"),
+    [
+        ("30", None, 30.0),
+        (" 29.97 ", None, 29.97),
+        ("0.04", None, 25.0),  # below 1: a frame duration, inverted as LS does
+        (None, None, 24.0),  # no attribute: LS's default
+        ("fast", None, 24.0),
+        ("0", None, 24.0),
+        ("-5", None, 24.0),
+        ("inf", None, 24.0),
+        ("$fps", {"fps": 25}, 25.0),
+        ("$fps", {"fps": "12.5"}, 12.5),
+        ("$fps", {}, 24.0),  # the key missing from the task: LS falls back to 24
+        ("$fps", {"fps": "n/a"}, 24.0),
+        ("$fps", {"fps": True}, 24.0),
+        ("$fps", None, 30.0),  # no task at hand: assume the variable holds the source's rate
+    ],
+)
+def test_ls_frame_rate(framerate: str | None, data: dict[str, Any] | None, expected: float) -> None:
+    video = LsObject("video", "video", "video", framerate)
+    assert ls_frame_rate(video, data, source_fps=30.0) == pytest.approx(expected)
+
+
+def test_framerate_attribute_name_is_case_insensitive() -> None:
+    config = parse_label_config('<View><Video name="v" value="$v" frameRate="25"/></View>')
+    assert config.objects[0].frame_rate == "25"
+
+
+# A 30 fps, 30 s clip; the track is seen on source frames 0 and 300 (10 s).
+@pytest.mark.parametrize(
+    ("framerate", "data", "frames", "times", "frames_count", "duration"),
+    [
+        ("30", None, [1, 301], [0.033333, 10.033333], 900, 30.0),
+        ("$fps", {"fps": 25}, [1, 251], [0.04, 10.04], 750, 30.0),
+        (None, None, [1, 241], [0.041667, 10.041667], 720, 30.0),  # LS's default 24: 10 s is its frame 241
+        ("$fps", {"fps": 30}, [1, 301], [0.033333, 10.033333], 900, 30.0),
+    ],
+)
+def test_keyframes_follow_the_label_studio_frame_rate(
+    framerate: str | None,
+    data: dict[str, Any] | None,
+    frames: list[int],
+    times: list[float],
+    frames_count: int,
+    duration: float,
+) -> None:
+    item = video_item([0, 300], fps=30.0, frame_count=900)
+    config = parse_label_config(video_config(framerate))
+    (region,) = item_to_ls_result(item, MODEL, config, tracks=[track([0, 300])], task_data=data).result
+    value = region["value"]
+    assert [k["frame"] for k in value["sequence"]] == frames
+    # time = frame / fps, as LS writes it: LS frame N is shown from (N-1)/fps, so 10 s lands on N-1 = 10 * fps.
+    assert [k["time"] for k in value["sequence"]] == times
+    assert (value["framesCount"], value["duration"]) == (frames_count, duration)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "fps_src", "fps_ls", "expected"),
+    [
+        (10.0, 30.0, 30.0, 301),
+        (10.000000000000002, 30.0, 30.0, 301),  # float error does not push it a frame on
+        (0.04, 25.0, 30.0, 3),  # LS frame 2 starts at 1/30 s < 0.04 s and still shows source frame 0
+        (0.1, 30.0, 24.0, 4),  # source frame 3: LS frame 4 (from 0.125 s) is the first at or after it
+        (None, 30.0, 24.0, 241),  # no timestamp: frame_index / source fps
+    ],
+)
+def test_track_box_to_ls_frame(seconds: float | None, fps_src: float, fps_ls: float, expected: int) -> None:
+    index = 300 if seconds is None else 0
+    assert track_box_to_ls_frame(TrackBox(index, seconds, (0, 0, 1, 1), 0.9), fps_src, fps_ls) == expected
+
+
+def test_timestamps_win_over_frame_indices() -> None:
+    # A variable-rate clip: decoded frame 10 is at 2.0 s, not 10 / 25 s.
+    item = video_item([0, 10], fps=25.0)
+    (region,) = video_regions(item, [track([0, 10], times=[0.0, 2.0])], config=video_config("25"))
+    assert [k["frame"] for k in region["value"]["sequence"]] == [1, 51]
+
+
+def test_source_frames_sharing_an_ls_frame_keep_the_last() -> None:
+    # 30 fps sampled every frame under LS's 24 fps: source frames 4 and 5 both land on LS frame 5.
+    item = video_item([3, 4, 5, 6], fps=30.0, frame_count=30)
+    boxes = [(float(i), 0.0, float(i) + 10, 10.0) for i in (3, 4, 5, 6)]
+    tracked = Track(1, "video", 0, tuple(TrackBox(i, None, b, 0.8) for i, b in zip((3, 4, 5, 6), boxes, strict=True)))
+    (region,) = video_regions(item, [tracked], config=video_config(None))
+    sequence = region["value"]["sequence"]
+    assert [k["frame"] for k in sequence] == [4, 5, 6]
+    assert sequence[1]["x"] == round(100 * 5 / 320, 4)  # source frame 5's box: what LS shows on frame 5
+    assert [k["enabled"] for k in sequence] == [True, True, False]
+    assert region["value"]["framesCount"] == 24
+
+
+def test_default_video_config_reads_the_task_fps() -> None:
+    config = parse_label_config(default_label_config_xml(["car"], "video"))
+    (video,) = config.targets()
+    assert (video.value_key, video.frame_rate) == ("video", "$fps")
+    assert ls_frame_rate(video, {"video": "https://h/c.mp4"}) == 24.0  # no fps in the task: LS's 24

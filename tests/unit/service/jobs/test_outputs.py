@@ -1,0 +1,139 @@
+"""A finished job's results as served: Label Studio tasks that import as they are."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service.config import Settings
+from service.convert.label_studio import parse_label_config
+from service.jobs.outputs import job_result
+from service.jobs.results import item_result_to_json
+from service.jobs.store import ItemResult, ItemState, JobRecord, JobStatus
+from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from tests.builders import make_detections, make_result
+
+REQUEST = {"model": "onnx:/m/yolo.onnx", "model_version": "yolo-0123abcd", "class_names": ["person", "car"]}
+RECT_KEYS = {"id", "from_name", "to_name", "type", "original_width", "original_height", "image_rotation"}
+KEYFRAME_KEYS = {"frame", "enabled", "rotation", "x", "y", "width", "height", "time"}
+
+
+def job() -> JobRecord:
+    return JobRecord("job-1", "t", REQUEST, JobStatus.SUCCEEDED, 0.0, 0.0, 2, 2, 0, 0, 0, ())
+
+
+def video_frames(slot: str, indices: list[int], fps: float) -> list[FrameResult]:
+    return [
+        make_result(
+            make_detections([[32, 24, 96, 72]], [0.8], [1]),
+            item="clip",
+            slot=slot,
+            source="https://h/clip.mp4",
+            media=MediaKind.VIDEO,
+            frame_index=i,
+            timestamp_s=i / fps,
+            width=320,
+            height=240,
+        )
+        for i in indices
+    ]
+
+
+def image_frame(item: str, slot: str, source: str) -> FrameResult:
+    return make_result(
+        make_detections([[64, 48, 320, 240]], [0.9], [0]), item=item, slot=slot, source=source, width=640, height=480
+    )
+
+
+def results() -> list[ItemResult]:
+    # "clip": a 30 fps video, two stills and a PDF; "photo": one image; "broken": failed.
+    clip_slots = [
+        SlotMeta("clip", "cam", MediaKind.VIDEO, ("https://h/clip.mp4",), 320, 240, 30.0, 900, 2, 30.0),
+        SlotMeta("clip", "front", MediaKind.IMAGE, ("https://h/front.jpg",), 640, 480, None, 1, 1),
+        SlotMeta("clip", "back", MediaKind.IMAGE, ("https://h/back.jpg",), 640, 480, None, 1, 1),
+        SlotMeta("clip", "notes", MediaKind.PDF, ("https://h/notes.pdf",), 0, 0, None, 1, 0),
+    ]
+    clip_frames = [
+        *video_frames("cam", [0, 300], 30.0),
+        image_frame("clip", "front", "https://h/front.jpg"),
+        image_frame("clip", "back", "https://h/back.jpg"),
+    ]
+    photo_slots = [SlotMeta("photo.png", "0", MediaKind.IMAGE, ("file:///d/photo.png",), 640, 480, None, 1, 1)]
+    photo_frames = [image_frame("photo.png", "0", "file:///d/photo.png")]
+    stored = [
+        json.loads(json.dumps(item_result_to_json(slots, frames)))
+        for slots, frames in ((clip_slots, clip_frames), (photo_slots, photo_frames))
+    ]
+    return [
+        ItemResult(0, "clip", ItemState.SUCCEEDED, stored[0], None),
+        ItemResult(1, "photo.png", ItemState.SUCCEEDED, stored[1], None),
+        ItemResult(2, "broken", ItemState.FAILED, None, None),
+    ]
+
+
+def check_region(region: dict[str, Any], config_xml: str) -> None:
+    """The shape the converter tests check, against the config the task is meant for."""
+    (control,) = parse_label_config(config_xml).controls
+    assert (region["from_name"], region["to_name"], region["type"]) == (
+        control.from_name,
+        control.to_name,
+        control.result_type,
+    )
+    value = region["value"]
+    if region["type"] == "rectanglelabels":
+        assert set(region) >= RECT_KEYS
+        assert set(value) == {"x", "y", "width", "height", "rotation", "rectanglelabels"}
+        assert value["rectanglelabels"][0] in control.labels
+        assert all(0 <= value[k] <= 100 for k in ("x", "y", "width", "height"))
+    else:
+        assert {"framesCount", "duration", "sequence", "labels"} <= set(value)
+        assert value["labels"][0] in control.labels
+        assert all(set(k) == KEYFRAME_KEYS for k in value["sequence"])
+
+
+def test_label_studio_tasks_import_as_they_are() -> None:
+    served = json.loads(json.dumps(job_result("labelstudio", job(), results(), Settings())))
+
+    assert (served["job_id"], served["model_version"]) == ("job-1", "yolo-0123abcd")
+    tasks = served["tasks"]
+    assert isinstance(tasks, list)
+    # One task per image or video slot: every still of a video item gets its own task.
+    assert [(t["data"]["item"], t["data"]["slot"]) for t in tasks] == [
+        ("clip", "cam"),
+        ("clip", "front"),
+        ("clip", "back"),
+        ("photo.png", "0"),
+    ]
+    assert served["skipped_slots"] == [{"item": "clip", "slot": "notes", "media": "pdf"}]
+    for task in tasks:
+        assert set(task) == {"data", "predictions"}
+        kind = "video" if "video" in task["data"] else "image"
+        # Every $key of the task's config is in its data (LS refuses the import otherwise).
+        for target in parse_label_config(served["label_configs"][kind]).targets():
+            assert isinstance(task["data"][target.value_key], str)
+        (prediction,) = task["predictions"]
+        assert set(prediction) == {"result", "score", "model_version"}
+        assert prediction["model_version"] == "yolo-0123abcd"
+        assert len(prediction["result"]) == 1  # each task has its own slot's regions only
+        for region in prediction["result"]:
+            check_region(region, served["label_configs"][kind])
+
+    video, front = tasks[0], tasks[1]
+    assert video["data"] == {"video": "https://h/clip.mp4", "item": "clip", "slot": "cam", "fps": 30.0}
+    assert front["data"]["image"] == "https://h/front.jpg"
+    value = video["predictions"][0]["result"][0]["value"]
+    # The config plays $fps = 30, so 10 s is LS frame 301 and the clip is 900 LS frames.
+    assert [k["frame"] for k in value["sequence"]] == [1, 301]
+    assert (value["framesCount"], value["duration"]) == (900, 30.0)
+
+
+def test_a_video_without_a_frame_rate_is_placed_at_label_studios_24() -> None:
+    meta = SlotMeta("clip", "cam", MediaKind.VIDEO, ("https://h/clip.mp4",), 320, 240, None, 900, 2, 30.0)
+    frames = video_frames("cam", [0, 300], 30.0)
+    stored = json.loads(json.dumps(item_result_to_json([meta], frames)))
+    served = job_result("labelstudio", job(), [ItemResult(0, "clip", ItemState.SUCCEEDED, stored, None)], Settings())
+    (task,) = served["tasks"]
+    assert "fps" not in task["data"]  # LS then plays it at 24, and the keyframes are placed for that
+    value = task["predictions"][0]["result"][0]["value"]
+    assert [k["frame"] for k in value["sequence"]] == [1, 241]
+    assert value["framesCount"] == 720

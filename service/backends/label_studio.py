@@ -311,6 +311,10 @@ class LabelStudioClient:
         )
         return project
 
+    def get_task(self, task_id: int) -> dict[str, Any]:
+        task: dict[str, Any] = self._json("GET", f"/api/tasks/{task_id}/", what=f"reading task {task_id}")
+        return task
+
     def get_label_config(self, project_id: int) -> str:
         return str(self.get_project(project_id).get("label_config") or "")
 

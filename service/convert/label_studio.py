@@ -107,6 +107,10 @@ class LabelConfig:
     def controls_for(self, object_name: str) -> list[LsControl]:
         return [c for c in self.controls if c.to_name == object_name]
 
+    def needs_task_data(self) -> bool:
+        """Whether a video's frame rate comes from each task's data (``framerate="$key"``)."""
+        return any(isinstance(o.frame_rate, str) and o.frame_rate.strip().startswith("$") for o in self.objects)
+
     def targets(self) -> list[LsObject]:
         """Objects at least one box control points at, in config order: what a task needs media for."""
         return [o for o in self.objects if self.controls_for(o.name)]
@@ -427,10 +431,9 @@ def track_box_to_ls_frame(box: TrackBox, fps_src: float | None, fps_ls: float) -
 
 
 def _ls_frames_count(meta: SlotMeta, fps_src: float | None, fps_ls: float, sampled: int) -> int:
-    # framesCount = round(duration * fps) in LS's fps; the duration is the source's, in seconds.
-    duration = meta.duration_s
-    if not duration and fps_src and meta.frame_count:
-        duration = meta.frame_count / fps_src
+    # framesCount = round(duration * fps) in LS's fps. The player's duration includes the last frame's
+    # own length, so frames / fps beats our duration_s (the last frame's start: 1.96 s for 50 at 25 fps).
+    duration = meta.frame_count / fps_src if fps_src and meta.frame_count else meta.duration_s
     if duration and math.isfinite(duration) and duration > 0:
         return max(1, round(duration * fps_ls))
     return meta.frame_count or sampled  # no clock: source frames are LS frames

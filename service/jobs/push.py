@@ -103,7 +103,9 @@ class Pushers:
         client = self._client("label_studio")
         assert target.project is not None  # checked at submit
         config = parse_label_config(client.get_label_config(target.project))
-        prediction = item_to_ls_result(predictions, model, config, tracks=None)
+        # LS counts video frames at the task's own rate when the config says framerate="$key"
+        task_data = client.get_task(task_id).get("data") if config.needs_task_data() else None
+        prediction = item_to_ls_result(predictions, model, config, tracks=None, task_data=task_data)
         result = client.upsert_prediction(task_id, prediction)
         client.set_project_model_version(target.project, model.version)
         return {

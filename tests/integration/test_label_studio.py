@@ -277,3 +277,31 @@ def test_a_job_pushes_to_label_studio_once(ls: LabelStudio, media: dict[str, Pat
     assert ls.predictions(tasks[0])[0]["result"][0]["value"]["rectanglelabels"] == ["Face"]
     assert ls.project(project)["model_version"].startswith("centerface-")
     assert ls.token not in log
+
+
+def test_a_job_pushes_video_frames_at_the_tasks_framerate(
+    ls: LabelStudio, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """With framerate="$fps" LS counts frames at the task's rate, not the file's: a 25 fps clip in a task
+    that says 50 has 100 LS frames, and the frame sampled at 1 s is LS frame 51."""
+    project = ls.create_project("job video framerate", VIDEO_CONFIG)
+    ls.add_local_storage(project, media["video"].parent)
+    (task,) = ls.import_tasks(project, [{"video": ls.local_file_url(media["video"]), "fps": 50}])
+    item = {"name": "pan", "slots": [{"url": media["video"].as_uri()}], "external_ids": {"label_studio": str(task)}}
+    body = {"items": [item], "destinations": [{"backend": "label_studio", "project": project}], "fps": 1}
+    with (
+        running(
+            tmp_path / "jobs.db",
+            PREANNOTATE_LABEL_STUDIO_URL=ls.url,
+            PREANNOTATE_LABEL_STUDIO_API_KEY=ls.token,
+            PREANNOTATE_LOCAL_ROOTS=str(media["video"].parent),
+        ) as srv,
+        srv.client() as client,
+    ):
+        job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["job_id"])
+        assert job["status"] == "succeeded", job
+    (prediction,) = ls.predictions(task)
+    tracks = prediction["result"]
+    assert {t["value"]["framesCount"] for t in tracks} == {100}
+    frames = {k["frame"] for t in tracks for k in t["value"]["sequence"]}
+    assert frames == {1, 51}, frames  # 26 would be the file's 25 fps

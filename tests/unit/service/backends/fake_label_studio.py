@@ -127,6 +127,9 @@ class FakeLabelStudio:
             return 200, project, {}
         if path == "/api/tasks/":
             return self._task_page(seen.query)
+        if parts[:2] == ["api", "tasks"] and len(parts) == 3 and method == "GET":
+            found = self.tasks.get(int(parts[2]))
+            return (200, found, {}) if found is not None else (404, {"detail": "Not found."}, {})
         if path == "/api/predictions/" and method == "GET":
             task = int(seen.query["task"][0])
             return 200, self.predictions_of(task), {}

@@ -34,6 +34,7 @@ class ErrorCode(enum.Enum):
     REQUEST_TOO_LARGE = ("request_too_large", 413, False)
     TOO_MANY_ITEMS = ("too_many_items", 422, False)
     QUEUE_FULL = ("queue_full", 429, True)
+    IDEMPOTENCY_KEY_REUSED = ("idempotency_key_reused", 422, False)  # one Idempotency-Key, two different bodies
     LEASE_EXPIRED = ("lease_expired", 500, False)  # an item's worker died max_attempts times
     NOT_READY = ("not_ready", 503, True)
     ROUTE_UNAVAILABLE = ("route_unavailable", 501, False)  # needs models in-process; distributed API pods have none

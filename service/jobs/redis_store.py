@@ -54,6 +54,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _idem(tenant: str, idem_key: str) -> str:
+    """The name under ``P:idem:`` that ``CREATE_JOB`` sets for this tenant's key."""
+    return hashlib.sha256(f"{tenant}\0{idem_key}".encode()).hexdigest()
+
+
 def _where(url: str) -> str:
     """The URL without credentials, for error messages."""
     parts = urlsplit(url)
@@ -152,7 +157,7 @@ class RedisJobStore:
         """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
         check_items(items)
         job_id = uuid.uuid4().hex
-        idem = hashlib.sha256(f"{tenant}\0{idem_key}".encode()).hexdigest()
+        idem = _idem(tenant, idem_key)
         pairs = [v for item in items for v in (item["name"], _dumps(item))]
         retention = "" if self._retention_s is None else repr(self._retention_s)
         owner = self._run("CREATE_JOB", idem, job_id, tenant, idem_key, _dumps(request), retention, *pairs)
@@ -160,6 +165,12 @@ class RedisJobStore:
         if record is None:  # the idempotency key outlived its job by a second: both expire together
             raise PreannotateError(ErrorCode.NOT_READY, f"job {owner} is expiring; retry", retry_after_s=1)
         return record, owner == job_id
+
+    def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
+        """The job stored under ``idem_key`` for this tenant, or None (unknown or expired)."""
+        with self._guard():
+            job_id = cast(str | None, self._r.get(self._key("idem", _idem(tenant, idem_key))))
+        return None if job_id is None else self.get_job(tenant=tenant, job_id=job_id)
 
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """The job, or None if it is unknown, expired or belongs to another tenant."""

@@ -171,6 +171,16 @@ class ResilientStore:
                 self._held.pop(item_id, None)
                 self._unsent.pop(item_id, None)
 
+    def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
+        """Hand items back now (``WorkerPool`` stopping them); ``release_held`` no longer sees them. If Redis is
+        away the error propagates and they stay tracked, so ``release_held`` tries again."""
+        released = self.store.release(worker, item_ids)
+        with self._lock:
+            for item_id in item_ids:  # released, or held by this worker no more: nothing left to hand back
+                self._held.pop(item_id, None)
+                self._unsent.pop(item_id, None)
+        return released
+
     # --- shutdown ------------------------------------------------------------------------------------
 
     def abort(self) -> None:
@@ -178,7 +188,8 @@ class ResilientStore:
         self._aborted.set()
 
     def release_held(self) -> int:
-        """Hand every item this process still holds back to the queue; returns how many were released."""
+        """Hand every item this process still holds back to the queue; returns how many were released. The pool
+        releases the items it stops (``release``), so this catches the ones whose threads did not stop in time."""
         with self._lock:
             by_worker: dict[str, list[int]] = {}
             for item_id, worker in self._held.items():
@@ -198,6 +209,9 @@ class ResilientStore:
         self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
     ) -> tuple[JobRecord, bool]:
         return self.store.create_job(tenant=tenant, idem_key=idem_key, request=request, items=items)
+
+    def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
+        return self.store.find_job(tenant=tenant, idem_key=idem_key)
 
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         return self.store.get_job(tenant=tenant, job_id=job_id)

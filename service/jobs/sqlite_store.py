@@ -84,6 +84,10 @@ _FAIL = """UPDATE items SET
     error_code = :code, error_message = :message
     WHERE id = :id AND lease_owner = :worker AND state = 'leased'"""
 
+# The attempt a worker gave up was not the item's fault: uncount it, so a drain never brings it nearer to failing.
+_RELEASE = """state = 'queued', lease_owner = NULL, lease_until = NULL, attempts = max(attempts - 1, 0),
+    available_at = ?, updated_at = ?"""
+
 _SUMMARY = """SELECT count(*) AS total,
     coalesce(sum(state = 'succeeded'), 0) AS succeeded,
     coalesce(sum(state = 'failed'), 0) AS failed,
@@ -241,6 +245,12 @@ class SqliteJobStore:
             job = conn.execute("SELECT * FROM jobs WHERE tenant = ? AND idem_key = ?", (tenant, idem_key)).fetchone()
             return self._record(conn, job), bool(inserted)
 
+    def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
+        """The job stored under ``idem_key`` for this tenant, or None."""
+        with self._tx("DEFERRED") as conn:
+            job = conn.execute("SELECT * FROM jobs WHERE tenant = ? AND idem_key = ?", (tenant, idem_key)).fetchone()
+            return None if job is None else self._record(conn, job)
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """The job, or None if it is unknown or belongs to another tenant."""
         with self._tx("DEFERRED") as conn:
@@ -366,6 +376,22 @@ class SqliteJobStore:
                 {"retryable": retryable, "max": self._max_attempts, "now": self._clock(), "delay": max(retry_in_s, 0.0),
                  "code": code, "message": message, "id": item_id, "worker": worker},
             )  # fmt: skip
+
+    def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
+        """Hand held items back (a worker shutting down): queued at once, the attempt uncounted; returns the ids
+        released, in the order given."""
+        if not item_ids:
+            return []
+        now = self._clock()
+        with self._tx() as conn:
+            released = {
+                r["id"]
+                for r in conn.execute(
+                    f"UPDATE items SET {_RELEASE} WHERE {_HELD} AND id IN ({_marks(len(item_ids))}) RETURNING id",
+                    (now, now, worker, *item_ids),
+                ).fetchall()
+            }
+        return [item_id for item_id in item_ids if item_id in released]
 
     def depth(self) -> int:
         """Items queued or leased across tenants (two counts, so each uses its partial index)."""

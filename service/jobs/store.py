@@ -99,6 +99,10 @@ class JobStore(Protocol):
         this tenant. Items are JSON dicts with at least a ``name``."""
         ...
 
+    def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
+        """The job ``create_job`` stored under ``idem_key`` for this tenant, or None."""
+        ...
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None: ...
 
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
@@ -126,6 +130,11 @@ class JobStore(Protocol):
 
     def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
         """Retryable and attempts left: back to the queue after ``retry_in_s``; else failed for good."""
+        ...
+
+    def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
+        """Hand held items back (a worker shutting down): queued again at once, the attempt uncounted.
+        Returns the ids released; items this worker no longer holds are left alone."""
         ...
 
     def depth(self) -> int:

@@ -28,6 +28,12 @@ ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
 ``service.jobs.backend_media``."""
 QUEUE_FULL_RETRY_S = 30
+CLIENT_KEY_PREFIX = "key:"
+"""How ``idempotency_key_idem`` marks a client's key: content and webhook keys use other prefixes."""
+FINGERPRINT = "content_sha256"
+"""The stored request's field holding what a client-keyed job was created from (``content_fingerprint``)."""
+# Pinned from the loaded model, not sent by the client: a retry across a model upgrade is still the same request.
+_NOT_FINGERPRINTED = frozenset({"model_version", "class_names"})
 
 
 class ModelEntry(Protocol):
@@ -93,13 +99,23 @@ def job_params(job: JobCreate, loaded: ModelEntry, settings: Settings) -> dict[s
 
 def idempotency_key_idem(key: str) -> str:
     """The store key for a client's ``Idempotency-Key`` header."""
-    return "key:" + hashlib.sha256(key.encode()).hexdigest()
+    return CLIENT_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _content_sha256(params: dict[str, Any], items: Sequence[dict[str, Any]]) -> str:
+    canonical = json.dumps({"params": params, "items": list(items)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def content_idem(params: dict[str, Any], items: Sequence[dict[str, Any]], *, prefix: str = "body") -> str:
     """The store key for "these items with these parameters (model version included)"."""
-    canonical = json.dumps({"params": params, "items": list(items)}, sort_keys=True, separators=(",", ":"))
-    return f"{prefix}:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return f"{prefix}:" + _content_sha256(params, items)
+
+
+def content_fingerprint(params: dict[str, Any], items: Sequence[dict[str, Any]]) -> str:
+    """What a client-keyed job is stored with, to tell a retry from a reused key: as ``content_idem``, but
+    without what the server pins (the model's version and classes)."""
+    return _content_sha256({k: v for k, v in params.items() if k not in _NOT_FINGERPRINTED}, items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,21 +153,47 @@ def prepare_job(
     return PreparedJob(job_params(job, loaded, settings), [item.model_dump(exclude_none=True) for item in job.items])
 
 
+def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:
+    """A client key names one request: the same key with another body is refused, not answered with the old job.
+    Jobs stored without a fingerprint (before it existed) match anything."""
+    stored = job.request.get(FINGERPRINT)
+    if fingerprint is not None and stored is not None and stored != fingerprint:
+        raise PreannotateError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            f"this Idempotency-Key was already used for job {job.id} with a different body; "
+            "resend the original body to retry that job, or use a new key for a new job",
+        )
+
+
 def enqueue(
     prepared: PreparedJob, *, settings: Settings, store: JobStore, tenant: str, idem_key: str
 ) -> tuple[JobRecord, bool]:
     """Store the job unless ``idem_key`` was seen for this tenant: ``(job, created)``.
 
     Raises:
-        PreannotateError: ``QUEUE_FULL`` (429) when the queue would pass ``max_queue_depth``.
+        PreannotateError: ``IDEMPOTENCY_KEY_REUSED`` (422) for a client key seen with another body;
+            ``QUEUE_FULL`` (429) when a new job would pass ``max_queue_depth``.
     """
+    # Only a client's key can come back with another body: content and webhook keys are derived from the content.
+    # The fingerprint stays out of the shared params, so the keys derived from those do not change.
+    fingerprint = (
+        content_fingerprint(prepared.params, prepared.items) if idem_key.startswith(CLIENT_KEY_PREFIX) else None
+    )
+    existing = store.find_job(tenant=tenant, idem_key=idem_key)
+    if existing is not None:  # a retry of an accepted job gets that job, however full the queue is now
+        _check_same_content(existing, fingerprint)
+        return existing, False
     if store.depth() + len(prepared.items) > settings.max_queue_depth:
         raise PreannotateError(
             ErrorCode.QUEUE_FULL,
             f"the queue holds {settings.max_queue_depth} items; retry later",
             retry_after_s=QUEUE_FULL_RETRY_S,
         )
-    return store.create_job(tenant=tenant, idem_key=idem_key, request=prepared.params, items=prepared.items)
+    request = prepared.params if fingerprint is None else {**prepared.params, FINGERPRINT: fingerprint}
+    record, created = store.create_job(tenant=tenant, idem_key=idem_key, request=request, items=prepared.items)
+    if not created:  # a concurrent request with the same key got there first
+        _check_same_content(record, fingerprint)
+    return record, created
 
 
 def create_job_from(

@@ -3,7 +3,9 @@
 Each worker thread holds its own lease owner id. A heartbeat thread extends the leases of items in
 flight; an item whose lease is gone (cancelled, or taken over after a stall) is told to stop at its
 next frame. Stopping the pool stops leasing, then gives in-flight items until the grace period to
-finish; what does not finish is released by its lease expiring, so another process picks it up.
+finish; what does not finish is stopped and handed back to the queue (``release``, the attempt uncounted),
+so another process picks it up at once. An item whose thread does not stop in time keeps its lease until it
+expires (or until ``ResilientStore.release_held`` in a ``preannotate worker`` process).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def retry_delay_s(attempt: int) -> float:
 class _InFlight:
     worker: str
     stop: threading.Event = field(default_factory=threading.Event)
+    draining: bool = False  # stopped by the pool's shutdown, not by a cancel or a lost lease: hand it back
     last_progress_s: float = 0.0
 
 
@@ -94,6 +97,7 @@ class WorkerPool:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
             for flight in self._in_flight.values():
+                flight.draining = True  # before stop: the item thread reads it once it sees stop
                 flight.stop.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
@@ -141,7 +145,10 @@ class WorkerPool:
             else:
                 log.info("item %s finished after its lease was lost; result dropped", lease.item_id)
         except ItemStoppedError:
-            log.info("item %s stopped (cancelled or lease lost)", lease.item_id)
+            if flight.draining:
+                self._release(worker, lease)
+            else:  # cancelled or taken over: the item is not ours to hand back
+                log.info("item %s stopped (cancelled or lease lost)", lease.item_id)
         except PreannotateError as exc:
             self._fail(worker, lease, exc)
         except Exception as exc:
@@ -164,6 +171,18 @@ class WorkerPool:
         request = lease.request
         model = ModelRef(request["model"], request["model_version"], tuple(request["class_names"]))
         result["pushes"] = [self._pushers.push(d, lease.item, predictions, model) for d in destinations]
+
+    def _release(self, worker: str, lease: Lease) -> None:
+        """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""
+        try:
+            released = self._store.release(worker, [lease.item_id])
+        except Exception:  # the lease lapses on its own instead
+            log.exception("item %s could not be handed back", lease.item_id)
+            return
+        if released:
+            log.info("item %s stopped by the shutdown and handed back", lease.item_id)
+        else:
+            log.info("item %s stopped by the shutdown; it was no longer held", lease.item_id)
 
     def _fail(self, worker: str, lease: Lease, exc: PreannotateError) -> None:
         log.info("item %s failed: %s", lease.item_id, exc)

@@ -315,8 +315,10 @@ def test_idempotency(client: httpx.Client, media: dict[str, Path]) -> None:
     other_body = client.post("/v1/jobs", json={**body, "threshold": 0.7}, headers={"Idempotency-Key": "abc-123"})
     assert keyed.status_code == 202
     assert keyed.json()["job_id"] != first.json()["job_id"]
-    assert other_body.status_code == 200
-    assert other_body.json()["job_id"] == keyed.json()["job_id"]
+    assert other_body.status_code == 422  # a key names one request: reusing it for another is a client bug
+    assert _error_code(other_body) == "idempotency_key_reused"
+    retried = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "abc-123"})
+    assert (retried.status_code, retried.json()["job_id"]) == (200, keyed.json()["job_id"])
 
 
 def test_tenants_cannot_see_each_others_jobs(server: Server, client: httpx.Client, media: dict[str, Path]) -> None:

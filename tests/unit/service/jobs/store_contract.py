@@ -102,6 +102,15 @@ class JobStoreContract:
         assert other.id != job.id
         assert store.depth() == 3
 
+    def test_find_job_looks_up_the_idem_key_for_the_tenant(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+        make_job(store, 1, tenant=OTHER_TENANT, key="other-key")
+
+        assert store.find_job(tenant=TENANT, idem_key="key-1") == job
+        assert store.find_job(tenant=OTHER_TENANT, idem_key="key-1") is None
+        assert store.find_job(tenant=TENANT, idem_key="other-key") is None
+        assert store.find_job(tenant=TENANT, idem_key="no-such-key") is None
+
     def test_another_tenants_job_is_invisible(self, store: JobStore) -> None:
         job = make_job(store, 2)
 
@@ -229,6 +238,52 @@ class JobStoreContract:
         assert (results[0].error.code, results[0].error.message) == ("corrupt_media", "img0.jpg: bad")
         assert (results[1].state, results[1].result, results[1].error) == (ItemState.SUCCEEDED, {"boxes": [1]}, None)
         assert status(store, job) is JobStatus.PARTIALLY_FAILED
+        assert store.depth() == 0
+
+    # --- release ----------------------------------------------------------------------------------------
+
+    def test_release_hands_items_back_without_spending_an_attempt(self, store: JobStore) -> None:
+        make_job(store, 3)
+        first, second = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+        assert store.release("w1", []) == []
+        assert store.release("w2", [first.item_id]) == []  # not the holder
+        assert store.release("w1", [999, first.item_id]) == [first.item_id]
+        assert store.release("w1", [first.item_id]) == []  # already handed back
+
+        assert store.heartbeat("w1", [first.item_id, second.item_id], lease_s=LEASE_S) == [second.item_id]
+        assert not store.complete("w1", first.item_id, {"late": True})
+        assert store.depth() == 3
+        again, third = store.lease("w2", max_items=2, lease_s=LEASE_S)
+        assert (again.item_id, again.attempt) == (first.item_id, 1)  # ahead of new work, attempt uncounted
+        assert third.position == 2
+
+    def test_a_released_item_is_queued_again(self, store: JobStore) -> None:
+        job = make_job(store, 1)
+        (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+
+        assert store.release("w1", [lease.item_id]) == [lease.item_id]
+
+        assert status(store, job) is JobStatus.QUEUED  # the only attempt was given back
+        (again,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+        assert store.complete("w2", again.item_id, {"by": "w2"})
+        assert status(store, job) is JobStatus.SUCCEEDED
+
+    def test_release_leaves_lost_and_cancelled_items_alone(self, store: JobStore, clock: FakeClock) -> None:
+        lost_job = make_job(store, 1, key="lost")
+        (lost,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        clock.advance(LEASE_S + 1)
+        (taken,) = store.lease("w2", max_items=1, lease_s=LEASE_S)
+        cancelled_job = make_job(store, 1, key="cancelled", prefix="c")
+        (running,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        store.cancel_job(tenant=TENANT, job_id=cancelled_job.id)
+
+        assert store.release("w1", [lost.item_id, running.item_id]) == []
+
+        assert (taken.item_id, taken.attempt) == (lost.item_id, 2)
+        assert store.complete("w2", taken.item_id, {"by": "w2"})
+        assert status(store, lost_job) is JobStatus.SUCCEEDED
+        assert status(store, cancelled_job) is JobStatus.CANCELLED
         assert store.depth() == 0
 
     # --- cancel -----------------------------------------------------------------------------------------

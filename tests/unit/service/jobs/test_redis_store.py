@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -409,6 +409,27 @@ def test_resilient_store_rides_out_a_restart() -> None:
         store.close()
     finally:
         srv.cleanup()
+
+
+def test_items_the_pool_released_are_not_released_again_at_shutdown(
+    store: RedisJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resilient = ResilientStore(store, threading.Event())
+    make_job(store, 2)
+    first, second = resilient.lease("w", max_items=2, lease_s=LEASE_S)
+    calls: list[list[int]] = []
+    release = store.release
+
+    def spy(worker: str, item_ids: Sequence[int]) -> list[int]:
+        calls.append(list(item_ids))
+        return release(worker, item_ids)
+
+    monkeypatch.setattr(store, "release", spy)
+
+    assert resilient.release("w", [first.item_id]) == [first.item_id]  # WorkerPool stopping the item
+    assert resilient.release_held() == 1  # the drain's backstop: only what the pool did not hand back
+
+    assert calls == [[first.item_id], [second.item_id]]
 
 
 def test_due_retries_are_promoted_without_a_worker(store: RedisJobStore, clock: FakeClock) -> None:

@@ -1,0 +1,136 @@
+"""``enqueue``: retries of accepted jobs, the queue limit, and a client's Idempotency-Key reused with another body."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.config import Settings
+from service.errors import ErrorCode, PreannotateError
+from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.store import JobRecord
+from service.jobs.submit import (
+    FINGERPRINT,
+    PreparedJob,
+    content_fingerprint,
+    content_idem,
+    enqueue,
+    idempotency_key_idem,
+)
+
+TENANT = "tenant-a"
+PARAMS: dict[str, Any] = {
+    "model": "yolo",
+    "model_version": "v1",
+    "class_names": ["person"],
+    "fps": 1.0,
+    "sampling": "exact",
+    "threshold": 0.5,
+    "classes": None,
+    "outputs": [],
+    "destinations": [],
+}
+
+
+def prepared(n: int = 2, **params: Any) -> PreparedJob:
+    return PreparedJob({**PARAMS, **params}, [{"name": f"img{i}.jpg", "slots": []} for i in range(n)])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
+    s = SqliteJobStore(tmp_path / "jobs.db")
+    yield s
+    s.close()
+
+
+def submit(store: SqliteJobStore, job: PreparedJob, key: str, *, depth: int = 100) -> tuple[JobRecord, bool]:
+    return enqueue(job, settings=Settings(max_queue_depth=depth), store=store, tenant=TENANT, idem_key=key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [idempotency_key_idem("abc-123"), content_idem(PARAMS, prepared().items), "v7:some-delivery"],
+    ids=["idempotency-key", "same-body", "webhook-redelivery"],
+)
+def test_a_retry_of_an_accepted_job_gets_it_while_the_queue_is_full(store: SqliteJobStore, key: str) -> None:
+    job, created = submit(store, prepared(2), key, depth=2)
+    assert created
+
+    with pytest.raises(PreannotateError) as full:
+        submit(store, prepared(1), "key:another", depth=2)
+    again, created_again = submit(store, prepared(2), key, depth=2)
+
+    assert full.value.code is ErrorCode.QUEUE_FULL
+    assert (again.id, created_again) == (job.id, False)
+    assert store.depth() == 2
+
+
+def test_a_client_key_reused_with_another_body_is_refused(store: SqliteJobStore) -> None:
+    key = idempotency_key_idem("abc-123")
+    job, _ = submit(store, prepared(2), key)
+
+    with pytest.raises(PreannotateError) as other_params:
+        submit(store, prepared(2, threshold=0.7), key)
+    with pytest.raises(PreannotateError) as other_items:
+        submit(store, prepared(3), key)
+
+    for exc in (other_params.value, other_items.value):
+        assert exc.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+        assert (exc.code.code, exc.code.http_status, exc.code.retryable) == ("idempotency_key_reused", 422, False)
+        assert job.id in exc.message
+    assert store.depth() == 2
+
+
+def test_a_retry_across_a_model_upgrade_is_the_same_request(store: SqliteJobStore) -> None:
+    key = idempotency_key_idem("abc-123")
+    job, _ = submit(store, prepared(2), key)
+
+    again, created = submit(store, prepared(2, model_version="v2", class_names=["person", "car"]), key)
+
+    assert (again.id, created) == (job.id, False)
+    assert again.request["model_version"] == "v1"  # the job stays pinned to the version it was created with
+
+
+def test_a_job_stored_without_a_fingerprint_matches_any_body(store: SqliteJobStore) -> None:
+    key = idempotency_key_idem("abc-123")
+    old, _ = store.create_job(tenant=TENANT, idem_key=key, request=PARAMS, items=prepared(2).items)
+
+    again, created = submit(store, prepared(3, threshold=0.9), key)
+
+    assert (again.id, created) == (old.id, False)
+
+
+def test_only_client_keyed_jobs_store_a_fingerprint(store: SqliteJobStore) -> None:
+    job = prepared(2)
+
+    keyed, _ = submit(store, job, idempotency_key_idem("abc-123"))
+    by_content, _ = submit(store, job, content_idem(job.params, job.items))
+
+    assert keyed.request == {**PARAMS, FINGERPRINT: content_fingerprint(job.params, job.items)}
+    assert by_content.request == PARAMS  # keys derived from the stored params stay as they were
+    assert job.params == PARAMS  # not changed in place
+
+
+class _Racing(SqliteJobStore):
+    """A store where another request stores the same key between ``find_job`` and ``create_job``."""
+
+    def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
+        return None
+
+
+def test_a_concurrent_request_with_the_same_key_and_another_body_is_refused(tmp_path: Path) -> None:
+    store = _Racing(tmp_path / "jobs.db")
+    key = idempotency_key_idem("abc-123")
+    try:
+        first, _ = submit(store, prepared(2), key)
+        same, created = submit(store, prepared(2), key)
+        with pytest.raises(PreannotateError) as exc:
+            submit(store, prepared(2, threshold=0.7), key)
+    finally:
+        store.close()
+
+    assert (same.id, created) == (first.id, False)
+    assert exc.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED

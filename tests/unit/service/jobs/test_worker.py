@@ -1,0 +1,106 @@
+"""WorkerPool against a real SQLite store, with a fake ``run_item``: what a shutdown does to items in flight."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from service.jobs import worker as worker_module
+from service.jobs.runner import ItemStoppedError
+from service.jobs.sqlite_store import SqliteJobStore
+from service.jobs.store import ItemState, JobStatus, Lease
+from service.jobs.worker import WorkerConfig, WorkerPool
+from service.loaded_models import ModelRegistry
+from service.pipeline.fetch import Fetcher
+from service.pipeline.options import MediaLimits
+
+TENANT = "tenant-a"
+REQUEST = {"model": "m", "fps": 1.0, "sampling": "exact", "threshold": 0.5, "classes": None, "destinations": []}
+
+
+class _Models:
+    def get(self, name: str | None) -> object:
+        return object()
+
+
+class _SpyStore(SqliteJobStore):
+    """Records ``release`` calls."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.released: list[list[int]] = []
+
+    def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
+        self.released.append(list(item_ids))
+        return super().release(worker, item_ids)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[_SpyStore]:
+    s = _SpyStore(tmp_path / "jobs.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """``run_item`` replaced by one that runs until it is told to stop."""
+    event = threading.Event()
+
+    def endless(lease: Lease, *, on_progress: Callable[[int, int], bool], **kwargs: Any) -> dict[str, Any]:
+        event.set()
+        while on_progress(0, 10):
+            time.sleep(0.01)
+        raise ItemStoppedError
+
+    monkeypatch.setattr(worker_module, "run_item", endless)
+    return event
+
+
+def pool_for(store: SqliteJobStore) -> WorkerPool:
+    config = WorkerConfig(concurrency=1, lease_s=60.0, heartbeat_s=0.05, limits=MediaLimits(), work_dir=None)
+    return WorkerPool(store, cast(ModelRegistry, _Models()), cast(Fetcher, None), config)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_stopping_the_pool_hands_unfinished_items_back(store: _SpyStore, started: threading.Event) -> None:
+    job, _ = store.create_job(tenant=TENANT, idem_key="k", request=REQUEST, items=[{"name": "long.mp4"}])
+    pool = pool_for(store)
+    pool.start()
+    assert started.wait(5)
+
+    pool.stop(grace_s=0.1)
+
+    assert len(store.released) == 1
+    record = store.get_job(tenant=TENANT, job_id=job.id)
+    assert record is not None
+    assert record.status is JobStatus.QUEUED  # not left leased until the lease expires
+    (again,) = store.lease("next-worker", max_items=1, lease_s=60.0)
+    assert again.attempt == 1  # the interrupted attempt did not count
+
+
+def test_a_cancelled_item_is_not_handed_back(store: _SpyStore, started: threading.Event) -> None:
+    job, _ = store.create_job(tenant=TENANT, idem_key="k", request=REQUEST, items=[{"name": "long.mp4"}])
+    pool = pool_for(store)
+    pool.start()
+    assert started.wait(5)
+
+    store.cancel_job(tenant=TENANT, job_id=job.id)
+    wait_until(lambda: pool.busy == 0)  # the heartbeat saw the cancel and stopped the item
+    pool.stop(grace_s=0.1)
+
+    assert store.released == []
+    results = store.results(tenant=TENANT, job_id=job.id)
+    assert results is not None
+    assert [r.state for r in results] == [ItemState.CANCELLED]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from models.errors import DeviceOutOfMemoryError
 from models.types import Detections, ModelInfo, RGBImage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +24,8 @@ class DetectorOptions:
         batch_size: frames per forward pass; None = the device default (CPU 1, CUDA 16).
         input_size_px: longest side fed to the network; None = the device/model default.
         num_threads: CPU threads for the runtime; None = the runtime's default.
-        fp16: use half precision on CUDA where the model allows it.
+        fp16: half precision on CUDA: autocast for torch (``hf:``) models; ONNX models only through
+            TensorRT (``tensorrt``), else they run in the precision they were exported in.
         tensorrt: run ONNX models through ONNX Runtime's TensorRT provider on CUDA.
         compile: ``torch.compile`` torch models (slow first batch per shape; worth it on long runs).
         engine_cache_dir: where TensorRT engines are cached (built once per model, GPU and version).
@@ -79,11 +84,47 @@ class Detector(ABC):
         """Detect on at most ``info.batch_size`` validated frames."""
 
     def warmup(self, height_px: int = 480, width_px: int = 640) -> None:
-        """Run a single frame and a full batch (the two shapes a server sees most) so lazy allocations,
-        kernel selection and compilation happen before real work."""
+        """Run every size in ``warmup_batch_sizes`` so lazy allocations, kernel selection and compilation
+        happen before real work.
+
+        A size that runs out of device memory ends the warm-up (bigger ones would too); a real batch of
+        that size is split when it comes (``models.oom``). A single frame that does not fit raises.
+        """
         blank = np.zeros((height_px, width_px, 3), np.uint8)
-        for size in sorted({1, self.info.batch_size}):
-            self._detect_batch([blank] * size, 1.0)
+        for size in self.warmup_batch_sizes():
+            try:
+                self._detect_batch([blank] * size, 1.0)
+            except DeviceOutOfMemoryError:
+                if size == 1:
+                    raise
+                log.warning("model %s: warm-up out of device memory at batch %d; stopping there", self.info.name, size)
+                return
+
+    def warmup_batch_sizes(self) -> tuple[int, ...]:
+        """The batch sizes ``warmup`` runs, ascending.
+
+        On CPU a single frame and a full batch (the two shapes a server sees most; CPU warm-up stays
+        cheap). On CUDA every size in ``batch_buckets``: each new batch shape pays for kernel selection
+        (cuDNN autotuning, compiled graphs) the first time it is seen.
+        """
+        if self.info.device != "cuda":
+            return tuple(sorted({1, self.info.batch_size}))
+        return batch_buckets(self.info.batch_size)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing
         """Release runtime resources (sessions, GPU memory)."""
+
+
+def batch_buckets(max_batch: int) -> tuple[int, ...]:
+    """The batch sizes a run with ceiling ``max_batch`` sees most, ascending: the ceiling and every power
+    of two below it (short last batches, and what out-of-memory halving comes down to). Batches are
+    not padded to these sizes; warming them covers the common shapes, not every one.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    sizes = {max_batch}
+    size = 1
+    while size < max_batch:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     input_size_px: int | None = Field(None, ge=32, le=8192, description="longest side fed to the model")
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     cpu_threads: int | None = Field(None, ge=1, description="runtime threads on CPU; unset = all cores")
-    fp16: bool = Field(True, description="half precision on CUDA where the model allows it")
+    fp16: bool = Field(True, description="fp16 on CUDA: Hugging Face models; ONNX ones only through TensorRT")
     tensorrt: bool = Field(False, description="ONNX models through ONNX Runtime's TensorRT provider on CUDA")
     torch_compile: bool = Field(False, description="torch.compile Hugging Face models (slow start, faster runs)")
     engine_cache_dir: Path = Field(

@@ -14,7 +14,7 @@ from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.errors import ModelNotFoundError
 from models.ops.boxes import clip_xyxy, nms_per_class, scale_to_fit
 from models.provenance import files_digest
-from models.runtimes.onnx import create_session, resolve_device, run_session
+from models.runtimes.onnx import create_session, graph_inputs, resolve_device, run_session, trt_profile_shapes
 from models.types import Detections, ModelInfo, RGBImage
 
 _INPUT = "input.1"
@@ -58,15 +58,20 @@ class CenterFaceOnnx(Detector):
     def __init__(self, spec: str, options: DetectorOptions, model_path: Path | None = None) -> None:
         path = model_path or bundled_model_path()
         device = resolve_device(options.device)
+        model = _with_dynamic_shapes(onnx.load(str(path)))
+        self._input_size_px = options.input_size_px or DEFAULT_INPUT_SIZE_PX
+        batch_size = options.batch_size or DEFAULT_BATCH_SIZE[device]
+        # Frames are fitted inside the input size, each side rounded to 32 (possibly up): the largest input.
+        max_side_px = -(-self._input_size_px // 32) * 32
         self._session = create_session(
-            _with_dynamic_shapes(onnx.load(str(path))).SerializeToString(),
+            model.SerializeToString(),
             device=device,
             num_threads=options.num_threads,
             tensorrt=options.tensorrt,
             fp16=options.fp16,
             engine_cache_dir=options.engine_cache_dir,
+            trt_profile=trt_profile_shapes(graph_inputs(model), max_batch=batch_size, max_hw=(max_side_px,) * 2),
         )
-        self._input_size_px = options.input_size_px or DEFAULT_INPUT_SIZE_PX
         self.info = ModelInfo(
             spec=spec,
             name="centerface",
@@ -74,7 +79,7 @@ class CenterFaceOnnx(Detector):
             class_names=("face",),
             runtime="onnxruntime",
             device=device,
-            batch_size=options.batch_size or DEFAULT_BATCH_SIZE[device],
+            batch_size=batch_size,
             input_size_px=self._input_size_px,
         )
 

@@ -16,7 +16,7 @@ from models.detectors.hf_checkpoint import load_checkpoint
 from models.errors import DeviceOutOfMemoryError
 from models.ops.boxes import clip_xyxy
 from models.runtimes.torch import configure_cpu_threads, require, resolve_torch_device, to_device
-from models.runtimes.torch_preprocess import PreprocessSpec, preprocess
+from models.runtimes.torch_preprocess import HostStaging, PreprocessSpec, preprocess
 from models.types import Detections, ModelInfo, RGBImage
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class HFTransformersDetector(Detector):
         self._preprocess = PreprocessSpec.from_processor(
             self._processor, self._size or _size_fields(self._processor.size)
         )
+        self._staging = HostStaging(device)  # the pinned upload buffer, reused batch after batch
         config = self._model.config
         self.info = ModelInfo(
             spec=spec,
@@ -144,7 +145,7 @@ class HFTransformersDetector(Detector):
 
     def _pre_process(self, images: Sequence[RGBImage]) -> dict[str, torch.Tensor]:
         if self._preprocess is not None:
-            return preprocess(images, self._preprocess, self._device)
+            return preprocess(images, self._preprocess, self._device, self._staging)
         size_kwargs = {"size": self._size} if self._size is not None else {}
         inputs = self._processor(
             images=list(images), return_tensors="pt", input_data_format="channels_last", **size_kwargs
@@ -156,6 +157,7 @@ class HFTransformersDetector(Detector):
         import torch
 
         del self._model
+        self._staging.release()
         if self._device == "cuda":
             torch.cuda.empty_cache()
 

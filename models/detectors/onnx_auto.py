@@ -7,13 +7,24 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import onnx
 import onnxruntime as ort
 
-from models.base import Detector, DetectorOptions
+from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.detectors.e2e_onnx import BoxesScoresLabelsOnnx, DetrLogitsOnnx
+from models.detectors.onnx_meta import network_input_hw
 from models.detectors.yolo_onnx import YoloEnd2EndOnnx, YoloOnnx
 from models.errors import ModelLoadError, ModelNotFoundError
-from models.runtimes.onnx import SessionIO, create_session, resolve_device, session_io
+from models.runtimes.onnx import (
+    SessionIO,
+    create_session,
+    graph_inputs,
+    image_input,
+    resolve_device,
+    session_io,
+    trt_profile_shapes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +105,7 @@ def load_onnx_detector(spec: str, path: str, options: DetectorOptions) -> Detect
             tensorrt=options.tensorrt,
             fp16=options.fp16,
             engine_cache_dir=options.engine_cache_dir,
+            trt_profile=trt_profile_for(model_path, options) if options.tensorrt and device == "cuda" else None,
         )
     except ModelLoadError as exc:
         raise ModelLoadError(f"{model_path}: {exc} (is it a complete ONNX export?)") from exc
@@ -101,3 +113,29 @@ def load_onnx_detector(spec: str, path: str, options: DetectorOptions) -> Detect
     layout = detect_layout(io, model_path)
     log.info("%s: %s layout", model_path, layout.name)
     return _DETECTORS[layout](spec, model_path, session, io, device, options)
+
+
+def trt_profile_for(model_path: Path, options: DetectorOptions) -> dict[str, str] | None:
+    """TensorRT profile shapes for the export at ``model_path``, read from the graph before a session exists.
+
+    The batch ceiling and input size follow the detectors' own rules (``network_input_hw``). Frames may
+    come out transposed (DETR-family exports fit the longest side, whichever it is), so both sides range
+    up to the larger one: every shape fed lies inside the profile. None when the file cannot be read
+    here (ORT reports it).
+    """
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # a broken file is ORT's to report, with its own message
+        return None
+    inputs = graph_inputs(model)
+    if not inputs:
+        return None
+    image = image_input(inputs)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    io = SessionIO(
+        input_name=image.name, input_dtype=np.float32, input_shape=image.shape, output_names=(), metadata=metadata
+    )
+    max_batch = options.batch_size or DEFAULT_BATCH_SIZE["cuda"]
+    input_hw = network_input_hw(io, options)
+    side = max(input_hw)
+    return trt_profile_shapes(inputs, max_batch=max_batch, max_hw=(side, side), opt_hw=input_hw)

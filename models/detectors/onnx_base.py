@@ -45,6 +45,12 @@ class OnnxDetector(Detector, Generic[MetaT]):
             log.warning("%s has a fixed batch size of %d; ignoring batch_size", model_path, self._fixed_batch)
         self._batch_size = self._fixed_batch or options.batch_size or DEFAULT_BATCH_SIZE[device]
 
+    def warmup_batch_sizes(self) -> tuple[int, ...]:
+        """A fixed batch dim pads every batch to it: one shape to warm."""
+        if self._fixed_batch is not None:
+            return (self._fixed_batch,)
+        return super().warmup_batch_sizes()
+
     def _make_info(
         self, *, spec: str, class_names: tuple[str, ...], input_hw: tuple[int, int], extra_files: Sequence[Path] = ()
     ) -> ModelInfo:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from numpy.typing import NDArray
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -82,12 +84,19 @@ _TENSORRT = "TensorrtExecutionProvider"
 
 
 def providers_for(
-    device: str, *, tensorrt: bool, fp16: bool, engine_cache_dir: str | None, available: Sequence[str]
+    device: str,
+    *,
+    tensorrt: bool,
+    fp16: bool,
+    engine_cache_dir: str | None,
+    available: Sequence[str],
+    trt_profile: Mapping[str, str] | None = None,
 ) -> list[str | tuple[str, dict[str, Any]]]:
     """Execution providers in priority order, named explicitly (recent builds put Azure first).
 
     On CUDA with ``tensorrt``: the TensorRT EP first (fp16 when allowed, engines cached on disk so
-    only the first start pays for the build), then the CUDA EP for what TensorRT cannot run.
+    only the first start pays for the build, ``trt_profile`` from ``trt_profile_shapes``), then the
+    CUDA EP for what TensorRT cannot run. The CUDA EP alone runs a model in its exported precision.
     """
     providers: list[str | tuple[str, dict[str, Any]]] = []
     if device == "cuda":
@@ -99,12 +108,96 @@ def providers_for(
                     "trt_engine_cache_path": engine_cache_dir,
                     "trt_timing_cache_path": engine_cache_dir,
                 }
+            if trt_profile:
+                trt |= dict(trt_profile)
             providers.append((_TENSORRT, trt))
         elif tensorrt:
             log.warning("TensorRT requested but this onnxruntime build has no TensorrtExecutionProvider")
         providers.append(_CUDA)
     providers.append(_CPU)
     return providers
+
+
+def has_cached_engines(engine_cache_dir: str | None) -> bool:
+    """True when ``engine_cache_dir`` holds a TensorRT engine (ORT names them ``*.engine``).
+
+    A hint for the log only: ORT still rebuilds when the model, the profile shapes, the GPU or the
+    TensorRT version differ from the cached engine's.
+    """
+    if not engine_cache_dir:
+        return False
+    try:
+        return any(Path(engine_cache_dir).glob("*.engine"))
+    except OSError:
+        return False
+
+
+def graph_inputs(model: onnx.ModelProto) -> tuple[TensorInfo, ...]:
+    """The graph's real inputs (old exports also list initializers) without opening a session."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    inputs: list[TensorInfo] = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        element = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()  # ORT spells types the same way
+        dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor_type.shape.dim]
+        inputs.append(TensorInfo(value.name, f"tensor({element})", _shape(dims)))
+    return tuple(inputs)
+
+
+def image_input(inputs: Sequence[TensorInfo]) -> TensorInfo:
+    """The image input: the first float input of rank 4, else the first input."""
+    # Exports with extra inputs (RT-DETR's orig_target_sizes) do not always list the image first.
+    return next((i for i in inputs if i.type in _ORT_FLOAT_TYPES and len(i.shape) == 4), inputs[0])
+
+
+_MIN_SIDE_PX = 32  # the smallest frame side detectors feed (one stride)
+
+
+def trt_profile_shapes(
+    inputs: Sequence[TensorInfo],
+    *,
+    max_batch: int,
+    max_hw: tuple[int, int],
+    opt_hw: tuple[int, int] | None = None,
+) -> dict[str, str] | None:
+    """TensorRT optimization-profile options (``trt_profile_{min,opt,max}_shapes``) for the dynamic inputs.
+
+    Without them ORT builds a profile from the shapes it has seen, and a batch or frame size outside
+    it builds a new engine mid-run. This one covers batches 1..``max_batch`` and frames from 32 px to
+    ``max_hw``, tuned for the full batch at ``opt_hw`` (default ``max_hw``), so partial batches and small
+    frames reuse it.
+
+    Dynamic dims understood: the first (batch) dim of any input, and channels (3), height and width
+    of rank-4 inputs (NCHW images). None when no input is dynamic, or one has another dynamic dim
+    (TensorRT needs every dynamic input covered; ORT's own profiles are the fallback then).
+    """
+    opt_hw = opt_hw or max_hw
+    if max_batch < 1 or min(opt_hw) < 1 or opt_hw[0] > max_hw[0] or opt_hw[1] > max_hw[1]:
+        raise ValueError(f"need max_batch >= 1 and 1 <= opt_hw <= max_hw, got {max_batch}, {opt_hw}, {max_hw}")
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for tensor in inputs:
+        if None not in tensor.shape:
+            continue
+        bounds: list[tuple[int, int, int]] = []
+        for axis, dim in enumerate(tensor.shape):
+            if dim is not None:
+                bounds.append((dim, dim, dim))
+            elif axis == 0:
+                bounds.append((1, max_batch, max_batch))
+            elif len(tensor.shape) == 4 and axis == 1:
+                bounds.append((3, 3, 3))
+            elif len(tensor.shape) == 4:
+                side, opt = max_hw[axis - 2], opt_hw[axis - 2]
+                bounds.append((min(_MIN_SIDE_PX, opt), opt, side))
+            else:
+                return None
+        for i, key in enumerate(("min", "opt", "max")):
+            shapes[key].append(f"{tensor.name}:{'x'.join(str(b[i]) for b in bounds)}")
+    if not shapes["max"]:
+        return None
+    return {f"trt_profile_{key}_shapes": ",".join(value) for key, value in shapes.items()}
 
 
 def create_session(
@@ -115,8 +208,12 @@ def create_session(
     tensorrt: bool = False,
     fp16: bool = True,
     engine_cache_dir: str | None = None,
+    trt_profile: Mapping[str, str] | None = None,
 ) -> ort.InferenceSession:
-    """Open a session on ``device`` (already resolved); CPU-only sessions never list CUDA."""
+    """Open a session on ``device`` (already resolved); CPU-only sessions never list CUDA.
+
+    ``trt_profile`` (from ``trt_profile_shapes``) is used only when the TensorRT EP is.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # old exports list initializers as inputs; ORT warns per tensor
@@ -129,9 +226,17 @@ def create_session(
         fp16=fp16,
         engine_cache_dir=engine_cache_dir,
         available=ort.get_available_providers(),
+        trt_profile=trt_profile,
     )
     if providers and isinstance(providers[0], tuple):
-        log.warning("building TensorRT engines (minutes on first use; cached in %s)", engine_cache_dir)
+        if has_cached_engines(engine_cache_dir):
+            log.info(
+                "TensorRT engines cached in %s (rebuilt only if the model, shapes or GPU changed)", engine_cache_dir
+            )
+        elif engine_cache_dir:
+            log.warning("building TensorRT engines (minutes on first use; cached in %s)", engine_cache_dir)
+        else:
+            log.warning("building TensorRT engines (minutes, on every start: no engine cache directory is set)")
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises several private exception types for bad graphs
@@ -179,8 +284,7 @@ def _shape(dims: Sequence[object]) -> tuple[int | None, ...]:
 def session_io(session: ort.InferenceSession) -> SessionIO:
     """Describe the session's image input, its other inputs and its outputs."""
     inputs = [TensorInfo(i.name, i.type, _shape(i.shape)) for i in session.get_inputs()]
-    # Exports with extra inputs (RT-DETR's orig_target_sizes) do not always list the image first.
-    image = next((i for i in inputs if i.type in _ORT_FLOAT_TYPES and len(i.shape) == 4), inputs[0])
+    image = image_input(inputs)
     if image.type not in _ORT_FLOAT_TYPES:
         raise ModelLoadError(f"unsupported input type {image.type} for input {image.name!r}")
     outputs = session.get_outputs()

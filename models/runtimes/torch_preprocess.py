@@ -2,9 +2,10 @@
 
 The Hugging Face processors our torch build can use are the PIL ones: on the CPU they cost ~4x this
 (resize + rescale + normalize in PIL/numpy), and on a GPU they would ship fp32 tensors of the
-upscaled frame over PCIe (11x the bytes of the uint8 frame). Here the uint8 frame is copied (pinned,
-non-blocking on CUDA), then resized, rescaled, normalized and padded where the model runs. Sizes
-follow the processor's own rules, so the model sees the same shapes it was trained with.
+upscaled frame over PCIe (11x the bytes of the uint8 frame). Here the uint8 frames are uploaded
+(on CUDA: packed into one reusable pinned buffer, one non-blocking copy on a side stream), then
+resized, rescaled, normalized and padded where the model runs. Sizes follow the processor's own
+rules, so the model sees the same shapes it was trained with.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from models.types import RGBImage
 
@@ -100,18 +103,116 @@ class PreprocessSpec:
         )
 
 
-def preprocess(images: Sequence[RGBImage], spec: PreprocessSpec, device: str) -> dict[str, torch.Tensor]:
+_MIB = 1024 * 1024
+
+
+def frame_offsets(images: Sequence[RGBImage]) -> list[int]:
+    """Byte offsets of ``images`` packed back to back: ``len(images) + 1`` entries, the last the total."""
+    offsets = [0]
+    for image in images:
+        offsets.append(offsets[-1] + image.nbytes)
+    return offsets
+
+
+def grown_capacity(needed: int, capacity: int) -> int:
+    """The staging buffer size for a batch of ``needed`` bytes: ``capacity`` when it fits, else at least
+    1.5x it (rounded up to 1 MiB), so a run whose batches grow reallocates pinned memory only a few times."""
+    if needed <= capacity:
+        return capacity
+    target = max(needed, capacity + capacity // 2)
+    return -(-target // _MIB) * _MIB
+
+
+class HostStaging:
+    """A reusable host buffer a batch of frames is packed into for one host->device copy.
+
+    Pinned (page-locked) on CUDA: ``pin_memory()`` per frame paid a ``cudaHostAlloc`` and a synchronous
+    copy for every frame; here the buffer is allocated once (grown when a batch needs more) and each
+    batch is one ``non_blocking`` upload. One per detector, used from one thread.
+    """
+
+    def __init__(self, device: str) -> None:
+        self._device = device
+        self._host: torch.Tensor | None = None
+        self._stream: torch.cuda.Stream | None = None
+        self._uploaded: torch.cuda.Event | None = None  # recorded after the last upload out of the buffer
+
+    @property
+    def capacity(self) -> int:
+        """Bytes allocated (0 before the first batch)."""
+        return 0 if self._host is None else int(self._host.numel())
+
+    def pack(self, images: Sequence[RGBImage]) -> tuple[torch.Tensor, list[int]]:
+        """Copy ``images`` back to back into the buffer: the used bytes (a view) and ``frame_offsets``."""
+        import torch
+
+        if self._uploaded is not None:
+            self._uploaded.synchronize()  # the last upload may still be reading the buffer
+        offsets = frame_offsets(images)
+        size = grown_capacity(offsets[-1], self.capacity)
+        if self._host is None or size != self.capacity:
+            self._host = torch.empty(size, dtype=torch.uint8, pin_memory=self._device != "cpu")
+        host = self._host[: offsets[-1]]
+        flat = host.numpy()
+        for image, start, end in zip(images, offsets, offsets[1:], strict=False):
+            np.copyto(flat[start:end].reshape(image.shape), image)
+        return host, offsets
+
+    def upload(self, images: Sequence[RGBImage]) -> list[torch.Tensor]:
+        """``images`` as (H, W, 3) uint8 tensors on the device: views into one buffer, one copy for the batch.
+
+        The copy runs on a side stream, so it overlaps work already queued on the current stream;
+        the current stream waits for it before anything reads the frames.
+        """
+        import torch
+
+        host, offsets = self.pack(images)
+        if self._device == "cpu":
+            on_device = host.clone()  # the buffer is reused by the next batch
+        else:
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(device=self._device)  # type: ignore[no-untyped-call]
+            current = torch.cuda.current_stream(self._device)
+            with torch.cuda.stream(self._stream):
+                on_device = host.to(device=self._device, non_blocking=True)
+                uploaded = torch.cuda.Event()  # type: ignore[no-untyped-call]
+                uploaded.record(self._stream)
+            self._uploaded = uploaded
+            current.wait_stream(self._stream)
+            # Allocated on the side stream, read on the current one: without this the caching allocator
+            # could hand the memory out again while the current stream still reads it.
+            on_device.record_stream(current)
+        return [
+            on_device[start:end].view(image.shape)
+            for image, start, end in zip(images, offsets, offsets[1:], strict=False)
+        ]
+
+    def release(self) -> None:
+        """Drop the buffer (pinned memory is scarce); the next batch allocates a new one."""
+        if self._uploaded is not None:
+            self._uploaded.synchronize()
+        self._host, self._stream, self._uploaded = None, None, None
+
+
+def preprocess(
+    images: Sequence[RGBImage], spec: PreprocessSpec, device: str, staging: HostStaging | None = None
+) -> dict[str, torch.Tensor]:
     """(H, W, 3) uint8 RGB frames -> ``pixel_values`` (B, 3, H', W') float32 on ``device`` (and
-    ``pixel_mask`` (B, H', W') when the processor pads the batch to its largest frame)."""
+    ``pixel_mask`` (B, H', W') when the processor pads the batch to its largest frame).
+
+    Off the CPU the frames go up through ``staging`` (pass the detector's, so its pinned buffer is
+    reused; None makes a throwaway one). On the CPU the numpy frames are used in place.
+    """
     import torch
     import torch.nn.functional as functional
 
+    if device == "cpu":
+        pixels = [torch.from_numpy(image) for image in images]
+    else:
+        pixels = (staging or HostStaging(device)).upload(images)
     resized: list[torch.Tensor] = []
-    for image in images:
-        host = torch.from_numpy(image)
-        if device != "cpu":
-            host = host.pin_memory()  # lets the copy run asynchronously
-        frame = host.to(device=device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float()
+    for image, uploaded in zip(images, pixels, strict=True):
+        frame = uploaded.permute(2, 0, 1).unsqueeze(0).float()
         out_hw = spec.resize.output_hw(image.shape[0], image.shape[1])
         if out_hw != (image.shape[0], image.shape[1]):
             # antialias matches PIL's bilinear filter when shrinking (and is a no-op when enlarging)

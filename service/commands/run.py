@@ -149,6 +149,8 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         ):
             results.append(result)
             progress.advance()
+    except ModelError as exc:  # a frame that alone does not fit on the device (bigger batches were split)
+        raise from_model_error(exc) from None
     finally:
         progress.close()
         detector.close()

@@ -21,6 +21,7 @@ import numpy as np
 
 from models.base import Detector
 from models.errors import DeviceOutOfMemoryError, ModelError
+from models.oom import BatchCeiling, run_splitting_on_oom
 from models.types import Detections, RGBImage
 from service import metrics
 from service.errors import ErrorCode, PreannotateError, from_model_error
@@ -61,7 +62,7 @@ class DynamicBatcher(Detector):
             raise ValueError("name must not be blank")
         self.info = detector.info
         self.name = name or detector.info.name
-        self.max_batch_size = max_batch_size
+        self._ceiling = BatchCeiling(max_batch_size, name=self.name)
         self._detector = detector
         self._max_wait_s = max_wait_ms / 1000
         self._pending: deque[_Request] = deque()
@@ -74,6 +75,11 @@ class DynamicBatcher(Detector):
         self._m_frames = metrics.FRAMES_PROCESSED.labels(model=self.name)
         self._m_oom = metrics.DEVICE_OOM.labels(model=self.name)
         self._m_deadline = metrics.DEADLINE_EXCEEDED.labels(model=self.name)
+
+    @property
+    def max_batch_size(self) -> int:
+        """The current ceiling; lowered for good when a batch runs out of device memory."""
+        return self._ceiling.size
 
     @property
     def detector(self) -> Detector:
@@ -211,39 +217,26 @@ class DynamicBatcher(Detector):
         started = time.monotonic()
         for request in batch:
             self._m_queue_wait.observe(started - request.enqueued_at)
-        self._run_halving(batch)
+        # The split-and-retry every caller of a detector shares (detect_frames uses it too); it
+        # lowers self._ceiling, which the queue reads for the next batches.
+        run_splitting_on_oom(
+            batch,
+            self._infer_or_fail,
+            self._ceiling,
+            on_oom=lambda _: self._m_oom.inc(),
+            fail_one=lambda request, error: self._fail([request], from_model_error(error)),
+        )
 
-    def _run_halving(self, batch: list[_Request]) -> None:
-        """Run ``batch``; on device OOM retry each half and lower the ceiling. Every future ends resolved."""
+    def _infer_or_fail(self, batch: Sequence[_Request]) -> None:
+        """Run ``batch``; any error but device OOM (which splits it) fails just this batch."""
         try:
             self._infer(batch)
-            return
-        except DeviceOutOfMemoryError as exc:
-            error = from_model_error(exc)
+        except DeviceOutOfMemoryError:
+            raise
         except Exception as exc:
             self._fail(batch, self._to_error(exc))
-            return
-        # Retry outside the except block: the OOM's traceback pins the failed call's frames, and with
-        # them device tensors, until the block ends.
-        self._m_oom.inc()
-        if len(batch) == 1:
-            log.warning("model %s: out of device memory on a single frame", self.name)
-            self._fail(batch, error)
-            return
-        half = (len(batch) + 1) // 2
-        if half < self.max_batch_size:
-            log.warning(
-                "model %s: out of device memory on a batch of %d; max batch size %d -> %d",
-                self.name,
-                len(batch),
-                self.max_batch_size,
-                half,
-            )
-            self.max_batch_size = half
-        self._run_halving(batch[:half])
-        self._run_halving(batch[half:])
 
-    def _infer(self, batch: list[_Request]) -> None:
+    def _infer(self, batch: Sequence[_Request]) -> None:
         # One call at the lowest threshold serves everyone; each result is then cut to its own threshold.
         # Exact for threshold-then-greedy-NMS post-processing: boxes below a threshold never suppress
         # boxes above it.

@@ -16,10 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
+from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
-from service.pipeline.media import ItemSpec, open_slot
+from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ def iter_frames(
     on_slot: SlotCallback | None = None,
     on_error: ErrorCallback | None = None,
 ) -> Iterator[Frame]:
-    """Open every slot in order and yield its sampled frames; failures go to ``on_error``."""
+    """Open every slot in order and yield its sampled frames; failures go to ``on_error``.
+
+    A slot fails alone, whatever it raises: frames it yielded before failing are kept, and the
+    next slot is opened. Only the consumer's own exceptions (and ``on_slot``'s) end the run.
+    """
     for item in items:
         for slot in item.slots:
             try:
@@ -63,14 +68,27 @@ def iter_frames(
             except PreannotateError as exc:
                 _report(on_error, SlotFailure(item.name, slot.name, exc))
                 continue
+            except Exception as exc:
+                _report(on_error, _unexpected_failure(item.name, slot, exc))
+                continue
             try:
                 if on_slot is not None:
                     on_slot(reader.meta)
-                yield from reader
-            except PreannotateError as exc:
-                _report(on_error, SlotFailure(item.name, slot.name, exc))
+                try:
+                    yield from reader
+                except PreannotateError as exc:
+                    _report(on_error, SlotFailure(item.name, slot.name, exc))
+                except Exception as exc:
+                    _report(on_error, _unexpected_failure(item.name, slot, exc))
             finally:
                 reader.close()
+
+
+def _unexpected_failure(item: str, slot: SlotSpec, exc: Exception) -> SlotFailure:
+    """A decoder's surprise (a bug, or input no check foresaw) as this slot's INTERNAL failure."""
+    source = str(slot.paths[0]) if len(slot.paths) == 1 else f"{slot.paths[0].parent} ({len(slot.paths)} files)"
+    log.info("slot %s/%s (%s) failed unexpectedly", item, slot.name, source, exc_info=exc)  # the stack, with -v
+    return SlotFailure(item, slot.name, PreannotateError(ErrorCode.INTERNAL, f"{source}: {type(exc).__name__}: {exc}"))
 
 
 def _report(on_error: ErrorCallback | None, failure: SlotFailure) -> None:
@@ -149,20 +167,30 @@ def detect_frames(
     classes: Sequence[str] | None = None,
     batch_size: int | None = None,
 ) -> Iterator[FrameResult]:
-    """Batch frames through the detector, yielding one result per frame in input order."""
-    size = batch_size or detector.info.batch_size
+    """Batch frames through the detector, yielding one result per frame in input order.
+
+    A batch that runs out of device memory is split and retried (``models.oom``, as the server's
+    batcher does), and later batches stay at the lowered size; no frame is lost.
+
+    Raises:
+        DeviceOutOfMemoryError: a single frame does not fit on the device.
+    """
+    ceiling = BatchCeiling(batch_size or detector.info.batch_size, name=detector.info.name)
     keep = class_filter(detector.info.class_names, classes)
     batch: list[Frame] = []
 
+    def detect(images: Sequence[RGBImage]) -> list[Detections]:
+        return detector.detect(images, threshold=threshold)
+
     def flush() -> Iterator[FrameResult]:
-        detections = detector.detect([frame.image for frame in batch], threshold=threshold)
+        detections = detect_splitting_on_oom(detect, [frame.image for frame in batch], ceiling)
         for frame, dets in zip(batch, detections, strict=True):
             yield FrameResult(info=frame.info, detections=keep(dets))
         batch.clear()
 
     for frame in frames:
         batch.append(frame)
-        if len(batch) >= size:
+        if len(batch) >= ceiling.size:
             yield from flush()
     if batch:
         yield from flush()

@@ -1,11 +1,19 @@
-"""Torch preprocessing reproduces the Hugging Face processors: same sizes, near-identical pixels."""
+"""Torch preprocessing reproduces the Hugging Face processors: same sizes, near-identical pixels; the staging
+buffer that uploads frames on CUDA packs and reuses correctly (its CUDA copy itself runs in tests/gpu)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.runtimes.torch_preprocess import PreprocessSpec, ResizeRule, preprocess
+from models.runtimes.torch_preprocess import (
+    HostStaging,
+    PreprocessSpec,
+    ResizeRule,
+    frame_offsets,
+    grown_capacity,
+    preprocess,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -69,3 +77,58 @@ def test_batch_of_different_sizes_is_padded_with_a_mask() -> None:
     assert float(out["pixel_values"][0, :, 64:, :].abs().max()) == 0.0  # padding is zero after normalizing
     theirs = processor(images=images, return_tensors="pt")
     assert torch.equal(out["pixel_mask"], theirs["pixel_mask"])
+
+
+MIB = 1024 * 1024
+
+
+def test_frame_offsets_pack_frames_back_to_back() -> None:
+    images = [np.zeros((2, 3, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)]
+    assert frame_offsets(images) == [0, 18, 78]
+    assert frame_offsets([]) == [0]
+
+
+@pytest.mark.parametrize(
+    ("needed", "capacity", "grown"),
+    [
+        (10, 0, MIB),  # first batch: rounded up to 1 MiB
+        (MIB, MIB, MIB),  # fits: kept
+        (100, 4 * MIB, 4 * MIB),  # a smaller batch keeps the big buffer (no churn of pinned memory)
+        (4 * MIB + 1, 4 * MIB, 6 * MIB),  # grows by at least half
+        (20 * MIB + 5, 4 * MIB, 21 * MIB),  # or to what is needed, rounded up
+    ],
+)
+def test_staging_capacity_grows_geometrically_and_never_shrinks(needed: int, capacity: int, grown: int) -> None:
+    assert grown_capacity(needed, capacity) == grown
+
+
+def test_staging_packs_frames_and_reuses_its_buffer() -> None:
+    staging = HostStaging("cpu")  # unpinned on the CPU; the packing is the same
+    rng = np.random.default_rng(0)
+    big = [rng.integers(0, 255, (64, 48, 3), dtype=np.uint8) for _ in range(3)]
+    uploaded = staging.upload(big)
+    for frame, tensor in zip(big, uploaded, strict=True):
+        assert tensor.dtype == torch.uint8
+        np.testing.assert_array_equal(tensor.numpy(), frame)
+    capacity = staging.capacity
+    assert capacity >= sum(frame.nbytes for frame in big)
+
+    # A smaller batch, one frame a non-contiguous view, goes into the same buffer.
+    host_before = staging.pack(big[:1])[0].data_ptr()
+    small = [np.ascontiguousarray(big[0][:5, :7]), big[1][::2, ::3]]
+    host, offsets = staging.pack(small)
+    assert host.data_ptr() == host_before
+    assert staging.capacity == capacity
+    assert offsets == [0, 105, 105 + small[1].nbytes]
+    for frame, tensor in zip(small, staging.upload(small), strict=True):
+        np.testing.assert_array_equal(tensor.numpy(), frame)
+
+    staging.release()
+    assert staging.capacity == 0
+
+
+def test_uploaded_frames_do_not_change_when_the_buffer_is_reused() -> None:
+    staging = HostStaging("cpu")
+    first = staging.upload([np.full((4, 4, 3), 7, np.uint8)])
+    staging.upload([np.full((4, 4, 3), 9, np.uint8)])
+    assert int(first[0].max()) == 7

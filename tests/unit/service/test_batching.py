@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -20,6 +24,8 @@ from models.base import Detector, DetectorOptions
 from models.errors import DeviceOutOfMemoryError, ModelLoadError
 from models.registry import load_detector
 from models.types import Detections, ModelInfo, RGBImage
+from service import cli
+from service.commands import run as run_command
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame
@@ -237,10 +243,11 @@ def test_oom_halves_the_batch_until_it_fits_and_lowers_the_ceiling(
 
     results = batcher.detect([image_of(i) for i in range(16)], threshold=0.5)
 
-    assert [len(call) for call in fake.calls] == [16, 8, 4, 4, 8, 4, 4]
+    # After 8 ran out, the rest goes at the lowered ceiling: no second batch of 8 to run out again.
+    assert [len(call) for call in fake.calls] == [16, 8, 4, 4, 4, 4]
     assert [set(dets.class_id.tolist()) for dets in results] == [{i} for i in range(16)]
     assert batcher.max_batch_size == 4
-    assert sample("preannotate_device_oom_total", batcher) == 3
+    assert sample("preannotate_device_oom_total", batcher) == 2
     # Later batches start at the lowered ceiling.
     fake.calls.clear()
     batcher.detect([image_of(i) for i in range(8)], threshold=0.5)
@@ -315,6 +322,56 @@ def test_detect_frames_runs_through_the_batcher_in_order(make_batcher: Callable[
 
     assert [result.info.frame_index for result in results] == list(range(7))
     assert [set(result.detections.class_id.tolist()) for result in results] == [{i} for i in range(7)]
+
+
+def test_detect_frames_splits_a_batch_that_runs_out_of_memory_and_keeps_every_frame_in_order() -> None:
+    # A plain detector (the CLI's and sync's case), no batcher in between.
+    fake = FakeDetector(oom_above=3)
+    frames = [Frame(info=make_info(frame_index=i), image=image_of(i)) for i in range(10)]
+
+    results = list(detect_frames(frames, fake, threshold=0.5, batch_size=8))
+
+    assert [result.info.frame_index for result in results] == list(range(10))
+    assert [set(result.detections.class_id.tolist()) for result in results] == [{i} for i in range(10)]
+    # 8 and then 4 ran out; the ceiling stayed at 2 for the rest of the run, frames 8-9 included.
+    assert [len(call) for call in fake.calls] == [8, 4, 2, 2, 2, 2, 2]
+    assert [ids for ids in fake.calls if len(ids) <= 3] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+def test_detect_frames_raises_device_oom_when_a_single_frame_does_not_fit() -> None:
+    fake = FakeDetector(oom_above=0)
+    frames = [Frame(info=make_info(frame_index=i), image=image_of(i)) for i in range(2)]
+    with pytest.raises(DeviceOutOfMemoryError):
+        list(detect_frames(frames, fake, threshold=0.5, batch_size=2))
+    assert fake.calls == [[0, 1], [0]]
+
+
+def test_cli_run_splits_out_of_memory_batches_and_writes_every_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a model that runs out of device memory above 2 frames, and 5 photos
+    fake = FakeDetector(oom_above=2)
+    fake.info = dataclasses.replace(fake.info, class_names=tuple(f"caller{i}" for i in range(8)))
+    monkeypatch.setattr(run_command, "load_detector", lambda spec, options: fake)
+    paths = []
+    for caller in range(5):
+        paths.append(tmp_path / f"photo{caller}.png")
+        cv2.imwrite(str(paths[-1]), cv2.cvtColor(image_of(caller, 16, 16), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "preds.json"
+
+    # When the CLI runs them (the detector's own batch size, 64, is the starting ceiling)
+    rc = cli.main(["run", *map(str, paths), "--threshold", "0.5", "--out", str(out), "-q"])
+
+    # Then it succeeds and every photo has its own detections
+    assert rc == 0, capsys.readouterr().err
+    coco = json.loads(out.read_text())
+    assert [image["file_name"] for image in coco["images"]] == [path.name for path in paths]
+    for caller, image in enumerate(coco["images"]):
+        boxes = [a["bbox"] for a in coco["annotations"] if a["image_id"] == image["id"]]
+        assert len(boxes) == 3  # the scores 0.5, 0.7, 0.9
+        assert {int(box[0]) for box in boxes} == {caller}
+    # Warm-up ran out at 64 and stopped there; the run split 5 -> 3 -> 2 and stayed at 2.
+    assert fake.calls == [[0], [0] * 64, [0, 1, 2, 3, 4], [0, 1, 2], [0, 1], [2, 3], [4]]
 
 
 def test_detect_async_merges_concurrent_coroutines(make_batcher: Callable[..., DynamicBatcher]) -> None:

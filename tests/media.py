@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
 from service.samples import write_video
@@ -36,6 +37,13 @@ CLIPS: dict[str, ClipSpec] = {
     "unrotated": ClipSpec("unrotated.mp4", {"duration_s": 2.0, "gop": 15}),
     "vp9": ClipSpec("vp9.webm", {"duration_s": 3.0, "gop": 20, "codec": "libvpx-vp9", "fps": 25}),
     "hevc": ClipSpec("hevc.mkv", {"duration_s": 3.0, "gop": 24, "codec": "libx265", "fps": 24}),
+    # MPEG-TS and MPEG-PS seek by decode time: a seek to a key frame's pts lands past it
+    "ts_bframes": ClipSpec("bframes.ts", {"duration_s": 3.0, "gop": 30, "bframes": 3}),
+    "mpeg2": ClipSpec("mpeg2.mpg", {"duration_s": 3.0, "gop": 30, "codec": "mpeg2video"}),
+    # AVI stores no pts: with B-frames the decoded frames carry decode-order numbers. Its twin is the
+    # same encode in MP4 (same bitstream), which the decode-everything reference can be trusted on.
+    "avi_bframes": ClipSpec("bframes.avi", {"duration_s": 3.0, "gop": 30, "bframes": 3}),
+    "avi_bframes_twin": ClipSpec("bframes_twin.mp4", {"duration_s": 3.0, "gop": 30, "bframes": 3}),
 }
 
 
@@ -44,3 +52,24 @@ def make_clip(directory: Path, spec: ClipSpec) -> Path:
     if not path.exists():
         write_video(path, **spec.kwargs)
     return path
+
+
+def corrupt_payloads(source: Path, target: Path, packets: range) -> None:
+    """Remux ``source`` with the payload of the video packets numbered ``packets`` replaced by noise.
+
+    The container stays intact (every packet is indexed), so the damage shows only when decoding:
+    corruption mid-stream, as a flaky upload or disk leaves it.
+    """
+    rng = np.random.default_rng(3)
+    with av.open(str(source)) as src, av.open(str(target), mode="w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        for number, packet in enumerate(p for p in src.demux(stream) if p.dts is not None):
+            if number in packets and packet.size > 16:
+                data = bytes(packet)[:8] + rng.integers(0, 256, packet.size - 8, dtype=np.uint8).tobytes()
+                noisy = av.Packet(data)
+                noisy.pts, noisy.dts, noisy.time_base = packet.pts, packet.dts, packet.time_base
+                noisy.is_keyframe = packet.is_keyframe
+                packet = noisy
+            packet.stream = out
+            dst.mux(packet)

@@ -38,7 +38,10 @@ _IMAGE_MAGIC = (
     b"MM\x00*",  # TIFF, big-endian
     b"GIF8",
 )
-_VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv"}
+_VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".avi", ".ogv"}  # MP4/MOV, Matroska, AVI, Ogg
+    | {".mpg", ".mpeg", ".vob", ".ts", ".mts", ".m2ts", ".flv", ".wmv"}  # MPEG-PS/TS, FLV, ASF
+)
 
 
 def sniff(path: Path) -> MediaKind:
@@ -63,11 +66,26 @@ def sniff(path: Path) -> MediaKind:
     return MediaKind.VIDEO
 
 
+_VIDEO_MAGIC = (
+    b"\x1aE\xdf\xa3",  # Matroska, WebM
+    b"\x00\x00\x01\xba",  # MPEG program stream
+    b"FLV",
+    b"OggS",
+    b"0&\xb2u\x8ef\xcf\x11",  # ASF, WMV
+)
+
+
 def looks_like_video(path: Path) -> bool:
     """Whether a file that failed to open as video was meant to be one (corrupt vs unsupported)."""
     with path.open("rb") as fh:
-        head = fh.read(12)
-    return head[4:8] == b"ftyp" or head[:4] == b"\x1aE\xdf\xa3" or path.suffix.lower() in _VIDEO_SUFFIXES
+        head = fh.read(189)
+    return (
+        head[4:8] == b"ftyp"
+        or head.startswith(_VIDEO_MAGIC)
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        or (len(head) == 189 and head[0] == head[188] == 0x47)  # MPEG-TS: a sync byte every 188 bytes
+        or path.suffix.lower() in _VIDEO_SUFFIXES
+    )
 
 
 class PdfReader:
@@ -125,7 +143,7 @@ def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: Medi
     try:
         return VideoReader(item, slot.name, path, sampling, limits)
     except PreannotateError as exc:
-        if exc.code is ErrorCode.CORRUPT_MEDIA and not looks_like_video(path):
+        if exc.code in (ErrorCode.CORRUPT_MEDIA, ErrorCode.UNSUPPORTED_MEDIA) and not looks_like_video(path):
             raise PreannotateError(
                 ErrorCode.UNSUPPORTED_MEDIA, f"{path}: not a supported image, video, DICOM or PDF file"
             ) from None

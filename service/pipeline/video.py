@@ -7,22 +7,28 @@ only when that key frame lies beyond the current decode position, and decodes fo
 Frames between targets that no target needs are never decoded, and only kept frames are converted
 to RGB. Key-frame mode decodes only the wanted key frames, each on its own.
 
-Memory does not grow with the video: the index is two int64 arrays (8 bytes per frame), and at most
-one decoded frame is held.
+Memory does not grow with the video: the index is a few int64 arrays (8 bytes per frame), and at
+most one decoded frame is held.
+
+Only plain files in known video containers are opened: FFmpeg would otherwise demux anything it
+can probe (text through its tty demuxer, HLS playlists that make it read the files they list).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import av.error
 import numpy as np
 from av.container import InputContainer
+from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from numpy.typing import NDArray
@@ -37,6 +43,20 @@ log = logging.getLogger(__name__)
 
 _MAX_CORRUPT_PACKETS = 100
 
+# FFmpeg demuxers we let open input (one name of each is enough: FFmpeg matches any of a demuxer's
+# names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"): MP4/MOV/3GP, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV,
+# ASF/WMV, Ogg. Everything else is refused before it parses a byte.
+_VIDEO_DEMUXERS = ("mov", "mp4", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "asf", "ogg")
+_OPEN_OPTIONS = {
+    "format_whitelist": ",".join(_VIDEO_DEMUXERS),
+    # Plain files only: no URLs, no concat:/subfile: tricks in a file name, no nested network reads.
+    "protocol_whitelist": "file",
+}
+
+# Containers that store no presentation times: libavformat numbers the packets in decode order, so
+# with B-frames the decoded frames (in display order) carry shuffled pts.
+_PTS_IN_DECODE_ORDER = frozenset({"avi"})
+
 
 @dataclass(frozen=True, slots=True)
 class VideoIndex:
@@ -45,11 +65,13 @@ class VideoIndex:
     Attributes:
         pts: (n,) int64 sorted presentation timestamps, in ``time_base`` units.
         keyframe_pts: (k,) int64 sorted pts of the key frames.
+        keyframe_dts: (k,) int64 decode timestamps of the same key frames (their pts when unknown).
         time_base: seconds per pts unit.
     """
 
     pts: NDArray[np.int64]
     keyframe_pts: NDArray[np.int64]
+    keyframe_dts: NDArray[np.int64]
     time_base: Fraction
 
     def times_s(self, pts: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -74,7 +96,7 @@ class SamplingStats:
 def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
     """Demux (without decoding) every packet of ``stream`` and index pts and key frames."""
     pts: list[int] = []
-    keyframes: list[int] = []
+    keyframes: dict[int, int] = {}
     no_pts = 0
     for packet in container.demux(stream):
         if packet.size == 0:
@@ -85,14 +107,16 @@ def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
             continue
         pts.append(ts)
         if packet.is_keyframe:
-            keyframes.append(ts)
+            keyframes.setdefault(ts, ts if packet.dts is None else min(ts, packet.dts))
     if no_pts:
         log.warning("%d packets without pts were not indexed", no_pts)
     if stream.time_base is None:
         raise ValueError("stream has no time base")
+    keyframe_pts = sorted(keyframes)
     return VideoIndex(
         pts=np.unique(np.asarray(pts, np.int64)),
-        keyframe_pts=np.unique(np.asarray(keyframes, np.int64)),
+        keyframe_pts=np.asarray(keyframe_pts, np.int64),
+        keyframe_dts=np.asarray([keyframes[ts] for ts in keyframe_pts], np.int64),
         time_base=Fraction(stream.time_base),
     )
 
@@ -104,40 +128,33 @@ def frame_to_rgb(frame: VideoFrame) -> RGBImage:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
+class _Sampled(NamedTuple):
+    """One planned frame: ``pts`` and ``frame`` are what was decoded for it (None: nothing)."""
+
+    wanted_pts: int
+    pts: int | None
+    frame: VideoFrame | None
+
+
 @dataclass(slots=True)
 class _Decoder:
-    """Forward decoding from a position, with at most one frame of push-back."""
+    """Forward decoding of a packet stream, with at most one frame of push-back."""
 
-    container: InputContainer
-    stream: VideoStream
     stats: SamplingStats
     _frames: Generator[VideoFrame] | None = None
     _pending: VideoFrame | None = None
     position_pts: int | None = None
 
-    def start(self, keyframe_pts: int, *, exact: bool = True) -> None:
-        """Seek to the key frame at ``keyframe_pts`` and decode forward from it.
-
-        Demuxers may land on an earlier key frame than asked (the mov demuxer does on some
-        variable-rate files); with ``exact`` the packets before ours are dropped undecoded.
-        """
+    def start(self, packets: Iterable[Packet[VideoStream]]) -> None:
+        """Decode ``packets`` from here on (the first must be a key frame's, or the stream's start)."""
         if self._frames is not None:
             self._frames.close()
-        self.container.seek(keyframe_pts, stream=self.stream, backward=True, any_frame=False)
-        self.stats.seeks += 1
-        self._frames = self._decode(keyframe_pts if exact else None)
+        self._frames = self._decode(packets)
         self._pending = None
         self.position_pts = None
 
-    def _decode(self, skip_to_keyframe_pts: int | None) -> Generator[VideoFrame]:
-        skipping = skip_to_keyframe_pts is not None
-        skip_to_keyframe_pts = skip_to_keyframe_pts or 0
-        for packet in self.container.demux(self.stream):
-            if skipping:
-                # A GOP decodes from its own key frame: the packets before it need no decoding.
-                if not (packet.is_keyframe and packet.pts is not None and packet.pts >= skip_to_keyframe_pts):
-                    continue
-                skipping = False
+    def _decode(self, packets: Iterable[Packet[VideoStream]]) -> Generator[VideoFrame]:
+        for packet in packets:
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError:
@@ -163,25 +180,40 @@ class _Decoder:
     def push_back(self, frame: VideoFrame) -> None:
         self._pending = frame
 
+    def close(self) -> None:
+        if self._frames is not None:
+            self._frames.close()
+
 
 class VideoReader:
-    """A SlotReader over one video file (mp4, mov, mkv, webm: whatever PyAV demuxes).
+    """A SlotReader over one video file (mp4, mov, mkv, webm, avi, ts, mpg, flv, wmv, ogg).
 
     Opening indexes the file (one demux pass, no decoding), decodes the first key frame to learn
-    the display size and rotation, checks the limits and plans the frames. Iterating decodes.
+    the display size and rotation, checks the limits and plans the frames. Iterating decodes; a
+    slot whose planned frames did not all decode ends with CORRUPT_MEDIA after the frames that did.
     """
 
     def __init__(self, item: str, slot: str, path: Path, sampling: SamplingOptions, limits: MediaLimits) -> None:
         self._path = path
         self._sampling = sampling
         self.stats = SamplingStats()
+        self._seek_by_dts = False
         self._container = _open(path, limits)
         try:
             self._stream = self._container.streams.video[0]
-            self._index = build_index(self._container, self._stream)
-            if len(self._index.pts) == 0 or len(self._index.keyframe_pts) == 0:
-                raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: no decodable video frames")
-            width, height = self._probe_display_size()
+            if self._stream.codec_context is None:  # PyAV has no decoder for it (an SVG, say)
+                raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: no decoder for its video codec")
+            try:
+                self._index = build_index(self._container, self._stream)
+                if len(self._index.pts) == 0 or len(self._index.keyframe_pts) == 0:
+                    raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: no decodable video frames")
+                width, height = self._probe_display_size()
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: cannot be read as video ({exc})") from exc
+            # Display order is output order there, not pts order: see _iter_in_output_order.
+            self._pts_in_decode_order = (
+                self._container.format.name in _PTS_IN_DECODE_ORDER and self._stream.codec_context.has_b_frames
+            )
             self.meta = self._plan(item, slot, width, height, limits)
         except BaseException:
             self._container.close()
@@ -231,34 +263,91 @@ class VideoReader:
         )
 
     def __iter__(self) -> Iterator[Frame]:
-        frames = self._iter_keyframes() if self._sampling.mode is SamplingMode.KEYFRAMES else self._iter_exact()
-        for frame in frames:
-            self.stats.sampled_frames += 1
-            yield self._to_frame(frame)
+        if self._sampling.mode is SamplingMode.KEYFRAMES:
+            sampled = self._iter_keyframes()
+        elif self._pts_in_decode_order:
+            sampled = self._iter_in_output_order()
+        else:
+            sampled = self._iter_exact()
+        planned = len(self._wanted)
+        lost = 0
+        last_pts: int | None = None
+        try:
+            for wanted, pts, frame in sampled:
+                if pts != wanted:
+                    lost += 1
+                # A stand-in (the frame before a lost one) is kept, but never twice.
+                if frame is None or pts is None or (last_pts is not None and pts <= last_pts):
+                    continue
+                last_pts = pts
+                self.stats.sampled_frames += 1
+                yield self._to_frame(frame, pts)
+        except av.error.FFmpegError as exc:
+            raise PreannotateError(
+                ErrorCode.CORRUPT_MEDIA,
+                f"{self._path}: decoding failed after {self.stats.sampled_frames} of {planned} sampled frames ({exc})",
+            ) from exc
+        # The frames that decoded were delivered; the slot still fails, so the run exits non-zero.
+        if lost:
+            raise PreannotateError(
+                ErrorCode.CORRUPT_MEDIA, f"{self._path}: {lost} of {planned} sampled frames could not be decoded"
+            )
+        if self.stats.corrupt_packets:
+            raise PreannotateError(
+                ErrorCode.CORRUPT_MEDIA,
+                f"{self._path}: {self.stats.corrupt_packets} corrupt packets; sampled frames may show decoding errors",
+            )
 
-    def _iter_exact(self) -> Iterator[VideoFrame]:
+    def _iter_exact(self) -> Iterator[_Sampled]:
         index = self._index
-        decoder = _Decoder(self._container, self._stream, self.stats)
-        started = fell_back = False
-        for wanted in self._wanted.tolist():
-            k = max(0, int(np.searchsorted(index.keyframe_pts, wanted, "right")) - 1)
-            keyframe = int(index.keyframe_pts[k])
-            position = decoder.position_pts
-            # Seek only past frames no target needs: when the wanted frame's key frame lies
-            # beyond the decode position. Otherwise decoding forward is the shortest path.
-            if not started or (position is not None and position < keyframe):
-                decoder.start(keyframe)
-                started = True
-            frame = self._decode_until(decoder, wanted)
-            if frame is None and not fell_back:
-                # The demuxer landed past our key frame (its seek index disagrees with the pts
-                # index): decode from the first key frame instead, slow but right. Once only,
-                # so a truly missing frame cannot make sampling quadratic.
-                fell_back = True
-                decoder.start(int(index.keyframe_pts[0]), exact=False)
+        decoder = _Decoder(self.stats)
+        started = sequential = False
+        try:
+            for wanted in self._wanted.tolist():
+                k = max(0, int(np.searchsorted(index.keyframe_pts, wanted, "right")) - 1)
+                keyframe = int(index.keyframe_pts[k])
+                position = decoder.position_pts
+                # Seek only past frames no target needs: when the wanted frame's key frame lies
+                # beyond the decode position. Otherwise decoding forward is the shortest path.
+                if not sequential and (not started or (position is not None and position < keyframe)):
+                    packets = self._seek_keyframe(keyframe)
+                    if packets is None:
+                        # No seek reaches that key frame (the demuxer disagrees with our index):
+                        # decode everything from the start, slow but right, and never seek again,
+                        # so missing key frames cannot make sampling quadratic.
+                        log.warning(
+                            "%s: cannot seek to the key frame at pts %d; decoding from the start", self._path, keyframe
+                        )
+                        packets = self._from_start()
+                        sequential = True
+                    decoder.start(packets)
+                    started = True
                 frame = self._decode_until(decoder, wanted)
-            if frame is not None:
-                yield frame
+                yield _Sampled(wanted, None if frame is None else frame.pts, frame)
+        finally:
+            decoder.close()
+
+    def _iter_in_output_order(self) -> Iterator[_Sampled]:
+        """Exact sampling where decoded frames' pts are not display times (AVI with B-frames).
+
+        Frames come out of the decoder in display order, so the i-th one out is the frame with
+        the i-th smallest packet pts. That holds only counting from the stream's start: decode
+        everything up to the last wanted frame, converting only the wanted ones.
+        """
+        positions = np.searchsorted(self._index.pts, self._wanted).tolist()
+        decoder = _Decoder(self.stats)
+        decoder.start(self._from_start())
+        output = 0
+        try:
+            for wanted, position in zip(self._wanted.tolist(), positions, strict=True):
+                found: VideoFrame | None = None
+                while output <= position and (frame := decoder.next()) is not None:
+                    if output == position:
+                        found = frame
+                    output += 1
+                yield _Sampled(wanted, None if found is None else wanted, found)
+        finally:
+            decoder.close()
 
     def _decode_until(self, decoder: _Decoder, wanted: int) -> VideoFrame | None:
         """Decode forward to the frame with pts ``wanted`` (or the last one before it)."""
@@ -271,42 +360,75 @@ class VideoReader:
                 # packet): the frame on screen at that time is the one before.
                 decoder.push_back(frame)
                 if previous is None:
-                    log.warning("%s: no frame at pts %d", self._path, wanted)
+                    log.info("%s: no frame at pts %d", self._path, wanted)
                 return previous
             previous = frame
         return previous
 
-    def _iter_keyframes(self) -> Iterator[VideoFrame]:
+    def _iter_keyframes(self) -> Iterator[_Sampled]:
         for wanted in self._wanted.tolist():
             frame = self._decode_keyframe(wanted)
-            if frame is not None:
-                yield frame
+            yield _Sampled(wanted, None if frame is None else wanted, frame)
 
     def _decode_keyframe(self, pts: int) -> VideoFrame | None:
         """Seek to the key frame at ``pts`` and decode it on its own: no frame around it."""
-        self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
-        self.stats.seeks += 1
+        packets = self._seek_keyframe(pts)
+        if packets is None:
+            log.info("%s: key frame at pts %d not found", self._path, pts)
+            return None
+        packet = next(iter(packets))
         codec = self._stream.codec_context
-        for packet in self._container.demux(self._stream):
-            if packet.size == 0 or packet.pts is None or not packet.is_keyframe or packet.pts < pts:
-                continue
-            if packet.pts > pts:
-                break  # the demuxer's seek index and our pts index disagree
-            try:
-                # Send the packet, then drain: the decoder's reorder delay would otherwise hold
-                # the frame back until later packets arrive.
-                frames = [*codec.decode(packet), *codec.decode(None)]
-            except av.error.InvalidDataError:
-                self.stats.corrupt_packets += 1
-                frames = []
-            codec.flush_buffers()
-            self.stats.decoded_frames += len(frames)
-            return next((f for f in frames if isinstance(f, VideoFrame)), None)
-        log.warning("%s: key frame at pts %d not found", self._path, pts)
+        try:
+            # Send the packet, then drain: the decoder's reorder delay would otherwise hold
+            # the frame back until later packets arrive.
+            frames = [*codec.decode(packet), *codec.decode(None)]
+        except av.error.InvalidDataError:
+            self.stats.corrupt_packets += 1
+            frames = []
+        codec.flush_buffers()
+        self.stats.decoded_frames += len(frames)
+        return next((f for f in frames if isinstance(f, VideoFrame)), None)
+
+    def _seek_keyframe(self, keyframe_pts: int) -> Iterator[Packet[VideoStream]] | None:
+        """The stream's packets from the key frame at ``keyframe_pts`` on, or None if no seek reaches it.
+
+        Demuxers land on or before the key frame asked for by its pts (mov, matroska): the packets
+        before it are skipped undecoded. The MPEG-TS and MPEG-PS demuxers seek by decode time and
+        land past a key frame whose pts is later than its dts (B-frames): then seek again by its
+        dts (and by dts from then on), then from ever earlier key frames, down to the first.
+        """
+        for target in self._seek_targets(keyframe_pts):
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+            self.stats.seeks += 1
+            packets = self._container.demux(self._stream)
+            for packet in packets:
+                if packet.size == 0 or packet.pts is None or not packet.is_keyframe or packet.pts < keyframe_pts:
+                    continue
+                if packet.pts == keyframe_pts:
+                    return itertools.chain((packet,), packets)
+                break  # landed past it
+            if target == keyframe_pts:
+                self._seek_by_dts = True
         return None
 
-    def _to_frame(self, frame: VideoFrame) -> Frame:
-        pts = int(frame.pts) if frame.pts is not None else int(self._index.pts[0])
+    def _seek_targets(self, keyframe_pts: int) -> list[int]:
+        index = self._index
+        k = int(np.searchsorted(index.keyframe_pts, keyframe_pts))
+        targets = [] if self._seek_by_dts else [keyframe_pts]
+        back = 0
+        while True:
+            targets.append(int(index.keyframe_dts[max(0, k - back)]))
+            if k - back <= 0:
+                break
+            back = max(1, 2 * back)
+        return list(dict.fromkeys(targets))
+
+    def _from_start(self) -> Iterator[Packet[VideoStream]]:
+        self._container.seek(0)  # in av.time_base units: before the first packet of every stream
+        self.stats.seeks += 1
+        return iter(self._container.demux(self._stream))
+
+    def _to_frame(self, frame: VideoFrame, pts: int) -> Frame:
         image = frame_to_rgb(frame)
         return Frame(
             info=FrameInfo(
@@ -336,9 +458,19 @@ def _open(path: Path, limits: MediaLimits) -> InputContainer:
             ErrorCode.FILE_TOO_LARGE, f"{path}: {size} bytes is more than the limit of {limits.max_file_bytes}"
         )
     try:
-        container = av.open(str(path), mode="r")
+        # "file:" so that a name like "concat:a|b" is a file name, not a protocol.
+        container = av.open(f"file:{path}", mode="r", container_options=_OPEN_OPTIONS)
+    except av.error.ArgumentError:
+        # EINVAL: FFmpeg recognised the file, as a format not on the list (text, a playlist, an image).
+        raise PreannotateError(
+            ErrorCode.UNSUPPORTED_MEDIA,
+            f"{path}: not a supported video container (MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, WMV, Ogg)",
+        ) from None
     except av.error.FFmpegError as exc:
         raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: cannot be read as video ({exc})") from None
+    if not set(container.format.name.split(",")) & set(_VIDEO_DEMUXERS):  # the whitelist's own check, again
+        container.close()
+        raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: {container.format.name} is not a video container")
     if not container.streams.video:
         container.close()
         raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: has no video stream")

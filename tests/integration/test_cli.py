@@ -18,6 +18,7 @@ from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.video import VideoReader
 from service.samples import write_pan_video
 from tests import media_dicom
+from tests.media import corrupt_payloads
 
 ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo
 
@@ -43,7 +44,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["corrupt"] = root / "broken.mp4"
     paths["corrupt"].write_bytes(paths["video"].read_bytes()[:1500])
     paths["text"] = root / "notes.txt"
-    paths["text"].write_text("not media")
+    paths["text"].write_text("not media\n" * 200)  # FFmpeg's tty demuxer would "play" this
+    paths["svg"] = root / "drawing.svg"
+    paths["svg"].write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8"/></svg>')
+    # FFmpeg's HLS demuxer would read the file a playlist lists: a local-file read from a job URL.
+    paths["playlist"] = root / "playlist.m3u8"
+    paths["playlist"].write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{paths['video']}\n#EXT-X-ENDLIST\n")
+    paths["damaged"] = root / "damaged.mkv"
+    corrupt_payloads(paths["video"], paths["damaged"], range(10, 30))
     return paths
 
 
@@ -57,8 +65,10 @@ def mixed_run(
         inputs["photo"],
         inputs["corrupt"],
         inputs["video"],
+        inputs["svg"],  # an undecodable file between two good ones
         inputs["dicom"],
         inputs["text"],
+        inputs["playlist"],
         "--fps",
         "2",
         "--out",
@@ -74,9 +84,11 @@ def test_bad_files_are_named_and_the_rest_is_processed(
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2
+    assert len(errors) == 4
     assert any("corrupt_media" in e and "broken.mp4" in e for e in errors)
     assert any("unsupported_media" in e and "notes.txt" in e for e in errors)
+    assert any("unsupported_media" in e and "drawing.svg" in e for e in errors)
+    assert any("unsupported_media" in e and "playlist.m3u8" in e for e in errors)
     coco = json.loads(out.read_text())
     assert {image["item"] for image in coco["images"]} == {"astronaut.png", "pan.mp4", "scan.dcm"}
 
@@ -210,6 +222,24 @@ def test_frames_writes_images_and_index_without_loading_a_model(inputs: dict[str
         assert (entry["width"], entry["height"]) == (320, 240)
         written = cv2.cvtColor(cv2.imread(str(out / entry["file_name"])), cv2.COLOR_BGR2RGB)
         assert np.array_equal(written, frame.image)  # PNG is lossless: the exact sampled pixels
+
+
+def test_corruption_mid_stream_keeps_the_frames_that_decode_and_exits_2(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    result = preannotate("frames", inputs["damaged"], "--fps", "0", "--out", tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "corrupt_media" in errors[0]
+    assert "damaged.mkv" in errors[0]
+    assert "of 75 sampled frames could not be decoded" in errors[0]
+    lost = int(errors[0].split("damaged.mkv: ")[1].split(" of ")[0])
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert 0 < lost < 75
+    assert len(index) == 75 - lost  # what decoded is kept
+    assert index[-1]["frame_index"] == 74  # the GOP after the damage decodes
 
 
 def test_frames_keyframes_mode(inputs: dict[str, Path], tmp_path: Path) -> None:

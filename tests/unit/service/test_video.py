@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,13 @@ import pytest
 
 from benchmarks.baselines import decode_all_sampler
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import Frame, SlotMeta
+from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.run import SlotFailure, iter_frames
 from service.pipeline.video import VideoReader
 from service.samples import DEFAULT_BOXES
+from tests.media import corrupt_payloads
 
 EXACT_CASES = [
     SamplingOptions(fps=1),
@@ -36,7 +41,9 @@ def _sample(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tup
     return reader, frames
 
 
-@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr", "vfr_mp4", "rotated", "rotated_270", "vp9", "hevc"])
+@pytest.mark.parametrize(
+    "clip", ["bframes", "long_gop", "vfr", "vfr_mp4", "rotated", "rotated_270", "vp9", "hevc", "ts_bframes", "mpeg2"]
+)
 @pytest.mark.parametrize("options", EXACT_CASES, ids=repr)
 def test_exact_sampling_matches_decoding_every_frame(
     clips: dict[str, Path], clip: str, options: SamplingOptions
@@ -50,7 +57,27 @@ def test_exact_sampling_matches_decoding_every_frame(
     assert reader.meta.planned_frames == len(ours)
 
 
-@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "hevc"])
+@pytest.mark.parametrize("options", [*EXACT_CASES, SamplingOptions(fps=0.7, mode=SamplingMode.KEYFRAMES)], ids=repr)
+def test_avi_with_b_frames_matches_the_same_encode_in_mp4(clips: dict[str, Path], options: SamplingOptions) -> None:
+    """AVI has no pts: frames come out in display order carrying decode-order numbers.
+
+    The reference trusts those numbers (and keeps frames for targets twice over), so the truth is
+    the reference on the twin clip: the same x264 bitstream, muxed into MP4.
+    """
+    reader, ours = _sample(clips["avi_bframes"], options)
+    reference = list(decode_all_sampler(clips["avi_bframes_twin"], options))
+
+    # The reference counts only key frames in key-frame mode: compare indices in exact mode only.
+    exact = options.mode is SamplingMode.EXACT
+    assert [(i if exact else 0, round(t, 6)) for i, t, _ in ours] == [
+        (i if exact else 0, round(t, 6)) for i, t, _ in reference
+    ]
+    for (_, _, a), (_, _, b) in zip(ours, reference, strict=True):
+        assert np.array_equal(a, b)
+    assert reader.meta.planned_frames == len(ours)
+
+
+@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "hevc", "ts_bframes", "mpeg2"])
 @pytest.mark.parametrize("fps", [0.25, 1.0, 2.5])
 def test_exact_sampling_decodes_only_from_the_key_frame_before_each_target(
     clips: dict[str, Path], clip: str, fps: float
@@ -74,7 +101,7 @@ def test_exact_sampling_decodes_only_from_the_key_frame_before_each_target(
     assert reader.stats.decoded_frames < len(pts) or fps >= 2.5
 
 
-@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "vp9"])
+@pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "vp9", "ts_bframes", "mpeg2"])
 @pytest.mark.parametrize("fps", [0, 0.3, 1.0])
 def test_keyframe_sampling_decodes_only_the_key_frames_it_returns(
     clips: dict[str, Path], clip: str, fps: float
@@ -177,3 +204,141 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PreannotateError) as exc:
         VideoReader("item", "0", tmp_path / "nope.mp4", SamplingOptions(), MediaLimits())
     assert exc.value.code is ErrorCode.INPUT_NOT_FOUND
+
+
+def _not_video(directory: Path, clip: Path) -> dict[str, Path]:
+    files = {
+        "notes.txt": "Meeting notes\n" * 100,  # long enough for FFmpeg's tty demuxer to take it
+        "drawing.svg": '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8"/></svg>',
+        # An HLS playlist makes FFmpeg read the files it lists: a local-file read for a job URL.
+        "playlist.m3u8": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n#EXT-X-ENDLIST\n",
+        "playlist.mp4": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n#EXT-X-ENDLIST\n",
+    }
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return {name: directory / name for name in files}
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("notes.txt", ErrorCode.UNSUPPORTED_MEDIA),  # FFmpeg's tty demuxer would "play" it
+        ("drawing.svg", ErrorCode.UNSUPPORTED_MEDIA),  # svg_pipe: a stream without a decoder
+        ("playlist.m3u8", ErrorCode.UNSUPPORTED_MEDIA),
+        ("playlist.mp4", ErrorCode.CORRUPT_MEDIA),  # named as a video, so a broken one
+    ],
+)
+def test_what_ffmpeg_can_probe_but_is_not_a_video_container_is_refused(
+    clips: dict[str, Path], tmp_path: Path, name: str, code: ErrorCode
+) -> None:
+    path = _not_video(tmp_path, clips["ts_bframes"])[name]
+    with pytest.raises(PreannotateError) as direct:
+        VideoReader("item", "0", path, SamplingOptions(), MediaLimits())
+    assert direct.value.code in (ErrorCode.UNSUPPORTED_MEDIA, ErrorCode.CORRUPT_MEDIA)
+    with pytest.raises(PreannotateError) as exc:
+        open_slot("item", SlotSpec("0", (path,)), SamplingOptions(), MediaLimits())
+    assert exc.value.code is code
+    assert name in exc.value.message
+
+
+def test_a_video_stream_without_a_decoder_is_unsupported(clips: dict[str, Path], tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown_codec.mkv"
+    data = clips["vfr"].read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    unknown.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_QQQQQ/ISO/AVC"))  # a codec id FFmpeg does not know
+    with pytest.raises(PreannotateError) as exc:
+        VideoReader("item", "0", unknown, SamplingOptions(), MediaLimits())
+    assert exc.value.code is ErrorCode.UNSUPPORTED_MEDIA
+    assert "unknown_codec.mkv: no decoder" in exc.value.message
+
+
+def _read_until_failure(reader: VideoReader) -> tuple[list[Frame], PreannotateError | None]:
+    frames: list[Frame] = []
+    try:
+        for frame in reader:
+            frames.append(frame)
+    except PreannotateError as exc:
+        return frames, exc
+    finally:
+        reader.close()
+    return frames, None
+
+
+@pytest.mark.parametrize(
+    "options", [SamplingOptions(fps=0), SamplingOptions(fps=2), SamplingOptions(mode=SamplingMode.KEYFRAMES)], ids=repr
+)
+def test_corruption_mid_stream_fails_the_slot_after_the_frames_that_decode(
+    clips: dict[str, Path], tmp_path: Path, options: SamplingOptions
+) -> None:
+    broken = tmp_path / "broken.mkv"
+    corrupt_payloads(clips["bframes"], broken, range(60, 100))  # the third and fourth GOP (of six)
+    reader = VideoReader("item", "0", broken, options, MediaLimits())
+    frames, error = _read_until_failure(reader)
+
+    assert error is not None
+    assert error.code is ErrorCode.CORRUPT_MEDIA
+    planned = reader.meta.planned_frames
+    assert f"broken.mkv: {planned - len(frames)} of {planned} sampled frames could not be decoded" in error.message
+    assert 0 < len(frames) < planned
+    # The GOPs before the damage are untouched.
+    _, clean = _sample(clips["bframes"], options)
+    intact = [f for f in frames if f.info.timestamp_s is not None and f.info.timestamp_s < 2.0]
+    assert intact
+    for frame, (index, _, image) in zip(intact, clean, strict=False):
+        assert frame.info.frame_index == index
+        assert np.array_equal(frame.image, image)
+
+
+def test_one_bad_slot_never_stops_the_others(
+    clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = _not_video(tmp_path, clips["ts_bframes"])
+    broken = tmp_path / "broken.mkv"
+    corrupt_payloads(clips["bframes"], broken, range(60, 100))
+    haunted = tmp_path / "haunted.mp4"
+    haunted.write_bytes(clips["unrotated"].read_bytes())
+
+    real_open_slot = open_slot
+
+    class Haunted:
+        """A reader that fails in a way no check foresaw, after one frame."""
+
+        def __init__(self, reader: VideoReader) -> None:
+            self.meta: SlotMeta = reader.meta
+            self._reader = reader
+
+        def __iter__(self) -> Iterator[Frame]:
+            yield next(iter(self._reader))
+            raise KeyError("surprise")
+
+        def close(self) -> None:
+            self._reader.close()
+
+    def open_slot_with_a_ghost(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: MediaLimits) -> object:
+        reader = real_open_slot(item, slot, sampling, limits)
+        return Haunted(reader) if slot.paths[0] == haunted else reader  # type: ignore[arg-type]
+
+    monkeypatch.setattr("service.pipeline.run.open_slot", open_slot_with_a_ghost)
+    order = [clips["bframes"], bad["drawing.svg"], broken, bad["playlist.m3u8"], haunted, clips["unrotated"]]
+    items = [ItemSpec(path.name, (SlotSpec("0", (path,)),)) for path in order]
+    failures: list[SlotFailure] = []
+    frames = list(iter_frames(items, SamplingOptions(fps=1), MediaLimits(), on_error=failures.append))
+
+    per_item = {path.name: sum(f.info.item == path.name for f in frames) for path in order}
+    assert per_item == {
+        "bframes.mp4": 6,
+        "drawing.svg": 0,
+        "broken.mkv": per_item["broken.mkv"],
+        "playlist.m3u8": 0,
+        "haunted.mp4": 1,
+        "unrotated.mp4": 2,
+    }
+    assert 0 < per_item["broken.mkv"] < 6
+    assert [(f.item, f.error.code) for f in failures] == [
+        ("drawing.svg", ErrorCode.UNSUPPORTED_MEDIA),
+        ("broken.mkv", ErrorCode.CORRUPT_MEDIA),
+        ("playlist.m3u8", ErrorCode.UNSUPPORTED_MEDIA),
+        ("haunted.mp4", ErrorCode.INTERNAL),
+    ]
+    assert str(haunted) in failures[-1].error.message
+    assert "KeyError" in failures[-1].error.message

@@ -78,6 +78,17 @@ class PreannotateError(Exception):
         return f"{self.code.code}: {' '.join(self.message.split())}"
 
 
+class PartialMediaError(PreannotateError):
+    """Raised after a slot's last readable frame: the frames that decoded were delivered, the rest could not be.
+
+    The CLI reports it (exit 2); jobs and ``sync`` keep the delivered frames' detections and record a warning,
+    so one bad packet never costs a long video all its work.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.CORRUPT_MEDIA, message)
+
+
 _MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {
     model_errors.ModelSpecError: ErrorCode.INVALID_MODEL_SPEC,
     model_errors.ModelNotFoundError: ErrorCode.MODEL_NOT_FOUND,

@@ -43,7 +43,7 @@ from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from service.pipeline.media import SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.run import FrameDetector, detect_frames
+from service.pipeline.run import FrameDetector, detect_frames, keep_partial
 
 log = logging.getLogger(__name__)
 
@@ -286,11 +286,14 @@ def _detect_object(
         if progress is not None:
             progress.on_slot(reader.meta)
         results: list[FrameResult] = []
-        for result in detect_frames(reader, detector, threshold=threshold):
+        warnings: list[PreannotateError] = []
+        for result in detect_frames(keep_partial(reader, warnings), detector, threshold=threshold):
             # The scratch path means nothing in Label Studio: the task id names the item.
             results.append(replace(result, info=replace(result.info, source=obj.name)))
             if progress is not None:
                 progress.advance()
+        for warning in warnings:  # pushed with what decoded; the user still hears about the rest
+            print(f"warning: task {item}: {warning}", file=sys.stderr)
         return reader.meta, results
     finally:
         reader.close()

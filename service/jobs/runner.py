@@ -10,6 +10,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from service.errors import PreannotateError
 from service.jobs.results import item_result_to_json
 from service.jobs.store import Lease
 from service.loaded_models import LoadedModel
@@ -18,7 +19,7 @@ from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import PdfReader, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.readers import SlotReader
-from service.pipeline.run import detect_frames
+from service.pipeline.run import detect_frames, keep_partial
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def run_item(
     name = lease.item["name"]
     slots: list[SlotMeta] = []
     frames: list[FrameResult] = []
+    warnings: list[PreannotateError] = []
     planned = 0
     for slot in lease.item["slots"]:
         urls: list[str] = [slot["url"]] if slot.get("url") else list(slot["urls"])
@@ -91,7 +93,7 @@ def run_item(
                 planned += meta.planned_frames
                 if not on_progress(len(frames), planned):
                     raise ItemStoppedError
-                renamed = _with_sources(reader, paths, sources)
+                renamed = keep_partial(_with_sources(reader, paths, sources), warnings)
                 for result in detect_frames(
                     renamed,
                     model.batcher,
@@ -104,7 +106,10 @@ def run_item(
                         raise ItemStoppedError
             finally:
                 reader.close()
-    return item_result_to_json(slots, frames)
+    item_json = item_result_to_json(slots, frames)
+    if warnings:  # the item succeeds with what decoded; the result says what did not
+        item_json["warnings"] = [{"code": w.code.code, "message": w.message} for w in warnings]
+    return item_json
 
 
 def _with_sources(reader: SlotReader, paths: tuple[Path, ...], sources: tuple[str, ...]) -> Iterator[Frame]:

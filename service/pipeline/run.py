@@ -18,7 +18,7 @@ import numpy as np
 
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
-from service.errors import ErrorCode, PreannotateError
+from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -82,6 +82,16 @@ def iter_frames(
                     _report(on_error, _unexpected_failure(item.name, slot, exc))
             finally:
                 reader.close()
+
+
+def keep_partial(frames: Iterable[Frame], warnings: list[PreannotateError]) -> Iterator[Frame]:
+    """A slot's frames; a ``PartialMediaError`` at their end (some frames undecodable) goes to ``warnings``
+    instead of discarding the frames that did decode."""
+    try:
+        yield from frames
+    except PartialMediaError as exc:
+        log.warning("%s", exc)
+        warnings.append(exc)
 
 
 def _unexpected_failure(item: str, slot: SlotSpec, exc: Exception) -> SlotFailure:

@@ -34,7 +34,7 @@ from av.video.stream import VideoStream
 from numpy.typing import NDArray
 
 from models.types import RGBImage
-from service.errors import ErrorCode, PreannotateError
+from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.sampling import select_frames
@@ -283,19 +283,15 @@ class VideoReader:
                 self.stats.sampled_frames += 1
                 yield self._to_frame(frame, pts)
         except av.error.FFmpegError as exc:
-            raise PreannotateError(
-                ErrorCode.CORRUPT_MEDIA,
-                f"{self._path}: decoding failed after {self.stats.sampled_frames} of {planned} sampled frames ({exc})",
+            raise PartialMediaError(
+                f"{self._path}: decoding failed after {self.stats.sampled_frames} of {planned} sampled frames ({exc})"
             ) from exc
         # The frames that decoded were delivered; the slot still fails, so the run exits non-zero.
         if lost:
-            raise PreannotateError(
-                ErrorCode.CORRUPT_MEDIA, f"{self._path}: {lost} of {planned} sampled frames could not be decoded"
-            )
+            raise PartialMediaError(f"{self._path}: {lost} of {planned} sampled frames could not be decoded")
         if self.stats.corrupt_packets:
-            raise PreannotateError(
-                ErrorCode.CORRUPT_MEDIA,
-                f"{self._path}: {self.stats.corrupt_packets} corrupt packets; sampled frames may show decoding errors",
+            raise PartialMediaError(
+                f"{self._path}: {self.stats.corrupt_packets} corrupt packets; sampled frames may show decoding errors"
             )
 
     def _iter_exact(self) -> Iterator[_Sampled]:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from service.jobs.runner import display_source
+from models.registry import load_detector
+from service.jobs.runner import display_source, run_item
+from service.jobs.store import Lease
 from service.jobs.worker import retry_delay_s
+from service.loaded_models import LoadedModel
+from service.pipeline.batching import DynamicBatcher
+from service.pipeline.fetch import Fetcher, FetchPolicy
+from service.pipeline.options import MediaLimits
+from tests.media import corrupt_payloads
 
 
 @pytest.mark.parametrize(
@@ -29,3 +38,36 @@ def test_retry_delay_is_jittered_and_capped(attempt: int, cap: float) -> None:
     delays = [retry_delay_s(attempt) for _ in range(200)]
     assert all(0 <= d <= cap for d in delays)
     assert len(set(delays)) > 100  # full jitter, not a fixed schedule
+
+
+def test_a_partly_corrupt_video_keeps_what_decoded_and_says_what_did_not(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.mkv"
+    corrupt_payloads(clips["bframes"], broken, range(60, 100))  # two of six GOPs
+    lease = Lease(
+        item_id=1,
+        job_id="j",
+        position=0,
+        item={"name": "clip", "slots": [{"name": "0", "url": broken.as_uri()}]},
+        request={"model": "builtin:centerface", "fps": 2.0, "sampling": "exact", "threshold": 0.5},
+        attempt=1,
+    )
+    batcher = DynamicBatcher(load_detector("builtin:centerface"), max_batch_size=1, max_wait_ms=0)
+    batcher.start()
+    try:
+        result = run_item(
+            lease,
+            model=LoadedModel("builtin:centerface", batcher),
+            fetcher=Fetcher(FetchPolicy(local_roots=(tmp_path,))),
+            limits=MediaLimits(),
+            work_dir=tmp_path,
+            on_progress=lambda done, planned: True,
+        )
+    finally:
+        batcher.close()
+    planned = result["slots"][0]["planned_frames"]
+    assert 0 < len(result["frames"]) < planned
+    (warning,) = result["warnings"]
+    assert warning["code"] == "corrupt_media"
+    assert f"of {planned} sampled frames could not be decoded" in warning["message"]

@@ -9,7 +9,8 @@ per call and tests drive time with a fake clock. Retryable failures wait in a de
 stream when due; exhausted or non-retryable items go to the dead-letter stream ``{prefix}:dead``.
 
 Keys (``P`` = prefix): ``P:job:<id>`` hash, ``P:item:<n>`` hash (a job's items are ids ``first..first+n-1``),
-``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:items`` stream, ``P:leases`` and
+``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:delivery:<sha256(key)>`` (webhook
+delivery ids, ``SET NX`` with a TTL), ``P:items`` stream, ``P:leases`` and
 ``P:delayed`` ZSETs, ``P:active`` set (depth), ``P:dead`` stream, ``P:models``/``P:workers``/``P:worker:<id>``
 (the model catalog). Job keys expire ``retention_s`` after creation: Redis holds them in memory.
 
@@ -328,6 +329,14 @@ class RedisJobStore:
             "dead": int(dead),
             "active": int(active),
         }
+
+    def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
+        """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner. The TTL runs
+        on Redis' clock (``SET NX GET PX``, Redis 7.0), not the store's."""
+        name = self._key("delivery", hashlib.sha256(key.encode()).hexdigest())
+        with self._guard():
+            earlier = self._r.set(name, owner, nx=True, get=True, px=max(1, round(ttl_s * 1000)))
+        return owner if earlier is None else str(earlier)
 
     def ping(self) -> bool:
         """True when Redis answers (for /readyz); never raises."""

@@ -225,5 +225,8 @@ class ResilientStore:
     def depth(self) -> int:
         return self.store.depth()
 
+    def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
+        return self.store.claim_delivery(key, owner, ttl_s=ttl_s)
+
     def close(self) -> None:
         self.store.close()

@@ -23,10 +23,9 @@ from typing import Any
 from service.errors import ErrorCode
 from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, Lease, check_items
 
-SCHEMA_VERSION = 1
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
 
-_SCHEMA = (
+_SCHEMA_1 = (
     """CREATE TABLE jobs(
         id TEXT PRIMARY KEY,                    -- uuid4 hex
         tenant TEXT NOT NULL,
@@ -61,6 +60,17 @@ _SCHEMA = (
     "CREATE INDEX items_ready ON items(available_at) WHERE state = 'queued'",
     "CREATE INDEX items_leased ON items(lease_until) WHERE state = 'leased'",
 )
+_SCHEMA_2 = (
+    # Webhook delivery ids (claim_delivery): expired rows are purged by the next claim.
+    """CREATE TABLE deliveries(
+        key TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL) WITHOUT ROWID""",
+    "CREATE INDEX deliveries_expiry ON deliveries(expires_at)",
+)
+# _MIGRATIONS[v] takes a database from user_version v to v + 1.
+_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Expired leases go back to the queue, or fail for good once every attempt is spent.
 _RECLAIM = """UPDATE items SET
@@ -189,9 +199,10 @@ class SqliteJobStore:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self._path}: schema version {version} is newer than this code's {SCHEMA_VERSION}")
-            if version == 0:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                for migration in _MIGRATIONS[version:]:
+                    for statement in migration:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _record(self, conn: sqlite3.Connection, job: sqlite3.Row) -> JobRecord:
@@ -401,6 +412,17 @@ class SqliteJobStore:
                 " + (SELECT count(*) FROM items WHERE state = 'leased')"
             ).fetchone()
         return int(row[0])
+
+    def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
+        """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""
+        now = self._clock()
+        with self._tx() as conn:
+            conn.execute("DELETE FROM deliveries WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO deliveries(key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                (key, owner, now + ttl_s),
+            )
+            return str(conn.execute("SELECT owner FROM deliveries WHERE key = ?", (key,)).fetchone()[0])
 
     def close(self) -> None:
         """Close every thread's connection; call it once the API and the workers have stopped."""

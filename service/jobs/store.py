@@ -141,4 +141,10 @@ class JobStore(Protocol):
         """Items queued or leased, all tenants (for 429s and autoscaling)."""
         ...
 
+    def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
+        """Claim a webhook delivery id for ``ttl_s`` seconds: returns the claim's owner, ``owner`` unless another
+        owner claimed ``key`` first and its claim has not expired (a replay). Kept in the store, so every API
+        process sees the same claims, and a restart forgets none."""
+        ...
+
     def close(self) -> None: ...

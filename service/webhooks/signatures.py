@@ -1,4 +1,4 @@
-"""HMAC-SHA256 signatures for ``POST /v1/webhooks/generic`` (reliability.md §3.2), and a replay memory.
+"""HMAC-SHA256 signatures for ``POST /v1/webhooks/generic`` (reliability.md §3.2).
 
 A sender signs ``f"{timestamp}.".encode() + raw_body`` with a shared secret and sends::
 
@@ -7,7 +7,8 @@ A sender signs ``f"{timestamp}.".encode() + raw_body`` with a shared secret and 
     X-Preannotate-Delivery: <unique id of this delivery>  # optional; a repeat is a 2xx no-op
 
 Signing the timestamp with the body stops an old capture from being replayed with a fresh timestamp; the
-tolerance bounds how long a capture stays usable, and the delivery id makes a replay within it a no-op.
+tolerance bounds how long a capture stays usable, and the delivery id makes a replay a no-op (the route
+claims it in the job store, shared by every API process: ``JobStore.claim_delivery``).
 Any configured secret verifies, so a new secret can be added before senders switch and the old one removed
 after.
 """
@@ -17,11 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from service.errors import ErrorCode, PreannotateError
 
@@ -104,50 +102,3 @@ def check_delivery_id(delivery: str | None) -> str | None:
     if not DELIVERY_ID_PATTERN.match(value):
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{DELIVERY_HEADER} must be 1-128 of [A-Za-z0-9._:-]")
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    expires_at: float
-    job_ids: tuple[str, ...]
-
-
-class ReplayGuard:
-    """Delivery ids seen recently (in this process), with the jobs they made.
-
-    A replay must carry a timestamp within the tolerance, so remembering ids for twice the tolerance covers
-    every replay this process can accept. Across processes the job store's idempotency key (the body's
-    content) makes a replayed body land on the same job anyway: this guard only adds "same id, other body
-    is still a no-op". Bounded: the oldest ids go first.
-    """
-
-    def __init__(self, ttl_s: float, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic):
-        self._ttl_s = ttl_s
-        self._max = max_entries
-        self._clock = clock
-        self._seen: OrderedDict[str, _Seen] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, delivery: str) -> tuple[str, ...] | None:
-        """The job ids of an earlier delivery with this id, or None if unseen (or forgotten)."""
-        now = self._clock()
-        with self._lock:
-            self._expire(now)
-            seen = self._seen.get(delivery)
-            return None if seen is None else seen.job_ids
-
-    def remember(self, delivery: str, job_ids: Sequence[str]) -> None:
-        now = self._clock()
-        with self._lock:
-            self._seen[delivery] = _Seen(now + self._ttl_s, tuple(job_ids))
-            self._seen.move_to_end(delivery)
-            self._expire(now)
-            while len(self._seen) > self._max:
-                self._seen.popitem(last=False)
-
-    def _expire(self, now: float) -> None:
-        while self._seen:
-            oldest = next(iter(self._seen.values()))
-            if oldest.expires_at > now:
-                return
-            self._seen.popitem(last=False)

@@ -41,7 +41,8 @@ from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import VIA_SCHEMES
 from service.jobs.models import Destination, ItemIn, JobCreate
-from service.jobs.submit import PreparedJob, create_job_from, enqueue, prepare_job, validation_problem
+from service.jobs.store import JobRecord
+from service.jobs.submit import PreparedJob, content_idem, enqueue, prepare_job, validation_problem
 from service.webhooks import label_studio as ls
 from service.webhooks import v7
 from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled
@@ -53,7 +54,6 @@ from service.webhooks.signatures import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReplayGuard,
     check_delivery_id,
     verify,
 )
@@ -69,6 +69,9 @@ _STATE_LOCK = threading.Lock()
 # One thread for all webhook store writes: off the event loop (a 1,000-task delivery takes a while), and one at a
 # time, because concurrent SQLite writers only queue in SQLite's busy handler, which sleeps up to 100 ms per try.
 _STORE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-store")
+# How long a generic delivery id is remembered. Senders retry with a fresh signature (hours later, for some),
+# so it must outlive the timestamp tolerance: a day, as reliability.md §3.2 recommends.
+DELIVERY_TTL_S = 86400.0
 _T = TypeVar("_T")
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -95,16 +98,6 @@ def dep_webhook_config(request: Request, state: StateDep) -> WebhookConfig:
 
 
 WebhookConfigDep = Annotated[WebhookConfig, Depends(dep_webhook_config)]
-
-
-def dep_replay_guard(request: Request, config: WebhookConfigDep) -> ReplayGuard:
-    """Delivery ids of ``/generic`` seen by this process (twice the tolerance: older ones fail the clock check)."""
-    with _STATE_LOCK:
-        guard: ReplayGuard | None = getattr(request.app.state, "webhook_replays", None)
-        if guard is None:
-            guard = ReplayGuard(ttl_s=2 * config.tolerance_s + 60)
-            request.app.state.webhook_replays = guard
-        return guard
 
 
 def webhook_tenant(state: AppState) -> str:
@@ -341,12 +334,12 @@ async def generic_webhook(
     response: Response,
     state: StateDep,
     config: WebhookConfigDep,
-    guard: Annotated[ReplayGuard, Depends(dep_replay_guard)],
     timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER, description="Unix seconds")] = None,
     signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER, description="sha256=<hex>")] = None,
     delivery: Annotated[str | None, Header(alias=DELIVERY_HEADER, description="unique per delivery")] = None,
 ) -> WebhookAccepted:
-    """A signed ``JobCreate``; a repeated delivery id, or the same content, is a 200 no-op."""
+    """A signed ``JobCreate``; a repeated delivery id (for a day, whatever the body), or the same content, is a
+    200 no-op."""
     require_enabled(config.generic_secrets, "generic")
     body = await read_body(request, config.max_body_bytes)
     verify(
@@ -357,12 +350,6 @@ async def generic_webhook(
         tolerance_s=config.tolerance_s,
     )
     delivery_id = check_delivery_id(delivery)
-    outcome = Outcome(_status_url(request))
-    seen = guard.get(delivery_id) if delivery_id else None
-    if seen is not None:
-        outcome.add_existing(seen)
-        log.info("generic webhook: delivery %s replayed: no-op", delivery_id)
-        return outcome.answer(response)
     payload = json_body(body)
     if not isinstance(payload, dict):
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body must be a JSON object (a job)")
@@ -372,11 +359,27 @@ async def generic_webhook(
         raise validation_problem(exc) from None
     models = dep_models(state)
     tenant = webhook_tenant(state)
-    record, created = await _in_store_writer(
-        lambda: create_job_from(job, settings=state.settings, store=state.store, models=models, tenant=tenant)
-    )
+    store = state.store
+
+    def submit() -> tuple[JobRecord | None, bool]:
+        prepared = prepare_job(job, settings=state.settings, models=models)
+        key = content_idem(prepared.params, prepared.items)
+        if delivery_id:
+            # The claim lives in the job store, so a replay is caught by any API process, and after a restart.
+            # It names the content key: a retry with the same body (after a 429, say) goes on to the usual
+            # content dedupe, and a replay with another body is answered with the first body's job.
+            holder = store.claim_delivery(f"generic:{delivery_id}", key, ttl_s=DELIVERY_TTL_S)
+            if holder != key:
+                return store.find_job(tenant=tenant, idem_key=holder), False
+        return enqueue(prepared, settings=state.settings, store=store, tenant=tenant, idem_key=key)
+
+    record, created = await _in_store_writer(submit)
+    outcome = Outcome(_status_url(request))
+    if record is None:  # the first delivery made no job (refused, or still being stored elsewhere)
+        response.status_code = 200
+        outcome.ignore(f"delivery {delivery_id} was already received with another body")
+        log.info("generic webhook: delivery %s replayed with another body: no-op", delivery_id)
+        return outcome.answer(response)
     outcome.add(record, created)
-    if delivery_id:
-        guard.remember(delivery_id, [record.id])
     log.info("generic webhook: delivery %s: job %s (%s)", delivery_id, record.id, "new" if created else "duplicate")
     return outcome.answer(response)

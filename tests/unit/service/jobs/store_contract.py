@@ -394,3 +394,12 @@ class JobStoreContract:
         store.complete("w1", lease.item_id, {})
 
         assert store.depth() == 4
+
+    # --- webhook delivery ids ---------------------------------------------------------------------------
+
+    def test_the_first_claim_of_a_delivery_id_holds_it(self, store: JobStore) -> None:
+        assert store.claim_delivery("generic:d-1", "body:aaa", ttl_s=600) == "body:aaa"
+        # a replay, whatever it would make, is told who claimed the id first
+        assert store.claim_delivery("generic:d-1", "body:bbb", ttl_s=600) == "body:aaa"
+        assert store.claim_delivery("generic:d-1", "body:aaa", ttl_s=600) == "body:aaa"
+        assert store.claim_delivery("generic:d-2", "body:bbb", ttl_s=600) == "body:bbb"

@@ -96,6 +96,20 @@ def test_lease_is_a_stream_delivery_and_complete_acks_it(store: RedisJobStore, d
     assert store.queue_stats()["lag"] == 1  # trimming acked history keeps the lag readable (KEDA)
 
 
+def test_delivery_claims_are_shared_by_processes_and_expire(server: RedisServer, db: redis.Redis) -> None:
+    api_1, api_2 = RedisJobStore(server.url), RedisJobStore(server.url)
+    try:
+        assert api_1.claim_delivery("generic:d-1", "body:a", ttl_s=0.2) == "body:a"
+        assert api_2.claim_delivery("generic:d-1", "body:b", ttl_s=0.2) == "body:a"
+        [key] = db.keys("pa:delivery:*")
+        assert 0 < db.pttl(key) <= 200  # Redis forgets it by itself
+        time.sleep(0.3)
+        assert api_2.claim_delivery("generic:d-1", "body:b", ttl_s=60) == "body:b"
+    finally:
+        api_1.close()
+        api_2.close()
+
+
 def test_heartbeat_resets_idle_without_counting_a_delivery(store: RedisJobStore, db: redis.Redis) -> None:
     make_job(store, 1)
     (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)

@@ -70,6 +70,46 @@ def test_refuses_a_newer_schema(db: Path) -> None:
         SqliteJobStore(db)
 
 
+def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
+    # Given a database written before delivery claims existed, holding a job
+    SqliteJobStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE deliveries")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteJobStore(db)
+    try:
+        job = make_job(store, 1)
+        # When it is opened again, then the schema is upgraded in place and the job is still there
+        store.close()
+        store = SqliteJobStore(db)
+        assert store.claim_delivery("generic:d-1", "body:a", ttl_s=60) == "body:a"
+        assert store.get_job(tenant=job.tenant, job_id=job.id) == job
+    finally:
+        store.close()
+    with sqlite3.connect(db) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    check.close()
+
+
+def test_delivery_claims_are_shared_by_processes_and_expire(db: Path) -> None:
+    clock = FakeClock()
+    api_1, api_2 = SqliteJobStore(db, clock=clock), SqliteJobStore(db, clock=clock)
+    try:
+        assert api_1.claim_delivery("generic:d-1", "body:a", ttl_s=60) == "body:a"
+        assert api_2.claim_delivery("generic:d-1", "body:b", ttl_s=60) == "body:a"
+        clock.advance(61)
+        assert api_2.claim_delivery("generic:d-1", "body:b", ttl_s=60) == "body:b"  # expired: a new claim
+        clock.advance(61)
+        api_1.claim_delivery("generic:d-2", "body:c", ttl_s=60)  # any claim purges the expired rows
+        rows = api_1._conn().execute("SELECT key FROM deliveries").fetchall()
+        assert [r[0] for r in rows] == ["generic:d-2"]
+    finally:
+        api_1.close()
+        api_2.close()
+
+
 def test_jobs_survive_a_restart(db: Path) -> None:
     # Given a server that queued a job and leased one item, then died without completing it
     clock = FakeClock()

@@ -173,6 +173,52 @@ def test_generic_end_to_end_and_replays(hooks: WebhookApp) -> None:
     assert hooks.jobs() == 1
 
 
+def test_a_delivery_id_is_shared_by_every_api_process_and_survives_a_restart(tmp_path: Path) -> None:
+    # Given a delivery received by one API process (a pod, or this one before a restart)
+    body = json.dumps(JOB).encode()
+    with webhook_app(tmp_path, ENABLED, **SETTINGS) as first_pod:
+        first = post(first_pod, "generic", body, signed(body, delivery="d-shared"))
+        assert first.status_code == 202, first.text
+        [job] = first.json()["jobs"]
+    # When the same delivery id comes back to another process over the same job store, with another body
+    other = json.dumps({**JOB, "threshold": 0.9}).encode()
+    with webhook_app(tmp_path, ENABLED, **SETTINGS) as second_pod:
+        replay = post(second_pod, "generic", other, signed(other, delivery="d-shared"))
+        # Then it is a no-op answered with the first delivery's job: no second job
+        assert replay.status_code == 200, replay.text
+        assert [j["job_id"] for j in replay.json()["jobs"]] == [job["job_id"]]
+        assert second_pod.jobs() == 1
+
+
+def test_a_refused_delivery_can_be_retried_under_its_id(hooks: WebhookApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps(JOB).encode()
+    monkeypatch.setattr(hooks.state.settings, "max_queue_depth", 0)
+    assert post(hooks, "generic", body, signed(body, delivery="d-429")).status_code == 429
+    # The sender's retry (same id, same body, fresh signature) is not taken for a replay.
+    monkeypatch.setattr(hooks.state.settings, "max_queue_depth", 100)
+    retry = post(hooks, "generic", body, signed(body, delivery="d-429"))
+    assert retry.status_code == 202, retry.text
+    # Another body under that id is a replay; its first body's job exists now, so that is the answer.
+    other = json.dumps({**JOB, "threshold": 0.9}).encode()
+    replay = post(hooks, "generic", other, signed(other, delivery="d-429"))
+    assert replay.status_code == 200
+    assert replay.json()["jobs"][0]["job_id"] == retry.json()["jobs"][0]["job_id"]
+    assert hooks.jobs() == 1
+
+
+def test_a_replay_whose_first_body_made_no_job_is_a_no_op(hooks: WebhookApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps(JOB).encode()
+    monkeypatch.setattr(hooks.state.settings, "max_queue_depth", 0)
+    assert post(hooks, "generic", body, signed(body, delivery="d-lost")).status_code == 429
+    monkeypatch.setattr(hooks.state.settings, "max_queue_depth", 100)
+    other = json.dumps({**JOB, "threshold": 0.9}).encode()
+    replay = post(hooks, "generic", other, signed(other, delivery="d-lost"))
+    assert replay.status_code == 200
+    assert replay.json()["jobs"] == []
+    assert replay.json()["reasons"] == ["delivery d-lost was already received with another body"]
+    assert hooks.jobs() == 0
+
+
 def test_generic_rotated_secret_and_stale_timestamps(hooks: WebhookApp) -> None:
     body = json.dumps(JOB).encode()
     assert post(hooks, "generic", body, signed(body, secret=OLD_HMAC_SECRET, delivery=None)).status_code == 202

@@ -1,4 +1,4 @@
-"""HMAC signatures of the generic webhook, the static-secret checks, and the replay memory."""
+"""HMAC signatures of the generic webhook and the static-secret checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from service.errors import ErrorCode, PreannotateError
 from service.webhooks import auth
-from service.webhooks.signatures import ReplayGuard, check_delivery_id, sign, verify
+from service.webhooks.signatures import check_delivery_id, sign, verify
 
 SECRET = "whsec-current-" + "a" * 24
 OLD_SECRET = "whsec-previous-" + "b" * 24
@@ -126,25 +126,6 @@ def test_bad_delivery_ids(value: str) -> None:
 def test_no_delivery_id() -> None:
     assert check_delivery_id(None) is None
     assert check_delivery_id("  ") is None
-
-
-def test_the_replay_guard_remembers_until_its_ttl() -> None:
-    now = [0.0]
-    guard = ReplayGuard(ttl_s=600, clock=lambda: now[0])
-    assert guard.get("d1") is None
-    guard.remember("d1", ["job-1"])
-    now[0] = 599
-    assert guard.get("d1") == ("job-1",)
-    now[0] = 601
-    assert guard.get("d1") is None
-
-
-def test_the_replay_guard_is_bounded() -> None:
-    guard = ReplayGuard(ttl_s=600, max_entries=2)
-    for n in range(3):
-        guard.remember(f"d{n}", [f"job-{n}"])
-    assert guard.get("d0") is None
-    assert guard.get("d2") == ("job-2",)
 
 
 # -- static secrets (Label Studio header, MinIO / V7 Authorization) ---------------------------------------------

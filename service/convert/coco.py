@@ -21,10 +21,17 @@ def frame_file_name(frame_index: int, extension: str = "jpg") -> str:
 
 
 def coco_file_name(info: FrameInfo, *, multi_slot: bool) -> str:
-    """A unique, readable ``file_name``: the photo's own name, or ``item/frame_000123.jpg``."""
+    """A unique, readable ``file_name``: the photo's own name, or ``item/frame_000123.jpg``.
+
+    A photo whose item has another name (a job's item, or ``d1/img.jpg`` beside ``d2/img.jpg``) is
+    ``item/img.jpg``: two items' photos may share a file name, their COCO entries must not.
+    """
     prefix = f"{info.item}/{info.slot}/" if multi_slot else ""
     if info.media is MediaKind.IMAGE:
-        return prefix + PurePath(info.source).name
+        name = PurePath(info.source).name
+        if multi_slot or info.item == name:
+            return prefix + name
+        return info.item if info.item.endswith(f"/{name}") else f"{info.item}/{name}"
     if info.media is MediaKind.SEQUENCE:
         return (prefix or f"{info.item}/") + PurePath(info.source).name
     return (prefix or f"{info.item}/") + frame_file_name(info.frame_index)

@@ -290,7 +290,7 @@ def test_job_lifecycle_and_coco_result(
     gt = COCO(str(path))
     assert len(gt.loadRes(coco["annotations"]).getAnnIds()) == len(coco["annotations"]) > 3
     names = {im["file_name"] for im in coco["images"]}
-    assert {"astronaut.png", "clip/frame_000000.jpg", "case/left/camera.png", "case/right/astronaut.png"} <= names
+    assert {"photo/astronaut.png", "clip/frame_000000.jpg", "case/left/camera.png", "case/right/astronaut.png"} <= names
     clip = [im for im in coco["images"] if im["item"] == "clip"]
     assert [(im["frame_index"], im["timestamp_s"], im["video"]) for im in clip] == [
         (0, 0.0, "pan.mp4"),
@@ -457,7 +457,7 @@ def test_encord_registration_json_becomes_a_job(
     by_item: dict[str, list[str]] = {}
     for image in coco["images"]:
         by_item.setdefault(image["item"], []).append(image["file_name"])
-    assert by_item["astro.png"] == ["astronaut.png"]
+    assert by_item["astro.png"] == ["astro.png/astronaut.png"]  # the Encord title names the item
     assert len(by_item["pan.mp4"]) == 3
     assert by_item["seq"] == ["seq/astronaut.png", "seq/camera.png"]  # objectUrl order, not key order
     assert sorted(by_item["group"]) == ["group/0/astronaut.png", "group/1/camera.png"]

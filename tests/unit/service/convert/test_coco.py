@@ -49,6 +49,8 @@ def test_video_frames_carry_index_time_and_source() -> None:
     ("info", "multi_slot", "expected"),
     [
         (make_info(), False, "a.jpg"),
+        (make_info(item="d1/a.jpg"), False, "d1/a.jpg"),  # beside d2/a.jpg
+        (make_info(item="job-item-7"), False, "job-item-7/a.jpg"),
         (make_info(item="case", slot="left"), True, "case/left/a.jpg"),
         (make_info(item="seq", source="/s/f_0001.png", media=MediaKind.SEQUENCE), False, "seq/f_0001.png"),
         (make_info(item="ct", slot="scan", media=MediaKind.DICOM, frame_index=7), True, "ct/scan/frame_000007.jpg"),

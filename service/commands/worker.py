@@ -175,10 +175,13 @@ def _start_probes(state: _State, host: str, port: int) -> ThreadingHTTPServer:
                 self._send(200 if status == "ready" else 503, "application/json", json.dumps(body).encode())
             elif path == "/metrics":
                 try:
-                    depth = state.store.depth()
+                    depth, stats = state.store.depth(), state.store.queue_stats()
                 except PreannotateError:
-                    depth = -1  # the queue is unreachable; the gauge says so rather than going stale
-                observe_scrape(queue_depth=depth, busy_workers=state.pool.busy if state.pool else 0)
+                    # The queue is unreachable: the depth gauge says so and the queue-health series vanish,
+                    # rather than going stale.
+                    depth, stats = -1, None
+                busy = state.pool.busy if state.pool else 0
+                observe_scrape(queue_depth=depth, busy_workers=busy, queue_stats=stats)
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest())
             else:
                 self._send(404, "application/json", json.dumps({"status": "not_found"}).encode())

@@ -37,6 +37,24 @@ end
 local function ack(entry)
   if entry and entry ~= '' then redis.call('XACK', STREAM, GROUP, entry) end
 end
+-- An item of this job left the queue for good (succeeded, failed): the job's final status if that was its last
+-- open item, else ''. The job hash counts its open items down, so exactly one script sees it reach 0 (jobs
+-- created before the count existed go below 0 and are never reported).
+local function job_settled(job)
+  if not job or job == '' then return '' end
+  local jk = job_key(job)
+  if redis.call('EXISTS', jk) == 0 then return '' end  -- expired (retention): HINCRBY would recreate it
+  if redis.call('HINCRBY', jk, 'open', -1) ~= 0 then return '' end
+  local j = redis.call('HMGET', jk, 'cancelled', 'first', 'n')
+  if j[1] == '1' then return 'cancelled' end
+  local ok, bad = 0, 0
+  for id = tonumber(j[2]), tonumber(j[2]) + tonumber(j[3]) - 1 do
+    local state = redis.call('HGET', item_key(id), 'state')
+    if state == 'succeeded' then ok = ok + 1 elseif state == 'failed' then bad = bad + 1 end
+  end
+  if bad == 0 then return 'succeeded' elseif ok == 0 then return 'failed' end
+  return 'partially_failed'
+end
 -- The item leaves the queue (done, failed, cancelled): no lease, no retry, not counted in depth().
 local function settle(id, entry)
   ack(entry)
@@ -52,6 +70,7 @@ local function fail_for_good(id, code, message)
              'upd', NOW_S)
   redis.call('XADD', DEAD, 'MAXLEN', '~', 100000, '*', 'item', id, 'job', f[2] or '', 'name', f[3] or '',
              'code', code, 'reason', message, 'attempts', f[4] or '0', 'worker', f[5] or '', 'at', NOW_S)
+  return job_settled(f[2])
 end
 -- Retries whose delay has passed go back to the stream (their old entry was acked when they failed).
 local function promote_due()
@@ -87,7 +106,7 @@ local n = (#ARGV - 8) / 2
 local first = redis.call('INCRBY', P .. ':seq:item', n) - n + 1
 local jk = job_key(job)
 redis.call('HSET', jk, 'tenant', ARGV[5], 'idem', ARGV[6], 'request', ARGV[7], 'created', NOW_S, 'upd', NOW_S,
-           'cancelled', '0', 'first', first, 'n', n)
+           'cancelled', '0', 'first', first, 'n', n, 'open', n)
 local keys = {idem, jk}
 for i = 0, n - 1 do
   local id = first + i
@@ -109,11 +128,12 @@ LEASE = (
     _PRELUDE
     + """
 -- ARGV[3..7]: worker, max items, lease s, max attempts, the lease_expired error code.
--- Returns {rows, jobs}: rows = (item id, job id, position, item JSON, attempt) flattened; jobs = (id, request).
+-- Returns {rows, jobs, finished}: rows = (item id, job id, position, item JSON, attempt) flattened; jobs = (id,
+-- request); finished = the final statuses of jobs whose last item failed here for good (lease expired).
 local worker, n, lease_s, max_attempts, expired_code = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]),
   tonumber(ARGV[6]), ARGV[7]
 ensure_group()
-local rows, jobs, seen, taken = {}, {}, {}, 0
+local rows, jobs, seen, taken, finished = {}, {}, {}, 0, {}
 local function take(id, attempts, entry)
   local k = item_key(id)
   local until_ = NOW + lease_s
@@ -147,9 +167,10 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0,
   if f[1] ~= 'leased' then
     redis.call('ZREM', LEASES, id)
   elseif attempts >= max_attempts then
-    fail_for_good(id, expired_code, string.format(
+    local final = fail_for_good(id, expired_code, string.format(
       '%s: lease expired on attempt %d of %d (the worker crashed, hung or stopped heartbeating)',
       f[4] or '?', attempts, max_attempts))
+    if final ~= '' then finished[#finished + 1] = final end
   elseif taken < n then
     local claimed = redis.call('XCLAIM', STREAM, GROUP, worker, 0, f[3])
     if #claimed > 0 and type(claimed[1]) == 'table' then
@@ -191,7 +212,7 @@ if not min_id then
   end
 end
 if min_id then redis.call('XTRIM', STREAM, 'MINID', min_id) end
-return {rows, jobs}
+return {rows, jobs, finished}
 """
 )
 
@@ -239,9 +260,10 @@ COMPLETE = (
     _PRELUDE
     + """
 -- ARGV[3..5]: worker, item id, result JSON. The result is stored and the entry acked in one step.
+-- Returns {0, ''} (not held) or {1, the job's final status if this was its last item, else ''}.
 local id = ARGV[4]
 local f = held(id, ARGV[3], 'entry', 'job')
-if not f then return 0 end
+if not f then return {0, ''} end
 local rk = P .. ':result:' .. id
 redis.call('SET', rk, ARGV[5])
 local expires = redis.call('EXPIRETIME', job_key(f[4]))
@@ -249,7 +271,7 @@ if expires > 0 then redis.call('EXPIREAT', rk, expires) end
 settle(id, f[3])
 redis.call('HSET', item_key(id), 'state', 'succeeded', 'owner', '', 'until', '', 'entry', '', 'code', '', 'msg', '',
            'upd', NOW_S)
-return 1
+return {1, job_settled(f[4])}
 """
 )
 
@@ -257,20 +279,20 @@ FAIL = (
     _PRELUDE
     + """
 -- ARGV[3..9]: worker, item id, code, message, retryable ('1'/'0'), retry delay s, max attempts.
--- Returns 0 (not held), 1 (back in the queue after the delay) or 2 (failed for good, dead-lettered).
+-- Returns {0, ''} (not held), {1, ''} (back in the queue after the delay) or {2, the job's final status if this
+-- was its last item, else ''} (failed for good, dead-lettered).
 local id, code, message = ARGV[4], ARGV[5], ARGV[6]
 local f = held(id, ARGV[3], 'entry', 'attempts')
-if not f then return 0 end
+if not f then return {0, ''} end
 if ARGV[7] == '1' and (tonumber(f[4]) or 0) < tonumber(ARGV[9]) then
   ack(f[3])
   redis.call('ZREM', LEASES, id)
   redis.call('ZADD', DELAYED, NOW + tonumber(ARGV[8]), id)
   redis.call('HSET', item_key(id), 'state', 'queued', 'owner', '', 'until', '', 'entry', '', 'code', code,
              'msg', message, 'upd', NOW_S)
-  return 1
+  return {1, ''}
 end
-fail_for_good(id, code, message)
-return 2
+return {2, fail_for_good(id, code, message)}
 """
 )
 

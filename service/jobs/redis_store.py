@@ -41,6 +41,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.jobs import redis_scripts as lua
 from service.jobs.sqlite_store import derive_status
 from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items
+from service.metrics import job_finished
 from service.remote_models import PublishedModel
 
 log = logging.getLogger(__name__)
@@ -213,8 +214,11 @@ class RedisJobStore:
 
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """Cancel the queued and leased items; a job already finished stays as it is."""
-        if self._run("CANCEL", tenant, job_id) == -1:
+        cancelled = self._run("CANCEL", tenant, job_id)
+        if cancelled == -1:
             return None
+        if cancelled > 0:  # it had unfinished items, so it was not final before
+            job_finished("cancelled")
         return self.get_job(tenant=tenant, job_id=job_id)
 
     def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
@@ -253,9 +257,11 @@ class RedisJobStore:
         then read up to ``max_items`` new entries. ``worker`` is the consumer name: unique per worker thread."""
         if max_items < 1 or lease_s <= 0:
             raise ValueError(f"need max_items >= 1 and lease_s > 0, got {max_items} and {lease_s}")
-        rows, jobs = self._run(
+        rows, jobs, finished = self._run(
             "LEASE", worker, max_items, repr(float(lease_s)), self._max_attempts, ErrorCode.LEASE_EXPIRED.code
         )
+        for final in finished:  # jobs whose last item's lease expired for good just now
+            job_finished(final)
         requests = {jobs[i]: json.loads(jobs[i + 1]) for i in range(0, len(jobs), 2)}
         return [
             Lease(
@@ -290,12 +296,19 @@ class RedisJobStore:
 
     def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
         """Store the result and XACK if this worker still holds the item; otherwise drop it and return False."""
-        return bool(self._run("COMPLETE", worker, item_id, _dumps(result)))
+        held, final = self._run("COMPLETE", worker, item_id, _dumps(result))
+        if final:
+            job_finished(final)
+        return bool(held)
 
     def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
         """Retry after ``retry_in_s`` if retryable with attempts left, else fail and dead-letter; no-op if not held."""
         delay = repr(max(float(retry_in_s), 0.0))
-        self._run("FAIL", worker, item_id, code, message, "1" if retryable else "0", delay, self._max_attempts)
+        _, final = self._run(
+            "FAIL", worker, item_id, code, message, "1" if retryable else "0", delay, self._max_attempts
+        )
+        if final:
+            job_finished(final)
 
     def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
         """Hand held items back (a worker shutting down): the next lease anywhere takes them, attempt uncounted."""

@@ -15,13 +15,14 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode
 from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, Lease, check_items
+from service.metrics import job_finished
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
 
@@ -79,7 +80,8 @@ _RECLAIM = """UPDATE items SET
     error_code = :code,
     error_message = printf('%s: lease expired on attempt %d of %d (the worker crashed, hung or stopped heartbeating)',
                            name, attempts, :max)
-    WHERE state = 'leased' AND lease_until < :now"""
+    WHERE state = 'leased' AND lease_until < :now
+    RETURNING job_id, state"""
 
 _LEASE = """UPDATE items SET state = 'leased', lease_owner = :worker, lease_until = :until,
     attempts = attempts + 1, updated_at = :now
@@ -92,7 +94,8 @@ _FAIL = """UPDATE items SET
     state = CASE WHEN :retryable AND attempts < :max THEN 'queued' ELSE 'failed' END,
     available_at = :now + :delay, lease_owner = NULL, lease_until = NULL, updated_at = :now,
     error_code = :code, error_message = :message
-    WHERE id = :id AND lease_owner = :worker AND state = 'leased'"""
+    WHERE id = :id AND lease_owner = :worker AND state = 'leased'
+    RETURNING job_id, state"""
 
 # The attempt a worker gave up was not the item's fault: uncount it, so a drain never brings it nearer to failing.
 _RELEASE = """state = 'queued', lease_owner = NULL, lease_until = NULL, attempts = max(attempts - 1, 0),
@@ -233,6 +236,36 @@ class SqliteJobStore:
             errors=tuple(ItemError(item=e["name"], code=e["error_code"], message=e["error_message"]) for e in errors),
         )
 
+    def _finished(self, conn: sqlite3.Connection, job_ids: Iterable[str]) -> list[JobStatus]:
+        """The final status of each of these jobs that an item just left (succeeded or failed for good) and that
+        has no queued or leased item any more. Inside the write transaction, so exactly one call sees each job
+        finish, whichever process or thread settles its last item."""
+        finished = []
+        for job_id in sorted(set(job_ids)):
+            if conn.execute(
+                "SELECT 1 FROM items WHERE job_id = ? AND state IN ('queued', 'leased') LIMIT 1", (job_id,)
+            ).fetchone():
+                continue
+            s = conn.execute(_SUMMARY, (job_id,)).fetchone()
+            cancelled = conn.execute("SELECT cancelled FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            finished.append(
+                derive_status(
+                    cancelled=bool(cancelled),
+                    total=s["total"],
+                    succeeded=s["succeeded"],
+                    failed=s["failed"],
+                    active=s["active"],
+                    started=s["started"],
+                )
+            )
+        return finished
+
+    @staticmethod
+    def _count(finished: Iterable[JobStatus]) -> None:
+        # After the commit: a rolled-back transaction finished nothing.
+        for job_status in finished:
+            job_finished(job_status.value)
+
     def create_job(
         self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
     ) -> tuple[JobRecord, bool]:
@@ -283,7 +316,10 @@ class SqliteJobStore:
             if cancelled:
                 conn.execute("UPDATE jobs SET cancelled = 1, updated_at = ? WHERE id = ?", (now, job_id))
                 job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            return self._record(conn, job)
+            record = self._record(conn, job)
+        if cancelled:  # it had unfinished items, so it was not final before
+            self._count([JobStatus.CANCELLED])
+        return record
 
     def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
         """Every item's outcome in position order, or None for an unknown or foreign job."""
@@ -316,7 +352,8 @@ class SqliteJobStore:
             raise ValueError(f"need max_items >= 1 and lease_s > 0, got {max_items} and {lease_s}")
         now = self._clock()
         with self._tx() as conn:
-            conn.execute(_RECLAIM, {"max": self._max_attempts, "now": now, "code": LEASE_EXPIRED})
+            reclaimed = conn.execute(_RECLAIM, {"max": self._max_attempts, "now": now, "code": LEASE_EXPIRED})
+            finished = self._finished(conn, [r["job_id"] for r in reclaimed.fetchall() if r["state"] == "failed"])
             rows = conn.execute(
                 _LEASE, {"worker": worker, "until": now + lease_s, "now": now, "n": max_items}
             ).fetchall()
@@ -328,6 +365,7 @@ class SqliteJobStore:
                     job_ids,
                 )
             }
+        self._count(finished)
         # RETURNING comes back in no promised order; restore the queue order.
         rows.sort(key=lambda r: (*jobs[r["job_id"]][:2], r["position"]))
         return [
@@ -371,22 +409,25 @@ class SqliteJobStore:
         """Store the result if this worker still holds the item; otherwise drop it and return False."""
         payload = _dumps(result)  # serialise a large result before taking the write lock
         with self._tx() as conn:
-            return bool(
-                conn.execute(
-                    "UPDATE items SET state = 'succeeded', result = ?, lease_owner = NULL, lease_until = NULL,"
-                    f" error_code = NULL, error_message = NULL, updated_at = ? WHERE id = ? AND {_HELD}",
-                    (payload, self._clock(), item_id, worker),
-                ).rowcount
-            )
+            rows = conn.execute(
+                "UPDATE items SET state = 'succeeded', result = ?, lease_owner = NULL, lease_until = NULL,"
+                f" error_code = NULL, error_message = NULL, updated_at = ? WHERE id = ? AND {_HELD} RETURNING job_id",
+                (payload, self._clock(), item_id, worker),
+            ).fetchall()  # all: a RETURNING statement left unfinished would hold the transaction open
+            finished = self._finished(conn, [r["job_id"] for r in rows])
+        self._count(finished)
+        return bool(rows)
 
     def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
         """Requeue after ``retry_in_s`` if retryable with attempts left, else fail for good; no-op if not held."""
         with self._tx() as conn:
-            conn.execute(
+            rows = conn.execute(
                 _FAIL,
                 {"retryable": retryable, "max": self._max_attempts, "now": self._clock(), "delay": max(retry_in_s, 0.0),
                  "code": code, "message": message, "id": item_id, "worker": worker},
-            )  # fmt: skip
+            ).fetchall()  # fmt: skip
+            finished = self._finished(conn, [r["job_id"] for r in rows if r["state"] == "failed"])
+        self._count(finished)
 
     def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
         """Hand held items back (a worker shutting down): queued at once, the attempt uncounted; returns the ids

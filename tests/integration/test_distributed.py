@@ -209,7 +209,23 @@ def test_kill_9_worker_mid_job(
     assert survivor.process.poll() is None
     assert survivor.probe("/healthz").json() == {"status": "ok"}
     assert survivor.probe("/readyz").json() == {"status": "ready", "models": ["builtin:centerface"]}
-    assert 'preannotate_job_items_total{outcome="succeeded"}' in survivor.probe("/metrics").text
+    metrics = survivor.probe("/metrics").text
+    assert 'preannotate_job_items_total{outcome="succeeded"}' in metrics
+    # The victim held items of an unfinished job: the survivor finished it, and counted it once.
+    assert _sample(metrics, 'preannotate_jobs_finished_total{status="succeeded"}') >= 1
+    assert _sample(metrics, 'preannotate_jobs_finished_total{status="failed"}') == 0
+    with api.client() as client:
+        api_metrics = client.get("/metrics").text
+    for text in (metrics, api_metrics):  # the queue's health, read from Redis by either kind of process
+        assert _sample(text, "preannotate_queue_dead_letters") == 0
+        assert _sample(text, "preannotate_queue_delayed_retries") == 0
+        assert _sample(text, "preannotate_queue_lag") == 0
+
+
+def _sample(text: str, series: str) -> float:
+    """The value of one series in a Prometheus text exposition."""
+    [value] = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(series + " ")]
+    return float(value)
 
 
 def test_redis_restart_mid_run(

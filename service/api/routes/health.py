@@ -45,5 +45,10 @@ def readyz(state: StateDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response, responses=error_responses(401))
 def metrics(state: StateDep, tenant: TenantDep) -> Response:
     """Prometheus metrics (bearer auth, like every non-health route)."""
-    observe_scrape(queue_depth=state.store.depth(), busy_workers=state.workers.busy if state.workers else 0)
+    queue_stats = getattr(state.store, "queue_stats", None)  # Redis only: lag, pending, delayed retries, dead letters
+    observe_scrape(
+        queue_depth=state.store.depth(),
+        busy_workers=state.workers.busy if state.workers else 0,
+        queue_stats=queue_stats() if queue_stats is not None else None,
+    )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

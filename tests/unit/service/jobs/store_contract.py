@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import pytest
+from prometheus_client import REGISTRY
 
 from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
+from service.metrics import JOB_OUTCOMES
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -50,6 +52,21 @@ def make_job(
     )
     assert created
     return job
+
+
+def jobs_finished() -> dict[str, float]:
+    """``preannotate_jobs_finished_total`` by status, as this process counted so far."""
+    return {s: REGISTRY.get_sample_value("preannotate_jobs_finished_total", {"status": s}) or 0.0 for s in JOB_OUTCOMES}
+
+
+class FinishedJobs:
+    """What ``preannotate_jobs_finished_total`` gained since this was made, without the zero series."""
+
+    def __init__(self) -> None:
+        self._before = jobs_finished()
+
+    def gained(self) -> dict[str, float]:
+        return {s: n - self._before[s] for s, n in jobs_finished().items() if n != self._before[s]}
 
 
 def status(store: JobStore, job: JobRecord) -> JobStatus:
@@ -403,3 +420,56 @@ class JobStoreContract:
         assert store.claim_delivery("generic:d-1", "body:bbb", ttl_s=600) == "body:aaa"
         assert store.claim_delivery("generic:d-1", "body:aaa", ttl_s=600) == "body:aaa"
         assert store.claim_delivery("generic:d-2", "body:bbb", ttl_s=600) == "body:bbb"
+
+    # --- the job outcome metric -------------------------------------------------------------------------
+
+    def test_a_job_is_counted_once_when_its_last_item_succeeds(self, store: JobStore) -> None:
+        counted = FinishedJobs()
+        make_job(store, 2)
+        first, second = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+        assert store.complete("w1", first.item_id, {})
+        assert counted.gained() == {}
+        assert store.complete("w1", second.item_id, {})
+        assert not store.complete("w1", second.item_id, {})  # a repeat stores and counts nothing
+        assert store.cancel_job(tenant=TENANT, job_id=first.job_id) is not None  # finished: nothing to cancel
+
+        assert counted.gained() == {"succeeded": 1}
+
+    def test_failed_and_partially_failed_jobs_are_counted_by_their_last_item(self, store: JobStore) -> None:
+        counted = FinishedJobs()
+        make_job(store, 2, key="mixed")
+        make_job(store, 1, key="bad", prefix="b")
+        ok, broken, bad = store.lease("w1", max_items=3, lease_s=LEASE_S)
+
+        store.fail("w1", broken.item_id, code="corrupt_media", message="x", retryable=False, retry_in_s=0)
+        store.fail("w1", bad.item_id, code="fetch_failed", message="x", retryable=True, retry_in_s=0)  # retried
+        assert counted.gained() == {}
+        store.complete("w1", ok.item_id, {})
+        (again,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        store.fail("w1", again.item_id, code="corrupt_media", message="x", retryable=False, retry_in_s=0)
+
+        assert counted.gained() == {"partially_failed": 1, "failed": 1}
+
+    def test_a_job_whose_last_lease_expires_for_good_is_counted_failed(
+        self, store_factory: StoreFactory, clock: FakeClock
+    ) -> None:
+        store = store_factory(max_attempts=1)
+        counted = FinishedJobs()
+        make_job(store, 1)
+        store.lease("w1", max_items=1, lease_s=LEASE_S)
+        clock.advance(LEASE_S + 1)
+
+        assert store.lease("w2", max_items=1, lease_s=LEASE_S) == []
+        assert counted.gained() == {"failed": 1}
+
+    def test_a_cancelled_job_is_counted_once(self, store: JobStore) -> None:
+        counted = FinishedJobs()
+        job = make_job(store, 2)
+        (running,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+
+        store.cancel_job(tenant=TENANT, job_id=job.id)
+        store.cancel_job(tenant=TENANT, job_id=job.id)
+        assert not store.complete("w1", running.item_id, {})
+
+        assert counted.gained() == {"cancelled": 1}

@@ -24,6 +24,7 @@ from tests.unit.service.jobs.store_contract import (
     LEASE_S,
     TENANT,
     FakeClock,
+    FinishedJobs,
     JobStoreContract,
     StoreFactory,
     items,
@@ -108,6 +109,29 @@ def test_delivery_claims_are_shared_by_processes_and_expire(server: RedisServer,
     finally:
         api_1.close()
         api_2.close()
+
+
+def test_concurrent_workers_count_each_finished_job_once(store: RedisJobStore) -> None:
+    counted = FinishedJobs()
+    for n in range(3):
+        make_job(store, 20, key=f"k{n}", prefix=f"j{n}-")
+
+    def work(worker: str) -> None:
+        while leases := store.lease(worker, max_items=2, lease_s=LEASE_S):
+            for lease in leases:
+                if lease.position % 7:
+                    store.complete(worker, lease.item_id, {})
+                else:
+                    store.fail(worker, lease.item_id, code="corrupt_media", message="x", retryable=False, retry_in_s=0)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert store.depth() == 0
+    assert counted.gained() == {"partially_failed": 3}
 
 
 def test_heartbeat_resets_idle_without_counting_a_delivery(store: RedisJobStore, db: redis.Redis) -> None:

@@ -18,6 +18,7 @@ from tests.unit.service.jobs.store_contract import (
     LEASE_S,
     TENANT,
     FakeClock,
+    FinishedJobs,
     JobStoreContract,
     StoreFactory,
     make_job,
@@ -206,6 +207,7 @@ def status_of(store: SqliteJobStore, job_id: str) -> JobStatus:
 
 def test_many_threads_lease_and_complete_each_item_once(db: Path) -> None:
     store = SqliteJobStore(db)
+    counted = FinishedJobs()
     jobs = [make_job(store, 60, key=f"k{i}") for i in range(4)]
     completed: list[int] = []
     lock = threading.Lock()
@@ -237,6 +239,7 @@ def test_many_threads_lease_and_complete_each_item_once(db: Path) -> None:
             results = store.results(tenant=TENANT, job_id=job.id)
             assert results is not None
             assert {r.state for r in results} == {ItemState.SUCCEEDED}
+        assert counted.gained() == {"succeeded": 4}  # each job once, whichever thread finished its last item
     finally:
         store.close()
 

@@ -37,10 +37,11 @@ end
 local function ack(entry)
   if entry and entry ~= '' then redis.call('XACK', STREAM, GROUP, entry) end
 end
--- An item of this job left the queue for good (succeeded, failed): the job's final status if that was its last
--- open item, else ''. The job hash counts its open items down, so exactly one script sees it reach 0 (jobs
--- created before the count existed go below 0 and are never reported).
+-- An item of this job left the queue for good (succeeded, failed): counted in P:settled (throughput), and the
+-- job's final status returned if that was its last open item, else ''. The job hash counts its open items
+-- down, so exactly one script sees it reach 0 (jobs created before the count existed go below 0, unreported).
 local function job_settled(job)
+  redis.call('INCR', P .. ':settled')
   if not job or job == '' then return '' end
   local jk = job_key(job)
   if redis.call('EXISTS', jk) == 0 then return '' end  -- expired (retention): HINCRBY would recreate it

@@ -10,8 +10,8 @@ stream when due; exhausted or non-retryable items go to the dead-letter stream `
 
 Keys (``P`` = prefix): ``P:job:<id>`` hash, ``P:item:<n>`` hash (a job's items are ids ``first..first+n-1``),
 ``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:delivery:<sha256(key)>`` (webhook
-delivery ids, ``SET NX`` with a TTL), ``P:items`` stream, ``P:leases`` and
-``P:delayed`` ZSETs, ``P:active`` set (depth), ``P:dead`` stream, ``P:models``/``P:workers``/``P:worker:<id>``
+delivery ids, ``SET NX`` with a TTL), ``P:items`` stream, ``P:leases`` and ``P:delayed`` ZSETs, ``P:active``
+set (depth), ``P:settled`` counter (throughput), ``P:dead`` stream, ``P:models``/``P:workers``/``P:worker:<id>``
 (the model catalog). Job keys expire ``retention_s`` after creation: Redis holds them in memory.
 
 Any connection failure is raised as NOT_READY (503, retryable) at once: no client-side retries, so the API
@@ -342,6 +342,11 @@ class RedisJobStore:
             "dead": int(dead),
             "active": int(active),
         }
+
+    def settled_items(self) -> int:
+        """Items settled by every worker so far (``P:settled``, counted by the scripts that settle them)."""
+        with self._guard():
+            return int(cast(str | None, self._r.get(f"{self._p}:settled")) or 0)
 
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner. The TTL runs

@@ -225,6 +225,9 @@ class ResilientStore:
     def depth(self) -> int:
         return self.store.depth()
 
+    def settled_items(self) -> int:
+        return self.store.settled_items()
+
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         return self.store.claim_delivery(key, owner, ttl_s=ttl_s)
 

@@ -156,6 +156,7 @@ class SqliteJobStore:
         self._conns: list[sqlite3.Connection] = []  # every thread's connection, so close() reaches them all
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._settled = 0  # items settled through this object (settled_items)
         conn = self._conn()
         # WAL is a property of the file (it persists), so setting it once per open is enough.
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -260,11 +261,13 @@ class SqliteJobStore:
             )
         return finished
 
-    @staticmethod
-    def _count(finished: Iterable[JobStatus]) -> None:
+    def _count(self, finished: Iterable[JobStatus], settled: int = 0) -> None:
         # After the commit: a rolled-back transaction finished nothing.
         for job_status in finished:
             job_finished(job_status.value)
+        if settled:
+            with self._conns_lock:
+                self._settled += settled
 
     def create_job(
         self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
@@ -353,7 +356,8 @@ class SqliteJobStore:
         now = self._clock()
         with self._tx() as conn:
             reclaimed = conn.execute(_RECLAIM, {"max": self._max_attempts, "now": now, "code": LEASE_EXPIRED})
-            finished = self._finished(conn, [r["job_id"] for r in reclaimed.fetchall() if r["state"] == "failed"])
+            failed = [r["job_id"] for r in reclaimed.fetchall() if r["state"] == "failed"]
+            finished = self._finished(conn, failed)
             rows = conn.execute(
                 _LEASE, {"worker": worker, "until": now + lease_s, "now": now, "n": max_items}
             ).fetchall()
@@ -365,7 +369,7 @@ class SqliteJobStore:
                     job_ids,
                 )
             }
-        self._count(finished)
+        self._count(finished, len(failed))
         # RETURNING comes back in no promised order; restore the queue order.
         rows.sort(key=lambda r: (*jobs[r["job_id"]][:2], r["position"]))
         return [
@@ -415,7 +419,7 @@ class SqliteJobStore:
                 (payload, self._clock(), item_id, worker),
             ).fetchall()  # all: a RETURNING statement left unfinished would hold the transaction open
             finished = self._finished(conn, [r["job_id"] for r in rows])
-        self._count(finished)
+        self._count(finished, len(rows))
         return bool(rows)
 
     def fail(self, worker: str, item_id: int, *, code: str, message: str, retryable: bool, retry_in_s: float) -> None:
@@ -426,8 +430,9 @@ class SqliteJobStore:
                 {"retryable": retryable, "max": self._max_attempts, "now": self._clock(), "delay": max(retry_in_s, 0.0),
                  "code": code, "message": message, "id": item_id, "worker": worker},
             ).fetchall()  # fmt: skip
-            finished = self._finished(conn, [r["job_id"] for r in rows if r["state"] == "failed"])
-        self._count(finished)
+            failed = [r["job_id"] for r in rows if r["state"] == "failed"]
+            finished = self._finished(conn, failed)
+        self._count(finished, len(failed))
 
     def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
         """Hand held items back (a worker shutting down): queued at once, the attempt uncounted; returns the ids
@@ -453,6 +458,11 @@ class SqliteJobStore:
                 " + (SELECT count(*) FROM items WHERE state = 'leased')"
             ).fetchone()
         return int(row[0])
+
+    def settled_items(self) -> int:
+        """Items settled through this object: the embedded workers' throughput (other processes are not seen)."""
+        with self._conns_lock:
+            return self._settled
 
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""

@@ -141,6 +141,12 @@ class JobStore(Protocol):
         """Items queued or leased, all tenants (for 429s and autoscaling)."""
         ...
 
+    def settled_items(self) -> int:
+        """Items that left the queue for good (succeeded, or failed for good) so far: a counter for throughput
+        estimates, where only the difference between two readings means anything. Redis counts across every
+        process; SQLite counts through this store object (the embedded workers share it)."""
+        ...
+
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim a webhook delivery id for ``ttl_s`` seconds: returns the claim's owner, ``owner`` unless another
         owner claimed ``key`` first and its claim has not expired (a replay). Kept in the store, so every API

@@ -7,9 +7,14 @@ stored request pins the model version, so "the same items for the same model ver
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -28,6 +33,8 @@ ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
 ``service.jobs.backend_media``."""
 QUEUE_FULL_RETRY_S = 30
+"""``Retry-After`` of a 429 while the queue's drain rate is unknown."""
+RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60
 CLIENT_KEY_PREFIX = "key:"
 """How ``idempotency_key_idem`` marks a client's key: content and webhook keys use other prefixes."""
 FINGERPRINT = "content_sha256"
@@ -72,6 +79,61 @@ def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collec
                         f"item {item.name!r} slot {slot.name!r}: scheme {scheme or '(none)'!r} is not allowed; "
                         "use https, http, s3 or file",
                     )
+
+
+def queue_full_retry_after_s(excess: int, items_per_s: float | None) -> int:
+    """A 429's ``Retry-After``: how long until ``excess`` items have drained at ``items_per_s``
+    (reliability.md §4: ``ceil(lag / throughput)``), within [1, 60] s; ``QUEUE_FULL_RETRY_S`` when the rate is
+    unknown. A rate of 0 (nothing finished lately) is the longest wait."""
+    if items_per_s is None:
+        return QUEUE_FULL_RETRY_S
+    if items_per_s <= 0:
+        return RETRY_AFTER_MAX_S
+    return min(RETRY_AFTER_MAX_S, max(RETRY_AFTER_MIN_S, math.ceil(excess / items_per_s)))
+
+
+class DrainRate:
+    """Items per second the workers settle, from readings of ``JobStore.settled_items`` (a counter).
+
+    Args:
+        window_s: Readings older than this are forgotten: the rate is a recent one.
+        min_span_s: A rate needs readings at least this far apart; until then it is unknown (None).
+        clock: Monotonic seconds (tests pass a fake one).
+    """
+
+    def __init__(
+        self, *, window_s: float = 300.0, min_span_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._window_s, self._min_span_s, self._clock = window_s, min_span_s, clock
+        self._readings: collections.deque[tuple[float, int]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def observe(self, settled: int) -> float | None:
+        """Record a reading; returns the rate since the oldest reading in the window, or None."""
+        now = self._clock()
+        with self._lock:
+            readings = self._readings
+            if readings and settled < readings[-1][1]:  # the counter started over (a flushed Redis)
+                readings.clear()
+            while readings and now - readings[0][0] > self._window_s:
+                readings.popleft()
+            if not readings or now - readings[-1][0] >= 1.0:  # at most one kept per second: a 429 storm stays small
+                readings.append((now, settled))
+            since, first = readings[0]
+        span = now - since
+        return (settled - first) / span if span >= self._min_span_s else None
+
+
+_DRAIN_RATES: weakref.WeakKeyDictionary[JobStore, DrainRate] = weakref.WeakKeyDictionary()
+_DRAIN_RATES_LOCK = threading.Lock()
+
+
+def _drain_rate(store: JobStore) -> DrainRate:
+    with _DRAIN_RATES_LOCK:
+        rate = _DRAIN_RATES.get(store)
+        if rate is None:
+            rate = _DRAIN_RATES[store] = DrainRate()
+        return rate
 
 
 def validation_problem(exc: ValidationError) -> PreannotateError:
@@ -183,11 +245,14 @@ def enqueue(
     if existing is not None:  # a retry of an accepted job gets that job, however full the queue is now
         _check_same_content(existing, fingerprint)
         return existing, False
-    if store.depth() + len(prepared.items) > settings.max_queue_depth:
+    excess = store.depth() + len(prepared.items) - settings.max_queue_depth
+    if excess > 0:
+        # Read only when refusing: a full queue sees 429s often enough for a rate, and admissions pay nothing.
+        items_per_s = _drain_rate(store).observe(store.settled_items())
         raise PreannotateError(
             ErrorCode.QUEUE_FULL,
             f"the queue holds {settings.max_queue_depth} items; retry later",
-            retry_after_s=QUEUE_FULL_RETRY_S,
+            retry_after_s=queue_full_retry_after_s(excess, items_per_s),
         )
     request = prepared.params if fingerprint is None else {**prepared.params, FINGERPRINT: fingerprint}
     record, created = store.create_job(tenant=tenant, idem_key=idem_key, request=request, items=prepared.items)

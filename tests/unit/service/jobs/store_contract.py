@@ -473,3 +473,20 @@ class JobStoreContract:
         assert not store.complete("w1", running.item_id, {})
 
         assert counted.gained() == {"cancelled": 1}
+
+    def test_settled_items_counts_what_left_the_queue_for_good(
+        self, store_factory: StoreFactory, clock: FakeClock
+    ) -> None:
+        store = store_factory(max_attempts=1)
+        start = store.settled_items()
+        make_job(store, 4)
+        done, broken, retried, _lapsed = store.lease("w1", max_items=4, lease_s=LEASE_S)
+
+        store.complete("w1", done.item_id, {})
+        store.fail("w1", broken.item_id, code="corrupt_media", message="x", retryable=False, retry_in_s=0)
+        store.release("w1", [retried.item_id])  # back in the queue: not settled
+        assert store.settled_items() - start == 2
+        clock.advance(LEASE_S + 1)
+        store.lease("w2", max_items=1, lease_s=LEASE_S)  # the lapsed lease fails for good (one attempt)
+
+        assert store.settled_items() - start == 3

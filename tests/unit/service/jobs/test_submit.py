@@ -10,16 +10,20 @@ import pytest
 
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
+from service.jobs import submit as submit_module
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.store import JobRecord
 from service.jobs.submit import (
     FINGERPRINT,
+    DrainRate,
     PreparedJob,
     content_fingerprint,
     content_idem,
     enqueue,
     idempotency_key_idem,
+    queue_full_retry_after_s,
 )
+from tests.unit.service.jobs.store_contract import FakeClock
 
 TENANT = "tenant-a"
 PARAMS: dict[str, Any] = {
@@ -134,3 +138,56 @@ def test_a_concurrent_request_with_the_same_key_and_another_body_is_refused(tmp_
 
     assert (same.id, created) == (first.id, False)
     assert exc.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+# -- Retry-After of a full queue -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("excess", "items_per_s", "expected"),
+    [
+        (10, None, 30),  # no rate yet: the fixed fallback
+        (10, 2.0, 5),
+        (3, 2.0, 2),  # rounded up: never back before the room is there
+        (1, 500.0, 1),  # at least a second
+        (10_000, 1.0, 60),  # at most a minute
+        (10, 0.0, 60),  # nothing finished lately: the longest wait
+    ],
+)
+def test_retry_after_is_the_time_to_drain_the_excess(excess: int, items_per_s: float | None, expected: int) -> None:
+    assert queue_full_retry_after_s(excess, items_per_s) == expected
+
+
+def test_the_drain_rate_is_recent_and_needs_a_span() -> None:
+    clock = FakeClock(0.0)
+    rate = DrainRate(window_s=60, min_span_s=5, clock=clock)
+
+    assert rate.observe(100) is None
+    clock.advance(2)
+    assert rate.observe(104) is None  # 2 s: too short to tell
+    clock.advance(8)
+    assert rate.observe(120) == pytest.approx(2.0)  # 20 items in 10 s
+    clock.advance(55)  # the first two readings leave the window
+    assert rate.observe(175) == pytest.approx(1.0)  # 55 items in 55 s
+    assert rate.observe(3) is None  # the counter started over (Redis flushed): no rate until a new span
+
+
+def test_a_full_queue_answers_when_the_excess_will_have_drained(
+    store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(0.0)
+    monkeypatch.setitem(submit_module._DRAIN_RATES, store, DrainRate(min_span_s=5, clock=clock))
+    submit(store, prepared(4), "key:first", depth=4)
+    leases = store.lease("w1", max_items=4, lease_s=60)
+
+    with pytest.raises(PreannotateError) as unknown:
+        submit(store, prepared(2), "key:second", depth=4)
+    clock.advance(10)
+    for lease in leases[:2]:  # 2 items in 10 s: 0.2 items/s
+        store.complete("w1", lease.item_id, {})
+    with pytest.raises(PreannotateError) as measured:
+        submit(store, prepared(3), "key:second", depth=4)  # 2 queued + 3 = 1 over
+
+    assert unknown.value.retry_after_s == 30
+    assert measured.value.code is ErrorCode.QUEUE_FULL
+    assert measured.value.retry_after_s == 5  # 1 item at 0.2 items/s

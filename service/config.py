@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from service.backends.encord import EncordAuth, EncordConfig
     from service.backends.v7 import V7Config
     from service.convert.encord import EncordOntology
+    from service.convert.tracks import TrackerOptions
     from service.pipeline.fetch import FetchPolicy
 
 CommaList = Annotated[list[str], NoDecode]
@@ -58,6 +59,13 @@ class Settings(BaseSettings):
     fps: float = Field(1.0, ge=0.0, le=1000.0, description="frames per second sampled; 0 = every frame")
     sampling: SamplingMode = SamplingMode.EXACT
     prefetch_frames: int = Field(16, ge=1, le=1024, description="decoded frames queued ahead of the model")
+
+    # Tracking: a video's, DICOM's or sequence's detections linked into one annotation per object. Used by jobs
+    # (a job's "tracks" object overrides it), their pushes, `sync`, the ML backend; `run` flags override it too
+    tracks: bool = Field(True, description="link detections into tracks; false = one annotation per detection")
+    track_iou: float = Field(0.3, gt=0.0, le=1.0, description="least IoU of a track's predicted box and a detection")
+    track_max_gap: int = Field(2, ge=0, le=10_000, description="sampled frames a track may miss and go on")
+    track_min_length: int = Field(1, ge=1, le=100_000, description="fewest boxes a kept track has (1 drops nothing)")
 
     # Limits on media (each refuses bad input with a clear error before any decoding)
     max_file_bytes: int = Field(20 * 1024**3, ge=1)
@@ -119,6 +127,9 @@ class Settings(BaseSettings):
         default_factory=dict, description='JSON {"model class": "ontology name or featureNodeHash"}'
     )
     encord_bundle_size: int = Field(100, ge=1, le=1000, description="label rows per Encord request")
+    encord_bundle_wait_ms: float = Field(
+        200.0, ge=0, le=10_000, description="how long a job item's push waits for others to share its bundle"
+    )
 
     # Upload webhooks (/v1/webhooks/*): each is off (404) until its secret is set; comma-separate to rotate
     webhook_label_studio_secrets: SecretStr = Field(
@@ -237,6 +248,14 @@ class Settings(BaseSettings):
             engine_cache_dir=str(self.engine_cache_dir),
             compile=self.torch_compile,
         )
+
+    def tracker_options(self) -> TrackerOptions | None:
+        """The tracker these settings describe, or None when tracking is off (``PREANNOTATE_TRACKS=false``)."""
+        from service.convert.tracks import TrackerOptions  # scipy stays out of the settings' imports
+
+        if not self.tracks:
+            return None
+        return TrackerOptions(iou_gate=self.track_iou, max_gap=self.track_max_gap, min_length=self.track_min_length)
 
     def fetch_policy(self) -> FetchPolicy:
         from service.pipeline.fetch import FetchPolicy  # httpx stays out of the CLI's imports

@@ -10,7 +10,10 @@ change on either side shows up there. The row itself is ``service.convert.encord
   over SHA-256 of the body; needs ``cryptography``, which the ``encord`` extra brings). Never logged.
 - Saves replace the whole row ("last writer wins", encord.md §2), so each bundle is read, merged and saved in
   one go, and re-reading before every write makes a retried push idempotent (reliability.md §3.6).
-- Bundles of ``bundle_size`` rows per request (Encord's limit is 1000; its agents use 100).
+- Bundles of ``bundle_size`` rows per request (Encord's limit is 1000; its agents use 100): 3 or 4 requests per
+  bundle, whatever its size. ``push_each`` fails an item alone when only it is at fault (a data hash the project
+  lacks, a row it does not fit), and a bundle's items together when a request fails. Job items finishing
+  together are gathered into bundles by ``service.jobs.push.EncordBundler``.
 """
 
 from __future__ import annotations
@@ -156,6 +159,10 @@ class EncordPushResult:
     stats: EncordRowStats
 
 
+EncordItemError = BackendError | ValueError
+"""Why one item of a :meth:`EncordBackend.push_each` was not written."""
+
+
 class EncordBackend:
     """A synchronous client for one project; thread-safe as far as ``httpx.Client`` is."""
 
@@ -222,50 +229,93 @@ class EncordBackend:
 
         Raises:
             BackendError: The API refused or failed (``retryable`` says whether to requeue); a data hash the
-                project does not have is not retryable.
+                project does not have is not retryable. Raised for the first item that failed, once every
+                bundle was tried (the other items' rows are saved).
             ValueError: A data hash given twice, or an item that does not fit its row (``build_encord_label_row``).
+        """
+        results: list[EncordPushResult] = []
+        for outcome in self.push_each(items, model, ontology, now=now):
+            if isinstance(outcome, Exception):
+                raise outcome
+            results.append(outcome)
+        return results
+
+    def push_each(
+        self, items: Sequence[EncordPush], model: ModelRef, ontology: EncordOntology, *, now: datetime | None = None
+    ) -> list[EncordPushResult | EncordItemError]:
+        """:meth:`push`, with each item's outcome in place of raising: its result, or the error that failed it.
+
+        A bundle is read and saved in one request each, so an API failure fails exactly the items of its bundle
+        (each gets that ``BackendError``); a data hash the project lacks, or an item that does not fit its row
+        (``ValueError``), fails alone and the bundle's other rows are saved.
+
+        Raises:
+            ValueError: A data hash given twice (two saves of one row would lose one of them).
         """
         hashes = [p.data_hash for p in items]
         if len(set(hashes)) != len(hashes):
             # Two pushes to one row in a bundle would each start from the same server row: one would be lost.
             raise ValueError("each data_hash may appear once per push")
-        results: list[EncordPushResult] = []
+        outcomes: list[EncordPushResult | EncordItemError] = []
         size = self.config.bundle_size
         for start in range(0, len(items), size):
-            results += self._push_bundle(items[start : start + size], model, ontology, now)
-        return results
+            outcomes += self._push_bundle(items[start : start + size], model, ontology, now)
+        return outcomes
 
     def _push_bundle(
         self, bundle: Sequence[EncordPush], model: ModelRef, ontology: EncordOntology, now: datetime | None
-    ) -> list[EncordPushResult]:
-        rows = self.initialise_rows([p.data_hash for p in bundle])
-        merged, results = [], []
+    ) -> list[EncordPushResult | EncordItemError]:
+        try:
+            rows = self._initialise([p.data_hash for p in bundle])
+        except BackendError as exc:
+            return [exc] * len(bundle)
+        merged: list[dict[str, Any]] = []
+        outcomes: list[EncordPushResult | EncordItemError] = []
         for push in bundle:
-            built = build_encord_label_row(
-                push.item,
-                model,
-                ontology,
-                tracks=push.tracks,
-                existing_row=rows[push.data_hash],
-                created_by=self.config.created_by,
-                created_at=now,
-            )
+            existing = rows.get(push.data_hash)
+            if existing is None:
+                message = f"data unit {push.data_hash} is not in the project"
+                outcomes.append(BackendError(BACKEND, message, status=None, retryable=False))
+                continue
+            try:
+                built = build_encord_label_row(
+                    push.item,
+                    model,
+                    ontology,
+                    tracks=push.tracks,
+                    existing_row=existing,
+                    created_by=self.config.created_by,
+                    created_at=now,
+                )
+            except ValueError as exc:
+                outcomes.append(exc)
+                continue
             merged.append(built.row)
-            results.append(EncordPushResult(push.data_hash, built.row["label_hash"], built.stats))
-        self.save_rows(merged)
+            outcomes.append(EncordPushResult(push.data_hash, built.row["label_hash"], built.stats))
+        if not merged:
+            return outcomes
+        try:
+            self.save_rows(merged)
+        except BackendError as exc:  # nothing of this bundle was saved
+            return [exc if isinstance(o, EncordPushResult) else o for o in outcomes]
+        results = [o for o in outcomes if isinstance(o, EncordPushResult)]
         logger.info(
-            "encord: saved %d label rows (%d objects written, %d replaced, %d kept)",
+            "encord: saved %d label rows in one bundle (%d objects written, %d replaced, %d kept)",
             len(merged),
             sum(r.stats.objects for r in results),
             sum(r.stats.replaced for r in results),
             sum(r.stats.kept for r in results),
         )
-        return results
+        return outcomes
 
     def initialise_rows(self, data_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """``data_hash`` -> the row as the server has it now, creating rows that do not exist yet."""
-        metas = {m["data_hash"]: m for m in self.list_rows(data_hashes)}
-        missing = [h for h in data_hashes if h not in metas]
+        """``data_hash`` -> the row as the server has it now, creating rows that do not exist yet.
+
+        Raises:
+            BackendError: A data hash the project does not have (not retryable), or an API failure.
+        """
+        rows = self._initialise(data_hashes)
+        missing = [h for h in data_hashes if h not in rows]
         if missing:
             raise BackendError(
                 BACKEND,
@@ -273,11 +323,17 @@ class EncordBackend:
                 status=None,
                 retryable=False,
             )
-        to_create = [h for h in data_hashes if not metas[h].get("label_hash")]
-        to_get = [str(metas[h]["label_hash"]) for h in data_hashes if metas[h].get("label_hash")]
+        return rows
+
+    def _initialise(self, data_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows of the data hashes the project has (list, then create and/or get: 2 or 3 requests)."""
+        metas = {m["data_hash"]: m for m in self.list_rows(data_hashes)}
+        known = [h for h in data_hashes if h in metas]
+        to_create = [h for h in known if not metas[h].get("label_hash")]
+        to_get = [str(metas[h]["label_hash"]) for h in known if metas[h].get("label_hash")]
         rows = {r["data_hash"]: r for r in (self.create_rows(to_create) if to_create else [])}
         rows |= {r["data_hash"]: r for r in (self.get_rows(to_get) if to_get else [])}
-        if set(rows) != set(data_hashes):
+        if set(rows) != set(known):
             raise BackendError(BACKEND, "the server returned other rows than asked for", status=None, retryable=True)
         return rows
 

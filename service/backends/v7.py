@@ -213,7 +213,11 @@ class V7Backend:
     def _upload(self, slot: V7Slot, upload_id: str) -> None:
         assert slot.local_path is not None  # checked when the payload was built
         signed = self._json("GET", self._team(f"items/uploads/{upload_id}/sign"), "signing an upload")
-        request = self._storage.build_request("PUT", str(signed["upload_url"]), content=slot.local_path.read_bytes())
+        # Streamed from disk (videos can be gigabytes), with its length: presigned PUTs take no chunked bodies.
+        size = slot.local_path.stat().st_size
+        request = self._storage.build_request(
+            "PUT", str(signed["upload_url"]), content=_FileBody(slot.local_path), headers={"Content-Length": str(size)}
+        )
         self._send(self._storage, request, "uploading a file")
         self._json("POST", self._team(f"items/uploads/{upload_id}/confirm"), "confirming an upload", body={})
 
@@ -402,6 +406,18 @@ class V7Backend:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+class _FileBody:
+    """A file's bytes, read again on every iteration: a retried upload re-sends without a copy in memory."""
+
+    def __init__(self, path: Path, chunk_bytes: int = 1 << 20) -> None:
+        self._path, self._chunk = path, chunk_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self._path.open("rb") as fh:
+            while chunk := fh.read(self._chunk):
+                yield chunk
 
 
 def main_type(annotation: Mapping[str, Any]) -> str | None:

@@ -92,6 +92,25 @@ class RunRequest:
     tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
 
 
+def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
+    """The run's tracker: ``--track-iou``, ``--track-max-gap``, ``--track-min-length`` over the settings; None
+    with ``--no-tracks`` or ``PREANNOTATE_TRACKS=false``. Flags absent from the parser count as unset.
+    """
+    if getattr(args, "tracks", True) is False or not settings.tracks:
+        return None
+    iou = getattr(args, "track_iou", None)
+    max_gap = getattr(args, "track_max_gap", None)
+    min_length = getattr(args, "track_min_length", None)
+    try:
+        return TrackerOptions(
+            iou_gate=settings.track_iou if iou is None else iou,
+            max_gap=settings.track_max_gap if max_gap is None else max_gap,
+            min_length=settings.track_min_length if min_length is None else min_length,
+        )
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"tracking flags: {exc}") from None
+
+
 def run_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     threshold = settings.threshold if args.threshold is None else args.threshold
@@ -107,8 +126,7 @@ def run_command(args: argparse.Namespace) -> int:
         out=args.out,
         quiet=args.quiet,
         output_format=args.format,
-        # The --no-tracks flag may be missing from older parsers: tracks stay on then.
-        tracker=TrackerOptions() if getattr(args, "tracks", True) else None,
+        tracker=tracker_from_args(args, settings),
     )
     if request.output_format == "darwin" and request.out.exists() and not request.out.is_dir():
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {request.out}: --format darwin needs a directory")

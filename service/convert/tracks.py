@@ -109,6 +109,34 @@ def frames_to_tracks(frames: Sequence[FrameResult], options: TrackerOptions | No
     ]
 
 
+def optional_tracks(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[Track] | None:
+    """``frames_to_tracks`` under ``options``, or None when tracking is off (``options`` None): the Darwin,
+    Encord and COCO converters then write one annotation per detection."""
+    return None if options is None else frames_to_tracks(frames, options)
+
+
+def region_tracks(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[Track]:
+    """Tracks for Label Studio, whose video regions are tracks: with tracking off, every detection alone."""
+    return single_detection_tracks(frames) if options is None else frames_to_tracks(frames, options)
+
+
+def single_detection_tracks(frames: Sequence[FrameResult]) -> list[Track]:
+    """Every detection of the video-like slots as a one-box track (tracking off), ordered and numbered as
+    ``frames_to_tracks`` numbers its tracks: by slot (first seen first), then frame, then row."""
+    by_slot: dict[str, list[FrameResult]] = {}
+    for result in frames:
+        if result.info.media in TRACKED_MEDIA:
+            by_slot.setdefault(result.info.slot, []).append(result)
+    tracks: list[Track] = []
+    for slot, slot_frames in by_slot.items():
+        for result in sorted(slot_frames, key=lambda r: r.info.frame_index):
+            for row in range(len(result.detections)):
+                box = detection_to_track_box(result, row)
+                class_id = int(result.detections.class_id[row])
+                tracks.append(Track(track_id=len(tracks) + 1, slot=slot, class_id=class_id, boxes=(box,)))
+    return tracks
+
+
 def _track_slot(slot: str, frames: Sequence[FrameResult], options: TrackerOptions) -> list[_OpenTrack]:
     """Every track of one slot, in the order they were started."""
     started: list[_OpenTrack] = []

@@ -63,6 +63,24 @@ class Destination(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TracksIn(BaseModel):
+    """How a job links video, DICOM and sequence detections into tracks; unset fields take the server's
+    ``PREANNOTATE_TRACKS`` / ``PREANNOTATE_TRACK_*`` settings, and the result is pinned with the job."""
+
+    enabled: bool | None = Field(None, strict=True, description="false: one annotation per detection, no tracks")
+    iou: float | None = Field(
+        None, strict=True, gt=0.0, le=1.0, description="least IoU of a track's predicted box and a detection"
+    )
+    max_gap: int | None = Field(
+        None, strict=True, ge=0, le=10_000, description="sampled frames a track may miss and go on"
+    )
+    min_length: int | None = Field(
+        None, strict=True, ge=1, le=100_000, description="fewest boxes a kept track has (1 drops nothing)"
+    )
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class JobCreate(BaseModel):
     items: list[ItemIn] = Field(min_length=1)
     model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
@@ -74,6 +92,7 @@ class JobCreate(BaseModel):
     classes: list[str] | None = None
     outputs: list[OutputFormat] = Field(default=["coco"])
     destinations: list[Destination] = Field(default_factory=list, max_length=3)
+    tracks: TracksIn | None = Field(None, description="video tracking; default: the server's settings")
 
     model_config = ConfigDict(
         extra="forbid",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from service.config import Settings
+from service.convert.tracks import TrackerOptions
 from service.errors import PreannotateError
+from service.jobs.models import TracksIn
 from service.jobs.results import item_result_to_json
 from service.jobs.store import Lease
 from service.loaded_models import LoadedModel
@@ -50,6 +53,33 @@ class JobParams:
             threshold=float(request["threshold"]),
             classes=request.get("classes"),
         )
+
+
+def pinned_tracks(tracks: TracksIn | None, settings: Settings) -> dict[str, Any]:
+    """The tracker stored with a job (its request's ``tracks``): the body's fields, else the settings'.
+
+    Pinned at submit so every item of the job, on any worker, is linked the same way.
+    """
+    tracks = tracks or TracksIn()
+    return {
+        "enabled": settings.tracks if tracks.enabled is None else tracks.enabled,
+        "iou": settings.track_iou if tracks.iou is None else tracks.iou,
+        "max_gap": settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
+        "min_length": settings.track_min_length if tracks.min_length is None else tracks.min_length,
+    }
+
+
+def job_tracker(request: Mapping[str, Any], settings: Settings) -> TrackerOptions | None:
+    """The tracker a job's items are linked with, None when off. A job stored before trackers were pinned
+    has none in its request: it takes this process's settings."""
+    pinned = request.get("tracks")
+    if not isinstance(pinned, Mapping):
+        return settings.tracker_options()
+    if not pinned.get("enabled", True):
+        return None
+    return TrackerOptions(
+        iou_gate=float(pinned["iou"]), max_gap=int(pinned["max_gap"]), min_length=int(pinned["min_length"])
+    )
 
 
 def display_source(url: str) -> str:

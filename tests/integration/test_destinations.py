@@ -80,6 +80,9 @@ def server(photo: Path, v7: FakeV7, encord: FakeEncord, tmp_path_factory: pytest
         PREANNOTATE_ENCORD_DOMAIN=encord.base_url,
         PREANNOTATE_ENCORD_BEARER_TOKEN=ENCORD_TOKEN,
         PREANNOTATE_ENCORD_CREATED_BY="svc@example.com",
+        PREANNOTATE_WORKERS="2",
+        # Long enough that two items of a job always meet in one bundle; a lone item waits this long.
+        PREANNOTATE_ENCORD_BUNDLE_WAIT_MS="1000",
     ) as srv:
         yield srv
 
@@ -111,6 +114,57 @@ def test_a_job_pushes_to_v7_and_encord_and_a_rerun_adds_nothing(
     assert objects[0][1]["featureHash"] == "faceBBx1"  # "face" matched the ontology's "Face" by name
     assert V7_KEY not in server.log()
     assert ENCORD_TOKEN not in server.log()
+
+
+def test_items_of_a_job_share_encord_bundles(server: Server, photo: Path, encord: FakeEncord) -> None:
+    hashes = [f"bundle-{n}" for n in range(3)]
+    for data_hash in hashes:
+        encord.add_image(data_hash, title="astronaut.png", width=512, height=512)
+    body = {
+        "items": [
+            {"name": f"astronaut-{n}.png", "slots": [{"url": photo.as_uri()}], "external_ids": {"encord": h}}
+            for n, h in enumerate(hashes)
+        ],
+        "destinations": [{"backend": "encord"}],
+    }
+    before = len(encord.calls)
+    with server.client() as client:
+        job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert all(encord.data[h].saves == 1 and len(encord.objects(h)) == 1 for h in hashes)
+    saves = [n for query, method, n in encord.calls[before:] if (query, method) == ("labelrow", "POST")]
+    assert sum(saves) == 3
+    assert 2 in saves  # the two workers' items went in one bundle: 3 requests for both, not 6
+    assert len(encord.calls) - before == 3 * len(saves)
+
+
+def test_an_item_v7_lacks_is_uploaded_with_its_slots_and_layout(server: Server, photo: Path, v7: FakeV7) -> None:
+    body = {
+        "items": [
+            {
+                "name": "astronaut-pair",
+                "slots": [{"name": "a", "url": photo.as_uri()}, {"name": "b", "url": photo.as_uri()}],
+            }
+        ],
+        "destinations": [{"backend": "v7"}],
+    }
+    with server.client() as client:
+        job = wait_for_job(client, client.post("/v1/jobs", json=body).json()["job_id"])
+    assert job["status"] == "succeeded", job
+    item = v7.item("astronaut-pair")
+    assert item.layout == {"version": 1, "type": "horizontal", "slots": ["a", "b"]}
+    assert [(s["slot_name"], s["file_name"]) for s in item.slots] == [("a", "astronaut.png"), ("b", "astronaut.png")]
+    assert [v7.uploads[s["upload_id"]] for s in item.slots] == [photo.read_bytes()] * 2
+    assert sorted(a["context_keys"]["slot_names"][0] for a in item.annotations) == ["a", "b"]  # a face per slot
+    assert item.imports == ["true"]
+
+
+def test_bad_tracks_in_a_job_are_refused(server: Server) -> None:
+    body = {"items": [{"name": "a", "slots": [{"url": "file:///nowhere.mp4"}]}], "tracks": {"enabled": False, "iou": 2}}
+    with server.client() as client:
+        response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    assert "tracks.iou" in response.text
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from service.commands.run import tracker_from_args
 from service.config import Settings
+from service.convert.tracks import TrackerOptions
+from service.errors import ErrorCode, PreannotateError
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +63,12 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_DEVICE": "tpu"}, "device"),
         ({"PREANNOTATE_LEASE_S": "5", "PREANNOTATE_HEARTBEAT_S": "10"}, "heartbeat_s"),
         ({"PREANNOTATE_MAX_ITEMS_PER_JOB": "0"}, "max_items_per_job"),
+        ({"PREANNOTATE_TRACK_IOU": "0"}, "track_iou"),
+        ({"PREANNOTATE_TRACK_IOU": "1.2"}, "track_iou"),
+        ({"PREANNOTATE_TRACK_MAX_GAP": "-1"}, "track_max_gap"),
+        ({"PREANNOTATE_TRACK_MIN_LENGTH": "0"}, "track_min_length"),
+        ({"PREANNOTATE_TRACKS": "maybe"}, "tracks"),
+        ({"PREANNOTATE_ENCORD_BUNDLE_WAIT_MS": "-5"}, "encord_bundle_wait_ms"),
     ],
 )
 def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], field: str) -> None:
@@ -66,3 +76,34 @@ def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+def test_tracker_defaults_are_the_trackers() -> None:
+    assert Settings().tracker_options() == TrackerOptions()
+
+
+def test_tracker_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREANNOTATE_TRACK_IOU", "0.5")
+    monkeypatch.setenv("PREANNOTATE_TRACK_MAX_GAP", "0")
+    monkeypatch.setenv("PREANNOTATE_TRACK_MIN_LENGTH", "3")
+    assert Settings().tracker_options() == TrackerOptions(iou_gate=0.5, max_gap=0, min_length=3)
+    monkeypatch.setenv("PREANNOTATE_TRACKS", "false")
+    assert Settings().tracker_options() is None
+
+
+def run_args(**flags: object) -> argparse.Namespace:
+    return argparse.Namespace(**flags)
+
+
+def test_run_flags_override_the_tracker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREANNOTATE_TRACK_IOU", "0.5")
+    monkeypatch.setenv("PREANNOTATE_TRACK_MAX_GAP", "4")
+    settings = Settings()
+    assert tracker_from_args(run_args(), settings) == TrackerOptions(iou_gate=0.5, max_gap=4)  # an older parser
+    flags = run_args(tracks=True, track_iou=None, track_max_gap=1, track_min_length=2)
+    assert tracker_from_args(flags, settings) == TrackerOptions(iou_gate=0.5, max_gap=1, min_length=2)
+    assert tracker_from_args(run_args(tracks=False, track_iou=0.9), settings) is None
+    assert tracker_from_args(run_args(tracks=True), Settings(tracks=False)) is None
+    with pytest.raises(PreannotateError, match="iou_gate") as info:
+        tracker_from_args(run_args(track_iou=0.0), settings)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT

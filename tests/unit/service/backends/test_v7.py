@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
@@ -336,6 +337,32 @@ def test_uploads_never_carry_the_key_or_log_the_signature(
     assert all("authorization" not in r.headers for r in puts)
     assert "SIGNED-SECRET" not in caplog.text
     assert API_KEY not in caplog.text
+
+
+def test_a_retried_upload_streams_the_whole_file_again(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(bytes(range(256)) * 12_289)  # a few MB: streamed in chunks, never read whole
+    puts: list[tuple[str | None, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/register_upload"):
+            slot = {"slot_name": "0", "file_name": "clip.mp4", "upload_id": "u1"}
+            return httpx.Response(200, json={"items": [{"id": "i1", "name": "clip", "path": "/", "slots": [slot]}]})
+        if path.endswith("/sign"):
+            return httpx.Response(200, json={"upload_url": "https://storage.example.com/u1?X-Amz-Signature=s"})
+        if request.method == "PUT":
+            puts.append((request.headers.get("content-length"), request.read()))
+            return httpx.Response(503 if len(puts) == 1 else 200)
+        return httpx.Response(200, json={})  # confirm
+
+    cfg = V7Config("acme", "clips", 7, base_url="https://v7.example.com/api")
+    retry = RetryPolicy(sleep=lambda s: None)
+    item = V7Item(name="clip", slots=(V7Slot("0", "clip.mp4", local_path=video),))
+    with V7Backend(cfg, API_KEY, retry=retry, transport=httpx.MockTransport(handler)) as be:
+        assert be.register_upload([item]) == {"/clip": "i1"}
+    size = str(video.stat().st_size)
+    assert puts == [(size, video.read_bytes()), (size, video.read_bytes())]
 
 
 def test_errors_carry_status_and_no_key(fake: FakeV7) -> None:

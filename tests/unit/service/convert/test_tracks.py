@@ -7,7 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from service.convert.tracks import TrackerOptions, TrackLookup, frames_to_tracks, pairwise_iou
+from service.convert.tracks import (
+    TrackerOptions,
+    TrackLookup,
+    frames_to_tracks,
+    optional_tracks,
+    pairwise_iou,
+    region_tracks,
+    single_detection_tracks,
+)
 from service.convert.types import Track
 from service.pipeline.frames import FrameResult, MediaKind
 from tests.builders import make_detections, make_result
@@ -165,6 +173,35 @@ def test_track_ids_are_unique_in_the_item_and_ordered_by_slot_then_start() -> No
         (2, "front", [10]),
         (3, "rear", [0, 10]),
     ]
+
+
+def test_tracking_off_gives_every_detection_its_own_one_box_track() -> None:
+    a: Box = (0.0, 0.0, 10.0, 10.0)
+    b: Box = (100.0, 100.0, 150.0, 150.0)
+    frames = [
+        *clip([[(a, 0.9, 0)], [(a, 0.9, 0), (b, 0.7, 1)]], slot="front"),
+        *clip([[(b, 0.9, 0)]], slot="photo", media=MediaKind.IMAGE),
+        *clip([[(b, 0.8, 1)]], slot="rear"),
+    ]
+    tracks = single_detection_tracks(list(reversed(frames)))
+    assert [(t.track_id, t.slot, t.class_id, frame_indices(t)) for t in tracks] == [
+        (1, "rear", 1, [0]),  # slots in the order first seen, as frames_to_tracks orders them
+        (2, "front", 0, [0]),
+        (3, "front", 0, [10]),
+        (4, "front", 1, [10]),
+    ]
+    assert tracks[3].boxes[0].xyxy == b
+    assert tracks[3].boxes[0].confidence == pytest.approx(0.7)
+    assert TrackLookup(tracks).track_ids(frames[1]) == [3, 4]  # found again by value
+
+
+def test_converters_get_tracks_none_or_one_box_tracks_when_tracking_is_off() -> None:
+    box: Box = (0.0, 0.0, 10.0, 10.0)
+    frames = clip([[(box, 0.9, 0)], [(box, 0.9, 0)]])
+    options = TrackerOptions(max_gap=0)
+    assert optional_tracks(frames, options) == region_tracks(frames, options) == frames_to_tracks(frames, options)
+    assert optional_tracks(frames, None) is None  # Darwin, Encord, COCO: one annotation per detection
+    assert [len(t.boxes) for t in region_tracks(frames, None)] == [1, 1]  # Label Studio: a region per detection
 
 
 def test_same_frames_in_any_order_give_the_same_tracks() -> None:

@@ -63,7 +63,8 @@ def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collec
     """Cheap checks up front; the full SSRF check runs again when the worker fetches (DNS can change).
 
     Raises:
-        PreannotateError: ``INVALID_ARGUMENT`` for too many slots, ``URL_NOT_ALLOWED`` for a scheme.
+        PreannotateError: ``INVALID_ARGUMENT`` for too many slots, ``URL_NOT_ALLOWED`` for a scheme, a malformed
+            URL or one with credentials.
     """
     for item in items:
         if len(item.slots) > max_slots:
@@ -71,13 +72,25 @@ def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collec
                 ErrorCode.INVALID_ARGUMENT, f"item {item.name!r} has {len(item.slots)} slots; the limit is {max_slots}"
             )
         for slot in item.slots:
+            where = f"item {item.name!r} slot {slot.name!r}"
             for url in slot.all_urls():
-                scheme = urlsplit(url).scheme.lower()
+                try:
+                    parts = urlsplit(url)
+                except ValueError:  # e.g. an unclosed '[' in the host
+                    raise PreannotateError(ErrorCode.URL_NOT_ALLOWED, f"{where}: malformed URL") from None
+                scheme = parts.scheme.lower()
                 if scheme not in ALLOWED_SCHEMES and scheme not in extra_schemes:
                     raise PreannotateError(
                         ErrorCode.URL_NOT_ALLOWED,
-                        f"item {item.name!r} slot {slot.name!r}: scheme {scheme or '(none)'!r} is not allowed; "
-                        "use https, http, s3 or file",
+                        f"{where}: scheme {scheme or '(none)'!r} is not allowed; use https, http, s3 or file",
+                    )
+                # The fetcher refuses userinfo anyway; refused here, the secret is never stored with the job
+                # (nor echoed: the message leaves the URL out).
+                if "@" in parts.netloc:
+                    raise PreannotateError(
+                        ErrorCode.URL_NOT_ALLOWED,
+                        f"{where}: credentials in URLs are not allowed; "
+                        "use a presigned URL, or an s3:// URL the service's own credentials can read",
                     )
 
 

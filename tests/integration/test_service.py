@@ -362,6 +362,7 @@ def test_result_before_the_job_finishes_is_409(client: httpx.Client, media: dict
     [
         ({"items": []}, 422, "invalid_argument"),
         ({"items": [{"name": "a", "slots": [{"url": "ftp://x/y.png"}]}]}, 422, "url_not_allowed"),
+        ({"items": [{"name": "a", "slots": [{"url": "https://user:pw@x/y.png"}]}]}, 422, "url_not_allowed"),
         ({"items": [{"name": "a", "slots": [{"name": "../etc", "url": "https://x/y.png"}]}]}, 422, "invalid_argument"),
         (
             {"items": [{"name": "a", "slots": [{"url": "https://x/1.png"}, {"url": "https://x/2.png"}]}]},
@@ -386,6 +387,7 @@ def test_result_before_the_job_finishes_is_409(client: httpx.Client, media: dict
     ids=[
         "no-items",
         "ftp",
+        "credentials",
         "slot-traversal",
         "duplicate-slots",
         "too-many-items",

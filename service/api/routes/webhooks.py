@@ -42,7 +42,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import VIA_SCHEMES
 from service.jobs.models import Destination, ItemIn, JobCreate
 from service.jobs.store import JobRecord
-from service.jobs.submit import PreparedJob, content_idem, enqueue, prepare_job, validation_problem
+from service.jobs.submit import PreparedJob, check_urls, content_idem, enqueue, prepare_job, validation_problem
 from service.webhooks import label_studio as ls
 from service.webhooks import v7
 from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled
@@ -175,7 +175,10 @@ async def label_studio_webhook(
             outcome.ignore(f"task {version[0]} belongs to another project")
             continue
         try:
-            tasks.append((ls.task_item(task, targets, ls_config.url), version))
+            item = ls.task_item(task, targets, ls_config.url)
+            # Per task, so one task's bad URL (credentials, say) is ignored instead of failing the delivery.
+            check_urls([item], state.settings.max_slots_per_item, extra_schemes=VIA_SCHEMES)
+            tasks.append((item, version))
         except PreannotateError as exc:
             outcome.ignore(exc.message)
     if tasks:

@@ -11,12 +11,14 @@ import pytest
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs import submit as submit_module
+from service.jobs.models import ItemIn
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.store import JobRecord
 from service.jobs.submit import (
     FINGERPRINT,
     DrainRate,
     PreparedJob,
+    check_urls,
     content_fingerprint,
     content_idem,
     enqueue,
@@ -191,3 +193,35 @@ def test_a_full_queue_answers_when_the_excess_will_have_drained(
     assert unknown.value.retry_after_s == 30
     assert measured.value.code is ErrorCode.QUEUE_FULL
     assert measured.value.retry_after_s == 5  # 1 item at 0.2 items/s
+
+
+# -- URL checks --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:CANARY-pw@media.example.com/a.png",
+        "https://CANARY-token@media.example.com/a.png",
+        "http://:CANARY-pw@media.example.com/a.png",
+        "s3://key:CANARY-secret@bucket/a.png",
+    ],
+)
+def test_credentials_in_a_url_are_refused_before_anything_is_stored(url: str) -> None:
+    slots = [{"name": "ok", "url": "https://ok.example.com/b.png"}, {"name": "bad", "url": url}]
+    item = ItemIn.model_validate({"name": "a", "slots": slots})
+
+    with pytest.raises(PreannotateError) as refused:
+        check_urls([item], max_slots=4)
+
+    assert refused.value.code is ErrorCode.URL_NOT_ALLOWED
+    assert "credentials in URLs are not allowed" in refused.value.message
+    assert "CANARY" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://media.example.com/a@2x.png", "https://media.example.com/a.png?by=me@example.com", "s3://bucket/a@b.png"],
+)
+def test_an_at_sign_outside_the_host_part_is_fine(url: str) -> None:
+    check_urls([ItemIn.model_validate({"name": "a", "slots": [{"url": url}]})], max_slots=4)

@@ -288,6 +288,24 @@ def test_label_studio_tasks_created_makes_one_job_and_dedupes(hooks: WebhookApp)
     assert job.request["destinations"] == [{"backend": "label_studio", "project": 17}]
 
 
+def test_label_studio_a_task_with_credentials_in_its_url_is_ignored(hooks: WebhookApp) -> None:
+    body = ls_tasks_created(ls_task(22, "/data/upload/1/a.jpg"), ls_task(23, "https://me:CANARY-pw@cdn.example/b.jpg"))
+    answer = post(hooks, "label-studio", body, {"X-Preannotate-Secret": LS_SECRET})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["ignored"] == 1
+    assert "credentials in URLs are not allowed" in answer.json()["reasons"][0]
+    assert [i["name"] for i in leased_items(hooks)] == ["task-22"]  # the other task's secret was never stored
+    assert "CANARY" not in answer.text
+
+
+def test_generic_credentials_in_a_url_are_refused(hooks: WebhookApp) -> None:
+    body = json.dumps({"items": [{"name": "a", "slots": [{"url": "https://me:CANARY-pw@cdn.example/a.jpg"}]}]})
+    answer = post(hooks, "generic", body.encode(), signed(body.encode()))
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "url_not_allowed"
+    assert hooks.jobs() == 0
+
+
 def test_label_studio_a_changed_task_is_a_new_job(hooks: WebhookApp) -> None:
     headers = {"X-Preannotate-Secret": LS_SECRET}
     post(hooks, "label-studio", ls_tasks_created(ls_task(22, "/data/a.jpg", updated_at="t1")), headers)

@@ -124,6 +124,30 @@ def per_frame_windows(path: Path, values: Sequence[int], windows: Sequence[tuple
     return write_dicom(path, frames, PerFrameFunctionalGroupsSequence=per_frame)
 
 
+def series_slice(
+    path: Path,
+    value: int,
+    *,
+    series_uid: str,
+    position: Sequence[float] | None = None,
+    orientation: Sequence[float] | None = (1, 0, 0, 0, 1, 0),
+    instance: int | None = None,
+) -> Path:
+    """One 4x6 8-bit slice of a CT-like series, every pixel ``value`` (displayed as stored).
+
+    ``position`` is Image Position (Patient) in mm, ``orientation`` Image Orientation (Patient) (axial by
+    default), ``instance`` Instance Number; None leaves the element out.
+    """
+    elements: dict[str, Any] = {"SeriesInstanceUID": series_uid, "Modality": "CT"}
+    if position is not None:
+        elements["ImagePositionPatient"] = [float(v) for v in position]
+    if orientation is not None:
+        elements["ImageOrientationPatient"] = [float(v) for v in orientation]
+    if instance is not None:
+        elements["InstanceNumber"] = instance
+    return write_dicom(path, np.full((4, 6), value, np.uint8), **elements)
+
+
 def jpeg_baseline(path: Path, pixels: NDArray[np.uint8]) -> Path:
     """A real JPEG Baseline (encapsulated) 8-bit grey image, encoded with Pillow."""
     buffer = io.BytesIO()
@@ -140,10 +164,12 @@ def compressed_dummy(path: Path, transfer_syntax: UID = JPEGLosslessSV1, *, rows
     return _encapsulated(path, transfer_syntax, [b"\xff\xd8\xff\xe0 not a real codestream \xff\xd9"], (rows, cols))
 
 
-def no_pixels(path: Path) -> Path:
-    """A valid DICOM file without Pixel Data (like a structured report)."""
+def no_pixels(path: Path, **elements: Any) -> Path:
+    """A valid DICOM file without Pixel Data (like a structured report), with extra ``elements``."""
     ds = _base_dataset(ExplicitVRLittleEndian)
     ds.Modality = "SR"
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -34,6 +34,9 @@ _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 _PALETTE = "PALETTE COLOR"
 _VOI_FUNCTIONS = frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"})
 _INSTALL_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+# What ordering a series needs from each file's header (specific_tags skips the other values).
+_SERIES_TAGS = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber", "Rows"]
+_PARALLEL = 1.0 - 1e-4  # |cos| between two slices' normals above which they count as one orientation
 
 
 class DicomReader:
@@ -154,6 +157,111 @@ class DicomReader:
             height=image.shape[0],
         )
         return Frame(info=info, image=image)
+
+
+def order_series(paths: Sequence[Path], where: str, *, images_only: bool = False) -> list[Path]:
+    """The files of one DICOM series in anatomical order, read from their headers (pixel data untouched).
+
+    Slices are sorted by their position along the slice normal (Image Position (Patient) projected on
+    the cross product of the Image Orientation (Patient) row and column directions, ascending, as ITK and
+    dcm2niix do) when every slice has a position and all share one orientation; otherwise by Instance
+    Number when every slice has one; otherwise, and between equals, they keep the order of ``paths``
+    (a directory lists them by name; an explicit list or a job's URLs are the caller's order).
+
+    Args:
+        paths: the files, in the fallback order.
+        where: what the files came from, for messages (the folder, or the item and slot).
+        images_only: drop objects without an image (a DICOMDIR, dose reports, presentation states), as a
+            folder export often holds them; an explicit list keeps them and fails on them when read.
+
+    Raises:
+        PreannotateError: UNSUPPORTED_MEDIA or CORRUPT_MEDIA (naming the file) for a header that cannot be
+            read; INVALID_ARGUMENT when the files belong to more than one series (Series Instance UID);
+            UNSUPPORTED_MEDIA when ``images_only`` leaves nothing.
+    """
+    slices = [_series_slice(path) for path in paths]
+    if images_only:
+        slices = [s for s in slices if s.is_image]
+        if not slices:
+            raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{where}: DICOM files, but none holds an image")
+    _check_one_series(slices, where)
+    normal = _common_normal(slices)
+    by_position = normal is not None and all(s.position is not None for s in slices)
+    by_instance = all(s.instance is not None for s in slices)
+    keys = [
+        (
+            float(np.dot(s.position, normal)) if by_position and s.position is not None and normal is not None else 0.0,
+            s.instance if by_instance and s.instance is not None else 0.0,
+        )
+        for s in slices
+    ]
+    order = sorted(range(len(slices)), key=keys.__getitem__)  # stable: equals keep the order of ``paths``
+    return [slices[n].path for n in order]
+
+
+class _Slice:
+    """The ordering facts of one file of a series."""
+
+    __slots__ = ("instance", "is_image", "normal", "path", "position", "series")
+
+    def __init__(self, path: Path, ds: Dataset) -> None:
+        self.path = path
+        self.series = str(ds.get("SeriesInstanceUID") or "").strip() or None
+        self.is_image = "Rows" in ds
+        position = _floats(ds.get("ImagePositionPatient"))
+        self.position = position if len(position) == 3 and np.all(np.isfinite(position)) else None
+        orientation = _floats(ds.get("ImageOrientationPatient"))
+        self.normal: NDArray[np.float64] | None = None
+        if len(orientation) == 6 and np.all(np.isfinite(orientation)):
+            normal = np.cross(orientation[:3], orientation[3:])
+            length = float(np.linalg.norm(normal))
+            self.normal = normal / length if length > 1e-6 else None  # parallel row and column: no plane
+        instance = _first(ds.get("InstanceNumber"))
+        self.instance = instance if instance is not None and math.isfinite(instance) else None
+
+
+def _series_slice(path: Path) -> _Slice:
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=_SERIES_TAGS)
+    except FileNotFoundError as exc:
+        raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{path}: no such file") from exc
+    except InvalidDicomError as exc:
+        raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: not a DICOM file ({exc})") from exc
+    except Exception as exc:  # as in _read_header: a damaged header makes pydicom raise almost anything
+        raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: unreadable DICOM header: {exc}") from exc
+    return _Slice(path, ds)
+
+
+def _check_one_series(slices: Sequence[_Slice], where: str) -> None:
+    # Two series in one folder (a localizer and the axial stack, two reconstructions) are two volumes:
+    # interleaving them would give a meaningless "volume", so the caller has to pick one.
+    members: dict[str, list[Path]] = {}
+    for s in slices:
+        if s.series is not None:  # a file without the UID joins whichever series is there
+            members.setdefault(s.series, []).append(s.path)
+    if len(members) < 2:
+        return
+    listed = "; ".join(
+        f"{uid}: {len(files)} file{'s' if len(files) > 1 else ''}, e.g. {files[0].name}"
+        for uid, files in sorted(members.items(), key=lambda kv: -len(kv[1]))[:3]
+    )
+    more = f"; and {len(members) - 3} more" if len(members) > 3 else ""
+    raise PreannotateError(
+        ErrorCode.INVALID_ARGUMENT,
+        f"{where}: the DICOM files belong to {len(members)} series (Series Instance UID {listed}{more}); "
+        "give one series per folder or @list",
+    )
+
+
+def _common_normal(slices: Sequence[_Slice]) -> NDArray[np.float64] | None:
+    """The slice normal when every slice has one and all are parallel (else projections mean nothing)."""
+    first = slices[0].normal
+    if first is None:
+        return None
+    for s in slices[1:]:
+        if s.normal is None or abs(float(np.dot(first, s.normal))) < _PARALLEL:
+            return None  # e.g. a localizer with three planes in one series
+    return first
 
 
 def frame_times_s(ds: Dataset, count: int) -> tuple[NDArray[np.float64], float] | None:

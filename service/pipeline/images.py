@@ -191,28 +191,6 @@ def natural_sort_key(path: Path) -> tuple[tuple[str | int, ...], str]:
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), path.name
 
 
-def list_sequence_dir(directory: Path) -> list[Path]:
-    """The image files of a directory in natural order (hidden files and subdirectories skipped).
-
-    Raises:
-        PreannotateError: INPUT_NOT_FOUND when ``directory`` is not a directory, UNSUPPORTED_MEDIA when it
-            holds no image files.
-    """
-    if not directory.is_dir():
-        raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{directory}: not a directory")
-    paths = [
-        p
-        for p in directory.iterdir()
-        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    ]
-    if not paths:
-        raise PreannotateError(
-            ErrorCode.UNSUPPORTED_MEDIA,
-            f"{directory}: no image files to use as a sequence (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})",
-        )
-    return sorted(paths, key=natural_sort_key)
-
-
 def stretch_to_uint8(
     values: NDArray[np.generic], low: float | None = None, high: float | None = None
 ) -> NDArray[np.uint8]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ DEFAULT_SLOT = "0"  # V7's name for the only slot of a single-file item
 
 @dataclass(frozen=True, slots=True)
 class SlotSpec:
-    """One named slot: a file, or an ordered list of image files (a sequence)."""
+    """One named slot: a file or directory, or a list of image files (a sequence) or DICOM files (a series)."""
 
     name: str
     paths: tuple[Path, ...]
@@ -44,6 +44,14 @@ _VIDEO_SUFFIXES = frozenset(
 )
 
 
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def _is_dicom_head(path: Path, head: bytes) -> bool:
+    # Part 10 files carry "DICM" after a 128-byte preamble; exported slices often have no extension at all.
+    return head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES
+
+
 def sniff(path: Path) -> MediaKind:
     """Tell the media kind from the first bytes (extensions lie), falling back to video."""
     if path.is_dir():
@@ -57,7 +65,7 @@ def sniff(path: Path) -> MediaKind:
         raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{path}: cannot be read ({exc.strerror})") from None
     if not head:
         raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: the file is empty")
-    if head[128:132] == b"DICM" or path.suffix.lower() in (".dcm", ".dicom"):
+    if _is_dicom_head(path, head):
         return MediaKind.DICOM
     if head.startswith(b"%PDF"):
         return MediaKind.PDF
@@ -116,18 +124,20 @@ def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: Medi
     # Readers import their decoders lazily: a run over images never loads PyAV or pydicom.
     if len(slot.paths) > 1:
         if sniff(slot.paths[0]) is MediaKind.DICOM:
-            from service.pipeline.series import DicomSeriesReader
-
-            return DicomSeriesReader(item, slot.name, slot.paths, sampling, limits)
+            where = f"DICOM series {item}/{slot.name}"
+            return _open_series(item, slot.name, slot.paths, where, sampling, limits, images_only=False)
         from service.pipeline.images import SequenceReader
 
         return SequenceReader(item, slot.name, slot.paths, sampling, limits)
     path = slot.paths[0]
     kind = sniff(path)
     if kind is MediaKind.SEQUENCE:
-        from service.pipeline.images import SequenceReader, list_sequence_dir
+        kind, paths = list_media_dir(path)
+        if kind is MediaKind.DICOM:
+            return _open_series(item, slot.name, paths, str(path), sampling, limits, images_only=True)
+        from service.pipeline.images import SequenceReader
 
-        return SequenceReader(item, slot.name, list_sequence_dir(path), sampling, limits)
+        return SequenceReader(item, slot.name, paths, sampling, limits)
     if kind is MediaKind.DICOM:
         from service.pipeline.dicom import DicomReader
 
@@ -150,8 +160,78 @@ def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: Medi
         raise
 
 
+def list_media_dir(directory: Path) -> tuple[MediaKind, list[Path]]:
+    """A directory's frames: its DICOM files (one series: ``MediaKind.DICOM``) or its images (``SEQUENCE``).
+
+    Files are listed by name in natural order, hidden files and subdirectories skipped. DICOM files are
+    told by the DICM magic at byte 128 or a .dcm/.dicom name (slices are often exported without an
+    extension); other files without an image extension are ignored.
+
+    Raises:
+        PreannotateError: INPUT_NOT_FOUND when ``directory`` is not a directory; UNSUPPORTED_MEDIA when it
+            holds neither images nor DICOM files, or both.
+    """
+    from service.pipeline.images import IMAGE_EXTENSIONS, natural_sort_key
+
+    if not directory.is_dir():
+        raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{directory}: not a directory")
+    files = sorted((p for p in directory.iterdir() if not p.name.startswith(".") and p.is_file()), key=natural_sort_key)
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    # Image files are taken by name: opening each to look for DICM would slow long sequences for nothing.
+    dicom = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and _is_dicom_file(p)]
+    if dicom and images:
+        raise PreannotateError(
+            ErrorCode.UNSUPPORTED_MEDIA,
+            f"{directory}: holds both DICOM files ({dicom[0].name}, ...) and images ({images[0].name}, ...); "
+            "put each in its own folder",
+        )
+    if dicom:
+        return MediaKind.DICOM, dicom
+    if images:
+        return MediaKind.SEQUENCE, images
+    raise PreannotateError(
+        ErrorCode.UNSUPPORTED_MEDIA,
+        f"{directory}: no image or DICOM files to use as a sequence or series (looked for "
+        f"{', '.join(sorted(IMAGE_EXTENSIONS))}, and DICOM by content; subfolders are not searched)",
+    )
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return path.suffix.lower() in _DICOM_SUFFIXES  # the reader reports why it cannot be read
+    return _is_dicom_head(path, head)
+
+
+def _open_series(
+    item: str,
+    slot: str,
+    paths: Sequence[Path],
+    where: str,
+    sampling: SamplingOptions,
+    limits: MediaLimits,
+    *,
+    images_only: bool,
+) -> SlotReader:
+    """Several DICOM files as one slot, in anatomical order (see ``order_series``)."""
+    from service.pipeline.dicom import DicomReader, order_series
+
+    ordered = order_series(paths, where, images_only=images_only)
+    if len(ordered) == 1:
+        return DicomReader(item, slot, ordered[0], sampling, limits)  # a lone multi-frame file keeps its clock
+    from service.pipeline.series import DicomSeriesReader
+
+    return DicomSeriesReader(item, slot, ordered, sampling, limits)
+
+
 def item_from_path(path: Path) -> ItemSpec:
-    """A command-line input: a file, a directory (an image sequence) or ``@list.txt`` (an ordered list)."""
+    """A command-line input: a file, a directory (an image sequence or DICOM series) or ``@list.txt``.
+
+    A list's images are frames in the list's order; a list of DICOM files is a series, ordered by
+    ``order_series`` (the list's order only where the headers do not tell).
+    """
     text = str(path)
     if text.startswith("@"):
         list_file = Path(text[1:])

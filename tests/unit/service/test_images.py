@@ -21,10 +21,10 @@ from service.pipeline.images import (
     ImageReader,
     SequenceReader,
     image_size,
-    list_sequence_dir,
     load_rgb,
     natural_sort_key,
 )
+from service.pipeline.media import list_media_dir
 from service.pipeline.options import MediaLimits, SamplingOptions
 
 LIMITS = MediaLimits()
@@ -351,35 +351,36 @@ def write_sequence(directory: Path, count: int, *, prefix: str = "frame") -> lis
     return paths
 
 
-def test_list_sequence_dir_orders_and_filters(tmp_path: Path) -> None:
+def test_list_media_dir_orders_and_filters_images(tmp_path: Path) -> None:
     # given images out of order, plus things that are not frames
     write_sequence(tmp_path, 12)
     (tmp_path / ".frame99.png").write_bytes(b"hidden")
     (tmp_path / "notes.txt").write_text("not a frame")
     (tmp_path / "sub.png").mkdir()
     # when
-    paths = list_sequence_dir(tmp_path)
+    kind, paths = list_media_dir(tmp_path)
     # then
+    assert kind is MediaKind.SEQUENCE
     assert [p.name for p in paths] == [f"frame{i}.png" for i in range(12)]
 
 
 @pytest.mark.parametrize(
     ("make_dir", "code"), [(True, ErrorCode.UNSUPPORTED_MEDIA), (False, ErrorCode.INPUT_NOT_FOUND)]
 )
-def test_list_sequence_dir_without_images(tmp_path: Path, make_dir: bool, code: ErrorCode) -> None:
+def test_list_media_dir_without_images(tmp_path: Path, make_dir: bool, code: ErrorCode) -> None:
     directory = tmp_path / "seq"
     if make_dir:
         directory.mkdir()
         (directory / "readme.txt").write_text("x")
     with pytest.raises(PreannotateError) as exc:
-        list_sequence_dir(directory)
+        list_media_dir(directory)
     assert exc.value.code is code
 
 
 def test_sequence_reader_frames(tmp_path: Path) -> None:
     # given
     write_sequence(tmp_path, 3)
-    paths = list_sequence_dir(tmp_path)
+    _, paths = list_media_dir(tmp_path)
     # when fps sampling is asked for (sequences have no clock: ignored)
     reader = SequenceReader("scan", "0", paths, SamplingOptions(fps=0.5), LIMITS)
     frames = list(reader)

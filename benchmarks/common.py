@@ -19,7 +19,7 @@ CACHE_DIR = Path(__file__).parent / ".cache"
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, library versions and the commit: enough to tell two runs apart."""
+    """CPU, cores, GPUs, library versions and the commit: enough to tell two runs apart."""
     cpu = platform.processor() or platform.machine()
     flags: list[str] = []
     try:
@@ -61,8 +61,70 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_flags": flags,
         "cores": os.cpu_count(),
+        "gpu": gpu_info(),
+        "onnxruntime_providers": _onnxruntime_providers(),
         "versions": versions,
     }
+
+
+def gpu_info() -> dict[str, Any]:
+    """The GPUs (model, memory, compute capability), driver, CUDA and cuDNN versions; ``{}`` without a GPU.
+
+    Devices come from torch when it is installed with CUDA, else from ``nvidia-smi`` (an ONNX Runtime-only
+    install); the driver version always from ``nvidia-smi`` (torch does not report it). Nothing here may
+    fail a benchmark: anything missing or broken leaves its key out.
+    """
+    info: dict[str, Any] = {}
+    smi = _nvidia_smi()
+    try:
+        import torch  # lazily: seconds to import, and absent from CPU-only installs
+
+        if torch.cuda.is_available():  # also initialises CUDA: benchmarks call this after measuring
+            props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+            info["devices"] = [
+                {
+                    "name": p.name,
+                    "memory_gib": round(p.total_memory / 2**30, 1),
+                    "compute_capability": f"{p.major}.{p.minor}",
+                }
+                for p in props
+            ]
+            info["cuda"] = torch.version.cuda  # the toolkit torch was built with (None on ROCm)
+            if getattr(torch.version, "hip", None):
+                info["hip"] = torch.version.hip
+            info["cudnn"] = torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
+    except Exception:  # ImportError, or a broken driver/CUDA install
+        pass
+    if smi:
+        info.setdefault("devices", [{"name": name, "memory_gib": memory} for name, memory, _ in smi])
+        info["driver"] = smi[0][2]
+    return info
+
+
+def _nvidia_smi() -> list[tuple[str, float, str]]:
+    """(name, memory GiB, driver version) per GPU from ``nvidia-smi``; [] when it is missing or fails."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+        rows = [[field.strip() for field in line.split(",")] for line in out.splitlines() if line.strip()]
+        return [(name, round(float(mib) / 1024, 1), driver) for name, mib, driver in rows]
+    except (OSError, subprocess.SubprocessError, ValueError):  # no driver, a hung GPU, an odd output format
+        return []
+
+
+def _onnxruntime_providers() -> list[str] | None:
+    """ONNX Runtime's execution providers (CUDA, TensorRT, CPU, ...) in priority order; None if not installed."""
+    try:
+        import onnxruntime
+
+        return list(onnxruntime.get_available_providers())
+    except Exception:
+        return None
 
 
 def interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,6 +183,25 @@ def test_predict_refuses_what_is_not_an_image(
     response = client.post("/v1/predict", files={"file": media[kind].read_bytes()})
     assert response.status_code == status, response.text
     assert _error_code(response) == code
+
+
+def test_predict_errors_name_the_file_as_the_client_sent_it(
+    client: httpx.Client, media: dict[str, Path], media_server: MediaServer
+) -> None:
+    broken = media["corrupt_image"].read_bytes()
+    unnamed = client.post("/v1/predict", files={"file": broken})
+    named = client.post("/v1/predict", files={"file": ("../photos/holiday.png", broken, "image/png")})
+    fetched = client.post("/v1/predict", json={"url": f"{media_server.url}/broken.png?X-Amz-Signature=canary-sig"})
+
+    messages = [r.json()["error"]["message"] for r in (unnamed, named, fetched)]
+    assert [_error_code(r) for r in (unnamed, named, fetched)] == ["corrupt_media"] * 3, messages
+    assert messages[0].startswith("upload: ")
+    assert messages[1].startswith("holiday.png: ")  # its last path part
+    assert messages[2].startswith(f"{media_server.url}/broken.png#")  # redacted: no query
+    for message in messages:  # never the server's scratch directory
+        assert "predict-" not in message
+        assert tempfile.gettempdir() not in message
+        assert "canary-sig" not in message
 
 
 @pytest.mark.parametrize(

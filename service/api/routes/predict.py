@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -16,6 +17,7 @@ from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
 from service.api.schemas import DetectionPublic, PredictResponse, PredictUrlRequest, error_responses
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.fetch import redact_url
 from service.pipeline.frames import Frame, MediaKind
 from service.pipeline.media import SlotSpec, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -45,7 +47,26 @@ _OPENAPI_BODY: dict[str, Any] = {
 }
 
 
-def _first_frame(path: Path, limits: MediaLimits) -> Frame:
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _upload_name(filename: str | None) -> str:
+    """What error messages call an upload: the client's file name (its last part, printable), else "upload"."""
+    name = _UNPRINTABLE.sub("", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()[:100]
+    return name or "upload"
+
+
+def _first_frame(path: Path, limits: MediaLimits, shown: str, scratch: Path) -> Frame:
+    """``_decode_first_frame``, with errors naming the file as the client knows it (``shown``): the decoders name
+    the path they read, and the server's scratch directory is none of the client's business."""
+    try:
+        return _decode_first_frame(path, limits)
+    except PreannotateError as exc:
+        message = exc.message.replace(str(path), shown).replace(str(scratch), "<scratch>")
+        raise PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s) from None
+
+
+def _decode_first_frame(path: Path, limits: MediaLimits) -> Frame:
     """Decode a still image (or a DICOM's first frame); anything with a timeline belongs in a job."""
     kind = sniff(path)
     if kind not in (MediaKind.IMAGE, MediaKind.DICOM):
@@ -62,8 +83,9 @@ def _first_frame(path: Path, limits: MediaLimits) -> Frame:
     return frame
 
 
-async def _parse(request: Request, scratch: Path) -> tuple[PredictUrlRequest, Path | None]:
-    """The parameters, and the uploaded file (None for a URL: it is fetched once the request checks out)."""
+async def _parse(request: Request, scratch: Path) -> tuple[PredictUrlRequest, tuple[Path, str] | None]:
+    """The parameters, and the uploaded file with its name for messages (None for a URL: it is fetched once the
+    request checks out)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=8)
@@ -87,7 +109,7 @@ async def _parse(request: Request, scratch: Path) -> tuple[PredictUrlRequest, Pa
         path = scratch / "upload"
         with path.open("wb") as out:
             await run_in_threadpool(shutil.copyfileobj, upload.file, out)
-        return params, path
+        return params, (path, _upload_name(upload.filename))
     if content_type == "application/json":
         try:
             params = PredictUrlRequest.model_validate_json(await request.body())
@@ -109,12 +131,14 @@ def _first_problem(exc: ValidationError) -> str:
 async def predict(request: Request, state: StateDep, tenant: TenantDep, models: LocalModelsDep) -> PredictResponse:
     """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use."""
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
-        params, path = await _parse(request, Path(scratch))
+        params, upload = await _parse(request, Path(scratch))
         model = models.get(params.model)
         keep = class_filter(model.info.class_names, params.classes)
-        if path is None:
-            path = (await run_in_threadpool(state.fetcher.fetch, params.url, Path(scratch))).path
-        frame = await run_in_threadpool(_first_frame, path, state.settings.media_limits())
+        if upload is None:
+            fetched = (await run_in_threadpool(state.fetcher.fetch, params.url, Path(scratch))).path
+            upload = (fetched, redact_url(params.url))
+        path, shown = upload
+        frame = await run_in_threadpool(_first_frame, path, state.settings.media_limits(), shown, Path(scratch))
     threshold = state.settings.threshold if params.threshold is None else params.threshold
     detections = keep(
         await model.batcher.detect_async(frame.image, threshold=threshold, timeout_s=state.settings.predict_timeout_s)

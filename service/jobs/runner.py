@@ -118,7 +118,10 @@ def run_item(
             paths = tuple(fetcher.fetch(url, Path(tmp)).path for url in urls)
             reader = open_slot(name, SlotSpec(slot["name"], paths), sampling, limits)
             try:
-                meta = replace(reader.meta, source_files=sources)
+                # The reader may reorder a DICOM series (anatomical order): list the URLs the same way.
+                by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
+                ordered = tuple(by_path[f] for f in reader.meta.source_files if f in by_path)
+                meta = replace(reader.meta, source_files=ordered if len(ordered) == len(sources) else sources)
                 slots.append(meta)
                 planned += meta.planned_frames
                 if not on_progress(len(frames), planned):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher, FetchPolicy
 from service.pipeline.options import MediaLimits
 from tests.media import corrupt_payloads
+from tests.media_dicom import series_slice
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,23 @@ def test_retry_delay_is_jittered_and_capped(attempt: int, cap: float) -> None:
     assert len(set(delays)) > 100  # full jitter, not a fixed schedule
 
 
+def _run_with_the_default_model(lease: Lease, root: Path) -> dict[str, Any]:
+    """``run_item`` as a worker runs it: the real default model behind a batcher, ``file://`` under ``root``."""
+    batcher = DynamicBatcher(load_detector("builtin:centerface"), max_batch_size=1, max_wait_ms=0)
+    batcher.start()
+    try:
+        return run_item(
+            lease,
+            model=LoadedModel("builtin:centerface", batcher),
+            fetcher=Fetcher(FetchPolicy(local_roots=(root,))),
+            limits=MediaLimits(),
+            work_dir=root,
+            on_progress=lambda done, planned: True,
+        )
+    finally:
+        batcher.close()
+
+
 def test_a_partly_corrupt_video_keeps_what_decoded_and_says_what_did_not(
     clips: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -53,21 +72,27 @@ def test_a_partly_corrupt_video_keeps_what_decoded_and_says_what_did_not(
         request={"model": "builtin:centerface", "fps": 2.0, "sampling": "exact", "threshold": 0.5},
         attempt=1,
     )
-    batcher = DynamicBatcher(load_detector("builtin:centerface"), max_batch_size=1, max_wait_ms=0)
-    batcher.start()
-    try:
-        result = run_item(
-            lease,
-            model=LoadedModel("builtin:centerface", batcher),
-            fetcher=Fetcher(FetchPolicy(local_roots=(tmp_path,))),
-            limits=MediaLimits(),
-            work_dir=tmp_path,
-            on_progress=lambda done, planned: True,
-        )
-    finally:
-        batcher.close()
+    result = _run_with_the_default_model(lease, tmp_path)
     planned = result["slots"][0]["planned_frames"]
     assert 0 < len(result["frames"]) < planned
     (warning,) = result["warnings"]
     assert warning["code"] == "corrupt_media"
     assert f"of {planned} sampled frames could not be decoded" in warning["message"]
+
+
+def test_a_series_sent_out_of_order_lists_its_urls_in_frame_order(tmp_path: Path) -> None:
+    # Three slices at z = 0, 5, 10 sent as 10, 0, 5: the reader sorts them, the item's sources follow.
+    urls = []
+    for z in (10, 0, 5):
+        path = series_slice(tmp_path / f"z{z}.dcm", z * 10, series_uid="1.2.3", position=(0, 0, z))
+        urls.append(path.as_uri())
+    lease = Lease(
+        item_id=1,
+        job_id="j",
+        position=0,
+        item={"name": "ct", "slots": [{"name": "0", "urls": urls}]},
+        request={"model": "builtin:centerface", "fps": 1.0, "sampling": "exact", "threshold": 0.5},
+        attempt=1,
+    )
+    result = _run_with_the_default_model(lease, tmp_path)
+    assert result["slots"][0]["source_files"] == [urls[1], urls[2], urls[0]]

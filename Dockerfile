@@ -55,7 +55,7 @@ RUN python3.12 -m venv /opt/venv \
  && wheel=$(echo /wheels/preannotate-*.whl) \
  && /opt/venv/bin/pip install "${wheel}[hf,s3,encord]" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/pip uninstall -y onnxruntime \
- && /opt/venv/bin/pip install "onnxruntime-gpu==${ORT_GPU_VERSION}"
+ && /opt/venv/bin/pip install "onnxruntime-gpu==${ORT_GPU_VERSION}" "nvidia-ml-py>=12"
 
 # CPU venv: the CPU-only torch build (PyPI's Linux torch wheel is the multi-GB CUDA one).
 FROM builder AS venv-cpu

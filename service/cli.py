@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.errors import ErrorCode, PreannotateError
-from service.pipeline.options import SamplingMode
+from service.pipeline.options import DecoderChoice, SamplingMode
 
 log = logging.getLogger("preannotate")
 
@@ -29,6 +29,12 @@ def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="first target time")
     group.add_argument("--end", type=float, metavar="SECONDS", help="last target time")
     group.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
+    group.add_argument(
+        "--decoder",
+        choices=[d.value for d in DecoderChoice],
+        help="video decoder for exact sampling: pyav (CPU, default); nvdec (GPU through torchcodec, an error "
+        "without it or CUDA); auto (nvdec where torchcodec and CUDA are present, else pyav)",
+    )
 
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not link video, DICOM and sequence detections into tracks (one annotation per detection)",
     )
+    run.add_argument(
+        "--track-iou", type=float, metavar="IOU", help="least IoU of a track's predicted box and a detection (0.3)"
+    )
+    run.add_argument("--track-max-gap", type=int, metavar="N", help="sampled frames a track may miss and go on (2)")
+    run.add_argument("--track-min-length", type=int, metavar="N", help="fewest boxes a kept track has (1)")
     _add_sampling_flags(run)
     _add_common_flags(run)
 

@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
-from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.webhooks.routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Sampling
     fps: float = Field(1.0, ge=0.0, le=1000.0, description="frames per second sampled; 0 = every frame")
     sampling: SamplingMode = SamplingMode.EXACT
+    decoder: DecoderChoice = Field(
+        DecoderChoice.PYAV, description="video decoder for exact sampling: pyav, nvdec (torchcodec on CUDA) or auto"
+    )
     prefetch_frames: int = Field(16, ge=1, le=1024, description="decoded frames queued ahead of the model")
 
     # Tracking: a video's, DICOM's or sequence's detections linked into one annotation per object. Used by jobs
@@ -235,7 +238,7 @@ class Settings(BaseSettings):
         )
 
     def sampling_options(self) -> SamplingOptions:
-        return SamplingOptions(fps=self.fps, mode=self.sampling)
+        return SamplingOptions(fps=self.fps, mode=self.sampling, decoder=self.decoder)
 
     def detector_options(self) -> DetectorOptions:
         return DetectorOptions(

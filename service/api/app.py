@@ -70,6 +70,7 @@ def _load_models(state: AppState) -> None:
                 heartbeat_s=settings.heartbeat_s,
                 limits=settings.media_limits(),
                 work_dir=settings.work_dir,
+                decoder=settings.decoder,
             ),
             state.pushers,
         )

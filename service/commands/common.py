@@ -14,23 +14,32 @@ from tqdm import tqdm
 
 from service.config import Settings, get_settings
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.decoders import use_gpu_decoder
 from service.pipeline.frames import SlotMeta
-from service.pipeline.options import SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure
 
 
 def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingOptions:
-    """Sampling flags over the settings' defaults; bad values are INVALID_ARGUMENT."""
+    """Sampling flags over the settings' defaults; bad values are INVALID_ARGUMENT.
+
+    ``--decoder nvdec`` where torchcodec or CUDA is missing fails here (MISSING_DEPENDENCY,
+    DEVICE_UNAVAILABLE), before any input is opened; ``auto`` decides here, logged once.
+    """
+    decoder = getattr(args, "decoder", None)  # absent from parsers without the flag
     try:
-        return SamplingOptions(
+        sampling = SamplingOptions(
             fps=settings.fps if args.fps is None else args.fps,
             mode=settings.sampling if args.sampling is None else SamplingMode(args.sampling),
             start_s=args.start,
             end_s=args.end,
             max_frames=args.max_frames,
+            decoder=settings.decoder if decoder is None else DecoderChoice(decoder),
         )
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+    use_gpu_decoder(sampling)
+    return sampling
 
 
 def load_settings() -> Settings:

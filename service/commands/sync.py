@@ -37,7 +37,7 @@ from service.backends.retry import BackendError
 from service.commands.common import Progress, load_settings
 from service.config import Settings
 from service.convert.label_studio import LabelConfig, LsObject, item_to_ls_result, parse_label_config
-from service.convert.tracks import frames_to_tracks
+from service.convert.tracks import region_tracks
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
@@ -197,7 +197,7 @@ def sync_project(
                 item,
                 model,
                 config,
-                tracks=frames_to_tracks(item.frames),
+                tracks=region_tracks(item.frames, settings.tracker_options()),
                 aliases=options.aliases,
                 task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
             )

@@ -97,7 +97,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
     publisher = threading.Thread(
         target=_publish, args=(state, worker_id, published, settings.model_ttl_s), name="publisher", daemon=True
     )
-    pushers = Pushers(settings)
+    pushers = Pushers(settings, concurrency=concurrency)  # all threads in one Encord bundle: write it at once
     fetcher = BackendMediaFetcher(settings)  # plain URLs, and the label-studio+/v7+ ones webhook jobs carry
     state.pool = WorkerPool(
         resilient,
@@ -109,6 +109,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
             heartbeat_s=settings.heartbeat_s,
             limits=settings.media_limits(),
             work_dir=settings.work_dir,
+            decoder=settings.decoder,
         ),
         pushers,
     )

@@ -14,8 +14,9 @@ from service.convert.label_studio import (
     item_to_ls_result,
     parse_label_config,
 )
-from service.convert.tracks import frames_to_tracks
+from service.convert.tracks import frames_to_tracks, region_tracks
 from service.convert.types import ItemPredictions, ModelRef, Track
+from service.jobs.runner import job_tracker
 from service.jobs.store import ItemResult, ItemState, JobRecord
 from service.pipeline.frames import MediaKind
 
@@ -38,9 +39,11 @@ def job_model(job: JobRecord) -> ModelRef:
 
 
 def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings: Settings) -> dict[str, Any]:
-    """The job's preannotations as ``fmt``; video detections are linked into tracks."""
+    """The job's preannotations as ``fmt``; video detections are linked into tracks as the job says."""
     items, model = job_items(results), job_model(job)
-    tracks = {item.name: frames_to_tracks(item.frames) for item in items}
+    tracker = job_tracker(job.request, settings)
+    # None (tracking off): one annotation per detection
+    tracks = None if tracker is None else {item.name: frames_to_tracks(item.frames, tracker) for item in items}
     provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
     if fmt == "coco":
         coco = frame_results_to_coco(
@@ -52,9 +55,11 @@ def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings
         coco["info"] |= provenance
         return coco
     if fmt == "darwin":
-        return {**provenance, "items": [item_to_darwin(item, model, tracks=tracks[item.name]) for item in items]}
-    if fmt == "labelstudio":
-        return {**provenance, **items_to_ls_import(items, model, tracks)}
+        darwin = [item_to_darwin(item, model, tracks=None if tracks is None else tracks[item.name]) for item in items]
+        return {**provenance, "items": darwin}
+    if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
+        ls_tracks = {item.name: region_tracks(item.frames, tracker) for item in items}
+        return {**provenance, **items_to_ls_import(items, model, ls_tracks)}
     from service.convert.encord import item_to_encord_label_row
 
     ontology = settings.encord_ontology(model.class_names)
@@ -63,7 +68,11 @@ def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings
         "ontology": ontology.to_json(),
         "label_rows": [
             item_to_encord_label_row(
-                item, model, ontology, tracks=tracks[item.name], created_by=settings.encord_created_by
+                item,
+                model,
+                ontology,
+                tracks=None if tracks is None else tracks[item.name],
+                created_by=settings.encord_created_by,
             )
             for item in items
         ],

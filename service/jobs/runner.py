@@ -20,7 +20,7 @@ from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import PdfReader, SlotSpec, open_slot
-from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import detect_frames, keep_partial
 
@@ -98,10 +98,11 @@ def run_item(
     limits: MediaLimits,
     work_dir: Path | None,
     on_progress: ProgressCallback,
+    decoder: DecoderChoice = DecoderChoice.PYAV,
 ) -> dict[str, Any]:
     """Preannotate every slot of the leased item; raises PreannotateError (naming the file) or ItemStoppedError."""
     params = JobParams.from_request(lease.request)
-    sampling = SamplingOptions(fps=params.fps, mode=params.sampling)
+    sampling = SamplingOptions(fps=params.fps, mode=params.sampling, decoder=decoder)
     name = lease.item["name"]
     slots: list[SlotMeta] = []
     frames: list[FrameResult] = []

@@ -26,6 +26,7 @@ from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.models import ItemIn, JobCreate
 from service.jobs.push import check_destination
+from service.jobs.runner import pinned_tracks
 from service.jobs.store import JobRecord, JobStore
 from service.pipeline.run import class_filter
 
@@ -169,6 +170,7 @@ def job_params(job: JobCreate, loaded: ModelEntry, settings: Settings) -> dict[s
         "classes": job.classes,
         "outputs": list(job.outputs),
         "destinations": [d.model_dump(exclude_none=True) for d in job.destinations],
+        "tracks": pinned_tracks(job.tracks, settings),
     }
 
 

@@ -29,7 +29,7 @@ from service.jobs.store import JobStore, Lease
 from service.loaded_models import ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
-from service.pipeline.options import MediaLimits
+from service.pipeline.options import DecoderChoice, MediaLimits
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class WorkerConfig:
     heartbeat_s: float
     limits: MediaLimits
     work_dir: Path | None
+    decoder: DecoderChoice = DecoderChoice.PYAV
 
 
 class WorkerPool:
@@ -137,6 +138,7 @@ class WorkerPool:
                 fetcher=self._fetcher,
                 limits=self._config.limits,
                 work_dir=self._config.work_dir,
+                decoder=self._config.decoder,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
             )
             self._push(lease, flight, result)
@@ -170,7 +172,9 @@ class WorkerPool:
         predictions = ItemPredictions.from_result_json(lease.item["name"], result)
         request = lease.request
         model = ModelRef(request["model"], request["model_version"], tuple(request["class_names"]))
-        result["pushes"] = [self._pushers.push(d, lease.item, predictions, model) for d in destinations]
+        result["pushes"] = [
+            self._pushers.push(d, lease.item, predictions, model, request=request) for d in destinations
+        ]
 
     def _release(self, worker: str, lease: Lease) -> None:
         """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""

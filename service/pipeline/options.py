@@ -13,6 +13,14 @@ class SamplingMode(enum.StrEnum):
     KEYFRAMES = "keyframes"  # the key frame at or before each target; fast, approximate
 
 
+class DecoderChoice(enum.StrEnum):
+    """Which decoder exact video sampling uses (key-frame sampling always uses PyAV)."""
+
+    PYAV = "pyav"  # FFmpeg on the CPU
+    NVDEC = "nvdec"  # torchcodec on CUDA; fails (missing_dependency, device_unavailable) where it cannot
+    AUTO = "auto"  # nvdec where torchcodec and a CUDA device are present, else PyAV
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingOptions:
     """Which frames of a video (or timed multi-frame DICOM) to take.
@@ -23,6 +31,7 @@ class SamplingOptions:
         start_s: first target time, seconds from the first frame.
         end_s: last allowed target time (inclusive), or None for the end of the source.
         max_frames: stop after this many sampled frames (None = no cap).
+        decoder: the video decoder for exact sampling: pyav, nvdec or auto.
     """
 
     fps: float = 1.0
@@ -30,6 +39,7 @@ class SamplingOptions:
     start_s: float = 0.0
     end_s: float | None = None
     max_frames: int | None = None
+    decoder: DecoderChoice = DecoderChoice.PYAV
 
     def __post_init__(self) -> None:
         if not 0 <= self.fps <= 1000:
@@ -40,6 +50,8 @@ class SamplingOptions:
             raise ValueError(f"end ({self.end_s}) must not be before start ({self.start_s})")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.decoder not in set(DecoderChoice):  # a plain string from a caller is fine if it names one
+            raise ValueError(f"decoder must be one of {', '.join(DecoderChoice)}, got {self.decoder!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,18 @@ most one decoded frame is held.
 
 Only plain files in known video containers are opened: FFmpeg would otherwise demux anything it
 can probe (text through its tty demuxer, HLS playlists that make it read the files they list).
+
+With ``decoder`` nvdec (or auto, where torchcodec and CUDA are present), exact sampling decodes
+with torchcodec on the GPU instead (``models.video_decode``). Opening, indexing, limits and the
+frame plan stay PyAV's, so the same frames are chosen and carry the same index and timestamp;
+only the pixels come from NVDEC (equal to PyAV's within colour-conversion rounding).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,10 +39,14 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from numpy.typing import NDArray
 
+from models.errors import ModelError
 from models.types import RGBImage
-from service.errors import ErrorCode, PartialMediaError, PreannotateError
+from models.video_decode import VideoDecodeError
+from models.video_decode import VideoDecoder as GpuVideoDecoder
+from service.errors import ErrorCode, PartialMediaError, PreannotateError, from_model_error
+from service.pipeline.decoders import GPU_DEVICE, log_once, use_gpu_decoder
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
-from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.sampling import select_frames
 
 log = logging.getLogger(__name__)
@@ -81,6 +91,23 @@ class VideoIndex:
     def frame_index(self, pts: int) -> int:
         """Display-order index of the frame with this pts."""
         return int(np.searchsorted(self.pts, pts, "left"))
+
+    def played_at_times(self, pts: NDArray[np.int64]) -> list[float]:
+        """For each frame (by pts), a time in stream seconds inside its display interval [pts, next pts).
+
+        The middle of the interval: asking at the pts itself would depend on two decoders rounding
+        pts * time_base alike, the middle is half a frame from either edge. The last frame gets half
+        the interval before it (``models.video_decode`` serves a time past the stream's end, as
+        torchcodec sees it, as the last frame).
+        """
+        if len(self.pts) == 0:
+            return []
+        position = np.searchsorted(self.pts, pts, "left")
+        last_step = int(self.pts[-1] - self.pts[-2]) if len(self.pts) > 1 else 0
+        following = np.append(self.pts[1:], self.pts[-1] + last_step)
+        nxt = following[np.minimum(position, len(self.pts) - 1)]
+        middle = (pts.astype(np.float64) + nxt.astype(np.float64)) / 2
+        return [float(t) for t in middle * float(self.time_base)]
 
 
 @dataclass(slots=True)
@@ -129,11 +156,14 @@ def frame_to_rgb(frame: VideoFrame) -> RGBImage:
 
 
 class _Sampled(NamedTuple):
-    """One planned frame: ``pts`` and ``frame`` are what was decoded for it (None: nothing)."""
+    """One planned frame: ``pts`` and ``frame`` are what was decoded for it (None: nothing).
+
+    ``frame`` is a PyAV frame, or RGB pixels already (the GPU decoder's).
+    """
 
     wanted_pts: int
     pts: int | None
-    frame: VideoFrame | None
+    frame: VideoFrame | RGBImage | None
 
 
 @dataclass(slots=True)
@@ -198,6 +228,7 @@ class VideoReader:
         self._sampling = sampling
         self.stats = SamplingStats()
         self._seek_by_dts = False
+        self._gpu: GpuVideoDecoder | None = None
         self._container = _open(path, limits)
         try:
             self._stream = self._container.streams.video[0]
@@ -215,9 +246,49 @@ class VideoReader:
                 self._container.format.name in _PTS_IN_DECODE_ORDER and self._stream.codec_context.has_b_frames
             )
             self.meta = self._plan(item, slot, width, height, limits)
+            if use_gpu_decoder(sampling):
+                if self._pts_in_decode_order:  # torchcodec would take the decode-order numbers for pts too
+                    log.info("%s: AVI with B-frames stores no presentation times; decoding with PyAV", path)
+                else:
+                    self._gpu = self._open_gpu(width, height)
         except BaseException:
             self._container.close()
             raise
+
+    @property
+    def decoder(self) -> str:
+        """The decoder that iterating uses: ``nvdec`` (torchcodec on CUDA) or ``pyav``."""
+        return "pyav" if self._gpu is None else "nvdec"
+
+    def _open_gpu(self, width: int, height: int) -> GpuVideoDecoder | None:
+        """torchcodec on CUDA for this file; None (PyAV) in auto mode when it cannot read it."""
+        nvdec = self._sampling.decoder == DecoderChoice.NVDEC
+        try:
+            decoder = GpuVideoDecoder(self._path, device=GPU_DEVICE)
+        except ModelError as exc:
+            if nvdec:
+                raise PreannotateError(from_model_error(exc).code, f"{self._path}: decoder nvdec: {exc}") from None
+            log_once("decoding videos with PyAV: %s", exc)
+            return None
+        except VideoDecodeError as exc:
+            if nvdec:
+                raise PreannotateError(
+                    ErrorCode.UNSUPPORTED_MEDIA, f"{self._path}: decoder nvdec: {exc} (--decoder pyav or auto reads it)"
+                ) from None
+            log.info("%s: decoding with PyAV: %s", self._path, exc)
+            return None
+        # Both honour the display rotation; if they disagree on the upright size, PyAV's is the one
+        # the slot promised (meta), and NVDEC frames would not match it.
+        if (decoder.width, decoder.height) != (width, height):
+            decoder.close()
+            message = f"the GPU decoder sees {decoder.width}x{decoder.height} frames, PyAV {width}x{height}"
+            if nvdec:
+                raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{self._path}: decoder nvdec: {message}")
+            log.info("%s: decoding with PyAV: %s", self._path, message)
+            return None
+        if decoder.cpu_fallback:
+            log.info("%s: NVDEC cannot decode this stream; torchcodec decodes it on the CPU", self._path)
+        return decoder
 
     def _probe_display_size(self) -> tuple[int, int]:
         """Decode the first key frame alone (it also proves the stream decodes)."""
@@ -265,6 +336,8 @@ class VideoReader:
     def __iter__(self) -> Iterator[Frame]:
         if self._sampling.mode is SamplingMode.KEYFRAMES:
             sampled = self._iter_keyframes()
+        elif self._gpu is not None:
+            sampled = self._iter_gpu(self._gpu)
         elif self._pts_in_decode_order:
             sampled = self._iter_in_output_order()
         else:
@@ -282,7 +355,7 @@ class VideoReader:
                 last_pts = pts
                 self.stats.sampled_frames += 1
                 yield self._to_frame(frame, pts)
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, VideoDecodeError) as exc:
             raise PartialMediaError(
                 f"{self._path}: decoding failed after {self.stats.sampled_frames} of {planned} sampled frames ({exc})"
             ) from exc
@@ -322,6 +395,20 @@ class VideoReader:
                 yield _Sampled(wanted, None if frame is None else frame.pts, frame)
         finally:
             decoder.close()
+
+    def _iter_gpu(self, decoder: GpuVideoDecoder) -> Iterator[_Sampled]:
+        """Exact sampling with torchcodec: each planned frame asked for by a time it is on screen.
+
+        The plan (which pts) is the PyAV index's, as in ``_iter_exact``; torchcodec's pts of the frame
+        it returns tells whether both agree (a frame they disagree on counts as lost). Decoded
+        frames are not counted in ``stats``: torchcodec does not say how many it decoded.
+        """
+        time_base = self._index.time_base
+        times = self._index.played_at_times(self._wanted)
+        for wanted, decoded in zip(self._wanted.tolist(), decoder.frames_played_at(times), strict=True):
+            # Back to integer pts: torchcodec reports pts * time_base as a double, a tiny fraction of a tick off.
+            pts = round(Fraction(decoded.pts_s) / time_base) if math.isfinite(decoded.pts_s) else None
+            yield _Sampled(wanted, pts, decoded.image)
 
     def _iter_in_output_order(self) -> Iterator[_Sampled]:
         """Exact sampling where decoded frames' pts are not display times (AVI with B-frames).
@@ -424,8 +511,8 @@ class VideoReader:
         self.stats.seeks += 1
         return iter(self._container.demux(self._stream))
 
-    def _to_frame(self, frame: VideoFrame, pts: int) -> Frame:
-        image = frame_to_rgb(frame)
+    def _to_frame(self, frame: VideoFrame | RGBImage, pts: int) -> Frame:
+        image = frame_to_rgb(frame) if isinstance(frame, VideoFrame) else frame
         return Frame(
             info=FrameInfo(
                 item=self.meta.item,
@@ -441,6 +528,8 @@ class VideoReader:
         )
 
     def close(self) -> None:
+        if self._gpu is not None:
+            self._gpu.close()
         self._container.close()
 
 

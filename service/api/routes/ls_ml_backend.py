@@ -37,6 +37,7 @@ from service.backends.label_studio import LabelStudioClient, config_from_setting
 from service.backends.retry import BackendError
 from service.commands.sync import preannotate_task  # the CLI's task runner: one code path for both
 from service.convert.label_studio import LabelConfig, item_to_ls_result, parse_label_config
+from service.convert.tracks import region_tracks
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.loaded_models import LoadedModel
@@ -272,7 +273,7 @@ class _TaskRunner:
             item,
             model,
             self._config,
-            tracks=None,
+            tracks=region_tracks(item.frames, settings.tracker_options()),  # LS video regions are tracks
             aliases=aliases,
             task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
         )

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.convert.label_studio import MAX_CONFIG_CHARS
 from service.evaluate.evaluation import Evaluation, Thresholds, evaluate
 from service.evaluate.inputs import BENCHMARK, CANDIDATE, documents_to_datasets
 from service.evaluate.types import Dataset
@@ -13,6 +14,10 @@ from service.evaluate.types import Dataset
 MAX_CANDIDATES = 16
 SELECT_PATTERN = r"^(annotations|predictions(=.+)?)$"
 _SELECT_HELP = "Label Studio only: annotations, predictions or predictions=MODEL_VERSION"
+_CONFIG_HELP = (
+    "Label Studio only: the project's labeling config (XML), for the frame rate its <Video> counts frames at "
+    "(exports do not carry it; without it a task's data.fps is used, else LS frame N is source frame N-1)"
+)
 
 
 class ThresholdsIn(BaseModel):
@@ -33,6 +38,7 @@ class CandidateIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="shown in the leaderboard, e.g. an annotator")
     data: dict[str, Any] | list[Any] = Field(description="the export itself: COCO, COCO results, Darwin, LS, Encord")
     select: str | None = Field(None, pattern=SELECT_PATTERN, description=_SELECT_HELP)
+    label_config: str | None = Field(None, max_length=MAX_CONFIG_CHARS, description=_CONFIG_HELP)
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +48,7 @@ class EvaluateRequest(BaseModel):
 
     benchmark: dict[str, Any] | list[Any] = Field(description="the gold labels, in any supported format")
     benchmark_select: str | None = Field(None, pattern=SELECT_PATTERN, description=_SELECT_HELP)
+    benchmark_label_config: str | None = Field(None, max_length=MAX_CONFIG_CHARS, description=_CONFIG_HELP)
     candidates: list[CandidateIn] = Field(min_length=1, max_length=MAX_CANDIDATES)
     iou: float = Field(0.5, strict=True, gt=0, le=1, description="IoU a pair needs to match")
     thresholds: ThresholdsIn = Field(default_factory=ThresholdsIn)
@@ -73,12 +80,21 @@ class EvaluateRequest(BaseModel):
 def request_to_evaluation(request: EvaluateRequest) -> Evaluation:
     """Evaluate an HTTP request's inline documents (sources are named ``body:benchmark``, ``body:NAME``)."""
     benchmark = documents_to_datasets(
-        [("body:benchmark", request.benchmark)], name=BENCHMARK, role=BENCHMARK, selector=request.benchmark_select
+        [("body:benchmark", request.benchmark)],
+        name=BENCHMARK,
+        role=BENCHMARK,
+        selector=request.benchmark_select,
+        label_config=request.benchmark_label_config,
     )[0]
     candidates: list[Dataset] = []
     for c in request.candidates:
         candidates += documents_to_datasets(
-            [(f"body:{c.name}", c.data)], name=c.name, role=CANDIDATE, selector=c.select, benchmark=benchmark
+            [(f"body:{c.name}", c.data)],
+            name=c.name,
+            role=CANDIDATE,
+            selector=c.select,
+            benchmark=benchmark,
+            label_config=c.label_config,
         )
     thresholds = Thresholds(**request.thresholds.model_dump())
     return evaluate(benchmark, candidates, iou_threshold=request.iou, thresholds=thresholds)
@@ -92,12 +108,22 @@ def uploads_to_evaluation(
     thresholds: Thresholds,
     benchmark_select: str | None = None,
     candidate_select: str | None = None,
+    benchmark_label_config: str | None = None,
+    candidate_label_config: str | None = None,
 ) -> Evaluation:
-    """Evaluate parsed uploads: ``(source, doc)`` for the benchmark, ``(name, source, doc)`` per candidate."""
-    bench = documents_to_datasets([benchmark], name=BENCHMARK, role=BENCHMARK, selector=benchmark_select)[0]
+    """Evaluate parsed uploads: ``(source, doc)`` for the benchmark, ``(name, source, doc)`` per candidate;
+    the label configs are Label Studio projects' (see ``documents_to_datasets``)."""
+    bench = documents_to_datasets(
+        [benchmark], name=BENCHMARK, role=BENCHMARK, selector=benchmark_select, label_config=benchmark_label_config
+    )[0]
     datasets: list[Dataset] = []
     for name, source, doc in candidates:
         datasets += documents_to_datasets(
-            [(source, doc)], name=name, role=CANDIDATE, selector=candidate_select, benchmark=bench
+            [(source, doc)],
+            name=name,
+            role=CANDIDATE,
+            selector=candidate_select,
+            benchmark=bench,
+            label_config=candidate_label_config,
         )
     return evaluate(bench, datasets, iou_threshold=iou, thresholds=thresholds)

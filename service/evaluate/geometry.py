@@ -204,3 +204,109 @@ def encord_rle_to_coco_rle(rle_string: str, width: int, height: int) -> dict[str
     mask = np.repeat(values, runs).reshape(height, width)
     encoded = mask_utils().encode(np.asfortranarray(mask))
     return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
+
+
+def mask_to_coco_rle(mask: NDArray[np.bool_]) -> tuple[dict[str, Any], BoxXYXY] | None:
+    """A (height, width) boolean mask as a COCO RLE (string counts) and its enclosing box; None when empty
+    (an object with no pixels can match nothing)."""
+    if not mask.any():
+        return None
+    encoded = mask_utils().encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = (float(v) for v in mask_utils().toBbox(encoded))
+    rle = {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encoded["counts"].decode("ascii")}
+    return rle, (x, y, x + w, y + h)
+
+
+def dense_rle_to_labels(dense_rle: Any, width: int, height: int) -> NDArray[np.int64]:
+    """A Darwin ``raster_layer.dense_rle`` as a (height, width) array of mask values (0: no mask).
+
+    ``dense_rle`` is ``[value, count, value, count, ...]`` over the pixels row by row (darwin-py's
+    ``rle_decode`` followed by ``reshape(height, width)``).
+    """
+    if not (
+        isinstance(dense_rle, list)
+        and len(dense_rle) % 2 == 0
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in dense_rle)
+    ):
+        raise FormatError("raster_layer.dense_rle must be [value, count, ...] non-negative integers")
+    if width * height > MAX_RASTER_PIXELS:
+        raise FormatError(f"a {width}x{height} raster layer is too large")
+    values, counts = np.asarray(dense_rle[0::2], np.int64), np.asarray(dense_rle[1::2], np.int64)
+    if int(counts.sum()) != width * height:
+        raise FormatError(f"raster_layer runs cover {int(counts.sum())} pixels, not {width} x {height}")
+    return np.repeat(values, counts).reshape(height, width)
+
+
+class _BitReader:
+    """Big-endian bits of a byte string, read a field at a time (label-studio-converter's ``InputStream``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.total = data, 0, len(data) * 8
+
+    def read(self, n: int) -> int:
+        end = self.pos + n
+        if end > self.total:
+            raise FormatError("brush RLE is truncated")
+        first, last = self.pos >> 3, (end + 7) >> 3
+        chunk = int.from_bytes(self.data[first:last], "big")
+        self.pos = end
+        return (chunk >> ((last << 3) - end)) & ((1 << n) - 1)
+
+    def read_words(self, count: int, size: int) -> NDArray[np.uint64]:
+        """``count`` consecutive ``size``-bit words at once (a literal run can hold 65536 of them)."""
+        end = self.pos + count * size
+        if end > self.total:
+            raise FormatError("brush RLE is truncated")
+        first = self.pos >> 3
+        bits = np.unpackbits(np.frombuffer(self.data[first : (end + 7) >> 3], np.uint8))
+        offset = self.pos - (first << 3)
+        words = bits[offset : offset + count * size].reshape(count, size).astype(np.uint64)
+        self.pos = end
+        return words @ (np.uint64(1) << np.arange(size - 1, -1, -1, dtype=np.uint64))
+
+
+def ls_brush_rle_to_mask(rle: Any, width: int, height: int) -> NDArray[np.bool_]:
+    """A Label Studio brush region's ``rle`` as a (height, width) mask: the pixels whose alpha is not 0.
+
+    The format is thi-ng's rle-pack over the RGBA bytes of the canvas, row by row, as label-studio-converter's
+    ``brush.decode_rle`` reads it (``ls_rle_to_coco_rle`` then keeps alpha > 0). Big-endian bits: 32 for the
+    number of values, 5 for the word size - 1, four times 4 for the run-length field sizes - 1; then runs of a
+    repeat flag (1 bit), a size choice (2 bits) and a length - 1 in that many bits, followed by one word to
+    repeat or that many literal words. A run past the end is cut there, as both reference decoders do.
+    """
+    try:
+        if not isinstance(rle, list):  # bytes() would take a number (that many zeros) too
+            raise TypeError
+        data = bytes(rle)
+    except (TypeError, ValueError):
+        raise FormatError("brush rle must be a list of bytes (0..255)") from None
+    if width * height > MAX_RASTER_PIXELS:
+        raise FormatError(f"a {width}x{height} brush mask is too large")
+    reader = _BitReader(data)
+    num = reader.read(32)
+    if num != width * height * 4:
+        raise FormatError(f"brush rle holds {num} values, not {width} x {height} RGBA pixels")
+    word = reader.read(5) + 1
+    sizes = [reader.read(4) + 1 for _ in range(4)]
+    # Only the alpha channel is kept: value k is pixel k // 4's alpha when k % 4 == 3, so the alpha values
+    # of values [i, j) are pixels [i // 4, j // 4). Short literal runs are read word by word (a numpy call
+    # per run would dominate: an encoder may write every lone value as its own run).
+    alpha = np.zeros(width * height, np.bool_)
+    read = reader.read
+    i = 0
+    while i < num:
+        head = read(3)  # repeat flag, then which length field size
+        j = i + 1 + read(sizes[head & 3])
+        end = min(j, num)
+        if head & 4:
+            if read(word) and end // 4 > i // 4:
+                alpha[i // 4 : end // 4] = True
+        elif j - i <= 16:
+            for k in range(i, j):
+                if read(word) and k % 4 == 3 and k < num:
+                    alpha[k // 4] = True
+        else:
+            span = end // 4 - i // 4
+            alpha[i // 4 : i // 4 + span] = reader.read_words(j - i, word)[(3 - i) % 4 :: 4][:span] > 0
+        i = j
+    return alpha.reshape(height, width)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.convert.label_studio import LabelConfig, parse_label_config
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.geometry import MAX_RASTER_PIXELS
 from service.evaluate.load_coco import coco_results_to_dataset, coco_to_dataset
@@ -24,7 +25,6 @@ BENCHMARK = "benchmark"
 CANDIDATE = "candidate"
 FORMATS = ("coco", "coco_results", "darwin", "label_studio", "encord")
 _MULTI_DOC_FORMATS = frozenset({"darwin", "encord", "label_studio"})
-MAX_COORDINATE = 1e7  # pixels (or percent); far beyond any real frame, well inside float precision
 MAX_COORDINATE = 1e7  # pixels (or percent): far beyond any real frame, well inside float precision
 MAX_SHAPES_PER_FRAME = 2000  # the assignment is cubic in this; COCO itself keeps 100 detections per image
 
@@ -107,7 +107,9 @@ def _as_list(doc: Any) -> list[dict[str, Any]]:
     return doc if isinstance(doc, list) else [doc]
 
 
-def _loader(fmt: str, role: str, selector: str | None, benchmark: Dataset | None) -> Callable[..., list[Dataset]]:
+def _loader(
+    fmt: str, role: str, selector: str | None, benchmark: Dataset | None, config: LabelConfig | None
+) -> Callable[..., list[Dataset]]:
     """The function that turns one document of ``fmt`` into datasets, for this side of the comparison."""
     if fmt == "coco":
         return lambda doc, **kw: [coco_to_dataset(doc, **kw)]
@@ -119,7 +121,7 @@ def _loader(fmt: str, role: str, selector: str | None, benchmark: Dataset | None
         return lambda doc, **kw: [darwin_to_dataset(_as_list(doc), **kw)]
     if fmt == "encord":
         return lambda doc, **kw: [encord_to_dataset(_as_list(doc), **kw)]
-    return lambda doc, **kw: _label_studio(_as_list(doc), role, selector, **kw)
+    return lambda doc, **kw: _label_studio(_as_list(doc), role, selector, label_config=config, **kw)
 
 
 def _label_studio(tasks: list[dict[str, Any]], role: str, selector: str | None, **kw: Any) -> list[Dataset]:
@@ -139,6 +141,7 @@ def documents_to_datasets(
     role: str,
     selector: str | None = None,
     benchmark: Dataset | None = None,
+    label_config: str | None = None,
 ) -> list[Dataset]:
     """Recognise and load documents of one format into datasets (several for a multi-model LS export).
 
@@ -148,10 +151,13 @@ def documents_to_datasets(
         role: ``benchmark`` or ``candidate``.
         selector: for Label Studio, ``annotations``, ``predictions`` or ``predictions=VERSION``.
         benchmark: the loaded benchmark, for a candidate (COCO results refer to its image ids).
+        label_config: for Label Studio, the project's labeling config (XML): the rate its videos' frames
+            are counted at. Exports do not carry it; without it, a task's ``fps`` data is used if any.
 
     Raises:
         PreannotateError: UNSUPPORTED_MEDIA for an unknown format, INVALID_ARGUMENT for a malformed one.
     """
+    config = _parse_config(label_config)
     merged: dict[str, Dataset] = {}
     formats: set[str] = set()
     for source, doc in documents:
@@ -167,7 +173,7 @@ def documents_to_datasets(
                 ErrorCode.INVALID_ARGUMENT, f"{source}: a directory must hold Darwin, Encord or Label Studio files only"
             )
         try:
-            loaded = _loader(fmt, role, selector, benchmark)(doc, name=name, source=source)
+            loaded = _loader(fmt, role, selector, benchmark, config)(doc, name=name, source=source)
         except FormatError as exc:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as exc:
@@ -192,6 +198,15 @@ def documents_to_datasets(
                 ErrorCode.INVALID_ARGUMENT, f"{documents[0][0]}: the benchmark holds no labelled items"
             )
     return datasets
+
+
+def _parse_config(xml: str | None) -> LabelConfig | None:
+    if xml is None:
+        return None
+    try:
+        return parse_label_config(xml)
+    except PreannotateError as exc:
+        raise PreannotateError(exc.code, f"Label Studio labeling config: {exc.message}") from None
 
 
 def check_dataset(dataset: Dataset, source: str) -> None:
@@ -227,17 +242,26 @@ def check_dataset(dataset: Dataset, source: str) -> None:
             )
 
 
-def load_benchmark(text: str) -> Dataset:
-    """``--benchmark`` -> the benchmark Dataset."""
+def load_benchmark(text: str, *, label_config: str | None = None) -> Dataset:
+    """``--benchmark`` -> the benchmark Dataset (``label_config``: a Label Studio project's config XML)."""
     spec = text_to_input_spec(text, default_name=BENCHMARK)
     return documents_to_datasets(
-        read_json_documents(spec.path), name=spec.name, role=BENCHMARK, selector=spec.selector
+        read_json_documents(spec.path),
+        name=spec.name,
+        role=BENCHMARK,
+        selector=spec.selector,
+        label_config=label_config,
     )[0]
 
 
-def load_candidates(text: str, benchmark: Dataset) -> list[Dataset]:
+def load_candidates(text: str, benchmark: Dataset, *, label_config: str | None = None) -> list[Dataset]:
     """One ``--candidate`` -> its datasets (one, or one per model version of a Label Studio export)."""
     spec = text_to_input_spec(text)
     return documents_to_datasets(
-        read_json_documents(spec.path), name=spec.name, role=CANDIDATE, selector=spec.selector, benchmark=benchmark
+        read_json_documents(spec.path),
+        name=spec.name,
+        role=CANDIDATE,
+        selector=spec.selector,
+        benchmark=benchmark,
+        label_config=label_config,
     )

@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from service.evaluate.geometry import check_rle, polygon_to_xyxy
-from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
+from service.evaluate.types import (
+    Dataset,
+    FormatError,
+    Shape,
+    ShapeKind,
+    Unit,
+    Units,
+    frame_rate,
+    normalise_item_key,
+)
 
 
 def _image_key(image: dict[str, Any]) -> tuple[str, str, int]:
@@ -62,6 +71,18 @@ def coco_annotation_to_shape(ann: dict[str, Any], label: str) -> Shape:
     )
 
 
+def _clock(images: list[dict[str, Any]]) -> float | None:
+    """The fps a video's frames count at, from ``preannotate run``'s ``frame_index`` and ``timestamp_s``
+    (the latest frame's: the most digits), or None without them."""
+    timed = [
+        (int(im["frame_index"]), float(im["timestamp_s"]))
+        for im in images
+        if isinstance(im.get("frame_index"), int) and isinstance(im.get("timestamp_s"), int | float)
+    ]
+    index, seconds = max(timed, default=(0, 0.0))
+    return frame_rate(index / seconds) if index > 0 and seconds > 0 else None
+
+
 def coco_to_dataset(doc: dict[str, Any], *, name: str, source: str) -> Dataset:
     """A full COCO dict (``images``, ``annotations``, ``categories``) as a Dataset.
 
@@ -71,6 +92,7 @@ def coco_to_dataset(doc: dict[str, Any], *, name: str, source: str) -> Dataset:
     categories = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
     dataset = Dataset(name=name, source=source, format="coco", coco_categories=categories)
     units: dict[tuple[str, str], Unit] = {}
+    clocks: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for image in doc["images"]:
         item, slot, frame = _image_key(image)
         unit = units.get((item, slot))
@@ -86,6 +108,9 @@ def coco_to_dataset(doc: dict[str, Any], *, name: str, source: str) -> Dataset:
             )
         unit.frames.setdefault(frame, [])
         dataset.coco_images[int(image["id"])] = (item, slot, frame)
+        clocks.setdefault((item, slot), []).append(image)
+    for key, unit in units.items():
+        unit.fps = _clock(clocks[key])
     dataset.units = list(units.values())
     add_coco_annotations(dataset, doc.get("annotations", []), categories)
     return dataset
@@ -122,7 +147,15 @@ def coco_results_to_dataset(results: list[dict[str, Any]], benchmark: Dataset, *
         coco_categories=dict(benchmark.coco_categories),
     )
     dataset.units = [
-        Unit(item=u.item, slot=u.slot, title=u.title, width=u.width, height=u.height, frames={f: [] for f in u.frames})
+        Unit(
+            item=u.item,
+            slot=u.slot,
+            title=u.title,
+            width=u.width,
+            height=u.height,
+            fps=u.fps,
+            frames={f: [] for f in u.frames},
+        )
         for u in benchmark.units
     ]
     # Results carry no ids; number them so messages and the seed CSV can name each one.

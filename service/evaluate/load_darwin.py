@@ -1,14 +1,24 @@
-"""Darwin JSON 2.0 -> Dataset: one unit per item slot; boxes and polygons in pixels; tags; video ``frames``."""
+"""Darwin JSON 2.0 -> Dataset: one unit per item slot; boxes, polygons and masks in pixels; tags; video ``frames``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service.evaluate.geometry import polygon_to_xyxy
+from service.evaluate.geometry import dense_rle_to_labels, mask_to_coco_rle, polygon_to_xyxy
 from service.evaluate.tracks import FrameBudget, fill_between, lerp
-from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
+from service.evaluate.types import (
+    Dataset,
+    FormatError,
+    Shape,
+    ShapeKind,
+    Unit,
+    Units,
+    frame_rate,
+    normalise_item_key,
+)
 
-_UNSCORED = ("keypoint", "line", "ellipse", "cuboid", "skeleton", "mask", "raster_layer", "directional_vector")
+_UNSCORED = ("keypoint", "line", "ellipse", "cuboid", "skeleton", "directional_vector")
+RASTER, MASK = "raster_layer", "mask"
 
 
 def darwin_item_key(item: dict[str, Any]) -> str:
@@ -76,12 +86,6 @@ def _track_frames(ann: dict[str, Any], budget: FrameBudget) -> dict[int, dict[st
 
 def _shape(ann: dict[str, Any], data: dict[str, Any], unit: Unit, object_id: str) -> Shape | None:
     """The scored shape in ``data`` (an annotation, or one of its video frames), or None if unscored."""
-    inference = data.get("inference") or ann.get("inference") or {}
-    score = inference.get("confidence") if isinstance(inference, dict) else None
-    annotators = ann.get("annotators") or []
-    created_by = annotators[0].get("email") if annotators and isinstance(annotators[0], dict) else None
-    attributes = data.get("attributes", ann.get("attributes"))
-    attrs = (("attributes", ",".join(sorted(map(str, attributes)))),) if isinstance(attributes, list) else ()
     box = data.get("bounding_box")
     polygons: tuple[tuple[float, ...], ...] = ()
     kind = ShapeKind.BOX
@@ -101,13 +105,72 @@ def _shape(ann: dict[str, Any], data: dict[str, Any], unit: Unit, object_id: str
         label=str(ann["name"]),
         xyxy=(x, y, x + w, y + h),
         kind=kind,
-        score=float(score) if isinstance(score, int | float) else None,
         polygons=polygons,
         class_key=str(ann["name"]),
         box_src=(x, y, w, h),
-        created_by=created_by,
-        attributes=attrs,
+        **_provenance(ann, data),
     )
+
+
+def _provenance(ann: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Score, creator and attributes of an annotation (or of one of its video frames), as Shape fields."""
+    inference = data.get("inference") or ann.get("inference") or {}
+    score = inference.get("confidence") if isinstance(inference, dict) else None
+    annotators = ann.get("annotators") or []
+    attributes = data.get("attributes", ann.get("attributes"))
+    return {
+        "score": float(score) if isinstance(score, int | float) and not isinstance(score, bool) else None,
+        "created_by": annotators[0].get("email") if annotators and isinstance(annotators[0], dict) else None,
+        "attributes": (("attributes", ",".join(sorted(map(str, attributes)))),) if isinstance(attributes, list) else (),
+    }
+
+
+def _has(ann: dict[str, Any], key: str) -> bool:
+    """Whether the annotation, or any of its video frames, holds ``key`` (``mask``, ``raster_layer``, ...)."""
+    return key in ann or any(isinstance(f, dict) and key in f for f in (ann.get("frames") or {}).values())
+
+
+def _layers(ann: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A ``raster_layer`` annotation's layer per frame (frame 0 for a still)."""
+    if RASTER in ann:
+        return {0: ann[RASTER]}
+    return {int(f): d[RASTER] for f, d in (ann.get("frames") or {}).items() if RASTER in d}
+
+
+def _add_masks(unit: Unit, masks: list[tuple[str, dict[str, Any]]], layers: dict[int, dict[str, Any]]) -> None:
+    """Each ``mask`` annotation as the pixels of the slot's raster layer holding its value, on every frame the
+    layer gives it pixels (V7 keeps one raster layer per slot, per frame on video: ``dense_rle`` runs over
+    ``mask_annotation_ids_mapping`` values, 0 for none). A mask with no pixels anywhere, or on a slot of
+    unknown size, is counted as a skipped ``mask``: it can match nothing."""
+    shown: set[str] = set()
+    width, height = unit.width or 0, unit.height or 0
+    for frame, layer in sorted(layers.items()) if width and height else ():
+        mapping = layer.get("mask_annotation_ids_mapping") or {}
+        values = dense_rle_to_labels(layer.get("dense_rle"), width, height)
+        for object_id, ann in masks:
+            value = mapping.get(object_id)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                continue
+            encoded = mask_to_coco_rle(values == value)
+            if encoded is None:
+                continue
+            rle, (x1, y1, x2, y2) = encoded
+            data = (ann.get("frames") or {}).get(str(frame)) or ann
+            shape = Shape(
+                object_id=object_id,
+                label=str(ann["name"]),
+                xyxy=(x1, y1, x2, y2),
+                kind=ShapeKind.MASK,
+                rle=rle,
+                class_key=str(ann["name"]),
+                box_src=(x1, y1, x2 - x1, y2 - y1),
+                **_provenance(ann, data),
+            )
+            unit.add(frame, shape)
+            shown.add(object_id)
+    for object_id, _ in masks:
+        if object_id not in shown:
+            unit.skip(MASK)
 
 
 def _units_of(doc: dict[str, Any]) -> dict[str, Unit]:
@@ -128,6 +191,8 @@ def _units_of(doc: dict[str, Any]) -> dict[str, Unit]:
         )
         if slot.get("type", "image") == "image":
             unit.frames[0] = []  # a still is always looked at, annotated or not
+        if slot.get("type") == "video":
+            unit.fps = frame_rate(slot.get("fps"))  # V7 counts a video's frames at it; "native" names no number
         units[name] = unit
     return units
 
@@ -135,7 +200,8 @@ def _units_of(doc: dict[str, Any]) -> dict[str, Unit]:
 def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> Dataset:
     """Darwin JSON 2.0 files (one item each) as a Dataset: one unit per slot.
 
-    Annotations go to ``slot_names[0]``, or to the first slot when it is missing (V7's default). Video,
+    Annotations go to ``slot_names[0]``, or to the first slot when it is missing (V7's default). ``mask``
+    annotations are scored by mask IoU on the pixels the slot's ``raster_layer`` gives them. Video,
     DICOM and PDF annotations cover their ``frames`` and every frame of their ``ranges``, filled in from
     the keyframes as V7 shows them (see ``_track_frames``); frame keys are 0-based frame indices.
     Tags without frames apply to the whole slot (frame -1).
@@ -147,6 +213,8 @@ def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> 
             raise FormatError(f"item {doc.get('item', {}).get('name')!r}: only Darwin JSON 2.0 is supported")
         units = _units_of(doc)
         default_slot = next(iter(units))
+        layers: dict[str, dict[int, dict[str, Any]]] = {}
+        masks: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for position, ann in enumerate(doc.get("annotations") or []):
             if "name" not in ann:
                 raise FormatError(f"item {doc['item'].get('name')!r}: an annotation has no name")
@@ -160,9 +228,17 @@ def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> 
                     unit.tags.add((frame, str(ann["name"]), "true"))
                 continue
             object_id = str(ann.get("id") or f"#{position}")  # import files may omit ids
+            if _has(ann, RASTER):
+                layers.setdefault(unit.slot, {}).update(_layers(ann))
+                continue
+            if _has(ann, MASK):  # its pixels are in the slot's raster layer, read once all are known
+                masks.setdefault(unit.slot, []).append((object_id, ann))
+                continue
             for frame, data in (_track_frames(ann, budget) if frames else {0: ann}).items():
                 shape = _shape(ann, data, unit, object_id)
                 if shape is not None:
                     unit.add(frame, shape)
+        for slot, slot_masks in masks.items():
+            _add_masks(units[slot], slot_masks, layers.get(slot, {}))
         dataset.units.extend(units.values())
     return dataset

@@ -11,7 +11,16 @@ from service.evaluate.geometry import (
     polygon_to_xyxy,
     rotated_box_to_polygon,
 )
-from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
+from service.evaluate.types import (
+    Dataset,
+    FormatError,
+    Shape,
+    ShapeKind,
+    Unit,
+    Units,
+    frame_rate,
+    normalise_item_key,
+)
 
 _FRAME_TYPES = frozenset({"video", "dicom", "nifti", "pdf", "scene"})
 _STILL_TYPES = frozenset({"image", "img_group"})
@@ -112,23 +121,27 @@ def _object_to_shape(obj: dict[str, Any], du: dict[str, Any], unit: Unit, answer
     )
 
 
-def _row_frames(row: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
-    """(frame index, data unit, frame labels) in the SDK's parse order: data units, then frame keys as stored."""
-    data_type = row["data_type"]
-    out: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
-    for du in row["data_units"].values():
-        labels = du.get("labels") or {}
-        if data_type in _STILL_TYPES:
-            out.append((int(du.get("data_sequence", 0)), du, labels))
-        elif data_type in _FRAME_TYPES:
-            out.extend((int(frame), du, frame_labels) for frame, frame_labels in labels.items() if str(frame).isdigit())
-        else:
-            raise FormatError(f"label row {row.get('label_hash')}: data_type {data_type!r} is not supported")
-    return out
+def _unit_frames(du: dict[str, Any], data_type: str) -> list[tuple[int, dict[str, Any]]]:
+    """(frame index, frame labels) of one data unit: frame 0 for an image, frame keys as stored for a video."""
+    labels = du.get("labels") or {}
+    if data_type in _STILL_TYPES:
+        return [(0, labels)]
+    if data_type in _FRAME_TYPES:
+        return [(int(frame), frame_labels) for frame, frame_labels in labels.items() if str(frame).isdigit()]
+    raise FormatError(f"data_type {data_type!r} is not supported")
 
 
-def _add_tags(row: dict[str, Any], unit: Unit, frames_by_hash: dict[str, set[int]]) -> None:
-    still = row["data_type"] == "image"
+def _sequence(du: dict[str, Any], position: int) -> int:
+    """An image group's image number: its ``data_sequence`` (an int, or a string since 0.1.2xx), else its place."""
+    value = du.get("data_sequence")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else position
+
+
+def _add_tags(row: dict[str, Any], units: dict[int, Unit], frames_by_hash: dict[str, set[int]]) -> None:
+    """Classifications onto the units: a still's (an image's, or an image group's image's) as a tag on the
+    whole slot (frame -1), like a Darwin or LS tag; a video's per frame. ``units`` maps a frame index (an
+    image group's image number; 0 otherwise) to the unit it falls on."""
+    still = row["data_type"] in _STILL_TYPES
     total = 0
     for hash_, answer in (row.get("classification_answers") or {}).items():
         frames = set(frames_by_hash.get(hash_, set()))
@@ -140,44 +153,83 @@ def _add_tags(row: dict[str, Any], unit: Unit, frames_by_hash: dict[str, set[int
             frames.update(span)
         for c in answer.get("classifications") or []:
             question, text = str(c.get("name") or c["featureHash"]), _answer_text(c.get("answers"))
-            # A single image's classification is about the whole image, like a Darwin or LS tag.
-            unit.tags.update((-1 if still else f, question, text) for f in (frames or {0}))
+            for f in frames or {0}:
+                # An image group's classification is about the images its range covers; others' about slot 0.
+                unit = units.get(f) if row["data_type"] == "img_group" else units[0]
+                if unit is not None:
+                    unit.tags.add((-1 if still else f, question, text))
 
 
-def encord_to_dataset(rows: list[dict[str, Any]], *, name: str, source: str) -> Dataset:
-    """Encord label rows as a Dataset: one unit per row (slot ``"0"``); ``img_group`` images are its frames.
-
-    Items are keyed by ``data_title`` (``data_hash`` when untitled) and also carry ``data_hash`` as their id,
-    which is what Encord-to-Encord comparisons pair on, like the seed script.
-    """
-    dataset = Dataset(name=name, source=source, format="encord")
-    for row in rows:
-        title = str(row.get("data_title") or "")
-        data_hash = str(row.get("data_hash") or "")
-        if not (title or data_hash):
-            raise FormatError("a label row has neither data_title nor data_hash")
-        units = list(row["data_units"].values())
-        first = units[0] if units else {}
+def _row_units(row: dict[str, Any]) -> list[tuple[Unit, dict[str, Any]]]:
+    """Each data unit with the unit it is scored as: an image group's images are slots ``"0"``, ``"1"``, ...
+    by ``data_sequence``, as in Darwin and in our own converter (slot i is image i); any other row is one
+    unit, slot ``"0"``, sized by its first data unit."""
+    title = str(row.get("data_title") or "")
+    data_hash = str(row.get("data_hash") or "")
+    if not (title or data_hash):
+        raise FormatError("a label row has neither data_title nor data_hash")
+    group = row["data_type"] == "img_group"
+    out: list[tuple[Unit, dict[str, Any]]] = []
+    for position, du in enumerate(list(row["data_units"].values()) or [{}]):
+        if out and not group:
+            out.append((out[0][0], du))
+            continue
+        sequence = _sequence(du, position) if group else 0
         unit = Unit(
             item=normalise_item_key(title) if title else data_hash,
+            slot=str(sequence),
             title=title,
             item_id=data_hash or None,
             label_id=row.get("label_hash"),
-            width=int(first["width"]) if first.get("width") else None,
-            height=int(first["height"]) if first.get("height") else None,
+            width=int(du["width"]) if du.get("width") else None,
+            height=int(du["height"]) if du.get("height") else None,
             src_units=Units.NORM,
+            fps=frame_rate(du.get("data_fps")),
+            # The script reads frame 0 of the row, which in an image group is image 0 (get_annotation(0)).
+            in_seed=sequence == 0,
         )
         unit.pixel_size_known = bool(unit.width and unit.height)
+        out.append((unit, du))
+    slots = [u.slot for u, _ in out]
+    if group and len(set(slots)) != len(slots):
+        raise FormatError(f"label row {row.get('label_hash')}: two images share a data_sequence")
+    return sorted(out, key=lambda pair: int(pair[0].slot))
+
+
+def encord_to_dataset(rows: list[dict[str, Any]], *, name: str, source: str) -> Dataset:
+    """Encord label rows as a Dataset: one unit per data unit (slot ``"0"``; an image group's image i is
+    slot ``"i"``, a one-frame unit each).
+
+    Items are keyed by ``data_title`` (``data_hash`` when untitled) and also carry ``data_hash`` as their id,
+    which is what Encord-to-Encord comparisons pair on, like the seed script. Every unit of a row keeps the
+    row's object order (the SDK's instance order, which the seed CSV follows).
+    """
+    dataset = Dataset(name=name, source=source, format="encord")
+    for row in rows:
+        data_type = str(row["data_type"])
+        if data_type not in _STILL_TYPES | _FRAME_TYPES:
+            raise FormatError(f"label row {row.get('label_hash')}: data_type {data_type!r} is not supported")
+        group = data_type == "img_group"
         answers = row.get("object_answers") or {}
         frames_by_hash: dict[str, set[int]] = {}
-        for frame, du, labels in _row_frames(row):
-            unit.frames.setdefault(frame, [])
-            for obj in labels.get("objects") or []:
-                shape = _object_to_shape(obj, du, unit, answers)
-                if shape is not None:
-                    unit.add(frame, shape)
-            for c in labels.get("classifications") or []:  # rows before 0.1.2xx listed them per frame
-                frames_by_hash.setdefault(str(c.get("classificationHash")), set()).add(frame)
-        _add_tags(row, unit, frames_by_hash)
-        dataset.units.append(unit)
+        row_order: dict[str, None] = {}
+        pairs = _row_units(row)
+        for unit, du in pairs:
+            for frame, labels in _unit_frames(du, data_type):
+                unit.frames.setdefault(frame, [])
+                for obj in labels.get("objects") or []:
+                    shape = _object_to_shape(obj, du, unit, answers)
+                    if shape is not None:
+                        unit.add(frame, shape)
+                        row_order.setdefault(shape.object_id)
+                # Rows before 0.1.2xx listed classifications per frame; an image group's frame is its image.
+                for c in labels.get("classifications") or []:
+                    frames_by_hash.setdefault(str(c.get("classificationHash")), set()).add(
+                        int(unit.slot) if group else frame
+                    )
+        units = list({id(u): u for u, _ in pairs}.values())
+        for unit in units:
+            unit.object_order = list(row_order)
+        _add_tags(row, {int(u.slot): u for u in units}, frames_by_hash)
+        dataset.units.extend(units)
     return dataset

@@ -1,17 +1,44 @@
-"""Label Studio JSON export -> Dataset(s): a task's annotations (human) or its predictions (per model version)."""
+"""Label Studio JSON export -> Dataset(s): a task's annotations (human) or its predictions (per model version).
+
+Video frames: LS counts a video's frames at its project's ``<Video framerate>`` (a number, or ``$key`` read
+from the task's data; 24 when missing), not at the file's rate, and shows LS frame N from (N - 1) / fps on.
+A ``videorectangle`` is therefore a track in time. Its frames are keyed N - 1 at that rate (``Unit.fps``),
+and when the other side of a comparison knows its own rate, pairing re-samples the track at the times of
+that side's frames (``Unit.retime``): a 30 fps file labelled in a 24 fps project is scored frame by frame
+of the file. The rate is known from the labeling config given with the export, else from the task data's
+``fps`` (the key label_studio.md §5 and our own default config use). With neither, LS frame N is taken to
+be source frame N - 1, as before: the project is assumed to play at the file's rate.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from service.evaluate.geometry import polygon_to_xyxy, rotated_box_to_polygon
+from service.convert.label_studio import LabelConfig, LsObject, ls_frame_rate
+from service.evaluate.geometry import ls_brush_rle_to_mask, mask_to_coco_rle, polygon_to_xyxy, rotated_box_to_polygon
 from service.evaluate.tracks import FrameBudget, lerp
-from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind, Unit, Units, normalise_item_key
+from service.evaluate.types import (
+    Dataset,
+    FormatError,
+    Shape,
+    ShapeKind,
+    Unit,
+    Units,
+    frame_rate,
+    normalise_item_key,
+)
 
 ANNOTATIONS = "annotations"
 PREDICTIONS = "predictions"
 _MEDIA_KEYS = ("image", "video", "url", "img", "audio")
+FPS_KEY = "fps"
+"""The task data key read for a video's frame rate when no labeling config is given."""
+_FRAME_TOLERANCE = 1e-3
+"""Of an LS frame: a time this close before a frame's start is on that frame (float error, not motion)."""
 
 
 def ls_url_to_item(url: str) -> str:
@@ -75,40 +102,146 @@ def _between(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any]:
     }
 
 
-def sequence_to_frames(value: dict[str, Any], budget: FrameBudget) -> dict[int, dict[str, Any]]:
-    """A ``videorectangle``'s box on every frame the editor shows it, by LS frame number (1-based).
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """LS frames [start, stop) of a track: ``key`` moving linearly to ``towards`` (reached on its own frame,
+    ``stop``), or held when ``towards`` is None."""
+
+    start: int
+    stop: int
+    key: dict[str, Any]
+    towards: dict[str, Any] | None
+
+    def at(self, position: float) -> dict[str, Any]:
+        """The keyframe at an LS frame position, fractional between frames (a time between their starts)."""
+        if self.towards is None or position == self.start:
+            return self.key
+        return _between(self.key, self.towards, (position - self.start) / (self.stop - self.start))
+
+
+def sequence_to_pieces(value: dict[str, Any]) -> list[_Piece]:
+    """A ``videorectangle``'s spans, as the editor shows them (LS frame numbers, 1-based).
 
     From an enabled keyframe the box is interpolated linearly up to the next keyframe; past the last one it
     is held to the end of the video (``framesCount``; with none known, only the keyframe itself). A keyframe
     with ``enabled: false`` is shown on its own frame and ends the span; a later keyframe starts a new one.
-    ``enabled`` defaults to true, as in the editor.
+    ``enabled`` defaults to true, as in the editor. Where two pieces cover a frame, the later one wins.
     """
     keys = sorted(value.get("sequence") or [], key=lambda k: int(k["frame"]))
     count = value.get("framesCount")
     last_frame = int(count) if isinstance(count, int | float) and not isinstance(count, bool) else None
-    frames: dict[int, dict[str, Any]] = {}
+    pieces: list[_Piece] = []
     for i, key in enumerate(keys):
         start = int(key["frame"])
         nxt = keys[i + 1] if i + 1 < len(keys) else None
         if key.get("enabled", True) is False:
-            stop = start + 1
-        elif nxt is not None:
-            stop = int(nxt["frame"])  # the same frame twice: the later keyframe wins
+            pieces.append(_Piece(start, start + 1, key, None))
+        elif nxt is not None:  # the same frame twice: an empty piece, the later keyframe wins
+            pieces.append(_Piece(start, int(nxt["frame"]), key, nxt))
         else:
-            stop = max(start, last_frame or start) + 1
-        budget.spend(stop - start)
-        for frame in range(start, stop):
-            frames[frame] = (
-                key
-                if frame == start or nxt is None
-                else _between(key, nxt, (frame - start) / (int(nxt["frame"]) - start))
+            pieces.append(_Piece(start, max(start, last_frame or start) + 1, key, None))
+    return pieces
+
+
+def sequence_to_frames(value: dict[str, Any], budget: FrameBudget) -> dict[int, dict[str, Any]]:
+    """A ``videorectangle``'s box on every frame the editor shows it, by LS frame number (1-based); see
+    ``sequence_to_pieces``."""
+    return _pieces_to_frames(sequence_to_pieces(value), budget)
+
+
+def _pieces_to_frames(pieces: list[_Piece], budget: FrameBudget) -> dict[int, dict[str, Any]]:
+    frames: dict[int, dict[str, Any]] = {}
+    for piece in pieces:
+        budget.spend(piece.stop - piece.start)  # spent before expanding: a keyframe is two numbers
+        for frame in range(piece.start, piece.stop):
+            frames[frame] = piece.at(frame)
+    return frames
+
+
+def pieces_at_rate(pieces: list[_Piece], fps_ls: float, fps: float, budget: FrameBudget) -> dict[int, dict[str, Any]]:
+    """A track's box on every frame of a video counted at ``fps`` (0-based) whose time the track covers.
+
+    Frame k starts at k / fps, which is LS position k * fps_ls / fps + 1 (LS frame N runs from
+    (N - 1) / fps_ls): the box there is the editor's interpolation at that time, so keyframes placed at the
+    same time as a source frame give that frame exactly, and frames LS never stops on are interpolated.
+    """
+    ratio = fps / fps_ls
+    frames: dict[int, dict[str, Any]] = {}
+    for piece in pieces:
+        first = max(0, math.ceil((piece.start - 1 - _FRAME_TOLERANCE) * ratio))
+        stop = math.ceil((piece.stop - 1 - _FRAME_TOLERANCE) * ratio)
+        budget.spend(stop - first)
+        for frame in range(first, stop):
+            frames[frame] = piece.at(max(float(piece.start), frame / ratio + 1))
+    return frames
+
+
+@dataclass(frozen=True, slots=True)
+class _Track:
+    """A ``videorectangle`` region, kept for re-sampling at another frame rate."""
+
+    rid: str
+    label: str
+    pieces: list[_Piece]
+    score: float | None
+    created_by: str | None
+
+
+def _retime(
+    unit: Unit, fps_ls: float, tracks: list[_Track], still: dict[int, list[Shape]], fps: float
+) -> dict[int, list[Shape]]:
+    """``unit``'s frames with its tracks sampled at the frames of ``fps`` (``Unit.retime``)."""
+    frames = {f: list(shapes) for f, shapes in still.items()}
+    budget = FrameBudget()
+    for track in tracks:
+        for frame, key in pieces_at_rate(track.pieces, fps_ls, fps, budget).items():
+            frames.setdefault(frame, []).append(
+                _rect_shape(track.rid, track.label, key, unit, track.score, track.created_by)
             )
     return frames
 
 
+def video_frame_rate(task_data: dict[str, Any], to_name: str, config: LabelConfig | None) -> float | None:
+    """The rate LS counts a task's video frames at, or None when nothing says.
+
+    With the labeling config, LS's own rule (``ls_frame_rate``: the ``framerate`` literal or ``$key`` of
+    the task data, else 24). Without it (or when it has no video ``to_name``), the task data's ``fps`` when
+    that is a positive number, read as LS reads ``framerate="$fps"``.
+    """
+    video = config.object(to_name) if config is not None else None
+    if video is not None and video.kind == "video":
+        return frame_rate(ls_frame_rate(video, task_data))
+    raw = task_data.get(FPS_KEY)
+    try:
+        number = float(raw) if isinstance(raw, int | float | str) and not isinstance(raw, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        return None
+    return frame_rate(ls_frame_rate(LsObject(to_name, "video", None, "$" + FPS_KEY), task_data))
+
+
+def _brush_shape(rid: str, region: dict[str, Any], score: float | None, by: str | None) -> Shape | None:
+    """A ``brushlabels`` region (``format: "rle"``, on its ``original_width`` x ``original_height`` image) as
+    a mask; None when it cannot be decoded to any pixel (no size, another format, nothing painted)."""
+    value = region.get("value") or {}
+    width, height = region.get("original_width"), region.get("original_height")
+    if value.get("format", "rle") != "rle" or "rle" not in value or not (isinstance(width, int) and width > 0):
+        return None
+    if not (isinstance(height, int) and height > 0):
+        return None
+    encoded = mask_to_coco_rle(ls_brush_rle_to_mask(value["rle"], width, height))
+    if encoded is None:
+        return None
+    rle, xyxy = encoded  # in pixels: the unit has a pixel size, this region's at least (``_size_of``)
+    label = _label(value, "brushlabels")
+    return Shape(rid, label, xyxy, ShapeKind.MASK, score, rle=rle, class_key=label, created_by=by)
+
+
 def _add_result(
-    region: dict[str, Any], unit: Unit, score: float | None, created_by: str | None, position: int, budget: FrameBudget
-) -> None:
+    region: dict[str, Any], unit: Unit, score: float | None, created_by: str | None, position: int
+) -> _Track | None:
+    """Put one region on the unit (a video track is returned instead, to be placed by the caller)."""
     type_ = str(region.get("type", ""))
     value = region.get("value") or {}
     rid = str(region.get("id") or f"#{position}")  # ids are optional in imports; keep regions distinct
@@ -133,13 +266,17 @@ def _add_result(
             created_by=created_by,
         )
         unit.add(0, shape)
+    elif type_ in ("brushlabels", "brush"):
+        brush = _brush_shape(rid, region, score_, created_by)
+        if brush is None:
+            unit.skip(type_)
+        else:
+            unit.add(0, brush)
     elif type_ == "videorectangle":
-        label = _label(value, "labels")
-        for frame, key in sequence_to_frames(value, budget).items():
-            # LS frames are 1-based (frame N is decoder index N - 1).
-            unit.add(frame - 1, _rect_shape(rid, label, key, unit, score_, created_by))
+        return _Track(rid, _label(value, "labels"), sequence_to_pieces(value), score_, created_by)
     else:
         unit.skip(type_ or "other")
+    return None
 
 
 def _size_of(results: list[dict[str, Any]]) -> tuple[int | None, int | None]:
@@ -162,7 +299,13 @@ def _completed_by(annotation: dict[str, Any]) -> str | None:
     return None if who is None else str(who)
 
 
-def _task_unit(task: dict[str, Any], label_set: dict[str, Any], created_by: str | None, budget: FrameBudget) -> Unit:
+def _task_unit(
+    task: dict[str, Any],
+    label_set: dict[str, Any],
+    created_by: str | None,
+    budget: FrameBudget,
+    config: LabelConfig | None,
+) -> Unit:
     results = label_set.get("result") or []
     width, height = _size_of(results)
     item = _task_item(task)
@@ -180,13 +323,36 @@ def _task_unit(task: dict[str, Any], label_set: dict[str, Any], created_by: str 
         unit.frames[0] = []
     score = label_set.get("score")
     set_score = float(score) if isinstance(score, int | float) else None
+    tracks: list[tuple[_Track, str]] = []
     for position, region in enumerate(results):
-        _add_result(region, unit, set_score, created_by, position, budget)
+        track = _add_result(region, unit, set_score, created_by, position)
+        if track is not None:
+            tracks.append((track, str(region.get("to_name"))))
+    if not tracks:
+        return unit
+    still = {f: list(shapes) for f, shapes in unit.frames.items()}
+    for track, _ in tracks:
+        for frame, key in _pieces_to_frames(track.pieces, budget).items():
+            # LS frame N is the decoder's frame N - 1 when the project plays at the file's rate.
+            unit.add(frame - 1, _rect_shape(track.rid, track.label, key, unit, track.score, track.created_by))
+    data = task.get("data")
+    data = data if isinstance(data, dict) else {}
+    rates = {video_frame_rate(data, to_name, config) for _, to_name in tracks}
+    fps = rates.pop() if len(rates) == 1 else None  # one video per task; two rates would be two clocks
+    if fps is not None:
+        unit.fps = fps
+        unit.retime = functools.partial(_retime, unit, fps, [t for t, _ in tracks], still)
     return unit
 
 
 def label_studio_to_datasets(
-    tasks: list[dict[str, Any]], *, name: str, source: str, side: str, model_version: str | None = None
+    tasks: list[dict[str, Any]],
+    *,
+    name: str,
+    source: str,
+    side: str,
+    model_version: str | None = None,
+    label_config: LabelConfig | None = None,
 ) -> list[Dataset]:
     """A Label Studio export as one Dataset per label source.
 
@@ -197,6 +363,8 @@ def label_studio_to_datasets(
         side: ``annotations`` (one per task: the ground-truth one, else the first not cancelled) or
             ``predictions`` (one dataset per ``model_version``, or only ``model_version`` when given).
         model_version: keep only this model version's predictions.
+        label_config: the project's labeling config, for the rate LS counts video frames at (see the module
+            docstring); None when not given.
 
     Returns:
         Datasets in order of first appearance; tasks without a usable label set are left out.
@@ -207,7 +375,7 @@ def label_studio_to_datasets(
         for task in tasks:
             annotation = _pick_annotation(task)
             if annotation is not None:
-                dataset.units.append(_task_unit(task, annotation, _completed_by(annotation), budget))
+                dataset.units.append(_task_unit(task, annotation, _completed_by(annotation), budget, label_config))
         return [dataset]
     by_version: dict[str, Dataset] = {}
     for task in tasks:
@@ -216,7 +384,7 @@ def label_studio_to_datasets(
             if model_version is not None and version != model_version:
                 continue
             dataset = by_version.setdefault(version, Dataset(name=name, source=source, format="label_studio"))
-            dataset.units.append(_task_unit(task, prediction, None, budget))
+            dataset.units.append(_task_unit(task, prediction, None, budget, label_config))
     if model_version is not None and not by_version:
         raise FormatError(f"no predictions with model_version {model_version!r}")
     if len(by_version) > 1:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from service.evaluate.types import Dataset, Shape, Unit
+from service.errors import ErrorCode, PreannotateError
+from service.evaluate.types import Dataset, FormatError, Shape, Unit
 
 _SAME_FAMILY = {"coco_results": "coco"}
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"  # a placeholder id (Encord rows not yet created), not an id
@@ -89,27 +91,36 @@ def pair_items(benchmark: Dataset, candidate: Dataset) -> list[tuple[str, str]]:
     return pairs
 
 
+def _pair_slots(b_units: list[Unit], c_units: list[Unit]) -> list[tuple[Unit, Unit]]:
+    """An item's slots paired: the only slot with the only slot (``"0"`` vs ``"image"``); else by slot name,
+    then what is left on both sides in order, when as many are left on each (a Darwin item's i-th slot and
+    an Encord image group's image i, whatever the Darwin slots are called)."""
+    if len(b_units) == 1 and len(c_units) == 1:
+        return [(b_units[0], c_units[0])]
+    c_slots = {u.slot: u for u in c_units}
+    pairs = [(u, c_slots[u.slot]) for u in b_units if u.slot in c_slots]
+    b_left = [u for u in b_units if u.slot not in c_slots]
+    c_left = [u for u in c_units if u.slot not in {b.slot for b in b_units}]
+    if len(b_left) == len(c_left):
+        pairs += zip(b_left, c_left, strict=True)
+    return pairs
+
+
 def pair_units(benchmark: Dataset, candidate: Dataset) -> Pairing:
-    """Pair item slots: by slot name, or the only slot with the only slot (``"0"`` vs ``"image"``)."""
+    """Pair item slots (see ``_pair_slots``), then put each pair on one clock and one pixel size."""
     b_items, c_items = _by_item(benchmark.units), _by_item(candidate.units)
-    item_pairs = pair_items(benchmark, candidate)
     matched: dict[int, Unit] = {}
-    for b_item, c_item in item_pairs:
-        b_units, c_units = b_items[b_item], c_items[c_item]
-        if len(b_units) == 1 and len(c_units) == 1:
-            matched[id(b_units[0])] = c_units[0]
-            continue
-        c_slots = {u.slot: u for u in c_units}
-        for unit in b_units:
-            if unit.slot in c_slots:
-                matched[id(unit)] = c_slots[unit.slot]
+    for b_item, c_item in pair_items(benchmark, candidate):
+        for b_unit, c_unit in _pair_slots(b_items[b_item], c_items[c_item]):
+            matched[id(b_unit)] = c_unit
     pairing = Pairing()
     for unit in benchmark.units:
         other = matched.get(id(unit))
         if other is None:
             pairing.pairs.append((unit, None))
-        else:  # whichever side only knows percent is put in the other's pixels
-            pairing.pairs.append((align_units(unit, other), align_units(other, unit)))
+        else:  # LS video frames re-counted in the other side's frames; percent put in the other's pixels
+            b_unit, c_unit = retime_unit(unit, other), retime_unit(other, unit)
+            pairing.pairs.append((align_units(b_unit, c_unit), align_units(c_unit, b_unit)))
     paired_candidates = {id(c) for c in matched.values()}
     by_candidate = {id(c): b for b in benchmark.units if (c := matched.get(id(b))) is not None}
     for unit in candidate.units:
@@ -118,6 +129,27 @@ def pair_units(benchmark: Dataset, candidate: Dataset) -> Pairing:
         else:
             pairing.candidate_only.append(unit)
     return pairing
+
+
+def retime_unit(unit: Unit, reference: Unit) -> Unit:
+    """``unit``'s frames counted in ``reference``'s when ``unit`` is Label Studio video counted at its
+    project's frame rate and ``reference`` knows another rate (a Darwin/Encord video's fps, COCO frame
+    timestamps, or another LS project's rate): its tracks are sampled at the times of ``reference``'s frames.
+
+    When ``reference`` knows no rate (a COCO file without timestamps, a Darwin ``"native"`` fps), LS frame N
+    stays frame N - 1: the project is taken to play at the file's rate, as label_studio.md asks of it.
+    """
+    if unit.retime is None or unit.fps is None or reference.fps is None:
+        return unit
+    if math.isclose(unit.fps, reference.fps, rel_tol=1e-6):
+        return unit  # LS frame N - 1 is already the other side's frame
+    if reference.retime is not None and unit.fps > reference.fps:
+        return unit  # LS against LS: the coarser project is sampled at the finer one's frames, not both
+    try:
+        frames = unit.retime(reference.fps)
+    except FormatError as exc:  # too many frames at that rate: refused like any input too large to score
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{unit.item}: {exc}") from None
+    return dataclasses.replace(unit, frames=frames, fps=reference.fps, retime=None)
 
 
 def align_units(unit: Unit, reference: Unit) -> Unit:

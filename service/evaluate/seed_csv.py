@@ -8,7 +8,8 @@ The script's semantics, kept on purpose (``summary.json`` has the correct figure
 - IoU uses the boxes' own top-left x, y, w, h units (Encord's 0..1), ``>`` so the first best wins, and no
   match at all (IoU 0) gives class_score 0;
 - class_score is 1.0 when the best match has the candidate's featureHash (the class name outside Encord);
-- rows follow the candidate's rows, and within one the SDK's ``get_object_instances()`` order.
+- rows follow the candidate's rows, and within one the SDK's ``get_object_instances()`` order;
+- an image group is read on its image 0 only (frame 0 of the row), under its plain ``data_title``.
 Differences: objects absent from frame 0 are skipped (the script crashes on them, ``get_annotation(0)``
 raises), and ``training_email`` falls back to the candidate's name when an object has no creator.
 """
@@ -84,11 +85,14 @@ def unit_pairs_to_seed_rows(
 
 
 def pairing_to_seed_rows(pairing: Pairing, *, candidate_name: str) -> list[SeedRow]:
+    # An Encord image group is one row to the script, which reads its image 0 only (frame 0 of the row):
+    # the other images' units are left out, and the row keeps its plain data_title.
+    pairs = [(b, c) for b, c in pairing.candidate_order if b.in_seed and c.in_seed]
     items: dict[str, int] = {}
-    for _, cand in pairing.candidate_order:
+    for _, cand in pairs:
         items[cand.item] = items.get(cand.item, 0) + 1
     multi = frozenset(item for item, n in items.items() if n > 1)
-    return unit_pairs_to_seed_rows(pairing.candidate_order, candidate_name=candidate_name, multi_slot_items=multi)
+    return unit_pairs_to_seed_rows(pairs, candidate_name=candidate_name, multi_slot_items=multi)
 
 
 def seed_rows_to_csv(rows: Sequence[SeedRow]) -> str:

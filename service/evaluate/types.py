@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,17 @@ def normalise_item_key(name: str) -> str:
     while key.startswith(("./", "/")):
         key = key[2:] if key.startswith("./") else key[1:]
     return key
+
+
+MAX_FPS = 1000.0
+"""Frame rates above this are taken as unknown: re-counting a video's frames at them would build millions."""
+
+
+def frame_rate(value: Any) -> float | None:
+    """A source's frame rate as a number in (0, ``MAX_FPS``], or None (absent, ``"native"``, nonsense)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and 0 < value <= MAX_FPS else None
 
 
 NO_CLASS = "(none)"
@@ -102,6 +115,12 @@ class Unit:
         tags: (frame index, question, answer); frame -1 is a tag on the whole slot.
         object_order: object ids in order of first appearance (the order the Encord SDK lists instances in).
         skipped: shapes not scored (keypoints, lines, ...), by kind.
+        fps: the rate its frame indices count at, when the source says (a Darwin video slot's ``fps``, an
+            Encord video's ``data_fps``, COCO frames' ``frame_index`` / ``timestamp_s``; for Label Studio, the
+            project's ``framerate``, which need not be the file's).
+        retime: Label Studio video only: its frames re-counted at another rate by time (the tracks sampled at
+            the times of that rate's frames); pairing calls it with the other side's ``fps``.
+        in_seed: whether the seed CSV reads this unit (an Encord image group's script reads image 0 only).
     """
 
     item: str
@@ -117,6 +136,9 @@ class Unit:
     tags: set[tuple[int, str, str]] = field(default_factory=set)
     object_order: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    fps: float | None = None
+    retime: Callable[[float], dict[int, list[Shape]]] | None = field(default=None, repr=False, compare=False)
+    in_seed: bool = True
     _seen_ids: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def add(self, frame: int, shape: Shape) -> None:

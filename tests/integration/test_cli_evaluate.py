@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import skimage.data
+
+from tests.unit.service.evaluate.fixtures import darwin_masks, ls_brush_task, ls_track_24, thirty_fps_benchmark
 
 ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo, drawn by hand
 
@@ -100,3 +103,27 @@ def test_a_bad_benchmark_is_one_line_naming_the_file(files: dict[str, Path]) -> 
     assert "invalid_argument" in result.stderr
     assert str(bad) in result.stderr
     assert not (files["root"] / "x").exists()
+
+
+def _summary(root: Path, bench: object, cand: object) -> dict[str, object]:
+    (root / "bench.json").write_text(json.dumps(bench))
+    (root / "cand.json").write_text(json.dumps(cand))
+    result = preannotate(
+        "evaluate", "--benchmark", root / "bench.json", "--candidate", f"c={root / 'cand.json'}", "--out", root / "out"
+    )
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, object] = json.loads((root / "out" / "summary.json").read_text())
+    return summary
+
+
+def test_darwin_masks_against_label_studio_brush_by_mask_iou(tmp_path: Path) -> None:
+    gt, brush = np.zeros((10, 12), bool), np.zeros((10, 12), bool)
+    gt[2:6, 2:8], brush[2:6, 4:10] = True, True  # 24 px each, 16 shared: IoU 0.5
+    s = _summary(tmp_path, darwin_masks("a.jpg", {"g": ("car", gt)}), [ls_brush_task(1, "a.jpg", [("car", brush)])])
+    assert (s["tp"], s["fp"], s["fn"], s["skipped_shapes"]) == (1, 0, 0, {})
+    assert s["mean_iou"] == pytest.approx(0.5)
+
+
+def test_a_label_studio_track_at_24_fps_against_a_30_fps_video(tmp_path: Path) -> None:
+    s = _summary(tmp_path, thirty_fps_benchmark(), [ls_track_24({"fps": 24})])  # the rate from the task data
+    assert (s["tp"], s["fp"], s["fn"]) == (32, 0, 0)

@@ -195,6 +195,31 @@ def ls_video_task(
     }
 
 
+# --- One car, one second of video: a 30 fps file and a 24 fps Label Studio project ----------------------------
+
+
+def thirty_fps_benchmark() -> dict[str, Any]:
+    """A 30 fps Darwin video: the car moves 10 px a frame from x 0 (frame 0) to x 300 (frame 30, one second
+    in), then stands still on frame 31 (V7 interpolates between the two keyframes and holds the last)."""
+    car = (0, 0, 100, 100)
+    doc = darwin_video("v.mp4", {0: [("g", "car", car)], 30: [("g", "car", (300, 0, 400, 100))]}, interpolated=True)
+    doc["annotations"][0]["ranges"] = [[0, 32]]
+    doc["item"]["slots"][0] |= {"fps": 30.0, "frame_count": 32}
+    return doc
+
+
+def ls_track_24(data: dict[str, Any]) -> dict[str, Any]:
+    """The same car labelled in a 24 fps LS project: keyframes at 0 s (LS frame 1) and 1 s (LS frame 25)."""
+    w, h = 100 * 100 / 640, 100 * 100 / 480
+    sequence = [
+        {"frame": 1, "enabled": True, "rotation": 0, "x": 0.0, "y": 0.0, "width": w, "height": h},
+        {"frame": 25, "enabled": False, "rotation": 0, "x": 100 * 300 / 640, "y": 0.0, "width": w, "height": h},
+    ]
+    task = ls_video_task(1, "v.mp4", sequence, frames_count=25)
+    task["data"] |= data
+    return task
+
+
 # --- Encord label rows ----------------------------------------------------------------------------------
 
 
@@ -292,3 +317,118 @@ def encord_row(
         },
         "spaces": {},
     }
+
+
+def encord_group(
+    *,
+    data_hash: str,
+    title: str,
+    label_hash: str,
+    images: list[list[dict[str, Any]]],
+    size: tuple[int, int] = (640, 480),
+) -> dict[str, Any]:
+    """An ``img_group`` label row (encord.md 1.1): one data unit per image, ``data_sequence`` "0", "1", ...;
+    ``images[i]`` are image i's objects. Units are stored last image first, as a dict may hold them."""
+    row = encord_row(data_hash=data_hash, title=title, label_hash=label_hash, width=size[0], height=size[1])
+    row["data_type"] = "img_group"
+    row["data_units"] = {
+        f"{data_hash}-{i}": {
+            "data_hash": f"{data_hash}-{i}",
+            "data_title": f"{i}.jpg",
+            "data_link": "",
+            "data_type": "image/jpeg",
+            "data_sequence": str(i),
+            "width": size[0],
+            "height": size[1],
+            "labels": {"objects": objects, "classifications": []},
+        }
+        for i, objects in reversed(list(enumerate(images)))
+    }
+    return row
+
+
+# --- Masks ------------------------------------------------------------------------------------------------
+
+
+def dense_rle(values: Any) -> list[int]:
+    """A Darwin ``raster_layer.dense_rle`` of a (height, width) array of mask values: [value, count, ...]
+    over the pixels row by row."""
+    flat = [int(v) for v in values.ravel()]
+    out: list[int] = []
+    for v in flat:
+        if out and out[-2] == v:
+            out[-1] += 1
+        else:
+            out += [v, 1]
+    return out
+
+
+def darwin_masks(name: str, masks: dict[str, tuple[str, Any]], *, slot: str = "0") -> dict[str, Any]:
+    """A one-image Darwin file of ``mask`` annotations (id -> (class, boolean (height, width) array)) and
+    the slot's ``raster_layer`` holding their pixels (mask i takes value i + 1; later masks paint over)."""
+    import numpy as np
+
+    first = next(iter(masks.values()))[1]
+    height, width = first.shape
+    values = np.zeros((height, width), np.int64)
+    mapping: dict[str, int] = {}
+    for i, (mask_id, (_, pixels)) in enumerate(masks.items()):
+        values[pixels] = i + 1
+        mapping[mask_id] = i + 1
+    annotations: list[dict[str, Any]] = [
+        {"id": mask_id, "name": label, "mask": {"sparse_rle": None}, "slot_names": [slot]}
+        for mask_id, (label, _) in masks.items()
+    ]
+    annotations.append(
+        {
+            "id": "raster",
+            "name": "__raster_layer__",
+            "raster_layer": {
+                "dense_rle": dense_rle(values),
+                "mask_annotation_ids_mapping": mapping,
+                "total_pixels": width * height,
+            },
+            "slot_names": [slot],
+        }
+    )
+    doc = darwin_item(name, annotations, slots=(slot,))
+    doc["item"]["slots"][0] |= {"width": width, "height": height}
+    return doc
+
+
+def ls_brush_rle(values: list[int]) -> list[int]:
+    """Label Studio brush ``rle`` bytes of RGBA values, every run a repeat run with a 16-bit length (one valid
+    encoding of the rle-pack format label-studio-converter's ``decode_rle`` reads)."""
+    bits = f"{len(values):032b}" + f"{8 - 1:05b}" + "".join(f"{s - 1:04b}" for s in (3, 4, 8, 16))
+    i = 0
+    while i < len(values):
+        j = i
+        while j < len(values) and values[j] == values[i] and j - i < 2**16:
+            j += 1
+        bits += "1" + "11" + f"{j - i - 1:016b}" + f"{values[i]:08b}"
+        i = j
+    bits += "0" * (-len(bits) % 8)
+    return [int(bits[k : k + 8], 2) for k in range(0, len(bits), 8)]
+
+
+def ls_brush_task(task_id: int, image: str, regions: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An image task annotated with ``brushlabels`` regions: (label, boolean (height, width) array) each,
+    painted opaque white (RGBA; only alpha counts)."""
+    import numpy as np
+
+    result = []
+    for n, (label, pixels) in enumerate(regions):
+        rgba = np.repeat(pixels.astype(np.uint8)[..., None] * 255, 4, axis=2)
+        result.append(
+            {
+                "id": f"b{n}",
+                "type": "brushlabels",
+                "from_name": "tag",
+                "to_name": "image",
+                "original_width": pixels.shape[1],
+                "original_height": pixels.shape[0],
+                "image_rotation": 0,
+                "value": {"format": "rle", "rle": ls_brush_rle(rgba.ravel().tolist()), "brushlabels": [label]},
+            }
+        )
+    return ls_task(task_id, image, annotations=[result])

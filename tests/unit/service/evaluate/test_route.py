@@ -15,7 +15,7 @@ from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.middleware import BodySizeLimit
 from service.api.routes import evaluate as evaluate_route
-from tests.unit.service.evaluate.fixtures import coco, coco_results
+from tests.unit.service.evaluate.fixtures import coco, coco_results, ls_track_24, thirty_fps_benchmark
 
 AUTH = {"Authorization": "Bearer tok"}
 GT = coco({"a.jpg": [("car", (0, 0, 100, 100)), ("person", (200, 0, 300, 100))]})
@@ -83,6 +83,19 @@ def test_errors(client: TestClient, kwargs: dict[str, Any], status: int, code: s
     response = client.post("/v1/evaluate", **kwargs)
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_a_label_studio_candidate_takes_its_labeling_config(client: TestClient) -> None:
+    config = '<View><Video name="video" value="$video" framerate="24"/><VideoRectangle name="box" toName="video"/>'
+    config += "</View>"
+    cand = {"name": "ls", "data": [ls_track_24({})], "label_config": config}
+    response = client.post("/v1/evaluate", json=body(benchmark=thirty_fps_benchmark(), candidates=[cand]), headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert (response.json()["tp"], response.json()["fn"]) == (32, 0)  # 24 fps LS frames matched by time
+    cand["label_config"] = "<View"
+    response = client.post("/v1/evaluate", json=body(benchmark=thirty_fps_benchmark(), candidates=[cand]), headers=AUTH)
+    assert response.status_code == 422
+    assert "labeling config" in response.json()["error"]["message"]
 
 
 def test_form_numbers_are_checked(client: TestClient) -> None:

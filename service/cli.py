@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[NAME=]PRED",
         help="labels to score (repeatable), as --benchmark or COCO results; LS: PRED#annotations, PRED#predictions[=V]",
     )
+    evaluate.add_argument(
+        "--label-config",
+        type=Path,
+        metavar="XML",
+        help="the Label Studio project's labeling config, for LS exports: video frames at its <Video framerate>",
+    )
     evaluate.add_argument("--iou", type=float, default=0.5, help="IoU a pair needs to match (default 0.5)")
     for metric in ("f1", "precision", "recall", "mean-iou", "map", "map50", "tag-accuracy"):
         evaluate.add_argument(f"--min-{metric}", type=float, metavar="X", help=f"pass/fail: minimum {metric} (0..1)")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from service.errors import ErrorCode, PreannotateError
 from service.evaluate.evaluation import Thresholds, candidate_figures, evaluate
 from service.evaluate.inputs import load_benchmark, load_candidates
 from service.evaluate.outputs import write_outputs
@@ -16,6 +18,17 @@ from service.evaluate.types import Dataset
 
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _read_label_config(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise PreannotateError(
+            ErrorCode.INPUT_NOT_FOUND, f"{path}: cannot read the label config ({exc.strerror})"
+        ) from None
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -30,10 +43,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
         min_map50=args.min_map50,
         min_tag_accuracy=args.min_tag_accuracy,
     )
-    benchmark = load_benchmark(args.benchmark)
+    label_config = _read_label_config(args.label_config)
+    benchmark = load_benchmark(args.benchmark, label_config=label_config)
     candidates: list[Dataset] = []
     for text in args.candidate:
-        candidates += load_candidates(text, benchmark)
+        candidates += load_candidates(text, benchmark, label_config=label_config)
     evaluation = evaluate(benchmark, candidates, iou_threshold=args.iou, thresholds=thresholds)
     write_outputs(evaluation, args.out)
     for result in evaluation.candidates:

@@ -105,11 +105,18 @@ def test_a_bad_benchmark_is_one_line_naming_the_file(files: dict[str, Path]) -> 
     assert not (files["root"] / "x").exists()
 
 
-def _summary(root: Path, bench: object, cand: object) -> dict[str, object]:
+def _summary(root: Path, bench: object, cand: object, *flags: object) -> dict[str, object]:
     (root / "bench.json").write_text(json.dumps(bench))
     (root / "cand.json").write_text(json.dumps(cand))
     result = preannotate(
-        "evaluate", "--benchmark", root / "bench.json", "--candidate", f"c={root / 'cand.json'}", "--out", root / "out"
+        "evaluate",
+        "--benchmark",
+        root / "bench.json",
+        "--candidate",
+        f"c={root / 'cand.json'}",
+        "--out",
+        root / "out",
+        *flags,
     )
     assert result.returncode == 0, result.stderr
     summary: dict[str, object] = json.loads((root / "out" / "summary.json").read_text())
@@ -126,4 +133,17 @@ def test_darwin_masks_against_label_studio_brush_by_mask_iou(tmp_path: Path) -> 
 
 def test_a_label_studio_track_at_24_fps_against_a_30_fps_video(tmp_path: Path) -> None:
     s = _summary(tmp_path, thirty_fps_benchmark(), [ls_track_24({"fps": 24})])  # the rate from the task data
+    assert (s["tp"], s["fp"], s["fn"]) == (32, 0, 0)
+
+
+def test_the_label_config_gives_the_projects_framerate(tmp_path: Path) -> None:
+    config = tmp_path / "config.xml"
+    config.write_text(
+        '<View><Video name="video" value="$video" framerate="24"/>'
+        '<VideoRectangle name="box" toName="video"/>'
+        '<Labels name="l" toName="video"><Label value="car"/></Labels></View>'
+    )
+    without = _summary(tmp_path, thirty_fps_benchmark(), [ls_track_24({})])  # nothing says 24: frame N -> N-1
+    assert (without["tp"], without["fp"], without["fn"]) != (32, 0, 0)
+    s = _summary(tmp_path, thirty_fps_benchmark(), [ls_track_24({})], "--label-config", config)
     assert (s["tp"], s["fp"], s["fn"]) == (32, 0, 0)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linear_sum_assignment
 
 from service.convert.types import Track, TrackBox
 from service.pipeline.frames import FrameResult, MediaKind
@@ -172,6 +171,8 @@ def _match(alive: Sequence[_OpenTrack], result: FrameResult, options: TrackerOpt
     same_class = np.array([t.class_id for t in alive])[:, None] == dets.class_id[None, :]
     # Pairs below the gate count as nothing, so they cannot pull the optimum away from good pairs.
     iou = np.where(same_class & (iou >= options.iou_gate), iou, 0.0)
+    from scipy.optimize import linear_sum_assignment  # here: scipy costs `frames` 0.4 s of imports it never uses
+
     rows, cols = linear_sum_assignment(iou, maximize=True)
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] > 0.0]
 

@@ -189,6 +189,7 @@ def test_frames_writes_images_and_index_without_loading_a_model(inputs: dict[str
     code = (
         "import sys; from service.cli import main; rc = main(sys.argv[1:]); "
         "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules, 'frames loaded a model runtime'; "
+        "assert 'scipy' not in sys.modules, 'frames imported scipy (tracking, matching) it never uses'; "
         "sys.exit(rc)"
     )
     result = subprocess.run(

@@ -8,7 +8,10 @@ from typing import Any
 
 import av
 import numpy as np
+from numpy.typing import NDArray
 
+from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.video import VideoReader
 from service.samples import write_video
 
 
@@ -73,3 +76,15 @@ def corrupt_payloads(source: Path, target: Path, packets: range) -> None:
                 packet = noisy
             packet.stream = out
             dst.mux(packet)
+
+
+def read_video(
+    path: Path, options: SamplingOptions
+) -> tuple[VideoReader, list[tuple[int, float | None, NDArray[np.uint8]]]]:
+    """Every frame ``VideoReader`` samples, as ``(frame_index, timestamp_s, image)``, and the closed reader."""
+    reader = VideoReader("item", "0", path, options, MediaLimits())
+    try:
+        frames = [(f.info.frame_index, f.info.timestamp_s, f.image) for f in reader]
+    finally:
+        reader.close()
+    return reader, frames

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from models.video_decode import VideoDecoder, decoder_available
-from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
-from service.pipeline.video import VideoReader
+from service.pipeline.options import DecoderChoice, SamplingOptions
 from tests.fakes import torchcodec as fake_torchcodec
+from tests.media import read_video
 
 pytestmark = pytest.mark.skipif(not decoder_available("cuda"), reason="torchcodec with a CUDA device is not here")
 
@@ -26,20 +26,11 @@ def _fresh_probe() -> Iterator[None]:
     fake_torchcodec.reset_probe()
 
 
-def _read(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tuple[int, float | None, np.ndarray]]]:
-    reader = VideoReader("item", "0", path, options, MediaLimits())
-    try:
-        frames = [(f.info.frame_index, f.info.timestamp_s, f.image) for f in reader]
-    finally:
-        reader.close()
-    return reader, frames
-
-
 @pytest.mark.parametrize("clip", ["bframes", "long_gop", "vfr_mp4", "rotated", "rotated_270", "hevc", "ts_bframes"])
 @pytest.mark.parametrize("fps", [0.0, 1.0, 7.0])
 def test_nvdec_returns_the_pyav_samplers_frames(clips: dict[str, Path], clip: str, fps: float) -> None:
-    _, expected = _read(clips[clip], SamplingOptions(fps=fps))
-    reader, got = _read(clips[clip], SamplingOptions(fps=fps, decoder=DecoderChoice.NVDEC))
+    _, expected = read_video(clips[clip], SamplingOptions(fps=fps))
+    reader, got = read_video(clips[clip], SamplingOptions(fps=fps, decoder=DecoderChoice.NVDEC))
 
     assert reader.decoder == "nvdec"
     assert [(i, t) for i, t, _ in got] == [(i, t) for i, t, _ in expected]

@@ -17,7 +17,7 @@ from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure, iter_frames
 from service.pipeline.video import VideoReader
 from service.samples import DEFAULT_BOXES
-from tests.media import corrupt_payloads
+from tests.media import corrupt_payloads, read_video
 
 EXACT_CASES = [
     SamplingOptions(fps=1),
@@ -32,15 +32,6 @@ EXACT_CASES = [
 ]
 
 
-def _sample(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tuple[int, float, np.ndarray]]]:
-    reader = VideoReader("item", "0", path, options, MediaLimits())
-    try:
-        frames = [(f.info.frame_index, f.info.timestamp_s, f.image) for f in reader]
-    finally:
-        reader.close()
-    return reader, frames
-
-
 @pytest.mark.parametrize(
     "clip", ["bframes", "long_gop", "vfr", "vfr_mp4", "rotated", "rotated_270", "vp9", "hevc", "ts_bframes", "mpeg2"]
 )
@@ -48,7 +39,7 @@ def _sample(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tup
 def test_exact_sampling_matches_decoding_every_frame(
     clips: dict[str, Path], clip: str, options: SamplingOptions
 ) -> None:
-    reader, ours = _sample(clips[clip], options)
+    reader, ours = read_video(clips[clip], options)
     reference = list(decode_all_sampler(clips[clip], options))
 
     assert [(i, round(t, 6)) for i, t, _ in ours] == [(i, round(t, 6)) for i, t, _ in reference]
@@ -64,7 +55,7 @@ def test_avi_with_b_frames_matches_the_same_encode_in_mp4(clips: dict[str, Path]
     The reference trusts those numbers (and keeps frames for targets twice over), so the truth is
     the reference on the twin clip: the same x264 bitstream, muxed into MP4.
     """
-    reader, ours = _sample(clips["avi_bframes"], options)
+    reader, ours = read_video(clips["avi_bframes"], options)
     reference = list(decode_all_sampler(clips["avi_bframes_twin"], options))
 
     # The reference counts only key frames in key-frame mode: compare indices in exact mode only.
@@ -90,7 +81,7 @@ def test_exact_sampling_decodes_only_from_the_key_frame_before_each_target(
         packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and p.pts is not None]
     pts = np.array(sorted(p for p, _ in packets))
     keyframes = np.array(sorted(p for p, k in packets if k))
-    reader, frames = _sample(clips[clip], SamplingOptions(fps=fps))
+    reader, frames = read_video(clips[clip], SamplingOptions(fps=fps))
 
     allowed: set[int] = set()
     for index, _, _ in frames:
@@ -107,7 +98,7 @@ def test_keyframe_sampling_decodes_only_the_key_frames_it_returns(
     clips: dict[str, Path], clip: str, fps: float
 ) -> None:
     options = SamplingOptions(fps=fps, mode=SamplingMode.KEYFRAMES)
-    reader, ours = _sample(clips[clip], options)
+    reader, ours = read_video(clips[clip], options)
     reference = list(decode_all_sampler(clips[clip], options))
 
     assert [round(t, 6) for _, t, _ in ours] == [round(t, 6) for _, t, _ in reference]
@@ -117,7 +108,7 @@ def test_keyframe_sampling_decodes_only_the_key_frames_it_returns(
 
 def test_sampled_frames_show_the_content_at_their_timestamp(clips: dict[str, Path]) -> None:
     """The moving box is where the generator drew it at each frame's reported time."""
-    _, frames = _sample(clips["long_gop"], SamplingOptions(fps=1.7))
+    _, frames = read_video(clips["long_gop"], SamplingOptions(fps=1.7))
     box = DEFAULT_BOXES[0]
     for _, t, image in frames:
         x1, y1, x2, y2 = box.xyxy_at(t)
@@ -126,7 +117,7 @@ def test_sampled_frames_show_the_content_at_their_timestamp(clips: dict[str, Pat
 
 
 def test_timestamps_follow_a_variable_frame_rate(clips: dict[str, Path], clip_specs: dict) -> None:
-    _, frames = _sample(clips["vfr"], SamplingOptions(fps=0))
+    _, frames = read_video(clips["vfr"], SamplingOptions(fps=0))
     expected = clip_specs["vfr"].kwargs["frame_times_s"]
     assert [round(t, 3) for _, t, _ in frames] == expected
     assert [i for i, _, _ in frames] == list(range(len(expected)))
@@ -134,8 +125,8 @@ def test_timestamps_follow_a_variable_frame_rate(clips: dict[str, Path], clip_sp
 
 @pytest.mark.parametrize(("clip", "turns"), [("rotated", 1), ("rotated_270", 3)])
 def test_rotated_video_is_returned_upright(clips: dict[str, Path], clip: str, turns: int) -> None:
-    reader, rotated = _sample(clips[clip], SamplingOptions(fps=1))
-    _, upright = _sample(clips["unrotated"], SamplingOptions(fps=1))
+    reader, rotated = read_video(clips[clip], SamplingOptions(fps=1))
+    _, upright = read_video(clips["unrotated"], SamplingOptions(fps=1))
     assert (reader.meta.width, reader.meta.height) == (240, 320)
     for (_, _, a), (_, _, b) in zip(rotated, upright, strict=True):
         assert a.shape == (320, 240, 3)
@@ -143,7 +134,7 @@ def test_rotated_video_is_returned_upright(clips: dict[str, Path], clip: str, tu
 
 
 def test_meta_describes_the_source(clips: dict[str, Path]) -> None:
-    reader, _ = _sample(clips["bframes"], SamplingOptions(fps=2))
+    reader, _ = read_video(clips["bframes"], SamplingOptions(fps=2))
     meta = reader.meta
     assert (meta.width, meta.height, meta.fps, meta.frame_count) == (320, 240, 30.0, 180)
     assert meta.duration_s == pytest.approx(179 / 30)
@@ -281,7 +272,7 @@ def test_corruption_mid_stream_fails_the_slot_after_the_frames_that_decode(
     assert f"broken.mkv: {planned - len(frames)} of {planned} sampled frames could not be decoded" in error.message
     assert 0 < len(frames) < planned
     # The GOPs before the damage are untouched.
-    _, clean = _sample(clips["bframes"], options)
+    _, clean = read_video(clips["bframes"], options)
     intact = [f for f in frames if f.info.timestamp_s is not None and f.info.timestamp_s < 2.0]
     assert intact
     for frame, (index, _, image) in zip(intact, clean, strict=False):

@@ -27,6 +27,7 @@ from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, S
 from service.pipeline.video import VideoReader
 from tests.fakes import torchcodec as fake_torchcodec
 from tests.fakes.torchcodec import FakeTorchcodec
+from tests.media import read_video
 
 CASES = [
     SamplingOptions(fps=1),
@@ -43,15 +44,6 @@ def _fresh_probe() -> Iterator[None]:
     fake_torchcodec.reset_probe()
     yield
     fake_torchcodec.reset_probe()
-
-
-def _read(path: Path, options: SamplingOptions) -> tuple[VideoReader, list[tuple[int, float | None, np.ndarray]]]:
-    reader = VideoReader("item", "0", path, options, MediaLimits())
-    try:
-        frames = [(f.info.frame_index, f.info.timestamp_s, f.image) for f in reader]
-    finally:
-        reader.close()
-    return reader, frames
 
 
 def _with(options: SamplingOptions, decoder: DecoderChoice) -> SamplingOptions:
@@ -73,8 +65,8 @@ def test_gpu_path_returns_the_pyav_samplers_frames(
     monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path], clip: str, options: SamplingOptions
 ) -> None:
     fake = fake_torchcodec.install(monkeypatch)
-    pyav_reader, expected = _read(clips[clip], options)
-    gpu_reader, got = _read(clips[clip], _with(options, DecoderChoice.NVDEC))
+    pyav_reader, expected = read_video(clips[clip], options)
+    gpu_reader, got = read_video(clips[clip], _with(options, DecoderChoice.NVDEC))
 
     assert pyav_reader.decoder == "pyav"
     assert gpu_reader.decoder == "nvdec"
@@ -90,8 +82,8 @@ def test_last_frame_is_found_when_the_stream_ends_at_its_pts(
 ) -> None:
     fake_torchcodec.install(monkeypatch, FakeTorchcodec(last_frame_duration=False))
     options = SamplingOptions(fps=0, start_s=5.9)
-    _, expected = _read(clips["bframes"], options)
-    _, got = _read(clips["bframes"], _with(options, DecoderChoice.NVDEC))
+    _, expected = read_video(clips["bframes"], options)
+    _, got = read_video(clips["bframes"], _with(options, DecoderChoice.NVDEC))
     assert [i for i, _, _ in got] == [i for i, _, _ in expected] == [177, 178, 179]
 
 
@@ -101,7 +93,7 @@ def test_auto_without_torchcodec_decodes_with_pyav_and_says_so_once(
     fake_torchcodec.uninstall_real(monkeypatch)
     options = SamplingOptions(fps=1, decoder=DecoderChoice.AUTO)
     with caplog.at_level(logging.INFO, logger="service.pipeline"):
-        readers = [_read(clips["bframes"], options)[0] for _ in range(2)]
+        readers = [read_video(clips["bframes"], options)[0] for _ in range(2)]
     assert [r.decoder for r in readers] == ["pyav", "pyav"]
     said = [r.getMessage() for r in caplog.records if "torchcodec" in r.getMessage()]
     assert len(said) == 1
@@ -110,7 +102,7 @@ def test_auto_without_torchcodec_decodes_with_pyav_and_says_so_once(
 
 def test_auto_without_cuda_decodes_with_pyav(monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path]) -> None:
     fake_torchcodec.install(monkeypatch, FakeTorchcodec(cuda=False))
-    reader, frames = _read(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))
+    reader, frames = read_video(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))
     assert reader.decoder == "pyav"
     assert len(frames) == 6
 
@@ -119,7 +111,7 @@ def test_auto_with_torchcodec_and_cuda_decodes_on_the_gpu(
     monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path]
 ) -> None:
     fake = fake_torchcodec.install(monkeypatch)
-    reader, _ = _read(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))
+    reader, _ = read_video(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))
     assert reader.decoder == "nvdec"
     assert fake.devices == ["cuda"]
 
@@ -147,8 +139,8 @@ def test_key_frame_sampling_and_avi_with_b_frames_stay_with_pyav(
 ) -> None:
     fake = fake_torchcodec.install(monkeypatch)
     keyframes = SamplingOptions(fps=1, mode=SamplingMode.KEYFRAMES, decoder=DecoderChoice.NVDEC)
-    assert _read(clips["bframes"], keyframes)[0].decoder == "pyav"
-    avi, frames = _read(clips["avi_bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.NVDEC))
+    assert read_video(clips["bframes"], keyframes)[0].decoder == "pyav"
+    avi, frames = read_video(clips["avi_bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.NVDEC))
     assert avi.decoder == "pyav"
     assert len(frames) == 3
     assert fake.devices == []
@@ -156,7 +148,7 @@ def test_key_frame_sampling_and_avi_with_b_frames_stay_with_pyav(
 
 def test_a_file_torchcodec_cannot_open(monkeypatch: pytest.MonkeyPatch, clips: dict[str, Path]) -> None:
     fake_torchcodec.install(monkeypatch, FakeTorchcodec(open_error="Unsupported codec"))
-    reader, frames = _read(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))
+    reader, frames = read_video(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))
     assert reader.decoder == "pyav"
     assert len(frames) == 6
     with pytest.raises(PreannotateError, match="Unsupported codec") as caught:
@@ -169,7 +161,7 @@ def test_decoders_that_disagree_on_the_frame_size_are_not_mixed(
 ) -> None:
     """E.g. one applies the display rotation and the other not: PyAV's size is the one meta promised."""
     fake_torchcodec.install(monkeypatch, FakeTorchcodec(size_override=(240, 320)))
-    assert _read(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))[0].decoder == "pyav"
+    assert read_video(clips["bframes"], SamplingOptions(fps=1, decoder=DecoderChoice.AUTO))[0].decoder == "pyav"
     with pytest.raises(PreannotateError, match="240x320") as caught:
         VideoReader("item", "0", clips["bframes"], SamplingOptions(decoder=DecoderChoice.NVDEC), MediaLimits())
     assert caught.value.code is ErrorCode.UNSUPPORTED_MEDIA
@@ -294,8 +286,8 @@ def test_real_torchcodec_on_cpu_matches_pyav(
 
     monkeypatch.setattr(service.pipeline.video, "GPU_DEVICE", "cpu")
     monkeypatch.setattr("service.pipeline.decoders.GPU_DEVICE", "cpu")
-    _, expected = _read(clips[clip], options)
-    reader, got = _read(clips[clip], _with(options, DecoderChoice.NVDEC))
+    _, expected = read_video(clips[clip], options)
+    reader, got = read_video(clips[clip], _with(options, DecoderChoice.NVDEC))
     assert reader.decoder == "nvdec"
     assert [(i, t) for i, t, _ in got] == [(i, t) for i, t, _ in expected]
     for (_, _, a), (_, _, b) in zip(got, expected, strict=True):

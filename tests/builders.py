@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from models.types import Detections
+from service.convert.types import ModelRef
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
 
 
@@ -32,3 +33,14 @@ def make_info(
 
 def make_result(detections: Detections | None = None, **info: object) -> FrameResult:
     return FrameResult(info=make_info(**info), detections=detections or make_detections())  # type: ignore[arg-type]
+
+
+# A car/person detector and the Encord ontology that labels its classes (backend and push tests).
+CAR_PERSON_MODEL = ModelRef(spec="onnx:/m/yolo.onnx", version="v1", class_names=("car", "person"))
+CAR_PERSON_ONTOLOGY_JSON = {
+    "objects": [
+        {"id": "1", "name": "Car", "color": "#D33115", "shape": "bounding_box", "featureNodeHash": "carBBox1"},
+        {"id": "2", "name": "Person", "color": "#FCDC00", "shape": "bounding_box", "featureNodeHash": "persBBx1"},
+    ],
+    "classifications": [],
+}

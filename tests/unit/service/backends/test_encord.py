@@ -14,22 +14,16 @@ import pytest
 from service.backends.encord import BearerAuth, EncordBackend, EncordConfig, EncordPush, SshKeyAuth
 from service.backends.retry import BackendError, RetryPolicy
 from service.convert.encord import EncordOntology
-from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.convert.types import ItemPredictions, Track, TrackBox
 from service.pipeline.frames import MediaKind, SlotMeta
-from tests.builders import make_detections, make_result
+from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
 from tests.fakes.encord_server import STAMP, FakeEncord
 from tests.fakes.http import serving
 
 TOKEN = "CANARY-encord-token-" + "z" * 24
 SVC = "svc-preannotate@example.com"
-MODEL = ModelRef(spec="onnx:/m/yolo.onnx", version="v1", class_names=("car", "person"))
-ONTOLOGY_JSON = {
-    "objects": [
-        {"id": "1", "name": "Car", "color": "#D33115", "shape": "bounding_box", "featureNodeHash": "carBBox1"},
-        {"id": "2", "name": "Person", "color": "#FCDC00", "shape": "bounding_box", "featureNodeHash": "persBBx1"},
-    ],
-    "classifications": [],
-}
+MODEL = CAR_PERSON_MODEL
+ONTOLOGY_JSON = CAR_PERSON_ONTOLOGY_JSON
 ONTOLOGY = EncordOntology.from_json(ONTOLOGY_JSON)
 WHEN = datetime(2025, 6, 1, 12, tzinfo=UTC)
 

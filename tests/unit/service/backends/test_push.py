@@ -27,7 +27,7 @@ from service.jobs.models import JobCreate, TracksIn
 from service.jobs.push import EncordBundler, Pushers
 from service.jobs.runner import job_tracker, pinned_tracks
 from service.pipeline.frames import MediaKind, SlotMeta
-from tests.builders import make_detections, make_result
+from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
 from tests.fakes.encord_server import FakeEncord
 from tests.fakes.http import FakeApp, Request, Response, serving
 from tests.fakes.v7_server import FakeV7, Item
@@ -35,14 +35,8 @@ from tests.fakes.v7_server import FakeV7, Item
 TOKEN = "CANARY-encord-token-" + "p" * 24
 V7_KEY = "CANARY-v7-key-" + "p" * 24
 SVC = "svc-preannotate@example.com"
-MODEL = ModelRef(spec="onnx:/m/yolo.onnx", version="v1", class_names=("car", "person"))
-ONTOLOGY_JSON = {
-    "objects": [
-        {"id": "1", "name": "Car", "color": "#D33115", "shape": "bounding_box", "featureNodeHash": "carBBox1"},
-        {"id": "2", "name": "Person", "color": "#FCDC00", "shape": "bounding_box", "featureNodeHash": "persBBx1"},
-    ],
-    "classifications": [],
-}
+MODEL = CAR_PERSON_MODEL
+ONTOLOGY_JSON = CAR_PERSON_ONTOLOGY_JSON
 ENCORD = {"backend": "encord"}
 V7 = {"backend": "v7"}
 SLOW = 10_000.0  # ms: a bundle that waited this long would fail the timing asserts

@@ -205,13 +205,14 @@ def ls_frame_rate(video: LsObject, task_data: Mapping[str, Any] | None, *, sourc
         if task_data is None:
             return source_fps if source_fps and math.isfinite(source_fps) and source_fps > 0 else DEFAULT_FRAME_RATE
         raw = task_data.get(raw.strip()[1:])
-    fps = _number(raw)
+    fps = ls_number(raw)
     if fps is None or fps <= 0:
         return DEFAULT_FRAME_RATE  # LS: Number(...) is 0 or NaN -> 24 (it would invert a negative one: useless)
     return 1.0 / fps if fps < 1 else fps
 
 
-def _number(value: object) -> float | None:
+def ls_number(value: object) -> float | None:
+    """A finite number from a config attribute or task data value (a number or numeric string), else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):

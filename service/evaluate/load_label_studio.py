@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from service.convert.label_studio import LabelConfig, LsObject, ls_frame_rate
+from service.convert.label_studio import LabelConfig, LsObject, ls_frame_rate, ls_number
 from service.evaluate.geometry import ls_brush_rle_to_mask, mask_to_coco_rle, polygon_to_xyxy, rotated_box_to_polygon
 from service.evaluate.tracks import FrameBudget, lerp
 from service.evaluate.types import (
@@ -211,13 +211,9 @@ def video_frame_rate(task_data: dict[str, Any], to_name: str, config: LabelConfi
     video = config.object(to_name) if config is not None else None
     if video is not None and video.kind == "video":
         return frame_rate(ls_frame_rate(video, task_data))
-    raw = task_data.get(FPS_KEY)
-    try:
-        number = float(raw) if isinstance(raw, int | float | str) and not isinstance(raw, bool) else math.nan
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        return None
+    number = ls_number(task_data.get(FPS_KEY))
+    if number is None or number <= 0:
+        return None  # not LS's 24: without a config, a missing or bad fps says nothing
     return frame_rate(ls_frame_rate(LsObject(to_name, "video", None, "$" + FPS_KEY), task_data))
 
 

@@ -99,8 +99,9 @@ def _pair_slots(b_units: list[Unit], c_units: list[Unit]) -> list[tuple[Unit, Un
         return [(b_units[0], c_units[0])]
     c_slots = {u.slot: u for u in c_units}
     pairs = [(u, c_slots[u.slot]) for u in b_units if u.slot in c_slots]
+    b_slots = {u.slot for u in b_units}
     b_left = [u for u in b_units if u.slot not in c_slots]
-    c_left = [u for u in c_units if u.slot not in {b.slot for b in b_units}]
+    c_left = [u for u in c_units if u.slot not in b_slots]
     if len(b_left) == len(c_left):
         pairs += zip(b_left, c_left, strict=True)
     return pairs

@@ -900,8 +900,8 @@ class Stage:
         return [args for kw, args in self.instructions if kw == keyword]
 
 
-def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
-    """Stages with their instructions (continuations joined, comments dropped) and ENV."""
+def _dockerfile_lines(path: Path) -> list[str]:
+    """Instructions with continuations joined, comments and blank lines dropped."""
     lines: list[str] = []
     current = ""
     for raw in path.read_text().splitlines():
@@ -913,9 +913,27 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
             continue
         lines.append(current + stripped)
         current = ""
+    return lines
+
+
+def dockerfile_args(path: Path = DOCKERFILE) -> dict[str, str]:
+    """The global ARGs (before the first FROM) with their defaults."""
+    args: dict[str, str] = {}
+    for line in _dockerfile_lines(path):
+        keyword, _, rest = line.partition(" ")
+        if keyword.upper() == "FROM":
+            break
+        if keyword.upper() == "ARG":
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+    return args
+
+
+def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
+    """Stages with their instructions (continuations joined, comments dropped) and ENV."""
     args: dict[str, str] = {}
     stages: list[Stage] = []
-    for line in lines:
+    for line in _dockerfile_lines(path):
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
         if keyword == "ARG" and not stages:
@@ -974,6 +992,29 @@ def check_dockerfile(path: Path = DOCKERFILE) -> list[str]:
         problems.append("the gpu and cpu stages differ in ENV")
     if not any("onnxruntime-gpu" in a for a in by_name.get("venv-gpu", Stage("", "")).all("RUN")):
         problems.append("the GPU venv must install onnxruntime-gpu")
+    return problems
+
+
+_INDEX_ARG = re.compile(r"\$\{(\w+):\+--index-url \"\$\{?\1\}?\"\}")
+
+
+def check_dockerfile_indexes(path: Path = DOCKERFILE) -> list[str]:
+    """Package indexes are build arguments, empty by default: pip's own index unless the builder names one.
+
+    An ``--index-url`` only ever appears as ``${X:+--index-url "$X"}``, which expands to nothing when X is empty.
+    """
+    problems = []
+    declared: dict[str, str] = dockerfile_args(path)
+    for stage in parse_dockerfile(path):
+        for arg in stage.all("ARG"):
+            name, _, default = arg.partition("=")
+            declared[name.strip()] = default.strip()
+        for run in stage.all("RUN"):
+            if run.count("--index-url") + run.count("--extra-index-url") != len(_INDEX_ARG.findall(run)):
+                problems.append(f'stage {stage.name}: --index-url outside a ${{X:+--index-url "$X"}} expansion')
+    for name, default in declared.items():
+        if "INDEX" in name and default:
+            problems.append(f"ARG {name} defaults to {default!r}: leave it empty (pip's own index)")
     return problems
 
 
@@ -1045,7 +1086,7 @@ def main(argv: list[str]) -> int:
         for problem in problems:
             print(f"  {problem}")
         failed |= bool(problems)
-    static = check_dockerfile() + check_dockerignore()
+    static = check_dockerfile() + check_dockerfile_indexes() + check_dockerignore()
     for problem in static:
         print(f"Dockerfile: {problem}")
     failed |= bool(static)

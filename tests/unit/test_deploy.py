@@ -145,6 +145,7 @@ def _set(path: str, value: object) -> Callable[[list[Doc]], None]:
             "wpod": lambda: deployment(docs, "preannotate-worker")["spec"]["template"]["spec"],
             "so": lambda: next(d for d in docs if d["kind"] == "ScaledObject")["spec"],
             "cfg": lambda: cm.find(docs, "ConfigMap", "preannotate-config"),
+            "pvc": lambda: cm.find(docs, "PersistentVolumeClaim", "preannotate-model-cache"),
         }[head]()
         for key in rest[:-1]:
             target = target[int(key)] if key.isdigit() else target[key]
@@ -228,6 +229,9 @@ def _open_metadata(docs: list[Doc]) -> None:
         ("volumes", _set("wpod.volumes.0.emptyDir", {}), "sizeLimit"),
         ("volumes", _set("w.volumeMounts", []), "/tmp"),
         ("resources", _set("w.resources.limits", {"nvidia.com/gpu": 1}), "limits.memory"),
+        ("volumes", _set("pvc.spec.accessModes", ["ReadWriteOnce"]), "podAffinity"),
+        ("volumes", _set("wpod.volumes.2.persistentVolumeClaim", _DELETE), "or an emptyDir"),
+        ("ephemeral_storage", _set("wpod.volumes.1.emptyDir.sizeLimit", "60Gi"), "ephemeral-storage"),
         ("images", _set("a.image", "registry.example.com/preannotate:latest"), "fixed tag"),
         ("settings", _set("cfg.data.PREANNOTATE_MAX_BATCHSIZE", "8"), "PREANNOTATE_MAX_BATCHSIZE"),
         ("settings", _set("cfg.data.PREANNOTATE_THRESHOLD", "1.5"), "threshold"),
@@ -318,3 +322,235 @@ def test_yamllint_is_clean() -> None:
     if not ran:
         pytest.skip(output)
     assert output == ""
+
+
+# ------------------------------------------------------------------ torch version, package indexes
+
+
+def _makefile_torch_version() -> str:
+    match = re.search(r"^TORCH_SPEC \?= torch==(\S+)$", (cm.ROOT / "Makefile").read_text(), re.M)
+    assert match, "Makefile: no `TORCH_SPEC ?= torch==X` line"
+    return match.group(1)
+
+
+def test_one_torch_version_for_make_the_image_and_the_readme() -> None:
+    """The Makefile's pin is the version the tests run; the image and the README's CPU path install the same."""
+    version = _makefile_torch_version()
+    assert cm.dockerfile_args()["TORCH_VERSION"] == version
+    stage_args = [a for s in cm.parse_dockerfile() for a in s.all("ARG") if a.startswith("TORCH_VERSION")]
+    assert stage_args, "no stage declares TORCH_VERSION"
+    assert set(stage_args) == {"TORCH_VERSION"}, "stages redeclare TORCH_VERSION without a default"
+    readme_pins = re.findall(r"torch==([0-9][^\s\"'`)]*)", (cm.ROOT / "README.md").read_text())
+    assert readme_pins, "the README's CPU install names no torch version"
+    assert set(readme_pins) == {version}
+
+
+def test_dockerfile_passes_an_index_url_only_when_one_is_set() -> None:
+    assert cm.check_dockerfile_indexes() == []
+    args = cm.dockerfile_args() | {
+        a.partition("=")[0]: a.partition("=")[2] for s in cm.parse_dockerfile() for a in s.all("ARG") if "=" in a
+    }
+    assert args["TORCH_INDEX_URL"] == ""
+    assert args["TORCH_CPU_INDEX_URL"] == ""
+
+
+# `${NAME:+WORD}` where WORD may hold one `${...}`.
+_INDEX_EXPANSION = re.compile(r"\$\{(TORCH_\w*INDEX_URL):\+((?:[^{}]|\$\{\w+\})*)\}")
+
+
+@pytest.mark.parametrize("value", ["", "file:///wheels/cpu"])
+def test_dockerfile_index_expansion_in_bash(value: str) -> None:
+    """The RUN lines' `${X:+--index-url "$X"}` give no argument when X is empty, two when it is set."""
+    import subprocess
+
+    fragments = set(re.findall(_INDEX_EXPANSION, cm.DOCKERFILE.read_text()))
+    assert {name for name, _ in fragments} == {"TORCH_INDEX_URL", "TORCH_CPU_INDEX_URL"}
+    for name, word in fragments:
+        script = f'{name}="$1"; set -- ${{{name}:+{word}}}; printf "%s\\n" "$#" "$@"'
+        out = subprocess.run(["bash", "-c", script, "bash", value], capture_output=True, text=True, check=True)
+        assert out.stdout.splitlines() == (["2", "--index-url", value] if value else ["0"])
+
+
+def test_dockerfile_index_check_catches_a_hard_wired_index(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    text = cm.DOCKERFILE.read_text()
+    broken.write_text(text.replace("ARG TORCH_INDEX_URL=\n", "ARG TORCH_INDEX_URL=file:///simple\n", 1))
+    assert broken.read_text() != text
+    assert any("TORCH_INDEX_URL" in p for p in cm.check_dockerfile_indexes(broken))
+    unguarded = re.sub(_INDEX_EXPANSION, lambda m: m.group(2) if m.group(1) == "TORCH_INDEX_URL" else m.group(0), text)
+    assert unguarded != text
+    broken.write_text(unguarded)
+    assert any("--index-url" in p for p in cm.check_dockerfile_indexes(broken))
+
+
+# Package-index and distribution-archive hosts, written in pieces so that this file does not hold them.
+_INDEX_HOSTS = [
+    ".".join(parts)
+    for parts in (
+        ("pypi", "org"),
+        ("files", "pythonhosted", "org"),
+        ("download", "pytorch", "org"),
+        ("registry", "npmjs", "org"),
+        ("registry", "yarnpkg", "com"),
+        ("deb", "debian", "org"),
+        ("archive", "ubuntu", "com"),
+        ("security", "ubuntu", "com"),
+        ("proxy", "golang", "org"),
+        ("crates", "io"),
+        ("rubygems", "org"),
+        ("repo", "maven", "apache", "org"),
+        ("conda", "anaconda", "org"),
+    )
+]
+_INDEX_HOST_RE = re.compile("|".join(re.escape(h) for h in _INDEX_HOSTS), re.I)
+
+
+def _tracked_files() -> list[Path]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=cm.ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout: no tracked-file list")
+    return [cm.ROOT / p for p in out.stdout.split("\0") if p and (cm.ROOT / p).is_file()]
+
+
+def test_no_package_index_host_names_in_the_repository() -> None:
+    """Indexes are the installer's configuration (pip's own, or a build argument), never the repository's."""
+    assert _INDEX_HOST_RE.search("--index-url https://" + _INDEX_HOSTS[2] + "/whl/cpu")
+    hits = []
+    for path in _tracked_files():
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        hits += [f"{path.relative_to(cm.ROOT)}: {m.group(0)}" for m in _INDEX_HOST_RE.finditer(text)]
+    assert hits == []
+
+
+# ------------------------------------------------------------------ overlay variants and examples
+
+
+def test_every_overlay_and_component_is_checked() -> None:
+    """New overlays are picked up from the directory; every component is rendered by some overlay."""
+    assert set(cm.OVERLAYS) == {p.name for p in (cm.K8S / "overlays").iterdir() if p.is_dir()}
+    assert {"gpu", "cpu", "gpu-small", "gpu-emptydir-cache"} <= set(cm.OVERLAYS)
+    used = set()
+    for overlay in cm.OVERLAYS:
+        for kustomization in (cm.K8S / "overlays" / overlay).glob("kustomization.yaml"):
+            used |= {
+                (kustomization.parent / c).resolve()
+                for c in yaml.safe_load(kustomization.read_text()).get("components", [])
+            }
+    used |= {c.resolve() for o in cm.OVERLAYS for c in _components_via_resources(cm.K8S / "overlays" / o)}
+    assert {p.resolve() for p in (cm.K8S / "components").iterdir() if p.is_dir()} <= used
+
+
+def _components_via_resources(path: Path) -> set[Path]:
+    spec = yaml.safe_load((path / "kustomization.yaml").read_text())
+    found = {(path / c).resolve() for c in spec.get("components", [])}
+    for entry in spec.get("resources", []):
+        target = (path / entry).resolve()
+        if target.is_dir():
+            found |= _components_via_resources(target)
+    return found
+
+
+def _worker_cache(docs: list[Doc]) -> Doc:
+    volumes = deployment(docs, "preannotate-worker")["spec"]["template"]["spec"]["volumes"]
+    return next(v for v in volumes if v["name"] == "cache")
+
+
+def test_base_model_cache_is_read_write_many() -> None:
+    pvc = cm.find(rendered("gpu"), "PersistentVolumeClaim", "preannotate-model-cache")
+    assert pvc is not None
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_small_gpu_overlay_fits_one_16_gb_card_node() -> None:
+    docs = rendered("gpu-small")
+    worker = container(docs, "preannotate-worker")
+    requests, limits = worker["resources"]["requests"], worker["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 1
+    assert float(requests["cpu"]) <= 2
+    assert cm.quantity_bytes(requests["memory"]) <= 8 * 2**30
+    assert cm.quantity_bytes(limits["memory"]) < 16 * 2**30  # a 16 GiB node keeps room for the kubelet
+    env = cm.configmap_env(docs, worker)
+    assert int(env["PREANNOTATE_MAX_BATCH_SIZE"]) <= 8
+    assert int(env["PREANNOTATE_WORKERS"]) <= float(limits["cpu"])
+    so = next(d for d in docs if d["kind"] == "ScaledObject")
+    assert so["spec"]["maxReplicaCount"] == 1
+    # The default (block) storage class: ReadWriteOnce, with the workers on the volume's node.
+    pvc = cm.find(docs, "PersistentVolumeClaim", "preannotate-model-cache")
+    assert pvc is not None
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in pvc["spec"]
+    assert cm._pinned_to_one_node(deployment(docs, "preannotate-worker"))
+    strategy = deployment(docs, "preannotate-worker")["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxSurge"] == 0  # one card: a surge pod could never get the GPU
+
+
+def test_rwo_cache_without_node_pinning_is_caught() -> None:
+    docs = rendered("gpu-small")
+    del deployment(docs, "preannotate-worker")["spec"]["template"]["spec"]["affinity"]["podAffinity"]
+    assert any("podAffinity" in p for p in cm.check_volumes(docs, "gpu-small"))
+
+
+def test_emptydir_cache_overlay_has_no_claim_and_fits_its_disk_limit() -> None:
+    docs = rendered("gpu-emptydir-cache")
+    assert not any(d["kind"] == "PersistentVolumeClaim" for d in docs)
+    cache = _worker_cache(docs)
+    assert "persistentVolumeClaim" not in cache
+    assert cm.quantity_bytes(cache["emptyDir"]["sizeLimit"]) >= 10 * 2**30
+    assert cm.check_ephemeral_storage(docs, "gpu-emptydir-cache") == []
+
+
+@pytest.fixture(scope="module", params=cm.EXAMPLES)
+def example(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_model_loader_example_mounts_the_cache_claim_at_the_workers_path() -> None:
+    assert "model-loader" in cm.EXAMPLES
+    docs = cm.render("model-loader")
+    job = cm.find(docs, "Job", "preannotate-model-loader")
+    assert job is not None
+    spec = cm.pod_spec(job)
+    claim = {v["name"]: v for v in spec["volumes"]}["cache"]["persistentVolumeClaim"]["claimName"]
+    assert cm.find(rendered("gpu"), "PersistentVolumeClaim", claim) is not None
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    worker_mounts = {
+        m["name"]: m["mountPath"] for m in container(rendered("gpu"), "preannotate-worker")["volumeMounts"]
+    }
+    assert mounts["cache"] == worker_mounts["cache"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    deny = cm.find(rendered("gpu"), "NetworkPolicy", "preannotate-default-deny")
+    assert deny is not None
+    assert cm.selects(deny["spec"]["podSelector"], labels)
+
+
+@needs_validate
+def test_examples_pass_strict_schemas_and_pod_policy(example: str) -> None:
+    assert cm.check_example(example) == []
+
+
+@pytest.mark.skipif(cm.kubectl() is None, reason="kubectl not installed: nothing to compare the fallback with")
+def test_fallback_renderer_matches_kubectl_for_examples(example: str) -> None:
+    path = cm.K8S / "examples" / example
+    assert cm.canonical(cm.render(path, renderer="python")) == cm.canonical(cm.render(path, renderer="kubectl"))
+
+
+# ------------------------------------------------------------------ comments stand alone
+
+# Phrases that point at documents a reader of the repository does not have.
+_EXTERNAL_REFS = re.compile(r"(?i)design doc|\bper seed\b|\bissue #?\d+|\.\./shared/|\bsee (?:the )?(?:brief|spec)\b")
+
+
+def test_deploy_comments_cite_only_documents_in_the_repository() -> None:
+    files = [cm.DOCKERFILE, *sorted(cm.K8S.rglob("*.y*ml"))]
+    problems = []
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            comment = line.partition("#")[2] if path.suffix in (".yaml", ".yml") or path == cm.DOCKERFILE else line
+            for name in re.findall(r"[\w./-]+\.md\b", comment):
+                if not any((base / name).exists() for base in (cm.ROOT, cm.K8S, path.parent)):
+                    problems.append(f"{path.relative_to(cm.ROOT)}:{number}: cites {name}")
+            if _EXTERNAL_REFS.search(comment):
+                problems.append(f"{path.relative_to(cm.ROOT)}:{number}: {comment.strip()}")
+    assert problems == []

@@ -25,6 +25,7 @@ class ErrorCode(enum.Enum):
     MISSING_DEPENDENCY = ("missing_dependency", 501, False)
     DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
     OUTPUT_FAILED = ("output_failed", 500, False)
+    UNSUPPORTED_BY_FORMAT = ("unsupported_by_format", 422, False)  # an item or slot an output format cannot hold
     # HTTP service
     UNAUTHORIZED = ("unauthorized", 401, False)
     JOB_NOT_FOUND = ("job_not_found", 404, False)

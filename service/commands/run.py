@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from models.base import DetectorOptions
@@ -47,12 +49,34 @@ def items_from_args(inputs: list[Path], item: str | None, slots: list[str]) -> l
         items.append(ItemSpec(name=item, slots=specs))
     if not items:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "nothing to do: give INPUT files or --item with --slot")
-    # Two inputs called img.jpg in different folders must not become one item.
+    # Two inputs called img.jpg in different folders must not become one item: each is then named by
+    # the shortest end of its path that tells them apart (x1/img.jpg), never an absolute path.
     clashes = {name for name, n in Counter(i.name for i in items).items() if n > 1}
-    return [
-        ItemSpec(name=str(i.slots[0].paths[0]), slots=i.slots) if i.name in clashes and len(i.slots) == 1 else i
-        for i in items
-    ]
+    at = [n for n, i in enumerate(items) if i.name in clashes and len(i.slots) == 1 and len(i.slots[0].paths) == 1]
+    try:
+        names = unique_path_suffixes([items[n].slots[0].paths[0] for n in at])
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+    for n, name in zip(at, names, strict=True):
+        items[n] = ItemSpec(name=name, slots=items[n].slots)
+    return items
+
+
+def unique_path_suffixes(paths: Sequence[str | PurePath]) -> list[str]:
+    """Each path's shortest ending that no other path ends with: ``/a/x1/img.jpg``, ``/a/x2/img.jpg`` ->
+    ``x1/img.jpg``, ``x2/img.jpg``. Relative paths are read from the working directory; the answers are
+    relative, ``/``-separated and never hold ``..`` (paths are normalised first). A path given twice: ValueError.
+    """
+    parts = [PurePath(os.path.normpath(os.path.abspath(p))).parts[1:] for p in paths]
+    for path, count in Counter(parts).items():
+        if count > 1:
+            raise ValueError(f"/{'/'.join(path)}: given twice as an input")
+    names: list[str] = []
+    for mine in parts:
+        others = [p for p in parts if p != mine]
+        length = next((n for n in range(1, len(mine)) if all(p[-n:] != mine[-n:] for p in others)), len(mine))
+        names.append("/".join(mine[-length:]))
+    return names
 
 
 def detector_options(args: argparse.Namespace, settings: Settings) -> DetectorOptions:

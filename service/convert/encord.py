@@ -331,7 +331,7 @@ def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: 
         "labels": {} if frame_keyed else {"objects": [], "classifications": []},
     }
     if frame_keyed and slot.media is not MediaKind.DICOM:
-        unit |= {"data_duration": slot.duration_s, "data_fps": slot.fps}
+        unit |= {"data_duration": slot.playback_duration_s, "data_fps": slot.fps}
     return unit
 
 

@@ -368,7 +368,7 @@ def _video_regions(
     fps_src = meta.fps if meta.fps and math.isfinite(meta.fps) and meta.fps > 0 else None
     # A track's box on sampled position p, then on p + 1, is one visible span; a skipped position is a gap.
     position = {index: pos for pos, index in enumerate(sorted({f.info.frame_index for f in frames}))}
-    frames_count = _ls_frames_count(meta, fps_src, fps_ls, max(position, default=0) + 1)
+    frames_count = _ls_frames_count(meta, fps_ls, max(position, default=0) + 1)
     regions: list[dict[str, Any]] = []
     for track in tracks:
         class_name = _class_name(model, track.class_id)
@@ -431,10 +431,9 @@ def track_box_to_ls_frame(box: TrackBox, fps_src: float | None, fps_ls: float) -
     return max(1, math.ceil(seconds * fps_ls - _FRAME_TOLERANCE) + 1)
 
 
-def _ls_frames_count(meta: SlotMeta, fps_src: float | None, fps_ls: float, sampled: int) -> int:
-    # framesCount = round(duration * fps) in LS's fps. The player's duration includes the last frame's
-    # own length, so frames / fps beats our duration_s (the last frame's start: 1.96 s for 50 at 25 fps).
-    duration = meta.frame_count / fps_src if fps_src and meta.frame_count else meta.duration_s
+def _ls_frames_count(meta: SlotMeta, fps_ls: float, sampled: int) -> int:
+    # framesCount = round(duration * fps) in LS's fps; the player's duration includes the last frame's length.
+    duration = meta.playback_duration_s
     if duration and math.isfinite(duration) and duration > 0:
         return max(1, round(duration * fps_ls))
     return meta.frame_count or sampled  # no clock: source frames are LS frames

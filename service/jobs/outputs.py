@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
@@ -14,11 +16,15 @@ from service.convert.label_studio import (
     item_to_ls_result,
     parse_label_config,
 )
-from service.convert.tracks import frames_to_tracks, region_tracks
+from service.convert.tracks import TrackerOptions, frames_to_tracks, region_tracks
 from service.convert.types import ItemPredictions, ModelRef, Track
+from service.errors import ErrorCode
 from service.jobs.runner import job_tracker
 from service.jobs.store import ItemResult, ItemState, JobRecord
-from service.pipeline.frames import MediaKind
+from service.pipeline.frames import MediaKind, SlotMeta
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 FORMATS = ("coco", "darwin", "labelstudio", "encord")
 _LS_KINDS: dict[MediaKind, ObjectKind] = {MediaKind.IMAGE: "image", MediaKind.VIDEO: "video"}
@@ -38,45 +44,110 @@ def job_model(job: JobRecord) -> ModelRef:
     return ModelRef(spec=request["model"], version=request["model_version"], class_names=tuple(request["class_names"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An item, or one slot of it, that a result format cannot express: listed with a code, never a 500."""
+
+    item: str
+    code: ErrorCode
+    reason: str
+    slot: SlotMeta | None = None
+
+    def to_json(self) -> dict[str, str]:
+        where = {"item": self.item}
+        if self.slot is not None:
+            where |= {"slot": self.slot.slot, "media": self.slot.media.value}
+        return where | {"code": self.code.code, "reason": self.reason}
+
+
 def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings: Settings) -> dict[str, Any]:
-    """The job's preannotations as ``fmt``; video detections are linked into tracks as the job says."""
+    """The job's preannotations as ``fmt``; video detections are linked into tracks as the job says.
+
+    An item the format cannot hold (an Encord row of a video and a still) is listed in ``skipped_items``
+    with a code and a reason; every other item is still served.
+    """
     items, model = job_items(results), job_model(job)
     tracker = job_tracker(job.request, settings)
-    # None (tracking off): one annotation per detection
-    tracks = None if tracker is None else {item.name: frames_to_tracks(item.frames, tracker) for item in items}
     provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
     if fmt == "coco":
-        coco = frame_results_to_coco(
-            [frame for item in items for frame in item.frames],
-            class_names=model.class_names,
-            multi_slot_items=frozenset(item.name for item in items if len(item.slots) > 1),
-            tracks=tracks,
-        )
+        coco, skipped = _items_to_coco(items, model, tracker)
         coco["info"] |= provenance
-        return coco
+        return coco | {"skipped_items": _listed(skipped)}
     if fmt == "darwin":
-        darwin = [item_to_darwin(item, model, tracks=None if tracks is None else tracks[item.name]) for item in items]
-        return {**provenance, "items": darwin}
+        darwin, skipped = convert_each(
+            fmt, items, lambda item: item_to_darwin(item, model, tracks=_tracks(item, tracker))
+        )
+        return {**provenance, "items": darwin, "skipped_items": _listed(skipped)}
     if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
-        ls_tracks = {item.name: region_tracks(item.frames, tracker) for item in items}
-        return {**provenance, **items_to_ls_import(items, model, ls_tracks)}
+        ls_tracks, skipped = convert_each(fmt, items, lambda item: (item, region_tracks(item.frames, tracker)))
+        ls = items_to_ls_import([item for item, _ in ls_tracks], model, {i.name: t for i, t in ls_tracks})
+        return {**provenance, **ls, "skipped_items": _listed(skipped)}
     from service.convert.encord import item_to_encord_label_row
 
     ontology = settings.encord_ontology(model.class_names)
-    return {
-        **provenance,
-        "ontology": ontology.to_json(),
-        "label_rows": [
-            item_to_encord_label_row(
-                item,
-                model,
-                ontology,
-                tracks=None if tracks is None else tracks[item.name],
-                created_by=settings.encord_created_by,
-            )
-            for item in items
-        ],
-    }
+    created_by = settings.encord_created_by
+    rows, skipped = convert_each(
+        fmt,
+        items,
+        lambda item: item_to_encord_label_row(
+            item, model, ontology, tracks=_tracks(item, tracker), created_by=created_by
+        ),
+    )
+    return {**provenance, "ontology": ontology.to_json(), "label_rows": rows, "skipped_items": _listed(skipped)}
+
+
+def convert_each(
+    fmt: str, items: Sequence[ItemPredictions], convert: Callable[[ItemPredictions], _T]
+) -> tuple[list[_T], list[Skipped]]:
+    """``convert`` applied item by item: an item that fails is skipped, the others are kept, in order."""
+    done: list[_T] = []
+    skipped: list[Skipped] = []
+    for item in items:
+        try:
+            done.append(convert(item))
+        except Exception as exc:  # one item must never cost the job's other items
+            skipped.append(skipped_for(fmt, item.name, exc))
+    return done, skipped
+
+
+def skipped_for(fmt: str, item: str, exc: Exception, slot: SlotMeta | None = None) -> Skipped:
+    """Why ``fmt`` left an item (or slot) out; call it in the ``except`` block (a bug is logged with its traceback)."""
+    if isinstance(exc, ValueError):  # the converters' word for "this format cannot hold it"
+        return Skipped(item, ErrorCode.UNSUPPORTED_BY_FORMAT, f"{fmt}: {exc}", slot)
+    log.exception("%s: converting item %r failed", fmt, item)
+    return Skipped(item, ErrorCode.OUTPUT_FAILED, f"{fmt}: {type(exc).__name__} while converting the item", slot)
+
+
+def _listed(skipped: Sequence[Skipped]) -> list[dict[str, str]]:
+    return [s.to_json() for s in skipped]
+
+
+def _tracks(item: ItemPredictions, tracker: TrackerOptions | None) -> list[Track] | None:
+    return None if tracker is None else frames_to_tracks(item.frames, tracker)  # None: one per detection
+
+
+def _items_to_coco(
+    items: Sequence[ItemPredictions], model: ModelRef, tracker: TrackerOptions | None
+) -> tuple[dict[str, Any], list[Skipped]]:
+    """One COCO file of every item; if that fails, the items are tried one by one and those at fault left out."""
+
+    def coco(chosen: Sequence[ItemPredictions]) -> dict[str, Any]:
+        return frame_results_to_coco(
+            [frame for item in chosen for frame in item.frames],
+            class_names=model.class_names,
+            multi_slot_items=frozenset(item.name for item in chosen if len(item.slots) > 1),
+            tracks=None if tracker is None else {item.name: frames_to_tracks(item.frames, tracker) for item in chosen},
+        )
+
+    def alone(item: ItemPredictions) -> ItemPredictions:
+        coco([item])
+        return item
+
+    try:
+        return coco(items), []
+    except Exception:  # find the items at fault rather than lose them all
+        kept, skipped = convert_each("coco", items, alone)
+        return coco(kept), skipped
 
 
 def items_to_ls_import(
@@ -90,19 +161,20 @@ def items_to_ls_import(
     into a project with ``label_configs.image``, those with ``video`` into one with ``label_configs.video``.
     ``data`` also names the item and slot. The media URL is the one the job fetched, without its query
     string (signatures are never stored): LS must be able to open it (or map it through its storage).
-    Slots LS has no object for (DICOM, sequences, PDF) are listed in ``skipped_slots``, not dropped silently.
+    Slots LS has no object for (DICOM, sequences, PDF) are listed in ``skipped_slots`` with a code and a reason.
     """
     xml: dict[ObjectKind, str] = {
         kind: default_label_config_xml(model.class_names, kind) for kind in ("image", "video")
     }
     configs = {kind: parse_label_config(text) for kind, text in xml.items()}
     tasks: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     for item in items:
         for meta in item.slots:
             kind = _LS_KINDS.get(meta.media)
             if kind is None or not meta.source_files:
-                skipped.append({"item": item.name, "slot": meta.slot, "media": meta.media.value})
+                reason = f"labelstudio: no Label Studio object shows a {meta.media.value} slot"
+                skipped.append(Skipped(item.name, ErrorCode.UNSUPPORTED_BY_FORMAT, reason, meta))
                 continue
             config = configs[kind]
             (target,) = config.targets()
@@ -112,6 +184,10 @@ def items_to_ls_import(
             if kind == "video" and fps_key and meta.fps:
                 data[fps_key] = round(meta.fps, 6)  # what <Video framerate="$fps"> plays at; else LS uses 24
             slot = ItemPredictions(name=item.name, slots=(meta,), frames=tuple(item.frames_of_slot(meta.slot)))
-            prediction = item_to_ls_result(slot, model, config, tracks=tracks.get(item.name), task_data=data)
+            try:
+                prediction = item_to_ls_result(slot, model, config, tracks=tracks.get(item.name), task_data=data)
+            except Exception as exc:  # one slot must never cost the others
+                skipped.append(skipped_for("labelstudio", item.name, exc, meta))
+                continue
             tasks.append({"data": data, "predictions": [prediction.to_json()]})
-    return {"label_configs": xml, "tasks": tasks, "skipped_slots": skipped}
+    return {"label_configs": xml, "tasks": tasks, "skipped_slots": _listed(skipped)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from models.types import Detections, RGBImage
@@ -86,3 +87,15 @@ class SlotMeta:
     frame_count: int
     planned_frames: int
     duration_s: float | None = None
+
+    @property
+    def playback_duration_s(self) -> float | None:
+        """How long the source plays: frames / rate, which counts the last frame's own length.
+
+        ``duration_s`` is the last frame's start (3.96 s for 100 frames at 25 fps); players and annotation
+        tools (Label Studio's ``framesCount``, Encord's ``ceil(fps * data_duration)``) count frames from this.
+        """
+        fps = self.fps if self.fps is not None and math.isfinite(self.fps) and self.fps > 0 else None
+        if fps is not None and self.frame_count > 0:
+            return self.frame_count / fps
+        return self.duration_s

@@ -113,6 +113,32 @@ def test_coco_output_loads_in_pycocotools_and_finds_the_face(
     assert len(gt.loadRes(coco["annotations"]).getAnnIds()) == len(coco["annotations"])
 
 
+def test_inputs_of_one_name_keep_relative_names_that_consumers_resolve(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """/root/x1/face.png and /root/x2/face.png: COCO file_name and the Darwin item are x1/face.png, x2/face.png
+    (never the absolute path), so supervision finds each file under the images root."""
+    sv = pytest.importorskip("supervision")
+    root = tmp_path / "images"
+    photos = [root / folder / "face.png" for folder in ("x1", "x2")]
+    for photo in photos:
+        photo.parent.mkdir(parents=True)
+        photo.write_bytes(inputs["photo"].read_bytes())
+    out = tmp_path / "preds.json"
+    result = preannotate("run", *(p.absolute() for p in photos), "--out", out)
+    assert result.returncode == 0, result.stderr
+
+    coco = json.loads(out.read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["x1/face.png", "x2/face.png"]
+    assert len(COCO(str(out)).getAnnIds()) == len(coco["annotations"]) >= 2
+    dataset = sv.DetectionDataset.from_coco(images_directory_path=str(root), annotations_path=str(out))
+    assert sorted(Path(p) for p in dataset.image_paths) == sorted(photos)
+    assert all(len(detections) >= 1 for _, _, detections in dataset)
+
+    darwin = tmp_path / "darwin"
+    assert preannotate("run", *(p.absolute() for p in photos), "--format", "darwin", "--out", darwin).returncode == 0
+    items = [json.loads(path.read_text())["item"] for path in sorted(darwin.glob("*.json"))]
+    assert [(item["path"], item["name"]) for item in items] == [("/", "x1/face.png"), ("/", "x2/face.png")]
+
+
 def test_video_and_dicom_frames_carry_index_and_time(
     mixed_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:

@@ -323,6 +323,36 @@ def test_job_lifecycle_and_coco_result(
     assert coco["info"]["job_id"] == accepted["job_id"]
 
 
+@pytest.mark.parametrize("fmt", ["coco", "darwin", "labelstudio", "encord"])
+def test_every_result_format_keeps_the_items_it_can_express(
+    client: httpx.Client, media: dict[str, Path], media_server: MediaServer, fmt: str
+) -> None:
+    """An item with a video and a still is no Encord label row: it is listed as skipped, never a 500."""
+    mixed = [{"name": "cam", "url": f"{media_server.url}/pan.mp4", "type": "video"}, {"url": media["photo"].as_uri()}]
+    body = {
+        "items": [{"name": "mixed", "slots": mixed}, {"name": "photo", "slots": [{"url": media["photo"].as_uri()}]}]
+    }
+    job = client.post("/v1/jobs", json=body | {"fps": 1})
+    assert job.status_code in (200, 202), job.text
+    assert wait_for_job(client, job.json()["job_id"])["status"] == "succeeded"
+
+    response = client.get(f"/v1/jobs/{job.json()['job_id']}/result", params={"format": fmt})
+    assert response.status_code == 200, response.text
+    served = response.json()
+    if fmt == "encord":
+        assert [row["data_title"] for row in served["label_rows"]] == ["photo"]
+        [skipped] = served["skipped_items"]
+        assert (skipped["item"], skipped["code"]) == ("mixed", "unsupported_by_format")
+        assert "video" in skipped["reason"]
+        assert "image" in skipped["reason"]
+    else:
+        assert served["skipped_items"] == []
+    if fmt == "darwin":
+        assert [d["item"]["name"] for d in served["items"]] == ["mixed", "photo"]
+    if fmt == "coco":
+        assert {im["item"] for im in served["images"]} == {"mixed", "photo"}
+
+
 def test_idempotency(client: httpx.Client, media: dict[str, Path]) -> None:
     body = {"items": [{"name": "p", "slots": [{"url": media["photo"].as_uri()}]}], "threshold": 0.61}
     first = client.post("/v1/jobs", json=body)

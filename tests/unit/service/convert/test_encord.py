@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import locale
 from datetime import UTC, datetime
@@ -440,9 +441,8 @@ def test_existing_rows_that_do_not_fit_are_refused() -> None:
 # -- the SDK reads what we write ------------------------------------------------------------------------------------
 
 
-def test_the_encord_sdk_round_trips_our_rows() -> None:
-    """encord 0.1.211 parses our rows and serialises them back to the same JSON (skipped without the SDK)."""
-    pytest.importorskip("encord")
+def _sdk_label_row(row: dict[str, Any]) -> Any:
+    """A detached SDK row built from the media fields our row itself carries, then fed our labels."""
     from encord.objects.ontology_labels_impl import LabelRowV2
     from encord.objects.ontology_structure import OntologyStructure
     from encord.ontology import Ontology
@@ -451,23 +451,50 @@ def test_the_encord_sdk_round_trips_our_rows() -> None:
 
     structure = OntologyStructure.from_dict(ONTOLOGY.to_json())
     ontology = Ontology(OrmOntology("t", structure, "h", WHEN, WHEN), None)  # type: ignore[arg-type]
+    (unit,) = row["data_units"].values()
+    size = {"width": unit["width"], "height": unit["height"], "file_size": 1, "mime_type": unit["data_type"]}
+    meta: Any = (
+        CustomerProvidedVideoMetadata(fps=unit["data_fps"], duration=unit["data_duration"], **size)
+        if row["data_type"] == "video"
+        else CustomerProvidedImageMetadata(**size)
+    )
+    label_row = LabelRowV2.from_media_metadata(ontology, meta)
+    label_row.from_labels_dict(row)
+    return label_row
+
+
+def _clip_meta(directory: Path, frames: int, fps: int) -> SlotMeta:
+    """The slot metadata the video pipeline itself reports for a generated clip."""
+    from service.pipeline.options import MediaLimits, SamplingOptions
+    from service.pipeline.video import VideoReader
+    from service.samples import write_video
+
+    path = directory / "clip.mp4"
+    write_video(path, width_px=128, height_px=96, fps=fps, duration_s=frames / fps, gop=fps, bframes=0)
+    reader = VideoReader("item", "0", path, SamplingOptions(), MediaLimits())
+    try:
+        return reader.meta
+    finally:
+        reader.close()
+
+
+def test_the_encord_sdk_round_trips_our_rows(tmp_path: Path) -> None:
+    """encord 0.1.211 parses our rows, read with their own media fields, and serialises them back to the same JSON;
+    a track on the clip's last frame is inside the frame count the SDK derives (skipped without the SDK)."""
+    pytest.importorskip("encord")
+    meta = _clip_meta(tmp_path, frames=100, fps=25)
+    assert (meta.frame_count, meta.fps) == (100, 25.0)
+    last = meta.frame_count - 1
+    video = ItemPredictions(name="item", slots=(dataclasses.replace(meta, slot="0"),), frames=())
+    tracks = [track(1, 0, {0: ([12, 48, 24, 67], 0.8), last: ([17, 48, 29, 67], 0.9)})]
     image = build(image_item([[768, 594, 960, 864], [192, 324, 422.4, 864]], [0.87, 0.64], [0, 1])).row
-    tracks = [track(1, 0, {0: ([128, 360, 256, 504], 0.8), 2: ([179.2, 360, 307.2, 504], 0.9)})]
-    video = build(video_item({}), tracks=tracks).row
-    for row, meta in (
-        (image, CustomerProvidedImageMetadata(mime_type="image/jpeg", file_size=1, height=1080, width=1920)),
-        (
-            video,
-            CustomerProvidedVideoMetadata(
-                fps=25.0, duration=4.0, width=1280, height=720, file_size=1, mime_type="video/mp4"
-            ),
-        ),
-    ):
-        label_row = LabelRowV2.from_media_metadata(ontology, meta)
-        label_row.from_labels_dict(row)
+    for row in (image, build(video, tracks=tracks).row):
+        label_row = _sdk_label_row(row)
         again = label_row.to_encord_dict()
         assert again["data_units"] == row["data_units"]
         assert again["object_answers"] == row["object_answers"]
         instances = label_row.get_object_instances()
         assert all(not a.manual_annotation for i in instances for a in i.get_annotations())
         assert {i.object_hash for i in instances} == set(row["object_answers"])
+    assert label_row.number_of_frames == meta.frame_count
+    assert {a.frame for i in label_row.get_object_instances() for a in i.get_annotations()} == {0, last}

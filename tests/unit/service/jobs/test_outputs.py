@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from service.config import Settings
 from service.convert.label_studio import parse_label_config
-from service.jobs.outputs import job_result
+from service.convert.types import ItemPredictions
+from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
 from service.jobs.results import item_result_to_json
 from service.jobs.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
@@ -104,7 +107,16 @@ def test_label_studio_tasks_import_as_they_are() -> None:
         ("clip", "back"),
         ("photo.png", "0"),
     ]
-    assert served["skipped_slots"] == [{"item": "clip", "slot": "notes", "media": "pdf"}]
+    assert served["skipped_slots"] == [
+        {
+            "item": "clip",
+            "slot": "notes",
+            "media": "pdf",
+            "code": "unsupported_by_format",
+            "reason": "labelstudio: no Label Studio object shows a pdf slot",
+        }
+    ]
+    assert served["skipped_items"] == []
     for task in tasks:
         assert set(task) == {"data", "predictions"}
         kind = "video" if "video" in task["data"] else "image"
@@ -137,3 +149,33 @@ def test_a_video_without_a_frame_rate_is_placed_at_label_studios_24() -> None:
     value = task["predictions"][0]["result"][0]["value"]
     assert [k["frame"] for k in value["sequence"]] == [1, 241]
     assert value["framesCount"] == 720
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_item_a_format_cannot_hold_is_listed_and_the_others_are_served(fmt: str) -> None:
+    """ "clip" holds a video and two stills: no one Encord label row holds that, so Encord skips it alone."""
+    served = json.loads(json.dumps(job_result(fmt, job(), results(), Settings())))
+    skipped = {s["item"]: s for s in served["skipped_items"]}
+    if fmt == "encord":
+        assert [row["data_title"] for row in served["label_rows"]] == ["photo.png"]
+        assert skipped["clip"]["code"] == "unsupported_by_format"
+        assert "video" in skipped["clip"]["reason"]
+        assert "image" in skipped["clip"]["reason"]
+    else:
+        assert skipped == {}
+
+
+def test_a_converter_bug_skips_its_item_alone_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    items = job_items(results())
+
+    def convert(item: ItemPredictions) -> str:
+        if item.name == "clip":
+            raise KeyError("width")
+        return item.name
+
+    done, skipped = convert_each("darwin", items, convert)
+    assert done == ["photo.png"]
+    assert [s.to_json() for s in skipped] == [
+        {"item": "clip", "code": "output_failed", "reason": "darwin: KeyError while converting the item"}
+    ]
+    assert "KeyError" in caplog.text

@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="detect objects in images, videos, DICOM and image sequences; write COCO")
     run.add_argument(
-        "inputs", nargs="*", type=Path, metavar="INPUT", help="files, directories (image sequences) or @list.txt"
+        "inputs", nargs="*", type=Path, metavar="INPUT", help="files, folders or @list.txt (one item per file)"
+    )
+    run.add_argument(
+        "--sequence",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a folder's or @list's images are one image sequence (one size); --no-sequence: one item per image "
+        "always; default: one item per file, a sequence only for numbered frames of one size (README: Inputs)",
     )
     run.add_argument("--item", metavar="NAME", help="name of a multi-file item built from --slot flags")
     run.add_argument(

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from service.config import Settings, get_settings
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.decoders import use_gpu_decoder
 from service.pipeline.frames import SlotMeta
+from service.pipeline.inputs import Skipped
 from service.pipeline.options import DecoderChoice, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure
 
@@ -83,6 +85,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{path}: cannot write ({exc.strerror})") from None
 
 
-def exit_code_for(failures: list[SlotFailure]) -> int:
-    """0 when every slot worked; otherwise the worst failure's exit code (2 for bad input)."""
-    return min((f.error.code.exit_code for f in failures), default=0)
+def exit_code_for(failures: list[SlotFailure], skipped: Sequence[Skipped] = ()) -> int:
+    """0 when every slot worked and no file was skipped; otherwise the worst one's exit code (2 for bad input)."""
+    codes = [f.error.code.exit_code for f in failures] + [s.code.exit_code for s in skipped]
+    return min(codes, default=0)

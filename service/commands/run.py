@@ -29,14 +29,27 @@ from service.convert.tracks import TrackerOptions, frames_to_tracks
 from service.convert.types import ItemPredictions, ModelRef, Track
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.frames import FrameResult, SlotMeta
-from service.pipeline.media import ItemSpec, item_from_path, parse_slot_arg
+from service.pipeline.inputs import Expanded, Skipped, expand_inputs
+from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import SlotFailure, detect_frames, iter_frames, prefetch
 
 
-def items_from_args(inputs: list[Path], item: str | None, slots: list[str]) -> list[ItemSpec]:
-    """Positional inputs (one item each) plus the --item/--slot item; names made unique."""
-    items = [item_from_path(path) for path in inputs]
+@dataclass(frozen=True, slots=True)
+class RunInputs:
+    """The items to run, and the files of folders and lists that are no item (each named on stderr)."""
+
+    items: list[ItemSpec]
+    skipped: list[Skipped]
+
+
+def items_from_args(
+    inputs: list[Path], item: str | None, slots: list[str], *, sequence: bool | None = None
+) -> RunInputs:
+    """Positional inputs (a file: one item; a folder or @list: one item per file, see ``expand_inputs``)
+    plus the --item/--slot item; names made unique."""
+    expansion = expand_inputs(inputs, sequence=sequence)
+    expanded = list(expansion.items)
     if slots and not item:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "--slot needs --item NAME")
     if item:
@@ -46,20 +59,32 @@ def items_from_args(inputs: list[Path], item: str | None, slots: list[str]) -> l
         duplicates = [name for name, n in Counter(s.name for s in specs).items() if n > 1]
         if duplicates:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"slot names must be unique: {', '.join(duplicates)}")
-        items.append(ItemSpec(name=item, slots=specs))
-    if not items:
+        expanded.append(Expanded(ItemSpec(name=item, slots=specs), item))
+    if not expanded and not expansion.skipped:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "nothing to do: give INPUT files or --item with --slot")
-    # Two inputs called img.jpg in different folders must not become one item: each is then named by
-    # the shortest end of its path that tells them apart (x1/img.jpg), never an absolute path.
-    clashes = {name for name, n in Counter(i.name for i in items).items() if n > 1}
-    at = [n for n, i in enumerate(items) if i.name in clashes and len(i.slots) == 1 and len(i.slots[0].paths) == 1]
+    return RunInputs(items=unique_names(expanded), skipped=expansion.skipped)
+
+
+def unique_names(expanded: list[Expanded]) -> list[ItemSpec]:
+    """Items whose names clash (``img.jpg`` from two folders) are named by the shortest end of their path
+    that tells them apart (``d1/img.jpg``, ``d2/img.jpg``), never an absolute path; one file given twice
+    is refused."""
+    clashes = {name for name, n in Counter(e.item.name for e in expanded).items() if n > 1}
+    at = [n for n, e in enumerate(expanded) if e.item.name in clashes]
     try:
-        names = unique_path_suffixes([items[n].slots[0].paths[0] for n in at])
+        names = unique_path_suffixes([_source_path(expanded[n]) for n in at])
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+    items = [e.item for e in expanded]
     for n, name in zip(at, names, strict=True):
         items[n] = ItemSpec(name=name, slots=items[n].slots)
     return items
+
+
+def _source_path(expanded: Expanded) -> str | PurePath:
+    """The file an item of one single-file slot came from; else its folder or list as given."""
+    slots = expanded.item.slots
+    return slots[0].paths[0] if len(slots) == 1 and len(slots[0].paths) == 1 else expanded.qualified
 
 
 def unique_path_suffixes(paths: Sequence[str | PurePath]) -> list[str]:
@@ -140,8 +165,13 @@ def run_command(args: argparse.Namespace) -> int:
     threshold = settings.threshold if args.threshold is None else args.threshold
     if not 0.0 <= threshold <= 1.0:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--threshold must be in [0, 1], got {threshold}")
+    inputs = items_from_args(args.inputs, args.item, args.slot, sequence=getattr(args, "sequence", None))
+    for skipped in inputs.skipped:
+        print(skipped.line(), file=sys.stderr)
+    if not inputs.items:
+        return exit_code_for([], inputs.skipped)
     request = RunRequest(
-        items=items_from_args(args.inputs, args.item, args.slot),
+        items=inputs.items,
         model_spec=args.model or settings.model,
         detector_options=detector_options(args, settings),
         sampling=sampling_from_args(args, settings),
@@ -155,7 +185,7 @@ def run_command(args: argparse.Namespace) -> int:
     if request.output_format == "darwin" and request.out.exists() and not request.out.is_dir():
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {request.out}: --format darwin needs a directory")
     _, failures = execute_run(request, settings)
-    return exit_code_for(failures)
+    return exit_code_for(failures, inputs.skipped)
 
 
 def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any], list[SlotFailure]]:

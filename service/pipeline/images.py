@@ -79,6 +79,21 @@ def image_size(path: Path, limits: MediaLimits = _DEFAULT_LIMITS) -> tuple[int, 
         return (height, width) if _orientation(im) in _SWAPS_AXES else (width, height)
 
 
+_CAMERA_TAGS = (ExifTags.Base.Make, ExifTags.Base.Model)
+
+
+def from_camera(path: Path, limits: MediaLimits = _DEFAULT_LIMITS) -> bool:
+    """Whether the header names the camera that took the image (EXIF Make or Model): a photo, not a frame.
+
+    Frame extractors (FFmpeg, annotation tools' exports) write no camera tags; phones and cameras always do.
+    """
+    with _open_checked(path, limits) as im:
+        if im.format in _EXIF_AFTER_PIXELS and "exif" not in im.info:
+            return False
+        exif = im.getexif()
+        return any(exif.get(tag) for tag in _CAMERA_TAGS)
+
+
 class ImageReader:
     """A slot holding one still image: one frame, index 0, no timestamp.
 
@@ -125,7 +140,8 @@ class SequenceReader:
     Sequences have no clock, so fps, start and end do not apply: every frame is kept, up to
     ``sampling.max_frames``. Only the first file is opened up front (for the slot's width and height), so
     a long sequence starts at once; each file is checked when its turn comes, and one that fails stops the
-    slot with an error naming it. Frames may differ in size: each ``FrameInfo`` carries its own.
+    slot with an error naming it. All frames have the first one's size: a frame of another size stops the
+    slot (INVALID_ARGUMENT, naming both files), as a video has one size and the slot declares it.
     """
 
     def __init__(
@@ -165,6 +181,13 @@ class SequenceReader:
                 raise PreannotateError(
                     code, f"frame {index} of sequence {self.meta.item}/{self.meta.slot}: {exc.message}"
                 ) from exc
+            if (image.shape[1], image.shape[0]) != (self.meta.width, self.meta.height):
+                raise PreannotateError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"sequence {self.meta.item}/{self.meta.slot}: frames must share one size: {self._paths[0]} is "
+                    f"{self.meta.width}x{self.meta.height}, {path} is {image.shape[1]}x{image.shape[0]} "
+                    "(photos of different sizes are separate items, not a sequence)",
+                )
             info = FrameInfo(
                 item=self.meta.item,
                 slot=self.meta.slot,

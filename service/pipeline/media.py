@@ -20,6 +20,9 @@ class SlotSpec:
 
     name: str
     paths: tuple[Path, ...]
+    # The DICOM files of a folder: objects without an image (DICOMDIR, reports) are left out of the series;
+    # an explicit list keeps them, and fails on them.
+    folder_series: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: Medi
     if len(slot.paths) > 1:
         if sniff(slot.paths[0]) is MediaKind.DICOM:
             where = f"DICOM series {item}/{slot.name}"
-            return _open_series(item, slot.name, slot.paths, where, sampling, limits, images_only=False)
+            return _open_series(item, slot.name, slot.paths, where, sampling, limits, images_only=slot.folder_series)
         from service.pipeline.images import SequenceReader
 
         return SequenceReader(item, slot.name, slot.paths, sampling, limits)

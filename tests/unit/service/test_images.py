@@ -345,8 +345,8 @@ def write_sequence(directory: Path, count: int, *, prefix: str = "frame") -> lis
     paths = []
     for i in range(count):
         path = directory / f"{prefix}{i}.png"
-        # frame i is (4 + i) wide and all 10 * i, so order and sizes are visible
-        Image.fromarray(np.full((3, 4 + i, 3), 10 * i, np.uint8)).save(path)
+        # frame i is 4x3 and all 10 * i, so the order is visible
+        Image.fromarray(np.full((3, 4, 3), 10 * i, np.uint8)).save(path)
         paths.append(path)
     return paths
 
@@ -392,9 +392,23 @@ def test_sequence_reader_frames(tmp_path: Path) -> None:
     assert [f.info.frame_index for f in frames] == [0, 1, 2]
     assert [f.info.timestamp_s for f in frames] == [None] * 3
     assert [f.info.source for f in frames] == [str(p) for p in paths]
-    assert [(f.info.width, f.info.height) for f in frames] == [(4, 3), (5, 3), (6, 3)]
+    assert [(f.info.width, f.info.height) for f in frames] == [(4, 3)] * 3
     assert [int(f.image[0, 0, 0]) for f in frames] == [0, 10, 20]
     assert all(f.info.media is MediaKind.SEQUENCE for f in frames)
+
+
+def test_a_frame_of_another_size_stops_the_sequence_naming_both_files(tmp_path: Path) -> None:
+    # given a sequence whose third frame is wider than the first (photos, not the frames of one clip)
+    paths = write_sequence(tmp_path, 4)
+    Image.fromarray(np.zeros((3, 6, 3), np.uint8)).save(paths[2])
+    reader = SequenceReader("i", "0", paths, SamplingOptions(), LIMITS)
+    it = iter(reader)
+    assert [next(it).info.frame_index, next(it).info.frame_index] == [0, 1]
+    # then it is refused, not declared at the first frame's size
+    with pytest.raises(PreannotateError) as exc:
+        next(it)
+    assert exc.value.code is ErrorCode.INVALID_ARGUMENT
+    assert f"{paths[0]} is 4x3, {paths[2]} is 6x3" in exc.value.message
 
 
 @pytest.mark.parametrize(
@@ -442,6 +456,7 @@ def test_bad_file_mid_sequence(tmp_path: Path, bad: bytes) -> None:
 
 def test_sequence_limits_apply_per_file(tmp_path: Path) -> None:
     paths = write_sequence(tmp_path, 3)
+    Image.fromarray(np.zeros((3, 6, 3), np.uint8)).save(paths[2])
     reader = SequenceReader("i", "0", paths, SamplingOptions(), MediaLimits(max_pixels=3 * 5))
     with pytest.raises(PreannotateError) as exc:
         list(reader)  # frame 2 is 6x3

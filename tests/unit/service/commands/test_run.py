@@ -40,7 +40,7 @@ def test_a_path_given_twice_is_refused() -> None:
 
 
 def test_inputs_of_one_name_are_named_by_their_folders_never_absolute() -> None:
-    items = items_from_args([Path("/a/x1/face.png"), Path("/a/x2/face.png"), Path("/a/cat.png")], None, [])
+    items = items_from_args([Path("/a/x1/face.png"), Path("/a/x2/face.png"), Path("/a/cat.png")], None, []).items
     assert [i.name for i in items] == ["x1/face.png", "x2/face.png", "cat.png"]
     with pytest.raises(PreannotateError) as exc:
         items_from_args([Path("/a/face.png"), Path("/a/face.png")], None, [])

@@ -12,6 +12,7 @@ from models.types import ModelInfo
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.batching import DynamicBatcher
+from service.remote_models import JobModel
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ class ModelRegistry:
                 return model
         available = ", ".join(m.spec for m in self._models)
         raise PreannotateError(ErrorCode.MODEL_NOT_FOUND, f"model {name!r} is not loaded; loaded: {available}")
+
+    def for_job(self, name: str | None) -> JobModel:
+        """The loaded model a job for ``name`` is pinned to (``get``'s errors)."""
+        return JobModel.of(self.get(name))
+
+    def pending(self) -> list[str]:
+        """Nothing: every model here is loaded."""
+        return []
 
     def close(self) -> None:
         for model in self._models:

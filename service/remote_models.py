@@ -1,9 +1,13 @@
 """Models as the API sees them in distributed mode: published to Redis by the workers that loaded them.
 
-API pods never load a model when ``queue_url`` is set, yet ``POST /v1/jobs`` needs each model's spec,
+API pods never load a model when ``queue_url`` is set, yet ``POST /v1/jobs`` pins each job to its model's
 version and class names (idempotency keys, class checks). Workers publish their ``ModelInfo`` into a
 catalog that outlives them (jobs can queue while workers are scaled to zero and KEDA scales them back up
 on the lag), plus a liveness entry with a TTL that says how many workers serve each model right now.
+
+On a fresh install nothing is published yet, and with workers scaled to zero nothing ever would be unless
+a job enters the queue: a job for a model no worker has published is accepted unpinned (``JobModel`` with
+no version), and the first worker that runs one of its items pins it and checks its class names.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from models.errors import ModelSpecError
+from models.registry import parse_spec
 from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 
@@ -33,12 +39,32 @@ class CatalogEntry(Protocol):
     def max_batch_size(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class JobModel:
+    """The model a job is submitted for: its version and classes, both None while no worker has published it
+    (distributed mode, cold start); the first worker to run one of the job's items pins them then."""
+
+    spec: str
+    version: str | None
+    class_names: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, entry: CatalogEntry) -> JobModel:
+        return cls(entry.spec, entry.info.version, tuple(entry.info.class_names))
+
+
 class ModelCatalog(Protocol):
     """``ModelRegistry``'s lookup surface, minus the batchers."""
 
     def get(self, name: str | None) -> CatalogEntry: ...
 
     def all(self) -> Sequence[CatalogEntry]: ...
+
+    def for_job(self, name: str | None) -> JobModel: ...
+
+    def pending(self) -> list[str]:
+        """Configured specs whose version and classes are not known yet (no worker published them)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +84,7 @@ class RemoteModels:
     Args:
         source: Reads the catalog (``RedisJobStore.published_models``); raises NOT_READY while Redis is down.
         default_spec: ``settings.model``, the model used when a job names none; listed first.
+        extra_specs: ``settings.extra_models``: what the workers load besides the default (same settings).
         cache_s: How long one read serves lookups.
         clock: Monotonic seconds (tests inject one).
     """
@@ -67,24 +94,28 @@ class RemoteModels:
         source: Callable[[], list[PublishedModel]],
         default_spec: str,
         *,
+        extra_specs: Sequence[str] = (),
         cache_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source, self._default_spec, self._cache_s, self._clock = source, default_spec, cache_s, clock
+        self._configured = list(dict.fromkeys([default_spec, *extra_specs]))
         self._lock = threading.Lock()
         self._cached: list[PublishedModel] = []
         self._read_at = float("-inf")
 
     def all(self) -> list[PublishedModel]:
-        """Every published model, the default first; NOT_READY (503) if none has been published yet."""
+        """Every published model, the default first; empty until a worker has published (NOT_READY only while
+        Redis is down)."""
         models = self._read(max_age_s=self._cache_s)
         if not models:  # a worker may have just published: a miss is worth a fresh read
             models = self._read(max_age_s=_MISS_REREAD_S)
-        if not models:
-            raise PreannotateError(
-                ErrorCode.NOT_READY, "no worker has published its models yet; start `preannotate worker`"
-            )
         return models
+
+    def pending(self) -> list[str]:
+        """The configured specs (default first) that no worker has published yet."""
+        published = {m.spec for m in self.all()}
+        return [spec for spec in self._configured if spec not in published]
 
     def _read(self, *, max_age_s: float) -> list[PublishedModel]:
         with self._lock:
@@ -100,7 +131,6 @@ class RemoteModels:
             found = next((m for m in self._read(max_age_s=max_age_s) if name in (m.spec, m.info.name)), None)
             if found is not None:
                 return found
-        self.all()  # NOT_READY when nothing at all is published
         return None
 
     @property
@@ -113,14 +143,40 @@ class RemoteModels:
         return found
 
     def get(self, name: str | None) -> PublishedModel:
-        """The default for None; else a model whose spec or name matches; else MODEL_NOT_FOUND (404)."""
+        """The default for None; else a published model whose spec or name matches; else MODEL_NOT_FOUND (404)."""
         if name is None:
             return self.default
         found = self._find(name)
         if found is None:
-            available = ", ".join(m.spec for m in self.all())
+            available = ", ".join(m.spec for m in self.all()) or "nothing yet"
             raise PreannotateError(ErrorCode.MODEL_NOT_FOUND, f"model {name!r} is not served; published: {available}")
         return found
+
+    def for_job(self, name: str | None) -> JobModel:
+        """What a job for ``name`` (None = the default) is pinned to: the published model, else the spec alone.
+
+        An unpublished model is accepted when it is a configured spec or a well-formed model spec (workers are
+        scaled to zero, or still loading); a short name is only known once published.
+
+        Raises:
+            PreannotateError: MODEL_NOT_FOUND (404) for a name that is neither published nor a model spec;
+                NOT_READY (503) while Redis is down.
+        """
+        spec = self._default_spec if name is None else name
+        found = self._find(spec)
+        if found is not None:
+            return JobModel.of(found)
+        if spec not in self._configured:
+            try:
+                parse_spec(spec)
+            except ModelSpecError as exc:
+                known = ", ".join(dict.fromkeys([*self._configured, *(m.spec for m in self.all())]))
+                raise PreannotateError(
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"model {name!r} is not published by any worker and is not a model spec "
+                    f"({exc}); configured or published: {known}",
+                ) from None
+        return JobModel(spec, None, None)
 
     def close(self) -> None:
         """Nothing to release (the store owns the connection); here so callers treat both registries alike."""

@@ -92,7 +92,11 @@ def _open_queue(settings: Settings) -> _Queue:
 
     store = RedisJobStore(settings.queue_url.get_secret_value(), max_attempts=settings.max_attempts)
     # Due retries must reach the stream even while KEDA has every worker scaled to zero.
-    return _Queue(store, RemoteModels(store.published_models, settings.model), RetryPromoter(store))
+    return _Queue(
+        store,
+        RemoteModels(store.published_models, settings.model, extra_specs=settings.extra_models),
+        RetryPromoter(store),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -122,7 +122,10 @@ class JobPublic(BaseModel):
     id: str
     status: JobStatus
     model: str
-    model_version: str
+    model_version: str | None = Field(
+        description="null until a worker runs one of its items, for a job submitted before any worker had "
+        "published its model (distributed mode)"
+    )
     created_at: float
     updated_at: float
     progress: JobProgress
@@ -134,10 +137,15 @@ class JobPublic(BaseModel):
 
 class ModelPublic(BaseModel):
     spec: str
-    name: str
-    version: str
-    classes: list[str]
-    runtime: str
-    device: str
-    max_batch_size: int
+    known: bool = Field(
+        True,
+        description="false in distributed mode while no worker has published this configured model: its name, "
+        "version, classes, runtime, device and batch size are null until one does (jobs for it are accepted)",
+    )
+    name: str | None
+    version: str | None
+    classes: list[str] | None
+    runtime: str | None
+    device: str | None
+    max_batch_size: int | None
     default: bool

@@ -40,8 +40,14 @@ def job_items(results: Sequence[ItemResult]) -> list[ItemPredictions]:
 
 
 def job_model(job: JobRecord) -> ModelRef:
+    """The model the job's request pins. Unpinned (distributed, no item ever ran: e.g. every item failed before
+    a worker took it up): no version and no classes, and no item result to use them."""
     request = job.request
-    return ModelRef(spec=request["model"], version=request["model_version"], class_names=tuple(request["class_names"]))
+    return ModelRef(
+        spec=request["model"],
+        version=request.get("model_version") or "",
+        class_names=tuple(request.get("class_names") or ()),
+    )
 
 
 @dataclass(frozen=True, slots=True)

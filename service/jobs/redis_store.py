@@ -250,6 +250,28 @@ class RedisJobStore:
             )
         return out
 
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+        """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
+        racing to pin leave one pin, never a mix)."""
+        key = self._key("job", job_id)
+        with self._guard(), self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    raw = cast(str | None, pipe.hget(key, "request"))
+                    if raw is None:
+                        return  # expired or unknown
+                    request = json.loads(raw)
+                    if request.get("model_version") is not None:
+                        return
+                    pinned = {**request, "model_version": version, "class_names": list(class_names)}
+                    pipe.multi()
+                    pipe.hset(key, "request", _dumps(pinned))
+                    pipe.execute()
+                    return
+                except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
+                    continue
+
     # --- workers -------------------------------------------------------------------------------------
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:

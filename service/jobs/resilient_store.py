@@ -222,6 +222,10 @@ class ResilientStore:
     def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
         return self.store.results(tenant=tenant, job_id=job_id)
 
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+        # NOT_READY propagates: the item fails retryably and is run again once Redis is back.
+        self.store.pin_model(job_id, version=version, class_names=class_names)
+
     def depth(self) -> int:
         return self.store.depth()
 

@@ -22,7 +22,7 @@ from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.readers import SlotReader
-from service.pipeline.run import detect_frames, keep_partial
+from service.pipeline.run import class_filter, detect_frames, keep_partial
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,11 @@ def run_item(
     on_progress: ProgressCallback,
     decoder: DecoderChoice = DecoderChoice.PYAV,
 ) -> dict[str, Any]:
-    """Preannotate every slot of the leased item; raises PreannotateError (naming the file) or ItemStoppedError."""
+    """Preannotate every slot of the leased item; raises PreannotateError (naming the file; INVALID_ARGUMENT for a
+    class the model lacks) or ItemStoppedError."""
     params = JobParams.from_request(lease.request)
+    # Before any fetch: a job submitted before its model was published had its class names checked by no one.
+    class_filter(model.info.class_names, params.classes)
     sampling = SamplingOptions(fps=params.fps, mode=params.sampling, decoder=decoder)
     name = lease.item["name"]
     slots: list[SlotMeta] = []

@@ -464,6 +464,15 @@ class SqliteJobStore:
         with self._conns_lock:
             return self._settled
 
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+        """Pin an unpinned job's model version and classes (the first pin stands)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE jobs SET request = json_set(request, '$.model_version', ?, '$.class_names', json(?)) "
+                "WHERE id = ? AND json_extract(request, '$.model_version') IS NULL",
+                (version, _dumps(list(class_names)), job_id),
+            )
+
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""
         now = self._clock()

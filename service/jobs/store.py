@@ -137,6 +137,12 @@ class JobStore(Protocol):
         Returns the ids released; items this worker no longer holds are left alone."""
         ...
 
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+        """Record in the job's request the model version and classes a worker runs it with, for a job submitted
+        before any worker had published its model (distributed cold start). The first pin stands: a job pinned
+        already is left alone, as is an unknown job."""
+        ...
+
     def depth(self) -> int:
         """Items queued or leased, all tenants (for 429s and autoscaling)."""
         ...

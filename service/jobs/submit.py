@@ -2,7 +2,9 @@
 the Label Studio sweep share, so every source gets the same checks, parameters and dedupe.
 
 Checks run before anything is stored: URL schemes, slot counts, the model, class names, destinations. The
-stored request pins the model version, so "the same items for the same model version" is the same job.
+stored request pins the model version, so "the same items for the same model version" is the same job. In
+distributed mode a model no worker has published yet is pinned (and its class names checked) by the first
+worker that runs the job (``service.jobs.worker``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from models.types import ModelInfo
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.models import ItemIn, JobCreate
@@ -29,6 +30,7 @@ from service.jobs.push import check_destination
 from service.jobs.runner import pinned_tracks
 from service.jobs.store import JobRecord, JobStore
 from service.pipeline.run import class_filter
+from service.remote_models import JobModel
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
@@ -44,20 +46,10 @@ FINGERPRINT = "content_sha256"
 _NOT_FINGERPRINTED = frozenset({"model_version", "class_names"})
 
 
-class ModelEntry(Protocol):
-    """A model as job submission sees it: loaded here, or published by remote workers."""
-
-    @property
-    def spec(self) -> str: ...
-
-    @property
-    def info(self) -> ModelInfo: ...
-
-
 class ModelLookup(Protocol):
-    """``ModelRegistry.get`` (or a distributed-mode catalog's): the default for None, else MODEL_NOT_FOUND."""
+    """``ModelRegistry.for_job`` (or a distributed-mode catalog's): the default for None, else MODEL_NOT_FOUND."""
 
-    def get(self, name: str | None) -> ModelEntry: ...
+    def for_job(self, name: str | None) -> JobModel: ...
 
 
 def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collection[str] = ()) -> None:
@@ -158,12 +150,13 @@ def validation_problem(exc: ValidationError) -> PreannotateError:
     return PreannotateError(ErrorCode.INVALID_ARGUMENT, problems)
 
 
-def job_params(job: JobCreate, loaded: ModelEntry, settings: Settings) -> dict[str, Any]:
-    """The stored request every item of the job shares (model pinned to its version)."""
+def job_params(job: JobCreate, model: JobModel, settings: Settings) -> dict[str, Any]:
+    """The stored request every item of the job shares (model pinned to its version, or None until a worker
+    pins it: ``JobModel``)."""
     return {
-        "model": loaded.spec,
-        "model_version": loaded.info.version,
-        "class_names": list(loaded.info.class_names),
+        "model": model.spec,
+        "model_version": model.version,
+        "class_names": None if model.class_names is None else list(model.class_names),
         "fps": settings.fps if job.fps is None else job.fps,
         "sampling": (job.sampling or settings.sampling).value,
         "threshold": settings.threshold if job.threshold is None else job.threshold,
@@ -211,7 +204,7 @@ def prepare_job(
     Args:
         job: The parsed request.
         settings: Limits and defaults.
-        models: The loaded models (the job's model must be one).
+        models: The loaded or published models (the job's model must be one, or, distributed, a model spec).
         extra_schemes: URL schemes allowed besides ``ALLOWED_SCHEMES`` (internal sources only).
 
     Raises:
@@ -223,11 +216,12 @@ def prepare_job(
             ErrorCode.TOO_MANY_ITEMS, f"{len(job.items)} items in one job; the limit is {settings.max_items_per_job}"
         )
     check_urls(job.items, settings.max_slots_per_item, extra_schemes=extra_schemes)
-    loaded = models.get(job.model)
-    class_filter(loaded.info.class_names, job.classes)  # unknown class names are a 422 now, not a failed job
+    model = models.for_job(job.model)
+    if model.class_names is not None:  # unknown class names are a 422 now; unpublished: the worker checks them
+        class_filter(model.class_names, job.classes)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
-    return PreparedJob(job_params(job, loaded, settings), [item.model_dump(exclude_none=True) for item in job.items])
+    return PreparedJob(job_params(job, model, settings), [item.model_dump(exclude_none=True) for item in job.items])
 
 
 def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:

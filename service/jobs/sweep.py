@@ -142,13 +142,14 @@ class LabelStudioSweep:
     def _sweep(self, project: int, registry: ModelLookup, report: ProjectSweep) -> None:
         client = self._label_studio()
         targets = targets_of(str(client.get_project(project).get("label_config") or ""))
-        version = registry.get(self._config.label_studio_model).info.version
+        # None: no worker has published the model yet, so no task can hold its predictions
+        version = registry.for_job(self._config.label_studio_model).version
         oldest_allowed = self._clock() - self._config.sweep_min_age_s
         for task in client.iter_tasks(project):
             if self._stop.is_set():
                 return
             task_id = task_version(task)[0]
-            if has_prediction(task, version):
+            if version is not None and has_prediction(task, version):
                 report.predicted += 1
                 continue
             if _created_at(task) > oldest_allowed:

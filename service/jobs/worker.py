@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import Pushers
 from service.jobs.runner import ItemStoppedError, JobParams, run_item
 from service.jobs.store import JobStore, Lease
-from service.loaded_models import ModelRegistry
+from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import DecoderChoice, MediaLimits
@@ -132,6 +132,7 @@ class WorkerPool:
         name = lease.item.get("name", "?")
         try:
             model = self._models.get(JobParams.from_request(lease.request).model)
+            lease = self._pinned(lease, model)
             result = run_item(
                 lease,
                 model=model,
@@ -159,6 +160,15 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._in_flight.pop(lease.item_id, None)
+
+    def _pinned(self, lease: Lease, model: LoadedModel) -> Lease:
+        """A job submitted before any worker had published its model (distributed cold start) carries no
+        version: the first worker to run it pins the one it runs, so results and pushes name it."""
+        if lease.request.get("model_version") is not None:
+            return lease
+        version, class_names = model.info.version, list(model.info.class_names)
+        self._store.pin_model(lease.job_id, version=version, class_names=class_names)
+        return replace(lease, request={**lease.request, "model_version": version, "class_names": class_names})
 
     def _push(self, lease: Lease, flight: _InFlight, result: dict[str, Any]) -> None:
         """Send the item to the job's destinations; pushes are idempotent, so a retry re-sends safely."""

@@ -292,3 +292,83 @@ def test_sigterm_drains_within_the_grace_period(
     finally:
         for worker in pair:
             worker.stop()
+
+
+def _yolo_onnx(path: Path) -> Path:
+    """A YOLO export whose classes are person, car and dog: one person box, whatever the image."""
+    import numpy as np
+
+    from tests.unit.models import onnx_graphs
+
+    # (4 + nc, N): cx, cy, w, h, then one score per class.
+    candidates = np.array([[320.0], [320.0], [200.0], [300.0], [0.9], [0.01], [0.01]], np.float32)
+    model = onnx_graphs.yolo_model(candidates, metadata={"names": "{0: 'person', 1: 'car', 2: 'dog'}"})
+    return onnx_graphs.save(model, path)
+
+
+def test_cold_start_jobs_queue_with_no_worker_then_the_first_worker_runs_them(
+    env: dict[str, str], media: Path, tmp_path: Path
+) -> None:
+    """A fresh install with workers scaled to zero: nothing is published, and only a queued job wakes a worker
+    (KEDA scales on the lag). Checks that need the model's classes move to the worker."""
+    yolo = f"onnx:{_yolo_onnx(tmp_path / 'yolo.onnx')}"
+    fresh = RedisServer()
+    fresh.start()
+    cold = {**env, "PREANNOTATE_QUEUE_URL": fresh.url}
+    # The API is configured with the default model only: the ONNX one is named by spec in the job.
+    api = Server(db_path=tmp_path / "unused.db", env={**cold, "PREANNOTATE_WORKERS": "0"})
+    worker: Worker | None = None
+    try:
+        api.start()  # waits for /readyz 200: ready with Redis up and no worker, or k8s never routes a job
+        db = fresh.client()
+        assert db.zcard("pa:workers") == 0
+        with api.client() as client:
+            (default,) = client.get("/v1/models").json()
+            assert (default["spec"], default["known"], default["version"]) == ("builtin:centerface", False, None)
+
+            url = (media / "short.mp4").as_uri()
+
+            def submit(name: str, **fields: Any) -> str:
+                response = client.post("/v1/jobs", json={"items": [{"name": name, "slots": [{"url": url}]}], **fields})
+                assert response.status_code == 202, response.text
+                return str(response.json()["job_id"])
+
+            on_default = submit("default", fps=0)
+            on_spec = submit("spec", fps=0, model=yolo, classes=["person"])
+            no_such_class = submit("unicorn", fps=0, model=yolo, classes=["person", "unicorn"])
+            unknown = client.post("/v1/jobs", json={"model": "yolo", "items": [{"name": "x", "slots": [{"url": url}]}]})
+            assert unknown.status_code == 404, unknown.text  # neither published nor a model spec: refused at once
+            assert unknown.json()["error"]["code"] == "model_not_found"
+            queued = client.get(f"/v1/jobs/{on_default}").json()
+            assert (queued["status"], queued["model_version"]) == ("queued", None)
+            assert db.xlen("pa:items") == 3  # the lag KEDA scales on
+            # Sync inference needs a model in the API process: a clear 501, not a 503 to wait out.
+            predict = client.post("/v1/predict", files={"file": ("a.jpg", b"x", "image/jpeg")})
+            assert predict.status_code == 501, predict.text
+
+            worker = Worker({**cold, "PREANNOTATE_WORKERS": "1", "PREANNOTATE_EXTRA_MODELS": yolo}, tmp_path / "w.log")
+            for job_id in (on_default, on_spec):
+                job = wait_for_job(client, job_id, timeout_s=90)
+                assert job["status"] == "succeeded", (job, worker.log())
+                assert str(job["model_version"]).startswith("centerface" if job_id == on_default else "yolo")
+            coco = client.get(f"/v1/jobs/{on_spec}/result", params={"format": "coco"}).json()
+            assert [c["name"] for c in coco["categories"]] == ["person", "car", "dog"]
+            assert {a["category_id"] for a in coco["annotations"]} == {coco["categories"][0]["id"]}
+            assert len(coco["annotations"]) == SHORT_FRAMES
+
+            failed = wait_for_job(client, no_such_class, timeout_s=30)
+            assert failed["status"] == "failed", failed
+            (error,) = failed["errors"]
+            assert error["code"] == "invalid_argument"  # not retried: every attempt would fail the same way
+            assert "unicorn" in error["message"]
+            assert db.hget(f"pa:item:{_item_ids(db, no_such_class)[0]}", "attempts") == "1"
+
+            listed = {m["spec"]: m for m in client.get("/v1/models").json()}
+            assert listed["builtin:centerface"]["known"] is True
+            assert listed[yolo]["classes"] == ["person", "car", "dog"]
+        db.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        api.stop()
+        fresh.cleanup()

@@ -31,8 +31,9 @@ def readyz(state: StateDep) -> JSONResponse:
             return JSONResponse({"status": "queue_unavailable"}, status_code=503)
         try:
             specs = [m.spec for m in state.models.all()]
-        except PreannotateError:  # distributed, and no worker has published yet: jobs get 503 until one does
-            specs = []
+        except PreannotateError:  # Redis went away between the ping and the read
+            return JSONResponse({"status": "queue_unavailable"}, status_code=503)
+        # Distributed with no worker yet: ready all the same (jobs are accepted; they wake the workers).
         body: dict[str, Any] = {"status": "ready", "models": specs}
         return JSONResponse(body)
     status = "draining" if state.draining else ("failed" if state.load_error else "loading")

@@ -423,6 +423,28 @@ class JobStoreContract:
 
     # --- the job outcome metric -------------------------------------------------------------------------
 
+    def test_the_first_pin_of_an_unpinned_job_stands(self, store: JobStore) -> None:
+        request = {"model": "onnx:/m.onnx", "model_version": None, "class_names": None, "outputs": []}
+        job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=request, items=items(2))
+        store.pin_model(job.id, version="m-v1", class_names=["car", "person"])
+        store.pin_model(job.id, version="m-v2", class_names=["car"])  # a second worker, a newer model: too late
+        store.pin_model("no-such-job", version="m-v1", class_names=[])
+
+        (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
+        pinned = {**request, "model_version": "m-v1", "class_names": ["car", "person"]}
+        assert lease.request == pinned
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.request == pinned
+
+    def test_a_pinned_job_is_left_alone(self, store: JobStore) -> None:
+        request = {"model": "m", "model_version": "m-v1", "class_names": ["face"]}
+        job, _ = store.create_job(tenant=TENANT, idem_key="warm", request=request, items=items(1))
+        store.pin_model(job.id, version="m-v2", class_names=["car"])
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.request == request
+
     def test_a_job_is_counted_once_when_its_last_item_succeeds(self, store: JobStore) -> None:
         counted = FinishedJobs()
         make_job(store, 2)

@@ -17,7 +17,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.resilient_store import ResilientStore
 from service.jobs.store import ItemState, JobStatus, JobStore
-from service.remote_models import PublishedModel, RemoteModels
+from service.remote_models import JobModel, PublishedModel, RemoteModels
 from tests.integration.servers import free_port
 from tests.redis_server import RedisServer
 from tests.unit.service.jobs.store_contract import (
@@ -399,10 +399,34 @@ def test_published_models_outlive_their_workers(store: RedisJobStore, clock: Fak
     assert [(m.spec, m.live_workers) for m in remote.all()] == [("builtin:centerface", 0), ("onnx:/m.onnx", 0)]
 
 
-def test_nothing_published_is_not_ready(store: RedisJobStore) -> None:
-    with pytest.raises(PreannotateError) as caught:
-        RemoteModels(store.published_models, "builtin:centerface").get(None)
-    assert caught.value.code is ErrorCode.NOT_READY
+def test_with_nothing_published_jobs_take_model_specs_unpinned(store: RedisJobStore) -> None:
+    """Cold start: workers scaled to zero publish nothing, and only a queued job would wake one."""
+    remote = RemoteModels(store.published_models, "builtin:centerface", extra_specs=["onnx:/m.onnx"], cache_s=0)
+
+    assert remote.all() == []
+    assert remote.pending() == ["builtin:centerface", "onnx:/m.onnx"]
+    assert remote.for_job(None) == JobModel("builtin:centerface", None, None)
+    assert remote.for_job("onnx:/m.onnx") == JobModel("onnx:/m.onnx", None, None)
+    assert remote.for_job("hf:/models/detr") == JobModel("hf:/models/detr", None, None)  # a spec, not configured
+    for unknown in ("m", "builtin:nope", "yolo.pt"):  # a short name is known only once published; bad specs
+        with pytest.raises(PreannotateError) as caught:
+            remote.for_job(unknown)
+        assert caught.value.code is ErrorCode.MODEL_NOT_FOUND, unknown
+        assert "builtin:centerface" in caught.value.message
+
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+    assert remote.for_job(None) == JobModel("builtin:centerface", "centerface-v1", ("face",))
+    assert remote.pending() == ["onnx:/m.onnx"]
+
+
+def test_the_catalog_of_a_redis_that_is_down_is_not_ready() -> None:
+    def down() -> list[PublishedModel]:
+        raise PreannotateError(ErrorCode.NOT_READY, "the job queue is unavailable")
+
+    for call in (RemoteModels(down, "builtin:centerface").for_job, RemoteModels(down, "builtin:centerface").get):
+        with pytest.raises(PreannotateError) as caught:
+            call(None)
+        assert caught.value.code is ErrorCode.NOT_READY
 
 
 def test_forget_worker_drops_idle_consumers_only(store: RedisJobStore, db: redis.Redis) -> None:

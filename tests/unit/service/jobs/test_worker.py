@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import pytest
 
+from models.types import ModelInfo
 from service.jobs import worker as worker_module
 from service.jobs.runner import ItemStoppedError
 from service.jobs.sqlite_store import SqliteJobStore
@@ -20,7 +21,16 @@ from service.pipeline.fetch import Fetcher
 from service.pipeline.options import MediaLimits
 
 TENANT = "tenant-a"
-REQUEST = {"model": "m", "fps": 1.0, "sampling": "exact", "threshold": 0.5, "classes": None, "destinations": []}
+REQUEST = {
+    "model": "m",
+    "model_version": "m-v1",
+    "class_names": ["face"],
+    "fps": 1.0,
+    "sampling": "exact",
+    "threshold": 0.5,
+    "classes": None,
+    "destinations": [],
+}
 
 
 class _Models:
@@ -104,3 +114,39 @@ def test_a_cancelled_item_is_not_handed_back(store: _SpyStore, started: threadin
     results = store.results(tenant=TENANT, job_id=job.id)
     assert results is not None
     assert [r.state for r in results] == [ItemState.CANCELLED]
+
+
+class _FaceModel:
+    """A loaded model as the pool sees it; ``run_item`` must refuse the job before it needs the batcher."""
+
+    info = ModelInfo("m", "m", "m-v7", ("face",), "onnxruntime", "cpu", 1, 640)
+
+
+class _FaceModels:
+    def get(self, name: str | None) -> _FaceModel:
+        return _FaceModel()
+
+
+def test_a_job_submitted_before_its_model_was_published_is_pinned_and_its_classes_checked(
+    store: _SpyStore,
+) -> None:
+    """Distributed cold start: the API accepted the job knowing neither the version nor the class names."""
+    unpinned = {**REQUEST, "model_version": None, "class_names": None, "classes": ["face", "car"]}
+    job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=unpinned, items=[{"name": "a.jpg"}])
+    config = WorkerConfig(concurrency=1, lease_s=60.0, heartbeat_s=0.05, limits=MediaLimits(), work_dir=None)
+    # No fetcher: the class check must come before any download.
+    pool = WorkerPool(store, cast(ModelRegistry, _FaceModels()), cast(Fetcher, None), config)
+    pool.start()
+    try:
+        wait_until(lambda: pool.busy == 0 and store.depth() == 0)
+    finally:
+        pool.stop(grace_s=1.0)
+
+    record = store.get_job(tenant=TENANT, job_id=job.id)
+    assert record is not None
+    assert record.status is JobStatus.FAILED
+    assert (record.request["model_version"], record.request["class_names"]) == ("m-v7", ["face"])
+    (error,) = record.errors
+    assert error.code == "invalid_argument"  # not retryable: a retry would fail the same way
+    assert "car" in error.message
+    assert "face" in error.message

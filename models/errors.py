@@ -17,6 +17,11 @@ class ModelLoadError(ModelError):
     """The model exists but cannot be loaded or is not a supported detector layout."""
 
 
+class InvalidModelError(ModelLoadError):
+    """The model loads, but running it as found would give wrong detections (e.g. an export missing the sidecar
+    files that say how to read its outputs); the message says what to add."""
+
+
 class DeviceUnavailableError(ModelError):
     """``cuda`` was asked for but no usable CUDA device or runtime is present."""
 

@@ -22,6 +22,7 @@ class ErrorCode(enum.Enum):
     INVALID_MODEL_SPEC = ("invalid_model_spec", 422, False)
     MODEL_NOT_FOUND = ("model_not_found", 404, False)
     MODEL_LOAD_FAILED = ("model_load_failed", 422, False)
+    INVALID_MODEL = ("invalid_model", 422, False)  # loads, but would run wrongly as found (missing sidecars)
     MISSING_DEPENDENCY = ("missing_dependency", 501, False)
     DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
     OUTPUT_FAILED = ("output_failed", 500, False)
@@ -94,6 +95,7 @@ _MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {
     model_errors.ModelSpecError: ErrorCode.INVALID_MODEL_SPEC,
     model_errors.ModelNotFoundError: ErrorCode.MODEL_NOT_FOUND,
     model_errors.ModelLoadError: ErrorCode.MODEL_LOAD_FAILED,
+    model_errors.InvalidModelError: ErrorCode.INVALID_MODEL,
     model_errors.DeviceUnavailableError: ErrorCode.DEVICE_UNAVAILABLE,
     model_errors.MissingDependencyError: ErrorCode.MISSING_DEPENDENCY,
     model_errors.DeviceOutOfMemoryError: ErrorCode.DEVICE_OUT_OF_MEMORY,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,10 @@ from models.detectors.onnx_meta import (
     read_json,
     round_to_stride,
 )
-from models.errors import ModelLoadError
+from models.errors import InvalidModelError, ModelLoadError
 from models.ops.boxes import clip_xyxy, cxcywh_to_xyxy
 from models.runtimes.onnx import SessionIO
 from models.types import Detections, RGBImage
-
-log = logging.getLogger(__name__)
 
 ORIG_SIZES_INPUT = "orig_target_sizes"
 PIXEL_MASK_INPUT = "pixel_mask"
@@ -123,13 +120,48 @@ def pixel_normalization(preprocessor: Mapping[str, Any] | None) -> tuple[NDArray
     return scale.astype(np.float32).reshape(3, 1, 1), offset.astype(np.float32).reshape(3, 1, 1)
 
 
+HF_SIDECARS = ("config.json", "preprocessor_config.json")
+"""What an HF/optimum export writes beside ``model.onnx``; a logits/pred_boxes graph cannot be read without them."""
+
+
+def _read_hf_sidecars(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config.json`` (with ``model_type``) and ``preprocessor_config.json`` beside a logits/pred_boxes export.
+
+    Without them the scores would be read wrongly: a DETR's last logit ("no object") would become a class,
+    and pixels would skip the mean/std the model was trained with. Guessing silently is worse than refusing.
+
+    Raises:
+        InvalidModelError: a file is missing, or ``config.json`` has no ``model_type``; the message names the
+            files and how to provide them.
+    """
+    config_path, preprocessor_path = (model_path.with_name(n) for n in HF_SIDECARS)
+    config, preprocessor = read_json(config_path), read_json(preprocessor_path)
+    missing = [p.name for p, data in ((config_path, config), (preprocessor_path, preprocessor)) if data is None]
+    if missing or config is None or preprocessor is None:
+        raise InvalidModelError(
+            f"{model_path}: a logits/pred_boxes (HF DETR-family) export needs {' and '.join(missing)} beside it "
+            f"in {model_path.parent}, to tell a softmax DETR (whose last class is 'no object') from a sigmoid "
+            "one and to normalise pixels as in training. Export with optimum (`optimum-cli export onnx --model "
+            "ID DIR` writes both files next to model.onnx), or copy them from the checkpoint; for a model "
+            'without them, write config.json {"model_type": "rt_detr"} (or "detr" for softmax) and '
+            'preprocessor_config.json {"do_rescale": true, "do_normalize": false} yourself'
+        )
+    if not isinstance(config.get("model_type"), str):
+        raise InvalidModelError(
+            f'{config_path}: no "model_type" (e.g. "detr", "rt_detr"); it says how to read the model\'s '
+            "logits. Use the config.json of the checkpoint the model was exported from"
+        )
+    return config, preprocessor
+
+
 class DetrLogitsOnnx(OnnxDetector[_FrameSize]):
     """Outputs ``logits`` [B, Q, C] and ``pred_boxes`` [B, Q, 4] (normalized cx, cy, w, h), as HF/optimum export.
 
-    Scores are sigmoids (RT-DETR, Deformable DETR, ...) unless ``config.json`` next to the model names
-    a softmax model type (DETR), whose last class is "no object". Pixels are scaled as the
-    ``preprocessor_config.json`` next to the model says. A fixed input size is filled by a plain
-    resize (as RT-DETR's processor does); a dynamic one keeps the aspect ratio, long side = input size.
+    ``config.json`` and ``preprocessor_config.json`` must sit next to the model (``_read_hf_sidecars``).
+    Scores are sigmoids (RT-DETR, Deformable DETR, ...) unless ``config.json``'s ``model_type`` is a softmax
+    one (DETR), whose last class is "no object". Pixels are scaled as ``preprocessor_config.json`` says.
+    A fixed input size is filled by a plain resize (as RT-DETR's processor does); a dynamic one keeps the
+    aspect ratio, long side = input size.
     """
 
     def __init__(
@@ -146,12 +178,9 @@ class DetrLogitsOnnx(OnnxDetector[_FrameSize]):
         if unknown:
             raise ModelLoadError(f"{model_path}: unexpected inputs {unknown} for a logits/pred_boxes export")
         self._has_mask = len(io.extra_inputs) == 1
-        config_path, preprocessor_path = (model_path.with_name(n) for n in ("config.json", "preprocessor_config.json"))
-        model_type = (read_json(config_path) or {}).get("model_type")
-        self._softmax = model_type in SOFTMAX_MODEL_TYPES
-        preprocessor = read_json(preprocessor_path)
-        if preprocessor is None:
-            log.info("%s not found: feeding RGB in [0, 1] without mean/std", preprocessor_path)
+        config_path, preprocessor_path = (model_path.with_name(n) for n in HF_SIDECARS)
+        config, preprocessor = _read_hf_sidecars(model_path)
+        self._softmax = config["model_type"] in SOFTMAX_MODEL_TYPES
         self._scale, self._offset = pixel_normalization(preprocessor)
         self._fixed_hw = io.input_shape[2] is not None and io.input_shape[3] is not None
         self._input_hw = network_input_hw(io, options)

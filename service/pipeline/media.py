@@ -86,6 +86,12 @@ _VIDEO_MAGIC = (
 )
 
 
+def not_media_error(path: Path, wanted: str = "image, video, DICOM or PDF file") -> PreannotateError:
+    """The answer for a file of no kind ``sniff`` knows (text, random bytes, an archive): ``sniff`` calls it
+    video for want of a better guess, so saying "video" back would mislead."""
+    return PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: not a supported {wanted}")
+
+
 def looks_like_video(path: Path) -> bool:
     """Whether a file that failed to open as video was meant to be one (corrupt vs unsupported)."""
     with path.open("rb") as fh:
@@ -157,9 +163,7 @@ def open_slot(item: str, slot: SlotSpec, sampling: SamplingOptions, limits: Medi
         return VideoReader(item, slot.name, path, sampling, limits)
     except PreannotateError as exc:
         if exc.code in (ErrorCode.CORRUPT_MEDIA, ErrorCode.UNSUPPORTED_MEDIA) and not looks_like_video(path):
-            raise PreannotateError(
-                ErrorCode.UNSUPPORTED_MEDIA, f"{path}: not a supported image, video, DICOM or PDF file"
-            ) from None
+            raise not_media_error(path) from None
         raise
 
 

@@ -250,6 +250,43 @@ def test_ml_backend_predictions_appear_in_label_studio(ls: LabelStudio, media: d
     assert ls.token not in server.log()
 
 
+def test_ml_backend_failure_takes_label_studios_error_path(
+    ls: LabelStudio, media: dict[str, Path], server: Server
+) -> None:
+    """A task whose media 404s: LS gets an error status for a /predict that produced nothing (its error path:
+    logged, nothing saved), and in a batch with a good task only the good one gets a prediction."""
+    project = ls.create_project("ml backend, missing media", IMAGE_CONFIG)
+    ls.add_local_storage(project, media["photo"].parent)
+    (missing,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"].parent / "gone.png")}])
+    answer = connect(ls, server, project)
+    assert answer.status_code == 201, answer.text
+    backend = answer.json()["id"]
+
+    with ls.api() as client:  # the ML backend page's "test" button
+        tested = client.post(f"/api/ml/{backend}/predict/test", params={"random": "true"})
+    assert tested.status_code == 500, tested.text  # was 200 with an empty result that read as success
+    assert "did not return any predictions" in tested.json()["detail"]
+    warning = f"ls predict: task {missing} ({ls.url}/data/local-files/#"
+    assert warning in server.log()  # the task and its redacted URL (the file name is in the dropped query)
+
+    params = {"id": "retrieve_tasks_predictions", "project": project}
+    with ls.api() as client:  # the Data Manager's "Retrieve predictions"
+        done = client.post(
+            "/api/dm/actions/", params=params, json={"selectedItems": {"all": False, "included": [missing]}}
+        )
+    assert done.status_code == 200, done.text
+    assert done.json()["detail"] == "Retrieved 1 predictions"  # LS's fixed wording, whatever happened
+    assert "Error occurred: 404 Client Error" in ls.log()  # LS's error path logged our status
+    assert ls.predictions(missing) == []
+
+    (good,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+    with ls.api() as client:
+        both = {"selectedItems": {"all": False, "included": [missing, good]}}
+        assert client.post("/api/dm/actions/", params=params, json=both).status_code == 200
+    assert [len(ls.predictions(t)) for t in (missing, good)] == [0, 1]  # the good task keeps its prediction
+    assert ls.token not in server.log()
+
+
 def test_a_job_pushes_to_label_studio_once(ls: LabelStudio, media: dict[str, Path], tmp_path: Path) -> None:
     """A job naming a Label Studio project as its destination leaves one prediction per task, however
     often it runs, and sets the project's model version."""

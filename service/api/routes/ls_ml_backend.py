@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import LocalModelsDep, StateDep
 from service.api.schemas import error_responses
 from service.api.state import AppState
-from service.backends.label_studio import LabelStudioClient, config_from_settings
+from service.backends.label_studio import LabelStudioClient, as_preannotate_error, config_from_settings
 from service.backends.retry import BackendError
 from service.commands.sync import preannotate_task  # the CLI's task runner: one code path for both
 from service.convert.label_studio import LabelConfig, item_to_ls_result, parse_label_config
@@ -152,8 +152,28 @@ class LsPredictionPublic(BaseModel):
 
 class PredictResponse(BaseModel):
     results: list[LsPredictionPublic | list[LsPredictionPublic]] = Field(
-        description="one entry per task, in order; [] for a task that failed (LS then asks again later)"
+        description="one entry per task, in order; [] for a task that failed while others did not (LS then asks "
+        "again later). When every task fails the answer is the first failure's error status instead."
     )
+
+
+TaskOutcome = LsPredictionPublic | PreannotateError
+"""A task's prediction, or why it has none."""
+
+_FAILURES_SHOWN = 3
+"""Failed tasks an all-failed answer names; the log names every one."""
+
+
+def _every_task_failed(tasks: list[dict[str, Any]], failures: list[PreannotateError]) -> PreannotateError:
+    """The error status for a ``/predict`` that produced nothing: LS's error path (``ml/models.py``) logs it and
+    saves nothing, where a 200 full of empty entries would read as success. The first failure's code gives the
+    status, so a missing file stays ``input_not_found`` and a refused host ``url_not_allowed``."""
+    shown = "; ".join(
+        f"task {task.get('id')}: {exc.message}" for task, exc in zip(tasks, failures[:_FAILURES_SHOWN], strict=False)
+    )
+    more = f"; and {len(failures) - _FAILURES_SHOWN} more" if len(failures) > _FAILURES_SHOWN else ""
+    noun = "the task" if len(failures) == 1 else f"all {len(failures)} tasks"
+    return PreannotateError(failures[0].code, f"no prediction for {noun}: {shown}{more}")
 
 
 def _project_id(project: str | int | None) -> str:
@@ -204,8 +224,12 @@ async def predict(
     model = models.default
     threshold = known.threshold if known and known.threshold is not None else state.settings.threshold
     run = _TaskRunner(state, ls, model, config, threshold, known)
-    results = await run_in_threadpool(run.all, body.tasks)
-    return PredictResponse(results=results)
+    outcomes = await run_in_threadpool(run.all, body.tasks)
+    failures = [o for o in outcomes if isinstance(o, PreannotateError)]
+    if failures and len(failures) == len(outcomes):
+        raise _every_task_failed(body.tasks, failures)
+    # A mixed batch keeps its good predictions: LS wants one entry per task, and [] stores nothing for that task.
+    return PredictResponse(results=[[] if isinstance(o, PreannotateError) else o for o in outcomes])
 
 
 @router.post("/webhook")
@@ -239,20 +263,21 @@ class _TaskRunner:
         self._threshold = threshold
         self._known = known
 
-    def all(self, tasks: list[dict[str, Any]]) -> list[LsPredictionPublic | list[LsPredictionPublic]]:
+    def all(self, tasks: list[dict[str, Any]]) -> list[TaskOutcome]:
         if not tasks:
             return []
         with ThreadPoolExecutor(max_workers=min(PREDICT_PARALLELISM, len(tasks)), thread_name_prefix="ls") as pool:
             return list(pool.map(self.one, tasks))
 
-    def one(self, task: dict[str, Any]) -> LsPredictionPublic | list[LsPredictionPublic]:
+    def one(self, task: dict[str, Any]) -> TaskOutcome:
         info = self._model.info
         settings = self._state.settings
+        fetched: list[str] = []  # absolute media URLs, for the log line of a failure
         try:
             item = preannotate_task(
                 task,
                 self._config,
-                download=self._downloader(),
+                download=self._downloader(fetched),
                 detector=self._model.batcher,
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
@@ -260,12 +285,13 @@ class _TaskRunner:
                 work_dir=settings.work_dir,
             )
         except (PreannotateError, BackendError) as exc:
-            # No entry: an empty prediction would tell LS "done" and it would never ask again.
-            log.warning("ls predict: task %s failed: %s", task.get("id"), exc)
-            return []
+            # No prediction: an empty one would tell LS "done" and it would never ask again.
+            error = as_preannotate_error(exc) if isinstance(exc, BackendError) else exc
+            log.warning("ls predict: task %s (%s) failed: %s", task.get("id"), _shown(fetched), error)
+            return error
         except Exception:  # one broken task must not cost the other tasks of the batch their predictions
-            log.exception("ls predict: task %s failed unexpectedly", task.get("id"))
-            return []
+            log.exception("ls predict: task %s (%s) failed unexpectedly", task.get("id"), _shown(fetched))
+            return PreannotateError(ErrorCode.INTERNAL, f"task {task.get('id')} failed unexpectedly")
         model = ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names)
         aliases = self._known.aliases if self._known else {}
         data = task.get("data")
@@ -279,13 +305,15 @@ class _TaskRunner:
         )
         return LsPredictionPublic(**prediction.to_json())
 
-    def _downloader(self) -> Callable[[str, Path], Path]:
+    def _downloader(self, fetched: list[str]) -> Callable[[str, Path], Path]:
+        """Fetches a task's media, appending each absolute URL it tries to ``fetched``."""
         client, fetcher = self._ls.client, self._state.fetcher
         hostname = self._known.hostname if self._known else None
 
         def download(value: str, scratch: Path) -> Path:
             absolute = "://" in value.split("?", 1)[0]
             if client is not None and (not absolute or client.is_label_studio_url(value)):
+                fetched.append(client.media_url(value))
                 return client.download(value, scratch).path  # the only place our LS key is sent
             if not absolute:
                 base = hostname if hostname and _is_allowed(hostname, self._ls.allowed_hosts) else None
@@ -296,9 +324,15 @@ class _TaskRunner:
                         "is configured and its host is not in PREANNOTATE_FETCH_ALLOWED_HOSTS",
                     )
                 value = urljoin(base.rstrip("/") + "/", value)
+            fetched.append(value)
             return fetcher.fetch(value, scratch).path
 
         return download
+
+
+def _shown(urls: list[str]) -> str:
+    """Media URLs for a log line: redacted (no credentials, query or fragment)."""
+    return ", ".join(redact_url(u) for u in urls) or "no media fetched"
 
 
 def _is_allowed(url: str, allowed_hosts: frozenset[str]) -> bool:

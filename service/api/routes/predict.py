@@ -19,7 +19,7 @@ from service.api.schemas import DetectionPublic, PredictResponse, PredictUrlRequ
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import redact_url
 from service.pipeline.frames import Frame, MediaKind
-from service.pipeline.media import SlotSpec, open_slot, sniff
+from service.pipeline.media import SlotSpec, looks_like_video, not_media_error, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.run import class_filter
 
@@ -69,6 +69,8 @@ def _first_frame(path: Path, limits: MediaLimits, shown: str, scratch: Path) -> 
 def _decode_first_frame(path: Path, limits: MediaLimits) -> Frame:
     """Decode a still image (or a DICOM's first frame); anything with a timeline belongs in a job."""
     kind = sniff(path)
+    if kind is MediaKind.VIDEO and not looks_like_video(path):
+        raise not_media_error(path, "image (JPEG, PNG, WebP, TIFF, BMP, GIF) or DICOM file")
     if kind not in (MediaKind.IMAGE, MediaKind.DICOM):
         raise PreannotateError(
             ErrorCode.UNSUPPORTED_MEDIA, f"/v1/predict takes one image (got {kind.value}); use /v1/jobs for that"

@@ -11,8 +11,9 @@ from numpy.typing import NDArray
 
 from models.base import DetectorOptions
 from models.detectors.e2e_onnx import pixel_normalization
-from models.errors import ModelLoadError
+from models.errors import InvalidModelError, ModelLoadError
 from models.registry import load_detector
+from service.errors import ErrorCode, from_model_error
 from tests.unit.models import onnx_graphs
 
 FRAMES_HW = [(480, 640), (300, 200), (480, 640)]
@@ -131,7 +132,7 @@ _RTDETR_CONFIG = {"model_type": "rt_detr", "id2label": {"0": "cat", "1": "dog", 
 @pytest.mark.parametrize(
     ("preprocessor", "mean_input"),
     [
-        pytest.param(None, 1.0, id="no-preprocessor-config"),
+        pytest.param({}, 1.0, id="empty-preprocessor-config"),
         pytest.param({"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": False}, 1.0, id="rt-detr"),
         pytest.param(
             {"do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}, 2.0, id="mean-std"
@@ -168,7 +169,7 @@ def test_logits_softmax_layout_for_detr(tmp_path: Path) -> None:
     # Given a DETR export: softmax over 3 classes + a trailing "no object" class
     logits = np.array([[3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 5.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     config = {"model_type": "detr", "id2label": {"0": "cat", "1": "dog", "2": "car"}}
-    path = _detr_dir(tmp_path, logits.astype(np.float32), config=config, preprocessor=None)
+    path = _detr_dir(tmp_path, logits.astype(np.float32), config=config, preprocessor={})
     detector = load_detector(f"onnx:{path}")
     (dets,) = detector.detect([np.zeros((480, 640, 3), np.uint8)], threshold=0.3)
     # Then "no object" is never a class, and query 1 (mostly "no object") is dropped
@@ -176,6 +177,41 @@ def test_logits_softmax_layout_for_detr(tmp_path: Path) -> None:
     np.testing.assert_allclose(dets.confidence, [np.e**3 / (np.e**3 + 3), np.e**2 / (np.e**2 + 3)], rtol=1e-5)
     np.testing.assert_array_equal(dets.class_id, [0, 1])
     np.testing.assert_allclose(dets.xyxy, [_scaled(_XYXY_NORM[q], 480, 640) for q in (0, 2)], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("config", "preprocessor", "missing"),
+    [
+        pytest.param(None, None, "config.json and preprocessor_config.json", id="neither"),
+        pytest.param(_RTDETR_CONFIG, None, "preprocessor_config.json", id="no-preprocessor-config"),
+        pytest.param(None, {}, "config.json", id="no-config"),
+    ],
+)
+def test_a_logits_export_without_its_sidecars_is_refused(
+    tmp_path: Path, config: dict[str, object] | None, preprocessor: dict[str, object] | None, missing: str
+) -> None:
+    # Given a DETR-family export whose HF sidecars were not copied beside it
+    path = _detr_dir(tmp_path, _SIGMOID_LOGITS, config=config, preprocessor=preprocessor)
+    # Then it is refused, naming what is missing and how to fix it, rather than run with guessed scores
+    with pytest.raises(InvalidModelError, match="logits/pred_boxes") as caught:
+        load_detector(f"onnx:{path}")
+    message = str(caught.value)
+    assert f"needs {missing} beside it in {tmp_path}" in message
+    assert "optimum" in message
+    assert from_model_error(caught.value).code is ErrorCode.INVALID_MODEL
+
+
+def test_a_config_without_model_type_is_refused(tmp_path: Path) -> None:
+    path = _detr_dir(tmp_path, _SIGMOID_LOGITS, config={"id2label": {"0": "cat"}}, preprocessor={})
+    with pytest.raises(InvalidModelError, match=r'config\.json: no "model_type"'):
+        load_detector(f"onnx:{path}")
+
+
+def test_hand_written_sidecars_are_the_explicit_opt_in(tmp_path: Path) -> None:
+    # Given the two minimal files the refusal suggests, for a model that came without them
+    path = _detr_dir(tmp_path, _SIGMOID_LOGITS, config={"model_type": "rt_detr"}, preprocessor={"do_normalize": False})
+    # Then it loads, with class names from the output width (no id2label given)
+    assert load_detector(f"onnx:{path}").info.class_names == ("class_0", "class_1", "class_2")
 
 
 @pytest.mark.parametrize(

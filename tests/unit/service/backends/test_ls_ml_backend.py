@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,49 @@ def test_predict_answers_one_entry_per_task_in_order(client: TestClient, media: 
         }
 
 
+def test_a_failed_task_among_good_ones_is_an_empty_entry_and_a_warning(
+    client: TestClient, app: FastAPI, media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeLabelStudio()
+    fake.media["/data/upload/1/a.png"] = (media / "a.png").read_bytes()
+    with serving(fake) as url, caplog.at_level(logging.WARNING, logger="service.api.routes.ls_ml_backend"):
+        ls = LsBackendState(app.state.preannotate)
+        ls.client = LabelStudioClient(LabelStudioConfig(url=url, api_key=SecretStr(LEGACY_TOKEN)))
+        app.state.ls_ml_backend = ls
+        client.post("/ls/setup", json=setup_body(), headers=basic(TOKEN))
+        body = predict_body("/data/upload/1/a.png", "/data/upload/1/gone.png?sig=canary-sig")
+        answer = client.post("/ls/predict", json=body, headers=basic(TOKEN))
+        ls.close()
+
+    assert answer.status_code == 200, answer.text
+    good, failed = answer.json()["results"]
+    assert len(good["result"]) == 1
+    assert failed == []  # LS wants one entry per task; this one stores nothing, and LS asks again later
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith(f"ls predict: task 2 ({url}/data/upload/1/gone.png#")  # the task and its redacted URL
+    assert "input_not_found" in line
+    assert LEGACY_TOKEN not in caplog.text
+    assert "canary-sig" not in caplog.text
+
+
+def test_a_predict_where_every_task_fails_is_an_error_status(
+    client: TestClient, media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.post("/ls/setup", json=setup_body(), headers=basic(TOKEN))
+    missing = [(media / f"missing-{i}.png").as_uri() for i in range(5)]
+    with caplog.at_level(logging.WARNING, logger="service.api.routes.ls_ml_backend"):
+        answer = client.post("/ls/predict", json=predict_body(*missing), headers=basic(TOKEN))
+
+    # LS's error path: a non-2xx is logged by LS and saves nothing, where 200 with [] entries read as success.
+    assert answer.status_code == 404, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "input_not_found"
+    assert error["message"].startswith("no prediction for all 5 tasks: task 1: ")
+    assert "missing-0.png" in error["message"]
+    assert error["message"].endswith("; and 2 more")
+    assert [r.levelname for r in caplog.records].count("WARNING") == 5  # every task named in the log
+
+
 def test_predict_without_a_config_is_refused(client: TestClient, media: Path) -> None:
     body = {"tasks": [{"id": 1, "data": {}}], "project": "99.1"}
     answer = client.post("/ls/predict", json=body, headers=basic(TOKEN))
@@ -190,10 +234,8 @@ def test_a_host_named_by_setup_is_not_trusted(client: TestClient) -> None:
     host = MediaHost(b"\x89PNG")
     with serving(host) as url:
         client.post("/ls/setup", json=setup_body(hostname=url), headers=basic(TOKEN))
-        (entry,) = client.post("/ls/predict", json=predict_body("/data/upload/1/a.png"), headers=basic(TOKEN)).json()[
-            "results"
-        ]
-    assert entry == []
+        answer = client.post("/ls/predict", json=predict_body("/data/upload/1/a.png"), headers=basic(TOKEN))
+    assert (answer.status_code, answer.json()["error"]["code"]) == (422, "url_not_allowed")
     assert host.authorizations == []  # never even asked
 
 

@@ -451,14 +451,15 @@ class VideoReader:
     def _shortfall(self, produced: int, stand_ins: int) -> str | None:
         """What the slot's frames lack, in one line that adds up; None when nothing.
 
-        ``produced`` frames were delivered of ``expected_frames``; ``stand_ins`` of them are the frame
-        shown before one that did not decode (exact sampling keeps it, as a player shows it).
+        ``produced`` frames were delivered of ``expected_frames``; ``stand_ins`` of them are not the
+        planned frame but a neighbour, labelled as itself (the frame shown before one that did not
+        decode, which a player shows in its place; the frame a GPU decoder returned instead).
         """
         expected = self.expected_frames
         if produced >= expected and not stand_ins:
             return None
         counts = f"{expected - produced} of {expected} sampled frames could not be decoded ({produced} decoded"
-        counts += f", {stand_ins} of them the frame shown before an undecodable one)" if stand_ins else ")"
+        counts += f", {stand_ins} of them standing in for a planned frame that did not decode)" if stand_ins else ")"
         cut = self.truncation
         if cut is None:
             return f"{self._path}: {counts}"

@@ -78,6 +78,36 @@ def corrupt_payloads(source: Path, target: Path, packets: range) -> None:
             dst.mux(packet)
 
 
+def faststart_copy(source: Path, target: Path) -> None:
+    """Remux an MP4 with its index (moov) before the media data, as files made for streaming have it."""
+    with av.open(str(source)) as src, av.open(str(target), mode="w", options={"movflags": "faststart"}) as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        for packet in src.demux(stream):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+
+
+def cut_copy(source: Path, target: Path, fraction: float) -> None:
+    """The first ``fraction`` of ``source``'s bytes: a partial upload, its header still declaring the full length."""
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+
+
+def decodable_frames(path: Path) -> int:
+    """How many frames FFmpeg decodes from the file's first video stream, skipping packets that fail."""
+    count = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                count += len(packet.decode())
+            except av.error.InvalidDataError:
+                continue
+    return count
+
+
 def read_video(
     path: Path, options: SamplingOptions
 ) -> tuple[VideoReader, list[tuple[int, float | None, NDArray[np.uint8]]]]:

@@ -58,6 +58,42 @@ def select_frames(frame_times_s: NDArray[np.float64], options: SamplingOptions) 
     return chosen
 
 
+def frames_past_end(last_time_s: float, step_s: float, count: int, options: SamplingOptions) -> int:
+    """How many frames ``select_frames`` would add had the frames gone on past ``last_time_s``.
+
+    The frames it did not see are ``count`` more, ``step_s`` apart: a truncated stream's missing part,
+    as long as its container declares it. Counted without listing them (a declared length can be
+    hours of frames). ``max_frames`` is the caller's: it caps the total, not this part.
+    """
+    if count <= 0 or step_s <= 0:
+        return 0
+    end_s = last_time_s + count * step_s  # the last missing frame's time
+    if options.end_s is not None:
+        end_s = min(end_s, options.end_s)
+
+    def frame_at(t_s: float) -> int:
+        """Which missing frame (1..count) is displayed at ``t_s``; 0 is the last frame seen."""
+        return max(0, min(count, math.floor((t_s - last_time_s) / step_s + _TIME_EPS_S)))
+
+    if options.fps <= 0:
+        first = frame_at(options.start_s)
+        if first == 0:
+            return frame_at(end_s)
+        # A start past the frames seen planned the last of them (displayed at start): the rest would not.
+        return frame_at(max(end_s, options.start_s)) - first
+    # The targets past the last frame seen (the plan stopped there), up to end_s. The first of them
+    # may still show that last frame: new to the plan unless a target landed on it exactly.
+    k_first = max(0, math.floor((last_time_s - options.start_s) * options.fps + _TIME_EPS_S) + 1)
+    k_last = math.floor((end_s - options.start_s) * options.fps + _TIME_EPS_S)
+    if k_last < k_first:
+        return 0
+    first, last = (frame_at(options.start_s + k / options.fps) for k in (k_first, k_last))
+    # Targets closer than the frames hit every frame between, farther ones a new frame each.
+    added = min(k_last - k_first + 1, last - first + 1)
+    seen_last = abs(options.start_s + (k_first - 1) / options.fps - last_time_s) <= _TIME_EPS_S and k_first > 0
+    return added - 1 if first == 0 and seen_last else added
+
+
 def _displayed_at(frame_times_s: NDArray[np.float64], targets_s: NDArray[np.float64]) -> NDArray[np.intp]:
     idx = np.searchsorted(frame_times_s, targets_s + _TIME_EPS_S, "right") - 1
     return np.maximum(idx, 0).astype(np.intp)

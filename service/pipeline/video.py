@@ -47,7 +47,7 @@ from service.errors import ErrorCode, PartialMediaError, PreannotateError, from_
 from service.pipeline.decoders import GPU_DEVICE, log_once, use_gpu_decoder
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
-from service.pipeline.sampling import select_frames
+from service.pipeline.sampling import frames_past_end, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ _OPEN_OPTIONS = {
     "protocol_whitelist": "file",
 }
 
+# Containers whose header declares the video's length (a duration, a frame count). The others
+# derive it from the packets themselves, or guess it from the bit rate: neither tells a cut file
+# from a short one, so a stream that ends early is found only in these.
+_DECLARES_LENGTH = frozenset({"mov", "mp4", "matroska", "webm", "avi", "asf"})
+
 # Containers that store no presentation times: libavformat numbers the packets in decode order, so
 # with B-frames the decoded frames (in display order) carry shuffled pts.
 _PTS_IN_DECODE_ORDER = frozenset({"avi"})
@@ -77,12 +82,15 @@ class VideoIndex:
         keyframe_pts: (k,) int64 sorted pts of the key frames.
         keyframe_dts: (k,) int64 decode timestamps of the same key frames (their pts when unknown).
         time_base: seconds per pts unit.
+        end_pts: where the last frame stops being shown (its pts plus its duration, when the
+            container gives one), in ``time_base`` units.
     """
 
     pts: NDArray[np.int64]
     keyframe_pts: NDArray[np.int64]
     keyframe_dts: NDArray[np.int64]
     time_base: Fraction
+    end_pts: int = 0
 
     def times_s(self, pts: NDArray[np.int64]) -> NDArray[np.float64]:
         """Seconds from the first frame."""
@@ -120,11 +128,87 @@ class SamplingStats:
     corrupt_packets: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """A video stream that ends before the length its container declares: a partial upload, a cut copy.
+
+    Attributes:
+        end_s: where the stream's frames end, seconds from its first frame.
+        declared_end_s: where its container says they end, same clock.
+        missing_frames: about how many frames are gone: the missing time over the frame interval.
+        frame_interval_s: the stream's frame interval, which spaces the missing frames.
+    """
+
+    end_s: float
+    declared_end_s: float
+    missing_frames: int
+    frame_interval_s: float
+
+
+def find_truncation(container: InputContainer, stream: VideoStream, index: VideoIndex) -> Truncation | None:
+    """The stream's shortfall against its declared length, or None (intact, or nothing declared).
+
+    A gap of up to one and a half frame intervals is rounding, not loss. A length the container
+    declares for all its streams (Matroska's) counts only if no other stream reaches it either:
+    a video shorter than its audio is no truncated file.
+    """
+    if not set(container.format.name.split(",")) & _DECLARES_LENGTH or len(index.pts) < 2:
+        return None
+    first_pts, time_base = int(index.pts[0]), index.time_base
+    end_s = float((max(index.end_pts, int(index.pts[-1])) - first_pts) * time_base)
+    rate = stream.average_rate
+    interval_s = 1 / float(rate) if rate else float(index.times_s(index.pts)[-1]) / (len(index.pts) - 1)
+    declared = _declared_end_s(container, stream, interval_s)
+    if declared is None:
+        return None
+    declared_end_s, own = declared[0] - float(first_pts * time_base), declared[1]
+    tolerance_s = 1.5 * interval_s
+    if declared_end_s - end_s <= tolerance_s:
+        return None
+    if not own and _another_stream_reaches(container, stream, declared[0] - tolerance_s):
+        return None
+    # Counted by time, not as the declared frame count less the indexed one: a cut between a
+    # reference frame and the B-frames shown before it leaves holes before the end, not after.
+    missing = max(1, round((declared_end_s - end_s) / interval_s))
+    return Truncation(end_s, declared_end_s, missing, interval_s)
+
+
+def _declared_end_s(container: InputContainer, stream: VideoStream, interval_s: float) -> tuple[float, bool] | None:
+    """Where the container says the video ends (stream seconds), and whether it said so for this stream alone.
+
+    The stream's own duration, else its frame count (AVI's header has one), else the container's duration.
+    """
+    time_base = Fraction(stream.time_base) if stream.time_base else None
+    start = stream.start_time or 0
+    if stream.duration and time_base is not None:
+        return float((start + stream.duration) * time_base), True
+    if stream.frames and time_base is not None:
+        return float(start * time_base) + stream.frames * interval_s, True
+    if container.duration:
+        return ((container.start_time or 0) + container.duration) / av.time_base, False
+    return None
+
+
+def _another_stream_reaches(container: InputContainer, video: VideoStream, time_s: float) -> bool:
+    """Whether a stream other than ``video`` has a packet lasting until ``time_s`` (stream seconds)."""
+    others = [s for s in container.streams if s.index != video.index]
+    if not others:
+        return False
+    container.seek(0)
+    for packet in container.demux(*others):
+        end = None if packet.pts is None else packet.pts + (packet.duration or 0)
+        if end is not None and packet.time_base is not None and float(end * packet.time_base) >= time_s:
+            return True
+    return False
+
+
 def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
     """Demux (without decoding) every packet of ``stream`` and index pts and key frames."""
     pts: list[int] = []
+    end_pts = end_before_last = 0
     keyframes: dict[int, int] = {}
     no_pts = 0
+    last_corrupt = False
     for packet in container.demux(stream):
         if packet.size == 0:
             continue  # the flush packet at the end
@@ -133,8 +217,15 @@ def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
             no_pts += 1
             continue
         pts.append(ts)
+        end_before_last, end_pts = end_pts, max(end_pts, ts + (packet.duration or 0))
+        last_corrupt = packet.is_corrupt
         if packet.is_keyframe:
             keyframes.setdefault(ts, ts if packet.dts is None else min(ts, packet.dts))
+    if last_corrupt and len(pts) > 1:
+        # A file cut mid-packet (a partial upload): the demuxer hands over the stump, flagged
+        # corrupt. It is no frame of the video: leave it out of the plan and the frame count.
+        keyframes.pop(pts.pop(), None)
+        end_pts = end_before_last
     if no_pts:
         log.warning("%d packets without pts were not indexed", no_pts)
     if stream.time_base is None:
@@ -145,6 +236,7 @@ def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
         keyframe_pts=np.asarray(keyframe_pts, np.int64),
         keyframe_dts=np.asarray([keyframes[ts] for ts in keyframe_pts], np.int64),
         time_base=Fraction(stream.time_base),
+        end_pts=end_pts,
     )
 
 
@@ -319,6 +411,11 @@ class VideoReader:
         else:
             self._wanted = index.pts[select_frames(times, self._sampling)]
         limits.check_frames(len(self._wanted), str(self._path))
+        # The plan covers the frames the file has; a cut file promised more, and says so at the end.
+        self.truncation = find_truncation(self._container, self._stream, index)
+        self.expected_frames = len(self._wanted) + self._frames_past_end()
+        if self._sampling.max_frames is not None:
+            self.expected_frames = min(self.expected_frames, max(len(self._wanted), self._sampling.max_frames))
         rate = self._stream.average_rate
         return SlotMeta(
             item=item,
@@ -333,6 +430,44 @@ class VideoReader:
             duration_s=duration_s,
         )
 
+    def _frames_past_end(self) -> int:
+        """How many more frames the plan would hold had the stream gone on to its declared length."""
+        cut = self.truncation
+        if cut is None:
+            return 0
+        index = self._index
+        if self._sampling.mode is not SamplingMode.KEYFRAMES:
+            return frames_past_end(
+                float(index.times_s(index.pts)[-1]), cut.frame_interval_s, cut.missing_frames, self._sampling
+            )
+        # Key frames: the missing part's, spaced as those seen were.
+        key_times = index.times_s(index.keyframe_pts)
+        step_s = (
+            float(key_times[-1] - key_times[0]) / (len(key_times) - 1) if len(key_times) > 1 else cut.declared_end_s
+        )
+        count = math.floor((cut.declared_end_s - cut.frame_interval_s - float(key_times[-1])) / step_s + 1e-6)
+        return frames_past_end(float(key_times[-1]), step_s, count, self._sampling)
+
+    def _shortfall(self, produced: int, stand_ins: int) -> str | None:
+        """What the slot's frames lack, in one line that adds up; None when nothing.
+
+        ``produced`` frames were delivered of ``expected_frames``; ``stand_ins`` of them are not the
+        planned frame but a neighbour, labelled as itself (the frame shown before one that did not
+        decode, which a player shows in its place; the frame a GPU decoder returned instead).
+        """
+        expected = self.expected_frames
+        if produced >= expected and not stand_ins:
+            return None
+        counts = f"{expected - produced} of {expected} sampled frames could not be decoded ({produced} decoded"
+        counts += f", {stand_ins} of them standing in for a planned frame that did not decode)" if stand_ins else ")"
+        cut = self.truncation
+        if cut is None:
+            return f"{self._path}: {counts}"
+        return (
+            f"{self._path}: truncated: the video ends at {cut.end_s:.2f} s, its container declares "
+            f"{cut.declared_end_s:.2f} s; {counts}"
+        )
+
     def __iter__(self) -> Iterator[Frame]:
         if self._sampling.mode is SamplingMode.KEYFRAMES:
             sampled = self._iter_keyframes()
@@ -342,26 +477,26 @@ class VideoReader:
             sampled = self._iter_in_output_order()
         else:
             sampled = self._iter_exact()
-        planned = len(self._wanted)
-        lost = 0
+        stand_ins = 0
         last_pts: int | None = None
         try:
             for wanted, pts, frame in sampled:
-                if pts != wanted:
-                    lost += 1
                 # A stand-in (the frame before a lost one) is kept, but never twice.
                 if frame is None or pts is None or (last_pts is not None and pts <= last_pts):
                     continue
+                stand_ins += pts != wanted
                 last_pts = pts
                 self.stats.sampled_frames += 1
                 yield self._to_frame(frame, pts)
         except (av.error.FFmpegError, VideoDecodeError) as exc:
             raise PartialMediaError(
-                f"{self._path}: decoding failed after {self.stats.sampled_frames} of {planned} sampled frames ({exc})"
+                f"{self._path}: decoding failed after {self.stats.sampled_frames} of {self.expected_frames} "
+                f"sampled frames ({exc})"
             ) from exc
         # The frames that decoded were delivered; the slot still fails, so the run exits non-zero.
-        if lost:
-            raise PartialMediaError(f"{self._path}: {lost} of {planned} sampled frames could not be decoded")
+        shortfall = self._shortfall(self.stats.sampled_frames, stand_ins)
+        if shortfall is not None:
+            raise PartialMediaError(shortfall)
         if self.stats.corrupt_packets:
             raise PartialMediaError(
                 f"{self._path}: {self.stats.corrupt_packets} corrupt packets; sampled frames may show decoding errors"

@@ -18,7 +18,7 @@ from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.video import VideoReader
 from service.samples import write_pan_video
 from tests import media_dicom
-from tests.media import corrupt_payloads
+from tests.media import corrupt_payloads, cut_copy, decodable_frames, faststart_copy
 
 ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo
 
@@ -296,3 +296,59 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "models"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "builtin:centerface (default)" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def truncated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 10 s pan as Matroska and as a faststart MP4, each cut to its first 40 % (a partial upload)."""
+    root = tmp_path_factory.mktemp("truncated")
+    astronaut = skimage.data.astronaut()
+    write_pan_video(astronaut, root / "whole.mkv", duration_s=10.0, fps=25, gop=25)
+    write_pan_video(astronaut, root / "plain.mp4", duration_s=10.0, fps=25, gop=25)
+    faststart_copy(root / "plain.mp4", root / "whole.mp4")
+    for kind in ("mkv", "mp4"):
+        cut_copy(root / f"whole.{kind}", root / f"cut.{kind}", 0.4)
+    return {"mkv": root / "cut.mkv", "mp4": root / "cut.mp4"}
+
+
+def _shortfall(stderr: str, name: str) -> tuple[int, int, int]:
+    """(could not be decoded, expected, decoded) from the one error line naming ``name``."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert errors[0].startswith("error: corrupt_media: ")
+    assert f"{name}: truncated: " in errors[0]
+    counts = errors[0].split("; ")[-1]  # "N of M sampled frames could not be decoded (K decoded)"
+    lost, _, expected, *_ = counts.split()
+    return int(lost), int(expected), int(counts.split("(")[1].split()[0])
+
+
+@pytest.mark.parametrize("kind", ["mkv", "mp4"])
+@pytest.mark.parametrize("sampling", ["exact", "keyframes"])
+def test_frames_of_a_truncated_video_are_kept_and_the_missing_ones_counted(
+    truncated: dict[str, Path], tmp_path: Path, kind: str, sampling: str
+) -> None:
+    result = preannotate("frames", truncated[kind], "--sampling", sampling, "--fps", "1", "--out", tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lost, expected, decoded = _shortfall(result.stderr, f"cut.{kind}")
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert expected == 10
+    assert decoded == len(index) == expected - lost
+    assert 2 <= decoded < 10
+
+
+@pytest.mark.parametrize("kind", ["mkv", "mp4"])
+def test_run_on_a_truncated_video_writes_its_detections_and_a_frame_count_it_has(
+    truncated: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    out = tmp_path / "darwin"
+    result = preannotate("run", truncated[kind], "--fps", "1", "--format", "darwin", "--out", out)
+    assert result.returncode == 2, result.stderr
+    lost, expected, decoded = _shortfall(result.stderr, f"cut.{kind}")
+    assert (expected, decoded + lost) == (10, 10)
+    (document,) = [json.loads(path.read_text()) for path in out.glob("*.json")]
+    (slot,) = document["item"]["slots"]
+    assert slot["frame_count"] == decodable_frames(truncated[kind]) < 250
+    frames = {frame for a in document["annotations"] for frame in a.get("frames", {})}
+    assert frames  # the face was found in the frames the file has
+    assert all(int(frame) < slot["frame_count"] for frame in frames)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.pipeline.options import SamplingOptions
-from service.pipeline.sampling import select_frames, target_count
+from service.pipeline.sampling import frames_past_end, select_frames, target_count
 
 CFR_10 = np.arange(50) / 10.0  # 10 fps, 5 s
 VFR = np.array([0.0, 0.05, 0.9, 1.0, 1.02, 2.5, 2.6, 4.0])
@@ -64,3 +64,18 @@ def test_target_count(options: SamplingOptions, last: float, expected: int) -> N
 def test_bad_sampling_options_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"fps|start|end|max_frames"):
         SamplingOptions(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("step_s", [1 / 30, 0.5, 2.0])
+@pytest.mark.parametrize("seen", [1, 5, 37])
+@pytest.mark.parametrize("missing", [1, 2, 13, 100])
+@pytest.mark.parametrize("fps", [0, 0.3, 1, 2.5, 30, 100])
+@pytest.mark.parametrize(("start_s", "end_s"), [(0.0, None), (0.2, 1.0), (1.3, 3.7), (5.0, None), (5.0, 40.0)])
+def test_frames_past_end_is_what_the_plan_of_the_whole_stream_adds(
+    step_s: float, seen: int, missing: int, fps: float, start_s: float, end_s: float | None
+) -> None:
+    """A cut stream's expected frames: its plan plus ``frames_past_end`` is the plan of the stream uncut."""
+    options = SamplingOptions(fps=fps, start_s=start_s, end_s=end_s)
+    whole = np.arange(seen + missing) * step_s
+    added = frames_past_end(float(whole[seen - 1]), step_s, missing, options)
+    assert len(select_frames(whole[:seen], options)) + added == len(select_frames(whole, options))

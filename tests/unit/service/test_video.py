@@ -6,6 +6,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -16,8 +17,8 @@ from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure, iter_frames
 from service.pipeline.video import VideoReader
-from service.samples import DEFAULT_BOXES
-from tests.media import corrupt_payloads, read_video
+from service.samples import DEFAULT_BOXES, write_video
+from tests.media import corrupt_payloads, cut_copy, decodable_frames, faststart_copy, read_video
 
 EXACT_CASES = [
     SamplingOptions(fps=1),
@@ -333,3 +334,120 @@ def test_one_bad_slot_never_stops_the_others(
     ]
     assert str(haunted) in failures[-1].error.message
     assert "KeyError" in failures[-1].error.message
+
+
+def test_counts_of_a_damaged_stream_add_up(clips: dict[str, Path], tmp_path: Path) -> None:
+    """Where a frame that did not decode is stood in for by the one before it, that one is counted as written."""
+    broken = tmp_path / "broken.mkv"
+    corrupt_payloads(clips["bframes"], broken, range(40, 70))
+    reader = VideoReader("item", "0", broken, SamplingOptions(fps=2), MediaLimits())
+    frames, error = _read_until_failure(reader)
+
+    assert error is not None
+    planned = reader.meta.planned_frames
+    lost = planned - len(frames)
+    assert f"broken.mkv: {lost} of {planned} sampled frames could not be decoded ({len(frames)} decoded, 1 of them" in (
+        error.message
+    )
+
+
+@pytest.fixture(scope="module")
+def ten_seconds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 10 s clip (30 fps, a key frame a second) as Matroska and as a faststart MP4, each cut to its first 40 %."""
+    root = tmp_path_factory.mktemp("ten_seconds")
+    whole = {"mkv": root / "whole.mkv", "mp4": root / "whole.mp4"}
+    write_video(whole["mkv"], duration_s=10.0, gop=30, bframes=2)
+    write_video(root / "plain.mp4", duration_s=10.0, gop=30, bframes=2)
+    faststart_copy(root / "plain.mp4", whole["mp4"])
+    paths = {f"whole_{kind}": path for kind, path in whole.items()}
+    for kind, path in whole.items():
+        paths[f"cut_{kind}"] = root / f"cut.{kind}"
+        cut_copy(path, paths[f"cut_{kind}"], 0.4)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["mkv", "mp4"])
+@pytest.mark.parametrize("mode", [SamplingMode.EXACT, SamplingMode.KEYFRAMES])
+def test_a_truncated_video_keeps_its_frames_and_says_how_many_of_the_declared_length_are_missing(
+    ten_seconds: dict[str, Path], kind: str, mode: SamplingMode
+) -> None:
+    cut = ten_seconds[f"cut_{kind}"]
+    reader = VideoReader("item", "0", cut, SamplingOptions(fps=1, mode=mode), MediaLimits())
+    frames, error = _read_until_failure(reader)
+
+    assert 2 <= len(frames) < 10
+    assert error is not None
+    assert error.code is ErrorCode.CORRUPT_MEDIA
+    assert f"cut.{kind}: truncated" in error.message
+    assert f"; {10 - len(frames)} of 10 sampled frames could not be decoded ({len(frames)} decoded)" in error.message
+    assert "declares 10.00 s" in error.message
+    # The frames it has are the uncut clip's.
+    _, whole = read_video(ten_seconds[f"whole_{kind}"], SamplingOptions(fps=1, mode=mode))
+    for frame, (index, _, image) in zip(frames, whole, strict=False):
+        assert frame.info.frame_index == index
+        assert np.array_equal(frame.image, image)
+    # Its length is what is there, not what the header promised.
+    assert reader.meta.frame_count == decodable_frames(cut) < 300
+    assert reader.meta.duration_s is not None
+    assert reader.meta.duration_s < 5
+
+
+@pytest.mark.parametrize("options", [SamplingOptions(fps=0), SamplingOptions(fps=2, max_frames=15)], ids=repr)
+def test_the_frames_expected_of_a_truncated_video_follow_the_sampling_request(
+    ten_seconds: dict[str, Path], options: SamplingOptions
+) -> None:
+    _, whole = read_video(ten_seconds["whole_mkv"], options)
+    frames, error = _read_until_failure(VideoReader("item", "0", ten_seconds["cut_mkv"], options, MediaLimits()))
+    assert error is not None
+    assert f"of {len(whole)} sampled frames could not be decoded ({len(frames)} decoded)" in error.message
+
+
+def test_an_intact_video_reports_nothing(ten_seconds: dict[str, Path]) -> None:
+    for kind in ("mkv", "mp4"):
+        frames, error = _read_until_failure(
+            VideoReader("item", "0", ten_seconds[f"whole_{kind}"], SamplingOptions(fps=1), MediaLimits())
+        )
+        assert error is None
+        assert len(frames) == 10
+
+
+def test_a_video_shorter_than_its_audio_is_not_truncated(tmp_path: Path) -> None:
+    """Matroska declares one length for all streams: 4 s of audio under 2 s of video is a whole file."""
+    path = tmp_path / "short_video.mkv"
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        for i in range(50):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        for i in range(40):
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+            samples.sample_rate, samples.pts = 8000, i * 800
+            container.mux(audio.encode(samples))
+        container.mux(audio.encode(None))
+    with av.open(str(path)) as probe:
+        assert probe.duration is not None
+        assert probe.duration > 3.5 * av.time_base  # the audio's length
+    frames, error = _read_until_failure(VideoReader("item", "0", path, SamplingOptions(fps=1), MediaLimits()))
+    assert error is None
+    assert len(frames) == 2
+
+
+def test_a_cut_file_that_declares_no_length_is_read_as_it_is(tmp_path: Path) -> None:
+    """A live-recorded Matroska file has no duration in its header: nothing to measure the cut against."""
+    live = tmp_path / "live.mkv"
+    with av.open(str(live), mode="w", options={"live": "1"}) as container:
+        video = container.add_stream("libx264", rate=25, options={"g": "25"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for i in range(250):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")))
+        container.mux(video.encode(None))
+    cut = tmp_path / "live_cut.mkv"
+    cut_copy(live, cut, 0.4)
+    with av.open(str(cut)) as probe:
+        assert probe.duration is None
+    frames, error = _read_until_failure(VideoReader("item", "0", cut, SamplingOptions(fps=1), MediaLimits()))
+    assert error is None
+    assert 2 <= len(frames) < 10

@@ -15,7 +15,8 @@ from service.loaded_models import LoadedModel
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher, FetchPolicy
 from service.pipeline.options import MediaLimits
-from tests.media import corrupt_payloads
+from service.samples import write_video
+from tests.media import corrupt_payloads, cut_copy
 from tests.media_dicom import series_slice
 
 
@@ -96,3 +97,26 @@ def test_a_series_sent_out_of_order_lists_its_urls_in_frame_order(tmp_path: Path
     )
     result = _run_with_the_default_model(lease, tmp_path)
     assert result["slots"][0]["source_files"] == [urls[1], urls[2], urls[0]]
+
+
+def test_a_truncated_video_keeps_what_it_has_and_says_how_much_is_missing(tmp_path: Path) -> None:
+    """A partial upload: the item keeps its detections, its result warns with frames expected vs decoded."""
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    write_video(whole, duration_s=10.0, gop=30)
+    cut_copy(whole, cut, 0.4)
+    lease = Lease(
+        item_id=1,
+        job_id="j",
+        position=0,
+        item={"name": "clip", "slots": [{"name": "0", "url": cut.as_uri()}]},
+        request={"model": "builtin:centerface", "fps": 1.0, "sampling": "exact", "threshold": 0.5},
+        attempt=1,
+    )
+    result = _run_with_the_default_model(lease, tmp_path)
+    decoded = len(result["frames"])
+    assert 2 <= decoded < 10
+    (warning,) = result["warnings"]
+    assert warning["code"] == "corrupt_media"
+    assert "cut.mkv: truncated" in warning["message"]
+    assert f"{10 - decoded} of 10 sampled frames could not be decoded ({decoded} decoded)" in warning["message"]
+    assert result["slots"][0]["frame_count"] < 300  # what the file holds, not what its header promised

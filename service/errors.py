@@ -33,6 +33,7 @@ class ErrorCode(enum.Enum):
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, False)
     REQUEST_TOO_LARGE = ("request_too_large", 413, False)
     TOO_MANY_ITEMS = ("too_many_items", 422, False)
+    DUPLICATE_ITEM_NAME = ("duplicate_item_name", 422, False)  # two items of one job share a name
     QUEUE_FULL = ("queue_full", 429, True)
     IDEMPOTENCY_KEY_REUSED = ("idempotency_key_reused", 422, False)  # one Idempotency-Key, two different bodies
     LEASE_EXPIRED = ("lease_expired", 500, False)  # an item's worker died max_attempts times

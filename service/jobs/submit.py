@@ -95,6 +95,26 @@ def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collec
                     )
 
 
+def check_unique_names(items: Sequence[ItemIn]) -> None:
+    """Item names key every output (COCO ``file_name``, Darwin items, pushes): two items of one job may not
+    share one.
+
+    Raises:
+        PreannotateError: ``DUPLICATE_ITEM_NAME`` naming the first repeated name and its positions.
+    """
+    positions: dict[str, list[int]] = collections.defaultdict(list)
+    for position, item in enumerate(items):
+        positions[item.name].append(position)
+    repeated = [(name, where) for name, where in positions.items() if len(where) > 1]
+    if repeated:
+        name, where = repeated[0]
+        raise PreannotateError(
+            ErrorCode.DUPLICATE_ITEM_NAME,
+            f"item names must be unique within a job: {name!r} is the name of items {where} "
+            f"({len(repeated)} name(s) repeated); rename them (an Encord registration entry: set its 'title')",
+        )
+
+
 def queue_full_retry_after_s(excess: int, items_per_s: float | None) -> int:
     """A 429's ``Retry-After``: how long until ``excess`` items have drained at ``items_per_s``
     (reliability.md §4: ``ceil(lag / throughput)``), within [1, 60] s; ``QUEUE_FULL_RETRY_S`` when the rate is
@@ -215,13 +235,14 @@ def prepare_job(
         extra_schemes: URL schemes allowed besides ``ALLOWED_SCHEMES`` (internal sources only).
 
     Raises:
-        PreannotateError: ``TOO_MANY_ITEMS``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
+        PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
             ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422).
     """
     if len(job.items) > settings.max_items_per_job:
         raise PreannotateError(
             ErrorCode.TOO_MANY_ITEMS, f"{len(job.items)} items in one job; the limit is {settings.max_items_per_job}"
         )
+    check_unique_names(job.items)
     check_urls(job.items, settings.max_slots_per_item, extra_schemes=extra_schemes)
     loaded = models.get(job.model)
     class_filter(loaded.info.class_names, job.classes)  # unknown class names are a 422 now, not a failed job

@@ -125,6 +125,17 @@ return job
 """
 )
 
+FORGET_IDEM = (
+    _PRELUDE
+    + """
+-- ARGV[3], ARGV[4]: idem key name, job id. Deletes the idem key only while it still names this job; returns 1 if so.
+local idem = P .. ':idem:' .. ARGV[3]
+if redis.call('GET', idem) ~= ARGV[4] then return 0 end
+redis.call('DEL', idem)
+return 1
+"""
+)
+
 LEASE = (
     _PRELUDE
     + """

@@ -108,8 +108,9 @@ class RedisJobStore:
         )
         self._stream = f"{prefix}:items"
         scripts = {
-            "CREATE_JOB": lua.CREATE_JOB, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE, "HEARTBEAT": lua.HEARTBEAT,
-            "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL, "RELEASE": lua.RELEASE,
+            "CREATE_JOB": lua.CREATE_JOB, "FORGET_IDEM": lua.FORGET_IDEM, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE,
+            "HEARTBEAT": lua.HEARTBEAT, "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL,
+            "RELEASE": lua.RELEASE,
             "CANCEL": lua.CANCEL, "PUBLISH_WORKER": lua.PUBLISH_WORKER, "LIVE_WORKERS": lua.LIVE_WORKERS,
             "DROP_CONSUMERS": lua.DROP_CONSUMERS,
         }  # fmt: skip
@@ -173,6 +174,10 @@ class RedisJobStore:
         with self._guard():
             job_id = cast(str | None, self._r.get(self._key("idem", _idem(tenant, idem_key))))
         return None if job_id is None else self.get_job(tenant=tenant, job_id=job_id)
+
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        """Delete ``P:idem:...`` if it still names ``job_id`` (one script: compare and delete)."""
+        return bool(self._run("FORGET_IDEM", _idem(tenant, idem_key), job_id))
 
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """The job, or None if it is unknown, expired or belongs to another tenant."""

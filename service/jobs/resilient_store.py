@@ -213,6 +213,9 @@ class ResilientStore:
     def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
         return self.store.find_job(tenant=tenant, idem_key=idem_key)
 
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        return self.store.forget_idem_key(tenant=tenant, idem_key=idem_key, job_id=job_id)
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         return self.store.get_job(tenant=tenant, job_id=job_id)
 

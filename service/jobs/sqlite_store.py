@@ -25,6 +25,9 @@ from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobS
 from service.metrics import job_finished
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
+FORGOTTEN_PREFIX = "forgotten:"
+"""A forgotten job's ``idem_key`` (``forget_idem_key``): its own id after this, unique and never derived from a
+request (client, content and webhook keys have other prefixes)."""
 
 _SCHEMA_1 = (
     """CREATE TABLE jobs(
@@ -297,6 +300,16 @@ class SqliteJobStore:
         with self._tx("DEFERRED") as conn:
             job = conn.execute("SELECT * FROM jobs WHERE tenant = ? AND idem_key = ?", (tenant, idem_key)).fetchone()
             return None if job is None else self._record(conn, job)
+
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        """Move the job off ``idem_key`` (to a key no request derives) unless the key names another job now."""
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    "UPDATE jobs SET idem_key = ? WHERE tenant = ? AND idem_key = ? AND id = ?",
+                    (FORGOTTEN_PREFIX + job_id, tenant, idem_key, job_id),
+                ).rowcount
+            )
 
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """The job, or None if it is unknown or belongs to another tenant."""

@@ -103,6 +103,12 @@ class JobStore(Protocol):
         """The job ``create_job`` stored under ``idem_key`` for this tenant, or None."""
         ...
 
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        """Stop ``idem_key`` naming ``job_id`` (a dedupe window that ran out, a job not to be reused), so the next
+        ``create_job`` with it makes a new job; the old job stays readable by its id. A compare-and-delete: False,
+        and nothing changed, when the key names another job by now (a concurrent request replaced it first)."""
+        ...
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None: ...
 
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:

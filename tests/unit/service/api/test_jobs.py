@@ -3,6 +3,7 @@ what a repeated submission returns the old job, listing a tenant's jobs, and fin
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,3 +75,87 @@ def test_an_encord_registration_whose_titles_collide_is_422(app: WebhookApp) -> 
     assert (response.status_code, error_code(response)) == (422, "duplicate_item_name")
     assert "title" in response.json()["error"]["message"]
     assert app.jobs() == 0
+
+
+# -- what makes two submissions the same ---------------------------------------------------------------------------
+
+
+BODY = {"items": [item("a")], "threshold": 0.4}
+
+
+def test_an_identical_body_returns_the_job_only_inside_the_retention_window(tmp_path: Path) -> None:
+    clock = FakeClock(time.time())
+    with webhook_app(tmp_path, WebhookConfig(), store_clock=clock, idempotency_retention_s=3600) as app:
+        clock.advance(-3570)  # the first job was stored 59.5 min ago (the API reads the real time)
+        first = post(app, BODY)
+        clock.advance(3570)
+        inside = post(app, BODY)
+        keyed = post(app, BODY, {"Idempotency-Key": "k-1"})
+        clock.advance(-3601)
+        old_keyed = post(app, BODY, {"Idempotency-Key": "k-2"})
+        clock.advance(3601)
+        outside = post(app, BODY, {"Idempotency-Key": "k-2"})
+        again = post(app, BODY, {"Idempotency-Key": "k-2"})
+
+    assert (first.status_code, inside.status_code) == (202, 200)
+    assert inside.json()["job_id"] == first.json()["job_id"]
+    assert keyed.status_code == 202
+    assert (old_keyed.status_code, outside.status_code, again.status_code) == (202, 202, 200)
+    assert outside.json()["job_id"] != old_keyed.json()["job_id"]
+    assert again.json()["job_id"] == outside.json()["job_id"]
+
+
+def test_an_expired_key_takes_another_body_but_a_live_one_still_refuses_it(app: WebhookApp, clock: FakeClock) -> None:
+    clock.advance(-86_400)  # the default window: a day
+    post(app, BODY, {"Idempotency-Key": "k-1"})
+    clock.advance(30)  # 30 s before the window ends (the API reads the real time)
+    post(app, BODY, {"Idempotency-Key": "k-2"})
+    clock.advance(86_370)
+    live = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-2"})
+    expired = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-1"})
+
+    assert (live.status_code, error_code(live)) == (422, "idempotency_key_reused")
+    assert (expired.status_code, expired.json()["created"]) == (202, True)
+
+
+@pytest.mark.parametrize("key", [None, "k-1"], ids=["same-body", "idempotency-key"])
+def test_a_cancelled_or_failed_job_is_never_returned_for_a_repeat(app: WebhookApp, key: str | None) -> None:
+    headers = {"Idempotency-Key": key} if key else {}
+    cancelled = post(app, BODY, headers).json()["job_id"]
+    app.client.delete(f"/v1/jobs/{cancelled}", headers=AUTH)
+
+    retried = post(app, BODY, headers)
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    app.store.fail("w", lease.item_id, code="corrupt_media", message="a: bad", retryable=False, retry_in_s=0)
+    after_failure = post(app, BODY, headers)
+    running = post(app, BODY, headers)
+
+    assert (retried.status_code, retried.json()["created"]) == (202, True)
+    assert retried.json()["job_id"] != cancelled
+    assert lease.job_id == retried.json()["job_id"]
+    assert after_failure.status_code == 202
+    assert after_failure.json()["job_id"] not in (cancelled, retried.json()["job_id"])
+    assert (running.status_code, running.json()["job_id"]) == (200, after_failure.json()["job_id"])
+
+
+def test_a_changed_file_is_a_new_job_and_an_unchanged_one_is_not(app: WebhookApp, tmp_path: Path) -> None:
+    media = tmp_path / "a.jpg"
+    media.write_bytes(b"first version")
+    body = {"items": [item("a", media.as_uri())]}
+    first = post(app, body)
+    same = post(app, body)
+    keyed = post(app, body, {"Idempotency-Key": "k-1"})
+
+    media.write_bytes(b"second version, longer")
+    changed = post(app, body)
+    stat = media.stat()
+    os.utime(media, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # same size, touched
+    touched = post(app, body)
+    keyed_again = post(app, body, {"Idempotency-Key": "k-1"})
+
+    assert (first.status_code, same.status_code) == (202, 200)
+    assert same.json()["job_id"] == first.json()["job_id"]
+    assert (changed.status_code, touched.status_code) == (202, 202)
+    assert len({first.json()["job_id"], changed.json()["job_id"], touched.json()["job_id"]}) == 3
+    # An Idempotency-Key names the request, whatever happened to the file since: a retry gets its job.
+    assert (keyed_again.status_code, keyed_again.json()["job_id"]) == (200, keyed.json()["job_id"])

@@ -128,6 +128,33 @@ class JobStoreContract:
         assert store.find_job(tenant=TENANT, idem_key="other-key") is None
         assert store.find_job(tenant=TENANT, idem_key="no-such-key") is None
 
+    def test_a_forgotten_idem_key_makes_a_new_job_and_the_old_one_stays(self, store: JobStore) -> None:
+        old = make_job(store, 2)
+
+        assert not store.forget_idem_key(tenant=OTHER_TENANT, idem_key="key-1", job_id=old.id)  # not theirs
+        assert store.find_job(tenant=TENANT, idem_key="key-1") == old
+        assert store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
+        assert store.find_job(tenant=TENANT, idem_key="key-1") is None
+        new, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+
+        assert created
+        assert new.id != old.id
+        assert store.find_job(tenant=TENANT, idem_key="key-1") == new
+        assert store.get_job(tenant=TENANT, job_id=old.id) == old  # still readable by its id
+        assert store.depth() == 3
+
+    def test_forgetting_compares_the_job_so_a_late_caller_cannot_drop_a_newer_job(self, store: JobStore) -> None:
+        old = make_job(store, 1)
+        assert store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
+        new, _ = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+
+        # A concurrent request that also saw the old job forgets it after the first one replaced it: a no-op.
+        assert not store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
+        again, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+
+        assert (again.id, created) == (new.id, False)
+        assert not store.forget_idem_key(tenant=TENANT, idem_key="no-such-key", job_id=new.id)
+
     def test_another_tenants_job_is_invisible(self, store: JobStore) -> None:
         job = make_job(store, 2)
 

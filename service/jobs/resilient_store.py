@@ -19,12 +19,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import ItemResult, JobRecord, Lease
+from service.jobs.store import ItemResult, ItemState, JobRecord, Lease
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,19 @@ class ResilientStore:
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         return self.store.cancel_job(tenant=tenant, job_id=job_id)
 
-    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
-        return self.store.results(tenant=tenant, job_id=job_id)
+    def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        return self.store.list_jobs(tenant=tenant, limit=limit, cursor=cursor)
+
+    def results(
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        states: Collection[ItemState] | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[ItemResult] | None:
+        return self.store.results(tenant=tenant, job_id=job_id, states=states, after=after, limit=limit)
 
     def depth(self) -> int:
         return self.store.depth()

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,10 @@ _SCHEMA_2 = (
         expires_at REAL NOT NULL) WITHOUT ROWID""",
     "CREATE INDEX deliveries_expiry ON deliveries(expires_at)",
 )
+# GET /v1/jobs: a tenant's jobs newest first (the index holds the rowid, creation order, after the tenant).
+_SCHEMA_3 = ("CREATE INDEX jobs_by_tenant ON jobs(tenant)",)
 # _MIGRATIONS[v] takes a database from user_version v to v + 1.
-_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2)
+_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Expired leases go back to the queue, or fail for good once every attempt is spent.
@@ -117,6 +119,9 @@ _SUMMARY = """SELECT count(*) AS total,
 # An item is "held" while it is leased to this worker. A lapsed lease that nobody has reclaimed yet still
 # counts: the work is done and no one else has the item, so dropping it would only waste an attempt.
 _HELD = "lease_owner = ? AND state = 'leased'"
+
+
+_MAX_ROWID = 2**63 - 1
 
 
 def _dumps(value: Any) -> str:
@@ -337,15 +342,43 @@ class SqliteJobStore:
             self._count([JobStatus.CANCELLED])
         return record
 
-    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
-        """Every item's outcome in position order, or None for an unknown or foreign job."""
+    def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """This tenant's jobs, newest first; the cursor is the rowid (creation order) of the last job shown."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        below = _MAX_ROWID if cursor is None else int(cursor)  # ValueError for a malformed cursor
+        with self._tx("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT rowid AS seq, * FROM jobs WHERE tenant = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?",
+                (tenant, below, limit + 1),
+            ).fetchall()
+            page = [self._record(conn, row) for row in rows[:limit]]
+        return page, str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+
+    def results(
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        states: Collection[ItemState] | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[ItemResult] | None:
+        """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
+        foreign job."""
+        where, args = "job_id = ? AND position > ?", [job_id, after]
+        if states is not None:
+            where += f" AND state IN ({_marks(len(states))})"
+            args += [ItemState(state).value for state in states]
         with self._tx("DEFERRED") as conn:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone() is None:
                 return None
+            if states is not None and not states:
+                return []
             rows = conn.execute(
                 "SELECT position, name, state, error_code, error_message, result FROM items"
-                " WHERE job_id = ? ORDER BY position",
-                (job_id,),
+                f" WHERE {where} ORDER BY position LIMIT ?",
+                (*args, -1 if limit is None else limit),
             ).fetchall()
         return [
             ItemResult(

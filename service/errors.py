@@ -65,6 +65,14 @@ class ErrorCode(enum.Enum):
         return 2 if self.http_status < 500 else 1
 
 
+_BY_CODE = {member.code: member for member in ErrorCode}
+
+
+def error_code_named(code: str) -> ErrorCode | None:
+    """The enum member whose stable code is ``code`` (a stored item error's), or None for one it does not know."""
+    return _BY_CODE.get(code)
+
+
 class PreannotateError(Exception):
     """An expected failure with a code; the message names the file or value at fault."""
 

@@ -3,6 +3,7 @@ what a repeated submission returns the old job, listing a tenant's jobs, and fin
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -12,7 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from service.jobs.results import item_result_to_json
+from service.pipeline.frames import MediaKind, SlotMeta
 from service.webhooks.config import WebhookConfig
+from tests.builders import make_detections, make_result
 from tests.unit.service.jobs.store_contract import FakeClock
 from tests.unit.service.webhooks.helpers import TOKEN, WebhookApp, webhook_app
 
@@ -159,3 +163,95 @@ def test_a_changed_file_is_a_new_job_and_an_unchanged_one_is_not(app: WebhookApp
     assert len({first.json()["job_id"], changed.json()["job_id"], touched.json()["job_id"]}) == 3
     # An Idempotency-Key names the request, whatever happened to the file since: a retry gets its job.
     assert (keyed_again.status_code, keyed_again.json()["job_id"]) == (200, keyed.json()["job_id"])
+
+
+# -- listing jobs, items while a job runs ---------------------------------------------------------------------------
+
+
+def test_get_jobs_lists_this_tokens_jobs_newest_first_a_page_at_a_time(tmp_path: Path) -> None:
+    with webhook_app(tmp_path, WebhookConfig(), tokens=(TOKEN, OTHER_TOKEN), max_page_size=2) as app:
+        mine = [post(app, {"items": [item(f"a{i}")]}).json()["job_id"] for i in range(3)]
+        theirs = app.client.post("/v1/jobs", json={"items": [item("t")]}, headers=OTHER_AUTH).json()["job_id"]
+        first = app.client.get("/v1/jobs", headers=AUTH)
+        second = app.client.get("/v1/jobs", params={"cursor": first.json()["next_cursor"]}, headers=AUTH)
+        other = app.client.get("/v1/jobs", params={"limit": 1}, headers=OTHER_AUTH)
+        too_big = app.client.get("/v1/jobs", params={"limit": 3}, headers=AUTH)
+        bad_cursors = [
+            app.client.get("/v1/jobs", params={"cursor": c}, headers=AUTH)
+            for c in ("nonsense!", "aXRlbXM6Mw", first.json()["next_cursor"] + "x")  # aXRlbXM6Mw: an items cursor
+        ]
+        anonymous = app.client.get("/v1/jobs")
+
+    assert [j["id"] for j in first.json()["jobs"]] == [mine[2], mine[1]]  # the default page: max_page_size here
+    assert first.json()["jobs"][0]["status"] == "queued"
+    assert ([j["id"] for j in second.json()["jobs"]], second.json()["next_cursor"]) == ([mine[0]], None)
+    assert ([j["id"] for j in other.json()["jobs"]], other.json()["next_cursor"]) == ([theirs], None)
+    assert (too_big.status_code, error_code(too_big)) == (422, "invalid_argument")
+    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 3
+    assert anonymous.status_code == 401
+
+
+def _item_result(name: str) -> dict[str, Any]:
+    slots = [SlotMeta(name, "0", MediaKind.IMAGE, ("https://media.example.com/a.jpg",), 640, 480, None, 1, 1)]
+    frame = make_result(
+        make_detections([[64, 48, 320, 240]], [0.9], [0]), item=name, slot="0", source=slots[0].source_files[0]
+    )
+    return json.loads(json.dumps(item_result_to_json(slots, [frame])))
+
+
+def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: WebhookApp) -> None:
+    job_id = post(app, {"items": [item(f"img{i}.jpg") for i in range(4)], "outputs": ["darwin"]}).json()["job_id"]
+    leases = app.store.lease("w", max_items=3, lease_s=60)
+    app.store.complete("w", leases[0].item_id, _item_result("img0.jpg"))
+    app.store.fail("w", leases[1].item_id, code="fetch_failed", message="img1.jpg: 503", retryable=False, retry_in_s=0)
+    app.store.complete("w", leases[2].item_id, _item_result("img2.jpg"))
+    url = f"/v1/jobs/{job_id}/items"
+
+    done = app.client.get(url, params={"state": ["succeeded", "failed"], "format": "darwin", "limit": 2}, headers=AUTH)
+    rest = app.client.get(
+        url,
+        params={"state": ["succeeded", "failed"], "format": "darwin", "cursor": done.json()["next_cursor"]},
+        headers=AUTH,
+    )
+    everything = app.client.get(url, headers=AUTH)
+    status = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH)
+    foreign = app.client.get(url, headers=OTHER_AUTH)
+    bad_state = app.client.get(url, params={"state": "done"}, headers=AUTH)
+
+    assert done.status_code == 200
+    assert done.json()["job_status"] == "running"
+    page = done.json()["items"]
+    assert [(i["position"], i["name"], i["state"]) for i in page] == [
+        (0, "img0.jpg", "succeeded"),
+        (1, "img1.jpg", "failed"),
+    ]
+    (darwin_item,) = page[0]["result"]["items"]
+    assert darwin_item["item"]["name"] == "img0.jpg"
+    assert [a["name"] for a in darwin_item["annotations"]] == ["face"]
+    assert page[1]["result"] is None
+    assert page[1]["error"] == {
+        "item": "img1.jpg",
+        "code": "fetch_failed",
+        "message": "img1.jpg: 503",
+        "retryable": True,
+    }
+    assert [(i["position"], i["state"]) for i in rest.json()["items"]] == [(2, "succeeded")]
+    assert rest.json()["next_cursor"] is None
+    assert [(i["state"], i["result"]) for i in everything.json()["items"]] == [
+        ("succeeded", None),  # no format: no result
+        ("failed", None),
+        ("succeeded", None),
+        ("queued", None),
+    ]
+    assert status.json()["errors"][0]["retryable"] is True  # the enum's: fetch_failed may succeed on a resubmission
+    assert (foreign.status_code, error_code(foreign)) == (404, "job_not_found")
+    assert (bad_state.status_code, error_code(bad_state)) == (422, "invalid_argument")
+
+
+def test_an_item_error_code_the_enum_does_not_know_is_not_retryable(app: WebhookApp) -> None:
+    job_id = post(app, {"items": [item("a")]}).json()["job_id"]
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    app.store.fail("w", lease.item_id, code="some_future_code", message="a: odd", retryable=False, retry_in_s=0)
+    job = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+
+    assert job["errors"] == [{"item": "a", "code": "some_future_code", "message": "a: odd", "retryable": False}]

@@ -35,6 +35,7 @@ class ErrorCode(enum.Enum):
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, False)
     REQUEST_TOO_LARGE = ("request_too_large", 413, False)
     TOO_MANY_ITEMS = ("too_many_items", 422, False)
+    DUPLICATE_ITEM_NAME = ("duplicate_item_name", 422, False)  # two items of one job share a name
     QUEUE_FULL = ("queue_full", 429, True)
     IDEMPOTENCY_KEY_REUSED = ("idempotency_key_reused", 422, False)  # one Idempotency-Key, two different bodies
     LEASE_EXPIRED = ("lease_expired", 500, False)  # an item's worker died max_attempts times
@@ -64,6 +65,14 @@ class ErrorCode(enum.Enum):
     def exit_code(self) -> int:
         """CLI exit status: 2 for bad input (the caller can fix it), 1 for our failures."""
         return 2 if self.http_status < 500 else 1
+
+
+_BY_CODE = {member.code: member for member in ErrorCode}
+
+
+def error_code_named(code: str) -> ErrorCode | None:
+    """The enum member whose stable code is ``code`` (a stored item error's), or None for one it does not know."""
+    return _BY_CODE.get(code)
 
 
 class PreannotateError(Exception):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.jobs.store import JobStatus
+from service.jobs.store import ItemState, JobStatus
 
 
 class ErrorBody(BaseModel):
@@ -116,6 +116,7 @@ class ItemErrorPublic(BaseModel):
     item: str
     code: str
     message: str
+    retryable: bool = Field(description="whether submitting the item again may succeed (as for API errors)")
 
 
 class JobPublic(BaseModel):
@@ -130,6 +131,28 @@ class JobPublic(BaseModel):
     updated_at: float
     progress: JobProgress
     errors: list[ItemErrorPublic]
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic] = Field(description="this token's jobs, newest first")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last page")
+
+
+class ItemPublic(BaseModel):
+    position: int = Field(description="the item's index in the submitted job")
+    name: str
+    state: ItemState
+    error: ItemErrorPublic | None = Field(description="why it failed, once it has failed for good")
+    result: dict[str, Any] | None = Field(
+        description="with `format`, a succeeded item's preannotations: what /result gives for a job of this item alone"
+    )
+
+
+class ItemPage(BaseModel):
+    job_id: str
+    job_status: JobStatus
+    items: list[ItemPublic] = Field(description="in job order")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null after the last page")
 
 
 # --- models ------------------------------------------------------------------------------------

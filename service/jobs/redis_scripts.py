@@ -118,10 +118,29 @@ for i = 0, n - 1 do
   redis.call('SADD', ACTIVE, id)
   keys[#keys + 1] = k
 end
+-- The tenant's jobs by creation order (GET /v1/jobs). Jobs expire oldest first, so dropping a few expired ones
+-- from the low end on each create keeps the index as long as the tenant's live jobs.
+local index = P .. ':jobs:' .. ARGV[5]
+redis.call('ZADD', index, redis.call('INCR', P .. ':seq:job'), job)
+for _, old in ipairs(redis.call('ZRANGE', index, 0, 1)) do
+  if redis.call('EXISTS', job_key(old)) == 0 then redis.call('ZREM', index, old) end
+end
 if retention then
+  keys[#keys + 1] = index  -- refreshed by every create: it outlives the tenant's newest job
   for _, k in ipairs(keys) do redis.call('EXPIRE', k, math.ceil(retention)) end
 end
 return job
+"""
+)
+
+FORGET_IDEM = (
+    _PRELUDE
+    + """
+-- ARGV[3], ARGV[4]: idem key name, job id. Deletes the idem key only while it still names this job; returns 1 if so.
+local idem = P .. ':idem:' .. ARGV[3]
+if redis.call('GET', idem) ~= ARGV[4] then return 0 end
+redis.call('DEL', idem)
+return 1
 """
 )
 

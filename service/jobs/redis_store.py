@@ -9,7 +9,8 @@ per call and tests drive time with a fake clock. Retryable failures wait in a de
 stream when due; exhausted or non-retryable items go to the dead-letter stream ``{prefix}:dead``.
 
 Keys (``P`` = prefix): ``P:job:<id>`` hash, ``P:item:<n>`` hash (a job's items are ids ``first..first+n-1``),
-``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:delivery:<sha256(key)>`` (webhook
+``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:jobs:<tenant>`` (ZSET of job ids by
+creation sequence ``P:seq:job``), ``P:delivery:<sha256(key)>`` (webhook
 delivery ids, ``SET NX`` with a TTL), ``P:items`` stream, ``P:leases`` and ``P:delayed`` ZSETs, ``P:active``
 set (depth), ``P:settled`` counter (throughput), ``P:dead`` stream, ``P:models``/``P:workers``/``P:worker:<id>``
 (the model catalog). Job keys expire ``retention_s`` after creation: Redis holds them in memory.
@@ -27,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -108,8 +109,9 @@ class RedisJobStore:
         )
         self._stream = f"{prefix}:items"
         scripts = {
-            "CREATE_JOB": lua.CREATE_JOB, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE, "HEARTBEAT": lua.HEARTBEAT,
-            "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL, "RELEASE": lua.RELEASE,
+            "CREATE_JOB": lua.CREATE_JOB, "FORGET_IDEM": lua.FORGET_IDEM, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE,
+            "HEARTBEAT": lua.HEARTBEAT, "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL,
+            "RELEASE": lua.RELEASE,
             "CANCEL": lua.CANCEL, "PUBLISH_WORKER": lua.PUBLISH_WORKER, "LIVE_WORKERS": lua.LIVE_WORKERS,
             "DROP_CONSUMERS": lua.DROP_CONSUMERS,
         }  # fmt: skip
@@ -174,6 +176,10 @@ class RedisJobStore:
             job_id = cast(str | None, self._r.get(self._key("idem", _idem(tenant, idem_key))))
         return None if job_id is None else self.get_job(tenant=tenant, job_id=job_id)
 
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        """Delete ``P:idem:...`` if it still names ``job_id`` (one script: compare and delete)."""
+        return bool(self._run("FORGET_IDEM", _idem(tenant, idem_key), job_id))
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """The job, or None if it is unknown, expired or belongs to another tenant."""
         with self._guard():
@@ -221,31 +227,73 @@ class RedisJobStore:
             job_finished("cancelled")
         return self.get_job(tenant=tenant, job_id=job_id)
 
-    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
-        """Every item's outcome in position order, or None for an unknown or foreign job."""
+    def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """This tenant's jobs, newest first (``P:jobs:<tenant>``); the cursor is the creation sequence number of
+        the last job shown. Expired jobs met on the way are dropped from the index. Jobs created before the
+        index existed are not listed."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        index = self._key("jobs", tenant)
+        top = "+inf" if cursor is None else f"({int(cursor)}"  # ValueError for a malformed cursor
+        found: list[tuple[JobRecord, int]] = []
+        while len(found) <= limit:
+            with self._guard():
+                rows = cast(
+                    list[tuple[str, float]],  # decode_responses=True: str members
+                    self._r.zrevrangebyscore(index, top, "-inf", start=0, num=limit + 1 - len(found), withscores=True),
+                )
+            if not rows:
+                break
+            for job_id, seq in rows:
+                record = self.get_job(tenant=tenant, job_id=job_id)
+                if record is None:
+                    with self._guard():
+                        self._r.zrem(index, job_id)
+                    continue
+                found.append((record, int(seq)))
+            top = f"({int(rows[-1][1])}"
+        return [record for record, _ in found[:limit]], str(found[limit - 1][1]) if len(found) > limit else None
+
+    def results(
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        states: Collection[ItemState] | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[ItemResult] | None:
+        """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
+        foreign job. Reads every item's state, then only the chosen items' results."""
+        wanted = None if states is None else {ItemState(state).value for state in states}
         with self._guard():
             job = self._hash(self._key("job", job_id))
             if not job or job.get("tenant") != tenant:
                 return None
             first, n = int(job["first"]), int(job["n"])
             pipe = self._r.pipeline(transaction=True)
-            for item_id in range(first, first + n):
+            ids = range(first + max(after + 1, 0), first + n)
+            for item_id in ids:
                 pipe.hmget(self._key("item", item_id), _RESULTS)
-                pipe.get(self._key("result", item_id))
             replies = pipe.execute()
+            rows = [(i, dict(zip(_RESULTS, row, strict=True))) for i, row in zip(ids, replies, strict=True)]
+            chosen = [(i, r) for i, r in rows if r["state"] is not None and (wanted is None or r["state"] in wanted)]
+            chosen = chosen[:limit]
+            pipe = self._r.pipeline(transaction=True)
+            for item_id, r in chosen:
+                if r["state"] == "succeeded":
+                    pipe.get(self._key("result", item_id))
+            stored = iter(pipe.execute())
         out = []
-        for row, result in zip(replies[::2], replies[1::2], strict=True):
-            r = dict(zip(_RESULTS, row, strict=True))
-            if r["state"] is None:
-                continue
-            failed = r["state"] == "failed"
+        for _, r in chosen:
+            result = next(stored) if r["state"] == "succeeded" else None
             out.append(
                 ItemResult(
                     position=int(r["pos"]),
                     name=r["name"],
                     state=ItemState(r["state"]),
-                    result=json.loads(result) if result is not None and r["state"] == "succeeded" else None,
-                    error=ItemError(r["name"], r["code"], r["msg"]) if failed else None,
+                    result=None if result is None else json.loads(result),
+                    error=ItemError(r["name"], r["code"], r["msg"]) if r["state"] == "failed" else None,
                 )
             )
         return out

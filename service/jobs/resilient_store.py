@@ -19,12 +19,12 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import ItemResult, JobRecord, Lease
+from service.jobs.store import ItemResult, ItemState, JobRecord, Lease
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,28 @@ class ResilientStore:
     def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
         return self.store.find_job(tenant=tenant, idem_key=idem_key)
 
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        return self.store.forget_idem_key(tenant=tenant, idem_key=idem_key, job_id=job_id)
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         return self.store.get_job(tenant=tenant, job_id=job_id)
 
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         return self.store.cancel_job(tenant=tenant, job_id=job_id)
 
-    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
-        return self.store.results(tenant=tenant, job_id=job_id)
+    def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        return self.store.list_jobs(tenant=tenant, limit=limit, cursor=cursor)
+
+    def results(
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        states: Collection[ItemState] | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[ItemResult] | None:
+        return self.store.results(tenant=tenant, job_id=job_id, states=states, after=after, limit=limit)
 
     def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
         # NOT_READY propagates: the item fails retryably and is run again once Redis is back.

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobS
 from service.metrics import job_finished
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
+FORGOTTEN_PREFIX = "forgotten:"
+"""A forgotten job's ``idem_key`` (``forget_idem_key``): its own id after this, unique and never derived from a
+request (client, content and webhook keys have other prefixes)."""
 
 _SCHEMA_1 = (
     """CREATE TABLE jobs(
@@ -69,8 +72,10 @@ _SCHEMA_2 = (
         expires_at REAL NOT NULL) WITHOUT ROWID""",
     "CREATE INDEX deliveries_expiry ON deliveries(expires_at)",
 )
+# GET /v1/jobs: a tenant's jobs newest first (the index holds the rowid, creation order, after the tenant).
+_SCHEMA_3 = ("CREATE INDEX jobs_by_tenant ON jobs(tenant)",)
 # _MIGRATIONS[v] takes a database from user_version v to v + 1.
-_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2)
+_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Expired leases go back to the queue, or fail for good once every attempt is spent.
@@ -114,6 +119,9 @@ _SUMMARY = """SELECT count(*) AS total,
 # An item is "held" while it is leased to this worker. A lapsed lease that nobody has reclaimed yet still
 # counts: the work is done and no one else has the item, so dropping it would only waste an attempt.
 _HELD = "lease_owner = ? AND state = 'leased'"
+
+
+_MAX_ROWID = 2**63 - 1
 
 
 def _dumps(value: Any) -> str:
@@ -298,6 +306,16 @@ class SqliteJobStore:
             job = conn.execute("SELECT * FROM jobs WHERE tenant = ? AND idem_key = ?", (tenant, idem_key)).fetchone()
             return None if job is None else self._record(conn, job)
 
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        """Move the job off ``idem_key`` (to a key no request derives) unless the key names another job now."""
+        with self._tx() as conn:
+            return bool(
+                conn.execute(
+                    "UPDATE jobs SET idem_key = ? WHERE tenant = ? AND idem_key = ? AND id = ?",
+                    (FORGOTTEN_PREFIX + job_id, tenant, idem_key, job_id),
+                ).rowcount
+            )
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """The job, or None if it is unknown or belongs to another tenant."""
         with self._tx("DEFERRED") as conn:
@@ -324,15 +342,43 @@ class SqliteJobStore:
             self._count([JobStatus.CANCELLED])
         return record
 
-    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None:
-        """Every item's outcome in position order, or None for an unknown or foreign job."""
+    def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """This tenant's jobs, newest first; the cursor is the rowid (creation order) of the last job shown."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        below = _MAX_ROWID if cursor is None else int(cursor)  # ValueError for a malformed cursor
+        with self._tx("DEFERRED") as conn:
+            rows = conn.execute(
+                "SELECT rowid AS seq, * FROM jobs WHERE tenant = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?",
+                (tenant, below, limit + 1),
+            ).fetchall()
+            page = [self._record(conn, row) for row in rows[:limit]]
+        return page, str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+
+    def results(
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        states: Collection[ItemState] | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[ItemResult] | None:
+        """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
+        foreign job."""
+        where, args = "job_id = ? AND position > ?", [job_id, after]
+        if states is not None:
+            where += f" AND state IN ({_marks(len(states))})"
+            args += [ItemState(state).value for state in states]
         with self._tx("DEFERRED") as conn:
             if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone() is None:
                 return None
+            if states is not None and not states:
+                return []
             rows = conn.execute(
                 "SELECT position, name, state, error_code, error_message, result FROM items"
-                " WHERE job_id = ? ORDER BY position",
-                (job_id,),
+                f" WHERE {where} ORDER BY position LIMIT ?",
+                (*args, -1 if limit is None else limit),
             ).fetchall()
         return [
             ItemResult(

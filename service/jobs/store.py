@@ -9,7 +9,7 @@ one API token never sees another's jobs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,13 +103,36 @@ class JobStore(Protocol):
         """The job ``create_job`` stored under ``idem_key`` for this tenant, or None."""
         ...
 
+    def forget_idem_key(self, *, tenant: str, idem_key: str, job_id: str) -> bool:
+        """Stop ``idem_key`` naming ``job_id`` (a dedupe window that ran out, a job not to be reused), so the next
+        ``create_job`` with it makes a new job; the old job stays readable by its id. A compare-and-delete: False,
+        and nothing changed, when the key names another job by now (a concurrent request replaced it first)."""
+        ...
+
     def get_job(self, *, tenant: str, job_id: str) -> JobRecord | None: ...
 
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         """Cancel queued and leased items (workers see it at their next heartbeat/progress call)."""
         ...
 
-    def results(self, *, tenant: str, job_id: str) -> list[ItemResult] | None: ...
+    def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """This tenant's jobs, newest first, at most ``limit``, after ``cursor`` (the next-page cursor an earlier
+        call returned; None = the newest). Returns the page and the next page's cursor, None after the last.
+        Raises ValueError for a cursor this store did not make."""
+        ...
+
+    def results(
+        self,
+        *,
+        tenant: str,
+        job_id: str,
+        states: Collection[ItemState] | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[ItemResult] | None:
+        """Item outcomes in position order: those past position ``after``, in ``states`` (None = any), at most
+        ``limit`` (None = all); only these items' results are read. None for an unknown or foreign job."""
+        ...
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
         """Requeue expired leases (or fail them after max attempts), then lease up to ``max_items``

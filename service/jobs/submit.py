@@ -16,8 +16,9 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -28,7 +29,8 @@ from service.errors import ErrorCode, PreannotateError
 from service.jobs.models import ItemIn, JobCreate
 from service.jobs.push import check_destination
 from service.jobs.runner import pinned_tracks
-from service.jobs.store import JobRecord, JobStore
+from service.jobs.store import JobRecord, JobStatus, JobStore
+from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
 from service.remote_models import JobModel
 
@@ -44,6 +46,8 @@ FINGERPRINT = "content_sha256"
 """The stored request's field holding what a client-keyed job was created from (``content_fingerprint``)."""
 # Pinned from the loaded model, not sent by the client: a retry across a model upgrade is still the same request.
 _NOT_FINGERPRINTED = frozenset({"model_version", "class_names"})
+UNSUCCESSFUL = frozenset({JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.PARTIALLY_FAILED})
+"""A client re-posting a job in one of these states wants it run again, not the old outcome back."""
 
 
 class ModelLookup(Protocol):
@@ -85,6 +89,26 @@ def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collec
                         f"{where}: credentials in URLs are not allowed; "
                         "use a presigned URL, or an s3:// URL the service's own credentials can read",
                     )
+
+
+def check_unique_names(items: Sequence[ItemIn]) -> None:
+    """Item names key every output (COCO ``file_name``, Darwin items, pushes): two items of one job may not
+    share one.
+
+    Raises:
+        PreannotateError: ``DUPLICATE_ITEM_NAME`` naming the first repeated name and its positions.
+    """
+    positions: dict[str, list[int]] = collections.defaultdict(list)
+    for position, item in enumerate(items):
+        positions[item.name].append(position)
+    repeated = [(name, where) for name, where in positions.items() if len(where) > 1]
+    if repeated:
+        name, where = repeated[0]
+        raise PreannotateError(
+            ErrorCode.DUPLICATE_ITEM_NAME,
+            f"item names must be unique within a job: {name!r} is the name of items {where} "
+            f"({len(repeated)} name(s) repeated); rename them (an Encord registration entry: set its 'title')",
+        )
 
 
 def queue_full_retry_after_s(excess: int, items_per_s: float | None) -> int:
@@ -172,14 +196,43 @@ def idempotency_key_idem(key: str) -> str:
     return CLIENT_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _content_sha256(params: dict[str, Any], items: Sequence[dict[str, Any]]) -> str:
-    canonical = json.dumps({"params": params, "items": list(items)}, sort_keys=True, separators=(",", ":"))
+def _content_sha256(
+    params: dict[str, Any], items: Sequence[dict[str, Any]], versions: Mapping[str, str] | None = None
+) -> str:
+    content: dict[str, Any] = {"params": params, "items": list(items)}
+    if versions:  # only when there are any: keys of jobs without file:// URLs stay what they always were
+        content["files"] = dict(versions)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def content_idem(params: dict[str, Any], items: Sequence[dict[str, Any]], *, prefix: str = "body") -> str:
-    """The store key for "these items with these parameters (model version included)"."""
-    return f"{prefix}:" + _content_sha256(params, items)
+def content_idem(
+    params: dict[str, Any],
+    items: Sequence[dict[str, Any]],
+    *,
+    prefix: str = "body",
+    versions: Mapping[str, str] | None = None,
+) -> str:
+    """The store key for "these items with these parameters (model version included)", and, where given, these
+    versions of the files behind ``file://`` URLs (``file_versions``): a file changed since is another job."""
+    return f"{prefix}:" + _content_sha256(params, items, versions)
+
+
+def file_versions(items: Sequence[ItemIn], local_roots: Sequence[Path]) -> dict[str, str]:
+    """``{url: "size:mtime_ns"}`` for each ``file://`` URL this process can stat under ``local_roots``: one stat,
+    no read. Others (not there, outside the roots: the worker reports those) are left out, and so are
+    ``http(s)``/``s3`` URLs: telling their versions would cost a request at submission."""
+    roots = tuple(root.resolve() for root in local_roots)
+    versions: dict[str, str] = {}
+    for url in (url for item in items for slot in item.slots for url in slot.all_urls()):
+        if not roots or not url.lower().startswith("file:"):
+            continue
+        try:
+            info = local_path(url, roots).stat()
+        except (PreannotateError, OSError):
+            continue
+        versions[url] = f"{info.st_size}:{info.st_mtime_ns}"
+    return versions
 
 
 def content_fingerprint(params: dict[str, Any], items: Sequence[dict[str, Any]]) -> str:
@@ -190,10 +243,16 @@ def content_fingerprint(params: dict[str, Any], items: Sequence[dict[str, Any]])
 
 @dataclass(frozen=True, slots=True)
 class PreparedJob:
-    """A checked job, ready to store: the shared request and the items as JSON."""
+    """A checked job, ready to store: the shared request and the items as JSON; ``file_versions`` are the
+    ``file://`` files' versions at submission, part of the content key only (``content_idem``)."""
 
     params: dict[str, Any]
     items: list[dict[str, Any]]
+    file_versions: dict[str, str] = field(default_factory=dict)
+
+    def content_key(self) -> str:
+        """``content_idem`` of this job: the same for the same request and the same files."""
+        return content_idem(self.params, self.items, versions=self.file_versions)
 
 
 def prepare_job(
@@ -208,20 +267,25 @@ def prepare_job(
         extra_schemes: URL schemes allowed besides ``ALLOWED_SCHEMES`` (internal sources only).
 
     Raises:
-        PreannotateError: ``TOO_MANY_ITEMS``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
+        PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
             ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422).
     """
     if len(job.items) > settings.max_items_per_job:
         raise PreannotateError(
             ErrorCode.TOO_MANY_ITEMS, f"{len(job.items)} items in one job; the limit is {settings.max_items_per_job}"
         )
+    check_unique_names(job.items)
     check_urls(job.items, settings.max_slots_per_item, extra_schemes=extra_schemes)
     model = models.for_job(job.model)
     if model.class_names is not None:  # unknown class names are a 422 now; unpublished: the worker checks them
         class_filter(model.class_names, job.classes)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
-    return PreparedJob(job_params(job, model, settings), [item.model_dump(exclude_none=True) for item in job.items])
+    return PreparedJob(
+        job_params(job, model, settings),
+        [item.model_dump(exclude_none=True) for item in job.items],
+        file_versions(job.items, settings.local_roots),
+    )
 
 
 def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:
@@ -236,10 +300,35 @@ def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:
         )
 
 
+def _reused(
+    job: JobRecord, fingerprint: str | None, *, retention_s: float, renew_unsuccessful: bool, now: float
+) -> bool:
+    """Whether a repeated submission gets ``job`` back: only inside the dedupe window, and (``renew_unsuccessful``)
+    never a cancelled or failed job. Inside the window a client key with another body is still refused."""
+    if now - job.created_at >= retention_s:
+        return False  # the key is forgotten: whatever the body, this is a new request
+    _check_same_content(job, fingerprint)
+    return not (renew_unsuccessful and job.status in UNSUCCESSFUL)
+
+
 def enqueue(
-    prepared: PreparedJob, *, settings: Settings, store: JobStore, tenant: str, idem_key: str
+    prepared: PreparedJob,
+    *,
+    settings: Settings,
+    store: JobStore,
+    tenant: str,
+    idem_key: str,
+    renew_unsuccessful: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[JobRecord, bool]:
-    """Store the job unless ``idem_key`` was seen for this tenant: ``(job, created)``.
+    """Store the job unless ``idem_key`` names a job of this tenant younger than
+    ``settings.idempotency_retention_s``: ``(job, created)``.
+
+    Args:
+        renew_unsuccessful: A job under ``idem_key`` that was cancelled, failed or partially failed is not
+            returned: a new one is made (client submissions). Off for webhooks and the Label Studio sweep,
+            which would otherwise resubmit a failing file every round.
+        clock: Epoch seconds, compared with the job's ``created_at``.
 
     Raises:
         PreannotateError: ``IDEMPOTENCY_KEY_REUSED`` (422) for a client key seen with another body;
@@ -251,9 +340,12 @@ def enqueue(
         content_fingerprint(prepared.params, prepared.items) if idem_key.startswith(CLIENT_KEY_PREFIX) else None
     )
     existing = store.find_job(tenant=tenant, idem_key=idem_key)
-    if existing is not None:  # a retry of an accepted job gets that job, however full the queue is now
-        _check_same_content(existing, fingerprint)
-        return existing, False
+    if existing is not None:
+        retention_s = settings.idempotency_retention_s
+        if _reused(existing, fingerprint, retention_s=retention_s, renew_unsuccessful=renew_unsuccessful, now=clock()):
+            return existing, False  # however full the queue is now
+        # Compare-and-delete: if a concurrent request replaced the job first, create_job below finds its job.
+        store.forget_idem_key(tenant=tenant, idem_key=idem_key, job_id=existing.id)
     excess = store.depth() + len(prepared.items) - settings.max_queue_depth
     if excess > 0:
         # Read only when refusing: a full queue sees 429s often enough for a rate, and admissions pay nothing.
@@ -286,5 +378,5 @@ def create_job_from(
         PreannotateError: as ``prepare_job`` and ``enqueue``.
     """
     prepared = prepare_job(job, settings=settings, models=models, extra_schemes=extra_schemes)
-    key = idem_key or content_idem(prepared.params, prepared.items)
-    return enqueue(prepared, settings=settings, store=store, tenant=tenant, idem_key=key)
+    key = idem_key or prepared.content_key()
+    return enqueue(prepared, settings=settings, store=store, tenant=tenant, idem_key=key, renew_unsuccessful=True)

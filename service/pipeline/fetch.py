@@ -20,7 +20,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -147,6 +147,29 @@ class _Hop:
     port: int
     allowed: bool
     where: str  # "the URL" or "the redirect to <redacted>", for messages
+
+
+def local_path(url: str, roots: Sequence[Path]) -> Path:
+    """The file a ``file://`` URL names, symlinks and ``..`` resolved, if it lies under one of ``roots``
+    (already resolved); it may not exist.
+
+    Raises:
+        PreannotateError: ``URL_NOT_ALLOWED`` for a host, a relative or malformed path, or one outside ``roots``.
+    """
+    red = redact_url(url)
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise _refuse(red, "file URLs must not name a host")
+    raw = unquote(parts.path)
+    if not raw.startswith("/"):
+        raise _refuse(red, "file URLs need an absolute path")
+    try:
+        path = Path(raw).resolve()  # follows symlinks and "..": the check below sees the real target
+    except (OSError, ValueError, RuntimeError):
+        raise _refuse(red, "malformed path") from None
+    if not any(path.is_relative_to(root) for root in roots):
+        raise _refuse(red, "the path is outside the allowed local roots")
+    return path
 
 
 class Fetcher:
@@ -327,18 +350,7 @@ class Fetcher:
     # -- file and s3 -----------------------------------------------------------------------------------------------
 
     def _fetch_file(self, url: str, red: str) -> FetchedFile:
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise _refuse(red, "file URLs must not name a host")
-        raw = unquote(parts.path)
-        if not raw.startswith("/"):
-            raise _refuse(red, "file URLs need an absolute path")
-        try:
-            path = Path(raw).resolve()  # follows symlinks and "..": the check below sees the real target
-        except (OSError, ValueError, RuntimeError):
-            raise _refuse(red, "malformed path") from None
-        if not any(path.is_relative_to(root) for root in self._roots):
-            raise _refuse(red, "the path is outside the allowed local roots")
+        path = local_path(url, self._roots)
         try:
             info = path.stat()
         except OSError:

@@ -1,7 +1,8 @@
-"""Jobs: submit (202), status, result, cancel. Also accepts Encord's cloud-registration JSON as a body."""
+"""Jobs: submit (202), list, status, items, result, cancel. Also accepts Encord's cloud-registration JSON as a body."""
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -10,12 +11,22 @@ from pydantic import ValidationError
 from service.api.bodies import json_body, require_json
 from service.api.deps import ModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
-from service.api.schemas import ItemErrorPublic, JobAccepted, JobProgress, JobPublic, error_responses
-from service.errors import ErrorCode, PreannotateError
+from service.api.schemas import (
+    ItemErrorPublic,
+    ItemPage,
+    ItemPublic,
+    JobAccepted,
+    JobList,
+    JobProgress,
+    JobPublic,
+    error_responses,
+)
+from service.config import Settings
+from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 from service.jobs.models import JobCreate
 from service.jobs.outputs import job_result
-from service.jobs.store import JobRecord, JobStatus
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
@@ -29,6 +40,50 @@ _OPENAPI_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": schema_ref(JobCreate)}},
     }
 }
+
+
+DEFAULT_PAGE_SIZE = 20
+_FORMAT_PATTERN = "^(coco|darwin|labelstudio|encord)$"
+LimitQuery = Annotated[int | None, Query(ge=1, description="page size; default 20, at most PREANNOTATE_MAX_PAGE_SIZE")]
+CursorQuery = Annotated[str | None, Query(max_length=200, description="the next_cursor of the previous page")]
+
+
+def _item_error(error: ItemError) -> ItemErrorPublic:
+    known = error_code_named(error.code)
+    return ItemErrorPublic(
+        item=error.item, code=error.code, message=error.message, retryable=known is not None and known.retryable
+    )
+
+
+def _page_size(limit: int | None, settings: Settings) -> int:
+    if limit is None:
+        return min(DEFAULT_PAGE_SIZE, settings.max_page_size)
+    if limit > settings.max_page_size:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT, f"limit {limit} is over the largest page, {settings.max_page_size}"
+        )
+    return limit
+
+
+# A cursor is opaque to clients: the store's position, tagged with what it pages, in URL-safe base64.
+def _cursor(kind: str, position: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+
+
+def _position(kind: str, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        tag, sep, position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
+    except ValueError:  # not base64, not UTF-8
+        tag, sep, position = "", "", ""
+    if tag != kind or not sep:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "cursor: not a next_cursor this route returned")
+    return position
+
+
+def _bad_cursor(exc: ValueError) -> PreannotateError:
+    return PreannotateError(ErrorCode.INVALID_ARGUMENT, f"cursor: not a next_cursor this route returned ({exc})")
 
 
 def _job_public(job: JobRecord) -> JobPublic:
@@ -47,7 +102,7 @@ def _job_public(job: JobRecord) -> JobPublic:
             frames_planned=job.frames_planned,
             frames_done=job.frames_done,
         ),
-        errors=[ItemErrorPublic(item=e.item, code=e.code, message=e.message) for e in job.errors],
+        errors=[_item_error(e) for e in job.errors],
     )
 
 
@@ -114,6 +169,19 @@ def _job_or_404(job: JobRecord | None, job_id: str) -> JobRecord:
     return job
 
 
+@router.get("")
+def list_jobs(state: StateDep, tenant: TenantDep, limit: LimitQuery = None, cursor: CursorQuery = None) -> JobList:
+    """This token's jobs, newest first, a page at a time (a job id lost by the client can be found here)."""
+    size = _page_size(limit, state.settings)
+    try:
+        page, after = state.store.list_jobs(tenant=tenant, limit=size, cursor=_position("jobs", cursor))
+    except ValueError as exc:
+        raise _bad_cursor(exc) from None
+    return JobList(
+        jobs=[_job_public(job) for job in page], next_cursor=None if after is None else _cursor("jobs", after)
+    )
+
+
 @router.get("/{job_id}")
 def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     """Status, progress and per-item errors."""
@@ -131,7 +199,7 @@ def get_result(
     job_id: str,
     state: StateDep,
     tenant: TenantDep,
-    format: Annotated[str, Query(pattern="^(coco|darwin|labelstudio|encord)$")] = "coco",
+    format: Annotated[str, Query(pattern=_FORMAT_PATTERN)] = "coco",
 ) -> dict[str, Any]:
     """The preannotations of a finished job (succeeded items): COCO, Darwin JSON 2.0, Label Studio
     predictions or Encord label rows; video detections linked into tracks."""
@@ -139,3 +207,53 @@ def get_result(
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
     return job_result(format, job, state.store.results(tenant=tenant, job_id=job_id) or [], state.settings)
+
+
+def _item_public(item: ItemResult, job: JobRecord, fmt: str | None, settings: Settings) -> ItemPublic:
+    result = None
+    if fmt is not None and item.state is ItemState.SUCCEEDED:
+        result = job_result(fmt, job, [item], settings)
+    return ItemPublic(
+        position=item.position,
+        name=item.name,
+        state=item.state,
+        error=None if item.error is None else _item_error(item.error),
+        result=result,
+    )
+
+
+@router.get("/{job_id}/items")
+def list_items(
+    job_id: str,
+    state: StateDep,
+    tenant: TenantDep,
+    states: Annotated[
+        list[ItemState] | None,
+        Query(alias="state", description="only items in these states (repeat it); e.g. succeeded and failed"),
+    ] = None,
+    format: Annotated[
+        str | None, Query(pattern=_FORMAT_PATTERN, description="include each succeeded item's result in this format")
+    ] = None,
+    limit: LimitQuery = None,
+    cursor: CursorQuery = None,
+) -> ItemPage:
+    """The job's items in job order, a page at a time, with each one's state and error, and with ``format``
+    its result: finished items can be read while the job still runs."""
+    size = _page_size(limit, state.settings)
+    job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
+    try:
+        after = _position("items", cursor)
+        rows = state.store.results(
+            tenant=tenant, job_id=job_id, states=states, after=-1 if after is None else int(after), limit=size + 1
+        )
+    except ValueError as exc:
+        raise _bad_cursor(exc) from None
+    if rows is None:  # gone (expired) since get_job
+        raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    page = rows[:size]
+    return ItemPage(
+        job_id=job.id,
+        job_status=job.status,
+        items=[_item_public(item, job, format, state.settings) for item in page],
+        next_cursor=_cursor("items", str(page[-1].position)) if len(rows) > size else None,
+    )

@@ -42,7 +42,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import VIA_SCHEMES
 from service.jobs.models import Destination, ItemIn, JobCreate
 from service.jobs.store import JobRecord
-from service.jobs.submit import PreparedJob, check_urls, content_idem, enqueue, prepare_job, validation_problem
+from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
 from service.webhooks import label_studio as ls
 from service.webhooks import v7
 from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled
@@ -366,7 +366,7 @@ async def generic_webhook(
 
     def submit() -> tuple[JobRecord | None, bool]:
         prepared = prepare_job(job, settings=state.settings, models=models)
-        key = content_idem(prepared.params, prepared.items)
+        key = prepared.content_key()
         if delivery_id:
             # The claim lives in the job store, so a replay is caught by any API process, and after a restart.
             # It names the content key: a retry with the same body (after a 429, say) goes on to the usual

@@ -128,6 +128,82 @@ class JobStoreContract:
         assert store.find_job(tenant=TENANT, idem_key="other-key") is None
         assert store.find_job(tenant=TENANT, idem_key="no-such-key") is None
 
+    def test_a_forgotten_idem_key_makes_a_new_job_and_the_old_one_stays(self, store: JobStore) -> None:
+        old = make_job(store, 2)
+
+        assert not store.forget_idem_key(tenant=OTHER_TENANT, idem_key="key-1", job_id=old.id)  # not theirs
+        assert store.find_job(tenant=TENANT, idem_key="key-1") == old
+        assert store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
+        assert store.find_job(tenant=TENANT, idem_key="key-1") is None
+        new, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+
+        assert created
+        assert new.id != old.id
+        assert store.find_job(tenant=TENANT, idem_key="key-1") == new
+        assert store.get_job(tenant=TENANT, job_id=old.id) == old  # still readable by its id
+        assert store.depth() == 3
+
+    def test_forgetting_compares_the_job_so_a_late_caller_cannot_drop_a_newer_job(self, store: JobStore) -> None:
+        old = make_job(store, 1)
+        assert store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
+        new, _ = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+
+        # A concurrent request that also saw the old job forgets it after the first one replaced it: a no-op.
+        assert not store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
+        again, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+
+        assert (again.id, created) == (new.id, False)
+        assert not store.forget_idem_key(tenant=TENANT, idem_key="no-such-key", job_id=new.id)
+
+    def test_list_jobs_pages_newest_first_and_shows_only_this_tenants(self, store: JobStore, clock: FakeClock) -> None:
+        made = [make_job(store, 1, key=f"k{i}") for i in range(5)]  # one clock reading: creation order decides
+        make_job(store, 1, tenant=OTHER_TENANT, key="theirs")
+
+        pages, cursor = [], None
+        while True:
+            page, cursor = store.list_jobs(tenant=TENANT, limit=2, cursor=cursor)
+            pages.append([job.id for job in page])
+            if cursor is None:
+                break
+
+        assert pages == [[made[4].id, made[3].id], [made[2].id, made[1].id], [made[0].id]]
+        assert store.list_jobs(tenant=TENANT, limit=5) == ([*reversed(made)], None)
+        assert [j.tenant for j in store.list_jobs(tenant=OTHER_TENANT, limit=5)[0]] == [OTHER_TENANT]
+        assert store.list_jobs(tenant="nobody", limit=5) == ([], None)
+        with pytest.raises(ValueError, match="not-a-cursor"):
+            store.list_jobs(tenant=TENANT, limit=2, cursor="not-a-cursor")
+
+    def test_results_filters_by_state_and_pages_by_position(self, store: JobStore) -> None:
+        job = make_job(store, 5)
+        leases = store.lease("w1", max_items=4, lease_s=LEASE_S)
+        store.complete("w1", leases[0].item_id, {"frames": [0]})
+        store.fail(
+            "w1", leases[1].item_id, code="corrupt_media", message="img1.jpg: bad", retryable=False, retry_in_s=0
+        )
+        store.complete("w1", leases[3].item_id, {"frames": [3]})
+        done = {ItemState.SUCCEEDED, ItemState.FAILED}
+
+        finished = store.results(tenant=TENANT, job_id=job.id, states=done)
+        first = store.results(tenant=TENANT, job_id=job.id, states=done, limit=2)
+        rest = store.results(tenant=TENANT, job_id=job.id, states=done, after=1, limit=2)
+        open_items = store.results(tenant=TENANT, job_id=job.id, states={ItemState.QUEUED, ItemState.LEASED})
+
+        assert finished is not None
+        assert [(r.position, r.state, r.result) for r in finished] == [
+            (0, ItemState.SUCCEEDED, {"frames": [0]}),
+            (1, ItemState.FAILED, None),
+            (3, ItemState.SUCCEEDED, {"frames": [3]}),
+        ]
+        assert finished[1].error is not None
+        assert finished[1].error.code == "corrupt_media"
+        assert first == finished[:2]
+        assert rest == finished[2:]
+        assert open_items is not None
+        assert [(r.position, r.state) for r in open_items] == [(2, ItemState.LEASED), (4, ItemState.QUEUED)]
+        assert store.results(tenant=TENANT, job_id=job.id, states=set()) == []
+        assert store.results(tenant=TENANT, job_id=job.id) == [*finished[:2], open_items[0], finished[2], open_items[1]]
+        assert store.results(tenant=OTHER_TENANT, job_id=job.id, states=done) is None
+
     def test_another_tenants_job_is_invisible(self, store: JobStore) -> None:
         job = make_job(store, 2)
 

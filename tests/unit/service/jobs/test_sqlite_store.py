@@ -76,6 +76,7 @@ def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
     SqliteJobStore(db).close()
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE deliveries")
+    conn.execute("DROP INDEX jobs_by_tenant")  # version 3
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -87,10 +88,12 @@ def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
         store = SqliteJobStore(db)
         assert store.claim_delivery("generic:d-1", "body:a", ttl_s=60) == "body:a"
         assert store.get_job(tenant=job.tenant, job_id=job.id) == job
+        assert store.list_jobs(tenant=job.tenant, limit=5) == ([job], None)
     finally:
         store.close()
     with sqlite3.connect(db) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert check.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs_by_tenant'").fetchone() == (1,)
     check.close()
 
 

@@ -225,3 +225,29 @@ def test_credentials_in_a_url_are_refused_before_anything_is_stored(url: str) ->
 )
 def test_an_at_sign_outside_the_host_part_is_fine(url: str) -> None:
     check_urls([ItemIn.model_validate({"name": "a", "slots": [{"url": url}]})], max_slots=4)
+
+
+def test_webhook_and_sweep_keys_keep_a_failed_job_but_only_inside_the_window(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SqliteJobStore(tmp_path / "jobs.db", clock=clock)
+    settings = Settings(idempotency_retention_s=600)
+    try:
+        job, _ = enqueue(prepared(1), settings=settings, store=store, tenant=TENANT, idem_key="ls:task-1", clock=clock)
+        (lease,) = store.lease("w", max_items=1, lease_s=60)
+        store.fail("w", lease.item_id, code="corrupt_media", message="bad", retryable=False, retry_in_s=0)
+        clock.advance(599)
+        # A sweep round resubmitting a task whose file is bad gets the failed job, not another failing one.
+        kept, created = enqueue(
+            prepared(1), settings=settings, store=store, tenant=TENANT, idem_key="ls:task-1", clock=clock
+        )
+        clock.advance(1)
+        renewed, created_after = enqueue(
+            prepared(1), settings=settings, store=store, tenant=TENANT, idem_key="ls:task-1", clock=clock
+        )
+    finally:
+        store.close()
+
+    assert (kept.id, created) == (job.id, False)
+    assert kept.status.value == "failed"
+    assert created_after
+    assert renewed.id != job.id

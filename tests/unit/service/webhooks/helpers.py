@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,18 +72,25 @@ def make_models() -> tuple[ModelRegistry, DynamicBatcher]:
 
 
 @contextmanager
-def webhook_app(tmp_path: Path, config: WebhookConfig, **settings: Any) -> Iterator[WebhookApp]:
-    """The webhooks and jobs routers with ``config`` as the webhook settings."""
-    full = Settings(api_tokens=SecretStr(TOKEN), db_path=tmp_path / "jobs.db", **settings)
+def webhook_app(
+    tmp_path: Path,
+    config: WebhookConfig,
+    *,
+    tokens: Sequence[str] = (TOKEN,),
+    store_clock: Callable[[], float] = time.time,
+    **settings: Any,
+) -> Iterator[WebhookApp]:
+    """The webhooks and jobs routers with ``config`` as the webhook settings; the store reads ``store_clock``."""
+    full = Settings(api_tokens=SecretStr(",".join(tokens)), db_path=tmp_path / "jobs.db", **settings)
     registry, batcher = make_models()
-    store = SqliteJobStore(full.db_path, max_attempts=full.max_attempts)
+    store = SqliteJobStore(full.db_path, max_attempts=full.max_attempts, clock=store_clock)
     app = FastAPI()
     register_exception_handlers(app)
     app.include_router(jobs_routes.router)
     app.include_router(webhooks.router)
     app.dependency_overrides[webhooks.dep_webhook_config] = lambda: config
     state = AppState(
-        settings=full, auth=TokenAuth([TOKEN]), store=store, fetcher=Fetcher(full.fetch_policy()), models=registry
+        settings=full, auth=TokenAuth(tokens), store=store, fetcher=Fetcher(full.fetch_policy()), models=registry
     )
     app.state.preannotate = state
     try:

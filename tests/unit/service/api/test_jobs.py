@@ -1,0 +1,257 @@
+"""The jobs routes on the real FastAPI router and a real SQLite store: duplicate item names, how long and for
+what a repeated submission returns the old job, listing a tenant's jobs, and finished items while a job runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.jobs.results import item_result_to_json
+from service.pipeline.frames import MediaKind, SlotMeta
+from service.webhooks.config import WebhookConfig
+from tests.builders import make_detections, make_result
+from tests.unit.service.jobs.store_contract import FakeClock
+from tests.unit.service.webhooks.helpers import TOKEN, WebhookApp, webhook_app
+
+OTHER_TOKEN = "another-tenants-api-token-" + "o" * 20
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OTHER_AUTH = {"Authorization": f"Bearer {OTHER_TOKEN}"}
+
+
+def item(name: str, url: str = "https://media.example.com/a.jpg") -> dict[str, Any]:
+    return {"name": name, "slots": [{"url": url}]}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: FakeClock) -> Iterator[WebhookApp]:
+    with webhook_app(
+        tmp_path, WebhookConfig(), tokens=(TOKEN, OTHER_TOKEN), store_clock=clock, local_roots=[tmp_path]
+    ) as a:
+        yield a
+
+
+def post(app: WebhookApp, body: Any, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
+    return app.client.post("/v1/jobs", json=body, headers={**AUTH, **(headers or {})}, params=params)
+
+
+def error_code(response: httpx.Response) -> str:
+    return str(response.json()["error"]["code"])
+
+
+# -- item names ----------------------------------------------------------------------------------------------------
+
+
+def test_duplicate_item_names_are_422_and_store_nothing(app: WebhookApp) -> None:
+    response = post(app, {"items": [item("a"), item("b"), item("a", "https://media.example.com/other.jpg")]})
+
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "duplicate_item_name",
+        "message": response.json()["error"]["message"],
+        "retryable": False,
+    }
+    assert "'a'" in response.json()["error"]["message"]
+    assert app.jobs() == 0
+
+
+def test_an_encord_registration_whose_titles_collide_is_422(app: WebhookApp) -> None:
+    body = {
+        "images": [
+            {"objectUrl": "https://media.example.com/x/img.jpg"},
+            {"objectUrl": "https://m.example.com/y/img.jpg"},
+        ]
+    }
+
+    response = post(app, body)
+
+    assert (response.status_code, error_code(response)) == (422, "duplicate_item_name")
+    assert "title" in response.json()["error"]["message"]
+    assert app.jobs() == 0
+
+
+# -- what makes two submissions the same ---------------------------------------------------------------------------
+
+
+BODY = {"items": [item("a")], "threshold": 0.4}
+
+
+def test_an_identical_body_returns_the_job_only_inside_the_retention_window(tmp_path: Path) -> None:
+    clock = FakeClock(time.time())
+    with webhook_app(tmp_path, WebhookConfig(), store_clock=clock, idempotency_retention_s=3600) as app:
+        clock.advance(-3570)  # the first job was stored 59.5 min ago (the API reads the real time)
+        first = post(app, BODY)
+        clock.advance(3570)
+        inside = post(app, BODY)
+        keyed = post(app, BODY, {"Idempotency-Key": "k-1"})
+        clock.advance(-3601)
+        old_keyed = post(app, BODY, {"Idempotency-Key": "k-2"})
+        clock.advance(3601)
+        outside = post(app, BODY, {"Idempotency-Key": "k-2"})
+        again = post(app, BODY, {"Idempotency-Key": "k-2"})
+
+    assert (first.status_code, inside.status_code) == (202, 200)
+    assert inside.json()["job_id"] == first.json()["job_id"]
+    assert keyed.status_code == 202
+    assert (old_keyed.status_code, outside.status_code, again.status_code) == (202, 202, 200)
+    assert outside.json()["job_id"] != old_keyed.json()["job_id"]
+    assert again.json()["job_id"] == outside.json()["job_id"]
+
+
+def test_an_expired_key_takes_another_body_but_a_live_one_still_refuses_it(app: WebhookApp, clock: FakeClock) -> None:
+    clock.advance(-86_400)  # the default window: a day
+    post(app, BODY, {"Idempotency-Key": "k-1"})
+    clock.advance(30)  # 30 s before the window ends (the API reads the real time)
+    post(app, BODY, {"Idempotency-Key": "k-2"})
+    clock.advance(86_370)
+    live = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-2"})
+    expired = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-1"})
+
+    assert (live.status_code, error_code(live)) == (422, "idempotency_key_reused")
+    assert (expired.status_code, expired.json()["created"]) == (202, True)
+
+
+@pytest.mark.parametrize("key", [None, "k-1"], ids=["same-body", "idempotency-key"])
+def test_a_cancelled_or_failed_job_is_never_returned_for_a_repeat(app: WebhookApp, key: str | None) -> None:
+    headers = {"Idempotency-Key": key} if key else {}
+    cancelled = post(app, BODY, headers).json()["job_id"]
+    app.client.delete(f"/v1/jobs/{cancelled}", headers=AUTH)
+
+    retried = post(app, BODY, headers)
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    app.store.fail("w", lease.item_id, code="corrupt_media", message="a: bad", retryable=False, retry_in_s=0)
+    after_failure = post(app, BODY, headers)
+    running = post(app, BODY, headers)
+
+    assert (retried.status_code, retried.json()["created"]) == (202, True)
+    assert retried.json()["job_id"] != cancelled
+    assert lease.job_id == retried.json()["job_id"]
+    assert after_failure.status_code == 202
+    assert after_failure.json()["job_id"] not in (cancelled, retried.json()["job_id"])
+    assert (running.status_code, running.json()["job_id"]) == (200, after_failure.json()["job_id"])
+
+
+def test_a_changed_file_is_a_new_job_and_an_unchanged_one_is_not(app: WebhookApp, tmp_path: Path) -> None:
+    media = tmp_path / "a.jpg"
+    media.write_bytes(b"first version")
+    body = {"items": [item("a", media.as_uri())]}
+    first = post(app, body)
+    same = post(app, body)
+    keyed = post(app, body, {"Idempotency-Key": "k-1"})
+
+    media.write_bytes(b"second version, longer")
+    changed = post(app, body)
+    stat = media.stat()
+    os.utime(media, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # same size, touched
+    touched = post(app, body)
+    keyed_again = post(app, body, {"Idempotency-Key": "k-1"})
+
+    assert (first.status_code, same.status_code) == (202, 200)
+    assert same.json()["job_id"] == first.json()["job_id"]
+    assert (changed.status_code, touched.status_code) == (202, 202)
+    assert len({first.json()["job_id"], changed.json()["job_id"], touched.json()["job_id"]}) == 3
+    # An Idempotency-Key names the request, whatever happened to the file since: a retry gets its job.
+    assert (keyed_again.status_code, keyed_again.json()["job_id"]) == (200, keyed.json()["job_id"])
+
+
+# -- listing jobs, items while a job runs ---------------------------------------------------------------------------
+
+
+def test_get_jobs_lists_this_tokens_jobs_newest_first_a_page_at_a_time(tmp_path: Path) -> None:
+    with webhook_app(tmp_path, WebhookConfig(), tokens=(TOKEN, OTHER_TOKEN), max_page_size=2) as app:
+        mine = [post(app, {"items": [item(f"a{i}")]}).json()["job_id"] for i in range(3)]
+        theirs = app.client.post("/v1/jobs", json={"items": [item("t")]}, headers=OTHER_AUTH).json()["job_id"]
+        first = app.client.get("/v1/jobs", headers=AUTH)
+        second = app.client.get("/v1/jobs", params={"cursor": first.json()["next_cursor"]}, headers=AUTH)
+        other = app.client.get("/v1/jobs", params={"limit": 1}, headers=OTHER_AUTH)
+        too_big = app.client.get("/v1/jobs", params={"limit": 3}, headers=AUTH)
+        bad_cursors = [
+            app.client.get("/v1/jobs", params={"cursor": c}, headers=AUTH)
+            for c in ("nonsense!", "aXRlbXM6Mw", first.json()["next_cursor"] + "x")  # aXRlbXM6Mw: an items cursor
+        ]
+        anonymous = app.client.get("/v1/jobs")
+
+    assert [j["id"] for j in first.json()["jobs"]] == [mine[2], mine[1]]  # the default page: max_page_size here
+    assert first.json()["jobs"][0]["status"] == "queued"
+    assert ([j["id"] for j in second.json()["jobs"]], second.json()["next_cursor"]) == ([mine[0]], None)
+    assert ([j["id"] for j in other.json()["jobs"]], other.json()["next_cursor"]) == ([theirs], None)
+    assert (too_big.status_code, error_code(too_big)) == (422, "invalid_argument")
+    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 3
+    assert anonymous.status_code == 401
+
+
+def _item_result(name: str) -> dict[str, Any]:
+    slots = [SlotMeta(name, "0", MediaKind.IMAGE, ("https://media.example.com/a.jpg",), 640, 480, None, 1, 1)]
+    frame = make_result(
+        make_detections([[64, 48, 320, 240]], [0.9], [0]), item=name, slot="0", source=slots[0].source_files[0]
+    )
+    return json.loads(json.dumps(item_result_to_json(slots, [frame])))
+
+
+def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: WebhookApp) -> None:
+    job_id = post(app, {"items": [item(f"img{i}.jpg") for i in range(4)], "outputs": ["darwin"]}).json()["job_id"]
+    leases = app.store.lease("w", max_items=3, lease_s=60)
+    app.store.complete("w", leases[0].item_id, _item_result("img0.jpg"))
+    app.store.fail("w", leases[1].item_id, code="fetch_failed", message="img1.jpg: 503", retryable=False, retry_in_s=0)
+    app.store.complete("w", leases[2].item_id, _item_result("img2.jpg"))
+    url = f"/v1/jobs/{job_id}/items"
+
+    done = app.client.get(url, params={"state": ["succeeded", "failed"], "format": "darwin", "limit": 2}, headers=AUTH)
+    rest = app.client.get(
+        url,
+        params={"state": ["succeeded", "failed"], "format": "darwin", "cursor": done.json()["next_cursor"]},
+        headers=AUTH,
+    )
+    everything = app.client.get(url, headers=AUTH)
+    status = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH)
+    foreign = app.client.get(url, headers=OTHER_AUTH)
+    bad_state = app.client.get(url, params={"state": "done"}, headers=AUTH)
+
+    assert done.status_code == 200
+    assert done.json()["job_status"] == "running"
+    page = done.json()["items"]
+    assert [(i["position"], i["name"], i["state"]) for i in page] == [
+        (0, "img0.jpg", "succeeded"),
+        (1, "img1.jpg", "failed"),
+    ]
+    (darwin_item,) = page[0]["result"]["items"]
+    assert darwin_item["item"]["name"] == "img0.jpg"
+    assert [a["name"] for a in darwin_item["annotations"]] == ["face"]
+    assert page[1]["result"] is None
+    assert page[1]["error"] == {
+        "item": "img1.jpg",
+        "code": "fetch_failed",
+        "message": "img1.jpg: 503",
+        "retryable": True,
+    }
+    assert [(i["position"], i["state"]) for i in rest.json()["items"]] == [(2, "succeeded")]
+    assert rest.json()["next_cursor"] is None
+    assert [(i["state"], i["result"]) for i in everything.json()["items"]] == [
+        ("succeeded", None),  # no format: no result
+        ("failed", None),
+        ("succeeded", None),
+        ("queued", None),
+    ]
+    assert status.json()["errors"][0]["retryable"] is True  # the enum's: fetch_failed may succeed on a resubmission
+    assert (foreign.status_code, error_code(foreign)) == (404, "job_not_found")
+    assert (bad_state.status_code, error_code(bad_state)) == (422, "invalid_argument")
+
+
+def test_an_item_error_code_the_enum_does_not_know_is_not_retryable(app: WebhookApp) -> None:
+    job_id = post(app, {"items": [item("a")]}).json()["job_id"]
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    app.store.fail("w", lease.item_id, code="some_future_code", message="a: odd", retryable=False, retry_in_s=0)
+    job = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+
+    assert job["errors"] == [{"item": "a", "code": "some_future_code", "message": "a: odd", "retryable": False}]

@@ -543,14 +543,14 @@ def test_queue_full_is_429_with_retry_after(tmp_path: Path, media: dict[str, Pat
         ) as srv,
         srv.client() as c,
     ):
-        item = {"name": "p", "slots": [{"url": media["photo"].as_uri()}]}
-        assert c.post("/v1/jobs", json={"items": [item, item]}).status_code == 202
-        full = c.post("/v1/jobs", json={"items": [item, item], "threshold": 0.3})
+        items = [{"name": name, "slots": [{"url": media["photo"].as_uri()}]} for name in ("p1", "p2")]
+        assert c.post("/v1/jobs", json={"items": items}).status_code == 202
+        full = c.post("/v1/jobs", json={"items": items, "threshold": 0.3})
         assert full.status_code == 429
         assert _error_code(full) == "queue_full"
         assert 1 <= int(full.headers["Retry-After"]) <= 60
         # a client retrying a job that was accepted gets that job, full queue or not
-        again = c.post("/v1/jobs", json={"items": [item, item]})
+        again = c.post("/v1/jobs", json={"items": items})
         assert again.status_code == 200, again.text
 
 

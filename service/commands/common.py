@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from tqdm import tqdm
 
 from service.config import Settings, get_settings
 from service.errors import ErrorCode, PreannotateError
+from service.files import write_atomic
 from service.pipeline.decoders import use_gpu_decoder
 from service.pipeline.frames import SlotMeta
 from service.pipeline.options import DecoderChoice, SamplingMode, SamplingOptions
@@ -73,12 +72,13 @@ class Progress:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON next to ``path`` and rename it into place: readers never see half a file."""
+    write_bytes_atomic(path, json.dumps(payload, indent=1))
+
+
+def write_bytes_atomic(path: Path, data: bytes | str) -> None:
+    """``write_atomic`` with a failure as OUTPUT_FAILED naming the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as exc:
         raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{path}: cannot write ({exc.strerror})") from None
 

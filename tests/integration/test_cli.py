@@ -23,13 +23,16 @@ from tests.media import corrupt_payloads
 ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo
 
 
-def preannotate(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def preannotate(
+    *args: str | Path, env: dict[str, str] | None = None, umask: int = -1
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
+        umask=umask,
     )
 
 
@@ -270,3 +273,18 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "models"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "builtin:centerface (default)" in result.stdout
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_written_files_honour_the_umask(inputs: dict[str, Path], tmp_path: Path, umask: int) -> None:
+    """Outputs are shared with a team: created as ``open()`` would create them, 0666 less the umask."""
+    coco, darwin, frames = tmp_path / "preds.json", tmp_path / "darwin", tmp_path / "frames"
+    runs = [
+        preannotate("run", inputs["photo"], "--out", coco, umask=umask),
+        preannotate("run", inputs["photo"], "--format", "darwin", "--out", darwin, umask=umask),
+        preannotate("frames", inputs["video"], "--out", frames, umask=umask),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    written = [coco, *darwin.iterdir(), *frames.iterdir()]
+    assert len(written) >= 1 + 1 + 4  # a COCO file, a Darwin file, index.json and the frames
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o666 & ~umask)}

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from service.commands.common import check_output_dir
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.evaluation import Thresholds, candidate_figures, evaluate
 from service.evaluate.inputs import load_benchmark, load_candidates
@@ -43,6 +44,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         min_map50=args.min_map50,
         min_tag_accuracy=args.min_tag_accuracy,
     )
+    check_output_dir(args.out)  # before loading: a bad --out must not cost the evaluation
     label_config = _read_label_config(args.label_config)
     benchmark = load_benchmark(args.benchmark, label_config=label_config)
     candidates: list[Dataset] = []

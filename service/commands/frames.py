@@ -12,6 +12,7 @@ import cv2
 
 from service.commands.common import (
     Progress,
+    check_output_dir,
     exit_code_for,
     load_settings,
     sampling_from_args,
@@ -31,10 +32,7 @@ def frames_command(args: argparse.Namespace) -> int:
     sampling = sampling_from_args(args, settings)
     item = item_from_path(args.input)
     out_dir = args.out
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{out_dir}: cannot create ({exc.strerror})") from None
+    check_output_dir(out_dir)
 
     progress = Progress(quiet=args.quiet)
     index: list[dict[str, object]] = []

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import SamplingOptions
-from service.pipeline.sampling import select_frames, target_count
+from service.pipeline.sampling import check_start, select_frames, target_count
 
 CFR_10 = np.arange(50) / 10.0  # 10 fps, 5 s
 VFR = np.array([0.0, 0.05, 0.9, 1.0, 1.02, 2.5, 2.6, 4.0])
@@ -64,3 +65,18 @@ def test_target_count(options: SamplingOptions, last: float, expected: int) -> N
 def test_bad_sampling_options_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"fps|start|end|max_frames"):
         SamplingOptions(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fps", [1.0, 0.0])
+def test_a_start_after_the_last_frame_is_refused(fps: float) -> None:
+    with pytest.raises(
+        PreannotateError, match=r"clip\.mp4: start 4\.95 s is past the end \(last frame at 4\.900 s\)"
+    ) as exc:
+        check_start(CFR_10, SamplingOptions(fps=fps, start_s=4.95), "clip.mp4")
+    assert exc.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_a_start_on_the_last_frame_samples_it() -> None:
+    options = SamplingOptions(fps=1, start_s=4.9)
+    check_start(CFR_10, options, "clip.mp4")
+    assert list(select_frames(CFR_10, options)) == [49]

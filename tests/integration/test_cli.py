@@ -382,3 +382,39 @@ def test_start_past_the_end_of_a_video_names_it_and_exits_2(inputs: dict[str, Pa
         f"error: invalid_argument: {inputs['video']}: start 100 s is past the end (last frame at 2.960 s)"
     ]
     assert [image["item"] for image in json.loads(out.read_text())["images"]] == ["astronaut.png"]  # the rest is done
+
+
+def test_serve_says_where_it_listens_what_loads_and_when_it_is_ready(tmp_path: Path) -> None:
+    from tests.integration.servers import TOKEN, Server
+
+    server = Server(db_path=tmp_path / "jobs.db", env={})
+    env = {**os.environ, "PREANNOTATE_API_TOKENS": TOKEN, "PREANNOTATE_DB_PATH": str(server.db_path)}
+    # No -v: an operator sees these lines by default.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(server.port)], env=env, stderr=subprocess.PIPE
+    )
+    server.process = process
+    try:
+        server.wait_ready()
+        taken = preannotate("serve", "--port", server.port, env=env)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    lines = stderr.decode().splitlines()
+    assert lines[:2] == [
+        f"listening on http://127.0.0.1:{server.port}",
+        "loading models: builtin:centerface (/readyz is 503 until they are ready)",
+    ]
+    assert lines[2].startswith("ready: builtin:centerface on cpu (loaded in ")
+    assert taken.returncode == 2
+    assert taken.stderr == (
+        f"error: invalid_argument: --host 127.0.0.1 --port {server.port}: cannot listen (Address already in use)\n"
+    )
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = preannotate("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"preannotate {version('preannotate')}\n"

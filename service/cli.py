@@ -1,7 +1,8 @@
 """``preannotate`` command line: argument parsing and error reporting; commands live in ``service.commands``.
 
-Exit codes: 0 success; 2 bad input (unknown or corrupt files, limits, bad flags: other inputs are
-still processed); 1 an internal failure. Errors print one line each, never a traceback.
+Exit codes: 0 success; 2 bad input (unknown or corrupt files, limits, bad flags, an unwritable --out, a
+missing dependency or device: other inputs are still processed); 3 ``evaluate``'s --min-* gate failed;
+1 an internal failure. Errors print one line each, never a traceback.
 """
 
 from __future__ import annotations

@@ -1,34 +1,62 @@
 """``preannotate`` command line: argument parsing and error reporting; commands live in ``service.commands``.
 
-Exit codes: 0 success; 2 bad input (unknown or corrupt files, limits, bad flags: other inputs are
-still processed); 1 an internal failure. Errors print one line each, never a traceback.
+Exit codes: 0 success; 2 bad input (unknown or corrupt files, limits, bad flags, an unwritable --out, a
+missing dependency or device: other inputs are still processed); 3 ``evaluate``'s --min-* gate failed;
+1 an internal failure. Errors print one line each, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import DecoderChoice, SamplingMode
 
 log = logging.getLogger("preannotate")
 
+_N = TypeVar("_N", int, float)
+
+
+def _number(kind: Callable[[str], _N], low: _N, high: _N | None = None) -> Callable[[str], _N]:
+    """An argparse ``type`` that refuses values outside [low, high] (and NaN): exit 2, one line, no work done."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if math.isnan(value) or value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+_COUNT = _number(int, 1)  # batch sizes, frame caps, pixel sizes, concurrency
+_NON_NEGATIVE_INT = _number(int, 0)
+_SECONDS = _number(float, 0.0)  # also frames per second, where 0 means every frame
+_FRACTION = _number(float, 0.0, 1.0)  # scores, IoUs, metric thresholds
+_PORT = _number(int, 1, 65535)
+
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("frame sampling (videos, multi-frame DICOM)")
-    group.add_argument("--fps", type=float, help="frames per second to sample; 0 = every frame (default 1)")
+    group.add_argument("--fps", type=_SECONDS, help="frames per second to sample; 0 = every frame (default 1)")
     group.add_argument(
         "--sampling",
         choices=[m.value for m in SamplingMode],
         help="exact: the frame shown at each target time (default); keyframes: nearest earlier key frame, fast",
     )
-    group.add_argument("--start", type=float, default=0.0, metavar="SECONDS", help="first target time")
-    group.add_argument("--end", type=float, metavar="SECONDS", help="last target time")
-    group.add_argument("--max-frames", type=int, metavar="N", help="at most N frames per video")
+    group.add_argument("--start", type=_SECONDS, default=0.0, metavar="SECONDS", help="first target time")
+    group.add_argument("--end", type=_SECONDS, metavar="SECONDS", help="last target time")
+    group.add_argument("--max-frames", type=_COUNT, metavar="N", help="at most N frames per video")
     group.add_argument(
         "--decoder",
         choices=[d.value for d in DecoderChoice],
@@ -42,11 +70,22 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
 
+def package_version() -> str:
+    """The installed distribution's version; a source tree without an install says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("preannotate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="preannotate",
         description="Draw the boxes before a human opens the task: sample frames, detect objects, write COCO.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="detect objects in images, videos, DICOM and image sequences; write COCO")
@@ -65,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--slot", action="append", default=[], metavar="SLOT=PATH", help="a named slot of --item (repeatable)"
     )
     run.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
-    run.add_argument("--threshold", type=float, help="minimum score (default 0.5)")
+    run.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     run.add_argument("--classes", metavar="A,B", help="keep only these class names")
-    run.add_argument("--batch-size", type=int, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
-    run.add_argument("--input-size", type=int, metavar="PX", help="longest side fed to the model")
+    run.add_argument("--batch-size", type=_COUNT, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
+    run.add_argument("--input-size", type=_COUNT, metavar="PX", help="longest side fed to the model")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to run the model (default auto)")
     run.add_argument(
         "--format",
@@ -84,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not link video, DICOM and sequence detections into tracks (one annotation per detection)",
     )
     run.add_argument(
-        "--track-iou", type=float, metavar="IOU", help="least IoU of a track's predicted box and a detection (0.3)"
+        "--track-iou", type=_FRACTION, metavar="IOU", help="least IoU of a track's predicted box and a detection (0.3)"
     )
-    run.add_argument("--track-max-gap", type=int, metavar="N", help="sampled frames a track may miss and go on (2)")
-    run.add_argument("--track-min-length", type=int, metavar="N", help="fewest boxes a kept track has (1)")
+    run.add_argument(
+        "--track-max-gap", type=_NON_NEGATIVE_INT, metavar="N", help="sampled frames a track may miss and go on (2)"
+    )
+    run.add_argument("--track-min-length", type=_COUNT, metavar="N", help="fewest boxes a kept track has (1)")
     _add_sampling_flags(run)
     _add_common_flags(run)
 
@@ -104,15 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP service (jobs API, predict, metrics) with its workers")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=_PORT, default=8000, help="port (default 8000)")
     serve.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
     worker = sub.add_parser(
         "worker", help="run a distributed-mode worker: lease items from the Redis queue in PREANNOTATE_QUEUE_URL"
     )
-    worker.add_argument("--concurrency", type=int, metavar="N", help="items processed at once (default: workers)")
+    worker.add_argument("--concurrency", type=_COUNT, metavar="N", help="items processed at once (default: workers)")
     worker.add_argument("--host", default="127.0.0.1", help="interface for the probe server (default 127.0.0.1)")
-    worker.add_argument("--port", type=int, help="serve /healthz, /readyz and /metrics on this port (default: none)")
+    worker.add_argument("--port", type=_PORT, help="serve /healthz, /readyz and /metrics on this port (default: none)")
     worker.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
     sync = sub.add_parser("sync", help="preannotate the tasks of a labeling tool's project in place")
@@ -122,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--api-key", metavar="KEY", help="token (default: $PREANNOTATE_LABEL_STUDIO_API_KEY)")
     ls.add_argument("--project", type=int, required=True, metavar="ID", help="project id")
     ls.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
-    ls.add_argument("--fps", type=float, help="frames per second sampled from videos; 0 = every frame (default 1)")
-    ls.add_argument("--threshold", type=float, help="minimum score (default 0.5)")
+    ls.add_argument("--fps", type=_SECONDS, help="frames per second sampled from videos; 0 = every frame (default 1)")
+    ls.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     ls.add_argument("--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)")
     ls.add_argument("--replace", action="store_true", help="overwrite this model version's existing predictions")
     _add_common_flags(ls)
@@ -150,9 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="XML",
         help="the Label Studio project's labeling config, for LS exports: video frames at its <Video framerate>",
     )
-    evaluate.add_argument("--iou", type=float, default=0.5, help="IoU a pair needs to match (default 0.5)")
+    evaluate.add_argument("--iou", type=_FRACTION, default=0.5, help="IoU a pair needs to match (default 0.5)")
     for metric in ("f1", "precision", "recall", "mean-iou", "map", "map50", "tag-accuracy"):
-        evaluate.add_argument(f"--min-{metric}", type=float, metavar="X", help=f"pass/fail: minimum {metric} (0..1)")
+        evaluate.add_argument(
+            f"--min-{metric}", type=_FRACTION, metavar="X", help=f"pass/fail: minimum {metric} (0..1)"
+        )
     evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     evaluate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 

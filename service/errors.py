@@ -63,8 +63,17 @@ class ErrorCode(enum.Enum):
 
     @property
     def exit_code(self) -> int:
-        """CLI exit status: 2 for bad input (the caller can fix it), 1 for our failures."""
-        return 2 if self.http_status < 500 else 1
+        """CLI exit status: 2 for bad input (the caller can fix it), 1 for our failures.
+
+        A missing optional dependency or an absent device is a server fault over HTTP (501, 503) but the
+        caller's to fix on the command line (install the extra, pick ``--device cpu``): exit 2.
+        """
+        if self.http_status < 500 or self in _CALLER_FIXABLE_IN_CLI:
+            return 2
+        return 1
+
+
+_CALLER_FIXABLE_IN_CLI = frozenset({ErrorCode.MISSING_DEPENDENCY, ErrorCode.DEVICE_UNAVAILABLE})
 
 
 _BY_CODE = {member.code: member for member in ErrorCode}

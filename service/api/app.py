@@ -39,12 +39,15 @@ if TYPE_CHECKING:
     from service.jobs.redis_store import RetryPromoter
 
 log = logging.getLogger(__name__)
+# What an operator needs to see by default (models loading, ready); `preannotate serve` shows it at INFO.
+startup_log = logging.getLogger("service.startup")
 
 _SHUTDOWN_GRACE_S = 20.0
 UPLOAD_PATHS = ("/v1/predict", "/v1/evaluate")  # multipart uploads; every other body is JSON
 
 
 def _load_models(state: AppState) -> None:
+    started = time.monotonic()
     try:
         state.models = ModelRegistry.load(state.settings)
     except PreannotateError as exc:
@@ -75,6 +78,8 @@ def _load_models(state: AppState) -> None:
             state.pushers,
         )
         state.workers.start()
+    loaded = ", ".join(f"{m.spec} on {m.info.device}" for m in state.models.all())
+    startup_log.info("ready: %s (loaded in %.1f s)", loaded, time.monotonic() - started)
 
 
 @dataclass(slots=True)
@@ -114,7 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.models = queue.remote_models
             if queue.promoter is not None:
                 queue.promoter.start()
+            startup_log.info("ready: models run in `preannotate worker` processes (distributed mode)")
         else:
+            specs = dict.fromkeys([settings.model, *settings.extra_models])
+            startup_log.info("loading models: %s (/readyz is 503 until they are ready)", ", ".join(specs))
             loader = threading.Thread(target=_load_models, args=(state,), name="model-loader", daemon=True)
             loader.start()
         sweep = start_label_studio_sweep(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from tqdm import tqdm
 
 from service.config import Settings, get_settings
 from service.errors import ErrorCode, PreannotateError
+from service.files import write_atomic
 from service.pipeline.decoders import use_gpu_decoder
 from service.pipeline.frames import SlotMeta
 from service.pipeline.inputs import Skipped
@@ -75,14 +75,54 @@ class Progress:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON next to ``path`` and rename it into place: readers never see half a file."""
+    write_bytes_atomic(path, json.dumps(payload, indent=1))
+
+
+def write_bytes_atomic(path: Path, data: bytes | str) -> None:
+    """``write_atomic`` with a failure as OUTPUT_FAILED naming the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as exc:
         raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{path}: cannot write ({exc.strerror})") from None
+
+
+def check_output_file(path: Path) -> None:
+    """Refuse, before any work, an ``--out`` that cannot become a file: a directory, or a parent that is
+    a file or where nothing can be written. Missing parent directories are fine: the write creates them."""
+    if path.is_dir():
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"--out {path}: is a directory; name the file to write, e.g. {path / 'preds.json'}",
+        )
+    _check_writable_ancestor(path)
+
+
+def check_output_dir(path: Path) -> None:
+    """Refuse, before any work, an ``--out`` that cannot become a directory: an existing file, or a place
+    where nothing can be written. A missing directory (and its parents) is created by the write."""
+    if path.exists() and not path.is_dir():
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {path}: exists and is not a directory")
+    _check_writable_ancestor(path)
+
+
+def _check_writable_ancestor(path: Path) -> None:
+    """The nearest existing directory above (or at, for a directory) ``path`` must take a new file.
+
+    Probed by creating a temporary file there: permission bits alone say nothing for root or on a
+    read-only file system.
+    """
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {path}: {ancestor} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=ancestor, prefix=".preannotate-probe-"):
+            pass
+    except OSError as exc:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT, f"--out {path}: cannot write in {ancestor} ({exc.strerror})"
+        ) from None
 
 
 def exit_code_for(failures: list[SlotFailure], skipped: Sequence[Skipped] = ()) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import skimage.data
 
 from models.types import RGBImage
-from service.commands.common import exit_code_for, load_settings
+from service.commands.common import check_output_dir, exit_code_for, load_settings
 from service.commands.run import RunRequest, execute_run
 from service.pipeline.media import item_from_path
 from service.pipeline.options import SamplingOptions
@@ -41,6 +41,7 @@ def _photo(name: str) -> RGBImage:
 
 def demo_command(args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_output_dir(args.out)
     media_dir = args.out / "media"
     print(f"writing sample media to {media_dir}")
     inputs = write_samples(media_dir)

@@ -9,10 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from service.commands.common import check_output_dir
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.evaluation import Thresholds, candidate_figures, evaluate
 from service.evaluate.inputs import load_benchmark, load_candidates
 from service.evaluate.outputs import write_outputs
+from service.evaluate.pairing import nothing_paired_hint
 from service.evaluate.types import Dataset
 
 
@@ -31,9 +33,12 @@ def _read_label_config(path: Path | None) -> str | None:
         ) from None
 
 
+GATE_FAILED_EXIT = 3  # distinct from 1 (our failure) and 2 (bad input): CI can tell a failed gate apart
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
-    """Load, evaluate, write; one line per candidate on stderr. Exit 0 even when a candidate fails a threshold:
-    the gate's verdict is data (``passed`` in summary.json and leaderboard.csv), not a tool failure."""
+    """Load, evaluate, write; one line per candidate on stderr. The outputs are written either way; the exit
+    status is GATE_FAILED_EXIT when any candidate fails a ``--min-*`` threshold, so a CI step fails."""
     thresholds = Thresholds(
         min_f1=args.min_f1,
         min_precision=args.min_precision,
@@ -43,6 +48,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         min_map50=args.min_map50,
         min_tag_accuracy=args.min_tag_accuracy,
     )
+    check_output_dir(args.out)  # before loading: a bad --out must not cost the evaluation
     label_config = _read_label_config(args.label_config)
     benchmark = load_benchmark(args.benchmark, label_config=label_config)
     candidates: list[Dataset] = []
@@ -59,5 +65,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
             f"mAP {_figure(f['map'])} mAP50 {_figure(f['map50'])}  {verdict}".rstrip(),
             file=sys.stderr,
         )
+        hint = nothing_paired_hint(result.pairing)
+        if hint is not None:
+            print(f"warning: {f['candidate']}: {hint}", file=sys.stderr)
     print(f"wrote summary.json, leaderboard.csv, iou_results.csv and report.html to {args.out}", file=sys.stderr)
+    failed = [c.dataset.name for c in evaluation.candidates if not c.passed]
+    if failed:
+        print(f"gate failed: {', '.join(failed)}", file=sys.stderr)
+        return GATE_FAILED_EXIT
     return 0

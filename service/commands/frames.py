@@ -10,7 +10,15 @@ import sys
 
 import cv2
 
-from service.commands.common import Progress, exit_code_for, load_settings, sampling_from_args, write_json_atomic
+from service.commands.common import (
+    Progress,
+    check_output_dir,
+    exit_code_for,
+    load_settings,
+    sampling_from_args,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from service.convert.coco import frame_file_name
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.media import item_from_path
@@ -24,10 +32,7 @@ def frames_command(args: argparse.Namespace) -> int:
     sampling = sampling_from_args(args, settings)
     item = item_from_path(args.input)
     out_dir = args.out
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{out_dir}: cannot create ({exc.strerror})") from None
+    check_output_dir(out_dir)
 
     progress = Progress(quiet=args.quiet)
     index: list[dict[str, object]] = []
@@ -37,8 +42,10 @@ def frames_command(args: argparse.Namespace) -> int:
         ):
             name = frame_file_name(frame.info.frame_index, args.image_format)
             bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(out_dir / name), bgr, _ENCODE_PARAMS[args.image_format]):
-                raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{out_dir / name}: cannot write")
+            encoded, data = cv2.imencode(f".{args.image_format}", bgr, _ENCODE_PARAMS[args.image_format])
+            if not encoded:
+                raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{out_dir / name}: cannot encode")
+            write_bytes_atomic(out_dir / name, data.tobytes())
             index.append(
                 {
                     "file_name": name,

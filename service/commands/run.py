@@ -17,6 +17,8 @@ from models.errors import ModelError
 from models.registry import load_detector
 from service.commands.common import (
     Progress,
+    check_output_dir,
+    check_output_file,
     exit_code_for,
     load_settings,
     sampling_from_args,
@@ -182,8 +184,11 @@ def run_command(args: argparse.Namespace) -> int:
         output_format=args.format,
         tracker=tracker_from_args(args, settings),
     )
-    if request.output_format == "darwin" and request.out.exists() and not request.out.is_dir():
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {request.out}: --format darwin needs a directory")
+    # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.
+    if request.output_format == "darwin":
+        check_output_dir(request.out)
+    else:
+        check_output_file(request.out)
     _, failures = execute_run(request, settings)
     return exit_code_for(failures, inputs.skipped)
 
@@ -198,7 +203,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         detector = load_detector(request.model_spec, request.detector_options)
         detector.warmup()
     except ModelError as exc:
-        raise from_model_error(exc) from None
+        raise _naming_spec(from_model_error(exc), request.model_spec) from None
 
     progress = Progress(quiet=request.quiet)
     slots: list[SlotMeta] = []
@@ -255,6 +260,13 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
     for failure in progress.failures:
         print(f"failed: {failure.item}/{failure.slot}: {failure.error}", file=sys.stderr)
     return payload, progress.failures
+
+
+def _naming_spec(error: PreannotateError, spec: str) -> PreannotateError:
+    """The error with the model spec in front where its message does not name it (device errors do not)."""
+    if spec in error.message:
+        return error
+    return PreannotateError(error.code, f"{spec}: {error.message}")
 
 
 def item_predictions(items: list[ItemSpec], slots: list[SlotMeta], results: list[FrameResult]) -> list[ItemPredictions]:

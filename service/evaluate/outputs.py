@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.evaluation import Evaluation, candidate_figures, evaluation_to_summary
 from service.evaluate.seed_csv import seed_rows_to_csv
+from service.files import write_atomic
 
 LEADERBOARD_COLUMNS = (
     "rank",
@@ -76,15 +75,6 @@ def evaluation_to_seed_csv(evaluation: Evaluation) -> str:
     return seed_rows_to_csv([row for c in evaluation.candidates for row in c.seed_rows])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write next to ``path`` and rename into place: a reader never sees half a file. (Not mkstemp: its 0600
-    mode would keep a report meant to be shared from the rest of the team.)"""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(evaluation: Evaluation, out_dir: Path) -> dict[str, Path]:
     """Write the four files into ``out_dir`` (created if needed); returns name -> path."""
     from service.evaluate.report import evaluation_to_html  # matplotlib: only loaded when writing a report
@@ -98,7 +88,7 @@ def write_outputs(evaluation: Evaluation, out_dir: Path) -> dict[str, Path]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
-            _write_atomic(out_dir / name, text)
+            write_atomic(out_dir / name, text)
     except OSError as exc:
         raise PreannotateError(ErrorCode.OUTPUT_FAILED, f"{out_dir}: cannot write ({exc.strerror})") from None
     return {name: out_dir / name for name in OUTPUT_FILES}

@@ -31,6 +31,24 @@ class Pairing:
     candidate_only: list[Unit] = field(default_factory=list)
 
 
+def nothing_paired_hint(pairing: Pairing, *, shown: int = 3) -> str | None:
+    """A line saying why a candidate scores nothing when it has items but none pairs with a benchmark item
+    (usually names that differ: a path prefix, an extension, another tool's ids); None when something paired."""
+    if any(c is not None for _, c in pairing.pairs) or not pairing.pairs or not pairing.candidate_only:
+        return None
+
+    def some(units: list[Unit]) -> str:
+        names = list(dict.fromkeys(u.item for u in units))
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(repr(n) for n in names[:shown]) + more
+
+    return (
+        f"no candidate item pairs with a benchmark item: benchmark has {some([b for b, _ in pairing.pairs])}; "
+        f"candidate has {some(pairing.candidate_only)}. Items pair by the tool's item id (same format only), "
+        "then by name/path, then by file name alone: make the names match"
+    )
+
+
 def _by_item(units: list[Unit]) -> dict[str, list[Unit]]:
     items: dict[str, list[Unit]] = defaultdict(list)
     for unit in units:

@@ -23,7 +23,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.images import grey_to_rgb, stretch_to_uint8
 from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.sampling import select_frames
+from service.pipeline.sampling import check_start, select_frames
 
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # Pixel Data, Float and Double Float Pixel Data
 _UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data
@@ -89,6 +89,7 @@ class DicomReader:
             self._indices = np.arange(cap, dtype=np.intp)
         else:
             self._times, fps = clock
+            check_start(self._times, sampling, str(path))
             self._indices = select_frames(self._times, sampling)
         limits.check_frames(len(self._indices), str(path))
         self.meta = SlotMeta(

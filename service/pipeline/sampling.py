@@ -7,6 +7,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import SamplingOptions
 
 # Frame times come from rational timestamps; a target that should land exactly on a frame must
@@ -21,6 +22,16 @@ def target_count(options: SamplingOptions, last_time_s: float) -> int:
     if options.fps <= 0 or end < options.start_s:
         return 0
     return math.floor((end - options.start_s) * options.fps + _TIME_EPS_S) + 1
+
+
+def check_start(frame_times_s: NDArray[np.float64], options: SamplingOptions, source: str) -> None:
+    """Refuse a start after the last frame (INVALID_ARGUMENT naming ``source``): it would sample nothing,
+    and an empty result that looks like success hides the caller's mistake (often seconds vs frames)."""
+    if len(frame_times_s) and options.start_s > float(frame_times_s[-1]) + _TIME_EPS_S:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{source}: start {options.start_s:g} s is past the end (last frame at {float(frame_times_s[-1]):.3f} s)",
+        )
 
 
 def select_frames(frame_times_s: NDArray[np.float64], options: SamplingOptions) -> NDArray[np.intp]:

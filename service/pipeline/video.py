@@ -47,7 +47,7 @@ from service.errors import ErrorCode, PartialMediaError, PreannotateError, from_
 from service.pipeline.decoders import GPU_DEVICE, log_once, use_gpu_decoder
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
-from service.pipeline.sampling import frames_past_end, select_frames
+from service.pipeline.sampling import check_start, frames_past_end, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +405,7 @@ class VideoReader:
                 ErrorCode.VIDEO_TOO_LONG,
                 f"{self._path}: {duration_s:.0f} s is longer than the limit of {limits.max_duration_s:.0f} s",
             )
+        check_start(times, self._sampling, str(self._path))
         if self._sampling.mode is SamplingMode.KEYFRAMES:
             chosen = select_frames(index.times_s(index.keyframe_pts), self._sampling)
             self._wanted = index.keyframe_pts[chosen]

@@ -23,13 +23,16 @@ from tests.media import corrupt_payloads, cut_copy, decodable_frames, faststart_
 ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo
 
 
-def preannotate(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def preannotate(
+    *args: str | Path, env: dict[str, str] | None = None, umask: int = -1
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
+        umask=umask,
     )
 
 
@@ -186,8 +189,16 @@ def test_multi_slot_item_keeps_slot_names(inputs: dict[str, Path], tmp_path: Pat
         (["--classes", "cat"], "unknown class(es) cat; the model has: face"),
         (["--model", "nonsense"], "invalid_model_spec"),
         (["--model", "onnx:/nonexistent/model.onnx"], "model_not_found"),
-        (["--fps", "-1"], "fps must be in"),
-        (["--threshold", "2"], "--threshold must be in [0, 1]"),
+        (["--fps", "-1"], "argument --fps: must be >= 0.0, got -1"),
+        (["--fps", "nan"], "argument --fps: must be >= 0.0, got nan"),
+        (["--threshold", "2"], "argument --threshold: must be in [0.0, 1.0], got 2"),
+        (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        (["--batch-size", "-4"], "argument --batch-size: must be >= 1, got -4"),
+        (["--input-size", "0"], "argument --input-size: must be >= 1, got 0"),
+        (["--max-frames", "0"], "argument --max-frames: must be >= 1, got 0"),
+        (["--start", "-1"], "argument --start: must be >= 0.0, got -1"),
+        (["--track-iou", "1.5"], "argument --track-iou: must be in [0.0, 1.0], got 1.5"),
+        (["--track-min-length", "0"], "argument --track-min-length: must be >= 1, got 0"),
         (["--slot", "a=b.png"], "--slot needs --item"),
     ],
 )
@@ -352,3 +363,140 @@ def test_run_on_a_truncated_video_writes_its_detections_and_a_frame_count_it_has
     frames = {frame for a in document["annotations"] for frame in a.get("frames", {})}
     assert frames  # the face was found in the frames the file has
     assert all(int(frame) < slot["frame_count"] for frame in frames)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_written_files_honour_the_umask(inputs: dict[str, Path], tmp_path: Path, umask: int) -> None:
+    """Outputs are shared with a team: created as ``open()`` would create them, 0666 less the umask."""
+    coco, darwin, frames = tmp_path / "preds.json", tmp_path / "darwin", tmp_path / "frames"
+    runs = [
+        preannotate("run", inputs["photo"], "--out", coco, umask=umask),
+        preannotate("run", inputs["photo"], "--format", "darwin", "--out", darwin, umask=umask),
+        preannotate("frames", inputs["video"], "--out", frames, umask=umask),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    written = [coco, *darwin.iterdir(), *frames.iterdir()]
+    assert len(written) >= 1 + 1 + 4  # a COCO file, a Darwin file, index.json and the frames
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o666 & ~umask)}
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(), reason="this machine has CUDA"
+)
+def test_device_cuda_without_cuda_is_the_callers_error(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result = preannotate("run", inputs["photo"], "--device", "cuda", "--out", tmp_path / "x.json")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: device_unavailable: builtin:centerface: device 'cuda' requested but onnxruntime has no "
+        "CUDAExecutionProvider (install the 'gpu' extra: onnxruntime-gpu)"
+    ]
+
+
+# An interpreter where ``import torch`` fails, as on an install without the hf extra.
+_WITHOUT_TORCH = (
+    "import sys\n"
+    "class NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'torch':\n"
+    "            raise ImportError(f'No module named {name!r}')\n"
+    "sys.meta_path.insert(0, NoTorch())\n"
+    "from service.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_hf_model_without_torch_is_the_callers_error(inputs: dict[str, Path], tmp_path: Path) -> None:
+    args = ["run", str(inputs["photo"]), "--model", f"hf:{tmp_path}", "--out", str(tmp_path / "x.json")]
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: missing_dependency: hf:{tmp_path} needs the 'torch' package: pip install 'preannotate[hf]' "
+        "(install the torch build you want first)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{tmp}", "--out {tmp}: is a directory; name the file to write, e.g. {tmp}/preds.json"),
+        ("{photo}/preds.json", "--out {photo}/preds.json: {photo} is not a directory"),
+        # sysfs refuses new files even to root, whose permission bits say nothing
+        ("/sys/preannotate/preds.json", "--out /sys/preannotate/preds.json: cannot write in /sys ("),
+    ],
+)
+def test_a_bad_out_fails_before_the_model_loads(
+    inputs: dict[str, Path], tmp_path: Path, out: str, message: str
+) -> None:
+    fill = {"tmp": str(tmp_path), "photo": str(inputs["photo"])}
+    # A model spec that would fail to load: the --out error coming first shows nothing else ran.
+    result = preannotate("run", inputs["photo"], "--model", "onnx:/nonexistent.onnx", "--out", out.format(**fill))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: invalid_argument: {message.format(**fill)}")
+
+
+@pytest.mark.parametrize("command", ["frames", "darwin"])
+def test_an_out_directory_that_is_a_file_fails_first(inputs: dict[str, Path], tmp_path: Path, command: str) -> None:
+    args = ["run", "--format", "darwin", "--model", "onnx:/nonexistent.onnx"] if command == "darwin" else ["frames"]
+    result = preannotate(*args, inputs["video"], "--out", inputs["photo"])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: invalid_argument: --out {inputs['photo']}: exists and is not a directory\n"
+
+
+def test_a_missing_out_parent_is_created(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "new" / "deeper" / "preds.json"
+    result = preannotate("run", inputs["photo"], "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert COCO(str(out)).getAnnIds()
+
+
+def test_start_past_the_end_of_a_video_names_it_and_exits_2(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "preds.json"
+    result = preannotate("run", inputs["video"], inputs["photo"], "--start", "100", "--out", out)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: invalid_argument: {inputs['video']}: start 100 s is past the end (last frame at 2.960 s)"
+    ]
+    assert [image["item"] for image in json.loads(out.read_text())["images"]] == ["astronaut.png"]  # the rest is done
+
+
+def test_serve_says_where_it_listens_what_loads_and_when_it_is_ready(tmp_path: Path) -> None:
+    from tests.integration.servers import TOKEN, Server
+
+    server = Server(db_path=tmp_path / "jobs.db", env={})
+    env = {**os.environ, "PREANNOTATE_API_TOKENS": TOKEN, "PREANNOTATE_DB_PATH": str(server.db_path)}
+    # No -v: an operator sees these lines by default.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(server.port)], env=env, stderr=subprocess.PIPE
+    )
+    server.process = process
+    try:
+        server.wait_ready()
+        taken = preannotate("serve", "--port", server.port, env=env)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)  # uvicorn re-raises SIGTERM after its graceful shutdown
+    lines = stderr.decode().splitlines()
+    assert lines[:2] == [
+        f"listening on http://127.0.0.1:{server.port}",
+        "loading models: builtin:centerface (/readyz is 503 until they are ready)",
+    ]
+    assert lines[2].startswith("ready: builtin:centerface on cpu (loaded in ")
+    assert taken.returncode == 2
+    assert taken.stderr == (
+        f"error: invalid_argument: --host 127.0.0.1 --port {server.port}: cannot listen (Address already in use)\n"
+    )
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = preannotate("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"preannotate {version('preannotate')}\n"

@@ -163,7 +163,7 @@ def test_out_must_be_a_directory(media: dict[str, Path], tmp_path: Path) -> None
     out.write_text("{}")
     result = preannotate("run", media["face"], "--format", "darwin", "--out", out)
     assert result.returncode == 2
-    assert "needs a directory" in result.stderr
+    assert result.stderr == f"error: invalid_argument: --out {out}: exists and is not a directory\n"
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,69 @@ def test_the_label_config_gives_the_projects_framerate(tmp_path: Path) -> None:
     assert (without["tp"], without["fp"], without["fn"]) != (32, 0, 0)
     s = _summary(tmp_path, thirty_fps_benchmark(), [ls_track_24({})], "--label-config", config)
     assert (s["tp"], s["fp"], s["fn"]) == (32, 0, 0)
+
+
+def _coco(file_names: list[str], box: tuple[int, int, int, int]) -> dict[str, object]:
+    """One ``face`` box on each named image (``x1, y1, x2, y2``)."""
+    x1, y1, x2, y2 = box
+    return {
+        "images": [{"id": i, "file_name": n, "width": 512, "height": 512} for i, n in enumerate(file_names, 1)],
+        "annotations": [
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1),
+                "iscrowd": 0,
+                "score": 0.9,
+            }
+            for i in range(1, len(file_names) + 1)
+        ],
+        "categories": [{"id": 1, "name": "face"}],
+    }
+
+
+def test_a_failed_gate_exits_3_after_writing_everything(files: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_text(json.dumps(_coco(["astronaut.png"], ASTRONAUT_FACE)))
+    (tmp_path / "off.json").write_text(json.dumps(_coco(["astronaut.png"], (400, 400, 500, 500))))
+    args = ["evaluate", "--benchmark", files["gt"], "--min-f1", "0.8", "--out", tmp_path / "out"]
+    result = preannotate(
+        *args, "--candidate", f"good={tmp_path / 'good.json'}", "--candidate", f"off={tmp_path / 'off.json'}"
+    )
+    assert result.returncode == 3, result.stderr
+    assert "off: TP 0 FP 1 FN 1" in result.stderr
+    assert "FAIL: f1 0.0000 < 0.8000" in result.stderr
+    assert result.stderr.splitlines()[-1] == "gate failed: off"
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "summary.json",
+        "leaderboard.csv",
+        "iou_results.csv",
+        "report.html",
+    }
+
+    passing = preannotate(*args, "--candidate", f"good={tmp_path / 'good.json'}")
+    assert passing.returncode == 0, passing.stderr
+
+
+def test_no_item_pairing_is_said_with_names_and_a_hint(files: dict[str, Path], tmp_path: Path) -> None:
+    names = [f"frames/clip_{i}.jpg" for i in range(5)]
+    (tmp_path / "cand.json").write_text(json.dumps(_coco(names, ASTRONAUT_FACE)))
+    result = preannotate(
+        "evaluate", "--benchmark", files["gt"], "--candidate", f"c={tmp_path / 'cand.json'}", "--out", tmp_path / "out"
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: c: no candidate item pairs with a benchmark item: benchmark has 'astronaut.png'; candidate has "
+        "'frames/clip_0.jpg', 'frames/clip_1.jpg', 'frames/clip_2.jpg' and 2 more. Items pair by the tool's item id "
+        "(same format only), then by name/path, then by file name alone: make the names match"
+    ]
+
+
+def test_an_out_that_is_a_file_fails_before_loading(files: dict[str, Path], tmp_path: Path) -> None:
+    bad_benchmark = tmp_path / "bench.txt"
+    bad_benchmark.write_text("not json")  # would be an invalid_argument naming it, if it were read first
+    result = preannotate("evaluate", "--benchmark", bad_benchmark, "--candidate", files["preds"], "--out", files["gt"])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: invalid_argument: --out {files['gt']}: exists and is not a directory\n"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import SamplingOptions
-from service.pipeline.sampling import frames_past_end, select_frames, target_count
+from service.pipeline.sampling import check_start, frames_past_end, select_frames, target_count
 
 CFR_10 = np.arange(50) / 10.0  # 10 fps, 5 s
 VFR = np.array([0.0, 0.05, 0.9, 1.0, 1.02, 2.5, 2.6, 4.0])
@@ -79,3 +80,18 @@ def test_frames_past_end_is_what_the_plan_of_the_whole_stream_adds(
     whole = np.arange(seen + missing) * step_s
     added = frames_past_end(float(whole[seen - 1]), step_s, missing, options)
     assert len(select_frames(whole[:seen], options)) + added == len(select_frames(whole, options))
+
+
+@pytest.mark.parametrize("fps", [1.0, 0.0])
+def test_a_start_after_the_last_frame_is_refused(fps: float) -> None:
+    with pytest.raises(
+        PreannotateError, match=r"clip\.mp4: start 4\.95 s is past the end \(last frame at 4\.900 s\)"
+    ) as exc:
+        check_start(CFR_10, SamplingOptions(fps=fps, start_s=4.95), "clip.mp4")
+    assert exc.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_a_start_on_the_last_frame_samples_it() -> None:
+    options = SamplingOptions(fps=1, start_s=4.9)
+    check_start(CFR_10, options, "clip.mp4")
+    assert list(select_frames(CFR_10, options)) == [49]

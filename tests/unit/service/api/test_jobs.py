@@ -87,6 +87,12 @@ def test_an_encord_registration_whose_titles_collide_is_422(app: WebhookApp) -> 
 BODY = {"items": [item("a")], "threshold": 0.4}
 
 
+def finish_all(app: WebhookApp) -> None:
+    """Every queued item succeeds: the jobs are finished, so the retention window applies to them."""
+    for lease in app.store.lease("w", max_items=100, lease_s=60):
+        app.store.complete("w", lease.item_id, {})
+
+
 def test_an_identical_body_returns_the_job_only_inside_the_retention_window(tmp_path: Path) -> None:
     clock = FakeClock(time.time())
     with webhook_app(tmp_path, WebhookConfig(), store_clock=clock, idempotency_retention_s=3600) as app:
@@ -98,12 +104,15 @@ def test_an_identical_body_returns_the_job_only_inside_the_retention_window(tmp_
         clock.advance(-3601)
         old_keyed = post(app, BODY, {"Idempotency-Key": "k-2"})
         clock.advance(3601)
+        still_queued = post(app, BODY, {"Idempotency-Key": "k-2"})  # older than the window, but not started yet
+        finish_all(app)
         outside = post(app, BODY, {"Idempotency-Key": "k-2"})
         again = post(app, BODY, {"Idempotency-Key": "k-2"})
 
     assert (first.status_code, inside.status_code) == (202, 200)
     assert inside.json()["job_id"] == first.json()["job_id"]
     assert keyed.status_code == 202
+    assert (still_queued.status_code, still_queued.json()["job_id"]) == (200, old_keyed.json()["job_id"])
     assert (old_keyed.status_code, outside.status_code, again.status_code) == (202, 202, 200)
     assert outside.json()["job_id"] != old_keyed.json()["job_id"]
     assert again.json()["job_id"] == outside.json()["job_id"]
@@ -115,6 +124,7 @@ def test_an_expired_key_takes_another_body_but_a_live_one_still_refuses_it(app: 
     clock.advance(30)  # 30 s before the window ends (the API reads the real time)
     post(app, BODY, {"Idempotency-Key": "k-2"})
     clock.advance(86_370)
+    finish_all(app)  # a queued or running job's key never expires
     live = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-2"})
     expired = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-1"})
 

@@ -41,7 +41,7 @@ from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 from service.jobs import redis_scripts as lua
 from service.jobs.sqlite_store import derive_status
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items, parse_cursor
 from service.metrics import job_finished
 from service.remote_models import PublishedModel
 
@@ -234,7 +234,7 @@ class RedisJobStore:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         index = self._key("jobs", tenant)
-        top = "+inf" if cursor is None else f"({int(cursor)}"  # ValueError for a malformed cursor
+        top = "+inf" if cursor is None else f"({parse_cursor(cursor)}"  # ValueError for a malformed cursor
         found: list[tuple[JobRecord, int]] = []
         while len(found) <= limit:
             with self._guard():

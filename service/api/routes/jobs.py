@@ -26,7 +26,7 @@ from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 from service.jobs.models import JobCreate
 from service.jobs.outputs import job_result
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
@@ -244,7 +244,11 @@ def list_items(
     try:
         after = _position("items", cursor)
         rows = state.store.results(
-            tenant=tenant, job_id=job_id, states=states, after=-1 if after is None else int(after), limit=size + 1
+            tenant=tenant,
+            job_id=job_id,
+            states=states,
+            after=-1 if after is None else parse_cursor(after),
+            limit=size + 1,
         )
     except ValueError as exc:
         raise _bad_cursor(exc) from None

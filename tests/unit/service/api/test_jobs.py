@@ -3,6 +3,7 @@ what a repeated submission returns the old job, listing a tenant's jobs, and fin
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -44,6 +45,11 @@ def app(tmp_path: Path, clock: FakeClock) -> Iterator[WebhookApp]:
 
 def post(app: WebhookApp, body: Any, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
     return app.client.post("/v1/jobs", json=body, headers={**AUTH, **(headers or {})}, params=params)
+
+
+def b64(cursor: str) -> str:
+    """A cursor made by hand, as a client forging one would."""
+    return base64.urlsafe_b64encode(cursor.encode()).decode()
 
 
 def error_code(response: httpx.Response) -> str:
@@ -186,9 +192,10 @@ def test_get_jobs_lists_this_tokens_jobs_newest_first_a_page_at_a_time(tmp_path:
         second = app.client.get("/v1/jobs", params={"cursor": first.json()["next_cursor"]}, headers=AUTH)
         other = app.client.get("/v1/jobs", params={"limit": 1}, headers=OTHER_AUTH)
         too_big = app.client.get("/v1/jobs", params={"limit": 3}, headers=AUTH)
+        forged = [b64("jobs:" + "9" * 30), b64("jobs:-1"), b64(f"jobs:{2**63}")]  # SQLite's integers end at 2**63
         bad_cursors = [
             app.client.get("/v1/jobs", params={"cursor": c}, headers=AUTH)
-            for c in ("nonsense!", "aXRlbXM6Mw", first.json()["next_cursor"] + "x")  # aXRlbXM6Mw: an items cursor
+            for c in ("nonsense!", "aXRlbXM6Mw", first.json()["next_cursor"] + "x", *forged)  # aXRlbXM6Mw: items:3
         ]
         anonymous = app.client.get("/v1/jobs")
 
@@ -197,7 +204,7 @@ def test_get_jobs_lists_this_tokens_jobs_newest_first_a_page_at_a_time(tmp_path:
     assert ([j["id"] for j in second.json()["jobs"]], second.json()["next_cursor"]) == ([mine[0]], None)
     assert ([j["id"] for j in other.json()["jobs"]], other.json()["next_cursor"]) == ([theirs], None)
     assert (too_big.status_code, error_code(too_big)) == (422, "invalid_argument")
-    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 3
+    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 6
     assert anonymous.status_code == 401
 
 
@@ -227,6 +234,10 @@ def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: W
     status = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH)
     foreign = app.client.get(url, headers=OTHER_AUTH)
     bad_state = app.client.get(url, params={"state": "done"}, headers=AUTH)
+    bad_cursors = [
+        app.client.get(url, params={"cursor": b64(c)}, headers=AUTH)
+        for c in ("items:" + "9" * 30, "items:-5", f"items:{2**63}", "items:x", "jobs:1")
+    ]
 
     assert done.status_code == 200
     assert done.json()["job_status"] == "running"
@@ -256,6 +267,7 @@ def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: W
     assert status.json()["errors"][0]["retryable"] is True  # the enum's: fetch_failed may succeed on a resubmission
     assert (foreign.status_code, error_code(foreign)) == (404, "job_not_found")
     assert (bad_state.status_code, error_code(bad_state)) == (422, "invalid_argument")
+    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 5
 
 
 def test_an_item_error_code_the_enum_does_not_know_is_not_retryable(app: WebhookApp) -> None:

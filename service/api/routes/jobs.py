@@ -240,7 +240,6 @@ def list_items(
     """The job's items in job order, a page at a time, with each one's state and error, and with ``format``
     its result: finished items can be read while the job still runs."""
     size = _page_size(limit, state.settings)
-    job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
     try:
         after = _position("items", cursor)
         rows = state.store.results(
@@ -252,8 +251,11 @@ def list_items(
         )
     except ValueError as exc:
         raise _bad_cursor(exc) from None
-    if rows is None:  # gone (expired) since get_job
+    if rows is None:
         raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    # The job after its items: a worker pins a cold-started job's model before it completes an item, so every
+    # succeeded item read above has its model's classes in the job read now (read before, they could be missing).
+    job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)  # 404: expired since
     page = rows[:size]
     return ItemPage(
         job_id=job.id,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +279,42 @@ def test_an_item_error_code_the_enum_does_not_know_is_not_retryable(app: Webhook
     job = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
 
     assert job["errors"] == [{"item": "a", "code": "some_future_code", "message": "a: odd", "retryable": False}]
+
+
+def test_an_item_finished_between_the_routes_reads_is_never_labelled_without_its_models_classes(
+    app: WebhookApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A distributed cold start: the job was queued before any worker published its model, so it is unpinned.
+    job_id = post(app, {"items": [item("img0.jpg")]}).json()["job_id"]
+    with closing(sqlite3.connect(app.state.settings.db_path)) as db, db:
+        db.execute("UPDATE jobs SET request = json_set(request, '$.model_version', NULL, '$.class_names', NULL)")
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    reads = {"get_job": app.store.get_job, "results": app.store.results}
+    raced = []
+
+    def worker_between_reads(name: str) -> Any:
+        def read(**kwargs: Any) -> Any:
+            answer = reads[name](**kwargs)
+            if not raced:  # after the route's first read, whichever it is, the worker pins the model and finishes
+                raced.append(name)
+                app.store.pin_model(job_id, version="v2", class_names=["face"])
+                app.store.complete("w", lease.item_id, _item_result("img0.jpg"))
+            return answer
+
+        return read
+
+    for name in reads:
+        monkeypatch.setattr(app.store, name, worker_between_reads(name))
+    during = app.client.get(f"/v1/jobs/{job_id}/items", params={"format": "darwin"}, headers=AUTH)
+    after = app.client.get(f"/v1/jobs/{job_id}/items", params={"format": "darwin"}, headers=AUTH)
+
+    def labels(page: httpx.Response) -> list[list[str]]:
+        return [
+            [a["name"] for a in entry["result"]["items"][0]["annotations"]]
+            for entry in page.json()["items"]
+            if entry["state"] == "succeeded"
+        ]
+
+    assert raced
+    assert all(names == ["face"] for names in labels(during))  # unpinned, it would say "class_0"
+    assert labels(after) == [["face"]]

@@ -238,7 +238,8 @@ def list_items(
     cursor: CursorQuery = None,
 ) -> ItemPage:
     """The job's items in job order, a page at a time, with each one's state and error, and with ``format``
-    its result: finished items can be read while the job still runs."""
+    its result: finished items can be read while the job still runs. The cursor is a position, so a pass
+    filtered by state is a snapshot: items behind the cursor that finish later show on the next pass."""
     size = _page_size(limit, state.settings)
     try:
         after = _position("items", cursor)

@@ -230,7 +230,8 @@ class RedisJobStore:
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """This tenant's jobs, newest first (``P:jobs:<tenant>``); the cursor is the creation sequence number of
         the last job shown. Expired jobs met on the way are dropped from the index. Jobs created before the
-        index existed are not listed."""
+        index existed are not listed (README, "Upgrading"). Each job is read as ``get_job`` reads it, item by item:
+        the job hash counts only open items, not the succeeded, failed and frame counts a listing shows."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         index = self._key("jobs", tenant)

@@ -97,7 +97,10 @@ class Settings(BaseSettings):
     max_slots_per_item: int = Field(16, ge=1)
     max_queue_depth: int = Field(10_000, ge=1, description="queued items before new jobs get 429")
     idempotency_retention_s: float = Field(
-        86_400.0, gt=0, description="a repeated job submission returns the existing job only while it is this young"
+        86_400.0,
+        gt=0,
+        description="a repeated job submission returns a finished job only while it is this young "
+        "(a queued or running one always)",
     )
     max_page_size: int = Field(100, ge=1, le=1000, description="largest `limit` of GET /v1/jobs and .../items")
     predict_timeout_s: float = Field(30.0, gt=0, description="deadline for one /v1/predict in the batcher")

@@ -41,7 +41,7 @@ from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 from service.jobs import redis_scripts as lua
 from service.jobs.sqlite_store import derive_status
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items, parse_cursor
 from service.metrics import job_finished
 from service.remote_models import PublishedModel
 
@@ -230,11 +230,12 @@ class RedisJobStore:
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """This tenant's jobs, newest first (``P:jobs:<tenant>``); the cursor is the creation sequence number of
         the last job shown. Expired jobs met on the way are dropped from the index. Jobs created before the
-        index existed are not listed."""
+        index existed are not listed (README, "Upgrading"). Each job is read as ``get_job`` reads it, item by item:
+        the job hash counts only open items, not the succeeded, failed and frame counts a listing shows."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         index = self._key("jobs", tenant)
-        top = "+inf" if cursor is None else f"({int(cursor)}"  # ValueError for a malformed cursor
+        top = "+inf" if cursor is None else f"({parse_cursor(cursor)}"  # ValueError for a malformed cursor
         found: list[tuple[JobRecord, int]] = []
         while len(found) <= limit:
             with self._guard():

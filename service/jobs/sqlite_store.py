@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, Lease, check_items
+from service.jobs.store import (
+    ItemError,
+    ItemResult,
+    ItemState,
+    JobRecord,
+    JobStatus,
+    Lease,
+    check_items,
+    parse_cursor,
+)
 from service.metrics import job_finished
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
@@ -346,7 +355,7 @@ class SqliteJobStore:
         """This tenant's jobs, newest first; the cursor is the rowid (creation order) of the last job shown."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        below = _MAX_ROWID if cursor is None else int(cursor)  # ValueError for a malformed cursor
+        below = _MAX_ROWID if cursor is None else parse_cursor(cursor)  # ValueError for a malformed cursor
         with self._tx("DEFERRED") as conn:
             rows = conn.execute(
                 "SELECT rowid AS seq, * FROM jobs WHERE tenant = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?",

@@ -81,6 +81,21 @@ class ItemResult:
     error: ItemError | None
 
 
+CURSOR_LIMIT = 2**63
+"""Cursors are store positions below this (SQLite's largest integer is 2**63 - 1)."""
+
+
+def parse_cursor(text: str) -> int:
+    """A page cursor's position: a decimal integer in ``[0, 2**63)``, the only form the stores hand out.
+
+    Raises:
+        ValueError: Anything else (a forged cursor must not reach a store: SQLite overflows past 64 bits).
+    """
+    if not (text.isascii() and text.isdigit()) or int(text) >= CURSOR_LIMIT:
+        raise ValueError(f"cursor position {text[:40]!r} is not an integer in [0, 2**63)")
+    return int(text)
+
+
 def check_items(items: Sequence[dict[str, Any]]) -> None:
     """What every store refuses before writing anything: an empty job, or an item without a name."""
     if not items:

@@ -46,6 +46,8 @@ FINGERPRINT = "content_sha256"
 """The stored request's field holding what a client-keyed job was created from (``content_fingerprint``)."""
 # Pinned from the loaded model, not sent by the client: a retry across a model upgrade is still the same request.
 _NOT_FINGERPRINTED = frozenset({"model_version", "class_names"})
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+"""A job in one of these states is returned for a repeat however old it is: retention counts for finished jobs."""
 UNSUCCESSFUL = frozenset({JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.PARTIALLY_FAILED})
 """A client re-posting a job in one of these states wants it run again, not the old outcome back."""
 
@@ -303,10 +305,11 @@ def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:
 def _reused(
     job: JobRecord, fingerprint: str | None, *, retention_s: float, renew_unsuccessful: bool, now: float
 ) -> bool:
-    """Whether a repeated submission gets ``job`` back: only inside the dedupe window, and (``renew_unsuccessful``)
-    never a cancelled or failed job. Inside the window a client key with another body is still refused."""
-    if now - job.created_at >= retention_s:
-        return False  # the key is forgotten: whatever the body, this is a new request
+    """Whether a repeated submission gets ``job`` back: always while it is queued or running (a second job for
+    the same items would run them twice), else only inside the dedupe window, and (``renew_unsuccessful``) never
+    a cancelled or failed job. While the key is live, a client key with another body is still refused."""
+    if job.status not in ACTIVE and now - job.created_at >= retention_s:
+        return False  # a finished job's key is forgotten: whatever the body, this is a new request
     _check_same_content(job, fingerprint)
     return not (renew_unsuccessful and job.status in UNSUCCESSFUL)
 
@@ -321,8 +324,8 @@ def enqueue(
     renew_unsuccessful: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> tuple[JobRecord, bool]:
-    """Store the job unless ``idem_key`` names a job of this tenant younger than
-    ``settings.idempotency_retention_s``: ``(job, created)``.
+    """Store the job unless ``idem_key`` names a job of this tenant still queued or running, or finished and
+    younger than ``settings.idempotency_retention_s``: ``(job, created)``.
 
     Args:
         renew_unsuccessful: A job under ``idem_key`` that was cancelled, failed or partially failed is not

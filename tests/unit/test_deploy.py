@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -343,6 +344,33 @@ def test_one_torch_version_for_make_the_image_and_the_readme() -> None:
     readme_pins = re.findall(r"torch==([0-9][^\s\"'`)]*)", (cm.ROOT / "README.md").read_text())
     assert readme_pins, "the README's CPU install names no torch version"
     assert set(readme_pins) == {version}
+
+
+def _readme_cpu_install() -> str:
+    blocks = re.findall(r"```bash\n(.*?)```", (cm.ROOT / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if "torch==" in b and "--index-url" in b]
+    return block
+
+
+@pytest.mark.parametrize("index", ["", "file:///wheels/cpu"], ids=["unset", "set"])
+def test_the_readme_cpu_install_works_as_copied(tmp_path: Path, index: str) -> None:
+    """Pasted with the index variable unset, it installs nothing and says what to set (never `--index-url ""`,
+    never the CUDA torch through the next line); set, it installs the CPU torch first, then the project."""
+    import subprocess
+
+    fakes = 'pip() { printf "PIP %s\\n" "$*"; }; python3() { mkdir -p .venv/bin; : > .venv/bin/activate; }\n'
+    env = {"PATH": os.environ["PATH"], "TORCH_CPU_INDEX_URL": index}
+    out = subprocess.run(
+        ["bash", "-c", fakes + _readme_cpu_install()], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    installs = [line for line in out.stdout.splitlines() if line.startswith("PIP ")]
+    version = _makefile_torch_version()
+    if index:
+        assert installs == [f"PIP install torch=={version} --index-url {index}", "PIP install -e .[hf]"]
+    else:
+        assert installs == []
+        assert out.returncode != 0
+        assert "TORCH_CPU_INDEX_URL" in out.stderr
 
 
 def test_dockerfile_passes_an_index_url_only_when_one_is_set() -> None:

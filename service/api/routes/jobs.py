@@ -26,7 +26,7 @@ from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 from service.jobs.models import JobCreate
 from service.jobs.outputs import job_result
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus
+from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
@@ -238,18 +238,25 @@ def list_items(
     cursor: CursorQuery = None,
 ) -> ItemPage:
     """The job's items in job order, a page at a time, with each one's state and error, and with ``format``
-    its result: finished items can be read while the job still runs."""
+    its result: finished items can be read while the job still runs. The cursor is a position, so a pass
+    filtered by state is a snapshot: items behind the cursor that finish later show on the next pass."""
     size = _page_size(limit, state.settings)
-    job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
     try:
         after = _position("items", cursor)
         rows = state.store.results(
-            tenant=tenant, job_id=job_id, states=states, after=-1 if after is None else int(after), limit=size + 1
+            tenant=tenant,
+            job_id=job_id,
+            states=states,
+            after=-1 if after is None else parse_cursor(after),
+            limit=size + 1,
         )
     except ValueError as exc:
         raise _bad_cursor(exc) from None
-    if rows is None:  # gone (expired) since get_job
+    if rows is None:
         raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    # The job after its items: a worker pins a cold-started job's model before it completes an item, so every
+    # succeeded item read above has its model's classes in the job read now (read before, they could be missing).
+    job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)  # 404: expired since
     page = rows[:size]
     return ItemPage(
         job_id=job.id,

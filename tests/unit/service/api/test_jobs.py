@@ -3,10 +3,13 @@ what a repeated submission returns the old job, listing a tenant's jobs, and fin
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,11 @@ def app(tmp_path: Path, clock: FakeClock) -> Iterator[WebhookApp]:
 
 def post(app: WebhookApp, body: Any, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
     return app.client.post("/v1/jobs", json=body, headers={**AUTH, **(headers or {})}, params=params)
+
+
+def b64(cursor: str) -> str:
+    """A cursor made by hand, as a client forging one would."""
+    return base64.urlsafe_b64encode(cursor.encode()).decode()
 
 
 def error_code(response: httpx.Response) -> str:
@@ -87,6 +95,12 @@ def test_an_encord_registration_whose_titles_collide_is_422(app: WebhookApp) -> 
 BODY = {"items": [item("a")], "threshold": 0.4}
 
 
+def finish_all(app: WebhookApp) -> None:
+    """Every queued item succeeds: the jobs are finished, so the retention window applies to them."""
+    for lease in app.store.lease("w", max_items=100, lease_s=60):
+        app.store.complete("w", lease.item_id, {})
+
+
 def test_an_identical_body_returns_the_job_only_inside_the_retention_window(tmp_path: Path) -> None:
     clock = FakeClock(time.time())
     with webhook_app(tmp_path, WebhookConfig(), store_clock=clock, idempotency_retention_s=3600) as app:
@@ -98,12 +112,15 @@ def test_an_identical_body_returns_the_job_only_inside_the_retention_window(tmp_
         clock.advance(-3601)
         old_keyed = post(app, BODY, {"Idempotency-Key": "k-2"})
         clock.advance(3601)
+        still_queued = post(app, BODY, {"Idempotency-Key": "k-2"})  # older than the window, but not started yet
+        finish_all(app)
         outside = post(app, BODY, {"Idempotency-Key": "k-2"})
         again = post(app, BODY, {"Idempotency-Key": "k-2"})
 
     assert (first.status_code, inside.status_code) == (202, 200)
     assert inside.json()["job_id"] == first.json()["job_id"]
     assert keyed.status_code == 202
+    assert (still_queued.status_code, still_queued.json()["job_id"]) == (200, old_keyed.json()["job_id"])
     assert (old_keyed.status_code, outside.status_code, again.status_code) == (202, 202, 200)
     assert outside.json()["job_id"] != old_keyed.json()["job_id"]
     assert again.json()["job_id"] == outside.json()["job_id"]
@@ -115,6 +132,7 @@ def test_an_expired_key_takes_another_body_but_a_live_one_still_refuses_it(app: 
     clock.advance(30)  # 30 s before the window ends (the API reads the real time)
     post(app, BODY, {"Idempotency-Key": "k-2"})
     clock.advance(86_370)
+    finish_all(app)  # a queued or running job's key never expires
     live = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-2"})
     expired = post(app, {**BODY, "threshold": 0.9}, {"Idempotency-Key": "k-1"})
 
@@ -176,9 +194,10 @@ def test_get_jobs_lists_this_tokens_jobs_newest_first_a_page_at_a_time(tmp_path:
         second = app.client.get("/v1/jobs", params={"cursor": first.json()["next_cursor"]}, headers=AUTH)
         other = app.client.get("/v1/jobs", params={"limit": 1}, headers=OTHER_AUTH)
         too_big = app.client.get("/v1/jobs", params={"limit": 3}, headers=AUTH)
+        forged = [b64("jobs:" + "9" * 30), b64("jobs:-1"), b64(f"jobs:{2**63}")]  # SQLite's integers end at 2**63
         bad_cursors = [
             app.client.get("/v1/jobs", params={"cursor": c}, headers=AUTH)
-            for c in ("nonsense!", "aXRlbXM6Mw", first.json()["next_cursor"] + "x")  # aXRlbXM6Mw: an items cursor
+            for c in ("nonsense!", "aXRlbXM6Mw", first.json()["next_cursor"] + "x", *forged)  # aXRlbXM6Mw: items:3
         ]
         anonymous = app.client.get("/v1/jobs")
 
@@ -187,7 +206,7 @@ def test_get_jobs_lists_this_tokens_jobs_newest_first_a_page_at_a_time(tmp_path:
     assert ([j["id"] for j in second.json()["jobs"]], second.json()["next_cursor"]) == ([mine[0]], None)
     assert ([j["id"] for j in other.json()["jobs"]], other.json()["next_cursor"]) == ([theirs], None)
     assert (too_big.status_code, error_code(too_big)) == (422, "invalid_argument")
-    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 3
+    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 6
     assert anonymous.status_code == 401
 
 
@@ -217,6 +236,10 @@ def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: W
     status = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH)
     foreign = app.client.get(url, headers=OTHER_AUTH)
     bad_state = app.client.get(url, params={"state": "done"}, headers=AUTH)
+    bad_cursors = [
+        app.client.get(url, params={"cursor": b64(c)}, headers=AUTH)
+        for c in ("items:" + "9" * 30, "items:-5", f"items:{2**63}", "items:x", "jobs:1")
+    ]
 
     assert done.status_code == 200
     assert done.json()["job_status"] == "running"
@@ -246,6 +269,7 @@ def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: W
     assert status.json()["errors"][0]["retryable"] is True  # the enum's: fetch_failed may succeed on a resubmission
     assert (foreign.status_code, error_code(foreign)) == (404, "job_not_found")
     assert (bad_state.status_code, error_code(bad_state)) == (422, "invalid_argument")
+    assert [(r.status_code, error_code(r)) for r in bad_cursors] == [(422, "invalid_argument")] * 5
 
 
 def test_an_item_error_code_the_enum_does_not_know_is_not_retryable(app: WebhookApp) -> None:
@@ -255,3 +279,42 @@ def test_an_item_error_code_the_enum_does_not_know_is_not_retryable(app: Webhook
     job = app.client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
 
     assert job["errors"] == [{"item": "a", "code": "some_future_code", "message": "a: odd", "retryable": False}]
+
+
+def test_an_item_finished_between_the_routes_reads_is_never_labelled_without_its_models_classes(
+    app: WebhookApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A distributed cold start: the job was queued before any worker published its model, so it is unpinned.
+    job_id = post(app, {"items": [item("img0.jpg")]}).json()["job_id"]
+    with closing(sqlite3.connect(app.state.settings.db_path)) as db, db:
+        db.execute("UPDATE jobs SET request = json_set(request, '$.model_version', NULL, '$.class_names', NULL)")
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    reads = {"get_job": app.store.get_job, "results": app.store.results}
+    raced = []
+
+    def worker_between_reads(name: str) -> Any:
+        def read(**kwargs: Any) -> Any:
+            answer = reads[name](**kwargs)
+            if not raced:  # after the route's first read, whichever it is, the worker pins the model and finishes
+                raced.append(name)
+                app.store.pin_model(job_id, version="v2", class_names=["face"])
+                app.store.complete("w", lease.item_id, _item_result("img0.jpg"))
+            return answer
+
+        return read
+
+    for name in reads:
+        monkeypatch.setattr(app.store, name, worker_between_reads(name))
+    during = app.client.get(f"/v1/jobs/{job_id}/items", params={"format": "darwin"}, headers=AUTH)
+    after = app.client.get(f"/v1/jobs/{job_id}/items", params={"format": "darwin"}, headers=AUTH)
+
+    def labels(page: httpx.Response) -> list[list[str]]:
+        return [
+            [a["name"] for a in entry["result"]["items"][0]["annotations"]]
+            for entry in page.json()["items"]
+            if entry["state"] == "succeeded"
+        ]
+
+    assert raced
+    assert all(names == ["face"] for names in labels(during))  # unpinned, it would say "class_0"
+    assert labels(after) == [["face"]]

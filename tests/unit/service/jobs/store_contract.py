@@ -170,8 +170,10 @@ class JobStoreContract:
         assert store.list_jobs(tenant=TENANT, limit=5) == ([*reversed(made)], None)
         assert [j.tenant for j in store.list_jobs(tenant=OTHER_TENANT, limit=5)[0]] == [OTHER_TENANT]
         assert store.list_jobs(tenant="nobody", limit=5) == ([], None)
-        with pytest.raises(ValueError, match="not-a-cursor"):
-            store.list_jobs(tenant=TENANT, limit=2, cursor="not-a-cursor")
+        for forged in ("not-a-cursor", "9" * 30, str(2**63), "-1", "1e3", "\uff11"):  # \uff11: a fullwidth digit
+            with pytest.raises(ValueError, match="cursor"):
+                store.list_jobs(tenant=TENANT, limit=2, cursor=forged)
+        assert store.list_jobs(tenant=TENANT, limit=5, cursor=str(2**63 - 1)) == ([*reversed(made)], None)
 
     def test_results_filters_by_state_and_pages_by_position(self, store: JobStore) -> None:
         job = make_job(store, 5)

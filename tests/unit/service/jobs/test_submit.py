@@ -251,3 +251,49 @@ def test_webhook_and_sweep_keys_keep_a_failed_job_but_only_inside_the_window(tmp
     assert kept.status.value == "failed"
     assert created_after
     assert renewed.id != job.id
+
+
+@pytest.mark.parametrize("key", ["ls:task-1", idempotency_key_idem("k-1"), content_idem(PARAMS, [])])
+def test_a_queued_or_running_job_is_returned_however_old_it_is(tmp_path: Path, key: str) -> None:
+    clock = FakeClock()
+    store = SqliteJobStore(tmp_path / "jobs.db", clock=clock)
+    settings = Settings(idempotency_retention_s=600)
+
+    def again() -> tuple[JobRecord, bool]:
+        return enqueue(prepared(2), settings=settings, store=store, tenant=TENANT, idem_key=key, clock=clock)
+
+    try:
+        job, _ = again()
+        clock.advance(601)  # a backlog longer than the window: the job has not started
+        queued, queued_created = again()
+        lease = store.lease("w", max_items=1, lease_s=60)[0]
+        running, running_created = again()
+        store.complete("w", lease.item_id, {})
+        (lease,) = store.lease("w", max_items=1, lease_s=60)
+        store.complete("w", lease.item_id, {})
+        finished, finished_created = again()  # finished, and older than the window: forgotten
+    finally:
+        store.close()
+
+    assert (queued.id, queued.status.value, queued_created) == (job.id, "queued", False)
+    assert (running.id, running.status.value, running_created) == (job.id, "running", False)
+    assert finished_created
+    assert finished.id != job.id
+
+
+def test_a_client_key_of_an_old_queued_job_still_refuses_another_body(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SqliteJobStore(tmp_path / "jobs.db", clock=clock)
+    settings = Settings(idempotency_retention_s=600)
+    key = idempotency_key_idem("k-1")
+    try:
+        enqueue(prepared(1), settings=settings, store=store, tenant=TENANT, idem_key=key, clock=clock)
+        clock.advance(601)
+        with pytest.raises(PreannotateError) as caught:
+            enqueue(
+                prepared(1, threshold=0.9), settings=settings, store=store, tenant=TENANT, idem_key=key, clock=clock
+            )
+    finally:
+        store.close()
+
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED

@@ -62,7 +62,7 @@ def write_video(
     *,
     width_px: int = 320,
     height_px: int = 240,
-    fps: int = 30,
+    fps: int | Fraction = 30,
     duration_s: float = 4.0,
     gop: int = 30,
     bframes: int = 2,

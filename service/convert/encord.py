@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import math
 import mimetypes
 import uuid
 from collections import Counter
@@ -334,8 +335,22 @@ def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: 
         "labels": {} if frame_keyed else {"objects": [], "classifications": []},
     }
     if frame_keyed and slot.media is not MediaKind.DICOM:
-        unit |= {"data_duration": slot.playback_duration_s, "data_fps": slot.fps}
+        unit |= {"data_duration": encord_duration_s(slot), "data_fps": slot.fps}
     return unit
+
+
+def encord_duration_s(slot: SlotMeta) -> float | None:
+    """``data_duration`` such that the SDK's frame count, ``ceil(fps * data_duration)``, is the slot's frame count.
+
+    ``frames / fps`` can land a float step above it (7 / 25 = 0.28, and 25 * 0.28 = 7.000000000000001: 8 frames),
+    so it is stepped down while the SDK would count one frame too many, never so far that it drops the last one.
+    """
+    duration, fps, frames = slot.playback_duration_s, slot.fps, slot.frame_count
+    if duration is None or fps is None or not math.isfinite(fps) or fps <= 0 or frames <= 0:
+        return duration
+    while math.ceil(fps * duration) > frames and fps * math.nextafter(duration, 0) > frames - 1:
+        duration = math.nextafter(duration, 0)
+    return duration
 
 
 def _new_row(item: ItemPredictions, when: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind
-from service.pipeline.media import DEFAULT_SLOT, ItemSpec, SlotSpec, looks_like_video, sniff
+from service.pipeline.media import DEFAULT_SLOT, ItemSpec, SlotSpec, list_lines, looks_like_video, sniff
 
 # A frame's file stem: a prefix (any text, possibly empty) then the frame number at the very end.
 _NUMBERED_STEM = re.compile(r"(?P<prefix>.*?)(?P<number>\d+)")
@@ -224,7 +224,7 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     ``line/file``. A line naming nothing usable is skipped alone."""
     expansion = Expansion()
     try:
-        lines = list_file.read_text().splitlines()
+        lines = list_lines(list_file.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not a text file"
         expansion.skipped.append(Skipped(f"@{list_file}", ErrorCode.INPUT_NOT_FOUND, f"cannot read the list ({why})"))
@@ -232,10 +232,7 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     entries: list[Entry] = []
     folders: list[tuple[int, list[Expanded]]] = []  # a folder line's items, after the files listed before it
     seen: set[Path] = set()
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for number, line in lines:
         path = list_file.parent / line
         where = f"{path} ({list_file} line {number})"
         if path in seen:

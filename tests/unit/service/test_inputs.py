@@ -18,7 +18,7 @@ from service.pipeline.inputs import (
     numbered_names,
     plan_items,
 )
-from service.pipeline.media import open_slot
+from service.pipeline.media import item_from_path, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from tests import media_dicom
 
@@ -236,3 +236,12 @@ def test_a_folder_of_dicom_slices_is_still_one_series_beside_a_photo(tmp_path: P
     reader = open_slot(series.name, series.slots[0], SamplingOptions(), MediaLimits())
     assert reader.meta.media is MediaKind.DICOM
     assert [int(f.image[0, 0, 0]) for f in reader] == [0, 10, 20]
+
+
+def test_a_list_reads_alike_as_run_inputs_and_as_a_slot(tmp_path: Path) -> None:
+    """One line parser: an indented ``#`` comment is a comment for ``run @list`` and ``--slot S=@list`` alike."""
+    a, b = write_image(tmp_path / "a.png", 32, 24), write_image(tmp_path / "b.png", 40, 24)
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("a.png\n  # c.png is not wanted\n\n\t b.png \n")
+    assert item_from_path(Path(f"@{listing}")).slots[0].paths == (a, b)
+    assert [p for e in expand_input(Path(f"@{listing}")).items for p in e.item.slots[0].paths] == [a, b]

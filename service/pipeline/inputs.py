@@ -14,6 +14,7 @@ line naming nothing) are returned as ``Skipped``, each on its own: the others ar
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -220,8 +221,9 @@ def _expand_folder(folder: Path, *, prefix: str, group: str, sequence: bool | No
 
 def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     """``@list.txt``: one input per line (relative to the list's folder; blank lines and ``#`` comments
-    ignored). Each file is named as its line; a folder line is expanded like a folder, its files named
-    ``line/file``. A line naming nothing usable is skipped alone."""
+    ignored, see ``list_lines``). Each file is named by ``_list_name`` (its path within the list's folder,
+    else its base name); a folder line is expanded like a folder, its files named ``name/file``. A line
+    naming nothing usable is skipped alone."""
     expansion = Expansion()
     try:
         lines = list_lines(list_file.read_text())
@@ -234,13 +236,15 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     seen: set[Path] = set()
     for number, line in lines:
         path = list_file.parent / line
+        name = _list_name(list_file.parent, path)
         where = f"{path} ({list_file} line {number})"
-        if path in seen:
+        key = Path(os.path.normpath(os.path.abspath(path)))
+        if key in seen:
             expansion.skipped.append(Skipped(where, ErrorCode.INVALID_ARGUMENT, "listed twice"))
             continue
-        seen.add(path)
+        seen.add(key)
         if path.is_dir():
-            folder = _expand_folder(path, prefix=f"{line.rstrip('/')}/", group=line.rstrip("/"), sequence=sequence)
+            folder = _expand_folder(path, prefix=f"{name}/", group=name, sequence=sequence)
             folders.append((len(entries), folder.items))
             expansion.skipped += folder.skipped
         elif not path.exists():
@@ -252,7 +256,7 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
             if isinstance(kind, Skipped):
                 expansion.skipped.append(kind)
             else:
-                entries.append(Entry(line, path, kind))
+                entries.append(Entry(name, path, kind))
     if not seen:
         expansion.skipped.append(Skipped(f"@{list_file}", ErrorCode.INVALID_ARGUMENT, "the list is empty"))
     planned = plan_items(
@@ -267,6 +271,15 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     keyed = [((position[e.item.slots[0].paths[0]], 1), [e]) for e in planned] + [((n, 0), f) for n, f in folders]
     expansion.items = [e for _, items in sorted(keyed, key=lambda pair: pair[0]) for e in items]
     return expansion
+
+
+def _list_name(list_folder: Path, path: Path) -> str:
+    """A list line's item name: its path relative to the list's folder where it lies inside it, else its
+    base name, so never an absolute path or ``..`` (``unique_names`` settles names that clash)."""
+    mine, folder = (Path(os.path.normpath(os.path.abspath(p))) for p in (path, list_folder))
+    if mine.is_relative_to(folder) and mine != folder:
+        return mine.relative_to(folder).as_posix()
+    return mine.name or mine.as_posix()
 
 
 def _without_path(message: str, path: Path) -> str:

@@ -245,3 +245,21 @@ def test_a_list_reads_alike_as_run_inputs_and_as_a_slot(tmp_path: Path) -> None:
     listing.write_text("a.png\n  # c.png is not wanted\n\n\t b.png \n")
     assert item_from_path(Path(f"@{listing}")).slots[0].paths == (a, b)
     assert [p for e in expand_input(Path(f"@{listing}")).items for p in e.item.slots[0].paths] == [a, b]
+
+
+def test_list_lines_outside_the_lists_folder_are_named_by_base_name_never_absolute(tmp_path: Path) -> None:
+    for folder in ("p", "p2", "l/deep"):
+        (tmp_path / folder).mkdir(parents=True)
+    photo0 = write_image(tmp_path / "p" / "photo0.png", 32, 24)
+    write_image(tmp_path / "p" / "photo1.png", 40, 24)
+    write_image(tmp_path / "p2" / "x.png", 32, 24)
+    write_image(tmp_path / "l" / "in.png", 32, 24)
+    inside = write_image(tmp_path / "l" / "deep" / "c.png", 32, 24)
+    listing = tmp_path / "l" / "inputs.txt"
+    listing.write_text(f"{photo0}\n../p/photo1.png\ndeep/../in.png\n{inside}\n../p2/\n./in.png\n")
+    expansion = expand_input(Path(f"@{listing}"))
+    names = [e.item.name for e in expansion.items]
+    assert names == ["photo0.png", "photo1.png", "in.png", "deep/c.png", "p2/x.png"]
+    assert [s.line() for s in expansion.skipped] == [
+        f"skipped: {listing.parent / 'in.png'} ({listing} line 6): invalid_argument (listed twice)"
+    ]

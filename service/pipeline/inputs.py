@@ -5,7 +5,8 @@ their content kind. Three kinds of files are grouped instead of standing alone:
 
 - DICOM files, when there are two or more: one DICOM series item (the folder's or the list's name);
 - images, when asked for (``sequence=True``, the CLI's ``--sequence``) or when they look like the frames
-  of one clip (``looks_like_frames``): one image-sequence item of the same name;
+  of one clip (``looks_like_frames``): one image-sequence item of the same name (``<name>/images`` when
+  there is a DICOM series too, e.g. PNG exports beside the slices);
 - with ``sequence=False`` (``--no-sequence``), images always stand alone.
 
 Files that cannot be used (unreadable, empty, not an image, video, DICOM or PDF file, a subfolder, a list
@@ -138,8 +139,9 @@ def plan_items(
 
     Args:
         entries: the files, in the folder's natural order or the list's order.
-        group: the name of a series or sequence item (the folder's or list's name).
-        qualified_group: its longer name (the folder or list as given).
+        group: the name of a series or sequence item (the folder's or list's name); where both are
+            present the series has it and the sequence is ``<group>/images``.
+        qualified_group: its longer name (the folder or list as given), with ``/images`` alike.
         sequence: True: the images are one sequence; False: never; None: when ``looks_like_frames``.
         folder: the entries are a folder's (a series then leaves out DICOM objects without an image).
         header_of: reads an image's header (None when it cannot be read).
@@ -151,6 +153,8 @@ def plan_items(
         grouped[MediaKind.DICOM] = dicom
     if len(images) >= 2 and (looks_like_frames(images, header_of) if sequence is None else sequence):
         grouped[MediaKind.IMAGE] = images
+    # a series and a sequence side by side: the series keeps the group's name, the images are "<group>/images"
+    sequence_suffix = "/images" if len(grouped) == 2 else ""
     items: list[Expanded] = []
     for entry in entries:
         members = grouped.get(entry.kind)
@@ -158,7 +162,8 @@ def plan_items(
             items.append(Expanded(_single(entry.name, entry.path).item, str(entry.path)))
         elif entry is members[0]:
             slot = SlotSpec(DEFAULT_SLOT, tuple(m.path for m in members), folder_series=folder)
-            items.append(Expanded(ItemSpec(name=group, slots=(slot,)), qualified_group))
+            suffix = sequence_suffix if entry.kind is MediaKind.IMAGE else ""
+            items.append(Expanded(ItemSpec(name=group + suffix, slots=(slot,)), qualified_group + suffix))
     return items
 
 

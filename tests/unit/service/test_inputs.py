@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.commands.run import items_from_args
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind
 from service.pipeline.inputs import (
@@ -263,3 +264,19 @@ def test_list_lines_outside_the_lists_folder_are_named_by_base_name_never_absolu
     assert [s.line() for s in expansion.skipped] == [
         f"skipped: {listing.parent / 'in.png'} ({listing} line 6): invalid_argument (listed twice)"
     ]
+
+
+@pytest.mark.parametrize("sequence", [True, None])
+def test_a_series_and_a_sequence_in_one_folder_are_two_items_of_distinct_names(
+    tmp_path: Path, sequence: bool | None
+) -> None:
+    """DICOM slices and numbered PNG exports of one size (asked for with --sequence, or detected)."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for i in range(2):
+        media_dicom.write_dicom(folder / f"IM{i}", np.full((4, 6), 10 * i, np.uint8))
+        write_image(folder / f"export_{i}.png", 32, 24, i)
+    expansion = expand_input(folder, sequence=sequence)
+    assert files_of(expansion) == [("ct/images", ["export_0.png", "export_1.png"]), ("ct", ["IM0", "IM1"])]
+    names = [i.name for i in items_from_args([folder], None, [], sequence=sequence).items]
+    assert names == ["ct/images", "ct"]  # before: "ct: given twice as an input"

@@ -92,7 +92,9 @@ def write_video(
         boxes: the moving content.
         seed: texture seed.
     """
-    times = list(frame_times_s) if frame_times_s is not None else [i / fps for i in range(round(duration_s * fps))]
+    times = (
+        list(frame_times_s) if frame_times_s is not None else [float(i / fps) for i in range(round(duration_s * fps))]
+    )
     background = textured_background(height_px, width_px, seed)
     time_base = Fraction(1, 1000 * fps) if frame_times_s is not None else Fraction(1, fps)
     options = {"g": str(gop), "keyint_min": str(gop)}

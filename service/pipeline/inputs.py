@@ -10,7 +10,8 @@ their content kind. Three kinds of files are grouped instead of standing alone:
 - with ``sequence=False`` (``--no-sequence``), images always stand alone.
 
 Files that cannot be used (unreadable, empty, not an image, video, DICOM or PDF file, a subfolder, a list
-line naming nothing) are returned as ``Skipped``, each on its own: the others are still items.
+line naming nothing) are returned as ``Skipped``, each on its own: the others are still items. A folder's
+files that are not media (``Skipped.fails_run`` False) are only named; a folder with nothing to run fails.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
 from service.errors import ErrorCode, PreannotateError
@@ -36,6 +37,9 @@ class Skipped:
     where: str
     code: ErrorCode
     reason: str
+    # False for a file a folder holds beside its media (Thumbs.db, labels.json, a subfolder): named, but
+    # the run does not fail for it. What the user named (a file, a list line, the folder) always counts.
+    fails_run: bool = True
 
     def line(self) -> str:
         return f"skipped: {self.where}: {self.code.code} ({self.reason})"
@@ -207,17 +211,20 @@ def _expand_folder(folder: Path, *, prefix: str, group: str, sequence: bool | No
     for child in children:
         if child.is_dir():
             reason = "a subfolder: not searched (give it as its own INPUT)"
-            expansion.skipped.append(Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, reason))
+            expansion.skipped.append(Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, reason, fails_run=False))
         elif not child.is_file():  # a FIFO or device would hang the reader
-            expansion.skipped.append(Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, "not a regular file"))
+            expansion.skipped.append(
+                Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, "not a regular file", fails_run=False)
+            )
         else:
             kind = classify(child, str(child))
-            if isinstance(kind, Skipped):
-                expansion.skipped.append(kind)
+            if isinstance(kind, Skipped):  # not media: only named; damaged or unreadable media still fails
+                expansion.skipped.append(replace(kind, fails_run=kind.code is not ErrorCode.UNSUPPORTED_MEDIA))
             else:
                 entries.append(Entry(prefix + child.name, child, kind))
-    if not entries and not expansion.skipped:
-        expansion.skipped.append(Skipped(str(folder), ErrorCode.INPUT_NOT_FOUND, "the folder is empty"))
+    if not entries and not any(s.fails_run for s in expansion.skipped):  # a folder with nothing to run
+        reason = "no image, video, DICOM or PDF file in it" if expansion.skipped else "the folder is empty"
+        expansion.skipped.append(Skipped(str(folder), ErrorCode.INPUT_NOT_FOUND, reason))
     expansion.items = plan_items(
         entries, group=group, qualified_group=str(folder), sequence=sequence, folder=True, header_of=read_header
     )

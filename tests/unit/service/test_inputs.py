@@ -162,6 +162,12 @@ def test_a_folder_of_photos_is_one_item_per_photo_and_unusable_files_are_named(t
         f"skipped: {folder / 'notes.txt'}: unsupported_media (not an image, video, DICOM or PDF file)",
         f"skipped: {folder / 'sub'}: unsupported_media (a subfolder: not searched (give it as its own INPUT))",
     ]
+    # files that are not media are only named; a damaged image still fails the run
+    assert {Path(s.where).name: s.fails_run for s in expansion.skipped} == {
+        "empty.png": True,
+        "notes.txt": False,
+        "sub": False,
+    }
 
 
 def test_numbered_frames_of_one_size_are_detected_and_sequence_forces_or_refuses(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def write_video(
     *,
     width_px: int = 320,
     height_px: int = 240,
-    fps: int = 30,
+    fps: int | Fraction = 30,
     duration_s: float = 4.0,
     gop: int = 30,
     bframes: int = 2,
@@ -92,7 +92,9 @@ def write_video(
         boxes: the moving content.
         seed: texture seed.
     """
-    times = list(frame_times_s) if frame_times_s is not None else [i / fps for i in range(round(duration_s * fps))]
+    times = (
+        list(frame_times_s) if frame_times_s is not None else [float(i / fps) for i in range(round(duration_s * fps))]
+    )
     background = textured_background(height_px, width_px, seed)
     time_base = Fraction(1, 1000 * fps) if frame_times_s is not None else Fraction(1, fps)
     options = {"g": str(gop), "keyint_min": str(gop)}

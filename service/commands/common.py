@@ -126,6 +126,7 @@ def _check_writable_ancestor(path: Path) -> None:
 
 
 def exit_code_for(failures: list[SlotFailure], skipped: Sequence[Skipped] = ()) -> int:
-    """0 when every slot worked and no file was skipped; otherwise the worst one's exit code (2 for bad input)."""
-    codes = [f.error.code.exit_code for f in failures] + [s.code.exit_code for s in skipped]
+    """0 when every slot worked and no input was skipped; otherwise the worst one's exit code (2 for bad input).
+    A folder's files that are not media (``Skipped.fails_run`` False) are named but do not count."""
+    codes = [f.error.code.exit_code for f in failures] + [s.code.exit_code for s in skipped if s.fails_run]
     return min(codes, default=0)

@@ -70,17 +70,22 @@ def items_from_args(
 def unique_names(expanded: list[Expanded]) -> list[ItemSpec]:
     """Items whose names clash (``img.jpg`` from two folders) are named by the shortest end of their path
     that tells them apart (``d1/img.jpg``, ``d2/img.jpg``), never an absolute path; one file given twice
-    is refused."""
-    clashes = {name for name, n in Counter(e.item.name for e in expanded).items() if n > 1}
-    at = [n for n, e in enumerate(expanded) if e.item.name in clashes]
-    try:
-        names = unique_path_suffixes([_source_path(expanded[n]) for n in at])
-    except ValueError as exc:
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
-    items = [e.item for e in expanded]
-    for n, name in zip(at, names, strict=True):
-        items[n] = ItemSpec(name=name, slots=items[n].slots)
-    return items
+    is refused. A new name can clash with one that did not (``x1/face.png`` from a list): then those items
+    are renamed too, over all of them, until every name is unique."""
+    original = [e.item.name for e in expanded]
+    names = list(original)
+    renamed: set[int] = set()
+    while clashes := {name for name, n in Counter(names).items() if n > 1}:
+        renamed |= {n for n, name in enumerate(names) if name in clashes}
+        at = sorted(renamed)
+        try:
+            suffixes = unique_path_suffixes([_source_path(expanded[n]) for n in at])
+        except ValueError as exc:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+        names = list(original)
+        for n, name in zip(at, suffixes, strict=True):
+            names[n] = name
+    return [ItemSpec(name=name, slots=e.item.slots) for name, e in zip(names, expanded, strict=True)]
 
 
 def _source_path(expanded: Expanded) -> str | PurePath:
@@ -93,16 +98,25 @@ def unique_path_suffixes(paths: Sequence[str | PurePath]) -> list[str]:
     """Each path's shortest ending that no other path ends with: ``/a/x1/img.jpg``, ``/a/x2/img.jpg`` ->
     ``x1/img.jpg``, ``x2/img.jpg``. Relative paths are read from the working directory; the answers are
     relative, ``/``-separated and never hold ``..`` (paths are normalised first). A path given twice: ValueError.
+
+    Endings of 1, 2, ... parts are counted over the paths not yet named, so it takes O(paths x depth):
+    a path named by its n-part ending shares no longer ending with another.
     """
     parts = [PurePath(os.path.normpath(os.path.abspath(p))).parts[1:] for p in paths]
     for path, count in Counter(parts).items():
         if count > 1:
             raise ValueError(f"/{'/'.join(path)}: given twice as an input")
-    names: list[str] = []
-    for mine in parts:
-        others = [p for p in parts if p != mine]
-        length = next((n for n in range(1, len(mine)) if all(p[-n:] != mine[-n:] for p in others)), len(mine))
-        names.append("/".join(mine[-length:]))
+    names: list[str] = [""] * len(parts)
+    left = list(range(len(parts)))
+    length = 1
+    while left:
+        counts = Counter(parts[i][-length:] for i in left)
+        # a path no longer than ``length`` has nothing longer to offer: its whole self
+        done = [i for i in left if counts[parts[i][-length:]] == 1 or len(parts[i]) <= length]
+        for i in done:
+            names[i] = "/".join(parts[i][-length:])
+        left = sorted(set(left) - set(done))
+        length += 1
     return names
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import math
 import mimetypes
 import uuid
 from collections import Counter
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ItemPredictions, ModelRef, Track, UnsupportedByFormatError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 
 ZERO_UUID = str(uuid.UUID(int=0))
@@ -223,7 +224,8 @@ def build_encord_label_row(
         The row and its :class:`EncordRowStats`.
 
     Raises:
-        ValueError: The item's slots do not fit the row (count or media), or ``existing_row`` is malformed.
+        UnsupportedByFormatError: The item's slots do not fit one row, or not ``existing_row`` (count or media).
+        ValueError: ``existing_row`` is malformed.
     """
     when = format_encord_time(created_at or datetime.now(UTC))
     if existing_row is None:
@@ -316,7 +318,9 @@ def _data_type_for(slots: Sequence[SlotMeta]) -> str:
         }[slots[0].media]
     if slots and kinds == {MediaKind.IMAGE}:
         return "img_group"
-    raise ValueError(f"an Encord label row holds one media or one image group, not {[s.media.value for s in slots]}")
+    raise UnsupportedByFormatError(
+        f"an Encord label row holds one media or one image group, not {[s.media.value for s in slots]}"
+    )
 
 
 def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: bool) -> dict[str, Any]:
@@ -331,8 +335,22 @@ def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: 
         "labels": {} if frame_keyed else {"objects": [], "classifications": []},
     }
     if frame_keyed and slot.media is not MediaKind.DICOM:
-        unit |= {"data_duration": slot.playback_duration_s, "data_fps": slot.fps}
+        unit |= {"data_duration": encord_duration_s(slot), "data_fps": slot.fps}
     return unit
+
+
+def encord_duration_s(slot: SlotMeta) -> float | None:
+    """``data_duration`` such that the SDK's frame count, ``ceil(fps * data_duration)``, is the slot's frame count.
+
+    ``frames / fps`` can land a float step above it (7 / 25 = 0.28, and 25 * 0.28 = 7.000000000000001: 8 frames),
+    so it is stepped down while the SDK would count one frame too many, never so far that it drops the last one.
+    """
+    duration, fps, frames = slot.playback_duration_s, slot.fps, slot.frame_count
+    if duration is None or fps is None or not math.isfinite(fps) or fps <= 0 or frames <= 0:
+        return duration
+    while math.ceil(fps * duration) > frames and fps * math.nextafter(duration, 0) > frames - 1:
+        duration = math.nextafter(duration, 0)
+    return duration
 
 
 def _new_row(item: ItemPredictions, when: str) -> dict[str, Any]:
@@ -373,14 +391,20 @@ def _units_for_slots(item: ItemPredictions, row: dict[str, Any]) -> list[tuple[S
     if data_type == "img_group":
         units.sort(key=lambda u: int(u.get("data_sequence", 0)))
         if len(units) != len(slots) or any(s.media is not MediaKind.IMAGE for s in slots):
-            raise ValueError(f"image group of {len(units)} images, item {item.name!r} has {len(slots)} image slots")
+            raise UnsupportedByFormatError(
+                f"image group of {len(units)} images, item {item.name!r} has {len(slots)} image slots"
+            )
         return list(zip(slots, units, strict=True))
     if data_type not in FRAME_KEYED_TYPES | {"image"}:
-        raise ValueError(f"label rows of data_type {data_type!r} are not supported (image, img_group, video, dicom)")
+        raise UnsupportedByFormatError(
+            f"label rows of data_type {data_type!r} are not supported (image, img_group, video, dicom)"
+        )
     if len(slots) != 1 or len(units) != 1:
-        raise ValueError(f"a {data_type} row has one data unit; item {item.name!r} has {len(slots)} slots")
+        raise UnsupportedByFormatError(
+            f"a {data_type} row has one data unit; item {item.name!r} has {len(slots)} slots"
+        )
     if (data_type == "image") != (slots[0].media is MediaKind.IMAGE):
-        raise ValueError(f"a {data_type} row cannot take a {slots[0].media.value} slot")
+        raise UnsupportedByFormatError(f"a {data_type} row cannot take a {slots[0].media.value} slot")
     return [(slots[0], units[0])]
 
 

@@ -9,6 +9,11 @@ from service.jobs.results import frames_of
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 
 
+class UnsupportedByFormatError(ValueError):
+    """A format cannot hold this item (e.g. an Encord label row with a video and stills): the item is skipped
+    with ``unsupported_by_format``. Any other exception from a converter is a bug, logged as ``output_failed``."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRef:
     """The model behind a set of predictions (converters write it as provenance)."""

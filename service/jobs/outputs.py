@@ -17,7 +17,7 @@ from service.convert.label_studio import (
     parse_label_config,
 )
 from service.convert.tracks import TrackerOptions, frames_to_tracks, region_tracks
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ItemPredictions, ModelRef, Track, UnsupportedByFormatError
 from service.errors import ErrorCode
 from service.jobs.runner import job_tracker
 from service.jobs.store import ItemResult, ItemState, JobRecord
@@ -118,7 +118,7 @@ def convert_each(
 
 def skipped_for(fmt: str, item: str, exc: Exception, slot: SlotMeta | None = None) -> Skipped:
     """Why ``fmt`` left an item (or slot) out; call it in the ``except`` block (a bug is logged with its traceback)."""
-    if isinstance(exc, ValueError):  # the converters' word for "this format cannot hold it"
+    if isinstance(exc, UnsupportedByFormatError):  # the converters' word for "this format cannot hold it"
         return Skipped(item, ErrorCode.UNSUPPORTED_BY_FORMAT, f"{fmt}: {exc}", slot)
     log.exception("%s: converting item %r failed", fmt, item)
     return Skipped(item, ErrorCode.OUTPUT_FAILED, f"{fmt}: {type(exc).__name__} while converting the item", slot)

@@ -5,23 +5,26 @@ their content kind. Three kinds of files are grouped instead of standing alone:
 
 - DICOM files, when there are two or more: one DICOM series item (the folder's or the list's name);
 - images, when asked for (``sequence=True``, the CLI's ``--sequence``) or when they look like the frames
-  of one clip (``looks_like_frames``): one image-sequence item of the same name;
+  of one clip (``looks_like_frames``): one image-sequence item of the same name (``<name>/images`` when
+  there is a DICOM series too, e.g. PNG exports beside the slices);
 - with ``sequence=False`` (``--no-sequence``), images always stand alone.
 
 Files that cannot be used (unreadable, empty, not an image, video, DICOM or PDF file, a subfolder, a list
-line naming nothing) are returned as ``Skipped``, each on its own: the others are still items.
+line naming nothing) are returned as ``Skipped``, each on its own: the others are still items. A folder's
+files that are not media (``Skipped.fails_run`` False) are only named; a folder with nothing to run fails.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind
-from service.pipeline.media import DEFAULT_SLOT, ItemSpec, SlotSpec, looks_like_video, sniff
+from service.pipeline.media import DEFAULT_SLOT, ItemSpec, SlotSpec, list_lines, looks_like_video, sniff
 
 # A frame's file stem: a prefix (any text, possibly empty) then the frame number at the very end.
 _NUMBERED_STEM = re.compile(r"(?P<prefix>.*?)(?P<number>\d+)")
@@ -34,6 +37,9 @@ class Skipped:
     where: str
     code: ErrorCode
     reason: str
+    # False for a file a folder holds beside its media (Thumbs.db, labels.json, a subfolder): named, but
+    # the run does not fail for it. What the user named (a file, a list line, the folder) always counts.
+    fails_run: bool = True
 
     def line(self) -> str:
         return f"skipped: {self.where}: {self.code.code} ({self.reason})"
@@ -137,8 +143,9 @@ def plan_items(
 
     Args:
         entries: the files, in the folder's natural order or the list's order.
-        group: the name of a series or sequence item (the folder's or list's name).
-        qualified_group: its longer name (the folder or list as given).
+        group: the name of a series or sequence item (the folder's or list's name); where both are
+            present the series has it and the sequence is ``<group>/images``.
+        qualified_group: its longer name (the folder or list as given), with ``/images`` alike.
         sequence: True: the images are one sequence; False: never; None: when ``looks_like_frames``.
         folder: the entries are a folder's (a series then leaves out DICOM objects without an image).
         header_of: reads an image's header (None when it cannot be read).
@@ -150,6 +157,8 @@ def plan_items(
         grouped[MediaKind.DICOM] = dicom
     if len(images) >= 2 and (looks_like_frames(images, header_of) if sequence is None else sequence):
         grouped[MediaKind.IMAGE] = images
+    # a series and a sequence side by side: the series keeps the group's name, the images are "<group>/images"
+    sequence_suffix = "/images" if len(grouped) == 2 else ""
     items: list[Expanded] = []
     for entry in entries:
         members = grouped.get(entry.kind)
@@ -157,7 +166,8 @@ def plan_items(
             items.append(Expanded(_single(entry.name, entry.path).item, str(entry.path)))
         elif entry is members[0]:
             slot = SlotSpec(DEFAULT_SLOT, tuple(m.path for m in members), folder_series=folder)
-            items.append(Expanded(ItemSpec(name=group, slots=(slot,)), qualified_group))
+            suffix = sequence_suffix if entry.kind is MediaKind.IMAGE else ""
+            items.append(Expanded(ItemSpec(name=group + suffix, slots=(slot,)), qualified_group + suffix))
     return items
 
 
@@ -201,17 +211,20 @@ def _expand_folder(folder: Path, *, prefix: str, group: str, sequence: bool | No
     for child in children:
         if child.is_dir():
             reason = "a subfolder: not searched (give it as its own INPUT)"
-            expansion.skipped.append(Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, reason))
+            expansion.skipped.append(Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, reason, fails_run=False))
         elif not child.is_file():  # a FIFO or device would hang the reader
-            expansion.skipped.append(Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, "not a regular file"))
+            expansion.skipped.append(
+                Skipped(str(child), ErrorCode.UNSUPPORTED_MEDIA, "not a regular file", fails_run=False)
+            )
         else:
             kind = classify(child, str(child))
-            if isinstance(kind, Skipped):
-                expansion.skipped.append(kind)
+            if isinstance(kind, Skipped):  # not media: only named; damaged or unreadable media still fails
+                expansion.skipped.append(replace(kind, fails_run=kind.code is not ErrorCode.UNSUPPORTED_MEDIA))
             else:
                 entries.append(Entry(prefix + child.name, child, kind))
-    if not entries and not expansion.skipped:
-        expansion.skipped.append(Skipped(str(folder), ErrorCode.INPUT_NOT_FOUND, "the folder is empty"))
+    if not entries and not any(s.fails_run for s in expansion.skipped):  # a folder with nothing to run
+        reason = "no image, video, DICOM or PDF file in it" if expansion.skipped else "the folder is empty"
+        expansion.skipped.append(Skipped(str(folder), ErrorCode.INPUT_NOT_FOUND, reason))
     expansion.items = plan_items(
         entries, group=group, qualified_group=str(folder), sequence=sequence, folder=True, header_of=read_header
     )
@@ -220,11 +233,12 @@ def _expand_folder(folder: Path, *, prefix: str, group: str, sequence: bool | No
 
 def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     """``@list.txt``: one input per line (relative to the list's folder; blank lines and ``#`` comments
-    ignored). Each file is named as its line; a folder line is expanded like a folder, its files named
-    ``line/file``. A line naming nothing usable is skipped alone."""
+    ignored, see ``list_lines``). Each file is named by ``_list_name`` (its path within the list's folder,
+    else its base name); a folder line is expanded like a folder, its files named ``name/file``. A line
+    naming nothing usable is skipped alone."""
     expansion = Expansion()
     try:
-        lines = list_file.read_text().splitlines()
+        lines = list_lines(list_file.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not a text file"
         expansion.skipped.append(Skipped(f"@{list_file}", ErrorCode.INPUT_NOT_FOUND, f"cannot read the list ({why})"))
@@ -232,18 +246,17 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     entries: list[Entry] = []
     folders: list[tuple[int, list[Expanded]]] = []  # a folder line's items, after the files listed before it
     seen: set[Path] = set()
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for number, line in lines:
         path = list_file.parent / line
+        name = _list_name(list_file.parent, path)
         where = f"{path} ({list_file} line {number})"
-        if path in seen:
+        key = Path(os.path.normpath(os.path.abspath(path)))
+        if key in seen:
             expansion.skipped.append(Skipped(where, ErrorCode.INVALID_ARGUMENT, "listed twice"))
             continue
-        seen.add(path)
+        seen.add(key)
         if path.is_dir():
-            folder = _expand_folder(path, prefix=f"{line.rstrip('/')}/", group=line.rstrip("/"), sequence=sequence)
+            folder = _expand_folder(path, prefix=f"{name}/", group=name, sequence=sequence)
             folders.append((len(entries), folder.items))
             expansion.skipped += folder.skipped
         elif not path.exists():
@@ -255,7 +268,7 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
             if isinstance(kind, Skipped):
                 expansion.skipped.append(kind)
             else:
-                entries.append(Entry(line, path, kind))
+                entries.append(Entry(name, path, kind))
     if not seen:
         expansion.skipped.append(Skipped(f"@{list_file}", ErrorCode.INVALID_ARGUMENT, "the list is empty"))
     planned = plan_items(
@@ -270,6 +283,15 @@ def _expand_list(list_file: Path, sequence: bool | None) -> Expansion:
     keyed = [((position[e.item.slots[0].paths[0]], 1), [e]) for e in planned] + [((n, 0), f) for n, f in folders]
     expansion.items = [e for _, items in sorted(keyed, key=lambda pair: pair[0]) for e in items]
     return expansion
+
+
+def _list_name(list_folder: Path, path: Path) -> str:
+    """A list line's item name: its path relative to the list's folder where it lies inside it, else its
+    base name, so never an absolute path or ``..`` (``unique_names`` settles names that clash)."""
+    mine, folder = (Path(os.path.normpath(os.path.abspath(p))) for p in (path, list_folder))
+    if mine.is_relative_to(folder) and mine != folder:
+        return mine.relative_to(folder).as_posix()
+    return mine.name or mine.as_posix()
 
 
 def _without_path(message: str, path: Path) -> str:

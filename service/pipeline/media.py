@@ -233,6 +233,13 @@ def _open_series(
     return DicomSeriesReader(item, slot, ordered, sampling, limits)
 
 
+def list_lines(text: str) -> list[tuple[int, str]]:
+    """An ``@list.txt``'s inputs: (line number from 1, the line without surrounding blanks); blank lines and
+    ``#`` comments (indented ones too) are left out. Relative lines are read from the list's folder."""
+    lines = ((number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1))
+    return [(number, line) for number, line in lines if line and not line.startswith("#")]
+
+
 def item_from_path(path: Path) -> ItemSpec:
     """A command-line input: a file, a directory (an image sequence or DICOM series) or ``@list.txt``.
 
@@ -243,11 +250,10 @@ def item_from_path(path: Path) -> ItemSpec:
     if text.startswith("@"):
         list_file = Path(text[1:])
         try:
-            lines = list_file.read_text().splitlines()
-        except OSError:
+            lines = list_lines(list_file.read_text())
+        except (OSError, UnicodeDecodeError):
             raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{list_file}: cannot read the list file") from None
-        base = list_file.parent
-        paths = tuple(base / line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        paths = tuple(list_file.parent / line for _, line in lines)
         if not paths:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{list_file}: the list is empty")
         return ItemSpec(name=list_file.stem, slots=(SlotSpec(DEFAULT_SLOT, paths),))

@@ -72,14 +72,24 @@ def test_a_mixed_folder_names_what_it_skips_and_processes_the_rest(tmp_path: Pat
     write_pan_video(np.asarray(skimage.data.astronaut()), mixed / "pan.mp4", duration_s=1.0, fps=10)
     (mixed / "notes.txt").write_text("not media\n" * 50)
     out = tmp_path / "preds.json"
+    (mixed / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
     result = preannotate("run", mixed, "--fps", "2", "--out", out, "-q")
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines()[0] == (
-        f"skipped: {mixed / 'notes.txt'}: unsupported_media (not an image, video, DICOM or PDF file)"
-    )
+    assert result.returncode == 0, result.stderr  # a folder's other files are named, and fail nothing
+    assert result.stderr.splitlines()[:2] == [
+        f"skipped: {mixed / 'notes.txt'}: unsupported_media (not an image, video, DICOM or PDF file)",
+        f"skipped: {mixed / 'Thumbs.db'}: unsupported_media (not an image, video, DICOM or PDF file)",
+    ]
     by_item = images_by_item(out)
     assert sorted(by_item) == ["pan.mp4", "photo.jpg"]
     assert [i["frame_index"] for i in by_item["pan.mp4"]] == [0, 5]
+    # what the user named still fails the run: the same file as an input, or a folder of nothing to run
+    result = preannotate("run", mixed / "photo.jpg", mixed / "notes.txt", "--out", out, "-q")
+    assert result.returncode == 2, result.stderr
+    (mixed / "photo.jpg").unlink()
+    (mixed / "pan.mp4").unlink()
+    result = preannotate("run", mixed, "--out", out, "-q")
+    assert result.returncode == 2, result.stderr
+    assert f"skipped: {mixed}: input_not_found (no image, video, DICOM or PDF file in it)" in result.stderr
 
 
 def test_a_list_with_a_bad_line_fails_that_line_alone(tmp_path: Path) -> None:

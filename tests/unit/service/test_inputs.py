@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.commands.run import items_from_args
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind
 from service.pipeline.inputs import (
@@ -18,7 +19,7 @@ from service.pipeline.inputs import (
     numbered_names,
     plan_items,
 )
-from service.pipeline.media import open_slot
+from service.pipeline.media import item_from_path, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from tests import media_dicom
 
@@ -161,6 +162,12 @@ def test_a_folder_of_photos_is_one_item_per_photo_and_unusable_files_are_named(t
         f"skipped: {folder / 'notes.txt'}: unsupported_media (not an image, video, DICOM or PDF file)",
         f"skipped: {folder / 'sub'}: unsupported_media (a subfolder: not searched (give it as its own INPUT))",
     ]
+    # files that are not media are only named; a damaged image still fails the run
+    assert {Path(s.where).name: s.fails_run for s in expansion.skipped} == {
+        "empty.png": True,
+        "notes.txt": False,
+        "sub": False,
+    }
 
 
 def test_numbered_frames_of_one_size_are_detected_and_sequence_forces_or_refuses(tmp_path: Path) -> None:
@@ -236,3 +243,46 @@ def test_a_folder_of_dicom_slices_is_still_one_series_beside_a_photo(tmp_path: P
     reader = open_slot(series.name, series.slots[0], SamplingOptions(), MediaLimits())
     assert reader.meta.media is MediaKind.DICOM
     assert [int(f.image[0, 0, 0]) for f in reader] == [0, 10, 20]
+
+
+def test_a_list_reads_alike_as_run_inputs_and_as_a_slot(tmp_path: Path) -> None:
+    """One line parser: an indented ``#`` comment is a comment for ``run @list`` and ``--slot S=@list`` alike."""
+    a, b = write_image(tmp_path / "a.png", 32, 24), write_image(tmp_path / "b.png", 40, 24)
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("a.png\n  # c.png is not wanted\n\n\t b.png \n")
+    assert item_from_path(Path(f"@{listing}")).slots[0].paths == (a, b)
+    assert [p for e in expand_input(Path(f"@{listing}")).items for p in e.item.slots[0].paths] == [a, b]
+
+
+def test_list_lines_outside_the_lists_folder_are_named_by_base_name_never_absolute(tmp_path: Path) -> None:
+    for folder in ("p", "p2", "l/deep"):
+        (tmp_path / folder).mkdir(parents=True)
+    photo0 = write_image(tmp_path / "p" / "photo0.png", 32, 24)
+    write_image(tmp_path / "p" / "photo1.png", 40, 24)
+    write_image(tmp_path / "p2" / "x.png", 32, 24)
+    write_image(tmp_path / "l" / "in.png", 32, 24)
+    inside = write_image(tmp_path / "l" / "deep" / "c.png", 32, 24)
+    listing = tmp_path / "l" / "inputs.txt"
+    listing.write_text(f"{photo0}\n../p/photo1.png\ndeep/../in.png\n{inside}\n../p2/\n./in.png\n")
+    expansion = expand_input(Path(f"@{listing}"))
+    names = [e.item.name for e in expansion.items]
+    assert names == ["photo0.png", "photo1.png", "in.png", "deep/c.png", "p2/x.png"]
+    assert [s.line() for s in expansion.skipped] == [
+        f"skipped: {listing.parent / 'in.png'} ({listing} line 6): invalid_argument (listed twice)"
+    ]
+
+
+@pytest.mark.parametrize("sequence", [True, None])
+def test_a_series_and_a_sequence_in_one_folder_are_two_items_of_distinct_names(
+    tmp_path: Path, sequence: bool | None
+) -> None:
+    """DICOM slices and numbered PNG exports of one size (asked for with --sequence, or detected)."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for i in range(2):
+        media_dicom.write_dicom(folder / f"IM{i}", np.full((4, 6), 10 * i, np.uint8))
+        write_image(folder / f"export_{i}.png", 32, 24, i)
+    expansion = expand_input(folder, sequence=sequence)
+    assert files_of(expansion) == [("ct/images", ["export_0.png", "export_1.png"]), ("ct", ["IM0", "IM1"])]
+    names = [i.name for i in items_from_args([folder], None, [], sequence=sequence).items]
+    assert names == ["ct/images", "ct"]  # before: "ct: given twice as an input"

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from service.commands.run import items_from_args, unique_path_suffixes
 from service.errors import ErrorCode, PreannotateError
+
+
+def write_png(path: Path) -> None:
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(path)
 
 
 @pytest.mark.parametrize(
@@ -45,3 +51,28 @@ def test_inputs_of_one_name_are_named_by_their_folders_never_absolute() -> None:
     with pytest.raises(PreannotateError) as exc:
         items_from_args([Path("/a/face.png"), Path("/a/face.png")], None, [])
     assert exc.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_many_paths_are_named_like_the_pairwise_definition() -> None:
+    """Folders x files, some one level deeper: every name is the shortest ending no other path has (checked
+    pairwise on a sample), and 30k paths take one pass per level rather than a comparison per pair."""
+    paths = [f"/data/{d}/f{i}.png" for d in ("a", "b", "c") for i in range(10_000)]
+    paths += [f"/data/a/x/f{i}.png" for i in range(0, 10_000, 7)] + ["/f1.png", "/other/zz.png"]
+    names = unique_path_suffixes(paths)
+    assert len(set(names)) == len(paths)
+    for n in [*range(0, len(paths), 997), len(paths) - 2, len(paths) - 1]:
+        mine = paths[n].split("/")[1:]
+        others = [p.split("/")[1:] for p in paths if p != paths[n]]
+        length = next((k for k in range(1, len(mine)) if all(o[-k:] != mine[-k:] for o in others)), len(mine))
+        assert names[n] == "/".join(mine[-length:])
+
+
+def test_a_new_name_that_clashes_with_an_unchanged_one_is_renamed_too(tmp_path: Path) -> None:
+    for folder in ("a/x1", "b", "c/x1"):
+        (tmp_path / folder).mkdir(parents=True)
+        write_png(tmp_path / folder / "face.png")
+    listing = tmp_path / "c" / "list.txt"
+    listing.write_text("x1/face.png\n")
+    inputs = [tmp_path / "a/x1/face.png", tmp_path / "b/face.png", Path(f"@{listing}")]
+    names = [i.name for i in items_from_args(inputs, None, []).items]
+    assert names == ["a/x1/face.png", "b/face.png", "c/x1/face.png"]

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import locale
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -463,7 +464,7 @@ def _sdk_label_row(row: dict[str, Any]) -> Any:
     return label_row
 
 
-def _clip_meta(directory: Path, frames: int, fps: int) -> SlotMeta:
+def _clip_meta(directory: Path, frames: int, fps: int | Fraction) -> SlotMeta:
     """The slot metadata the video pipeline itself reports for a generated clip."""
     from service.pipeline.options import MediaLimits, SamplingOptions
     from service.pipeline.video import VideoReader
@@ -478,12 +479,16 @@ def _clip_meta(directory: Path, frames: int, fps: int) -> SlotMeta:
         reader.close()
 
 
-def test_the_encord_sdk_round_trips_our_rows(tmp_path: Path) -> None:
+# 7 / 25 and 15 / (30000 / 1001) are a float step long: ceil(fps * (frames / fps)) is one frame too many
+@pytest.mark.parametrize(
+    ("frames", "fps"), [(100, 25), (7, 25), (15, Fraction(30000, 1001)), (25, Fraction(24000, 1001)), (1, 30)]
+)
+def test_the_encord_sdk_round_trips_our_rows(tmp_path: Path, frames: int, fps: int | Fraction) -> None:
     """encord 0.1.211 parses our rows, read with their own media fields, and serialises them back to the same JSON;
     a track on the clip's last frame is inside the frame count the SDK derives (skipped without the SDK)."""
     pytest.importorskip("encord")
-    meta = _clip_meta(tmp_path, frames=100, fps=25)
-    assert (meta.frame_count, meta.fps) == (100, 25.0)
+    meta = _clip_meta(tmp_path, frames=frames, fps=fps)
+    assert (meta.frame_count, meta.fps) == (frames, pytest.approx(float(fps)))
     last = meta.frame_count - 1
     video = ItemPredictions(name="item", slots=(dataclasses.replace(meta, slot="0"),), frames=())
     tracks = [track(1, 0, {0: ([12, 48, 24, 67], 0.8), last: ([17, 48, 29, 67], 0.9)})]

@@ -9,7 +9,7 @@ import pytest
 
 from service.config import Settings
 from service.convert.label_studio import parse_label_config
-from service.convert.types import ItemPredictions
+from service.convert.types import ItemPredictions, UnsupportedByFormatError
 from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
 from service.jobs.results import item_result_to_json
 from service.jobs.store import ItemResult, ItemState, JobRecord, JobStatus
@@ -179,3 +179,24 @@ def test_a_converter_bug_skips_its_item_alone_and_is_logged(caplog: pytest.LogCa
         {"item": "clip", "code": "output_failed", "reason": "darwin: KeyError while converting the item"}
     ]
     assert "KeyError" in caplog.text
+
+
+def test_a_value_error_from_a_converter_is_a_logged_bug_not_unsupported(caplog: pytest.LogCaptureFixture) -> None:
+    """Only ``UnsupportedByFormatError`` means "this format cannot hold it"; any other ValueError is a converter bug."""
+    items = job_items(results())
+
+    def convert(item: ItemPredictions) -> str:
+        if item.name == "clip":
+            raise ValueError("math domain error")
+        if item.name == "photo.png":
+            raise UnsupportedByFormatError("no row holds it")
+        return item.name
+
+    done, skipped = convert_each("darwin", items, convert)
+    assert done == []
+    assert [s.to_json() for s in skipped] == [
+        {"item": "clip", "code": "output_failed", "reason": "darwin: ValueError while converting the item"},
+        {"item": "photo.png", "code": "unsupported_by_format", "reason": "darwin: no row holds it"},
+    ]
+    assert "math domain error" in caplog.text
+    assert "photo.png" not in caplog.text

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 import time
@@ -13,10 +14,13 @@ import pytest
 import redis
 
 from models.types import ModelInfo
+from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
+from service.jobs.models import JobCreate
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.resilient_store import ResilientStore
-from service.jobs.store import ItemState, JobStatus, JobStore
+from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
+from service.jobs.submit import create_job_from
 from service.remote_models import JobModel, PublishedModel, RemoteModels
 from tests.integration.servers import free_port
 from tests.redis_server import RedisServer
@@ -536,3 +540,31 @@ def test_a_model_published_after_a_lookup_is_found_at_once(store: RedisJobStore)
     store.publish_models("host-1", [_model("onnx:/m.onnx", "m")], ttl_s=10)
     time.sleep(0.3)
     assert remote.get("m").spec == "onnx:/m.onnx"
+
+
+def test_a_job_queued_before_any_worker_published_is_found_again(server: RedisServer, db: redis.Redis) -> None:
+    """The same body, posted with no worker alive and again once one has published and pinned it: one job."""
+    store = RedisJobStore(server.url)  # the server's clock: the dedupe window is measured on the wall clock
+    remote = RemoteModels(store.published_models, "builtin:centerface", cache_s=0)
+    body = JobCreate.model_validate({"items": [{"name": "a", "slots": [{"url": "https://media.example.com/a.jpg"}]}]})
+
+    def post() -> tuple[JobRecord, bool]:
+        return create_job_from(body, settings=Settings(), store=store, models=remote, tenant=TENANT)
+
+    try:
+        cold, _ = post()
+        assert cold.request["model_version"] is None
+        store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+        store.pin_model(cold.id, version="centerface-v1", class_names=["face"])  # the first worker's pin
+        warm, created_warm = post()
+        newer = _model("builtin:centerface", "centerface")
+        newer = dataclasses.replace(newer, info=dataclasses.replace(newer.info, version="centerface-v2"))
+        store.publish_models("host-2", [newer], ttl_s=10)  # a rolling update publishes another version
+        upgraded, created_upgraded = post()
+    finally:
+        store.close()
+
+    assert (warm.id, created_warm) == (cold.id, False)
+    assert created_upgraded
+    assert upgraded.id != cold.id
+    assert upgraded.request["model_version"] == "centerface-v2"

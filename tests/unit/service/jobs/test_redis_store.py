@@ -423,6 +423,23 @@ def test_with_nothing_published_jobs_take_model_specs_unpinned(store: RedisJobSt
     assert remote.pending() == ["onnx:/m.onnx"]
 
 
+def test_with_a_worker_alive_only_a_configured_spec_is_taken_unpublished(
+    store: RedisJobStore, clock: FakeClock
+) -> None:
+    """A live worker publishes what it serves: another spec is a typo, refused now rather than failed per item."""
+    remote = RemoteModels(store.published_models, "builtin:centerface", extra_specs=["onnx:/m.onnx"], cache_s=0)
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+
+    assert remote.for_job("onnx:/m.onnx") == JobModel("onnx:/m.onnx", None, None)  # configured: still loading
+    with pytest.raises(PreannotateError) as caught:
+        remote.for_job("onnx:/models/yolo8.onnx")
+    assert caught.value.code is ErrorCode.MODEL_NOT_FOUND
+    assert "builtin:centerface" in caught.value.message
+
+    clock.advance(11)  # the worker's entry lapses: scaled to zero, the job is what starts one
+    assert remote.for_job("onnx:/models/yolo8.onnx") == JobModel("onnx:/models/yolo8.onnx", None, None)
+
+
 def test_the_catalog_of_a_redis_that_is_down_is_not_ready() -> None:
     def down() -> list[PublishedModel]:
         raise PreannotateError(ErrorCode.NOT_READY, "the job queue is unavailable")

@@ -6,8 +6,9 @@ catalog that outlives them (jobs can queue while workers are scaled to zero and 
 on the lag), plus a liveness entry with a TTL that says how many workers serve each model right now.
 
 On a fresh install nothing is published yet, and with workers scaled to zero nothing ever would be unless
-a job enters the queue: a job for a model no worker has published is accepted unpinned (``JobModel`` with
-no version), and the first worker that runs one of its items pins it and checks its class names.
+a job enters the queue: a job for a configured model no worker has published (or, while no worker is alive,
+for any model spec) is accepted unpinned (``JobModel`` with no version), and the first worker that runs one
+of its items pins it and checks its class names.
 """
 
 from __future__ import annotations
@@ -155,28 +156,42 @@ class RemoteModels:
     def for_job(self, name: str | None) -> JobModel:
         """What a job for ``name`` (None = the default) is pinned to: the published model, else the spec alone.
 
-        An unpublished model is accepted when it is a configured spec or a well-formed model spec (workers are
-        scaled to zero, or still loading); a short name is only known once published.
+        An unpublished model is accepted when it is a configured spec (workers are scaled to zero, or still
+        loading it), or a well-formed model spec while no worker is alive (the job is what starts one). With a
+        worker alive, another spec is one nobody serves (a typo): refused now, not failed item by item later.
+        A short name is only known once published.
 
         Raises:
-            PreannotateError: MODEL_NOT_FOUND (404) for a name that is neither published nor a model spec;
-                NOT_READY (503) while Redis is down.
+            PreannotateError: MODEL_NOT_FOUND (404) for a name that is neither published nor configured nor,
+                with no worker alive, a model spec; NOT_READY (503) while Redis is down.
         """
         spec = self._default_spec if name is None else name
         found = self._find(spec)
         if found is not None:
             return JobModel.of(found)
         if spec not in self._configured:
-            try:
-                parse_spec(spec)
-            except ModelSpecError as exc:
-                known = ", ".join(dict.fromkeys([*self._configured, *(m.spec for m in self.all())]))
-                raise PreannotateError(
-                    ErrorCode.MODEL_NOT_FOUND,
-                    f"model {name!r} is not published by any worker and is not a model spec "
-                    f"({exc}); configured or published: {known}",
-                ) from None
+            self._check_unserved_spec(spec)
         return JobModel(spec, None, None)
+
+    def _check_unserved_spec(self, spec: str) -> None:
+        """Raises MODEL_NOT_FOUND unless ``spec`` is a model spec and no worker is alive to say it is not served."""
+        published = self.all()
+        known = ", ".join(dict.fromkeys([*self._configured, *(m.spec for m in published)]))
+        try:
+            parse_spec(spec)
+        except ModelSpecError as exc:
+            raise PreannotateError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"model {spec!r} is not published by any worker and is not a model spec ({exc}); "
+                f"configured or published: {known}",
+            ) from None
+        live = sorted(m.spec for m in published if m.live_workers > 0)
+        if live:
+            raise PreannotateError(
+                ErrorCode.MODEL_NOT_FOUND,
+                f"model {spec!r} is not served: the live workers serve {', '.join(live)}; "
+                f"configured or published: {known}",
+            )
 
     def close(self) -> None:
         """Nothing to release (the store owns the connection); here so callers treat both registries alike."""

@@ -41,7 +41,17 @@ from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 from service.jobs import redis_scripts as lua
 from service.jobs.sqlite_store import derive_status
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, Lease, check_items, parse_cursor
+from service.jobs.store import (
+    ItemError,
+    ItemResult,
+    ItemState,
+    JobRecord,
+    Lease,
+    ModelPin,
+    check_items,
+    parse_cursor,
+    pin_of,
+)
 from service.metrics import job_finished
 from service.remote_models import PublishedModel
 
@@ -299,9 +309,9 @@ class RedisJobStore:
             )
         return out
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
         """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
-        racing to pin leave one pin, never a mix)."""
+        racing to pin leave one pin, never a mix); returns the pin that stands."""
         key = self._key("job", job_id)
         with self._guard(), self._r.pipeline(transaction=True) as pipe:
             while True:
@@ -309,15 +319,15 @@ class RedisJobStore:
                     pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                     raw = cast(str | None, pipe.hget(key, "request"))
                     if raw is None:
-                        return  # expired or unknown
+                        return None  # expired or unknown
                     request = json.loads(raw)
                     if request.get("model_version") is not None:
-                        return
+                        return pin_of(request)
                     pinned = {**request, "model_version": version, "class_names": list(class_names)}
                     pipe.multi()
                     pipe.hset(key, "request", _dumps(pinned))
                     pipe.execute()
-                    return
+                    return pin_of(pinned)
                 except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
                     continue
 

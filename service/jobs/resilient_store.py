@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import ItemResult, ItemState, JobRecord, Lease
+from service.jobs.store import ItemResult, ItemState, JobRecord, Lease, ModelPin
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +236,9 @@ class ResilientStore:
     ) -> list[ItemResult] | None:
         return self.store.results(tenant=tenant, job_id=job_id, states=states, after=after, limit=limit)
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
         # NOT_READY propagates: the item fails retryably and is run again once Redis is back.
-        self.store.pin_model(job_id, version=version, class_names=class_names)
+        return self.store.pin_model(job_id, version=version, class_names=class_names)
 
     def depth(self) -> int:
         return self.store.depth()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -120,33 +121,56 @@ def run_item(
             continue
         with TemporaryDirectory(dir=work_dir, prefix="preannotate-") as tmp:
             paths = tuple(fetcher.fetch(url, Path(tmp)).path for url in urls)
-            reader = open_slot(name, SlotSpec(slot["name"], paths), sampling, limits)
-            try:
-                # The reader may reorder a DICOM series (anatomical order): list the URLs the same way.
-                by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
-                ordered = tuple(by_path[f] for f in reader.meta.source_files if f in by_path)
-                meta = replace(reader.meta, source_files=ordered if len(ordered) == len(sources) else sources)
-                slots.append(meta)
-                planned += meta.planned_frames
-                if not on_progress(len(frames), planned):
-                    raise ItemStoppedError
-                renamed = keep_partial(_with_sources(reader, paths, sources), warnings)
-                for result in detect_frames(
-                    renamed,
-                    model.batcher,
-                    threshold=params.threshold,
-                    classes=params.classes,
-                    batch_size=model.batcher.max_batch_size,
-                ):
-                    frames.append(result)
-                    if not on_progress(len(frames), max(planned, len(frames))):
+            by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
+            with _named_by_url(by_path, warnings):
+                reader = open_slot(name, SlotSpec(slot["name"], paths), sampling, limits)
+                try:
+                    # The reader may reorder a DICOM series (anatomical order): list the URLs the same way.
+                    ordered = tuple(by_path[f] for f in reader.meta.source_files if f in by_path)
+                    meta = replace(reader.meta, source_files=ordered if len(ordered) == len(sources) else sources)
+                    slots.append(meta)
+                    planned += meta.planned_frames
+                    if not on_progress(len(frames), planned):
                         raise ItemStoppedError
-            finally:
-                reader.close()
+                    renamed = keep_partial(_with_sources(reader, paths, sources), warnings)
+                    for result in detect_frames(
+                        renamed,
+                        model.batcher,
+                        threshold=params.threshold,
+                        classes=params.classes,
+                        batch_size=model.batcher.max_batch_size,
+                    ):
+                        frames.append(result)
+                        if not on_progress(len(frames), max(planned, len(frames))):
+                            raise ItemStoppedError
+                finally:
+                    reader.close()
     item_json = item_result_to_json(slots, frames)
     if warnings:  # the item succeeds with what decoded; the result says what did not
         item_json["warnings"] = [{"code": w.code.code, "message": w.message} for w in warnings]
     return item_json
+
+
+@contextmanager
+def _named_by_url(by_path: Mapping[str, str], warnings: list[PreannotateError]) -> Iterator[None]:
+    """Errors raised and warnings added inside name the URL (``display_source``) instead of the scratch file it
+    was fetched to: the worker's temporary paths mean nothing to a client."""
+    first = len(warnings)
+    try:
+        yield
+    except PreannotateError as exc:
+        raise _renamed(exc, by_path) from exc
+    finally:
+        warnings[first:] = [_renamed(w, by_path) for w in warnings[first:]]
+
+
+def _renamed(exc: PreannotateError, by_path: Mapping[str, str]) -> PreannotateError:
+    message = exc.message
+    for path in sorted(by_path, key=len, reverse=True):  # a longer path first, should one contain another
+        message = message.replace(path, by_path[path])
+    if message == exc.message:
+        return exc
+    return PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s)
 
 
 def _with_sources(reader: SlotReader, paths: tuple[Path, ...], sources: tuple[str, ...]) -> Iterator[Frame]:

@@ -28,8 +28,10 @@ from service.jobs.store import (
     JobRecord,
     JobStatus,
     Lease,
+    ModelPin,
     check_items,
     parse_cursor,
+    pin_of,
 )
 from service.metrics import job_finished
 
@@ -519,14 +521,16 @@ class SqliteJobStore:
         with self._conns_lock:
             return self._settled
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
-        """Pin an unpinned job's model version and classes (the first pin stands)."""
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
+        """Pin an unpinned job's model version and classes (the first pin stands); returns the pin that stands."""
         with self._tx() as conn:
             conn.execute(
                 "UPDATE jobs SET request = json_set(request, '$.model_version', ?, '$.class_names', json(?)) "
                 "WHERE id = ? AND json_extract(request, '$.model_version') IS NULL",
                 (version, _dumps(list(class_names)), job_id),
             )
+            row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else pin_of(json.loads(row[0]))
 
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""

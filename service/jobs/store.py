@@ -9,7 +9,7 @@ one API token never sees another's jobs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +38,22 @@ class ItemError:
     item: str
     code: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPin:
+    """The model version and classes a job's results are stored under (``JobStore.pin_model``)."""
+
+    version: str
+    class_names: tuple[str, ...]
+
+
+def pin_of(request: Mapping[str, Any]) -> ModelPin | None:
+    """The pin a stored request holds; None while it is unpinned (``model_version`` null)."""
+    version = request.get("model_version")
+    if version is None:
+        return None
+    return ModelPin(str(version), tuple(request.get("class_names") or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +191,11 @@ class JobStore(Protocol):
         Returns the ids released; items this worker no longer holds are left alone."""
         ...
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> None:
+    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
         """Record in the job's request the model version and classes a worker runs it with, for a job submitted
         before any worker had published its model (distributed cold start). The first pin stands: a job pinned
-        already is left alone, as is an unknown job."""
+        already is left alone, as is an unknown job. Returns the pin that stands (another worker's, when it
+        won the race), None for an unknown job."""
         ...
 
     def depth(self) -> int:

@@ -44,8 +44,11 @@ CLIENT_KEY_PREFIX = "key:"
 """How ``idempotency_key_idem`` marks a client's key: content and webhook keys use other prefixes."""
 FINGERPRINT = "content_sha256"
 """The stored request's field holding what a client-keyed job was created from (``content_fingerprint``)."""
-# Pinned from the loaded model, not sent by the client: a retry across a model upgrade is still the same request.
-_NOT_FINGERPRINTED = frozenset({"model_version", "class_names"})
+SERVER_PINNED = frozenset({"model_version", "class_names"})
+"""Pinned from the model, not sent by the client, and left out of every dedupe key: unknown (None) until a worker
+publishes the model (distributed cold start), so the same request before and after must make the same key. A
+retry across a model upgrade is still the same request to a client key; content and delivery keys tell versions
+apart when a key is reused (``same_model_version``)."""
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 """A job in one of these states is returned for a repeat however old it is: retention counts for finished jobs."""
 UNSUCCESSFUL = frozenset({JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.PARTIALLY_FAILED})
@@ -198,10 +201,22 @@ def idempotency_key_idem(key: str) -> str:
     return CLIENT_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as every dedupe key hashes them: without ``SERVER_PINNED``."""
+    return {k: v for k, v in params.items() if k not in SERVER_PINNED}
+
+
+def same_model_version(job: JobRecord, params: Mapping[str, Any]) -> bool:
+    """Whether ``job``, found under a content or delivery key, was made for the model version ``params`` name:
+    True while either is unpinned (None), since the key no longer tells them apart (``SERVER_PINNED``)."""
+    stored, current = job.request.get("model_version"), params.get("model_version")
+    return stored is None or current is None or stored == current
+
+
 def _content_sha256(
     params: dict[str, Any], items: Sequence[dict[str, Any]], versions: Mapping[str, str] | None = None
 ) -> str:
-    content: dict[str, Any] = {"params": params, "items": list(items)}
+    content: dict[str, Any] = {"params": key_params(params), "items": list(items)}
     if versions:  # only when there are any: keys of jobs without file:// URLs stay what they always were
         content["files"] = dict(versions)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
@@ -215,8 +230,9 @@ def content_idem(
     prefix: str = "body",
     versions: Mapping[str, str] | None = None,
 ) -> str:
-    """The store key for "these items with these parameters (model version included)", and, where given, these
-    versions of the files behind ``file://`` URLs (``file_versions``): a file changed since is another job."""
+    """The store key for "these items with these parameters" (the model's version left out: ``SERVER_PINNED``),
+    and, where given, these versions of the files behind ``file://`` URLs (``file_versions``): a file changed
+    since is another job."""
     return f"{prefix}:" + _content_sha256(params, items, versions)
 
 
@@ -238,9 +254,9 @@ def file_versions(items: Sequence[ItemIn], local_roots: Sequence[Path]) -> dict[
 
 
 def content_fingerprint(params: dict[str, Any], items: Sequence[dict[str, Any]]) -> str:
-    """What a client-keyed job is stored with, to tell a retry from a reused key: as ``content_idem``, but
-    without what the server pins (the model's version and classes)."""
-    return _content_sha256({k: v for k, v in params.items() if k not in _NOT_FINGERPRINTED}, items)
+    """What a client-keyed job is stored with, to tell a retry from a reused key: as ``content_idem``, without
+    the ``file://`` versions."""
+    return _content_sha256(params, items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +361,11 @@ def enqueue(
     existing = store.find_job(tenant=tenant, idem_key=idem_key)
     if existing is not None:
         retention_s = settings.idempotency_retention_s
-        if _reused(existing, fingerprint, retention_s=retention_s, renew_unsuccessful=renew_unsuccessful, now=clock()):
+        # A content or delivery key hides the model version: another version is another job (a client key: a retry).
+        same_model = fingerprint is not None or same_model_version(existing, prepared.params)
+        if same_model and _reused(
+            existing, fingerprint, retention_s=retention_s, renew_unsuccessful=renew_unsuccessful, now=clock()
+        ):
             return existing, False  # however full the queue is now
         # Compare-and-delete: if a concurrent request replaced the job first, create_job below finds its job.
         store.forget_idem_key(tenant=tenant, idem_key=idem_key, job_id=existing.id)

@@ -25,7 +25,7 @@ from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import Pushers
 from service.jobs.runner import ItemStoppedError, JobParams, run_item
-from service.jobs.store import JobStore, Lease
+from service.jobs.store import JobStore, Lease, ModelPin, pin_of
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
@@ -162,13 +162,30 @@ class WorkerPool:
                 self._in_flight.pop(lease.item_id, None)
 
     def _pinned(self, lease: Lease, model: LoadedModel) -> Lease:
-        """A job submitted before any worker had published its model (distributed cold start) carries no
-        version: the first worker to run it pins the one it runs, so results and pushes name it."""
-        if lease.request.get("model_version") is not None:
-            return lease
-        version, class_names = model.info.version, list(model.info.class_names)
-        self._store.pin_model(lease.job_id, version=version, class_names=class_names)
-        return replace(lease, request={**lease.request, "model_version": version, "class_names": class_names})
+        """The lease with the job's pin: a job submitted before any worker had published its model (distributed
+        cold start) carries no version, and the first worker to run it pins the one it runs, so results and
+        pushes name it.
+
+        Raises:
+            PreannotateError: NOT_READY (retryable) when the job is pinned to classes this worker's model does
+                not have (another worker won the pin, or a rolling update): results stored under the job's
+                class names would be mislabelled, so a worker of the pinned model is left to run it.
+        """
+        mine = ModelPin(model.info.version, tuple(model.info.class_names))
+        pin = pin_of(lease.request)
+        if pin is None:
+            pin = self._store.pin_model(lease.job_id, version=mine.version, class_names=mine.class_names) or mine
+            lease = replace(
+                lease, request={**lease.request, "model_version": pin.version, "class_names": list(pin.class_names)}
+            )
+        if pin.class_names and pin.class_names != mine.class_names:
+            raise PreannotateError(
+                ErrorCode.NOT_READY,
+                f"the job is pinned to model version {pin.version!r} with classes {list(pin.class_names)}; "
+                f"this worker runs {mine.version!r} with classes {list(mine.class_names)}: "
+                "left to a worker of the pinned model",
+            )
+        return lease
 
     def _push(self, lease: Lease, flight: _InFlight, result: dict[str, Any]) -> None:
         """Send the item to the job's destinations; pushes are idempotent, so a retry re-sends safely."""

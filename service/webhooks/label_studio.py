@@ -25,6 +25,7 @@ from service.convert.label_studio import LsObject, parse_label_config
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import LABEL_STUDIO, via
 from service.jobs.models import SLOT_NAME_PATTERN, ItemIn, SlotIn
+from service.jobs.submit import key_params
 
 TASKS_CREATED = "TASKS_CREATED"
 PROJECT_UPDATED = "PROJECT_UPDATED"
@@ -161,9 +162,10 @@ def task_version(task: Mapping[str, Any]) -> tuple[int, str]:
 
 
 def delivery_idem(project_id: int, action: str, tasks: Sequence[tuple[int, str]], params: Mapping[str, Any]) -> str:
-    """The store key for "these task states, this project and action, these job parameters"."""
+    """The store key for "these task states, this project and action, these job parameters" (the model's
+    version left out: ``SERVER_PINNED``)."""
     canonical = json.dumps(
-        {"project": project_id, "action": action, "tasks": sorted(tasks), "params": params},
+        {"project": project_id, "action": action, "tasks": sorted(tasks), "params": key_params(params)},
         sort_keys=True,
         separators=(",", ":"),
     )

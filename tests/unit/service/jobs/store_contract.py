@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import pytest
 from prometheus_client import REGISTRY
 
-from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
+from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore, ModelPin
 from service.metrics import JOB_OUTCOMES
 
 TENANT = "tenant-a"
@@ -504,9 +504,10 @@ class JobStoreContract:
     def test_the_first_pin_of_an_unpinned_job_stands(self, store: JobStore) -> None:
         request = {"model": "onnx:/m.onnx", "model_version": None, "class_names": None, "outputs": []}
         job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=request, items=items(2))
-        store.pin_model(job.id, version="m-v1", class_names=["car", "person"])
-        store.pin_model(job.id, version="m-v2", class_names=["car"])  # a second worker, a newer model: too late
-        store.pin_model("no-such-job", version="m-v1", class_names=[])
+        first = store.pin_model(job.id, version="m-v1", class_names=["car", "person"])
+        late = store.pin_model(job.id, version="m-v2", class_names=["car"])  # a second worker, a newer model
+        assert first == late == ModelPin("m-v1", ("car", "person"))  # the loser is told which pin stands
+        assert store.pin_model("no-such-job", version="m-v1", class_names=[]) is None
 
         (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
         pinned = {**request, "model_version": "m-v1", "class_names": ["car", "person"]}
@@ -518,7 +519,7 @@ class JobStoreContract:
     def test_a_pinned_job_is_left_alone(self, store: JobStore) -> None:
         request = {"model": "m", "model_version": "m-v1", "class_names": ["face"]}
         job, _ = store.create_job(tenant=TENANT, idem_key="warm", request=request, items=items(1))
-        store.pin_model(job.id, version="m-v2", class_names=["car"])
+        assert store.pin_model(job.id, version="m-v2", class_names=["car"]) == ModelPin("m-v1", ("face",))
         record = store.get_job(tenant=TENANT, job_id=job.id)
         assert record is not None
         assert record.request == request

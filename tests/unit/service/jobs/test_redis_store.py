@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 import time
@@ -13,10 +14,13 @@ import pytest
 import redis
 
 from models.types import ModelInfo
+from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
+from service.jobs.models import JobCreate
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.resilient_store import ResilientStore
-from service.jobs.store import ItemState, JobStatus, JobStore
+from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
+from service.jobs.submit import create_job_from
 from service.remote_models import JobModel, PublishedModel, RemoteModels
 from tests.integration.servers import free_port
 from tests.redis_server import RedisServer
@@ -419,6 +423,23 @@ def test_with_nothing_published_jobs_take_model_specs_unpinned(store: RedisJobSt
     assert remote.pending() == ["onnx:/m.onnx"]
 
 
+def test_with_a_worker_alive_only_a_configured_spec_is_taken_unpublished(
+    store: RedisJobStore, clock: FakeClock
+) -> None:
+    """A live worker publishes what it serves: another spec is a typo, refused now rather than failed per item."""
+    remote = RemoteModels(store.published_models, "builtin:centerface", extra_specs=["onnx:/m.onnx"], cache_s=0)
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+
+    assert remote.for_job("onnx:/m.onnx") == JobModel("onnx:/m.onnx", None, None)  # configured: still loading
+    with pytest.raises(PreannotateError) as caught:
+        remote.for_job("onnx:/models/yolo8.onnx")
+    assert caught.value.code is ErrorCode.MODEL_NOT_FOUND
+    assert "builtin:centerface" in caught.value.message
+
+    clock.advance(11)  # the worker's entry lapses: scaled to zero, the job is what starts one
+    assert remote.for_job("onnx:/models/yolo8.onnx") == JobModel("onnx:/models/yolo8.onnx", None, None)
+
+
 def test_the_catalog_of_a_redis_that_is_down_is_not_ready() -> None:
     def down() -> list[PublishedModel]:
         raise PreannotateError(ErrorCode.NOT_READY, "the job queue is unavailable")
@@ -536,3 +557,31 @@ def test_a_model_published_after_a_lookup_is_found_at_once(store: RedisJobStore)
     store.publish_models("host-1", [_model("onnx:/m.onnx", "m")], ttl_s=10)
     time.sleep(0.3)
     assert remote.get("m").spec == "onnx:/m.onnx"
+
+
+def test_a_job_queued_before_any_worker_published_is_found_again(server: RedisServer, db: redis.Redis) -> None:
+    """The same body, posted with no worker alive and again once one has published and pinned it: one job."""
+    store = RedisJobStore(server.url)  # the server's clock: the dedupe window is measured on the wall clock
+    remote = RemoteModels(store.published_models, "builtin:centerface", cache_s=0)
+    body = JobCreate.model_validate({"items": [{"name": "a", "slots": [{"url": "https://media.example.com/a.jpg"}]}]})
+
+    def post() -> tuple[JobRecord, bool]:
+        return create_job_from(body, settings=Settings(), store=store, models=remote, tenant=TENANT)
+
+    try:
+        cold, _ = post()
+        assert cold.request["model_version"] is None
+        store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+        store.pin_model(cold.id, version="centerface-v1", class_names=["face"])  # the first worker's pin
+        warm, created_warm = post()
+        newer = _model("builtin:centerface", "centerface")
+        newer = dataclasses.replace(newer, info=dataclasses.replace(newer.info, version="centerface-v2"))
+        store.publish_models("host-2", [newer], ttl_s=10)  # a rolling update publishes another version
+        upgraded, created_upgraded = post()
+    finally:
+        store.close()
+
+    assert (warm.id, created_warm) == (cold.id, False)
+    assert created_upgraded
+    assert upgraded.id != cold.id
+    assert upgraded.request["model_version"] == "centerface-v2"

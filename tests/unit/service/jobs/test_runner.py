@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from models.registry import load_detector
+from service.errors import PreannotateError
 from service.jobs.runner import display_source, run_item
 from service.jobs.store import Lease
 from service.jobs.worker import retry_delay_s
@@ -18,6 +20,7 @@ from service.pipeline.options import MediaLimits
 from service.samples import write_video
 from tests.media import corrupt_payloads, cut_copy
 from tests.media_dicom import series_slice
+from tests.unit.service import fetch_servers as fs
 
 
 @pytest.mark.parametrize(
@@ -120,3 +123,69 @@ def test_a_truncated_video_keeps_what_it_has_and_says_how_much_is_missing(tmp_pa
     assert "cut.mkv: truncated" in warning["message"]
     assert f"{10 - decoded} of 10 sampled frames could not be decoded ({decoded} decoded)" in warning["message"]
     assert result["slots"][0]["frame_count"] < 300  # what the file holds, not what its header promised
+
+
+def _http_lease(url: str) -> Lease:
+    return Lease(
+        item_id=1,
+        job_id="j",
+        position=0,
+        item={"name": "clip", "slots": [{"name": "0", "url": url}]},
+        request={"model": "builtin:centerface", "fps": 1.0, "sampling": "exact", "threshold": 0.5},
+        attempt=1,
+    )
+
+
+def _run_over_http(lease: Lease, server: fs.LoopServer, work_dir: Path) -> dict[str, Any]:
+    """``run_item`` with a fetcher that may reach the loopback server: the body lands in a scratch file."""
+    batcher = DynamicBatcher(load_detector("builtin:centerface"), max_batch_size=1, max_wait_ms=0)
+    batcher.start()
+    try:
+        return run_item(
+            lease,
+            model=LoadedModel("builtin:centerface", batcher),
+            fetcher=Fetcher(FetchPolicy(allowed_hosts=frozenset({server.netloc}))),
+            limits=MediaLimits(),
+            work_dir=work_dir,
+            on_progress=lambda done, planned: True,
+        )
+    finally:
+        batcher.close()
+
+
+@pytest.fixture
+def server() -> Iterator[fs.LoopServer]:
+    loop = fs.LoopServer()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def test_a_warning_names_the_url_not_the_workers_scratch_file(tmp_path: Path, server: fs.LoopServer) -> None:
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    write_video(whole, duration_s=10.0, gop=30)
+    cut_copy(whole, cut, 0.4)
+    server.routes["/media/cut.mkv"] = fs.body(cut.read_bytes())
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    result = _run_over_http(_http_lease(f"http://{server.netloc}/media/cut.mkv?sig=secret"), server, scratch)
+
+    (warning,) = result["warnings"]
+    assert warning["message"].startswith(f"http://{server.netloc}/media/cut.mkv: truncated: ")
+    assert str(scratch) not in warning["message"]
+    assert "secret" not in warning["message"]
+
+
+def test_a_slot_that_cannot_be_opened_names_the_url_not_the_scratch_file(tmp_path: Path, server: fs.LoopServer) -> None:
+    server.routes["/media/notes.mkv"] = fs.body(b"these are notes, not a video\n" * 20)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    with pytest.raises(PreannotateError) as caught:
+        _run_over_http(_http_lease(f"http://{server.netloc}/media/notes.mkv?sig=secret"), server, scratch)
+
+    assert f"http://{server.netloc}/media/notes.mkv" in caught.value.message
+    assert str(scratch) not in caught.value.message
+    assert "secret" not in caught.value.message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from service.jobs.submit import (
     idempotency_key_idem,
     queue_full_retry_after_s,
 )
+from service.webhooks.label_studio import delivery_idem as ls_delivery_idem
+from service.webhooks.v7 import delivery_idem as v7_delivery_idem
 from tests.unit.service.jobs.store_contract import FakeClock
 
 TENANT = "tenant-a"
@@ -297,3 +299,39 @@ def test_a_client_key_of_an_old_queued_job_still_refuses_another_body(tmp_path: 
         store.close()
 
     assert caught.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+UNPINNED = {**PARAMS, "model_version": None, "class_names": None}
+"""``PARAMS`` as stored while no worker has published the model (distributed cold start)."""
+
+KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "content": lambda params: content_idem(params, prepared().items),
+    "label-studio": lambda params: ls_delivery_idem(7, "TASKS_CREATED", [(1, "2024-01-01T00:00:00Z")], params),
+    "v7": lambda params: v7_delivery_idem("item-1", "media-hash", params),
+}
+
+
+@pytest.mark.parametrize("derive", KEYS.values(), ids=KEYS.keys())
+def test_a_request_keeps_its_key_once_a_worker_publishes_its_model(derive: Callable[[dict[str, Any]], str]) -> None:
+    assert derive(UNPINNED) == derive(PARAMS) == derive({**PARAMS, "model_version": "v2", "class_names": ["car"]})
+    assert derive({**PARAMS, "fps": 2.0}) != derive(PARAMS)  # what the client sent still tells jobs apart
+
+
+@pytest.mark.parametrize("derive", KEYS.values(), ids=KEYS.keys())
+def test_a_job_queued_unpinned_is_the_job_of_its_pinned_version_only(
+    store: SqliteJobStore, derive: Callable[[dict[str, Any]], str]
+) -> None:
+    """A Label Studio sweep round before the first worker published, then one after: one job, not two."""
+    cold = prepared(1, model_version=None, class_names=None)
+    job, _ = submit(store, cold, derive(cold.params))
+    store.pin_model(job.id, version="v1", class_names=["person"])
+
+    warm = prepared(1)  # the published catalog names v1 now
+    again, created = submit(store, warm, derive(warm.params))
+    upgraded = prepared(1, model_version="v2", class_names=["person", "car"])
+    newer, created_newer = submit(store, upgraded, derive(upgraded.params))
+
+    assert (again.id, created) == (job.id, False)
+    assert created_newer
+    assert newer.id != job.id
+    assert newer.request["model_version"] == "v2"

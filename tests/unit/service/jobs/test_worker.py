@@ -33,17 +33,28 @@ REQUEST = {
 }
 
 
+class _Model:
+    """A loaded model as the pool sees it (``run_item`` is faked): the one ``REQUEST`` is pinned to."""
+
+    info = ModelInfo("m", "m", "m-v1", ("face",), "onnxruntime", "cpu", 1, 640)
+
+
 class _Models:
-    def get(self, name: str | None) -> object:
-        return object()
+    def get(self, name: str | None) -> _Model:
+        return _Model()
 
 
 class _SpyStore(SqliteJobStore):
-    """Records ``release`` calls."""
+    """Records ``release`` and ``fail`` calls."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.released: list[list[int]] = []
+        self.failures: list[tuple[str, bool]] = []
+
+    def fail(self, worker: str, item_id: int, **kwargs: Any) -> None:
+        self.failures.append((kwargs["code"], kwargs["retryable"]))
+        super().fail(worker, item_id, **kwargs)
 
     def release(self, worker: str, item_ids: Sequence[int]) -> list[int]:
         self.released.append(list(item_ids))
@@ -150,3 +161,83 @@ def test_a_job_submitted_before_its_model_was_published_is_pinned_and_its_classe
     assert error.code == "invalid_argument"  # not retryable: a retry would fail the same way
     assert "car" in error.message
     assert "face" in error.message
+
+
+class _LosingTheRace(_SpyStore):
+    """Another worker pins the job to ``winner`` between our lease and our pin."""
+
+    def __init__(self, path: Path, winner: tuple[str, list[str]]) -> None:
+        super().__init__(path)
+        self.winner = winner
+
+    def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
+        leases = super().lease(worker, max_items=max_items, lease_s=lease_s)
+        for lease in leases:
+            self.pin_model(lease.job_id, version=self.winner[0], class_names=self.winner[1])
+        return leases
+
+
+def test_a_worker_that_loses_the_pin_to_other_classes_leaves_the_item_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling update: its results would be stored under the winner's class names, mislabelled."""
+    ran: list[Lease] = []
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
+    store = _LosingTheRace(tmp_path / "jobs.db", ("m-v2", ["car", "face"]))
+    unpinned = {**REQUEST, "model_version": None, "class_names": None}
+    job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=unpinned, items=[{"name": "a.jpg"}])
+    pool = pool_for(store)  # runs m-v1 with ("face",)
+    pool.start()
+    try:
+        wait_until(lambda: bool(store.failures))
+    finally:
+        pool.stop(grace_s=1.0)
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        store.close()
+
+    assert ran == []
+    assert store.failures[0] == ("not_ready", True)  # retried later, on a worker of the pinned model
+    assert record is not None
+    assert (record.request["model_version"], record.request["class_names"]) == ("m-v2", ["car", "face"])
+    assert record.status is not JobStatus.SUCCEEDED
+
+
+def test_a_worker_that_loses_the_pin_to_the_same_classes_runs_the_item_under_the_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same classes from other weights label the same way: the item runs, its results name the pin."""
+    ran: list[Lease] = []
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
+    store = _LosingTheRace(tmp_path / "jobs.db", ("m-v0", ["face"]))
+    unpinned = {**REQUEST, "model_version": None, "class_names": None}
+    store.create_job(tenant=TENANT, idem_key="cold", request=unpinned, items=[{"name": "a.jpg"}])
+    pool = pool_for(store)  # runs m-v1 with ("face",)
+    pool.start()
+    try:
+        wait_until(lambda: bool(ran))
+    finally:
+        pool.stop(grace_s=1.0)
+        store.close()
+
+    (run,) = ran
+    assert (run.request["model_version"], run.request["class_names"]) == ("m-v0", ["face"])
+    assert store.failures == []
+
+
+def test_a_job_pinned_to_other_classes_is_not_run_by_this_worker(
+    store: _SpyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling update: the job was submitted while the old model (other classes) was published."""
+    ran: list[Lease] = []
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
+    old_model = {**REQUEST, "model_version": "m-v0", "class_names": ["person"]}
+    store.create_job(tenant=TENANT, idem_key="old", request=old_model, items=[{"name": "a.jpg"}])
+    pool = pool_for(store)
+    pool.start()
+    try:
+        wait_until(lambda: bool(store.failures or ran))
+    finally:
+        pool.stop(grace_s=1.0)
+
+    assert ran == []
+    assert store.failures == [("not_ready", True)]

@@ -117,7 +117,7 @@ def test_coco_output_loads_in_pycocotools_and_finds_the_face(
 
 
 def test_inputs_of_one_name_keep_relative_names_that_consumers_resolve(inputs: dict[str, Path], tmp_path: Path) -> None:
-    """/root/x1/face.png and /root/x2/face.png: COCO file_name and the Darwin item are x1/face.png, x2/face.png
+    """…/x1/face.png and …/x2/face.png: COCO file_name and the Darwin item are x1/face.png, x2/face.png
     (never the absolute path), so supervision finds each file under the images root."""
     sv = pytest.importorskip("supervision")
     root = tmp_path / "images"

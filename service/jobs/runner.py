@@ -132,7 +132,7 @@ def run_item(
                     planned += meta.planned_frames
                     if not on_progress(len(frames), planned):
                         raise ItemStoppedError
-                    renamed = keep_partial(_with_sources(reader, paths, sources), warnings)
+                    renamed = keep_partial(_with_sources(reader, by_path, sources[0]), warnings)
                     for result in detect_frames(
                         renamed,
                         model.batcher,
@@ -173,9 +173,9 @@ def _renamed(exc: PreannotateError, by_path: Mapping[str, str]) -> PreannotateEr
     return PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s)
 
 
-def _with_sources(reader: SlotReader, paths: tuple[Path, ...], sources: tuple[str, ...]) -> Iterator[Frame]:
-    """Frames re-labelled with the URL they came from instead of the scratch file's path."""
-    by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
+def _with_sources(reader: SlotReader, by_path: Mapping[str, str], first: str) -> Iterator[Frame]:
+    """Frames re-labelled with the URL they came from (``by_path``: scratch path -> URL) instead of the scratch
+    file's path; ``first`` for a frame that names no fetched file."""
     for frame in reader:
-        source = by_path.get(frame.info.source, sources[0])
+        source = by_path.get(frame.info.source, first)
         yield replace(frame, info=replace(frame.info, source=source))

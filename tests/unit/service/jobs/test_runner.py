@@ -46,6 +46,22 @@ def test_retry_delay_is_jittered_and_capped(attempt: int, cap: float) -> None:
     assert len(set(delays)) > 100  # full jitter, not a fixed schedule
 
 
+def _lease(item: dict[str, Any], *, fps: float) -> Lease:
+    """A first attempt at ``item`` with the default model, exact sampling at ``fps``."""
+    return Lease(
+        item_id=1,
+        job_id="j",
+        position=0,
+        item=item,
+        request={"model": "builtin:centerface", "fps": fps, "sampling": "exact", "threshold": 0.5},
+        attempt=1,
+    )
+
+
+def _clip_lease(url: str) -> Lease:
+    return _lease({"name": "clip", "slots": [{"name": "0", "url": url}]}, fps=1.0)
+
+
 def _run_with_the_default_model(lease: Lease, root: Path) -> dict[str, Any]:
     """``run_item`` as a worker runs it: the real default model behind a batcher, ``file://`` under ``root``."""
     batcher = DynamicBatcher(load_detector("builtin:centerface"), max_batch_size=1, max_wait_ms=0)
@@ -68,14 +84,7 @@ def test_a_partly_corrupt_video_keeps_what_decoded_and_says_what_did_not(
 ) -> None:
     broken = tmp_path / "broken.mkv"
     corrupt_payloads(clips["bframes"], broken, range(60, 100))  # two of six GOPs
-    lease = Lease(
-        item_id=1,
-        job_id="j",
-        position=0,
-        item={"name": "clip", "slots": [{"name": "0", "url": broken.as_uri()}]},
-        request={"model": "builtin:centerface", "fps": 2.0, "sampling": "exact", "threshold": 0.5},
-        attempt=1,
-    )
+    lease = _lease({"name": "clip", "slots": [{"name": "0", "url": broken.as_uri()}]}, fps=2.0)
     result = _run_with_the_default_model(lease, tmp_path)
     planned = result["slots"][0]["planned_frames"]
     assert 0 < len(result["frames"]) < planned
@@ -90,14 +99,7 @@ def test_a_series_sent_out_of_order_lists_its_urls_in_frame_order(tmp_path: Path
     for z in (10, 0, 5):
         path = series_slice(tmp_path / f"z{z}.dcm", z * 10, series_uid="1.2.3", position=(0, 0, z))
         urls.append(path.as_uri())
-    lease = Lease(
-        item_id=1,
-        job_id="j",
-        position=0,
-        item={"name": "ct", "slots": [{"name": "0", "urls": urls}]},
-        request={"model": "builtin:centerface", "fps": 1.0, "sampling": "exact", "threshold": 0.5},
-        attempt=1,
-    )
+    lease = _lease({"name": "ct", "slots": [{"name": "0", "urls": urls}]}, fps=1.0)
     result = _run_with_the_default_model(lease, tmp_path)
     assert result["slots"][0]["source_files"] == [urls[1], urls[2], urls[0]]
 
@@ -107,14 +109,7 @@ def test_a_truncated_video_keeps_what_it_has_and_says_how_much_is_missing(tmp_pa
     whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
     write_video(whole, duration_s=10.0, gop=30)
     cut_copy(whole, cut, 0.4)
-    lease = Lease(
-        item_id=1,
-        job_id="j",
-        position=0,
-        item={"name": "clip", "slots": [{"name": "0", "url": cut.as_uri()}]},
-        request={"model": "builtin:centerface", "fps": 1.0, "sampling": "exact", "threshold": 0.5},
-        attempt=1,
-    )
+    lease = _lease({"name": "clip", "slots": [{"name": "0", "url": cut.as_uri()}]}, fps=1.0)
     result = _run_with_the_default_model(lease, tmp_path)
     decoded = len(result["frames"])
     assert 2 <= decoded < 10
@@ -123,17 +118,6 @@ def test_a_truncated_video_keeps_what_it_has_and_says_how_much_is_missing(tmp_pa
     assert "cut.mkv: truncated" in warning["message"]
     assert f"{10 - decoded} of 10 sampled frames could not be decoded ({decoded} decoded)" in warning["message"]
     assert result["slots"][0]["frame_count"] < 300  # what the file holds, not what its header promised
-
-
-def _http_lease(url: str) -> Lease:
-    return Lease(
-        item_id=1,
-        job_id="j",
-        position=0,
-        item={"name": "clip", "slots": [{"name": "0", "url": url}]},
-        request={"model": "builtin:centerface", "fps": 1.0, "sampling": "exact", "threshold": 0.5},
-        attempt=1,
-    )
 
 
 def _run_over_http(lease: Lease, server: fs.LoopServer, work_dir: Path) -> dict[str, Any]:
@@ -170,7 +154,7 @@ def test_a_warning_names_the_url_not_the_workers_scratch_file(tmp_path: Path, se
     scratch = tmp_path / "scratch"
     scratch.mkdir()
 
-    result = _run_over_http(_http_lease(f"http://{server.netloc}/media/cut.mkv?sig=secret"), server, scratch)
+    result = _run_over_http(_clip_lease(f"http://{server.netloc}/media/cut.mkv?sig=secret"), server, scratch)
 
     (warning,) = result["warnings"]
     assert warning["message"].startswith(f"http://{server.netloc}/media/cut.mkv: truncated: ")
@@ -184,7 +168,7 @@ def test_a_slot_that_cannot_be_opened_names_the_url_not_the_scratch_file(tmp_pat
     scratch.mkdir()
 
     with pytest.raises(PreannotateError) as caught:
-        _run_over_http(_http_lease(f"http://{server.netloc}/media/notes.mkv?sig=secret"), server, scratch)
+        _run_over_http(_clip_lease(f"http://{server.netloc}/media/notes.mkv?sig=secret"), server, scratch)
 
     assert f"http://{server.netloc}/media/notes.mkv" in caught.value.message
     assert str(scratch) not in caught.value.message

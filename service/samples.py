@@ -73,6 +73,7 @@ def write_video(
     rotation_deg: int = 0,
     boxes: Sequence[MovingBox] = DEFAULT_BOXES,
     seed: int = 0,
+    threads: int = 0,
 ) -> list[float]:
     """Encode a synthetic clip and return the presentation time of every frame, in order.
 
@@ -91,6 +92,8 @@ def write_video(
         rotation_deg: display rotation stored in the container (players rotate on display).
         boxes: the moving content.
         seed: texture seed.
+        threads: encoder threads; 0 lets FFmpeg choose. x264's frame threads make the bytes depend on
+            scheduling (seen under load), so clips that must match another encode bit for bit use 1.
     """
     times = (
         list(frame_times_s) if frame_times_s is not None else [float(i / fps) for i in range(round(duration_s * fps))]
@@ -105,6 +108,7 @@ def write_video(
         stream = _video_stream(container.add_stream(codec, rate=fps, options=options))
         stream.width, stream.height, stream.pix_fmt = width_px, height_px, "yuv420p"
         stream.codec_context.time_base = time_base
+        stream.codec_context.thread_count = threads
         if rotation_deg:
             stream.set_display_rotation(rotation_deg)
         for t in times:

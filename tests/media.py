@@ -51,9 +51,10 @@ CLIPS: dict[str, ClipSpec] = {
 
 
 def make_clip(directory: Path, spec: ClipSpec) -> Path:
+    """The clip, encoded on one thread: twins (rotated/unrotated, AVI/MP4) must be the same bitstream."""
     path = directory / spec.file_name
     if not path.exists():
-        write_video(path, **spec.kwargs)
+        write_video(path, threads=1, **spec.kwargs)
     return path
 
 

@@ -1,0 +1,120 @@
+"""``JobSpec``: what every item of a job shares, parsed once at submit, stored, and parsed once at lease.
+
+The stored form (``to_stored``) is the JSON object jobs have always been stored with, key for key: dedupe keys
+hash it (``service.jobs.submit.content_idem``), so a job submitted before this type existed and the same job
+submitted now must make the same key, and a stored job of an older release must parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.convert.types import ModelRef
+from service.jobs.models import Destination, OutputFormat, TracksIn
+from service.pipeline.options import SamplingMode
+
+if TYPE_CHECKING:
+    from service.config import Settings
+    from service.convert.tracks import TrackerOptions
+
+
+class PinnedTracks(BaseModel):
+    """The tracker a job's items are linked with, pinned at submit so every worker links them the same way."""
+
+    enabled: bool
+    iou: float
+    max_gap: int
+    min_length: int
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_request(cls, tracks: TracksIn | None, settings: Settings) -> PinnedTracks:
+        """The body's fields, else the settings'."""
+        tracks = tracks or TracksIn()
+        return cls(
+            enabled=settings.tracks if tracks.enabled is None else tracks.enabled,
+            iou=settings.track_iou if tracks.iou is None else tracks.iou,
+            max_gap=settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
+            min_length=settings.track_min_length if tracks.min_length is None else tracks.min_length,
+        )
+
+
+class JobSpec(BaseModel):
+    """A job's shared parameters, as stored.
+
+    Attributes:
+        model: the model's spec (or name) the job runs.
+        model_version: the pinned version of its weights; None until a worker publishes the model (distributed
+            cold start) and ``JobStore.pin_model`` pins it.
+        class_names: the pinned model's labels (None while unpinned).
+        fps: frames per second sampled from videos; 0 = every frame.
+        sampling: exact or key-frame sampling.
+        threshold: least detection score kept.
+        classes: the model's classes kept (None = all).
+        outputs: formats ``GET /v1/jobs/{id}/result`` can render.
+        destinations: labeling tools each finished item is pushed to.
+        tracks: the pinned tracker; None for a job stored before trackers were pinned (this process's settings).
+        content_sha256: what a client-keyed job was created from (``content_fingerprint``); None otherwise.
+    """
+
+    model: str
+    model_version: str | None = None
+    class_names: tuple[str, ...] | None = None
+    fps: float
+    sampling: SamplingMode
+    threshold: float
+    classes: tuple[str, ...] | None = None
+    outputs: tuple[OutputFormat, ...] = ("coco",)
+    destinations: tuple[Destination, ...] = ()
+    tracks: PinnedTracks | None = None
+    content_sha256: str | None = Field(None, description="see service.jobs.submit.FINGERPRINT")
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> JobSpec:
+        """Parse a stored request (the one place a job's JSON becomes typed)."""
+        return cls.model_validate(stored)
+
+    def to_stored(self) -> dict[str, Any]:
+        """The JSON object stored for the job: the shape and values older releases stored and hashed."""
+        stored: dict[str, Any] = {
+            "model": self.model,
+            "model_version": self.model_version,
+            "class_names": None if self.class_names is None else list(self.class_names),
+            "fps": self.fps,
+            "sampling": self.sampling.value,
+            "threshold": self.threshold,
+            "classes": None if self.classes is None else list(self.classes),
+            "outputs": list(self.outputs),
+            "destinations": [d.model_dump(exclude_none=True) for d in self.destinations],
+        }
+        if self.tracks is not None:
+            stored["tracks"] = self.tracks.model_dump()
+        if self.content_sha256 is not None:
+            stored["content_sha256"] = self.content_sha256
+        return stored
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """The model behind the job's predictions, as converters write it (empty version while unpinned)."""
+        return ModelRef(spec=self.model, version=self.model_version or "", class_names=self.class_names or ())
+
+    def tracker(self, settings: Settings) -> TrackerOptions | None:
+        """The tracker the job's items are linked with, None when off; a job stored before trackers were
+        pinned takes ``settings``'."""
+        if self.tracks is None:
+            return settings.tracker_options()
+        if not self.tracks.enabled:
+            return None
+        from service.convert.tracks import TrackerOptions  # scipy stays out of the submit path's imports
+
+        return TrackerOptions(iou_gate=self.tracks.iou, max_gap=self.tracks.max_gap, min_length=self.tracks.min_length)
+
+    def pinned(self, version: str, class_names: tuple[str, ...]) -> JobSpec:
+        """This spec with its model pinned."""
+        return self.model_copy(update={"model_version": version, "class_names": class_names})

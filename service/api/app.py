@@ -24,7 +24,6 @@ from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
 from service.jobs.backend_media import BackendMediaFetcher
-from service.jobs.models import JobCreate
 from service.jobs.push import Pushers
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.store import JobStore
@@ -34,6 +33,7 @@ from service.loaded_models import ModelRegistry
 from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from service.pipeline.fetch import Fetcher
 from service.remote_models import RemoteModels
+from service.spec.requests import JobCreate
 
 if TYPE_CHECKING:
     from service.jobs.redis_store import RetryPromoter

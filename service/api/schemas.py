@@ -94,7 +94,7 @@ class PredictResponse(BaseModel):
     )
 
 
-# --- jobs (request bodies live in service.jobs.models) ------------------------------------------
+# --- jobs (request bodies live in service.spec.requests) ------------------------------------------
 
 
 class JobAccepted(BaseModel):

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.models import MAX_URL_LENGTH, ItemIn, SlotIn
+from service.spec.requests import MAX_URL_LENGTH, ItemIn, SlotIn
 
 MAX_ITEMS = 500_000  # per registration JSON
 MAX_URLS = 1_000_000

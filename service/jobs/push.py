@@ -26,9 +26,9 @@ from service.config import Settings
 from service.convert.tracks import TrackerOptions, optional_tracks, region_tracks
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.models import Destination, ItemIn
 from service.jobs.runner import job_tracker
 from service.pipeline.fetch import Fetcher
+from service.spec.requests import Destination, ItemIn
 
 if TYPE_CHECKING:
     from service.backends.encord import EncordItemError, EncordPush, EncordPushResult

@@ -26,13 +26,13 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.models import ItemIn, JobCreate
 from service.jobs.push import check_destination
 from service.jobs.runner import pinned_tracks
 from service.jobs.store import JobRecord, JobStatus, JobStore
 from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
 from service.remote_models import JobModel
+from service.spec.requests import ItemIn, JobCreate
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see

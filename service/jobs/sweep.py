@@ -28,9 +28,9 @@ from service.config import Settings
 from service.convert.label_studio import LsObject
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import VIA_SCHEMES
-from service.jobs.models import Destination, JobCreate
 from service.jobs.store import JobStore
 from service.jobs.submit import ModelLookup, enqueue, prepare_job
+from service.spec.requests import Destination, JobCreate
 from service.webhooks.config import WebhookConfig
 from service.webhooks.label_studio import TASKS_CREATED, delivery_idem, targets_of, task_item, task_version
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.models import Destination, ItemIn, JobCreate, SlotIn
+from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn
 from service.webhooks.routing import S3Rule
 
 # MinIO files metadata-only changes under ObjectCreated too; the bytes are unchanged, so there is nothing to run.

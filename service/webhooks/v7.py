@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from service.backends.origin_auth import Origin, origin_of
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import V7, via
-from service.jobs.models import ItemIn, SlotIn
 from service.jobs.submit import key_params
+from service.spec.requests import ItemIn, SlotIn
 
 _SLOT_TYPES = frozenset({"image", "video", "dicom", "pdf"})
 _PLAIN_SCHEMES = frozenset({"http", "https", "s3"})

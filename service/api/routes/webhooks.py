@@ -40,9 +40,9 @@ from service.backends.label_studio import config_from_settings
 from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import VIA_SCHEMES
-from service.jobs.models import Destination, ItemIn, JobCreate
 from service.jobs.store import JobRecord
 from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
+from service.spec.requests import Destination, ItemIn, JobCreate
 from service.webhooks import label_studio as ls
 from service.webhooks import v7
 from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled

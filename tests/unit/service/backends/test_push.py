@@ -23,10 +23,10 @@ from service.convert.encord import EncordOntology, EncordRowStats
 from service.convert.tracks import TrackerOptions
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.models import JobCreate, TracksIn
 from service.jobs.push import EncordBundler, Pushers
 from service.jobs.runner import job_tracker, pinned_tracks
 from service.pipeline.frames import MediaKind, SlotMeta
+from service.spec.requests import JobCreate, TracksIn
 from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
 from tests.fakes.encord_server import FakeEncord
 from tests.fakes.http import FakeApp, Request, Response, serving

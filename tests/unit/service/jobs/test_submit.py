@@ -11,7 +11,6 @@ import pytest
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs import submit as submit_module
-from service.jobs.models import ItemIn
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.store import JobRecord
 from service.jobs.submit import (
@@ -25,6 +24,7 @@ from service.jobs.submit import (
     idempotency_key_idem,
     queue_full_retry_after_s,
 )
+from service.spec.requests import ItemIn
 from service.webhooks.label_studio import delivery_idem as ls_delivery_idem
 from service.webhooks.v7 import delivery_idem as v7_delivery_idem
 from tests.unit.service.jobs.store_contract import FakeClock

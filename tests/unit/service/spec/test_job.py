@@ -7,10 +7,10 @@ import json
 import pytest
 
 from service.config import Settings
-from service.jobs.models import JobCreate
-from service.jobs.spec import JobSpec
 from service.jobs.submit import job_params
 from service.remote_models import JobModel
+from service.spec.job import JobSpec
+from service.spec.requests import JobCreate
 
 BODIES = [
     {"items": [{"name": "a", "slots": [{"url": "https://x/a.jpg"}]}]},

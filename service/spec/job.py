@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.convert.types import ModelRef
-from service.jobs.models import Destination, OutputFormat, TracksIn
 from service.pipeline.options import SamplingMode
+from service.spec.requests import Destination, OutputFormat, TracksIn
 
 if TYPE_CHECKING:
     from service.config import Settings

@@ -33,6 +33,7 @@ demo: install  ## make sample media and preannotate it with the default model
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]: nothing imports upward
 
 lint-deploy: install-dev  ## render k8s/ overlays, strict-validate, policy checks, yamllint, hadolint
 	$(BIN)/python tests/tools/check_manifests.py

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from service.convert.label_studio import LabelConfig, parse_label_config
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate.exports import CocoAnnotation, CocoDocument, DarwinDocument, EncordLabelRow, LsTask
 from service.evaluate.geometry import MAX_RASTER_PIXELS
 from service.evaluate.load_coco import coco_results_to_dataset, coco_to_dataset
 from service.evaluate.load_darwin import darwin_to_dataset
@@ -103,35 +103,58 @@ def bytes_to_json(data: bytes, source: str) -> Any:
         ) from None
 
 
-def _as_list(doc: Any) -> list[dict[str, Any]]:
+def _as_list(doc: Any) -> list[Any]:
     return doc if isinstance(doc, list) else [doc]
 
 
-def _loader(
-    fmt: str, role: str, selector: str | None, benchmark: Dataset | None, config: LabelConfig | None
-) -> Callable[..., list[Dataset]]:
-    """The function that turns one document of ``fmt`` into datasets, for this side of the comparison."""
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """What a loader needs to know about the side of the comparison a document is loaded for."""
+
+    name: str
+    source: str
+    role: str
+    selector: str | None
+    benchmark: Dataset | None
+    config: LabelConfig | None
+
+
+def _load(fmt: str, doc: Any, side: _Side) -> list[Dataset]:
+    """One document of ``fmt`` as datasets, for this side of the comparison.
+
+    The edge where parsed JSON becomes an export's typed shape: ``detect_format`` has recognised it, and
+    each loader checks the values it reads (a malformed one gets a message naming the item and field).
+    """
+    name, source = side.name, side.source
     if fmt == "coco":
-        return lambda doc, **kw: [coco_to_dataset(doc, **kw)]
+        return [coco_to_dataset(cast(CocoDocument, doc), name=name, source=source)]
     if fmt == "coco_results":
-        if benchmark is None:
+        if side.benchmark is None:
             raise FormatError("a COCO results list can only be a candidate (give the COCO it refers to as --benchmark)")
-        return lambda doc, **kw: [coco_results_to_dataset(doc, benchmark, **kw)]
+        return [coco_results_to_dataset(cast(list[CocoAnnotation], doc), side.benchmark, name=name, source=source)]
     if fmt == "darwin":
-        return lambda doc, **kw: [darwin_to_dataset(_as_list(doc), **kw)]
+        return [darwin_to_dataset(cast(list[DarwinDocument], _as_list(doc)), name=name, source=source)]
     if fmt == "encord":
-        return lambda doc, **kw: [encord_to_dataset(_as_list(doc), **kw)]
-    return lambda doc, **kw: _label_studio(_as_list(doc), role, selector, label_config=config, **kw)
+        return [encord_to_dataset(cast(list[EncordLabelRow], _as_list(doc)), name=name, source=source)]
+    return _label_studio(cast(list[LsTask], _as_list(doc)), side)
 
 
-def _label_studio(tasks: list[dict[str, Any]], role: str, selector: str | None, **kw: Any) -> list[Dataset]:
+def _label_studio(tasks: list[LsTask], side: _Side) -> list[Dataset]:
     """A benchmark is the human annotations; a candidate the model predictions when the export has any (an
     annotator's export has none, so then its annotations), unless the selector says which."""
+    selector = side.selector
     if selector is None:
-        has_predictions = any(t.get(PREDICTIONS) for t in tasks)
-        selector = PREDICTIONS if role == CANDIDATE and has_predictions else ANNOTATIONS
-    side, _, version = selector.partition("=")
-    return label_studio_to_datasets(tasks, side=side, model_version=version or None, **kw)
+        has_predictions = any(t.get("predictions") for t in tasks)
+        selector = PREDICTIONS if side.role == CANDIDATE and has_predictions else ANNOTATIONS
+    label_side, _, version = selector.partition("=")
+    return label_studio_to_datasets(
+        tasks,
+        name=side.name,
+        source=side.source,
+        side=label_side,
+        model_version=version or None,
+        label_config=side.config,
+    )
 
 
 def documents_to_datasets(
@@ -173,7 +196,7 @@ def documents_to_datasets(
                 ErrorCode.INVALID_ARGUMENT, f"{source}: a directory must hold Darwin, Encord or Label Studio files only"
             )
         try:
-            loaded = _loader(fmt, role, selector, benchmark, config)(doc, name=name, source=source)
+            loaded = _load(fmt, doc, _Side(name, source, role, selector, benchmark, config))
         except FormatError as exc:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as exc:

@@ -9,7 +9,9 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
+
+from pydantic import JsonValue
 
 from service.convert.label_studio import LabelConfig, parse_label_config
 from service.errors import ErrorCode, PreannotateError
@@ -52,7 +54,7 @@ def text_to_input_spec(text: str, *, default_name: str | None = None) -> InputSp
     return InputSpec(name=default_name or path.stem or path.name or text, path=path, selector=selector)
 
 
-def detect_format(doc: Any) -> str | None:
+def detect_format(doc: JsonValue) -> str | None:
     """The format of a parsed JSON document, by its shape; None when it is none of ours."""
     if isinstance(doc, dict):
         if "images" in doc and "annotations" in doc:
@@ -64,19 +66,20 @@ def detect_format(doc: Any) -> str | None:
         if "data" in doc and (ANNOTATIONS in doc or PREDICTIONS in doc):
             return "label_studio"  # a single task
         return None
-    if isinstance(doc, list) and doc and all(isinstance(d, dict) for d in doc):
-        first = doc[0]
+    objects = [d for d in doc if isinstance(d, dict)] if isinstance(doc, list) else []
+    if objects and isinstance(doc, list) and len(objects) == len(doc):
+        first = objects[0]
         if "image_id" in first and "category_id" in first:
             return "coco_results"
         if "data" in first:
             return "label_studio"
-        inner = {detect_format(d) for d in doc}
+        inner = {detect_format(d) for d in objects}
         if len(inner) == 1 and (only := inner.pop()) in ("darwin", "encord"):
             return only
     return None
 
 
-def read_json_documents(path: Path) -> list[tuple[str, Any]]:
+def read_json_documents(path: Path) -> list[tuple[str, JsonValue]]:
     """``(source, parsed JSON)`` of a file, or of every ``*.json`` under a directory (sorted, recursive)."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.json") if p.is_file())
@@ -89,21 +92,22 @@ def read_json_documents(path: Path) -> list[tuple[str, Any]]:
     return [(str(f), bytes_to_json(f.read_bytes(), str(f))) for f in files]
 
 
-def bytes_to_json(data: bytes, source: str) -> Any:
+def bytes_to_json(data: bytes, source: str) -> JsonValue:
     """Parse JSON, naming the source and the position on failure."""
     if data[:2] == b"PK":
         raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{source}: a zip archive; unzip the export first")
     try:
-        return json.loads(data)
+        doc: JsonValue = json.loads(data)
     except UnicodeDecodeError:
         raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{source}: not a JSON text file") from None
     except json.JSONDecodeError as exc:
         raise PreannotateError(
             ErrorCode.INVALID_ARGUMENT, f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})"
         ) from None
+    return doc
 
 
-def _as_list(doc: Any) -> list[Any]:
+def _as_list(doc: JsonValue) -> list[JsonValue]:
     return doc if isinstance(doc, list) else [doc]
 
 
@@ -119,7 +123,7 @@ class _Side:
     config: LabelConfig | None
 
 
-def _load(fmt: str, doc: Any, side: _Side) -> list[Dataset]:
+def _load(fmt: str, doc: JsonValue, side: _Side) -> list[Dataset]:
     """One document of ``fmt`` as datasets, for this side of the comparison.
 
     The edge where parsed JSON becomes an export's typed shape: ``detect_format`` has recognised it, and
@@ -158,7 +162,7 @@ def _label_studio(tasks: list[LsTask], side: _Side) -> list[Dataset]:
 
 
 def documents_to_datasets(
-    documents: list[tuple[str, Any]],
+    documents: list[tuple[str, JsonValue]],
     *,
     name: str,
     role: str,

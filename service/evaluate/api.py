@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.convert.label_studio import MAX_CONFIG_CHARS
 from service.evaluate.evaluation import Evaluation, Thresholds, evaluate
@@ -101,8 +101,8 @@ def request_to_evaluation(request: EvaluateRequest) -> Evaluation:
 
 
 def uploads_to_evaluation(
-    benchmark: tuple[str, Any],
-    candidates: list[tuple[str, str, Any]],
+    benchmark: tuple[str, JsonValue],
+    candidates: list[tuple[str, str, JsonValue]],
     *,
     iou: float,
     thresholds: Thresholds,

@@ -6,13 +6,21 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate.exports import CocoAnnotation, CocoCategory, CocoDocument, CocoImage
 from service.evaluate.metrics import FramePair
-from service.evaluate.types import Shape
+from service.evaluate.types import CocoRle, Shape
+
+
+class ClassAp(TypedDict):
+    """One class's AP (over IoU 0.50:0.95) and AP50; None when the benchmark has none of it."""
+
+    ap: float | None
+    ap50: float | None
 
 
 @dataclass(slots=True)
@@ -30,7 +38,7 @@ class MapResult:
     iou_type: str
     map: float
     map50: float
-    per_class: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    per_class: dict[str, ClassAp] = field(default_factory=dict)
     pr_curve: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -53,37 +61,46 @@ def _bbox(shape: Shape, exact: bool) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def _segmentation(shape: Shape) -> Any:
+def _segmentation(shape: Shape) -> CocoRle | list[list[float]]:
     if shape.rle is not None:
-        return dict(shape.rle)
+        return shape.rle.copy()
     return [list(ring) for ring in shape.polygons]
 
 
 def frame_pairs_to_coco(
     frames: Sequence[FramePair], *, iou_type: str, gt_exact: bool, dt_exact: bool
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[CocoDocument, list[CocoAnnotation]]:
     """The scored frames as a COCO ground-truth dict and a COCO results list (categories sorted by name)."""
     labels = sorted({s.label for f in frames for s in (*f.gt, *f.dt)})
     category = {label: i + 1 for i, label in enumerate(labels)}
-    images: list[dict[str, Any]] = []
-    gts: list[dict[str, Any]] = []
-    dts: list[dict[str, Any]] = []
+    images: list[CocoImage] = []
+    gts: list[CocoAnnotation] = []
+    dts: list[CocoAnnotation] = []
     for image_id, frame in enumerate(frames, start=1):
         images.append({"id": image_id, "width": frame.width or 1, "height": frame.height or 1})
         for shape in frame.gt:
             bbox = _bbox(shape, gt_exact)
-            ann = {"id": len(gts) + 1, "image_id": image_id, "category_id": category[shape.label], "bbox": bbox}
+            ann: CocoAnnotation = {
+                "id": len(gts) + 1,
+                "image_id": image_id,
+                "category_id": category[shape.label],
+                "bbox": bbox,
+            }
             ann |= {"area": bbox[2] * bbox[3], "iscrowd": int(shape.crowd)}
             if iou_type == "segm":
                 ann["segmentation"] = _segmentation(shape)
             gts.append(ann)
         for shape in frame.dt:
-            det = {"image_id": image_id, "category_id": category[shape.label], "bbox": _bbox(shape, dt_exact)}
+            det: CocoAnnotation = {
+                "image_id": image_id,
+                "category_id": category[shape.label],
+                "bbox": _bbox(shape, dt_exact),
+            }
             det["score"] = float(shape.score if shape.score is not None else 0.0)
             if iou_type == "segm":
                 det["segmentation"] = _segmentation(shape)
             dts.append(det)
-    categories = [{"id": i, "name": label} for label, i in category.items()]
+    categories: list[CocoCategory] = [{"id": i, "name": label} for label, i in category.items()]
     return {"images": images, "annotations": gts, "categories": categories}, dts
 
 
@@ -124,7 +141,7 @@ def compute_map(frames: Sequence[FramePair], *, gt_exact: bool = False, dt_exact
         evaluator.accumulate()
         evaluator.summarize()
     precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, classes, areas, max dets]
-    per_class: dict[str, dict[str, float | None]] = {}
+    per_class: dict[str, ClassAp] = {}
     for k, cat_id in enumerate(evaluator.params.catIds):
         name = coco_gt.cats[cat_id]["name"]
         per_class[name] = {"ap": _mean_valid(precision[:, :, k, 0, -1]), "ap50": _mean_valid(precision[0, :, k, 0, -1])}

@@ -2,17 +2,92 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TypedDict
 
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.coco_map import MapResult, compute_map
-from service.evaluate.metrics import Score, score_pairing, worst_items
+from service.evaluate.metrics import CountsJson, Score, score_pairing, worst_items
 from service.evaluate.pairing import Pairing, pair_units
 from service.evaluate.seed_csv import SeedRow, pairing_to_seed_rows
 from service.evaluate.types import Dataset
 
 _PIXEL_SOURCES = frozenset({"coco", "coco_results", "darwin"})
+
+
+class CandidateFigures(CountsJson):
+    """A candidate's headline figures: the leaderboard row, the threshold inputs (``candidate`` comes first)."""
+
+    candidate: str
+    map: float | None
+    map50: float | None
+    map_note: str | None
+    tag_accuracy: float | None
+    attribute_accuracy: float | None
+
+
+class ClassJson(CountsJson):
+    """One class's counts with its AP (when the candidate has mAP; without, an entry is the counts alone)."""
+
+    ap: float | None
+    ap50: float | None
+
+
+class Tally(TypedDict):
+    correct: int
+    total: int
+
+
+class ItemsJson(TypedDict):
+    benchmark_units: int
+    scored_units: int
+    missing_in_candidate: list[str]
+    candidate_only_units: int
+    frames: int
+
+
+class WorstItemJson(CountsJson):
+    item: str
+    slot: str
+    in_candidate: bool
+    frames: int
+
+
+class CandidateJson(CandidateFigures):
+    """Everything ``summary.json`` holds about one candidate."""
+
+    source: str
+    format: str
+    map_iou_type: str | None
+    tags: Tally
+    attributes: Tally
+    per_class: dict[str, CountsJson | ClassJson]
+    confusion: dict[str, dict[str, int]]
+    items: ItemsJson
+    ignored_in_crowd_regions: int
+    skipped_shapes: dict[str, int]
+    worst_items: list[WorstItemJson]
+    passed: bool
+    failed_checks: list[str]
+
+
+class BenchmarkJson(TypedDict):
+    source: str
+    format: str
+    units: int
+    frames: int
+    objects: int
+
+
+class Summary(CandidateJson):
+    """``summary.json`` (and the ``POST /v1/evaluate`` response): the first candidate's figures at the top."""
+
+    iou_threshold: float
+    benchmark: BenchmarkJson
+    thresholds: dict[str, float]
+    all_passed: bool
+    candidates: list[CandidateJson]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +112,14 @@ class Thresholds:
     def to_json(self) -> dict[str, float]:
         return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
 
-    def failures(self, figures: dict[str, Any]) -> list[str]:
+    def failures(self, figures: CandidateFigures) -> list[str]:
         """Human-readable failed checks, e.g. ``f1 0.6200 < 0.8000``; a missing figure fails its check."""
+        by_name: Mapping[str, object] = figures  # each gate names its figure: min_f1 -> f1
         failed = []
         for name, minimum in self.to_json().items():
             metric = name.removeprefix("min_")
-            value = figures.get(metric)
-            if value is None:
+            value = by_name.get(metric)
+            if not isinstance(value, int | float):
                 failed.append(f"{metric} unavailable ({figures.get('map_note') or 'nothing to measure'})")
             elif value < minimum:
                 failed.append(f"{metric} {value:.4f} < {minimum:.4f}")
@@ -118,7 +194,7 @@ def evaluate(
     return Evaluation(benchmark, iou_threshold, gates, results)
 
 
-def candidate_figures(result: CandidateResult) -> dict[str, Any]:
+def candidate_figures(result: CandidateResult) -> CandidateFigures:
     """The headline figures of a candidate (the leaderboard row, the threshold inputs)."""
     overall = result.score.overall
     return {
@@ -132,15 +208,16 @@ def candidate_figures(result: CandidateResult) -> dict[str, Any]:
     }
 
 
-def candidate_to_json(result: CandidateResult) -> dict[str, Any]:
+def candidate_to_json(result: CandidateResult) -> CandidateJson:
     """Everything ``summary.json`` holds about one candidate."""
     score = result.score
-    per_class: dict[str, Any] = {}
+    per_class: dict[str, CountsJson | ClassJson] = {}
     for label in sorted(set(score.per_class) | set(result.map.per_class if result.map else {})):
-        entry: dict[str, Any] = score.per_class[label].to_json()
-        if result.map is not None:
-            entry |= result.map.per_class.get(label, {"ap": None, "ap50": None})
-        per_class[label] = entry
+        counts = score.per_class[label].to_json()
+        if result.map is None:
+            per_class[label] = counts
+        else:
+            per_class[label] = {**counts, **result.map.per_class.get(label, {"ap": None, "ap50": None})}
     skipped: dict[str, int] = {}
     for unit in result.dataset.units:
         for kind, n in unit.skipped.items():
@@ -173,7 +250,7 @@ def candidate_to_json(result: CandidateResult) -> dict[str, Any]:
     }
 
 
-def evaluation_to_summary(evaluation: Evaluation) -> dict[str, Any]:
+def evaluation_to_summary(evaluation: Evaluation) -> Summary:
     """``summary.json``: the first candidate's figures at the top level (usually the only one), every
     candidate under ``candidates``, and the benchmark, IoU threshold and gates used."""
     candidates = [candidate_to_json(c) for c in evaluation.candidates]

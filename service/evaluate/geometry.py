@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.errors import ErrorCode, PreannotateError
-from service.evaluate.types import BoxXYXY, FormatError, Shape
+from service.evaluate.types import BoxXYXY, CocoRle, EncodedRle, FormatError, Shape
 
 MAX_RASTER_PIXELS = 250_000_000
 """Largest frame (width x height) polygons and masks are rasterised on; inputs refuse bigger ones."""
@@ -83,7 +83,7 @@ def canvas_size(shapes: Sequence[Shape], width: int | None, height: int | None) 
     return side, side, scale
 
 
-def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> dict[str, Any] | None:
+def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> EncodedRle | None:
     """A COCO RLE of the shape's mask on an (height, width) canvas, or None when it has no usable mask."""
     mu = mask_utils()
     if shape.rle is not None:
@@ -92,7 +92,7 @@ def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> d
             return None  # a mask drawn on another canvas cannot be compared pixel for pixel
         counts = shape.rle["counts"]
         if isinstance(counts, list):
-            return dict(mu.frPyObjects(shape.rle, height, width))
+            return _encoded(mu.frPyObjects(shape.rle, height, width))
         return {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     # Clamp to just outside the canvas: pycocotools walks every (upsampled) pixel of the outline and overflows
     # on coordinates far outside it; the part inside the frame is what is compared anyway.
@@ -103,7 +103,12 @@ def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> d
     ]
     if not rings:
         return None
-    return dict(mu.merge(mu.frPyObjects(rings, height, width)))
+    return _encoded(mu.merge(mu.frPyObjects(rings, height, width)))
+
+
+def _encoded(rle: Any) -> EncodedRle:
+    """pycocotools' own RLE object (untyped) as the typed pair it holds."""
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
 
 
 def coco_counts_to_runs(counts: str) -> list[int]:
@@ -130,7 +135,7 @@ def coco_counts_to_runs(counts: str) -> list[int]:
     return runs
 
 
-def check_rle(rle: dict[str, Any]) -> None:
+def check_rle(rle: CocoRle) -> None:
     """Refuse an RLE whose runs do not cover exactly height x width pixels: pycocotools trusts them and would
     read or write past its buffers."""
     size = rle.get("size")
@@ -151,7 +156,7 @@ def check_rle(rle: dict[str, Any]) -> None:
         raise FormatError(f"RLE runs cover {total} pixels, not {size[0]} x {size[1]}")
 
 
-def mask_iou_matrix(gt: Sequence[dict[str, Any]], dt: Sequence[dict[str, Any]]) -> NDArray[np.float64]:
+def mask_iou_matrix(gt: Sequence[EncodedRle], dt: Sequence[EncodedRle]) -> NDArray[np.float64]:
     """IoU of every benchmark mask with every candidate mask: (len(gt), len(dt))."""
     if not gt or not dt:
         return np.zeros((len(gt), len(dt)), np.float64)
@@ -195,7 +200,7 @@ def rotated_box_to_polygon(
     return tuple(ring)
 
 
-def encord_rle_to_coco_rle(rle_string: str, width: int, height: int) -> dict[str, Any]:
+def encord_rle_to_coco_rle(rle_string: str, width: int, height: int) -> CocoRle:
     """An Encord bitmask (row-major RLE string) as a COCO RLE (column-major), as the Encord SDK's exporter does."""
     check_rle({"counts": rle_string, "size": [width, height]})
     # Encord's runs walk the pixels row by row (C order); COCO's walk them column by column (Fortran order).
@@ -206,18 +211,18 @@ def encord_rle_to_coco_rle(rle_string: str, width: int, height: int) -> dict[str
     return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
 
 
-def mask_to_coco_rle(mask: NDArray[np.bool_]) -> tuple[dict[str, Any], BoxXYXY] | None:
+def mask_to_coco_rle(mask: NDArray[np.bool_]) -> tuple[CocoRle, BoxXYXY] | None:
     """A (height, width) boolean mask as a COCO RLE (string counts) and its enclosing box; None when empty
     (an object with no pixels can match nothing)."""
     if not mask.any():
         return None
     encoded = mask_utils().encode(np.asfortranarray(mask.astype(np.uint8)))
     x, y, w, h = (float(v) for v in mask_utils().toBbox(encoded))
-    rle = {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encoded["counts"].decode("ascii")}
+    rle: CocoRle = {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encoded["counts"].decode("ascii")}
     return rle, (x, y, x + w, y + h)
 
 
-def dense_rle_to_labels(dense_rle: Any, width: int, height: int) -> NDArray[np.int64]:
+def dense_rle_to_labels(dense_rle: object, width: int, height: int) -> NDArray[np.int64]:
     """A Darwin ``raster_layer.dense_rle`` as a (height, width) array of mask values (0: no mask).
 
     ``dense_rle`` is ``[value, count, value, count, ...]`` over the pixels row by row (darwin-py's
@@ -265,7 +270,7 @@ class _BitReader:
         return words @ (np.uint64(1) << np.arange(size - 1, -1, -1, dtype=np.uint64))
 
 
-def ls_brush_rle_to_mask(rle: Any, width: int, height: int) -> NDArray[np.bool_]:
+def ls_brush_rle_to_mask(rle: object, width: int, height: int) -> NDArray[np.bool_]:
     """A Label Studio brush region's ``rle`` as a (height, width) mask: the pixels whose alpha is not 0.
 
     The format is thi-ng's rle-pack over the RGBA bytes of the canvas, row by row, as label-studio-converter's

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
+
+from pydantic import JsonValue
 
 from service.convert.label_studio import LabelConfig, parse_label_config
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate.exports import CocoAnnotation, CocoDocument, DarwinDocument, EncordLabelRow, LsTask
 from service.evaluate.geometry import MAX_RASTER_PIXELS
 from service.evaluate.load_coco import coco_results_to_dataset, coco_to_dataset
 from service.evaluate.load_darwin import darwin_to_dataset
@@ -52,7 +54,7 @@ def text_to_input_spec(text: str, *, default_name: str | None = None) -> InputSp
     return InputSpec(name=default_name or path.stem or path.name or text, path=path, selector=selector)
 
 
-def detect_format(doc: Any) -> str | None:
+def detect_format(doc: JsonValue) -> str | None:
     """The format of a parsed JSON document, by its shape; None when it is none of ours."""
     if isinstance(doc, dict):
         if "images" in doc and "annotations" in doc:
@@ -64,19 +66,20 @@ def detect_format(doc: Any) -> str | None:
         if "data" in doc and (ANNOTATIONS in doc or PREDICTIONS in doc):
             return "label_studio"  # a single task
         return None
-    if isinstance(doc, list) and doc and all(isinstance(d, dict) for d in doc):
-        first = doc[0]
+    objects = [d for d in doc if isinstance(d, dict)] if isinstance(doc, list) else []
+    if objects and isinstance(doc, list) and len(objects) == len(doc):
+        first = objects[0]
         if "image_id" in first and "category_id" in first:
             return "coco_results"
         if "data" in first:
             return "label_studio"
-        inner = {detect_format(d) for d in doc}
+        inner = {detect_format(d) for d in objects}
         if len(inner) == 1 and (only := inner.pop()) in ("darwin", "encord"):
             return only
     return None
 
 
-def read_json_documents(path: Path) -> list[tuple[str, Any]]:
+def read_json_documents(path: Path) -> list[tuple[str, JsonValue]]:
     """``(source, parsed JSON)`` of a file, or of every ``*.json`` under a directory (sorted, recursive)."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.json") if p.is_file())
@@ -89,53 +92,77 @@ def read_json_documents(path: Path) -> list[tuple[str, Any]]:
     return [(str(f), bytes_to_json(f.read_bytes(), str(f))) for f in files]
 
 
-def bytes_to_json(data: bytes, source: str) -> Any:
+def bytes_to_json(data: bytes, source: str) -> JsonValue:
     """Parse JSON, naming the source and the position on failure."""
     if data[:2] == b"PK":
         raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{source}: a zip archive; unzip the export first")
     try:
-        return json.loads(data)
+        doc: JsonValue = json.loads(data)
     except UnicodeDecodeError:
         raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{source}: not a JSON text file") from None
     except json.JSONDecodeError as exc:
         raise PreannotateError(
             ErrorCode.INVALID_ARGUMENT, f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})"
         ) from None
+    return doc
 
 
-def _as_list(doc: Any) -> list[dict[str, Any]]:
+def _as_list(doc: JsonValue) -> list[JsonValue]:
     return doc if isinstance(doc, list) else [doc]
 
 
-def _loader(
-    fmt: str, role: str, selector: str | None, benchmark: Dataset | None, config: LabelConfig | None
-) -> Callable[..., list[Dataset]]:
-    """The function that turns one document of ``fmt`` into datasets, for this side of the comparison."""
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """What a loader needs to know about the side of the comparison a document is loaded for."""
+
+    name: str
+    source: str
+    role: str
+    selector: str | None
+    benchmark: Dataset | None
+    config: LabelConfig | None
+
+
+def _load(fmt: str, doc: JsonValue, side: _Side) -> list[Dataset]:
+    """One document of ``fmt`` as datasets, for this side of the comparison.
+
+    The edge where parsed JSON becomes an export's typed shape: ``detect_format`` has recognised it, and
+    each loader checks the values it reads (a malformed one gets a message naming the item and field).
+    """
+    name, source = side.name, side.source
     if fmt == "coco":
-        return lambda doc, **kw: [coco_to_dataset(doc, **kw)]
+        return [coco_to_dataset(cast(CocoDocument, doc), name=name, source=source)]
     if fmt == "coco_results":
-        if benchmark is None:
+        if side.benchmark is None:
             raise FormatError("a COCO results list can only be a candidate (give the COCO it refers to as --benchmark)")
-        return lambda doc, **kw: [coco_results_to_dataset(doc, benchmark, **kw)]
+        return [coco_results_to_dataset(cast(list[CocoAnnotation], doc), side.benchmark, name=name, source=source)]
     if fmt == "darwin":
-        return lambda doc, **kw: [darwin_to_dataset(_as_list(doc), **kw)]
+        return [darwin_to_dataset(cast(list[DarwinDocument], _as_list(doc)), name=name, source=source)]
     if fmt == "encord":
-        return lambda doc, **kw: [encord_to_dataset(_as_list(doc), **kw)]
-    return lambda doc, **kw: _label_studio(_as_list(doc), role, selector, label_config=config, **kw)
+        return [encord_to_dataset(cast(list[EncordLabelRow], _as_list(doc)), name=name, source=source)]
+    return _label_studio(cast(list[LsTask], _as_list(doc)), side)
 
 
-def _label_studio(tasks: list[dict[str, Any]], role: str, selector: str | None, **kw: Any) -> list[Dataset]:
+def _label_studio(tasks: list[LsTask], side: _Side) -> list[Dataset]:
     """A benchmark is the human annotations; a candidate the model predictions when the export has any (an
     annotator's export has none, so then its annotations), unless the selector says which."""
+    selector = side.selector
     if selector is None:
-        has_predictions = any(t.get(PREDICTIONS) for t in tasks)
-        selector = PREDICTIONS if role == CANDIDATE and has_predictions else ANNOTATIONS
-    side, _, version = selector.partition("=")
-    return label_studio_to_datasets(tasks, side=side, model_version=version or None, **kw)
+        has_predictions = any(t.get("predictions") for t in tasks)
+        selector = PREDICTIONS if side.role == CANDIDATE and has_predictions else ANNOTATIONS
+    label_side, _, version = selector.partition("=")
+    return label_studio_to_datasets(
+        tasks,
+        name=side.name,
+        source=side.source,
+        side=label_side,
+        model_version=version or None,
+        label_config=side.config,
+    )
 
 
 def documents_to_datasets(
-    documents: list[tuple[str, Any]],
+    documents: list[tuple[str, JsonValue]],
     *,
     name: str,
     role: str,
@@ -173,7 +200,7 @@ def documents_to_datasets(
                 ErrorCode.INVALID_ARGUMENT, f"{source}: a directory must hold Darwin, Encord or Label Studio files only"
             )
         try:
-            loaded = _loader(fmt, role, selector, benchmark, config)(doc, name=name, source=source)
+            loaded = _load(fmt, doc, _Side(name, source, role, selector, benchmark, config))
         except FormatError as exc:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as exc:

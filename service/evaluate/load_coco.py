@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from service.evaluate.exports import CocoAnnotation, CocoDocument, CocoImage
 from service.evaluate.geometry import check_rle, polygon_to_xyxy
 from service.evaluate.types import (
+    CocoRle,
     Dataset,
     FormatError,
     Shape,
@@ -17,7 +17,7 @@ from service.evaluate.types import (
 )
 
 
-def _image_key(image: dict[str, Any]) -> tuple[str, str, int]:
+def _image_key(image: CocoImage) -> tuple[str, str, int]:
     """(item, slot, frame) of a COCO image: our own ``item``/``slot``/``frame_index`` fields when present
     (``preannotate run`` writes them), else the file name as a single-frame item."""
     if "item" in image:
@@ -28,7 +28,7 @@ def _image_key(image: dict[str, Any]) -> tuple[str, str, int]:
     return normalise_item_key(name), "0", 0
 
 
-def _bbox_xyxy(ann: dict[str, Any]) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+def _bbox_xyxy(ann: CocoAnnotation) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
     bbox = ann.get("bbox")
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
         raise FormatError(f"annotation id={ann.get('id')}: bbox must be [x, y, width, height] numbers")
@@ -36,11 +36,11 @@ def _bbox_xyxy(ann: dict[str, Any]) -> tuple[tuple[float, float, float, float], 
     return (x, y, x + w, y + h), (x, y, w, h)
 
 
-def coco_annotation_to_shape(ann: dict[str, Any], label: str) -> Shape:
+def coco_annotation_to_shape(ann: CocoAnnotation, label: str) -> Shape:
     """One COCO annotation as a Shape: bbox always; polygons or RLE from ``segmentation`` when present."""
     seg = ann.get("segmentation")
     polygons: tuple[tuple[float, ...], ...] = ()
-    rle: dict[str, Any] | None = None
+    rle: CocoRle | None = None
     kind = ShapeKind.BOX
     if isinstance(seg, list) and seg and all(isinstance(r, list) and len(r) >= 6 for r in seg):
         polygons = tuple(tuple(float(v) for v in ring) for ring in seg)
@@ -71,7 +71,7 @@ def coco_annotation_to_shape(ann: dict[str, Any], label: str) -> Shape:
     )
 
 
-def _clock(images: list[dict[str, Any]]) -> float | None:
+def _clock(images: list[CocoImage]) -> float | None:
     """The fps a video's frames count at, from ``preannotate run``'s ``frame_index`` and ``timestamp_s``
     (the latest frame's: the most digits), or None without them."""
     timed = [
@@ -83,7 +83,7 @@ def _clock(images: list[dict[str, Any]]) -> float | None:
     return frame_rate(index / seconds) if index > 0 and seconds > 0 else None
 
 
-def coco_to_dataset(doc: dict[str, Any], *, name: str, source: str) -> Dataset:
+def coco_to_dataset(doc: CocoDocument, *, name: str, source: str) -> Dataset:
     """A full COCO dict (``images``, ``annotations``, ``categories``) as a Dataset.
 
     Every image is a listed frame, annotated or not. Images of one video (our ``item`` + ``frame_index``
@@ -92,7 +92,7 @@ def coco_to_dataset(doc: dict[str, Any], *, name: str, source: str) -> Dataset:
     categories = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
     dataset = Dataset(name=name, source=source, format="coco", coco_categories=categories)
     units: dict[tuple[str, str], Unit] = {}
-    clocks: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    clocks: dict[tuple[str, str], list[CocoImage]] = {}
     for image in doc["images"]:
         item, slot, frame = _image_key(image)
         unit = units.get((item, slot))
@@ -116,7 +116,7 @@ def coco_to_dataset(doc: dict[str, Any], *, name: str, source: str) -> Dataset:
     return dataset
 
 
-def add_coco_annotations(dataset: Dataset, anns: list[dict[str, Any]], categories: dict[int, str]) -> None:
+def add_coco_annotations(dataset: Dataset, anns: list[CocoAnnotation], categories: dict[int, str]) -> None:
     """Attach COCO annotations (or results) to the dataset's units by ``image_id``."""
     by_key = {(u.item, u.slot): u for u in dataset.units}
     for ann in anns:
@@ -132,7 +132,7 @@ def add_coco_annotations(dataset: Dataset, anns: list[dict[str, Any]], categorie
         by_key[(item, slot)].add(frame, coco_annotation_to_shape(ann, categories[int(category)]))
 
 
-def coco_results_to_dataset(results: list[dict[str, Any]], benchmark: Dataset, *, name: str, source: str) -> Dataset:
+def coco_results_to_dataset(results: list[CocoAnnotation], benchmark: Dataset, *, name: str, source: str) -> Dataset:
     """A COCO results list (``image_id``, ``category_id``, ``bbox``, ``score``) against a COCO benchmark.
 
     The results use the benchmark's image ids and categories, so its units are copied (empty) first.

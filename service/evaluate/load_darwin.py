@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Final, TypedDict
 
+from service.evaluate.exports import (
+    DarwinAnnotation,
+    DarwinDocument,
+    DarwinFrame,
+    DarwinItem,
+    DarwinPoint,
+    DarwinPolygon,
+    DarwinRasterLayer,
+)
 from service.evaluate.geometry import dense_rle_to_labels, mask_to_coco_rle, polygon_to_xyxy
 from service.evaluate.tracks import FrameBudget, fill_between, lerp
 from service.evaluate.types import (
@@ -18,10 +27,11 @@ from service.evaluate.types import (
 )
 
 _UNSCORED = ("keypoint", "line", "ellipse", "cuboid", "skeleton", "directional_vector")
-RASTER, MASK = "raster_layer", "mask"
+RASTER: Final = "raster_layer"
+MASK: Final = "mask"
 
 
-def darwin_item_key(item: dict[str, Any]) -> str:
+def darwin_item_key(item: DarwinItem) -> str:
     """``path/name`` without the leading slash: what V7's importer matches items by (``/`` + name -> name)."""
     name = item.get("name")
     if not isinstance(name, str) or not name:
@@ -30,7 +40,7 @@ def darwin_item_key(item: dict[str, Any]) -> str:
     return normalise_item_key(f"{path}/{name}")
 
 
-def _paths(polygon: dict[str, Any]) -> list[list[dict[str, Any]]]:
+def _paths(polygon: DarwinPolygon) -> list[list[DarwinPoint]]:
     """``{"paths": [[{x, y}, ...], ...]}`` (or legacy ``{"path": [...]}``) -> its paths."""
     paths = polygon.get("paths")
     if paths is None and "path" in polygon:
@@ -40,31 +50,40 @@ def _paths(polygon: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return paths
 
 
-def _paths_to_rings(polygon: dict[str, Any]) -> tuple[tuple[float, ...], ...]:
+def _paths_to_rings(polygon: DarwinPolygon) -> tuple[tuple[float, ...], ...]:
     """A Darwin polygon -> flat rings in pixels."""
     return tuple(tuple(float(v) for p in path for v in (p["x"], p["y"])) for path in _paths(polygon) if path)
 
 
-def _between(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any]:
+def _between(a: DarwinFrame, b: DarwinFrame, t: float) -> DarwinFrame:
     """Frame data a fraction ``t`` of the way from keyframe ``a`` to keyframe ``b``: the box linearly, a
     polygon point by point when both have the same points (else held), everything else as on ``a``."""
-    out = {**a, "keyframe": False}
+    out: DarwinFrame = {**a, "keyframe": False}
     box_a, box_b = a.get("bounding_box"), b.get("bounding_box")
     if isinstance(box_a, dict) and isinstance(box_b, dict):
-        out["bounding_box"] = {k: lerp(float(box_a[k]), float(box_b[k]), t) for k in ("x", "y", "w", "h")}
-    if isinstance(a.get("polygon"), dict) and isinstance(b.get("polygon"), dict):
-        paths_a, paths_b = _paths(a["polygon"]), _paths(b["polygon"])
+        out["bounding_box"] = {
+            "x": lerp(float(box_a["x"]), float(box_b["x"]), t),
+            "y": lerp(float(box_a["y"]), float(box_b["y"]), t),
+            "w": lerp(float(box_a["w"]), float(box_b["w"]), t),
+            "h": lerp(float(box_a["h"]), float(box_b["h"]), t),
+        }
+    polygon_a, polygon_b = a.get("polygon"), b.get("polygon")
+    if isinstance(polygon_a, dict) and isinstance(polygon_b, dict):
+        paths_a, paths_b = _paths(polygon_a), _paths(polygon_b)
         if [len(p) for p in paths_a] == [len(p) for p in paths_b]:
             out["polygon"] = {
                 "paths": [
-                    [{k: lerp(float(p[k]), float(q[k]), t) for k in ("x", "y")} for p, q in zip(pa, pb, strict=True)]
+                    [
+                        {"x": lerp(float(p["x"]), float(q["x"]), t), "y": lerp(float(p["y"]), float(q["y"]), t)}
+                        for p, q in zip(pa, pb, strict=True)
+                    ]
                     for pa, pb in zip(paths_a, paths_b, strict=True)
                 ]
             }
     return out
 
 
-def _shown_frames(ann: dict[str, Any], budget: FrameBudget) -> list[int]:
+def _shown_frames(ann: DarwinAnnotation, budget: FrameBudget) -> list[int]:
     """Every frame V7 shows a video annotation on: its exported frames and each frame of its ``ranges``
     (``segments`` in import payloads), whose ends are exclusive (frames 7, 8, 9 are ``[[7, 10]]``)."""
     spans = [(int(start), int(end)) for start, end in ann.get("ranges") or ann.get("segments") or []]
@@ -73,7 +92,7 @@ def _shown_frames(ann: dict[str, Any], budget: FrameBudget) -> list[int]:
     return sorted(listed.union(*(range(start, end) for start, end in spans)))
 
 
-def _track_frames(ann: dict[str, Any], budget: FrameBudget) -> dict[int, dict[str, Any]]:
+def _track_frames(ann: DarwinAnnotation, budget: FrameBudget) -> dict[int, DarwinFrame]:
     """A video annotation's frame data on every frame it is shown on: exported frames as they are, frames
     between them interpolated when ``interpolated`` is true (V7's default for tracks), else the previous
     keyframe held, as V7 displays them."""
@@ -84,7 +103,7 @@ def _track_frames(ann: dict[str, Any], budget: FrameBudget) -> dict[int, dict[st
     return dict(sorted({**frames, **filled}.items()))
 
 
-def _shape(ann: dict[str, Any], data: dict[str, Any], unit: Unit, object_id: str) -> Shape | None:
+def _shape(ann: DarwinAnnotation, data: DarwinFrame, unit: Unit, object_id: str) -> Shape | None:
     """The scored shape in ``data`` (an annotation, or one of its video frames), or None if unscored."""
     box = data.get("bounding_box")
     polygons: tuple[tuple[float, ...], ...] = ()
@@ -93,7 +112,7 @@ def _shape(ann: dict[str, Any], data: dict[str, Any], unit: Unit, object_id: str
         polygons = _paths_to_rings(data["polygon"])
         kind = ShapeKind.POLYGON
     if isinstance(box, dict):
-        x, y, w, h = (float(box[k]) for k in ("x", "y", "w", "h"))
+        x, y, w, h = float(box["x"]), float(box["y"]), float(box["w"]), float(box["h"])
     elif polygons:
         x1, y1, x2, y2 = polygon_to_xyxy(polygons)
         x, y, w, h = x1, y1, x2 - x1, y2 - y1
@@ -112,7 +131,15 @@ def _shape(ann: dict[str, Any], data: dict[str, Any], unit: Unit, object_id: str
     )
 
 
-def _provenance(ann: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+class _Provenance(TypedDict):
+    """The Shape fields an annotation's (or video frame's) provenance gives."""
+
+    score: float | None
+    created_by: str | None
+    attributes: tuple[tuple[str, str], ...]
+
+
+def _provenance(ann: DarwinAnnotation, data: DarwinFrame) -> _Provenance:
     """Score, creator and attributes of an annotation (or of one of its video frames), as Shape fields."""
     inference = data.get("inference") or ann.get("inference") or {}
     score = inference.get("confidence") if isinstance(inference, dict) else None
@@ -125,19 +152,19 @@ def _provenance(ann: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _has(ann: dict[str, Any], key: str) -> bool:
+def _has(ann: DarwinAnnotation, key: str) -> bool:
     """Whether the annotation, or any of its video frames, holds ``key`` (``mask``, ``raster_layer``, ...)."""
     return key in ann or any(isinstance(f, dict) and key in f for f in (ann.get("frames") or {}).values())
 
 
-def _layers(ann: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def _layers(ann: DarwinAnnotation) -> dict[int, DarwinRasterLayer]:
     """A ``raster_layer`` annotation's layer per frame (frame 0 for a still)."""
     if RASTER in ann:
         return {0: ann[RASTER]}
     return {int(f): d[RASTER] for f, d in (ann.get("frames") or {}).items() if RASTER in d}
 
 
-def _add_masks(unit: Unit, masks: list[tuple[str, dict[str, Any]]], layers: dict[int, dict[str, Any]]) -> None:
+def _add_masks(unit: Unit, masks: list[tuple[str, DarwinAnnotation]], layers: dict[int, DarwinRasterLayer]) -> None:
     """Each ``mask`` annotation as the pixels of the slot's raster layer holding its value, on every frame the
     layer gives it pixels (V7 keeps one raster layer per slot, per frame on video: ``dense_rle`` runs over
     ``mask_annotation_ids_mapping`` values, 0 for none). A mask with no pixels anywhere, or on a slot of
@@ -173,7 +200,7 @@ def _add_masks(unit: Unit, masks: list[tuple[str, dict[str, Any]]], layers: dict
             unit.skip(MASK)
 
 
-def _units_of(doc: dict[str, Any]) -> dict[str, Unit]:
+def _units_of(doc: DarwinDocument) -> dict[str, Unit]:
     item = doc["item"]
     key = darwin_item_key(item)
     item_id = (item.get("source_info") or {}).get("item_id")
@@ -197,7 +224,7 @@ def _units_of(doc: dict[str, Any]) -> dict[str, Unit]:
     return units
 
 
-def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> Dataset:
+def darwin_to_dataset(docs: list[DarwinDocument], *, name: str, source: str) -> Dataset:
     """Darwin JSON 2.0 files (one item each) as a Dataset: one unit per slot.
 
     Annotations go to ``slot_names[0]``, or to the first slot when it is missing (V7's default). ``mask``
@@ -213,8 +240,8 @@ def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> 
             raise FormatError(f"item {doc.get('item', {}).get('name')!r}: only Darwin JSON 2.0 is supported")
         units = _units_of(doc)
         default_slot = next(iter(units))
-        layers: dict[str, dict[int, dict[str, Any]]] = {}
-        masks: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        layers: dict[str, dict[int, DarwinRasterLayer]] = {}
+        masks: dict[str, list[tuple[str, DarwinAnnotation]]] = {}
         for position, ann in enumerate(doc.get("annotations") or []):
             if "name" not in ann:
                 raise FormatError(f"item {doc['item'].get('name')!r}: an annotation has no name")
@@ -222,7 +249,7 @@ def darwin_to_dataset(docs: list[dict[str, Any]], *, name: str, source: str) -> 
             unit = units.get(str(slot_names[0]))
             if unit is None:
                 raise FormatError(f"item {doc['item'].get('name')!r}: annotation on unknown slot {slot_names[0]!r}")
-            frames: dict[str, Any] = ann.get("frames") or {}
+            frames = ann.get("frames") or {}
             if "tag" in ann or any("tag" in f for f in frames.values()):
                 for frame in _shown_frames(ann, budget) if frames else [-1]:
                     unit.tags.add((frame, str(ann["name"]), "true"))

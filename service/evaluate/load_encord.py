@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
+from service.evaluate.exports import (
+    EncordDataUnit,
+    EncordFrameLabels,
+    EncordLabelRow,
+    EncordObject,
+    EncordObjectAnswer,
+    EncordOption,
+)
 from service.evaluate.geometry import (
     MAX_RASTER_PIXELS,
     encord_rle_to_coco_rle,
@@ -12,6 +20,7 @@ from service.evaluate.geometry import (
     rotated_box_to_polygon,
 )
 from service.evaluate.types import (
+    CocoRle,
     Dataset,
     FormatError,
     Shape,
@@ -27,14 +36,14 @@ _STILL_TYPES = frozenset({"image", "img_group"})
 _MAX_TAG_FRAMES = 1_000_000  # classification ranges are expanded per frame; refuse absurd ones
 
 
-def _answer_text(answers: Any) -> str:
+def _answer_text(answers: list[EncordOption] | str | None) -> str:
     """A classification's answer as text: option names joined (radio, checklist) or the text itself."""
     if isinstance(answers, list):
         return ",".join(sorted(str(a.get("name") or a.get("value") or a.get("featureHash")) for a in answers))
     return str(answers)
 
 
-def _attributes(answer: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+def _attributes(answer: EncordObjectAnswer | None) -> tuple[tuple[str, str], ...]:
     if not answer:
         return ()
     return tuple(
@@ -45,8 +54,8 @@ def _attributes(answer: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
 
 
 def _geometry(
-    obj: dict[str, Any], width: float, height: float
-) -> tuple[ShapeKind, tuple[tuple[float, ...], ...], dict[str, Any] | None] | None:
+    obj: EncordObject, width: float, height: float
+) -> tuple[ShapeKind, tuple[tuple[float, ...], ...], CocoRle | None] | None:
     """(kind, rings in the frame's units, RLE) of an object entry, or None for shapes that are not scored."""
     if "boundingBox" in obj:
         return ShapeKind.BOX, (), None
@@ -77,7 +86,9 @@ def _geometry(
     return None
 
 
-def _object_to_shape(obj: dict[str, Any], du: dict[str, Any], unit: Unit, answers: dict[str, Any]) -> Shape | None:
+def _object_to_shape(
+    obj: EncordObject, du: EncordDataUnit, unit: Unit, answers: dict[str, EncordObjectAnswer]
+) -> Shape | None:
     """One object entry as a Shape in pixels of its data unit (``img_group`` images may differ in size)."""
     known = bool(du.get("width") and du.get("height"))
     # Without a pixel size, work in percent (0..100) so the shape can still be rescaled later.
@@ -98,7 +109,7 @@ def _object_to_shape(obj: dict[str, Any], du: dict[str, Any], unit: Unit, answer
             (box_src[1] + box_src[3]) * height,
         )
     elif rle is not None:
-        x, y, w, h = (float(v) for v in mask_utils().toBbox({**rle, "counts": rle["counts"].encode("ascii")}))
+        x, y, w, h = (float(v) for v in mask_utils().toBbox({**rle, "counts": str(rle["counts"]).encode("ascii")}))
         xyxy = (x, y, x + w, y + h)
     else:
         xyxy = polygon_to_xyxy(rings)
@@ -121,23 +132,25 @@ def _object_to_shape(obj: dict[str, Any], du: dict[str, Any], unit: Unit, answer
     )
 
 
-def _unit_frames(du: dict[str, Any], data_type: str) -> list[tuple[int, dict[str, Any]]]:
+def _unit_frames(du: EncordDataUnit, data_type: str) -> list[tuple[int, EncordFrameLabels]]:
     """(frame index, frame labels) of one data unit: frame 0 for an image, frame keys as stored for a video."""
     labels = du.get("labels") or {}
+    # The data type says which of the two shapes ``labels`` has; nothing in the labels themselves does.
     if data_type in _STILL_TYPES:
-        return [(0, labels)]
+        return [(0, cast(EncordFrameLabels, labels))]
     if data_type in _FRAME_TYPES:
-        return [(int(frame), frame_labels) for frame, frame_labels in labels.items() if str(frame).isdigit()]
+        by_frame = cast(dict[str, EncordFrameLabels], labels)
+        return [(int(frame), frame_labels) for frame, frame_labels in by_frame.items() if str(frame).isdigit()]
     raise FormatError(f"data_type {data_type!r} is not supported")
 
 
-def _sequence(du: dict[str, Any], position: int) -> int:
+def _sequence(du: EncordDataUnit, position: int) -> int:
     """An image group's image number: its ``data_sequence`` (an int, or a string since 0.1.2xx), else its place."""
     value = du.get("data_sequence")
     return int(value) if isinstance(value, int | str) and str(value).isdigit() else position
 
 
-def _add_tags(row: dict[str, Any], units: dict[int, Unit], frames_by_hash: dict[str, set[int]]) -> None:
+def _add_tags(row: EncordLabelRow, units: dict[int, Unit], frames_by_hash: dict[str, set[int]]) -> None:
     """Classifications onto the units: a still's (an image's, or an image group's image's) as a tag on the
     whole slot (frame -1), like a Darwin or LS tag; a video's per frame. ``units`` maps a frame index (an
     image group's image number; 0 otherwise) to the unit it falls on."""
@@ -160,7 +173,7 @@ def _add_tags(row: dict[str, Any], units: dict[int, Unit], frames_by_hash: dict[
                     unit.tags.add((-1 if still else f, question, text))
 
 
-def _row_units(row: dict[str, Any]) -> list[tuple[Unit, dict[str, Any]]]:
+def _row_units(row: EncordLabelRow) -> list[tuple[Unit, EncordDataUnit]]:
     """Each data unit with the unit it is scored as: an image group's images are slots ``"0"``, ``"1"``, ...
     by ``data_sequence``, as in Darwin and in our own converter (slot i is image i); any other row is one
     unit, slot ``"0"``, sized by its first data unit."""
@@ -169,8 +182,9 @@ def _row_units(row: dict[str, Any]) -> list[tuple[Unit, dict[str, Any]]]:
     if not (title or data_hash):
         raise FormatError("a label row has neither data_title nor data_hash")
     group = row["data_type"] == "img_group"
-    out: list[tuple[Unit, dict[str, Any]]] = []
-    for position, du in enumerate(list(row["data_units"].values()) or [{}]):
+    out: list[tuple[Unit, EncordDataUnit]] = []
+    data_units: list[EncordDataUnit] = list(row["data_units"].values()) or [{}]
+    for position, du in enumerate(data_units):
         if out and not group:
             out.append((out[0][0], du))
             continue
@@ -196,7 +210,7 @@ def _row_units(row: dict[str, Any]) -> list[tuple[Unit, dict[str, Any]]]:
     return sorted(out, key=lambda pair: int(pair[0].slot))
 
 
-def encord_to_dataset(rows: list[dict[str, Any]], *, name: str, source: str) -> Dataset:
+def encord_to_dataset(rows: list[EncordLabelRow], *, name: str, source: str) -> Dataset:
     """Encord label rows as a Dataset: one unit per data unit (slot ``"0"``; an image group's image i is
     slot ``"i"``, a one-frame unit each).
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import JsonValue
+
 from service.convert.label_studio import LabelConfig, LsObject, ls_frame_rate, ls_number
+from service.evaluate.exports import LsBox, LsKeyframe, LsLabelSet, LsLabelsKey, LsRegion, LsTask, LsValue
 from service.evaluate.geometry import ls_brush_rle_to_mask, mask_to_coco_rle, polygon_to_xyxy, rotated_box_to_polygon
 from service.evaluate.tracks import FrameBudget, lerp
 from service.evaluate.types import (
@@ -51,35 +54,49 @@ def ls_url_to_item(url: str) -> str:
     return normalise_item_key(parts.path or url)
 
 
-def _task_item(task: dict[str, Any]) -> str:
+def _task_item(task: LsTask) -> str:
     data = task.get("data")
     if not isinstance(data, dict):
         raise FormatError(f"task {task.get('id')}: no data")
     to_names = [
         str(r.get("to_name"))
-        for s in (*task.get(ANNOTATIONS, []), *task.get(PREDICTIONS, []))
+        for s in (*task.get("annotations", []), *task.get("predictions", []))
         for r in s.get("result") or []
     ]
     for key in (*to_names, *_MEDIA_KEYS):
-        if isinstance(data.get(key), str) and data[key]:
-            return ls_url_to_item(data[key])
+        media = data.get(key)
+        if isinstance(media, str) and media:
+            return ls_url_to_item(media)
     value = next((v for v in data.values() if isinstance(v, str) and v), None)
     return ls_url_to_item(value) if value else f"task-{task.get('id')}"
 
 
-def _label(value: dict[str, Any], type_: str) -> str:
-    labels = value.get(type_) or value.get("labels") or []
+_LABEL_KEYS: dict[str, LsLabelsKey] = {k: k for k in ("rectanglelabels", "polygonlabels", "brushlabels")}
+"""Region types whose labels are under their own key; others' (``rectangle``, ``videorectangle``) under ``labels``."""
+
+
+def _label(value: LsValue, type_: str) -> str:
+    labels = value.get(_LABEL_KEYS.get(type_, "labels")) or value.get("labels") or []
     if not labels:
         raise FormatError(f"a {type_} region has no label")
     return str(labels[0])
 
 
-def _rect_shape(rid: str, label: str, value: dict[str, Any], unit: Unit, score: float | None, by: str | None) -> Shape:
+class _Common(TypedDict):
+    """The Shape fields a rectangle has whether or not it is rotated."""
+
+    score: float | None
+    class_key: str
+    box_src: tuple[float, float, float, float]
+    created_by: str | None
+
+
+def _rect_shape(rid: str, label: str, value: LsBox, unit: Unit, score: float | None, by: str | None) -> Shape:
     """A percent rectangle as a Shape, in pixels when the unit's size is known; rotated ones as polygons."""
     sx, sy = _scale(unit)
-    x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
+    x, y, w, h = float(value["x"]), float(value["y"]), float(value["width"]), float(value["height"])
     rotation = float(value.get("rotation") or 0.0)
-    common: dict[str, Any] = {"score": score, "class_key": label, "box_src": (x, y, w, h), "created_by": by}
+    common: _Common = {"score": score, "class_key": label, "box_src": (x, y, w, h), "created_by": by}
     if rotation:
         # LS rotates about the top-left corner; score it as the polygon it is.
         ring = rotated_box_to_polygon(x * sx, y * sy, w * sx, h * sy, rotation, about_centre=False)
@@ -93,11 +110,14 @@ def _scale(unit: Unit) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def _between(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any]:
+def _between(a: LsKeyframe, b: LsKeyframe, t: float) -> LsKeyframe:
     """A keyframe a fraction ``t`` of the way from ``a`` to ``b``: the editor interpolates every box prop."""
     return {
         **a,
-        **{k: lerp(float(a[k]), float(b[k]), t) for k in ("x", "y", "width", "height")},
+        "x": lerp(float(a["x"]), float(b["x"]), t),
+        "y": lerp(float(a["y"]), float(b["y"]), t),
+        "width": lerp(float(a["width"]), float(b["width"]), t),
+        "height": lerp(float(a["height"]), float(b["height"]), t),
         "rotation": lerp(float(a.get("rotation") or 0.0), float(b.get("rotation") or 0.0), t),
     }
 
@@ -109,17 +129,17 @@ class _Piece:
 
     start: int
     stop: int
-    key: dict[str, Any]
-    towards: dict[str, Any] | None
+    key: LsKeyframe
+    towards: LsKeyframe | None
 
-    def at(self, position: float) -> dict[str, Any]:
+    def at(self, position: float) -> LsKeyframe:
         """The keyframe at an LS frame position, fractional between frames (a time between their starts)."""
         if self.towards is None or position == self.start:
             return self.key
         return _between(self.key, self.towards, (position - self.start) / (self.stop - self.start))
 
 
-def sequence_to_pieces(value: dict[str, Any]) -> list[_Piece]:
+def sequence_to_pieces(value: LsValue) -> list[_Piece]:
     """A ``videorectangle``'s spans, as the editor shows them (LS frame numbers, 1-based).
 
     From an enabled keyframe the box is interpolated linearly up to the next keyframe; past the last one it
@@ -143,14 +163,14 @@ def sequence_to_pieces(value: dict[str, Any]) -> list[_Piece]:
     return pieces
 
 
-def sequence_to_frames(value: dict[str, Any], budget: FrameBudget) -> dict[int, dict[str, Any]]:
+def sequence_to_frames(value: LsValue, budget: FrameBudget) -> dict[int, LsKeyframe]:
     """A ``videorectangle``'s box on every frame the editor shows it, by LS frame number (1-based); see
     ``sequence_to_pieces``."""
     return _pieces_to_frames(sequence_to_pieces(value), budget)
 
 
-def _pieces_to_frames(pieces: list[_Piece], budget: FrameBudget) -> dict[int, dict[str, Any]]:
-    frames: dict[int, dict[str, Any]] = {}
+def _pieces_to_frames(pieces: list[_Piece], budget: FrameBudget) -> dict[int, LsKeyframe]:
+    frames: dict[int, LsKeyframe] = {}
     for piece in pieces:
         budget.spend(piece.stop - piece.start)  # spent before expanding: a keyframe is two numbers
         for frame in range(piece.start, piece.stop):
@@ -158,7 +178,7 @@ def _pieces_to_frames(pieces: list[_Piece], budget: FrameBudget) -> dict[int, di
     return frames
 
 
-def pieces_at_rate(pieces: list[_Piece], fps_ls: float, fps: float, budget: FrameBudget) -> dict[int, dict[str, Any]]:
+def pieces_at_rate(pieces: list[_Piece], fps_ls: float, fps: float, budget: FrameBudget) -> dict[int, LsKeyframe]:
     """A track's box on every frame of a video counted at ``fps`` (0-based) whose time the track covers.
 
     Frame k starts at k / fps, which is LS position k * fps_ls / fps + 1 (LS frame N runs from
@@ -166,7 +186,7 @@ def pieces_at_rate(pieces: list[_Piece], fps_ls: float, fps: float, budget: Fram
     same time as a source frame give that frame exactly, and frames LS never stops on are interpolated.
     """
     ratio = fps / fps_ls
-    frames: dict[int, dict[str, Any]] = {}
+    frames: dict[int, LsKeyframe] = {}
     for piece in pieces:
         first = max(0, math.ceil((piece.start - 1 - _FRAME_TOLERANCE) * ratio))
         stop = math.ceil((piece.stop - 1 - _FRAME_TOLERANCE) * ratio)
@@ -201,7 +221,7 @@ def _retime(
     return frames
 
 
-def video_frame_rate(task_data: dict[str, Any], to_name: str, config: LabelConfig | None) -> float | None:
+def video_frame_rate(task_data: dict[str, JsonValue], to_name: str, config: LabelConfig | None) -> float | None:
     """The rate LS counts a task's video frames at, or None when nothing says.
 
     With the labeling config, LS's own rule (``ls_frame_rate``: the ``framerate`` literal or ``$key`` of
@@ -217,7 +237,7 @@ def video_frame_rate(task_data: dict[str, Any], to_name: str, config: LabelConfi
     return frame_rate(ls_frame_rate(LsObject(to_name, "video", None, "$" + FPS_KEY), task_data))
 
 
-def _brush_shape(rid: str, region: dict[str, Any], score: float | None, by: str | None) -> Shape | None:
+def _brush_shape(rid: str, region: LsRegion, score: float | None, by: str | None) -> Shape | None:
     """A ``brushlabels`` region (``format: "rle"``, on its ``original_width`` x ``original_height`` image) as
     a mask; None when it cannot be decoded to any pixel (no size, another format, nothing painted)."""
     value = region.get("value") or {}
@@ -235,7 +255,7 @@ def _brush_shape(rid: str, region: dict[str, Any], score: float | None, by: str 
 
 
 def _add_result(
-    region: dict[str, Any], unit: Unit, score: float | None, created_by: str | None, position: int
+    region: LsRegion, unit: Unit, score: float | None, created_by: str | None, position: int
 ) -> _Track | None:
     """Put one region on the unit (a video track is returned instead, to be placed by the caller)."""
     type_ = str(region.get("type", ""))
@@ -244,7 +264,8 @@ def _add_result(
     region_score = region.get("score", score)
     score_ = float(region_score) if isinstance(region_score, int | float) else None
     if type_ == "choices" or type_ == "taxonomy":
-        unit.tags.add((-1, str(region.get("from_name")), ",".join(sorted(map(str, value.get(type_, []))))))
+        chosen = value.get("choices", []) if type_ == "choices" else value.get("taxonomy", [])
+        unit.tags.add((-1, str(region.get("from_name")), ",".join(sorted(map(str, chosen)))))
     elif type_ in ("rectanglelabels", "rectangle"):
         unit.add(0, _rect_shape(rid, _label(value, type_), value, unit, score_, created_by))
     elif type_ in ("polygonlabels", "polygon"):
@@ -275,20 +296,20 @@ def _add_result(
     return None
 
 
-def _size_of(results: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+def _size_of(results: list[LsRegion]) -> tuple[int | None, int | None]:
     for r in results:
         if r.get("original_width") and r.get("original_height"):
             return int(r["original_width"]), int(r["original_height"])
     return None, None
 
 
-def _pick_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
+def _pick_annotation(task: LsTask) -> LsLabelSet | None:
     """The ground-truth annotation if one is marked, else the first one not cancelled."""
-    usable = [a for a in task.get(ANNOTATIONS) or [] if not a.get("was_cancelled")]
+    usable = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     return next((a for a in usable if a.get("ground_truth")), usable[0] if usable else None)
 
 
-def _completed_by(annotation: dict[str, Any]) -> str | None:
+def _completed_by(annotation: LsLabelSet) -> str | None:
     who = annotation.get("completed_by")
     if isinstance(who, dict):
         return str(who.get("email") or who.get("id"))
@@ -296,8 +317,8 @@ def _completed_by(annotation: dict[str, Any]) -> str | None:
 
 
 def _task_unit(
-    task: dict[str, Any],
-    label_set: dict[str, Any],
+    task: LsTask,
+    label_set: LsLabelSet,
     created_by: str | None,
     budget: FrameBudget,
     config: LabelConfig | None,
@@ -342,7 +363,7 @@ def _task_unit(
 
 
 def label_studio_to_datasets(
-    tasks: list[dict[str, Any]],
+    tasks: list[LsTask],
     *,
     name: str,
     source: str,
@@ -375,7 +396,7 @@ def label_studio_to_datasets(
         return [dataset]
     by_version: dict[str, Dataset] = {}
     for task in tasks:
-        for prediction in task.get(PREDICTIONS) or []:
+        for prediction in task.get("predictions") or []:
             version = str(prediction.get("model_version") or "")
             if model_version is not None and version != model_version:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from service.evaluate.matching import match_frame
 from service.evaluate.pairing import Pairing, frame_indices
@@ -14,6 +15,18 @@ from service.evaluate.types import Shape, Unit
 def ratio(num: float, den: float, *, empty: float) -> float:
     """``num / den``, and ``empty`` when there is nothing to divide by."""
     return num / den if den else empty
+
+
+class CountsJson(TypedDict):
+    """``Counts`` in ``summary.json`` (overall, per class, per item)."""
+
+    tp: int
+    fp: int
+    fn: int
+    precision: float
+    recall: float
+    f1: float
+    mean_iou: float | None
 
 
 @dataclass(slots=True)
@@ -47,7 +60,7 @@ class Counts:
         """Mean IoU of the matched pairs; None without any."""
         return self.iou_sum / self.tp if self.tp else None
 
-    def to_json(self) -> dict[str, float | int | None]:
+    def to_json(self) -> CountsJson:
         return {
             "tp": self.tp,
             "fp": self.fp,

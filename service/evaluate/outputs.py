@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode, PreannotateError
-from service.evaluate.evaluation import Evaluation, candidate_figures, evaluation_to_summary
+from service.evaluate.evaluation import CandidateFigures, Evaluation, candidate_figures, evaluation_to_summary
 from service.evaluate.seed_csv import seed_rows_to_csv
 from service.files import write_atomic
 
@@ -45,15 +46,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+class _LeaderboardRow(CandidateFigures):
+    passed: bool
+    units_scored: int
+    units_missing: int
+    failed_checks: str
+    source: str
+
+
 def evaluation_to_leaderboard_csv(evaluation: Evaluation) -> str:
     """One row per candidate, best first (F1, then mAP50), with pass/fail against the thresholds."""
-    rows = []
+    rows: list[_LeaderboardRow] = []
     for result in evaluation.candidates:
-        figures = candidate_figures(result)
         pairs = result.pairing.pairs
         rows.append(
-            figures
-            | {
+            {
+                **candidate_figures(result),
                 "passed": result.passed,
                 "units_scored": sum(1 for _, c in pairs if c is not None),
                 "units_missing": sum(1 for _, c in pairs if c is None),
@@ -66,7 +74,8 @@ def evaluation_to_leaderboard_csv(evaluation: Evaluation) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(LEADERBOARD_COLUMNS)
     for rank, row in enumerate(rows, start=1):
-        writer.writerow([rank, *(_cell(row[c]) for c in LEADERBOARD_COLUMNS[1:])])
+        cells: Mapping[str, object] = row
+        writer.writerow([rank, *(_cell(cells[c]) for c in LEADERBOARD_COLUMNS[1:])])
     return out.getvalue()
 
 

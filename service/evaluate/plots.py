@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate.metrics import CountsJson
 
 _MAX_CLASSES = 30  # more bars than this are unreadable; the table has them all
 
@@ -31,13 +32,18 @@ def _to_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def class_bars_to_png(per_class: dict[str, dict[str, Any]]) -> str:
+def class_bars_to_png(per_class: Mapping[str, CountsJson]) -> str:
     """Grouped precision / recall / F1 bars per class (the most frequent benchmark classes first)."""
     labels = sorted(per_class, key=lambda k: -(per_class[k]["tp"] + per_class[k]["fn"]))[:_MAX_CLASSES]
     fig = _figure(max(5.0, 0.6 * len(labels) + 2.0), 3.2)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.27
-    for offset, metric in ((-width, "precision"), (0.0, "recall"), (width, "f1")):
+    bars: tuple[tuple[float, Literal["precision", "recall", "f1"]], ...] = (
+        (-width, "precision"),
+        (0.0, "recall"),
+        (width, "f1"),
+    )
+    for offset, metric in bars:
         ax.bar([i + offset for i in range(len(labels))], [per_class[k][metric] for k in labels], width, label=metric)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, ha="right")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -35,7 +35,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _leaderboard(evaluation: Evaluation) -> str:
-    rows = []
+    rows: list[list[Any]] = []
     for result in evaluation.candidates:
         f = candidate_figures(result)
         rows.append([f["candidate"], result.passed, f["f1"], f["precision"], f["recall"], f["mean_iou"], f["map"]])
@@ -62,7 +62,8 @@ def _candidate_section(result: CandidateResult, iou: float) -> str:
     parts.append(f"<p>Gate: {gate}</p>")
     headline = ["TP", "FP", "FN", "precision", "recall", "F1", "mean IoU", "mAP", "mAP50", "tag accuracy"]
     keys = ["tp", "fp", "fn", "precision", "recall", "f1", "mean_iou", "map", "map50", "tag_accuracy"]
-    parts.append(_table(headline, [[data[k] for k in keys]]))
+    fields: Mapping[str, object] = data
+    parts.append(_table(headline, [[fields[k] for k in keys]]))
     if data["map_note"]:
         parts.append(f'<p class="note">{escape(data["map_note"])}</p>')
     items = data["items"]
@@ -87,7 +88,8 @@ def _candidate_section(result: CandidateResult, iou: float) -> str:
     if data["worst_items"]:
         parts.append("<h3>Worst items</h3>")
         cols = ["item", "slot", "in_candidate", "frames", "tp", "fp", "fn", "f1"]
-        parts.append(_table(cols, [[w[c] for c in cols] for w in data["worst_items"]]))
+        worst: list[Mapping[str, object]] = list(data["worst_items"])
+        parts.append(_table(cols, [[w[c] for c in cols] for w in worst]))
     if data["skipped_shapes"]:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(data["skipped_shapes"].items()))
         parts.append(f'<p class="note">Shapes not scored: {escape(skipped)}.</p>')

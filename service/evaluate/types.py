@@ -6,13 +6,27 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 BoxXYXY = tuple[float, float, float, float]
 """x1, y1, x2, y2 in pixels of the frame (or percent of it when the source gave no pixel size)."""
 
 BoxXYWH = tuple[float, float, float, float]
 """Top-left x, y, width, height in the source's own units (see ``Unit.src_units``)."""
+
+
+class CocoRle(TypedDict):
+    """A COCO run-length mask: ``size`` is [height, width]; ``counts`` compressed (a string) or plain runs."""
+
+    size: list[int]
+    counts: str | list[int]
+
+
+class EncodedRle(TypedDict):
+    """A COCO RLE as pycocotools takes it for IoU: compressed counts as bytes."""
+
+    size: list[int]
+    counts: bytes
 
 
 class FormatError(ValueError):
@@ -31,7 +45,7 @@ MAX_FPS = 1000.0
 """Frame rates above this are taken as unknown: re-counting a video's frames at them would build millions."""
 
 
-def frame_rate(value: Any) -> float | None:
+def frame_rate(value: object) -> float | None:
     """A source's frame rate as a number in (0, ``MAX_FPS``], or None (absent, ``"native"``, nonsense)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -85,7 +99,7 @@ class Shape:
     kind: ShapeKind = ShapeKind.BOX
     score: float | None = None
     polygons: tuple[tuple[float, ...], ...] = ()
-    rle: dict[str, Any] | None = None
+    rle: CocoRle | None = None
     class_key: str = ""
     box_src: BoxXYWH | None = None
     created_by: str | None = None

@@ -143,4 +143,5 @@ async def evaluate_route(request: Request, tenant: TenantDep) -> dict[str, Any]:
         raise PreannotateError(
             ErrorCode.UNSUPPORTED_MEDIA, "send JSON {benchmark, candidates: [{name, data}]} or multipart uploads"
         )
-    return evaluation_to_summary(evaluation)
+    # A plain dict: the documented response stays an open JSON object (a TypedDict would become its schema).
+    return dict(evaluation_to_summary(evaluation))

@@ -20,8 +20,8 @@ from service.convert.tracks import TrackerOptions, frames_to_tracks, region_trac
 from service.convert.types import ItemPredictions, ModelRef, Track, UnsupportedByFormatError
 from service.errors import ErrorCode
 from service.jobs.runner import job_tracker
-from service.jobs.store import ItemResult, ItemState, JobRecord
 from service.pipeline.frames import MediaKind, SlotMeta
+from service.queue.store import ItemResult, ItemState, JobRecord
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

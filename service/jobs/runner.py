@@ -15,7 +15,6 @@ from service.config import Settings
 from service.convert.tracks import TrackerOptions
 from service.errors import PreannotateError
 from service.jobs.results import item_result_to_json
-from service.jobs.store import Lease
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
@@ -23,6 +22,7 @@ from service.pipeline.media import PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import class_filter, detect_frames, keep_partial
+from service.queue.store import Lease
 from service.spec.requests import TracksIn
 
 log = logging.getLogger(__name__)

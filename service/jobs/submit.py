@@ -28,9 +28,9 @@ from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import check_destination
 from service.jobs.runner import pinned_tracks
-from service.jobs.store import JobRecord, JobStatus, JobStore
 from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
+from service.queue.store import JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel
 from service.spec.requests import ItemIn, JobCreate
 

@@ -25,11 +25,11 @@ from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import Pushers
 from service.jobs.runner import ItemStoppedError, JobParams, run_item
-from service.jobs.store import JobStore, Lease, ModelPin, pin_of
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import DecoderChoice, MediaLimits
+from service.queue.store import JobStore, Lease, ModelPin, pin_of
 
 log = logging.getLogger(__name__)
 

@@ -39,24 +39,24 @@ from service.api.state import AppState
 from service.backends.label_studio import config_from_settings
 from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import VIA_SCHEMES
-from service.jobs.store import JobRecord
-from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
-from service.spec.requests import Destination, ItemIn, JobCreate
-from service.webhooks import label_studio as ls
-from service.webhooks import v7
-from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled
-from service.webhooks.config import WebhookConfig
-from service.webhooks.responses import Outcome, WebhookAccepted
-from service.webhooks.routing import match_rule, object_url
-from service.webhooks.s3_events import S3Object, object_idem, parse_events, s3_job
-from service.webhooks.signatures import (
+from service.intake import label_studio as ls
+from service.intake import v7
+from service.intake.auth import check_authorization, check_shared_secret, read_body, require_enabled
+from service.intake.config import WebhookConfig
+from service.intake.responses import Outcome, WebhookAccepted
+from service.intake.routing import match_rule, object_url
+from service.intake.s3_events import S3Object, object_idem, parse_events, s3_job
+from service.intake.signatures import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     check_delivery_id,
     verify,
 )
+from service.jobs.backend_media import VIA_SCHEMES
+from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
+from service.queue.store import JobRecord
+from service.spec.requests import Destination, ItemIn, JobCreate
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from service.convert.label_studio import parse_label_config
 from service.convert.types import ItemPredictions, UnsupportedByFormatError
 from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
 from service.jobs.results import item_result_to_json
-from service.jobs.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from service.queue.store import ItemResult, ItemState, JobRecord, JobStatus
 from tests.builders import make_detections, make_result
 
 REQUEST = {"model": "onnx:/m/yolo.onnx", "model_version": "yolo-0123abcd", "class_names": ["person", "car"]}

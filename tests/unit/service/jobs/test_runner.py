@@ -11,12 +11,12 @@ import pytest
 from models.registry import load_detector
 from service.errors import PreannotateError
 from service.jobs.runner import display_source, run_item
-from service.jobs.store import Lease
 from service.jobs.worker import retry_delay_s
 from service.loaded_models import LoadedModel
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher, FetchPolicy
 from service.pipeline.options import MediaLimits
+from service.queue.store import Lease
 from service.samples import write_video
 from tests.media import corrupt_payloads, cut_copy
 from tests.media_dicom import series_slice

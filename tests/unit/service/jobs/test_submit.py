@@ -10,9 +10,9 @@ import pytest
 
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
+from service.intake.label_studio import delivery_idem as ls_delivery_idem
+from service.intake.v7 import delivery_idem as v7_delivery_idem
 from service.jobs import submit as submit_module
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.store import JobRecord
 from service.jobs.submit import (
     FINGERPRINT,
     DrainRate,
@@ -24,10 +24,10 @@ from service.jobs.submit import (
     idempotency_key_idem,
     queue_full_retry_after_s,
 )
+from service.queue.sqlite_store import SqliteJobStore
+from service.queue.store import JobRecord
 from service.spec.requests import ItemIn
-from service.webhooks.label_studio import delivery_idem as ls_delivery_idem
-from service.webhooks.v7 import delivery_idem as v7_delivery_idem
-from tests.unit.service.jobs.store_contract import FakeClock
+from tests.unit.service.queue.store_contract import FakeClock
 
 TENANT = "tenant-a"
 PARAMS: dict[str, Any] = {

@@ -13,12 +13,12 @@ import pytest
 from models.types import ModelInfo
 from service.jobs import worker as worker_module
 from service.jobs.runner import ItemStoppedError
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.store import ItemState, JobStatus, Lease
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import MediaLimits
+from service.queue.sqlite_store import SqliteJobStore
+from service.queue.store import ItemState, JobStatus, Lease
 
 TENANT = "tenant-a"
 REQUEST = {

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import pytest
 from prometheus_client import REGISTRY
 
-from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore, ModelPin
 from service.metrics import JOB_OUTCOMES
+from service.queue.store import ItemState, JobRecord, JobStatus, JobStore, ModelPin
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"

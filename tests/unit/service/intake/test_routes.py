@@ -13,11 +13,11 @@ import pytest
 from pydantic import SecretStr
 
 from service.api.routes import webhooks as routes
-from service.webhooks.config import WebhookConfig
-from service.webhooks.routing import S3Rule
-from service.webhooks.signatures import sign
-from tests.unit.service.webhooks.helpers import TOKEN, WebhookApp, webhook_app
-from tests.unit.service.webhooks.payloads import (
+from service.intake.config import WebhookConfig
+from service.intake.routing import S3Rule
+from service.intake.signatures import sign
+from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
+from tests.unit.service.intake.payloads import (
     LS_URL,
     PROJECT_TOKEN,
     darwin_item,

@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from service.errors import ErrorCode, PreannotateError
+from service.intake.routing import S3Rule
 from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn
-from service.webhooks.routing import S3Rule
 
 # MinIO files metadata-only changes under ObjectCreated too; the bytes are unchanged, so there is nothing to run.
 METADATA_EVENTS = frozenset(

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode
-from service.jobs.store import (
+from service.metrics import job_finished
+from service.queue.store import (
     ItemError,
     ItemResult,
     ItemState,
@@ -33,7 +34,6 @@ from service.jobs.store import (
     parse_cursor,
     pin_of,
 )
-from service.metrics import job_finished
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
 FORGOTTEN_PREFIX = "forgotten:"

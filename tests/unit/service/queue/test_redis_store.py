@@ -16,15 +16,15 @@ import redis
 from models.types import ModelInfo
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.resilient_store import ResilientStore
-from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
 from service.jobs.submit import create_job_from
+from service.queue.redis_store import RedisJobStore
+from service.queue.resilient_store import ResilientStore
+from service.queue.store import ItemState, JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel, PublishedModel, RemoteModels
 from service.spec.requests import JobCreate
 from tests.integration.servers import free_port
 from tests.redis_server import RedisServer
-from tests.unit.service.jobs.store_contract import (
+from tests.unit.service.queue.store_contract import (
     LEASE_S,
     TENANT,
     FakeClock,

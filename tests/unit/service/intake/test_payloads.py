@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from service.errors import ErrorCode, PreannotateError
+from service.intake import label_studio as ls
+from service.intake import v7
 from service.jobs.backend_media import split_via
-from service.webhooks import label_studio as ls
-from service.webhooks import v7
-from tests.unit.service.webhooks.payloads import (
+from tests.unit.service.intake.payloads import (
     IMAGE_CONFIG,
     LS_URL,
     PROJECT_TOKEN,

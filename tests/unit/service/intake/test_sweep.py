@@ -12,14 +12,14 @@ from pydantic import SecretStr
 
 from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
 from service.config import Settings
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.sweep import LabelStudioSweep, start_label_studio_sweep
+from service.intake import label_studio as ls
+from service.intake.config import WebhookConfig
+from service.intake.sweep import LabelStudioSweep, start_label_studio_sweep
 from service.loaded_models import ModelRegistry
-from service.webhooks import label_studio as ls
-from service.webhooks.config import WebhookConfig
+from service.queue.sqlite_store import SqliteJobStore
 from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, serving
-from tests.unit.service.webhooks.helpers import MODEL_VERSION, make_models
-from tests.unit.service.webhooks.payloads import IMAGE_CONFIG
+from tests.unit.service.intake.helpers import MODEL_VERSION, make_models
+from tests.unit.service.intake.payloads import IMAGE_CONFIG
 
 PROJECT = 17
 OLD = "2026-01-01T00:00:00Z"

@@ -39,9 +39,10 @@ from redis.retry import Retry
 
 from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
-from service.jobs import redis_scripts as lua
-from service.jobs.sqlite_store import derive_status
-from service.jobs.store import (
+from service.metrics import job_finished
+from service.queue import redis_scripts as lua
+from service.queue.sqlite_store import derive_status
+from service.queue.store import (
     ItemError,
     ItemResult,
     ItemState,
@@ -52,7 +53,6 @@ from service.jobs.store import (
     parse_cursor,
     pin_of,
 )
-from service.metrics import job_finished
 from service.remote_models import PublishedModel
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import ItemResult, ItemState, JobRecord, Lease, ModelPin
+from service.queue.redis_store import RedisJobStore
+from service.queue.store import ItemResult, ItemState, JobRecord, Lease, ModelPin
 
 log = logging.getLogger(__name__)
 

@@ -181,7 +181,7 @@ class LabelStudioSweep:
             destinations=[Destination(backend="label_studio", project=project)],
         )
         prepared = prepare_job(job, settings=self._settings, models=registry, extra_schemes=VIA_SCHEMES)
-        key = delivery_idem(project, TASKS_CREATED, [task_version(task)], prepared.params)
+        key = delivery_idem(project, TASKS_CREATED, [task_version(task)], prepared.spec)
         _, created = enqueue(prepared, settings=self._settings, store=self._store, tenant=self._tenant, idem_key=key)
         return created
 

@@ -90,8 +90,8 @@ def _job_public(job: JobRecord) -> JobPublic:
     return JobPublic(
         id=job.id,
         status=job.status,
-        model=job.request["model"],
-        model_version=job.request["model_version"],
+        model=job.spec.model,
+        model_version=job.spec.model_version,
         created_at=job.created_at,
         updated_at=job.updated_at,
         progress=JobProgress(

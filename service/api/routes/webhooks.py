@@ -195,7 +195,7 @@ async def label_studio_webhook(
                     destinations=[Destination(backend="label_studio", project=project)],
                 )
                 prepared = prepare_job(job, settings=state.settings, models=models, extra_schemes=VIA_SCHEMES)
-                key = ls.delivery_idem(project, delivery.action, [v for _, v in chunk], prepared.params)
+                key = ls.delivery_idem(project, delivery.action, [v for _, v in chunk], prepared.spec)
                 _enqueue(outcome, state, tenant, prepared, key, f"label studio project {project}")
 
         await _in_store_writer(submit)
@@ -261,7 +261,7 @@ async def s3_webhook(
                     log.warning("s3 webhook: s3://%s/%s makes no job: %s", obj.bucket, obj.key, exc)
                     outcome.ignore(f"s3://{obj.bucket}/{obj.key}: {exc.message}")
                     continue
-                _enqueue(outcome, state, tenant, prepared, object_idem(obj, prepared.params), "s3 object")
+                _enqueue(outcome, state, tenant, prepared, object_idem(obj, prepared.spec), "s3 object")
 
         await _in_store_writer(submit)
     log.info(
@@ -315,7 +315,7 @@ async def v7_webhook(
 
     def submit() -> None:
         prepared = prepare_job(job, settings=settings, models=models, extra_schemes=VIA_SCHEMES)
-        key = v7.delivery_idem(delivery.item_id, delivery.media_hash, prepared.params)
+        key = v7.delivery_idem(delivery.item_id, delivery.media_hash, prepared.spec)
         _enqueue(outcome, state, tenant, prepared, key, "v7 item")
 
     await _in_store_writer(submit)

@@ -9,7 +9,7 @@ import pytest
 
 from service.config import Settings
 from service.convert.tracks import TrackerOptions
-from service.jobs.submit import job_params
+from service.jobs.submit import content_fingerprint, content_idem, job_params
 from service.remote_models import JobModel
 from service.spec.job import JobSpec, ModelPin, PinnedTracks, tracker_options
 from service.spec.requests import JobCreate, TracksIn
@@ -94,3 +94,13 @@ def test_the_job_body_tracks_are_pinned_over_the_settings() -> None:
     # A job stored before trackers were pinned takes this process's settings.
     assert tracker_options(None, settings) == TrackerOptions(iou_gate=0.4, max_gap=5)
     assert tracker_options(None, Settings(tracks=False)) is None
+
+
+def test_dedupe_keys_are_the_ones_older_releases_made() -> None:
+    """Golden key, computed by the release before JobSpec: a job resubmitted across the upgrade is found again."""
+    job = JobCreate.model_validate(BODIES[1] | {"destinations": [{"backend": "label_studio", "project": 3}]})
+    job = job.model_copy(update={"outputs": ["coco"], "tracks": TracksIn(iou=0.4)})
+    spec = job_params(job, JobModel("builtin:centerface", "abc", ("face",)), Settings())
+    golden = "4f5aab4423c3d2a118c864e895f945836836822aeb79dabdf7b4a6071b9e4b75"
+    assert content_idem(spec, job.items) == f"body:{golden}"
+    assert content_fingerprint(spec, job.items) == golden

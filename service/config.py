@@ -20,8 +20,8 @@ from pydantic_settings import (
 
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
+from service.intake.routing import S3Rule, check_rules
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
-from service.webhooks.routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
     from service.backends.encord import EncordAuth, EncordConfig

@@ -23,20 +23,20 @@ from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
+from service.intake.sweep import start_label_studio_sweep
 from service.jobs.backend_media import BackendMediaFetcher
 from service.jobs.push import Pushers
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.store import JobStore
-from service.jobs.sweep import start_label_studio_sweep
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from service.pipeline.fetch import Fetcher
+from service.queue.sqlite_store import SqliteJobStore
+from service.queue.store import JobStore
 from service.remote_models import RemoteModels
 from service.spec.requests import JobCreate
 
 if TYPE_CHECKING:
-    from service.jobs.redis_store import RetryPromoter
+    from service.queue.redis_store import RetryPromoter
 
 log = logging.getLogger(__name__)
 # What an operator needs to see by default (models loading, ready); `preannotate serve` shows it at INFO.
@@ -93,7 +93,7 @@ def _open_queue(settings: Settings) -> _Queue:
     """The embedded SQLite queue; or, with ``queue_url``, Redis plus the models the workers publish there."""
     if settings.queue_url is None:
         return _Queue(SqliteJobStore(settings.db_path, max_attempts=settings.max_attempts))
-    from service.jobs.redis_store import RedisJobStore, RetryPromoter  # redis stays out of embedded imports
+    from service.queue.redis_store import RedisJobStore, RetryPromoter  # redis stays out of embedded imports
 
     store = RedisJobStore(settings.queue_url.get_secret_value(), max_attempts=settings.max_attempts)
     # Due retries must reach the stream even while KEDA has every worker scaled to zero.

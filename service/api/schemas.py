@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.jobs.store import ItemState, JobStatus
+from service.queue.store import ItemState, JobStatus
 
 
 class ErrorBody(BaseModel):

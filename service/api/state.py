@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from service.api.auth import TokenAuth
 from service.config import Settings
 from service.jobs.push import Pushers
-from service.jobs.store import JobStore
 from service.jobs.worker import WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
+from service.queue.store import JobStore
 from service.remote_models import RemoteModels
 
 

@@ -32,11 +32,11 @@ from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import BackendMediaFetcher
 from service.jobs.push import Pushers
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.resilient_store import ResilientStore
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import observe_scrape
+from service.queue.redis_store import RedisJobStore
+from service.queue.resilient_store import ResilientStore
 from service.remote_models import PublishedModel
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,8 @@ from service.convert.label_studio import (
 from service.convert.tracks import TrackerOptions, frames_to_tracks, region_tracks
 from service.convert.types import ItemPredictions, ModelRef, Track, UnsupportedByFormatError
 from service.errors import ErrorCode
-from service.jobs.runner import job_tracker
-from service.jobs.store import ItemResult, ItemState, JobRecord
 from service.pipeline.frames import MediaKind, SlotMeta
+from service.queue.store import ItemResult, ItemState, JobRecord
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -42,12 +41,7 @@ def job_items(results: Sequence[ItemResult]) -> list[ItemPredictions]:
 def job_model(job: JobRecord) -> ModelRef:
     """The model the job's request pins. Unpinned (distributed, no item ever ran: e.g. every item failed before
     a worker took it up): no version and no classes, and no item result to use them."""
-    request = job.request
-    return ModelRef(
-        spec=request["model"],
-        version=request.get("model_version") or "",
-        class_names=tuple(request.get("class_names") or ()),
-    )
+    return job.spec.model_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +67,7 @@ def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings
     with a code and a reason; every other item is still served.
     """
     items, model = job_items(results), job_model(job)
-    tracker = job_tracker(job.request, settings)
+    tracker = job.spec.tracker(settings)
     provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
     if fmt == "coco":
         coco, skipped = _items_to_coco(items, model, tracker)

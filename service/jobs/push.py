@@ -26,8 +26,8 @@ from service.config import Settings
 from service.convert.tracks import TrackerOptions, optional_tracks, region_tracks
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.runner import job_tracker
 from service.pipeline.fetch import Fetcher
+from service.spec.job import PinnedTracks, tracker_options
 from service.spec.requests import Destination, ItemIn
 
 if TYPE_CHECKING:
@@ -158,7 +158,10 @@ class Pushers:
         return [error if error is not None else next(answers) for error in failed]
 
     def _tracker(self, request: Mapping[str, Any] | None) -> TrackerOptions | None:
-        return self.settings.tracker_options() if request is None else job_tracker(request, self.settings)
+        if request is None:
+            return self.settings.tracker_options()
+        tracks = request.get("tracks")
+        return tracker_options(None if tracks is None else PinnedTracks.model_validate(tracks), self.settings)
 
     def _client(self, name: str) -> Any:
         with self._lock:

@@ -5,25 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from service.config import Settings
-from service.convert.tracks import TrackerOptions
 from service.errors import PreannotateError
 from service.jobs.results import item_result_to_json
-from service.jobs.store import Lease
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import PdfReader, SlotSpec, open_slot
-from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import class_filter, detect_frames, keep_partial
-from service.spec.requests import TracksIn
+from service.queue.store import Lease
 
 log = logging.getLogger(__name__)
 
@@ -33,54 +30,6 @@ ProgressCallback = Callable[[int, int], bool]
 
 class ItemStoppedError(Exception):
     """The job was cancelled or the lease was lost: stop and store nothing."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobParams:
-    """A job's stored request, parsed: what every item of the job shares."""
-
-    model: str
-    fps: float
-    sampling: SamplingMode
-    threshold: float
-    classes: list[str] | None
-
-    @classmethod
-    def from_request(cls, request: dict[str, Any]) -> JobParams:
-        return cls(
-            model=request["model"],
-            fps=float(request["fps"]),
-            sampling=SamplingMode(request["sampling"]),
-            threshold=float(request["threshold"]),
-            classes=request.get("classes"),
-        )
-
-
-def pinned_tracks(tracks: TracksIn | None, settings: Settings) -> dict[str, Any]:
-    """The tracker stored with a job (its request's ``tracks``): the body's fields, else the settings'.
-
-    Pinned at submit so every item of the job, on any worker, is linked the same way.
-    """
-    tracks = tracks or TracksIn()
-    return {
-        "enabled": settings.tracks if tracks.enabled is None else tracks.enabled,
-        "iou": settings.track_iou if tracks.iou is None else tracks.iou,
-        "max_gap": settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
-        "min_length": settings.track_min_length if tracks.min_length is None else tracks.min_length,
-    }
-
-
-def job_tracker(request: Mapping[str, Any], settings: Settings) -> TrackerOptions | None:
-    """The tracker a job's items are linked with, None when off. A job stored before trackers were pinned
-    has none in its request: it takes this process's settings."""
-    pinned = request.get("tracks")
-    if not isinstance(pinned, Mapping):
-        return settings.tracker_options()
-    if not pinned.get("enabled", True):
-        return None
-    return TrackerOptions(
-        iou_gate=float(pinned["iou"]), max_gap=int(pinned["max_gap"]), min_length=int(pinned["min_length"])
-    )
 
 
 def display_source(url: str) -> str:
@@ -103,27 +52,28 @@ def run_item(
 ) -> dict[str, Any]:
     """Preannotate every slot of the leased item; raises PreannotateError (naming the file; INVALID_ARGUMENT for a
     class the model lacks) or ItemStoppedError."""
-    params = JobParams.from_request(lease.request)
+    spec = lease.spec
+    classes = None if spec.classes is None else list(spec.classes)
     # Before any fetch: a job submitted before its model was published had its class names checked by no one.
-    class_filter(model.info.class_names, params.classes)
-    sampling = SamplingOptions(fps=params.fps, mode=params.sampling, decoder=decoder)
-    name = lease.item["name"]
+    class_filter(model.info.class_names, classes)
+    sampling = SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder)
+    name = lease.item.name
     slots: list[SlotMeta] = []
     frames: list[FrameResult] = []
     warnings: list[PreannotateError] = []
     planned = 0
-    for slot in lease.item["slots"]:
-        urls: list[str] = [slot["url"]] if slot.get("url") else list(slot["urls"])
+    for slot in lease.item.slots:
+        urls = slot.all_urls()
         sources = tuple(display_source(u) for u in urls)
-        if slot.get("type") == "pdf":
+        if slot.type == "pdf":
             # Listed with the item so converters can show it; never fetched or decoded.
-            slots.append(replace(PdfReader(name, slot["name"], Path(sources[0])).meta, source_files=sources))
+            slots.append(replace(PdfReader(name, slot.name, Path(sources[0])).meta, source_files=sources))
             continue
         with TemporaryDirectory(dir=work_dir, prefix="preannotate-") as tmp:
             paths = tuple(fetcher.fetch(url, Path(tmp)).path for url in urls)
             by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
             with _named_by_url(by_path, warnings):
-                reader = open_slot(name, SlotSpec(slot["name"], paths), sampling, limits)
+                reader = open_slot(name, SlotSpec(slot.name, paths), sampling, limits)
                 try:
                     # The reader may reorder a DICOM series (anatomical order): list the URLs the same way.
                     ordered = tuple(by_path[f] for f in reader.meta.source_files if f in by_path)
@@ -136,8 +86,8 @@ def run_item(
                     for result in detect_frames(
                         renamed,
                         model.batcher,
-                        threshold=params.threshold,
-                        classes=params.classes,
+                        threshold=spec.threshold,
+                        classes=classes,
                         batch_size=model.batcher.max_batch_size,
                     ):
                         frames.append(result)

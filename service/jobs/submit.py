@@ -27,11 +27,11 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import check_destination
-from service.jobs.runner import pinned_tracks
-from service.jobs.store import JobRecord, JobStatus, JobStore
 from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
+from service.queue.store import JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel
+from service.spec.job import JobSpec, PinnedTracks
 from service.spec.requests import ItemIn, JobCreate
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
@@ -43,7 +43,8 @@ RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60
 CLIENT_KEY_PREFIX = "key:"
 """How ``idempotency_key_idem`` marks a client's key: content and webhook keys use other prefixes."""
 FINGERPRINT = "content_sha256"
-"""The stored request's field holding what a client-keyed job was created from (``content_fingerprint``)."""
+"""The stored request's field holding what a client-keyed job was created from (``content_fingerprint``;
+``JobSpec.content_sha256``): never part of a dedupe key."""
 SERVER_PINNED = frozenset({"model_version", "class_names"})
 """Pinned from the model, not sent by the client, and left out of every dedupe key: unknown (None) until a worker
 publishes the model (distributed cold start), so the same request before and after must make the same key. A
@@ -179,21 +180,21 @@ def validation_problem(exc: ValidationError) -> PreannotateError:
     return PreannotateError(ErrorCode.INVALID_ARGUMENT, problems)
 
 
-def job_params(job: JobCreate, model: JobModel, settings: Settings) -> dict[str, Any]:
-    """The stored request every item of the job shares (model pinned to its version, or None until a worker
-    pins it: ``JobModel``)."""
-    return {
-        "model": model.spec,
-        "model_version": model.version,
-        "class_names": None if model.class_names is None else list(model.class_names),
-        "fps": settings.fps if job.fps is None else job.fps,
-        "sampling": (job.sampling or settings.sampling).value,
-        "threshold": settings.threshold if job.threshold is None else job.threshold,
-        "classes": job.classes,
-        "outputs": list(job.outputs),
-        "destinations": [d.model_dump(exclude_none=True) for d in job.destinations],
-        "tracks": pinned_tracks(job.tracks, settings),
-    }
+def job_params(job: JobCreate, model: JobModel, settings: Settings) -> JobSpec:
+    """What every item of the job shares, the settings' defaults filled in (model pinned to its version, or
+    None until a worker pins it: ``JobModel``)."""
+    return JobSpec(
+        model=model.spec,
+        model_version=model.version,
+        class_names=model.class_names,
+        fps=settings.fps if job.fps is None else job.fps,
+        sampling=job.sampling or settings.sampling,
+        threshold=settings.threshold if job.threshold is None else job.threshold,
+        classes=None if job.classes is None else tuple(job.classes),
+        outputs=tuple(job.outputs),
+        destinations=tuple(job.destinations),
+        tracks=PinnedTracks.from_request(job.tracks, settings),
+    )
 
 
 def idempotency_key_idem(key: str) -> str:
@@ -201,22 +202,25 @@ def idempotency_key_idem(key: str) -> str:
     return CLIENT_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
-def key_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` as every dedupe key hashes them: without ``SERVER_PINNED``."""
-    return {k: v for k, v in params.items() if k not in SERVER_PINNED}
+def key_params(spec: JobSpec) -> dict[str, Any]:
+    """``spec``'s stored form as every dedupe key hashes it: without ``SERVER_PINNED`` and ``FINGERPRINT``."""
+    return {k: v for k, v in spec.to_stored().items() if k not in SERVER_PINNED and k != FINGERPRINT}
 
 
-def same_model_version(job: JobRecord, params: Mapping[str, Any]) -> bool:
-    """Whether ``job``, found under a content or delivery key, was made for the model version ``params`` name:
+def same_model_version(job: JobRecord, spec: JobSpec) -> bool:
+    """Whether ``job``, found under a content or delivery key, was made for the model version ``spec`` names:
     True while either is unpinned (None), since the key no longer tells them apart (``SERVER_PINNED``)."""
-    stored, current = job.request.get("model_version"), params.get("model_version")
+    stored, current = job.spec.model_version, spec.model_version
     return stored is None or current is None or stored == current
 
 
-def _content_sha256(
-    params: dict[str, Any], items: Sequence[dict[str, Any]], versions: Mapping[str, str] | None = None
-) -> str:
-    content: dict[str, Any] = {"params": key_params(params), "items": list(items)}
+def items_to_json(items: Sequence[ItemIn]) -> list[dict[str, Any]]:
+    """Items as dedupe keys hash them: the fields they were sent with (the stores keep the same form)."""
+    return [item.model_dump(exclude_none=True) for item in items]
+
+
+def _content_sha256(spec: JobSpec, items: Sequence[ItemIn], versions: Mapping[str, str] | None = None) -> str:
+    content: dict[str, Any] = {"params": key_params(spec), "items": items_to_json(items)}
     if versions:  # only when there are any: keys of jobs without file:// URLs stay what they always were
         content["files"] = dict(versions)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
@@ -224,8 +228,8 @@ def _content_sha256(
 
 
 def content_idem(
-    params: dict[str, Any],
-    items: Sequence[dict[str, Any]],
+    spec: JobSpec,
+    items: Sequence[ItemIn],
     *,
     prefix: str = "body",
     versions: Mapping[str, str] | None = None,
@@ -233,7 +237,7 @@ def content_idem(
     """The store key for "these items with these parameters" (the model's version left out: ``SERVER_PINNED``),
     and, where given, these versions of the files behind ``file://`` URLs (``file_versions``): a file changed
     since is another job."""
-    return f"{prefix}:" + _content_sha256(params, items, versions)
+    return f"{prefix}:" + _content_sha256(spec, items, versions)
 
 
 def file_versions(items: Sequence[ItemIn], local_roots: Sequence[Path]) -> dict[str, str]:
@@ -253,24 +257,24 @@ def file_versions(items: Sequence[ItemIn], local_roots: Sequence[Path]) -> dict[
     return versions
 
 
-def content_fingerprint(params: dict[str, Any], items: Sequence[dict[str, Any]]) -> str:
+def content_fingerprint(spec: JobSpec, items: Sequence[ItemIn]) -> str:
     """What a client-keyed job is stored with, to tell a retry from a reused key: as ``content_idem``, without
     the ``file://`` versions."""
-    return _content_sha256(params, items)
+    return _content_sha256(spec, items)
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedJob:
-    """A checked job, ready to store: the shared request and the items as JSON; ``file_versions`` are the
+    """A checked job, ready to store: what its items share, and the items; ``file_versions`` are the
     ``file://`` files' versions at submission, part of the content key only (``content_idem``)."""
 
-    params: dict[str, Any]
-    items: list[dict[str, Any]]
+    spec: JobSpec
+    items: list[ItemIn]
     file_versions: dict[str, str] = field(default_factory=dict)
 
     def content_key(self) -> str:
         """``content_idem`` of this job: the same for the same request and the same files."""
-        return content_idem(self.params, self.items, versions=self.file_versions)
+        return content_idem(self.spec, self.items, versions=self.file_versions)
 
 
 def prepare_job(
@@ -300,16 +304,14 @@ def prepare_job(
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
     return PreparedJob(
-        job_params(job, model, settings),
-        [item.model_dump(exclude_none=True) for item in job.items],
-        file_versions(job.items, settings.local_roots),
+        job_params(job, model, settings), list(job.items), file_versions(job.items, settings.local_roots)
     )
 
 
 def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:
     """A client key names one request: the same key with another body is refused, not answered with the old job.
     Jobs stored without a fingerprint (before it existed) match anything."""
-    stored = job.request.get(FINGERPRINT)
+    stored = job.spec.content_sha256
     if fingerprint is not None and stored is not None and stored != fingerprint:
         raise PreannotateError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -354,15 +356,13 @@ def enqueue(
             ``QUEUE_FULL`` (429) when a new job would pass ``max_queue_depth``.
     """
     # Only a client's key can come back with another body: content and webhook keys are derived from the content.
-    # The fingerprint stays out of the shared params, so the keys derived from those do not change.
-    fingerprint = (
-        content_fingerprint(prepared.params, prepared.items) if idem_key.startswith(CLIENT_KEY_PREFIX) else None
-    )
+    # The fingerprint stays out of every key (``key_params``), so the keys derived from the spec do not change.
+    fingerprint = content_fingerprint(prepared.spec, prepared.items) if idem_key.startswith(CLIENT_KEY_PREFIX) else None
     existing = store.find_job(tenant=tenant, idem_key=idem_key)
     if existing is not None:
         retention_s = settings.idempotency_retention_s
         # A content or delivery key hides the model version: another version is another job (a client key: a retry).
-        same_model = fingerprint is not None or same_model_version(existing, prepared.params)
+        same_model = fingerprint is not None or same_model_version(existing, prepared.spec)
         if same_model and _reused(
             existing, fingerprint, retention_s=retention_s, renew_unsuccessful=renew_unsuccessful, now=clock()
         ):
@@ -378,8 +378,8 @@ def enqueue(
             f"the queue holds {settings.max_queue_depth} items; retry later",
             retry_after_s=queue_full_retry_after_s(excess, items_per_s),
         )
-    request = prepared.params if fingerprint is None else {**prepared.params, FINGERPRINT: fingerprint}
-    record, created = store.create_job(tenant=tenant, idem_key=idem_key, request=request, items=prepared.items)
+    spec = prepared.spec if fingerprint is None else prepared.spec.model_copy(update={"content_sha256": fingerprint})
+    record, created = store.create_job(tenant=tenant, idem_key=idem_key, spec=spec, items=prepared.items)
     if not created:  # a concurrent request with the same key got there first
         _check_same_content(record, fingerprint)
     return record, created

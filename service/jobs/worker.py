@@ -21,15 +21,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import Pushers
-from service.jobs.runner import ItemStoppedError, JobParams, run_item
-from service.jobs.store import JobStore, Lease, ModelPin, pin_of
+from service.jobs.runner import ItemStoppedError, run_item
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import DecoderChoice, MediaLimits
+from service.queue.store import JobStore, Lease
+from service.spec.job import ModelPin
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,9 @@ class WorkerPool:
         flight = _InFlight(worker=worker)
         with self._lock:
             self._in_flight[lease.item_id] = flight
-        name = lease.item.get("name", "?")
+        name = lease.item.name
         try:
-            model = self._models.get(JobParams.from_request(lease.request).model)
+            model = self._models.get(lease.spec.model)
             lease = self._pinned(lease, model)
             result = run_item(
                 lease,
@@ -172,12 +173,10 @@ class WorkerPool:
                 class names would be mislabelled, so a worker of the pinned model is left to run it.
         """
         mine = ModelPin(model.info.version, tuple(model.info.class_names))
-        pin = pin_of(lease.request)
+        pin = lease.spec.pin
         if pin is None:
             pin = self._store.pin_model(lease.job_id, version=mine.version, class_names=mine.class_names) or mine
-            lease = replace(
-                lease, request={**lease.request, "model_version": pin.version, "class_names": list(pin.class_names)}
-            )
+            lease = replace(lease, spec=lease.spec.pinned(pin.version, pin.class_names))
         if pin.class_names and pin.class_names != mine.class_names:
             raise PreannotateError(
                 ErrorCode.NOT_READY,
@@ -189,18 +188,21 @@ class WorkerPool:
 
     def _push(self, lease: Lease, flight: _InFlight, result: dict[str, Any]) -> None:
         """Send the item to the job's destinations; pushes are idempotent, so a retry re-sends safely."""
-        destinations = lease.request.get("destinations") or []
+        destinations = lease.spec.destinations
         if not destinations:
             return
         if self._pushers is None:
             raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
         if flight.stop.is_set():
             raise ItemStoppedError
-        predictions = ItemPredictions.from_result_json(lease.item["name"], result)
-        request = lease.request
-        model = ModelRef(request["model"], request["model_version"], tuple(request["class_names"]))
+        predictions = ItemPredictions.from_result_json(lease.item.name, result)
+        item = lease.item.model_dump(exclude_none=True)  # the pushers take the item's JSON (for now)
+        request = lease.spec.to_stored()
         result["pushes"] = [
-            self._pushers.push(d, lease.item, predictions, model, request=request) for d in destinations
+            self._pushers.push(
+                d.model_dump(exclude_none=True), item, predictions, lease.spec.model_ref, request=request
+            )
+            for d in destinations
         ]
 
     def _release(self, worker: str, lease: Lease) -> None:

@@ -8,6 +8,7 @@ submitted now must make the same key, and a stored job of an older release must 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,14 @@ from service.spec.requests import Destination, OutputFormat, TracksIn
 if TYPE_CHECKING:
     from service.config import Settings
     from service.convert.tracks import TrackerOptions
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPin:
+    """The model version and classes a job's results are stored under (``JobStore.pin_model``)."""
+
+    version: str
+    class_names: tuple[str, ...]
 
 
 class PinnedTracks(BaseModel):
@@ -41,6 +50,17 @@ class PinnedTracks(BaseModel):
             max_gap=settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
             min_length=settings.track_min_length if tracks.min_length is None else tracks.min_length,
         )
+
+
+def tracker_options(tracks: PinnedTracks | None, settings: Settings) -> TrackerOptions | None:
+    """The tracker ``tracks`` pins, None when off; ``settings``' for a job stored before trackers were pinned."""
+    if tracks is None:
+        return settings.tracker_options()
+    if not tracks.enabled:
+        return None
+    from service.convert.tracks import TrackerOptions  # scipy stays out of the submit path's imports
+
+    return TrackerOptions(iou_gate=tracks.iou, max_gap=tracks.max_gap, min_length=tracks.min_length)
 
 
 class JobSpec(BaseModel):
@@ -71,7 +91,7 @@ class JobSpec(BaseModel):
     outputs: tuple[OutputFormat, ...] = ("coco",)
     destinations: tuple[Destination, ...] = ()
     tracks: PinnedTracks | None = None
-    content_sha256: str | None = Field(None, description="see service.jobs.submit.FINGERPRINT")
+    content_sha256: str | None = Field(None, description="see service.jobs.submit.content_fingerprint")
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -107,13 +127,14 @@ class JobSpec(BaseModel):
     def tracker(self, settings: Settings) -> TrackerOptions | None:
         """The tracker the job's items are linked with, None when off; a job stored before trackers were
         pinned takes ``settings``'."""
-        if self.tracks is None:
-            return settings.tracker_options()
-        if not self.tracks.enabled:
-            return None
-        from service.convert.tracks import TrackerOptions  # scipy stays out of the submit path's imports
+        return tracker_options(self.tracks, settings)
 
-        return TrackerOptions(iou_gate=self.tracks.iou, max_gap=self.tracks.max_gap, min_length=self.tracks.min_length)
+    @property
+    def pin(self) -> ModelPin | None:
+        """The model pin the job holds; None while it is unpinned (``model_version`` null)."""
+        if self.model_version is None:
+            return None
+        return ModelPin(self.model_version, self.class_names or ())
 
     def pinned(self, version: str, class_names: tuple[str, ...]) -> JobSpec:
         """This spec with its model pinned."""

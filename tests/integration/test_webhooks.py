@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from service.webhooks.signatures import sign
+from service.intake.signatures import sign
 from tests.fakes.http import serving
 from tests.fakes.v7_server import FakeV7, Item
 from tests.integration.label_studio import LabelStudio, running_label_studio

@@ -25,8 +25,8 @@ from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 from service.jobs.outputs import job_result
-from service.jobs.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
+from service.queue.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.spec.requests import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 404, 422, 503))
@@ -90,8 +90,8 @@ def _job_public(job: JobRecord) -> JobPublic:
     return JobPublic(
         id=job.id,
         status=job.status,
-        model=job.request["model"],
-        model_version=job.request["model_version"],
+        model=job.spec.model,
+        model_version=job.spec.model_version,
         created_at=job.created_at,
         updated_at=job.updated_at,
         progress=JobProgress(

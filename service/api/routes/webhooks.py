@@ -39,24 +39,24 @@ from service.api.state import AppState
 from service.backends.label_studio import config_from_settings
 from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import VIA_SCHEMES
-from service.jobs.store import JobRecord
-from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
-from service.spec.requests import Destination, ItemIn, JobCreate
-from service.webhooks import label_studio as ls
-from service.webhooks import v7
-from service.webhooks.auth import check_authorization, check_shared_secret, read_body, require_enabled
-from service.webhooks.config import WebhookConfig
-from service.webhooks.responses import Outcome, WebhookAccepted
-from service.webhooks.routing import match_rule, object_url
-from service.webhooks.s3_events import S3Object, object_idem, parse_events, s3_job
-from service.webhooks.signatures import (
+from service.intake import label_studio as ls
+from service.intake import v7
+from service.intake.auth import check_authorization, check_shared_secret, read_body, require_enabled
+from service.intake.config import WebhookConfig
+from service.intake.responses import Outcome, WebhookAccepted
+from service.intake.routing import match_rule, object_url
+from service.intake.s3_events import S3Object, object_idem, parse_events, s3_job
+from service.intake.signatures import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     check_delivery_id,
     verify,
 )
+from service.jobs.backend_media import VIA_SCHEMES
+from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
+from service.queue.store import JobRecord
+from service.spec.requests import Destination, ItemIn, JobCreate
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ async def label_studio_webhook(
                     destinations=[Destination(backend="label_studio", project=project)],
                 )
                 prepared = prepare_job(job, settings=state.settings, models=models, extra_schemes=VIA_SCHEMES)
-                key = ls.delivery_idem(project, delivery.action, [v for _, v in chunk], prepared.params)
+                key = ls.delivery_idem(project, delivery.action, [v for _, v in chunk], prepared.spec)
                 _enqueue(outcome, state, tenant, prepared, key, f"label studio project {project}")
 
         await _in_store_writer(submit)
@@ -261,7 +261,7 @@ async def s3_webhook(
                     log.warning("s3 webhook: s3://%s/%s makes no job: %s", obj.bucket, obj.key, exc)
                     outcome.ignore(f"s3://{obj.bucket}/{obj.key}: {exc.message}")
                     continue
-                _enqueue(outcome, state, tenant, prepared, object_idem(obj, prepared.params), "s3 object")
+                _enqueue(outcome, state, tenant, prepared, object_idem(obj, prepared.spec), "s3 object")
 
         await _in_store_writer(submit)
     log.info(
@@ -315,7 +315,7 @@ async def v7_webhook(
 
     def submit() -> None:
         prepared = prepare_job(job, settings=settings, models=models, extra_schemes=VIA_SCHEMES)
-        key = v7.delivery_idem(delivery.item_id, delivery.media_hash, prepared.params)
+        key = v7.delivery_idem(delivery.item_id, delivery.media_hash, prepared.spec)
         _enqueue(outcome, state, tenant, prepared, key, "v7 item")
 
     await _in_store_writer(submit)

@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from service.intake.config import WebhookConfig
 from service.jobs.results import item_result_to_json
 from service.pipeline.frames import MediaKind, SlotMeta
-from service.webhooks.config import WebhookConfig
 from tests.builders import make_detections, make_result
-from tests.unit.service.jobs.store_contract import FakeClock
-from tests.unit.service.webhooks.helpers import TOKEN, WebhookApp, webhook_app
+from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
+from tests.unit.service.queue.store_contract import FakeClock
 
 OTHER_TOKEN = "another-tenants-api-token-" + "o" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

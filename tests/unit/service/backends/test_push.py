@@ -20,11 +20,9 @@ from service.backends.encord import EncordPush, EncordPushResult
 from service.backends.retry import BackendError
 from service.config import Settings
 from service.convert.encord import EncordOntology, EncordRowStats
-from service.convert.tracks import TrackerOptions
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import EncordBundler, Pushers
-from service.jobs.runner import job_tracker, pinned_tracks
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.spec.requests import JobCreate, TracksIn
 from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
@@ -333,21 +331,6 @@ def test_pushes_without_a_job_follow_the_settings(encord: FakeEncord, tmp_path: 
     record = pushers.push(ENCORD, *video("v.mp4", "vid-0"), MODEL)
     pushers.close()
     assert record["objects"] == 3
-
-
-def test_the_job_body_tracks_are_pinned_over_the_settings() -> None:
-    settings = Settings(track_iou=0.4, track_max_gap=5)
-    job = JobCreate.model_validate(
-        {"items": [{"name": "a", "slots": [{"url": "file:///a.mp4"}]}], "tracks": {"iou": 0.6}}
-    )
-    pinned = pinned_tracks(job.tracks, settings)
-    assert pinned == {"enabled": True, "iou": 0.6, "max_gap": 5, "min_length": 1}
-    assert job_tracker({"tracks": pinned}, Settings(tracks=False)) == TrackerOptions(iou_gate=0.6, max_gap=5)
-    assert pinned_tracks(None, Settings(tracks=False))["enabled"] is False
-    assert job_tracker({"tracks": pinned_tracks(TracksIn(enabled=False), settings)}, settings) is None
-    # A job stored before trackers were pinned takes this process's settings.
-    assert job_tracker({}, settings) == TrackerOptions(iou_gate=0.4, max_gap=5)
-    assert job_tracker({}, Settings(tracks=False)) is None
 
 
 @pytest.mark.parametrize(

@@ -12,17 +12,25 @@ from service.convert.label_studio import parse_label_config
 from service.convert.types import ItemPredictions, UnsupportedByFormatError
 from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
 from service.jobs.results import item_result_to_json
-from service.jobs.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from service.queue.store import ItemResult, ItemState, JobRecord, JobStatus
+from service.spec.job import JobSpec
 from tests.builders import make_detections, make_result
 
-REQUEST = {"model": "onnx:/m/yolo.onnx", "model_version": "yolo-0123abcd", "class_names": ["person", "car"]}
+REQUEST = {
+    "model": "onnx:/m/yolo.onnx",
+    "model_version": "yolo-0123abcd",
+    "class_names": ["person", "car"],
+    "fps": 1.0,
+    "sampling": "exact",
+    "threshold": 0.5,
+}
 RECT_KEYS = {"id", "from_name", "to_name", "type", "original_width", "original_height", "image_rotation"}
 KEYFRAME_KEYS = {"frame", "enabled", "rotation", "x", "y", "width", "height", "time"}
 
 
 def job() -> JobRecord:
-    return JobRecord("job-1", "t", REQUEST, JobStatus.SUCCEEDED, 0.0, 0.0, 2, 2, 0, 0, 0, ())
+    return JobRecord("job-1", "t", JobSpec.from_stored(REQUEST), JobStatus.SUCCEEDED, 0.0, 0.0, 2, 2, 0, 0, 0, ())
 
 
 def video_frames(slot: str, indices: list[int], fps: float) -> list[FrameResult]:

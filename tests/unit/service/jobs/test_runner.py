@@ -11,13 +11,15 @@ import pytest
 from models.registry import load_detector
 from service.errors import PreannotateError
 from service.jobs.runner import display_source, run_item
-from service.jobs.store import Lease
 from service.jobs.worker import retry_delay_s
 from service.loaded_models import LoadedModel
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher, FetchPolicy
 from service.pipeline.options import MediaLimits
+from service.queue.store import Lease
 from service.samples import write_video
+from service.spec.job import JobSpec
+from service.spec.requests import ItemIn
 from tests.media import corrupt_payloads, cut_copy
 from tests.media_dicom import series_slice
 from tests.unit.service import fetch_servers as fs
@@ -52,8 +54,8 @@ def _lease(item: dict[str, Any], *, fps: float) -> Lease:
         item_id=1,
         job_id="j",
         position=0,
-        item=item,
-        request={"model": "builtin:centerface", "fps": fps, "sampling": "exact", "threshold": 0.5},
+        item=ItemIn.model_validate(item),
+        spec=JobSpec.from_stored({"model": "builtin:centerface", "fps": fps, "sampling": "exact", "threshold": 0.5}),
         attempt=1,
     )
 

@@ -10,9 +10,9 @@ import pytest
 
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
+from service.intake.label_studio import delivery_idem as ls_delivery_idem
+from service.intake.v7 import delivery_idem as v7_delivery_idem
 from service.jobs import submit as submit_module
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.store import JobRecord
 from service.jobs.submit import (
     FINGERPRINT,
     DrainRate,
@@ -24,10 +24,11 @@ from service.jobs.submit import (
     idempotency_key_idem,
     queue_full_retry_after_s,
 )
+from service.queue.sqlite_store import SqliteJobStore
+from service.queue.store import JobRecord
+from service.spec.job import JobSpec
 from service.spec.requests import ItemIn
-from service.webhooks.label_studio import delivery_idem as ls_delivery_idem
-from service.webhooks.v7 import delivery_idem as v7_delivery_idem
-from tests.unit.service.jobs.store_contract import FakeClock
+from tests.unit.service.queue.store_contract import FakeClock
 
 TENANT = "tenant-a"
 PARAMS: dict[str, Any] = {
@@ -43,8 +44,12 @@ PARAMS: dict[str, Any] = {
 }
 
 
+SPEC = JobSpec.from_stored(PARAMS)
+
+
 def prepared(n: int = 2, **params: Any) -> PreparedJob:
-    return PreparedJob({**PARAMS, **params}, [{"name": f"img{i}.jpg", "slots": []} for i in range(n)])
+    items = [ItemIn.model_validate({"name": f"img{i}.jpg", "slots": [{"url": f"s3://b/img{i}.jpg"}]}) for i in range(n)]
+    return PreparedJob(JobSpec.from_stored({**PARAMS, **params}), items)
 
 
 @pytest.fixture
@@ -60,7 +65,7 @@ def submit(store: SqliteJobStore, job: PreparedJob, key: str, *, depth: int = 10
 
 @pytest.mark.parametrize(
     "key",
-    [idempotency_key_idem("abc-123"), content_idem(PARAMS, prepared().items), "v7:some-delivery"],
+    [idempotency_key_idem("abc-123"), content_idem(SPEC, prepared().items), "v7:some-delivery"],
     ids=["idempotency-key", "same-body", "webhook-redelivery"],
 )
 def test_a_retry_of_an_accepted_job_gets_it_while_the_queue_is_full(store: SqliteJobStore, key: str) -> None:
@@ -99,12 +104,12 @@ def test_a_retry_across_a_model_upgrade_is_the_same_request(store: SqliteJobStor
     again, created = submit(store, prepared(2, model_version="v2", class_names=["person", "car"]), key)
 
     assert (again.id, created) == (job.id, False)
-    assert again.request["model_version"] == "v1"  # the job stays pinned to the version it was created with
+    assert again.spec.model_version == "v1"  # the job stays pinned to the version it was created with
 
 
 def test_a_job_stored_without_a_fingerprint_matches_any_body(store: SqliteJobStore) -> None:
     key = idempotency_key_idem("abc-123")
-    old, _ = store.create_job(tenant=TENANT, idem_key=key, request=PARAMS, items=prepared(2).items)
+    old, _ = store.create_job(tenant=TENANT, idem_key=key, spec=SPEC, items=prepared(2).items)
 
     again, created = submit(store, prepared(3, threshold=0.9), key)
 
@@ -115,11 +120,11 @@ def test_only_client_keyed_jobs_store_a_fingerprint(store: SqliteJobStore) -> No
     job = prepared(2)
 
     keyed, _ = submit(store, job, idempotency_key_idem("abc-123"))
-    by_content, _ = submit(store, job, content_idem(job.params, job.items))
+    by_content, _ = submit(store, job, content_idem(job.spec, job.items))
 
-    assert keyed.request == {**PARAMS, FINGERPRINT: content_fingerprint(job.params, job.items)}
-    assert by_content.request == PARAMS  # keys derived from the stored params stay as they were
-    assert job.params == PARAMS  # not changed in place
+    assert keyed.spec.to_stored() == {**PARAMS, FINGERPRINT: content_fingerprint(job.spec, job.items)}
+    assert by_content.spec.to_stored() == PARAMS  # keys derived from the stored params stay as they were
+    assert job.spec.to_stored() == PARAMS  # not changed in place
 
 
 class _Racing(SqliteJobStore):
@@ -255,7 +260,7 @@ def test_webhook_and_sweep_keys_keep_a_failed_job_but_only_inside_the_window(tmp
     assert renewed.id != job.id
 
 
-@pytest.mark.parametrize("key", ["ls:task-1", idempotency_key_idem("k-1"), content_idem(PARAMS, [])])
+@pytest.mark.parametrize("key", ["ls:task-1", idempotency_key_idem("k-1"), content_idem(SPEC, [])])
 def test_a_queued_or_running_job_is_returned_however_old_it_is(tmp_path: Path, key: str) -> None:
     clock = FakeClock()
     store = SqliteJobStore(tmp_path / "jobs.db", clock=clock)
@@ -305,9 +310,11 @@ UNPINNED = {**PARAMS, "model_version": None, "class_names": None}
 """``PARAMS`` as stored while no worker has published the model (distributed cold start)."""
 
 KEYS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "content": lambda params: content_idem(params, prepared().items),
-    "label-studio": lambda params: ls_delivery_idem(7, "TASKS_CREATED", [(1, "2024-01-01T00:00:00Z")], params),
-    "v7": lambda params: v7_delivery_idem("item-1", "media-hash", params),
+    "content": lambda params: content_idem(JobSpec.from_stored(params), prepared().items),
+    "label-studio": lambda params: ls_delivery_idem(
+        7, "TASKS_CREATED", [(1, "2024-01-01T00:00:00Z")], JobSpec.from_stored(params)
+    ),
+    "v7": lambda params: v7_delivery_idem("item-1", "media-hash", JobSpec.from_stored(params)),
 }
 
 
@@ -323,15 +330,15 @@ def test_a_job_queued_unpinned_is_the_job_of_its_pinned_version_only(
 ) -> None:
     """A Label Studio sweep round before the first worker published, then one after: one job, not two."""
     cold = prepared(1, model_version=None, class_names=None)
-    job, _ = submit(store, cold, derive(cold.params))
+    job, _ = submit(store, cold, derive(cold.spec.to_stored()))
     store.pin_model(job.id, version="v1", class_names=["person"])
 
     warm = prepared(1)  # the published catalog names v1 now
-    again, created = submit(store, warm, derive(warm.params))
+    again, created = submit(store, warm, derive(warm.spec.to_stored()))
     upgraded = prepared(1, model_version="v2", class_names=["person", "car"])
-    newer, created_newer = submit(store, upgraded, derive(upgraded.params))
+    newer, created_newer = submit(store, upgraded, derive(upgraded.spec.to_stored()))
 
     assert (again.id, created) == (job.id, False)
     assert created_newer
     assert newer.id != job.id
-    assert newer.request["model_version"] == "v2"
+    assert newer.spec.model_version == "v2"

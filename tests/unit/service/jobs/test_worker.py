@@ -13,12 +13,14 @@ import pytest
 from models.types import ModelInfo
 from service.jobs import worker as worker_module
 from service.jobs.runner import ItemStoppedError
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.store import ItemState, JobStatus, Lease
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import MediaLimits
+from service.queue.sqlite_store import SqliteJobStore
+from service.queue.store import ItemState, JobStatus, Lease
+from service.spec.job import JobSpec
+from service.spec.requests import ItemIn
 
 TENANT = "tenant-a"
 REQUEST = {
@@ -31,6 +33,10 @@ REQUEST = {
     "classes": None,
     "destinations": [],
 }
+
+
+def _item(name: str) -> ItemIn:
+    return ItemIn.model_validate({"name": name, "slots": [{"url": f"file:///media/{name}"}]})
 
 
 class _Model:
@@ -96,7 +102,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 
 def test_stopping_the_pool_hands_unfinished_items_back(store: _SpyStore, started: threading.Event) -> None:
-    job, _ = store.create_job(tenant=TENANT, idem_key="k", request=REQUEST, items=[{"name": "long.mp4"}])
+    job, _ = store.create_job(tenant=TENANT, idem_key="k", spec=JobSpec.from_stored(REQUEST), items=[_item("long.mp4")])
     pool = pool_for(store)
     pool.start()
     assert started.wait(5)
@@ -112,7 +118,7 @@ def test_stopping_the_pool_hands_unfinished_items_back(store: _SpyStore, started
 
 
 def test_a_cancelled_item_is_not_handed_back(store: _SpyStore, started: threading.Event) -> None:
-    job, _ = store.create_job(tenant=TENANT, idem_key="k", request=REQUEST, items=[{"name": "long.mp4"}])
+    job, _ = store.create_job(tenant=TENANT, idem_key="k", spec=JobSpec.from_stored(REQUEST), items=[_item("long.mp4")])
     pool = pool_for(store)
     pool.start()
     assert started.wait(5)
@@ -143,7 +149,9 @@ def test_a_job_submitted_before_its_model_was_published_is_pinned_and_its_classe
 ) -> None:
     """Distributed cold start: the API accepted the job knowing neither the version nor the class names."""
     unpinned = {**REQUEST, "model_version": None, "class_names": None, "classes": ["face", "car"]}
-    job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=unpinned, items=[{"name": "a.jpg"}])
+    job, _ = store.create_job(
+        tenant=TENANT, idem_key="cold", spec=JobSpec.from_stored(unpinned), items=[_item("a.jpg")]
+    )
     config = WorkerConfig(concurrency=1, lease_s=60.0, heartbeat_s=0.05, limits=MediaLimits(), work_dir=None)
     # No fetcher: the class check must come before any download.
     pool = WorkerPool(store, cast(ModelRegistry, _FaceModels()), cast(Fetcher, None), config)
@@ -156,7 +164,7 @@ def test_a_job_submitted_before_its_model_was_published_is_pinned_and_its_classe
     record = store.get_job(tenant=TENANT, job_id=job.id)
     assert record is not None
     assert record.status is JobStatus.FAILED
-    assert (record.request["model_version"], record.request["class_names"]) == ("m-v7", ["face"])
+    assert (record.spec.model_version, list(record.spec.class_names or ())) == ("m-v7", ["face"])
     (error,) = record.errors
     assert error.code == "invalid_argument"  # not retryable: a retry would fail the same way
     assert "car" in error.message
@@ -185,7 +193,9 @@ def test_a_worker_that_loses_the_pin_to_other_classes_leaves_the_item_to_another
     monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
     store = _LosingTheRace(tmp_path / "jobs.db", ("m-v2", ["car", "face"]))
     unpinned = {**REQUEST, "model_version": None, "class_names": None}
-    job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=unpinned, items=[{"name": "a.jpg"}])
+    job, _ = store.create_job(
+        tenant=TENANT, idem_key="cold", spec=JobSpec.from_stored(unpinned), items=[_item("a.jpg")]
+    )
     pool = pool_for(store)  # runs m-v1 with ("face",)
     pool.start()
     try:
@@ -198,7 +208,10 @@ def test_a_worker_that_loses_the_pin_to_other_classes_leaves_the_item_to_another
     assert ran == []
     assert store.failures[0] == ("not_ready", True)  # retried later, on a worker of the pinned model
     assert record is not None
-    assert (record.request["model_version"], record.request["class_names"]) == ("m-v2", ["car", "face"])
+    assert (record.spec.model_version, list(record.spec.class_names or ())) == (
+        "m-v2",
+        ["car", "face"],
+    )
     assert record.status is not JobStatus.SUCCEEDED
 
 
@@ -210,7 +223,7 @@ def test_a_worker_that_loses_the_pin_to_the_same_classes_runs_the_item_under_the
     monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
     store = _LosingTheRace(tmp_path / "jobs.db", ("m-v0", ["face"]))
     unpinned = {**REQUEST, "model_version": None, "class_names": None}
-    store.create_job(tenant=TENANT, idem_key="cold", request=unpinned, items=[{"name": "a.jpg"}])
+    store.create_job(tenant=TENANT, idem_key="cold", spec=JobSpec.from_stored(unpinned), items=[_item("a.jpg")])
     pool = pool_for(store)  # runs m-v1 with ("face",)
     pool.start()
     try:
@@ -220,7 +233,7 @@ def test_a_worker_that_loses_the_pin_to_the_same_classes_runs_the_item_under_the
         store.close()
 
     (run,) = ran
-    assert (run.request["model_version"], run.request["class_names"]) == ("m-v0", ["face"])
+    assert (run.spec.model_version, list(run.spec.class_names or ())) == ("m-v0", ["face"])
     assert store.failures == []
 
 
@@ -231,7 +244,7 @@ def test_a_job_pinned_to_other_classes_is_not_run_by_this_worker(
     ran: list[Lease] = []
     monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
     old_model = {**REQUEST, "model_version": "m-v0", "class_names": ["person"]}
-    store.create_job(tenant=TENANT, idem_key="old", request=old_model, items=[{"name": "a.jpg"}])
+    store.create_job(tenant=TENANT, idem_key="old", spec=JobSpec.from_stored(old_model), items=[_item("a.jpg")])
     pool = pool_for(store)
     pool.start()
     try:

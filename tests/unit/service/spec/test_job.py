@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from service.config import Settings
-from service.jobs.submit import job_params
+from service.convert.tracks import TrackerOptions
+from service.jobs.submit import content_fingerprint, content_idem, job_params
 from service.remote_models import JobModel
-from service.spec.job import JobSpec
-from service.spec.requests import JobCreate
+from service.spec.job import JobSpec, ModelPin, PinnedTracks, tracker_options
+from service.spec.requests import JobCreate, TracksIn
 
 BODIES = [
     {"items": [{"name": "a", "slots": [{"url": "https://x/a.jpg"}]}]},
@@ -27,16 +29,40 @@ BODIES = [
 ]
 
 
+def stored_before_jobspec(job: JobCreate, model: JobModel, settings: Settings) -> dict[str, Any]:
+    """The request older releases stored (and hashed into dedupe keys), built as they built it."""
+    tracks = job.tracks or TracksIn()
+    return {
+        "model": model.spec,
+        "model_version": model.version,
+        "class_names": None if model.class_names is None else list(model.class_names),
+        "fps": settings.fps if job.fps is None else job.fps,
+        "sampling": (job.sampling or settings.sampling).value,
+        "threshold": settings.threshold if job.threshold is None else job.threshold,
+        "classes": job.classes,
+        "outputs": list(job.outputs),
+        "destinations": [d.model_dump(exclude_none=True) for d in job.destinations],
+        "tracks": {
+            "enabled": settings.tracks if tracks.enabled is None else tracks.enabled,
+            "iou": settings.track_iou if tracks.iou is None else tracks.iou,
+            "max_gap": settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
+            "min_length": settings.track_min_length if tracks.min_length is None else tracks.min_length,
+        },
+    }
+
+
 @pytest.mark.parametrize("body", BODIES)
 @pytest.mark.parametrize("model", [JobModel("builtin:centerface", "abc", ("face",)), JobModel("onnx:m", None, None)])
 def test_stored_form_round_trips_byte_for_byte(body: dict[str, object], model: JobModel) -> None:
-    params = job_params(JobCreate.model_validate(body), model, Settings())
+    job = JobCreate.model_validate(body)
+    params = stored_before_jobspec(job, model, Settings())
     spec = JobSpec.from_stored(json.loads(json.dumps(params)))
     assert json.dumps(spec.to_stored(), sort_keys=True) == json.dumps(params, sort_keys=True)
+    assert json.dumps(job_params(job, model, Settings()).to_stored()) == json.dumps(params)  # key order too
 
 
 def test_a_job_stored_before_trackers_were_pinned_takes_the_settings_tracker() -> None:
-    params = job_params(JobCreate.model_validate(BODIES[0]), JobModel("m", "v", ("face",)), Settings())
+    params = job_params(JobCreate.model_validate(BODIES[0]), JobModel("m", "v", ("face",)), Settings()).to_stored()
     del params["tracks"]
     spec = JobSpec.from_stored(params)
     assert spec.tracks is None
@@ -45,10 +71,36 @@ def test_a_job_stored_before_trackers_were_pinned_takes_the_settings_tracker() -
 
 
 def test_tracking_off_and_pinning() -> None:
-    params = job_params(JobCreate.model_validate(BODIES[2]), JobModel("m", None, None), Settings())
-    spec = JobSpec.from_stored(params)
+    spec = job_params(JobCreate.model_validate(BODIES[2]), JobModel("m", None, None), Settings())
     assert spec.tracker(Settings()) is None
     pinned = spec.pinned("v2", ("face", "plate"))
     assert pinned.model_ref.version == "v2"
     assert pinned.model_ref.class_names == ("face", "plate")
     assert spec.model_ref.version == ""  # unpinned
+    assert spec.pin is None
+    assert pinned.pin == ModelPin("v2", ("face", "plate"))
+
+
+def test_the_job_body_tracks_are_pinned_over_the_settings() -> None:
+    settings = Settings(track_iou=0.4, track_max_gap=5)
+    job = JobCreate.model_validate(
+        {"items": [{"name": "a", "slots": [{"url": "file:///a.mp4"}]}], "tracks": {"iou": 0.6}}
+    )
+    pinned = PinnedTracks.from_request(job.tracks, settings)
+    assert pinned.model_dump() == {"enabled": True, "iou": 0.6, "max_gap": 5, "min_length": 1}
+    assert tracker_options(pinned, Settings(tracks=False)) == TrackerOptions(iou_gate=0.6, max_gap=5)
+    assert PinnedTracks.from_request(None, Settings(tracks=False)).enabled is False
+    assert tracker_options(PinnedTracks.from_request(TracksIn(enabled=False), settings), settings) is None
+    # A job stored before trackers were pinned takes this process's settings.
+    assert tracker_options(None, settings) == TrackerOptions(iou_gate=0.4, max_gap=5)
+    assert tracker_options(None, Settings(tracks=False)) is None
+
+
+def test_dedupe_keys_are_the_ones_older_releases_made() -> None:
+    """Golden key, computed by the release before JobSpec: a job resubmitted across the upgrade is found again."""
+    job = JobCreate.model_validate(BODIES[1] | {"destinations": [{"backend": "label_studio", "project": 3}]})
+    job = job.model_copy(update={"outputs": ["coco"], "tracks": TracksIn(iou=0.4)})
+    spec = job_params(job, JobModel("builtin:centerface", "abc", ("face",)), Settings())
+    golden = "4f5aab4423c3d2a118c864e895f945836836822aeb79dabdf7b4a6071b9e4b75"
+    assert content_idem(spec, job.items) == f"body:{golden}"
+    assert content_fingerprint(spec, job.items) == golden

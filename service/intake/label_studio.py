@@ -25,6 +25,7 @@ from service.convert.label_studio import LsObject, parse_label_config
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import LABEL_STUDIO, via
 from service.jobs.submit import key_params
+from service.spec.job import JobSpec
 from service.spec.requests import SLOT_NAME_PATTERN, ItemIn, SlotIn
 
 TASKS_CREATED = "TASKS_CREATED"
@@ -161,11 +162,11 @@ def task_version(task: Mapping[str, Any]) -> tuple[int, str]:
     return as_int(task.get("id")) or 0, str(task.get("updated_at") or task.get("created_at") or "")
 
 
-def delivery_idem(project_id: int, action: str, tasks: Sequence[tuple[int, str]], params: Mapping[str, Any]) -> str:
+def delivery_idem(project_id: int, action: str, tasks: Sequence[tuple[int, str]], spec: JobSpec) -> str:
     """The store key for "these task states, this project and action, these job parameters" (the model's
     version left out: ``SERVER_PINNED``)."""
     canonical = json.dumps(
-        {"project": project_id, "action": action, "tasks": sorted(tasks), "params": key_params(params)},
+        {"project": project_id, "action": action, "tasks": sorted(tasks), "params": key_params(spec)},
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -12,14 +12,14 @@ from pydantic import SecretStr
 
 from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
 from service.config import Settings
-from service.jobs.sqlite_store import SqliteJobStore
-from service.jobs.sweep import LabelStudioSweep, start_label_studio_sweep
+from service.intake import label_studio as ls
+from service.intake.config import WebhookConfig
+from service.intake.sweep import LabelStudioSweep, start_label_studio_sweep
 from service.loaded_models import ModelRegistry
-from service.webhooks import label_studio as ls
-from service.webhooks.config import WebhookConfig
+from service.queue.sqlite_store import SqliteJobStore
 from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, serving
-from tests.unit.service.webhooks.helpers import MODEL_VERSION, make_models
-from tests.unit.service.webhooks.payloads import IMAGE_CONFIG
+from tests.unit.service.intake.helpers import MODEL_VERSION, make_models
+from tests.unit.service.intake.payloads import IMAGE_CONFIG
 
 PROJECT = 17
 OLD = "2026-01-01T00:00:00Z"
@@ -91,12 +91,12 @@ def test_tasks_without_this_versions_prediction_become_jobs_once(
     assert (again.submitted, again.duplicates) == (0, 2)
 
     leases = store.lease("w", max_items=10, lease_s=60)
-    assert sorted(lease.item["external_ids"]["label_studio"] for lease in leases) == sorted(
+    assert sorted((lease.item.external_ids or {})["label_studio"] for lease in leases) == sorted(
         [str(missing), str(other_version)]
     )
-    slot = leases[0].item["slots"][0]
+    slot = leases[0].item.model_dump(exclude_none=True)["slots"][0]
     assert slot["url"].startswith(f"label-studio+{fake.base_url}/data/upload/1/")
-    assert leases[0].request["destinations"] == [{"backend": "label_studio", "project": PROJECT}]
+    assert leases[0].spec.to_stored()["destinations"] == [{"backend": "label_studio", "project": PROJECT}]
     sweep.stop()
 
 
@@ -109,8 +109,8 @@ def test_a_one_task_delivery_and_the_sweep_share_a_job(
     assert report.submitted == 1
     # What the webhook route computes for a TASKS_CREATED delivery of that one task:
     (lease,) = store.lease("w", max_items=1, lease_s=60)
-    key = ls.delivery_idem(PROJECT, ls.TASKS_CREATED, [(task_id, OLD)], lease.request)
-    _, created = store.create_job(tenant="webhooks", idem_key=key, request=lease.request, items=[lease.item])
+    key = ls.delivery_idem(PROJECT, ls.TASKS_CREATED, [(task_id, OLD)], lease.spec)
+    _, created = store.create_job(tenant="webhooks", idem_key=key, spec=lease.spec, items=[lease.item])
     assert created is False
 
 

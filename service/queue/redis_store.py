@@ -39,21 +39,25 @@ from redis.retry import Retry
 
 from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
-from service.jobs import redis_scripts as lua
-from service.jobs.sqlite_store import derive_status
-from service.jobs.store import (
+from service.metrics import job_finished
+from service.queue import redis_scripts as lua
+from service.queue.sqlite_store import derive_status
+from service.queue.store import (
     ItemError,
     ItemResult,
     ItemState,
     JobRecord,
     Lease,
-    ModelPin,
     check_items,
+    item_from_json,
+    item_to_json,
     parse_cursor,
-    pin_of,
+    spec_from_json,
+    spec_to_json,
 )
-from service.metrics import job_finished
 from service.remote_models import PublishedModel
+from service.spec.job import JobSpec, ModelPin
+from service.spec.requests import ItemIn
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +170,15 @@ class RedisJobStore:
     # --- jobs ----------------------------------------------------------------------------------------
 
     def create_job(
-        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+        self, *, tenant: str, idem_key: str, spec: JobSpec, items: Sequence[ItemIn]
     ) -> tuple[JobRecord, bool]:
         """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
         check_items(items)
         job_id = uuid.uuid4().hex
         idem = _idem(tenant, idem_key)
-        pairs = [v for item in items for v in (item["name"], _dumps(item))]
+        pairs = [v for item in items for v in (item.name, item_to_json(item))]
         retention = "" if self._retention_s is None else repr(self._retention_s)
-        owner = self._run("CREATE_JOB", idem, job_id, tenant, idem_key, _dumps(request), retention, *pairs)
+        owner = self._run("CREATE_JOB", idem, job_id, tenant, idem_key, spec_to_json(spec), retention, *pairs)
         record = self.get_job(tenant=tenant, job_id=owner)
         if record is None:  # the idempotency key outlived its job by a second: both expire together
             raise PreannotateError(ErrorCode.NOT_READY, f"job {owner} is expiring; retry", retry_after_s=1)
@@ -209,7 +213,7 @@ class RedisJobStore:
         return JobRecord(
             id=job_id,
             tenant=job["tenant"],
-            request=json.loads(job["request"]),
+            spec=spec_from_json(job["request"]),
             status=derive_status(
                 cancelled=job.get("cancelled") == "1",
                 total=len(items),
@@ -320,14 +324,15 @@ class RedisJobStore:
                     raw = cast(str | None, pipe.hget(key, "request"))
                     if raw is None:
                         return None  # expired or unknown
-                    request = json.loads(raw)
-                    if request.get("model_version") is not None:
-                        return pin_of(request)
-                    pinned = {**request, "model_version": version, "class_names": list(class_names)}
+                    stored = json.loads(raw)  # kept as stored, key for key: only the pin is written
+                    pin = JobSpec.from_stored(stored).pin
+                    if pin is not None:
+                        return pin
+                    pinned = {**stored, "model_version": version, "class_names": list(class_names)}
                     pipe.multi()
                     pipe.hset(key, "request", _dumps(pinned))
                     pipe.execute()
-                    return pin_of(pinned)
+                    return ModelPin(version, tuple(class_names))
                 except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
                     continue
 
@@ -343,14 +348,14 @@ class RedisJobStore:
         )
         for final in finished:  # jobs whose last item's lease expired for good just now
             job_finished(final)
-        requests = {jobs[i]: json.loads(jobs[i + 1]) for i in range(0, len(jobs), 2)}
+        specs = {jobs[i]: spec_from_json(jobs[i + 1]) for i in range(0, len(jobs), 2)}
         return [
             Lease(
                 item_id=int(rows[i]),
                 job_id=rows[i + 1],
                 position=int(rows[i + 2]),
-                item=json.loads(rows[i + 3]),
-                request=requests[rows[i + 1]],
+                item=item_from_json(rows[i + 3]),
+                spec=specs[rows[i + 1]],
                 attempt=int(rows[i + 4]),
             )
             for i in range(0, len(rows), 5)

@@ -15,8 +15,11 @@ from typing import Any, Protocol
 import pytest
 from prometheus_client import REGISTRY
 
-from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore, ModelPin
 from service.metrics import JOB_OUTCOMES
+from service.pipeline.options import SamplingMode
+from service.queue.store import ItemState, JobRecord, JobStatus, JobStore
+from service.spec.job import JobSpec, ModelPin
+from service.spec.requests import ItemIn
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -40,16 +43,25 @@ class StoreFactory(Protocol):
     def __call__(self, *, max_attempts: int = 3) -> JobStore: ...
 
 
-def items(n: int, prefix: str = "img") -> list[dict[str, Any]]:
-    return [{"name": f"{prefix}{i}.jpg", "uri": f"s3://bucket/{prefix}{i}.jpg"} for i in range(n)]
+def items(n: int, prefix: str = "img") -> list[ItemIn]:
+    return [
+        ItemIn.model_validate({"name": f"{prefix}{i}.jpg", "slots": [{"url": f"s3://bucket/{prefix}{i}.jpg"}]})
+        for i in range(n)
+    ]
+
+
+def spec(model: str = "m", **fields: Any) -> JobSpec:
+    """A job's spec; ``model`` tells one apart from another."""
+    return JobSpec(model=model, fps=0.0, sampling=SamplingMode.EXACT, threshold=0.5, **fields)
+
+
+SPEC = spec()
 
 
 def make_job(
     store: JobStore, n: int = 3, *, tenant: str = TENANT, key: str = "key-1", prefix: str = "img"
 ) -> JobRecord:
-    job, created = store.create_job(
-        tenant=tenant, idem_key=key, request={"model": "m", "key": key}, items=items(n, prefix)
-    )
+    job, created = store.create_job(tenant=tenant, idem_key=key, spec=spec(f"m:{key}"), items=items(n, prefix))
     assert created
     return job
 
@@ -97,18 +109,18 @@ class JobStoreContract:
         assert job.status is JobStatus.QUEUED
         assert (job.items_total, job.items_succeeded, job.items_failed) == (3, 0, 0)
         assert (job.frames_planned, job.frames_done, job.errors) == (0, 0, ())
-        assert job.request == {"model": "m", "key": "key-1"}
+        assert job.spec == spec("m:key-1")
         assert job.created_at == clock.now
         assert store.depth() == 3
 
     def test_repeated_idem_key_returns_existing_job_and_creates_nothing(self, store: JobStore) -> None:
         job = make_job(store, 2)
 
-        again, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"other": 1}, items=items(5))
+        again, created = store.create_job(tenant=TENANT, idem_key="key-1", spec=spec("other"), items=items(5))
 
         assert not created
         assert again.id == job.id
-        assert again.request == job.request
+        assert again.spec == job.spec
         assert store.depth() == 2
 
     def test_same_idem_key_for_another_tenant_is_another_job(self, store: JobStore) -> None:
@@ -135,7 +147,7 @@ class JobStoreContract:
         assert store.find_job(tenant=TENANT, idem_key="key-1") == old
         assert store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
         assert store.find_job(tenant=TENANT, idem_key="key-1") is None
-        new, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+        new, created = store.create_job(tenant=TENANT, idem_key="key-1", spec=SPEC, items=items(1))
 
         assert created
         assert new.id != old.id
@@ -146,11 +158,11 @@ class JobStoreContract:
     def test_forgetting_compares_the_job_so_a_late_caller_cannot_drop_a_newer_job(self, store: JobStore) -> None:
         old = make_job(store, 1)
         assert store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
-        new, _ = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+        new, _ = store.create_job(tenant=TENANT, idem_key="key-1", spec=SPEC, items=items(1))
 
         # A concurrent request that also saw the old job forgets it after the first one replaced it: a no-op.
         assert not store.forget_idem_key(tenant=TENANT, idem_key="key-1", job_id=old.id)
-        again, created = store.create_job(tenant=TENANT, idem_key="key-1", request={"model": "m"}, items=items(1))
+        again, created = store.create_job(tenant=TENANT, idem_key="key-1", spec=SPEC, items=items(1))
 
         assert (again.id, created) == (new.id, False)
         assert not store.forget_idem_key(tenant=TENANT, idem_key="no-such-key", job_id=new.id)
@@ -227,8 +239,11 @@ class JobStoreContract:
 
         assert [(le.job_id, le.position) for le in batch1] == [(first.id, 0), (first.id, 1)]
         assert [(le.job_id, le.position) for le in batch2] == [(first.id, 2), (second.id, 0), (second.id, 1)]
-        assert batch1[0].item == {"name": "a0.jpg", "uri": "s3://bucket/a0.jpg"}
-        assert batch1[0].request == first.request
+        assert batch1[0].item.model_dump(exclude_none=True) == {
+            "name": "a0.jpg",
+            "slots": [{"name": "0", "url": "s3://bucket/a0.jpg"}],
+        }
+        assert batch1[0].spec == first.spec
         assert {le.attempt for le in batch1 + batch2} == {1}
         assert store.lease("w3", max_items=10, lease_s=LEASE_S) == []
         assert store.depth() == 5  # leased items still count
@@ -502,27 +517,32 @@ class JobStoreContract:
     # --- the job outcome metric -------------------------------------------------------------------------
 
     def test_the_first_pin_of_an_unpinned_job_stands(self, store: JobStore) -> None:
-        request = {"model": "onnx:/m.onnx", "model_version": None, "class_names": None, "outputs": []}
-        job, _ = store.create_job(tenant=TENANT, idem_key="cold", request=request, items=items(2))
+        cold = spec("onnx:/m.onnx", outputs=())
+        job, _ = store.create_job(tenant=TENANT, idem_key="cold", spec=cold, items=items(2))
         first = store.pin_model(job.id, version="m-v1", class_names=["car", "person"])
         late = store.pin_model(job.id, version="m-v2", class_names=["car"])  # a second worker, a newer model
         assert first == late == ModelPin("m-v1", ("car", "person"))  # the loser is told which pin stands
         assert store.pin_model("no-such-job", version="m-v1", class_names=[]) is None
 
         (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
-        pinned = {**request, "model_version": "m-v1", "class_names": ["car", "person"]}
-        assert lease.request == pinned
+        pinned = cold.pinned("m-v1", ("car", "person"))
+        assert lease.spec == pinned
         record = store.get_job(tenant=TENANT, job_id=job.id)
         assert record is not None
-        assert record.request == pinned
+        assert record.spec == pinned
+        assert record.spec.to_stored() == {
+            **cold.to_stored(),
+            "model_version": "m-v1",
+            "class_names": ["car", "person"],
+        }
 
     def test_a_pinned_job_is_left_alone(self, store: JobStore) -> None:
-        request = {"model": "m", "model_version": "m-v1", "class_names": ["face"]}
-        job, _ = store.create_job(tenant=TENANT, idem_key="warm", request=request, items=items(1))
+        warm = spec(model_version="m-v1", class_names=("face",))
+        job, _ = store.create_job(tenant=TENANT, idem_key="warm", spec=warm, items=items(1))
         assert store.pin_model(job.id, version="m-v2", class_names=["car"]) == ModelPin("m-v1", ("face",))
         record = store.get_job(tenant=TENANT, job_id=job.id)
         assert record is not None
-        assert record.request == request
+        assert record.spec == warm
 
     def test_a_job_is_counted_once_when_its_last_item_succeeds(self, store: JobStore) -> None:
         counted = FinishedJobs()

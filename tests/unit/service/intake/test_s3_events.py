@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from service.errors import ErrorCode, PreannotateError
-from service.webhooks.s3_events import parse_events
+from service.intake.s3_events import parse_events
 
 
 def record(key: str, *, event: str = "ObjectCreated:Put", bucket: str = "uploads", **obj: Any) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from service.errors import ErrorCode, PreannotateError
+from service.intake.routing import S3Rule
+from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn
-from service.webhooks.routing import S3Rule
 
 # MinIO files metadata-only changes under ObjectCreated too; the bytes are unchanged, so there is nothing to run.
 METADATA_EVENTS = frozenset(
@@ -129,11 +130,11 @@ def s3_job(obj: S3Object, url: str, rule: S3Rule) -> JobCreate:
     )
 
 
-def object_idem(obj: S3Object, params: dict[str, Any]) -> str:
+def object_idem(obj: S3Object, spec: JobSpec) -> str:
     """The store key for "this write of this object, these job parameters": a redelivered event (same
     ``versionId`` / ``sequencer``) lands on the same job, an overwrite of the key makes a new one."""
     canonical = json.dumps(
-        {"bucket": obj.bucket, "key": obj.key, "version": obj.version, "params": params},
+        {"bucket": obj.bucket, "key": obj.key, "version": obj.version, "params": spec.to_stored()},
         sort_keys=True,
         separators=(",", ":"),
     )

@@ -23,11 +23,11 @@ from service.api.routes import jobs as jobs_routes
 from service.api.routes import webhooks
 from service.api.state import AppState
 from service.config import Settings
-from service.jobs.sqlite_store import SqliteJobStore
+from service.intake.config import WebhookConfig
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher
-from service.webhooks.config import WebhookConfig
+from service.queue.sqlite_store import SqliteJobStore
 
 TOKEN = "webhook-test-api-token-" + "t" * 20
 MODEL_VERSION = "centre-00000001"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs.sqlite_store import SCHEMA_VERSION, SqliteJobStore
-from service.jobs.store import ItemState, JobStatus, JobStore
-from tests.unit.service.jobs.store_contract import (
+from service.queue.sqlite_store import SCHEMA_VERSION, SqliteJobStore
+from service.queue.store import ItemState, JobStatus, JobStore
+from tests.unit.service.queue.store_contract import (
     LEASE_S,
     TENANT,
     FakeClock,

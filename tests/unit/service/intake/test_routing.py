@@ -6,8 +6,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from service.config import Settings
-from service.webhooks.config import WebhookConfig, split_secrets
-from service.webhooks.routing import S3Rule, check_rules, match_rule, object_url
+from service.intake.config import WebhookConfig, split_secrets
+from service.intake.routing import S3Rule, check_rules, match_rule, object_url
 
 RULES = [
     S3Rule(bucket="uploads"),

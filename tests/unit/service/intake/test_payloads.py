@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from service.errors import ErrorCode, PreannotateError
+from service.intake import label_studio as ls
+from service.intake import v7
 from service.jobs.backend_media import split_via
-from service.webhooks import label_studio as ls
-from service.webhooks import v7
-from tests.unit.service.webhooks.payloads import (
+from service.spec.job import JobSpec
+from tests.unit.service.intake.payloads import (
     IMAGE_CONFIG,
     LS_URL,
     PROJECT_TOKEN,
@@ -25,7 +28,18 @@ VIDEO_CONFIG = """<View>
   <Image name="thumb" value="$thumb"/>
 </View>"""
 V7_ORIGIN = ("https", "darwin.v7labs.com", 443)
-PARAMS = {"model": "fake:centre", "model_version": "v1", "destinations": [{"backend": "label_studio", "project": 17}]}
+PARAMS: dict[str, Any] = {
+    "model": "fake:centre",
+    "model_version": "v1",
+    "fps": 1.0,
+    "sampling": "exact",
+    "threshold": 0.5,
+    "destinations": [{"backend": "label_studio", "project": 17}],
+}
+
+
+def _spec(changes: dict[str, Any] | None = None) -> JobSpec:
+    return JobSpec.from_stored({**PARAMS, **(changes or {})})
 
 
 def test_a_tasks_created_delivery_keeps_no_project_secrets() -> None:
@@ -98,13 +112,13 @@ def test_a_project_without_box_controls() -> None:
 
 
 def test_the_delivery_key_is_the_task_states_and_parameters() -> None:
-    key = ls.delivery_idem(17, "TASKS_CREATED", [(23, "b"), (22, "a")], PARAMS)
-    assert key == ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "b")], PARAMS)  # order-free
-    assert key != ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "changed")], PARAMS)
-    assert key != ls.delivery_idem(18, "TASKS_CREATED", [(22, "a"), (23, "b")], PARAMS)
-    assert key != ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "b")], {**PARAMS, "threshold": 0.9})
+    key = ls.delivery_idem(17, "TASKS_CREATED", [(23, "b"), (22, "a")], _spec())
+    assert key == ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "b")], _spec())  # order-free
+    assert key != ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "changed")], _spec())
+    assert key != ls.delivery_idem(18, "TASKS_CREATED", [(22, "a"), (23, "b")], _spec())
+    assert key != ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "b")], _spec({"threshold": 0.9}))
     # The version is unknown until a worker publishes it: left out of the key, told apart when a key is reused.
-    assert key == ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "b")], {**PARAMS, "model_version": "v2"})
+    assert key == ls.delivery_idem(17, "TASKS_CREATED", [(22, "a"), (23, "b")], _spec({"model_version": "v2"}))
 
 
 def test_odd_deliveries() -> None:
@@ -156,10 +170,10 @@ def test_the_media_hash_ignores_signatures_and_annotations() -> None:
     assert other is not None
     assert first.media_hash == again.media_hash
     assert first.media_hash != other.media_hash
-    key = v7.delivery_idem(V7_ITEM_ID, first.media_hash, PARAMS)
-    assert key == v7.delivery_idem(V7_ITEM_ID, again.media_hash, PARAMS)
-    assert key != v7.delivery_idem(V7_ITEM_ID, first.media_hash, {**PARAMS, "model": "fake:other"})
-    assert key == v7.delivery_idem(V7_ITEM_ID, first.media_hash, {**PARAMS, "model_version": "v2"})  # see above
+    key = v7.delivery_idem(V7_ITEM_ID, first.media_hash, _spec())
+    assert key == v7.delivery_idem(V7_ITEM_ID, again.media_hash, _spec())
+    assert key != v7.delivery_idem(V7_ITEM_ID, first.media_hash, _spec({"model": "fake:other"}))
+    assert key == v7.delivery_idem(V7_ITEM_ID, first.media_hash, _spec({"model_version": "v2"}))  # see above
 
 
 def test_slots_without_urls_are_skipped_and_reported() -> None:

@@ -16,16 +16,17 @@ import redis
 from models.types import ModelInfo
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.resilient_store import ResilientStore
-from service.jobs.store import ItemState, JobRecord, JobStatus, JobStore
 from service.jobs.submit import create_job_from
+from service.queue.redis_store import RedisJobStore
+from service.queue.resilient_store import ResilientStore
+from service.queue.store import ItemState, JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel, PublishedModel, RemoteModels
 from service.spec.requests import JobCreate
 from tests.integration.servers import free_port
 from tests.redis_server import RedisServer
-from tests.unit.service.jobs.store_contract import (
+from tests.unit.service.queue.store_contract import (
     LEASE_S,
+    SPEC,
     TENANT,
     FakeClock,
     FinishedJobs,
@@ -260,7 +261,7 @@ def test_cancelled_entries_are_skipped_and_trimmed(store: RedisJobStore, db: red
 def test_jobs_expire_after_the_retention(server: RedisServer, db: redis.Redis) -> None:
     store = RedisJobStore(server.url, retention_s=60)
     try:
-        job, _ = store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(2))
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", spec=SPEC, items=items(2))
         assert 0 < db.ttl(f"pa:job:{job.id}") <= 60
         (lease,) = store.lease("w", max_items=1, lease_s=5)
         store.complete("w", lease.item_id, {})
@@ -272,7 +273,7 @@ def test_jobs_expire_after_the_retention(server: RedisServer, db: redis.Redis) -
 def test_server_clock_by_default(server: RedisServer, db: redis.Redis) -> None:
     store = RedisJobStore(server.url)
     try:
-        job, _ = store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(1))
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", spec=SPEC, items=items(1))
         server_now = float(db.time()[0])
         assert abs(job.created_at - server_now) < 2
         (lease,) = store.lease("w", max_items=1, lease_s=5)
@@ -305,7 +306,7 @@ def _drain(url: str, name: str, start: Any, out: Any) -> None:
 def test_two_processes_drain_200_items_exactly_once(server: RedisServer, db: redis.Redis) -> None:
     store = RedisJobStore(server.url)
     try:
-        jobs = [store.create_job(tenant=TENANT, idem_key=f"k{j}", request={}, items=items(20))[0] for j in range(10)]
+        jobs = [store.create_job(tenant=TENANT, idem_key=f"k{j}", spec=SPEC, items=items(20))[0] for j in range(10)]
         ctx = multiprocessing.get_context("spawn")  # a connection pool must not cross a fork
         start, out = ctx.Barrier(2), ctx.Queue()
         procs = [ctx.Process(target=_drain, args=(server.url, f"p{i}", start, out)) for i in range(2)]
@@ -339,7 +340,7 @@ def test_unreachable_redis_is_not_ready_at_once(url: str) -> None:
     calls = [
         lambda: store.depth(),
         lambda: store.lease("w", max_items=1, lease_s=5),
-        lambda: store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(1)),
+        lambda: store.create_job(tenant=TENANT, idem_key="k", spec=SPEC, items=items(1)),
         lambda: store.get_job(tenant=TENANT, job_id="x"),
     ]
     for call in calls:
@@ -358,7 +359,7 @@ def test_recovers_after_a_restart_with_aof() -> None:
     try:
         srv.start()
         store = RedisJobStore(srv.url)
-        job, _ = store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(2))
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", spec=SPEC, items=items(2))
         (lease,) = store.lease("w", max_items=1, lease_s=60)
         srv.kill()
         with pytest.raises(PreannotateError) as caught:
@@ -471,7 +472,7 @@ def test_resilient_store_rides_out_a_restart() -> None:
         srv.start()
         stopping = threading.Event()
         store = ResilientStore(RedisJobStore(srv.url), stopping, base_s=0.05, cap_s=0.2, give_up_s=30)
-        store.store.create_job(tenant=TENANT, idem_key="k", request={}, items=items(2))
+        store.store.create_job(tenant=TENANT, idem_key="k", spec=SPEC, items=items(2))
         (lease,) = store.lease("w", max_items=1, lease_s=60)
         srv.kill()
 
@@ -533,7 +534,7 @@ def test_a_full_redis_is_not_ready_and_changes_nothing(store: RedisJobStore, db:
     db.config_set("maxmemory", "1")  # noeviction (the default): every write is refused
     try:
         for call in (
-            lambda: store.create_job(tenant=TENANT, idem_key="k2", request={}, items=items(1)),
+            lambda: store.create_job(tenant=TENANT, idem_key="k2", spec=SPEC, items=items(1)),
             lambda: store.lease("w", max_items=1, lease_s=LEASE_S),
         ):
             with pytest.raises(PreannotateError) as caught:
@@ -570,7 +571,7 @@ def test_a_job_queued_before_any_worker_published_is_found_again(server: RedisSe
 
     try:
         cold, _ = post()
-        assert cold.request["model_version"] is None
+        assert cold.spec.model_version is None
         store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
         store.pin_model(cold.id, version="centerface-v1", class_names=["face"])  # the first worker's pin
         warm, created_warm = post()
@@ -584,4 +585,4 @@ def test_a_job_queued_before_any_worker_published_is_found_again(server: RedisSe
     assert (warm.id, created_warm) == (cold.id, False)
     assert created_upgraded
     assert upgraded.id != cold.id
-    assert upgraded.request["model_version"] == "centerface-v2"
+    assert upgraded.spec.model_version == "centerface-v2"

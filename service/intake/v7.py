@@ -25,6 +25,7 @@ from service.backends.origin_auth import Origin, origin_of
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.backend_media import V7, via
 from service.jobs.submit import key_params
+from service.spec.job import JobSpec
 from service.spec.requests import ItemIn, SlotIn
 
 _SLOT_TYPES = frozenset({"image", "video", "dicom", "pdf"})
@@ -137,10 +138,10 @@ def _without_query(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def delivery_idem(item_id: str, media_hash: str, params: Mapping[str, Any]) -> str:
+def delivery_idem(item_id: str, media_hash: str, spec: JobSpec) -> str:
     """The store key for "this item's media, these job parameters" (the model's version left out:
     ``SERVER_PINNED``)."""
     canonical = json.dumps(
-        {"item": item_id, "media": media_hash, "params": key_params(params)}, sort_keys=True, separators=(",", ":")
+        {"item": item_id, "media": media_hash, "params": key_params(spec)}, sort_keys=True, separators=(",", ":")
     )
     return "v7:" + hashlib.sha256(canonical.encode()).hexdigest()

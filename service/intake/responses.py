@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from service.jobs.store import JobRecord
+from service.queue.store import JobRecord
 
 MAX_REASONS = 10
 

@@ -9,9 +9,13 @@ one API token never sees another's jobs.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping, Sequence
+import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from service.spec.job import JobSpec, ModelPin
+from service.spec.requests import ItemIn
 
 
 class JobStatus(enum.StrEnum):
@@ -41,28 +45,12 @@ class ItemError:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelPin:
-    """The model version and classes a job's results are stored under (``JobStore.pin_model``)."""
-
-    version: str
-    class_names: tuple[str, ...]
-
-
-def pin_of(request: Mapping[str, Any]) -> ModelPin | None:
-    """The pin a stored request holds; None while it is unpinned (``model_version`` null)."""
-    version = request.get("model_version")
-    if version is None:
-        return None
-    return ModelPin(str(version), tuple(request.get("class_names") or ()))
-
-
-@dataclass(frozen=True, slots=True)
 class JobRecord:
     """A job as the API reports it; ``status`` is derived from its items' states."""
 
     id: str
     tenant: str
-    request: dict[str, Any]
+    spec: JobSpec
     status: JobStatus
     created_at: float
     updated_at: float
@@ -81,8 +69,8 @@ class Lease:
     item_id: int
     job_id: str
     position: int
-    item: dict[str, Any]
-    request: dict[str, Any]
+    item: ItemIn
+    spec: JobSpec
     attempt: int
 
 
@@ -112,22 +100,43 @@ def parse_cursor(text: str) -> int:
     return int(text)
 
 
-def check_items(items: Sequence[dict[str, Any]]) -> None:
-    """What every store refuses before writing anything: an empty job, or an item without a name."""
+def check_items(items: Sequence[ItemIn]) -> None:
+    """What every store refuses before writing anything: an empty job."""
     if not items:
         raise ValueError("a job needs at least one item")
-    if not all(isinstance(item.get("name"), str) for item in items):
-        raise ValueError("every item needs a string 'name'")
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    """A job's spec as its stored JSON column (``JobSpec.to_stored``)."""
+    return _dumps(spec.to_stored())
+
+
+def item_to_json(item: ItemIn) -> str:
+    """An item as its stored JSON column: the fields it was sent with (dedupe keys hash the same form)."""
+    return _dumps(item.model_dump(exclude_none=True))
+
+
+def spec_from_json(text: str | bytes) -> JobSpec:
+    """The spec a stored JSON column holds (the one place a store reads it)."""
+    return JobSpec.from_stored(json.loads(text))
+
+
+def item_from_json(text: str | bytes) -> ItemIn:
+    return ItemIn.model_validate_json(text)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 class JobStore(Protocol):
     """What the API and the workers need from a job store."""
 
     def create_job(
-        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+        self, *, tenant: str, idem_key: str, spec: JobSpec, items: Sequence[ItemIn]
     ) -> tuple[JobRecord, bool]:
-        """Store a job and queue its items; ``(existing job, False)`` when ``idem_key`` was seen for
-        this tenant. Items are JSON dicts with at least a ``name``."""
+        """Store a job (``spec`` as ``JobSpec.to_stored``) and queue its items; ``(existing job, False)`` when
+        ``idem_key`` was seen for this tenant."""
         ...
 
     def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
@@ -192,7 +201,7 @@ class JobStore(Protocol):
         ...
 
     def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
-        """Record in the job's request the model version and classes a worker runs it with, for a job submitted
+        """Record in the job's spec the model version and classes a worker runs it with, for a job submitted
         before any worker had published its model (distributed cold start). The first pin stands: a job pinned
         already is left alone, as is an unknown job. Returns the pin that stands (another worker's, when it
         won the race), None for an unknown job."""

@@ -13,11 +13,11 @@ import pytest
 from pydantic import SecretStr
 
 from service.api.routes import webhooks as routes
-from service.webhooks.config import WebhookConfig
-from service.webhooks.routing import S3Rule
-from service.webhooks.signatures import sign
-from tests.unit.service.webhooks.helpers import TOKEN, WebhookApp, webhook_app
-from tests.unit.service.webhooks.payloads import (
+from service.intake.config import WebhookConfig
+from service.intake.routing import S3Rule
+from service.intake.signatures import sign
+from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
+from tests.unit.service.intake.payloads import (
     LS_URL,
     PROJECT_TOKEN,
     darwin_item,
@@ -78,7 +78,7 @@ def post(app: WebhookApp, hook: str, body: Any, headers: dict[str, str]) -> Any:
 
 
 def leased_items(app: WebhookApp) -> list[dict[str, Any]]:
-    return [lease.item for lease in app.store.lease("test", max_items=100, lease_s=60)]
+    return [lease.item.model_dump(exclude_none=True) for lease in app.store.lease("test", max_items=100, lease_s=60)]
 
 
 # -- common rules ------------------------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_label_studio_tasks_created_makes_one_job_and_dedupes(hooks: WebhookApp)
     ]
     job = hooks.store.get_job(tenant=routes.webhook_tenant(hooks.state), job_id=answer["jobs"][0]["job_id"])
     assert job is not None
-    assert job.request["destinations"] == [{"backend": "label_studio", "project": 17}]
+    assert job.spec.to_stored()["destinations"] == [{"backend": "label_studio", "project": 17}]
 
 
 def test_label_studio_a_task_with_credentials_in_its_url_is_ignored(hooks: WebhookApp) -> None:
@@ -386,7 +386,7 @@ def test_s3_one_job_per_routed_object(hooks: WebhookApp) -> None:
     assert hooks.jobs() == 3
     job = hooks.store.get_job(tenant=routes.webhook_tenant(hooks.state), job_id=answer["jobs"][0]["job_id"])
     assert job is not None
-    assert job.request["fps"] == 2.0  # from the rule
+    assert job.spec.fps == 2.0  # from the rule
 
 
 def test_s3_through_a_minio_endpoint(tmp_path: Path) -> None:
@@ -429,7 +429,7 @@ def test_v7_delivery_and_redeliveries(hooks: WebhookApp) -> None:
     assert item["external_ids"] == {"v7": "0192f1a2-3b4c-7d5e-8f60-718293a4b5c6"}
     job = hooks.store.get_job(tenant=routes.webhook_tenant(hooks.state), job_id=job_id)
     assert job is not None
-    assert job.request["destinations"] == [{"backend": "v7"}]
+    assert job.spec.to_stored()["destinations"] == [{"backend": "v7"}]
 
 
 def test_v7_not_an_item(hooks: WebhookApp) -> None:

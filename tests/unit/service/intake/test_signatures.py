@@ -8,8 +8,8 @@ import hmac
 import pytest
 
 from service.errors import ErrorCode, PreannotateError
-from service.webhooks import auth
-from service.webhooks.signatures import check_delivery_id, sign, verify
+from service.intake import auth
+from service.intake.signatures import check_delivery_id, sign, verify
 
 SECRET = "whsec-current-" + "a" * 24
 OLD_SECRET = "whsec-previous-" + "b" * 24

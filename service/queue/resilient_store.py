@@ -23,8 +23,10 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import ItemResult, ItemState, JobRecord, Lease, ModelPin
+from service.queue.redis_store import RedisJobStore
+from service.queue.store import ItemResult, ItemState, JobRecord, Lease
+from service.spec.job import JobSpec, ModelPin
+from service.spec.requests import ItemIn
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +208,9 @@ class ResilientStore:
     # --- the rest of JobStore, for completeness -----------------------------------------------------
 
     def create_job(
-        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+        self, *, tenant: str, idem_key: str, spec: JobSpec, items: Sequence[ItemIn]
     ) -> tuple[JobRecord, bool]:
-        return self.store.create_job(tenant=tenant, idem_key=idem_key, request=request, items=items)
+        return self.store.create_job(tenant=tenant, idem_key=idem_key, spec=spec, items=items)
 
     def find_job(self, *, tenant: str, idem_key: str) -> JobRecord | None:
         return self.store.find_job(tenant=tenant, idem_key=idem_key)

@@ -27,12 +27,12 @@ from service.commands.sync import has_prediction
 from service.config import Settings
 from service.convert.label_studio import LsObject
 from service.errors import ErrorCode, PreannotateError
+from service.intake.config import WebhookConfig
+from service.intake.label_studio import TASKS_CREATED, delivery_idem, targets_of, task_item, task_version
 from service.jobs.backend_media import VIA_SCHEMES
-from service.jobs.store import JobStore
 from service.jobs.submit import ModelLookup, enqueue, prepare_job
+from service.queue.store import JobStore
 from service.spec.requests import Destination, JobCreate
-from service.webhooks.config import WebhookConfig
-from service.webhooks.label_studio import TASKS_CREATED, delivery_idem, targets_of, task_item, task_version
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class LabelStudioSweep:
             destinations=[Destination(backend="label_studio", project=project)],
         )
         prepared = prepare_job(job, settings=self._settings, models=registry, extra_schemes=VIA_SCHEMES)
-        key = delivery_idem(project, TASKS_CREATED, [task_version(task)], prepared.params)
+        key = delivery_idem(project, TASKS_CREATED, [task_version(task)], prepared.spec)
         _, created = enqueue(prepared, settings=self._settings, store=self._store, tenant=self._tenant, idem_key=key)
         return created
 

@@ -21,19 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ErrorCode
-from service.jobs.store import (
+from service.metrics import job_finished
+from service.queue.store import (
     ItemError,
     ItemResult,
     ItemState,
     JobRecord,
     JobStatus,
     Lease,
-    ModelPin,
     check_items,
+    item_from_json,
+    item_to_json,
     parse_cursor,
-    pin_of,
+    spec_from_json,
+    spec_to_json,
 )
-from service.metrics import job_finished
+from service.spec.job import JobSpec, ModelPin
+from service.spec.requests import ItemIn
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
 FORGOTTEN_PREFIX = "forgotten:"
@@ -237,7 +241,7 @@ class SqliteJobStore:
         return JobRecord(
             id=job["id"],
             tenant=job["tenant"],
-            request=json.loads(job["request"]),
+            spec=spec_from_json(job["request"]),
             status=derive_status(
                 cancelled=bool(job["cancelled"]),
                 total=s["total"],
@@ -289,18 +293,18 @@ class SqliteJobStore:
                 self._settled += settled
 
     def create_job(
-        self, *, tenant: str, idem_key: str, request: dict[str, Any], items: Sequence[dict[str, Any]]
+        self, *, tenant: str, idem_key: str, spec: JobSpec, items: Sequence[ItemIn]
     ) -> tuple[JobRecord, bool]:
         """Store a job and queue its items in order; ``(existing job, False)`` for a repeated ``idem_key``."""
         check_items(items)
         now, job_id = self._clock(), uuid.uuid4().hex
-        rows = [(job_id, pos, item["name"], _dumps(item), now, now) for pos, item in enumerate(items)]
+        rows = [(job_id, pos, item.name, item_to_json(item), now, now) for pos, item in enumerate(items)]
         with self._tx() as conn:
             # The targeted form of INSERT OR IGNORE: only a repeated (tenant, idem_key) is ignored.
             inserted = conn.execute(
                 "INSERT INTO jobs(id, tenant, idem_key, request, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(tenant, idem_key) DO NOTHING",
-                (job_id, tenant, idem_key, _dumps(request), now, now),
+                (job_id, tenant, idem_key, spec_to_json(spec), now, now),
             ).rowcount
             if inserted:
                 conn.executemany(
@@ -420,7 +424,7 @@ class SqliteJobStore:
             ).fetchall()
             job_ids = sorted({r["job_id"] for r in rows})
             jobs = {
-                j["id"]: (j["created_at"], j["seq"], json.loads(j["request"]))
+                j["id"]: (j["created_at"], j["seq"], spec_from_json(j["request"]))
                 for j in conn.execute(
                     f"SELECT id, request, created_at, rowid AS seq FROM jobs WHERE id IN ({_marks(len(job_ids))})",
                     job_ids,
@@ -434,8 +438,8 @@ class SqliteJobStore:
                 item_id=r["id"],
                 job_id=r["job_id"],
                 position=r["position"],
-                item=json.loads(r["item"]),
-                request=jobs[r["job_id"]][2],
+                item=item_from_json(r["item"]),
+                spec=jobs[r["job_id"]][2],
                 attempt=r["attempts"],
             )
             for r in rows
@@ -530,7 +534,7 @@ class SqliteJobStore:
                 (version, _dumps(list(class_names)), job_id),
             )
             row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else pin_of(json.loads(row[0]))
+        return None if row is None else spec_from_json(row[0]).pin
 
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""

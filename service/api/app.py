@@ -23,7 +23,7 @@ from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
-from service.jobs.backend_media import BackendMediaFetcher
+from service.backends.media import BackendMediaFetcher
 from service.jobs.push import Pushers
 from service.jobs.sqlite_store import SqliteJobStore
 from service.jobs.store import JobStore

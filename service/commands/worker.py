@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.commands.common import load_settings
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import BackendMediaFetcher
+from service.backends.media import BackendMediaFetcher
 from service.jobs.push import Pushers
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.resilient_store import ResilientStore

@@ -76,7 +76,7 @@ class Pushers:
             in one Encord bundle, nobody else can join it, so it is written at once. A wrong value only changes
             bundle sizes, never outcomes.
         fetcher: Re-fetches slot files a V7 upload needs (the worker's copies are gone by push time);
-            default: a :class:`~service.jobs.backend_media.BackendMediaFetcher` built on first use.
+            default: a :class:`~service.backends.media.BackendMediaFetcher` built on first use.
     """
 
     settings: Settings
@@ -276,7 +276,7 @@ class Pushers:
         with self._lock:
             if self._own_fetcher is None:
                 # The workers' fetcher: plain URLs and the label-studio+/v7+ ones webhook jobs carry.
-                from service.jobs.backend_media import BackendMediaFetcher
+                from service.backends.media import BackendMediaFetcher
 
                 self._own_fetcher = BackendMediaFetcher(self.settings)
             return self._own_fetcher

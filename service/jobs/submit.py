@@ -36,7 +36,7 @@ from service.spec.requests import ItemIn, JobCreate
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
-``service.jobs.backend_media``."""
+``service.backends.media``."""
 QUEUE_FULL_RETRY_S = 30
 """``Retry-After`` of a 429 while the queue's drain rate is unknown."""
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60

@@ -27,7 +27,7 @@ from service.commands.sync import has_prediction
 from service.config import Settings
 from service.convert.label_studio import LsObject
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import VIA_SCHEMES
+from service.backends.media import VIA_SCHEMES
 from service.jobs.store import JobStore
 from service.jobs.submit import ModelLookup, enqueue, prepare_job
 from service.spec.requests import Destination, JobCreate

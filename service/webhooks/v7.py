@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from service.backends.origin_auth import Origin, origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import V7, via
+from service.backends.media import V7, via
 from service.jobs.submit import key_params
 from service.spec.requests import ItemIn, SlotIn
 

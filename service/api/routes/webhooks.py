@@ -39,7 +39,7 @@ from service.api.state import AppState
 from service.backends.label_studio import config_from_settings
 from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import VIA_SCHEMES
+from service.backends.media import VIA_SCHEMES
 from service.jobs.store import JobRecord
 from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
 from service.spec.requests import Destination, ItemIn, JobCreate

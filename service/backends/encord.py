@@ -13,7 +13,7 @@ change on either side shows up there. The row itself is ``service.convert.encord
 - Bundles of ``bundle_size`` rows per request (Encord's limit is 1000; its agents use 100): 3 or 4 requests per
   bundle, whatever its size. ``push_each`` fails an item alone when only it is at fault (a data hash the project
   lacks, a row it does not fit), and a bundle's items together when a request fails. Job items finishing
-  together are gathered into bundles by ``service.jobs.push.EncordBundler``.
+  together are gathered into bundles by ``service.backends.encord_bundler.EncordBundler``.
 """
 
 from __future__ import annotations

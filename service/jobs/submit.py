@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from service.backends.registry import check_destination
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.push import check_destination
 from service.jobs.runner import pinned_tracks
 from service.jobs.store import JobRecord, JobStatus, JobStore
 from service.pipeline.fetch import local_path

@@ -22,12 +22,12 @@ from datetime import datetime
 from typing import Any
 
 from service.backends.label_studio import LabelStudioClient, config_from_settings
+from service.backends.media import VIA_SCHEMES
 from service.backends.retry import BackendError
 from service.commands.sync import has_prediction
 from service.config import Settings
 from service.convert.label_studio import LsObject
 from service.errors import ErrorCode, PreannotateError
-from service.backends.media import VIA_SCHEMES
 from service.jobs.store import JobStore
 from service.jobs.submit import ModelLookup, enqueue, prepare_job
 from service.spec.requests import Destination, JobCreate

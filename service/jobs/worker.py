@@ -21,15 +21,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from service.convert.types import ItemPredictions, ModelRef
+from service.backends.registry import Backends
+from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.push import Pushers
+from service.jobs.deliver import deliver
 from service.jobs.runner import ItemStoppedError, JobParams, run_item
 from service.jobs.store import JobStore, Lease, ModelPin, pin_of
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import DecoderChoice, MediaLimits
+from service.spec.job import JobSpec
+from service.spec.requests import ItemIn
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class WorkerPool:
         models: ModelRegistry,
         fetcher: Fetcher,
         config: WorkerConfig,
-        pushers: Pushers | None = None,
+        pushers: Backends | None = None,
     ) -> None:
         self._store, self._models, self._fetcher, self._config = store, models, fetcher, config
         self._pushers = pushers
@@ -197,11 +200,8 @@ class WorkerPool:
         if flight.stop.is_set():
             raise ItemStoppedError
         predictions = ItemPredictions.from_result_json(lease.item["name"], result)
-        request = lease.request
-        model = ModelRef(request["model"], request["model_version"], tuple(request["class_names"]))
-        result["pushes"] = [
-            self._pushers.push(d, lease.item, predictions, model, request=request) for d in destinations
-        ]
+        spec = JobSpec.from_stored(lease.request)
+        result["pushes"] = deliver(self._pushers, ItemIn.model_validate(lease.item), predictions, spec)
 
     def _release(self, worker: str, lease: Lease) -> None:
         """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""

@@ -37,9 +37,9 @@ from service.api.openapi import schema_ref
 from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import config_from_settings
+from service.backends.media import VIA_SCHEMES
 from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.backends.media import VIA_SCHEMES
 from service.jobs.store import JobRecord
 from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
 from service.spec.requests import Destination, ItemIn, JobCreate

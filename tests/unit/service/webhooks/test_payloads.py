@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import ErrorCode, PreannotateError
 from service.backends.media import split_via
+from service.errors import ErrorCode, PreannotateError
 from service.webhooks import label_studio as ls
 from service.webhooks import v7
 from tests.unit.service.webhooks.payloads import (

@@ -21,11 +21,11 @@ from service.api.openapi import add_component_schemas
 from service.api.routes import evaluate, health, jobs, ls_ml_backend, models, predict, v7_byom, webhooks
 from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
+from service.backends.media import BackendMediaFetcher
+from service.backends.registry import Backends
 from service.config import Settings, get_settings
 from service.errors import PreannotateError
 from service.intake.sweep import start_label_studio_sweep
-from service.jobs.backend_media import BackendMediaFetcher
-from service.jobs.push import Pushers
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -60,7 +60,7 @@ def _load_models(state: AppState) -> None:
         return
     settings = state.settings
     if settings.workers > 0:
-        state.pushers = Pushers(settings)
+        state.pushers = Backends(settings)
         state.workers = WorkerPool(
             state.store,
             state.models,

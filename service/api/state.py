@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.api.auth import TokenAuth
+from service.backends.registry import Backends
 from service.config import Settings
-from service.jobs.push import Pushers
 from service.jobs.worker import WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
@@ -22,7 +22,7 @@ class AppState:
     fetcher: Fetcher
     models: ModelRegistry | RemoteModels | None = None  # RemoteModels in distributed mode
     workers: WorkerPool | None = None
-    pushers: Pushers | None = None
+    pushers: Backends | None = None
     load_error: str | None = None
     draining: bool = False
 

@@ -13,7 +13,7 @@ change on either side shows up there. The row itself is ``service.convert.encord
 - Bundles of ``bundle_size`` rows per request (Encord's limit is 1000; its agents use 100): 3 or 4 requests per
   bundle, whatever its size. ``push_each`` fails an item alone when only it is at fault (a data hash the project
   lacks, a row it does not fit), and a bundle's items together when a request fails. Job items finishing
-  together are gathered into bundles by ``service.jobs.push.EncordBundler``.
+  together are gathered into bundles by ``service.backends.encord_bundler.EncordBundler``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from service.backends.retry import BackendError, RetryPolicy, check_response, send_with_retries, transport_error
+from service.backends.http import VendorHttp
+from service.backends.retry import BackendError, RetryPolicy
 from service.convert.encord import DEFAULT_CREATED_BY, EncordOntology, EncordRowStats, build_encord_label_row
 from service.convert.types import ItemPredictions, ModelRef, Track
 
@@ -176,13 +177,13 @@ class EncordBackend:
     ) -> None:
         self.config = config
         self._auth = auth
-        self._retry = retry or RetryPolicy()
-        self._client = httpx.Client(
+        client = httpx.Client(
             base_url=config.domain.rstrip("/"), timeout=config.timeout_s, transport=transport, follow_redirects=False
         )
+        self._http = VendorHttp(BACKEND, client, retry or RetryPolicy())
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> EncordBackend:
         return self
@@ -352,17 +353,8 @@ class EncordBackend:
             "Authorization": self._auth.authorization(body),
             "User-Agent": "preannotate (encord v1 rpc)",
         }
-        request = self._client.build_request("POST", PUBLIC_PATH, content=body, headers=headers)
-        try:
-            response = check_response(BACKEND, send_with_retries(self._client, request, self._retry), what)
-        except httpx.TransportError as exc:
-            raise transport_error(BACKEND, exc, what) from None
-        try:
-            envelope = response.json()
-        except ValueError:
-            raise BackendError(
-                BACKEND, f"{what}: the answer is not JSON", status=response.status_code, retryable=True
-            ) from None
+        response = self._http.call("POST", PUBLIC_PATH, what, content=body, headers=headers)
+        envelope = self._http.json_of(response, what)
         if not isinstance(envelope, dict):
             raise BackendError(BACKEND, f"{what}: unexpected answer", status=response.status_code, retryable=False)
         # Encord answers HTTP 200 with the real status inside ("legacy envelope", encord/http/querier.py).

@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,13 @@ from urllib.parse import urljoin
 import httpx
 from pydantic import SecretStr
 
+from service.backends.http import VendorHttp
 from service.backends.origin_auth import DEFAULT_PORTS, Origin, OriginAuthTransport, host_entry, origin_of
 from service.backends.retry import (
     BackendError,
     RetryPolicy,
     backend_error_to_preannotate,
     check_response,
-    safe_target,
     send_with_retries,
     transport_error,
 )
@@ -222,7 +222,7 @@ class LabelStudioClient:
         """
         self.config = config
         self._tokens = TokenSource(config, transport=transport)
-        self._http = httpx.Client(
+        client = httpx.Client(
             base_url=config.url,
             timeout=config.timeout_s,
             transport=transport,
@@ -231,6 +231,7 @@ class LabelStudioClient:
             trust_env=False,
             headers={"Accept": "application/json"},
         )
+        self._http = VendorHttp(BACKEND, client, config.retry)
         policy = fetch_policy or FetchPolicy()
         policy = replace(policy, allowed_hosts=policy.allowed_hosts | {config.host_entry})
         transport = OriginAuthTransport(config.origin, self._tokens.header, inner=media_transport)
@@ -245,45 +246,11 @@ class LabelStudioClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transport ---------------------------------------------------------------------------------------------
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        params: Mapping[str, str | int] | None = None,
-        body: Any = None,
-        retry: RetryPolicy | None = None,
-        ok_statuses: frozenset[int] = frozenset(),
-    ) -> httpx.Response:
-        """One API call with retries; a 2xx (or a status in ``ok_statuses``) comes back, anything else raises."""
-        request = self._http.build_request(method, path, params=params, json=body)
-        started = time.monotonic()
-        try:
-            response = send_with_retries(self._http, request, retry or self.config.retry)
-        except httpx.TransportError as exc:
-            raise transport_error(BACKEND, exc, what) from None
-        log.debug("%s -> %d in %.2f s", safe_target(request), response.status_code, time.monotonic() - started)
-        if response.status_code in ok_statuses:
-            return response
-        return check_response(BACKEND, response, what)
-
-    def _json(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
-        response = self._call(method, path, what=what, **kwargs)
-        try:
-            return response.json()
-        except ValueError:
-            raise BackendError(
-                BACKEND, f"{what}: the answer is not JSON", status=response.status_code, retryable=True
-            ) from None
-
     # -- projects and tasks ------------------------------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
         """The key's user: a cheap check that URL and key work."""
-        user: dict[str, Any] = self._json("GET", "/api/current-user/whoami", what="checking the API key")
+        user: dict[str, Any] = self._http.call_json("GET", "/api/current-user/whoami", what="checking the API key")
         return user
 
     def iter_projects(self) -> Iterator[dict[str, Any]]:
@@ -291,7 +258,7 @@ class LabelStudioClient:
         public host, which may not be the one configured here)."""
         page = 1
         while True:
-            data = self._json(
+            data = self._http.call_json(
                 "GET",
                 "/api/projects/",
                 what="listing projects",
@@ -306,13 +273,13 @@ class LabelStudioClient:
             page += 1
 
     def get_project(self, project_id: int) -> dict[str, Any]:
-        project: dict[str, Any] = self._json(
+        project: dict[str, Any] = self._http.call_json(
             "GET", f"/api/projects/{project_id}/", what=f"reading project {project_id}"
         )
         return project
 
     def get_task(self, task_id: int) -> dict[str, Any]:
-        task: dict[str, Any] = self._json("GET", f"/api/tasks/{task_id}/", what=f"reading task {task_id}")
+        task: dict[str, Any] = self._http.call_json("GET", f"/api/tasks/{task_id}/", what=f"reading task {task_id}")
         return task
 
     def get_label_config(self, project_id: int) -> str:
@@ -321,11 +288,11 @@ class LabelStudioClient:
     def set_project_model_version(self, project_id: int, model_version: str) -> None:
         """Make annotators see this version's predictions: the labeling stream shows only predictions of
         the project's ``model_version``, and pushing predictions does not set it (reference §4.5)."""
-        self._call(
+        self._http.call(
             "PATCH",
             f"/api/projects/{project_id}/",
             what=f"setting project {project_id}'s model version",
-            body={"model_version": model_version},
+            json_body={"model_version": model_version},
         )
 
     def iter_tasks(self, project_id: int, *, with_predictions: bool = True) -> Iterator[dict[str, Any]]:
@@ -335,7 +302,7 @@ class LabelStudioClient:
         if with_predictions:
             params["fields"] = "all"
         while True:
-            response = self._call(
+            response = self._http.call(
                 "GET",
                 "/api/tasks/",
                 what=f"listing tasks of project {project_id}",
@@ -353,7 +320,7 @@ class LabelStudioClient:
     # -- predictions -------------------------------------------------------------------------------------------
 
     def list_predictions(self, task_id: int) -> list[dict[str, Any]]:
-        data = self._json(
+        data = self._http.call_json(
             "GET", "/api/predictions/", what=f"listing predictions of task {task_id}", params={"task": task_id}
         )
         return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
@@ -387,7 +354,7 @@ class LabelStudioClient:
                 if not exc.retryable or attempt == policy.max_attempts:
                     raise
                 sent = True
-                delay = policy.random() * min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
+                delay = policy.backoff_s(attempt)
                 if time.monotonic() - started + delay > policy.max_total_s:
                     raise
                 log.warning("task %d: creating a prediction failed (%s); listing again in %.2f s", task_id, exc, delay)
@@ -399,25 +366,25 @@ class LabelStudioClient:
     def _create(self, task_id: int, prediction: LsPrediction) -> dict[str, Any]:
         # Not idempotent: retried in place only where LS cannot have stored it (429: throttled before the view).
         once = replace(self.config.retry, statuses=frozenset({429}), retry_transport_errors=False)
-        created: dict[str, Any] = self._json(
+        created: dict[str, Any] = self._http.call_json(
             "POST",
             "/api/predictions/",
             what=f"creating a prediction on task {task_id}",
-            body={"task": task_id, **prediction.to_json()},
+            json_body={"task": task_id, **prediction.to_json()},
             retry=once,
         )
         return created
 
     def _replace(self, mine: list[dict[str, Any]], prediction: LsPrediction) -> int:
         keep, *extra = sorted(mine, key=lambda p: int(p["id"]))
-        self._call(
+        self._http.call(
             "PATCH",
             f"/api/predictions/{int(keep['id'])}/",
             what=f"replacing prediction {keep['id']}",
-            body=prediction.to_json(),
+            json_body=prediction.to_json(),
         )
         for duplicate in extra:  # left by an older client or a crash between create and bookkeeping
-            self._call(
+            self._http.call(
                 "DELETE",
                 f"/api/predictions/{int(duplicate['id'])}/",
                 what=f"deleting duplicate prediction {duplicate['id']}",

@@ -63,6 +63,10 @@ class RetryPolicy:
         if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0 or self.max_total_s < 0:
             raise ValueError("delays must be >= 0")
 
+    def backoff_s(self, attempt: int) -> float:
+        """The sleep after failed attempt ``attempt`` (1-based): full jitter under a doubling, capped ceiling."""
+        return self.random() * min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
+
 
 class BackendError(Exception):
     """A labeling-tool API call failed for good (after retries).
@@ -145,8 +149,7 @@ def send_with_retries(client: httpx.Client, request: httpx.Request, policy: Retr
                 "%s: server asks to wait %.0f s, over the limit; giving up", safe_target(request), retry_after
             )
             break
-        ceiling = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
-        delay = policy.random() * ceiling
+        delay = policy.backoff_s(attempt)
         if retry_after is not None:
             delay = max(delay, retry_after)  # never earlier than the server asked
         if time.monotonic() - started + delay > policy.max_total_s:

@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import httpx
 
-from service.backends.retry import BackendError, RetryPolicy, check_response, send_with_retries, transport_error
+from service.backends.http import VendorHttp
+from service.backends.retry import BackendError, RetryPolicy
 from service.convert.darwin import item_to_darwin
 from service.convert.types import ItemPredictions, ModelRef, Track
 
@@ -145,17 +146,19 @@ class V7Backend:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.config = config
-        self._retry = retry or RetryPolicy()
         base = config.base_url.rstrip("/") + "/"
-        self._api = httpx.Client(
+        retry = retry or RetryPolicy()
+        api = httpx.Client(
             base_url=base,
             headers={"Authorization": f"ApiKey {api_key}", "Accept": "application/json"},
             timeout=config.timeout_s,
             transport=transport,
             follow_redirects=False,
         )
+        self._api = VendorHttp(BACKEND, api, retry)
         # Uploads go to the storage's presigned URL: a separate client, so the API key never leaves for it.
-        self._storage = httpx.Client(timeout=max(config.timeout_s, 300.0), transport=transport, follow_redirects=False)
+        storage = httpx.Client(timeout=max(config.timeout_s, 300.0), transport=transport, follow_redirects=False)
+        self._storage = VendorHttp(BACKEND, storage, retry)
         # (main type, name) -> class id, once known to be in the dataset: one class listing per backend, not per item.
         self._class_ids: dict[tuple[str, str], int] = {}
 
@@ -215,10 +218,10 @@ class V7Backend:
         signed = self._json("GET", self._team(f"items/uploads/{upload_id}/sign"), "signing an upload")
         # Streamed from disk (videos can be gigabytes), with its length: presigned PUTs take no chunked bodies.
         size = slot.local_path.stat().st_size
-        request = self._storage.build_request(
+        request = self._storage.client.build_request(
             "PUT", str(signed["upload_url"]), content=_FileBody(slot.local_path), headers={"Content-Length": str(size)}
         )
-        self._send(self._storage, request, "uploading a file")
+        self._storage.send(request, "uploading a file")
         self._json("POST", self._team(f"items/uploads/{upload_id}/confirm"), "confirming an upload", body={})
 
     def _registered(self, chunk: Sequence[V7Item], answer: Mapping[str, Any]) -> dict[str, str]:
@@ -360,20 +363,20 @@ class V7Backend:
 
     def _import(self, item_id: str, annotations: list[dict[str, Any]]) -> int:
         path = self._team(f"items/{item_id}/import")
-        response = self._send(
-            self._api, self._import_request(path, annotations, overwrite=True), "importing", ok413=True
+        response = self._api.send(
+            self._import_request(path, annotations, overwrite=True), "importing", ok_statuses=frozenset({413})
         )
         if response.status_code != 413:
             return 1
         # Too large: as darwin-py does, split; the first chunk replaces, the others append.
         chunks = list(_size_chunks(annotations, self.config.import_max_bytes))
         for n, chunk in enumerate(chunks):
-            self._send(self._api, self._import_request(path, chunk, overwrite=n == 0), "importing a chunk")
+            self._api.send(self._import_request(path, chunk, overwrite=n == 0), "importing a chunk")
         return 1 + len(chunks)
 
     def _import_request(self, path: str, annotations: list[dict[str, Any]], *, overwrite: bool) -> httpx.Request:
         body = {"annotations": annotations, "overwrite": "true" if overwrite else "false"}  # strings, not booleans
-        return self._api.build_request("POST", path, content=json.dumps(body).encode(), headers=_JSON)
+        return self._api.client.build_request("POST", path, content=json.dumps(body).encode(), headers=_JSON)
 
     # -- transport -------------------------------------------------------------------------------------------------
 
@@ -384,25 +387,8 @@ class V7Backend:
         self, method: str, path: str, what: str, *, body: Any = None, params: Sequence[tuple[str, str | int]] = ()
     ) -> Any:
         content = None if body is None else json.dumps(body).encode()
-        request = self._api.build_request(
-            method, path, content=content, params=list(params), headers=_JSON if content is not None else None
-        )
-        response = self._send(self._api, request, what)
-        try:
-            return response.json()
-        except ValueError:
-            raise BackendError(
-                BACKEND, f"{what}: the answer is not JSON", status=response.status_code, retryable=True
-            ) from None
-
-    def _send(self, client: httpx.Client, request: httpx.Request, what: str, *, ok413: bool = False) -> httpx.Response:
-        try:
-            response = send_with_retries(client, request, self._retry)
-        except httpx.TransportError as exc:
-            raise transport_error(BACKEND, exc, what) from None
-        if ok413 and response.status_code == 413:
-            return response
-        return check_response(BACKEND, response, what)
+        headers = _JSON if content is not None else None
+        return self._api.call_json(method, path, what, content=content, params=list(params), headers=headers)
 
 
 _JSON = {"Content-Type": "application/json"}

@@ -27,11 +27,11 @@ from types import FrameType
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.backends.media import BackendMediaFetcher
+from service.backends.registry import Backends
 from service.commands.common import load_settings
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import BackendMediaFetcher
-from service.jobs.push import Pushers
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import observe_scrape
@@ -97,7 +97,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
     publisher = threading.Thread(
         target=_publish, args=(state, worker_id, published, settings.model_ttl_s), name="publisher", daemon=True
     )
-    pushers = Pushers(settings, concurrency=concurrency)  # all threads in one Encord bundle: write it at once
+    pushers = Backends(settings, concurrency=concurrency)  # all threads in one Encord bundle: write it at once
     fetcher = BackendMediaFetcher(settings)  # plain URLs, and the label-studio+/v7+ ones webhook jobs carry
     state.pool = WorkerPool(
         resilient,

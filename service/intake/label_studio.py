@@ -20,10 +20,10 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import ValidationError
 
+from service.backends.media import LABEL_STUDIO, via
 from service.backends.origin_auth import origin_of
 from service.convert.label_studio import LsObject, parse_label_config
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import LABEL_STUDIO, via
 from service.jobs.submit import key_params
 from service.spec.job import JobSpec
 from service.spec.requests import SLOT_NAME_PATTERN, ItemIn, SlotIn

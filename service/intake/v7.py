@@ -21,9 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from service.backends.media import V7, via
 from service.backends.origin_auth import Origin, origin_of
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import V7, via
 from service.jobs.submit import key_params
 from service.spec.job import JobSpec
 from service.spec.requests import ItemIn, SlotIn

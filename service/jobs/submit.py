@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from service.backends.registry import check_destination
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.push import check_destination
 from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
 from service.queue.store import JobRecord, JobStatus, JobStore
@@ -36,7 +36,7 @@ from service.spec.requests import ItemIn, JobCreate
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
-``service.jobs.backend_media``."""
+``service.backends.media``."""
 QUEUE_FULL_RETRY_S = 30
 """``Retry-After`` of a 429 while the queue's drain rate is unknown."""
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 60

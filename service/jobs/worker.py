@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from service.backends.registry import Backends
 from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.push import Pushers
+from service.jobs.deliver import deliver
 from service.jobs.runner import ItemStoppedError, run_item
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
@@ -69,7 +70,7 @@ class WorkerPool:
         models: ModelRegistry,
         fetcher: Fetcher,
         config: WorkerConfig,
-        pushers: Pushers | None = None,
+        pushers: Backends | None = None,
     ) -> None:
         self._store, self._models, self._fetcher, self._config = store, models, fetcher, config
         self._pushers = pushers
@@ -196,14 +197,7 @@ class WorkerPool:
         if flight.stop.is_set():
             raise ItemStoppedError
         predictions = ItemPredictions.from_result_json(lease.item.name, result)
-        item = lease.item.model_dump(exclude_none=True)  # the pushers take the item's JSON (for now)
-        request = lease.spec.to_stored()
-        result["pushes"] = [
-            self._pushers.push(
-                d.model_dump(exclude_none=True), item, predictions, lease.spec.model_ref, request=request
-            )
-            for d in destinations
-        ]
+        result["pushes"] = deliver(self._pushers, lease.item, predictions, lease.spec)
 
     def _release(self, worker: str, lease: Lease) -> None:
         """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""

@@ -21,9 +21,9 @@ from service.api.schemas import (
     JobPublic,
     error_responses,
 )
+from service.backends.encord_registration import encord_registration_to_items, is_encord_registration
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, error_code_named
-from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 from service.jobs.outputs import job_result
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 from service.queue.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor

@@ -37,6 +37,7 @@ from service.api.openapi import schema_ref
 from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import config_from_settings
+from service.backends.media import VIA_SCHEMES
 from service.backends.origin_auth import origin_of
 from service.errors import ErrorCode, PreannotateError
 from service.intake import label_studio as ls
@@ -53,7 +54,6 @@ from service.intake.signatures import (
     check_delivery_id,
     verify,
 )
-from service.jobs.backend_media import VIA_SCHEMES
 from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
 from service.queue.store import JobRecord
 from service.spec.requests import Destination, ItemIn, JobCreate

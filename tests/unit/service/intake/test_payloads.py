@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from service.backends.media import split_via
 from service.errors import ErrorCode, PreannotateError
 from service.intake import label_studio as ls
 from service.intake import v7
-from service.jobs.backend_media import split_via
 from service.spec.job import JobSpec
 from tests.unit.service.intake.payloads import (
     IMAGE_CONFIG,

@@ -1,4 +1,4 @@
-"""Job pushes (service.jobs.push): Encord writes bundled across items, V7 registration by upload, the job's
+"""Job pushes (service.backends.*_push): Encord writes bundled across items, V7 registration by upload, the job's
 tracker. Against the contract fakes, which check every payload and count the requests."""
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from service.backends.base import EncordPushRecord, PushRecord
 from service.backends.encord import EncordPush, EncordPushResult
+from service.backends.encord_bundler import EncordBundler
+from service.backends.registry import Backends
 from service.backends.retry import BackendError
 from service.config import Settings
 from service.convert.encord import EncordOntology, EncordRowStats
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.push import EncordBundler, Pushers
 from service.pipeline.frames import MediaKind, SlotMeta
-from service.spec.requests import JobCreate, TracksIn
+from service.pipeline.options import SamplingMode
+from service.spec.job import JobSpec, PinnedTracks
+from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn, TracksIn
 from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
 from tests.fakes.encord_server import FakeEncord
 from tests.fakes.http import FakeApp, Request, Response, serving
@@ -35,8 +39,8 @@ V7_KEY = "CANARY-v7-key-" + "p" * 24
 SVC = "svc-preannotate@example.com"
 MODEL = CAR_PERSON_MODEL
 ONTOLOGY_JSON = CAR_PERSON_ONTOLOGY_JSON
-ENCORD = {"backend": "encord"}
-V7 = {"backend": "v7"}
+ENCORD = Destination(backend="encord")
+V7 = Destination(backend="v7")
 SLOW = 10_000.0  # ms: a bundle that waited this long would fail the timing asserts
 
 
@@ -64,7 +68,24 @@ def v7() -> Iterator[FakeV7]:
     assert app.errors == [], app.errors
 
 
-def encord_pushers(fake: FakeEncord, tmp_path: Path, *, concurrency: int | None = None, **settings: Any) -> Pushers:
+def job_spec(tracks: dict[str, Any] | None = None) -> JobSpec:
+    """A job of MODEL; ``tracks`` None: a job stored before trackers were pinned (the settings' tracker)."""
+    return JobSpec(
+        model=MODEL.spec,
+        model_version=MODEL.version,
+        class_names=MODEL.class_names,
+        fps=0,
+        sampling=SamplingMode.EXACT,
+        threshold=0.5,
+        tracks=None if tracks is None else PinnedTracks.model_validate(tracks),
+    )
+
+
+def push(backends: Backends, destination: Destination, item: ItemIn, predictions: ItemPredictions) -> PushRecord:
+    return backends.for_destination(destination).push(destination, item, predictions, job_spec())
+
+
+def encord_pushers(fake: FakeEncord, tmp_path: Path, *, concurrency: int | None = None, **settings: Any) -> Backends:
     ontology = tmp_path / "ontology.json"
     ontology.write_text(json.dumps(ONTOLOGY_JSON))
     config = Settings(
@@ -75,21 +96,24 @@ def encord_pushers(fake: FakeEncord, tmp_path: Path, *, concurrency: int | None 
         encord_created_by=SVC,
         **settings,
     )
-    return Pushers(config, concurrency=concurrency)
+    return Backends(config, concurrency=concurrency)
 
 
-def image(name: str, data_hash: str | None) -> tuple[dict[str, Any], ItemPredictions]:
-    item = {"name": name, "slots": [{"name": "0", "url": f"file:///d/{name}"}]}
-    if data_hash is not None:
-        item["external_ids"] = {"encord": data_hash}
+def image(name: str, data_hash: str | None) -> tuple[ItemIn, ItemPredictions]:
+    external_ids = None if data_hash is None else {"encord": data_hash}
+    item = ItemIn.model_validate(
+        {"name": name, "slots": [{"name": "0", "url": f"file:///d/{name}"}], "external_ids": external_ids}
+    )
     meta = SlotMeta(name, "0", MediaKind.IMAGE, (f"/d/{name}",), 1920, 1080, None, 1, 1)
     result = make_result(make_detections([[0, 0, 192, 108]], [0.9], [0]), item=name, width=1920, height=1080)
     return item, ItemPredictions(name, (meta,), (result,))
 
 
-def video(name: str, data_hash: str) -> tuple[dict[str, Any], ItemPredictions]:
+def video(name: str, data_hash: str) -> tuple[ItemIn, ItemPredictions]:
     """One car drifting right over 3 sampled frames: one track with the defaults."""
-    item = {"name": name, "slots": [{"name": "0", "url": f"file:///d/{name}"}], "external_ids": {"encord": data_hash}}
+    item = ItemIn.model_validate(
+        {"name": name, "slots": [{"name": "0", "url": f"file:///d/{name}"}], "external_ids": {"encord": data_hash}}
+    )
     meta = SlotMeta(name, "0", MediaKind.VIDEO, (f"/d/{name}",), 1280, 720, 25.0, 100, 3, 4.0)
     frames = tuple(
         make_result(
@@ -107,17 +131,17 @@ def video(name: str, data_hash: str) -> tuple[dict[str, Any], ItemPredictions]:
 
 
 def push_together(
-    pushers: Pushers,
-    entries: Sequence[tuple[dict[str, Any], ItemPredictions]],
-    destination: dict[str, Any] = ENCORD,
-) -> list[dict[str, Any] | PreannotateError]:
+    pushers: Backends,
+    entries: Sequence[tuple[ItemIn, ItemPredictions]],
+    destination: Destination = ENCORD,
+) -> list[PushRecord | PreannotateError]:
     """What worker threads finishing at once do: each pushes its own item, all at the same time."""
     start = threading.Barrier(len(entries))
 
-    def one(entry: tuple[dict[str, Any], ItemPredictions]) -> dict[str, Any] | PreannotateError:
+    def one(entry: tuple[ItemIn, ItemPredictions]) -> PushRecord | PreannotateError:
         start.wait()
         try:
-            return pushers.push(destination, entry[0], entry[1], MODEL)
+            return push(pushers, destination, entry[0], entry[1])
         except PreannotateError as exc:
             return exc
 
@@ -142,11 +166,11 @@ def test_items_finishing_together_share_one_bundle(encord: FakeEncord, tmp_path:
     # All 3 worker threads waiting: nobody else can join, so it is written at once, not after the wait.
     assert time.monotonic() - started < SLOW / 1000 / 2
     assert encord.calls == [("labelrowmetadata", "GET", 0), ("labelrow", "PUT", 3), ("labelrow", "POST", 3)]
-    assert [r["data_hash"] for r in records if isinstance(r, dict)] == ["img-0", "img-1", "img-2"]
+    assert [r.data_hash for r in records if isinstance(r, EncordPushRecord)] == ["img-0", "img-1", "img-2"]
     for record in records:
-        assert isinstance(record, dict)
-        assert record["label_hash"] == encord.data[record["data_hash"]].label_hash  # each item its own answer
-        assert (record["objects"], record["bundle_items"]) == (1, 3)
+        assert isinstance(record, EncordPushRecord)
+        assert record.label_hash == encord.data[record.data_hash].label_hash  # each item its own answer
+        assert (record.objects, record.bundle_items) == (1, 3)
     assert all(r.saves == 1 for r in encord.data.values())
 
 
@@ -160,7 +184,7 @@ def test_a_full_bundle_is_written_without_waiting(encord: FakeEncord, tmp_path: 
     assert time.monotonic() - started < SLOW / 1000 / 2
     assert saves(encord) == [2, 2]
     assert len(encord.calls) == 6  # 3 per bundle instead of 3 per item
-    assert [r["bundle_items"] for r in records if isinstance(r, dict)] == [2, 2, 2, 2]
+    assert [r.bundle_items for r in records if isinstance(r, EncordPushRecord)] == [2, 2, 2, 2]
 
 
 def test_a_lone_item_waits_for_company_then_goes_alone(encord: FakeEncord, tmp_path: Path) -> None:
@@ -170,14 +194,14 @@ def test_a_lone_item_waits_for_company_then_goes_alone(encord: FakeEncord, tmp_p
     started = time.monotonic()
     (record,) = push_together(pushers, [image("0.jpg", "img-0")])
     assert time.monotonic() - started >= 0.3
-    assert isinstance(record, dict)
-    assert record["bundle_items"] == 1
+    assert isinstance(record, EncordPushRecord)
+    assert record.bundle_items == 1
     # Two items within the wait share a bundle even though the other 6 worker threads never come.
     encord.calls.clear()
     records = push_together(pushers, [image("0.jpg", "img-0"), image("1.jpg", "img-1")])
     pushers.close()
     assert saves(encord) == [2]
-    assert [r["bundle_items"] for r in records if isinstance(r, dict)] == [2, 2]
+    assert [r.bundle_items for r in records if isinstance(r, EncordPushRecord)] == [2, 2]
 
 
 def test_no_wait_and_one_worker_write_at_once(encord: FakeEncord, tmp_path: Path) -> None:
@@ -185,7 +209,7 @@ def test_no_wait_and_one_worker_write_at_once(encord: FakeEncord, tmp_path: Path
     for settings in ({"workers": 1, "encord_bundle_wait_ms": SLOW}, {"workers": 4, "encord_bundle_wait_ms": 0}):
         pushers = encord_pushers(encord, tmp_path, **settings)
         started = time.monotonic()
-        pushers.push(ENCORD, *image("0.jpg", "img-0"), MODEL)
+        push(pushers, ENCORD, *image("0.jpg", "img-0"))
         pushers.close()
         assert time.monotonic() - started < 2.0
 
@@ -199,8 +223,8 @@ def test_an_item_at_fault_fails_alone_and_the_rest_of_its_bundle_is_saved(encord
         [image("0.jpg", "img-0"), image("1.jpg", "no-such-hash"), image("2.jpg", "vid-0")],  # an image into a video
     )
     pushers.close()
-    assert isinstance(good, dict)
-    assert good["bundle_items"] == 3
+    assert isinstance(good, EncordPushRecord)
+    assert good.bundle_items == 3
     assert isinstance(missing, PreannotateError)
     assert missing.code is ErrorCode.BACKEND_REJECTED
     assert "no-such-hash is not in the project" in missing.message
@@ -217,7 +241,7 @@ def test_the_same_row_twice_goes_in_two_bundles(encord: FakeEncord, tmp_path: Pa
     pushers = encord_pushers(encord, tmp_path, workers=2, encord_bundle_wait_ms=SLOW)
     records = push_together(pushers, [image("0.jpg", "img-0"), image("0-again.jpg", "img-0")])
     pushers.close()
-    assert all(isinstance(r, dict) for r in records)
+    assert all(isinstance(r, EncordPushRecord) for r in records)
     assert saves(encord) == [1, 1]
     assert len(encord.objects("img-0")) == 1  # the second replaced the first's object
 
@@ -242,7 +266,7 @@ def test_a_failed_request_fails_exactly_the_items_of_its_bundle_retryably() -> N
     hashes = ["a", "bad", "c", "d"]
     start = threading.Barrier(4)
 
-    def one(data_hash: str) -> dict[str, Any] | PreannotateError:
+    def one(data_hash: str) -> EncordPushRecord | PreannotateError:
         start.wait()
         try:
             return bundler.push(EncordPush(data_hash, image("x.jpg", None)[1]), MODEL, ontology)
@@ -259,8 +283,8 @@ def test_a_failed_request_fails_exactly_the_items_of_its_bundle_retryably() -> N
             assert outcome.code is ErrorCode.BACKEND_UNAVAILABLE
             assert outcome.code.retryable
         else:
-            assert isinstance(outcome, dict)
-            assert outcome["label_hash"] == f"label-{data_hash}"
+            assert isinstance(outcome, EncordPushRecord)
+            assert outcome.label_hash == f"label-{data_hash}"
     assert outcomes["a"] is not outcomes["bad"]  # one error object per item (each raised in its own thread)
 
 
@@ -289,15 +313,15 @@ def test_push_many_bundles_without_waiting_and_answers_per_item(encord: FakeEnco
     entries = [image(f"{i}.jpg", f"img-{i}") for i in range(5)]
     entries.insert(2, image("no-id.jpg", None))
     started = time.monotonic()
-    outcomes = pushers.push_many(ENCORD, entries, MODEL)
+    outcomes = pushers.get("encord").push_many(ENCORD, entries, job_spec())
     pushers.close()
     assert time.monotonic() - started < 5
     assert saves(encord) == [2, 2, 1]
     assert isinstance(outcomes[2], PreannotateError)
     assert outcomes[2].code is ErrorCode.INVALID_ARGUMENT
-    records = [o for o in outcomes if isinstance(o, dict)]
-    assert [r["data_hash"] for r in records] == [f"img-{i}" for i in range(5)]
-    assert [r["bundle_items"] for r in records] == [2, 2, 2, 2, 1]
+    records = [o for o in outcomes if isinstance(o, EncordPushRecord)]
+    assert [r.data_hash for r in records] == [f"img-{i}" for i in range(5)]
+    assert [r.bundle_items for r in records] == [2, 2, 2, 2, 1]
 
 
 # -- the job's tracker ----------------------------------------------------------------------------------------------
@@ -317,20 +341,20 @@ def test_pushes_link_tracks_as_the_job_says(
 ) -> None:
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1)
-    request = {} if tracks is None else {"tracks": tracks}
-    (record,) = pushers.push_many(ENCORD, [video("v.mp4", "vid-0")], MODEL, request=request)
+    (record,) = pushers.get("encord").push_many(ENCORD, [video("v.mp4", "vid-0")], job_spec(tracks))
     pushers.close()
-    assert isinstance(record, dict)
-    assert record["objects"] == objects
+    assert isinstance(record, EncordPushRecord)
+    assert record.objects == objects
     assert len({entry["objectHash"] for _, entry in encord.objects("vid-0")}) == objects
 
 
 def test_pushes_without_a_job_follow_the_settings(encord: FakeEncord, tmp_path: Path) -> None:
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1, tracks=False)
-    record = pushers.push(ENCORD, *video("v.mp4", "vid-0"), MODEL)
+    record = push(pushers, ENCORD, *video("v.mp4", "vid-0"))
     pushers.close()
-    assert record["objects"] == 3
+    assert isinstance(record, EncordPushRecord)
+    assert record.objects == 3
 
 
 @pytest.mark.parametrize(
@@ -349,7 +373,7 @@ def test_job_tracks_take_integers_for_the_iou() -> None:
 # -- V7: items not in the dataset are registered ---------------------------------------------------------------------
 
 
-def v7_pushers(fake: FakeV7, tmp_path: Path, **settings: Any) -> Pushers:
+def v7_pushers(fake: FakeV7, tmp_path: Path, **settings: Any) -> Backends:
     config = Settings(
         v7_api_key=V7_KEY,
         v7_team_slug=fake.team,
@@ -359,14 +383,16 @@ def v7_pushers(fake: FakeV7, tmp_path: Path, **settings: Any) -> Pushers:
         local_roots=[tmp_path],
         **settings,
     )
-    return Pushers(config)
+    return Backends(config)
 
 
-def two_images(tmp_path: Path, urls: Sequence[str] | None = None) -> tuple[dict[str, Any], ItemPredictions]:
+def two_images(tmp_path: Path, urls: Sequence[str] | None = None) -> tuple[ItemIn, ItemPredictions]:
     for n, color in enumerate(("red", "blue")):
         Image.new("RGB", (64, 48), color).save(tmp_path / f"view-{n}.png")
     urls = list(urls or [(tmp_path / f"view-{n}.png").as_uri() for n in range(2)])
-    item = {"name": "case-7", "slots": [{"name": "left", "url": urls[0]}, {"name": "right", "url": urls[1]}]}
+    item = ItemIn.model_validate(
+        {"name": "case-7", "slots": [{"name": "left", "url": urls[0]}, {"name": "right", "url": urls[1]}]}
+    )
     slots = tuple(
         SlotMeta("case-7", slot, MediaKind.IMAGE, (urls[n],), 64, 48, None, 1, 1)
         for n, slot in enumerate(("left", "right"))
@@ -381,19 +407,19 @@ def two_images(tmp_path: Path, urls: Sequence[str] | None = None) -> tuple[dict[
 def test_an_item_v7_lacks_is_uploaded_with_its_layout_then_imported(v7: FakeV7, tmp_path: Path) -> None:
     pushers = v7_pushers(v7, tmp_path)
     item, predictions = two_images(tmp_path)
-    record = pushers.push(V7, item, predictions, MODEL)
-    again = pushers.push(V7, item, predictions, MODEL)  # a retry or re-run: found by name, not uploaded twice
+    record = push(pushers, V7, item, predictions)
+    again = push(pushers, V7, item, predictions)  # a retry or re-run: found by name, not uploaded twice
     pushers.close()
 
     registered = v7.item("case-7")
-    assert record == {
+    assert record.to_json() == {
         "backend": "v7",
         "item": registered.id,
         "imported": 2,
         "skipped_reason": None,
         "registered": "upload",
     }
-    assert again == {"backend": "v7", "item": registered.id, "imported": 2, "skipped_reason": None}
+    assert again.to_json() == {"backend": "v7", "item": registered.id, "imported": 2, "skipped_reason": None}
     [(_path, body)] = [(p, b) for p, b in v7.bodies if p.endswith("/register_upload")]
     [entry] = body["items"]
     assert entry["layout"] == {"version": 1, "type": "horizontal", "slots": ["left", "right"]}
@@ -426,9 +452,9 @@ def test_http_slots_are_fetched_again_for_the_upload(v7: FakeV7, tmp_path: Path)
     with serving(host) as base:
         pushers = v7_pushers(v7, tmp_path, fetch_allowed_hosts=[base.removeprefix("http://")])
         item, predictions = two_images(tmp_path, [f"{base}/media/view-{n}.png?sig=SECRET" for n in range(2)])
-        record = pushers.push(V7, item, predictions, MODEL)
+        record = push(pushers, V7, item, predictions)
         pushers.close()
-    assert record["registered"] == "upload"
+    assert record.to_json()["registered"] == "upload"
     registered = v7.item("case-7")
     assert sorted(v7.uploads.values()) == sorted(files.values())
     assert [s["file_name"] for s in registered.slots] == ["view-0.png", "view-1.png"]  # no query string
@@ -438,9 +464,9 @@ def test_http_slots_are_fetched_again_for_the_upload(v7: FakeV7, tmp_path: Path)
 def test_storage_slots_are_registered_where_they_are(v7: FakeV7, tmp_path: Path) -> None:
     pushers = v7_pushers(v7, tmp_path, v7_storage_slug=v7.storage_slug)
     item, predictions = two_images(tmp_path, ["s3://bucket/cases/7/l.png", "s3://bucket/cases/7/r.png"])
-    record = pushers.push(V7, item, predictions, MODEL)
+    record = push(pushers, V7, item, predictions)
     pushers.close()
-    assert record["registered"] == "existing"
+    assert record.to_json()["registered"] == "existing"
     [(_, body)] = [(p, b) for p, b in v7.bodies if p.endswith("/register_existing")]
     assert [s["storage_key"] for s in body["items"][0]["slots"]] == ["cases/7/l.png", "cases/7/r.png"]
     assert v7.uploads == {}
@@ -456,19 +482,19 @@ def test_known_items_are_not_registered(v7: FakeV7, tmp_path: Path) -> None:
         status="new",
     )
     pushers = v7_pushers(v7, tmp_path)
-    record = pushers.push(V7, *two_images(tmp_path), MODEL)
+    record = push(pushers, V7, *two_images(tmp_path))
     pushers.close()
-    assert "registered" not in record
-    assert record["item"] == "known"
+    assert "registered" not in record.to_json()
+    assert record.to_json()["item"] == "known"
     assert not [p for p, _ in v7.bodies if "register" in p]
 
 
 def test_series_slots_cannot_be_uploaded(v7: FakeV7, tmp_path: Path) -> None:
     item, predictions = two_images(tmp_path)
-    item["slots"][1] = {"name": "right", "urls": [(tmp_path / "view-1.png").as_uri()] * 2}
+    item.slots[1] = SlotIn(name="right", urls=[(tmp_path / "view-1.png").as_uri()] * 2)
     pushers = v7_pushers(v7, tmp_path)
     with pytest.raises(PreannotateError) as info:
-        pushers.push(V7, item, predictions, MODEL)
+        push(pushers, V7, item, predictions)
     pushers.close()
     assert info.value.code is ErrorCode.BACKEND_REJECTED
     assert "one file per slot" in info.value.message
@@ -479,7 +505,7 @@ def test_a_slot_the_fetcher_refuses_fails_the_push(v7: FakeV7, tmp_path: Path) -
     item, predictions = two_images(tmp_path, ["file:///etc/hostname", (tmp_path / "view-1.png").as_uri()])
     pushers = v7_pushers(v7, tmp_path)
     with pytest.raises(PreannotateError) as info:
-        pushers.push(V7, item, predictions, MODEL)
+        push(pushers, V7, item, predictions)
     pushers.close()
     assert info.value.code is ErrorCode.URL_NOT_ALLOWED
     assert not [p for p, _ in v7.bodies if "register" in p]

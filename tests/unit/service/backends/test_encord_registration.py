@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from service.backends.encord_registration import encord_registration_to_items, is_encord_registration
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.encord_registration import encord_registration_to_items, is_encord_registration
 
 U = "https://bucket.s3.eu-west-2.amazonaws.com"
 

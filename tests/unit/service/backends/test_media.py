@@ -8,10 +8,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from service.backends.media import BackendMediaFetcher, split_via, via
 from service.backends.origin_auth import OriginAuthTransport, origin_of
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.backend_media import BackendMediaFetcher, split_via, via
 from service.jobs.submit import ALLOWED_SCHEMES
 from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, MediaHost, serving
 

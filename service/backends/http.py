@@ -1,0 +1,102 @@
+"""The one HTTP client wrapper every labeling-tool client sends through: one retry policy, one error mapping.
+
+Each vendor client keeps its own ``httpx.Client`` (base URL, auth, timeouts) and wraps it here; sends are
+retried per :class:`~service.backends.retry.RetryPolicy` (429/5xx with backoff, ``Retry-After`` honoured,
+transport errors retried), and what is left becomes a :class:`~service.backends.retry.BackendError` naming the
+vendor, which ``backend_error_to_preannotate`` maps to the service's codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from service.backends.retry import (
+    BackendError,
+    RetryPolicy,
+    check_response,
+    safe_target,
+    send_with_retries,
+    transport_error,
+)
+
+log = logging.getLogger(__name__)
+
+Params = Any  # what httpx takes as query params: a mapping, or (key, value) pairs for repeated keys
+
+
+class VendorHttp:
+    """One vendor's client with the shared retry loop; thread-safe as far as ``httpx.Client`` is.
+
+    Attributes:
+        backend: The vendor's name in errors (``label_studio``, ``v7``, ``encord``).
+        client: The wrapped client (its owner's base URL, auth and timeouts).
+        retry: The vendor's default policy; a call may pass a stricter one (a non-idempotent create).
+    """
+
+    def __init__(self, backend: str, client: httpx.Client, retry: RetryPolicy) -> None:
+        self.backend = backend
+        self.client = client
+        self.retry = retry
+
+    def close(self) -> None:
+        self.client.close()
+
+    def send(
+        self,
+        request: httpx.Request,
+        what: str,
+        *,
+        retry: RetryPolicy | None = None,
+        ok_statuses: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """Send with retries; a 2xx (or a status in ``ok_statuses``) comes back, anything else raises.
+
+        Raises:
+            BackendError: The last failure once the policy gave up (a transport error is retryable).
+        """
+        started = time.monotonic()
+        try:
+            response = send_with_retries(self.client, request, retry or self.retry)
+        except httpx.TransportError as exc:
+            raise transport_error(self.backend, exc, what) from None
+        log.debug("%s -> %d in %.2f s", safe_target(request), response.status_code, time.monotonic() - started)
+        if response.status_code in ok_statuses:
+            return response
+        return check_response(self.backend, response, what)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Params = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        ok_statuses: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """Build and :meth:`send` one API request (bodies are bytes, so a retry can replay them)."""
+        request = self.client.build_request(
+            method, path, params=params, json=json_body, content=content, headers=headers
+        )
+        return self.send(request, what, retry=retry, ok_statuses=ok_statuses)
+
+    def call_json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        """:meth:`call`, returning the answer's JSON."""
+        return self.json_of(self.call(method, path, what, **kwargs), what)
+
+    def json_of(self, response: httpx.Response, what: str) -> Any:
+        """The answer's JSON; a body that is not JSON (a proxy's error page) is worth another try later."""
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(
+                self.backend, f"{what}: the answer is not JSON", status=response.status_code, retryable=True
+            ) from None

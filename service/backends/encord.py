@@ -31,7 +31,8 @@ import httpx
 
 from service.backends.retry import BackendError, RetryPolicy, check_response, send_with_retries, transport_error
 from service.convert.encord import DEFAULT_CREATED_BY, EncordOntology, EncordRowStats, build_encord_label_row
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ModelRef
+from service.pipeline.predictions import ItemPredictions
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,6 @@ class EncordPush:
 
     data_hash: str
     item: ItemPredictions
-    tracks: Sequence[Track] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +282,6 @@ class EncordBackend:
                     push.item,
                     model,
                     ontology,
-                    tracks=push.tracks,
                     existing_row=existing,
                     created_by=self.config.created_by,
                     created_at=now,

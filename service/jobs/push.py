@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -23,11 +23,10 @@ from urllib.parse import unquote, urlsplit
 
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
-from service.convert.tracks import TrackerOptions, optional_tracks, region_tracks
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.runner import job_tracker
 from service.pipeline.fetch import Fetcher
+from service.pipeline.predictions import ItemPredictions
 from service.spec.requests import Destination, ItemIn
 
 if TYPE_CHECKING:
@@ -71,7 +70,7 @@ class Pushers:
     """Lazily built backend clients, shared by the worker threads of one process.
 
     Attributes:
-        settings: Credentials, the tracker default, Encord bundling.
+        settings: Credentials, Encord bundling.
         concurrency: Worker threads that may push at once (default ``settings.workers``). When all of them wait
             in one Encord bundle, nobody else can join it, so it is written at once. A wrong value only changes
             bundle sizes, never outcomes.
@@ -93,22 +92,19 @@ class Pushers:
         item: dict[str, Any],
         predictions: ItemPredictions,
         model: ModelRef,
-        *,
-        request: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Push one item; returns a JSON record of what happened. Raises PreannotateError on failure.
 
-        ``request`` is the job's stored request: its pinned tracker links video detections (None: the settings').
+        Video detections go as the tracks their tracker ids name (linked once, where the predictions were made).
         An Encord push may wait up to ``encord_bundle_wait_ms`` for other items to share its bundle.
         """
         target = Destination.model_validate(destination)
-        tracker = self._tracker(request)
         try:
             if target.backend == "label_studio":
-                return self._push_label_studio(target, item, predictions, model, tracker)
+                return self._push_label_studio(target, item, predictions, model)
             if target.backend == "v7":
-                return self._push_v7(item, predictions, model, tracker)
-            return self._push_encord(item, predictions, model, tracker)
+                return self._push_v7(item, predictions, model)
+            return self._push_encord(item, predictions, model)
         except BackendError as exc:
             raise backend_error_to_preannotate(exc) from None
 
@@ -117,8 +113,6 @@ class Pushers:
         destination: dict[str, Any],
         entries: Sequence[tuple[dict[str, Any], ItemPredictions]],
         model: ModelRef,
-        *,
-        request: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any] | PreannotateError]:
         """Push several items at once (a CLI or sync run that has them all): one record or error per entry.
 
@@ -130,16 +124,15 @@ class Pushers:
             one_by_one: list[dict[str, Any] | PreannotateError] = []
             for item, predictions in entries:
                 try:
-                    one_by_one.append(self.push(destination, item, predictions, model, request=request))
+                    one_by_one.append(self.push(destination, item, predictions, model))
                 except PreannotateError as exc:
                     one_by_one.append(exc)
             return one_by_one
-        tracker = self._tracker(request)
         failed: list[PreannotateError | None] = []
         pushes: list[EncordPush] = []
         for item, predictions in entries:
             try:
-                pushes.append(self._encord_push(item, predictions, tracker))
+                pushes.append(self._encord_push(item, predictions))
                 failed.append(None)
             except PreannotateError as exc:  # no data hash: this item alone fails
                 failed.append(exc)
@@ -156,9 +149,6 @@ class Pushers:
             written.append(_push_error(result) if isinstance(result, Exception) else _encord_record(result, rows))
         answers = iter(written)
         return [error if error is not None else next(answers) for error in failed]
-
-    def _tracker(self, request: Mapping[str, Any] | None) -> TrackerOptions | None:
-        return self.settings.tracker_options() if request is None else job_tracker(request, self.settings)
 
     def _client(self, name: str) -> Any:
         with self._lock:
@@ -189,7 +179,6 @@ class Pushers:
         item: dict[str, Any],
         predictions: ItemPredictions,
         model: ModelRef,
-        tracker: TrackerOptions | None,
     ) -> dict[str, Any]:
         from service.convert.label_studio import item_to_ls_result, parse_label_config
 
@@ -199,8 +188,7 @@ class Pushers:
         config = parse_label_config(client.get_label_config(target.project))
         # LS counts video frames at the task's own rate when the config says framerate="$key"
         task_data = client.get_task(task_id).get("data") if config.needs_task_data() else None
-        tracks = region_tracks(predictions.frames, tracker)  # LS video regions are tracks, even one-box ones
-        prediction = item_to_ls_result(predictions, model, config, tracks=tracks, task_data=task_data)
+        prediction = item_to_ls_result(predictions, model, config, task_data=task_data)
         result = client.upsert_prediction(task_id, prediction)
         client.set_project_model_version(target.project, model.version)
         return {
@@ -211,9 +199,7 @@ class Pushers:
             "dropped": dict(prediction.dropped),
         }
 
-    def _push_v7(
-        self, item: dict[str, Any], predictions: ItemPredictions, model: ModelRef, tracker: TrackerOptions | None
-    ) -> dict[str, Any]:
+    def _push_v7(self, item: dict[str, Any], predictions: ItemPredictions, model: ModelRef) -> dict[str, Any]:
         backend = self._client("v7")
         item_id = (item.get("external_ids") or {}).get("v7")
         registered: str | None = None
@@ -223,8 +209,7 @@ class Pushers:
                 item_id = str(found[0]["id"])
             else:
                 item_id, registered = self._register_on_v7(backend, item)
-        tracks = optional_tracks(predictions.frames, tracker)
-        result = backend.push_item(str(item_id), predictions, model, tracks=tracks)
+        result = backend.push_item(str(item_id), predictions, model)
         record = {
             "backend": "v7",
             "item": str(item_id),
@@ -281,20 +266,16 @@ class Pushers:
                 self._own_fetcher = BackendMediaFetcher(self.settings)
             return self._own_fetcher
 
-    def _push_encord(
-        self, item: dict[str, Any], predictions: ItemPredictions, model: ModelRef, tracker: TrackerOptions | None
-    ) -> dict[str, Any]:
-        push = self._encord_push(item, predictions, tracker)
+    def _push_encord(self, item: dict[str, Any], predictions: ItemPredictions, model: ModelRef) -> dict[str, Any]:
+        push = self._encord_push(item, predictions)
         ontology = self.settings.encord_ontology(model.class_names)
         return self._encord_bundler().push(push, model, ontology)
 
-    def _encord_push(
-        self, item: dict[str, Any], predictions: ItemPredictions, tracker: TrackerOptions | None
-    ) -> EncordPush:
+    def _encord_push(self, item: dict[str, Any], predictions: ItemPredictions) -> EncordPush:
         from service.backends.encord import EncordPush
 
         data_hash = _external_id(item, "encord", "data hash", str)
-        return EncordPush(data_hash, predictions, optional_tracks(predictions.frames, tracker))
+        return EncordPush(data_hash, predictions)
 
     def _encord_bundler(self) -> EncordBundler:
         backend = self._client("encord")

@@ -21,15 +21,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import Pushers
-from service.jobs.runner import ItemStoppedError, JobParams, run_item
+from service.jobs.runner import ItemStoppedError, JobParams, pinned_tracker, run_item
 from service.jobs.store import JobStore, Lease, ModelPin, pin_of
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import DecoderChoice, MediaLimits
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import TrackerOptions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class WorkerConfig:
     limits: MediaLimits
     work_dir: Path | None
     decoder: DecoderChoice = DecoderChoice.PYAV
+    default_tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
+    """The settings' tracker (``Settings.tracker_options``), for a job stored before trackers were pinned."""
 
 
 class WorkerPool:
@@ -133,7 +137,7 @@ class WorkerPool:
         try:
             model = self._models.get(JobParams.from_request(lease.request).model)
             lease = self._pinned(lease, model)
-            result = run_item(
+            run = run_item(
                 lease,
                 model=model,
                 fetcher=self._fetcher,
@@ -141,8 +145,10 @@ class WorkerPool:
                 work_dir=self._config.work_dir,
                 decoder=self._config.decoder,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
+                tracker=pinned_tracker(lease.request, default=self._config.default_tracker),
             )
-            self._push(lease, flight, result)
+            result = run.to_json()
+            self._push(lease, flight, run.predictions, result)
             if self._store.complete(worker, lease.item_id, result):
                 ITEMS_FINISHED.labels(outcome="succeeded").inc()
             else:
@@ -187,8 +193,9 @@ class WorkerPool:
             )
         return lease
 
-    def _push(self, lease: Lease, flight: _InFlight, result: dict[str, Any]) -> None:
-        """Send the item to the job's destinations; pushes are idempotent, so a retry re-sends safely."""
+    def _push(self, lease: Lease, flight: _InFlight, predictions: ItemPredictions, result: dict[str, Any]) -> None:
+        """Send the item to the job's destinations and record them in ``result``; pushes are idempotent, so a
+        retry re-sends safely."""
         destinations = lease.request.get("destinations") or []
         if not destinations:
             return
@@ -196,12 +203,9 @@ class WorkerPool:
             raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
         if flight.stop.is_set():
             raise ItemStoppedError
-        predictions = ItemPredictions.from_result_json(lease.item["name"], result)
         request = lease.request
         model = ModelRef(request["model"], request["model_version"], tuple(request["class_names"]))
-        result["pushes"] = [
-            self._pushers.push(d, lease.item, predictions, model, request=request) for d in destinations
-        ]
+        result["pushes"] = [self._pushers.push(d, lease.item, predictions, model) for d in destinations]
 
     def _release(self, worker: str, lease: Lease) -> None:
         """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""

@@ -18,7 +18,7 @@ from service.spec.requests import Destination, OutputFormat, TracksIn
 
 if TYPE_CHECKING:
     from service.config import Settings
-    from service.convert.tracks import TrackerOptions
+    from service.pipeline.tracks import TrackerOptions
 
 
 class PinnedTracks(BaseModel):
@@ -111,7 +111,7 @@ class JobSpec(BaseModel):
             return settings.tracker_options()
         if not self.tracks.enabled:
             return None
-        from service.convert.tracks import TrackerOptions  # scipy stays out of the submit path's imports
+        from service.pipeline.tracks import TrackerOptions  # scipy stays out of the submit path's imports
 
         return TrackerOptions(iou_gate=self.tracks.iou, max_gap=self.tracks.max_gap, min_length=self.tracks.min_length)
 

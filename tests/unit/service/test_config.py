@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from service.convert.tracks import TrackerOptions
 
 from service.commands.run import tracker_from_args
 from service.config import Settings
-from service.convert.tracks import TrackerOptions
 from service.errors import ErrorCode, PreannotateError
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from service.jobs.results import item_result_to_json
+
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.webhooks.config import WebhookConfig
 from tests.builders import make_detections, make_result

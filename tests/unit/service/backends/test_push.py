@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from PIL import Image
 from pydantic import ValidationError
+from service.convert.tracks import TrackerOptions
 
 from service.backends.encord import EncordPush, EncordPushResult
 from service.backends.retry import BackendError
 from service.config import Settings
 from service.convert.encord import EncordOntology, EncordRowStats
-from service.convert.tracks import TrackerOptions
 from service.convert.types import ItemPredictions, ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import EncordBundler, Pushers

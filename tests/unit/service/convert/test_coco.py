@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from pycocotools.coco import COCO
+from service.convert.tracks import frames_to_tracks
 
 from service.convert.coco import coco_file_name, frame_results_to_coco
-from service.convert.tracks import frames_to_tracks
 from service.pipeline.frames import FrameResult, MediaKind
 from tests.builders import make_detections, make_info, make_result
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from service.convert.tracks import frames_to_tracks
 
 from service.convert.darwin import SCHEMA_REF, item_to_darwin, model_uuid
-from service.convert.tracks import frames_to_tracks
 from service.convert.types import ItemPredictions, ModelRef
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from tests.builders import make_detections, make_result

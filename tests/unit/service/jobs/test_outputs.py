@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from service.jobs.results import item_result_to_json
 
 from service.config import Settings
 from service.convert.label_studio import parse_label_config
 from service.convert.types import ItemPredictions, UnsupportedByFormatError
 from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
-from service.jobs.results import item_result_to_json
 from service.jobs.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from tests.builders import make_detections, make_result

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from service.jobs.results import frames_of, item_result_to_json
+
 from service.pipeline.frames import MediaKind, SlotMeta
 from tests.builders import make_detections, make_result
 

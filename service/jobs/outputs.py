@@ -85,8 +85,8 @@ def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings
         darwin, skipped = convert_each(fmt, items, lambda item: item_to_darwin(item, model))
         return {**provenance, "items": darwin, "skipped_items": _listed(skipped)}
     if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
-        ls = items_to_ls_import(items, model)
-        return {**provenance, **ls, "skipped_items": _listed(skipped)}
+        ls = items_to_ls_import(items, model)  # a slot LS cannot show is listed in its skipped_slots
+        return {**provenance, **ls, "skipped_items": []}
     from service.convert.encord import item_to_encord_label_row
 
     ontology = settings.encord_ontology(model.class_names)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from service.convert.tracks import TrackerOptions
 
 from service.commands.run import tracker_from_args
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.tracks import TrackerOptions
 
 
 @pytest.fixture(autouse=True)

@@ -15,17 +15,18 @@ from typing import Any
 import pytest
 from PIL import Image
 from pydantic import ValidationError
-from service.convert.tracks import TrackerOptions
 
 from service.backends.encord import EncordPush, EncordPushResult
 from service.backends.retry import BackendError
 from service.config import Settings
 from service.convert.encord import EncordOntology, EncordRowStats
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.push import EncordBundler, Pushers
 from service.jobs.runner import job_tracker, pinned_tracks
 from service.pipeline.frames import MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions, track_item
+from service.pipeline.tracks import TrackerOptions
 from service.spec.requests import JobCreate, TracksIn
 from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
 from tests.fakes.encord_server import FakeEncord
@@ -320,7 +321,10 @@ def test_pushes_link_tracks_as_the_job_says(
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1)
     request = {} if tracks is None else {"tracks": tracks}
-    (record,) = pushers.push_many(ENCORD, [video("v.mp4", "vid-0")], MODEL, request=request)
+    item, predictions = video("v.mp4", "vid-0")
+    # Tracked once, where the predictions are made (the worker, with the job's tracker); the push only reads them
+    linked = track_item(predictions, job_tracker(request, pushers.settings))
+    (record,) = pushers.push_many(ENCORD, [(item, linked)], MODEL)
     pushers.close()
     assert isinstance(record, dict)
     assert record["objects"] == objects
@@ -330,7 +334,8 @@ def test_pushes_link_tracks_as_the_job_says(
 def test_pushes_without_a_job_follow_the_settings(encord: FakeEncord, tmp_path: Path) -> None:
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1, tracks=False)
-    record = pushers.push(ENCORD, *video("v.mp4", "vid-0"), MODEL)
+    item, predictions = video("v.mp4", "vid-0")
+    record = pushers.push(ENCORD, item, track_item(predictions, pushers.settings.tracker_options()), MODEL)
     pushers.close()
     assert record["objects"] == 3
 

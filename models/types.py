@@ -19,11 +19,14 @@ class Detections:
         xyxy: (n, 4) float32 box corners in absolute pixels of the source frame.
         confidence: (n,) float32 scores in [0, 1].
         class_id: (n,) int64 indices into the model's ``class_names``.
+        tracker_id: (n,) int64 track ids, unique within an item, from 1, filled once by the tracker
+            (``service.pipeline.tracks``); -1 marks a row in no kept track. None: not tracked.
     """
 
     xyxy: NDArray[np.float32]
     confidence: NDArray[np.float32]
     class_id: NDArray[np.int64]
+    tracker_id: NDArray[np.int64] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -35,13 +38,19 @@ class Detections:
             )
         if self.class_id.shape != (n,) or self.class_id.dtype != np.int64:
             raise ValueError(f"class_id must be int64 of shape ({n},), got {self.class_id.dtype} {self.class_id.shape}")
+        if self.tracker_id is not None and (self.tracker_id.shape != (n,) or self.tracker_id.dtype != np.int64):
+            raise ValueError(
+                f"tracker_id must be None or int64 of shape ({n},), got {self.tracker_id.dtype} {self.tracker_id.shape}"
+            )
 
     @classmethod
-    def empty(cls) -> Detections:
+    def empty(cls, *, tracked: bool = False) -> Detections:
+        """No rows; ``tracked`` gives an empty ``tracker_id`` (a tracked frame with nothing on it)."""
         return cls(
             xyxy=np.zeros((0, 4), np.float32),
             confidence=np.zeros((0,), np.float32),
             class_id=np.zeros((0,), np.int64),
+            tracker_id=np.zeros((0,), np.int64) if tracked else None,
         )
 
     @classmethod
@@ -50,20 +59,27 @@ class Detections:
         xyxy: NDArray[np.generic],
         confidence: NDArray[np.generic],
         class_id: NDArray[np.generic],
+        tracker_id: NDArray[np.generic] | None = None,
     ) -> Detections:
         """Build from arrays of any numeric dtype (casts, copies only when needed)."""
         return cls(
             xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4),
             confidence=np.asarray(confidence, np.float32).reshape(-1),
             class_id=np.asarray(class_id, np.int64).reshape(-1),
+            tracker_id=None if tracker_id is None else np.asarray(tracker_id, np.int64).reshape(-1),
         )
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
     def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
-        """Select rows, e.g. ``dets[dets.confidence > 0.5]``."""
-        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index])
+        """Select rows, e.g. ``dets[dets.confidence > 0.5]``; tracker ids follow their rows."""
+        tracker_id = None if self.tracker_id is None else self.tracker_id[index]
+        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], tracker_id)
+
+    def with_tracker_id(self, tracker_id: NDArray[np.int64] | None) -> Detections:
+        """The same rows with ``tracker_id`` set (None: untracked)."""
+        return Detections(self.xyxy, self.confidence, self.class_id, tracker_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from service.backends.encord import EncordAuth, EncordConfig
     from service.backends.v7 import V7Config
     from service.convert.encord import EncordOntology
-    from service.convert.tracks import TrackerOptions
     from service.pipeline.fetch import FetchPolicy
+    from service.pipeline.tracks import TrackerOptions
 
 CommaList = Annotated[list[str], NoDecode]
 # Measured on CPU, batching across requests loses; on a GPU a few ms of waiting fills batches.
@@ -261,7 +261,7 @@ class Settings(BaseSettings):
 
     def tracker_options(self) -> TrackerOptions | None:
         """The tracker these settings describe, or None when tracking is off (``PREANNOTATE_TRACKS=false``)."""
-        from service.convert.tracks import TrackerOptions  # scipy stays out of the settings' imports
+        from service.pipeline.tracks import TrackerOptions  # scipy stays out of the settings' imports
 
         if not self.tracks:
             return None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from models.types import Detections
 from service.convert.types import ModelRef
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import NO_TRACK, Track, TrackerOptions, assign_tracker_ids
 
 
 def make_detections(
@@ -33,6 +36,51 @@ def make_info(
 
 def make_result(detections: Detections | None = None, **info: object) -> FrameResult:
     return FrameResult(info=make_info(**info), detections=detections or make_detections())  # type: ignore[arg-type]
+
+
+def tracked(item: ItemPredictions, options: TrackerOptions | None = None) -> ItemPredictions:
+    """The item as the tracker leaves it (default options)."""
+    return replace(item, frames=tuple(assign_tracker_ids(item.frames, options or TrackerOptions())))
+
+
+def with_tracks(item: ItemPredictions, tracks: Sequence[Track]) -> ItemPredictions:
+    """The item with hand-made tracks written into its frames as tracker ids: each box becomes a row of the
+    frame it is on (a frame is added where the item has none; a box's timestamp wins), and the rows the item
+    already had are in no track. Converters then see exactly these tracks."""
+    import numpy as np
+
+    metas = {m.slot: m for m in item.slots}
+    frames: dict[tuple[str, int], FrameResult] = {}
+    for f in item.frames:
+        ids = np.full(len(f.detections), NO_TRACK, np.int64)
+        frames[(f.info.slot, f.info.frame_index)] = replace(f, detections=f.detections.with_tracker_id(ids))
+    for track in tracks:
+        meta = metas.get(track.slot)
+        for box in track.boxes:
+            key = (track.slot, box.frame_index)
+            frame = frames.get(key) or make_result(
+                make_detections(),
+                item=item.name,
+                slot=track.slot,
+                source=meta.source_files[0] if meta and meta.source_files else item.name,
+                media=meta.media if meta else MediaKind.VIDEO,
+                frame_index=box.frame_index,
+                width=meta.width if meta else 640,
+                height=meta.height if meta else 480,
+            )
+            dets = frame.detections
+            ids = dets.tracker_id if dets.tracker_id is not None else np.full(len(dets), NO_TRACK, np.int64)
+            rows = Detections.from_arrays(
+                np.vstack([dets.xyxy, np.array([box.xyxy], np.float32)]),
+                np.append(dets.confidence, box.confidence),
+                np.append(dets.class_id, track.class_id),
+                np.append(ids, track.track_id),
+            )
+            info = frame.info if box.timestamp_s is None else replace(frame.info, timestamp_s=box.timestamp_s)
+            frames[key] = FrameResult(info, rows)
+    slot_order = {s: n for n, s in enumerate(dict.fromkeys([*metas, *(t.slot for t in tracks)]))}
+    ordered = sorted(frames.values(), key=lambda f: (slot_order.get(f.info.slot, 0), f.info.frame_index))
+    return replace(item, frames=tuple(ordered))
 
 
 # A car/person detector and the Encord ontology that labels its classes (backend and push tests).

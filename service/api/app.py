@@ -74,6 +74,7 @@ def _load_models(state: AppState) -> None:
                 limits=settings.media_limits(),
                 work_dir=settings.work_dir,
                 decoder=settings.decoder,
+                default_tracker=settings.tracker_options(),
             ),
             state.pushers,
         )

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn
 

@@ -32,7 +32,8 @@ import httpx
 from service.backends.http import VendorHttp
 from service.backends.retry import BackendError, RetryPolicy
 from service.convert.encord import DEFAULT_CREATED_BY, EncordOntology, EncordRowStats, build_encord_label_row
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ModelRef
+from service.pipeline.predictions import ItemPredictions
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,6 @@ class EncordPush:
 
     data_hash: str
     item: ItemPredictions
-    tracks: Sequence[Track] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +283,6 @@ class EncordBackend:
                     push.item,
                     model,
                     ontology,
-                    tracks=push.tracks,
                     existing_row=existing,
                     created_by=self.config.created_by,
                     created_at=now,

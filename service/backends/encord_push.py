@@ -23,17 +23,16 @@ from service.backends.encord import EncordBackend, EncordPush
 from service.backends.encord_bundler import EncordBundler, encord_record, push_error
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
-from service.convert.tracks import TrackerOptions, optional_tracks
-from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn
 
 
-def encord_push_of(item: ItemIn, predictions: ItemPredictions, tracker: TrackerOptions | None) -> EncordPush:
+def encord_push_of(item: ItemIn, predictions: ItemPredictions) -> EncordPush:
     """What the row converter (``build_encord_label_row``, run per bundle against the row read) needs of one item."""
     data_hash = required_external_id(item, "encord", "data hash")
-    return EncordPush(data_hash, predictions, optional_tracks(predictions.frames, tracker))
+    return EncordPush(data_hash, predictions)
 
 
 class EncordPusher(Backend):
@@ -69,7 +68,7 @@ class EncordPusher(Backend):
     def push(self, destination: Destination, item: ItemIn, predictions: ItemPredictions, spec: JobSpec) -> PushRecord:
         """Write one item's row with whatever bundle it joins (it may wait up to ``encord_bundle_wait_ms``)."""
         try:
-            push = encord_push_of(item, predictions, spec.tracker(self._settings))
+            push = encord_push_of(item, predictions)
             model = spec.model_ref
             ontology = self._settings.encord_ontology(model.class_names)
             return self._bundler.get().push(push, model, ontology)
@@ -80,12 +79,11 @@ class EncordPusher(Backend):
         self, destination: Destination, entries: Sequence[tuple[ItemIn, ItemPredictions]], spec: JobSpec
     ) -> list[PushRecord | PreannotateError]:
         """Bundles of ``encord_bundle_size`` rows with no waiting; a failed bundle fails its items only."""
-        tracker = spec.tracker(self._settings)
         failed: list[PreannotateError | None] = []
         pushes: list[EncordPush] = []
         for item, predictions in entries:
             try:
-                pushes.append(encord_push_of(item, predictions, tracker))
+                pushes.append(encord_push_of(item, predictions))
                 failed.append(None)
             except PreannotateError as exc:  # no data hash: this item alone fails
                 failed.append(exc)

@@ -19,9 +19,9 @@ from service.backends.label_studio import LabelStudioClient, config_from_setting
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
 from service.convert.label_studio import LabelConfig, LsPrediction, item_to_ls_result, parse_label_config
-from service.convert.tracks import TrackerOptions, region_tracks
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn
 
@@ -31,12 +31,11 @@ def predictions_to_ls(
     model: ModelRef,
     config: LabelConfig,
     *,
-    tracker: TrackerOptions | None,
     task_data: Mapping[str, Any] | None,
 ) -> LsPrediction:
-    """The one converter call of a Label Studio push (LS video regions are tracks, even one-box ones)."""
-    tracks = region_tracks(predictions.frames, tracker)
-    return item_to_ls_result(predictions, model, config, tracks=tracks, task_data=task_data)
+    """The one converter call of a Label Studio push: video regions are the tracks the predictions' tracker ids
+    name (untracked, every detection its own region)."""
+    return item_to_ls_result(predictions, model, config, task_data=task_data)
 
 
 class LabelStudioPusher(Backend):
@@ -77,9 +76,7 @@ class LabelStudioPusher(Backend):
         model = spec.model_ref
         # LS counts video frames at the task's own rate when the config says framerate="$key"
         task_data = client.get_task(task_id).get("data") if config.needs_task_data() else None
-        prediction = predictions_to_ls(
-            predictions, model, config, tracker=spec.tracker(self._settings), task_data=task_data
-        )
+        prediction = predictions_to_ls(predictions, model, config, task_data=task_data)
         result = client.upsert_prediction(task_id, prediction)
         client.set_project_model_version(destination.project, model.version)
         return LabelStudioPushRecord(

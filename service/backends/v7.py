@@ -31,7 +31,8 @@ import httpx
 from service.backends.http import VendorHttp
 from service.backends.retry import BackendError, RetryPolicy
 from service.convert.darwin import item_to_darwin
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ModelRef
+from service.pipeline.predictions import ItemPredictions
 
 logger = logging.getLogger(__name__)
 
@@ -331,11 +332,10 @@ class V7Backend:
 
     # -- annotations -------------------------------------------------------------------------------------------------
 
-    def push_item(
-        self, item_id: str, item: ItemPredictions, model: ModelRef, *, tracks: Sequence[Track] | None, path: str = "/"
-    ) -> V7PushResult:
-        """Convert with ``item_to_darwin`` and :meth:`push` it."""
-        return self.push(item_id, item_to_darwin(item, model, tracks=tracks, path=path))
+    def push_item(self, item_id: str, item: ItemPredictions, model: ModelRef, *, path: str = "/") -> V7PushResult:
+        """Convert with ``item_to_darwin`` (video detections as the tracks their tracker ids name) and
+        :meth:`push` it."""
+        return self.push(item_id, item_to_darwin(item, model, path=path))
 
     def push(self, item_id: str, darwin: Mapping[str, Any]) -> V7PushResult:
         """Replace the item's annotations with those of a Darwin JSON 2.0 document.

@@ -25,10 +25,9 @@ from service.backends.base import (
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.backends.v7 import V7Backend, V7Item, V7Slot
 from service.config import Settings
-from service.convert.tracks import optional_tracks
-from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import Fetcher
+from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn, SlotIn
 
@@ -79,8 +78,7 @@ class V7Pusher(Backend):
                 item_id = str(found[0]["id"])
             else:
                 item_id, registered = self._register(backend, item)
-        tracks = optional_tracks(predictions.frames, spec.tracker(self._settings))
-        result = backend.push_item(item_id, predictions, spec.model_ref, tracks=tracks)
+        result = backend.push_item(item_id, predictions, spec.model_ref)
         return V7PushRecord(
             item=item_id, imported=result.imported, skipped_reason=result.skipped_reason, registered=registered
         )

@@ -27,14 +27,15 @@ from service.commands.common import (
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
 from service.convert.darwin import item_to_darwin
-from service.convert.tracks import TrackerOptions, frames_to_tracks
-from service.convert.types import ItemPredictions, ModelRef, Track
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.inputs import Expanded, Skipped, expand_inputs
 from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
+from service.pipeline.predictions import ItemPredictions
 from service.pipeline.run import SlotFailure, detect_frames, iter_frames, prefetch
+from service.pipeline.tracks import TrackerOptions, assign_tracker_ids, tracks_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,16 +248,15 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         detector.close()
 
     info = detector.info
+    results = assign_tracker_ids(results, request.tracker)  # once, per item; the outputs read the ids
     items = item_predictions(request.items, slots, results)
-    tracks: dict[str, list[Track]] | None = None
     summary_tracks = ""
     if request.tracker is not None:
-        tracks = {item.name: frames_to_tracks(item.frames, request.tracker) for item in items}
-        summary_tracks = f", {sum(len(t) for t in tracks.values())} tracks"
+        summary_tracks = f", {sum(len(tracks_of(item.frames)) for item in items)} tracks"
     payload: dict[str, Any]
     if request.output_format == "darwin":
         model = ModelRef(spec=info.spec, version=info.version, class_names=info.class_names)
-        payload = write_darwin_files(request.out, items, model, tracks)
+        payload = write_darwin_files(request.out, items, model)
         summary = (
             f"{len(payload)} Darwin JSON file(s), {sum(len(d['annotations']) for d in payload.values())} annotations"
         )
@@ -266,7 +266,6 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
             class_names=info.class_names,
             multi_slot_items=frozenset(i.name for i in request.items if len(i.slots) > 1),
             model=info,
-            tracks=tracks,
         )
         write_json_atomic(request.out, payload)
         summary = f"{len(payload['images'])} images/frames and {len(payload['annotations'])} detections"
@@ -298,14 +297,12 @@ def item_predictions(items: list[ItemSpec], slots: list[SlotMeta], results: list
     ]
 
 
-def write_darwin_files(
-    out_dir: Path, items: list[ItemPredictions], model: ModelRef, tracks: dict[str, list[Track]] | None
-) -> dict[str, Any]:
+def write_darwin_files(out_dir: Path, items: list[ItemPredictions], model: ModelRef) -> dict[str, Any]:
     """Write ``out_dir/<item>.json`` per item; returns the documents by item name."""
     documents: dict[str, Any] = {}
     taken: set[str] = set()
     for item in items:
-        document = item_to_darwin(item, model, tracks=None if tracks is None else tracks.get(item.name, []))
+        document = item_to_darwin(item, model)
         write_json_atomic(out_dir / item_file_name(item.name, taken), document)
         documents[item.name] = document
     return documents

@@ -37,12 +37,12 @@ from service.backends.retry import BackendError
 from service.commands.common import Progress, load_settings
 from service.config import Settings
 from service.convert.label_studio import LabelConfig, LsObject, item_to_ls_result, parse_label_config
-from service.convert.tracks import region_tracks
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from service.pipeline.media import SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.predictions import ItemPredictions, track_item
 from service.pipeline.run import FrameDetector, detect_frames, keep_partial
 
 log = logging.getLogger(__name__)
@@ -194,10 +194,9 @@ def sync_project(
             )
             data = task.get("data")
             prediction = item_to_ls_result(
-                item,
+                track_item(item, settings.tracker_options()),  # LS video regions are tracks
                 model,
                 config,
-                tracks=region_tracks(item.frames, settings.tracker_options()),
                 aliases=options.aliases,
                 task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
             )

@@ -110,6 +110,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
             limits=settings.media_limits(),
             work_dir=settings.work_dir,
             decoder=settings.decoder,
+            default_tracker=settings.tracker_options(),
         ),
         pushers,
     )

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import PurePath
 from typing import Any
 
 from models.ops.boxes import xyxy_to_xywh
 from models.types import ModelInfo
-from service.convert.tracks import TrackLookup
-from service.convert.types import Track
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
+from service.pipeline.tracks import NO_TRACK
 
 _FRAME_MEDIA = (MediaKind.VIDEO, MediaKind.DICOM)
 
@@ -43,7 +42,6 @@ def frame_results_to_coco(
     class_names: Sequence[str],
     multi_slot_items: frozenset[str] = frozenset(),
     model: ModelInfo | None = None,
-    tracks: Mapping[str, Sequence[Track]] | None = None,
 ) -> dict[str, Any]:
     """Build a COCO dict: one ``images`` entry per image or sampled frame.
 
@@ -52,18 +50,17 @@ def frame_results_to_coco(
         class_names: the model's labels; category ids are ``class_id + 1``.
         multi_slot_items: items with several slots (their file names get the slot in them).
         model: provenance written to ``info``.
-        tracks: each item's tracks (``frames_to_tracks``), by item name. Annotations of boxes in a track
-            then carry ``track_id``, unique within the item (so ``(item, track_id)`` names a track).
 
     Returns:
         ``{"info", "images", "annotations", "categories"}``. Annotations carry ``bbox``
         (x, y, width, height in pixels), ``area``, ``category_id``, ``score`` and ``iscrowd`` 0.
         Frames of videos and multi-frame DICOM also carry ``frame_index``, ``timestamp_s`` and
-        ``video`` (the source file's name); every image carries its ``item`` and ``slot``.
+        ``video`` (the source file's name); every image carries its ``item`` and ``slot``. Boxes in a track
+        (``Detections.tracker_id``, filled by the tracker) carry ``track_id``, unique within the item (so
+        ``(item, track_id)`` names a track).
     """
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    lookups = {item: TrackLookup(item_tracks) for item, item_tracks in (tracks or {}).items()}
     for image_id, result in enumerate(results, start=1):
         info = result.info
         image: dict[str, Any] = {
@@ -82,8 +79,7 @@ def frame_results_to_coco(
             }
         images.append(image)
         dets = result.detections
-        lookup = lookups.get(info.item)
-        track_ids = lookup.track_ids(result) if lookup is not None else [None] * len(dets)
+        track_ids = [None] * len(dets) if dets.tracker_id is None else dets.tracker_id.tolist()
         for xywh, score, class_id, track_id in zip(
             xyxy_to_xywh(dets.xyxy).tolist(), dets.confidence.tolist(), dets.class_id.tolist(), track_ids, strict=True
         ):
@@ -96,7 +92,7 @@ def frame_results_to_coco(
                 "score": round(score, 5),
                 "iscrowd": 0,
             }
-            if track_id is not None:
+            if track_id is not None and track_id != NO_TRACK:
                 annotation["track_id"] = track_id
             annotations.append(annotation)
     return {

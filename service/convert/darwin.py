@@ -4,8 +4,8 @@ Follows docs ``darwin_v2.md``: every slot is listed; boxes are absolute pixels o
 model output carries an ``inference`` sub-annotation. Image slots get one ``bounding_box`` annotation
 per detection. Video, DICOM and sequence slots get video-style annotations (``frames`` keyed by the
 0-based source frame index, ``ranges`` with an exclusive end): one per track, or one single-frame
-annotation per detection when no tracks are given. An image sequence is a ``video`` slot in Darwin
-(V7 shows an ordered image list as a video; ``frame_index`` is the list position).
+annotation per detection when the slot is untracked (``Detections.tracker_id`` None). An image sequence
+is a ``video`` slot in Darwin (V7 shows an ordered image list as a video; ``frame_index`` is the list position).
 
 Annotation ids are UUIDs derived from the item, slot, frame and box (uuid5), not random (uuid4 as
 darwin-py makes them): a re-run of the same model on the same media writes the same file.
@@ -14,14 +14,14 @@ darwin-py makes them): a re-run of the same model on the same media writes the s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.convert.tracks import detection_to_track_box
-from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.convert.types import ModelRef
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, TrackBox, detection_to_track_box, is_tracked, tracks_of
 
 SCHEMA_REF = "https://darwin-public.s3.eu-west-1.amazonaws.com/darwin_json/2.0/schema.json"
 INTERPOLATE_ALGORITHM = "linear-1.1"
@@ -37,17 +37,14 @@ _SLOT_TYPE = {
 _FRAME_SLOTS = frozenset({MediaKind.VIDEO, MediaKind.SEQUENCE, MediaKind.DICOM})
 
 
-def item_to_darwin(
-    item: ItemPredictions, model: ModelRef, *, tracks: Sequence[Track] | None = None, path: str = "/"
-) -> dict[str, Any]:
+def item_to_darwin(item: ItemPredictions, model: ModelRef, *, path: str = "/") -> dict[str, Any]:
     """Build the Darwin JSON 2.0 document of one item.
 
     Args:
-        item: the item's slots (all of them, PDFs too) and frame results.
+        item: the item's slots (all of them, PDFs too) and frame results. A video-like slot whose frames
+            are tracked (``Detections.tracker_id``) gets one annotation per track, and detections in no
+            kept track are left out; an untracked one, one single-frame annotation per detection.
         model: the model that made the detections (written into every ``inference``).
-        tracks: tracks of the item's video-like slots (``frames_to_tracks``). When given, those slots
-            get one annotation per track, and detections in no track are left out; when None, one
-            single-frame annotation per detection.
         path: the item's folder in the V7 dataset; V7 matches an import to an item by path + name.
 
     Returns:
@@ -59,8 +56,8 @@ def item_to_darwin(
         frames = item.frames_of_slot(meta.slot)
         if meta.media is MediaKind.IMAGE:
             annotations += [_image_annotation(item.name, model, frame, row) for frame in frames for row in _rows(frame)]
-        elif meta.media in _FRAME_SLOTS and tracks is not None:
-            annotations += [_track_annotation(item.name, model, t) for t in tracks if t.slot == meta.slot]
+        elif meta.media in _FRAME_SLOTS and is_tracked(frames):
+            annotations += [_track_annotation(item.name, model, t) for t in tracks_of(frames)]
         elif meta.media in _FRAME_SLOTS:
             annotations += [_frame_annotation(item.name, model, frame, row) for frame in frames for row in _rows(frame)]
     return {

@@ -30,8 +30,10 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
-from service.convert.types import ItemPredictions, ModelRef, Track, UnsupportedByFormatError
+from service.convert.types import ModelRef, UnsupportedByFormatError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, is_tracked, tracks_of
 
 ZERO_UUID = str(uuid.UUID(int=0))
 DEFAULT_CREATED_BY = "preannotate@example.com"
@@ -181,14 +183,13 @@ def item_to_encord_label_row(
     model: ModelRef,
     ontology: EncordOntology,
     *,
-    tracks: Sequence[Track] | None,
     existing_row: dict[str, Any] | None = None,
     created_by: str = DEFAULT_CREATED_BY,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The label row for one item; see :func:`build_encord_label_row` (this drops the stats)."""
     return build_encord_label_row(
-        item, model, ontology, tracks=tracks, existing_row=existing_row, created_by=created_by, created_at=created_at
+        item, model, ontology, existing_row=existing_row, created_by=created_by, created_at=created_at
     ).row
 
 
@@ -197,7 +198,6 @@ def build_encord_label_row(
     model: ModelRef,
     ontology: EncordOntology,
     *,
-    tracks: Sequence[Track] | None,
     existing_row: dict[str, Any] | None = None,
     created_by: str = DEFAULT_CREATED_BY,
     created_at: datetime | None = None,
@@ -206,14 +206,14 @@ def build_encord_label_row(
 
     Boxes become ``boundingBox {h, w, x, y}``: top-left corner and size as fractions (0..1) of the frame,
     clipped to it. Image slots give one object per box. Video, DICOM and image-sequence slots give one object
-    per track (one ``objectHash`` on every frame it was seen) when ``tracks`` is given, else one per box.
+    per track (one ``objectHash`` on every frame it was seen) when the slot is tracked (``Detections.tracker_id``),
+    else one per box; a detection in no kept track is left out.
 
     Args:
         item: The item's slots and frame results. An image group (several image slots) maps slot ``i`` to the
             group's ``i``-th image; anything else must have one slot with pixels.
         model: The model; its version goes into the object hashes, its spec into their 2-character tag.
         ontology: Maps class names to ``featureHash`` (unmapped boxes are dropped and counted).
-        tracks: Tracks of the item's video-like slots, or None to write their boxes untracked.
         existing_row: The row as Encord returned it (initialised). Its data units and everything not ours are
             kept; our earlier objects are replaced (module docstring). None builds a new detached row with
             the SDK's placeholder (zero) UUIDs, to be attached or filled in by the caller.
@@ -241,8 +241,8 @@ def build_encord_label_row(
     kept_hashes, replaced = _remove_ours(row, frame_keyed, model_tag(model), created_by)
     for slot, unit in units:
         frames = item.frames_of_slot(slot.slot)
-        if frame_keyed and tracks is not None:
-            writer.add_tracks(unit, [t for t in tracks if t.slot == slot.slot], slot)
+        if frame_keyed and is_tracked(frames):
+            writer.add_tracks(unit, tracks_of(frames), slot)
         else:
             writer.add_boxes(unit, frames, frame_keyed)
     edited_skipped = writer.commit(row, frame_keyed, kept_hashes)

@@ -22,14 +22,15 @@ import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from xml.sax.saxutils import escape
 
-from service.convert.tracks import frames_to_tracks
-from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, TrackBox, assign_detection_ids, is_tracked, tracks_of
 
 MAX_CONFIG_CHARS = 1_000_000
 """Larger labeling configs are refused before parsing (real ones are a few KB)."""
@@ -250,7 +251,6 @@ def item_to_ls_result(
     model: ModelRef,
     config: LabelConfig,
     *,
-    tracks: Sequence[Track] | None,
     aliases: Mapping[str, str] | None = None,
     task_data: Mapping[str, Any] | None = None,
 ) -> LsPrediction:
@@ -262,10 +262,10 @@ def item_to_ls_result(
     slot kinds (DICOM, sequences, PDF) have no LS object and are skipped.
 
     Args:
-        item: the task's slots and frame results.
+        item: the task's slots and frame results. Video regions are the tracks its tracker ids name
+            (``Detections.tracker_id``); untracked, every detection is a region of its own (``assign_detection_ids``).
         model: the model behind them; its ``version`` is the prediction's ``model_version``.
         config: the project's parsed labeling config.
-        tracks: tracks of the item's video slots; None links them here with ``frames_to_tracks``.
         aliases: model class name -> LS label, case-insensitive; wins over name matching.
         task_data: the task's ``data``, where a ``<Video framerate="$key">`` takes LS's fps from; None when
             the task is not at hand (then the source's fps is assumed for ``$key``).
@@ -277,6 +277,7 @@ def item_to_ls_result(
     lower_aliases = {k.strip().lower(): v for k, v in (aliases or {}).items()}
     result: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
+    item = with_region_ids(item)
     for meta in item.slots:
         kind = _SLOT_OBJECT.get(meta.media)
         target = _object_for_slot(config, meta.slot, kind) if kind else None
@@ -288,12 +289,20 @@ def item_to_ls_result(
             for frame in frames:
                 result += _image_regions(frame, model, controls, lower_aliases, dropped)
         else:
-            slot_tracks = frames_to_tracks(frames) if tracks is None else [t for t in tracks if t.slot == meta.slot]
             fps_ls = ls_frame_rate(target, task_data, source_fps=meta.fps)
-            result += _video_regions(meta, frames, slot_tracks, fps_ls, model, controls, lower_aliases, dropped)
+            result += _video_regions(meta, frames, tracks_of(frames), fps_ls, model, controls, lower_aliases, dropped)
     scores = [r["score"] for r in result]
     score = round(sum(scores) / len(scores), 5) if scores else 0.0
     return LsPrediction(result=result, score=score, model_version=model.version, dropped=dropped)
+
+
+def with_region_ids(item: ItemPredictions) -> ItemPredictions:
+    """The item with every video detection in a region: LS video regions are tracks, so with tracking off
+    (no tracker ids) each detection is a one-box track, numbered across the item. Call it on the whole item
+    before splitting it by slot, so region ids do not depend on the split."""
+    if is_tracked(item.frames):
+        return item
+    return replace(item, frames=tuple(assign_detection_ids(item.frames)))
 
 
 def _object_for_slot(config: LabelConfig, slot: str, kind: ObjectKind) -> LsObject | None:

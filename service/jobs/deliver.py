@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.backends.registry import Backends
-from service.convert.types import ItemPredictions
+from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import ItemIn
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,11 +15,13 @@ from service.convert.label_studio import (
     default_label_config_xml,
     item_to_ls_result,
     parse_label_config,
+    with_region_ids,
 )
-from service.convert.tracks import TrackerOptions, frames_to_tracks, region_tracks
-from service.convert.types import ItemPredictions, ModelRef, Track, UnsupportedByFormatError
+from service.convert.types import ModelRef, UnsupportedByFormatError
 from service.errors import ErrorCode
 from service.pipeline.frames import MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions, item_predictions_from_json
+from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemResult, ItemState, JobRecord
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,11 @@ FORMATS = ("coco", "darwin", "labelstudio", "encord")
 _LS_KINDS: dict[MediaKind, ObjectKind] = {MediaKind.IMAGE: "image", MediaKind.VIDEO: "video"}
 
 
-def job_items(results: Sequence[ItemResult]) -> list[ItemPredictions]:
-    """The succeeded items' predictions, in job order."""
+def job_items(results: Sequence[ItemResult], tracker: TrackerOptions | None) -> list[ItemPredictions]:
+    """The succeeded items' predictions, in job order, with the tracker ids their worker stored (a result of an
+    older release, stored without them, is linked here with the job's ``tracker``)."""
     return [
-        ItemPredictions.from_result_json(r.name, r.result)
+        item_predictions_from_json(r.name, r.result, tracker)
         for r in results
         if r.state is ItemState.SUCCEEDED and r.result is not None
     ]
@@ -61,27 +64,23 @@ class Skipped:
 
 
 def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings: Settings) -> dict[str, Any]:
-    """The job's preannotations as ``fmt``; video detections are linked into tracks as the job says.
+    """The job's preannotations as ``fmt``; video detections in the tracks their worker linked them into.
 
     An item the format cannot hold (an Encord row of a video and a still) is listed in ``skipped_items``
     with a code and a reason; every other item is still served.
     """
-    items, model = job_items(results), job_model(job)
-    tracker = job.spec.tracker(settings)
+    items, model = job_items(results, job.spec.tracker(settings)), job_model(job)
     provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
     if fmt == "coco":
-        coco, skipped = _items_to_coco(items, model, tracker)
+        coco, skipped = _items_to_coco(items, model)
         coco["info"] |= provenance
         return coco | {"skipped_items": _listed(skipped)}
     if fmt == "darwin":
-        darwin, skipped = convert_each(
-            fmt, items, lambda item: item_to_darwin(item, model, tracks=_tracks(item, tracker))
-        )
+        darwin, skipped = convert_each(fmt, items, lambda item: item_to_darwin(item, model))
         return {**provenance, "items": darwin, "skipped_items": _listed(skipped)}
     if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
-        ls_tracks, skipped = convert_each(fmt, items, lambda item: (item, region_tracks(item.frames, tracker)))
-        ls = items_to_ls_import([item for item, _ in ls_tracks], model, {i.name: t for i, t in ls_tracks})
-        return {**provenance, **ls, "skipped_items": _listed(skipped)}
+        ls = items_to_ls_import(items, model)  # a slot LS cannot show is listed in its skipped_slots
+        return {**provenance, **ls, "skipped_items": []}
     from service.convert.encord import item_to_encord_label_row
 
     ontology = settings.encord_ontology(model.class_names)
@@ -89,9 +88,7 @@ def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings
     rows, skipped = convert_each(
         fmt,
         items,
-        lambda item: item_to_encord_label_row(
-            item, model, ontology, tracks=_tracks(item, tracker), created_by=created_by
-        ),
+        lambda item: item_to_encord_label_row(item, model, ontology, created_by=created_by),
     )
     return {**provenance, "ontology": ontology.to_json(), "label_rows": rows, "skipped_items": _listed(skipped)}
 
@@ -122,13 +119,7 @@ def _listed(skipped: Sequence[Skipped]) -> list[dict[str, str]]:
     return [s.to_json() for s in skipped]
 
 
-def _tracks(item: ItemPredictions, tracker: TrackerOptions | None) -> list[Track] | None:
-    return None if tracker is None else frames_to_tracks(item.frames, tracker)  # None: one per detection
-
-
-def _items_to_coco(
-    items: Sequence[ItemPredictions], model: ModelRef, tracker: TrackerOptions | None
-) -> tuple[dict[str, Any], list[Skipped]]:
+def _items_to_coco(items: Sequence[ItemPredictions], model: ModelRef) -> tuple[dict[str, Any], list[Skipped]]:
     """One COCO file of every item; if that fails, the items are tried one by one and those at fault left out."""
 
     def coco(chosen: Sequence[ItemPredictions]) -> dict[str, Any]:
@@ -136,7 +127,6 @@ def _items_to_coco(
             [frame for item in chosen for frame in item.frames],
             class_names=model.class_names,
             multi_slot_items=frozenset(item.name for item in chosen if len(item.slots) > 1),
-            tracks=None if tracker is None else {item.name: frames_to_tracks(item.frames, tracker) for item in chosen},
         )
 
     def alone(item: ItemPredictions) -> ItemPredictions:
@@ -150,9 +140,7 @@ def _items_to_coco(
         return coco(kept), skipped
 
 
-def items_to_ls_import(
-    items: Sequence[ItemPredictions], model: ModelRef, tracks: Mapping[str, Sequence[Track]]
-) -> dict[str, Any]:
+def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> dict[str, Any]:
     """Label Studio tasks with embedded predictions, for ``POST /api/projects/{id}/import`` as they are.
 
     One task per image or video slot, not per item: an LS task shows one medium per ``$key``, and the
@@ -170,6 +158,7 @@ def items_to_ls_import(
     tasks: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
     for item in items:
+        item = with_region_ids(item)  # numbered across the item, before it is split into tasks
         for meta in item.slots:
             kind = _LS_KINDS.get(meta.media)
             if kind is None or not meta.source_files:
@@ -185,7 +174,7 @@ def items_to_ls_import(
                 data[fps_key] = round(meta.fps, 6)  # what <Video framerate="$fps"> plays at; else LS uses 24
             slot = ItemPredictions(name=item.name, slots=(meta,), frames=tuple(item.frames_of_slot(meta.slot)))
             try:
-                prediction = item_to_ls_result(slot, model, config, tracks=tracks.get(item.name), task_data=data)
+                prediction = item_to_ls_result(slot, model, config, task_data=data)
             except Exception as exc:  # one slot must never cost the others
                 skipped.append(skipped_for("labelstudio", item.name, exc, meta))
                 continue

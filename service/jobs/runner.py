@@ -1,25 +1,26 @@
-"""One job item end to end: fetch each slot -> sample frames -> detect through the batcher -> result JSON."""
+"""One job item end to end: fetch each slot -> sample frames -> detect through the batcher -> track."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from service.errors import PreannotateError
-from service.jobs.results import item_result_to_json
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
+from service.pipeline.predictions import ItemPredictions, at_stored_precision, item_predictions_to_json
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import class_filter, detect_frames, keep_partial
+from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
 from service.queue.store import Lease
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,21 @@ ProgressCallback = Callable[[int, int], bool]
 
 class ItemStoppedError(Exception):
     """The job was cancelled or the lease was lost: stop and store nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRun:
+    """A finished item: its predictions (tracked, at the precision the store keeps) and what did not decode."""
+
+    predictions: ItemPredictions
+    warnings: tuple[PreannotateError, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The item's result as the job store keeps it."""
+        item_json = item_predictions_to_json(self.predictions)
+        if self.warnings:  # the item succeeds with what decoded; the result says what did not
+            item_json["warnings"] = [{"code": w.code.code, "message": w.message} for w in self.warnings]
+        return item_json
 
 
 def display_source(url: str) -> str:
@@ -49,9 +65,11 @@ def run_item(
     work_dir: Path | None,
     on_progress: ProgressCallback,
     decoder: DecoderChoice = DecoderChoice.PYAV,
-) -> dict[str, Any]:
-    """Preannotate every slot of the leased item; raises PreannotateError (naming the file; INVALID_ARGUMENT for a
-    class the model lacks) or ItemStoppedError."""
+    tracker: TrackerOptions | None = None,
+) -> ItemRun:
+    """Preannotate every slot of the leased item, its video detections linked by ``tracker`` (the job's:
+    ``JobSpec.tracker``; None: untracked); raises PreannotateError (naming the file; INVALID_ARGUMENT for a class
+    the model lacks) or ItemStoppedError."""
     spec = lease.spec
     classes = None if spec.classes is None else list(spec.classes)
     # Before any fetch: a job submitted before its model was published had its class names checked by no one.
@@ -95,10 +113,9 @@ def run_item(
                             raise ItemStoppedError
                 finally:
                     reader.close()
-    item_json = item_result_to_json(slots, frames)
-    if warnings:  # the item succeeds with what decoded; the result says what did not
-        item_json["warnings"] = [{"code": w.code.code, "message": w.message} for w in warnings]
-    return item_json
+    # Tracked once, here, on what the store keeps: pushes and `GET /result` read these ids, never re-link.
+    tracked = assign_tracker_ids([at_stored_precision(f) for f in frames], tracker)
+    return ItemRun(ItemPredictions(name=name, slots=tuple(slots), frames=tuple(tracked)), tuple(warnings))
 
 
 @contextmanager

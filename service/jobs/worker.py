@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from service.backends.registry import Backends
-from service.convert.types import ItemPredictions
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.deliver import deliver
 from service.jobs.runner import ItemStoppedError, run_item
@@ -30,6 +29,8 @@ from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import DecoderChoice, MediaLimits
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import TrackerOptions
 from service.queue.store import JobStore, Lease
 from service.spec.job import ModelPin
 
@@ -61,6 +62,8 @@ class WorkerConfig:
     limits: MediaLimits
     work_dir: Path | None
     decoder: DecoderChoice = DecoderChoice.PYAV
+    default_tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
+    """The settings' tracker (``Settings.tracker_options``), for a job stored before trackers were pinned."""
 
 
 class WorkerPool:
@@ -135,7 +138,7 @@ class WorkerPool:
         try:
             model = self._models.get(lease.spec.model)
             lease = self._pinned(lease, model)
-            result = run_item(
+            run = run_item(
                 lease,
                 model=model,
                 fetcher=self._fetcher,
@@ -143,8 +146,10 @@ class WorkerPool:
                 work_dir=self._config.work_dir,
                 decoder=self._config.decoder,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
+                tracker=lease.spec.tracker_or(self._config.default_tracker),
             )
-            self._push(lease, flight, result)
+            result = run.to_json()
+            self._push(lease, flight, run.predictions, result)
             if self._store.complete(worker, lease.item_id, result):
                 ITEMS_FINISHED.labels(outcome="succeeded").inc()
             else:
@@ -187,8 +192,9 @@ class WorkerPool:
             )
         return lease
 
-    def _push(self, lease: Lease, flight: _InFlight, result: dict[str, Any]) -> None:
-        """Send the item to the job's destinations; pushes are idempotent, so a retry re-sends safely."""
+    def _push(self, lease: Lease, flight: _InFlight, predictions: ItemPredictions, result: dict[str, Any]) -> None:
+        """Send the item to the job's destinations and record them in ``result``; pushes are idempotent, so a
+        retry re-sends safely."""
         destinations = lease.spec.destinations
         if not destinations:
             return
@@ -196,7 +202,6 @@ class WorkerPool:
             raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
         if flight.stop.is_set():
             raise ItemStoppedError
-        predictions = ItemPredictions.from_result_json(lease.item.name, result)
         result["pushes"] = deliver(self._pushers, lease.item, predictions, lease.spec)
 
     def _release(self, worker: str, lease: Lease) -> None:

@@ -19,7 +19,7 @@ from service.spec.requests import Destination, OutputFormat, TracksIn
 
 if TYPE_CHECKING:
     from service.config import Settings
-    from service.convert.tracks import TrackerOptions
+    from service.pipeline.tracks import TrackerOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +52,13 @@ class PinnedTracks(BaseModel):
         )
 
 
-def tracker_options(tracks: PinnedTracks | None, settings: Settings) -> TrackerOptions | None:
-    """The tracker ``tracks`` pins, None when off; ``settings``' for a job stored before trackers were pinned."""
+def tracker_options(tracks: PinnedTracks | None, *, default: TrackerOptions | None) -> TrackerOptions | None:
+    """The tracker ``tracks`` pins, None when off; ``default`` for a job stored before trackers were pinned."""
     if tracks is None:
-        return settings.tracker_options()
+        return default
     if not tracks.enabled:
         return None
-    from service.convert.tracks import TrackerOptions  # scipy stays out of the submit path's imports
+    from service.pipeline.tracks import TrackerOptions  # scipy stays out of the submit path's imports
 
     return TrackerOptions(iou_gate=tracks.iou, max_gap=tracks.max_gap, min_length=tracks.min_length)
 
@@ -127,7 +127,11 @@ class JobSpec(BaseModel):
     def tracker(self, settings: Settings) -> TrackerOptions | None:
         """The tracker the job's items are linked with, None when off; a job stored before trackers were
         pinned takes ``settings``'."""
-        return tracker_options(self.tracks, settings)
+        return tracker_options(self.tracks, default=settings.tracker_options())
+
+    def tracker_or(self, default: TrackerOptions | None) -> TrackerOptions | None:
+        """``tracker`` with ``default`` for a job stored before trackers were pinned (a worker's settings)."""
+        return tracker_options(self.tracks, default=default)
 
     @property
     def pin(self) -> ModelPin | None:

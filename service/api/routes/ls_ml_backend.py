@@ -37,11 +37,11 @@ from service.backends.label_studio import LabelStudioClient, as_preannotate_erro
 from service.backends.retry import BackendError
 from service.commands.sync import preannotate_task  # the CLI's task runner: one code path for both
 from service.convert.label_studio import LabelConfig, item_to_ls_result, parse_label_config
-from service.convert.tracks import region_tracks
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import redact_url
+from service.pipeline.predictions import track_item
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +296,9 @@ class _TaskRunner:
         aliases = self._known.aliases if self._known else {}
         data = task.get("data")
         prediction = item_to_ls_result(
-            item,
+            track_item(item, settings.tracker_options()),  # LS video regions are tracks
             model,
             self._config,
-            tracks=region_tracks(item.frames, settings.tracker_options()),  # LS video regions are tracks
             aliases=aliases,
             task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
         )

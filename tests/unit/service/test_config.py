@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from service.commands.run import tracker_from_args
 from service.config import Settings
-from service.convert.tracks import TrackerOptions
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.tracks import TrackerOptions
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from service.intake.config import WebhookConfig
-from service.jobs.results import item_result_to_json
 from service.pipeline.frames import MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from tests.builders import make_detections, make_result
 from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
 from tests.unit.service.queue.store_contract import FakeClock
@@ -215,7 +215,7 @@ def _item_result(name: str) -> dict[str, Any]:
     frame = make_result(
         make_detections([[64, 48, 320, 240]], [0.9], [0]), item=name, slot="0", source=slots[0].source_files[0]
     )
-    return json.loads(json.dumps(item_result_to_json(slots, [frame])))
+    return json.loads(json.dumps(item_predictions_to_json(ItemPredictions(frame.info.item, tuple(slots), (frame,)))))
 
 
 def test_finished_items_and_their_results_are_readable_while_the_job_runs(app: WebhookApp) -> None:

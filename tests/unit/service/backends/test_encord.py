@@ -14,9 +14,10 @@ import pytest
 from service.backends.encord import BearerAuth, EncordBackend, EncordConfig, EncordPush, SshKeyAuth
 from service.backends.retry import BackendError, RetryPolicy
 from service.convert.encord import EncordOntology
-from service.convert.types import ItemPredictions, Track, TrackBox
 from service.pipeline.frames import MediaKind, SlotMeta
-from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, TrackBox
+from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result, with_tracks
 from tests.fakes.encord_server import STAMP, FakeEncord
 from tests.fakes.http import serving
 
@@ -48,10 +49,11 @@ def image(boxes: list[list[float]], classes: list[int], name: str = "a.jpg") -> 
     return ItemPredictions(name, (meta,), (result,))
 
 
-def video() -> tuple[ItemPredictions, list[Track]]:
+def video() -> ItemPredictions:
+    """A video with one track on 3 frames (its tracker ids filled, as a worker's predictions carry them)."""
     meta = SlotMeta("v.mp4", "0", MediaKind.VIDEO, ("/d/v.mp4",), 1280, 720, 25.0, 100, 3, 4.0)
     track = Track(1, "0", 0, tuple(TrackBox(f, f / 25, (10.0 * f, 0.0, 128 + 10.0 * f, 72.0), 0.8) for f in (0, 1, 2)))
-    return ItemPredictions("v.mp4", (meta,), ()), [track]
+    return with_tracks(ItemPredictions("v.mp4", (meta,), ()), [track])
 
 
 def person_by_hand(obj_hash: str = "HAND0001") -> dict[str, Any]:
@@ -75,10 +77,10 @@ def person_by_hand(obj_hash: str = "HAND0001") -> dict[str, Any]:
 def test_first_push_creates_rows_and_writes_boxes(fake: FakeEncord) -> None:
     fake.add_image("img-1")
     fake.add_video("vid-1")
-    item, tracks = video()
+    item = video()
     with backend(fake) as be:
         results = be.push(
-            [EncordPush("img-1", image([[0, 0, 192, 108]], [0])), EncordPush("vid-1", item, tracks)], MODEL, ONTOLOGY
+            [EncordPush("img-1", image([[0, 0, 192, 108]], [0])), EncordPush("vid-1", item)], MODEL, ONTOLOGY
         )
     assert [r.stats.objects for r in results] == [1, 1]
     assert [r.label_hash for r in results] == [fake.data["img-1"].label_hash, fake.data["vid-1"].label_hash]
@@ -111,15 +113,15 @@ def test_second_push_replaces_ours_and_keeps_a_persons_object(fake: FakeEncord) 
 
 def test_a_persons_edit_of_our_track_survives_a_rerun(fake: FakeEncord) -> None:
     fake.add_video("vid-1")
-    item, tracks = video()
+    item = video()
     with backend(fake) as be:
-        be.push([EncordPush("vid-1", item, tracks)], MODEL, ONTOLOGY)
+        be.push([EncordPush("vid-1", item)], MODEL, ONTOLOGY)
         row = fake.data["vid-1"].row
         assert row is not None
         unit = next(iter(row["data_units"].values()))
         unit["labels"]["1"]["objects"][0]["lastEditedBy"] = "annotator@example.com"  # moved in the editor
         before = copy.deepcopy(unit["labels"])
-        (result,) = be.push([EncordPush("vid-1", item, tracks)], MODEL, ONTOLOGY)
+        (result,) = be.push([EncordPush("vid-1", item)], MODEL, ONTOLOGY)
     assert result.stats.edited_skipped == 1
     row = fake.data["vid-1"].row
     assert row is not None

@@ -23,10 +23,11 @@ from service.backends.registry import Backends
 from service.backends.retry import BackendError
 from service.config import Settings
 from service.convert.encord import EncordOntology, EncordRowStats
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.options import SamplingMode
+from service.pipeline.predictions import ItemPredictions, track_item
 from service.spec.job import JobSpec, PinnedTracks
 from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn, TracksIn
 from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
@@ -341,7 +342,11 @@ def test_pushes_link_tracks_as_the_job_says(
 ) -> None:
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1)
-    (record,) = pushers.get("encord").push_many(ENCORD, [video("v.mp4", "vid-0")], job_spec(tracks))
+    item, predictions = video("v.mp4", "vid-0")
+    spec = job_spec(tracks)
+    # Tracked once, where the predictions are made (the worker, with the job's tracker); the push only reads them
+    linked = track_item(predictions, spec.tracker(pushers.settings))
+    (record,) = pushers.get("encord").push_many(ENCORD, [(item, linked)], spec)
     pushers.close()
     assert isinstance(record, EncordPushRecord)
     assert record.objects == objects
@@ -351,7 +356,8 @@ def test_pushes_link_tracks_as_the_job_says(
 def test_pushes_without_a_job_follow_the_settings(encord: FakeEncord, tmp_path: Path) -> None:
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1, tracks=False)
-    record = push(pushers, ENCORD, *video("v.mp4", "vid-0"))
+    item, predictions = video("v.mp4", "vid-0")
+    record = push(pushers, ENCORD, item, track_item(predictions, pushers.settings.tracker_options()))
     pushers.close()
     assert isinstance(record, EncordPushRecord)
     assert record.objects == 3

@@ -27,12 +27,14 @@ from service.api.state import AppState
 from service.backends.retry import BackendError, RetryPolicy
 from service.backends.v7 import V7Backend, V7Config, V7Item, V7Slot, darwin_to_import
 from service.config import Settings
-from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.convert.types import ModelRef
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher
 from service.pipeline.frames import MediaKind, SlotMeta
-from tests.builders import make_detections, make_result
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, TrackBox
+from tests.builders import make_detections, make_result, with_tracks
 from tests.fakes.http import FakeApp, Request, Response, serving
 from tests.fakes.v7_server import FakeV7
 
@@ -211,8 +213,8 @@ def test_push_creates_classes_and_imports_with_overwrite(fake: FakeV7, tmp_path:
     team_class = fake.add_class("mass", ["bounding_box", "inference"], datasets=[99])  # in the team, not the dataset
     with backend(fake) as be:
         item_id = be.register_upload([two_slot_item(tmp_path)])["/screening/2024/patient_0001_mammo"]
-        result = be.push_item(item_id, predictions(), MODEL, tracks=None, path="/screening/2024")
-        again = be.push_item(item_id, predictions(), MODEL, tracks=None, path="/screening/2024")
+        result = be.push_item(item_id, predictions(), MODEL, path="/screening/2024")
+        again = be.push_item(item_id, predictions(), MODEL, path="/screening/2024")
     stored = fake.item("patient_0001_mammo")
     assert (result.imported, again.imported, result.skipped_classes) == (2, 2, {})
     assert stored.imports == ["true", "true"]
@@ -244,9 +246,8 @@ def test_video_tracks_import_as_keyframes(fake: FakeV7) -> None:
     boxes = tuple(TrackBox(f, f / 2, (100.0 + 40 * f, 400.0, 320.0 + 40 * f, 580.0), 0.9) for f in (0, 1, 2, 4))
     with backend(fake) as be:
         item_id = be.register_existing([item])["/walk.mp4"]
-        result = be.push_item(
-            item_id, ItemPredictions("walk.mp4", (meta,), ()), MODEL, tracks=[Track(1, "0", 0, boxes)]
-        )
+        tracked = with_tracks(ItemPredictions("walk.mp4", (meta,), ()), [Track(1, "0", 0, boxes)])
+        result = be.push_item(item_id, tracked, MODEL)
     assert result.imported == 1
     (annotation,) = fake.item("walk.mp4").annotations
     data = annotation["data"]

@@ -9,8 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from service.convert.coco import coco_file_name, frame_results_to_coco
-from service.convert.tracks import frames_to_tracks
 from service.pipeline.frames import FrameResult, MediaKind
+from service.pipeline.tracks import NO_TRACK, TrackerOptions, assign_tracker_ids
 from tests.builders import make_detections, make_info, make_result
 
 NAMES = ("face", "person")
@@ -97,9 +97,9 @@ def test_video_annotations_carry_their_track_id_per_item() -> None:
     a = clip("a.mp4", [[0, 0, 10, 10], [100, 100, 140, 140]])
     b = clip("b.mp4", [[5, 5, 25, 25]])
     photo = make_result(make_detections([[0, 0, 10, 10]], [0.9], [0]), item="p.jpg")
-    tracks = {"a.mp4": frames_to_tracks(a), "b.mp4": frames_to_tracks(b), "p.jpg": frames_to_tracks([photo])}
+    linked = assign_tracker_ids([*a, photo, *b], TrackerOptions())
 
-    coco = frame_results_to_coco([*a, photo, *b], class_names=NAMES, tracks=tracks)
+    coco = frame_results_to_coco(linked, class_names=NAMES)
 
     # Then ids count from 1 within each item; the photo's box is in no track
     assert [ann.get("track_id") for ann in coco["annotations"]] == [1, 2, 1, 2, None, 1, 1]
@@ -110,3 +110,17 @@ def test_without_tracks_no_annotation_has_a_track_id() -> None:
         make_result(make_detections([[0, 0, 10, 10]], [0.9], [0]), media=MediaKind.VIDEO, frame_index=i) for i in (0, 1)
     ]
     assert all("track_id" not in ann for ann in frame_results_to_coco(results, class_names=NAMES)["annotations"])
+
+
+def test_a_detection_in_no_kept_track_has_no_track_id() -> None:
+    blip = make_result(
+        make_detections([[0, 0, 10, 10], [300, 300, 320, 320]], [0.9, 0.5], [0, 0]),
+        media=MediaKind.VIDEO,
+        frame_index=0,
+    )
+    steady = make_result(make_detections([[0, 0, 10, 10]], [0.9], [0]), media=MediaKind.VIDEO, frame_index=1)
+    linked = assign_tracker_ids([blip, steady], TrackerOptions(min_length=2))
+    assert linked[0].detections.tracker_id is not None
+    assert linked[0].detections.tracker_id.tolist() == [1, NO_TRACK]
+    coco = frame_results_to_coco(linked, class_names=NAMES)
+    assert [ann.get("track_id") for ann in coco["annotations"]] == [1, None, 1]

@@ -12,10 +12,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from service.convert.darwin import SCHEMA_REF, item_to_darwin, model_uuid
-from service.convert.tracks import frames_to_tracks
-from service.convert.types import ItemPredictions, ModelRef
+from service.convert.types import ModelRef
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
-from tests.builders import make_detections, make_result
+from service.pipeline.predictions import ItemPredictions
+from tests.builders import make_detections, make_result, tracked
 
 MODEL = ModelRef(spec="builtin:centerface", version="3f2a9c", class_names=("face", "person"))
 SCHEMA_NAME = "darwin_json_2.0.derived.schema.json"
@@ -177,7 +177,7 @@ def test_video_and_image_slots_with_tracks() -> None:
         frames=tuple(frames),
     )
 
-    doc = item_to_darwin(item, MODEL, tracks=frames_to_tracks(frames))
+    doc = item_to_darwin(tracked(item), MODEL)
 
     assert schema_errors(doc) == []
     assert doc["item"]["slots"] == [
@@ -234,7 +234,7 @@ def test_static_object_in_a_video_is_one_annotation_on_exactly_the_sampled_frame
         slots=(meta("0", MediaKind.VIDEO, ["/v/still.mp4"], fps=25.0, frame_count=101),),
         frames=tuple(frames),
     )
-    doc = item_to_darwin(item, MODEL, tracks=frames_to_tracks(frames))
+    doc = item_to_darwin(tracked(item), MODEL)
 
     assert schema_errors(doc) == []
     (annotation,) = doc["annotations"]
@@ -252,7 +252,7 @@ def test_multi_frame_dicom_and_pdf() -> None:
         ),
         frames=tuple(frames),
     )
-    doc = item_to_darwin(item, MODEL, tracks=frames_to_tracks(frames))
+    doc = item_to_darwin(tracked(item), MODEL)
 
     assert schema_errors(doc) == []
     assert doc["item"]["slots"] == [
@@ -282,8 +282,8 @@ def test_single_image_dicom_still_uses_video_style_frames() -> None:
         slots=(meta("0", MediaKind.DICOM, ["/d/xray.dcm"]),),
         frames=(frame("0", MediaKind.DICOM, [[1, 1, 4, 4]], [0.7]),),
     )
-    for tracks in (None, frames_to_tracks(item.frames)):
-        doc = item_to_darwin(item, MODEL, tracks=tracks)
+    for linked in (item, tracked(item)):
+        doc = item_to_darwin(linked, MODEL)
         assert schema_errors(doc) == []
         assert [(list(a["frames"]), a["ranges"]) for a in doc["annotations"]] == [(["0"], [[0, 1]])]
 
@@ -294,7 +294,7 @@ def test_image_sequence_is_a_video_slot_indexed_by_list_position() -> None:
     item = ItemPredictions(
         name="seq", slots=(meta("0", MediaKind.SEQUENCE, files, frame_count=3),), frames=tuple(frames)
     )
-    doc = item_to_darwin(item, MODEL, tracks=frames_to_tracks(frames))
+    doc = item_to_darwin(tracked(item), MODEL)
 
     assert schema_errors(doc) == []
     slot = doc["item"]["slots"][0]

@@ -25,9 +25,11 @@ from service.convert.encord import (
     model_tag,
     object_hash,
 )
-from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.convert.types import ModelRef
 from service.pipeline.frames import MediaKind, SlotMeta
-from tests.builders import make_detections, make_result
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, TrackBox
+from tests.builders import make_detections, make_result, with_tracks
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "data" / "examples"  # copies of ../shared/reference/examples
 WHEN = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -102,9 +104,10 @@ def track(track_id: int, class_id: int, boxes: dict[int, tuple[list[float], floa
     )
 
 
-def build(item: ItemPredictions, **kw: Any) -> Any:
-    kw.setdefault("tracks", None)
-    return build_encord_label_row(item, MODEL, ONTOLOGY, created_by=SVC, created_at=WHEN, **kw)
+def build(item: ItemPredictions, *, tracks: list[Track] | None = None, **kw: Any) -> Any:
+    """The row of ``item``, its video boxes in ``tracks`` (as the tracker would have linked them); None: untracked."""
+    linked = item if tracks is None else with_tracks(item, tracks)
+    return build_encord_label_row(linked, MODEL, ONTOLOGY, created_by=SVC, created_at=WHEN, **kw)
 
 
 def objects(row: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
@@ -117,7 +120,7 @@ def objects(row: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
 def test_image_row_has_the_sdk_shape() -> None:
     ref = example("encord_label_row_image.json")
     item = image_item([[768, 594, 960, 864], [192, 324, 422.4, 864]], [0.87, 0.64], [0, 1])
-    row = item_to_encord_label_row(item, MODEL, ONTOLOGY, tracks=None, created_by=SVC, created_at=WHEN)
+    row = item_to_encord_label_row(item, MODEL, ONTOLOGY, created_by=SVC, created_at=WHEN)
 
     assert row.keys() == ref.keys()
     assert (row["data_type"], row["label_status"], row["annotation_task_status"]) == (
@@ -282,7 +285,7 @@ def test_default_ontology_is_stable_and_complete() -> None:
     assert [o.name for o in first.objects] == ["car", "person", "dog"]
     assert all(len(o.feature_hash) == 8 and o.shape == "bounding_box" for o in first.objects)
     assert len({o.feature_hash for o in first.objects}) == 3
-    row = build_encord_label_row(image_item([[0, 0, 10, 10]], [0.9], [2]), MODEL, first, tracks=None).row
+    row = build_encord_label_row(image_item([[0, 0, 10, 10]], [0.9], [2]), MODEL, first).row
     assert [e["featureHash"] for _, e in objects(row)] == [first.objects[2].feature_hash]
 
 
@@ -413,9 +416,9 @@ def test_an_object_a_person_edited_is_theirs_now() -> None:
 def test_objects_of_other_models_and_accounts_are_kept() -> None:
     item = image_item([[0, 0, 10, 10]], [0.9], [0])
     other_model = ModelRef("builtin:other", "1", MODEL.class_names)
-    theirs = build_encord_label_row(item, other_model, ONTOLOGY, tracks=None, created_by=SVC, created_at=WHEN).row
+    theirs = build_encord_label_row(item, other_model, ONTOLOGY, created_by=SVC, created_at=WHEN).row
     other_account = build_encord_label_row(
-        item, MODEL, ONTOLOGY, tracks=None, created_by="someone@example.com", created_at=WHEN, existing_row=theirs
+        item, MODEL, ONTOLOGY, created_by="someone@example.com", created_at=WHEN, existing_row=theirs
     ).row
     ours = build(item, existing_row=other_account)
     assert ours.stats.kept == 2

@@ -17,10 +17,12 @@ from service.convert.label_studio import (
     track_box_to_ls_frame,
     xyxy_to_xywh_pct,
 )
-from service.convert.types import ItemPredictions, ModelRef, Track, TrackBox
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
-from tests.builders import make_detections, make_result
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import Track, TrackBox
+from tests.builders import make_detections, make_result, tracked, with_tracks
 
 MODEL = ModelRef(spec="onnx:/m/yolo.onnx", version="yolo-0123abcd", class_names=("person", "car", "dog"))
 
@@ -152,7 +154,7 @@ def test_percent_boxes(xyxy: tuple[float, ...], width: int, height: int, expecte
 
 def test_image_regions() -> None:
     item = image_item([[64, 48, 320, 240], [0, 0, 64, 48]], [0.9, 0.6], [0, 1])
-    prediction = item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG), tracks=None)
+    prediction = item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG))
 
     assert prediction.model_version == "yolo-0123abcd"
     assert prediction.score == 0.75
@@ -175,14 +177,14 @@ def test_image_regions() -> None:
 def test_region_ids_are_stable_and_unique() -> None:
     item = image_item([[1, 1, 9, 9], [1, 1, 9, 9]], [0.9, 0.9], [0, 0])
     config = parse_label_config(IMAGE_CONFIG)
-    ids = [r["id"] for r in item_to_ls_result(item, MODEL, config, tracks=None).result]
-    assert ids == [r["id"] for r in item_to_ls_result(item, MODEL, config, tracks=None).result]
+    ids = [r["id"] for r in item_to_ls_result(item, MODEL, config).result]
+    assert ids == [r["id"] for r in item_to_ls_result(item, MODEL, config).result]
     assert len(set(ids)) == 2
     assert all(len(i) == 10 for i in ids)
 
 
 def test_no_detections_is_an_empty_prediction() -> None:
-    prediction = item_to_ls_result(image_item([], [], []), MODEL, parse_label_config(IMAGE_CONFIG), tracks=None)
+    prediction = item_to_ls_result(image_item([], [], []), MODEL, parse_label_config(IMAGE_CONFIG))
     assert (prediction.result, prediction.score) == ([], 0.0)
 
 
@@ -198,14 +200,14 @@ def test_no_detections_is_an_empty_prediction() -> None:
 )
 def test_class_to_label_mapping(aliases: dict[str, str] | None, labels: list[str], dropped: dict[str, int]) -> None:
     item = image_item([[0, 0, 10, 10]] * 3, [0.9, 0.8, 0.7], [0, 1, 2])
-    prediction = item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG), tracks=None, aliases=aliases)
+    prediction = item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG), aliases=aliases)
     assert [r["value"]["rectanglelabels"][0] for r in prediction.result] == labels
     assert dict(prediction.dropped) == dropped
 
 
 def test_unmapped_boxes_are_counted_per_box() -> None:
     item = image_item([[0, 0, 10, 10]] * 3, [0.9] * 3, [2, 2, 2])
-    prediction = item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG), tracks=None)
+    prediction = item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG))
     assert prediction.result == []
     assert prediction.dropped == {"dog": 3}
 
@@ -220,7 +222,7 @@ def test_predicted_values_and_first_control_wins() -> None:
         </View>"""
     )
     item = image_item([[0, 0, 10, 10]] * 3, [0.9] * 3, [0, 1, 2])
-    prediction = item_to_ls_result(item, MODEL, config, tracks=None)
+    prediction = item_to_ls_result(item, MODEL, config)
     assert [(r["from_name"], r["value"]["rectanglelabels"]) for r in prediction.result] == [
         ("vehicles", ["car"]),
         ("animals", ["Pet"]),  # dog -> Pet via predicted_values, in the first control that has it
@@ -235,24 +237,26 @@ def test_slots_go_to_the_object_of_their_name() -> None:
           <RectangleLabels name="b" toName="back"><Label value="car"/></RectangleLabels></View>"""
     )
     item = image_item([[0, 0, 10, 10]], [0.9], [1], slot="back")
-    assert [r["to_name"] for r in item_to_ls_result(item, MODEL, config, tracks=None).result] == ["back"]
+    assert [r["to_name"] for r in item_to_ls_result(item, MODEL, config).result] == ["back"]
     # Slot "0" with two image objects: no way to tell which one, so nothing.
     unnamed = image_item([[0, 0, 10, 10]], [0.9], [1])
-    assert item_to_ls_result(unnamed, MODEL, config, tracks=None).result == []
+    assert item_to_ls_result(unnamed, MODEL, config).result == []
 
 
 def test_media_without_an_ls_object_is_skipped() -> None:
     meta = SlotMeta("scan", "0", MediaKind.DICOM, ("s.dcm",), 64, 64, None, 1, 1)
     frame = make_result(make_detections([[0, 0, 9, 9]], [0.9], [0]), media=MediaKind.DICOM)
     item = ItemPredictions(name="scan", slots=(meta,), frames=(frame,))
-    assert item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG), tracks=None).result == []
+    assert item_to_ls_result(item, MODEL, parse_label_config(IMAGE_CONFIG)).result == []
 
 
 # -- video ------------------------------------------------------------------------------------------------------
 
 
 def video_regions(item: ItemPredictions, tracks: Sequence[Track] | None, config: str = VIDEO_CONFIG) -> list[Any]:
-    return item_to_ls_result(item, MODEL, parse_label_config(config), tracks=tracks).result
+    """The regions of ``item`` with these tracks; None: tracked here with the default options."""
+    linked = tracked(item) if tracks is None else with_tracks(item, tracks)
+    return item_to_ls_result(linked, MODEL, parse_label_config(config)).result
 
 
 def test_videorectangle_keyframes() -> None:
@@ -291,10 +295,12 @@ def test_every_frame_sampling_has_no_false_gaps() -> None:
 def test_video_labels_aliases_and_drops() -> None:
     item = video_item([0, 1])
     tracks = [track([0, 1], class_id=1, track_id=1), track([0], class_id=2, track_id=2)]
-    prediction = item_to_ls_result(item, MODEL, parse_label_config(VIDEO_CONFIG), tracks=tracks)
+    prediction = item_to_ls_result(with_tracks(item, tracks), MODEL, parse_label_config(VIDEO_CONFIG))
     assert [r["value"]["labels"] for r in prediction.result] == [["Car"]]
     assert prediction.dropped == {"dog": 1}  # one per track
-    aliased = item_to_ls_result(item, MODEL, parse_label_config(VIDEO_CONFIG), tracks=tracks, aliases={"dog": "car"})
+    aliased = item_to_ls_result(
+        with_tracks(item, tracks), MODEL, parse_label_config(VIDEO_CONFIG), aliases={"dog": "car"}
+    )
     assert [r["value"]["labels"] for r in aliased.result] == [["Car"], ["Car"]]
 
 
@@ -376,7 +382,7 @@ def test_keyframes_follow_the_label_studio_frame_rate(
 ) -> None:
     item = video_item([0, 300], fps=30.0, frame_count=900)
     config = parse_label_config(video_config(framerate))
-    (region,) = item_to_ls_result(item, MODEL, config, tracks=[track([0, 300])], task_data=data).result
+    (region,) = item_to_ls_result(with_tracks(item, [track([0, 300])]), MODEL, config, task_data=data).result
     value = region["value"]
     assert [k["frame"] for k in value["sequence"]] == frames
     # time = frame / fps, as LS writes it: LS frame N is shown from (N-1)/fps, so 10 s lands on N-1 = 10 * fps.
@@ -424,3 +430,13 @@ def test_default_video_config_reads_the_task_fps() -> None:
     (video,) = config.targets()
     assert (video.value_key, video.frame_rate) == ("video", "$fps")
     assert ls_frame_rate(video, {"video": "https://h/c.mp4"}) == 24.0  # no fps in the task: LS's 24
+
+
+def test_untracked_video_gives_every_detection_a_region() -> None:
+    item = video_item([0, 1])
+    boxes = [[32, 24, 96, 72]]
+    frames = tuple(FrameResult(f.info, make_detections(boxes, [0.9], [0])) for f in item.frames)
+    untracked = ItemPredictions(name=item.name, slots=item.slots, frames=frames)  # tracking off: no tracker ids
+    regions = item_to_ls_result(untracked, MODEL, parse_label_config(VIDEO_CONFIG)).result
+    assert [[k["frame"] for k in r["value"]["sequence"]] for r in regions] == [[1], [2]]
+    assert len({r["id"] for r in regions}) == 2

@@ -9,10 +9,11 @@ import pytest
 
 from service.config import Settings
 from service.convert.label_studio import parse_label_config
-from service.convert.types import ItemPredictions, UnsupportedByFormatError
+from service.convert.types import UnsupportedByFormatError
 from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
-from service.jobs.results import item_result_to_json
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from service.pipeline.predictions import ItemPredictions, item_predictions_to_json, track_item
+from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.spec.job import JobSpec
 from tests.builders import make_detections, make_result
@@ -72,8 +73,8 @@ def results() -> list[ItemResult]:
     photo_slots = [SlotMeta("photo.png", "0", MediaKind.IMAGE, ("file:///d/photo.png",), 640, 480, None, 1, 1)]
     photo_frames = [image_frame("photo.png", "0", "file:///d/photo.png")]
     stored = [
-        json.loads(json.dumps(item_result_to_json(slots, frames)))
-        for slots, frames in ((clip_slots, clip_frames), (photo_slots, photo_frames))
+        json.loads(json.dumps(item_predictions_to_json(ItemPredictions(name, tuple(slots), tuple(frames)))))
+        for name, slots, frames in (("clip", clip_slots, clip_frames), ("photo.png", photo_slots, photo_frames))
     ]
     return [
         ItemResult(0, "clip", ItemState.SUCCEEDED, stored[0], None),
@@ -150,7 +151,7 @@ def test_label_studio_tasks_import_as_they_are() -> None:
 def test_a_video_without_a_frame_rate_is_placed_at_label_studios_24() -> None:
     meta = SlotMeta("clip", "cam", MediaKind.VIDEO, ("https://h/clip.mp4",), 320, 240, None, 900, 2, 30.0)
     frames = video_frames("cam", [0, 300], 30.0)
-    stored = json.loads(json.dumps(item_result_to_json([meta], frames)))
+    stored = json.loads(json.dumps(item_predictions_to_json(ItemPredictions("clip", (meta,), tuple(frames)))))
     served = job_result("labelstudio", job(), [ItemResult(0, "clip", ItemState.SUCCEEDED, stored, None)], Settings())
     (task,) = served["tasks"]
     assert "fps" not in task["data"]  # LS then plays it at 24, and the keyframes are placed for that
@@ -174,7 +175,7 @@ def test_an_item_a_format_cannot_hold_is_listed_and_the_others_are_served(fmt: s
 
 
 def test_a_converter_bug_skips_its_item_alone_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    items = job_items(results())
+    items = job_items(results(), None)
 
     def convert(item: ItemPredictions) -> str:
         if item.name == "clip":
@@ -191,7 +192,7 @@ def test_a_converter_bug_skips_its_item_alone_and_is_logged(caplog: pytest.LogCa
 
 def test_a_value_error_from_a_converter_is_a_logged_bug_not_unsupported(caplog: pytest.LogCaptureFixture) -> None:
     """Only ``UnsupportedByFormatError`` means "this format cannot hold it"; any other ValueError is a converter bug."""
-    items = job_items(results())
+    items = job_items(results(), None)
 
     def convert(item: ItemPredictions) -> str:
         if item.name == "clip":
@@ -208,3 +209,21 @@ def test_a_value_error_from_a_converter_is_a_logged_bug_not_unsupported(caplog: 
     ]
     assert "math domain error" in caplog.text
     assert "photo.png" not in caplog.text
+
+
+def test_tracks_are_read_as_the_worker_stored_them_and_linked_only_for_older_results() -> None:
+    meta = SlotMeta("clip", "cam", MediaKind.VIDEO, ("https://h/clip.mp4",), 320, 240, 30.0, 900, 2, 30.0)
+    item = ItemPredictions("clip", (meta,), tuple(video_frames("cam", [0, 300], 30.0)))
+    older = json.loads(json.dumps(item_predictions_to_json(item)))  # stored without tracker ids
+    linked = track_item(item, TrackerOptions(max_gap=0, iou_gate=0.99))
+    stored = json.loads(json.dumps(item_predictions_to_json(linked)))
+    results = [ItemResult(0, "clip", ItemState.SUCCEEDED, r, None) for r in (older, stored)]
+
+    # Given a job whose tracker differs from the one the worker used
+    served_older, served = job_items(results, TrackerOptions(min_length=5))
+
+    def ids(item: ItemPredictions) -> list[list[int] | None]:
+        return [None if f.detections.tracker_id is None else f.detections.tracker_id.tolist() for f in item.frames]
+
+    assert ids(served) == ids(linked) == [[1], [1]]  # as stored
+    assert ids(served_older) == [[-1], [-1]]  # linked now, with the job's tracker: too short to keep

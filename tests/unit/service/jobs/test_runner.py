@@ -76,7 +76,7 @@ def _run_with_the_default_model(lease: Lease, root: Path) -> dict[str, Any]:
             limits=MediaLimits(),
             work_dir=root,
             on_progress=lambda done, planned: True,
-        )
+        ).to_json()
     finally:
         batcher.close()
 
@@ -134,7 +134,7 @@ def _run_over_http(lease: Lease, server: fs.LoopServer, work_dir: Path) -> dict[
             limits=MediaLimits(),
             work_dir=work_dir,
             on_progress=lambda done, planned: True,
-        )
+        ).to_json()
     finally:
         batcher.close()
 

@@ -12,11 +12,12 @@ import pytest
 
 from models.types import ModelInfo
 from service.jobs import worker as worker_module
-from service.jobs.runner import ItemStoppedError
+from service.jobs.runner import ItemRun, ItemStoppedError
 from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import MediaLimits
+from service.pipeline.predictions import ItemPredictions
 from service.queue.sqlite_store import SqliteJobStore
 from service.queue.store import ItemState, JobStatus, Lease
 from service.spec.job import JobSpec
@@ -74,12 +75,17 @@ def store(tmp_path: Path) -> Iterator[_SpyStore]:
     s.close()
 
 
+def _empty_run(lease: Lease) -> ItemRun:
+    """A finished item with nothing detected."""
+    return ItemRun(ItemPredictions(lease.item["name"], (), ()))
+
+
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """``run_item`` replaced by one that runs until it is told to stop."""
     event = threading.Event()
 
-    def endless(lease: Lease, *, on_progress: Callable[[int, int], bool], **kwargs: Any) -> dict[str, Any]:
+    def endless(lease: Lease, *, on_progress: Callable[[int, int], bool], **kwargs: Any) -> ItemRun:
         event.set()
         while on_progress(0, 10):
             time.sleep(0.01)
@@ -190,7 +196,7 @@ def test_a_worker_that_loses_the_pin_to_other_classes_leaves_the_item_to_another
 ) -> None:
     """A rolling update: its results would be stored under the winner's class names, mislabelled."""
     ran: list[Lease] = []
-    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or _empty_run(lease))
     store = _LosingTheRace(tmp_path / "jobs.db", ("m-v2", ["car", "face"]))
     unpinned = {**REQUEST, "model_version": None, "class_names": None}
     job, _ = store.create_job(
@@ -220,7 +226,7 @@ def test_a_worker_that_loses_the_pin_to_the_same_classes_runs_the_item_under_the
 ) -> None:
     """The same classes from other weights label the same way: the item runs, its results name the pin."""
     ran: list[Lease] = []
-    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or _empty_run(lease))
     store = _LosingTheRace(tmp_path / "jobs.db", ("m-v0", ["face"]))
     unpinned = {**REQUEST, "model_version": None, "class_names": None}
     store.create_job(tenant=TENANT, idem_key="cold", spec=JobSpec.from_stored(unpinned), items=[_item("a.jpg")])
@@ -242,7 +248,7 @@ def test_a_job_pinned_to_other_classes_is_not_run_by_this_worker(
 ) -> None:
     """A rolling update: the job was submitted while the old model (other classes) was published."""
     ran: list[Lease] = []
-    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or {})
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or _empty_run(lease))
     old_model = {**REQUEST, "model_version": "m-v0", "class_names": ["person"]}
     store.create_job(tenant=TENANT, idem_key="old", spec=JobSpec.from_stored(old_model), items=[_item("a.jpg")])
     pool = pool_for(store)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from service.config import Settings
-from service.convert.tracks import TrackerOptions
 from service.jobs.submit import content_fingerprint, content_idem, job_params
+from service.pipeline.tracks import TrackerOptions
 from service.remote_models import JobModel
 from service.spec.job import JobSpec, ModelPin, PinnedTracks, tracker_options
 from service.spec.requests import JobCreate, TracksIn

@@ -1,23 +1,24 @@
-"""frames_to_tracks: linking a slot's detections across sampled frames (pure)."""
+"""assign_tracker_ids: linking a slot's detections across sampled frames (pure); tracks_of groups them by id."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from service.convert.tracks import (
-    TrackerOptions,
-    TrackLookup,
-    frames_to_tracks,
-    optional_tracks,
-    pairwise_iou,
-    region_tracks,
-    single_detection_tracks,
-)
-from service.convert.types import Track
 from service.pipeline.frames import FrameResult, MediaKind
+from service.pipeline.tracks import (
+    NO_TRACK,
+    Track,
+    TrackerOptions,
+    assign_detection_ids,
+    assign_tracker_ids,
+    is_tracked,
+    pairwise_iou,
+    tracks_of,
+)
 from tests.builders import make_detections, make_result
 
 Box = tuple[float, float, float, float]
@@ -49,6 +50,16 @@ def clip(
 
 def moving(x0: float, y0: float, step_x: float, step_y: float = 0.0, size: float = 40.0, n: int = 10) -> list[Box]:
     return [(x0 + step_x * i, y0 + step_y * i, x0 + step_x * i + size, y0 + step_y * i + size) for i in range(n)]
+
+
+def frames_to_tracks(frames: Sequence[FrameResult], options: TrackerOptions | None = None) -> list[Track]:
+    """The tracks the tracker fills in, grouped by id (defaults: IoU gate 0.3, gap 2, motion on)."""
+    return tracks_of(assign_tracker_ids(frames, options or TrackerOptions()))
+
+
+def tracker_ids(frame: FrameResult) -> list[int] | None:
+    ids = frame.detections.tracker_id
+    return None if ids is None else ids.tolist()
 
 
 def frame_indices(track: Track) -> list[int]:
@@ -183,7 +194,8 @@ def test_tracking_off_gives_every_detection_its_own_one_box_track() -> None:
         *clip([[(b, 0.9, 0)]], slot="photo", media=MediaKind.IMAGE),
         *clip([[(b, 0.8, 1)]], slot="rear"),
     ]
-    tracks = single_detection_tracks(list(reversed(frames)))
+    numbered = assign_detection_ids(list(reversed(frames)))
+    tracks = tracks_of(numbered)
     assert [(t.track_id, t.slot, t.class_id, frame_indices(t)) for t in tracks] == [
         (1, "rear", 1, [0]),  # slots in the order first seen, as frames_to_tracks orders them
         (2, "front", 0, [0]),
@@ -192,16 +204,21 @@ def test_tracking_off_gives_every_detection_its_own_one_box_track() -> None:
     ]
     assert tracks[3].boxes[0].xyxy == b
     assert tracks[3].boxes[0].confidence == pytest.approx(0.7)
-    assert TrackLookup(tracks).track_ids(frames[1]) == [3, 4]  # found again by value
+    assert tracker_ids(numbered[-2]) == [3, 4]  # frames[1], numbered by row
+    assert tracker_ids(numbered[1]) is None  # the photo
 
 
-def test_converters_get_tracks_none_or_one_box_tracks_when_tracking_is_off() -> None:
+def test_converters_get_no_tracker_ids_or_one_box_tracks_when_tracking_is_off() -> None:
     box: Box = (0.0, 0.0, 10.0, 10.0)
     frames = clip([[(box, 0.9, 0)], [(box, 0.9, 0)]])
     options = TrackerOptions(max_gap=0)
-    assert optional_tracks(frames, options) == region_tracks(frames, options) == frames_to_tracks(frames, options)
-    assert optional_tracks(frames, None) is None  # Darwin, Encord, COCO: one annotation per detection
-    assert [len(t.boxes) for t in region_tracks(frames, None)] == [1, 1]  # Label Studio: a region per detection
+    assert [len(t.boxes) for t in frames_to_tracks(frames, options)] == [2]
+    untracked = assign_tracker_ids(frames, None)  # Darwin, Encord, COCO: one annotation per detection
+    assert [tracker_ids(f) for f in untracked] == [None, None]
+    assert not is_tracked(untracked)
+    assert is_tracked(assign_tracker_ids(frames, options))
+    one_box = tracks_of(assign_detection_ids(frames))  # Label Studio: a region per detection
+    assert [len(t.boxes) for t in one_box] == [1, 1]
 
 
 def test_same_frames_in_any_order_give_the_same_tracks() -> None:
@@ -239,15 +256,30 @@ def test_pairwise_iou() -> None:
     np.testing.assert_allclose(pairwise_iou(a, b), [[1.0, 1 / 3, 0.0], [0.0, 0.0, 0.0]])
 
 
-def test_lookup_gives_each_detection_its_track() -> None:
+def test_each_detection_carries_its_track_id() -> None:
     # Given two identical boxes in one frame (two tracks) and a box that min_length dropped
     same: Box = (0.0, 0.0, 20.0, 20.0)
     lone: Box = (200.0, 200.0, 220.0, 220.0)
     frames = clip([[(same, 0.9, 0), (same, 0.9, 0)], [(same, 0.9, 0), (same, 0.9, 0), (lone, 0.5, 0)]])
-    tracks = frames_to_tracks(frames, TrackerOptions(min_length=2))
 
-    lookup = TrackLookup(tracks)
+    tracked = assign_tracker_ids(frames, TrackerOptions(min_length=2))
 
-    assert [lookup.track_ids(f) for f in frames] == [[1, 2], [1, 2, None]]
-    other_slot = clip([[(same, 0.9, 0)]], slot="other")[0]
-    assert lookup.track_ids(other_slot) == [None]
+    assert [tracker_ids(f) for f in tracked] == [[1, 2], [1, 2, NO_TRACK]]
+    assert [(t.track_id, frame_indices(t)) for t in tracks_of(tracked)] == [(1, [0, 10]), (2, [0, 10])]
+
+
+def test_frames_keep_their_order_and_images_pass_unchanged() -> None:
+    box: Box = (0.0, 0.0, 10.0, 10.0)
+    photo = clip([[(box, 0.9, 0)]], slot="photo", media=MediaKind.IMAGE)
+    frames = [*reversed(clip([[(box, 0.9, 0)], [(box, 0.9, 0)]])), *photo]
+    tracked = assign_tracker_ids(frames, TrackerOptions())
+    assert [f.info.frame_index for f in tracked] == [10, 0, 0]
+    assert tracked[2] is photo[0]
+    assert [tracker_ids(f) for f in tracked] == [[1], [1], None]
+
+
+def test_items_are_numbered_apart() -> None:
+    box: Box = (0.0, 0.0, 10.0, 10.0)
+    first = clip([[(box, 0.9, 0)]])
+    second = [replace(f, info=replace(f.info, item="other")) for f in clip([[(box, 0.9, 0)]])]
+    assert [tracker_ids(f) for f in assign_tracker_ids([*first, *second], TrackerOptions())] == [[1], [1]]

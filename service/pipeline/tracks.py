@@ -1,4 +1,7 @@
-"""Sampled video frames -> tracks: one object's boxes linked across a slot's frames (pure, no I/O).
+"""Sampled video frames -> tracker ids: one object's boxes linked across a slot's frames (pure, no I/O).
+
+The tracker is a pipeline stage (decode -> infer -> track -> convert): it fills ``Detections.tracker_id`` once,
+where an item's predictions are made, and converters only read it (``tracks_of`` groups rows by id).
 
 Association is greedy in time and optimal per frame: on each sampled frame, the open tracks of a slot
 and the frame's detections are matched by the Hungarian method on IoU, within one class only, after
@@ -13,20 +16,52 @@ or more broken ones, while letting only high scores start tracks dropped detecti
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.convert.types import Track, TrackBox
 from service.pipeline.frames import FrameResult, MediaKind
 
 TRACKED_MEDIA = frozenset({MediaKind.VIDEO, MediaKind.DICOM, MediaKind.SEQUENCE})
 """Slots whose frames have an order to follow: videos, multi-frame DICOM and image sequences."""
 VELOCITY_WINDOW = 4
 """Boxes (the last and up to three before it) a track's velocity is measured over."""
+NO_TRACK = -1
+"""The tracker id of a detection in no kept track (its track was shorter than ``min_length``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackBox:
+    """A track's box on one sampled frame."""
+
+    frame_index: int
+    timestamp_s: float | None
+    xyxy: tuple[float, float, float, float]
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One object followed across a video's sampled frames: one class, boxes in frame order.
+
+    Attributes:
+        track_id: unique within the item, from 1.
+        slot: the slot the frames came from.
+        class_id: index into the model's class names.
+        boxes: one per sampled frame the object was detected on, in frame order (gaps possible).
+    """
+
+    track_id: int
+    slot: str
+    class_id: int
+    boxes: tuple[TrackBox, ...]
+
+    @property
+    def confidence(self) -> float:
+        """Mean box confidence: the track's score."""
+        return sum(b.confidence for b in self.boxes) / len(self.boxes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +95,18 @@ class TrackerOptions:
 
 @dataclass(slots=True)
 class _OpenTrack:
-    """A track being built: its boxes so far and the sampled position it was last seen at."""
+    """A track being built: its boxes so far, where they are (sampled position, detection row), and the
+    sampled position it was last seen at."""
 
-    slot: str
     class_id: int
     last_position: int
     boxes: list[TrackBox] = field(default_factory=list)
+    rows: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, result: FrameResult, position: int, row: int) -> None:
+        self.boxes.append(detection_to_track_box(result, row))
+        self.rows.append((position, row))
+        self.last_position = position
 
     def predicted_xyxy_px(self, frame_index: int, *, motion: bool) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = self.boxes[-1].xyxy
@@ -83,61 +124,92 @@ class _OpenTrack:
         return x1 + vx * ahead, y1 + vy * ahead, x2 + vx * ahead, y2 + vy * ahead
 
 
-def frames_to_tracks(frames: Sequence[FrameResult], options: TrackerOptions | None = None) -> list[Track]:
-    """Link the detections of one item's video-like slots into tracks.
+def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[FrameResult]:
+    """Link the detections of each item's video-like slots into tracks: fill their ``tracker_id`` once.
 
     Args:
-        frames: one item's frame results, any slots, any order; image and PDF slots are ignored.
-        options: tracker settings (defaults: IoU gate 0.3, gap 2 sampled frames, motion on).
+        frames: frame results of one or more items, any slots, any order; image and PDF frames pass unchanged.
+        options: tracker settings; None when tracking is off: every frame passes unchanged (``tracker_id`` None).
 
     Returns:
-        Tracks ordered by slot (first seen first), then by the frame and row where they start;
-        ``track_id`` counts from 1 across the item. The same frames always give the same tracks.
+        ``frames`` in the same order, video-like ones with ``tracker_id`` set: ids count from 1 across an item,
+        ordered by slot (first seen first), then by the frame and row where the track starts; a detection
+        in no kept track (shorter than ``min_length``) gets ``NO_TRACK``. The same frames always give the same ids.
     """
-    options = options or TrackerOptions()
-    by_slot: dict[str, list[FrameResult]] = {}
-    for result in frames:
+    if options is None:
+        return list(frames)
+    ids = _untracked_ids(frames)
+    for slots in _positions_by_item_slot(frames).values():
+        next_id = 1
+        for positions in slots.values():
+            ordered = sorted(positions, key=lambda i: frames[i].info.frame_index)
+            for track in _track_slot([frames[i] for i in ordered], options):
+                if len(track.boxes) < options.min_length:
+                    continue
+                for position, row in track.rows:
+                    ids[ordered[position]][row] = next_id
+                next_id += 1
+    return _with_ids(frames, ids)
+
+
+def assign_detection_ids(frames: Sequence[FrameResult]) -> list[FrameResult]:
+    """Every detection of the video-like frames as a track of its own (Label Studio's regions with tracking
+    off): ids numbered as ``assign_tracker_ids`` numbers tracks, by slot (first seen first), then frame, then row."""
+    ids = _untracked_ids(frames)
+    for slots in _positions_by_item_slot(frames).values():
+        next_id = 1
+        for positions in slots.values():
+            for i in sorted(positions, key=lambda i: frames[i].info.frame_index):
+                ids[i][:] = np.arange(next_id, next_id + len(ids[i]), dtype=np.int64)
+                next_id += len(ids[i])
+    return _with_ids(frames, ids)
+
+
+def is_tracked(frames: Sequence[FrameResult]) -> bool:
+    """Whether the tracker filled these frames' ids (False when tracking was off, or for image frames)."""
+    return any(f.detections.tracker_id is not None for f in frames)
+
+
+def tracks_of(frames: Sequence[FrameResult]) -> list[Track]:
+    """The tracks the frames' tracker ids name: rows grouped by id (never by value), ordered by id, boxes in
+    frame order. Rows in no kept track and untracked frames are in none."""
+    boxes: dict[int, list[TrackBox]] = {}
+    first: dict[int, tuple[str, int]] = {}
+    for result in sorted(frames, key=lambda r: r.info.frame_index):
+        tracker_id = result.detections.tracker_id
+        if tracker_id is None:
+            continue
+        for row, track_id in enumerate(tracker_id.tolist()):
+            if track_id == NO_TRACK:
+                continue
+            boxes.setdefault(track_id, []).append(detection_to_track_box(result, row))
+            first.setdefault(track_id, (result.info.slot, int(result.detections.class_id[row])))
+    return [Track(track_id=i, slot=first[i][0], class_id=first[i][1], boxes=tuple(boxes[i])) for i in sorted(boxes)]
+
+
+def _positions_by_item_slot(frames: Sequence[FrameResult]) -> dict[str, dict[str, list[int]]]:
+    """Positions in ``frames`` of the video-like frames, by item, then by slot in the order first seen."""
+    by_item: dict[str, dict[str, list[int]]] = {}
+    for i, result in enumerate(frames):
         if result.info.media in TRACKED_MEDIA:
-            by_slot.setdefault(result.info.slot, []).append(result)
-    built: list[_OpenTrack] = []
-    for slot, slot_frames in by_slot.items():
-        built.extend(_track_slot(slot, sorted(slot_frames, key=lambda r: r.info.frame_index), options))
-    kept = [t for t in built if len(t.boxes) >= options.min_length]
+            by_item.setdefault(result.info.item, {}).setdefault(result.info.slot, []).append(i)
+    return by_item
+
+
+def _untracked_ids(frames: Sequence[FrameResult]) -> dict[int, NDArray[np.int64]]:
+    return {
+        i: np.full(len(r.detections), NO_TRACK, np.int64) for i, r in enumerate(frames) if r.info.media in TRACKED_MEDIA
+    }
+
+
+def _with_ids(frames: Sequence[FrameResult], ids: dict[int, NDArray[np.int64]]) -> list[FrameResult]:
     return [
-        Track(track_id=i, slot=t.slot, class_id=t.class_id, boxes=tuple(t.boxes)) for i, t in enumerate(kept, start=1)
+        replace(r, detections=r.detections.with_tracker_id(ids[i])) if i in ids else r for i, r in enumerate(frames)
     ]
 
 
-def optional_tracks(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[Track] | None:
-    """``frames_to_tracks`` under ``options``, or None when tracking is off (``options`` None): the Darwin,
-    Encord and COCO converters then write one annotation per detection."""
-    return None if options is None else frames_to_tracks(frames, options)
-
-
-def region_tracks(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[Track]:
-    """Tracks for Label Studio, whose video regions are tracks: with tracking off, every detection alone."""
-    return single_detection_tracks(frames) if options is None else frames_to_tracks(frames, options)
-
-
-def single_detection_tracks(frames: Sequence[FrameResult]) -> list[Track]:
-    """Every detection of the video-like slots as a one-box track (tracking off), ordered and numbered as
-    ``frames_to_tracks`` numbers its tracks: by slot (first seen first), then frame, then row."""
-    by_slot: dict[str, list[FrameResult]] = {}
-    for result in frames:
-        if result.info.media in TRACKED_MEDIA:
-            by_slot.setdefault(result.info.slot, []).append(result)
-    tracks: list[Track] = []
-    for slot, slot_frames in by_slot.items():
-        for result in sorted(slot_frames, key=lambda r: r.info.frame_index):
-            for row in range(len(result.detections)):
-                box = detection_to_track_box(result, row)
-                class_id = int(result.detections.class_id[row])
-                tracks.append(Track(track_id=len(tracks) + 1, slot=slot, class_id=class_id, boxes=(box,)))
-    return tracks
-
-
-def _track_slot(slot: str, frames: Sequence[FrameResult], options: TrackerOptions) -> list[_OpenTrack]:
-    """Every track of one slot, in the order they were started."""
+def _track_slot(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_OpenTrack]:
+    """Every track of one slot's frames (in frame order), in the order they were started."""
     started: list[_OpenTrack] = []
     alive: list[_OpenTrack] = []
     for position, result in enumerate(frames):
@@ -145,15 +217,13 @@ def _track_slot(slot: str, frames: Sequence[FrameResult], options: TrackerOption
         dets = result.detections
         matches = _match(alive, result, options)
         for track_row, det_row in matches:
-            track = alive[track_row]
-            track.boxes.append(detection_to_track_box(result, det_row))
-            track.last_position = position
+            alive[track_row].add(result, position, det_row)
         matched = {det_row for _, det_row in matches}
         for det_row in range(len(dets)):
             if det_row in matched:
                 continue
-            track = _OpenTrack(slot=slot, class_id=int(dets.class_id[det_row]), last_position=position)
-            track.boxes.append(detection_to_track_box(result, det_row))
+            track = _OpenTrack(class_id=int(dets.class_id[det_row]), last_position=position)
+            track.add(result, position, det_row)
             started.append(track)
             alive.append(track)
     return started
@@ -198,37 +268,3 @@ def pairwise_iou(a_xyxy_px: NDArray[np.float64], b_xyxy_px: NDArray[np.float64])
     union = area_a[:, None] + area_b[None, :] - inter
     iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     return iou
-
-
-_DetectionKey = tuple[str, int, int, float, float, float, float, float]
-
-
-class TrackLookup:
-    """Which track each detection of a frame belongs to.
-
-    Tracks keep boxes, not row numbers, so a detection is found by value: slot, frame index, class,
-    corners and score, which ``frames_to_tracks`` copies exactly from the frame it was given.
-    Identical detections in one frame take that value's tracks in turn.
-    """
-
-    def __init__(self, tracks: Iterable[Track]) -> None:
-        self._ids: dict[_DetectionKey, list[int]] = defaultdict(list)
-        for track in tracks:
-            for box in track.boxes:
-                self._ids[(track.slot, box.frame_index, track.class_id, *box.xyxy, box.confidence)].append(
-                    track.track_id
-                )
-
-    def track_ids(self, result: FrameResult) -> list[int | None]:
-        """One entry per detection row: its track id, or None when it is in no track."""
-        dets, info = result.detections, result.info
-        seen: Counter[_DetectionKey] = Counter()
-        ids: list[int | None] = []
-        for xyxy, score, class_id in zip(
-            dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), strict=True
-        ):
-            key: _DetectionKey = (info.slot, info.frame_index, class_id, *xyxy, score)
-            candidates = self._ids.get(key, [])
-            ids.append(candidates[seen[key]] if seen[key] < len(candidates) else None)
-            seen[key] += 1
-        return ids

@@ -77,7 +77,7 @@ def store(tmp_path: Path) -> Iterator[_SpyStore]:
 
 def _empty_run(lease: Lease) -> ItemRun:
     """A finished item with nothing detected."""
-    return ItemRun(ItemPredictions(lease.item["name"], (), ()))
+    return ItemRun(ItemPredictions(lease.item.name, (), ()))
 
 
 @pytest.fixture

@@ -88,12 +88,17 @@ def test_the_job_body_tracks_are_pinned_over_the_settings() -> None:
     )
     pinned = PinnedTracks.from_request(job.tracks, settings)
     assert pinned.model_dump() == {"enabled": True, "iou": 0.6, "max_gap": 5, "min_length": 1}
-    assert tracker_options(pinned, Settings(tracks=False)) == TrackerOptions(iou_gate=0.6, max_gap=5)
+    assert tracker_options(pinned, default=None) == TrackerOptions(iou_gate=0.6, max_gap=5)
     assert PinnedTracks.from_request(None, Settings(tracks=False)).enabled is False
-    assert tracker_options(PinnedTracks.from_request(TracksIn(enabled=False), settings), settings) is None
+    assert (
+        tracker_options(
+            PinnedTracks.from_request(TracksIn(enabled=False), settings), default=settings.tracker_options()
+        )
+        is None
+    )
     # A job stored before trackers were pinned takes this process's settings.
-    assert tracker_options(None, settings) == TrackerOptions(iou_gate=0.4, max_gap=5)
-    assert tracker_options(None, Settings(tracks=False)) is None
+    assert tracker_options(None, default=settings.tracker_options()) == TrackerOptions(iou_gate=0.4, max_gap=5)
+    assert tracker_options(None, default=Settings(tracks=False).tracker_options()) is None
 
 
 def test_dedupe_keys_are_the_ones_older_releases_made() -> None:

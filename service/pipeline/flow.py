@@ -238,7 +238,7 @@ class _Infer:
         self._threshold = options.threshold
         self._keep = keep
         self._fixed = options.batch_size
-        # A batcher lowers its own ceiling on OOM; read it before every batch so ours follows.
+        # A batcher lowers its own ceiling on OOM (it never raises it to us): ``_size`` reads it before every batch.
         self._ceiling = BatchCeiling(options.batch_size or detector.info.batch_size, name=detector.info.name)
         self._batch: list[tuple[Frame, _ItemState]] = []
         self._on_frame = on_frame
@@ -265,9 +265,9 @@ class _Infer:
 
     def _size(self) -> int:
         if self._fixed is None:
-            live = getattr(self._detector, "max_batch_size", None)  # a DynamicBatcher's current ceiling
-            if isinstance(live, int) and live < self._ceiling.size:
-                self._ceiling.lower(live, failed=self._ceiling.size)
+            live = getattr(self._detector, "max_batch_size", None)  # a DynamicBatcher's ceiling, lowered on OOM
+            if isinstance(live, int) and live >= 1:
+                return min(live, self._ceiling.size)
         return self._ceiling.size
 
     def _detect(self, images: Sequence[RGBImage]) -> list[Detections]:

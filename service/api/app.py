@@ -74,6 +74,8 @@ def _load_models(state: AppState) -> None:
                 limits=settings.media_limits(),
                 work_dir=settings.work_dir,
                 decoder=settings.decoder,
+                decode_workers=settings.decode_workers,
+                prefetch_frames=settings.prefetch_frames,
             ),
             state.pushers,
         )

@@ -110,6 +110,8 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
             limits=settings.media_limits(),
             work_dir=settings.work_dir,
             decoder=settings.decoder,
+            decode_workers=settings.decode_workers,
+            prefetch_frames=settings.prefetch_frames,
         ),
         pushers,
     )

@@ -59,6 +59,8 @@ class WorkerConfig:
     limits: MediaLimits
     work_dir: Path | None
     decoder: DecoderChoice = DecoderChoice.PYAV
+    decode_workers: int = 2  # PREANNOTATE_DECODE_WORKERS: an item's slots decoded at once
+    prefetch_frames: int = 16  # PREANNOTATE_PREFETCH_FRAMES
 
 
 class WorkerPool:
@@ -140,6 +142,8 @@ class WorkerPool:
                 limits=self._config.limits,
                 work_dir=self._config.work_dir,
                 decoder=self._config.decoder,
+                decode_workers=self._config.decode_workers,
+                queue_frames=self._config.prefetch_frames,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
             )
             self._push(lease, flight, result)

@@ -142,17 +142,17 @@ def run_flow(
     keep = class_filter(detector.info.class_names, options.classes)
     slots = [(n, slot) for n, item in enumerate(items) for slot in item.slots]
     decode = _Decoders(items, slots, open_slot, options)
-    states = [_ItemState(item.name) for item in items]
     infer = _Infer(detector, options, keep, on_frame)
     ready: list[_ItemState] = []  # closed items, in order, whose last frames may still wait in the batch
     try:
         decode.start()
         position = 0
-        for n, item in enumerate(items):
+        for item in items:
+            state = _ItemState(item.name)  # dropped once emitted: a run over many items holds only live ones
             for _ in item.slots:
-                _drain_slot(decode, position, states[n], infer, options, on_slot, on_error)
+                _drain_slot(decode, position, state, infer, options, on_slot, on_error)
                 position += 1
-            ready.append(states[n])
+            ready.append(state)
             yield from _emit(ready, finish_item)
         infer.flush()
         yield from _emit(ready, finish_item)

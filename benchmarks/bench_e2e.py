@@ -3,7 +3,7 @@
 Baseline (performance.md, baseline (c)): decode EVERY frame with PyAV and keep the frames displayed at
 1 fps as PIL images; fixed batches of 4 in order through the model's own image processor (DETR: 800/1333,
 padded) and the model in fp32 under no_grad; per-frame post-processing into dicts of Python lists;
-decode and inference in sequence. Ours: the service path (key-frame-aware sampler on a thread, the
+decode and inference in sequence. Ours: the service path (``service.pipeline.flow``: the sampler on decode workers, the
 detector at its device defaults, COCO out). Same clip, same architecture (random weights), one process.
 Targets: CPU >= 1.5x; GPU: ours >= 80 % of the model-only throughput.
 
@@ -25,10 +25,11 @@ from benchmarks.checkpoints import ARCHITECTURES
 from benchmarks.common import CACHE_DIR, interleaved, machine_info, summary, write_results
 from models.base import DetectorOptions
 from models.registry import load_detector
+from service.config import get_settings
 from service.convert.coco import frame_results_to_coco
+from service.pipeline.flow import flow_options, run_flow, slot_opener
 from service.pipeline.media import item_from_path
 from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.run import detect_frames, iter_frames, prefetch
 from service.samples import write_video
 
 CLIP = {"width_px": 640, "height_px": 480, "fps": 30, "gop": 60, "bframes": 2}
@@ -68,8 +69,12 @@ def pixeltable_style(path: Path, fps: float, processor: Any, model: Any, device:
 
 
 def ours(path: Path, fps: float, detector: Any) -> str:
-    frames = iter_frames([item_from_path(path)], SamplingOptions(fps=fps), MediaLimits())
-    results = list(detect_frames(prefetch(frames, 16), detector, threshold=0.5))
+    """The service path: the one flow the CLI, workers and routes run (decode workers -> batch -> detect)."""
+    opener = slot_opener(SamplingOptions(fps=fps), MediaLimits())
+    options = flow_options(get_settings(), threshold=0.5)
+    results = [
+        frame for item in run_flow([item_from_path(path)], detector, options, open_slot=opener) for frame in item.frames
+    ]
     return json.dumps(frame_results_to_coco(results, class_names=detector.info.class_names))
 
 

@@ -35,6 +35,12 @@ CommaList = Annotated[list[str], NoDecode]
 DEFAULT_MAX_WAIT_MS = {"cpu": 0.0, "cuda": 5.0}
 
 
+def default_decode_workers() -> int:
+    """One decode thread per core, at least 2 (decoding releases the GIL, and one waits on I/O) and at most 8
+    (each holds its queue of frames)."""
+    return min(8, max(2, os.cpu_count() or 1))
+
+
 class Settings(BaseSettings):
     """Every knob and limit; command-line flags override these per run."""
 
@@ -61,7 +67,13 @@ class Settings(BaseSettings):
     decoder: DecoderChoice = Field(
         DecoderChoice.PYAV, description="video decoder for exact sampling: pyav, nvdec (torchcodec on CUDA) or auto"
     )
-    prefetch_frames: int = Field(16, ge=1, le=1024, description="decoded frames queued ahead of the model")
+    prefetch_frames: int = Field(16, ge=1, le=1024, description="decoded frames queued ahead of the model, per slot")
+    decode_workers: int = Field(
+        default_factory=default_decode_workers,
+        ge=1,
+        le=64,
+        description="slots (files) decoded at once, across the slots and items of a run; default: the CPU count, 2-8",
+    )
 
     # Tracking: a video's, DICOM's or sequence's detections linked into one annotation per object. Used by jobs
     # (a job's "tracks" object overrides it), their pushes, `sync`, the ML backend; `run` flags override it too

@@ -75,6 +75,8 @@ def _load_models(state: AppState) -> None:
                 work_dir=settings.work_dir,
                 decoder=settings.decoder,
                 default_tracker=settings.tracker_options(),
+                decode_workers=settings.decode_workers,
+                prefetch_frames=settings.prefetch_frames,
             ),
             state.pushers,
         )

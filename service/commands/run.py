@@ -29,12 +29,12 @@ from service.convert.coco import frame_results_to_coco
 from service.convert.darwin import item_to_darwin
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
-from service.pipeline.frames import FrameResult, SlotMeta
+from service.pipeline.flow import ItemOutput, flow_options, run_flow, slot_opener
 from service.pipeline.inputs import Expanded, Skipped, expand_inputs
 from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
 from service.pipeline.predictions import ItemPredictions
-from service.pipeline.run import SlotFailure, detect_frames, iter_frames, prefetch
+from service.pipeline.run import SlotFailure
 from service.pipeline.tracks import TrackerOptions, assign_tracker_ids, tracks_of
 
 
@@ -221,26 +221,19 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         raise _naming_spec(from_model_error(exc), request.model_spec) from None
 
     progress = Progress(quiet=request.quiet)
-    slots: list[SlotMeta] = []
-    results: list[FrameResult] = []
-
-    def on_slot(meta: SlotMeta) -> None:
-        slots.append(meta)
-        progress.on_slot(meta)
-
+    outputs: list[ItemOutput] = []
     try:
-        frames = iter_frames(
-            request.items,
-            request.sampling,
-            settings.media_limits(),
-            on_slot=on_slot,
-            on_error=progress.on_error,
+        outputs = list(
+            run_flow(
+                request.items,
+                detector,
+                flow_options(settings, threshold=request.threshold, classes=request.classes, keep_partial=False),
+                open_slot=slot_opener(request.sampling, settings.media_limits()),
+                on_slot=progress.on_slot,
+                on_frame=lambda _: progress.advance(),
+                on_error=progress.on_error,
+            )
         )
-        for result in detect_frames(
-            prefetch(frames, settings.prefetch_frames), detector, threshold=request.threshold, classes=request.classes
-        ):
-            results.append(result)
-            progress.advance()
     except ModelError as exc:  # a frame that alone does not fit on the device (bigger batches were split)
         raise from_model_error(exc) from None
     finally:
@@ -248,8 +241,13 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         detector.close()
 
     info = detector.info
-    results = assign_tracker_ids(results, request.tracker)  # once, per item; the outputs read the ids
-    items = item_predictions(request.items, slots, results)
+    # Items with no slot that opened are left out, as they were from the output; each is tracked once, here.
+    items = [
+        ItemPredictions(name=o.name, slots=o.slots, frames=tuple(assign_tracker_ids(o.frames, request.tracker)))
+        for o in outputs
+        if o.slots
+    ]
+    results = [result for item in items for result in item.frames]
     summary_tracks = ""
     if request.tracker is not None:
         summary_tracks = f", {sum(len(tracks_of(item.frames)) for item in items)} tracks"
@@ -280,21 +278,6 @@ def _naming_spec(error: PreannotateError, spec: str) -> PreannotateError:
     if spec in error.message:
         return error
     return PreannotateError(error.code, f"{spec}: {error.message}")
-
-
-def item_predictions(items: list[ItemSpec], slots: list[SlotMeta], results: list[FrameResult]) -> list[ItemPredictions]:
-    """Each item's opened slots and frame results, in request order; items with no slot that opened are left out."""
-    slots_of: dict[str, list[SlotMeta]] = {}
-    frames_of: dict[str, list[FrameResult]] = {}
-    for meta in slots:
-        slots_of.setdefault(meta.item, []).append(meta)
-    for result in results:
-        frames_of.setdefault(result.info.item, []).append(result)
-    return [
-        ItemPredictions(name=item.name, slots=tuple(slots_of[item.name]), frames=tuple(frames_of.get(item.name, [])))
-        for item in items
-        if item.name in slots_of
-    ]
 
 
 def write_darwin_files(out_dir: Path, items: list[ItemPredictions], model: ModelRef) -> dict[str, Any]:

@@ -16,11 +16,8 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from tempfile import TemporaryDirectory
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
@@ -36,14 +33,14 @@ from service.backends.label_studio import (
 from service.backends.retry import BackendError
 from service.commands.common import Progress, load_settings
 from service.config import Settings
-from service.convert.label_studio import LabelConfig, LsObject, item_to_ls_result, parse_label_config
+from service.convert.label_studio import item_to_ls_result, parse_label_config
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
-from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
-from service.pipeline.media import SlotSpec, open_slot
-from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.predictions import ItemPredictions, track_item
-from service.pipeline.run import FrameDetector, detect_frames, keep_partial
+from service.intake.ls_tasks import has_prediction, preannotate_task
+from service.pipeline.flow import flow_options
+from service.pipeline.options import SamplingOptions
+from service.pipeline.predictions import track_item
+from service.pipeline.run import FrameDetector
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +48,6 @@ API_KEY_ENV = "PREANNOTATE_LABEL_STUDIO_API_KEY"
 """Read when ``--api-key`` is not given: a key on the command line shows in ``ps`` and shell history."""
 MAX_CONSECUTIVE_OUTAGES = 3
 """Stop after this many tasks in a row failed because Label Studio itself was unreachable or erroring."""
-_KINDS = {"image": MediaKind.IMAGE, "video": MediaKind.VIDEO}
-
-Downloader = Callable[[str, Path], Path]
-"""``(task data value, scratch dir) -> local file``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,17 +174,21 @@ def sync_project(
             report.skipped += 1  # cheap pre-filter; upsert_prediction checks again before writing
             continue
         try:
-            item = preannotate_task(
+            found = preannotate_task(
                 task,
                 config,
                 download=lambda value, scratch: client.download(value, scratch).path,
                 detector=detector,
                 sampling=options.sampling,
                 limits=settings.media_limits(),
-                threshold=options.threshold,
+                options=flow_options(settings, threshold=options.threshold),
                 work_dir=settings.work_dir,
-                progress=progress,
+                on_slot=None if progress is None else progress.on_slot,
+                on_frame=None if progress is None else lambda _: progress.advance(),
             )
+            for warning in found.warnings:  # pushed with what decoded; the user still hears about the rest
+                print(f"warning: task {found.item.name}: {warning}", file=sys.stderr)
+            item = found.item
             data = task.get("data")
             prediction = item_to_ls_result(
                 track_item(item, settings.tracker_options()),  # LS video regions are tracks
@@ -215,87 +212,6 @@ def sync_project(
         client.set_project_model_version(options.project_id, model.version)
         report.model_version_set = True
     return report
-
-
-def has_prediction(task: Mapping[str, Any], model_version: str) -> bool:
-    """Whether a task listed with ``fields=all`` carries a prediction of ``model_version``."""
-    return any(isinstance(p, dict) and p.get("model_version") == model_version for p in task.get("predictions") or ())
-
-
-def preannotate_task(
-    task: Mapping[str, Any],
-    config: LabelConfig,
-    *,
-    download: Downloader,
-    detector: FrameDetector,
-    sampling: SamplingOptions,
-    limits: MediaLimits,
-    threshold: float,
-    work_dir: Path | None,
-    progress: Progress | None = None,
-) -> ItemPredictions:
-    """Fetch, decode and detect every object of one task that a box control points at.
-
-    Each object becomes a slot named after it, which is how ``item_to_ls_result`` matches them.
-
-    Raises:
-        PreannotateError: the task has none of the data keys, a file failed to fetch or decode, or a
-            file is not the kind its object shows (a video in an ``<Image>``).
-    """
-    name = f"task-{task.get('id')}"
-    data = task.get("data")
-    data = data if isinstance(data, dict) else {}
-    targets: list[tuple[LsObject, str]] = []
-    for obj in config.targets():
-        value = data.get(obj.value_key) if obj.value_key else None
-        if isinstance(value, str) and value.strip():
-            targets.append((obj, value))
-    if not targets:
-        keys = ", ".join(f"${o.value_key}" for o in config.targets() if o.value_key) or "none"
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{name}: no media in the task data (looked for {keys})")
-    slots: list[SlotMeta] = []
-    frames: list[FrameResult] = []
-    with TemporaryDirectory(dir=work_dir, prefix="preannotate-ls-") as scratch:
-        for obj, value in targets:
-            meta, found = _detect_object(
-                name, obj, download(value, Path(scratch)), detector, sampling, limits, threshold, progress
-            )
-            slots.append(meta)
-            frames += found
-    return ItemPredictions(name=name, slots=tuple(slots), frames=tuple(frames))
-
-
-def _detect_object(
-    item: str,
-    obj: LsObject,
-    path: Path,
-    detector: FrameDetector,
-    sampling: SamplingOptions,
-    limits: MediaLimits,
-    threshold: float,
-    progress: Progress | None,
-) -> tuple[SlotMeta, list[FrameResult]]:
-    reader = open_slot(item, SlotSpec(obj.name, (path,)), sampling, limits)
-    try:
-        if reader.meta.media is not _KINDS[obj.kind]:
-            raise PreannotateError(
-                ErrorCode.UNSUPPORTED_MEDIA,
-                f"{item}: <{obj.kind.title()} name={obj.name!r}> got a {reader.meta.media.value} file",
-            )
-        if progress is not None:
-            progress.on_slot(reader.meta)
-        results: list[FrameResult] = []
-        warnings: list[PreannotateError] = []
-        for result in detect_frames(keep_partial(reader, warnings), detector, threshold=threshold):
-            # The scratch path means nothing in Label Studio: the task id names the item.
-            results.append(replace(result, info=replace(result.info, source=obj.name)))
-            if progress is not None:
-                progress.advance()
-        for warning in warnings:  # pushed with what decoded; the user still hears about the rest
-            print(f"warning: task {item}: {warning}", file=sys.stderr)
-        return reader.meta, results
-    finally:
-        reader.close()
 
 
 def _print_report(project_id: int, report: SyncReport) -> None:

@@ -111,6 +111,8 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
             work_dir=settings.work_dir,
             decoder=settings.decoder,
             default_tracker=settings.tracker_options(),
+            decode_workers=settings.decode_workers,
+            prefetch_frames=settings.prefetch_frames,
         ),
         pushers,
     )

@@ -24,12 +24,12 @@ from typing import Any
 from service.backends.label_studio import LabelStudioClient, config_from_settings
 from service.backends.media import VIA_SCHEMES
 from service.backends.retry import BackendError
-from service.commands.sync import has_prediction
 from service.config import Settings
 from service.convert.label_studio import LsObject
 from service.errors import ErrorCode, PreannotateError
 from service.intake.config import WebhookConfig
 from service.intake.label_studio import TASKS_CREATED, delivery_idem, targets_of, task_item, task_version
+from service.intake.ls_tasks import has_prediction
 from service.jobs.submit import ModelLookup, enqueue, prepare_job
 from service.queue.store import JobStore
 from service.spec.requests import Destination, JobCreate

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -14,14 +13,16 @@ from urllib.parse import urlsplit, urlunsplit
 from service.errors import PreannotateError
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
+from service.pipeline.flow import FlowOptions, ItemOutput, run_flow
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
-from service.pipeline.media import PdfReader, SlotSpec, open_slot
+from service.pipeline.media import ItemSpec, PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions, at_stored_precision, item_predictions_to_json
 from service.pipeline.readers import SlotReader
-from service.pipeline.run import class_filter, detect_frames, keep_partial
+from service.pipeline.run import class_filter
 from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
 from service.queue.store import Lease
+from service.spec.requests import ItemIn, SlotIn
 
 log = logging.getLogger(__name__)
 
@@ -66,69 +67,125 @@ def run_item(
     on_progress: ProgressCallback,
     decoder: DecoderChoice = DecoderChoice.PYAV,
     tracker: TrackerOptions | None = None,
+    decode_workers: int = 2,
+    queue_frames: int = 16,
 ) -> ItemRun:
     """Preannotate every slot of the leased item, its video detections linked by ``tracker`` (the job's:
     ``JobSpec.tracker``; None: untracked); raises PreannotateError (naming the file; INVALID_ARGUMENT for a class
     the model lacks) or ItemStoppedError."""
     spec = lease.spec
-    classes = None if spec.classes is None else list(spec.classes)
     # Before any fetch: a job submitted before its model was published had its class names checked by no one.
-    class_filter(model.info.class_names, classes)
+    class_filter(model.info.class_names, spec.classes)
+    options = FlowOptions(
+        threshold=spec.threshold,
+        classes=spec.classes,
+        decode_workers=decode_workers,
+        queue_frames=queue_frames,
+    )
     sampling = SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder)
-    name = lease.item.name
-    slots: list[SlotMeta] = []
-    frames: list[FrameResult] = []
-    warnings: list[PreannotateError] = []
-    planned = 0
-    for slot in lease.item.slots:
+    output = predict_item(
+        lease.item, model, options, sampling, fetcher=fetcher, limits=limits, work_dir=work_dir, on_progress=on_progress
+    )
+    # Tracked once, here, on what the store keeps: pushes and `GET /result` read these ids, never re-link.
+    tracked = assign_tracker_ids([at_stored_precision(f) for f in output.frames], tracker)
+    predictions = ItemPredictions(name=output.name, slots=tuple(output.slots), frames=tuple(tracked))
+    return ItemRun(predictions, tuple(output.warnings))
+
+
+def predict_item(
+    item: ItemIn,
+    model: LoadedModel,
+    options: FlowOptions,
+    sampling: SamplingOptions,
+    *,
+    fetcher: Fetcher,
+    limits: MediaLimits,
+    work_dir: Path | None,
+    on_progress: ProgressCallback,
+) -> ItemOutput:
+    """One job item through the flow: each slot fetched to scratch on a decode worker, then decoded and detected
+    with the other slots'. Errors and warnings name the URL, never the scratch file."""
+    class_filter(model.info.class_names, options.classes)  # before any fetch
+    by_path: dict[str, str] = {}  # scratch path -> URL shown, filled by the workers as they fetch
+    slots = {slot.name: slot for slot in item.slots}
+    counts = {"done": 0, "planned": 0}
+
+    def open_fetched(name: str, spec: SlotSpec) -> SlotReader:
+        return _FetchedSlot.open(name, slots[spec.name], fetcher, sampling, limits, work_dir, by_path)
+
+    def on_slot(meta: SlotMeta) -> None:
+        counts["planned"] += meta.planned_frames
+        if not on_progress(counts["done"], counts["planned"]):
+            raise ItemStoppedError
+
+    def on_frame(_: FrameResult) -> None:
+        counts["done"] += 1
+        if not on_progress(counts["done"], max(counts["planned"], counts["done"])):
+            raise ItemStoppedError
+
+    spec = ItemSpec(item.name, tuple(SlotSpec(slot.name, ()) for slot in item.slots))
+    try:
+        (output,) = run_flow([spec], model.batcher, options, open_slot=open_fetched, on_slot=on_slot, on_frame=on_frame)
+    except PreannotateError as exc:
+        raise _renamed(exc, by_path) from exc
+    return replace(output, warnings=tuple(_renamed(w, by_path) for w in output.warnings))
+
+
+class _FetchedSlot:
+    """A slot's reader over the files fetched for it: frames and metadata name the URLs (``display_source``), and
+    closing it removes its scratch directory."""
+
+    def __init__(
+        self,
+        reader: SlotReader,
+        scratch: TemporaryDirectory[str] | None,
+        by_path: Mapping[str, str],
+        sources: tuple[str, ...],
+    ) -> None:
+        self._reader = reader
+        self._scratch = scratch
+        self._by_path = by_path
+        self._first = sources[0]
+        # The reader may reorder a DICOM series (anatomical order): list the URLs the same way.
+        ordered = tuple(by_path[f] for f in reader.meta.source_files if f in by_path)
+        self.meta = replace(reader.meta, source_files=ordered if len(ordered) == len(sources) else sources)
+
+    @classmethod
+    def open(
+        cls,
+        item: str,
+        slot: SlotIn,
+        fetcher: Fetcher,
+        sampling: SamplingOptions,
+        limits: MediaLimits,
+        work_dir: Path | None,
+        by_path: dict[str, str],
+    ) -> _FetchedSlot:
         urls = slot.all_urls()
         sources = tuple(display_source(u) for u in urls)
         if slot.type == "pdf":
             # Listed with the item so converters can show it; never fetched or decoded.
-            slots.append(replace(PdfReader(name, slot.name, Path(sources[0])).meta, source_files=sources))
-            continue
-        with TemporaryDirectory(dir=work_dir, prefix="preannotate-") as tmp:
-            paths = tuple(fetcher.fetch(url, Path(tmp)).path for url in urls)
-            by_path = {str(p): s for p, s in zip(paths, sources, strict=True)}
-            with _named_by_url(by_path, warnings):
-                reader = open_slot(name, SlotSpec(slot.name, paths), sampling, limits)
-                try:
-                    # The reader may reorder a DICOM series (anatomical order): list the URLs the same way.
-                    ordered = tuple(by_path[f] for f in reader.meta.source_files if f in by_path)
-                    meta = replace(reader.meta, source_files=ordered if len(ordered) == len(sources) else sources)
-                    slots.append(meta)
-                    planned += meta.planned_frames
-                    if not on_progress(len(frames), planned):
-                        raise ItemStoppedError
-                    renamed = keep_partial(_with_sources(reader, by_path, sources[0]), warnings)
-                    for result in detect_frames(
-                        renamed,
-                        model.batcher,
-                        threshold=spec.threshold,
-                        classes=classes,
-                        batch_size=model.batcher.max_batch_size,
-                    ):
-                        frames.append(result)
-                        if not on_progress(len(frames), max(planned, len(frames))):
-                            raise ItemStoppedError
-                finally:
-                    reader.close()
-    # Tracked once, here, on what the store keeps: pushes and `GET /result` read these ids, never re-link.
-    tracked = assign_tracker_ids([at_stored_precision(f) for f in frames], tracker)
-    return ItemRun(ItemPredictions(name=name, slots=tuple(slots), frames=tuple(tracked)), tuple(warnings))
+            return cls(PdfReader(item, slot.name, Path(sources[0])), None, by_path, sources)
+        scratch = TemporaryDirectory(dir=work_dir, prefix="preannotate-")
+        try:
+            paths = tuple(fetcher.fetch(url, Path(scratch.name)).path for url in urls)
+            by_path.update({str(p): s for p, s in zip(paths, sources, strict=True)})
+            return cls(open_slot(item, SlotSpec(slot.name, paths), sampling, limits), scratch, by_path, sources)
+        except BaseException:
+            scratch.cleanup()
+            raise
 
+    def __iter__(self) -> Iterator[Frame]:
+        for frame in self._reader:
+            source = self._by_path.get(frame.info.source, self._first)
+            yield replace(frame, info=replace(frame.info, source=source))
 
-@contextmanager
-def _named_by_url(by_path: Mapping[str, str], warnings: list[PreannotateError]) -> Iterator[None]:
-    """Errors raised and warnings added inside name the URL (``display_source``) instead of the scratch file it
-    was fetched to: the worker's temporary paths mean nothing to a client."""
-    first = len(warnings)
-    try:
-        yield
-    except PreannotateError as exc:
-        raise _renamed(exc, by_path) from exc
-    finally:
-        warnings[first:] = [_renamed(w, by_path) for w in warnings[first:]]
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
 
 
 def _renamed(exc: PreannotateError, by_path: Mapping[str, str]) -> PreannotateError:
@@ -138,11 +195,3 @@ def _renamed(exc: PreannotateError, by_path: Mapping[str, str]) -> PreannotateEr
     if message == exc.message:
         return exc
     return PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s)
-
-
-def _with_sources(reader: SlotReader, by_path: Mapping[str, str], first: str) -> Iterator[Frame]:
-    """Frames re-labelled with the URL they came from (``by_path``: scratch path -> URL) instead of the scratch
-    file's path; ``first`` for a frame that names no fetched file."""
-    for frame in reader:
-        source = by_path.get(frame.info.source, first)
-        yield replace(frame, info=replace(frame.info, source=source))

@@ -64,6 +64,8 @@ class WorkerConfig:
     decoder: DecoderChoice = DecoderChoice.PYAV
     default_tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
     """The settings' tracker (``Settings.tracker_options``), for a job stored before trackers were pinned."""
+    decode_workers: int = 2  # PREANNOTATE_DECODE_WORKERS: an item's slots decoded at once
+    prefetch_frames: int = 16  # PREANNOTATE_PREFETCH_FRAMES
 
 
 class WorkerPool:
@@ -145,6 +147,8 @@ class WorkerPool:
                 limits=self._config.limits,
                 work_dir=self._config.work_dir,
                 decoder=self._config.decoder,
+                decode_workers=self._config.decode_workers,
+                queue_frames=self._config.prefetch_frames,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
                 tracker=lease.spec.tracker_or(self._config.default_tracker),
             )

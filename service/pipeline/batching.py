@@ -41,7 +41,7 @@ class _Request:
 class DynamicBatcher(Detector):
     """All concurrent callers for one model share it: /v1/predict requests and job frames.
 
-    It is a ``Detector`` itself, so code written for one (``detect_frames``, ``warmup``) takes it
+    It is a ``Detector`` itself, so code written for one (the flow, ``warmup``) takes it
     unchanged. The wrapped detector is used from the batcher's thread only and is not closed by
     ``close``: its owner closes it after the batcher.
 
@@ -217,7 +217,7 @@ class DynamicBatcher(Detector):
         started = time.monotonic()
         for request in batch:
             self._m_queue_wait.observe(started - request.enqueued_at)
-        # The split-and-retry every caller of a detector shares (detect_frames uses it too); it
+        # The split-and-retry every caller of a detector shares (the flow's infer stage uses it too); it
         # lowers self._ceiling, which the queue reads for the next batches.
         run_splitting_on_oom(
             batch,

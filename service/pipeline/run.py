@@ -1,25 +1,22 @@
-"""decode -> batch -> infer, overlapped: a decode thread feeds the model through a bounded queue.
+"""The pieces the flow (``service.pipeline.flow``) and the model-free ``frames`` command share: slot failures,
+the detector interface, the class filter, and the serial frame iterator.
 
 A bad slot (missing, corrupt, over a limit) is reported through ``on_error`` and skipped; the
-other slots go on. Memory is bounded by the queue: decoded frames wait in it, and a frame's
-pixels are dropped as soon as the model has seen them.
+other slots go on.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
-from service.errors import ErrorCode, PartialMediaError, PreannotateError
-from service.pipeline.frames import Frame, FrameResult, SlotMeta
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import Frame, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 
@@ -84,16 +81,6 @@ def iter_frames(
                 reader.close()
 
 
-def keep_partial(frames: Iterable[Frame], warnings: list[PreannotateError]) -> Iterator[Frame]:
-    """A slot's frames; a ``PartialMediaError`` at their end (some frames undecodable) goes to ``warnings``
-    instead of discarding the frames that did decode."""
-    try:
-        yield from frames
-    except PartialMediaError as exc:
-        log.warning("%s", exc)
-        warnings.append(exc)
-
-
 def _unexpected_failure(item: str, slot: SlotSpec, exc: Exception) -> SlotFailure:
     """A decoder's surprise (a bug, or input no check foresaw) as this slot's INTERNAL failure."""
     source = str(slot.paths[0]) if len(slot.paths) == 1 else f"{slot.paths[0].parent} ({len(slot.paths)} files)"
@@ -105,54 +92,6 @@ def _report(on_error: ErrorCallback | None, failure: SlotFailure) -> None:
     log.info("slot %s/%s failed: %s", failure.item, failure.slot, failure.error)
     if on_error is not None:
         on_error(failure)
-
-
-class _End:
-    """Queue sentinel; carries the producer's unexpected exception, if any."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
-def prefetch(frames: Iterator[Frame], depth: int) -> Iterator[Frame]:
-    """Run ``frames`` on a background thread, at most ``depth`` frames ahead of the consumer."""
-    buffer: queue.Queue[Frame | _End] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def produce() -> None:
-        end = _End()
-        try:
-            for frame in frames:
-                while not stop.is_set():
-                    try:
-                        buffer.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            end = _End(exc)
-        while not stop.is_set():
-            try:
-                buffer.put(end, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    thread = threading.Thread(target=produce, name="decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def class_filter(class_names: Sequence[str], wanted: Sequence[str] | None) -> Callable[[Detections], Detections]:
@@ -167,40 +106,3 @@ def class_filter(class_names: Sequence[str], wanted: Sequence[str] | None) -> Ca
         )
     keep_ids = np.array([i for i, name in enumerate(class_names) if name in wanted], np.int64)
     return lambda dets: dets[np.isin(dets.class_id, keep_ids)]
-
-
-def detect_frames(
-    frames: Iterable[Frame],
-    detector: FrameDetector,
-    *,
-    threshold: float,
-    classes: Sequence[str] | None = None,
-    batch_size: int | None = None,
-) -> Iterator[FrameResult]:
-    """Batch frames through the detector, yielding one result per frame in input order.
-
-    A batch that runs out of device memory is split and retried (``models.oom``, as the server's
-    batcher does), and later batches stay at the lowered size; no frame is lost.
-
-    Raises:
-        DeviceOutOfMemoryError: a single frame does not fit on the device.
-    """
-    ceiling = BatchCeiling(batch_size or detector.info.batch_size, name=detector.info.name)
-    keep = class_filter(detector.info.class_names, classes)
-    batch: list[Frame] = []
-
-    def detect(images: Sequence[RGBImage]) -> list[Detections]:
-        return detector.detect(images, threshold=threshold)
-
-    def flush() -> Iterator[FrameResult]:
-        detections = detect_splitting_on_oom(detect, [frame.image for frame in batch], ceiling)
-        for frame, dets in zip(batch, detections, strict=True):
-            yield FrameResult(info=frame.info, detections=keep(dets))
-        batch.clear()
-
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) >= ceiling.size:
-            yield from flush()
-    if batch:
-        yield from flush()

@@ -35,12 +35,13 @@ from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import LabelStudioClient, as_preannotate_error, config_from_settings
 from service.backends.retry import BackendError
-from service.commands.sync import preannotate_task  # the CLI's task runner: one code path for both
 from service.convert.label_studio import LabelConfig, item_to_ls_result, parse_label_config
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
+from service.intake.ls_tasks import preannotate_task  # the CLI's task runner: one code path for both
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import redact_url
+from service.pipeline.flow import flow_options
 from service.pipeline.predictions import track_item
 
 log = logging.getLogger(__name__)
@@ -274,14 +275,14 @@ class _TaskRunner:
         settings = self._state.settings
         fetched: list[str] = []  # absolute media URLs, for the log line of a failure
         try:
-            item = preannotate_task(
+            found = preannotate_task(
                 task,
                 self._config,
                 download=self._downloader(fetched),
                 detector=self._model.batcher,
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
-                threshold=self._threshold,
+                options=flow_options(settings, threshold=self._threshold),
                 work_dir=settings.work_dir,
             )
         except (PreannotateError, BackendError) as exc:
@@ -292,6 +293,9 @@ class _TaskRunner:
         except Exception:  # one broken task must not cost the other tasks of the batch their predictions
             log.exception("ls predict: task %s (%s) failed unexpectedly", task.get("id"), _shown(fetched))
             return PreannotateError(ErrorCode.INTERNAL, f"task {task.get('id')} failed unexpectedly")
+        for warning in found.warnings:  # predicted with what decoded; the rest goes to the log, not stderr
+            log.warning("ls predict: task %s: %s", task.get("id"), warning)
+        item = found.item
         model = ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names)
         aliases = self._known.aliases if self._known else {}
         data = task.get("data")

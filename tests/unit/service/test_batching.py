@@ -28,8 +28,8 @@ from service import cli
 from service.commands import run as run_command
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.batching import DynamicBatcher
+from service.pipeline.flow import detect_frames
 from service.pipeline.frames import Frame
-from service.pipeline.run import detect_frames
 from tests.builders import make_info
 
 SCORES = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -1,0 +1,427 @@
+"""The one pipeline every entry point runs: open/decode -> batch -> infer -> per-item result.
+
+Stages overlap through bounded queues. ``decode_workers`` threads open and decode slots, in parallel across the
+slots and items of a run, each into its own queue of at most ``queue_frames`` frames; the caller's thread takes
+the frames back in input order, fills a batch, runs the detector on it and files each result under its item.
+Items come out in input order, frames in time order within each slot, and memory stays bounded by
+``decode_workers x queue_frames`` decoded frames whatever the length of a video.
+
+Workers take slots strictly in input order and the consumer drains them in the same order, so the slot the
+consumer waits on has always been taken by a worker: the bounded queues cannot deadlock.
+
+Batching and out-of-memory splitting happen here only (``_infer``): a plain detector gets batches of at most
+its ceiling, split in halves on device OOM (``models.oom``); a ``DynamicBatcher`` takes the same batches,
+chunks them under its own ceiling, which it lowers on OOM, and shares its model with other callers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TypeAlias
+
+import numpy as np
+
+from models.oom import BatchCeiling, detect_splitting_on_oom
+from models.types import Detections, RGBImage
+from service.config import Settings
+from service.errors import PartialMediaError, PreannotateError
+from service.pipeline.frames import Frame, FrameResult, SlotMeta
+from service.pipeline.media import ItemSpec, SlotSpec
+from service.pipeline.media import open_slot as open_local_slot
+from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.readers import SlotReader
+from service.pipeline.run import FrameDetector, SlotFailure, _report, _unexpected_failure, class_filter
+
+log = logging.getLogger(__name__)
+
+SlotOpener = Callable[[str, SlotSpec], SlotReader]
+"""``(item name, slot) -> an opened reader``; raises PreannotateError for bad input. Runs on a decode worker."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowOptions:
+    """How one run detects and how far its stages may run ahead.
+
+    Attributes:
+        threshold: keep boxes scoring >= this.
+        classes: keep only these class names (None: all); an unknown name is INVALID_ARGUMENT before any work.
+        batch_size: frames per model call; None = the detector's own (a batcher's current ceiling).
+        decode_workers: slots opened and decoded at once (``PREANNOTATE_DECODE_WORKERS``).
+        queue_frames: decoded frames each of them may hold ahead of the model (``PREANNOTATE_PREFETCH_FRAMES``).
+        keep_partial: a slot that stops decoding part way (``PartialMediaError``) keeps the frames that decoded and
+            the item records a warning (jobs, sync); False makes it a slot failure like any other (the CLI).
+    """
+
+    threshold: float
+    classes: Sequence[str] | None = None
+    batch_size: int | None = None
+    decode_workers: int = 2
+    queue_frames: int = 16
+    keep_partial: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        for name in ("decode_workers", "queue_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutput:
+    """One item after the flow: the slots that opened, their frame results (time order per slot), what went wrong.
+
+    Attributes:
+        warnings: slots that decoded only in part (``keep_partial``); their frames are in ``frames``.
+        failures: slots that failed (only with an ``on_error`` callback; without one the flow raises).
+    """
+
+    name: str
+    slots: tuple[SlotMeta, ...]
+    frames: tuple[FrameResult, ...]
+    warnings: tuple[PreannotateError, ...] = ()
+    failures: tuple[SlotFailure, ...] = ()
+
+
+FinishItem = Callable[[ItemOutput], ItemOutput]
+"""The per-item post-step (tracking fills tracker ids here, once per item)."""
+
+
+def flow_options(
+    settings: Settings,
+    *,
+    threshold: float,
+    classes: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    keep_partial: bool = True,
+) -> FlowOptions:
+    """A run's options, with the stage limits from the settings."""
+    return FlowOptions(
+        threshold=threshold,
+        classes=classes,
+        batch_size=batch_size,
+        decode_workers=settings.decode_workers,
+        queue_frames=settings.prefetch_frames,
+        keep_partial=keep_partial,
+    )
+
+
+def slot_opener(sampling: SamplingOptions, limits: MediaLimits) -> SlotOpener:
+    """Open local files (``media.open_slot``) sampled and limited alike."""
+    return lambda item, slot: open_local_slot(item, slot, sampling, limits)
+
+
+def run_flow(
+    items: Sequence[ItemSpec],
+    detector: FrameDetector,
+    options: FlowOptions,
+    *,
+    open_slot: SlotOpener,
+    on_slot: Callable[[SlotMeta], None] | None = None,
+    on_frame: Callable[[FrameResult], None] | None = None,
+    on_error: Callable[[SlotFailure], None] | None = None,
+    finish_item: FinishItem | None = None,
+) -> Iterator[ItemOutput]:
+    """Run every item through the detector; yields each item once all its frames are detected, in input order.
+
+    Callbacks run on the caller's thread, in input order: ``on_slot`` when a slot's frames are next in line,
+    ``on_frame`` per detected frame, ``on_error`` per failed slot. Any of them may raise to stop the run (a job's
+    cancel): the decode workers stop and their readers close before the exception leaves.
+
+    Raises:
+        PreannotateError: INVALID_ARGUMENT for an unknown class; a slot's failure when ``on_error`` is None;
+            DEVICE_OUT_OF_MEMORY (through a batcher) when one frame alone does not fit.
+        DeviceOutOfMemoryError: a single frame does not fit (a plain detector).
+    """
+    keep = class_filter(detector.info.class_names, options.classes)
+    slots = [(n, slot) for n, item in enumerate(items) for slot in item.slots]
+    decode = _Decoders(items, slots, open_slot, options)
+    infer = _Infer(detector, options, keep, on_frame)
+    ready: list[_ItemState] = []  # closed items, in order, whose last frames may still wait in the batch
+    try:
+        decode.start()
+        position = 0
+        for item in items:
+            state = _ItemState(item.name)  # dropped once emitted: a run over many items holds only live ones
+            for _ in item.slots:
+                _drain_slot(decode, position, state, infer, options, on_slot, on_error)
+                position += 1
+            ready.append(state)
+            yield from _emit(ready, finish_item)
+        infer.flush()
+        yield from _emit(ready, finish_item)
+    finally:
+        decode.stop()
+
+
+def detect_frames(
+    frames: Iterable[Frame],
+    detector: FrameDetector,
+    *,
+    threshold: float,
+    classes: Sequence[str] | None = None,
+    batch_size: int | None = None,
+) -> Iterator[FrameResult]:
+    """Frames already decoded through the flow's infer stage: one result per frame, in input order.
+
+    A batch that runs out of device memory is split and retried (``models.oom``), and later batches stay at
+    the lowered size; no frame is lost.
+
+    Raises:
+        DeviceOutOfMemoryError: a single frame does not fit on the device.
+    """
+    options = FlowOptions(threshold=threshold, classes=classes, batch_size=batch_size)
+    state = _ItemState("")
+    infer = _Infer(detector, options, class_filter(detector.info.class_names, classes), None)
+    for frame in frames:
+        infer.add(frame, state)
+        if infer.full():
+            infer.flush()
+            yield from state.frames
+            state.frames.clear()
+    infer.flush()
+    yield from state.frames
+
+
+def _drain_slot(
+    decode: _Decoders,
+    position: int,
+    state: _ItemState,
+    infer: _Infer,
+    options: FlowOptions,
+    on_slot: Callable[[SlotMeta], None] | None,
+    on_error: Callable[[SlotFailure], None] | None,
+) -> None:
+    """Take one slot's frames into the batch (flushing it whenever it fills) until the slot ends."""
+    stream = decode.stream(position)
+    while True:
+        entry = stream.get()
+        if isinstance(entry, Frame):
+            infer.add(entry, state)
+            if infer.full():
+                infer.flush()
+            continue
+        if isinstance(entry, SlotMeta):
+            state.slots.append(entry)
+            if on_slot is not None:
+                on_slot(entry)
+            continue  # the slot's frames follow
+        decode.forget(position)
+        if isinstance(entry, _Failed):
+            failure = entry.failure
+            if options.keep_partial and isinstance(failure.error, PartialMediaError):
+                log.warning("%s", failure.error)
+                state.warnings.append(failure.error)
+            elif on_error is None:
+                raise failure.error
+            else:
+                _report(on_error, failure)
+                state.failures.append(failure)
+        return
+
+
+def _emit(ready: list[_ItemState], finish: FinishItem | None) -> Iterator[ItemOutput]:
+    """Every closed item whose frames are all detected, in order: an item's last frames may wait in the batch
+    for the next items' frames to fill it."""
+    while ready and ready[0].waiting == 0:
+        output = ready.pop(0).output()
+        yield finish(output) if finish is not None else output
+
+
+@dataclass(slots=True)
+class _ItemState:
+    name: str
+    slots: list[SlotMeta] = field(default_factory=list)
+    frames: list[FrameResult] = field(default_factory=list)
+    warnings: list[PreannotateError] = field(default_factory=list)
+    failures: list[SlotFailure] = field(default_factory=list)
+    waiting: int = 0  # frames in the batch, not yet detected
+
+    def output(self) -> ItemOutput:
+        return ItemOutput(
+            name=self.name,
+            slots=tuple(self.slots),
+            frames=tuple(self.frames),
+            warnings=tuple(self.warnings),
+            failures=tuple(self.failures),
+        )
+
+
+class _Infer:
+    """The batch and the model call: the one place frames are chunked, and split on device OOM."""
+
+    def __init__(
+        self,
+        detector: FrameDetector,
+        options: FlowOptions,
+        keep: Callable[[Detections], Detections],
+        on_frame: Callable[[FrameResult], None] | None,
+    ) -> None:
+        self._detector = detector
+        self._threshold = options.threshold
+        self._keep = keep
+        self._fixed = options.batch_size
+        # A batcher lowers its own ceiling on OOM (it never raises it to us): ``_size`` reads it before every batch.
+        self._ceiling = BatchCeiling(options.batch_size or detector.info.batch_size, name=detector.info.name)
+        self._batch: list[tuple[Frame, _ItemState]] = []
+        self._on_frame = on_frame
+
+    def add(self, frame: Frame, state: _ItemState) -> None:
+        self._batch.append((frame, state))
+        state.waiting += 1
+
+    def full(self) -> bool:
+        return len(self._batch) >= self._size()
+
+    def flush(self) -> None:
+        """Detect every frame in the batch and file the results under their items."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        detections = detect_splitting_on_oom(self._detect, [frame.image for frame, _ in batch], self._ceiling)
+        for (frame, state), dets in zip(batch, detections, strict=True):
+            result = FrameResult(info=frame.info, detections=self._keep(_to_source(dets, frame)))
+            state.frames.append(result)
+            state.waiting -= 1
+            if self._on_frame is not None:
+                self._on_frame(result)
+
+    def _size(self) -> int:
+        if self._fixed is None:
+            live = getattr(self._detector, "max_batch_size", None)  # a DynamicBatcher's ceiling, lowered on OOM
+            if isinstance(live, int) and live >= 1:
+                return min(live, self._ceiling.size)
+        return self._ceiling.size
+
+    def _detect(self, images: Sequence[RGBImage]) -> list[Detections]:
+        return self._detector.detect(images, threshold=self._threshold)
+
+
+def _to_source(dets: Detections, frame: Frame) -> Detections:
+    """Boxes from a frame the decoder delivered scaled down (to the detector's input size) back in source pixels.
+
+    The one place this happens; ``service.pipeline.frames.boxes_to_source`` takes over when it lands.
+    """
+    height, width = frame.image.shape[:2]
+    if (height, width) == (frame.info.height, frame.info.width) or len(dets) == 0:
+        return dets
+    scale = np.array(
+        [frame.info.width / width, frame.info.height / height, frame.info.width / width, frame.info.height / height],
+        np.float32,
+    )
+    return replace(dets, xyxy=(dets.xyxy * scale).astype(dets.xyxy.dtype, copy=False))
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    failure: SlotFailure
+
+
+class _End:
+    """A slot's last entry when it decoded to the end."""
+
+
+_Entry: TypeAlias = Frame | SlotMeta | _Failed | _End
+
+
+class _Decoders:
+    """``workers`` threads opening and decoding slots in input order, each slot into its own bounded queue."""
+
+    def __init__(
+        self,
+        items: Sequence[ItemSpec],
+        slots: list[tuple[int, SlotSpec]],
+        open_slot: SlotOpener,
+        options: FlowOptions,
+    ) -> None:
+        self._items = items
+        self._slots = slots
+        self._open = open_slot
+        self._depth = options.queue_frames
+        self._workers = min(options.decode_workers, max(1, len(slots)))
+        self._lock = threading.Lock()
+        self._next = 0
+        self._streams: dict[int, queue.Queue[_Entry]] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for n in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"decode-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+            if thread.is_alive():
+                log.warning("decode worker %s still running after the run ended", thread.name)
+
+    def stream(self, position: int) -> queue.Queue[_Entry]:
+        """Slot ``position``'s queue (created by whichever side asks first)."""
+        with self._lock:
+            stream = self._streams.get(position)
+            if stream is None:
+                stream = self._streams[position] = queue.Queue(maxsize=self._depth)
+            return stream
+
+    def forget(self, position: int) -> None:
+        """Drop a slot's queue once its last entry was taken: a run over many items keeps only live queues."""
+        with self._lock:
+            self._streams.pop(position, None)
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= len(self._slots) or self._stop.is_set():
+                return None
+            position, self._next = self._next, self._next + 1
+            return position
+
+    def _work(self) -> None:
+        while (position := self._take()) is not None:
+            self._decode(position, self.stream(position))
+
+    def _decode(self, position: int, out: queue.Queue[_Entry]) -> None:
+        index, slot = self._slots[position]
+        name = self._items[index].name
+        try:
+            reader = self._open(name, slot)
+        except PreannotateError as exc:
+            self._put(out, _Failed(SlotFailure(name, slot.name, exc)))
+            return
+        except Exception as exc:
+            self._put(out, _Failed(_unexpected_failure(name, slot, exc)))
+            return
+        try:
+            if not self._put(out, reader.meta):
+                return
+            for frame in reader:
+                if not self._put(out, frame):
+                    return
+            self._put(out, _End())
+        except PreannotateError as exc:
+            self._put(out, _Failed(SlotFailure(name, slot.name, exc)))
+        except Exception as exc:
+            self._put(out, _Failed(_unexpected_failure(name, slot, exc)))
+        finally:
+            try:
+                reader.close()
+            except Exception:
+                log.warning("closing %s/%s failed", name, slot.name, exc_info=True)
+
+    def _put(self, out: queue.Queue[_Entry], entry: _Entry) -> bool:
+        """Put, waiting while the queue is full; False once the run stopped."""
+        while not self._stop.is_set():
+            try:
+                out.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False

@@ -1,0 +1,326 @@
+"""service.pipeline.flow: parallel decode workers -> one batching consumer -> per-item results, in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.errors import DeviceOutOfMemoryError
+from service.config import Settings
+from service.errors import ErrorCode, PartialMediaError, PreannotateError
+from service.pipeline.batching import DynamicBatcher
+from service.pipeline.flow import FlowOptions, ItemOutput, flow_options, run_flow
+from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
+from service.pipeline.media import ItemSpec, SlotSpec
+from service.pipeline.readers import SlotReader
+from service.pipeline.run import SlotFailure
+from tests.unit.service.test_batching import FakeDetector, caller_of, image_of
+
+TIMEOUT_S = 10.0
+
+
+class FakeReader:
+    """``frames`` frames whose pixels encode (slot number * 100 + frame index); can fail, stall or wait."""
+
+    def __init__(
+        self,
+        item: str,
+        slot: str,
+        number: int,
+        frames: int,
+        *,
+        fail_after: int | None = None,
+        error: Exception | None = None,
+        gate: threading.Barrier | None = None,
+        produced: list[int] | None = None,
+    ) -> None:
+        self.meta = SlotMeta(
+            item=item,
+            slot=slot,
+            media=MediaKind.VIDEO,
+            source_files=(f"{item}-{slot}.mp4",),
+            width=6,
+            height=4,
+            fps=1.0,
+            frame_count=frames,
+            planned_frames=frames,
+        )
+        self.number = number
+        self.frames = frames
+        self.fail_after = fail_after
+        self.error = error
+        self.gate = gate
+        self.produced = produced
+        self.closed = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.gate is not None:
+            self.gate.wait(TIMEOUT_S)  # every gated slot must be decoding at once to get past this
+        for index in range(self.frames):
+            if self.fail_after is not None and index == self.fail_after:
+                raise self.error or PreannotateError(ErrorCode.CORRUPT_MEDIA, "bad packet")
+            if self.produced is not None:
+                self.produced.append(index)
+            info = FrameInfo(self.meta.item, self.meta.slot, "src", MediaKind.VIDEO, index, float(index), 6, 4)
+            yield Frame(info=info, image=image_of(self.number * 100 + index))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Opener:
+    """Opens FakeReaders by slot name ``<frames>`` or ``<frames>:<how>``; remembers them."""
+
+    def __init__(self, **reader_kwargs: object) -> None:
+        self.readers: list[FakeReader] = []
+        self.kwargs = reader_kwargs
+        self.lock = threading.Lock()
+
+    def __call__(self, item: str, slot: SlotSpec) -> SlotReader:
+        frames, _, how = slot.name.partition(":")
+        if how == "missing":
+            raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"{item}/{slot.name}: no such file")
+        if how == "bug":
+            raise RuntimeError("a decoder surprise")
+        kwargs: dict[str, object] = dict(self.kwargs)
+        if how == "corrupt":
+            kwargs.update(fail_after=2)
+        if how == "partial":
+            kwargs.update(fail_after=2, error=PartialMediaError(f"{item}: 2 of {frames} frames decoded"))
+        with self.lock:
+            number = int(str(slot.paths[0])) if slot.paths else len(self.readers)
+            reader = FakeReader(item, slot.name, number, int(frames), **kwargs)  # type: ignore[arg-type]
+            self.readers.append(reader)
+        return reader
+
+
+def items_of(*layout: tuple[str, ...]) -> list[ItemSpec]:
+    """Items named i0, i1, ...; each slot's path is its global number (its frames' pixel codes are number*100+i)."""
+    items, number = [], 0
+    for n, slots in enumerate(layout):
+        specs = []
+        for name in slots:
+            specs.append(SlotSpec(name, (Path(str(number)),)))
+            number += 1
+        items.append(ItemSpec(f"i{n}", tuple(specs)))
+    return items
+
+
+def codes(output: ItemOutput) -> list[int]:
+    return [int(f.detections.class_id[0]) for f in output.frames]
+
+
+def test_items_come_out_in_input_order_with_frames_in_time_order_per_slot() -> None:
+    fake = FakeDetector()
+    items = items_of(("3", "2"), ("1",), ("4", "1", "2"))
+    options = FlowOptions(threshold=0.5, batch_size=4, decode_workers=3, queue_frames=2)
+
+    outputs = list(run_flow(items, fake, options, open_slot=Opener()))
+
+    assert [o.name for o in outputs] == ["i0", "i1", "i2"]
+    assert [codes(o) for o in outputs] == [[0, 1, 2, 100, 101], [200], [300, 301, 302, 303, 400, 500, 501]]
+    assert [[m.slot for m in o.slots] for o in outputs] == [["3", "2"], ["1"], ["4", "1", "2"]]
+    # Batches span slots and items: every call but the last is full.
+    assert [len(call) for call in fake.calls] == [4, 4, 4, 1]
+
+
+def test_slots_decode_in_parallel_across_items() -> None:
+    # Three slots that each wait until all three are decoding: a serial decoder would time out here.
+    gate = threading.Barrier(3)
+    options = FlowOptions(threshold=0.5, decode_workers=3)
+    started = time.monotonic()
+    outputs = list(run_flow(items_of(("2",), ("2", "2")), FakeDetector(), options, open_slot=Opener(gate=gate)))
+    assert time.monotonic() - started < TIMEOUT_S / 2
+    assert [codes(o) for o in outputs] == [[0, 1], [100, 101, 200, 201]]
+
+
+def test_decoding_runs_at_most_queue_frames_ahead_per_worker() -> None:
+    # Given one long slot and a model that records how far decoding had got at each call
+    produced: list[int] = []
+    seen: list[int] = []
+    fake = FakeDetector(check=lambda images: seen.append(len(produced) - caller_of(images[-1]) - 1))
+    options = FlowOptions(threshold=0.5, batch_size=2, decode_workers=2, queue_frames=3)
+
+    (output,) = run_flow(items_of(("200",)), fake, options, open_slot=Opener(produced=produced))
+
+    assert len(output.frames) == 200
+    # Then decoding never ran more than the queue (plus the frame in hand) ahead: memory is constant in length.
+    assert max(seen) <= 3 + 1
+
+
+def test_a_bad_slot_fails_alone_and_keeps_the_frames_it_decoded() -> None:
+    failures: list[SlotFailure] = []
+    items = items_of(("2", "1:missing"), ("5:corrupt", "1:bug"), ("1",))
+    options = FlowOptions(threshold=0.5, decode_workers=2, keep_partial=False)
+
+    outputs = list(run_flow(items, FakeDetector(), options, open_slot=Opener(), on_error=failures.append))
+
+    assert [codes(o) for o in outputs] == [[0, 1], [200, 201], [400]]
+    assert [(f.item, f.slot, f.error.code) for f in failures] == [
+        ("i0", "1:missing", ErrorCode.INPUT_NOT_FOUND),
+        ("i1", "5:corrupt", ErrorCode.CORRUPT_MEDIA),
+        ("i1", "1:bug", ErrorCode.INTERNAL),
+    ]
+    assert [len(o.failures) for o in outputs] == [1, 2, 0]
+    assert "RuntimeError: a decoder surprise" in failures[2].error.message
+
+
+def test_without_on_error_a_slot_failure_ends_the_run_and_every_reader_is_closed() -> None:
+    opener = Opener()
+    with pytest.raises(PreannotateError) as info:
+        list(run_flow(items_of(("3", "5:corrupt", "50")), FakeDetector(), FlowOptions(threshold=0.5), open_slot=opener))
+    assert info.value.code is ErrorCode.CORRUPT_MEDIA
+    assert all(reader.closed for reader in opener.readers)
+
+
+@pytest.mark.parametrize("keep_partial", [True, False])
+def test_a_partly_decoded_slot_is_a_warning_with_keep_partial_else_a_failure(keep_partial: bool) -> None:
+    failures: list[SlotFailure] = []
+    options = FlowOptions(threshold=0.5, keep_partial=keep_partial)
+    (output,) = run_flow(
+        items_of(("5:partial",)), FakeDetector(), options, open_slot=Opener(), on_error=failures.append
+    )
+    assert codes(output) == [0, 1]
+    assert len(output.warnings) == int(keep_partial)
+    assert len(failures) == int(not keep_partial)
+
+
+def test_a_callback_that_raises_stops_the_run_and_closes_the_readers() -> None:
+    class StopError(Exception):
+        pass
+
+    opener = Opener()
+    done: list[int] = []
+
+    def on_frame(_: object) -> None:
+        done.append(1)
+        if len(done) == 3:
+            raise StopError
+
+    with pytest.raises(StopError):
+        list(
+            run_flow(
+                items_of(("500", "500")),
+                FakeDetector(),
+                FlowOptions(threshold=0.5, batch_size=1),
+                open_slot=opener,
+                on_frame=on_frame,
+            )
+        )
+    assert opener.readers
+    assert all(reader.closed for reader in opener.readers)
+
+
+def test_callbacks_run_in_input_order() -> None:
+    events: list[str] = []
+    list(
+        run_flow(
+            items_of(("2",), ("1", "1")),
+            FakeDetector(),
+            FlowOptions(threshold=0.5, batch_size=8, decode_workers=3),
+            open_slot=Opener(),
+            on_slot=lambda meta: events.append(f"{meta.item}/{meta.slot}"),
+        )
+    )
+    assert events == ["i0/2", "i1/1", "i1/1"]
+
+
+def test_finish_item_runs_once_per_item_on_its_output() -> None:
+    seen: list[str] = []
+
+    def finish(output: ItemOutput) -> ItemOutput:
+        seen.append(output.name)
+        return replace(output, frames=output.frames[:1])
+
+    outputs = list(
+        run_flow(
+            items_of(("3",), ("2",)), FakeDetector(), FlowOptions(threshold=0.5), open_slot=Opener(), finish_item=finish
+        )
+    )
+    assert seen == ["i0", "i1"]
+    assert [len(o.frames) for o in outputs] == [1, 1]
+
+
+def test_an_unknown_class_is_refused_before_anything_is_opened() -> None:
+    opener = Opener()
+    with pytest.raises(PreannotateError) as info:
+        list(run_flow(items_of(("3",)), FakeDetector(), FlowOptions(threshold=0.5, classes=["dog"]), open_slot=opener))
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert opener.readers == []
+
+
+def test_a_plain_detector_out_of_memory_is_split_and_no_frame_is_lost() -> None:
+    fake = FakeDetector(oom_above=3)
+    (output,) = run_flow(items_of(("10",)), fake, FlowOptions(threshold=0.5, batch_size=8), open_slot=Opener())
+    assert codes(output) == list(range(10))
+    assert [len(call) for call in fake.calls] == [8, 4, 2, 2, 2, 2, 2]
+
+
+def test_a_plain_detector_raises_when_one_frame_alone_does_not_fit() -> None:
+    with pytest.raises(DeviceOutOfMemoryError):
+        list(run_flow(items_of(("2",)), FakeDetector(oom_above=0), FlowOptions(threshold=0.5), open_slot=Opener()))
+
+
+def test_through_a_batcher_out_of_memory_splits_and_every_frame_is_detected() -> None:
+    # The job path: the flow hands batches to the model's shared batcher, which splits them on OOM.
+    fake = FakeDetector(oom_above=2)
+    batcher = DynamicBatcher(fake, max_batch_size=8, max_wait_ms=0, name=f"flow-{uuid.uuid4().hex[:8]}")
+    batcher.start()
+    try:
+        (output,) = run_flow(items_of(("5", "6")), batcher, FlowOptions(threshold=0.5), open_slot=Opener())
+    finally:
+        batcher.close()
+    assert codes(output) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104, 105]
+    sizes = [len(call) for call in fake.calls]
+    assert sizes[:3] == [8, 4, 2]  # split in halves until it fit, and the ceiling stayed down
+    assert max(sizes[3:]) <= 2
+    assert batcher.max_batch_size == 2
+
+
+def test_frames_scaled_down_by_the_decoder_get_boxes_in_source_pixels() -> None:
+    def half_size(item: str, slot: SlotSpec) -> SlotReader:
+        reader = FakeReader(item, slot.name, 0, 1)
+        frame = next(iter(reader))
+        info = replace(frame.info, width=12, height=8)  # the source is twice the delivered image
+
+        class Scaled:
+            meta = reader.meta
+
+            def __iter__(self) -> Iterator[Frame]:
+                yield Frame(info=info, image=frame.image)
+
+            def close(self) -> None:
+                pass
+
+        return Scaled()
+
+    (output,) = run_flow(items_of(("1",)), FakeDetector(), FlowOptions(threshold=0.9), open_slot=half_size)
+    np.testing.assert_allclose(output.frames[0].detections.xyxy, [[0, 0, 2, 2]])
+
+
+def test_decode_workers_and_queue_depth_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert 2 <= Settings().decode_workers <= 8
+    monkeypatch.setenv("PREANNOTATE_DECODE_WORKERS", "5")
+    monkeypatch.setenv("PREANNOTATE_PREFETCH_FRAMES", "7")
+    options = flow_options(Settings(), threshold=0.5)
+    assert (options.decode_workers, options.queue_frames) == (5, 7)
+    monkeypatch.setenv("PREANNOTATE_DECODE_WORKERS", "0")
+    with pytest.raises(ValueError, match="decode_workers"):
+        Settings()
+
+
+@pytest.mark.parametrize("field", ["decode_workers", "queue_frames", "batch_size"])
+def test_flow_options_refuse_a_limit_below_one(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        FlowOptions(threshold=0.5, **{field: 0})  # type: ignore[arg-type]
+
+
+def test_an_empty_run_yields_nothing() -> None:
+    assert list(run_flow([], FakeDetector(), FlowOptions(threshold=0.5), open_slot=Opener())) == []

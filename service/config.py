@@ -3,7 +3,6 @@ named by ``PREANNOTATE_CONFIG`` (environment variables win over the file)."""
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -20,13 +19,10 @@ from pydantic_settings import (
 
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
-from service.intake.routing import S3Rule, check_rules
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
+from service.s3_routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
-    from service.backends.encord import EncordAuth, EncordConfig
-    from service.backends.v7 import V7Config
-    from service.convert.encord import EncordOntology
     from service.pipeline.fetch import FetchPolicy
     from service.pipeline.tracks import TrackerOptions
 
@@ -288,51 +284,6 @@ class Settings(BaseSettings):
             allowed_buckets=frozenset(self.fetch_allowed_buckets),
             max_bytes=self.max_file_bytes,
             total_timeout_s=self.fetch_timeout_s,
-        )
-
-    def v7_config(self) -> V7Config:
-        from service.backends.v7 import V7Config
-
-        if not (self.v7_team_slug and self.v7_dataset_slug and self.v7_dataset_id):
-            raise ValueError("V7 needs v7_team_slug, v7_dataset_slug and v7_dataset_id")
-        return V7Config(
-            team_slug=self.v7_team_slug,
-            dataset_slug=self.v7_dataset_slug,
-            dataset_id=self.v7_dataset_id,
-            base_url=self.v7_base_url,
-            storage_slug=self.v7_storage_slug,
-        )
-
-    def encord_config(self) -> EncordConfig:
-        from service.backends.encord import EncordConfig
-
-        if not self.encord_project_hash:
-            raise ValueError("Encord needs encord_project_hash")
-        return EncordConfig(
-            project_hash=self.encord_project_hash,
-            domain=self.encord_domain,
-            created_by=self.encord_created_by,
-            bundle_size=self.encord_bundle_size,
-        )
-
-    def encord_auth(self) -> EncordAuth:
-        from service.backends.encord import BearerAuth, SshKeyAuth
-
-        if self.encord_ssh_key_file is not None:
-            return SshKeyAuth(self.encord_ssh_key_file.read_text())
-        if self.encord_ssh_key.get_secret_value():
-            return SshKeyAuth(self.encord_ssh_key.get_secret_value())
-        if self.encord_bearer_token.get_secret_value():
-            return BearerAuth(self.encord_bearer_token.get_secret_value())
-        raise ValueError("Encord needs encord_ssh_key_file, encord_ssh_key or encord_bearer_token")
-
-    def encord_ontology(self, class_names: tuple[str, ...]) -> EncordOntology:
-        from service.convert.encord import EncordOntology, default_ontology
-
-        if self.encord_ontology_file is None:
-            return default_ontology(class_names)
-        return EncordOntology.from_json(
-            json.loads(self.encord_ontology_file.read_text()), aliases=self.encord_class_aliases
         )
 
     def batching_for(self, device: str) -> tuple[int, float]:

@@ -31,7 +31,14 @@ import httpx
 
 from service.backends.http import VendorHttp
 from service.backends.retry import BackendError, RetryPolicy
-from service.convert.encord import DEFAULT_CREATED_BY, EncordOntology, EncordRowStats, build_encord_label_row
+from service.config import Settings
+from service.convert.encord import (
+    DEFAULT_CREATED_BY,
+    EncordOntology,
+    EncordRowStats,
+    build_encord_label_row,
+    default_ontology,
+)
 from service.convert.types import ModelRef
 from service.pipeline.predictions import ItemPredictions
 
@@ -371,3 +378,35 @@ class EncordBackend:
         if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
             raise BackendError(BACKEND, "unexpected answer: not a list of rows", status=None, retryable=False)
         return result
+
+
+def encord_config_from(settings: Settings) -> EncordConfig:
+    """The Encord project the settings name; ValueError when they name none."""
+    if not settings.encord_project_hash:
+        raise ValueError("Encord needs encord_project_hash")
+    return EncordConfig(
+        project_hash=settings.encord_project_hash,
+        domain=settings.encord_domain,
+        created_by=settings.encord_created_by,
+        bundle_size=settings.encord_bundle_size,
+    )
+
+
+def encord_auth_from(settings: Settings) -> EncordAuth:
+    """The Encord credentials the settings hold: an SSH key (file or value), else a bearer token."""
+    if settings.encord_ssh_key_file is not None:
+        return SshKeyAuth(settings.encord_ssh_key_file.read_text())
+    if settings.encord_ssh_key.get_secret_value():
+        return SshKeyAuth(settings.encord_ssh_key.get_secret_value())
+    if settings.encord_bearer_token.get_secret_value():
+        return BearerAuth(settings.encord_bearer_token.get_secret_value())
+    raise ValueError("Encord needs encord_ssh_key_file, encord_ssh_key or encord_bearer_token")
+
+
+def encord_ontology_from(settings: Settings, class_names: tuple[str, ...]) -> EncordOntology:
+    """The project's ontology (``encord_ontology_file``), else one object per class name."""
+    if settings.encord_ontology_file is None:
+        return default_ontology(class_names)
+    return EncordOntology.from_json(
+        json.loads(settings.encord_ontology_file.read_text()), aliases=settings.encord_class_aliases
+    )

@@ -19,7 +19,13 @@ from service.backends.base import (
     require_external_ids,
     required_external_id,
 )
-from service.backends.encord import EncordBackend, EncordPush
+from service.backends.encord import (
+    EncordBackend,
+    EncordPush,
+    encord_auth_from,
+    encord_config_from,
+    encord_ontology_from,
+)
 from service.backends.encord_bundler import EncordBundler, encord_record, push_error
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
@@ -49,7 +55,7 @@ class EncordPusher(Backend):
 
     def __init__(self, settings: Settings, *, concurrency: int | None = None) -> None:
         self._settings = settings
-        self._client = Lazy(lambda: EncordBackend(settings.encord_config(), settings.encord_auth()))
+        self._client = Lazy(lambda: EncordBackend(encord_config_from(settings), encord_auth_from(settings)))
         self._bundler = Lazy(
             lambda: EncordBundler(
                 self._client.get().push_each,
@@ -70,7 +76,7 @@ class EncordPusher(Backend):
         try:
             push = encord_push_of(item, predictions)
             model = spec.model_ref
-            ontology = self._settings.encord_ontology(model.class_names)
+            ontology = encord_ontology_from(self._settings, model.class_names)
             return self._bundler.get().push(push, model, ontology)
         except BackendError as exc:
             raise backend_error_to_preannotate(exc) from None
@@ -88,7 +94,7 @@ class EncordPusher(Backend):
             except PreannotateError as exc:  # no data hash: this item alone fails
                 failed.append(exc)
         model = spec.model_ref
-        ontology = self._settings.encord_ontology(model.class_names)
+        ontology = encord_ontology_from(self._settings, model.class_names)
         try:
             results = self._client.get().push_each(pushes, model, ontology) if pushes else []
         except ValueError as exc:  # a data hash given twice

@@ -30,6 +30,7 @@ import httpx
 
 from service.backends.http import VendorHttp
 from service.backends.retry import BackendError, RetryPolicy
+from service.config import Settings
 from service.convert.darwin import item_to_darwin
 from service.convert.types import ModelRef
 from service.pipeline.predictions import ItemPredictions
@@ -551,3 +552,16 @@ def _upload_item_json(item: V7Item) -> dict[str, Any]:
             )
         )
     return _item_json(item, slots)
+
+
+def v7_config_from(settings: Settings) -> V7Config:
+    """The V7 dataset the settings name; ValueError when they name none."""
+    if not (settings.v7_team_slug and settings.v7_dataset_slug and settings.v7_dataset_id):
+        raise ValueError("V7 needs v7_team_slug, v7_dataset_slug and v7_dataset_id")
+    return V7Config(
+        team_slug=settings.v7_team_slug,
+        dataset_slug=settings.v7_dataset_slug,
+        dataset_id=settings.v7_dataset_id,
+        base_url=settings.v7_base_url,
+        storage_slug=settings.v7_storage_slug,
+    )

@@ -23,7 +23,7 @@ from service.backends.base import (
     require_configured,
 )
 from service.backends.retry import BackendError, backend_error_to_preannotate
-from service.backends.v7 import V7Backend, V7Item, V7Slot
+from service.backends.v7 import V7Backend, V7Item, V7Slot, v7_config_from
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import Fetcher
@@ -45,7 +45,7 @@ class V7Pusher(Backend):
 
     def __init__(self, settings: Settings, *, fetcher: Fetcher | None = None) -> None:
         self._settings = settings
-        self._client = Lazy(lambda: V7Backend(settings.v7_config(), settings.v7_api_key.get_secret_value()))
+        self._client = Lazy(lambda: V7Backend(v7_config_from(settings), settings.v7_api_key.get_secret_value()))
         self._given_fetcher = fetcher
         self._own_fetcher = Lazy(self._build_fetcher)
 

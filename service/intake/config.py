@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from service.config import Settings
-from service.intake.routing import S3Rule
+from service.s3_routing import S3Rule
 
 DEFAULT_TOLERANCE_S = 300.0
 DEFAULT_MAX_BODY_BYTES = 1024**2

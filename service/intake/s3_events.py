@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from service.errors import ErrorCode, PreannotateError
-from service.intake.routing import S3Rule
+from service.s3_routing import S3Rule
 from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn
 

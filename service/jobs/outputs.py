@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from service.backends.encord import encord_ontology_from
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
 from service.convert.darwin import item_to_darwin
@@ -83,7 +84,7 @@ def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings
         return {**provenance, **ls, "skipped_items": []}
     from service.convert.encord import item_to_encord_label_row
 
-    ontology = settings.encord_ontology(model.class_names)
+    ontology = encord_ontology_from(settings, model.class_names)
     created_by = settings.encord_created_by
     rows, skipped = convert_each(
         fmt,

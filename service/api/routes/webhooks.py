@@ -45,7 +45,6 @@ from service.intake import v7
 from service.intake.auth import check_authorization, check_shared_secret, read_body, require_enabled
 from service.intake.config import WebhookConfig
 from service.intake.responses import Outcome, WebhookAccepted
-from service.intake.routing import match_rule, object_url
 from service.intake.s3_events import S3Object, object_idem, parse_events, s3_job
 from service.intake.signatures import (
     DELIVERY_HEADER,
@@ -56,6 +55,7 @@ from service.intake.signatures import (
 )
 from service.jobs.submit import PreparedJob, check_urls, enqueue, prepare_job, validation_problem
 from service.queue.store import JobRecord
+from service.s3_routing import match_rule, object_url
 from service.spec.requests import Destination, ItemIn, JobCreate
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from service.api.routes import webhooks as routes
 from service.intake.config import WebhookConfig
-from service.intake.routing import S3Rule
 from service.intake.signatures import sign
+from service.s3_routing import S3Rule
 from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
 from tests.unit.service.intake.payloads import (
     LS_URL,

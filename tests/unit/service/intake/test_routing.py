@@ -7,7 +7,7 @@ from pydantic import SecretStr, ValidationError
 
 from service.config import Settings
 from service.intake.config import WebhookConfig, split_secrets
-from service.intake.routing import S3Rule, check_rules, match_rule, object_url
+from service.s3_routing import S3Rule, check_rules, match_rule, object_url
 
 RULES = [
     S3Rule(bucket="uploads"),

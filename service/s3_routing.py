@@ -1,6 +1,7 @@
 """S3 routing rules: which bucket/prefix becomes which job (model, fps, destination), and the object's URL.
 
-Kept free of service imports: ``service.config`` imports :class:`S3Rule` for the ``webhook_s3_rules`` field.
+A leaf below every layer (no service imports): ``service.config`` imports :class:`S3Rule` for the
+``webhook_s3_rules`` field, and the intake webhooks match objects with it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from models.ops.boxes import box_iou_matrix
 from service.pipeline.frames import FrameResult, MediaKind
 
 TRACKED_MEDIA = frozenset({MediaKind.VIDEO, MediaKind.DICOM, MediaKind.SEQUENCE})
@@ -237,7 +238,7 @@ def _match(alive: Sequence[_OpenTrack], result: FrameResult, options: TrackerOpt
     predicted = np.array(
         [t.predicted_xyxy_px(result.info.frame_index, motion=options.motion) for t in alive], np.float64
     )
-    iou = pairwise_iou(predicted, dets.xyxy.astype(np.float64))
+    iou = box_iou_matrix(predicted, dets.xyxy)
     same_class = np.array([t.class_id for t in alive])[:, None] == dets.class_id[None, :]
     # Pairs below the gate count as nothing, so they cannot pull the optimum away from good pairs.
     iou = np.where(same_class & (iou >= options.iou_gate), iou, 0.0)
@@ -256,15 +257,3 @@ def detection_to_track_box(result: FrameResult, row: int) -> TrackBox:
         xyxy=(x1, y1, x2, y2),
         confidence=float(result.detections.confidence[row]),
     )
-
-
-def pairwise_iou(a_xyxy_px: NDArray[np.float64], b_xyxy_px: NDArray[np.float64]) -> NDArray[np.float64]:
-    """IoU of every box in ``a`` (n, 4) with every box in ``b`` (m, 4), pixels; returns (n, m)."""
-    lt = np.maximum(a_xyxy_px[:, None, :2], b_xyxy_px[None, :, :2])
-    rb = np.minimum(a_xyxy_px[:, None, 2:], b_xyxy_px[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a_xyxy_px[:, 2:] - a_xyxy_px[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b_xyxy_px[:, 2:] - b_xyxy_px[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return iou

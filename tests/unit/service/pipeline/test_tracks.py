@@ -16,7 +16,6 @@ from service.pipeline.tracks import (
     assign_detection_ids,
     assign_tracker_ids,
     is_tracked,
-    pairwise_iou,
     tracks_of,
 )
 from tests.builders import make_detections, make_result
@@ -248,12 +247,6 @@ def test_min_length_drops_short_tracks_and_renumbers() -> None:
 def test_bad_options_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrackerOptions(**kwargs)  # type: ignore[arg-type]
-
-
-def test_pairwise_iou() -> None:
-    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float64)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float64)
-    np.testing.assert_allclose(pairwise_iou(a, b), [[1.0, 1 / 3, 0.0], [0.0, 0.0, 0.0]])
 
 
 def test_each_detection_carries_its_track_id() -> None:

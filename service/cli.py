@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--track-max-gap", type=_NON_NEGATIVE_INT, metavar="N", help="sampled frames a track may miss and go on (2)"
     )
     run.add_argument("--track-min-length", type=_COUNT, metavar="N", help="fewest boxes a kept track has (1)")
+    run.add_argument(
+        "--track-high-score",
+        type=_FRACTION,
+        metavar="SCORE",
+        help="two-stage tracking: scores at least this start tracks, lower ones only extend them (off)",
+    )
     _add_sampling_flags(run)
     _add_common_flags(run)
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     track_iou: float = Field(0.3, gt=0.0, le=1.0, description="least IoU of a track's predicted box and a detection")
     track_max_gap: int = Field(2, ge=0, le=10_000, description="sampled frames a track may miss and go on")
     track_min_length: int = Field(1, ge=1, le=100_000, description="fewest boxes a kept track has (1 drops nothing)")
+    track_high_score: float | None = Field(
+        None, gt=0.0, le=1.0, description="two-stage tracking: least score that starts a track (unset: one stage)"
+    )
 
     # Limits on media (each refuses bad input with a clear error before any decoding)
     max_file_bytes: int = Field(20 * 1024**3, ge=1)
@@ -273,7 +276,12 @@ class Settings(BaseSettings):
 
         if not self.tracks:
             return None
-        return TrackerOptions(iou_gate=self.track_iou, max_gap=self.track_max_gap, min_length=self.track_min_length)
+        return TrackerOptions(
+            iou_gate=self.track_iou,
+            max_gap=self.track_max_gap,
+            min_length=self.track_min_length,
+            high_score=self.track_high_score,
+        )
 
     def fetch_policy(self) -> FetchPolicy:
         from service.pipeline.fetch import FetchPolicy  # httpx stays out of the CLI's imports

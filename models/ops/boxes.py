@@ -1,4 +1,4 @@
-"""Box geometry: the one place for each conversion and for letterbox/NMS."""
+"""Box geometry: the one place for each conversion, for IoU, and for letterbox/NMS."""
 
 from __future__ import annotations
 
@@ -87,6 +87,30 @@ def letterbox(
     return np.asarray(out, np.uint8), Letterbox(
         scale_x=new_w / src_w, scale_y=new_h / src_h, pad_x_px=float(left), pad_y_px=float(top)
     )
+
+
+def box_iou_matrix(a_xyxy: NDArray[np.floating], b_xyxy: NDArray[np.floating]) -> NDArray[np.float64]:
+    """IoU of every box in ``a`` (n, 4) with every box in ``b`` (m, 4), corners in one unit, continuous (no +1 px).
+
+    The one IoU matrix: the tracker's matching and evaluation's both use it. Computed in float64, so an IoU
+    near a threshold does not flip on rounding.
+
+    Returns:
+        (n, m) IoU in [0, 1]; 0 where the union is empty (degenerate boxes).
+    """
+    a, b = np.asarray(a_xyxy, np.float64).reshape(-1, 4), np.asarray(b_xyxy, np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
 
 
 def nms_per_class(

@@ -8,10 +8,18 @@ and the frame's detections are matched by the Hungarian method on IoU, within on
 moving each track's last box by its centre's constant velocity. A track that finds no match may miss
 up to ``max_gap`` sampled frames before it is closed; a detection that finds no track starts one.
 
-There is no ByteTrack-style second stage for low scores: every detection here already passed the run's
-threshold and becomes an annotation, and on synthetic flickering-score clips (score alternating 0.9/0.35,
-with and without low-score duplicates, crossing objects) matching high scores first gave the same tracks
-or more broken ones, while letting only high scores start tracks dropped detections.
+By default there is no ByteTrack-style second stage for low scores: every detection here already passed the
+run's threshold and becomes an annotation, and on synthetic flickering-score clips (score alternating
+0.9/0.35, with and without low-score duplicates, crossing objects) matching high scores first gave the same
+tracks or more broken ones, while letting only high scores start tracks dropped detections. It is there as an
+option (``TrackerOptions.high_score``) for runs with a low threshold, where low scores are mostly noise: the
+detections scoring at least ``high_score`` are matched first and only they start tracks, then the rest are
+matched to the tracks still unmatched; a low-score detection that extends no track is in none (``NO_TRACK``),
+so Darwin, Encord and Label Studio leave it out and COCO writes it without ``track_id``.
+
+A kept library was weighed (``trackers``' ByteTrackTracker; supervision 0.31 no longer ships ByteTrack): it
+matches across classes, gives a track's first detection no id (-1), numbers per tracker instance, and needs
+timestamps for uneven sampling, so it did worse than this tracker on the sampled-frame cases tested here.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from models.ops.boxes import box_iou_matrix
 from service.pipeline.frames import FrameResult, MediaKind
 
 TRACKED_MEDIA = frozenset({MediaKind.VIDEO, MediaKind.DICOM, MediaKind.SEQUENCE})
@@ -29,7 +38,8 @@ TRACKED_MEDIA = frozenset({MediaKind.VIDEO, MediaKind.DICOM, MediaKind.SEQUENCE}
 VELOCITY_WINDOW = 4
 """Boxes (the last and up to three before it) a track's velocity is measured over."""
 NO_TRACK = -1
-"""The tracker id of a detection in no kept track (its track was shorter than ``min_length``)."""
+"""The tracker id of a detection in no kept track: its track was shorter than ``min_length``, or (two-stage
+tracking, ``TrackerOptions.high_score``) it scored low and extended no track."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +87,16 @@ class TrackerOptions:
         motion: predict a track's box by the constant velocity of its centre (per source frame) before
             matching. It keeps a track once it has two boxes and moves more than about half its width
             between samples (IoU under 0.3 unpredicted), and keeps same-class objects that cross apart.
+        high_score: None: every detection is matched at once and may start a track. A score in (0, 1]:
+            ByteTrack's two stages: detections scoring at least this are matched first and only they start
+            tracks; the others then extend the tracks left unmatched, or are in no track (``NO_TRACK``).
     """
 
     iou_gate: float = 0.3
     max_gap: int = 2
     min_length: int = 1
     motion: bool = True
+    high_score: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.iou_gate <= 1.0:
@@ -91,6 +105,8 @@ class TrackerOptions:
             raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
         if self.min_length < 1:
             raise ValueError(f"min_length must be >= 1, got {self.min_length}")
+        if self.high_score is not None and not 0.0 < self.high_score <= 1.0:
+            raise ValueError(f"high_score must be in (0, 1], got {self.high_score}")
 
 
 @dataclass(slots=True)
@@ -134,7 +150,8 @@ def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | 
     Returns:
         ``frames`` in the same order, video-like ones with ``tracker_id`` set: ids count from 1 across an item,
         ordered by slot (first seen first), then by the frame and row where the track starts; a detection
-        in no kept track (shorter than ``min_length``) gets ``NO_TRACK``. The same frames always give the same ids.
+        in no kept track (shorter than ``min_length``, or a low score that extended none) gets ``NO_TRACK``.
+        The same frames always give the same ids.
     """
     if options is None:
         return list(frames)
@@ -215,11 +232,20 @@ def _track_slot(frames: Sequence[FrameResult], options: TrackerOptions) -> list[
     for position, result in enumerate(frames):
         alive = [t for t in alive if position - t.last_position - 1 <= options.max_gap]
         dets = result.detections
-        matches = _match(alive, result, options)
-        for track_row, det_row in matches:
-            alive[track_row].add(result, position, det_row)
+        if options.high_score is None:
+            first, second = np.arange(len(dets)), np.zeros(0, np.intp)
+        else:
+            high = dets.confidence >= options.high_score
+            first, second = np.flatnonzero(high), np.flatnonzero(~high)
+        matches = _match(alive, result, first, options)
+        matched_tracks = {track_row for track_row, _ in matches}
+        unmatched = [t for i, t in enumerate(alive) if i not in matched_tracks]
+        # Low scores only extend tracks the high ones left; they never start one (ByteTrack's second stage).
+        late = _match(unmatched, result, second, options)
+        for track, det_row in [(alive[t], d) for t, d in matches] + [(unmatched[t], d) for t, d in late]:
+            track.add(result, position, det_row)
         matched = {det_row for _, det_row in matches}
-        for det_row in range(len(dets)):
+        for det_row in first.tolist():
             if det_row in matched:
                 continue
             track = _OpenTrack(class_id=int(dets.class_id[det_row]), last_position=position)
@@ -229,22 +255,24 @@ def _track_slot(frames: Sequence[FrameResult], options: TrackerOptions) -> list[
     return started
 
 
-def _match(alive: Sequence[_OpenTrack], result: FrameResult, options: TrackerOptions) -> list[tuple[int, int]]:
-    """(track row, detection row) pairs: maximum total IoU, same class, IoU at least the gate."""
+def _match(
+    alive: Sequence[_OpenTrack], result: FrameResult, det_rows: NDArray[np.intp], options: TrackerOptions
+) -> list[tuple[int, int]]:
+    """(track row, detection row) pairs among ``det_rows``: maximum total IoU, same class, IoU at least the gate."""
     dets = result.detections
-    if not alive or not len(dets):
+    if not alive or not len(det_rows):
         return []
     predicted = np.array(
         [t.predicted_xyxy_px(result.info.frame_index, motion=options.motion) for t in alive], np.float64
     )
-    iou = pairwise_iou(predicted, dets.xyxy.astype(np.float64))
-    same_class = np.array([t.class_id for t in alive])[:, None] == dets.class_id[None, :]
+    iou = box_iou_matrix(predicted, dets.xyxy[det_rows])
+    same_class = np.array([t.class_id for t in alive])[:, None] == dets.class_id[det_rows][None, :]
     # Pairs below the gate count as nothing, so they cannot pull the optimum away from good pairs.
     iou = np.where(same_class & (iou >= options.iou_gate), iou, 0.0)
     from scipy.optimize import linear_sum_assignment  # here: scipy costs `frames` 0.4 s of imports it never uses
 
     rows, cols = linear_sum_assignment(iou, maximize=True)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] > 0.0]
+    return [(int(r), int(det_rows[c])) for r, c in zip(rows, cols, strict=True) if iou[r, c] > 0.0]
 
 
 def detection_to_track_box(result: FrameResult, row: int) -> TrackBox:
@@ -256,15 +284,3 @@ def detection_to_track_box(result: FrameResult, row: int) -> TrackBox:
         xyxy=(x1, y1, x2, y2),
         confidence=float(result.detections.confidence[row]),
     )
-
-
-def pairwise_iou(a_xyxy_px: NDArray[np.float64], b_xyxy_px: NDArray[np.float64]) -> NDArray[np.float64]:
-    """IoU of every box in ``a`` (n, 4) with every box in ``b`` (m, 4), pixels; returns (n, m)."""
-    lt = np.maximum(a_xyxy_px[:, None, :2], b_xyxy_px[None, :, :2])
-    rb = np.minimum(a_xyxy_px[:, None, 2:], b_xyxy_px[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a_xyxy_px[:, 2:] - a_xyxy_px[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b_xyxy_px[:, 2:] - b_xyxy_px[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return iou

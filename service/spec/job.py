@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from service.convert.types import ModelRef
 from service.pipeline.options import SamplingMode
@@ -37,8 +37,18 @@ class PinnedTracks(BaseModel):
     iou: float
     max_gap: int
     min_length: int
+    high_score: float | None = None
+    """Two-stage tracking's least score to start a track; None is one stage."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_high_score(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``high_score`` only when set: a job pinned without it keeps the stored form (and dedupe key) it had."""
+        fields: dict[str, Any] = dump(self)
+        if self.high_score is None:
+            del fields["high_score"]
+        return fields
 
     @classmethod
     def from_request(cls, tracks: TracksIn | None, settings: Settings) -> PinnedTracks:
@@ -49,6 +59,7 @@ class PinnedTracks(BaseModel):
             iou=settings.track_iou if tracks.iou is None else tracks.iou,
             max_gap=settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
             min_length=settings.track_min_length if tracks.min_length is None else tracks.min_length,
+            high_score=settings.track_high_score if tracks.high_score is None else tracks.high_score,
         )
 
 
@@ -60,7 +71,9 @@ def tracker_options(tracks: PinnedTracks | None, *, default: TrackerOptions | No
         return None
     from service.pipeline.tracks import TrackerOptions  # scipy stays out of the submit path's imports
 
-    return TrackerOptions(iou_gate=tracks.iou, max_gap=tracks.max_gap, min_length=tracks.min_length)
+    return TrackerOptions(
+        iou_gate=tracks.iou, max_gap=tracks.max_gap, min_length=tracks.min_length, high_score=tracks.high_score
+    )
 
 
 class JobSpec(BaseModel):

@@ -77,6 +77,13 @@ class TracksIn(BaseModel):
     min_length: int | None = Field(
         None, strict=True, ge=1, le=100_000, description="fewest boxes a kept track has (1 drops nothing)"
     )
+    high_score: float | None = Field(
+        None,
+        strict=True,
+        gt=0.0,
+        le=1.0,
+        description="two-stage tracking: scores at least this start tracks, lower ones only extend them",
+    )
 
     model_config = ConfigDict(extra="forbid")
 

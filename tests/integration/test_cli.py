@@ -199,6 +199,8 @@ def test_multi_slot_item_keeps_slot_names(inputs: dict[str, Path], tmp_path: Pat
         (["--start", "-1"], "argument --start: must be >= 0.0, got -1"),
         (["--track-iou", "1.5"], "argument --track-iou: must be in [0.0, 1.0], got 1.5"),
         (["--track-min-length", "0"], "argument --track-min-length: must be >= 1, got 0"),
+        (["--track-high-score", "1.5"], "argument --track-high-score: must be in [0.0, 1.0], got 1.5"),
+        (["--track-high-score", "0"], "high_score must be in (0, 1], got 0.0"),
         (["--slot", "a=b.png"], "--slot needs --item"),
     ],
 )

@@ -1,4 +1,4 @@
-"""Box geometry: letterbox and its inverse, per-class NMS, conversions, scale_to_fit."""
+"""Box geometry: letterbox and its inverse, per-class NMS, IoU, conversions, scale_to_fit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 from models.ops.boxes import (
     LETTERBOX_PAD_VALUE,
     Letterbox,
+    box_iou_matrix,
     clip_xyxy,
     cxcywh_to_xyxy,
     letterbox,
@@ -171,3 +172,24 @@ def test_clip_xyxy() -> None:
 )
 def test_scale_to_fit(hw: tuple[int, int], max_side_px: int, multiple: int, expected: tuple[int, int]) -> None:
     assert scale_to_fit(*hw, max_side_px, multiple=multiple) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        pytest.param(
+            [[0, 0, 10, 10], [0, 0, 0, 0]],
+            [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]],
+            [[1.0, 1 / 3, 0.0], [0.0, 0.0, 0.0]],
+            id="overlap-half-apart-degenerate",
+        ),
+        pytest.param([[0, 0, 4, 4]], [[1, 1, 3, 3]], [[0.25]], id="contained"),
+        pytest.param([[0, 0, 2, 2]], [[2, 0, 4, 2]], [[0.0]], id="touching-edges"),
+        pytest.param(np.zeros((0, 4)), [[0, 0, 1, 1]], np.zeros((0, 1)), id="no-a"),
+        pytest.param([[0, 0, 1, 1]], np.zeros((0, 4)), np.zeros((1, 0)), id="no-b"),
+    ],
+)
+def test_box_iou_matrix(a: list[list[float]], b: list[list[float]], expected: list[list[float]]) -> None:
+    iou = box_iou_matrix(np.asarray(a, np.float32), np.asarray(b, np.float64))
+    assert iou.dtype == np.float64
+    np.testing.assert_allclose(iou, np.asarray(expected, np.float64).reshape(iou.shape))

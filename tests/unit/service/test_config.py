@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from service.cli import build_parser
 from service.commands.run import tracker_from_args
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
@@ -67,6 +68,8 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_TRACK_IOU": "1.2"}, "track_iou"),
         ({"PREANNOTATE_TRACK_MAX_GAP": "-1"}, "track_max_gap"),
         ({"PREANNOTATE_TRACK_MIN_LENGTH": "0"}, "track_min_length"),
+        ({"PREANNOTATE_TRACK_HIGH_SCORE": "0"}, "track_high_score"),
+        ({"PREANNOTATE_TRACK_HIGH_SCORE": "1.1"}, "track_high_score"),
         ({"PREANNOTATE_TRACKS": "maybe"}, "tracks"),
         ({"PREANNOTATE_ENCORD_BUNDLE_WAIT_MS": "-5"}, "encord_bundle_wait_ms"),
     ],
@@ -87,6 +90,8 @@ def test_tracker_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREANNOTATE_TRACK_MAX_GAP", "0")
     monkeypatch.setenv("PREANNOTATE_TRACK_MIN_LENGTH", "3")
     assert Settings().tracker_options() == TrackerOptions(iou_gate=0.5, max_gap=0, min_length=3)
+    monkeypatch.setenv("PREANNOTATE_TRACK_HIGH_SCORE", "0.6")
+    assert Settings().tracker_options() == TrackerOptions(iou_gate=0.5, max_gap=0, min_length=3, high_score=0.6)
     monkeypatch.setenv("PREANNOTATE_TRACKS", "false")
     assert Settings().tracker_options() is None
 
@@ -107,3 +112,14 @@ def test_run_flags_override_the_tracker_settings(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(PreannotateError, match="iou_gate") as info:
         tracker_from_args(run_args(track_iou=0.0), settings)
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_track_high_score_flag_overrides_the_setting() -> None:
+    settings = Settings(track_high_score=0.5)
+    assert tracker_from_args(run_args(), settings) == TrackerOptions(high_score=0.5)
+    assert tracker_from_args(run_args(track_high_score=0.8), settings) == TrackerOptions(high_score=0.8)
+    assert tracker_from_args(run_args(track_high_score=None), Settings()) == TrackerOptions()
+    with pytest.raises(PreannotateError, match="high_score"):
+        tracker_from_args(run_args(track_high_score=0.0), settings)
+    parsed = build_parser().parse_args(["run", "in.mp4", "--out", "o.json", "--track-high-score", "0.6"])
+    assert tracker_from_args(parsed, Settings()) == TrackerOptions(high_score=0.6)

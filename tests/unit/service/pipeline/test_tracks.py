@@ -16,7 +16,6 @@ from service.pipeline.tracks import (
     assign_detection_ids,
     assign_tracker_ids,
     is_tracked,
-    pairwise_iou,
     tracks_of,
 )
 from tests.builders import make_detections, make_result
@@ -250,12 +249,6 @@ def test_bad_options_are_rejected(kwargs: dict[str, float], message: str) -> Non
         TrackerOptions(**kwargs)  # type: ignore[arg-type]
 
 
-def test_pairwise_iou() -> None:
-    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float64)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float64)
-    np.testing.assert_allclose(pairwise_iou(a, b), [[1.0, 1 / 3, 0.0], [0.0, 0.0, 0.0]])
-
-
 def test_each_detection_carries_its_track_id() -> None:
     # Given two identical boxes in one frame (two tracks) and a box that min_length dropped
     same: Box = (0.0, 0.0, 20.0, 20.0)
@@ -283,3 +276,64 @@ def test_items_are_numbered_apart() -> None:
     first = clip([[(box, 0.9, 0)]])
     second = [replace(f, info=replace(f.info, item="other")) for f in clip([[(box, 0.9, 0)]])]
     assert [tracker_ids(f) for f in assign_tracker_ids([*first, *second], TrackerOptions())] == [[1], [1]]
+
+
+def test_two_stage_keeps_one_track_through_low_score_frames_and_leaves_noise_out() -> None:
+    # Given an object whose score flickers 0.9 / 0.35, and a low-score false positive that moves around
+    obj = moving(0, 0, 6, n=10)
+    noise = [(400.0 + 50 * (i % 3), 300.0, 430.0 + 50 * (i % 3), 330.0) for i in range(10)]
+    frames = clip([[(b, 0.9 if i % 2 == 0 else 0.35, 0), (noise[i], 0.3, 0)] for i, b in enumerate(obj)])
+
+    # When only scores >= 0.5 may start tracks
+    tracked = assign_tracker_ids(frames, TrackerOptions(high_score=0.5))
+
+    # Then the object is one track on every frame, low scores included, and the noise is in no track
+    tracks = tracks_of(tracked)
+    assert [(t.track_id, [b.xyxy for b in t.boxes]) for t in tracks] == [(1, obj)]
+    assert [b.confidence for b in tracks[0].boxes] == pytest.approx([0.9, 0.35] * 5)
+    assert [tracker_ids(f) for f in tracked] == [[1, NO_TRACK]] * 10
+    # while one-stage tracking makes a track of each noise box it cannot link (the object's track is the same)
+    one_stage = frames_to_tracks(frames)
+    assert [b.xyxy for b in one_stage[0].boxes] == obj
+    assert len(one_stage) > 1
+
+
+def test_two_stage_prefers_the_high_score_box_over_a_closer_low_score_duplicate() -> None:
+    # Given a static object whose detection shifts on frame 2, with a low-score duplicate right on the old box
+    box: Box = (100.0, 100.0, 200.0, 200.0)
+    shifted: Box = (115.0, 100.0, 215.0, 200.0)  # IoU 0.74 with `box`
+    frames = clip([[(box, 0.9, 0)], [(box, 0.9, 0)], [(shifted, 0.9, 0), (box, 0.3, 0)], [(shifted, 0.9, 0)]])
+
+    # Then one stage takes the closer duplicate, and the real box starts a second track
+    assert [tracker_ids(f) for f in assign_tracker_ids(frames, TrackerOptions())] == [[1], [1], [2, 1], [2]]
+    # and two stages keep the object on its high-score box, the duplicate in no track
+    two_stage = assign_tracker_ids(frames, TrackerOptions(high_score=0.5))
+    assert [tracker_ids(f) for f in two_stage] == [[1], [1], [1, NO_TRACK], [1]]
+
+
+def test_two_stage_low_scores_never_start_a_track_but_bridge_a_gap() -> None:
+    box: Box = (10.0, 10.0, 60.0, 60.0)
+    only_low = clip([[(box, 0.3, 0)]] * 3)
+    assert [tracker_ids(f) for f in assign_tracker_ids(only_low, TrackerOptions(high_score=0.5))] == [[NO_TRACK]] * 3
+    # A low-score box on a track's gap keeps it open, counting as one of its boxes for min_length
+    frames = clip([[(box, 0.9, 0)], [(box, 0.3, 0)], [(box, 0.3, 0)], [(box, 0.3, 0)], [(box, 0.9, 0)]])
+    tracks = frames_to_tracks(frames, TrackerOptions(high_score=0.5, max_gap=0, min_length=5))
+    assert [frame_indices(t) for t in tracks] == [[0, 10, 20, 30, 40]]
+
+
+def test_two_stage_with_every_score_high_is_one_stage() -> None:
+    # Given clips whose scores are all at least high_score: the second stage has nothing to do
+    a, b = moving(50, 100, 12, n=31), moving(416, 100, -12, n=31)
+    crossing = clip([[(p, 0.9, 0), (q, 0.8, 0)] for p, q in zip(a, b, strict=True)])
+    rng = np.random.default_rng(5)
+    jitter = clip(
+        [[(tuple(float(v) for v in np.array([100, 80, 180, 170]) + rng.normal(0, 8, 4)), 0.6, 0)] for _ in range(20)]
+    )  # type: ignore[misc]
+    for frames in (crossing, jitter):
+        assert frames_to_tracks(frames, TrackerOptions(high_score=0.6)) == frames_to_tracks(frames)
+
+
+@pytest.mark.parametrize("high_score", [0.0, -0.1, 1.5])
+def test_bad_high_score_is_rejected(high_score: float) -> None:
+    with pytest.raises(ValueError, match="high_score"):
+        TrackerOptions(high_score=high_score)

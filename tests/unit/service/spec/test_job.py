@@ -109,3 +109,31 @@ def test_dedupe_keys_are_the_ones_older_releases_made() -> None:
     golden = "4f5aab4423c3d2a118c864e895f945836836822aeb79dabdf7b4a6071b9e4b75"
     assert content_idem(spec, job.items) == f"body:{golden}"
     assert content_fingerprint(spec, job.items) == golden
+
+
+def test_two_stage_tracking_is_pinned_and_stored_only_when_set() -> None:
+    # Given the setting, a job body overrides it and the tracker takes it
+    settings = Settings(track_high_score=0.5)
+    body = {"items": [{"name": "a", "slots": [{"url": "file:///a.mp4"}]}], "tracks": {"high_score": 0.7}}
+    pinned = PinnedTracks.from_request(JobCreate.model_validate(body).tracks, settings)
+    assert pinned.high_score == 0.7
+    assert tracker_options(pinned, default=None) == TrackerOptions(high_score=0.7)
+    assert PinnedTracks.from_request(None, settings).high_score == 0.5
+    # Then it is stored with the job, and read back
+    spec = job_params(JobCreate.model_validate(body), JobModel("m", "v", ("face",)), Settings())
+    stored = json.loads(json.dumps(spec.to_stored()))
+    assert stored["tracks"]["high_score"] == 0.7
+    assert JobSpec.from_stored(stored).tracker(Settings()) == TrackerOptions(high_score=0.7)
+    # while a job without it keeps the stored form jobs always had (no key), so its dedupe key is unchanged
+    plain = job_params(JobCreate.model_validate(BODIES[1]), JobModel("m", "v", ("face",)), Settings())
+    assert "high_score" not in plain.to_stored()["tracks"]
+    assert JobSpec.from_stored(plain.to_stored()).tracker(Settings()) == TrackerOptions(
+        iou_gate=0.4, max_gap=3, min_length=2
+    )
+
+
+@pytest.mark.parametrize("high_score", [0, 0.0, 1.5, "0.5", True])
+def test_bad_tracks_high_score_is_refused(high_score: object) -> None:
+    body = {"items": [{"name": "a", "slots": [{"url": "file:///a.mp4"}]}], "tracks": {"high_score": high_score}}
+    with pytest.raises(ValueError, match="high_score"):
+        JobCreate.model_validate(body)

@@ -82,3 +82,11 @@ class LsPredictionJson(TypedDict):
     result: list[LsRegion]
     score: float
     model_version: str
+
+
+class LsTask(TypedDict):
+    """A task to import with its prediction: ``data`` holds the media URL under the config's ``$key``, the item
+    and slot names, and (video) the frame rate the config's ``framerate="$key"`` reads."""
+
+    data: dict[str, str | float]
+    predictions: list[LsPredictionJson]

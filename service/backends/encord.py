@@ -39,6 +39,7 @@ from service.convert.encord import (
     build_encord_label_row,
     default_ontology,
 )
+from service.convert.encord_types import EncordLabelRowJson
 from service.convert.types import ModelRef
 from service.pipeline.predictions import ItemPredictions
 
@@ -223,7 +224,7 @@ class EncordBackend:
         }
         return self._rows(self._call("labelrow", "GET", list(label_hashes), payload, "reading label rows"))
 
-    def save_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+    def save_rows(self, rows: Sequence[EncordLabelRowJson]) -> None:
         """Save whole rows (replacing what the server has) in one call."""
         payload = {"multi_request": True, "labels": list(rows), "validate_before_saving": False}
         self._call("labelrow", "POST", [row["label_hash"] for row in rows], payload, "saving label rows")
@@ -277,7 +278,7 @@ class EncordBackend:
             rows = self._initialise([p.data_hash for p in bundle])
         except BackendError as exc:
             return [exc] * len(bundle)
-        merged: list[dict[str, Any]] = []
+        merged: list[EncordLabelRowJson] = []
         outcomes: list[EncordPushResult | EncordItemError] = []
         for push in bundle:
             existing = rows.get(push.data_hash)

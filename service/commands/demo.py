@@ -57,7 +57,9 @@ def demo_command(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     print(f"preannotating {len(inputs)} files with {settings.model} (videos sampled at 2 fps)")
-    coco, failures = execute_run(request, settings)
+    output, failures = execute_run(request, settings)
+    coco = output.coco
+    assert coco is not None  # the demo writes COCO
     per_item = Counter(
         image["item"] for image in coco["images"] for ann in coco["annotations"] if ann["image_id"] == image["id"]
     )

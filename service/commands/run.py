@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
 
 from models.base import DetectorOptions
 from models.errors import ModelError
@@ -26,7 +25,9 @@ from service.commands.common import (
 )
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
+from service.convert.coco_types import CocoDocument
 from service.convert.darwin import item_to_darwin
+from service.convert.darwin_types import DarwinDocument
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.flow import ItemOutput, flow_options, run_flow, slot_opener
@@ -211,11 +212,19 @@ def run_command(args: argparse.Namespace) -> int:
     return exit_code_for(failures, inputs.skipped)
 
 
-def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any], list[SlotFailure]]:
+@dataclass(frozen=True, slots=True)
+class RunOutput:
+    """What a run wrote: the COCO document (``coco`` format) or the Darwin documents by item name (``darwin``)."""
+
+    coco: CocoDocument | None = None
+    darwin: dict[str, DarwinDocument] = field(default_factory=dict)
+
+
+def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, list[SlotFailure]]:
     """Load the model, run every item through it, write the output; report per-slot failures.
 
     Returns:
-        The COCO dict (``coco``) or ``{item name: Darwin document}`` (``darwin``), and the failures.
+        What was written (the COCO document, or the Darwin documents by item name), and the failures.
     """
     try:
         detector = load_detector(request.model_spec, request.detector_options)
@@ -254,26 +263,26 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
     summary_tracks = ""
     if request.tracker is not None:
         summary_tracks = f", {sum(len(tracks_of(item.frames)) for item in items)} tracks"
-    payload: dict[str, Any]
     if request.output_format == "darwin":
         model = ModelRef(spec=info.spec, version=info.version, class_names=info.class_names)
-        payload = write_darwin_files(request.out, items, model)
-        summary = (
-            f"{len(payload)} Darwin JSON file(s), {sum(len(d['annotations']) for d in payload.values())} annotations"
-        )
+        documents = write_darwin_files(request.out, items, model)
+        output = RunOutput(darwin=documents)
+        annotations = sum(len(d["annotations"]) for d in documents.values())
+        summary = f"{len(documents)} Darwin JSON file(s), {annotations} annotations"
     else:
-        payload = frame_results_to_coco(
+        coco = frame_results_to_coco(
             results,
             class_names=info.class_names,
             multi_slot_items=frozenset(i.name for i in request.items if len(i.slots) > 1),
             model=info,
         )
-        write_json_atomic(request.out, payload)
-        summary = f"{len(payload['images'])} images/frames and {len(payload['annotations'])} detections"
+        write_json_atomic(request.out, coco)
+        output = RunOutput(coco=coco)
+        summary = f"{len(coco['images'])} images/frames and {len(coco['annotations'])} detections"
     print(f"wrote {summary}{summary_tracks} ({info.name}, {info.device}) to {request.out}", file=sys.stderr)
     for failure in progress.failures:
         print(f"failed: {failure.item}/{failure.slot}: {failure.error}", file=sys.stderr)
-    return payload, progress.failures
+    return output, progress.failures
 
 
 def _naming_spec(error: PreannotateError, spec: str) -> PreannotateError:
@@ -283,9 +292,9 @@ def _naming_spec(error: PreannotateError, spec: str) -> PreannotateError:
     return PreannotateError(error.code, f"{spec}: {error.message}")
 
 
-def write_darwin_files(out_dir: Path, items: list[ItemPredictions], model: ModelRef) -> dict[str, Any]:
+def write_darwin_files(out_dir: Path, items: list[ItemPredictions], model: ModelRef) -> dict[str, DarwinDocument]:
     """Write ``out_dir/<item>.json`` per item; returns the documents by item name."""
-    documents: dict[str, Any] = {}
+    documents: dict[str, DarwinDocument] = {}
     taken: set[str] = set()
     for item in items:
         document = item_to_darwin(item, model)

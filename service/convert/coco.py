@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import PurePath
-from typing import Any
 
 from models.ops.boxes import xyxy_to_xywh
 from models.types import ModelInfo
+from service.convert.coco_types import CocoAnnotation, CocoDocument, CocoImage, CocoInfo
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
 from service.pipeline.tracks import NO_TRACK
 
@@ -42,8 +42,8 @@ def frame_results_to_coco(
     class_names: Sequence[str],
     multi_slot_items: frozenset[str] = frozenset(),
     model: ModelInfo | None = None,
-) -> dict[str, Any]:
-    """Build a COCO dict: one ``images`` entry per image or sampled frame.
+) -> CocoDocument:
+    """Build a COCO document: one ``images`` entry per image or sampled frame.
 
     Args:
         results: frame results in any order.
@@ -59,11 +59,11 @@ def frame_results_to_coco(
         (``Detections.tracker_id``, filled by the tracker) carry ``track_id``, unique within the item (so
         ``(item, track_id)`` names a track).
     """
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
+    images: list[CocoImage] = []
+    annotations: list[CocoAnnotation] = []
     for image_id, result in enumerate(results, start=1):
         info = result.info
-        image: dict[str, Any] = {
+        image: CocoImage = {
             "id": image_id,
             "file_name": coco_file_name(info, multi_slot=info.item in multi_slot_items),
             "width": info.width,
@@ -72,18 +72,16 @@ def frame_results_to_coco(
             "slot": info.slot,
         }
         if info.media in _FRAME_MEDIA or info.media is MediaKind.SEQUENCE:
-            image |= {
-                "frame_index": info.frame_index,
-                "timestamp_s": None if info.timestamp_s is None else round(info.timestamp_s, 6),
-                "video": PurePath(info.source).name if info.media in _FRAME_MEDIA else info.item,
-            }
+            image["frame_index"] = info.frame_index
+            image["timestamp_s"] = None if info.timestamp_s is None else round(info.timestamp_s, 6)
+            image["video"] = PurePath(info.source).name if info.media in _FRAME_MEDIA else info.item
         images.append(image)
         dets = result.detections
         track_ids = [None] * len(dets) if dets.tracker_id is None else dets.tracker_id.tolist()
         for xywh, score, class_id, track_id in zip(
             xyxy_to_xywh(dets.xyxy).tolist(), dets.confidence.tolist(), dets.class_id.tolist(), track_ids, strict=True
         ):
-            annotation: dict[str, Any] = {
+            annotation: CocoAnnotation = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": class_id + 1,
@@ -103,8 +101,9 @@ def frame_results_to_coco(
     }
 
 
-def _info(model: ModelInfo | None) -> dict[str, Any]:
-    info: dict[str, Any] = {"description": "preannotations by preannotate"}
+def _info(model: ModelInfo | None) -> CocoInfo:
+    info: CocoInfo = {"description": "preannotations by preannotate"}
     if model is not None:
-        info |= {"model": model.spec, "model_version": model.version}
+        info["model"] = model.spec
+        info["model_version"] = model.version
     return info

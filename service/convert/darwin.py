@@ -15,9 +15,21 @@ from __future__ import annotations
 
 import uuid
 from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import urlsplit
 
+from service.convert.darwin_types import (
+    DarwinAnnotation,
+    DarwinBox,
+    DarwinDocument,
+    DarwinImageAnnotation,
+    DarwinInference,
+    DarwinKeyframe,
+    DarwinSlot,
+    DarwinSlotHead,
+    DarwinSlotType,
+    DarwinSourceFile,
+    DarwinVideoAnnotation,
+)
 from service.convert.types import ModelRef
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions
@@ -27,7 +39,7 @@ SCHEMA_REF = "https://darwin-public.s3.eu-west-1.amazonaws.com/darwin_json/2.0/s
 INTERPOLATE_ALGORITHM = "linear-1.1"
 _ID_NAMESPACE = uuid.UUID("8d7f3c1e-5b2a-4e6f-9a0d-3c4b5a6f7e81")  # fixed: ids must not change between runs
 
-_SLOT_TYPE = {
+_SLOT_TYPE: dict[MediaKind, DarwinSlotType] = {
     MediaKind.IMAGE: "image",
     MediaKind.VIDEO: "video",
     MediaKind.SEQUENCE: "video",
@@ -37,7 +49,7 @@ _SLOT_TYPE = {
 _FRAME_SLOTS = frozenset({MediaKind.VIDEO, MediaKind.SEQUENCE, MediaKind.DICOM})
 
 
-def item_to_darwin(item: ItemPredictions, model: ModelRef, *, path: str = "/") -> dict[str, Any]:
+def item_to_darwin(item: ItemPredictions, model: ModelRef, *, path: str = "/") -> DarwinDocument:
     """Build the Darwin JSON 2.0 document of one item.
 
     Args:
@@ -51,7 +63,7 @@ def item_to_darwin(item: ItemPredictions, model: ModelRef, *, path: str = "/") -
         ``{"version", "schema_ref", "item": {"name", "path", "slots"}, "annotations", "properties"}``.
         Boxes are ``{"x", "y", "w", "h"}`` in pixels of the slot's media, top-left origin, 2 decimals.
     """
-    annotations: list[dict[str, Any]] = []
+    annotations: list[DarwinAnnotation] = []
     for meta in item.slots:
         frames = item.frames_of_slot(meta.slot)
         if meta.media is MediaKind.IMAGE:
@@ -69,26 +81,27 @@ def item_to_darwin(item: ItemPredictions, model: ModelRef, *, path: str = "/") -
     }
 
 
-def slot_meta_to_darwin(meta: SlotMeta) -> dict[str, Any]:
+def slot_meta_to_darwin(meta: SlotMeta) -> DarwinSlot:
     """A slot entry: type, name, size in pixels, video timing and the files behind it."""
-    slot: dict[str, Any] = {"type": _SLOT_TYPE[meta.media], "slot_name": meta.slot}
+    slot: DarwinSlotHead = {"type": _SLOT_TYPE[meta.media], "slot_name": meta.slot}
     if meta.media is not MediaKind.PDF:
-        slot |= {"width": meta.width, "height": meta.height}
+        slot["width"] = meta.width
+        slot["height"] = meta.height
     if meta.media in (MediaKind.VIDEO, MediaKind.SEQUENCE):
         if meta.fps is not None:  # sequences have no clock: leave fps out, do not invent one
             slot["fps"] = round(meta.fps, 6)
         slot["frame_count"] = meta.frame_count
     elif meta.media is MediaKind.DICOM:
-        slot |= {"fps": None, "frame_count": meta.frame_count}  # as V7 exports DICOM: slices, no rate
-    slot["source_files"] = [_source_file(source) for source in meta.source_files]
-    return slot
+        slot["fps"] = None  # as V7 exports DICOM: slices, no rate
+        slot["frame_count"] = meta.frame_count
+    return {**slot, "source_files": [_source_file(source) for source in meta.source_files]}
 
 
-def _source_file(source: str) -> dict[str, Any]:
+def _source_file(source: str) -> DarwinSourceFile:
     """``file_name`` always; ``url`` only for a remote source (a local path is nobody else's business)."""
     parts = urlsplit(source)
     remote = parts.scheme in ("http", "https", "s3", "gs")
-    entry: dict[str, Any] = {"file_name": PurePosixPath(parts.path if remote else source).name or source}
+    entry: DarwinSourceFile = {"file_name": PurePosixPath(parts.path if remote else source).name or source}
     if remote:
         entry["url"] = source
     return entry
@@ -98,7 +111,7 @@ def _rows(frame: FrameResult) -> range:
     return range(len(frame.detections))
 
 
-def _image_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) -> dict[str, Any]:
+def _image_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) -> DarwinImageAnnotation:
     box = detection_to_track_box(frame, row)
     return {
         "id": _annotation_id(item, frame.info.slot, "detection", row, box),
@@ -109,7 +122,7 @@ def _image_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) 
     }
 
 
-def _frame_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) -> dict[str, Any]:
+def _frame_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) -> DarwinVideoAnnotation:
     """A video detection on its own: one keyframe, a one-frame range (darwin-fiftyone's pattern)."""
     box = detection_to_track_box(frame, row)
     index = frame.info.frame_index
@@ -123,7 +136,7 @@ def _frame_annotation(item: str, model: ModelRef, frame: FrameResult, row: int) 
     }
 
 
-def _track_annotation(item: str, model: ModelRef, track: Track) -> dict[str, Any]:
+def _track_annotation(item: str, model: ModelRef, track: Track) -> DarwinVideoAnnotation:
     """A track: a keyframe on every sampled frame it was detected on; V7 interpolates in between."""
     first, last = track.boxes[0], track.boxes[-1]
     return {
@@ -140,18 +153,18 @@ def _track_annotation(item: str, model: ModelRef, track: Track) -> dict[str, Any
     }
 
 
-def _keyframe(model: ModelRef, box: TrackBox) -> dict[str, Any]:
+def _keyframe(model: ModelRef, box: TrackBox) -> DarwinKeyframe:
     # keyframe must be true: darwin-py imports only keyframes and drops the rest.
     return {"bounding_box": box_to_darwin(box.xyxy), "inference": _inference(model, box.confidence), "keyframe": True}
 
 
-def box_to_darwin(xyxy_px: tuple[float, float, float, float]) -> dict[str, float]:
+def box_to_darwin(xyxy_px: tuple[float, float, float, float]) -> DarwinBox:
     """Corners in pixels -> Darwin's ``{"x", "y", "w", "h"}`` (top-left corner and size, pixels)."""
     x1, y1, x2, y2 = xyxy_px
     return {"x": round(x1, 2), "y": round(y1, 2), "w": round(max(0.0, x2 - x1), 2), "h": round(max(0.0, y2 - y1), 2)}
 
 
-def _inference(model: ModelRef, confidence: float) -> dict[str, Any]:
+def _inference(model: ModelRef, confidence: float) -> DarwinInference:
     """Provenance as darwin-fiftyone writes it; §3.3 has no version field, so it rides in the name."""
     return {
         "confidence": round(min(1.0, max(0.0, confidence)), 5),

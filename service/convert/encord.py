@@ -28,8 +28,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any
+from typing import cast
 
+from service.convert.encord_types import (
+    EncordBoundingBox,
+    EncordDataUnit,
+    EncordFrameLabels,
+    EncordLabelRowJson,
+    EncordLabels,
+    EncordObject,
+    EncordObjectEntry,
+    EncordOntologyJson,
+)
 from service.convert.types import ModelRef, UnsupportedByFormatError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions
@@ -79,7 +89,7 @@ class EncordOntology:
                 raise ValueError(f"alias {class_name!r} -> {target!r}: no bounding_box object has that name or hash")
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, aliases: Mapping[str, str] | None = None) -> EncordOntology:
+    def from_json(cls, data: Mapping[str, object], *, aliases: Mapping[str, str] | None = None) -> EncordOntology:
         """Parse an ontology structure (``{"objects": [...], "classifications": [...]}``).
 
         Also accepts it wrapped as ``structure`` (SDK ``Ontology``) or ``editor_ontology`` (project record).
@@ -88,8 +98,9 @@ class EncordOntology:
             ValueError: A malformed object entry, or an alias naming no bounding-box object.
         """
         for wrapper in ("structure", "editor_ontology"):
-            if isinstance(data.get(wrapper), Mapping):
-                data = data[wrapper]
+            inner = data.get(wrapper)
+            if isinstance(inner, Mapping):
+                data = inner
         raw = data.get("objects")
         if not isinstance(raw, list):
             raise ValueError("ontology: 'objects' must be a list")
@@ -104,7 +115,7 @@ class EncordOntology:
             objects.append(OntologyObject(str(name), str(feature_hash), str(shape), str(color)))
         return cls(tuple(objects), dict(aliases or {}))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> EncordOntologyJson:
         """The ontology structure, as Encord's editor and SDK (``OntologyStructure.from_dict``) read it."""
         return {
             "objects": [
@@ -174,7 +185,7 @@ class EncordRowStats:
 class EncordLabelRow:
     """A label row ready to save, and the counts behind it."""
 
-    row: dict[str, Any]
+    row: EncordLabelRowJson
     stats: EncordRowStats
 
 
@@ -183,10 +194,10 @@ def item_to_encord_label_row(
     model: ModelRef,
     ontology: EncordOntology,
     *,
-    existing_row: dict[str, Any] | None = None,
+    existing_row: Mapping[str, object] | None = None,
     created_by: str = DEFAULT_CREATED_BY,
     created_at: datetime | None = None,
-) -> dict[str, Any]:
+) -> EncordLabelRowJson:
     """The label row for one item; see :func:`build_encord_label_row` (this drops the stats)."""
     return build_encord_label_row(
         item, model, ontology, existing_row=existing_row, created_by=created_by, created_at=created_at
@@ -198,7 +209,7 @@ def build_encord_label_row(
     model: ModelRef,
     ontology: EncordOntology,
     *,
-    existing_row: dict[str, Any] | None = None,
+    existing_row: Mapping[str, object] | None = None,
     created_by: str = DEFAULT_CREATED_BY,
     created_at: datetime | None = None,
 ) -> EncordLabelRow:
@@ -228,12 +239,7 @@ def build_encord_label_row(
         ValueError: ``existing_row`` is malformed.
     """
     when = format_encord_time(created_at or datetime.now(UTC))
-    if existing_row is None:
-        row = _new_row(item, when)
-    else:
-        row = copy.deepcopy(existing_row)
-        if not isinstance(row.get("data_units"), dict) or not row["data_units"]:
-            raise ValueError("existing label row has no data_units")
+    row = _new_row(item, when) if existing_row is None else _copied_row(existing_row)
     writer = _Writer(ontology, model, item.name, created_by, when)
     frame_keyed = row.get("data_type") in FRAME_KEYED_TYPES
     units = _units_for_slots(item, row)
@@ -277,21 +283,40 @@ def format_encord_time(when: datetime) -> str:
     return f"{_DAYS[utc.weekday()]}, {utc.day:02d} {_MONTHS[utc.month - 1]} {utc:%Y %H:%M:%S} UTC"
 
 
-def iter_object_entries(row: Mapping[str, Any]) -> Iterable[tuple[str | None, dict[str, Any]]]:
+def iter_object_entries(row: EncordLabelRowJson) -> Iterable[tuple[str | None, EncordObjectEntry]]:
     """Every object entry of a row, with its frame key (None for image units)."""
     frame_keyed = row.get("data_type") in FRAME_KEYED_TYPES
     for unit in (row.get("data_units") or {}).values():
-        labels = unit.get("labels") or {}
         if frame_keyed:
-            for frame, frame_labels in labels.items():
+            for frame, frame_labels in (_frame_labels(unit) or {}).items():
                 for entry in frame_labels.get("objects", []):
                     yield frame, entry
         else:
-            for entry in labels.get("objects", []):
+            for entry in (_image_labels(unit) or {}).get("objects", []):
                 yield None, entry
 
 
 # -- internals ------------------------------------------------------------------------------------------------------
+
+
+def _copied_row(existing: Mapping[str, object]) -> EncordLabelRowJson:
+    """A deep copy of a row read from Encord, to merge into; ValueError when it has no data units."""
+    row = copy.deepcopy(existing)
+    units = row.get("data_units")
+    if not isinstance(units, dict) or not units:
+        raise ValueError("existing label row has no data_units")
+    # Encord's own shape: the keys we read are read defensively below, everything else is carried as it is.
+    return cast(EncordLabelRowJson, row)
+
+
+def _frame_labels(unit: EncordDataUnit) -> EncordFrameLabels:
+    """A frame-keyed unit's labels (the row's ``data_type`` says which kind a unit holds)."""
+    return cast(EncordFrameLabels, unit.get("labels"))
+
+
+def _image_labels(unit: EncordDataUnit) -> EncordLabels:
+    """An image unit's labels (the row's ``data_type`` says which kind a unit holds)."""
+    return cast(EncordLabels, unit.get("labels"))
 
 
 def _b64_hash(data: bytes) -> str:
@@ -323,8 +348,8 @@ def _data_type_for(slots: Sequence[SlotMeta]) -> str:
     )
 
 
-def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: bool) -> dict[str, Any]:
-    unit: dict[str, Any] = {
+def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: bool) -> EncordDataUnit:
+    unit: EncordDataUnit = {
         "data_hash": data_hash,
         "data_title": PurePath(slot.source_files[0]).name if slot.source_files else slot.slot,
         "data_link": "",
@@ -335,7 +360,8 @@ def _new_unit(slot: SlotMeta, data_hash: str, sequence: int | str, frame_keyed: 
         "labels": {} if frame_keyed else {"objects": [], "classifications": []},
     }
     if frame_keyed and slot.media is not MediaKind.DICOM:
-        unit |= {"data_duration": encord_duration_s(slot), "data_fps": slot.fps}
+        unit["data_duration"] = encord_duration_s(slot)
+        unit["data_fps"] = slot.fps
     return unit
 
 
@@ -353,7 +379,7 @@ def encord_duration_s(slot: SlotMeta) -> float | None:
     return duration
 
 
-def _new_row(item: ItemPredictions, when: str) -> dict[str, Any]:
+def _new_row(item: ItemPredictions, when: str) -> EncordLabelRowJson:
     """A detached row shaped like ``LabelRowV2.from_media_metadata(...).to_encord_dict()``."""
     slots = _pixel_slots(item)
     data_type = _data_type_for(slots)
@@ -383,7 +409,7 @@ def _new_row(item: ItemPredictions, when: str) -> dict[str, Any]:
     }
 
 
-def _units_for_slots(item: ItemPredictions, row: dict[str, Any]) -> list[tuple[SlotMeta, dict[str, Any]]]:
+def _units_for_slots(item: ItemPredictions, row: EncordLabelRowJson) -> list[tuple[SlotMeta, EncordDataUnit]]:
     """Pair each pixel slot with its data unit: by order for image groups (``data_sequence``), else the one unit."""
     slots = _pixel_slots(item)
     units = list(row["data_units"].values())
@@ -408,7 +434,7 @@ def _units_for_slots(item: ItemPredictions, row: dict[str, Any]) -> list[tuple[S
     return [(slots[0], units[0])]
 
 
-def _is_ours(entry: Mapping[str, Any], tag: str, created_by: str) -> bool:
+def _is_ours(entry: EncordObjectEntry, tag: str, created_by: str) -> bool:
     return (
         entry.get("createdBy") == created_by
         and entry.get("manualAnnotation") is False
@@ -417,7 +443,7 @@ def _is_ours(entry: Mapping[str, Any], tag: str, created_by: str) -> bool:
     )
 
 
-def _remove_ours(row: dict[str, Any], frame_keyed: bool, tag: str, created_by: str) -> tuple[set[str], int]:
+def _remove_ours(row: EncordLabelRowJson, frame_keyed: bool, tag: str, created_by: str) -> tuple[set[str], int]:
     """Drop our earlier objects (every frame of them); return the hashes kept and how many objects went."""
     verdict: dict[str, bool] = {}
     for _, entry in iter_object_entries(row):
@@ -425,18 +451,21 @@ def _remove_ours(row: dict[str, Any], frame_keyed: bool, tag: str, created_by: s
         verdict[h] = verdict.get(h, True) and _is_ours(entry, tag, created_by)
     ours = {h for h, mine in verdict.items() if mine}
     for unit in row["data_units"].values():
-        labels = unit.setdefault("labels", {} if frame_keyed else {"objects": [], "classifications": []})
         if frame_keyed:
-            for frame in list(labels):
-                labels[frame]["objects"] = [
-                    e for e in labels[frame].get("objects", []) if e.get("objectHash") not in ours
+            unit.setdefault("labels", {})
+            frames = _frame_labels(unit)
+            for frame in list(frames):
+                frames[frame]["objects"] = [
+                    e for e in frames[frame].get("objects", []) if e.get("objectHash") not in ours
                 ]
-                if not labels[frame]["objects"] and not labels[frame].get("classifications"):
-                    del labels[frame]  # only frames that carry labels appear
+                if not frames[frame]["objects"] and not frames[frame].get("classifications"):
+                    del frames[frame]  # only frames that carry labels appear
         else:
+            unit.setdefault("labels", {"objects": [], "classifications": []})
+            labels = _image_labels(unit)
             labels["objects"] = [e for e in labels.get("objects", []) if e.get("objectHash") not in ours]
-    for key in ("object_answers", "object_actions"):
-        row[key] = {h: v for h, v in (row.get(key) or {}).items() if h not in ours}
+    row["object_answers"] = {h: v for h, v in (row.get("object_answers") or {}).items() if h not in ours}
+    row["object_actions"] = {h: v for h, v in (row.get("object_actions") or {}).items() if h not in ours}
     return set(verdict) - ours, len(ours)
 
 
@@ -445,7 +474,7 @@ class _Pending:
     """One object to write: its entries per (unit, frame key)."""
 
     hash: str
-    entries: list[tuple[dict[str, Any], str | None, dict[str, Any]]] = field(default_factory=list)
+    entries: list[tuple[EncordDataUnit, str | None, EncordObject]] = field(default_factory=list)
 
 
 class _Writer:
@@ -464,7 +493,7 @@ class _Writer:
         self.objects_written = 0
         self.frames_written = 0
 
-    def add_boxes(self, unit: dict[str, Any], frames: Iterable[FrameResult], frame_keyed: bool) -> None:
+    def add_boxes(self, unit: EncordDataUnit, frames: Iterable[FrameResult], frame_keyed: bool) -> None:
         for frame in frames:
             info, dets = frame.info, frame.detections
             for n, (xyxy, score, class_id) in enumerate(
@@ -476,7 +505,7 @@ class _Writer:
                 if entry is not None:
                     obj.entries.append((unit, str(info.frame_index) if frame_keyed else None, entry))
 
-    def add_tracks(self, unit: dict[str, Any], tracks: Sequence[Track], slot: SlotMeta) -> None:
+    def add_tracks(self, unit: EncordDataUnit, tracks: Sequence[Track], slot: SlotMeta) -> None:
         for track in tracks:
             obj = self._pending(f"{track.slot}/track/{track.track_id}")
             for box in track.boxes:
@@ -484,7 +513,7 @@ class _Writer:
                 if entry is not None:
                     obj.entries.append((unit, str(box.frame_index), entry))
 
-    def commit(self, row: dict[str, Any], frame_keyed: bool, kept: set[str]) -> int:
+    def commit(self, row: EncordLabelRowJson, frame_keyed: bool, kept: set[str]) -> int:
         skipped = 0
         for obj in self.pending:
             if not obj.entries:
@@ -493,8 +522,11 @@ class _Writer:
                 skipped += 1  # a person edited this object of ours: their version stays
                 continue
             for unit, frame, entry in obj.entries:
-                labels = unit["labels"]
-                target = labels.setdefault(frame, {"objects": [], "classifications": []}) if frame_keyed else labels
+                # A frame key is there exactly when the row is frame-keyed (add_boxes, add_tracks).
+                if frame is None:
+                    target = _image_labels(unit)
+                else:
+                    target = _frame_labels(unit).setdefault(frame, {"objects": [], "classifications": []})
                 target.setdefault("objects", []).append(entry)
             row.setdefault("object_answers", {})[obj.hash] = {"classifications": [], "objectHash": obj.hash}
             self.objects_written += 1
@@ -502,7 +534,7 @@ class _Writer:
         if frame_keyed:
             for unit in row["data_units"].values():
                 # Frame keys in numeric order, as the SDK writes them.
-                unit["labels"] = dict(sorted(unit["labels"].items(), key=lambda kv: int(kv[0])))
+                unit["labels"] = dict(sorted(_frame_labels(unit).items(), key=lambda kv: int(kv[0])))
         return skipped
 
     def _pending(self, key: str) -> _Pending:
@@ -520,7 +552,7 @@ class _Writer:
 
     def _entry(
         self, obj_hash: str, class_id: int, xyxy: Sequence[float], score: float, width: int, height: int
-    ) -> dict[str, Any] | None:
+    ) -> EncordObject | None:
         names = self.model.class_names
         class_name = names[class_id] if 0 <= class_id < len(names) else str(class_id)
         target = self.ontology.resolve(class_name)
@@ -548,7 +580,7 @@ class _Writer:
         }
 
 
-def _normalised_box(xyxy: Sequence[float], width: int, height: int) -> dict[str, float] | None:
+def _normalised_box(xyxy: Sequence[float], width: int, height: int) -> EncordBoundingBox | None:
     """Pixel corners -> ``{h, w, x, y}`` fractions of the frame, clipped to it; None if nothing is left."""
     if width <= 0 or height <= 0:
         return None

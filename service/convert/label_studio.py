@@ -23,9 +23,17 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 from xml.sax.saxutils import escape
 
+from service.convert.label_studio_types import (
+    LsBoxPct,
+    LsPredictionJson,
+    LsRectangleRegion,
+    LsRegion,
+    LsVideoKeyframe,
+    LsVideoRegion,
+)
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
@@ -122,18 +130,18 @@ class LsPrediction:
     """One task's prediction.
 
     Attributes:
-        result: the regions (``rectanglelabels`` / ``videorectangle`` dicts).
+        result: the regions (``rectanglelabels`` / ``videorectangle``).
         score: mean region score (0 when there are none): LS sorts and samples tasks by it.
         model_version: LS shows predictions whose version is the project's ``model_version``.
         dropped: regions left out, by model class name (no control has a label for that class).
     """
 
-    result: list[dict[str, Any]]
+    result: list[LsRegion]
     score: float
     model_version: str
     dropped: Counter[str] = field(default_factory=Counter)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> LsPredictionJson:
         """The body LS takes: ``{"result", "score", "model_version"}``."""
         return {"result": self.result, "score": self.score, "model_version": self.model_version}
 
@@ -193,7 +201,7 @@ def _object(el: ET.Element) -> LsObject:
     return LsObject(name=el.get("name", ""), kind=kind, value_key=key, frame_rate=rate)
 
 
-def ls_frame_rate(video: LsObject, task_data: Mapping[str, Any] | None, *, source_fps: float | None = None) -> float:
+def ls_frame_rate(video: LsObject, task_data: Mapping[str, object] | None, *, source_fps: float | None = None) -> float:
     """The frame rate LS counts ``video``'s frames at in one task, normalised as its Video tag does.
 
     ``framerate`` is a literal or ``$key`` (read from the task's data); a value that is not a positive
@@ -252,7 +260,7 @@ def item_to_ls_result(
     config: LabelConfig,
     *,
     aliases: Mapping[str, str] | None = None,
-    task_data: Mapping[str, Any] | None = None,
+    task_data: Mapping[str, object] | None = None,
 ) -> LsPrediction:
     """Build one task's prediction from the item's predictions.
 
@@ -275,7 +283,7 @@ def item_to_ls_result(
         (one per image box, one per video track).
     """
     lower_aliases = {k.strip().lower(): v for k, v in (aliases or {}).items()}
-    result: list[dict[str, Any]] = []
+    result: list[LsRegion] = []
     dropped: Counter[str] = Counter()
     item = with_region_ids(item)
     for meta in item.slots:
@@ -333,9 +341,9 @@ def _image_regions(
     controls: Sequence[LsControl],
     aliases: Mapping[str, str],
     dropped: Counter[str],
-) -> list[dict[str, Any]]:
+) -> list[LsRectangleRegion]:
     info, dets = frame.info, frame.detections
-    regions: list[dict[str, Any]] = []
+    regions: list[LsRectangleRegion] = []
     for row, (xyxy, score, class_id) in enumerate(
         zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), strict=True)
     ):
@@ -373,12 +381,12 @@ def _video_regions(
     controls: Sequence[LsControl],
     aliases: Mapping[str, str],
     dropped: Counter[str],
-) -> list[dict[str, Any]]:
+) -> list[LsVideoRegion]:
     fps_src = meta.fps if meta.fps and math.isfinite(meta.fps) and meta.fps > 0 else None
     # A track's box on sampled position p, then on p + 1, is one visible span; a skipped position is a gap.
     position = {index: pos for pos, index in enumerate(sorted({f.info.frame_index for f in frames}))}
     frames_count = _ls_frames_count(meta, fps_ls, max(position, default=0) + 1)
-    regions: list[dict[str, Any]] = []
+    regions: list[LsVideoRegion] = []
     for track in tracks:
         class_name = _class_name(model, track.class_id)
         picked = _pick(controls, class_name, aliases)
@@ -387,7 +395,7 @@ def _video_regions(
             continue
         control, label = picked
         boxes = sorted(track.boxes, key=lambda b: b.frame_index)
-        sequence: list[dict[str, Any]] = []
+        sequence: list[LsVideoKeyframe] = []
         for i, box in enumerate(boxes):
             xywh = xyxy_to_xywh_pct(box.xyxy, meta.width, meta.height)
             if xywh is None:
@@ -395,7 +403,13 @@ def _video_regions(
             following = boxes[i + 1].frame_index if i + 1 < len(boxes) else None
             contiguous = following is not None and position.get(following, -1) == position.get(box.frame_index, -2) + 1
             frame = track_box_to_ls_frame(box, fps_src, fps_ls)
-            key = {"frame": frame, "enabled": contiguous, "rotation": 0, **xywh, "time": round(frame / fps_ls, 6)}
+            key: LsVideoKeyframe = {
+                "frame": frame,
+                "enabled": contiguous,
+                "rotation": 0,
+                **xywh,
+                "time": round(frame / fps_ls, 6),
+            }
             if sequence and sequence[-1]["frame"] == frame:
                 # LS counts fewer frames than the source has: LS frame N shows the latest source frame
                 # before it, so that box wins, and one keyframe per frame is all the editor can hold.
@@ -448,7 +462,7 @@ def _ls_frames_count(meta: SlotMeta, fps_ls: float, sampled: int) -> int:
     return meta.frame_count or sampled  # no clock: source frames are LS frames
 
 
-def xyxy_to_xywh_pct(xyxy_px: Sequence[float], width_px: int, height_px: int) -> dict[str, float] | None:
+def xyxy_to_xywh_pct(xyxy_px: Sequence[float], width_px: int, height_px: int) -> LsBoxPct | None:
     """Pixel corners -> LS ``{"x", "y", "width", "height"}`` in percent of the image, top-left origin.
 
     The box is clipped to the image first (LS validation wants 0-100); None when nothing is left of it

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from service.backends.encord import encord_ontology_from
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
+from service.convert.coco_types import CocoDocument
 from service.convert.darwin import item_to_darwin
 from service.convert.label_studio import (
     ObjectKind,
@@ -18,8 +19,10 @@ from service.convert.label_studio import (
     parse_label_config,
     with_region_ids,
 )
+from service.convert.label_studio_types import LsTask
 from service.convert.types import ModelRef, UnsupportedByFormatError
 from service.errors import ErrorCode
+from service.jobs.output_types import JobResult, LsImport, Provenance, SkippedJson
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions, item_predictions_from_json
 from service.pipeline.tracks import TrackerOptions
@@ -57,25 +60,27 @@ class Skipped:
     reason: str
     slot: SlotMeta | None = None
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> SkippedJson:
         where = {"item": self.item}
         if self.slot is not None:
             where |= {"slot": self.slot.slot, "media": self.slot.media.value}
         return where | {"code": self.code.code, "reason": self.reason}
 
 
-def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings: Settings) -> dict[str, Any]:
+def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings: Settings) -> JobResult:
     """The job's preannotations as ``fmt``; video detections in the tracks their worker linked them into.
 
     An item the format cannot hold (an Encord row of a video and a still) is listed in ``skipped_items``
     with a code and a reason; every other item is still served.
     """
     items, model = job_items(results, job.spec.tracker(settings)), job_model(job)
-    provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
+    provenance: Provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
     if fmt == "coco":
         coco, skipped = _items_to_coco(items, model)
-        coco["info"] |= provenance
-        return coco | {"skipped_items": _listed(skipped)}
+        coco["info"]["model"] = provenance["model"]
+        coco["info"]["model_version"] = provenance["model_version"]
+        coco["info"]["job_id"] = provenance["job_id"]
+        return {**coco, "skipped_items": _listed(skipped)}
     if fmt == "darwin":
         darwin, skipped = convert_each(fmt, items, lambda item: item_to_darwin(item, model))
         return {**provenance, "items": darwin, "skipped_items": _listed(skipped)}
@@ -116,14 +121,14 @@ def skipped_for(fmt: str, item: str, exc: Exception, slot: SlotMeta | None = Non
     return Skipped(item, ErrorCode.OUTPUT_FAILED, f"{fmt}: {type(exc).__name__} while converting the item", slot)
 
 
-def _listed(skipped: Sequence[Skipped]) -> list[dict[str, str]]:
+def _listed(skipped: Sequence[Skipped]) -> list[SkippedJson]:
     return [s.to_json() for s in skipped]
 
 
-def _items_to_coco(items: Sequence[ItemPredictions], model: ModelRef) -> tuple[dict[str, Any], list[Skipped]]:
+def _items_to_coco(items: Sequence[ItemPredictions], model: ModelRef) -> tuple[CocoDocument, list[Skipped]]:
     """One COCO file of every item; if that fails, the items are tried one by one and those at fault left out."""
 
-    def coco(chosen: Sequence[ItemPredictions]) -> dict[str, Any]:
+    def coco(chosen: Sequence[ItemPredictions]) -> CocoDocument:
         return frame_results_to_coco(
             [frame for item in chosen for frame in item.frames],
             class_names=model.class_names,
@@ -141,7 +146,7 @@ def _items_to_coco(items: Sequence[ItemPredictions], model: ModelRef) -> tuple[d
         return coco(kept), skipped
 
 
-def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> dict[str, Any]:
+def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> LsImport:
     """Label Studio tasks with embedded predictions, for ``POST /api/projects/{id}/import`` as they are.
 
     One task per image or video slot, not per item: an LS task shows one medium per ``$key``, and the
@@ -156,7 +161,7 @@ def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> dic
         kind: default_label_config_xml(model.class_names, kind) for kind in ("image", "video")
     }
     configs = {kind: parse_label_config(text) for kind, text in xml.items()}
-    tasks: list[dict[str, Any]] = []
+    tasks: list[LsTask] = []
     skipped: list[Skipped] = []
     for item in items:
         item = with_region_ids(item)  # numbered across the item, before it is split into tasks
@@ -169,7 +174,11 @@ def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> dic
             config = configs[kind]
             (target,) = config.targets()
             assert target.value_key is not None  # the default configs read $image / $video
-            data: dict[str, Any] = {target.value_key: meta.source_files[0], "item": item.name, "slot": meta.slot}
+            data: dict[str, str | float] = {
+                target.value_key: meta.source_files[0],
+                "item": item.name,
+                "slot": meta.slot,
+            }
             fps_key = (target.frame_rate or "").removeprefix("$")
             if kind == "video" and fps_key and meta.fps:
                 data[fps_key] = round(meta.fps, 6)  # what <Video framerate="$fps"> plays at; else LS uses 24

@@ -206,13 +206,13 @@ def get_result(
     job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
-    return job_result(format, job, state.store.results(tenant=tenant, job_id=job_id) or [], state.settings)
+    return dict(job_result(format, job, state.store.results(tenant=tenant, job_id=job_id) or [], state.settings))
 
 
 def _item_public(item: ItemResult, job: JobRecord, fmt: str | None, settings: Settings) -> ItemPublic:
     result = None
     if fmt is not None and item.state is ItemState.SUCCEEDED:
-        result = job_result(fmt, job, [item], settings)
+        result = dict(job_result(fmt, job, [item], settings))
     return ItemPublic(
         position=item.position,
         name=item.name,

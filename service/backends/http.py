@@ -8,12 +8,14 @@ vendor, which ``backend_error_to_preannotate`` maps to the service's codes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Hashable, Mapping
+from typing import Any, TypeVar, cast
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from service.backends.retry import (
     BackendError,
@@ -27,6 +29,31 @@ from service.backends.retry import (
 log = logging.getLogger(__name__)
 
 Params = Any  # what httpx takes as query params: a mapping, or (key, value) pairs for repeated keys
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:  # a type form: what TypeAdapter takes
+    return TypeAdapter(kind)
+
+
+def parse_answer(backend: str, kind: type[T], data: object, what: str, *, status: int | None = None) -> T:
+    """A vendor's JSON answer as ``kind`` (a pydantic model, a TypedDict, a ``list[...]`` of them), validated once
+    here at the client boundary; an answer of another shape is the vendor's fault and final (a retry would get
+    the same answer).
+
+    Raises:
+        BackendError: ``<what>: unexpected answer (<first field at fault>)``, not retryable.
+    """
+    try:
+        return cast(T, _adapter(cast(Hashable, kind)).validate_python(data))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"])) or "the answer"
+        raise BackendError(
+            backend, f"{what}: unexpected answer ({where}: {error['msg']})", status=status, retryable=False
+        ) from None
 
 
 class VendorHttp:
@@ -91,6 +118,11 @@ class VendorHttp:
     def call_json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
         """:meth:`call`, returning the answer's JSON."""
         return self.json_of(self.call(method, path, what, **kwargs), what)
+
+    def call_as(self, kind: type[T], method: str, path: str, what: str, **kwargs: Any) -> T:
+        """:meth:`call`, returning the answer's JSON as ``kind`` (see :func:`parse_answer`)."""
+        response = self.call(method, path, what, **kwargs)
+        return parse_answer(self.backend, kind, self.json_of(response, what), what, status=response.status_code)
 
     def json_of(self, response: httpx.Response, what: str) -> Any:
         """The answer's JSON; a body that is not JSON (a proxy's error page) is worth another try later."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -187,7 +187,7 @@ class JobStore(Protocol):
         """Record frame progress and extend nothing; False = stop (lease lost or job cancelled)."""
         ...
 
-    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+    def complete(self, worker: str, item_id: int, result: Mapping[str, object]) -> bool:
         """Store the result and mark the item succeeded; False if the lease was lost (result dropped)."""
         ...
 

@@ -125,7 +125,7 @@ def item_from_json(text: str | bytes) -> ItemIn:
     return ItemIn.model_validate_json(text)
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 

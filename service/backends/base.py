@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Generic, Literal, NotRequired, Protocol, TypedDict, TypeVar, runtime_checkable
 
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.predictions import ItemPredictions
@@ -18,6 +18,34 @@ from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn
 
 BackendName = Literal["label_studio", "v7", "encord"]
+
+
+class LabelStudioPushJson(TypedDict):
+    backend: Literal["label_studio"]
+    task: int
+    outcome: str
+    id: int
+    dropped: dict[str, int]
+
+
+class V7PushJson(TypedDict):
+    backend: Literal["v7"]
+    item: str
+    imported: int
+    skipped_reason: str | None
+    registered: NotRequired[str]
+
+
+class EncordPushJson(TypedDict):
+    backend: Literal["encord"]
+    data_hash: str
+    label_hash: str
+    objects: int
+    bundle_items: int
+
+
+PushJson = LabelStudioPushJson | V7PushJson | EncordPushJson
+"""A push as a job's result shows it under ``pushes``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +58,13 @@ class LabelStudioPushRecord:
     dropped: Mapping[str, int]
     backend: Literal["label_studio"] = "label_studio"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"backend": self.backend, "task": self.task, "outcome": self.outcome, "id": self.id} | {
-            "dropped": dict(self.dropped)
+    def to_json(self) -> LabelStudioPushJson:
+        return {
+            "backend": self.backend,
+            "task": self.task,
+            "outcome": self.outcome,
+            "id": self.id,
+            "dropped": dict(self.dropped),
         }
 
 
@@ -46,14 +78,16 @@ class V7PushRecord:
     registered: str | None = None
     backend: Literal["v7"] = "v7"
 
-    def to_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {
+    def to_json(self) -> V7PushJson:
+        record: V7PushJson = {
             "backend": self.backend,
             "item": self.item,
             "imported": self.imported,
             "skipped_reason": self.skipped_reason,
         }
-        return record | ({"registered": self.registered} if self.registered else {})
+        if self.registered:
+            record["registered"] = self.registered
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +100,7 @@ class EncordPushRecord:
     bundle_items: int
     backend: Literal["encord"] = "encord"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> EncordPushJson:
         return {
             "backend": self.backend,
             "data_hash": self.data_hash,

@@ -22,14 +22,16 @@ import hashlib
 import importlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import NotRequired, Protocol, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, with_config
+from typing_extensions import TypedDict  # pydantic validates TypedDicts from typing_extensions before 3.12
 
-from service.backends.http import VendorHttp
+from service.backends.http import VendorHttp, parse_answer
 from service.backends.retry import BackendError, RetryPolicy
 from service.config import Settings
 from service.convert.encord import (
@@ -49,10 +51,11 @@ BACKEND = "encord"
 DEFAULT_DOMAIN = "https://api.encord.com"  # US tenants: https://api.us.encord.com
 PUBLIC_PATH = "/public"
 MAX_BUNDLE = 1000  # LABEL_ROW_BUNDLE_*_LIMIT in encord/http/limits.py
+T = TypeVar("T")
 _RETRYABLE_ENVELOPE_ERRORS = frozenset({"RATE_LIMIT_ERROR", "UNKNOWN_ERROR"})
 
 # What the SDK's list_label_rows sends, with list_label_rows_v2's include_uninitialised_labels=True.
-_LIST_PAYLOAD_DEFAULTS: dict[str, Any] = {
+_LIST_PAYLOAD_DEFAULTS: dict[str, str | bool | list[str] | None] = {
     "edited_before": None,
     "edited_after": None,
     "label_statuses": None,
@@ -72,6 +75,24 @@ _LIST_PAYLOAD_DEFAULTS: dict[str, Any] = {
     "branch_name": None,
     "client_metadata_as_signed_url": False,
 }
+
+
+class EncordRowMeta(BaseModel):
+    """A label row as ``labelrowmetadata`` lists it: ``label_hash`` None for a row never opened."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    data_hash: str
+    label_hash: str | None = None
+
+
+@with_config(ConfigDict(extra="allow"))
+class EncordRow(TypedDict):
+    """A whole label row as Encord answers it; merged into by ``service.convert.encord`` and saved back, so every
+    key it holds is kept (only the two we index by are checked here)."""
+
+    data_hash: str
+    label_hash: NotRequired[str | None]
 
 
 class EncordAuth(Protocol):
@@ -201,17 +222,19 @@ class EncordBackend:
 
     # -- the four row calls ------------------------------------------------------------------------------------------
 
-    def list_rows(self, data_hashes: Sequence[str]) -> list[dict[str, Any]]:
+    def list_rows(self, data_hashes: Sequence[str]) -> list[EncordRowMeta]:
         """Label row metadata (``label_hash`` None for rows never opened) for these data units, in one call."""
         payload = _LIST_PAYLOAD_DEFAULTS | {"data_hashes": list(data_hashes), "branch_name": self.config.branch_name}
-        return self._rows(self._call("labelrowmetadata", "GET", None, payload, "listing label rows"))
+        what = "listing label rows"
+        return self._rows(list[EncordRowMeta], self._call("labelrowmetadata", "GET", None, payload, what), what)
 
-    def create_rows(self, data_hashes: Sequence[str]) -> list[dict[str, Any]]:
+    def create_rows(self, data_hashes: Sequence[str]) -> list[EncordRow]:
         """Create the label rows of never-labelled data units; returns them initialised (empty)."""
         payload = {"multi_request": True, "get_signed_url": False, "branch_name": self.config.branch_name}
-        return self._rows(self._call("labelrow", "PUT", list(data_hashes), payload, "creating label rows"))
+        what = "creating label rows"
+        return self._rows(list[EncordRow], self._call("labelrow", "PUT", list(data_hashes), payload, what), what)
 
-    def get_rows(self, label_hashes: Sequence[str]) -> list[dict[str, Any]]:
+    def get_rows(self, label_hashes: Sequence[str]) -> list[EncordRow]:
         """Initialised label rows, every object included (a filtered row must never be saved back)."""
         payload = {
             "get_signed_url": False,
@@ -222,12 +245,13 @@ class EncordBackend:
             "include_export_history": False,
             "include_archived": False,
         }
-        return self._rows(self._call("labelrow", "GET", list(label_hashes), payload, "reading label rows"))
+        what = "reading label rows"
+        return self._rows(list[EncordRow], self._call("labelrow", "GET", list(label_hashes), payload, what), what)
 
     def save_rows(self, rows: Sequence[EncordLabelRowJson]) -> None:
         """Save whole rows (replacing what the server has) in one call."""
         payload = {"multi_request": True, "labels": list(rows), "validate_before_saving": False}
-        self._call("labelrow", "POST", [row["label_hash"] for row in rows], payload, "saving label rows")
+        self._call("labelrow", "POST", [str(row["label_hash"]) for row in rows], payload, "saving label rows")
 
     # -- the workflow ----------------------------------------------------------------------------------------------
 
@@ -291,7 +315,7 @@ class EncordBackend:
                     push.item,
                     model,
                     ontology,
-                    existing_row=existing,
+                    existing_row=dict(existing),
                     created_by=self.config.created_by,
                     created_at=now,
                 )
@@ -299,7 +323,7 @@ class EncordBackend:
                 outcomes.append(exc)
                 continue
             merged.append(built.row)
-            outcomes.append(EncordPushResult(push.data_hash, built.row["label_hash"], built.stats))
+            outcomes.append(EncordPushResult(push.data_hash, str(built.row["label_hash"]), built.stats))
         if not merged:
             return outcomes
         try:
@@ -316,7 +340,7 @@ class EncordBackend:
         )
         return outcomes
 
-    def initialise_rows(self, data_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def initialise_rows(self, data_hashes: Sequence[str]) -> dict[str, EncordRow]:
         """``data_hash`` -> the row as the server has it now, creating rows that do not exist yet.
 
         Raises:
@@ -333,12 +357,12 @@ class EncordBackend:
             )
         return rows
 
-    def _initialise(self, data_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def _initialise(self, data_hashes: Sequence[str]) -> dict[str, EncordRow]:
         """The rows of the data hashes the project has (list, then create and/or get: 2 or 3 requests)."""
-        metas = {m["data_hash"]: m for m in self.list_rows(data_hashes)}
+        metas = {m.data_hash: m.label_hash for m in self.list_rows(data_hashes)}
         known = [h for h in data_hashes if h in metas]
-        to_create = [h for h in known if not metas[h].get("label_hash")]
-        to_get = [str(metas[h]["label_hash"]) for h in known if metas[h].get("label_hash")]
+        to_create = [h for h in known if not metas[h]]
+        to_get = [label for h in known if (label := metas[h])]
         rows = {r["data_hash"]: r for r in (self.create_rows(to_create) if to_create else [])}
         rows |= {r["data_hash"]: r for r in (self.get_rows(to_get) if to_get else [])}
         if set(rows) != set(known):
@@ -347,7 +371,9 @@ class EncordBackend:
 
     # -- transport -------------------------------------------------------------------------------------------------
 
-    def _call(self, query_type: str, method: str, uid: Any, payload: Any, what: str) -> Any:
+    def _call(
+        self, query_type: str, method: str, uid: list[str] | None, payload: Mapping[str, object], what: str
+    ) -> object:
         # Serialised once: the SSH signature covers these exact bytes.
         body = json.dumps(
             {"query_type": query_type, "query_method": method, "values": {"uid": uid, "payload": payload}}
@@ -375,10 +401,10 @@ class EncordBackend:
         return envelope.get("response")
 
     @staticmethod
-    def _rows(result: Any) -> list[dict[str, Any]]:
+    def _rows(kind: type[list[T]], result: object, what: str) -> list[T]:
         if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
             raise BackendError(BACKEND, "unexpected answer: not a list of rows", status=None, retryable=False)
-        return result
+        return parse_answer(BACKEND, kind, result, what)
 
 
 def encord_config_from(settings: Settings) -> EncordConfig:

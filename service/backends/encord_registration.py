@@ -8,8 +8,7 @@ Teams already write this file to register bucket data with Encord; posting the s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
 
 from service.errors import ErrorCode, PreannotateError
@@ -25,7 +24,7 @@ UNSUPPORTED_KEYS = frozenset({"nifti", "audio", "text", "time_series", "scenes"}
 _OBJECT_URL_N = re.compile(r"^objectUrl_(\d+)$")
 
 
-def is_encord_registration(body: dict[str, Any]) -> bool:
+def is_encord_registration(body: Mapping[str, object]) -> bool:
     """A registration file has none of our own keys and at least one of Encord's."""
     return "items" not in body and bool(body.keys() & (SUPPORTED_KEYS | UNSUPPORTED_KEYS))
 
@@ -34,14 +33,15 @@ def _invalid(message: str, code: ErrorCode = ErrorCode.INVALID_ARGUMENT) -> Prea
     return PreannotateError(code, f"Encord registration JSON: {message}")
 
 
-def _entries(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def _entries(body: Mapping[str, object], key: str) -> list[Mapping[str, object]]:
     value = body.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value):
+    entries: list[Mapping[str, object]] = [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+    if not isinstance(value, list) or len(entries) != len(value):
         raise _invalid(f"'{key}' must be a list of objects")
-    return value
+    return entries
 
 
-def _url(entry: dict[str, Any], key: str, where: str) -> str:
+def _url(entry: Mapping[str, object], key: str, where: str) -> str:
     url = entry.get(key)
     if not isinstance(url, str) or not url:
         raise _invalid(f"{where}: '{key}' must be a non-empty string")
@@ -50,7 +50,7 @@ def _url(entry: dict[str, Any], key: str, where: str) -> str:
     return url
 
 
-def _title(entry: dict[str, Any], fallback_url: str, where: str) -> str:
+def _title(entry: Mapping[str, object], fallback_url: str, where: str) -> str:
     title = entry.get("title")
     if title is None:
         return urlsplit(fallback_url).path.rsplit("/", 1)[-1] or fallback_url[:MAX_TITLE_CHARS]
@@ -61,7 +61,7 @@ def _title(entry: dict[str, Any], fallback_url: str, where: str) -> str:
     return title
 
 
-def _numbered_urls(entry: dict[str, Any], where: str) -> list[str]:
+def _numbered_urls(entry: Mapping[str, object], where: str) -> list[str]:
     """``objectUrl_0``, ``objectUrl_1``, ... in position order."""
     numbered = sorted((int(m.group(1)), key) for key in entry if (m := _OBJECT_URL_N.match(key)))
     if not numbered:
@@ -71,7 +71,7 @@ def _numbered_urls(entry: dict[str, Any], where: str) -> list[str]:
     return [_url(entry, key, where) for _, key in numbered]
 
 
-def _items(body: dict[str, Any]) -> Iterator[ItemIn]:
+def _items(body: Mapping[str, object]) -> Iterator[ItemIn]:
     for i, entry in enumerate(_entries(body, "images")):
         url = _url(entry, "objectUrl", f"images[{i}]")
         yield ItemIn(name=_title(entry, url, f"images[{i}]"), slots=[SlotIn(url=url, type="image")])
@@ -98,7 +98,7 @@ def _items(body: dict[str, Any]) -> Iterator[ItemIn]:
             yield ItemIn(name=_title(entry, url, f"{key}[{i}]"), slots=[SlotIn(url=url, type="pdf")])
 
 
-def encord_registration_to_items(body: dict[str, Any], *, max_items: int) -> list[ItemIn]:
+def encord_registration_to_items(body: Mapping[str, object], *, max_items: int) -> list[ItemIn]:
     """Items for a registration JSON, in file order (images, videos, groups, series, PDFs).
 
     ``skip_duplicate_urls: true`` drops items whose URLs all appeared earlier in the same file

@@ -8,12 +8,14 @@ vendor, which ``backend_error_to_preannotate`` maps to the service's codes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Hashable, Mapping
+from typing import Any, TypedDict, TypeVar, Unpack, cast
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from service.backends.retry import (
     BackendError,
@@ -26,7 +28,45 @@ from service.backends.retry import (
 
 log = logging.getLogger(__name__)
 
-Params = Any  # what httpx takes as query params: a mapping, or (key, value) pairs for repeated keys
+Param = str | int | float | bool | None
+Params = Mapping[str, Param] | list[tuple[str, Param]] | None
+"""Query parameters: a mapping, or (key, value) pairs for repeated keys (``item_ids[]``)."""
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:  # a type form: what TypeAdapter takes
+    return TypeAdapter(kind)
+
+
+def parse_answer(backend: str, kind: type[T], data: object, what: str, *, status: int | None = None) -> T:
+    """A vendor's JSON answer as ``kind`` (a pydantic model, a TypedDict, a ``list[...]`` of them), validated once
+    here at the client boundary; an answer of another shape is the vendor's fault and final (a retry would get
+    the same answer).
+
+    Raises:
+        BackendError: ``<what>: unexpected answer (<first field at fault>)``, not retryable.
+    """
+    try:
+        return cast(T, _adapter(cast(Hashable, kind)).validate_python(data))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"])) or "the answer"
+        raise BackendError(
+            backend, f"{what}: unexpected answer ({where}: {error['msg']})", status=status, retryable=False
+        ) from None
+
+
+class CallOptions(TypedDict, total=False):
+    """:meth:`VendorHttp.call`'s keyword arguments."""
+
+    params: Params
+    json_body: object
+    content: bytes | None
+    headers: Mapping[str, str] | None
+    retry: RetryPolicy | None
+    ok_statuses: frozenset[int]
 
 
 class VendorHttp:
@@ -76,7 +116,7 @@ class VendorHttp:
         what: str,
         *,
         params: Params = None,
-        json_body: Any = None,
+        json_body: object = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         retry: RetryPolicy | None = None,
@@ -88,11 +128,16 @@ class VendorHttp:
         )
         return self.send(request, what, retry=retry, ok_statuses=ok_statuses)
 
-    def call_json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+    def call_json(self, method: str, path: str, what: str, **options: Unpack[CallOptions]) -> object:
         """:meth:`call`, returning the answer's JSON."""
-        return self.json_of(self.call(method, path, what, **kwargs), what)
+        return self.json_of(self.call(method, path, what, **options), what)
 
-    def json_of(self, response: httpx.Response, what: str) -> Any:
+    def call_as(self, kind: type[T], method: str, path: str, what: str, **options: Unpack[CallOptions]) -> T:
+        """:meth:`call`, returning the answer's JSON as ``kind`` (see :func:`parse_answer`)."""
+        response = self.call(method, path, what, **options)
+        return parse_answer(self.backend, kind, self.json_of(response, what), what, status=response.status_code)
+
+    def json_of(self, response: httpx.Response, what: str) -> object:
         """The answer's JSON; a body that is not JSON (a proxy's error page) is worth another try later."""
         try:
             return response.json()

@@ -23,16 +23,17 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import NotRequired
 from urllib.parse import urljoin
 
 import httpx
-from pydantic import SecretStr
+from pydantic import ConfigDict, JsonValue, SecretStr, with_config
+from typing_extensions import TypedDict  # pydantic validates TypedDicts from typing_extensions before 3.12
 
-from service.backends.http import VendorHttp
+from service.backends.http import VendorHttp, parse_answer
 from service.backends.origin_auth import DEFAULT_PORTS, Origin, OriginAuthTransport, host_entry, origin_of
 from service.backends.retry import (
     BackendError,
@@ -56,6 +57,42 @@ ACCESS_TOKEN_MARGIN_S = 30.0
 DEFAULT_RETRY = RetryPolicy(
     max_attempts=6, base_delay_s=0.5, max_delay_s=30.0, max_retry_after_s=60.0, max_total_s=120.0
 )
+
+
+# -- what Label Studio answers: validated once here, every other key kept as sent --------------------------------
+
+
+@with_config(ConfigDict(extra="allow"))
+class LsUser(TypedDict):
+    id: int
+    email: NotRequired[str | None]
+
+
+@with_config(ConfigDict(extra="allow"))
+class LsProject(TypedDict):
+    id: int
+    title: NotRequired[str | None]
+    label_config: NotRequired[str | None]
+
+
+@with_config(ConfigDict(extra="allow"))
+class LsPredictionRef(TypedDict):
+    """A stored prediction; what a push reconciles by."""
+
+    id: int
+    model_version: NotRequired[str | None]
+
+
+@with_config(ConfigDict(extra="allow"))
+class LsTask(TypedDict):
+    """A task as ``GET /api/tasks/`` lists it (``predictions`` are ids unless listed with ``fields=all``)."""
+
+    id: int
+    data: NotRequired[dict[str, JsonValue]]
+    predictions: NotRequired[list[LsPredictionRef | int]]
+    created_at: NotRequired[str | None]
+    updated_at: NotRequired[str | None]
+    project: NotRequired[int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +206,7 @@ class TokenSource:
         return access, float(expires) if isinstance(expires, int | float) else time.time() + 300.0
 
 
-def _jwt_claims(token: str) -> dict[str, Any]:
+def _jwt_claims(token: str) -> Mapping[str, object]:
     """The payload of a JWT, unverified (LS verifies it; we only read ``token_type`` and ``exp``)."""
     parts = token.split(".")
     if len(parts) != 3:
@@ -248,12 +285,11 @@ class LabelStudioClient:
 
     # -- projects and tasks ------------------------------------------------------------------------------------
 
-    def whoami(self) -> dict[str, Any]:
+    def whoami(self) -> LsUser:
         """The key's user: a cheap check that URL and key work."""
-        user: dict[str, Any] = self._http.call_json("GET", "/api/current-user/whoami", what="checking the API key")
-        return user
+        return self._http.call_as(LsUser, "GET", "/api/current-user/whoami", what="checking the API key")
 
-    def iter_projects(self) -> Iterator[dict[str, Any]]:
+    def iter_projects(self) -> Iterator[LsProject]:
         """Every project the key can see (page by page; ``next`` links are not followed: they name LS's
         public host, which may not be the one configured here)."""
         page = 1
@@ -267,20 +303,18 @@ class LabelStudioClient:
             )
             if not isinstance(data, dict) or not data.get("results"):
                 return
-            yield from data["results"]
+            yield from parse_answer(BACKEND, list[LsProject], data["results"], "listing projects")
             if not data.get("next"):
                 return
             page += 1
 
-    def get_project(self, project_id: int) -> dict[str, Any]:
-        project: dict[str, Any] = self._http.call_json(
-            "GET", f"/api/projects/{project_id}/", what=f"reading project {project_id}"
+    def get_project(self, project_id: int) -> LsProject:
+        return self._http.call_as(
+            LsProject, "GET", f"/api/projects/{project_id}/", what=f"reading project {project_id}"
         )
-        return project
 
-    def get_task(self, task_id: int) -> dict[str, Any]:
-        task: dict[str, Any] = self._http.call_json("GET", f"/api/tasks/{task_id}/", what=f"reading task {task_id}")
-        return task
+    def get_task(self, task_id: int) -> LsTask:
+        return self._http.call_as(LsTask, "GET", f"/api/tasks/{task_id}/", what=f"reading task {task_id}")
 
     def get_label_config(self, project_id: int) -> str:
         return str(self.get_project(project_id).get("label_config") or "")
@@ -295,23 +329,24 @@ class LabelStudioClient:
             json_body={"model_version": model_version},
         )
 
-    def iter_tasks(self, project_id: int, *, with_predictions: bool = True) -> Iterator[dict[str, Any]]:
+    def iter_tasks(self, project_id: int, *, with_predictions: bool = True) -> Iterator[LsTask]:
         """Every task of a project, by 1-based pages; LS answers 404 for a page past the end."""
         page = 1
         params: dict[str, str | int] = {"project": project_id, "page_size": self.config.page_size}
         if with_predictions:
             params["fields"] = "all"
+        what = f"listing tasks of project {project_id}"
         while True:
             response = self._http.call(
                 "GET",
                 "/api/tasks/",
-                what=f"listing tasks of project {project_id}",
+                what=what,
                 params={**params, "page": page},
                 ok_statuses=frozenset({404}),
             )
             if response.status_code == 404:
                 return
-            tasks = response.json().get("tasks") or []
+            tasks = parse_answer(BACKEND, list[LsTask], response.json().get("tasks") or [], what)
             yield from tasks
             if len(tasks) < self.config.page_size:
                 return
@@ -319,11 +354,11 @@ class LabelStudioClient:
 
     # -- predictions -------------------------------------------------------------------------------------------
 
-    def list_predictions(self, task_id: int) -> list[dict[str, Any]]:
-        data = self._http.call_json(
-            "GET", "/api/predictions/", what=f"listing predictions of task {task_id}", params={"task": task_id}
-        )
-        return [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+    def list_predictions(self, task_id: int) -> list[LsPredictionRef]:
+        what = f"listing predictions of task {task_id}"
+        data = self._http.call_json("GET", "/api/predictions/", what=what, params={"task": task_id})
+        found = [p for p in data if isinstance(p, dict)] if isinstance(data, list) else []
+        return parse_answer(BACKEND, list[LsPredictionRef], found, what)
 
     def upsert_prediction(
         self, task_id: int, prediction: LsPrediction, *, replace_existing: bool = False
@@ -344,9 +379,9 @@ class LabelStudioClient:
             mine = [p for p in self.list_predictions(task_id) if p.get("model_version") == prediction.model_version]
             if mine:
                 if sent:  # our earlier create landed after all
-                    return PushResult(PushOutcome.CREATED, int(mine[0]["id"]))
+                    return PushResult(PushOutcome.CREATED, mine[0]["id"])
                 if not replace_existing:
-                    return PushResult(PushOutcome.SKIPPED, int(mine[0]["id"]))
+                    return PushResult(PushOutcome.SKIPPED, mine[0]["id"])
                 return PushResult(PushOutcome.REPLACED, self._replace(mine, prediction))
             try:
                 created = self._create(task_id, prediction)
@@ -360,37 +395,37 @@ class LabelStudioClient:
                 log.warning("task %d: creating a prediction failed (%s); listing again in %.2f s", task_id, exc, delay)
                 policy.sleep(delay)
                 continue
-            return PushResult(PushOutcome.CREATED, int(created["id"]))
+            return PushResult(PushOutcome.CREATED, created["id"])
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _create(self, task_id: int, prediction: LsPrediction) -> dict[str, Any]:
+    def _create(self, task_id: int, prediction: LsPrediction) -> LsPredictionRef:
         # Not idempotent: retried in place only where LS cannot have stored it (429: throttled before the view).
         once = replace(self.config.retry, statuses=frozenset({429}), retry_transport_errors=False)
-        created: dict[str, Any] = self._http.call_json(
+        return self._http.call_as(
+            LsPredictionRef,
             "POST",
             "/api/predictions/",
             what=f"creating a prediction on task {task_id}",
             json_body={"task": task_id, **prediction.to_json()},
             retry=once,
         )
-        return created
 
-    def _replace(self, mine: list[dict[str, Any]], prediction: LsPrediction) -> int:
-        keep, *extra = sorted(mine, key=lambda p: int(p["id"]))
+    def _replace(self, mine: list[LsPredictionRef], prediction: LsPrediction) -> int:
+        keep, *extra = sorted(mine, key=lambda p: p["id"])
         self._http.call(
             "PATCH",
-            f"/api/predictions/{int(keep['id'])}/",
+            f"/api/predictions/{keep['id']}/",
             what=f"replacing prediction {keep['id']}",
             json_body=prediction.to_json(),
         )
         for duplicate in extra:  # left by an older client or a crash between create and bookkeeping
             self._http.call(
                 "DELETE",
-                f"/api/predictions/{int(duplicate['id'])}/",
+                f"/api/predictions/{duplicate['id']}/",
                 what=f"deleting duplicate prediction {duplicate['id']}",
                 ok_statuses=frozenset({404}),
             )
-        return int(keep["id"])
+        return keep["id"]
 
     # -- media -------------------------------------------------------------------------------------------------
 

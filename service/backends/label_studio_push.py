@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from service.backends.base import (
     Backend,
@@ -31,7 +31,7 @@ def predictions_to_ls(
     model: ModelRef,
     config: LabelConfig,
     *,
-    task_data: Mapping[str, Any] | None,
+    task_data: Mapping[str, object] | None,
 ) -> LsPrediction:
     """The one converter call of a Label Studio push: video regions are the tracks the predictions' tracker ids
     name (untracked, every detection its own region)."""

@@ -15,10 +15,10 @@ The worker pool gets a :class:`BackendMediaFetcher`; client-facing routes (``/v1
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -26,7 +26,7 @@ from service.backends.label_studio import LabelStudioClient, config_from_setting
 from service.backends.origin_auth import DEFAULT_PORTS, Origin, OriginAuthTransport, host_entry, origin_of
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.pipeline.fetch import FetchedFile, Fetcher, redact_url
+from service.pipeline.fetch import FetchedFile, Fetcher, Resolver, redact_url, system_resolver
 
 LABEL_STUDIO = "label-studio"
 V7 = "v7"
@@ -53,15 +53,23 @@ class BackendMediaFetcher(Fetcher):
     Tool clients are built on first use from the settings and shared by the worker threads.
     """
 
-    def __init__(self, settings: Settings, *, media_transport: httpx.BaseTransport | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        media_transport: httpx.BaseTransport | None = None,
+        resolver: Resolver = system_resolver,
+        verify: ssl.SSLContext | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         """Build the fetcher.
 
         Args:
             settings: Fetch policy and the tools' URLs and keys.
             media_transport: Replaces the network for marked URLs (tests only).
-            **kwargs: Passed to :class:`Fetcher` (resolver, verify, transport).
+            resolver, verify, transport: As :class:`Fetcher` takes them.
         """
-        super().__init__(settings.fetch_policy(), **kwargs)
+        super().__init__(settings.fetch_policy(), resolver=resolver, verify=verify, transport=transport)
         self._settings = settings
         self._media_transport = media_transport
         self._lock = threading.Lock()

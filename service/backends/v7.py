@@ -24,9 +24,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, NotRequired, TypedDict, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.backends.http import VendorHttp
 from service.backends.retry import BackendError, RetryPolicy
@@ -42,6 +43,141 @@ DEFAULT_BASE_URL = "https://darwin.v7labs.com/api"
 READY_STATUSES = frozenset({"new", "annotate", "review", "complete", "archived"})  # importer.py: import allowed
 MAIN_TYPES = ("bounding_box", "polygon", "tag")  # what we write; darwin-py knows more
 SlotType = Literal["image", "video", "pdf", "dicom"]
+T = TypeVar("T")
+
+
+# -- what V7 answers (read once here; fields we do not use are ignored) ---------------------------------------------
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+
+class V7SlotEntry(_Answer):
+    """A slot of a registered or blocked item: its upload (``register_upload``) or why it was blocked."""
+
+    slot_name: str | None = None
+    upload_id: str | None = None
+    reason: str | None = None
+
+
+class V7ItemEntry(_Answer):
+    """An item as V7 lists or registers it."""
+
+    id: str
+    name: str
+    path: str = "/"
+    status: str | None = None
+    slots: tuple[V7SlotEntry, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return _key(self.path, self.name)
+
+
+class V7BlockedEntry(_Answer):
+    name: str
+    path: str = "/"
+    slots: tuple[V7SlotEntry, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return _key(self.path, self.name)
+
+
+class V7Registered(_Answer):
+    """``register_existing`` / ``register_upload``'s answer."""
+
+    items: tuple[V7ItemEntry, ...] = ()
+    blocked_items: tuple[V7BlockedEntry, ...] = ()
+
+
+class V7Page(_Answer):
+    next: str | None = None
+
+
+class V7ItemPage(_Answer):
+    """One page of ``GET items``."""
+
+    items: tuple[V7ItemEntry, ...] = ()
+    page: V7Page | None = None
+
+
+class V7SignedUpload(_Answer):
+    upload_url: str
+
+
+class V7DatasetRef(BaseModel):
+    """A dataset a class belongs to; sent back as V7 gave it (other keys kept) when the class gains a dataset."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: int
+
+
+class V7Class(_Answer):
+    """An annotation class of the team."""
+
+    id: int
+    name: str
+    annotation_types: tuple[str, ...] = ()
+    datasets: tuple[V7DatasetRef, ...] = ()
+
+
+class V7ClassList(_Answer):
+    annotation_classes: list[V7Class] = Field(default_factory=list)
+
+
+class V7CreatedClass(_Answer):
+    id: int
+
+
+class V7AnnotationType(_Answer):
+    id: int
+    name: str
+
+
+# -- what we send ---------------------------------------------------------------------------------------------------
+
+
+class V7SlotBody(TypedDict, total=False):
+    """A slot of a registration request (``register_existing`` gives ``storage_key``)."""
+
+    slot_name: str
+    type: SlotType
+    storage_key: str
+    file_name: str
+    fps: float | Literal["native"]
+    as_frames: bool
+    extract_views: bool
+
+
+class V7Layout(TypedDict):
+    version: int
+    type: str
+    slots: list[str]
+
+
+class V7ItemBody(TypedDict):
+    name: str
+    path: str
+    layout: NotRequired[Mapping[str, object]]
+    slots: list[V7SlotBody]
+    tags: NotRequired[list[str]]
+
+
+class V7ContextKeys(TypedDict):
+    slot_names: list[str]
+
+
+class V7ImportAnnotation(TypedDict):
+    """One annotation of ``POST items/{id}/import``; ``data`` holds the shape under its main type's key, so its
+    keys depend on the shape (``bounding_box``, ``polygon``, ``tag``, or ``frames``/``segments`` for video)."""
+
+    id: object
+    annotation_class_id: int
+    context_keys: V7ContextKeys
+    data: dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +233,7 @@ class V7Item:
     slots: tuple[V7Slot, ...]
     path: str = "/"
     tags: tuple[str, ...] = ()
-    layout: Mapping[str, Any] | None = None  # None: v1, horizontal for 2 slots, grid beyond; none for 1
+    layout: Mapping[str, object] | None = None  # None: v1, horizontal for 2 slots, grid beyond; none for 1
 
     def __post_init__(self) -> None:
         names = [s.slot_name for s in self.slots]
@@ -108,13 +244,13 @@ class V7Item:
     def key(self) -> str:
         return f"{self.path.rstrip('/')}/{self.name}"
 
-    def layout_json(self) -> dict[str, Any] | None:
+    def layout_json(self) -> Mapping[str, object] | None:
         if self.layout is not None:
             return dict(self.layout)
         if len(self.slots) == 1:
             return None
         kind = "horizontal" if len(self.slots) == 2 else "grid"
-        return {"version": 1, "type": kind, "slots": [s.slot_name for s in self.slots]}
+        return V7Layout(version=1, type=kind, slots=[s.slot_name for s in self.slots])
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +328,9 @@ class V7Backend:
                 "storage_slug": self.config.storage_slug,
                 "items": [_existing_item_json(item) for item in chunk],
             }
-            answer = self._json("POST", self._team("items/register_existing"), "registering items", body=body)
+            answer = self._json(
+                V7Registered, "POST", self._team("items/register_existing"), "registering items", body=body
+            )
             ids |= self._registered(chunk, answer)
         return ids
 
@@ -205,34 +343,41 @@ class V7Backend:
                 "items": [_upload_item_json(item) for item in chunk],
                 "options": {"force_tiling": False, "handle_as_slices": False, "ignore_dicom_layout": False},
             }
-            answer = self._json("POST", self._team("items/register_upload"), "registering uploads", body=body)
+            answer = self._json(
+                V7Registered, "POST", self._team("items/register_upload"), "registering uploads", body=body
+            )
             by_key = {item.key: item for item in chunk}
-            for entry in answer.get("items", []):
-                item = by_key[_key(entry)]
+            for entry in answer.items:
+                item = by_key[entry.key]
                 files = {s.slot_name: s for s in item.slots}
-                for slot in entry.get("slots", []):
-                    self._upload(files[slot["slot_name"]], str(slot["upload_id"]))
+                for slot in entry.slots:
+                    if slot.slot_name not in files or slot.upload_id is None:
+                        raise BackendError(
+                            BACKEND, f"registering uploads: no upload for {entry.key}", status=None, retryable=False
+                        )
+                    self._upload(files[slot.slot_name], slot.upload_id)
             ids |= self._registered(chunk, answer)
         return ids
 
     def _upload(self, slot: V7Slot, upload_id: str) -> None:
         assert slot.local_path is not None  # checked when the payload was built
-        signed = self._json("GET", self._team(f"items/uploads/{upload_id}/sign"), "signing an upload")
+        signed = self._json(V7SignedUpload, "GET", self._team(f"items/uploads/{upload_id}/sign"), "signing an upload")
         # Streamed from disk (videos can be gigabytes), with its length: presigned PUTs take no chunked bodies.
         size = slot.local_path.stat().st_size
         request = self._storage.client.build_request(
-            "PUT", str(signed["upload_url"]), content=_FileBody(slot.local_path), headers={"Content-Length": str(size)}
+            "PUT", signed.upload_url, content=_FileBody(slot.local_path), headers={"Content-Length": str(size)}
         )
         self._storage.send(request, "uploading a file")
-        self._json("POST", self._team(f"items/uploads/{upload_id}/confirm"), "confirming an upload", body={})
+        confirm = self._team(f"items/uploads/{upload_id}/confirm")
+        self._api.call_json("POST", confirm, "confirming an upload", **_body({}))
 
-    def _registered(self, chunk: Sequence[V7Item], answer: Mapping[str, Any]) -> dict[str, str]:
-        ids = {_key(entry): str(entry["id"]) for entry in answer.get("items", [])}
-        existing: list[tuple[str, set[Any]]] = []
-        refused: list[tuple[str, set[Any]]] = []
-        for entry in answer.get("blocked_items", []):
-            reasons = {slot.get("reason") for slot in entry.get("slots", [])} or {None}
-            (existing if reasons == {"ALREADY_EXISTS"} else refused).append((_key(entry), reasons))
+    def _registered(self, chunk: Sequence[V7Item], answer: V7Registered) -> dict[str, str]:
+        ids = {entry.key: entry.id for entry in answer.items}
+        existing: list[tuple[str, set[str | None]]] = []
+        refused: list[tuple[str, set[str | None]]] = []
+        for entry in answer.blocked_items:
+            reasons = {slot.reason for slot in entry.slots} or {None}
+            (existing if reasons == {"ALREADY_EXISTS"} else refused).append((entry.key, reasons))
         if refused:
             key, reasons = refused[0]
             raise BackendError(
@@ -244,7 +389,7 @@ class V7Backend:
         if existing:
             # Registered by an earlier run: adopt it (reconcile before create).
             names = [k.rsplit("/", 1)[1] for k, _ in existing]
-            found = {_key(entry): str(entry["id"]) for entry in self.find_items(item_names=names)}
+            found = {entry.key: entry.id for entry in self.find_items(item_names=names)}
             for key, _ in existing:
                 if key not in found:
                     raise BackendError(BACKEND, f"{key} exists but cannot be found", status=None, retryable=True)
@@ -253,20 +398,20 @@ class V7Backend:
 
     # -- items -----------------------------------------------------------------------------------------------------
 
-    def find_items(self, *, item_names: Sequence[str] = (), item_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def find_items(self, *, item_names: Sequence[str] = (), item_ids: Sequence[str] = ()) -> list[V7ItemEntry]:
         """Items of the dataset by name or id (100 per request, every page)."""
-        found: list[dict[str, Any]] = []
+        found: list[V7ItemEntry] = []
         for key, values in (("item_names[]", item_names), ("item_ids[]", item_ids)):
             for chunk in _chunks(list(values), 100):
                 params: list[tuple[str, str | int]] = [(key, v) for v in chunk]
                 params += [("dataset_ids[]", self.config.dataset_id), ("page[size]", 500)]
                 while True:
-                    answer = self._json("GET", self._team("items"), "listing items", params=params)
-                    found += answer.get("items", [])
-                    following = (answer.get("page") or {}).get("next")
+                    answer = self._json(V7ItemPage, "GET", self._team("items"), "listing items", params=params)
+                    found += answer.items
+                    following = answer.page.next if answer.page else None
                     if not following:
                         break
-                    params = [p for p in params if p[0] != "page[from]"] + [("page[from]", str(following))]
+                    params = [p for p in params if p[0] != "page[from]"] + [("page[from]", following)]
         return found
 
     def item_status(self, item_id: str) -> str:
@@ -276,7 +421,7 @@ class V7Backend:
             raise BackendError(
                 BACKEND, f"item {item_id} is not in dataset {self.config.dataset_id}", status=404, retryable=False
             )
-        return str(found[0].get("status"))
+        return str(found[0].status)
 
     # -- classes ---------------------------------------------------------------------------------------------------
 
@@ -291,31 +436,37 @@ class V7Backend:
         classes = self._team_classes()
         ids: dict[tuple[str, str], int] = {}
         for main_type, name in wanted:
-            match = next((c for c in classes if c["name"] == name and main_type in c.get("annotation_types", [])), None)
-            if match is None:
+            found = next((c for c in classes if c.name == name and main_type in c.annotation_types), None)
+            if found is None:
                 match = self._create_class(main_type, name)
                 classes.append(match)
-            elif all(d.get("id") != self.config.dataset_id for d in match.get("datasets", [])):
-                datasets = [*match.get("datasets", []), {"id": self.config.dataset_id}]
-                body = {"datasets": datasets, "id": match["id"]}
-                self._json("PUT", f"annotation_classes/{match['id']}", "adding a class to the dataset", body=body)
-                match["datasets"] = datasets
-            ids[(main_type, name)] = int(match["id"])
+            elif all(d.id != self.config.dataset_id for d in found.datasets):
+                datasets = (*found.datasets, V7DatasetRef(id=self.config.dataset_id))
+                body = {"datasets": [d.model_dump() for d in datasets], "id": found.id}
+                self._api.call_json(
+                    "PUT", f"annotation_classes/{found.id}", "adding a class to the dataset", **_body(body)
+                )
+                match = found.model_copy(update={"datasets": datasets})
+                classes[classes.index(found)] = match
+            else:
+                match = found
+            ids[(main_type, name)] = match.id
         self._class_ids |= ids
         return ids
 
-    def _team_classes(self) -> list[dict[str, Any]]:
+    def _team_classes(self) -> list[V7Class]:
         answer = self._json(
+            V7ClassList,
             "GET",
             f"teams/{self.config.team_slug}/annotation_classes",
             "listing classes",
             params=[("include_tags", "true")],
         )
-        return list(answer.get("annotation_classes", []))
+        return list(answer.annotation_classes)
 
-    def _create_class(self, main_type: str, name: str) -> dict[str, Any]:
-        types = self._json("GET", "annotation_types", "listing annotation types")
-        type_ids = {str(t["name"]): int(t["id"]) for t in types}
+    def _create_class(self, main_type: str, name: str) -> V7Class:
+        types = self._json(list[V7AnnotationType], "GET", "annotation_types", "listing annotation types")
+        type_ids = {t.name: t.id for t in types}
         if main_type not in type_ids:
             raise BackendError(BACKEND, f"V7 has no annotation type {main_type!r}", status=None, retryable=False)
         # The inference sub-type too: we send data.inference, and V7's own bbox classes list it (§3.3).
@@ -327,9 +478,11 @@ class V7Backend:
             "annotation_type_ids": wanted,
             "datasets": [{"id": self.config.dataset_id}],
         }
-        created = self._json("POST", "annotation_classes", "creating a class", body=body)
+        created = self._json(V7CreatedClass, "POST", "annotation_classes", "creating a class", body=body)
         logger.info("v7: created class %s (%s)", name, main_type)
-        return {"annotation_types": [main_type], "datasets": [{"id": self.config.dataset_id}], **created}
+        return V7Class(
+            id=created.id, name=name, annotation_types=(main_type,), datasets=(V7DatasetRef(id=self.config.dataset_id),)
+        )
 
     # -- annotations -------------------------------------------------------------------------------------------------
 
@@ -338,7 +491,7 @@ class V7Backend:
         :meth:`push` it."""
         return self.push(item_id, item_to_darwin(item, model, path=path))
 
-    def push(self, item_id: str, darwin: Mapping[str, Any]) -> V7PushResult:
+    def push(self, item_id: str, darwin: Mapping[str, object]) -> V7PushResult:
         """Replace the item's annotations with those of a Darwin JSON 2.0 document.
 
         Raises:
@@ -352,7 +505,7 @@ class V7Backend:
         if status in self.config.protected_statuses:
             logger.warning("v7: item %s is in %s; not overwriting its annotations", item_id, status)
             return V7PushResult(item_id, 0, requests=0, skipped_reason=f"item status {status}")
-        annotations = list(darwin.get("annotations", []))
+        annotations = _mappings(darwin.get("annotations"))
         class_ids = self.ensure_classes(
             (t, str(a["name"]).strip()) for a in annotations if (t := main_type(a)) is not None
         )
@@ -362,7 +515,7 @@ class V7Backend:
             logger.warning("v7: item %s: %d annotations without a class left out", item_id, sum(skipped.values()))
         return V7PushResult(item_id, len(payload), dict(skipped), requests)
 
-    def _import(self, item_id: str, annotations: list[dict[str, Any]]) -> int:
+    def _import(self, item_id: str, annotations: list[V7ImportAnnotation]) -> int:
         path = self._team(f"items/{item_id}/import")
         response = self._api.send(
             self._import_request(path, annotations, overwrite=True), "importing", ok_statuses=frozenset({413})
@@ -375,7 +528,7 @@ class V7Backend:
             self._api.send(self._import_request(path, chunk, overwrite=n == 0), "importing a chunk")
         return 1 + len(chunks)
 
-    def _import_request(self, path: str, annotations: list[dict[str, Any]], *, overwrite: bool) -> httpx.Request:
+    def _import_request(self, path: str, annotations: list[V7ImportAnnotation], *, overwrite: bool) -> httpx.Request:
         body = {"annotations": annotations, "overwrite": "true" if overwrite else "false"}  # strings, not booleans
         return self._api.client.build_request("POST", path, content=json.dumps(body).encode(), headers=_JSON)
 
@@ -385,14 +538,35 @@ class V7Backend:
         return f"v2/teams/{self.config.team_slug}/{path}"
 
     def _json(
-        self, method: str, path: str, what: str, *, body: Any = None, params: Sequence[tuple[str, str | int]] = ()
-    ) -> Any:
-        content = None if body is None else json.dumps(body).encode()
-        headers = _JSON if content is not None else None
-        return self._api.call_json(method, path, what, content=content, params=list(params), headers=headers)
+        self,
+        kind: type[T],
+        method: str,
+        path: str,
+        what: str,
+        *,
+        body: object = None,
+        params: Sequence[tuple[str, str | int]] = (),
+    ) -> T:
+        return self._api.call_as(kind, method, path, what, params=list(params), **_body(body))
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+class _JsonBody(TypedDict):
+    content: bytes | None
+    headers: Mapping[str, str] | None
+
+
+def _body(body: object) -> _JsonBody:
+    """A request body as V7 takes it: JSON bytes (a retry can replay them); None sends none."""
+    if body is None:
+        return {"content": None, "headers": None}
+    return {"content": json.dumps(body).encode(), "headers": _JSON}
+
+
+def _mappings(value: object) -> list[Mapping[str, object]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list | tuple) else []
 
 
 class _FileBody:
@@ -407,18 +581,19 @@ class _FileBody:
                 yield chunk
 
 
-def main_type(annotation: Mapping[str, Any]) -> str | None:
+def main_type(annotation: Mapping[str, object]) -> str | None:
     """The main shape of a Darwin annotation (image-style, or the first frame's for video-style)."""
     source = annotation
     frames = annotation.get("frames")
     if isinstance(frames, Mapping) and frames:
-        source = next(iter(frames.values()))
+        first = next(iter(frames.values()))
+        source = first if isinstance(first, Mapping) else {}
     return next((t for t in MAIN_TYPES if t in source), None)
 
 
 def darwin_to_import(
-    annotations: Sequence[Mapping[str, Any]], class_ids: Mapping[tuple[str, str], int]
-) -> tuple[list[dict[str, Any]], Counter[str]]:
+    annotations: Sequence[Mapping[str, object]], class_ids: Mapping[tuple[str, str], int]
+) -> tuple[list[V7ImportAnnotation], Counter[str]]:
     """Darwin JSON 2.0 annotations -> the import endpoint's (darwin-py ``_import_annotations``).
 
     Image-style: ``data`` holds the shape and ``inference``. Video-style: ``data.frames`` holds only keyframes
@@ -428,7 +603,7 @@ def darwin_to_import(
     Returns:
         The serialised annotations, and ``type:name`` -> count of those left out for want of a class.
     """
-    out: list[dict[str, Any]] = []
+    out: list[V7ImportAnnotation] = []
     skipped: Counter[str] = Counter()
     for annotation in annotations:
         kind, name = main_type(annotation), str(annotation.get("name", "")).strip()
@@ -438,11 +613,11 @@ def darwin_to_import(
             continue
         frames = annotation.get("frames")
         if isinstance(frames, Mapping):
-            data: dict[str, Any] = {
+            data: dict[str, object] = {
                 "frames": {
                     str(index): _shape_data(frame, kind) | {"attributes": {"attributes": []}, "keyframe": True}
                     for index, frame in sorted(frames.items(), key=lambda kv: int(kv[0]))
-                    if frame.get("keyframe", False)  # darwin-py imports keyframes only
+                    if isinstance(frame, Mapping) and frame.get("keyframe", False)  # darwin-py: keyframes only
                 },
                 "segments": annotation.get("ranges") or annotation.get("segments") or [],
                 "interpolated": bool(annotation.get("interpolated", False)),
@@ -450,37 +625,39 @@ def darwin_to_import(
             }
         else:
             data = _shape_data(annotation, kind)
+        slot_names = annotation.get("slot_names")
         out.append(
             {
                 "id": annotation["id"],
                 "annotation_class_id": class_id,
-                "context_keys": {"slot_names": list(annotation.get("slot_names") or ["0"])},
+                "context_keys": {"slot_names": list(map(str, slot_names)) if isinstance(slot_names, list) else ["0"]},
                 "data": data,
             }
         )
     return out, skipped
 
 
-def _shape_data(source: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
+def _shape_data(source: Mapping[str, object], kind: str | None) -> dict[str, object]:
     assert kind is not None
     shape = source[kind]
-    if kind == "polygon":
+    if kind == "polygon" and isinstance(shape, Mapping):
         paths = shape.get("paths") or [shape.get("path", [])]
+        assert isinstance(paths, list)  # Darwin JSON 2.0: a polygon's paths are a list of point lists
         shape = {"path": paths[0]} | ({"additional_paths": paths[1:]} if len(paths) > 1 else {})
-    data: dict[str, Any] = {kind: shape}
+    data: dict[str, object] = {kind: shape}
     for sub in ("inference", "text", "instance_id"):
         if sub in source:
             data[sub] = source[sub]
     return data
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _size_chunks(annotations: list[dict[str, Any]], max_bytes: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+def _size_chunks(annotations: list[V7ImportAnnotation], max_bytes: int) -> Iterator[list[V7ImportAnnotation]]:
+    chunk: list[V7ImportAnnotation] = []
     size = 0
     for annotation in annotations:
         n = len(json.dumps(annotation)) + 2
@@ -495,62 +672,50 @@ def _size_chunks(annotations: list[dict[str, Any]], max_bytes: int) -> Iterator[
         yield chunk
 
 
-def _key(entry: Mapping[str, Any]) -> str:
-    return f"{str(entry.get('path', '/')).rstrip('/')}/{entry['name']}"
+def _key(path: str, name: str) -> str:
+    return f"{path.rstrip('/')}/{name}"
 
 
-def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+def _slot_body(slot: V7Slot, *, storage_key: str | None = None, as_frames: bool | None) -> V7SlotBody:
+    """A slot's registration entry, its unset fields left out."""
+    body = V7SlotBody(slot_name=slot.slot_name, file_name=slot.file_name)
+    if slot.type is not None:
+        body["type"] = slot.type
+    if storage_key is not None:
+        body["storage_key"] = storage_key
+    if slot.fps is not None:
+        body["fps"] = slot.fps
+    if as_frames is not None:
+        body["as_frames"] = as_frames
+    if slot.extract_views is not None:
+        body["extract_views"] = slot.extract_views
+    return body
 
 
-def _item_json(item: V7Item, slots: list[dict[str, Any]]) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": item.name, "path": item.path}
+def _item_json(item: V7Item, slots: list[V7SlotBody]) -> V7ItemBody:
+    body = V7ItemBody(name=item.name, path=item.path, slots=slots)
     if (layout := item.layout_json()) is not None:
         body["layout"] = layout
-    body["slots"] = slots
     if item.tags:
         body["tags"] = list(item.tags)  # at the item root (§9.1)
     return body
 
 
-def _existing_item_json(item: V7Item) -> dict[str, Any]:
+def _existing_item_json(item: V7Item) -> V7ItemBody:
     slots = []
     for s in item.slots:
         if not s.storage_key:
             raise BackendError(BACKEND, f"{item.key} slot {s.slot_name}: no storage_key", status=None, retryable=False)
-        slots.append(
-            _drop_none(
-                {
-                    "slot_name": s.slot_name,
-                    "type": s.type,
-                    "storage_key": s.storage_key,
-                    "file_name": s.file_name,
-                    "fps": s.fps,
-                    "as_frames": s.as_frames,
-                    "extract_views": s.extract_views,
-                }
-            )
-        )
+        slots.append(_slot_body(s, storage_key=s.storage_key, as_frames=s.as_frames))
     return _item_json(item, slots)
 
 
-def _upload_item_json(item: V7Item) -> dict[str, Any]:
+def _upload_item_json(item: V7Item) -> V7ItemBody:
     slots = []
     for s in item.slots:
         if s.local_path is None:
             raise BackendError(BACKEND, f"{item.key} slot {s.slot_name}: no local_path", status=None, retryable=False)
-        slots.append(
-            _drop_none(
-                {
-                    "slot_name": s.slot_name,
-                    "file_name": s.file_name,
-                    "type": s.type,
-                    "fps": s.fps,
-                    "as_frames": bool(s.as_frames),
-                    "extract_views": s.extract_views,
-                }
-            )
-        )
+        slots.append(_slot_body(s, as_frames=bool(s.as_frames)))
     return _item_json(item, slots)
 
 

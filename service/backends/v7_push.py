@@ -75,7 +75,7 @@ class V7Pusher(Backend):
         if item_id is None:
             found = backend.find_items(item_names=[item.name])
             if found:
-                item_id = str(found[0]["id"])
+                item_id = found[0].id
             else:
                 item_id, registered = self._register(backend, item)
         result = backend.push_item(item_id, predictions, spec.model_ref)

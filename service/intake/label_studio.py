@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from pydantic import ValidationError
@@ -47,10 +46,10 @@ class LsDelivery:
     action: str
     project_id: int | None
     label_config: str | None
-    tasks: tuple[Mapping[str, Any], ...]
+    tasks: tuple[Mapping[str, object], ...]
 
 
-def parse_delivery(body: Any) -> LsDelivery:
+def parse_delivery(body: object) -> LsDelivery:
     """Read a webhook body; nothing from ``project`` but its id and labeling config is kept.
 
     Raises:
@@ -74,7 +73,7 @@ def parse_delivery(body: Any) -> LsDelivery:
     )
 
 
-def as_int(value: Any) -> int | None:
+def as_int(value: object) -> int | None:
     """An id as int (LS sends ints; strings of digits are accepted), else None."""
     if isinstance(value, bool):
         return None
@@ -124,7 +123,7 @@ def slot_url(ls_url: str, value: str) -> str:
     return absolute
 
 
-def task_item(task: Mapping[str, Any], targets: Sequence[LsObject], ls_url: str) -> ItemIn:
+def task_item(task: Mapping[str, object], targets: Sequence[LsObject], ls_url: str) -> ItemIn:
     """One task as a job item pushed back to that task.
 
     Raises:
@@ -157,7 +156,7 @@ def _slot(obj: LsObject, url: str, task_id: int) -> SlotIn:
         ) from None
 
 
-def task_version(task: Mapping[str, Any]) -> tuple[int, str]:
+def task_version(task: Mapping[str, object]) -> tuple[int, str]:
     """``(id, updated_at)``: what identifies this state of a task for dedupe."""
     return as_int(task.get("id")) or 0, str(task.get("updated_at") or task.get("created_at") or "")
 

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
 
 from service.convert.label_studio import LabelConfig, LsObject
 from service.errors import ErrorCode, PreannotateError
@@ -36,13 +35,16 @@ class TaskPredictions:
     warnings: tuple[PreannotateError, ...] = ()
 
 
-def has_prediction(task: Mapping[str, Any], model_version: str) -> bool:
+def has_prediction(task: Mapping[str, object], model_version: str) -> bool:
     """Whether a task listed with ``fields=all`` carries a prediction of ``model_version``."""
-    return any(isinstance(p, dict) and p.get("model_version") == model_version for p in task.get("predictions") or ())
+    predictions = task.get("predictions")
+    if not isinstance(predictions, list):
+        return False
+    return any(isinstance(p, Mapping) and p.get("model_version") == model_version for p in predictions)
 
 
 def preannotate_task(
-    task: Mapping[str, Any],
+    task: Mapping[str, object],
     config: LabelConfig,
     *,
     download: Downloader,

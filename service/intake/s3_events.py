@@ -13,7 +13,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
 from urllib.parse import unquote_plus
 
 from service.errors import ErrorCode, PreannotateError
@@ -57,7 +56,7 @@ class S3Events:
     other: int
 
 
-def parse_events(body: Any) -> S3Events:
+def parse_events(body: object) -> S3Events:
     """The ``ObjectCreated`` objects of a notification body; other events (removals, MinIO's tagging and
     retention changes) are counted.
 
@@ -87,13 +86,13 @@ def parse_events(body: Any) -> S3Events:
     return S3Events(tuple(created), other)
 
 
-def _event_name(record: Any) -> str:
+def _event_name(record: object) -> str:
     name = record.get("eventName") if isinstance(record, Mapping) else None
     text = name if isinstance(name, str) else ""
     return text.removeprefix("s3:")
 
 
-def _object(record: Mapping[str, Any], event: str, n: int) -> S3Object:
+def _object(record: Mapping[str, object], event: str, n: int) -> S3Object:
     s3 = record.get("s3")
     s3 = s3 if isinstance(s3, Mapping) else {}
     bucket_info, obj = s3.get("bucket"), s3.get("object")

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from service.backends.label_studio import LabelStudioClient, config_from_settings
 from service.backends.media import VIA_SCHEMES
@@ -170,7 +169,7 @@ class LabelStudioSweep:
     def _submit(
         self,
         project: int,
-        task: Mapping[str, Any],
+        task: Mapping[str, object],
         registry: ModelLookup,
         ls_url: str,
         targets: Sequence[LsObject],
@@ -219,7 +218,7 @@ class LabelStudioSweep:
             self._client = None
 
 
-def _created_at(task: Mapping[str, Any]) -> float:
+def _created_at(task: Mapping[str, object]) -> float:
     """A task's creation time (epoch seconds); 0 when absent or unreadable, so it counts as old."""
     value = task.get("created_at")
     if not isinstance(value, str):

@@ -16,7 +16,6 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
@@ -49,7 +48,7 @@ class V7Delivery:
     skipped_slots: tuple[str, ...]
 
 
-def parse_delivery(body: Any, *, v7_origin: Origin | None) -> V7Delivery | None:
+def parse_delivery(body: object, *, v7_origin: Origin | None) -> V7Delivery | None:
     """Read a webhook-stage body; None for a body that is not an item (a legacy ``workflow_complete``
     dataset webhook, or "metadata only" without slots).
 
@@ -74,7 +73,7 @@ def parse_delivery(body: Any, *, v7_origin: Origin | None) -> V7Delivery | None:
     if not isinstance(raw_slots, list) or not raw_slots:
         return None
     slots: list[SlotIn] = []
-    identity: list[Any] = []
+    identity: list[object] = []
     skipped: list[str] = []
     for raw in raw_slots:
         slot, why = _slot(raw, v7_origin)
@@ -93,7 +92,7 @@ def parse_delivery(body: Any, *, v7_origin: Origin | None) -> V7Delivery | None:
     return V7Delivery(item_id.strip(), job_item, digest, tuple(skipped))
 
 
-def _slot(raw: Any, v7_origin: Origin | None) -> tuple[SlotIn | None, str]:
+def _slot(raw: object, v7_origin: Origin | None) -> tuple[SlotIn | None, str]:
     if not isinstance(raw, Mapping):
         return None, "a slot that is not an object"
     name = raw.get("slot_name")

@@ -6,15 +6,14 @@ does (conversion, registration, bundling) lives in its backend; this layer only 
 
 from __future__ import annotations
 
-from typing import Any
-
+from service.backends.base import PushJson
 from service.backends.registry import Backends
 from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import ItemIn
 
 
-def deliver(backends: Backends, item: ItemIn, predictions: ItemPredictions, spec: JobSpec) -> list[dict[str, Any]]:
+def deliver(backends: Backends, item: ItemIn, predictions: ItemPredictions, spec: JobSpec) -> list[PushJson]:
     """Push the item to every destination of its job, in order; returns the records its result shows.
 
     Raises:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
+from service.backends.base import PushJson
 from service.errors import PreannotateError
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
@@ -30,6 +31,13 @@ ProgressCallback = Callable[[int, int], bool]
 """``(frames_done, frames_planned) -> keep going``; False stops the item (cancelled or lease lost)."""
 
 
+class ItemWarningJson(TypedDict):
+    """A file of the item that did not decode (in full): the item succeeded with the rest."""
+
+    code: str
+    message: str
+
+
 class ItemStoppedError(Exception):
     """The job was cancelled or the lease was lost: stop and store nothing."""
 
@@ -41,11 +49,13 @@ class ItemRun:
     predictions: ItemPredictions
     warnings: tuple[PreannotateError, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        """The item's result as the job store keeps it."""
+    def to_json(self, pushes: Sequence[PushJson] | None = None) -> Mapping[str, object]:
+        """The item's result as the job store keeps it, with the records of its pushes when it had destinations."""
         item_json = item_predictions_to_json(self.predictions)
         if self.warnings:  # the item succeeds with what decoded; the result says what did not
-            item_json["warnings"] = [{"code": w.code.code, "message": w.message} for w in self.warnings]
+            item_json["warnings"] = [ItemWarningJson(code=w.code.code, message=w.message) for w in self.warnings]
+        if pushes is not None:
+            item_json["pushes"] = list(pushes)
         return item_json
 
 

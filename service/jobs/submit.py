@@ -19,10 +19,10 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import NotRequired, Protocol, TypedDict
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from service.backends.registry import check_destination
 from service.config import Settings
@@ -202,7 +202,7 @@ def idempotency_key_idem(key: str) -> str:
     return CLIENT_KEY_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
-def key_params(spec: JobSpec) -> dict[str, Any]:
+def key_params(spec: JobSpec) -> dict[str, JsonValue]:
     """``spec``'s stored form as every dedupe key hashes it: without ``SERVER_PINNED`` and ``FINGERPRINT``."""
     return {k: v for k, v in spec.to_stored().items() if k not in SERVER_PINNED and k != FINGERPRINT}
 
@@ -214,13 +214,21 @@ def same_model_version(job: JobRecord, spec: JobSpec) -> bool:
     return stored is None or current is None or stored == current
 
 
-def items_to_json(items: Sequence[ItemIn]) -> list[dict[str, Any]]:
+def items_to_json(items: Sequence[ItemIn]) -> list[dict[str, JsonValue]]:
     """Items as dedupe keys hash them: the fields they were sent with (the stores keep the same form)."""
     return [item.model_dump(exclude_none=True) for item in items]
 
 
+class _KeyContent(TypedDict):
+    """What a content key hashes."""
+
+    params: dict[str, JsonValue]
+    items: list[dict[str, JsonValue]]
+    files: NotRequired[dict[str, str]]
+
+
 def _content_sha256(spec: JobSpec, items: Sequence[ItemIn], versions: Mapping[str, str] | None = None) -> str:
-    content: dict[str, Any] = {"params": key_params(spec), "items": items_to_json(items)}
+    content = _KeyContent(params=key_params(spec), items=items_to_json(items))
     if versions:  # only when there are any: keys of jobs without file:// URLs stay what they always were
         content["files"] = dict(versions)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))

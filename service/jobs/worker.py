@@ -19,8 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from service.backends.base import PushJson
 from service.backends.registry import Backends
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.deliver import deliver
@@ -152,8 +152,7 @@ class WorkerPool:
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
                 tracker=lease.spec.tracker_or(self._config.default_tracker),
             )
-            result = run.to_json()
-            self._push(lease, flight, run.predictions, result)
+            result = run.to_json(pushes=self._push(lease, flight, run.predictions))
             if self._store.complete(worker, lease.item_id, result):
                 ITEMS_FINISHED.labels(outcome="succeeded").inc()
             else:
@@ -196,17 +195,17 @@ class WorkerPool:
             )
         return lease
 
-    def _push(self, lease: Lease, flight: _InFlight, predictions: ItemPredictions, result: dict[str, Any]) -> None:
-        """Send the item to the job's destinations and record them in ``result``; pushes are idempotent, so a
-        retry re-sends safely."""
+    def _push(self, lease: Lease, flight: _InFlight, predictions: ItemPredictions) -> list[PushJson] | None:
+        """Send the item to the job's destinations; their records for its result (None: it has none). Pushes are
+        idempotent, so a retry re-sends safely."""
         destinations = lease.spec.destinations
         if not destinations:
-            return
+            return None
         if self._pushers is None:
             raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
         if flight.stop.is_set():
             raise ItemStoppedError
-        result["pushes"] = deliver(self._pushers, lease.item, predictions, lease.spec)
+        return deliver(self._pushers, lease.item, predictions, lease.spec)
 
     def _release(self, worker: str, lease: Lease) -> None:
         """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""

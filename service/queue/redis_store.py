@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -67,7 +67,7 @@ _RESULTS = ("pos", "name", "state", "code", "msg")
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -380,7 +380,7 @@ class RedisJobStore:
         """Record frame progress; False tells the worker to stop (lease lost or job cancelled)."""
         return bool(self._run("PROGRESS", worker, item_id, frames_done, frames_planned))
 
-    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+    def complete(self, worker: str, item_id: int, result: Mapping[str, object]) -> bool:
         """Store the result and XACK if this worker still holds the item; otherwise drop it and return False."""
         held, final = self._run("COMPLETE", worker, item_id, _dumps(result))
         if final:

@@ -19,8 +19,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TypeVar
 
 from service.errors import ErrorCode, PreannotateError
 from service.queue.redis_store import RedisJobStore
@@ -147,7 +147,7 @@ class ResilientStore:
             self._unsent.pop(item_id, None)
         return kept
 
-    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+    def complete(self, worker: str, item_id: int, result: Mapping[str, object]) -> bool:
         with self._lock:
             unsent = self._unsent.pop(item_id, None)
 

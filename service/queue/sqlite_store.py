@@ -15,10 +15,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from service.errors import ErrorCode
 from service.metrics import job_finished
@@ -139,7 +138,7 @@ _HELD = "lease_owner = ? AND state = 'leased'"
 _MAX_ROWID = 2**63 - 1
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -470,7 +469,7 @@ class SqliteJobStore:
                 ).rowcount
             )
 
-    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+    def complete(self, worker: str, item_id: int, result: Mapping[str, object]) -> bool:
         """Store the result if this worker still holds the item; otherwise drop it and return False."""
         payload = _dumps(result)  # serialise a large result before taking the write lock
         with self._tx() as conn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,7 +125,7 @@ def item_from_json(text: str | bytes) -> ItemIn:
     return ItemIn.model_validate_json(text)
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -187,7 +187,7 @@ class JobStore(Protocol):
         """Record frame progress and extend nothing; False = stop (lease lost or job cancelled)."""
         ...
 
-    def complete(self, worker: str, item_id: int, result: dict[str, Any]) -> bool:
+    def complete(self, worker: str, item_id: int, result: Mapping[str, object]) -> bool:
         """Store the result and mark the item succeeded; False if the lease was lost (result dropped)."""
         ...
 

@@ -106,7 +106,7 @@ def _job_public(job: JobRecord) -> JobPublic:
     )
 
 
-def _parse_job(body: Any, query: dict[str, str | float], max_items: int) -> JobCreate:
+def _parse_job(body: object, query: dict[str, str | float], max_items: int) -> JobCreate:
     if not isinstance(body, dict):
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the body must be a JSON object")
     try:

@@ -17,17 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urljoin
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import LocalModelsDep, StateDep
@@ -127,7 +127,7 @@ class SetupRequest(BaseModel):
     label_config: str = Field(alias="schema", max_length=1_000_000, description="the project's labeling config XML")
     hostname: str | None = Field(None, max_length=2048, description="Label Studio's public URL")
     access_token: SecretStr | None = Field(None, description="ignored: the service uses its own Label Studio key")
-    extra_params: dict[str, Any] | None = Field(None, description='optional {"threshold": 0.4, "aliases": {...}}')
+    extra_params: dict[str, JsonValue] | None = Field(None, description='optional {"threshold": 0.4, "aliases": {...}}')
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
@@ -137,16 +137,16 @@ class SetupResponse(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    tasks: list[dict[str, Any]]
+    tasks: list[dict[str, JsonValue]]
     project: str | int | None = None
     label_config: str | None = Field(None, max_length=1_000_000)
-    params: dict[str, Any] | None = None
+    params: dict[str, JsonValue] | None = None
 
     model_config = ConfigDict(extra="allow")
 
 
 class LsPredictionPublic(BaseModel):
-    result: list[dict[str, Any]]
+    result: Sequence[Mapping[str, object]]  # the converter's regions, as it built them
     score: float
     model_version: str
 
@@ -165,7 +165,7 @@ _FAILURES_SHOWN = 3
 """Failed tasks an all-failed answer names; the log names every one."""
 
 
-def _every_task_failed(tasks: list[dict[str, Any]], failures: list[PreannotateError]) -> PreannotateError:
+def _every_task_failed(tasks: Sequence[Mapping[str, object]], failures: list[PreannotateError]) -> PreannotateError:
     """The error status for a ``/predict`` that produced nothing: LS's error path (``ml/models.py``) logs it and
     saves nothing, where a 200 full of empty entries would read as success. The first failure's code gives the
     status, so a missing file stays ``input_not_found`` and a refused host ``url_not_allowed``."""
@@ -264,13 +264,13 @@ class _TaskRunner:
         self._threshold = threshold
         self._known = known
 
-    def all(self, tasks: list[dict[str, Any]]) -> list[TaskOutcome]:
+    def all(self, tasks: Sequence[Mapping[str, object]]) -> list[TaskOutcome]:
         if not tasks:
             return []
         with ThreadPoolExecutor(max_workers=min(PREDICT_PARALLELISM, len(tasks)), thread_name_prefix="ls") as pool:
             return list(pool.map(self.one, tasks))
 
-    def one(self, task: dict[str, Any]) -> TaskOutcome:
+    def one(self, task: Mapping[str, object]) -> TaskOutcome:
         info = self._model.info
         settings = self._state.settings
         fetched: list[str] = []  # absolute media URLs, for the log line of a failure

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 
@@ -77,7 +77,7 @@ _T = TypeVar("_T")
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
-def _body_doc(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _body_doc(description: str, schema: Mapping[str, object]) -> dict[str, Any]:  # FastAPI's openapi_extra
     return {
         "requestBody": {
             "required": True,

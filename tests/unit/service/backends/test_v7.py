@@ -380,7 +380,7 @@ def test_pages_are_followed(fake: FakeV7) -> None:
     with backend(fake) as be:
         be.register_existing([V7Item(f"{i}.png", (V7Slot("0", f"{i}.png", f"k/{i}.png"),)) for i in range(5)])
         found = be.find_items(item_names=[f"{i}.png" for i in range(5)])
-    assert sorted(i["name"] for i in found) == [f"{i}.png" for i in range(5)]
+    assert sorted(i.name for i in found) == [f"{i}.png" for i in range(5)]
 
 
 # -- BYOM ----------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -228,9 +229,11 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[dict[str, Any]
         progress.on_slot(meta)
 
     try:
+        # Only the detector sees the frames: the decoder may scale them to its input size (boxes are mapped back).
+        sampling = dataclasses.replace(request.sampling, detector_size_px=detector.info.input_size_px)
         frames = iter_frames(
             request.items,
-            request.sampling,
+            sampling,
             settings.media_limits(),
             on_slot=on_slot,
             on_error=progress.on_error,

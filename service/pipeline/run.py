@@ -19,7 +19,7 @@ import numpy as np
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
-from service.pipeline.frames import Frame, FrameResult, SlotMeta
+from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 
@@ -195,7 +195,7 @@ def detect_frames(
     def flush() -> Iterator[FrameResult]:
         detections = detect_splitting_on_oom(detect, [frame.image for frame in batch], ceiling)
         for frame, dets in zip(batch, detections, strict=True):
-            yield FrameResult(info=frame.info, detections=keep(dets))
+            yield FrameResult(info=frame.info, detections=keep(boxes_to_source(dets, frame)))
         batch.clear()
 
     for frame in frames:

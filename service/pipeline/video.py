@@ -48,6 +48,9 @@ from service.pipeline.decoders import GPU_DEVICE, log_once, use_gpu_decoder
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.sampling import check_start, frames_past_end, select_frames
+from service.pipeline.yuv import frame_to_rgb
+
+__all__ = ["VideoIndex", "VideoReader", "build_index", "find_truncation", "frame_to_rgb"]
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +243,6 @@ def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
     )
 
 
-def frame_to_rgb(frame: VideoFrame) -> RGBImage:
-    """Convert one decoded frame to (H, W, 3) uint8 RGB, upright (display rotation applied)."""
-    rgb = np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)
-    turns = (frame.rotation // 90) % 4  # counter-clockwise degrees, as players apply them
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-
-
 class _Sampled(NamedTuple):
     """One planned frame: ``pts`` and ``frame`` are what was decoded for it (None: nothing).
 
@@ -324,6 +320,8 @@ class VideoReader:
         self._container = _open(path, limits)
         try:
             self._stream = self._container.streams.video[0]
+            # Frame threads as well as slice threads: most H.264/HEVC files are encoded without slices.
+            self._stream.thread_type = "AUTO"
             if self._stream.codec_context is None:  # PyAV has no decoder for it (an SVG, say)
                 raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: no decoder for its video codec")
             try:
@@ -512,9 +510,11 @@ class VideoReader:
                 k = max(0, int(np.searchsorted(index.keyframe_pts, wanted, "right")) - 1)
                 keyframe = int(index.keyframe_pts[k])
                 position = decoder.position_pts
-                # Seek only past frames no target needs: when the wanted frame's key frame lies
-                # beyond the decode position. Otherwise decoding forward is the shortest path.
-                if not sequential and (not started or (position is not None and position < keyframe)):
+                # Seek only past frames no target needs: when frames lie between the decode position
+                # and the wanted frame's key frame. Otherwise decoding forward is the shortest path
+                # (and sampling every frame never seeks: a seek flushes the decoder's frame threads).
+                far = position is not None and self._worth_seeking(position, keyframe)
+                if not sequential and (not started or far):
                     packets = self._seek_keyframe(keyframe)
                     if packets is None:
                         # No seek reaches that key frame (the demuxer disagrees with our index):
@@ -531,6 +531,11 @@ class VideoReader:
                 yield _Sampled(wanted, None if frame is None else frame.pts, frame)
         finally:
             decoder.close()
+
+    def _worth_seeking(self, position_pts: int, keyframe_pts: int) -> bool:
+        """Whether any frame lies between the decode position and the key frame (in display order)."""
+        index = self._index
+        return index.frame_index(keyframe_pts) - index.frame_index(position_pts) > 1
 
     def _iter_gpu(self, decoder: GpuVideoDecoder) -> Iterator[_Sampled]:
         """Exact sampling with torchcodec: each planned frame asked for by a time it is on screen.
@@ -648,7 +653,14 @@ class VideoReader:
         return iter(self._container.demux(self._stream))
 
     def _to_frame(self, frame: VideoFrame | RGBImage, pts: int) -> Frame:
-        image = frame_to_rgb(frame) if isinstance(frame, VideoFrame) else frame
+        # The image may be smaller than the source (scaled for the detector); the info keeps the source's size.
+        if isinstance(frame, VideoFrame):
+            image = frame_to_rgb(frame, self._sampling.detector_size_px)
+            rotated = (frame.rotation // 90) % 2 == 1
+            width, height = (frame.height, frame.width) if rotated else (frame.width, frame.height)
+        else:
+            image = frame
+            height, width = image.shape[:2]
         return Frame(
             info=FrameInfo(
                 item=self.meta.item,
@@ -657,8 +669,8 @@ class VideoReader:
                 media=MediaKind.VIDEO,
                 frame_index=self._index.frame_index(pts),
                 timestamp_s=float((pts - int(self._index.pts[0])) * self._index.time_base),
-                width=image.shape[1],
-                height=image.shape[0],
+                width=width,
+                height=height,
             ),
             image=image,
         )

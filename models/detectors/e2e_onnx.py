@@ -13,7 +13,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from models.base import DetectorOptions
-from models.detectors.onnx_base import Feeds, OnnxDetector, to_chw_blob
+from models.detectors.onnx_base import Feeds, OnnxDetector
 from models.detectors.onnx_meta import (
     dense_class_names,
     network_input_hw,
@@ -86,7 +86,7 @@ class BoxesScoresLabelsOnnx(OnnxDetector[_FrameSize]):
     def _pre_process(self, image: RGBImage) -> tuple[Feeds, _FrameSize]:
         height, width = image.shape[:2]
         feeds = {
-            self._io.input_name: to_chw_blob(_resize(image, *self._input_hw), self._io.input_dtype),
+            self._io.input_name: _resize(image, *self._input_hw),  # uint8: batching writes the float blob
             ORIG_SIZES_INPUT: np.array([width, height], self._sizes_dtype),
         }
         return feeds, _FrameSize(height, width)

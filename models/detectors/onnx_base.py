@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
         if self._fixed_batch is not None and options.batch_size not in (None, self._fixed_batch):
             log.warning("%s has a fixed batch size of %d; ignoring batch_size", model_path, self._fixed_batch)
         self._batch_size = self._fixed_batch or options.batch_size or DEFAULT_BATCH_SIZE[device]
+        self._buffers = threading.local()  # per calling thread: the reused float blob
 
     def warmup_batch_sizes(self) -> tuple[int, ...]:
         """A fixed batch dim pads every batch to it: one shape to warm."""
@@ -69,7 +71,11 @@ class OnnxDetector(Detector, Generic[MetaT]):
 
     @abstractmethod
     def _pre_process(self, image: RGBImage) -> tuple[Feeds, MetaT]:
-        """One frame -> its per-frame feeds (no batch dim) and what post-processing needs to map boxes back."""
+        """One frame -> its per-frame feeds (no batch dim) and what post-processing needs to map boxes back.
+
+        The image input may be left as the (H, W, 3) uint8 network-size image: batching writes it into
+        a reused float blob (one pass per frame, no per-frame float arrays).
+        """
 
     @abstractmethod
     def _post_process(self, outputs: list[NDArray[Any]], meta: MetaT, threshold: float) -> Detections:
@@ -84,6 +90,17 @@ class OnnxDetector(Detector, Generic[MetaT]):
         outputs = run_session(self._session, None, feeds)
         return [np.asarray(out)[:count] for out in outputs]
 
+    def _stack(self, feeds: Sequence[Feeds]) -> Feeds:
+        """Per-frame feeds -> one batch; uint8 (H, W, 3) images become the float (N, 3, H, W) blob here."""
+        stacked: Feeds = {}
+        for name in feeds[0]:
+            arrays = [f[name] for f in feeds]
+            if name == self._io.input_name and arrays[0].dtype == np.uint8 and arrays[0].ndim == 3:
+                stacked[name] = chw_blob(arrays, self._io.input_dtype, self._buffers)
+            else:
+                stacked[name] = np.stack(arrays)
+        return stacked
+
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
         prepared = [self._pre_process(image) for image in images]
         groups: dict[tuple[tuple[str, tuple[int, ...]], ...], list[int]] = {}
@@ -92,8 +109,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
             groups.setdefault(key, []).append(i)
         results: list[Detections] = [Detections.empty()] * len(images)
         for members in groups.values():
-            names = prepared[members[0]][0].keys()
-            outputs = self._forward({name: np.stack([prepared[i][0][name] for i in members]) for name in names})
+            outputs = self._forward(self._stack([prepared[i][0] for i in members]))
             for row, i in enumerate(members):
                 results[i] = self._post_process([out[row] for out in outputs], prepared[i][1], threshold)
         return results
@@ -101,11 +117,25 @@ class OnnxDetector(Detector, Generic[MetaT]):
     def _probe_output_shapes(self, input_hw: tuple[int, int]) -> list[tuple[int, ...]]:
         """Output shapes for one blank frame; for exports whose class count is a symbolic dim."""
         feeds, _ = self._pre_process(np.zeros((*input_hw, 3), np.uint8))
-        outputs = self._forward({name: arr[None] for name, arr in feeds.items()})
+        outputs = self._forward(self._stack([feeds]))
         return [out.shape for out in outputs]
 
 
-def to_chw_blob(image: RGBImage, dtype: type[np.floating]) -> NDArray[Any]:
-    """(H, W, 3) uint8 RGB -> (3, H, W) in [0, 1] of the session's input dtype."""
-    blob = image.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
-    return blob.astype(dtype, copy=False)
+def chw_blob(images: Sequence[RGBImage], dtype: type[np.floating], buffers: threading.local) -> NDArray[Any]:
+    """(H, W, 3) uint8 RGB images of one size -> (N, 3, H, W) in [0, 1] of the session's input dtype.
+
+    Written into a float32 buffer kept in ``buffers`` (grown, never shrunk), then scaled in place: the
+    same values as ``image.astype(float32) * (1 / 255)``, without a float array per frame. The result is
+    a view of the buffer, valid until the next call on this thread; fp16 exports get a cast copy.
+    """
+    height, width = images[0].shape[:2]
+    shape = (len(images), 3, height, width)
+    buffer: NDArray[np.float32] | None = getattr(buffers, "blob", None)
+    if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < len(images):
+        buffer = np.empty(shape, np.float32)
+        buffers.blob = buffer
+    blob = buffer[: len(images)]
+    for row, image in enumerate(images):
+        np.copyto(blob[row], image.transpose(2, 0, 1))  # uint8 -> float32 and HWC -> CHW in one pass
+    blob *= np.float32(1 / 255)
+    return blob if dtype is np.float32 else blob.astype(dtype)

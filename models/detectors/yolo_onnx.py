@@ -11,7 +11,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from models.base import DetectorOptions
-from models.detectors.onnx_base import Feeds, OnnxDetector, to_chw_blob
+from models.detectors.onnx_base import Feeds, OnnxDetector
 from models.detectors.onnx_meta import STRIDE_PX, dense_class_names, network_input_hw, read_class_mapping
 from models.ops.boxes import Letterbox, clip_xyxy, cxcywh_to_xyxy, letterbox, nms_per_class
 from models.runtimes.onnx import SessionIO
@@ -65,7 +65,7 @@ class YoloOnnx(OnnxDetector[_LetterboxMeta]):
     def _pre_process(self, image: RGBImage) -> tuple[Feeds, _LetterboxMeta]:
         boxed, lb = letterbox(image, *self._input_hw, stride_px=self._stride_px)
         meta = _LetterboxMeta(lb, height_px=image.shape[0], width_px=image.shape[1])
-        return {self._io.input_name: to_chw_blob(boxed, self._io.input_dtype)}, meta
+        return {self._io.input_name: boxed}, meta  # uint8: batching writes the float blob
 
     def _post_process(self, outputs: list[NDArray[Any]], meta: _LetterboxMeta, threshold: float) -> Detections:
         candidates = outputs[0].astype(np.float32, copy=False).T  # (N, 4 + nc)

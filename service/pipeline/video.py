@@ -320,8 +320,10 @@ class VideoReader:
         self._container = _open(path, limits)
         try:
             self._stream = self._container.streams.video[0]
-            # Frame threads as well as slice threads: most H.264/HEVC files are encoded without slices.
-            self._stream.thread_type = "AUTO"
+            if _decodes_every_frame(sampling, self._stream):
+                # Frame threads as well as slice threads (most H.264/HEVC files have no slices), but only
+                # for a straight run: a seek flushes them, which made sparse sampling slower.
+                self._stream.thread_type = "AUTO"
             if self._stream.codec_context is None:  # PyAV has no decoder for it (an SVG, say)
                 raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: no decoder for its video codec")
             try:
@@ -679,6 +681,14 @@ class VideoReader:
         if self._gpu is not None:
             self._gpu.close()
         self._container.close()
+
+
+def _decodes_every_frame(sampling: SamplingOptions, stream: VideoStream) -> bool:
+    """Whether exact sampling wants every frame (fps 0, or at least the stream's rate): decoding never seeks."""
+    if sampling.mode is not SamplingMode.EXACT:
+        return False
+    rate = stream.average_rate
+    return sampling.fps == 0 or (rate is not None and rate > 0 and sampling.fps >= float(rate))
 
 
 def _open(path: Path, limits: MediaLimits) -> InputContainer:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from models.types import Detections, ModelInfo, RGBImage
+from models.types import Detections
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, boxes_to_source
-from service.pipeline.run import detect_frames
 
 
 def _frame(image_hw: tuple[int, int], source_hw: tuple[int, int]) -> Frame:
@@ -35,18 +32,3 @@ def test_mapped_boxes_stay_inside_the_source() -> None:
 def test_full_size_frame_boxes_are_untouched() -> None:
     dets = _dets((1.5, 2.5, 3.5, 4.5))
     assert boxes_to_source(dets, _frame((720, 1280), (720, 1280))) is dets
-
-
-class _OneBox:
-    """A detector finding one box over the whole image it is given."""
-
-    info = ModelInfo("fake:box", "box", "0", ("thing",), "fake", "cpu", 4, None)
-
-    def detect(self, images: Sequence[RGBImage], *, threshold: float) -> list[Detections]:
-        return [_dets((0, 0, image.shape[1], image.shape[0])) for image in images]
-
-
-def test_detect_frames_reports_boxes_in_source_pixels() -> None:
-    frames = [_frame((360, 640), (720, 1280)), _frame((720, 1280), (720, 1280))]
-    results = list(detect_frames(frames, _OneBox(), threshold=0.5))
-    assert [r.detections.xyxy.tolist() for r in results] == [[[0, 0, 1280, 720]]] * 2

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from models.base import DetectorOptions
-from models.detectors.onnx_base import Feeds, OnnxDetector, to_chw_blob
+from models.detectors.onnx_base import FrameFeeds, OnnxDetector, PaddedImage
 from models.detectors.onnx_meta import (
     dense_class_names,
     network_input_hw,
@@ -83,10 +83,10 @@ class BoxesScoresLabelsOnnx(OnnxDetector[_FrameSize]):
         class_names = dense_class_names(mapping, None, model_path)
         self.info = self._make_info(spec=spec, class_names=class_names, input_hw=self._input_hw, extra_files=sidecars)
 
-    def _pre_process(self, image: RGBImage) -> tuple[Feeds, _FrameSize]:
+    def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, _FrameSize]:
         height, width = image.shape[:2]
-        feeds = {
-            self._io.input_name: to_chw_blob(_resize(image, *self._input_hw), self._io.input_dtype),
+        feeds: FrameFeeds = {
+            self._io.input_name: PaddedImage.whole(_resize(image, *self._input_hw)),
             ORIG_SIZES_INPUT: np.array([width, height], self._sizes_dtype),
         }
         return feeds, _FrameSize(height, width)
@@ -204,12 +204,12 @@ class DetrLogitsOnnx(OnnxDetector[_FrameSize]):
         scale = max(self._input_hw) / max(height_px, width_px)
         return round_to_stride(round(height_px * scale)), round_to_stride(round(width_px * scale))
 
-    def _pre_process(self, image: RGBImage) -> tuple[Feeds, _FrameSize]:
+    def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, _FrameSize]:
         height, width = image.shape[:2]
         net_h, net_w = self._net_hw(height, width)
         resized = _resize(image, net_h, net_w).transpose(2, 0, 1)
         blob = (resized * self._scale + self._offset).astype(self._io.input_dtype, copy=False)
-        feeds: Feeds = {self._io.input_name: blob}
+        feeds: FrameFeeds = {self._io.input_name: blob}
         if self._has_mask:
             feeds[PIXEL_MASK_INPUT] = np.ones((net_h, net_w), np.int64)
         return feeds, _FrameSize(height, width)

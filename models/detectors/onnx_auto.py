@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
@@ -123,6 +122,8 @@ def trt_profile_for(model_path: Path, options: DetectorOptions) -> dict[str, str
     up to the larger one: every shape fed lies inside the profile. None when the file cannot be read
     here (ORT reports it).
     """
+    import onnx  # here: importing it (ml_dtypes) costs half a second at every start, and only TensorRT needs it
+
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception:  # a broken file is ORT's to report, with its own message

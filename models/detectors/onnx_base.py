@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -20,8 +22,35 @@ from models.types import Detections, ModelInfo, RGBImage
 log = logging.getLogger(__name__)
 
 MetaT = TypeVar("MetaT")
+
+
+@dataclass(frozen=True, slots=True)
+class PaddedImage:
+    """A frame's image input before normalisation: uint8 RGB placed at (``left_px``, ``top_px``) of a
+    ``width_px x height_px`` canvas filled with ``pad_value`` (a letterbox), or filling it."""
+
+    image: RGBImage
+    height_px: int
+    width_px: int
+    top_px: int = 0
+    left_px: int = 0
+    pad_value: int = 0
+
+    @classmethod
+    def whole(cls, image: RGBImage) -> PaddedImage:
+        """An image that is the whole input (no padding)."""
+        return cls(image, image.shape[0], image.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The canvas, (H, W, 3): frames of one shape run together."""
+        return (self.height_px, self.width_px, 3)
+
+
 Feeds = dict[str, NDArray[Any]]
-"""Input name -> array. Per frame without the batch dim; per run with it."""
+"""Input name -> array, per run (with the batch dim)."""
+FrameFeeds = dict[str, NDArray[Any] | PaddedImage]
+"""Input name -> one frame's input (no batch dim); the image input as a PaddedImage, normalised when batched."""
 
 
 class OnnxDetector(Detector, Generic[MetaT]):
@@ -44,6 +73,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
         if self._fixed_batch is not None and options.batch_size not in (None, self._fixed_batch):
             log.warning("%s has a fixed batch size of %d; ignoring batch_size", model_path, self._fixed_batch)
         self._batch_size = self._fixed_batch or options.batch_size or DEFAULT_BATCH_SIZE[device]
+        self._buffers = threading.local()  # per calling thread: the reused float blob
 
     def warmup_batch_sizes(self) -> tuple[int, ...]:
         """A fixed batch dim pads every batch to it: one shape to warm."""
@@ -68,8 +98,12 @@ class OnnxDetector(Detector, Generic[MetaT]):
         )
 
     @abstractmethod
-    def _pre_process(self, image: RGBImage) -> tuple[Feeds, MetaT]:
-        """One frame -> its per-frame feeds (no batch dim) and what post-processing needs to map boxes back."""
+    def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, MetaT]:
+        """One frame -> its per-frame feeds (no batch dim) and what post-processing needs to map boxes back.
+
+        The image input is a PaddedImage (uint8): batching writes it into a reused float blob, one pass
+        over the frame's own pixels (the padding is written once per buffer row and layout).
+        """
 
     @abstractmethod
     def _post_process(self, outputs: list[NDArray[Any]], meta: MetaT, threshold: float) -> Detections:
@@ -84,6 +118,20 @@ class OnnxDetector(Detector, Generic[MetaT]):
         outputs = run_session(self._session, None, feeds)
         return [np.asarray(out)[:count] for out in outputs]
 
+    def _stack(self, feeds: Sequence[FrameFeeds]) -> Feeds:
+        """Per-frame feeds -> one batch; PaddedImages become the float (N, 3, H, W) blob here."""
+        stacked: Feeds = {}
+        for name in feeds[0]:
+            values = [f[name] for f in feeds]
+            images = [v for v in values if isinstance(v, PaddedImage)]
+            if images:
+                if len(images) != len(values):
+                    raise TypeError(f"input {name!r}: a PaddedImage for some frames only")
+                stacked[name] = chw_blob(images, self._io.input_dtype, self._buffers)
+            else:
+                stacked[name] = np.stack([v for v in values if not isinstance(v, PaddedImage)])
+        return stacked
+
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
         prepared = [self._pre_process(image) for image in images]
         groups: dict[tuple[tuple[str, tuple[int, ...]], ...], list[int]] = {}
@@ -92,8 +140,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
             groups.setdefault(key, []).append(i)
         results: list[Detections] = [Detections.empty()] * len(images)
         for members in groups.values():
-            names = prepared[members[0]][0].keys()
-            outputs = self._forward({name: np.stack([prepared[i][0][name] for i in members]) for name in names})
+            outputs = self._forward(self._stack([prepared[i][0] for i in members]))
             for row, i in enumerate(members):
                 results[i] = self._post_process([out[row] for out in outputs], prepared[i][1], threshold)
         return results
@@ -101,11 +148,36 @@ class OnnxDetector(Detector, Generic[MetaT]):
     def _probe_output_shapes(self, input_hw: tuple[int, int]) -> list[tuple[int, ...]]:
         """Output shapes for one blank frame; for exports whose class count is a symbolic dim."""
         feeds, _ = self._pre_process(np.zeros((*input_hw, 3), np.uint8))
-        outputs = self._forward({name: arr[None] for name, arr in feeds.items()})
+        outputs = self._forward(self._stack([feeds]))
         return [out.shape for out in outputs]
 
 
-def to_chw_blob(image: RGBImage, dtype: type[np.floating]) -> NDArray[Any]:
-    """(H, W, 3) uint8 RGB -> (3, H, W) in [0, 1] of the session's input dtype."""
-    blob = image.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
-    return blob.astype(dtype, copy=False)
+def chw_blob(images: Sequence[PaddedImage], dtype: type[np.floating], buffers: threading.local) -> NDArray[Any]:
+    """uint8 RGB images on canvases of one size -> (N, 3, H, W) in [0, 1] of the session's input dtype.
+
+    Written into a float32 buffer kept in ``buffers`` (grown, never shrunk): each image's pixels are
+    copied (HWC -> CHW, uint8 -> float32) into its place and scaled in place; a row's padding is
+    written only when its layout changes (a video's frames share one). The values are those of
+    ``letterboxed.astype(float32) * (1 / 255)``. The result is a view of the buffer, valid until the
+    next call on this thread; fp16 exports get a cast copy.
+    """
+    scale = np.float32(1 / 255)
+    first = images[0]
+    shape = (len(images), 3, first.height_px, first.width_px)
+    buffer: NDArray[np.float32] | None = getattr(buffers, "blob", None)
+    layouts: list[tuple[int, ...] | None] = getattr(buffers, "layouts", [])
+    if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < len(images):
+        buffer = np.empty(shape, np.float32)
+        layouts = [None] * len(images)
+        buffers.blob, buffers.layouts = buffer, layouts
+    blob = buffer[: len(images)]
+    for row, placed in enumerate(images):
+        height, width = placed.image.shape[:2]
+        layout = (placed.top_px, placed.left_px, height, width, placed.pad_value)
+        if layouts[row] != layout and (height, width) != (placed.height_px, placed.width_px):
+            blob[row].fill(np.float32(placed.pad_value) * scale)
+        layouts[row] = layout
+        inner = blob[row, :, placed.top_px : placed.top_px + height, placed.left_px : placed.left_px + width]
+        np.copyto(inner, placed.image.transpose(2, 0, 1))
+        inner *= scale
+    return blob if dtype is np.float32 else blob.astype(dtype)

@@ -11,9 +11,17 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from models.base import DetectorOptions
-from models.detectors.onnx_base import Feeds, OnnxDetector, to_chw_blob
+from models.detectors.onnx_base import FrameFeeds, OnnxDetector, PaddedImage
 from models.detectors.onnx_meta import STRIDE_PX, dense_class_names, network_input_hw, read_class_mapping
-from models.ops.boxes import Letterbox, clip_xyxy, cxcywh_to_xyxy, letterbox, nms_per_class
+from models.ops.boxes import (
+    LETTERBOX_PAD_VALUE,
+    Letterbox,
+    clip_xyxy,
+    cxcywh_to_xyxy,
+    nms_per_class,
+    plan_letterbox,
+    resize_for,
+)
 from models.runtimes.onnx import SessionIO
 from models.types import Detections, RGBImage
 
@@ -62,19 +70,23 @@ class YoloOnnx(OnnxDetector[_LetterboxMeta]):
             channels = self._probe_output_shapes(self._input_hw)[0][1]
         return channels - 4
 
-    def _pre_process(self, image: RGBImage) -> tuple[Feeds, _LetterboxMeta]:
-        boxed, lb = letterbox(image, *self._input_hw, stride_px=self._stride_px)
-        meta = _LetterboxMeta(lb, height_px=image.shape[0], width_px=image.shape[1])
-        return {self._io.input_name: to_chw_blob(boxed, self._io.input_dtype)}, meta
+    def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, _LetterboxMeta]:
+        height, width = image.shape[:2]
+        plan = plan_letterbox(height, width, *self._input_hw, stride_px=self._stride_px)
+        # Not padded here: batching places the resized frame on the grey canvas as it normalises it.
+        placed = PaddedImage(
+            resize_for(image, plan), plan.height_px, plan.width_px, plan.top_px, plan.left_px, LETTERBOX_PAD_VALUE
+        )
+        return {self._io.input_name: placed}, _LetterboxMeta(plan.letterbox, height_px=height, width_px=width)
 
     def _post_process(self, outputs: list[NDArray[Any]], meta: _LetterboxMeta, threshold: float) -> Detections:
-        candidates = outputs[0].astype(np.float32, copy=False).T  # (N, 4 + nc)
-        scores_all = candidates[:, 4:]
-        class_id = scores_all.argmax(axis=1)
-        confidence = scores_all[np.arange(len(class_id)), class_id]
-        keep = confidence >= threshold
-        xyxy = cxcywh_to_xyxy(candidates[keep, :4])
-        confidence, class_id = confidence[keep], class_id[keep].astype(np.int64)
+        rows = outputs[0].astype(np.float32, copy=False)  # (4 + nc, N)
+        # The best score per candidate first, over contiguous rows; the class only for those kept.
+        confidence = rows[4:].max(axis=0)
+        keep = np.flatnonzero(confidence >= threshold)
+        class_id = rows[4:, keep].argmax(axis=0).astype(np.int64)
+        xyxy = cxcywh_to_xyxy(np.ascontiguousarray(rows[:4, keep].T))
+        confidence = confidence[keep]
         kept = nms_per_class(xyxy, confidence, class_id, iou_threshold=NMS_IOU, max_detections=MAX_DETECTIONS)
         return _to_source(xyxy[kept], confidence[kept], class_id[kept], meta)
 

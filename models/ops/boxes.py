@@ -55,6 +55,42 @@ class Letterbox:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class LetterboxPlan:
+    """Where a frame goes in the network input: resized to ``resized_w x resized_h`` px, its top-left
+    corner at (``left_px``, ``top_px``) of a ``width_px x height_px`` canvas padded with grey."""
+
+    resized_w: int
+    resized_h: int
+    top_px: int
+    left_px: int
+    height_px: int
+    width_px: int
+    letterbox: Letterbox
+
+
+def plan_letterbox(
+    src_h: int, src_w: int, height_px: int, width_px: int, *, stride_px: int | None = None
+) -> LetterboxPlan:
+    """The geometry ``letterbox`` applies to a ``src_w x src_h`` frame (see there)."""
+    scale = min(height_px / src_h, width_px / src_w)
+    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    if stride_px is not None:
+        height_px = new_h + (height_px - new_h) % stride_px
+        width_px = new_w + (width_px - new_w) % stride_px
+    pad_x, pad_y = (width_px - new_w) / 2, (height_px - new_h) / 2
+    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
+    mapping = Letterbox(scale_x=new_w / src_w, scale_y=new_h / src_h, pad_x_px=float(left), pad_y_px=float(top))
+    return LetterboxPlan(new_w, new_h, top, left, height_px, width_px, mapping)
+
+
+def resize_for(image: RGBImage, plan: LetterboxPlan) -> RGBImage:
+    """The frame resized as the plan says (bilinear, like Ultralytics), unpadded; itself when the size fits."""
+    if image.shape[:2] == (plan.resized_h, plan.resized_w):
+        return image
+    return np.asarray(cv2.resize(image, (plan.resized_w, plan.resized_h), interpolation=cv2.INTER_LINEAR), np.uint8)
+
+
 def letterbox(
     image: RGBImage, height_px: int, width_px: int, *, stride_px: int | None = None
 ) -> tuple[RGBImage, Letterbox]:
@@ -64,29 +100,17 @@ def letterbox(
     ``auto=True``, which its predictor uses for dynamic-shape exports): the output is then at most
     height x width, e.g. 224 x 320 for a 400 x 600 frame at 320.
     """
-    src_h, src_w = image.shape[:2]
-    scale = min(height_px / src_h, width_px / src_w)
-    new_w, new_h = max(1, round(src_w * scale)), max(1, round(src_h * scale))
-    if stride_px is not None:
-        height_px = new_h + (height_px - new_h) % stride_px
-        width_px = new_w + (width_px - new_w) % stride_px
-    resized = (
-        image if (new_w, new_h) == (src_w, src_h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    )
-    pad_x, pad_y = (width_px - new_w) / 2, (height_px - new_h) / 2
-    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
+    plan = plan_letterbox(image.shape[0], image.shape[1], height_px, width_px, stride_px=stride_px)
     out = cv2.copyMakeBorder(
-        resized,
-        top,
-        height_px - new_h - top,
-        left,
-        width_px - new_w - left,
+        resize_for(image, plan),
+        plan.top_px,
+        plan.height_px - plan.resized_h - plan.top_px,
+        plan.left_px,
+        plan.width_px - plan.resized_w - plan.left_px,
         cv2.BORDER_CONSTANT,
         value=(LETTERBOX_PAD_VALUE,) * 3,
     )
-    return np.asarray(out, np.uint8), Letterbox(
-        scale_x=new_w / src_w, scale_y=new_h / src_h, pad_x_px=float(left), pad_y_px=float(top)
-    )
+    return np.asarray(out, np.uint8), plan.letterbox
 
 
 def box_iou_matrix(a_xyxy: NDArray[np.floating], b_xyxy: NDArray[np.floating]) -> NDArray[np.float64]:

@@ -6,15 +6,17 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from numpy.typing import NDArray
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from models.errors import DeviceOutOfMemoryError, DeviceUnavailableError, ModelLoadError
+
+if TYPE_CHECKING:
+    import onnx  # the graph-reading helpers take its models; importing it costs half a second
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ def has_cached_engines(engine_cache_dir: str | None) -> bool:
 
 def graph_inputs(model: onnx.ModelProto) -> tuple[TensorInfo, ...]:
     """The graph's real inputs (old exports also list initializers) without opening a session."""
+    import onnx
+
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs: list[TensorInfo] = []
     for value in model.graph.input:

@@ -13,7 +13,7 @@ from tempfile import TemporaryDirectory
 
 from service.convert.label_studio import LabelConfig, LsObject
 from service.errors import ErrorCode, PreannotateError
-from service.pipeline.flow import FlowOptions, run_flow
+from service.pipeline.flow import FlowOptions, detector_sampling, run_flow
 from service.pipeline.frames import Frame, FrameResult, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -78,9 +78,10 @@ def preannotate_task(
         keys = ", ".join(f"${o.value_key}" for o in config.targets() if o.value_key) or "none"
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{name}: no media in the task data (looked for {keys})")
     objects = {obj.name: obj for obj, _ in targets}
+    detected = detector_sampling(sampling, detector)  # only the detector sees these frames
 
     def open_object(item: str, slot: SlotSpec) -> SlotReader:
-        return _ObjectReader(item, objects[slot.name], open_slot(item, slot, sampling, limits))
+        return _ObjectReader(item, objects[slot.name], open_slot(item, slot, detected, limits))
 
     with TemporaryDirectory(dir=work_dir, prefix="preannotate-ls-") as scratch:
         slots = tuple(SlotSpec(obj.name, (download(value, Path(scratch)),)) for obj, value in targets)

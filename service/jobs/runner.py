@@ -14,7 +14,7 @@ from service.backends.base import PushJson
 from service.errors import PreannotateError
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
-from service.pipeline.flow import FlowOptions, ItemOutput, run_flow
+from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import ItemSpec, PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
@@ -92,7 +92,7 @@ def run_item(
         decode_workers=decode_workers,
         queue_frames=queue_frames,
     )
-    sampling = SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder)
+    sampling = detector_sampling(SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder), model.batcher)
     output = predict_item(
         lease.item, model, options, sampling, fetcher=fetcher, limits=limits, work_dir=work_dir, on_progress=on_progress
     )

@@ -23,13 +23,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
-import numpy as np
-
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, RGBImage
 from service.config import Settings
 from service.errors import PartialMediaError, PreannotateError
-from service.pipeline.frames import Frame, FrameResult, SlotMeta
+from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.media import open_slot as open_local_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -110,6 +108,12 @@ def flow_options(
         queue_frames=settings.prefetch_frames,
         keep_partial=keep_partial,
     )
+
+
+def detector_sampling(sampling: SamplingOptions, detector: FrameDetector) -> SamplingOptions:
+    """``sampling`` for frames only a detector sees: the decoder may scale them to its input size while converting
+    colours (far cheaper than full-size frames); the infer stage maps the boxes back to source pixels."""
+    return replace(sampling, detector_size_px=detector.info.input_size_px)
 
 
 def slot_opener(sampling: SamplingOptions, limits: MediaLimits) -> SlotOpener:
@@ -286,7 +290,7 @@ class _Infer:
         batch, self._batch = self._batch, []
         detections = detect_splitting_on_oom(self._detect, [frame.image for frame, _ in batch], self._ceiling)
         for (frame, state), dets in zip(batch, detections, strict=True):
-            result = FrameResult(info=frame.info, detections=self._keep(_to_source(dets, frame)))
+            result = FrameResult(info=frame.info, detections=self._keep(boxes_to_source(dets, frame)))
             state.frames.append(result)
             state.waiting -= 1
             if self._on_frame is not None:
@@ -301,21 +305,6 @@ class _Infer:
 
     def _detect(self, images: Sequence[RGBImage]) -> list[Detections]:
         return self._detector.detect(images, threshold=self._threshold)
-
-
-def _to_source(dets: Detections, frame: Frame) -> Detections:
-    """Boxes from a frame the decoder delivered scaled down (to the detector's input size) back in source pixels.
-
-    The one place this happens; ``service.pipeline.frames.boxes_to_source`` takes over when it lands.
-    """
-    height, width = frame.image.shape[:2]
-    if (height, width) == (frame.info.height, frame.info.width) or len(dets) == 0:
-        return dets
-    scale = np.array(
-        [frame.info.width / width, frame.info.height / height, frame.info.width / width, frame.info.height / height],
-        np.float32,
-    )
-    return replace(dets, xyxy=(dets.xyxy * scale).astype(dets.xyxy.dtype, copy=False))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from models.types import Detections, RGBImage
 
@@ -50,6 +53,23 @@ class Frame:
 
     info: FrameInfo
     image: RGBImage
+
+
+def boxes_to_source(dets: Detections, frame: Frame) -> Detections:
+    """Map boxes from ``frame.image``'s pixels to the source frame's (``frame.info``'s size).
+
+    The decoder may hand a detector frames scaled down (``SamplingOptions.detector_size_px``); the boxes
+    it finds are scaled back per axis (the exact resize ratios) and clipped to the source frame.
+    Detections of a full-size image are returned as they are.
+    """
+    height_px, width_px = frame.image.shape[:2]
+    if (width_px, height_px) == (frame.info.width, frame.info.height) or len(dets) == 0:
+        return dets
+    scale = np.array([frame.info.width / width_px, frame.info.height / height_px] * 2, np.float32)
+    xyxy = dets.xyxy * scale
+    np.clip(xyxy[:, 0::2], 0, frame.info.width, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, frame.info.height, out=xyxy[:, 1::2])
+    return dataclasses.replace(dets, xyxy=xyxy.astype(np.float32, copy=False))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ class SamplingOptions:
         end_s: last allowed target time (inclusive), or None for the end of the source.
         max_frames: stop after this many sampled frames (None = no cap).
         decoder: the video decoder for exact sampling: pyav, nvdec or auto.
+        detector_size_px: the decoder may deliver frames scaled down to fit this square (aspect kept),
+            when only a detector that scales them anyway sees them; ``Frame.image`` is then smaller than
+            ``Frame.info``'s size, and ``frames.boxes_to_source`` maps boxes back. None: full-size frames.
     """
 
     fps: float = 1.0
@@ -40,6 +43,7 @@ class SamplingOptions:
     end_s: float | None = None
     max_frames: int | None = None
     decoder: DecoderChoice = DecoderChoice.PYAV
+    detector_size_px: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.fps <= 1000:
@@ -50,6 +54,8 @@ class SamplingOptions:
             raise ValueError(f"end ({self.end_s}) must not be before start ({self.start_s})")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.detector_size_px is not None and self.detector_size_px < 1:
+            raise ValueError(f"detector_size_px must be >= 1, got {self.detector_size_px}")
         if self.decoder not in set(DecoderChoice):  # a plain string from a caller is fine if it names one
             raise ValueError(f"decoder must be one of {', '.join(DecoderChoice)}, got {self.decoder!r}")
 

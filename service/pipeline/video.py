@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -48,10 +49,19 @@ from service.pipeline.decoders import GPU_DEVICE, log_once, use_gpu_decoder
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
 from service.pipeline.sampling import check_start, frames_past_end, select_frames
+from service.pipeline.segments import decode_in_parallel, split_at_keyframes
+from service.pipeline.yuv import frame_to_rgb
+
+__all__ = ["VideoIndex", "VideoReader", "build_index", "find_truncation", "frame_to_rgb"]
 
 log = logging.getLogger(__name__)
 
 _MAX_CORRUPT_PACKETS = 100
+# Segment-parallel decoding (``segments``): segments of at least this many frames, each worker at most
+# this many (detector-size) frames ahead of the reader, at most this many workers.
+_MIN_SEGMENT_FRAMES = 30
+_SEGMENT_QUEUE_FRAMES = 64
+_MAX_DECODE_WORKERS = 4
 
 # FFmpeg demuxers we let open input (one name of each is enough: FFmpeg matches any of a demuxer's
 # names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"): MP4/MOV/3GP, Matroska/WebM, AVI, MPEG-TS, MPEG-PS, FLV,
@@ -240,22 +250,23 @@ def build_index(container: InputContainer, stream: VideoStream) -> VideoIndex:
     )
 
 
-def frame_to_rgb(frame: VideoFrame) -> RGBImage:
-    """Convert one decoded frame to (H, W, 3) uint8 RGB, upright (display rotation applied)."""
-    rgb = np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)
-    turns = (frame.rotation // 90) % 4  # counter-clockwise degrees, as players apply them
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+class _Converted(NamedTuple):
+    """A frame a segment worker converted already: its pixels and the source's display size."""
+
+    image: RGBImage
+    width_px: int
+    height_px: int
 
 
 class _Sampled(NamedTuple):
     """One planned frame: ``pts`` and ``frame`` are what was decoded for it (None: nothing).
 
-    ``frame`` is a PyAV frame, or RGB pixels already (the GPU decoder's).
+    ``frame`` is a PyAV frame, or RGB pixels already (the GPU decoder's, a segment worker's).
     """
 
     wanted_pts: int
     pts: int | None
-    frame: VideoFrame | RGBImage | None
+    frame: VideoFrame | RGBImage | _Converted | None
 
 
 @dataclass(slots=True)
@@ -318,12 +329,18 @@ class VideoReader:
     def __init__(self, item: str, slot: str, path: Path, sampling: SamplingOptions, limits: MediaLimits) -> None:
         self._path = path
         self._sampling = sampling
+        self._limits = limits
+        self._parallel = False
         self.stats = SamplingStats()
         self._seek_by_dts = False
         self._gpu: GpuVideoDecoder | None = None
         self._container = _open(path, limits)
         try:
             self._stream = self._container.streams.video[0]
+            if _decodes_every_frame(sampling, self._stream):
+                # Frame threads as well as slice threads (most H.264/HEVC files have no slices), but only
+                # for a straight run: a seek flushes them, which made sparse sampling slower.
+                self._stream.thread_type = "AUTO"
             if self._stream.codec_context is None:  # PyAV has no decoder for it (an SVG, say)
                 raise PreannotateError(ErrorCode.UNSUPPORTED_MEDIA, f"{path}: no decoder for its video codec")
             try:
@@ -343,6 +360,14 @@ class VideoReader:
                     log.info("%s: AVI with B-frames stores no presentation times; decoding with PyAV", path)
                 else:
                     self._gpu = self._open_gpu(width, height)
+            # Every frame, scaled for a detector (small frames: a worker may run a segment ahead).
+            self._parallel = (
+                self._gpu is None
+                and not self._pts_in_decode_order
+                and sampling.detector_size_px is not None
+                and _decodes_every_frame(sampling, self._stream)
+                and _decode_workers() > 1
+            )
         except BaseException:
             self._container.close()
             raise
@@ -476,6 +501,8 @@ class VideoReader:
             sampled = self._iter_gpu(self._gpu)
         elif self._pts_in_decode_order:
             sampled = self._iter_in_output_order()
+        elif self._parallel:
+            sampled = self._iter_segments()
         else:
             sampled = self._iter_exact()
         stand_ins = 0
@@ -512,9 +539,11 @@ class VideoReader:
                 k = max(0, int(np.searchsorted(index.keyframe_pts, wanted, "right")) - 1)
                 keyframe = int(index.keyframe_pts[k])
                 position = decoder.position_pts
-                # Seek only past frames no target needs: when the wanted frame's key frame lies
-                # beyond the decode position. Otherwise decoding forward is the shortest path.
-                if not sequential and (not started or (position is not None and position < keyframe)):
+                # Seek only past frames no target needs: when frames lie between the decode position
+                # and the wanted frame's key frame. Otherwise decoding forward is the shortest path
+                # (and sampling every frame never seeks: a seek flushes the decoder's frame threads).
+                far = position is not None and self._worth_seeking(position, keyframe)
+                if not sequential and (not started or far):
                     packets = self._seek_keyframe(keyframe)
                     if packets is None:
                         # No seek reaches that key frame (the demuxer disagrees with our index):
@@ -531,6 +560,47 @@ class VideoReader:
                 yield _Sampled(wanted, None if frame is None else frame.pts, frame)
         finally:
             decoder.close()
+
+    def _iter_segments(self) -> Iterator[_Sampled]:
+        """Exact sampling of every frame, key-frame segments decoded and converted on parallel threads.
+
+        Each worker is a twin of this reader (its own container, this reader's index) running
+        ``_iter_exact`` over its segments' frames, so the frames are those ``_iter_exact`` yields.
+        """
+        segments = split_at_keyframes(self._wanted, self._index.keyframe_pts, _MIN_SEGMENT_FRAMES)
+        twins: list[VideoReader] = []
+
+        def open_worker() -> _SegmentWorker:
+            twin = self._twin()
+            twins.append(twin)
+            return _SegmentWorker(twin)
+
+        try:
+            yield from decode_in_parallel(segments, _decode_workers(), open_worker, queue_frames=_SEGMENT_QUEUE_FRAMES)
+        finally:
+            for twin in twins:  # the workers are joined: their counts are final
+                self.stats.decoded_frames += twin.stats.decoded_frames
+                self.stats.seeks += twin.stats.seeks
+                self.stats.corrupt_packets += twin.stats.corrupt_packets
+
+    def _twin(self) -> VideoReader:
+        """A reader of the same file with its own container and this one's index and plan (slice threads)."""
+        twin = object.__new__(VideoReader)
+        twin._path, twin._sampling, twin._limits = self._path, self._sampling, self._limits
+        twin.stats = SamplingStats()
+        twin._seek_by_dts = self._seek_by_dts
+        twin._gpu = None
+        twin._parallel = False
+        twin._container = _open(self._path, self._limits)
+        twin._stream = twin._container.streams.video[0]
+        twin._index, twin._wanted, twin.meta = self._index, self._wanted, self.meta
+        twin._pts_in_decode_order = False
+        return twin
+
+    def _worth_seeking(self, position_pts: int, keyframe_pts: int) -> bool:
+        """Whether any frame lies between the decode position and the key frame (in display order)."""
+        index = self._index
+        return index.frame_index(keyframe_pts) - index.frame_index(position_pts) > 1
 
     def _iter_gpu(self, decoder: GpuVideoDecoder) -> Iterator[_Sampled]:
         """Exact sampling with torchcodec: each planned frame asked for by a time it is on screen.
@@ -647,8 +717,15 @@ class VideoReader:
         self.stats.seeks += 1
         return iter(self._container.demux(self._stream))
 
-    def _to_frame(self, frame: VideoFrame | RGBImage, pts: int) -> Frame:
-        image = frame_to_rgb(frame) if isinstance(frame, VideoFrame) else frame
+    def _to_frame(self, frame: VideoFrame | RGBImage | _Converted, pts: int) -> Frame:
+        # The image may be smaller than the source (scaled for the detector); the info keeps the source's size.
+        if isinstance(frame, VideoFrame):
+            image, width, height = _convert(frame, self._sampling.detector_size_px)
+        elif isinstance(frame, _Converted):
+            image, width, height = frame
+        else:
+            image = frame
+            height, width = image.shape[:2]
         return Frame(
             info=FrameInfo(
                 item=self.meta.item,
@@ -657,8 +734,8 @@ class VideoReader:
                 media=MediaKind.VIDEO,
                 frame_index=self._index.frame_index(pts),
                 timestamp_s=float((pts - int(self._index.pts[0])) * self._index.time_base),
-                width=image.shape[1],
-                height=image.shape[0],
+                width=width,
+                height=height,
             ),
             image=image,
         )
@@ -667,6 +744,43 @@ class VideoReader:
         if self._gpu is not None:
             self._gpu.close()
         self._container.close()
+
+
+class _SegmentWorker:
+    """A twin reader decoding segments for ``decode_in_parallel``, converting frames on its own thread."""
+
+    def __init__(self, twin: VideoReader) -> None:
+        self._twin = twin
+
+    def decode(self, segment: NDArray[np.int64]) -> Iterator[_Sampled]:
+        self._twin._wanted = segment
+        fit_px = self._twin._sampling.detector_size_px
+        for wanted, pts, frame in self._twin._iter_exact():
+            converted = _Converted(*_convert(frame, fit_px)) if isinstance(frame, VideoFrame) else None
+            yield _Sampled(wanted, pts, converted)
+
+    def close(self) -> None:
+        self._twin.close()
+
+
+def _convert(frame: VideoFrame, fit_px: int | None) -> tuple[RGBImage, int, int]:
+    """The frame's pixels (scaled to fit ``fit_px``, upright) and the source's display width and height."""
+    rotated = (frame.rotation // 90) % 2 == 1
+    width, height = (frame.height, frame.width) if rotated else (frame.width, frame.height)
+    return frame_to_rgb(frame, fit_px), width, height
+
+
+def _decode_workers() -> int:
+    """Decoders for segment-parallel decoding: one per core, at most ``_MAX_DECODE_WORKERS``."""
+    return min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
+
+
+def _decodes_every_frame(sampling: SamplingOptions, stream: VideoStream) -> bool:
+    """Whether exact sampling wants every frame (fps 0, or at least the stream's rate): decoding never seeks."""
+    if sampling.mode is not SamplingMode.EXACT:
+        return False
+    rate = stream.average_rate
+    return sampling.fps == 0 or (rate is not None and rate > 0 and sampling.fps >= float(rate))
 
 
 def _open(path: Path, limits: MediaLimits) -> InputContainer:

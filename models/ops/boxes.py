@@ -122,19 +122,40 @@ def box_iou_matrix(a_xyxy: NDArray[np.floating], b_xyxy: NDArray[np.floating]) -
     Returns:
         (n, m) IoU in [0, 1]; 0 where the union is empty (degenerate boxes).
     """
-    a, b = np.asarray(a_xyxy, np.float64).reshape(-1, 4), np.asarray(b_xyxy, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float64)
+    a, b = _as_boxes(a_xyxy), _as_boxes(b_xyxy)
+    inter = _intersections(a, b)
+    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
+    iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
+
+
+def box_iof_matrix(a_xyxy: NDArray[np.floating], b_xyxy: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Intersection of each ``a`` box with each ``b`` box over the ``a`` box's own area (COCO's crowd rule);
+    0 where an ``a`` box has no area."""
+    a, b = _as_boxes(a_xyxy), _as_boxes(b_xyxy)
+    inter = _intersections(a, b)
+    area_a = _areas(a)[:, None]
+    iof: NDArray[np.float64] = np.divide(inter, area_a, out=np.zeros_like(inter), where=area_a > 0)
+    return iof
+
+
+def _as_boxes(xyxy: NDArray[np.floating]) -> NDArray[np.float64]:
+    return np.asarray(xyxy, np.float64).reshape(-1, 4)
+
+
+def _areas(xyxy: NDArray[np.float64]) -> NDArray[np.float64]:
+    area: NDArray[np.float64] = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+    return area
+
+
+def _intersections(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(n, m) intersection areas of every ``a`` box with every ``b`` box (zeros when either side is empty)."""
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou: NDArray[np.float64] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return iou
+    inter: NDArray[np.float64] = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter
 
 
 def nms_per_class(

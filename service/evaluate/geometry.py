@@ -35,20 +35,6 @@ def boxes_to_array(shapes: Sequence[Shape]) -> NDArray[np.float64]:
     return np.asarray([s.xyxy for s in shapes], np.float64).reshape(-1, 4)
 
 
-def box_iof_matrix(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Intersection of each ``a`` box with each ``b`` box over the ``a`` box's own area (COCO's crowd rule)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float64)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0)
-
-
 def canvas_size(shapes: Sequence[Shape], width: int | None, height: int | None) -> tuple[int, int, float]:
     """The raster (height, width) and the coordinate scale to draw shapes on.
 

@@ -13,9 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped, unused-ignore]  # stubs optional
 
-from models.ops.boxes import box_iou_matrix
+from models.ops.boxes import box_iof_matrix, box_iou_matrix
 from service.evaluate.geometry import (
-    box_iof_matrix,
     boxes_to_array,
     canvas_size,
     mask_iou_matrix,

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 from models.ops.boxes import (
     LETTERBOX_PAD_VALUE,
     Letterbox,
+    box_iof_matrix,
     box_iou_matrix,
     clip_xyxy,
     cxcywh_to_xyxy,
@@ -193,3 +194,11 @@ def test_box_iou_matrix(a: list[list[float]], b: list[list[float]], expected: li
     iou = box_iou_matrix(np.asarray(a, np.float32), np.asarray(b, np.float64))
     assert iou.dtype == np.float64
     np.testing.assert_allclose(iou, np.asarray(expected, np.float64).reshape(iou.shape))
+
+
+def test_box_iof_matrix_divides_by_the_first_box_area() -> None:
+    a = np.array([[0, 0, 10, 10], [5, 5, 5, 9]], np.float64)  # the second has no area
+    b = np.array([[5, 0, 20, 10], [100, 100, 110, 110]], np.float64)
+    iof = box_iof_matrix(a, b)
+    np.testing.assert_allclose(iof, [[0.5, 0.0], [0.0, 0.0]])
+    assert box_iof_matrix(a[:0], b).shape == (0, 2)

@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 
-.PHONY: venv install install-dev ls-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve clean
+.PHONY: venv install install-dev ls-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve gpu-check clean
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,26 @@ bench-sampling: install
 
 bench-serve: install-dev
 	$(BIN)/python -m benchmarks.bench_serve
+
+# Run ON a lent GPU machine (Python 3.12 image with torch and onnxruntime, no network), after
+# tests/tools/gpu_wheels.sh here filled .whl/: the CUDA tests, then the GPU benchmarks with short settings
+# (under 9 minutes together). New results land in benchmarks/results/, and in $OUT/results when OUT is set.
+GPU_SITE ?= /tmp/site
+GPU_PYTHON ?= python3
+gpu-check:  ## CUDA tests + GPU benchmarks on a lent GPU (see benchmarks/README.md, GPU)
+	$(GPU_PYTHON) -m pip install -q --upgrade --no-index --no-deps --no-compile --target $(GPU_SITE) .whl/*.whl
+	@mkdir -p benchmarks/results && touch $(GPU_SITE)/.gpu-check-start
+	export PYTHONPATH=$(GPU_SITE):. ; \
+	$(GPU_PYTHON) -c "import onnxruntime as ort, torch; print('onnxruntime', ort.__version__, ort.get_available_providers()); print('torch', torch.__version__, 'cuda:', torch.cuda.is_available() and torch.cuda.get_device_name(0))" ; \
+	timeout 240 $(GPU_PYTHON) -m pytest tests/gpu -q -p no:cacheprovider ; status=$$? ; \
+	timeout 90 $(GPU_PYTHON) -m benchmarks.bench_feed --quick ; \
+	timeout 90 $(GPU_PYTHON) -m benchmarks.bench_infer --frames 32 --repeats 2 ; \
+	timeout 120 $(GPU_PYTHON) -m benchmarks.bench_e2e --duration 20 --repeats 1 ; \
+	timeout 90 $(GPU_PYTHON) -m benchmarks.bench_serve --requests 32 ; \
+	if [ -n "$$OUT" ]; then \
+		mkdir -p "$$OUT/results" && find benchmarks/results -type f -newer $(GPU_SITE)/.gpu-check-start -exec cp {} "$$OUT/results/" \; ; \
+	fi ; \
+	exit $$status
 
 clean:
 	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -164,6 +164,8 @@ class DetrLogitsOnnx(OnnxDetector[_FrameSize]):
     aspect ratio, long side = input size.
     """
 
+    uint8_image_feed = False  # its feed is normalised with the processor's mean/std on the CPU
+
     def __init__(
         self,
         spec: str,

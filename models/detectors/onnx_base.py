@@ -8,7 +8,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.provenance import files_digest
-from models.runtimes.onnx import SessionIO, run_session
+from models.runtimes.onnx import SessionIO, create_session, run_session
+from models.runtimes.onnx_uint8 import DeviceInputs, with_uint8_image_input
 from models.types import Detections, ModelInfo, RGBImage
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,13 @@ class OnnxDetector(Detector, Generic[MetaT]):
     Frames whose inputs have equal shapes run together. A fixed batch dim (static exports) sets the
     batch size, and short batches are padded by repeating the last frame; a dynamic one takes
     ``options.batch_size`` or the device default.
+
+    On CUDA (without TensorRT) the session takes the image as uint8 (N, H, W, 3) and normalises it on the
+    GPU (``with_uint8_image_input``); the feeds go through reused device buffers (``DeviceInputs``).
     """
+
+    uint8_image_feed: ClassVar[bool] = True
+    """False for detectors whose image feed is not a PaddedImage normalised to [0, 1]."""
 
     def __init__(
         self, *, model_path: Path, session: ort.InferenceSession, io: SessionIO, device: str, options: DetectorOptions
@@ -73,7 +80,10 @@ class OnnxDetector(Detector, Generic[MetaT]):
         if self._fixed_batch is not None and options.batch_size not in (None, self._fixed_batch):
             log.warning("%s has a fixed batch size of %d; ignoring batch_size", model_path, self._fixed_batch)
         self._batch_size = self._fixed_batch or options.batch_size or DEFAULT_BATCH_SIZE[device]
-        self._buffers = threading.local()  # per calling thread: the reused float blob
+        self._buffers = threading.local()  # per calling thread: the reused blob and device buffers
+        self._uint8_input = self.uint8_image_feed and wants_uint8_input(device, options)
+        if self._uint8_input:
+            self._session = uint8_input_session(model_path, io.input_name, device, options)
 
     def warmup_batch_sizes(self) -> tuple[int, ...]:
         """A fixed batch dim pads every batch to it: one shape to warm."""
@@ -115,7 +125,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
         if self._fixed_batch is not None and count < self._fixed_batch:
             pad = self._fixed_batch - count
             feeds = {name: np.concatenate([arr, np.repeat(arr[-1:], pad, axis=0)]) for name, arr in feeds.items()}
-        outputs = run_session(self._session, None, feeds)
+        outputs = run_session(self._session, None, feeds, self._device_inputs())
         return [np.asarray(out)[:count] for out in outputs]
 
     def _stack(self, feeds: Sequence[FrameFeeds]) -> Feeds:
@@ -127,10 +137,22 @@ class OnnxDetector(Detector, Generic[MetaT]):
             if images:
                 if len(images) != len(values):
                     raise TypeError(f"input {name!r}: a PaddedImage for some frames only")
-                stacked[name] = chw_blob(images, self._io.input_dtype, self._buffers)
+                if self._uint8_input:
+                    stacked[name] = hwc_blob(images, self._buffers)
+                else:
+                    stacked[name] = chw_blob(images, self._io.input_dtype, self._buffers)
             else:
                 stacked[name] = np.stack([v for v in values if not isinstance(v, PaddedImage)])
         return stacked
+
+    def _device_inputs(self) -> DeviceInputs | None:
+        """This thread's device buffers on CUDA; None on the CPU, where ORT reads the numpy arrays in place."""
+        if self._device != "cuda":
+            return None
+        inputs: DeviceInputs | None = getattr(self._buffers, "device_inputs", None)
+        if inputs is None:
+            inputs = self._buffers.device_inputs = DeviceInputs("cuda")
+        return inputs
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
         prepared = [self._pre_process(image) for image in images]
@@ -181,3 +203,47 @@ def chw_blob(images: Sequence[PaddedImage], dtype: type[np.floating], buffers: t
         np.copyto(inner, placed.image.transpose(2, 0, 1))
         inner *= scale
     return blob if dtype is np.float32 else blob.astype(dtype)
+
+
+def wants_uint8_input(device: str, options: DetectorOptions) -> bool:
+    """Feed uint8 and normalise in the graph: on CUDA, unless TensorRT builds the engine (its profiles and
+    fp16 engine describe the exported float input)."""
+    return device == "cuda" and not options.tensorrt
+
+
+def uint8_input_session(
+    model_path: Path, input_name: str, device: str, options: DetectorOptions
+) -> ort.InferenceSession:
+    """A session on ``model_path`` with ``input_name`` taken as uint8 (N, H, W, 3) (``with_uint8_image_input``)."""
+    import onnx  # here: importing it costs half a second, and only this path needs it
+
+    model = with_uint8_image_input(onnx.load(str(model_path)), input_name)
+    log.info("%s: %s fed as uint8 (N, H, W, 3), normalised on %s", model_path, input_name, device)
+    return create_session(model.SerializeToString(), device=device, num_threads=options.num_threads)
+
+
+def hwc_blob(images: Sequence[PaddedImage], buffers: threading.local) -> NDArray[np.uint8]:
+    """uint8 RGB images on canvases of one size -> (N, H, W, 3) uint8, the canvases with their padding.
+
+    The uint8 twin of ``chw_blob`` for graphs that normalise on the device (``with_uint8_image_input``):
+    no transpose and no float pass here, only row copies. Kept in ``buffers`` (grown, never shrunk), a
+    row's padding written only when its layout changes. A view of the buffer, valid until the next call
+    on this thread.
+    """
+    first = images[0]
+    shape = (len(images), first.height_px, first.width_px, 3)
+    buffer: NDArray[np.uint8] | None = getattr(buffers, "hwc", None)
+    layouts: list[tuple[int, ...] | None] = getattr(buffers, "hwc_layouts", [])
+    if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < len(images):
+        buffer = np.empty(shape, np.uint8)
+        layouts = [None] * len(images)
+        buffers.hwc, buffers.hwc_layouts = buffer, layouts
+    blob = buffer[: len(images)]
+    for row, placed in enumerate(images):
+        height, width = placed.image.shape[:2]
+        layout = (placed.top_px, placed.left_px, height, width, placed.pad_value)
+        if layouts[row] != layout and (height, width) != (placed.height_px, placed.width_px):
+            blob[row].fill(placed.pad_value)
+        layouts[row] = layout
+        blob[row, placed.top_px : placed.top_px + height, placed.left_px : placed.left_px + width] = placed.image
+    return blob

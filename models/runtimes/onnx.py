@@ -18,6 +18,8 @@ from models.errors import DeviceOutOfMemoryError, DeviceUnavailableError, ModelL
 if TYPE_CHECKING:
     import onnx  # the graph-reading helpers take its models; importing it costs half a second
 
+    from models.runtimes.onnx_uint8 import DeviceInputs
+
 log = logging.getLogger(__name__)
 
 _CUDA = "CUDAExecutionProvider"
@@ -250,21 +252,29 @@ def create_session(
 
 
 def run_session(
-    session: ort.InferenceSession, output_names: Sequence[str] | None, feeds: Mapping[str, NDArray[Any]]
+    session: ort.InferenceSession,
+    output_names: Sequence[str] | None,
+    feeds: Mapping[str, NDArray[Any]],
+    device_inputs: DeviceInputs | None = None,
 ) -> list[NDArray[Any]]:
     """Run the session, raising DeviceOutOfMemoryError when ORT could not allocate (callers split the batch).
 
     On a GPU session the outputs are bound to the device and copied back once, together, instead of
-    ORT's per-output synchronous copies.
+    ORT's per-output synchronous copies. With ``device_inputs`` (any session) the feeds are copied into
+    its reused buffers on its device and bound from there.
     """
     try:
-        if session.get_providers()[0] == _CPU:
+        on_cpu = session.get_providers()[0] == _CPU
+        if device_inputs is None and on_cpu:
             return list(session.run(output_names, dict(feeds)))
         binding = session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        if device_inputs is not None:
+            device_inputs.bind(binding, feeds)
+        else:
+            for name, array in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in output_names or [o.name for o in session.get_outputs()]:
-            binding.bind_output(name, "cuda")
+            binding.bind_output(name, "cpu" if on_cpu else "cuda")
         session.run_with_iobinding(binding)
         return list(binding.copy_outputs_to_cpu())
     except _RUN_ERRORS as exc:

@@ -195,26 +195,45 @@ class HostStaging:
 
 
 def preprocess(
-    images: Sequence[RGBImage], spec: PreprocessSpec, device: str, staging: HostStaging | None = None
+    images: Sequence[RGBImage],
+    spec: PreprocessSpec,
+    device: str,
+    staging: HostStaging | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
-    """(H, W, 3) uint8 RGB frames -> ``pixel_values`` (B, 3, H', W') float32 on ``device`` (and
-    ``pixel_mask`` (B, H', W') when the processor pads the batch to its largest frame).
+    """(H, W, 3) uint8 RGB frames -> ``pixel_values`` (B, 3, H', W') on ``device`` (and ``pixel_mask``
+    (B, H', W') when the processor pads the batch to its largest frame).
 
-    Off the CPU the frames go up through ``staging`` (pass the detector's, so its pinned buffer is
-    reused; None makes a throwaway one). On the CPU the numpy frames are used in place.
+    Off the CPU the frames go up as uint8 through ``staging`` (pass the detector's, so its pinned buffer is
+    reused; None makes a throwaway one) and ``prepare_on_device`` does the rest there. On the CPU the
+    numpy frames are used in place.
+    """
+    import torch
+
+    if device == "cpu":
+        frames = [torch.from_numpy(image) for image in images]
+    else:
+        frames = (staging or HostStaging(device)).upload(images)
+    return prepare_on_device(frames, spec, dtype=dtype)
+
+
+def prepare_on_device(
+    frames: Sequence[torch.Tensor], spec: PreprocessSpec, *, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """(H, W, 3) uint8 tensors (one device, any) -> the model's inputs on that device: resize, rescale,
+    normalise and pad as ``spec`` says, in float32; ``pixel_values`` cast to ``dtype`` at the end (fp16 for
+    a model whose weights are fp16; under autocast keep float32: the first layers cast it themselves).
     """
     import torch
     import torch.nn.functional as functional
 
-    if device == "cpu":
-        pixels = [torch.from_numpy(image) for image in images]
-    else:
-        pixels = (staging or HostStaging(device)).upload(images)
+    device = frames[0].device
     resized: list[torch.Tensor] = []
-    for image, uploaded in zip(images, pixels, strict=True):
+    for uploaded in frames:
         frame = uploaded.permute(2, 0, 1).unsqueeze(0).float()
-        out_hw = spec.resize.output_hw(image.shape[0], image.shape[1])
-        if out_hw != (image.shape[0], image.shape[1]):
+        in_hw = (int(uploaded.shape[0]), int(uploaded.shape[1]))
+        out_hw = spec.resize.output_hw(*in_hw)
+        if out_hw != in_hw:
             # antialias matches PIL's bilinear filter when shrinking (and is a no-op when enlarging)
             frame = functional.interpolate(frame, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
         resized.append(frame[0])
@@ -235,7 +254,7 @@ def preprocess(
         batch.sub_(mean).div_(std)
         # Padding stays 0 after normalization, as the processor pads normalized pixels with 0.
         batch.mul_(mask.unsqueeze(1))
-    inputs = {"pixel_values": batch}
+    inputs = {"pixel_values": batch if dtype is None else batch.to(dtype)}
     if spec.pad:
         inputs["pixel_mask"] = mask
     return inputs

@@ -176,3 +176,19 @@ def detr_logits_model(
         helper.make_tensor_value_info("pred_boxes", TensorProto.FLOAT, _dims(batch, q, 4)),
     ]
     return _model(nodes, inputs, outputs, initializers, None)
+
+
+def echo_yolo_model(*, side_px: int = 32, fp16: bool = False) -> onnx.ModelProto:
+    """Input ``images`` [B, 3, side, side]; output ``output0`` = the pixels themselves as a YOLOv8 layout.
+
+    The input is reshaped to [B, 6, 3 * side * side / 6] (cx, cy, w, h and two class scores, all in [0, 1]),
+    so the decoded boxes depend on every pixel value the graph was fed: two feeds giving the same
+    detections gave the same tensor.
+    """
+    elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    candidates = 3 * side_px * side_px // 6
+    nodes = [helper.make_node("Reshape", ["images", "echo_shape"], ["output0"])]
+    shape = numpy_helper.from_array(np.array([0, 6, -1], np.int64), "echo_shape")
+    inputs = [helper.make_tensor_value_info("images", elem, _dims(None, 3, side_px, side_px))]
+    outputs = [helper.make_tensor_value_info("output0", elem, _dims(None, 6, candidates))]
+    return _model(nodes, inputs, outputs, [shape], None)

@@ -12,6 +12,7 @@ from models.runtimes.torch_preprocess import (
     ResizeRule,
     frame_offsets,
     grown_capacity,
+    prepare_on_device,
     preprocess,
 )
 
@@ -77,6 +78,39 @@ def test_batch_of_different_sizes_is_padded_with_a_mask() -> None:
     assert float(out["pixel_values"][0, :, 64:, :].abs().max()) == 0.0  # padding is zero after normalizing
     theirs = processor(images=images, return_tensors="pt")
     assert torch.equal(out["pixel_mask"], theirs["pixel_mask"])
+
+
+def _smooth_frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [
+        np.ascontiguousarray(np.kron(rng.integers(0, 255, (h // 8, w // 8, 3), np.uint8), np.ones((8, 8, 1), np.uint8)))
+        for h, w in [(480, 640), (640, 480), (360, 640)]
+    ]
+
+
+def test_the_upload_path_gives_the_cpu_path_tensors_exactly() -> None:
+    """What runs on CUDA (uint8 packed into the staging buffer, then prepared where it landed), run on CPU tensors."""
+    processor = transformers.DetrImageProcessor(size={"shortest_edge": 320, "longest_edge": 480})
+    spec = PreprocessSpec.from_processor(processor, {"shortest_edge": 320, "longest_edge": 480})
+    assert spec is not None
+    frames = _smooth_frames()
+    uploaded = HostStaging("cpu").upload(frames)
+    assert all(t.dtype == torch.uint8 and t.device.type == "cpu" for t in uploaded)
+    ours = prepare_on_device(uploaded, spec)
+    reference = preprocess(frames, spec, "cpu")
+    assert torch.equal(ours["pixel_values"], reference["pixel_values"])
+    assert torch.equal(ours["pixel_mask"], reference["pixel_mask"])
+
+
+def test_fp16_inputs_are_the_float32_ones_rounded() -> None:
+    processor = transformers.RTDetrImageProcessor(size={"height": 320, "width": 320})
+    spec = PreprocessSpec.from_processor(processor, {"height": 320, "width": 320})
+    assert spec is not None
+    frames = _smooth_frames()
+    full = preprocess(frames, spec, "cpu")["pixel_values"]
+    half = preprocess(frames, spec, "cpu", dtype=torch.float16)["pixel_values"]
+    assert half.dtype == torch.float16
+    assert torch.equal(half, full.to(torch.float16))
 
 
 MIB = 1024 * 1024

@@ -96,6 +96,10 @@ class ModelInfo:
         batch_size: the batch size the detector was configured for.
         input_size_px: the longest side fed to the network (None = the model's own default).
         dtype: the compute dtype (``float32``, ``float16``).
+        keeps_aspect: the model's own resize keeps the frame's aspect ratio (a letterbox, or a long-side fit),
+            so frames pre-scaled to fit ``input_size_px`` show it what it would have seen anyway; False for a
+            model that stretches every frame to a fixed height x width (RT-DETR's processor), where a pre-scaled
+            frame would lose rows it keeps today.
     """
 
     spec: str
@@ -107,3 +111,4 @@ class ModelInfo:
     batch_size: int
     input_size_px: int | None
     dtype: str = "float32"
+    keeps_aspect: bool = False

@@ -81,6 +81,7 @@ class CenterFaceOnnx(Detector):
             device=device,
             batch_size=batch_size,
             input_size_px=self._input_size_px,
+            keeps_aspect=True,  # fitted to the long side, each frame at its own aspect
         )
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:

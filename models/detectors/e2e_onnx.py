@@ -81,7 +81,10 @@ class BoxesScoresLabelsOnnx(OnnxDetector[_FrameSize]):
         self._labels, self._boxes, self._scores = (_output_index(io, n) for n in ("labels", "boxes", "scores"))
         mapping, sidecars = read_class_mapping(model_path, io.metadata)
         class_names = dense_class_names(mapping, None, model_path)
-        self.info = self._make_info(spec=spec, class_names=class_names, input_hw=self._input_hw, extra_files=sidecars)
+        # A plain resize to the network's height x width: pre-scaled frames would lose rows it keeps.
+        self.info = self._make_info(
+            spec=spec, class_names=class_names, input_hw=self._input_hw, keeps_aspect=False, extra_files=sidecars
+        )
 
     def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, _FrameSize]:
         height, width = image.shape[:2]
@@ -191,7 +194,11 @@ class DetrLogitsOnnx(OnnxDetector[_FrameSize]):
         class_names = dense_class_names(mapping, self._num_classes(), model_path)
         extra = [p for p in (config_path, preprocessor_path) if p.is_file() and p not in sidecars]
         self.info = self._make_info(
-            spec=spec, class_names=class_names, input_hw=self._input_hw, extra_files=[*sidecars, *extra]
+            spec=spec,
+            class_names=class_names,
+            input_hw=self._input_hw,
+            keeps_aspect=not self._fixed_hw,  # a fixed input is a plain resize, a dynamic one a long-side fit
+            extra_files=[*sidecars, *extra],
         )
 
     def _num_classes(self) -> int:

@@ -104,7 +104,10 @@ class HFTransformersDetector(Detector):
             self._model = torch.compile(self._model, dynamic=True)
         self._processor = checkpoint.processor
         requested_px = options.input_size_px or (CPU_DEFAULT_INPUT_SIZE_PX if device == "cpu" else None)
-        self._size, input_size_px = processor_size_override(_size_fields(self._processor.size), requested_px)
+        size_fields = _size_fields(self._processor.size)
+        self._size, input_size_px = processor_size_override(size_fields, requested_px)
+        # A {height, width} processor stretches every frame to that size (RT-DETR); edge and max fits keep aspect.
+        stretches = "height" in size_fields and "width" in size_fields
         # Resize/normalize in torch on the model's device when we can reproduce the processor.
         self._preprocess = PreprocessSpec.from_processor(
             self._processor, self._size or _size_fields(self._processor.size)
@@ -121,6 +124,7 @@ class HFTransformersDetector(Detector):
             batch_size=options.batch_size or DEFAULT_BATCH_SIZE[device],
             input_size_px=input_size_px,
             dtype="float16" if self._autocast else "float32",
+            keeps_aspect=stretches is False,
         )
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:

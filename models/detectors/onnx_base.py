@@ -92,7 +92,13 @@ class OnnxDetector(Detector, Generic[MetaT]):
         return super().warmup_batch_sizes()
 
     def _make_info(
-        self, *, spec: str, class_names: tuple[str, ...], input_hw: tuple[int, int], extra_files: Sequence[Path] = ()
+        self,
+        *,
+        spec: str,
+        class_names: tuple[str, ...],
+        input_hw: tuple[int, int],
+        keeps_aspect: bool,
+        extra_files: Sequence[Path] = (),
     ) -> ModelInfo:
         """Describe the model; the version hashes the ONNX file and the sidecars that shaped its labels."""
         return ModelInfo(
@@ -105,6 +111,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
             batch_size=self._batch_size,
             input_size_px=max(input_hw),
             dtype=np.dtype(self._io.input_dtype).name,
+            keeps_aspect=keeps_aspect,
         )
 
     @abstractmethod

@@ -62,7 +62,9 @@ class YoloOnnx(OnnxDetector[_LetterboxMeta]):
         self._stride_px: int | None = _metadata_stride(io.metadata) if dynamic_hw else None
         mapping, sidecars = read_class_mapping(model_path, io.metadata)
         class_names = dense_class_names(mapping, self._num_classes(), model_path)
-        self.info = self._make_info(spec=spec, class_names=class_names, input_hw=self._input_hw, extra_files=sidecars)
+        self.info = self._make_info(
+            spec=spec, class_names=class_names, input_hw=self._input_hw, keeps_aspect=True, extra_files=sidecars
+        )
 
     def _num_classes(self) -> int | None:
         channels = self._io.output_shapes[0][1]

@@ -111,8 +111,11 @@ def flow_options(
 
 
 def detector_sampling(sampling: SamplingOptions, detector: FrameDetector) -> SamplingOptions:
-    """``sampling`` for frames only a detector sees: the decoder may scale them to its input size while converting
-    colours (far cheaper than full-size frames); the infer stage maps the boxes back to source pixels."""
+    """``sampling`` for frames only a detector sees: the decoder may scale them to fit its input size while
+    converting colours (far cheaper than full-size frames); the infer stage maps the boxes back to source pixels.
+    Only for a model whose own resize keeps the aspect ratio: one that stretches to a fixed size gets full frames."""
+    if not detector.info.keeps_aspect:
+        return sampling
     return replace(sampling, detector_size_px=detector.info.input_size_px)
 
 

@@ -16,9 +16,10 @@ from models.errors import DeviceOutOfMemoryError
 from service.config import Settings
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.batching import DynamicBatcher
-from service.pipeline.flow import FlowOptions, ItemOutput, flow_options, run_flow
+from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, flow_options, run_flow
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec
+from service.pipeline.options import SamplingOptions
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import SlotFailure
 from tests.unit.service.test_batching import FakeDetector, caller_of, image_of
@@ -324,3 +325,13 @@ def test_flow_options_refuse_a_limit_below_one(field: str) -> None:
 
 def test_an_empty_run_yields_nothing() -> None:
     assert list(run_flow([], FakeDetector(), FlowOptions(threshold=0.5), open_slot=Opener())) == []
+
+
+@pytest.mark.parametrize("keeps_aspect", [True, False])
+def test_frames_are_scaled_for_the_detector_only_when_its_resize_keeps_the_aspect(keeps_aspect: bool) -> None:
+    detector = FakeDetector()
+    detector.info = replace(detector.info, input_size_px=640, keeps_aspect=keeps_aspect)
+    sampling = detector_sampling(SamplingOptions(fps=1.0), detector)
+    # A model that stretches every frame to its fixed size (RT-DETR) must see full frames, not 640x360 ones.
+    assert sampling.detector_size_px == (640 if keeps_aspect else None)
+    assert replace(sampling, detector_size_px=None) == SamplingOptions(fps=1.0)

@@ -1,5 +1,6 @@
 """One HTTP retry loop for every labeling-tool backend: 429 and 5xx, exponential backoff with full jitter,
-``Retry-After`` honoured, bounded in attempts and in total time.
+``Retry-After`` honoured, bounded in attempts and in total time (the service's one ``RetryPolicy``,
+``service.retry``).
 
 Only the request line's ``scheme://host/path`` is ever logged: never headers (API keys), query strings or
 bodies (reliability.md §3.7).
@@ -10,62 +11,30 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httpx
 
 from service.errors import ErrorCode, PreannotateError
+from service.retry import RETRY_STATUSES, RetryPolicy
+
+__all__ = [
+    "RETRY_STATUSES",
+    "BackendError",
+    "RetryPolicy",
+    "backend_error_to_preannotate",
+    "check_response",
+    "parse_retry_after",
+    "safe_target",
+    "send_with_retries",
+    "transport_error",
+]
 
 logger = logging.getLogger(__name__)
 # httpx logs every request URL at INFO (presigned upload URLs hold credentials in the query string) and
 # httpcore logs headers at DEBUG (our API keys): keep both quiet whoever configures logging.
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How hard to try one request.
-
-    Attributes:
-        max_attempts: Sends in all, the first included.
-        base_delay_s: Backoff ceiling before the second attempt; it doubles per attempt.
-        max_delay_s: Largest backoff ceiling; the sleep is uniform in ``[0, ceiling]`` (full jitter).
-        max_retry_after_s: Longest ``Retry-After`` honoured; a server asking for more gets its answer returned
-            at once, so the caller can requeue the work instead of holding a worker.
-        max_total_s: No new attempt starts when the next sleep would end past this (from the first send).
-        statuses: Response codes worth another attempt.
-        retry_transport_errors: Also retry connect/read failures and timeouts. Only safe for requests the
-            server treats idempotently; every backend call here is (overwrite imports, whole-row saves,
-            registrations reconciled on ``ALREADY_EXISTS``).
-        sleep: Injected for tests.
-        random: Injected for tests; returns a float in ``[0, 1)``.
-    """
-
-    max_attempts: int = 5
-    base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-    max_retry_after_s: float = 300.0
-    max_total_s: float = 600.0
-    statuses: frozenset[int] = RETRY_STATUSES
-    retry_transport_errors: bool = True
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-    random: Callable[[], float] = field(default=random.random, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0 or self.max_total_s < 0:
-            raise ValueError("delays must be >= 0")
-
-    def backoff_s(self, attempt: int) -> float:
-        """The sleep after failed attempt ``attempt`` (1-based): full jitter under a doubling, capped ceiling."""
-        return self.random() * min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
 
 
 class BackendError(Exception):

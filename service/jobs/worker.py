@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import socket
 import threading
@@ -32,18 +31,20 @@ from service.pipeline.options import DecoderChoice, MediaLimits
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.tracks import TrackerOptions
 from service.queue.store import JobStore, Lease
+from service.retry import RetryPolicy
 from service.spec.job import ModelPin
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.2
 _PROGRESS_EVERY_S = 1.0
-_RETRY_BASE_S, _RETRY_CAP_S = 2.0, 300.0
+# A failed item's requeue delay; the store counts the attempts (PREANNOTATE_MAX_ATTEMPTS).
+_ITEM_RETRY = RetryPolicy(base_delay_s=2.0, max_delay_s=300.0)
 
 
 def retry_delay_s(attempt: int) -> float:
     """Capped exponential backoff with full jitter (attempt 1 -> up to 2 s, 2 -> 4 s, ...)."""
-    return random.uniform(0, min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** max(0, attempt - 1)))
+    return _ITEM_RETRY.backoff_s(attempt)
 
 
 @dataclass(slots=True)

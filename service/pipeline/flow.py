@@ -12,6 +12,10 @@ consumer waits on has always been taken by a worker: the bounded queues cannot d
 Batching and out-of-memory splitting happen here only (``_infer``): a plain detector gets batches of at most
 its ceiling, split in halves on device OOM (``models.oom``); a ``DynamicBatcher`` takes the same batches,
 chunks them under its own ceiling, which it lowers on OOM, and shares its model with other callers.
+
+Interactive requests (``/v1/predict``, V7's BYOM ``/v7/infer``) run one frame through the same stages from an
+event loop (``detect_one``): open and decode on a worker thread, then the shared batcher, whose deadline drops
+a frame that waited too long, then the infer stage's class filter and box mapping.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
+import anyio.to_thread
+
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, RGBImage
 from service.config import Settings
 from service.errors import PartialMediaError, PreannotateError
+from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.media import open_slot as open_local_slot
@@ -119,6 +126,14 @@ def detector_sampling(sampling: SamplingOptions, detector: FrameDetector) -> Sam
     return replace(sampling, detector_size_px=detector.info.input_size_px)
 
 
+ONE_FRAME = SamplingOptions(fps=0, max_frames=1)
+"""An interactive request's sampling: its first frame only."""
+
+FrameOpener = Callable[[SamplingOptions], Frame]
+"""Open and decode an interactive request's one frame with the sampling given (blocking: it runs on a worker
+thread); raises PreannotateError for bad input."""
+
+
 def slot_opener(sampling: SamplingOptions, limits: MediaLimits) -> SlotOpener:
     """Open local files (``media.open_slot``) sampled and limited alike."""
     return lambda item, slot: open_local_slot(item, slot, sampling, limits)
@@ -194,6 +209,36 @@ def detect_frames(
             state.frames.clear()
     infer.flush()
     yield from state.frames
+
+
+async def detect_one(
+    open_frame: FrameOpener,
+    batcher: DynamicBatcher,
+    *,
+    threshold: float,
+    classes: Sequence[str] | None = None,
+    timeout_s: float | None,
+) -> FrameResult:
+    """One interactive frame through the flow, from an event loop: ``open_frame`` on a worker thread (off the
+    loop), then the model's shared batcher, then the infer stage's class filter and box mapping.
+
+    ``open_frame`` gets ``ONE_FRAME`` sized for the detector (``detector_sampling``): a decoder that can may
+    scale the frame down; the boxes come back in source pixels either way.
+
+    Raises:
+        PreannotateError: INVALID_ARGUMENT for an unknown class, before anything is opened; what ``open_frame``
+            raises; DEADLINE_EXCEEDED when no result came within ``timeout_s`` (a frame still queued then is
+            never run); the batcher's DEVICE_OUT_OF_MEMORY, NOT_READY or the model's own error.
+    """
+    keep = class_filter(batcher.info.class_names, classes)
+    frame = await anyio.to_thread.run_sync(open_frame, detector_sampling(ONE_FRAME, batcher))
+    detections = await batcher.detect_async(frame.image, threshold=threshold, timeout_s=timeout_s)
+    return _frame_result(frame, detections, keep)
+
+
+def _frame_result(frame: Frame, detections: Detections, keep: Callable[[Detections], Detections]) -> FrameResult:
+    """A frame's detections as the flow hands them on: boxes in source pixels, unwanted classes dropped."""
+    return FrameResult(info=frame.info, detections=keep(boxes_to_source(detections, frame)))
 
 
 def _drain_slot(
@@ -293,7 +338,7 @@ class _Infer:
         batch, self._batch = self._batch, []
         detections = detect_splitting_on_oom(self._detect, [frame.image for frame, _ in batch], self._ceiling)
         for (frame, state), dets in zip(batch, detections, strict=True):
-            result = FrameResult(info=frame.info, detections=self._keep(boxes_to_source(dets, frame)))
+            result = _frame_result(frame, dets, self._keep)
             state.frames.append(result)
             state.waiting -= 1
             if self._on_frame is not None:

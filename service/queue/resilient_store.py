@@ -16,7 +16,6 @@ It also tracks the items this process holds, so a SIGTERM can hand unfinished on
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import TypeVar
 from service.errors import ErrorCode, PreannotateError
 from service.queue.redis_store import RedisJobStore
 from service.queue.store import ItemResult, ItemState, JobRecord, Lease
+from service.retry import RetryPolicy
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
 
@@ -39,7 +39,8 @@ class ResilientStore:
     Args:
         store: The Redis store.
         stopping: Set on SIGTERM: no more leases, and backoff waits end early.
-        base_s: First backoff ceiling; doubles per consecutive failure.
+        base_s: Backoff unit: the wait after ``n`` consecutive failures is uniform in
+            ``[0, min(cap_s, base_s x 2^n)]`` (the service's ``RetryPolicy``, full jitter).
         cap_s: Largest backoff ceiling.
         give_up_s: How long ``complete()``/``fail()`` keep retrying while Redis is unreachable.
     """
@@ -54,7 +55,8 @@ class ResilientStore:
         give_up_s: float = 60.0,
     ) -> None:
         self.store, self._stopping = store, stopping
-        self._base_s, self._cap_s, self._give_up_s = base_s, cap_s, give_up_s
+        self._backoff = RetryPolicy(base_delay_s=base_s, max_delay_s=cap_s)
+        self._give_up_s = give_up_s
         self._aborted = threading.Event()  # the grace period is over: stop retrying writes
         self._lock = threading.Lock()
         self._failures = 0
@@ -71,8 +73,9 @@ class ResilientStore:
             if self._failures == 0:
                 log.warning("%s; retrying with backoff", exc.message)
             self._failures += 1
-            ceiling = min(self._cap_s, self._base_s * 2 ** min(self._failures, 16))
-            self._retry_at = max(self._retry_at, time.monotonic() + random.uniform(0, ceiling))
+            # The policy's attempt n waits up to base x 2^(n-1): one past the failures keeps base x 2^failures.
+            delay_s = self._backoff.backoff_s(self._failures + 1)
+            self._retry_at = max(self._retry_at, time.monotonic() + delay_s)
             return self._retry_at
 
     def _up(self) -> None:

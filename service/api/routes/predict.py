@@ -1,9 +1,10 @@
-"""``POST /v1/predict``: one image in, detections out, through the model's shared batcher."""
+"""``POST /v1/predict``: one image in, detections out, through the flow's one-frame entry (``detect_one``)."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -17,11 +18,11 @@ from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
 from service.api.schemas import DetectionPublic, PredictResponse, PredictUrlRequest, error_responses
 from service.errors import ErrorCode, PreannotateError
-from service.pipeline.fetch import redact_url
+from service.pipeline.fetch import Fetcher, redact_url
+from service.pipeline.flow import detect_one
 from service.pipeline.frames import Frame, MediaKind
 from service.pipeline.media import SlotSpec, looks_like_video, not_media_error, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.run import class_filter
 
 router = APIRouter(prefix="/v1", tags=["predict"], responses=error_responses(401, 404, 413, 415, 422, 502, 503, 504))
 
@@ -56,17 +57,33 @@ def _upload_name(filename: str | None) -> str:
     return name or "upload"
 
 
-def _first_frame(path: Path, limits: MediaLimits, shown: str, scratch: Path) -> Frame:
+def _frame_opener(
+    source: tuple[Path, str] | str, fetcher: Fetcher, limits: MediaLimits, scratch: Path
+) -> Callable[[SamplingOptions], Frame]:
+    """The request's one frame, for ``detect_one``: the upload (a path and its name for messages), or a URL
+    fetched into ``scratch`` first."""
+
+    def open_frame(sampling: SamplingOptions) -> Frame:
+        if isinstance(source, str):
+            path, shown = fetcher.fetch(source, scratch).path, redact_url(source)
+        else:
+            path, shown = source
+        return _first_frame(path, sampling, limits, shown, scratch)
+
+    return open_frame
+
+
+def _first_frame(path: Path, sampling: SamplingOptions, limits: MediaLimits, shown: str, scratch: Path) -> Frame:
     """``_decode_first_frame``, with errors naming the file as the client knows it (``shown``): the decoders name
     the path they read, and the server's scratch directory is none of the client's business."""
     try:
-        return _decode_first_frame(path, limits)
+        return _decode_first_frame(path, sampling, limits)
     except PreannotateError as exc:
         message = exc.message.replace(str(path), shown).replace(str(scratch), "<scratch>")
         raise PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s) from None
 
 
-def _decode_first_frame(path: Path, limits: MediaLimits) -> Frame:
+def _decode_first_frame(path: Path, sampling: SamplingOptions, limits: MediaLimits) -> Frame:
     """Decode a still image (or a DICOM's first frame); anything with a timeline belongs in a job."""
     kind = sniff(path)
     if kind is MediaKind.VIDEO and not looks_like_video(path):
@@ -75,7 +92,7 @@ def _decode_first_frame(path: Path, limits: MediaLimits) -> Frame:
         raise PreannotateError(
             ErrorCode.UNSUPPORTED_MEDIA, f"/v1/predict takes one image (got {kind.value}); use /v1/jobs for that"
         )
-    reader = open_slot("predict", SlotSpec("0", (path,)), SamplingOptions(fps=0, max_frames=1), limits)
+    reader = open_slot("predict", SlotSpec("0", (path,)), sampling, limits)
     try:
         frame = next(iter(reader), None)
     finally:
@@ -135,22 +152,20 @@ async def predict(request: Request, state: StateDep, tenant: TenantDep, models: 
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
         params, upload = await _parse(request, Path(scratch))
         model = models.get(params.model)
-        keep = class_filter(model.info.class_names, params.classes)
-        if upload is None:
-            fetched = (await run_in_threadpool(state.fetcher.fetch, params.url, Path(scratch))).path
-            upload = (fetched, redact_url(params.url))
-        path, shown = upload
-        frame = await run_in_threadpool(_first_frame, path, state.settings.media_limits(), shown, Path(scratch))
-    threshold = state.settings.threshold if params.threshold is None else params.threshold
-    detections = keep(
-        await model.batcher.detect_async(frame.image, threshold=threshold, timeout_s=state.settings.predict_timeout_s)
-    )
-    names = model.info.class_names
+        open_frame = _frame_opener(upload or params.url, state.fetcher, state.settings.media_limits(), Path(scratch))
+        result = await detect_one(
+            open_frame,
+            model.batcher,
+            threshold=state.settings.threshold if params.threshold is None else params.threshold,
+            classes=params.classes,
+            timeout_s=state.settings.predict_timeout_s,
+        )
+    detections, names = result.detections, model.info.class_names
     return PredictResponse(
         model=model.spec,
         model_version=model.info.version,
-        width=frame.info.width,
-        height=frame.info.height,
+        width=result.info.width,
+        height=result.info.height,
         detections=[
             DetectionPublic(xyxy=[round(v, 2) for v in box], score=round(score, 5), label=names[cls], class_id=cls)
             for box, score, cls in zip(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from functools import partial
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Literal
@@ -19,15 +20,16 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.concurrency import run_in_threadpool
 
 from models.ops.boxes import clip_xyxy
-from models.types import RGBImage
 from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.schemas import ErrorBody, error_responses
 from service.api.state import AppState
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.flow import detect_one
+from service.pipeline.frames import Frame, FrameInfo, MediaKind
 from service.pipeline.images import load_rgb
+from service.pipeline.options import SamplingOptions
 
 router = APIRouter(prefix="/v7", tags=["v7"], responses=error_responses(401, 503))
 
@@ -102,18 +104,20 @@ async def byom_infer(
 ) -> JSONResponse:
     """Detect objects in one image for V7 (boxes in pixels, top-left x, y and size)."""
     try:
-        image = await _load(body.image, state)
         model = models.default
-        detections = await model.batcher.detect_async(
-            image, threshold=state.settings.threshold, timeout_s=state.settings.predict_timeout_s
-        )
+        with TemporaryDirectory(dir=state.settings.work_dir, prefix="v7-infer-") as scratch:
+            result = await detect_one(
+                partial(_open, body.image, state, Path(scratch)),
+                model.batcher,
+                threshold=state.settings.threshold,
+                timeout_s=state.settings.predict_timeout_s,
+            )
     except PreannotateError as exc:
         return _failed(exc)
-    height, width = image.shape[:2]
-    names = model.info.class_names
+    detections, names = result.detections, model.info.class_names
     results = []
     for (x1, y1, x2, y2), score, class_id in zip(
-        clip_xyxy(detections.xyxy, width, height).tolist(),
+        clip_xyxy(detections.xyxy, result.info.width, result.info.height).tolist(),
         detections.confidence.tolist(),
         detections.class_id.tolist(),
         strict=True,
@@ -127,15 +131,18 @@ async def byom_infer(
     return JSONResponse(response.model_dump(exclude_none=True))
 
 
-async def _load(image: ByomImage, state: AppState) -> RGBImage:
-    limits = state.settings.media_limits()
-    with TemporaryDirectory(dir=state.settings.work_dir, prefix="v7-infer-") as scratch:
-        if image.url is not None:
-            path = (await run_in_threadpool(state.fetcher.fetch, image.url, Path(scratch))).path
-        else:
-            path = Path(scratch) / "image"
-            path.write_bytes(_decode_base64(image.base64 or "", state.settings.max_upload_bytes))
-        return await run_in_threadpool(load_rgb, path, limits)
+def _open(image: ByomImage, state: AppState, scratch: Path, _sampling: SamplingOptions) -> Frame:
+    """V7's one image, for ``detect_one``: fetched or base64-decoded into ``scratch``, then decoded at full size
+    (``load_rgb`` takes stills only, whatever the sampling)."""
+    if image.url is not None:
+        path = state.fetcher.fetch(image.url, scratch).path
+    else:
+        path = scratch / "image"
+        path.write_bytes(_decode_base64(image.base64 or "", state.settings.max_upload_bytes))
+    pixels = load_rgb(path, state.settings.media_limits())
+    height, width = pixels.shape[:2]
+    info = FrameInfo("v7", "0", str(path), MediaKind.IMAGE, frame_index=0, timestamp_s=None, width=width, height=height)
+    return Frame(info=info, image=pixels)
 
 
 def _decode_base64(text: str, max_bytes: int) -> bytes:

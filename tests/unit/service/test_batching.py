@@ -28,8 +28,9 @@ from service import cli
 from service.commands import run as run_command
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.batching import DynamicBatcher
-from service.pipeline.flow import detect_frames
-from service.pipeline.frames import Frame
+from service.pipeline.flow import detect_frames, detect_one
+from service.pipeline.frames import Frame, FrameResult
+from service.pipeline.options import SamplingOptions
 from tests.builders import make_info
 
 SCORES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -403,6 +404,71 @@ def test_detect_async_timeout_is_deadline_exceeded_and_the_frame_never_runs(
     batcher.detect([image_of(2)], threshold=0.5)  # runs after the cancelled frame would have
     assert fake.calls == [[0], [2]]
     assert sample("preannotate_deadline_exceeded_total", batcher) == 1
+
+
+def test_detect_one_opens_off_the_loop_and_maps_boxes_to_source_pixels(
+    make_batcher: Callable[..., DynamicBatcher],
+) -> None:
+    fake = FakeDetector()
+    fake.info = dataclasses.replace(fake.info, input_size_px=32)
+    batcher = make_batcher(fake)
+    opened: list[tuple[SamplingOptions, str]] = []
+
+    def open_frame(sampling: SamplingOptions) -> Frame:
+        opened.append((sampling, threading.current_thread().name))
+        return Frame(info=make_info(width=12, height=8), image=image_of(0))  # decoded at half size
+
+    async def main() -> tuple[FrameResult, str]:
+        result = await detect_one(open_frame, batcher, threshold=0.5, timeout_s=RESULT_TIMEOUT_S)
+        return result, threading.current_thread().name
+
+    result, loop_thread = asyncio.run(main())
+
+    ((sampling, open_thread),) = opened
+    assert open_thread != loop_thread
+    assert (sampling.max_frames, sampling.detector_size_px) == (1, 32)  # one frame, sized for the detector
+    assert result.detections.xyxy.tolist() == [[0, 0, 2, 2]] * 3  # echo box (0, 0, 1, 1) in 12x8 pixels
+    assert result.info == make_info(width=12, height=8)
+
+
+def test_detect_one_filters_classes_and_refuses_unknown_ones_before_opening(
+    make_batcher: Callable[..., DynamicBatcher],
+) -> None:
+    batcher = make_batcher(FakeDetector())
+    opened: list[int] = []
+
+    def open_frame(caller: int) -> Callable[[SamplingOptions], Frame]:
+        def opener(_: SamplingOptions) -> Frame:
+            opened.append(caller)
+            return Frame(info=make_info(width=6, height=4), image=image_of(caller))
+
+        return opener
+
+    def run(caller: int, classes: list[str]) -> FrameResult:
+        return asyncio.run(detect_one(open_frame(caller), batcher, threshold=0.5, classes=classes, timeout_s=1.0))
+
+    assert len(run(0, ["caller"]).detections) == 3  # class 0 is "caller"
+    assert len(run(1, ["caller"]).detections) == 0  # class 1 has no name in the model: filtered out
+    assert error_of(lambda: run(2, ["car"])).code is ErrorCode.INVALID_ARGUMENT
+    assert opened == [0, 1]
+
+
+def test_detect_one_keeps_the_batchers_deadline(make_batcher: Callable[..., DynamicBatcher]) -> None:
+    fake = FakeDetector()
+    fake.gate = threading.Event()
+    batcher = make_batcher(fake, max_batch_size=1)
+    busy = batcher.submit(image_of(0), threshold=0.5)
+    assert fake.entered.wait(RESULT_TIMEOUT_S)
+
+    def open_frame(_: SamplingOptions) -> Frame:
+        return Frame(info=make_info(width=6, height=4), image=image_of(1))
+
+    coroutine = detect_one(open_frame, batcher, threshold=0.5, timeout_s=0.05)
+    assert error_of(lambda: asyncio.run(coroutine)).code is ErrorCode.DEADLINE_EXCEEDED
+    fake.gate.set()
+    busy.result(RESULT_TIMEOUT_S)
+    batcher.detect([image_of(2)], threshold=0.5)
+    assert fake.calls == [[0], [2]]  # the late frame was dropped, never run
 
 
 def test_metrics_are_recorded_per_model_call(make_batcher: Callable[..., DynamicBatcher]) -> None:

@@ -70,7 +70,7 @@ def pixeltable_style(path: Path, fps: float, processor: Any, model: Any, device:
 
 def ours(path: Path, fps: float, detector: Any) -> str:
     """The service path: the one flow the CLI, workers and routes run (decode workers -> batch -> detect)."""
-    opener = slot_opener(detector_sampling(SamplingOptions(fps=fps), detector), MediaLimits())
+    opener = slot_opener(detector_sampling(SamplingOptions(fps=fps), detector.info), MediaLimits())
     options = flow_options(get_settings(), threshold=0.5)
     results = [
         frame for item in run_flow([item_from_path(path)], detector, options, open_slot=opener) for frame in item.frames

@@ -30,13 +30,13 @@ from service.convert.darwin import item_to_darwin
 from service.convert.darwin_types import DarwinDocument
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
-from service.pipeline.flow import ItemOutput, detector_sampling, flow_options, run_flow, slot_opener
+from service.pipeline.flow import ItemOutput, detector_sampling, flow_options, run_flow, slot_opener, track_stage
 from service.pipeline.inputs import Expanded, Skipped, expand_inputs
 from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.run import SlotFailure
-from service.pipeline.tracks import TrackerOptions, assign_tracker_ids, tracks_of
+from service.pipeline.tracks import TrackerOptions, tracks_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +240,11 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
                 request.items,
                 detector,
                 flow_options(settings, threshold=request.threshold, classes=request.classes, keep_partial=False),
-                open_slot=slot_opener(detector_sampling(request.sampling, detector), settings.media_limits()),
+                open_slot=slot_opener(detector_sampling(request.sampling, detector.info), settings.media_limits()),
                 on_slot=progress.on_slot,
                 on_frame=lambda _: progress.advance(),
                 on_error=progress.on_error,
+                finish_item=track_stage(request.tracker),  # each item's tracks, once
             )
         )
     except ModelError as exc:  # a frame that alone does not fit on the device (bigger batches were split)
@@ -253,12 +254,8 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         detector.close()
 
     info = detector.info
-    # Items with no slot that opened are left out, as they were from the output; each is tracked once, here.
-    items = [
-        ItemPredictions(name=o.name, slots=o.slots, frames=tuple(assign_tracker_ids(o.frames, request.tracker)))
-        for o in outputs
-        if o.slots
-    ]
+    # Items with no slot that opened are left out, as they were from the output.
+    items = [ItemPredictions(name=o.name, slots=o.slots, frames=o.frames) for o in outputs if o.slots]
     results = [result for item in items for result in item.frames]
     summary_tracks = ""
     if request.tracker is not None:

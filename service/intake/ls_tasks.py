@@ -78,7 +78,7 @@ def preannotate_task(
         keys = ", ".join(f"${o.value_key}" for o in config.targets() if o.value_key) or "none"
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{name}: no media in the task data (looked for {keys})")
     objects = {obj.name: obj for obj, _ in targets}
-    detected = detector_sampling(sampling, detector)  # only the detector sees these frames
+    detected = detector_sampling(sampling, detector.info)  # only the detector sees these frames
 
     def open_object(item: str, slot: SlotSpec) -> SlotReader:
         return _ObjectReader(item, objects[slot.name], open_slot(item, slot, detected, limits))

@@ -14,14 +14,14 @@ from service.backends.base import PushJson
 from service.errors import PreannotateError
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
-from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow
+from service.pipeline.flow import FinishItem, FlowOptions, ItemOutput, detector_sampling, run_flow, track_stage
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import ItemSpec, PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
-from service.pipeline.predictions import ItemPredictions, at_stored_precision, item_predictions_to_json
+from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import class_filter
-from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
+from service.pipeline.tracks import TrackerOptions
 from service.queue.store import Lease
 from service.spec.requests import ItemIn, SlotIn
 
@@ -84,22 +84,27 @@ def run_item(
     ``JobSpec.tracker``; None: untracked); raises PreannotateError (naming the file; INVALID_ARGUMENT for a class
     the model lacks) or ItemStoppedError."""
     spec = lease.spec
-    # Before any fetch: a job submitted before its model was published had its class names checked by no one.
-    class_filter(model.info.class_names, spec.classes)
     options = FlowOptions(
         threshold=spec.threshold,
         classes=spec.classes,
         decode_workers=decode_workers,
         queue_frames=queue_frames,
     )
-    sampling = detector_sampling(SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder), model.batcher)
+    sampling = detector_sampling(SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder), model.info)
     output = predict_item(
-        lease.item, model, options, sampling, fetcher=fetcher, limits=limits, work_dir=work_dir, on_progress=on_progress
+        lease.item,
+        model,
+        options,
+        sampling,
+        fetcher=fetcher,
+        limits=limits,
+        work_dir=work_dir,
+        on_progress=on_progress,
+        # Tracked once, in the flow, on what the store keeps: pushes and `GET /result` read these ids.
+        finish_item=track_stage(tracker, stored_precision=True),
     )
-    # Tracked once, here, on what the store keeps: pushes and `GET /result` read these ids, never re-link.
-    tracked = assign_tracker_ids([at_stored_precision(f) for f in output.frames], tracker)
-    predictions = ItemPredictions(name=output.name, slots=tuple(output.slots), frames=tuple(tracked))
-    return ItemRun(predictions, tuple(output.warnings))
+    predictions = ItemPredictions(name=output.name, slots=output.slots, frames=output.frames)
+    return ItemRun(predictions, output.warnings)
 
 
 def predict_item(
@@ -112,10 +117,13 @@ def predict_item(
     limits: MediaLimits,
     work_dir: Path | None,
     on_progress: ProgressCallback,
+    finish_item: FinishItem | None = None,
 ) -> ItemOutput:
     """One job item through the flow: each slot fetched to scratch on a decode worker, then decoded and detected
-    with the other slots'. Errors and warnings name the URL, never the scratch file."""
-    class_filter(model.info.class_names, options.classes)  # before any fetch
+    with the other slots'; ``finish_item`` runs on the result (the track stage). Errors and warnings name the URL,
+    never the scratch file."""
+    # Before any fetch: a job submitted before its model was published had its class names checked by no one.
+    class_filter(model.info.class_names, options.classes)
     by_path: dict[str, str] = {}  # scratch path -> URL shown, filled by the workers as they fetch
     slots = {slot.name: slot for slot in item.slots}
     counts = {"done": 0, "planned": 0}
@@ -135,7 +143,15 @@ def predict_item(
 
     spec = ItemSpec(item.name, tuple(SlotSpec(slot.name, ()) for slot in item.slots))
     try:
-        (output,) = run_flow([spec], model.batcher, options, open_slot=open_fetched, on_slot=on_slot, on_frame=on_frame)
+        (output,) = run_flow(
+            [spec],
+            model.batcher,
+            options,
+            open_slot=open_fetched,
+            on_slot=on_slot,
+            on_frame=on_frame,
+            finish_item=finish_item,
+        )
     except PreannotateError as exc:
         raise _renamed(exc, by_path) from exc
     return replace(output, warnings=tuple(_renamed(w, by_path) for w in output.warnings))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
@@ -30,18 +31,25 @@ from typing import TypeAlias
 import anyio.to_thread
 
 from models.oom import BatchCeiling, detect_splitting_on_oom
-from models.types import Detections, RGBImage
+from models.types import Detections, ModelInfo, RGBImage
 from service.config import Settings
-from service.errors import PartialMediaError, PreannotateError
+from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.media import open_slot as open_local_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.predictions import at_stored_precision
 from service.pipeline.readers import SlotReader
-from service.pipeline.run import FrameDetector, SlotFailure, _report, _unexpected_failure, class_filter
+from service.pipeline.run import FrameDetector, SlotFailure, class_filter, report_failure, unexpected_failure
+from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
 
 log = logging.getLogger(__name__)
+
+_STOP_WAIT_S = 10.0
+"""How long stopping a run waits, all decode workers together."""
+_POLL_S = 0.5
+"""How often the consumer, waiting on a slot, checks that a decode worker is still there to fill it."""
 
 SlotOpener = Callable[[str, SlotSpec], SlotReader]
 """``(item name, slot) -> an opened reader``; raises PreannotateError for bad input. Runs on a decode worker."""
@@ -98,6 +106,21 @@ FinishItem = Callable[[ItemOutput], ItemOutput]
 """The per-item post-step (tracking fills tracker ids here, once per item)."""
 
 
+def track_stage(tracker: TrackerOptions | None, *, stored_precision: bool = False) -> FinishItem:
+    """The flow's track stage: fills each item's tracker ids once (``tracker`` None: tracking off, ids stay None).
+
+    Args:
+        stored_precision: round boxes and scores as the job store keeps them first, so a worker tracks and pushes
+            exactly what it stores and a later ``GET /result`` agrees with the push.
+    """
+
+    def track(output: ItemOutput) -> ItemOutput:
+        frames = [at_stored_precision(f) for f in output.frames] if stored_precision else list(output.frames)
+        return replace(output, frames=tuple(assign_tracker_ids(frames, tracker)))
+
+    return track
+
+
 def flow_options(
     settings: Settings,
     *,
@@ -117,13 +140,13 @@ def flow_options(
     )
 
 
-def detector_sampling(sampling: SamplingOptions, detector: FrameDetector) -> SamplingOptions:
+def detector_sampling(sampling: SamplingOptions, model: ModelInfo) -> SamplingOptions:
     """``sampling`` for frames only a detector sees: the decoder may scale them to fit its input size while
     converting colours (far cheaper than full-size frames); the infer stage maps the boxes back to source pixels.
     Only for a model whose own resize keeps the aspect ratio: one that stretches to a fixed size gets full frames."""
-    if not detector.info.keeps_aspect:
+    if not model.keeps_aspect:
         return sampling
-    return replace(sampling, detector_size_px=detector.info.input_size_px)
+    return replace(sampling, detector_size_px=model.input_size_px)
 
 
 ONE_FRAME = SamplingOptions(fps=0, max_frames=1)
@@ -231,7 +254,7 @@ async def detect_one(
             never run); the batcher's DEVICE_OUT_OF_MEMORY, NOT_READY or the model's own error.
     """
     keep = class_filter(batcher.info.class_names, classes)
-    frame = await anyio.to_thread.run_sync(open_frame, detector_sampling(ONE_FRAME, batcher))
+    frame = await anyio.to_thread.run_sync(open_frame, detector_sampling(ONE_FRAME, batcher.info))
     detections = await batcher.detect_async(frame.image, threshold=threshold, timeout_s=timeout_s)
     return _frame_result(frame, detections, keep)
 
@@ -253,7 +276,7 @@ def _drain_slot(
     """Take one slot's frames into the batch (flushing it whenever it fills) until the slot ends."""
     stream = decode.stream(position)
     while True:
-        entry = stream.get()
+        entry = decode.next_entry(stream)
         if isinstance(entry, Frame):
             infer.add(entry, state)
             if infer.full():
@@ -273,7 +296,7 @@ def _drain_slot(
             elif on_error is None:
                 raise failure.error
             else:
-                _report(on_error, failure)
+                report_failure(on_error, failure)
                 state.failures.append(failure)
         return
 
@@ -395,11 +418,18 @@ class _Decoders:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Stop the workers: each ends at its next frame; one shared deadline, so a cancel waits 10 s at most
+        (a worker inside a slow fetch or open finishes it alone, then sees the stop and ends)."""
         self._stop.set()
+        deadline = time.monotonic() + _STOP_WAIT_S
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("decode worker %s still running after the run ended", thread.name)
+
+    def alive(self) -> bool:
+        """Whether any worker still runs (a slot no worker will ever finish must not be waited on)."""
+        return any(thread.is_alive() for thread in self._threads)
 
     def stream(self, position: int) -> queue.Queue[_Entry]:
         """Slot ``position``'s queue (created by whichever side asks first)."""
@@ -408,6 +438,16 @@ class _Decoders:
             if stream is None:
                 stream = self._streams[position] = queue.Queue(maxsize=self._depth)
             return stream
+
+    def next_entry(self, stream: queue.Queue[_Entry]) -> _Entry:
+        """The slot's next entry, waiting for it; INTERNAL if every worker is gone and it never came (a worker
+        always ends a slot it took, so this is a last guard against a hang, not a path taken)."""
+        while True:
+            try:
+                return stream.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self.alive() and stream.empty():
+                    raise PreannotateError(ErrorCode.INTERNAL, "decoding stopped before the slot ended") from None
 
     def forget(self, position: int) -> None:
         """Drop a slot's queue once its last entry was taken: a run over many items keeps only live queues."""
@@ -428,25 +468,33 @@ class _Decoders:
     def _decode(self, position: int, out: queue.Queue[_Entry]) -> None:
         index, slot = self._slots[position]
         name = self._items[index].name
+        last: _Entry | None
+        try:
+            last = self._read(name, slot, out)
+        except BaseException as exc:  # whatever happens, the slot ends: the consumer waits on its queue
+            last = _Failed(unexpected_failure(name, slot, exc))
+        if last is not None:
+            self._put(out, last)
+
+    def _read(self, name: str, slot: SlotSpec, out: queue.Queue[_Entry]) -> _Entry | None:
+        """Open and decode one slot into ``out``; returns its last entry (None: the run stopped)."""
         try:
             reader = self._open(name, slot)
         except PreannotateError as exc:
-            self._put(out, _Failed(SlotFailure(name, slot.name, exc)))
-            return
+            return _Failed(SlotFailure(name, slot.name, exc))
         except Exception as exc:
-            self._put(out, _Failed(_unexpected_failure(name, slot, exc)))
-            return
+            return _Failed(unexpected_failure(name, slot, exc))
         try:
             if not self._put(out, reader.meta):
-                return
+                return None
             for frame in reader:
                 if not self._put(out, frame):
-                    return
-            self._put(out, _End())
+                    return None
+            return _End()
         except PreannotateError as exc:
-            self._put(out, _Failed(SlotFailure(name, slot.name, exc)))
+            return _Failed(SlotFailure(name, slot.name, exc))
         except Exception as exc:
-            self._put(out, _Failed(_unexpected_failure(name, slot, exc)))
+            return _Failed(unexpected_failure(name, slot, exc))
         finally:
             try:
                 reader.close()

@@ -63,10 +63,10 @@ def iter_frames(
             try:
                 reader = open_slot(item.name, slot, sampling, limits)
             except PreannotateError as exc:
-                _report(on_error, SlotFailure(item.name, slot.name, exc))
+                report_failure(on_error, SlotFailure(item.name, slot.name, exc))
                 continue
             except Exception as exc:
-                _report(on_error, _unexpected_failure(item.name, slot, exc))
+                report_failure(on_error, unexpected_failure(item.name, slot, exc))
                 continue
             try:
                 if on_slot is not None:
@@ -74,21 +74,29 @@ def iter_frames(
                 try:
                     yield from reader
                 except PreannotateError as exc:
-                    _report(on_error, SlotFailure(item.name, slot.name, exc))
+                    report_failure(on_error, SlotFailure(item.name, slot.name, exc))
                 except Exception as exc:
-                    _report(on_error, _unexpected_failure(item.name, slot, exc))
+                    report_failure(on_error, unexpected_failure(item.name, slot, exc))
             finally:
                 reader.close()
 
 
-def _unexpected_failure(item: str, slot: SlotSpec, exc: Exception) -> SlotFailure:
-    """A decoder's surprise (a bug, or input no check foresaw) as this slot's INTERNAL failure."""
-    source = str(slot.paths[0]) if len(slot.paths) == 1 else f"{slot.paths[0].parent} ({len(slot.paths)} files)"
+def unexpected_failure(item: str, slot: SlotSpec, exc: BaseException) -> SlotFailure:
+    """A decoder's surprise (a bug, or input no check foresaw) as this slot's INTERNAL failure; never raises.
+
+    A slot opened by a fetching opener (a job's) has no local paths yet: it is named by its slot name.
+    """
+    if not slot.paths:
+        source = slot.name
+    elif len(slot.paths) == 1:
+        source = str(slot.paths[0])
+    else:
+        source = f"{slot.paths[0].parent} ({len(slot.paths)} files)"
     log.info("slot %s/%s (%s) failed unexpectedly", item, slot.name, source, exc_info=exc)  # the stack, with -v
     return SlotFailure(item, slot.name, PreannotateError(ErrorCode.INTERNAL, f"{source}: {type(exc).__name__}: {exc}"))
 
 
-def _report(on_error: ErrorCallback | None, failure: SlotFailure) -> None:
+def report_failure(on_error: ErrorCallback | None, failure: SlotFailure) -> None:
     log.info("slot %s/%s failed: %s", failure.item, failure.slot, failure.error)
     if on_error is not None:
         on_error(failure)

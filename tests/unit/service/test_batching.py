@@ -410,7 +410,7 @@ def test_detect_one_opens_off_the_loop_and_maps_boxes_to_source_pixels(
     make_batcher: Callable[..., DynamicBatcher],
 ) -> None:
     fake = FakeDetector()
-    fake.info = dataclasses.replace(fake.info, input_size_px=32)
+    fake.info = dataclasses.replace(fake.info, input_size_px=32, keeps_aspect=True)
     batcher = make_batcher(fake)
     opened: list[tuple[SamplingOptions, str]] = []
 

@@ -331,7 +331,27 @@ def test_an_empty_run_yields_nothing() -> None:
 def test_frames_are_scaled_for_the_detector_only_when_its_resize_keeps_the_aspect(keeps_aspect: bool) -> None:
     detector = FakeDetector()
     detector.info = replace(detector.info, input_size_px=640, keeps_aspect=keeps_aspect)
-    sampling = detector_sampling(SamplingOptions(fps=1.0), detector)
+    sampling = detector_sampling(SamplingOptions(fps=1.0), detector.info)
     # A model that stretches every frame to its fixed size (RT-DETR) must see full frames, not 640x360 ones.
     assert sampling.detector_size_px == (640 if keeps_aspect else None)
     assert replace(sampling, detector_size_px=None) == SamplingOptions(fps=1.0)
+
+
+def test_a_surprise_in_a_fetching_opener_fails_the_slot_instead_of_hanging_the_run() -> None:
+    """A job's opener fetches first: its slots have no local paths yet, and an OSError from the fetch (not a
+    PreannotateError) must still end the slot, or the consumer would wait on its queue forever."""
+
+    def fetching_opener(item: str, slot: SlotSpec) -> SlotReader:
+        raise OSError("No space left on device")
+
+    items = [ItemSpec("job-item", (SlotSpec("left", ()),))]
+    failures: list[SlotFailure] = []
+    started = time.monotonic()
+    (output,) = run_flow(
+        items, FakeDetector(), FlowOptions(threshold=0.0), open_slot=fetching_opener, on_error=failures.append
+    )
+    assert time.monotonic() - started < 5
+    assert output.frames == ()
+    (failure,) = failures
+    assert failure.error.code is ErrorCode.INTERNAL
+    assert failure.error.message == "left: OSError: No space left on device"

@@ -79,6 +79,14 @@ def _idem(tenant: str, idem_key: str) -> str:
     return hashlib.sha256(f"{tenant}\0{idem_key}".encode()).hexdigest()
 
 
+def _shown_failed(item: dict[str, str], unreadable: str) -> dict[str, str]:
+    """An item of a job this release cannot read, as reads report it: failed if still open, as leasing will
+    leave it (``INVALID_STORED_JOB``, for good)."""
+    if item["state"] not in ("queued", "leased"):
+        return item
+    return {**item, "state": "failed", "code": INVALID_STORED_JOB, "msg": unreadable}
+
+
 def _where(url: str) -> str:
     """The URL without credentials, for error messages."""
     parts = urlsplit(url)
@@ -212,13 +220,8 @@ class RedisJobStore:
 
     def _record(self, job_id: str, job: dict[str, str], items: list[dict[str, str]]) -> JobRecord:
         spec, unreadable = read_spec(job["request"], job_id)
-        if unreadable is not None:  # reported as leasing will leave it: its open items failed
-            items = [
-                {**r, "state": "failed", "code": INVALID_STORED_JOB, "msg": unreadable}
-                if r["state"] in ("queued", "leased")
-                else r
-                for r in items
-            ]
+        if unreadable is not None:
+            items = [_shown_failed(r, unreadable) for r in items]
         states = [r["state"] for r in items]
         succeeded, failed = states.count("succeeded"), states.count("failed")
         return JobRecord(
@@ -303,6 +306,10 @@ class RedisJobStore:
                 pipe.hmget(self._key("item", item_id), _RESULTS)
             replies = pipe.execute()
             rows = [(i, dict(zip(_RESULTS, row, strict=True))) for i, row in zip(ids, replies, strict=True)]
+            if any(r["state"] in ("queued", "leased") for _, r in rows):  # reported as ``_record`` reports them
+                unreadable = read_spec(job["request"], job_id)[1]
+                if unreadable is not None:
+                    rows = [(i, _shown_failed(r, unreadable)) for i, r in rows]
             chosen = [(i, r) for i, r in rows if r["state"] is not None and (wanted is None or r["state"] in wanted)]
             chosen = chosen[:limit]
             pipe = self._r.pipeline(transaction=True)

@@ -148,6 +148,9 @@ _HELD = "lease_owner = ? AND state = 'leased'"
 
 
 _MAX_ROWID = 2**63 - 1
+_OPEN = frozenset({"queued", "leased"})
+_SHOWN_FAILED = _OPEN | {"failed"}
+"""The states whose items a job this release cannot read reports as failed (``_record``)."""
 
 
 def _dumps(value: object) -> str:
@@ -403,31 +406,45 @@ class SqliteJobStore:
         limit: int | None = None,
     ) -> list[ItemResult] | None:
         """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
-        foreign job."""
-        where, args = "job_id = ? AND position > ?", [job_id, after]
-        if states is not None:
-            where += f" AND state IN ({_marks(len(states))})"
-            args += [ItemState(state).value for state in states]
+        foreign job. A job this release cannot read shows its open items failed, as ``_record`` reports it."""
+        wanted = None if states is None else {ItemState(state).value for state in states}
         with self._tx("DEFERRED") as conn:
-            if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone() is None:
+            job = conn.execute("SELECT request FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone()
+            if job is None:
                 return None
-            if states is not None and not states:
+            unreadable = None
+            if wanted and wanted & _SHOWN_FAILED:  # the filter itself differs for such a job: look first
+                unreadable = read_spec(job["request"], job_id)[1]
+                if unreadable is not None:
+                    wanted = (wanted - _OPEN) | (_OPEN if "failed" in wanted else set())
+            if wanted is not None and not wanted:
                 return []
+            where, args = "job_id = ? AND position > ?", [job_id, after]
+            if wanted is not None:
+                where += f" AND state IN ({_marks(len(wanted))})"
+                args += sorted(wanted)
             rows = conn.execute(
                 "SELECT position, name, state, error_code, error_message, result FROM items"
                 f" WHERE {where} ORDER BY position LIMIT ?",
                 (*args, -1 if limit is None else limit),
             ).fetchall()
-        return [
-            ItemResult(
-                position=r["position"],
-                name=r["name"],
-                state=ItemState(r["state"]),
-                result=None if r["result"] is None else json.loads(r["result"]),
-                error=ItemError(r["name"], r["error_code"], r["error_message"]) if r["state"] == "failed" else None,
+        if wanted is None and any(r["state"] in _OPEN for r in rows):  # only a job with open items can show any
+            unreadable = read_spec(job["request"], job_id)[1]
+        out = []
+        for r in rows:
+            state, error = r["state"], ItemError(r["name"], r["error_code"], r["error_message"])
+            if unreadable is not None and state in _OPEN:
+                state, error = "failed", ItemError(r["name"], INVALID_STORED_JOB, unreadable)
+            out.append(
+                ItemResult(
+                    position=r["position"],
+                    name=r["name"],
+                    state=ItemState(state),
+                    result=None if r["result"] is None else json.loads(r["result"]),
+                    error=error if state == "failed" else None,
+                )
             )
-            for r in rows
-        ]
+        return out
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
         """Reclaim expired leases, then lease up to ``max_items`` ready items, oldest job first.

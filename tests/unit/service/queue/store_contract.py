@@ -643,6 +643,13 @@ class JobStoreContract:
         assert before is not None
         assert before.status is JobStatus.FAILED
         assert [e.code for e in before.errors] == ["invalid_stored_job"] * 3
+        shown = store.results(tenant=TENANT, job_id=bad.id, states=[ItemState.FAILED], after=0, limit=1)
+        assert [(r.position, r.state, r.error and r.error.code) for r in shown or []] == [
+            (1, ItemState.FAILED, "invalid_stored_job")
+        ]
+        assert store.results(tenant=TENANT, job_id=bad.id, states=[ItemState.QUEUED, ItemState.LEASED]) == []
+        assert [r.state for r in store.results(tenant=TENANT, job_id=bad.id) or []] == [ItemState.FAILED] * 3
+        assert store.results(tenant=TENANT, job_id=good.id, states=[ItemState.QUEUED]) != []
 
         leased = store.lease("w1", max_items=2, lease_s=LEASE_S)
 
@@ -652,10 +659,12 @@ class JobStoreContract:
         assert record is not None
         assert (record.status, record.items_failed, record.items_total) == (JobStatus.FAILED, 3, 3)
         assert [(e.item, e.code) for e in record.errors] == [(f"x{i}.jpg", "invalid_stored_job") for i in range(3)]
+        assert record.errors == before.errors  # what reads showed before is what leasing did
         assert bad.id in record.errors[0].message
         assert "resubmit" in record.errors[0].message
         results = store.results(tenant=TENANT, job_id=bad.id)
         assert results is not None
+        assert [r.error for r in results] == list(record.errors)
         assert [(r.state, r.error and r.error.code) for r in results] == [(ItemState.FAILED, "invalid_stored_job")] * 3
         page, _ = store.list_jobs(tenant=TENANT, limit=10)
         assert [(j.id, j.status) for j in page] == [(good.id, JobStatus.RUNNING), (bad.id, JobStatus.FAILED)]

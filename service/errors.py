@@ -39,6 +39,9 @@ class ErrorCode(enum.Enum):
     QUEUE_FULL = ("queue_full", 429, True)
     IDEMPOTENCY_KEY_REUSED = ("idempotency_key_reused", 422, False)  # one Idempotency-Key, two different bodies
     LEASE_EXPIRED = ("lease_expired", 500, False)  # an item's worker died max_attempts times
+    # A job stored in a form this release cannot parse (written by a newer release, edited by hand): its items
+    # fail with this code instead of stalling the queue; resubmitting the job (to this release) is the fix.
+    INVALID_STORED_JOB = ("invalid_stored_job", 422, False)
     NOT_READY = ("not_ready", 503, True)
     ROUTE_UNAVAILABLE = ("route_unavailable", 501, False)  # needs models in-process; distributed API pods have none
     # Fetching media by URL

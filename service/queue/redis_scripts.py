@@ -316,6 +316,27 @@ return {2, fail_for_good(id, code, message)}
 """
 )
 
+FAIL_JOB = (
+    _PRELUDE
+    + """
+-- ARGV[3..6]: worker, job id, code, message. A job whose stored request cannot be parsed: its queued items (in the
+-- stream or waiting to retry) and those leased to this worker fail for good, dead-lettered; items other workers
+-- hold are theirs to finish. Returns the job's final status if that settled it, in a list ({} otherwise).
+local worker, code, message = ARGV[3], ARGV[5], ARGV[6]
+local j = redis.call('HMGET', job_key(ARGV[4]), 'first', 'n')
+if not j[1] then return {} end
+local finals = {}
+for id = tonumber(j[1]), tonumber(j[1]) + tonumber(j[2]) - 1 do
+  local f = redis.call('HMGET', item_key(id), 'state', 'owner')
+  if f[1] == 'queued' or (f[1] == 'leased' and f[2] == worker) then
+    local final = fail_for_good(id, code, message)
+    if final ~= '' then finals[#finals + 1] = final end
+  end
+end
+return finals
+"""
+)
+
 RELEASE = (
     _PRELUDE
     + """

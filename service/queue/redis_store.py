@@ -43,16 +43,19 @@ from service.metrics import job_finished
 from service.queue import redis_scripts as lua
 from service.queue.sqlite_store import derive_status
 from service.queue.store import (
+    INVALID_STORED_JOB,
     ItemError,
     ItemResult,
     ItemState,
     JobRecord,
     Lease,
+    StoredLease,
+    Unreadable,
     check_items,
-    item_from_json,
     item_to_json,
+    lease_readable,
     parse_cursor,
-    spec_from_json,
+    read_spec,
     spec_to_json,
 )
 from service.remote_models import PublishedModel
@@ -74,6 +77,14 @@ def _dumps(value: object) -> str:
 def _idem(tenant: str, idem_key: str) -> str:
     """The name under ``P:idem:`` that ``CREATE_JOB`` sets for this tenant's key."""
     return hashlib.sha256(f"{tenant}\0{idem_key}".encode()).hexdigest()
+
+
+def _shown_failed(item: dict[str, str], unreadable: str) -> dict[str, str]:
+    """An item of a job this release cannot read, as reads report it: failed if still open, as leasing will
+    leave it (``INVALID_STORED_JOB``, for good)."""
+    if item["state"] not in ("queued", "leased"):
+        return item
+    return {**item, "state": "failed", "code": INVALID_STORED_JOB, "msg": unreadable}
 
 
 def _where(url: str) -> str:
@@ -125,7 +136,7 @@ class RedisJobStore:
         scripts = {
             "CREATE_JOB": lua.CREATE_JOB, "FORGET_IDEM": lua.FORGET_IDEM, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE,
             "HEARTBEAT": lua.HEARTBEAT, "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL,
-            "RELEASE": lua.RELEASE,
+            "FAIL_JOB": lua.FAIL_JOB, "RELEASE": lua.RELEASE,
             "CANCEL": lua.CANCEL, "PUBLISH_WORKER": lua.PUBLISH_WORKER, "LIVE_WORKERS": lua.LIVE_WORKERS,
             "DROP_CONSUMERS": lua.DROP_CONSUMERS,
         }  # fmt: skip
@@ -208,12 +219,15 @@ class RedisJobStore:
         return self._record(job_id, job, [dict(zip(_SUMMARY, row, strict=True)) for row in rows if row[0]])
 
     def _record(self, job_id: str, job: dict[str, str], items: list[dict[str, str]]) -> JobRecord:
+        spec, unreadable = read_spec(job["request"], job_id)
+        if unreadable is not None:
+            items = [_shown_failed(r, unreadable) for r in items]
         states = [r["state"] for r in items]
         succeeded, failed = states.count("succeeded"), states.count("failed")
         return JobRecord(
             id=job_id,
             tenant=job["tenant"],
-            spec=spec_from_json(job["request"]),
+            spec=spec,
             status=derive_status(
                 cancelled=job.get("cancelled") == "1",
                 total=len(items),
@@ -292,6 +306,10 @@ class RedisJobStore:
                 pipe.hmget(self._key("item", item_id), _RESULTS)
             replies = pipe.execute()
             rows = [(i, dict(zip(_RESULTS, row, strict=True))) for i, row in zip(ids, replies, strict=True)]
+            if any(r["state"] in ("queued", "leased") for _, r in rows):  # reported as ``_record`` reports them
+                unreadable = read_spec(job["request"], job_id)[1]
+                if unreadable is not None:
+                    rows = [(i, _shown_failed(r, unreadable)) for i, r in rows]
             chosen = [(i, r) for i, r in rows if r["state"] is not None and (wanted is None or r["state"] in wanted)]
             chosen = chosen[:limit]
             pipe = self._r.pipeline(transaction=True)
@@ -343,23 +361,38 @@ class RedisJobStore:
         then read up to ``max_items`` new entries. ``worker`` is the consumer name: unique per worker thread."""
         if max_items < 1 or lease_s <= 0:
             raise ValueError(f"need max_items >= 1 and lease_s > 0, got {max_items} and {lease_s}")
+        return lease_readable(
+            lambda n: self._lease_stored(worker, n, lease_s), lambda bad: self._fail_unreadable(worker, bad), max_items
+        )
+
+    def _lease_stored(self, worker: str, max_items: int, lease_s: float) -> list[StoredLease]:
+        """``lease`` before parsing: the ``LEASE`` script's rows, each with its job's stored request."""
         rows, jobs, finished = self._run(
             "LEASE", worker, max_items, repr(float(lease_s)), self._max_attempts, ErrorCode.LEASE_EXPIRED.code
         )
         for final in finished:  # jobs whose last item's lease expired for good just now
             job_finished(final)
-        specs = {jobs[i]: spec_from_json(jobs[i + 1]) for i in range(0, len(jobs), 2)}
+        requests = {jobs[i]: jobs[i + 1] for i in range(0, len(jobs), 2)}
         return [
-            Lease(
-                item_id=int(rows[i]),
-                job_id=rows[i + 1],
-                position=int(rows[i + 2]),
-                item=item_from_json(rows[i + 3]),
-                spec=specs[rows[i + 1]],
-                attempt=int(rows[i + 4]),
+            StoredLease(
+                int(rows[i]), rows[i + 1], int(rows[i + 2]), rows[i + 3], requests[rows[i + 1]], int(rows[i + 4])
             )
             for i in range(0, len(rows), 5)
         ]
+
+    def _fail_unreadable(self, worker: str, bad: Sequence[Unreadable]) -> None:
+        """Fail for good what ``lease`` could not parse: a job's open items for an unreadable spec, else the item."""
+        for b in bad:
+            if b.whole_job:
+                finals = self._run("FAIL_JOB", worker, b.job_id, INVALID_STORED_JOB, b.message)
+            else:
+                _, final = self._run(
+                    "FAIL", worker, b.item_id, INVALID_STORED_JOB, b.message, "0", "0", self._max_attempts
+                )
+                finals = [final]
+            for final in finals:
+                if final:
+                    job_finished(final)
 
     def promote_due(self) -> int:
         """Move retries whose delay has passed into the stream (``lease()`` does it too); returns how many.

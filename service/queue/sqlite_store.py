@@ -22,16 +22,20 @@ from pathlib import Path
 from service.errors import ErrorCode
 from service.metrics import job_finished
 from service.queue.store import (
+    INVALID_STORED_JOB,
     ItemError,
     ItemResult,
     ItemState,
     JobRecord,
     JobStatus,
     Lease,
+    StoredLease,
+    Unreadable,
     check_items,
-    item_from_json,
     item_to_json,
+    lease_readable,
     parse_cursor,
+    read_spec,
     spec_from_json,
     spec_to_json,
 )
@@ -109,6 +113,14 @@ _LEASE = """UPDATE items SET state = 'leased', lease_owner = :worker, lease_unti
                  ORDER BY j.created_at, j.rowid, i.position LIMIT :n)
     RETURNING id, job_id, position, item, attempts"""
 
+# A job whose stored spec this release cannot parse: its queued items, and those just leased to this worker,
+# fail for good (items other workers hold are theirs to finish).
+_FAIL_JOB = """UPDATE items SET
+    state = 'failed', lease_owner = NULL, lease_until = NULL, updated_at = :now,
+    error_code = :code, error_message = :message
+    WHERE job_id = :job AND (state = 'queued' OR (state = 'leased' AND lease_owner = :worker))
+    RETURNING job_id"""
+
 _FAIL = """UPDATE items SET
     state = CASE WHEN :retryable AND attempts < :max THEN 'queued' ELSE 'failed' END,
     available_at = :now + :delay, lease_owner = NULL, lease_until = NULL, updated_at = :now,
@@ -136,6 +148,9 @@ _HELD = "lease_owner = ? AND state = 'leased'"
 
 
 _MAX_ROWID = 2**63 - 1
+_OPEN = frozenset({"queued", "leased"})
+_SHOWN_FAILED = _OPEN | {"failed"}
+"""The states whose items a job this release cannot read reports as failed (``_record``)."""
 
 
 def _dumps(value: object) -> str:
@@ -232,31 +247,43 @@ class SqliteJobStore:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _record(self, conn: sqlite3.Connection, job: sqlite3.Row) -> JobRecord:
+        spec, unreadable = read_spec(job["request"], job["id"])
         s = conn.execute(_SUMMARY, (job["id"],)).fetchone()
+        failed, active = s["failed"], s["active"]
+        # A job this release cannot read is reported as leasing will leave it: its open items failed.
+        shown = "'failed'" if unreadable is None else "'failed', 'queued', 'leased'"
         errors = conn.execute(
-            "SELECT name, error_code, error_message FROM items WHERE job_id = ? AND state = 'failed' ORDER BY position",
+            f"SELECT name, state, error_code, error_message FROM items WHERE job_id = ? AND state IN ({shown})"
+            " ORDER BY position",
             (job["id"],),
         ).fetchall()
+        if unreadable is not None:
+            failed, active = failed + active, 0
         return JobRecord(
             id=job["id"],
             tenant=job["tenant"],
-            spec=spec_from_json(job["request"]),
+            spec=spec,
             status=derive_status(
                 cancelled=bool(job["cancelled"]),
                 total=s["total"],
                 succeeded=s["succeeded"],
-                failed=s["failed"],
-                active=s["active"],
+                failed=failed,
+                active=active,
                 started=s["started"],
             ),
             created_at=job["created_at"],
             updated_at=max(job["updated_at"], s["updated_at"] or 0.0),
             items_total=s["total"],
             items_succeeded=s["succeeded"],
-            items_failed=s["failed"],
+            items_failed=failed,
             frames_planned=s["frames_planned"],
             frames_done=s["frames_done"],
-            errors=tuple(ItemError(item=e["name"], code=e["error_code"], message=e["error_message"]) for e in errors),
+            errors=tuple(
+                ItemError(item=e["name"], code=e["error_code"], message=e["error_message"])
+                if e["state"] == "failed" or unreadable is None
+                else ItemError(item=e["name"], code=INVALID_STORED_JOB, message=unreadable)
+                for e in errors
+            ),
         )
 
     def _finished(self, conn: sqlite3.Connection, job_ids: Iterable[str]) -> list[JobStatus]:
@@ -379,31 +406,45 @@ class SqliteJobStore:
         limit: int | None = None,
     ) -> list[ItemResult] | None:
         """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
-        foreign job."""
-        where, args = "job_id = ? AND position > ?", [job_id, after]
-        if states is not None:
-            where += f" AND state IN ({_marks(len(states))})"
-            args += [ItemState(state).value for state in states]
+        foreign job. A job this release cannot read shows its open items failed, as ``_record`` reports it."""
+        wanted = None if states is None else {ItemState(state).value for state in states}
         with self._tx("DEFERRED") as conn:
-            if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone() is None:
+            job = conn.execute("SELECT request FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone()
+            if job is None:
                 return None
-            if states is not None and not states:
+            unreadable = None
+            if wanted and wanted & _SHOWN_FAILED:  # the filter itself differs for such a job: look first
+                unreadable = read_spec(job["request"], job_id)[1]
+                if unreadable is not None:
+                    wanted = (wanted - _OPEN) | (_OPEN if "failed" in wanted else set())
+            if wanted is not None and not wanted:
                 return []
+            where, args = "job_id = ? AND position > ?", [job_id, after]
+            if wanted is not None:
+                where += f" AND state IN ({_marks(len(wanted))})"
+                args += sorted(wanted)
             rows = conn.execute(
                 "SELECT position, name, state, error_code, error_message, result FROM items"
                 f" WHERE {where} ORDER BY position LIMIT ?",
                 (*args, -1 if limit is None else limit),
             ).fetchall()
-        return [
-            ItemResult(
-                position=r["position"],
-                name=r["name"],
-                state=ItemState(r["state"]),
-                result=None if r["result"] is None else json.loads(r["result"]),
-                error=ItemError(r["name"], r["error_code"], r["error_message"]) if r["state"] == "failed" else None,
+        if wanted is None and any(r["state"] in _OPEN for r in rows):  # only a job with open items can show any
+            unreadable = read_spec(job["request"], job_id)[1]
+        out = []
+        for r in rows:
+            state, error = r["state"], ItemError(r["name"], r["error_code"], r["error_message"])
+            if unreadable is not None and state in _OPEN:
+                state, error = "failed", ItemError(r["name"], INVALID_STORED_JOB, unreadable)
+            out.append(
+                ItemResult(
+                    position=r["position"],
+                    name=r["name"],
+                    state=ItemState(state),
+                    result=None if r["result"] is None else json.loads(r["result"]),
+                    error=error if state == "failed" else None,
+                )
             )
-            for r in rows
-        ]
+        return out
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
         """Reclaim expired leases, then lease up to ``max_items`` ready items, oldest job first.
@@ -413,6 +454,12 @@ class SqliteJobStore:
         """
         if max_items < 1 or lease_s <= 0:
             raise ValueError(f"need max_items >= 1 and lease_s > 0, got {max_items} and {lease_s}")
+        return lease_readable(
+            lambda n: self._lease_stored(worker, n, lease_s), lambda bad: self._fail_unreadable(worker, bad), max_items
+        )
+
+    def _lease_stored(self, worker: str, max_items: int, lease_s: float) -> list[StoredLease]:
+        """``lease`` before parsing: reclaim, lease, and read each leased item's job, in queue order."""
         now = self._clock()
         with self._tx() as conn:
             reclaimed = conn.execute(_RECLAIM, {"max": self._max_attempts, "now": now, "code": LEASE_EXPIRED})
@@ -423,7 +470,7 @@ class SqliteJobStore:
             ).fetchall()
             job_ids = sorted({r["job_id"] for r in rows})
             jobs = {
-                j["id"]: (j["created_at"], j["seq"], spec_from_json(j["request"]))
+                j["id"]: (j["created_at"], j["seq"], j["request"])
                 for j in conn.execute(
                     f"SELECT id, request, created_at, rowid AS seq FROM jobs WHERE id IN ({_marks(len(job_ids))})",
                     job_ids,
@@ -433,16 +480,25 @@ class SqliteJobStore:
         # RETURNING comes back in no promised order; restore the queue order.
         rows.sort(key=lambda r: (*jobs[r["job_id"]][:2], r["position"]))
         return [
-            Lease(
-                item_id=r["id"],
-                job_id=r["job_id"],
-                position=r["position"],
-                item=item_from_json(r["item"]),
-                spec=jobs[r["job_id"]][2],
-                attempt=r["attempts"],
-            )
+            StoredLease(r["id"], r["job_id"], r["position"], r["item"], jobs[r["job_id"]][2], r["attempts"])
             for r in rows
         ]
+
+    def _fail_unreadable(self, worker: str, bad: Sequence[Unreadable]) -> None:
+        """Fail for good what ``lease`` could not parse: a job's open items for an unreadable spec, else the item."""
+        now, settled = self._clock(), []
+        with self._tx() as conn:
+            for b in bad:
+                args = {"now": now, "code": INVALID_STORED_JOB, "message": b.message, "worker": worker}
+                if b.whole_job:
+                    rows = conn.execute(_FAIL_JOB, {**args, "job": b.job_id}).fetchall()
+                else:
+                    rows = conn.execute(
+                        _FAIL, {**args, "retryable": False, "max": self._max_attempts, "delay": 0.0, "id": b.item_id}
+                    ).fetchall()
+                settled += [r["job_id"] for r in rows]
+            finished = self._finished(conn, settled)
+        self._count(finished, len(settled))
 
     def heartbeat(self, worker: str, item_ids: Sequence[int], *, lease_s: float) -> list[int]:
         """Extend this worker's leases; returns the ids it still holds, in the order given."""

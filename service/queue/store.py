@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Collection, Mapping, Sequence
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from service.errors import ErrorCode
+from service.pipeline.options import SamplingMode
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
+
+log = logging.getLogger(__name__)
+
+INVALID_STORED_JOB = ErrorCode.INVALID_STORED_JOB.code
 
 
 class JobStatus(enum.StrEnum):
@@ -127,6 +136,124 @@ def item_from_json(text: str | bytes) -> ItemIn:
 
 def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+# --- stored jobs this release cannot parse ------------------------------------------------------------
+# A job written by a newer release (read during a rollback) or edited by hand may no longer validate. Such a
+# job must cost only itself: leasing fails its items for good (INVALID_STORED_JOB) and goes on with the other
+# jobs, and reads report it as those items will end, instead of raising.
+
+
+def parse_problem(exc: Exception) -> str:
+    """One line on why stored JSON did not parse: a validation error's first few fields, else the error."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
+    return " ".join(str(exc).split())
+
+
+def unreadable_job_message(job_id: str, why: str) -> str:
+    return f"job {job_id}: its stored request cannot be read by this release ({why}); resubmit the job"
+
+
+def unreadable_item_message(job_id: str, why: str) -> str:
+    return f"job {job_id}: this item's stored form cannot be read by this release ({why}); resubmit it"
+
+
+def stand_in_spec(text: str | bytes) -> JobSpec:
+    """What a report shows for a stored spec that does not parse: its model, version and content fingerprint
+    where those still read as strings (``/v1/jobs`` shows them, dedupe compares them), defaults otherwise."""
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        stored = None
+    fields = stored if isinstance(stored, dict) else {}
+
+    def string(key: str) -> str | None:
+        value = fields.get(key)
+        return value if isinstance(value, str) else None
+
+    return JobSpec(
+        model=string("model") or "",
+        model_version=string("model_version"),
+        content_sha256=string("content_sha256"),
+        fps=0.0,
+        sampling=SamplingMode.EXACT,
+        threshold=0.0,
+    )
+
+
+def read_spec(text: str | bytes, job_id: str) -> tuple[JobSpec, str | None]:
+    """A stored spec and None; for one this release cannot parse, ``stand_in_spec`` and the message its items
+    fail with (``INVALID_STORED_JOB``)."""
+    try:
+        return spec_from_json(text), None
+    except (ValueError, TypeError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
+        return stand_in_spec(text), unreadable_job_message(job_id, parse_problem(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLease:
+    """A leased item as a store read it, its JSON not parsed yet (``lease_readable``)."""
+
+    item_id: int
+    job_id: str
+    position: int
+    item: str | bytes
+    spec: str | bytes
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A leased item this release cannot parse, to be failed for good with ``INVALID_STORED_JOB``. With
+    ``whole_job`` the job's spec is at fault: every item of the job still queued fails with it."""
+
+    item_id: int
+    job_id: str
+    message: str
+    whole_job: bool
+
+
+def parse_leases(rows: Sequence[StoredLease]) -> tuple[list[Lease], list[Unreadable]]:
+    """The rows as leases (each job's spec parsed once), and the rows that do not parse."""
+    specs: dict[str, tuple[JobSpec, str | None]] = {}
+    leases: list[Lease] = []
+    unreadable: list[Unreadable] = []
+    for row in rows:
+        if row.job_id not in specs:
+            specs[row.job_id] = read_spec(row.spec, row.job_id)
+        spec, problem = specs[row.job_id]
+        if problem is not None:
+            unreadable.append(Unreadable(row.item_id, row.job_id, problem, whole_job=True))
+            continue
+        try:
+            item = item_from_json(row.item)
+        except ValueError as exc:
+            message = unreadable_item_message(row.job_id, parse_problem(exc))
+            unreadable.append(Unreadable(row.item_id, row.job_id, message, whole_job=False))
+            continue
+        leases.append(Lease(row.item_id, row.job_id, row.position, item, spec, row.attempt))
+    return leases, unreadable
+
+
+def lease_readable(
+    lease_stored: Callable[[int], Sequence[StoredLease]],
+    fail_unreadable: Callable[[Sequence[Unreadable]], None],
+    max_items: int,
+) -> list[Lease]:
+    """Up to ``max_items`` leases this release can parse. ``lease_stored(n)`` leases up to ``n`` items, oldest job
+    first; those that do not parse go to ``fail_unreadable`` and more are leased in their place. Each round
+    fails at least one item for good, so the loop ends; a queue of readable jobs costs one round, as before."""
+    leases: list[Lease] = []
+    while len(leases) < max_items:
+        got, bad = parse_leases(lease_stored(max_items - len(leases)))
+        leases += got
+        if not bad:
+            break
+        for job_id in dict.fromkeys(b.job_id for b in bad):
+            log.warning("failing unreadable stored items: %s", next(b.message for b in bad if b.job_id == job_id))
+        fail_unreadable(bad)
+    return leases
 
 
 class JobStore(Protocol):

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import pytest
 from prometheus_client import REGISTRY
 
+from service.errors import ErrorCode
 from service.metrics import JOB_OUTCOMES
 from service.pipeline.options import SamplingMode
 from service.queue.store import ItemState, JobRecord, JobStatus, JobStore
@@ -41,6 +42,19 @@ class FakeClock:
 
 class StoreFactory(Protocol):
     def __call__(self, *, max_attempts: int = 3) -> JobStore: ...
+
+
+class Corrupt(Protocol):
+    """Overwrite a job's stored JSON in the raw storage, as a newer release or a hand edit might leave it:
+    its request (``JobSpec.to_stored``) and/or the item at ``position``."""
+
+    def __call__(
+        self, store: JobStore, job_id: str, *, request: str | None = None, item: tuple[int, str] | None = None
+    ) -> None: ...
+
+
+# A stored request a newer release might write: a sampling mode this release does not know.
+FROM_A_NEWER_RELEASE = '{"model":"m","fps":1.0,"sampling":"scene-cuts","threshold":0.5}'
 
 
 def items(n: int, prefix: str = "img") -> list[ItemIn]:
@@ -611,3 +625,66 @@ class JobStoreContract:
         store.lease("w2", max_items=1, lease_s=LEASE_S)  # the lapsed lease fails for good (one attempt)
 
         assert store.settled_items() - start == 3
+
+    # --- stored jobs this release cannot parse --------------------------------------------------------
+
+    @pytest.mark.parametrize("request_json", [FROM_A_NEWER_RELEASE, '{"model": "m", "fps": ', "[]"])
+    def test_a_job_whose_stored_request_no_longer_parses_fails_and_the_queue_goes_on(
+        self, store: JobStore, corrupt: Corrupt, clock: FakeClock, request_json: str
+    ) -> None:
+        bad = make_job(store, 3, key="bad", prefix="x")
+        clock.advance(1)
+        good = make_job(store, 2, key="good", prefix="g")
+        corrupt(store, bad.id, request=request_json)
+        settled, finished = store.settled_items(), FinishedJobs()
+
+        # Read before any worker met it: reported failed, not raised.
+        before = store.get_job(tenant=TENANT, job_id=bad.id)
+        assert before is not None
+        assert before.status is JobStatus.FAILED
+        assert [e.code for e in before.errors] == ["invalid_stored_job"] * 3
+        shown = store.results(tenant=TENANT, job_id=bad.id, states=[ItemState.FAILED], after=0, limit=1)
+        assert [(r.position, r.state, r.error and r.error.code) for r in shown or []] == [
+            (1, ItemState.FAILED, "invalid_stored_job")
+        ]
+        assert store.results(tenant=TENANT, job_id=bad.id, states=[ItemState.QUEUED, ItemState.LEASED]) == []
+        assert [r.state for r in store.results(tenant=TENANT, job_id=bad.id) or []] == [ItemState.FAILED] * 3
+        assert store.results(tenant=TENANT, job_id=good.id, states=[ItemState.QUEUED]) != []
+
+        leased = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+        assert [(le.job_id, le.position) for le in leased] == [(good.id, 0), (good.id, 1)]
+        assert store.lease("w2", max_items=5, lease_s=LEASE_S) == []
+        record = store.get_job(tenant=TENANT, job_id=bad.id)
+        assert record is not None
+        assert (record.status, record.items_failed, record.items_total) == (JobStatus.FAILED, 3, 3)
+        assert [(e.item, e.code) for e in record.errors] == [(f"x{i}.jpg", "invalid_stored_job") for i in range(3)]
+        assert record.errors == before.errors  # what reads showed before is what leasing did
+        assert bad.id in record.errors[0].message
+        assert "resubmit" in record.errors[0].message
+        results = store.results(tenant=TENANT, job_id=bad.id)
+        assert results is not None
+        assert [r.error for r in results] == list(record.errors)
+        assert [(r.state, r.error and r.error.code) for r in results] == [(ItemState.FAILED, "invalid_stored_job")] * 3
+        page, _ = store.list_jobs(tenant=TENANT, limit=10)
+        assert [(j.id, j.status) for j in page] == [(good.id, JobStatus.RUNNING), (bad.id, JobStatus.FAILED)]
+        assert store.find_job(tenant=TENANT, idem_key="bad") == record
+        assert store.depth() == 2  # the good job's leased items
+        assert store.settled_items() - settled == 3
+        assert finished.gained() == {"failed": 1.0}
+        assert ErrorCode.INVALID_STORED_JOB.code == "invalid_stored_job"
+        assert not ErrorCode.INVALID_STORED_JOB.retryable
+
+    def test_an_item_whose_stored_form_no_longer_parses_fails_alone(self, store: JobStore, corrupt: Corrupt) -> None:
+        job = make_job(store, 3)
+        corrupt(store, job.id, item=(1, '{"name": "img1.jpg", "slots": "not a list"}'))
+
+        leased = store.lease("w1", max_items=2, lease_s=LEASE_S)
+
+        assert [le.position for le in leased] == [0, 2]
+        for lease in leased:
+            assert store.complete("w1", lease.item_id, {})
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert (record.status, record.items_succeeded, record.items_failed) == (JobStatus.PARTIALLY_FAILED, 2, 1)
+        assert [(e.item, e.code) for e in record.errors] == [("img1.jpg", "invalid_stored_job")]

@@ -28,6 +28,7 @@ from tests.unit.service.queue.store_contract import (
     LEASE_S,
     SPEC,
     TENANT,
+    Corrupt,
     FakeClock,
     FinishedJobs,
     JobStoreContract,
@@ -86,6 +87,19 @@ class TestRedisJobStoreContract(JobStoreContract):
     @pytest.fixture
     def store_factory(self, make_store: StoreFactory) -> StoreFactory:
         return make_store
+
+    @pytest.fixture
+    def corrupt(self, db: redis.Redis) -> Corrupt:
+        def overwrite(
+            store: JobStore, job_id: str, *, request: str | None = None, item: tuple[int, str] | None = None
+        ) -> None:
+            if request is not None:
+                db.hset(f"pa:job:{job_id}", "request", request)
+            if item is not None:
+                first = int(db.hget(f"pa:job:{job_id}", "first"))  # type: ignore[arg-type]
+                db.hset(f"pa:item:{first + item[0]}", "item", item[1])
+
+        return overwrite
 
 
 # --- streams ------------------------------------------------------------------------------------------

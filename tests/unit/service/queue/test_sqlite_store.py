@@ -17,6 +17,7 @@ from service.queue.store import ItemState, JobStatus, JobStore
 from tests.unit.service.queue.store_contract import (
     LEASE_S,
     TENANT,
+    Corrupt,
     FakeClock,
     FinishedJobs,
     JobStoreContract,
@@ -38,6 +39,23 @@ class TestSqliteJobStoreContract(JobStoreContract):
         yield factory
         for store in stores:
             store.close()
+
+    @pytest.fixture
+    def corrupt(self) -> Corrupt:
+        def overwrite(
+            store: JobStore, job_id: str, *, request: str | None = None, item: tuple[int, str] | None = None
+        ) -> None:
+            assert isinstance(store, SqliteJobStore)
+            with sqlite3.connect(store._path) as conn:
+                if request is not None:
+                    conn.execute("UPDATE jobs SET request = ? WHERE id = ?", (request, job_id))
+                if item is not None:
+                    conn.execute(
+                        "UPDATE items SET item = ? WHERE job_id = ? AND position = ?", (item[1], job_id, item[0])
+                    )
+            conn.close()
+
+        return overwrite
 
 
 @pytest.fixture

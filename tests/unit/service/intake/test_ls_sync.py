@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
 from service.config import Settings
+from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.options import SamplingOptions
 from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, serving
@@ -31,11 +32,14 @@ def fake(tmp_path: Path) -> Iterator[FakeLabelStudio]:
         yield fake
 
 
-def run_sync(fake: FakeLabelStudio, work_dir: Path) -> SyncReport:
+def run_sync(
+    fake: FakeLabelStudio, work_dir: Path, warnings: list[tuple[int, PreannotateError]] | None = None
+) -> SyncReport:
     settings = Settings(work_dir=work_dir)
     options = SyncOptions(project_id=PROJECT, model_spec="fake:centre", sampling=SamplingOptions(), threshold=0.5)
+    on_warning = None if warnings is None else lambda task, warning: warnings.append((task, warning))
     with LabelStudioClient(LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))) as client:
-        return sync_project(client, CentreBox(), options, settings)
+        return sync_project(client, CentreBox(), options, settings, on_warning=on_warning)
 
 
 def test_sync_pushes_each_task_once(fake: FakeLabelStudio, tmp_path: Path) -> None:
@@ -74,3 +78,35 @@ def test_a_decoder_surprise_is_reported_by_url_not_scratch_path(
     assert str(tmp_path) not in error.message
     assert "preannotate-ls-" not in error.message
     assert "canary-sig" not in error.message
+
+
+def test_reader_errors_and_warnings_name_the_url(
+    fake: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partial = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png?sig=canary-sig"})
+    corrupt = fake.add_task(PROJECT, {"image": "/data/upload/1/c.png"})
+    fake.media["/data/upload/1/a.png?sig=canary-sig"] = fake.media["/data/upload/1/a.png"]
+    fake.media["/data/upload/1/c.png"] = cv2.imencode(".png", np.zeros((30, 30, 3), np.uint8))[1].tobytes()
+    calls: list[Path] = []
+
+    def failing(path: Path, limits: object) -> object:  # a reader's own errors name the file it read
+        calls.append(path)
+        if len(calls) == 1:
+            raise PartialMediaError(f"{path}: decoding failed after 0 of 1 frames")
+        raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: not a PNG")
+
+    monkeypatch.setattr("service.pipeline.images.load_rgb", failing)
+    warnings: list[tuple[int, PreannotateError]] = []
+    report = run_sync(fake, tmp_path, warnings)
+
+    ((task, warning),) = warnings
+    assert task == partial
+    assert warning.message.startswith(f"{fake.base_url}/data/upload/1/a.png#")
+    assert report.created == 1  # pushed with what decoded (nothing, here)
+    error = report.failed[corrupt]
+    assert error.code is ErrorCode.CORRUPT_MEDIA
+    assert error.message.startswith(f"{fake.base_url}/data/upload/1/c.png#")
+    assert error.message.endswith(": not a PNG")
+    for text in (warning.message, error.message):
+        assert str(tmp_path) not in text
+        assert "canary-sig" not in text

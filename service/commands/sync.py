@@ -1,12 +1,5 @@
-"""``preannotate sync label-studio``: preannotate every task of a Label Studio project in place.
-
-A task that already has a prediction of this model version is skipped (or, with ``--replace``, its
-prediction is overwritten): a second run creates nothing. Every push is reconciled against the task's
-predictions first (``LabelStudioClient.upsert_prediction``), so a crash or a retry cannot leave two.
-Afterwards the project's ``model_version`` is set, or annotators would not see the predictions.
-
-Unlike Pixeltable's sync (seeds/004), which remembers in its own store what it pushed, the state lives
-in Label Studio only: deleting predictions there, or running from another machine, just works.
+"""``preannotate sync label-studio``: parse the flags, load the model, run ``service.intake.ls_sync`` and print
+what it did. The task loop (skip, predict, reconcile, set the model version) lives in intake.
 """
 
 from __future__ import annotations
@@ -15,9 +8,7 @@ import argparse
 import logging
 import os
 import sys
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from pydantic import SecretStr
 
@@ -26,61 +17,20 @@ from models.registry import load_detector
 from service.backends.label_studio import (
     LabelStudioClient,
     LabelStudioConfig,
-    PushOutcome,
     as_preannotate_error,
     config_from_settings,
 )
 from service.backends.retry import BackendError
 from service.commands.common import Progress, load_settings
 from service.config import Settings
-from service.convert.label_studio import item_to_ls_result, parse_label_config
-from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
-from service.intake.ls_tasks import has_prediction, preannotate_task
-from service.pipeline.flow import flow_options
+from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.options import SamplingOptions
-from service.pipeline.predictions import track_item
-from service.pipeline.run import FrameDetector
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "PREANNOTATE_LABEL_STUDIO_API_KEY"
 """Read when ``--api-key`` is not given: a key on the command line shows in ``ps`` and shell history."""
-MAX_CONSECUTIVE_OUTAGES = 3
-"""Stop after this many tasks in a row failed because Label Studio itself was unreachable or erroring."""
-
-
-@dataclass(frozen=True, slots=True)
-class SyncOptions:
-    """One sync run: which project, which model, how to sample and score."""
-
-    project_id: int
-    model_spec: str
-    sampling: SamplingOptions
-    threshold: float
-    replace: bool = False
-    aliases: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class SyncReport:
-    """What a run did; ``failed`` maps task id to its error."""
-
-    model_version: str
-    created: int = 0
-    replaced: int = 0
-    skipped: int = 0
-    failed: dict[int, PreannotateError] = field(default_factory=dict)
-    dropped: Counter[str] = field(default_factory=Counter)
-    model_version_set: bool = False
-
-    def count(self, outcome: PushOutcome) -> None:
-        if outcome is PushOutcome.CREATED:
-            self.created += 1
-        elif outcome is PushOutcome.REPLACED:
-            self.replaced += 1
-        else:
-            self.skipped += 1
 
 
 def sync_command(args: argparse.Namespace) -> int:
@@ -110,7 +60,15 @@ def sync_command(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.quiet)
     try:
         with LabelStudioClient(config, fetch_policy=settings.fetch_policy()) as client:
-            report = sync_project(client, detector, options, settings, progress=progress)
+            report = sync_project(
+                client,
+                detector,
+                options,
+                settings,
+                on_slot=progress.on_slot,
+                on_frame=lambda _: progress.advance(),
+                on_warning=_print_warning,
+            )
     except BackendError as exc:
         raise as_preannotate_error(exc) from None
     finally:
@@ -143,75 +101,8 @@ def _parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
     return aliases
 
 
-def sync_project(
-    client: LabelStudioClient,
-    detector: FrameDetector,
-    options: SyncOptions,
-    settings: Settings,
-    *,
-    progress: Progress | None = None,
-) -> SyncReport:
-    """Preannotate every task of the project that lacks this model version's prediction.
-
-    Raises:
-        BackendError: reading the project or listing its tasks failed, or Label Studio kept failing.
-        PreannotateError: ``INVALID_ARGUMENT`` when the project has no box control to fill.
-    """
-    info = detector.info
-    model = ModelRef(spec=options.model_spec, version=info.version, class_names=info.class_names)
-    project = client.get_project(options.project_id)
-    config = parse_label_config(str(project.get("label_config") or ""))
-    if not config.targets():
-        raise PreannotateError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"project {options.project_id} has no RectangleLabels (on an Image) or VideoRectangle (on a Video)",
-        )
-    report = SyncReport(model_version=model.version)
-    outages = 0
-    for task in client.iter_tasks(options.project_id):
-        task_id = int(task["id"])
-        if not options.replace and has_prediction(task, model.version):
-            report.skipped += 1  # cheap pre-filter; upsert_prediction checks again before writing
-            continue
-        try:
-            found = preannotate_task(
-                task,
-                config,
-                download=lambda value, scratch: client.download(value, scratch).path,
-                detector=detector,
-                sampling=options.sampling,
-                limits=settings.media_limits(),
-                options=flow_options(settings, threshold=options.threshold),
-                work_dir=settings.work_dir,
-                on_slot=None if progress is None else progress.on_slot,
-                on_frame=None if progress is None else lambda _: progress.advance(),
-            )
-            for warning in found.warnings:  # pushed with what decoded; the user still hears about the rest
-                print(f"warning: task {found.item.name}: {warning}", file=sys.stderr)
-            item = found.item
-            data = task.get("data")
-            prediction = item_to_ls_result(
-                track_item(item, settings.tracker_options()),  # LS video regions are tracks
-                model,
-                config,
-                aliases=options.aliases,
-                task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
-            )
-            report.dropped.update(prediction.dropped)
-            report.count(client.upsert_prediction(task_id, prediction, replace_existing=options.replace).outcome)
-            outages = 0
-        except PreannotateError as exc:
-            report.failed[task_id] = exc
-        except BackendError as exc:
-            report.failed[task_id] = as_preannotate_error(exc)
-            outages = outages + 1 if exc.retryable else 0
-            if outages >= MAX_CONSECUTIVE_OUTAGES:
-                raise  # every further task would wait out the same retries
-    pushed = report.created + report.replaced + report.skipped
-    if pushed and project.get("model_version") != model.version:
-        client.set_project_model_version(options.project_id, model.version)
-        report.model_version_set = True
-    return report
+def _print_warning(task_id: int, warning: PreannotateError) -> None:
+    print(f"warning: task task-{task_id}: {warning}", file=sys.stderr)
 
 
 def _print_report(project_id: int, report: SyncReport) -> None:

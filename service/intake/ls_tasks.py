@@ -1,37 +1,53 @@
-"""One Label Studio task through the flow: the objects its labeling config boxes, fetched, decoded and detected.
+"""One Label Studio task to its prediction: the objects its labeling config boxes, fetched, decoded, detected,
+tracked and converted.
 
-Shared by ``preannotate sync label-studio``, the Label Studio sweep and the ML backend's ``/predict``. Nothing here
-prints: warnings come back with the result, and each caller says them its own way (stderr, or the log).
+Shared by ``preannotate sync label-studio`` (``ls_sync``) and the ML backend's ``/predict``. Nothing here
+prints: warnings come back with the prediction, and each caller says them its own way (stderr, or the log).
+Errors and warnings name the task's media by its redacted URL, never the scratch file it was fetched to: the
+ML backend answers them to Label Studio.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from service.convert.label_studio import LabelConfig, LsObject
+from service.convert.label_studio import LabelConfig, LsObject, LsPrediction, item_to_ls_result
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.pipeline.flow import FlowOptions, detector_sampling, run_flow
+from service.pipeline.fetch import redact_url
+from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow
 from service.pipeline.frames import Frame, FrameResult, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import FrameDetector
+from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
 
 _KINDS = {"image": MediaKind.IMAGE, "video": MediaKind.VIDEO}
 
-Downloader = Callable[[str, Path], Path]
-"""``(task data value, scratch dir) -> local file``."""
+
+@dataclass(frozen=True, slots=True)
+class TaskFile:
+    """A task's media fetched to scratch, and the absolute URL it came from (shown redacted)."""
+
+    path: Path
+    url: str
+
+
+Downloader = Callable[[str, Path], TaskFile]
+"""``(task data value, scratch dir) -> the fetched file``; raises PreannotateError or BackendError."""
 
 
 @dataclass(frozen=True, slots=True)
-class TaskPredictions:
-    """A task's predictions, and the objects that decoded only in part (their frames are kept)."""
+class TaskPrediction:
+    """A task's prediction, and the objects that decoded only in part (their frames are in it)."""
 
-    item: ItemPredictions
+    prediction: LsPrediction
     warnings: tuple[PreannotateError, ...] = ()
 
 
@@ -43,7 +59,65 @@ def has_prediction(task: Mapping[str, object], model_version: str) -> bool:
     return any(isinstance(p, Mapping) and p.get("model_version") == model_version for p in predictions)
 
 
-def preannotate_task(
+def task_prediction(
+    task: Mapping[str, object],
+    config: LabelConfig,
+    *,
+    model: ModelRef,
+    download: Downloader,
+    detector: FrameDetector,
+    sampling: SamplingOptions,
+    limits: MediaLimits,
+    options: FlowOptions,
+    tracker: TrackerOptions | None,
+    aliases: Mapping[str, str] | None = None,
+    work_dir: Path | None = None,
+    on_slot: Callable[[SlotMeta], None] | None = None,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> TaskPrediction:
+    """Fetch, decode, detect and track every object of one task that a box control points at; convert the
+    result to the task's prediction (LS video regions are the tracks ``tracker`` links; None: one per box).
+
+    Each object becomes a slot named after it, which is how ``item_to_ls_result`` matches them. Files are
+    fetched first, in order (a download's ``BackendError`` leaves unchanged: ``sync`` counts outages by it);
+    then the objects are decoded in parallel and detected together.
+
+    Raises:
+        PreannotateError: the task has none of the data keys, a file failed to fetch or decode, or a file is
+            not the kind its object shows (a video in an ``<Image>``); ``INTERNAL`` for a decoder's surprise,
+            naming the URL (the cause is chained, for the caller's log).
+    """
+    item = _detect_task(
+        task,
+        config,
+        download=download,
+        detector=detector,
+        sampling=sampling,
+        limits=limits,
+        options=options,
+        tracker=tracker,
+        work_dir=work_dir,
+        on_slot=on_slot,
+        on_frame=on_frame,
+    )
+    data = task.get("data")
+    prediction = item_to_ls_result(
+        item.item,
+        model,
+        config,
+        aliases=aliases,
+        task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
+    )
+    return TaskPrediction(prediction=prediction, warnings=item.warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Detected:
+    item: ItemPredictions
+    warnings: tuple[PreannotateError, ...]
+
+
+def _detect_task(
     task: Mapping[str, object],
     config: LabelConfig,
     *,
@@ -52,20 +126,11 @@ def preannotate_task(
     sampling: SamplingOptions,
     limits: MediaLimits,
     options: FlowOptions,
+    tracker: TrackerOptions | None,
     work_dir: Path | None,
-    on_slot: Callable[[SlotMeta], None] | None = None,
-    on_frame: Callable[[FrameResult], None] | None = None,
-) -> TaskPredictions:
-    """Fetch, decode and detect every object of one task that a box control points at.
-
-    Each object becomes a slot named after it, which is how ``item_to_ls_result`` matches them. Files are
-    fetched first, in order (a download's ``BackendError`` leaves unchanged: ``sync`` counts outages by it);
-    then the objects are decoded in parallel and detected together.
-
-    Raises:
-        PreannotateError: the task has none of the data keys, a file failed to fetch or decode, or a
-            file is not the kind its object shows (a video in an ``<Image>``).
-    """
+    on_slot: Callable[[SlotMeta], None] | None,
+    on_frame: Callable[[FrameResult], None] | None,
+) -> _Detected:
     name = f"task-{task.get('id')}"
     data = task.get("data")
     data = data if isinstance(data, dict) else {}
@@ -79,37 +144,108 @@ def preannotate_task(
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{name}: no media in the task data (looked for {keys})")
     objects = {obj.name: obj for obj, _ in targets}
     detected = detector_sampling(sampling, detector.info)  # only the detector sees these frames
+    shown: dict[str, str] = {}  # scratch path -> redacted URL
 
     def open_object(item: str, slot: SlotSpec) -> SlotReader:
-        return _ObjectReader(item, objects[slot.name], open_slot(item, slot, detected, limits))
+        return _ObjectReader.open(item, objects[slot.name], slot, detected, limits, shown)
 
     with TemporaryDirectory(dir=work_dir, prefix="preannotate-ls-") as scratch:
-        slots = tuple(SlotSpec(obj.name, (download(value, Path(scratch)),)) for obj, value in targets)
-        (output,) = run_flow(
-            [ItemSpec(name, slots)], detector, options, open_slot=open_object, on_slot=on_slot, on_frame=on_frame
-        )
+        slots = []
+        for obj, value in targets:
+            fetched = download(value, Path(scratch))
+            shown[str(fetched.path)] = redact_url(fetched.url)
+            slots.append(SlotSpec(obj.name, (fetched.path,)))
+        try:
+            (output,) = run_flow(
+                [ItemSpec(name, tuple(slots))],
+                detector,
+                options,
+                open_slot=open_object,
+                on_slot=on_slot,
+                on_frame=on_frame,
+                finish_item=partial(_tracked, tracker),
+            )
+        except PreannotateError as exc:
+            renamed = _renamed(exc, shown)
+            if renamed is exc:
+                raise
+            raise renamed from exc
     item = ItemPredictions(name=name, slots=output.slots, frames=output.frames)
-    return TaskPredictions(item=item, warnings=output.warnings)
+    return _Detected(item=item, warnings=tuple(_renamed(w, shown) for w in output.warnings))
+
+
+def _tracked(tracker: TrackerOptions | None, output: ItemOutput) -> ItemOutput:
+    """The flow's per-item step: link the item's video detections into tracks once (LS video regions)."""
+    if tracker is None:
+        return output
+    return replace(output, frames=tuple(assign_tracker_ids(output.frames, tracker)))
+
+
+def _renamed(exc: PreannotateError, shown: Mapping[str, str]) -> PreannotateError:
+    """``exc`` naming each scratch file by its redacted URL (a reader's error names the file it read)."""
+    message = _scrubbed(exc.message, shown)
+    if message == exc.message:
+        return exc
+    return PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s)
+
+
+def _scrubbed(text: str, shown: Mapping[str, str]) -> str:
+    for path in sorted(shown, key=len, reverse=True):  # a longer path first, should one contain another
+        text = text.replace(path, shown[path])
+    return text
 
 
 class _ObjectReader:
-    """A reader for one LS object: refuses a file of the wrong kind; frames name the object, not the scratch file
-    (which means nothing in Label Studio: the task id names the item)."""
+    """A reader for one LS object: refuses a file of the wrong kind; frames and metadata name the object and its
+    URL, not the scratch file (which means nothing in Label Studio: the task id names the item). A decoder's
+    surprise becomes this object's ``INTERNAL`` error, naming the URL, with the original as its cause."""
 
-    def __init__(self, item: str, obj: LsObject, reader: SlotReader) -> None:
+    def __init__(self, item: str, obj: LsObject, reader: SlotReader, shown: Mapping[str, str]) -> None:
+        self._item = item
+        self._shown = shown
+        self._reader = reader
+        self._name = obj.name
         if reader.meta.media is not _KINDS[obj.kind]:
             reader.close()
             raise PreannotateError(
                 ErrorCode.UNSUPPORTED_MEDIA,
                 f"{item}: <{obj.kind.title()} name={obj.name!r}> got a {reader.meta.media.value} file",
             )
-        self.meta = reader.meta
-        self._reader = reader
-        self._name = obj.name
+        files = tuple(shown.get(f, f) for f in reader.meta.source_files)
+        self.meta = replace(reader.meta, source_files=files)
+
+    @classmethod
+    def open(
+        cls,
+        item: str,
+        obj: LsObject,
+        slot: SlotSpec,
+        sampling: SamplingOptions,
+        limits: MediaLimits,
+        shown: Mapping[str, str],
+    ) -> _ObjectReader:
+        try:
+            reader = open_slot(item, slot, sampling, limits)
+        except PreannotateError:
+            raise
+        except Exception as exc:
+            raise _unexpected(item, str(slot.paths[0]), exc, shown) from exc
+        return cls(item, obj, reader, shown)
 
     def __iter__(self) -> Iterator[Frame]:
-        for frame in self._reader:
-            yield replace(frame, info=replace(frame.info, source=self._name))
+        try:
+            for frame in self._reader:
+                yield replace(frame, info=replace(frame.info, source=self._name))
+        except PreannotateError:
+            raise
+        except Exception as exc:
+            source = self._reader.meta.source_files[0] if self._reader.meta.source_files else self._name
+            raise _unexpected(self._item, source, exc, self._shown) from exc
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _unexpected(item: str, path: str, exc: Exception, shown: Mapping[str, str]) -> PreannotateError:
+    detail = _scrubbed(f"{path}: {type(exc).__name__}: {exc}", shown)
+    return PreannotateError(ErrorCode.INTERNAL, f"{item}: {detail}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +35,13 @@ from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import LabelStudioClient, as_preannotate_error, config_from_settings
 from service.backends.retry import BackendError
-from service.convert.label_studio import LabelConfig, item_to_ls_result, parse_label_config
+from service.convert.label_studio import LabelConfig, parse_label_config
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.intake.ls_tasks import preannotate_task  # the CLI's task runner: one code path for both
+from service.intake.ls_tasks import Downloader, TaskFile, task_prediction  # sync's task path: one for both
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import redact_url
 from service.pipeline.flow import flow_options
-from service.pipeline.predictions import track_item
 
 log = logging.getLogger(__name__)
 
@@ -275,49 +274,46 @@ class _TaskRunner:
         settings = self._state.settings
         fetched: list[str] = []  # absolute media URLs, for the log line of a failure
         try:
-            found = preannotate_task(
+            found = task_prediction(
                 task,
                 self._config,
+                model=ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names),
                 download=self._downloader(fetched),
                 detector=self._model.batcher,
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
                 options=flow_options(settings, threshold=self._threshold),
+                tracker=settings.tracker_options(),
+                aliases=self._known.aliases if self._known else None,
                 work_dir=settings.work_dir,
             )
         except (PreannotateError, BackendError) as exc:
             # No prediction: an empty one would tell LS "done" and it would never ask again.
             error = as_preannotate_error(exc) if isinstance(exc, BackendError) else exc
+            if error.code is ErrorCode.INTERNAL:  # a decoder's surprise: its detail is for our log only
+                log.exception(
+                    "ls predict: task %s (%s) failed unexpectedly: %s", task.get("id"), _shown(fetched), error
+                )
+                return _failed_unexpectedly(task)
             log.warning("ls predict: task %s (%s) failed: %s", task.get("id"), _shown(fetched), error)
             return error
         except Exception:  # one broken task must not cost the other tasks of the batch their predictions
             log.exception("ls predict: task %s (%s) failed unexpectedly", task.get("id"), _shown(fetched))
-            return PreannotateError(ErrorCode.INTERNAL, f"task {task.get('id')} failed unexpectedly")
+            return _failed_unexpectedly(task)
         for warning in found.warnings:  # predicted with what decoded; the rest goes to the log, not stderr
             log.warning("ls predict: task %s: %s", task.get("id"), warning)
-        item = found.item
-        model = ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names)
-        aliases = self._known.aliases if self._known else {}
-        data = task.get("data")
-        prediction = item_to_ls_result(
-            track_item(item, settings.tracker_options()),  # LS video regions are tracks
-            model,
-            self._config,
-            aliases=aliases,
-            task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
-        )
-        return LsPredictionPublic(**prediction.to_json())
+        return LsPredictionPublic(**found.prediction.to_json())
 
-    def _downloader(self, fetched: list[str]) -> Callable[[str, Path], Path]:
+    def _downloader(self, fetched: list[str]) -> Downloader:
         """Fetches a task's media, appending each absolute URL it tries to ``fetched``."""
         client, fetcher = self._ls.client, self._state.fetcher
         hostname = self._known.hostname if self._known else None
 
-        def download(value: str, scratch: Path) -> Path:
+        def download(value: str, scratch: Path) -> TaskFile:
             absolute = "://" in value.split("?", 1)[0]
             if client is not None and (not absolute or client.is_label_studio_url(value)):
                 fetched.append(client.media_url(value))
-                return client.download(value, scratch).path  # the only place our LS key is sent
+                return TaskFile(client.download(value, scratch).path, fetched[-1])  # the only place our LS key is sent
             if not absolute:
                 base = hostname if hostname and _is_allowed(hostname, self._ls.allowed_hosts) else None
                 if base is None:
@@ -328,9 +324,14 @@ class _TaskRunner:
                     )
                 value = urljoin(base.rstrip("/") + "/", value)
             fetched.append(value)
-            return fetcher.fetch(value, scratch).path
+            return TaskFile(fetcher.fetch(value, scratch).path, value)
 
         return download
+
+
+def _failed_unexpectedly(task: Mapping[str, object]) -> PreannotateError:
+    """What LS hears of a task that failed in a way no check foresaw: no path, no exception text (the log has it)."""
+    return PreannotateError(ErrorCode.INTERNAL, f"task {task.get('id')} failed unexpectedly")
 
 
 def _shown(urls: list[str]) -> str:

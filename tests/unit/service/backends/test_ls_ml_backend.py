@@ -265,3 +265,72 @@ def test_the_configured_label_studio_gets_its_key(client: TestClient, app: FastA
         ls.close()
     assert [len(r["result"]) for r in results] == [1, 1]
     assert [r.authorization for r in fake.requests] == [f"Token {LEGACY_TOKEN}"] * 2
+
+
+def decoder_surprise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image decoding raises what no check foresaw, naming the file it read (a scratch file)."""
+
+    def boom(path: Path, limits: object) -> None:
+        raise ValueError(f"cannot decode {path}")
+
+    monkeypatch.setattr("service.pipeline.images.load_rgb", boom)
+
+
+def test_a_decoder_surprise_names_no_scratch_path_and_logs_the_stack(
+    client: TestClient,
+    app: FastAPI,
+    media: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeLabelStudio()
+    fake.media["/data/upload/1/a.png"] = (media / "a.png").read_bytes()
+    decoder_surprise(monkeypatch)
+    with serving(fake) as url, caplog.at_level(logging.WARNING, logger="service"):
+        ls = LsBackendState(app.state.preannotate)
+        ls.client = LabelStudioClient(LabelStudioConfig(url=url, api_key=SecretStr(LEGACY_TOKEN)))
+        app.state.ls_ml_backend = ls
+        client.post("/ls/setup", json=setup_body(), headers=basic(TOKEN))
+        answer = client.post("/ls/predict", json=predict_body("/data/upload/1/a.png"), headers=basic(TOKEN))
+        ls.close()
+
+    assert answer.status_code == 500, answer.text
+    error = answer.json()["error"]
+    assert error == {
+        **error,
+        "code": "internal",
+        "message": "no prediction for the task: task 1: task 1 failed unexpectedly",
+    }
+    assert str(tmp_path) not in answer.text
+    assert "ValueError" not in answer.text
+    (record,) = [r for r in caplog.records if r.name == "service.api.routes.ls_ml_backend"]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert record.getMessage().startswith(f"ls predict: task 1 ({url}/data/upload/1/a.png#")
+    assert "preannotate-ls-" not in record.getMessage()  # the log line names the URL, not the scratch file
+
+
+def test_a_decoder_surprise_among_good_tasks_is_an_empty_entry(
+    client: TestClient, media: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.post("/ls/setup", json=setup_body(), headers=basic(TOKEN))
+    real = __import__("service.pipeline.images", fromlist=["load_rgb"]).load_rgb
+
+    def boom_on_b(path: Path, limits: Any) -> Any:
+        if path.name == "b.png":
+            raise ValueError(f"cannot decode {path}")
+        return real(path, limits)
+
+    cv2.imwrite(str(media / "b.png"), np.full((40, 80, 3), 128, np.uint8))
+    monkeypatch.setattr("service.pipeline.images.load_rgb", boom_on_b)
+    with caplog.at_level(logging.WARNING, logger="service.api.routes.ls_ml_backend"):
+        body = predict_body((media / "a.png").as_uri(), (media / "b.png").as_uri())
+        answer = client.post("/ls/predict", json=body, headers=basic(TOKEN))
+    good, failed = answer.json()["results"]
+    assert len(good["result"]) == 1
+    assert failed == []
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert record.getMessage().startswith("ls predict: task 2 (file://")

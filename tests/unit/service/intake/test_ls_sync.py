@@ -1,0 +1,112 @@
+"""``sync label-studio``'s loop against the fake LS: predictions pushed once, failures named by their URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
+from service.config import Settings
+from service.errors import ErrorCode, PartialMediaError, PreannotateError
+from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
+from service.pipeline.options import SamplingOptions
+from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, serving
+from tests.unit.service.backends.test_ls_ml_backend import CONFIG, CentreBox
+
+PROJECT = 7
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[FakeLabelStudio]:
+    fake = FakeLabelStudio()
+    fake.projects[PROJECT] = {"id": PROJECT, "label_config": CONFIG, "model_version": ""}
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), np.full((40, 80, 3), 128, np.uint8))
+    fake.media["/data/upload/1/a.png"] = png.read_bytes()
+    with serving(fake):
+        yield fake
+
+
+def run_sync(
+    fake: FakeLabelStudio, work_dir: Path, warnings: list[tuple[int, PreannotateError]] | None = None
+) -> SyncReport:
+    settings = Settings(work_dir=work_dir)
+    options = SyncOptions(project_id=PROJECT, model_spec="fake:centre", sampling=SamplingOptions(), threshold=0.5)
+    on_warning = None if warnings is None else lambda task, warning: warnings.append((task, warning))
+    with LabelStudioClient(LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))) as client:
+        return sync_project(client, CentreBox(), options, settings, on_warning=on_warning)
+
+
+def test_sync_pushes_each_task_once(fake: FakeLabelStudio, tmp_path: Path) -> None:
+    task = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    first = run_sync(fake, tmp_path)
+    second = run_sync(fake, tmp_path)
+    assert (first.created, second.created, second.skipped) == (1, 0, 1)
+    (prediction,) = fake.predictions_of(task)
+    assert prediction["result"][0]["value"]["rectanglelabels"] == ["Face"]
+    assert fake.projects[PROJECT]["model_version"] == "centre-00000001"
+
+
+def test_a_decoder_surprise_is_reported_by_url_not_scratch_path(
+    fake: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    bad = fake.add_task(PROJECT, {"image": "/data/upload/1/b.png?sig=canary-sig"})
+    broken = cv2.imencode(".png", np.zeros((30, 30, 3), np.uint8))[1].tobytes()
+    fake.media["/data/upload/1/b.png?sig=canary-sig"] = broken
+    real = __import__("service.pipeline.images", fromlist=["load_rgb"]).load_rgb
+
+    def boom_on_b(path: Path, limits: object) -> object:
+        if path.read_bytes() == broken:
+            raise ValueError(f"cannot decode {path}")
+        return real(path, limits)
+
+    monkeypatch.setattr("service.pipeline.images.load_rgb", boom_on_b)
+    report = run_sync(fake, tmp_path)
+
+    assert report.created == 1
+    assert len(fake.predictions_of(good)) == 1
+    error = report.failed[bad]
+    assert error.code.code == "internal"
+    assert error.message.startswith(f"task-{bad}: {fake.base_url}/data/upload/1/b.png#")
+    assert "ValueError: cannot decode" in error.message  # the CLI prints the detail
+    assert str(tmp_path) not in error.message
+    assert "preannotate-ls-" not in error.message
+    assert "canary-sig" not in error.message
+
+
+def test_reader_errors_and_warnings_name_the_url(
+    fake: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partial = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png?sig=canary-sig"})
+    corrupt = fake.add_task(PROJECT, {"image": "/data/upload/1/c.png"})
+    fake.media["/data/upload/1/a.png?sig=canary-sig"] = fake.media["/data/upload/1/a.png"]
+    fake.media["/data/upload/1/c.png"] = cv2.imencode(".png", np.zeros((30, 30, 3), np.uint8))[1].tobytes()
+    calls: list[Path] = []
+
+    def failing(path: Path, limits: object) -> object:  # a reader's own errors name the file it read
+        calls.append(path)
+        if len(calls) == 1:
+            raise PartialMediaError(f"{path}: decoding failed after 0 of 1 frames")
+        raise PreannotateError(ErrorCode.CORRUPT_MEDIA, f"{path}: not a PNG")
+
+    monkeypatch.setattr("service.pipeline.images.load_rgb", failing)
+    warnings: list[tuple[int, PreannotateError]] = []
+    report = run_sync(fake, tmp_path, warnings)
+
+    ((task, warning),) = warnings
+    assert task == partial
+    assert warning.message.startswith(f"{fake.base_url}/data/upload/1/a.png#")
+    assert report.created == 1  # pushed with what decoded (nothing, here)
+    error = report.failed[corrupt]
+    assert error.code is ErrorCode.CORRUPT_MEDIA
+    assert error.message.startswith(f"{fake.base_url}/data/upload/1/c.png#")
+    assert error.message.endswith(": not a PNG")
+    for text in (warning.message, error.message):
+        assert str(tmp_path) not in text
+        assert "canary-sig" not in text

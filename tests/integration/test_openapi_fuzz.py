@@ -26,6 +26,8 @@ def test_schemathesis_finds_nothing(server: Server) -> None:
     result = subprocess.run(
         [
             str(cli),
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
             "run",
             f"{server.url}/openapi.json",
             "-H",

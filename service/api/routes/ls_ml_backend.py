@@ -21,13 +21,13 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urljoin
 
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import LocalModelsDep, StateDep
@@ -126,7 +126,7 @@ class SetupRequest(BaseModel):
     label_config: str = Field(alias="schema", max_length=1_000_000, description="the project's labeling config XML")
     hostname: str | None = Field(None, max_length=2048, description="Label Studio's public URL")
     access_token: SecretStr | None = Field(None, description="ignored: the service uses its own Label Studio key")
-    extra_params: dict[str, JsonValue] | None = Field(None, description='optional {"threshold": 0.4, "aliases": {...}}')
+    extra_params: dict[str, Any] | None = Field(None, description='optional {"threshold": 0.4, "aliases": {...}}')
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
@@ -136,10 +136,10 @@ class SetupResponse(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    tasks: list[dict[str, JsonValue]]
+    tasks: list[dict[str, Any]]  # Label Studio's task JSON, read as objects past this edge
     project: str | int | None = None
     label_config: str | None = Field(None, max_length=1_000_000)
-    params: dict[str, JsonValue] | None = None
+    params: dict[str, Any] | None = None
 
     model_config = ConfigDict(extra="allow")
 

@@ -27,7 +27,7 @@ from models.base import DetectorOptions
 from models.registry import load_detector
 from service.config import get_settings
 from service.convert.coco import frame_results_to_coco
-from service.pipeline.flow import detector_sampling, flow_options, run_flow, slot_opener
+from service.pipeline.flow import detector_sampling, run_flow, slot_opener
 from service.pipeline.media import item_from_path
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.samples import write_video
@@ -71,7 +71,7 @@ def pixeltable_style(path: Path, fps: float, processor: Any, model: Any, device:
 def ours(path: Path, fps: float, detector: Any) -> str:
     """The service path: the one flow the CLI, workers and routes run (decode workers -> batch -> detect)."""
     opener = slot_opener(detector_sampling(SamplingOptions(fps=fps), detector.info), MediaLimits())
-    options = flow_options(get_settings(), threshold=0.5)
+    options = get_settings().flow_options(threshold=0.5)
     results = [
         frame for item in run_flow([item_from_path(path)], detector, options, open_slot=opener) for frame in item.frames
     ]

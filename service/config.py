@@ -4,6 +4,7 @@ named by ``PREANNOTATE_CONFIG`` (environment variables win over the file)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -24,6 +25,7 @@ from service.s3_routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
     from service.pipeline.fetch import FetchPolicy
+    from service.pipeline.flow import FlowOptions
     from service.pipeline.tracks import TrackerOptions
 
 CommaList = Annotated[list[str], NoDecode]
@@ -281,6 +283,26 @@ class Settings(BaseSettings):
             max_gap=self.track_max_gap,
             min_length=self.track_min_length,
             high_score=self.track_high_score,
+        )
+
+    def flow_options(
+        self,
+        *,
+        threshold: float,
+        classes: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        keep_partial: bool = True,
+    ) -> FlowOptions:
+        """A run's flow options, with the stage limits (decode workers, frames queued) from these settings."""
+        from service.pipeline.flow import FlowOptions  # the flow's imports stay out of the settings'
+
+        return FlowOptions(
+            threshold=threshold,
+            classes=classes,
+            batch_size=batch_size,
+            decode_workers=self.decode_workers,
+            queue_frames=self.prefetch_frames,
+            keep_partial=keep_partial,
         )
 
     def fetch_policy(self) -> FetchPolicy:

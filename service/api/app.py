@@ -60,7 +60,7 @@ def _load_models(state: AppState) -> None:
         return
     settings = state.settings
     if settings.workers > 0:
-        state.pushers = Backends(settings)
+        state.backends = Backends(settings)
         state.workers = WorkerPool(
             state.store,
             state.models,
@@ -78,7 +78,7 @@ def _load_models(state: AppState) -> None:
                 decode_workers=settings.decode_workers,
                 prefetch_frames=settings.prefetch_frames,
             ),
-            state.pushers,
+            state.backends,
         )
         state.workers.start()
     loaded = ", ".join(f"{m.spec} on {m.info.device}" for m in state.models.all())
@@ -146,8 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await run_in_threadpool(queue.promoter.stop)
             if state.workers is not None:
                 await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
-            if state.pushers is not None:
-                state.pushers.close()
+            if state.backends is not None:
+                state.backends.close()
             if state.models is not None:
                 state.models.close()
             ls_backend = getattr(app.state, "ls_ml_backend", None)

@@ -22,7 +22,7 @@ class AppState:
     fetcher: Fetcher
     models: ModelRegistry | RemoteModels | None = None  # RemoteModels in distributed mode
     workers: WorkerPool | None = None
-    pushers: Backends | None = None
+    backends: Backends | None = None
     load_error: str | None = None
     draining: bool = False
 

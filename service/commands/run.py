@@ -30,7 +30,7 @@ from service.convert.darwin import item_to_darwin
 from service.convert.darwin_types import DarwinDocument
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
-from service.pipeline.flow import ItemOutput, detector_sampling, flow_options, run_flow, slot_opener, track_stage
+from service.pipeline.flow import ItemOutput, detector_sampling, run_flow, slot_opener, track_stage
 from service.pipeline.inputs import Expanded, Skipped, expand_inputs
 from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
@@ -239,7 +239,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
             run_flow(
                 request.items,
                 detector,
-                flow_options(settings, threshold=request.threshold, classes=request.classes, keep_partial=False),
+                settings.flow_options(threshold=request.threshold, classes=request.classes, keep_partial=False),
                 open_slot=slot_opener(detector_sampling(request.sampling, detector.info), settings.media_limits()),
                 on_slot=progress.on_slot,
                 on_frame=lambda _: progress.advance(),

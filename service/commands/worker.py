@@ -97,7 +97,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
     publisher = threading.Thread(
         target=_publish, args=(state, worker_id, published, settings.model_ttl_s), name="publisher", daemon=True
     )
-    pushers = Backends(settings, concurrency=concurrency)  # all threads in one Encord bundle: write it at once
+    backends = Backends(settings, concurrency=concurrency)  # all threads in one Encord bundle: write it at once
     fetcher = BackendMediaFetcher(settings)  # plain URLs, and the label-studio+/v7+ ones webhook jobs carry
     state.pool = WorkerPool(
         resilient,
@@ -114,7 +114,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
             decode_workers=settings.decode_workers,
             prefetch_frames=settings.prefetch_frames,
         ),
-        pushers,
+        backends,
     )
     publisher.start()
     state.pool.start()
@@ -129,7 +129,7 @@ def _serve(settings: Settings, state: _State, models: ModelRegistry, concurrency
             store.forget_worker(worker_id, sorted(resilient.consumers))
         except PreannotateError as exc:  # its publication lapses with the TTL anyway
             log.info("could not unregister: %s", exc)
-        pushers.close()
+        backends.close()
         fetcher.close()
 
 

@@ -24,7 +24,6 @@ from service.convert.label_studio import parse_label_config
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, task_prediction
-from service.pipeline.flow import flow_options
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import FrameDetector
@@ -95,7 +94,7 @@ def sync_project(
             f"project {options.project_id} has no RectangleLabels (on an Image) or VideoRectangle (on a Video)",
         )
     report = SyncReport(model_version=model.version)
-    flow = flow_options(settings, threshold=options.threshold)
+    flow = settings.flow_options(threshold=options.threshold)
     limits, tracker = settings.media_limits(), settings.tracker_options()
     download = label_studio_downloader(client)
     outages = 0

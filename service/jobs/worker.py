@@ -76,10 +76,10 @@ class WorkerPool:
         models: ModelRegistry,
         fetcher: Fetcher,
         config: WorkerConfig,
-        pushers: Backends | None = None,
+        backends: Backends | None = None,
     ) -> None:
         self._store, self._models, self._fetcher, self._config = store, models, fetcher, config
-        self._pushers = pushers
+        self._backends = backends
         self._stopping = threading.Event()
         self._stop_heartbeat = threading.Event()
         self._in_flight: dict[int, _InFlight] = {}
@@ -202,11 +202,11 @@ class WorkerPool:
         destinations = lease.spec.destinations
         if not destinations:
             return None
-        if self._pushers is None:
+        if self._backends is None:
             raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
         if flight.stop.is_set():
             raise ItemStoppedError
-        return deliver(self._pushers, lease.item, predictions, lease.spec)
+        return deliver(self._backends, lease.item, predictions, lease.spec)
 
     def _release(self, worker: str, lease: Lease) -> None:
         """The pool is stopping: hand the item back so the next lease anywhere takes it, attempt uncounted."""

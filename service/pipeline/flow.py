@@ -32,7 +32,6 @@ import anyio.to_thread
 
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
-from service.config import Settings
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
@@ -119,25 +118,6 @@ def track_stage(tracker: TrackerOptions | None, *, stored_precision: bool = Fals
         return replace(output, frames=tuple(assign_tracker_ids(frames, tracker)))
 
     return track
-
-
-def flow_options(
-    settings: Settings,
-    *,
-    threshold: float,
-    classes: Sequence[str] | None = None,
-    batch_size: int | None = None,
-    keep_partial: bool = True,
-) -> FlowOptions:
-    """A run's options, with the stage limits from the settings."""
-    return FlowOptions(
-        threshold=threshold,
-        classes=classes,
-        batch_size=batch_size,
-        decode_workers=settings.decode_workers,
-        queue_frames=settings.prefetch_frames,
-        keep_partial=keep_partial,
-    )
 
 
 def detector_sampling(sampling: SamplingOptions, model: ModelInfo) -> SamplingOptions:

@@ -41,7 +41,6 @@ from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, task_prediction  # sync's task path: one for both
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import redact_url
-from service.pipeline.flow import flow_options
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +281,7 @@ class _TaskRunner:
                 detector=self._model.batcher,
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
-                options=flow_options(settings, threshold=self._threshold),
+                options=settings.flow_options(threshold=self._threshold),
                 tracker=settings.tracker_options(),
                 aliases=self._known.aliases if self._known else None,
                 work_dir=settings.work_dir,

@@ -16,7 +16,7 @@ from models.errors import DeviceOutOfMemoryError
 from service.config import Settings
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.batching import DynamicBatcher
-from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, flow_options, run_flow
+from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.options import SamplingOptions
@@ -310,7 +310,7 @@ def test_decode_workers_and_queue_depth_are_settings(monkeypatch: pytest.MonkeyP
     assert 2 <= Settings().decode_workers <= 8
     monkeypatch.setenv("PREANNOTATE_DECODE_WORKERS", "5")
     monkeypatch.setenv("PREANNOTATE_PREFETCH_FRAMES", "7")
-    options = flow_options(Settings(), threshold=0.5)
+    options = Settings().flow_options(threshold=0.5)
     assert (options.decode_workers, options.queue_frames) == (5, 7)
     monkeypatch.setenv("PREANNOTATE_DECODE_WORKERS", "0")
     with pytest.raises(ValueError, match="decode_workers"):

@@ -10,7 +10,6 @@ from service.config import Settings
 from service.convert.label_studio import parse_label_config
 from service.convert.types import ModelRef
 from service.intake.ls_tasks import TaskFile, task_prediction
-from service.pipeline.flow import flow_options
 from service.pipeline.options import SamplingOptions
 from service.samples import write_video
 from tests.unit.service.backends.test_ls_ml_backend import CentreBox
@@ -38,7 +37,7 @@ def test_video_regions_are_tracks_when_tracking_is_on(tmp_path: Path, tracks: bo
         detector=detector,
         sampling=SamplingOptions(fps=2.0),
         limits=settings.media_limits(),
-        options=flow_options(settings, threshold=0.5),
+        options=settings.flow_options(threshold=0.5),
         tracker=settings.tracker_options(),
         work_dir=tmp_path,
     )

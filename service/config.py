@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
-from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions, usable_cpus
 from service.s3_routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ DEFAULT_MAX_WAIT_MS = {"cpu": 0.0, "cuda": 5.0}
 def default_decode_workers() -> int:
     """One decode thread per core, at least 2 (decoding releases the GIL, and one waits on I/O) and at most 8
     (each holds its queue of frames)."""
-    return min(8, max(2, os.cpu_count() or 1))
+    return min(8, max(2, usable_cpus()))
 
 
 class Settings(BaseSettings):

@@ -3,8 +3,10 @@
 Stages overlap through bounded queues. ``decode_workers`` threads open and decode slots, in parallel across the
 slots and items of a run, each into its own queue of at most ``queue_frames`` frames; the caller's thread takes
 the frames back in input order, fills a batch, runs the detector on it and files each result under its item.
-Items come out in input order, frames in time order within each slot, and memory stays bounded by
-``decode_workers x queue_frames`` decoded frames whatever the length of a video.
+Items come out in input order, frames in time order within each slot, and memory stays bounded whatever the
+length of a video: ``decode_workers x queue_frames`` decoded frames, plus, for a video whose every frame goes to a
+detector, its key-frame segment decoders' read-ahead (``service.pipeline.segments``: at most 4 x 64 frames at the
+detector's input size per slot).
 
 Workers take slots strictly in input order and the consumer drains them in the same order, so the slot the
 consumer waits on has always been taken by a worker: the bounded queues cannot deadlock.

@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 import enum
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from service.errors import ErrorCode, PreannotateError
+
+_CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup (v2) CPU quota, so a pod limited
+    to 2 CPUs on a 64-core node sizes its decode threads for 2 (``os.cpu_count`` sees the node)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = _CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity stands
+    return max(1, cpus)
 
 
 class SamplingMode(enum.StrEnum):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,7 +46,7 @@ from models.video_decode import VideoDecoder as GpuVideoDecoder
 from service.errors import ErrorCode, PartialMediaError, PreannotateError, from_model_error
 from service.pipeline.decoders import GPU_DEVICE, log_once, use_gpu_decoder
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
-from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions
+from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions, usable_cpus
 from service.pipeline.sampling import check_start, frames_past_end, select_frames
 from service.pipeline.segments import decode_in_parallel, split_at_keyframes
 from service.pipeline.yuv import frame_to_rgb
@@ -771,8 +770,8 @@ def _convert(frame: VideoFrame, fit_px: int | None) -> tuple[RGBImage, int, int]
 
 
 def _decode_workers() -> int:
-    """Decoders for segment-parallel decoding: one per core, at most ``_MAX_DECODE_WORKERS``."""
-    return min(_MAX_DECODE_WORKERS, os.cpu_count() or 1)
+    """Decoders for segment-parallel decoding: one per usable core, at most ``_MAX_DECODE_WORKERS``."""
+    return min(_MAX_DECODE_WORKERS, usable_cpus())
 
 
 def _decodes_every_frame(sampling: SamplingOptions, stream: VideoStream) -> bool:

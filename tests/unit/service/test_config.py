@@ -123,3 +123,17 @@ def test_track_high_score_flag_overrides_the_setting() -> None:
         tracker_from_args(run_args(track_high_score=0.0), settings)
     parsed = build_parser().parse_args(["run", "in.mp4", "--out", "o.json", "--track-high-score", "0.6"])
     assert tracker_from_args(parsed, Settings()) == TrackerOptions(high_score=0.6)
+
+
+def test_usable_cpus_honour_a_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.pipeline import options
+
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(options, "_CGROUP_CPU_MAX", cpu_max)
+    monkeypatch.setattr(options.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert options.usable_cpus() == 16  # no cgroup file: the affinity
+    cpu_max.write_text("max 100000\n")
+    assert options.usable_cpus() == 16
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: two threads may run
+    assert options.usable_cpus() == 2
+    assert Settings().decode_workers == 2

@@ -192,20 +192,14 @@ def chw_blob(images: Sequence[PaddedImage], dtype: type[np.floating], buffers: t
     """
     scale = np.float32(1 / 255)
     first = images[0]
-    shape = (len(images), 3, first.height_px, first.width_px)
-    buffer: NDArray[np.float32] | None = getattr(buffers, "blob", None)
-    layouts: list[tuple[int, ...] | None] = getattr(buffers, "layouts", [])
-    if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < len(images):
-        buffer = np.empty(shape, np.float32)
-        layouts = [None] * len(images)
-        buffers.blob, buffers.layouts = buffer, layouts
-    blob = buffer[: len(images)]
+    blob: NDArray[np.float32] = _reused_batch(
+        buffers, "chw", (len(images), 3, first.height_px, first.width_px), np.float32
+    )
+    for row, placed in _placed_rows(images, buffers, "chw"):
+        if placed is not None:
+            blob[row].fill(np.float32(placed.pad_value) * scale)
     for row, placed in enumerate(images):
         height, width = placed.image.shape[:2]
-        layout = (placed.top_px, placed.left_px, height, width, placed.pad_value)
-        if layouts[row] != layout and (height, width) != (placed.height_px, placed.width_px):
-            blob[row].fill(np.float32(placed.pad_value) * scale)
-        layouts[row] = layout
         inner = blob[row, :, placed.top_px : placed.top_px + height, placed.left_px : placed.left_px + width]
         np.copyto(inner, placed.image.transpose(2, 0, 1))
         inner *= scale
@@ -239,18 +233,38 @@ def hwc_blob(images: Sequence[PaddedImage], buffers: threading.local) -> NDArray
     """
     first = images[0]
     shape = (len(images), first.height_px, first.width_px, 3)
-    buffer: NDArray[np.uint8] | None = getattr(buffers, "hwc", None)
-    layouts: list[tuple[int, ...] | None] = getattr(buffers, "hwc_layouts", [])
-    if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < len(images):
-        buffer = np.empty(shape, np.uint8)
-        layouts = [None] * len(images)
-        buffers.hwc, buffers.hwc_layouts = buffer, layouts
-    blob = buffer[: len(images)]
+    blob: NDArray[np.uint8] = _reused_batch(buffers, "hwc", shape, np.uint8)
+    for row, placed in _placed_rows(images, buffers, "hwc"):
+        if placed is not None:
+            blob[row].fill(placed.pad_value)
+    for row, placed in enumerate(images):
+        height, width = placed.image.shape[:2]
+        blob[row, placed.top_px : placed.top_px + height, placed.left_px : placed.left_px + width] = placed.image
+    return blob
+
+
+def _reused_batch(buffers: threading.local, key: str, shape: tuple[int, ...], dtype: type[np.generic]) -> NDArray[Any]:
+    """The first ``shape[0]`` rows of a batch buffer kept in ``buffers`` under ``key`` (grown, never shrunk; a new
+    canvas size makes a new one, whose rows' layouts are then unknown)."""
+    buffer: NDArray[Any] | None = getattr(buffers, key, None)
+    if buffer is None or buffer.shape[1:] != shape[1:] or len(buffer) < shape[0]:
+        buffer = np.empty(shape, dtype)
+        setattr(buffers, key, buffer)
+        setattr(buffers, f"{key}_layouts", [None] * shape[0])
+    return buffer[: shape[0]]
+
+
+def _placed_rows(
+    images: Sequence[PaddedImage], buffers: threading.local, key: str
+) -> list[tuple[int, PaddedImage | None]]:
+    """Each row with its image where the row's padding must be (re)written, None where the buffer's row already
+    holds this layout's padding (a video's frames share one) or the image fills its canvas; records the layouts."""
+    layouts: list[tuple[int, ...] | None] = getattr(buffers, f"{key}_layouts")
+    rows: list[tuple[int, PaddedImage | None]] = []
     for row, placed in enumerate(images):
         height, width = placed.image.shape[:2]
         layout = (placed.top_px, placed.left_px, height, width, placed.pad_value)
-        if layouts[row] != layout and (height, width) != (placed.height_px, placed.width_px):
-            blob[row].fill(placed.pad_value)
+        stale = layouts[row] != layout and (height, width) != (placed.height_px, placed.width_px)
         layouts[row] = layout
-        blob[row, placed.top_px : placed.top_px + height, placed.left_px : placed.left_px + width] = placed.image
-    return blob
+        rows.append((row, placed if stale else None))
+    return rows

@@ -43,6 +43,11 @@ def tracked(item: ItemPredictions, options: TrackerOptions | None = None) -> Ite
     return replace(item, frames=tuple(assign_tracker_ids(item.frames, options or TrackerOptions())))
 
 
+def linked(item: ItemPredictions, tracker: TrackerOptions | None) -> ItemPredictions:
+    """The item as the flow's track stage leaves it under ``tracker`` (None: tracking off, ids stay None)."""
+    return replace(item, frames=tuple(assign_tracker_ids(item.frames, tracker)))
+
+
 def with_tracks(item: ItemPredictions, tracks: Sequence[Track]) -> ItemPredictions:
     """The item with hand-made tracks written into its frames as tracker ids: each box becomes a row of the
     frame it is on (a frame is added where the item has none; a box's timestamp wins), and the rows the item

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -19,14 +18,14 @@ from service.convert.label_studio import LabelConfig, LsObject, LsPrediction, it
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import redact_url
-from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow
+from service.pipeline.flow import FlowOptions, detector_sampling, run_flow, track_stage
 from service.pipeline.frames import Frame, FrameResult, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import FrameDetector
-from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
+from service.pipeline.tracks import TrackerOptions
 
 _KINDS = {"image": MediaKind.IMAGE, "video": MediaKind.VIDEO}
 
@@ -163,7 +162,7 @@ def _detect_task(
                 open_slot=open_object,
                 on_slot=on_slot,
                 on_frame=on_frame,
-                finish_item=partial(_tracked, tracker),
+                finish_item=track_stage(tracker),  # LS video regions are the tracks
             )
         except PreannotateError as exc:
             renamed = _renamed(exc, shown)
@@ -172,13 +171,6 @@ def _detect_task(
             raise renamed from exc
     item = ItemPredictions(name=name, slots=output.slots, frames=output.frames)
     return _Detected(item=item, warnings=tuple(_renamed(w, shown) for w in output.warnings))
-
-
-def _tracked(tracker: TrackerOptions | None, output: ItemOutput) -> ItemOutput:
-    """The flow's per-item step: link the item's video detections into tracks once (LS video regions)."""
-    if tracker is None:
-        return output
-    return replace(output, frames=tuple(assign_tracker_ids(output.frames, tracker)))
 
 
 def _renamed(exc: PreannotateError, shown: Mapping[str, str]) -> PreannotateError:

@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
@@ -185,35 +185,6 @@ def run_flow(
         yield from _emit(ready, finish_item)
     finally:
         decode.stop()
-
-
-def detect_frames(
-    frames: Iterable[Frame],
-    detector: FrameDetector,
-    *,
-    threshold: float,
-    classes: Sequence[str] | None = None,
-    batch_size: int | None = None,
-) -> Iterator[FrameResult]:
-    """Frames already decoded through the flow's infer stage: one result per frame, in input order.
-
-    A batch that runs out of device memory is split and retried (``models.oom``), and later batches stay at
-    the lowered size; no frame is lost.
-
-    Raises:
-        DeviceOutOfMemoryError: a single frame does not fit on the device.
-    """
-    options = FlowOptions(threshold=threshold, classes=classes, batch_size=batch_size)
-    state = _ItemState("")
-    infer = _Infer(detector, options, class_filter(detector.info.class_names, classes), None)
-    for frame in frames:
-        infer.add(frame, state)
-        if infer.full():
-            infer.flush()
-            yield from state.frames
-            state.frames.clear()
-    infer.flush()
-    yield from state.frames
 
 
 async def detect_one(

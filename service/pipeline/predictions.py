@@ -126,10 +126,3 @@ def _stored_untracked(result: Mapping[str, Any]) -> bool:
         MediaKind(record["media"]) in TRACKED_MEDIA and "tracker_id" not in record
         for record in result.get("frames", [])
     )
-
-
-def track_item(item: ItemPredictions, tracker: TrackerOptions | None) -> ItemPredictions:
-    """The item with its video detections' tracker ids filled by ``tracker`` (None: left untracked)."""
-    if tracker is None:
-        return item
-    return replace(item, frames=tuple(assign_tracker_ids(item.frames, tracker)))

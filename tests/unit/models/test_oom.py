@@ -1,4 +1,4 @@
-"""models.oom: split-and-retry on device out-of-memory, shared by detect_frames and the server's batcher."""
+"""models.oom: split-and-retry on device out-of-memory, shared by the flow's infer stage and the server's batcher."""
 
 from __future__ import annotations
 

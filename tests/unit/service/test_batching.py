@@ -28,7 +28,7 @@ from service import cli
 from service.commands import run as run_command
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.batching import DynamicBatcher
-from service.pipeline.flow import detect_frames, detect_one
+from service.pipeline.flow import detect_one
 from service.pipeline.frames import Frame, FrameResult
 from service.pipeline.options import SamplingOptions
 from tests.builders import make_info
@@ -313,38 +313,6 @@ def test_close_fails_queued_work_with_not_ready_and_finishes_the_running_batch()
     assert failure(queued).code is ErrorCode.NOT_READY
     assert error_of(lambda: batcher.submit(image_of(2), threshold=0.5)).code is ErrorCode.NOT_READY
     assert fake.calls == [[0]]
-
-
-def test_detect_frames_runs_through_the_batcher_in_order(make_batcher: Callable[..., DynamicBatcher]) -> None:
-    batcher = make_batcher(FakeDetector(), max_batch_size=4, max_wait_ms=5)
-    frames = [Frame(info=make_info(frame_index=i), image=image_of(i, height=3 + i)) for i in range(7)]
-
-    results = list(detect_frames(frames, batcher, threshold=0.5, batch_size=3))
-
-    assert [result.info.frame_index for result in results] == list(range(7))
-    assert [set(result.detections.class_id.tolist()) for result in results] == [{i} for i in range(7)]
-
-
-def test_detect_frames_splits_a_batch_that_runs_out_of_memory_and_keeps_every_frame_in_order() -> None:
-    # A plain detector (the CLI's and sync's case), no batcher in between.
-    fake = FakeDetector(oom_above=3)
-    frames = [Frame(info=make_info(frame_index=i), image=image_of(i)) for i in range(10)]
-
-    results = list(detect_frames(frames, fake, threshold=0.5, batch_size=8))
-
-    assert [result.info.frame_index for result in results] == list(range(10))
-    assert [set(result.detections.class_id.tolist()) for result in results] == [{i} for i in range(10)]
-    # 8 and then 4 ran out; the ceiling stayed at 2 for the rest of the run, frames 8-9 included.
-    assert [len(call) for call in fake.calls] == [8, 4, 2, 2, 2, 2, 2]
-    assert [ids for ids in fake.calls if len(ids) <= 3] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
-
-
-def test_detect_frames_raises_device_oom_when_a_single_frame_does_not_fit() -> None:
-    fake = FakeDetector(oom_above=0)
-    frames = [Frame(info=make_info(frame_index=i), image=image_of(i)) for i in range(2)]
-    with pytest.raises(DeviceOutOfMemoryError):
-        list(detect_frames(frames, fake, threshold=0.5, batch_size=2))
-    assert fake.calls == [[0, 1], [0]]
 
 
 def test_cli_run_splits_out_of_memory_batches_and_writes_every_frame(

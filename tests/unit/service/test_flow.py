@@ -261,12 +261,16 @@ def test_a_plain_detector_out_of_memory_is_split_and_no_frame_is_lost() -> None:
     fake = FakeDetector(oom_above=3)
     (output,) = run_flow(items_of(("10",)), fake, FlowOptions(threshold=0.5, batch_size=8), open_slot=Opener())
     assert codes(output) == list(range(10))
+    # 8 and then 4 ran out; the ceiling stayed at 2 for the rest of the run, the last frames included.
     assert [len(call) for call in fake.calls] == [8, 4, 2, 2, 2, 2, 2]
+    assert [ids for ids in fake.calls if len(ids) <= 3] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 
 
 def test_a_plain_detector_raises_when_one_frame_alone_does_not_fit() -> None:
+    fake = FakeDetector(oom_above=0)
     with pytest.raises(DeviceOutOfMemoryError):
-        list(run_flow(items_of(("2",)), FakeDetector(oom_above=0), FlowOptions(threshold=0.5), open_slot=Opener()))
+        list(run_flow(items_of(("2",)), fake, FlowOptions(threshold=0.5, batch_size=2), open_slot=Opener()))
+    assert fake.calls == [[0, 1], [0]]
 
 
 def test_through_a_batcher_out_of_memory_splits_and_every_frame_is_detected() -> None:

@@ -27,10 +27,10 @@ from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.options import SamplingMode
-from service.pipeline.predictions import ItemPredictions, track_item
+from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec, PinnedTracks
 from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn, TracksIn
-from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, make_detections, make_result
+from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, linked, make_detections, make_result
 from tests.fakes.encord_server import FakeEncord
 from tests.fakes.http import FakeApp, Request, Response, serving
 from tests.fakes.v7_server import FakeV7, Item
@@ -345,8 +345,8 @@ def test_pushes_link_tracks_as_the_job_says(
     item, predictions = video("v.mp4", "vid-0")
     spec = job_spec(tracks)
     # Tracked once, where the predictions are made (the worker, with the job's tracker); the push only reads them
-    linked = track_item(predictions, spec.tracker(pushers.settings))
-    (record,) = pushers.get("encord").push_many(ENCORD, [(item, linked)], spec)
+    tracked = linked(predictions, spec.tracker(pushers.settings))
+    (record,) = pushers.get("encord").push_many(ENCORD, [(item, tracked)], spec)
     pushers.close()
     assert isinstance(record, EncordPushRecord)
     assert record.objects == objects
@@ -357,7 +357,7 @@ def test_pushes_without_a_job_follow_the_settings(encord: FakeEncord, tmp_path: 
     encord.add_video("vid-0")
     pushers = encord_pushers(encord, tmp_path, workers=1, tracks=False)
     item, predictions = video("v.mp4", "vid-0")
-    record = push(pushers, ENCORD, item, track_item(predictions, pushers.settings.tracker_options()))
+    record = push(pushers, ENCORD, item, linked(predictions, pushers.settings.tracker_options()))
     pushers.close()
     assert isinstance(record, EncordPushRecord)
     assert record.objects == 3

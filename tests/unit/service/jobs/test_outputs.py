@@ -12,11 +12,11 @@ from service.convert.label_studio import parse_label_config
 from service.convert.types import UnsupportedByFormatError
 from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
-from service.pipeline.predictions import ItemPredictions, item_predictions_to_json, track_item
+from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.spec.job import JobSpec
-from tests.builders import make_detections, make_result
+from tests.builders import linked, make_detections, make_result
 
 REQUEST = {
     "model": "onnx:/m/yolo.onnx",
@@ -215,8 +215,8 @@ def test_tracks_are_read_as_the_worker_stored_them_and_linked_only_for_older_res
     meta = SlotMeta("clip", "cam", MediaKind.VIDEO, ("https://h/clip.mp4",), 320, 240, 30.0, 900, 2, 30.0)
     item = ItemPredictions("clip", (meta,), tuple(video_frames("cam", [0, 300], 30.0)))
     older = json.loads(json.dumps(item_predictions_to_json(item)))  # stored without tracker ids
-    linked = track_item(item, TrackerOptions(max_gap=0, iou_gate=0.99))
-    stored = json.loads(json.dumps(item_predictions_to_json(linked)))
+    tracked_item = linked(item, TrackerOptions(max_gap=0, iou_gate=0.99))
+    stored = json.loads(json.dumps(item_predictions_to_json(tracked_item)))
     results = [ItemResult(0, "clip", ItemState.SUCCEEDED, r, None) for r in (older, stored)]
 
     # Given a job whose tracker differs from the one the worker used
@@ -225,5 +225,5 @@ def test_tracks_are_read_as_the_worker_stored_them_and_linked_only_for_older_res
     def ids(item: ItemPredictions) -> list[list[int] | None]:
         return [None if f.detections.tracker_id is None else f.detections.tracker_id.tolist() for f in item.frames]
 
-    assert ids(served) == ids(linked) == [[1], [1]]  # as stored
+    assert ids(served) == ids(tracked_item) == [[1], [1]]  # as stored
     assert ids(served_older) == [[-1], [-1]]  # linked now, with the job's tracker: too short to keep

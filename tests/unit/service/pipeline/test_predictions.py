@@ -13,10 +13,9 @@ from service.pipeline.predictions import (
     at_stored_precision,
     item_predictions_from_json,
     item_predictions_to_json,
-    track_item,
 )
 from service.pipeline.tracks import TrackerOptions
-from tests.builders import make_detections, make_result
+from tests.builders import linked, make_detections, make_result
 
 META = SlotMeta("clip", "s", MediaKind.VIDEO, ("https://h/clip.mp4",), 640, 480, 30.0, 900, 2, 30.0)
 
@@ -60,7 +59,7 @@ def test_round_trip() -> None:
 
 
 def test_tracker_ids_are_stored_and_read_back_as_they_are() -> None:
-    item = track_item(ItemPredictions("clip", (META,), tuple(clip_frames())), TrackerOptions())
+    item = linked(ItemPredictions("clip", (META,), tuple(clip_frames())), TrackerOptions())
     result = stored(item)
     assert [record["tracker_id"] for record in result["frames"]] == [[1], []]
 

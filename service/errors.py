@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 from models import errors as model_errors
 
@@ -99,6 +100,22 @@ class PreannotateError(Exception):
     def __str__(self) -> str:
         # One line, whatever the cause's message looked like: CLI output and logs stay greppable.
         return f"{self.code.code}: {' '.join(self.message.split())}"
+
+
+def with_paths_shown(text: str, shown: Mapping[str, str]) -> str:
+    """``text`` with each scratch path of ``shown`` replaced by what a client is shown for it (the URL the file
+    was fetched from): a worker's temporary paths mean nothing to a client, and leak the server's layout."""
+    for path in sorted(shown, key=len, reverse=True):  # a longer path first, should one contain another
+        text = text.replace(path, shown[path])
+    return text
+
+
+def error_with_paths_shown(error: PreannotateError, shown: Mapping[str, str]) -> PreannotateError:
+    """``error`` naming files as ``with_paths_shown`` does (the same error when it names none of them)."""
+    message = with_paths_shown(error.message, shown)
+    if message == error.message:
+        return error
+    return PreannotateError(error.code, message, retry_after_s=error.retry_after_s)
 
 
 class PartialMediaError(PreannotateError):

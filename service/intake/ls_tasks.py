@@ -16,7 +16,7 @@ from tempfile import TemporaryDirectory
 
 from service.convert.label_studio import LabelConfig, LsObject, LsPrediction, item_to_ls_result
 from service.convert.types import ModelRef
-from service.errors import ErrorCode, PreannotateError
+from service.errors import ErrorCode, PreannotateError, error_with_paths_shown, with_paths_shown
 from service.pipeline.fetch import redact_url
 from service.pipeline.flow import FlowOptions, detector_sampling, run_flow, track_stage
 from service.pipeline.frames import Frame, FrameResult, MediaKind, SlotMeta
@@ -165,26 +165,12 @@ def _detect_task(
                 finish_item=track_stage(tracker),  # LS video regions are the tracks
             )
         except PreannotateError as exc:
-            renamed = _renamed(exc, shown)
+            renamed = error_with_paths_shown(exc, shown)
             if renamed is exc:
                 raise
             raise renamed from exc
     item = ItemPredictions(name=name, slots=output.slots, frames=output.frames)
-    return _Detected(item=item, warnings=tuple(_renamed(w, shown) for w in output.warnings))
-
-
-def _renamed(exc: PreannotateError, shown: Mapping[str, str]) -> PreannotateError:
-    """``exc`` naming each scratch file by its redacted URL (a reader's error names the file it read)."""
-    message = _scrubbed(exc.message, shown)
-    if message == exc.message:
-        return exc
-    return PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s)
-
-
-def _scrubbed(text: str, shown: Mapping[str, str]) -> str:
-    for path in sorted(shown, key=len, reverse=True):  # a longer path first, should one contain another
-        text = text.replace(path, shown[path])
-    return text
+    return _Detected(item=item, warnings=tuple(error_with_paths_shown(w, shown) for w in output.warnings))
 
 
 class _ObjectReader:
@@ -239,5 +225,5 @@ class _ObjectReader:
 
 
 def _unexpected(item: str, path: str, exc: Exception, shown: Mapping[str, str]) -> PreannotateError:
-    detail = _scrubbed(f"{path}: {type(exc).__name__}: {exc}", shown)
+    detail = with_paths_shown(f"{path}: {type(exc).__name__}: {exc}", shown)
     return PreannotateError(ErrorCode.INTERNAL, f"{item}: {detail}")

@@ -11,7 +11,7 @@ from typing import TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 from service.backends.base import PushJson
-from service.errors import PreannotateError
+from service.errors import PreannotateError, error_with_paths_shown
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
 from service.pipeline.flow import FinishItem, FlowOptions, ItemOutput, detector_sampling, run_flow, track_stage
@@ -153,8 +153,8 @@ def predict_item(
             finish_item=finish_item,
         )
     except PreannotateError as exc:
-        raise _renamed(exc, by_path) from exc
-    return replace(output, warnings=tuple(_renamed(w, by_path) for w in output.warnings))
+        raise error_with_paths_shown(exc, by_path) from exc
+    return replace(output, warnings=tuple(error_with_paths_shown(w, by_path) for w in output.warnings))
 
 
 class _FetchedSlot:
@@ -212,12 +212,3 @@ class _FetchedSlot:
         finally:
             if self._scratch is not None:
                 self._scratch.cleanup()
-
-
-def _renamed(exc: PreannotateError, by_path: Mapping[str, str]) -> PreannotateError:
-    message = exc.message
-    for path in sorted(by_path, key=len, reverse=True):  # a longer path first, should one contain another
-        message = message.replace(path, by_path[path])
-    if message == exc.message:
-        return exc
-    return PreannotateError(exc.code, message, retry_after_s=exc.retry_after_s)

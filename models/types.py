@@ -21,12 +21,16 @@ class Detections:
         class_id: (n,) int64 indices into the model's ``class_names``.
         tracker_id: (n,) int64 track ids, unique within an item, from 1, filled once by the tracker
             (``service.pipeline.tracks``); -1 marks a row in no kept track. None: not tracked.
+        appearance: (n, d) float32 unit-norm descriptors of the boxes' pixels, for the tracker to tell objects
+            apart (``service.pipeline.appearance``); None when not computed. The tracker drops them once done,
+            and they are never stored or written.
     """
 
     xyxy: NDArray[np.float32]
     confidence: NDArray[np.float32]
     class_id: NDArray[np.int64]
     tracker_id: NDArray[np.int64] | None = None
+    appearance: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -41,6 +45,13 @@ class Detections:
         if self.tracker_id is not None and (self.tracker_id.shape != (n,) or self.tracker_id.dtype != np.int64):
             raise ValueError(
                 f"tracker_id must be None or int64 of shape ({n},), got {self.tracker_id.dtype} {self.tracker_id.shape}"
+            )
+        if self.appearance is not None and (
+            self.appearance.ndim != 2 or len(self.appearance) != n or self.appearance.dtype != np.float32
+        ):
+            raise ValueError(
+                f"appearance must be None or float32 of shape ({n}, d), got {self.appearance.dtype} "
+                f"{self.appearance.shape}"
             )
 
     @classmethod
@@ -73,13 +84,18 @@ class Detections:
         return len(self.xyxy)
 
     def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
-        """Select rows, e.g. ``dets[dets.confidence > 0.5]``; tracker ids follow their rows."""
+        """Select rows, e.g. ``dets[dets.confidence > 0.5]``; tracker ids and descriptors follow their rows."""
         tracker_id = None if self.tracker_id is None else self.tracker_id[index]
-        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], tracker_id)
+        appearance = None if self.appearance is None else self.appearance[index]
+        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], tracker_id, appearance)
 
     def with_tracker_id(self, tracker_id: NDArray[np.int64] | None) -> Detections:
-        """The same rows with ``tracker_id`` set (None: untracked)."""
+        """The same rows with ``tracker_id`` set (None: untracked), their descriptors dropped: tracking is done."""
         return Detections(self.xyxy, self.confidence, self.class_id, tracker_id)
+
+    def with_appearance(self, appearance: NDArray[np.float32] | None) -> Detections:
+        """The same rows with ``appearance`` set (None: none)."""
+        return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, appearance)
 
 
 @dataclass(frozen=True, slots=True)

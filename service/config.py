@@ -279,8 +279,6 @@ class Settings(BaseSettings):
         if not self.tracks:
             return None
         return TrackerOptions(
-            iou_gate=self.track_iou,
-            max_gap=self.track_max_gap,
             min_length=self.track_min_length,
             high_score=self.track_high_score,
         )

@@ -166,14 +166,10 @@ def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOp
     """
     if getattr(args, "tracks", True) is False or not settings.tracks:
         return None
-    iou = getattr(args, "track_iou", None)
-    max_gap = getattr(args, "track_max_gap", None)
     min_length = getattr(args, "track_min_length", None)
     high_score = getattr(args, "track_high_score", None)
     try:
         return TrackerOptions(
-            iou_gate=settings.track_iou if iou is None else iou,
-            max_gap=settings.track_max_gap if max_gap is None else max_gap,
             min_length=settings.track_min_length if min_length is None else min_length,
             high_score=settings.track_high_score if high_score is None else high_score,
         )

@@ -35,6 +35,7 @@ import anyio.to_thread
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
+from service.pipeline.appearance import crops_to_appearance
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
 from service.pipeline.media import ItemSpec, SlotSpec
@@ -43,7 +44,7 @@ from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.predictions import at_stored_precision
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import FrameDetector, SlotFailure, class_filter, report_failure, unexpected_failure
-from service.pipeline.tracks import TrackerOptions, assign_tracker_ids
+from service.pipeline.tracks import TRACKED_MEDIA, TrackerOptions, assign_tracker_ids
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,12 @@ async def detect_one(
 
 
 def _frame_result(frame: Frame, detections: Detections, keep: Callable[[Detections], Detections]) -> FrameResult:
-    """A frame's detections as the flow hands them on: boxes in source pixels, unwanted classes dropped."""
-    return FrameResult(info=frame.info, detections=keep(boxes_to_source(detections, frame)))
+    """A frame's detections as the flow hands them on: boxes in source pixels, unwanted classes dropped, and for
+    frames the tracker links, each box's appearance, from the pixels the detector saw (then they are dropped)."""
+    kept = keep(detections)
+    if frame.info.media in TRACKED_MEDIA and len(kept):
+        kept = kept.with_appearance(crops_to_appearance(frame.image, kept.xyxy))
+    return FrameResult(info=frame.info, detections=boxes_to_source(kept, frame))
 
 
 def _drain_slot(

@@ -40,6 +40,7 @@ def at_stored_precision(result: FrameResult) -> FrameResult:
         np.round(dets.confidence, CONFIDENCE_DECIMALS),
         dets.class_id,
         dets.tracker_id,
+        dets.appearance,
     )
     return replace(result, detections=rounded)
 

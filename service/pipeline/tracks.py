@@ -3,29 +3,49 @@
 The tracker is a pipeline stage (decode -> infer -> track -> convert): it fills ``Detections.tracker_id`` once,
 where an item's predictions are made, and converters only read it (``tracks_of`` groups rows by id).
 
-Association is greedy in time and optimal per frame: on each sampled frame, the open tracks of a slot
-and the frame's detections are matched by the Hungarian method on IoU, within one class only, after
-moving each track's last box by its centre's constant velocity. A track that finds no match may miss
-up to ``max_gap`` sampled frames before it is closed; a detection that finds no track starts one.
+Preannotation samples sparsely (1 fps by default), so objects move far between samples: a face crossing the
+frame moves most of its width from one sample to the next, and IoU-gated trackers lose it. Two passes:
 
-By default there is no ByteTrack-style second stage for low scores: every detection here already passed the
-run's threshold and becomes an annotation, and on synthetic flickering-score clips (score alternating
-0.9/0.35, with and without low-score duplicates, crossing objects) matching high scores first gave the same
-tracks or more broken ones, while letting only high scores start tracks dropped detections. It is there as an
-option (``TrackerOptions.high_score``) for runs with a low threshold, where low scores are mostly noise: the
-detections scoring at least ``high_score`` are matched first and only they start tracks, then the rest are
-matched to the tracks still unmatched; a low-score detection that extends no track is in none (``NO_TRACK``),
-so Darwin, Encord and Label Studio leave it out and COCO writes it without ``track_id``.
+**Online** (frame by frame, in time order): tracks and detections are matched by the Hungarian method on a
+cost that is the distance between centres **in box sizes** (``sqrt(width x height)``), plus how different the
+boxes look (``service.pipeline.appearance``) when the infer stage described them:
 
-A kept library was weighed (``trackers``' ByteTrackTracker; supervision 0.31 no longer ships ByteTrack): it
-matches across classes, gives a track's first detection no id (-1), numbers per tracker instance, and needs
-timestamps for uneven sampling, so it did worse than this tracker on the sampled-frame cases tested here.
+1. Each track predicts where its object is now: its last centre moved by its velocity (px/s, measured over its
+   last few boxes, from its second box on). A detection within ``distance_gate`` box sizes of the prediction,
+   plus a drift that grows with the time since the track was last seen, may match. A one-box track has no
+   velocity yet: the object may be anywhere within ``max_speed`` box sizes per second of where it was.
+2. Tracks and detections left over are matched again on where the track's object could have got to at its own
+   speed, in any direction, from where it was last seen: turns, bounces, stops.
+
+A detection must be of the track's class, or overlap its predicted box (IoU >= 0.5: a class that flickers on one
+object), with a size within a factor of 2 of the track's last box. A track not seen for more than
+``max_gap_s`` seconds is closed; a detection left unmatched starts one.
+
+**Offline** (``offline``, the default; a job has every frame of a slot before it answers): the online tracks are
+pieces, joined by one more Hungarian match of piece ends to piece starts over the whole slot (a min-cost
+assignment over tracklets): a start may follow an end up to ``join_gap_s`` seconds later, when the end's motion,
+extrapolated, and the start's, extrapolated back, meet within reach, the sizes agree, and (with descriptors)
+the two look alike. So an object hidden at a crossing or gone from the frame for a few seconds keeps its id.
+Only boxes and descriptors are held (a few hundred bytes per detection), never pixels.
+
+Times are the frames' timestamps; a source without a clock (untimed DICOM, image sequences) counts one sampled
+frame as one second. A track's class is its boxes' confidence-weighted vote (``tracks_of``).
+
+ByteTrack's two stages are an option (``high_score``) for runs with a low threshold, where low scores are mostly
+noise: detections scoring at least ``high_score`` are matched first and only they start tracks, then the rest
+extend the tracks still unmatched; a low-score detection that extends no track is in none (``NO_TRACK``), so
+Darwin, Encord and Label Studio leave it out and COCO writes it without ``track_id``.
+
+``preannotate bench tracks`` measures this against the kept libraries (``trackers``' SORT, ByteTrack, OC-SORT and
+the rest) on the same detections at 1, 2 and 5 fps.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,11 +55,33 @@ from service.pipeline.frames import FrameResult, MediaKind
 
 TRACKED_MEDIA = frozenset({MediaKind.VIDEO, MediaKind.DICOM, MediaKind.SEQUENCE})
 """Slots whose frames have an order to follow: videos, multi-frame DICOM and image sequences."""
-VELOCITY_WINDOW = 4
-"""Boxes (the last and up to three before it) a track's velocity is measured over."""
 NO_TRACK = -1
 """The tracker id of a detection in no kept track: its track was shorter than ``min_length``, or (two-stage
 tracking, ``TrackerOptions.high_score``) it scored low and extended no track."""
+
+VELOCITY_WINDOW = 4
+"""Boxes (the last and up to three before it) a track's velocity is measured over: one jittery box must not
+fling the prediction."""
+DRIFT_BOX_SIZES_PER_S = 0.5
+"""How far, in box sizes per second unseen, a moving object may stray from its predicted path (turns, speed-ups)."""
+REACH_FACTOR = 1.5
+"""The second online stage: how much faster than its own speed a track's object may have moved."""
+MAX_SIZE_RATIO = 2.0
+"""Largest ratio of box sizes (either way) between a track's box and the box that extends it."""
+CLASS_CHANGE_IOU = 0.5
+"""Least IoU of a track's predicted box and a detection of another class for the two to match."""
+APPEARANCE_WEIGHT = 1.0
+"""Weight of ``1 - cosine`` of two descriptors in a matching cost (the distance term is at most 1)."""
+ONLINE_MIN_SIMILARITY = 0.3
+"""Online, two boxes whose descriptors' cosine is below this never match: another object."""
+JOIN_MIN_SIMILARITY = 0.75
+"""Offline, two pieces whose descriptors' cosine is below this are never joined."""
+JOIN_LOOK_BOXES = 5
+"""Boxes at a piece's end (or start) whose descriptors are averaged into how it looks there."""
+JOIN_BLIND_REACH = 3.0
+"""Without descriptors, the farthest apart (box sizes) two pieces may be and still be joined: motion alone."""
+_NO = 1e6
+"""The cost of a pair that may not match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +101,7 @@ class Track:
     Attributes:
         track_id: unique within the item, from 1.
         slot: the slot the frames came from.
-        class_id: index into the model's class names.
+        class_id: index into the model's class names: the boxes' vote, weighted by confidence.
         boxes: one per sampled frame the object was detected on, in frame order (gaps possible).
     """
 
@@ -76,33 +118,44 @@ class Track:
 
 @dataclass(frozen=True, slots=True)
 class TrackerOptions:
-    """How detections are linked into tracks.
+    """How detections are linked into tracks (what each does at 1, 2 and 5 fps: the README's "Tracks").
 
     Attributes:
-        iou_gate: least IoU (0-1] between a track's predicted box and a detection for them to match.
-        max_gap: sampled frames a track may miss and still be extended; with 2, a track last seen on
-            sampled frame 4 can take a detection on frame 5, 6 or 7, and is closed if frame 7 has none.
+        max_gap_s: seconds a track may go unseen online and still be extended; at 1 fps, 2.0 lets a track miss
+            one sampled frame (the next is 2 s later), at 5 fps nine.
+        distance_gate: how far (box sizes) a detection may be from a moving track's predicted centre, before the
+            drift allowed for the time since it was seen.
+        max_speed: the fastest an object is expected to move, in box sizes per second: how far a track with one
+            box (no velocity yet) may reach. Faster objects start a new piece each sample (joined offline).
+        offline: join the online pieces over the whole slot (``join_gap_s``); False keeps the online tracks
+            (streaming order, memory of the open tracks only).
+        join_gap_s: the longest gap (seconds) the offline pass joins across: an object hidden or out of frame.
+        appearance: use the boxes' descriptors, where the infer stage computed them, in matching and joining.
         min_length: fewest boxes a track needs to be kept. 1 keeps a lone detection as a one-box track,
             so tracking never drops what the detector found.
-        motion: predict a track's box by the constant velocity of its centre (per source frame) before
-            matching. It keeps a track once it has two boxes and moves more than about half its width
-            between samples (IoU under 0.3 unpredicted), and keeps same-class objects that cross apart.
         high_score: None: every detection is matched at once and may start a track. A score in (0, 1]:
             ByteTrack's two stages: detections scoring at least this are matched first and only they start
             tracks; the others then extend the tracks left unmatched, or are in no track (``NO_TRACK``).
     """
 
-    iou_gate: float = 0.3
-    max_gap: int = 2
+    max_gap_s: float = 2.0
+    distance_gate: float = 0.5
+    max_speed: float = 2.0
+    offline: bool = True
+    join_gap_s: float = 10.0
+    appearance: bool = True
     min_length: int = 1
-    motion: bool = True
     high_score: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.iou_gate <= 1.0:
-            raise ValueError(f"iou_gate must be in (0, 1], got {self.iou_gate}")
-        if self.max_gap < 0:
-            raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+        for name in ("max_gap_s", "join_gap_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
+        for name in ("distance_gate", "max_speed"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name} must be > 0 box sizes, got {value}")
         if self.min_length < 1:
             raise ValueError(f"min_length must be >= 1, got {self.min_length}")
         if self.high_score is not None and not 0.0 < self.high_score <= 1.0:
@@ -110,34 +163,53 @@ class TrackerOptions:
 
 
 @dataclass(slots=True)
-class _OpenTrack:
-    """A track being built: its boxes so far, where they are (sampled position, detection row), and the
-    sampled position it was last seen at."""
+class _Piece:
+    """A track being built: its boxes, when they were seen (s), where they are (sampled position, detection
+    row), and their descriptors (rows of ``looks``; None without)."""
 
-    class_id: int
-    last_position: int
     boxes: list[TrackBox] = field(default_factory=list)
+    times_s: list[float] = field(default_factory=list)
     rows: list[tuple[int, int]] = field(default_factory=list)
+    class_ids: list[int] = field(default_factory=list)
+    looks: list[NDArray[np.float32] | None] = field(default_factory=list)
 
-    def add(self, result: FrameResult, position: int, row: int) -> None:
+    def add(self, result: FrameResult, position: int, row: int, *, appearance: bool) -> None:
+        dets = result.detections
         self.boxes.append(detection_to_track_box(result, row))
+        self.times_s.append(_time_s(result))
         self.rows.append((position, row))
-        self.last_position = position
+        self.class_ids.append(int(dets.class_id[row]))
+        self.looks.append(dets.appearance[row] if appearance and dets.appearance is not None else None)
 
-    def predicted_xyxy_px(self, frame_index: int, *, motion: bool) -> tuple[float, float, float, float]:
-        x1, y1, x2, y2 = self.boxes[-1].xyxy
-        if not motion or len(self.boxes) < 2:
-            return x1, y1, x2, y2
-        # Velocity over the last few boxes, not the last two: one jittery box must not fling the prediction.
-        first, last = self.boxes[-min(len(self.boxes), VELOCITY_WINDOW)], self.boxes[-1]
-        elapsed = last.frame_index - first.frame_index
-        if elapsed <= 0:
-            return x1, y1, x2, y2
-        # Centre velocity in px per source frame: sampled frames need not be evenly spaced.
-        vx = ((last.xyxy[0] + last.xyxy[2]) - (first.xyxy[0] + first.xyxy[2])) / 2 / elapsed
-        vy = ((last.xyxy[1] + last.xyxy[3]) - (first.xyxy[1] + first.xyxy[3])) / 2 / elapsed
-        ahead = frame_index - last.frame_index
-        return x1 + vx * ahead, y1 + vy * ahead, x2 + vx * ahead, y2 + vy * ahead
+    def absorb(self, later: _Piece) -> None:
+        for name in ("boxes", "times_s", "rows", "class_ids", "looks"):
+            getattr(self, name).extend(getattr(later, name))
+
+    @property
+    def class_id(self) -> int:
+        return self.class_ids[-1]
+
+    def velocity_px_s(self, *, at_end: bool = True) -> tuple[float, float] | None:
+        """Centre velocity over the last (or first) ``VELOCITY_WINDOW`` boxes; None with one box or no time."""
+        if len(self.boxes) < 2:
+            return None
+        window = min(len(self.boxes), VELOCITY_WINDOW)
+        a, b = (len(self.boxes) - window, len(self.boxes) - 1) if at_end else (0, window - 1)
+        elapsed_s = self.times_s[b] - self.times_s[a]
+        if elapsed_s <= 0:
+            return None
+        (ax, ay), (bx, by) = _centre(self.boxes[a].xyxy), _centre(self.boxes[b].xyxy)
+        return (bx - ax) / elapsed_s, (by - ay) / elapsed_s
+
+    def look(self, *, at_end: bool) -> NDArray[np.float32] | None:
+        """Mean descriptor of the last (or first) few boxes, unit-norm; None without descriptors."""
+        span = self.looks[-JOIN_LOOK_BOXES:] if at_end else self.looks[:JOIN_LOOK_BOXES]
+        rows = [look for look in span if look is not None and np.any(look)]
+        if not rows:
+            return None
+        mean = np.mean(rows, axis=0).astype(np.float32)
+        norm = float(np.linalg.norm(mean))
+        return mean / np.float32(norm) if norm > 1e-6 else None
 
 
 def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[FrameResult]:
@@ -148,10 +220,10 @@ def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | 
         options: tracker settings; None when tracking is off: every frame passes unchanged (``tracker_id`` None).
 
     Returns:
-        ``frames`` in the same order, video-like ones with ``tracker_id`` set: ids count from 1 across an item,
-        ordered by slot (first seen first), then by the frame and row where the track starts; a detection
-        in no kept track (shorter than ``min_length``, or a low score that extended none) gets ``NO_TRACK``.
-        The same frames always give the same ids.
+        ``frames`` in the same order, video-like ones with ``tracker_id`` set (and their descriptors dropped):
+        ids count from 1 across an item, ordered by slot (first seen first), then by the frame and row where the
+        track starts; a detection in no kept track (shorter than ``min_length``, or a low score that extended
+        none) gets ``NO_TRACK``. The same frames always give the same ids.
     """
     if options is None:
         return list(frames)
@@ -160,10 +232,10 @@ def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | 
         next_id = 1
         for positions in slots.values():
             ordered = sorted(positions, key=lambda i: frames[i].info.frame_index)
-            for track in _track_slot([frames[i] for i in ordered], options):
-                if len(track.boxes) < options.min_length:
+            for piece in _track_slot([frames[i] for i in ordered], options):
+                if len(piece.boxes) < options.min_length:
                     continue
-                for position, row in track.rows:
+                for position, row in piece.rows:
                     ids[ordered[position]][row] = next_id
                 next_id += 1
     return _with_ids(frames, ids)
@@ -189,9 +261,11 @@ def is_tracked(frames: Sequence[FrameResult]) -> bool:
 
 def tracks_of(frames: Sequence[FrameResult]) -> list[Track]:
     """The tracks the frames' tracker ids name: rows grouped by id (never by value), ordered by id, boxes in
-    frame order. Rows in no kept track and untracked frames are in none."""
+    frame order, each track's class its boxes' confidence-weighted vote (ties: the first box's). Rows in no
+    kept track and untracked frames are in none."""
     boxes: dict[int, list[TrackBox]] = {}
-    first: dict[int, tuple[str, int]] = {}
+    slots: dict[int, str] = {}
+    votes: dict[int, dict[int, float]] = {}
     for result in sorted(frames, key=lambda r: r.info.frame_index):
         tracker_id = result.detections.tracker_id
         if tracker_id is None:
@@ -199,9 +273,16 @@ def tracks_of(frames: Sequence[FrameResult]) -> list[Track]:
         for row, track_id in enumerate(tracker_id.tolist()):
             if track_id == NO_TRACK:
                 continue
-            boxes.setdefault(track_id, []).append(detection_to_track_box(result, row))
-            first.setdefault(track_id, (result.info.slot, int(result.detections.class_id[row])))
-    return [Track(track_id=i, slot=first[i][0], class_id=first[i][1], boxes=tuple(boxes[i])) for i in sorted(boxes)]
+            box = detection_to_track_box(result, row)
+            boxes.setdefault(track_id, []).append(box)
+            slots.setdefault(track_id, result.info.slot)
+            vote = votes.setdefault(track_id, {})
+            class_id = int(result.detections.class_id[row])
+            vote[class_id] = vote.get(class_id, 0.0) + box.confidence
+    return [
+        Track(track_id=i, slot=slots[i], class_id=max(votes[i], key=votes[i].__getitem__), boxes=tuple(boxes[i]))
+        for i in sorted(boxes)
+    ]
 
 
 def _positions_by_item_slot(frames: Sequence[FrameResult]) -> dict[str, dict[str, list[int]]]:
@@ -225,54 +306,238 @@ def _with_ids(frames: Sequence[FrameResult], ids: dict[int, NDArray[np.int64]]) 
     ]
 
 
-def _track_slot(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_OpenTrack]:
-    """Every track of one slot's frames (in frame order), in the order they were started."""
-    started: list[_OpenTrack] = []
-    alive: list[_OpenTrack] = []
+def _track_slot(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Piece]:
+    """Every track of one slot's frames (in frame order), in the order they start."""
+    pieces = _online(frames, options)
+    if options.offline and options.join_gap_s > 0:
+        pieces = _join(pieces, options)
+    return sorted(pieces, key=lambda p: p.rows[0])
+
+
+def _online(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Piece]:
+    """The online pass: every piece, in the order started."""
+    started: list[_Piece] = []
+    alive: list[_Piece] = []
     for position, result in enumerate(frames):
-        alive = [t for t in alive if position - t.last_position - 1 <= options.max_gap]
+        now_s = _time_s(result)
+        alive = [p for p in alive if now_s - p.times_s[-1] <= options.max_gap_s + 1e-9]
         dets = result.detections
         if options.high_score is None:
             first, second = np.arange(len(dets)), np.zeros(0, np.intp)
         else:
             high = dets.confidence >= options.high_score
             first, second = np.flatnonzero(high), np.flatnonzero(~high)
-        matches = _match(alive, result, first, options)
-        matched_tracks = {track_row for track_row, _ in matches}
-        unmatched = [t for i, t in enumerate(alive) if i not in matched_tracks]
+        free = list(alive)
+        starters: list[int] = []
         # Low scores only extend tracks the high ones left; they never start one (ByteTrack's second stage).
-        late = _match(unmatched, result, second, options)
-        for track, det_row in [(alive[t], d) for t, d in matches] + [(unmatched[t], d) for t, d in late]:
-            track.add(result, position, det_row)
-        matched = {det_row for _, det_row in matches}
-        for det_row in first.tolist():
-            if det_row in matched:
-                continue
-            track = _OpenTrack(class_id=int(dets.class_id[det_row]), last_position=position)
-            track.add(result, position, det_row)
-            started.append(track)
-            alive.append(track)
+        for rows, may_start in ((first, True), (second, False)):
+            for cost in (_predicted_cost, _reach_cost):
+                pairs = _match(free, result, rows, cost, options)
+                for piece, row in pairs:
+                    piece.add(result, position, row, appearance=options.appearance)
+                taken = {row for _, row in pairs}
+                rows = np.array([r for r in rows.tolist() if r not in taken], np.intp)
+                free = [p for p in free if all(p is not q for q, _ in pairs)]
+            if may_start:
+                starters = rows.tolist()
+        for row in starters:
+            piece = _Piece()
+            piece.add(result, position, row, appearance=options.appearance)
+            started.append(piece)
+            alive.append(piece)
     return started
 
 
 def _match(
-    alive: Sequence[_OpenTrack], result: FrameResult, det_rows: NDArray[np.intp], options: TrackerOptions
-) -> list[tuple[int, int]]:
-    """(track row, detection row) pairs among ``det_rows``: maximum total IoU, same class, IoU at least the gate."""
-    dets = result.detections
-    if not alive or not len(det_rows):
+    pieces: Sequence[_Piece],
+    result: FrameResult,
+    rows: NDArray[np.intp],
+    cost_of: _CostFn,
+    options: TrackerOptions,
+) -> list[tuple[_Piece, int]]:
+    """(piece, detection row) pairs among ``rows`` at the least total cost, each pair allowed by ``cost_of``."""
+    if not pieces or not len(rows):
         return []
-    predicted = np.array(
-        [t.predicted_xyxy_px(result.info.frame_index, motion=options.motion) for t in alive], np.float64
-    )
-    iou = box_iou_matrix(predicted, dets.xyxy[det_rows])
-    same_class = np.array([t.class_id for t in alive])[:, None] == dets.class_id[det_rows][None, :]
-    # Pairs below the gate count as nothing, so they cannot pull the optimum away from good pairs.
-    iou = np.where(same_class & (iou >= options.iou_gate), iou, 0.0)
+    dets = result.detections
+    xyxy = dets.xyxy[rows].astype(np.float64)
+    looks = dets.appearance[rows] if options.appearance and dets.appearance is not None else None
+    cost = np.stack([cost_of(p, _time_s(result), xyxy, dets.class_id[rows], looks, options) for p in pieces])
     from scipy.optimize import linear_sum_assignment  # here: scipy costs `frames` 0.4 s of imports it never uses
 
-    rows, cols = linear_sum_assignment(iou, maximize=True)
-    return [(int(r), int(det_rows[c])) for r, c in zip(rows, cols, strict=True) if iou[r, c] > 0.0]
+    r, c = linear_sum_assignment(cost)
+    return [(pieces[i], int(rows[j])) for i, j in zip(r.tolist(), c.tolist(), strict=True) if cost[i, j] < _NO]
+
+
+class _CostFn(Protocol):
+    """``(piece, now_s, xyxy, class_ids, looks, options) -> cost per detection`` (``_NO``: may not match)."""
+
+    def __call__(
+        self,
+        piece: _Piece,
+        now_s: float,
+        xyxy: NDArray[np.float64],
+        class_ids: NDArray[np.int64],
+        looks: NDArray[np.float32] | None,
+        options: TrackerOptions,
+    ) -> NDArray[np.float64]: ...
+
+
+def _predicted_cost(
+    piece: _Piece,
+    now_s: float,
+    xyxy: NDArray[np.float64],
+    class_ids: NDArray[np.int64],
+    looks: NDArray[np.float32] | None,
+    options: TrackerOptions,
+) -> NDArray[np.float64]:
+    """Stage 1: distance from where the piece's object should be now, in box sizes, within its gate."""
+    elapsed_s = max(now_s - piece.times_s[-1], 0.0)
+    velocity = piece.velocity_px_s()
+    last = np.array(piece.boxes[-1].xyxy, np.float64)
+    if velocity is None:
+        predicted, reach = last, options.distance_gate + options.max_speed * elapsed_s
+    else:
+        shift = np.array([velocity[0], velocity[1]] * 2) * elapsed_s
+        predicted, reach = last + shift, options.distance_gate + DRIFT_BOX_SIZES_PER_S * elapsed_s
+    distance = _centre_distance_box_sizes(predicted, xyxy)
+    iou = box_iou_matrix(predicted[None, :].astype(np.float32), xyxy.astype(np.float32))[0]
+    other_class = class_ids != piece.class_id
+    allowed = (distance <= reach) & _sizes_agree(last, xyxy) & (~other_class | (iou >= CLASS_CHANGE_IOU))
+    cost = distance / reach + other_class * 0.5
+    return _with_looks(cost, allowed, piece, looks)
+
+
+def _reach_cost(
+    piece: _Piece,
+    now_s: float,
+    xyxy: NDArray[np.float64],
+    class_ids: NDArray[np.int64],
+    looks: NDArray[np.float32] | None,
+    options: TrackerOptions,
+) -> NDArray[np.float64]:
+    """Stage 2: anywhere a moving piece's object could have got to at its own speed, from where it was seen."""
+    velocity = piece.velocity_px_s()
+    if velocity is None:
+        return np.full(len(xyxy), _NO)
+    last = np.array(piece.boxes[-1].xyxy, np.float64)
+    size_px = _size_px(last)
+    elapsed_s = max(now_s - piece.times_s[-1], 0.0)
+    speed = math.hypot(*velocity) / size_px  # box sizes per second
+    reach = options.distance_gate + REACH_FACTOR * speed * elapsed_s
+    distance = _centre_distance_box_sizes(last, xyxy)
+    allowed = (distance <= reach) & _sizes_agree(last, xyxy) & (class_ids == piece.class_id)
+    return _with_looks(distance / reach, allowed, piece, looks)
+
+
+def _with_looks(
+    cost: NDArray[np.float64], allowed: NDArray[np.bool_], piece: _Piece, looks: NDArray[np.float32] | None
+) -> NDArray[np.float64]:
+    """``cost`` plus how different the detections look from the piece's last box; ``_NO`` where not allowed."""
+    mine = piece.look(at_end=True) if looks is not None else None
+    if mine is not None and looks is not None:
+        similarity = (looks @ mine).astype(np.float64)
+        described = np.any(looks, axis=1)
+        allowed = allowed & (~described | (similarity >= ONLINE_MIN_SIMILARITY))
+        cost = cost + APPEARANCE_WEIGHT * np.where(described, 1.0 - similarity, 0.5)
+    return np.where(allowed, cost, _NO)
+
+
+def _join(pieces: list[_Piece], options: TrackerOptions) -> list[_Piece]:
+    """The offline pass: piece ends matched to later piece starts at the least total cost; chains merged."""
+    if len(pieces) < 2:
+        return pieces
+    cost = np.full((len(pieces), len(pieces)), _NO)
+    for i, end in enumerate(pieces):
+        for j, start in enumerate(pieces):
+            if i != j:
+                cost[i, j] = _join_cost(end, start, options)
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost)
+    after = {i: j for i, j in zip(rows.tolist(), cols.tolist(), strict=True) if cost[i, j] < _NO}
+    heads = set(range(len(pieces))) - set(after.values())
+    joined: list[_Piece] = []
+    for head in sorted(heads):
+        piece, at = pieces[head], head
+        while at in after:
+            at = after[at]
+            piece.absorb(pieces[at])
+        joined.append(piece)
+    return joined
+
+
+def _join_cost(end: _Piece, start: _Piece, options: TrackerOptions) -> float:
+    """What joining ``start`` after ``end`` costs (``_NO``: may not): motion across the gap, sizes, looks."""
+    gap_s = start.times_s[0] - end.times_s[-1]
+    if not 0 < gap_s <= options.join_gap_s or _vote(end) != _vote(start):
+        return _NO
+    last, first = np.array(end.boxes[-1].xyxy, np.float64), np.array(start.boxes[0].xyxy, np.float64)
+    if not _sizes_agree(last, first[None, :])[0]:
+        return _NO
+    forward, backward = end.velocity_px_s(at_end=True), start.velocity_px_s(at_end=False)
+    misses = [_centre_distance_box_sizes(last, first[None, :])[0]] if forward is None and backward is None else []
+    if forward is not None:
+        ahead = last + np.array([forward[0], forward[1]] * 2) * gap_s
+        misses.append(_centre_distance_box_sizes(ahead, first[None, :])[0])
+    if backward is not None:
+        behind = first - np.array([backward[0], backward[1]] * 2) * gap_s
+        misses.append(_centre_distance_box_sizes(behind, last[None, :])[0])
+    miss = min(misses)
+    moving = forward is not None or backward is not None
+    reach = options.distance_gate + (DRIFT_BOX_SIZES_PER_S if moving else options.max_speed) * gap_s
+    mine, theirs = end.look(at_end=True), start.look(at_end=False)
+    if options.appearance and mine is not None and theirs is not None:
+        similarity = float(mine @ theirs)
+        if similarity < JOIN_MIN_SIMILARITY:
+            return _NO
+        # Out of sight long enough, an object may come back anywhere: then its looks decide.
+        motion = min(float(miss) / reach, 1.0)
+        return motion + APPEARANCE_WEIGHT * (1.0 - similarity) + gap_s / options.join_gap_s
+    if miss > min(reach, JOIN_BLIND_REACH):
+        return _NO
+    return float(miss) / reach + gap_s / options.join_gap_s
+
+
+def _vote(piece: _Piece) -> int:
+    weights: dict[int, float] = {}
+    for class_id, box in zip(piece.class_ids, piece.boxes, strict=True):
+        weights[class_id] = weights.get(class_id, 0.0) + box.confidence
+    return max(weights, key=weights.__getitem__)
+
+
+def _time_s(result: FrameResult) -> float:
+    """When the frame shows, in seconds; an untimed source counts one sampled frame as one second."""
+    info = result.info
+    return float(info.timestamp_s) if info.timestamp_s is not None else float(info.frame_index)
+
+
+def _centre(xyxy: tuple[float, float, float, float]) -> tuple[float, float]:
+    return (xyxy[0] + xyxy[2]) / 2, (xyxy[1] + xyxy[3]) / 2
+
+
+def _size_px(xyxy: NDArray[np.float64]) -> float:
+    return math.sqrt(max(float(xyxy[2] - xyxy[0]), 1.0) * max(float(xyxy[3] - xyxy[1]), 1.0))
+
+
+def _sizes_px(xyxy: NDArray[np.float64]) -> NDArray[np.float64]:
+    sizes: NDArray[np.float64] = np.sqrt(
+        np.maximum(xyxy[:, 2] - xyxy[:, 0], 1.0) * np.maximum(xyxy[:, 3] - xyxy[:, 1], 1.0)
+    )
+    return sizes
+
+
+def _centre_distance_box_sizes(box: NDArray[np.float64], xyxy: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Distance from ``box``'s centre to each row's, over the mean of their sizes."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    dx = (xyxy[:, 0] + xyxy[:, 2]) / 2 - cx
+    dy = (xyxy[:, 1] + xyxy[:, 3]) / 2 - cy
+    distance: NDArray[np.float64] = np.hypot(dx, dy) / ((_size_px(box) + _sizes_px(xyxy)) / 2)
+    return distance
+
+
+def _sizes_agree(box: NDArray[np.float64], xyxy: NDArray[np.float64]) -> NDArray[np.bool_]:
+    ratio = _sizes_px(xyxy) / _size_px(box)
+    return (ratio <= MAX_SIZE_RATIO) & (ratio >= 1 / MAX_SIZE_RATIO)
 
 
 def detection_to_track_box(result: FrameResult, row: int) -> TrackBox:

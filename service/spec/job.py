@@ -71,9 +71,7 @@ def tracker_options(tracks: PinnedTracks | None, *, default: TrackerOptions | No
         return None
     from service.pipeline.tracks import TrackerOptions  # scipy stays out of the submit path's imports
 
-    return TrackerOptions(
-        iou_gate=tracks.iou, max_gap=tracks.max_gap, min_length=tracks.min_length, high_score=tracks.high_score
-    )
+    return TrackerOptions(min_length=tracks.min_length, high_score=tracks.high_score)
 
 
 class JobSpec(BaseModel):

@@ -7,7 +7,8 @@ A descriptor is two halves of equal weight, each unit-norm, so the cosine of two
 the halves' cosines:
 
 - a hue x saturation histogram of the box's inner part (colour: clothes, skin, hair), and
-- the box's inner part shrunk to 8 x 8 grey pixels, zero mean (layout: where it is dark or light).
+- the box's inner part shrunk to 4 x 4 grey pixels, zero mean (layout: where it is dark or light; coarse,
+  so a box a few pixels off still matches).
 
 Both are cheap (one 16 x 16 resize per box) and survive the small shifts and rescalings between sampled frames.
 How well they separate objects is measured by ``preannotate bench tracks`` (with and without them), not assumed.
@@ -23,7 +24,7 @@ from models.types import RGBImage
 
 HUE_BINS = 8
 SATURATION_BINS = 4
-PATCH_PX = 8
+PATCH_PX = 4
 APPEARANCE_DIM = HUE_BINS * SATURATION_BINS + PATCH_PX * PATCH_PX
 """Length of a descriptor."""
 _INNER = 0.15

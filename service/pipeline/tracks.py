@@ -121,8 +121,9 @@ class TrackerOptions:
     """How detections are linked into tracks (what each does at 1, 2 and 5 fps: the README's "Tracks").
 
     Attributes:
-        max_gap_s: seconds a track may go unseen online and still be extended; at 1 fps, 2.0 lets a track miss
-            one sampled frame (the next is 2 s later), at 5 fps nine.
+        max_gap_s: seconds a track may go unseen online (from its last box to the last sampled frame that
+            missed it) and still be extended: 2.0 bridges 2 missed samples at 1 fps, 10 at 5 fps; 0 extends a
+            track only on the next sampled frame.
         distance_gate: how far (box sizes) a detection may be from a moving track's predicted centre, before the
             drift allowed for the time since it was seen.
         max_speed: the fastest an object is expected to move, in box sizes per second: how far a track with one
@@ -200,6 +201,18 @@ class _Piece:
             return None
         (ax, ay), (bx, by) = _centre(self.boxes[a].xyxy), _centre(self.boxes[b].xyxy)
         return (bx - ax) / elapsed_s, (by - ay) / elapsed_s
+
+    def step_speed_px_s(self) -> float | None:
+        """The fastest the object moved between two of its last ``VELOCITY_WINDOW`` boxes (px/s): its own
+        speed, which a turn or a bounce keeps while the averaged velocity shrinks; None with one box."""
+        window = range(max(1, len(self.boxes) - VELOCITY_WINDOW + 1), len(self.boxes))
+        speeds = [
+            math.dist(_centre(self.boxes[i - 1].xyxy), _centre(self.boxes[i].xyxy))
+            / (self.times_s[i] - self.times_s[i - 1])
+            for i in window
+            if self.times_s[i] > self.times_s[i - 1]
+        ]
+        return max(speeds) if speeds else None
 
     def look(self, *, at_end: bool) -> NDArray[np.float32] | None:
         """Mean descriptor of the last (or first) few boxes, unit-norm; None without descriptors."""
@@ -318,9 +331,13 @@ def _online(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Pie
     """The online pass: every piece, in the order started."""
     started: list[_Piece] = []
     alive: list[_Piece] = []
+    previous_s: float | None = None
     for position, result in enumerate(frames):
         now_s = _time_s(result)
-        alive = [p for p in alive if now_s - p.times_s[-1] <= options.max_gap_s + 1e-9]
+        # A track's gap is the time it went unseen: from its last sighting to the previous sampled frame.
+        if previous_s is not None:
+            alive = [p for p in alive if previous_s - p.times_s[-1] <= options.max_gap_s + 1e-9]
+        previous_s = now_s
         dets = result.detections
         if options.high_score is None:
             first, second = np.arange(len(dets)), np.zeros(0, np.intp)
@@ -416,13 +433,12 @@ def _reach_cost(
     options: TrackerOptions,
 ) -> NDArray[np.float64]:
     """Stage 2: anywhere a moving piece's object could have got to at its own speed, from where it was seen."""
-    velocity = piece.velocity_px_s()
-    if velocity is None:
+    speed_px_s = piece.step_speed_px_s()
+    if speed_px_s is None:
         return np.full(len(xyxy), _NO)
     last = np.array(piece.boxes[-1].xyxy, np.float64)
-    size_px = _size_px(last)
     elapsed_s = max(now_s - piece.times_s[-1], 0.0)
-    speed = math.hypot(*velocity) / size_px  # box sizes per second
+    speed = speed_px_s / _size_px(last)  # box sizes per second
     reach = options.distance_gate + REACH_FACTOR * speed * elapsed_s
     distance = _centre_distance_box_sizes(last, xyxy)
     allowed = (distance <= reach) & _sizes_agree(last, xyxy) & (class_ids == piece.class_id)

@@ -101,48 +101,96 @@ def test_same_class_objects_moving_apart_keep_their_identity() -> None:
     assert [[b.xyxy for b in t.boxes] for t in tracks] == [left, right]
 
 
-@pytest.mark.parametrize("motion", [True, False])
-def test_same_class_objects_crossing_swap_only_without_motion(motion: bool) -> None:
+@pytest.mark.parametrize("offline", [True, False])
+def test_same_class_objects_crossing_keep_their_identity(offline: bool) -> None:
     # Given two same-class boxes that pass through each other, 6 px apart at the closest sample
     a, b = moving(50, 100, 12, n=31), moving(416, 100, -12, n=31)
     frames = clip([[(p, 0.9, 0), (q, 0.9, 0)] for p, q in zip(a, b, strict=True)])
 
-    tracks = frames_to_tracks(frames, TrackerOptions(motion=motion))
+    tracks = frames_to_tracks(frames, TrackerOptions(offline=offline))
 
-    # Then constant velocity carries each through; plain IoU takes the nearer box, the other one's
-    followed = [[box.xyxy for box in t.boxes] for t in tracks]
-    assert (followed == [a, b]) is motion
+    # Then each one's velocity carries it through the crossing (the nearer box is the other one's)
+    assert [[box.xyxy for box in t.boxes] for t in tracks] == [a, b]
 
 
 @pytest.mark.parametrize(("missing", "expected_lengths"), [(1, [9]), (2, [8]), (3, [3, 4]), (5, [3, 2])])
-def test_gap_up_to_max_gap_sampled_frames_is_bridged(missing: int, expected_lengths: list[int]) -> None:
-    # Given a static object on 10 sampled frames, missed on `missing` of them from the 4th on
+def test_gap_up_to_max_gap_seconds_is_bridged_online(missing: int, expected_lengths: list[int]) -> None:
+    # Given a static object on 10 frames sampled every 1/3 s, missed on `missing` of them from the 4th on
     box: Box = (10.0, 10.0, 60.0, 60.0)
     frames = [[(box, 0.9, 0)] for _ in range(10)]
     for i in range(3, 3 + missing):
         frames[i] = []
 
-    tracks = frames_to_tracks(clip(frames))  # default max_gap=2
+    # When a track may go 0.8 s unseen: 2 missed samples (0.67 s), not 3 (1 s)
+    tracks = frames_to_tracks(clip(frames), TrackerOptions(max_gap_s=0.8, offline=False))
 
     assert [len(t.boxes) for t in tracks] == expected_lengths
+    # and the offline pass joins the pieces again: the object never moved
+    assert [len(t.boxes) for t in frames_to_tracks(clip(frames), TrackerOptions(max_gap_s=0.8))] == [
+        sum(expected_lengths)
+    ]
+
+
+@pytest.mark.parametrize(("fps", "pieces_online"), [(1, 1), (5, 2)])
+def test_gaps_are_seconds_whatever_the_sampling_rate(fps: int, pieces_online: int) -> None:
+    # Given an object hidden for 1.5 s (an occlusion), sampled at 1 or 5 fps from a 30 fps source
+    box: Box = (100.0, 100.0, 160.0, 160.0)
+    times_s = [t / fps for t in range(10 * fps)]
+    seen = [t for t in times_s if not 3.0 < t < 4.5]
+    frames = clip(
+        [[(box, 0.9, 0)] if t in seen else [] for t in times_s], frame_indices=[round(t * 30) for t in times_s]
+    )
+
+    # Then 1 s of max gap bridges it at 1 fps (one missed sample, 4 s) but not at 5 fps (seven, 3.2 s to 4.4 s:
+    # 1.4 s unseen), where counting sampled frames would have treated the two rates the other way round
+    online = frames_to_tracks(frames, TrackerOptions(max_gap_s=1.0, offline=False))
+    assert len(online) == pieces_online
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(max_gap_s=1.0))] == [len(seen)]
 
 
 def test_max_gap_zero_splits_on_any_miss() -> None:
     box: Box = (10.0, 10.0, 60.0, 60.0)
-    tracks = frames_to_tracks(clip([[(box, 0.9, 0)], [], [(box, 0.9, 0)]]), TrackerOptions(max_gap=0))
+    frames = clip([[(box, 0.9, 0)], [], [(box, 0.9, 0)]])
+    tracks = frames_to_tracks(frames, TrackerOptions(max_gap_s=0, offline=False))
     assert [frame_indices(t) for t in tracks] == [[0], [20]]
 
 
-def test_motion_follows_a_fast_box_across_uneven_sampling() -> None:
+def test_velocity_follows_a_fast_box_across_uneven_sampling() -> None:
     # Given a 40 px box moving 2.5 px per source frame, sampled at frames 0, 5, 10 then every 10
-    # (keyframe sampling is uneven): after frame 10 it jumps 25 px per sample, IoU 0.23 with its last box
+    # (keyframe sampling is uneven): after frame 10 it jumps 25 px per sample
     indices = [0, 5, 10, 20, 30, 40]
     boxes = [(2.5 * i, 0.0, 2.5 * i + 40, 40.0) for i in indices]
     frames = clip([[(b, 0.9, 0)] for b in boxes], frame_indices=indices)
 
-    # Then velocity per source frame predicts each jump; without it the track breaks on every jump
-    assert [len(t.boxes) for t in frames_to_tracks(frames)] == [6]
-    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(motion=False))] == [3, 1, 1, 1]
+    # Then its velocity (px per second) predicts each jump
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(offline=False))] == [6]
+
+
+@pytest.mark.parametrize("widths_per_s", [0.6, 1.2])
+def test_a_box_moving_most_of_its_width_per_sample_is_one_track_at_1_fps(widths_per_s: float) -> None:
+    # Given a 60 px face moving 36 or 72 px per second, sampled at 1 fps: IoU 0.25 / 0 with its last box,
+    # so no IoU gate links even its first two boxes (the old tracker's 63 tracks from 83 detections)
+    step = 60 * widths_per_s
+    boxes = moving(10, 50, step, size=60, n=8)
+    frames = clip([[(b, 0.9, 0)] for b in boxes], frame_indices=[30 * i for i in range(8)])
+
+    # Then the first match (within max_speed box sizes per second) gives it a velocity, which carries it on
+    tracks = frames_to_tracks(frames, TrackerOptions(offline=False))
+    assert [[b.xyxy for b in t.boxes] for t in tracks] == [boxes]
+
+
+def test_a_turn_is_followed_at_the_objects_own_speed() -> None:
+    # Given a face moving right 0.8 widths per second, bouncing off a wall: back left at the same speed
+    out = moving(100, 50, 48, size=60, n=5)
+    x1, y1, x2, y2 = out[-1]
+    back = [(x1 - 48 * i, y1, x2 - 48 * i, y2) for i in range(1, 5)]
+    boxes = [*out, *back]
+    frames = clip([[(b, 0.9, 0)] for b in boxes], frame_indices=[30 * i for i in range(len(boxes))])
+
+    # Then the boxes after the turn, far from where the track's velocity (averaged over its last boxes) puts
+    # them, are within its own speed's reach of where it was
+    tracks = frames_to_tracks(frames, TrackerOptions(offline=False))
+    assert [[b.xyxy for b in t.boxes] for t in tracks] == [boxes]
 
 
 @pytest.mark.parametrize(
@@ -210,7 +258,7 @@ def test_tracking_off_gives_every_detection_its_own_one_box_track() -> None:
 def test_converters_get_no_tracker_ids_or_one_box_tracks_when_tracking_is_off() -> None:
     box: Box = (0.0, 0.0, 10.0, 10.0)
     frames = clip([[(box, 0.9, 0)], [(box, 0.9, 0)]])
-    options = TrackerOptions(max_gap=0)
+    options = TrackerOptions(max_gap_s=0)
     assert [len(t.boxes) for t in frames_to_tracks(frames, options)] == [2]
     untracked = assign_tracker_ids(frames, None)  # Darwin, Encord, COCO: one annotation per detection
     assert [tracker_ids(f) for f in untracked] == [None, None]
@@ -238,9 +286,11 @@ def test_min_length_drops_short_tracks_and_renumbers() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"iou_gate": 0.0}, "iou_gate"),
-        ({"iou_gate": 1.5}, "iou_gate"),
-        ({"max_gap": -1}, "max_gap"),
+        ({"max_gap_s": -1.0}, "max_gap_s"),
+        ({"max_gap_s": float("nan")}, "max_gap_s"),
+        ({"join_gap_s": -0.5}, "join_gap_s"),
+        ({"distance_gate": 0.0}, "distance_gate"),
+        ({"max_speed": float("inf")}, "max_speed"),
         ({"min_length": 0}, "min_length"),
     ],
 )
@@ -317,7 +367,7 @@ def test_two_stage_low_scores_never_start_a_track_but_bridge_a_gap() -> None:
     assert [tracker_ids(f) for f in assign_tracker_ids(only_low, TrackerOptions(high_score=0.5))] == [[NO_TRACK]] * 3
     # A low-score box on a track's gap keeps it open, counting as one of its boxes for min_length
     frames = clip([[(box, 0.9, 0)], [(box, 0.3, 0)], [(box, 0.3, 0)], [(box, 0.3, 0)], [(box, 0.9, 0)]])
-    tracks = frames_to_tracks(frames, TrackerOptions(high_score=0.5, max_gap=0, min_length=5))
+    tracks = frames_to_tracks(frames, TrackerOptions(high_score=0.5, max_gap_s=0, offline=False, min_length=5))
     assert [frame_indices(t) for t in tracks] == [[0, 10, 20, 30, 40]]
 
 
@@ -337,3 +387,102 @@ def test_two_stage_with_every_score_high_is_one_stage() -> None:
 def test_bad_high_score_is_rejected(high_score: float) -> None:
     with pytest.raises(ValueError, match="high_score"):
         TrackerOptions(high_score=high_score)
+
+
+def described(frames: list[FrameResult], looks: Sequence[Sequence[Sequence[float]]]) -> list[FrameResult]:
+    """``frames`` with each detection's appearance descriptor (normalised here), as the infer stage adds them."""
+    out = []
+    for frame, rows in zip(frames, looks, strict=True):
+        array = np.array(rows, np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 3), np.float32)
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        out.append(replace(frame, detections=frame.detections.with_appearance(array / np.maximum(norms, 1e-9))))
+    return out
+
+
+RED, BLUE = (1.0, 0.1, 0.0), (0.0, 0.1, 1.0)
+
+
+def leave_and_return() -> list[FrameResult]:
+    """At 1 fps: a red face walks out on the right (t 0-3), a blue one appears on the left (t 2-12), and the red
+    one comes back on the right 5 s later, moving left (t 9-12)."""
+    red_out = moving(400, 50, 48, size=60, n=4)  # t 0..3, leaves past x=640
+    blue = moving(20, 200, 10, size=60, n=11)  # t 2..12
+    red_back = [(560 - 48 * i, 60.0, 620 - 48 * i, 120.0) for i in range(4)]  # t 9..12
+    dets: list[list[Det]] = [[] for _ in range(13)]
+    looks: list[list[tuple[float, ...]]] = [[] for _ in range(13)]
+    for t, box in enumerate(red_out):
+        dets[t].append((box, 0.9, 0))
+        looks[t].append(RED)
+    for i, box in enumerate(blue):
+        dets[2 + i].append((box, 0.9, 0))
+        looks[2 + i].append(BLUE)
+    for i, box in enumerate(red_back):
+        dets[9 + i].append((box, 0.9, 0))
+        looks[9 + i].append(RED)
+    return described(clip(dets, frame_indices=[30 * t for t in range(13)]), looks)
+
+
+def test_offline_pass_gives_an_object_back_its_id_after_5_s_out_of_frame() -> None:
+    frames = leave_and_return()
+
+    # Then offline, the red face's two pieces are one track (its looks agree, the blue one's do not)
+    tracks = frames_to_tracks(frames)
+    assert [(frame_indices(t)[0] // 30, len(t.boxes)) for t in tracks] == [(0, 8), (2, 11)]
+    # online, it comes back as a new track; and without descriptors, motion alone cannot tell 5 s on
+    assert len(frames_to_tracks(frames, TrackerOptions(offline=False))) == 3
+    assert len(frames_to_tracks(frames, TrackerOptions(appearance=False))) == 3
+
+
+def test_offline_pass_never_joins_objects_that_look_different() -> None:
+    # Given a red face that stops being detected, and 1 s later a blue face right where it was going
+    red = moving(100, 50, 30, size=60, n=4)
+    blue = [(220.0 + 30 * i, 50.0, 280.0 + 30 * i, 110.0) for i in range(1, 5)]
+    dets = [[(b, 0.9, 0)] for b in red] + [[]] + [[(b, 0.9, 0)] for b in blue]
+    frames = clip(dets, frame_indices=[30 * t for t in range(9)])
+    looks = [[RED]] * 4 + [[]] + [[BLUE]] * 4
+
+    # Then their looks keep them apart; without descriptors the motion fits and they are one track
+    assert [len(t.boxes) for t in frames_to_tracks(described(frames, looks))] == [4, 4]
+    assert [len(t.boxes) for t in frames_to_tracks(frames)] == [8]
+
+
+def test_a_class_that_flickers_on_one_object_is_one_track_with_the_voted_class() -> None:
+    # Given a multi-class model calling one box "person" (0) mostly and "face" (1) twice, with lower scores
+    box: Box = (100.0, 100.0, 160.0, 160.0)
+    classes = [0, 0, 1, 0, 1, 0]
+    frames = clip([[(box, 0.9 if c == 0 else 0.6, c)] for c in classes])
+
+    tracks = frames_to_tracks(frames)
+
+    assert [(t.class_id, len(t.boxes)) for t in tracks] == [(0, 6)]
+
+
+def test_objects_of_another_class_apart_from_a_track_are_never_linked_to_it() -> None:
+    a: Box = (100.0, 100.0, 160.0, 160.0)
+    b: Box = (150.0, 100.0, 210.0, 160.0)  # IoU 0.09 with a: another object, not a class flicker
+    frames = clip([[(a, 0.9, 0)], [(b, 0.9, 1)]])
+    assert [(t.class_id, len(t.boxes)) for t in frames_to_tracks(frames, TrackerOptions(offline=False))] == [
+        (0, 1),
+        (1, 1),
+    ]
+
+
+def test_an_untimed_source_counts_one_sampled_frame_as_one_second() -> None:
+    # Given a DICOM series without a clock: frames 0, 1, 2, then the object missing on 3 and 4
+    box: Box = (10.0, 10.0, 60.0, 60.0)
+    frames = [
+        replace(f, info=replace(f.info, timestamp_s=None))
+        for f in clip(
+            [[(box, 0.9, 0)], [(box, 0.9, 0)], [(box, 0.9, 0)], [], [], [(box, 0.9, 0)]],
+            media=MediaKind.DICOM,
+            frame_indices=list(range(6)),
+        )
+    ]
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(max_gap_s=2, offline=False))] == [4]
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(max_gap_s=1, offline=False))] == [3, 1]
+
+
+def test_descriptors_are_dropped_once_the_ids_are_filled() -> None:
+    tracked = assign_tracker_ids(leave_and_return(), TrackerOptions())
+    assert all(f.detections.appearance is None for f in tracked)
+    assert all(f.detections.tracker_id is not None for f in tracked)

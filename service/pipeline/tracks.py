@@ -42,6 +42,7 @@ the rest) on the same detections at 1, 2 and 5 fps.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -80,6 +81,10 @@ JOIN_LOOK_BOXES = 5
 """Boxes at a piece's end (or start) whose descriptors are averaged into how it looks there."""
 JOIN_BLIND_REACH = 3.0
 """Without descriptors, the farthest apart (box sizes) two pieces may be and still be joined: motion alone."""
+_JOIN_GAP_WEIGHT = 0.25
+"""Offline, how much a longer gap costs a join (at ``join_gap_s``): of two joins alike, the shorter gap wins."""
+_UNJOINED_COST = 0.75
+"""Offline, the cost of a piece end (or start) left as it is: a join is made when its cost is under twice this."""
 _NO = 1e6
 """The cost of a pair that may not match."""
 
@@ -459,19 +464,36 @@ def _with_looks(
 
 
 def _join(pieces: list[_Piece], options: TrackerOptions) -> list[_Piece]:
-    """The offline pass: piece ends matched to later piece starts at the least total cost; chains merged."""
-    if len(pieces) < 2:
-        return pieces
-    cost = np.full((len(pieces), len(pieces)), _NO)
-    for i, end in enumerate(pieces):
-        for j, start in enumerate(pieces):
-            if i != j:
-                cost[i, j] = _join_cost(end, start, options)
-    from scipy.optimize import linear_sum_assignment
+    """The offline pass: piece ends matched to later piece starts at the least total cost; chains merged.
 
-    rows, cols = linear_sum_assignment(cost)
-    after = {i: j for i, j in zip(rows.tolist(), cols.tolist(), strict=True) if cost[i, j] < _NO}
-    heads = set(range(len(pieces))) - set(after.values())
+    A min-cost assignment over tracklets, as a sparse bipartite matching (pairs only within ``join_gap_s``, so a
+    long video's thousands of pieces cost no dense matrix): ends on one side, starts on the other, each end also
+    free to stay an end (``_UNJOINED_COST``) and each start free to stay a start, so a join is made only where it
+    costs less than leaving both apart, and two mediocre joins never win over one good one by number alone.
+    """
+    pairs = _join_pairs(pieces, options)
+    if not pairs:
+        return pieces
+    count = len(pieces)
+    # Rows: ends 0..n-1, then "stays a start" n..2n-1. Columns: starts 0..n-1, then "stays an end" n..2n-1.
+    # A join i -> j frees start j's "stays a start" row and end i's "stays an end" column: they pair at no cost.
+    rows, cols, costs = [], [], []
+    for (i, j), cost in pairs.items():
+        rows += [i, count + j]
+        cols += [j, count + i]
+        costs += [cost, 0.0]
+    for k in range(count):
+        rows += [k, count + k]
+        cols += [count + k, k]
+        costs += [_UNJOINED_COST, _UNJOINED_COST]
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    # Shifted above zero: the sparse matrix would read a zero weight as no edge.
+    graph = csr_matrix((np.array(costs) + 1.0, (rows, cols)), shape=(2 * count, 2 * count))
+    matched_rows, matched_cols = min_weight_full_bipartite_matching(graph)
+    after = {int(i): int(j) for i, j in zip(matched_rows, matched_cols, strict=True) if i < count and j < count}
+    heads = set(range(count)) - set(after.values())
     joined: list[_Piece] = []
     for head in sorted(heads):
         piece, at = pieces[head], head
@@ -480,6 +502,22 @@ def _join(pieces: list[_Piece], options: TrackerOptions) -> list[_Piece]:
             piece.absorb(pieces[at])
         joined.append(piece)
     return joined
+
+
+def _join_pairs(pieces: Sequence[_Piece], options: TrackerOptions) -> dict[tuple[int, int], float]:
+    """``(end piece, start piece) -> cost`` of every join allowed: starts within ``join_gap_s`` after the end."""
+    by_start = sorted(range(len(pieces)), key=lambda k: pieces[k].times_s[0])
+    starts_s = [pieces[k].times_s[0] for k in by_start]
+    pairs: dict[tuple[int, int], float] = {}
+    for i, end in enumerate(pieces):
+        end_s = end.times_s[-1]
+        first = bisect.bisect_right(starts_s, end_s)
+        last = bisect.bisect_right(starts_s, end_s + options.join_gap_s + 1e-9)
+        for j in by_start[first:last]:
+            cost = _join_cost(end, pieces[j], options)
+            if cost < _NO:
+                pairs[(i, j)] = cost
+    return pairs
 
 
 def _join_cost(end: _Piece, start: _Piece, options: TrackerOptions) -> float:
@@ -506,12 +544,13 @@ def _join_cost(end: _Piece, start: _Piece, options: TrackerOptions) -> float:
         similarity = float(mine @ theirs)
         if similarity < JOIN_MIN_SIMILARITY:
             return _NO
-        # Out of sight long enough, an object may come back anywhere: then its looks decide.
+        # Out of sight long enough, an object may come back anywhere: then its looks decide, motion only helps.
         motion = min(float(miss) / reach, 1.0)
-        return motion + APPEARANCE_WEIGHT * (1.0 - similarity) + gap_s / options.join_gap_s
+        looks = (1.0 - similarity) / (1.0 - JOIN_MIN_SIMILARITY)
+        return 0.5 * motion + looks + _JOIN_GAP_WEIGHT * gap_s / options.join_gap_s
     if miss > min(reach, JOIN_BLIND_REACH):
         return _NO
-    return float(miss) / reach + gap_s / options.join_gap_s
+    return float(miss) / reach + _JOIN_GAP_WEIGHT * gap_s / options.join_gap_s
 
 
 def _vote(piece: _Piece) -> int:

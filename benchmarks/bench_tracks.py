@@ -191,8 +191,11 @@ def library_available() -> tuple[dict[str, str], dict[str, str]]:
                 missing[name] = f"trackers {version} has no {cls}"
     except ImportError:
         missing |= dict.fromkeys(LIBRARY_TRACKERS, "trackers is not installed (the dev extra pins it)")
-    if not hasattr(sv, "ByteTrack"):  # removed from supervision in favour of the trackers package
-        missing["supervision-bytetrack"] = f"supervision {sv.__version__} has no ByteTrack"
+    if not hasattr(sv, "ByteTrack"):  # supervision's deprecation notes: deprecated in 0.28.0, removed in 0.30.0
+        missing["supervision-bytetrack"] = (
+            f"supervision {sv.__version__} has no ByteTrack (deprecated in 0.28, removed in 0.30 for the trackers "
+            "package's ByteTrackTracker, measured here as bytetrack)"
+        )
     return found, missing
 
 
@@ -300,7 +303,7 @@ def print_tables(results: dict[str, dict[str, dict[str, dict[str, Any]]]], clips
         print(
             f"\n{name}: {len(clip.movers)} faces, {clip.duration_s:g} s   (per rate: IDF1  MOTA  IDsw  tracks/objects)"
         )
-        header = "tracker".ljust(20) + "".join(f"| {fps + ' fps':<27}" for fps in rates)
+        header = "tracker".ljust(20) + "".join(f"| {fps + ' fps':<29}" for fps in rates)
         print(header)
         trackers = [t for t in next(iter(rates.values())) if not t.startswith("_")]
         for tracker in trackers:

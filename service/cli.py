@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
     bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")
-    bench.add_argument("name", choices=["sampling", "feed", "infer", "e2e", "serve", "memory", "all"])
+    bench.add_argument("name", choices=["sampling", "feed", "infer", "e2e", "serve", "memory", "tracks", "all"])
     bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 
     sub.add_parser("models", help="list the built-in models and the accepted model specs")

@@ -68,7 +68,8 @@ class _RemovedFlag(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         old = self.dest.removeprefix("track_")
-        raise argparse.ArgumentError(None, removed_track_option(old, lambda name: f"--track-{name.replace('_', '-')}"))
+        message = removed_track_option(old, lambda name: f"--track-{name.replace('_', '-')}")
+        parser.exit(2, f"{parser.prog}: error: {message}\n")  # no usage block: the line says what to do
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:

@@ -228,6 +228,18 @@ def test_bad_arguments_exit_2_with_one_line(
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "replacement"), [("--track-iou", "--track-distance-gate"), ("--track-max-gap", "--track-max-gap-s")]
+)
+def test_a_removed_tracker_flag_exits_2_with_one_line(tmp_path: Path, flag: str, replacement: str) -> None:
+    result = preannotate("run", "in.png", flag, "2", "--out", tmp_path / "x.json")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"preannotate run: error: {flag} was removed (")
+    assert line.endswith(f"): use {replacement}")
+    assert not (tmp_path / "x.json").exists()
+
+
 @pytest.mark.parametrize("command", [["run", "in.png", "--out", "x.json"], ["serve"], ["worker"]])
 @pytest.mark.parametrize(
     ("setting", "replacement"),

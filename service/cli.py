@@ -16,23 +16,32 @@ from pathlib import Path
 from typing import TypeVar
 
 from service.errors import ErrorCode, PreannotateError
-from service.pipeline.options import DecoderChoice, SamplingMode
+from service.pipeline.options import (
+    REMOVED_TRACK_OPTIONS,
+    TRACK_MAX_BOX_SIZES,
+    TRACK_MAX_GAP_S,
+    DecoderChoice,
+    SamplingMode,
+    removed_track_option,
+)
 
 log = logging.getLogger("preannotate")
 
 _N = TypeVar("_N", int, float)
 
 
-def _number(kind: Callable[[str], _N], low: _N, high: _N | None = None) -> Callable[[str], _N]:
-    """An argparse ``type`` that refuses values outside [low, high] (and NaN): exit 2, one line, no work done."""
+def _number(kind: Callable[[str], _N], low: _N, high: _N | None = None, *, above: bool = False) -> Callable[[str], _N]:
+    """An argparse ``type`` that refuses values outside [low, high] ((low, high] when ``above``) and NaN: exit 2,
+    one line, no work done."""
 
     def parse(text: str) -> _N:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if math.isnan(value) or value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        if math.isnan(value) or value < low or (above and value == low) or (high is not None and value > high):
+            opening = "(" if above else "["
+            bound = (f"> {low}" if above else f">= {low}") if high is None else f"in {opening}{low}, {high}]"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
@@ -44,6 +53,23 @@ _NON_NEGATIVE_INT = _number(int, 0)
 _SECONDS = _number(float, 0.0)  # also frames per second, where 0 means every frame
 _FRACTION = _number(float, 0.0, 1.0)  # scores, IoUs, metric thresholds
 _PORT = _number(int, 1, 65535)
+_GAP_S = _number(float, 0.0, TRACK_MAX_GAP_S)
+_BOX_SIZES = _number(float, 0.0, TRACK_MAX_BOX_SIZES, above=True)  # a zero gate or speed matches nothing
+
+
+class _RemovedFlag(argparse.Action):
+    """A flag older releases took: exit 2 with one line naming what replaced it, never an ignored value."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        old = self.dest.removeprefix("track_")
+        message = removed_track_option(old, lambda name: f"--track-{name.replace('_', '-')}")
+        parser.exit(2, f"{parser.prog}: error: {message}\n")  # no usage block: the line says what to do
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -123,11 +149,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not link video, DICOM and sequence detections into tracks (one annotation per detection)",
     )
     run.add_argument(
-        "--track-iou", type=_FRACTION, metavar="IOU", help="least IoU of a track's predicted box and a detection (0.3)"
+        "--track-max-gap-s",
+        type=_GAP_S,
+        metavar="S",
+        help="seconds a track may go unseen and still be extended (default: PREANNOTATE_TRACK_MAX_GAP_S)",
     )
     run.add_argument(
-        "--track-max-gap", type=_NON_NEGATIVE_INT, metavar="N", help="sampled frames a track may miss and go on (2)"
+        "--track-distance-gate",
+        type=_BOX_SIZES,
+        metavar="N",
+        help="box sizes a detection may be from a moving track's predicted centre (PREANNOTATE_TRACK_DISTANCE_GATE)",
     )
+    run.add_argument(
+        "--track-max-speed",
+        type=_BOX_SIZES,
+        metavar="N",
+        help="box sizes per second a track seen once may have moved (default: PREANNOTATE_TRACK_MAX_SPEED)",
+    )
+    run.add_argument(
+        "--track-online",
+        dest="track_offline",
+        action="store_const",
+        const=False,
+        help="keep the online tracks: no offline pass joining their pieces over the whole slot",
+    )
+    run.add_argument(
+        "--track-join-gap-s",
+        type=_GAP_S,
+        metavar="S",
+        help="longest gap (seconds) the offline pass joins a track's pieces across (PREANNOTATE_TRACK_JOIN_GAP_S)",
+    )
+    run.add_argument(
+        "--no-track-appearance",
+        dest="track_appearance",
+        action="store_const",
+        const=False,
+        help="match and join tracks on boxes and motion only, not on how the boxes look",
+    )
+    for old in REMOVED_TRACK_OPTIONS:
+        run.add_argument(f"--track-{old.replace('_', '-')}", action=_RemovedFlag, nargs="?", help=argparse.SUPPRESS)
     run.add_argument("--track-min-length", type=_COUNT, metavar="N", help="fewest boxes a kept track has (1)")
     run.add_argument(
         "--track-high-score",

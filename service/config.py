@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,7 +20,16 @@ from pydantic_settings import (
 
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
-from service.pipeline.options import DecoderChoice, MediaLimits, SamplingMode, SamplingOptions, usable_cpus
+from service.pipeline.options import (
+    TRACK_MAX_BOX_SIZES,
+    TRACK_MAX_GAP_S,
+    DecoderChoice,
+    MediaLimits,
+    SamplingMode,
+    SamplingOptions,
+    removed_track_option,
+    usable_cpus,
+)
 from service.s3_routing import S3Rule, check_rules
 
 if TYPE_CHECKING:
@@ -76,8 +85,28 @@ class Settings(BaseSettings):
     # Tracking: a video's, DICOM's or sequence's detections linked into one annotation per object. Used by jobs
     # (a job's "tracks" object overrides it), their pushes, `sync`, the ML backend; `run` flags override it too
     tracks: bool = Field(True, description="link detections into tracks; false = one annotation per detection")
-    track_iou: float = Field(0.3, gt=0.0, le=1.0, description="least IoU of a track's predicted box and a detection")
-    track_max_gap: int = Field(2, ge=0, le=10_000, description="sampled frames a track may miss and go on")
+    # Defaults are TrackerOptions' (tests/unit/service/test_config.py holds them equal).
+    track_max_gap_s: float = Field(
+        2.0, ge=0.0, le=TRACK_MAX_GAP_S, description="seconds a track may go unseen online and still be extended"
+    )
+    track_distance_gate: float = Field(
+        0.5,
+        gt=0.0,
+        le=TRACK_MAX_BOX_SIZES,
+        description="box sizes a detection may be from a moving track's predicted centre",
+    )
+    track_max_speed: float = Field(
+        2.0, gt=0.0, le=TRACK_MAX_BOX_SIZES, description="box sizes per second a one-box track may reach"
+    )
+    track_offline: bool = Field(True, description="join the online pieces over the whole slot (false: online only)")
+    track_join_gap_s: float = Field(
+        10.0, ge=0.0, le=TRACK_MAX_GAP_S, description="longest gap (s) the offline pass joins pieces across"
+    )
+    track_appearance: bool = Field(True, description="match and join on appearance descriptors where computed")
+    # Removed: set anywhere (environment, .env, the TOML file), they stop startup with what replaced them, where
+    # ignoring them would change a user's tracking without a word.
+    track_iou: object = Field(None, exclude=True, repr=False, description="removed: track_distance_gate")
+    track_max_gap: object = Field(None, exclude=True, repr=False, description="removed: track_max_gap_s")
     track_min_length: int = Field(1, ge=1, le=100_000, description="fewest boxes a kept track has (1 drops nothing)")
     track_high_score: float | None = Field(
         None, gt=0.0, le=1.0, description="two-stage tracking: least score that starts a track (unset: one stage)"
@@ -211,6 +240,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("track_iou", "track_max_gap", mode="before")
+    @classmethod
+    def _removed(cls, value: object, info: ValidationInfo) -> None:
+        if value is not None:
+            old = (info.field_name or "").removeprefix("track_")
+            raise ValueError(removed_track_option(old, lambda name: f"PREANNOTATE_TRACK_{name.upper()}"))
+
     @field_validator("queue_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -279,6 +315,12 @@ class Settings(BaseSettings):
         if not self.tracks:
             return None
         return TrackerOptions(
+            max_gap_s=self.track_max_gap_s,
+            distance_gate=self.track_distance_gate,
+            max_speed=self.track_max_speed,
+            offline=self.track_offline,
+            join_gap_s=self.track_join_gap_s,
+            appearance=self.track_appearance,
             min_length=self.track_min_length,
             high_score=self.track_high_score,
         )

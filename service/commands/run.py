@@ -8,8 +8,9 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
+from typing import TypeVar, cast
 
 from models.base import DetectorOptions
 from models.errors import ModelError
@@ -37,6 +38,8 @@ from service.pipeline.options import SamplingOptions
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.run import SlotFailure
 from service.pipeline.tracks import TrackerOptions, tracks_of
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,18 +163,29 @@ class RunRequest:
 
 
 def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
-    """The run's tracker: ``--track-iou``, ``--track-max-gap``, ``--track-min-length``, ``--track-high-score``
-    over the settings; None with ``--no-tracks`` or ``PREANNOTATE_TRACKS=false``. Flags absent from the parser
-    count as unset.
+    """The run's tracker: each ``--track-*`` flag over its ``PREANNOTATE_TRACK_*`` setting (``--track-online``
+    and ``--no-track-appearance`` turn the two switches off); None with ``--no-tracks`` or
+    ``PREANNOTATE_TRACKS=false``. Flags absent from the parser count as unset.
     """
-    if getattr(args, "tracks", True) is False or not settings.tracks:
+    base = settings.tracker_options()
+    if getattr(args, "tracks", True) is False or base is None:
         return None
-    min_length = getattr(args, "track_min_length", None)
-    high_score = getattr(args, "track_high_score", None)
+
+    def flag(name: str, setting: _T) -> _T:
+        value = getattr(args, f"track_{name}", None)
+        return setting if value is None else cast(_T, value)
+
     try:
-        return TrackerOptions(
-            min_length=settings.track_min_length if min_length is None else min_length,
-            high_score=settings.track_high_score if high_score is None else high_score,
+        return replace(
+            base,
+            max_gap_s=flag("max_gap_s", base.max_gap_s),
+            distance_gate=flag("distance_gate", base.distance_gate),
+            max_speed=flag("max_speed", base.max_speed),
+            offline=flag("offline", base.offline),
+            join_gap_s=flag("join_gap_s", base.join_gap_s),
+            appearance=flag("appearance", base.appearance),
+            min_length=flag("min_length", base.min_length),
+            high_score=flag("high_score", base.high_score),
         )
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"tracking flags: {exc}") from None

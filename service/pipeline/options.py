@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +106,23 @@ class MediaLimits:
                 f"{source}: {planned} frames planned, more than the limit of {self.max_frames}; "
                 "lower --fps or set --max-frames",
             )
+
+
+# Tracker option bounds, shared by the settings, `run`'s flags and a job's "tracks" (``TrackerOptions`` checks
+# only the signs): a gap past an hour is no gap, and an object farther than 100 box sizes is another object.
+TRACK_MAX_GAP_S = 3600.0
+TRACK_MAX_BOX_SIZES = 100.0
+
+REMOVED_TRACK_OPTIONS: dict[str, tuple[str, str]] = {
+    "iou": ("distance_gate", "tracks match on centre distance in box sizes, not IoU"),
+    "max_gap": ("max_gap_s", "gaps are seconds, not sampled frames: N missed at F fps is about (N + 1) / F s"),
+}
+"""Tracker options older releases took -> (what replaced each, why); named the same in every entry point
+(``PREANNOTATE_TRACK_<NAME>``, ``--track-<name>``, a job's ``tracks.<name>``)."""
+
+
+def removed_track_option(old: str, spell: Callable[[str], str]) -> str:
+    """One line saying the tracker option ``old`` is gone and what replaced it, each option's name written by
+    ``spell`` (``"max_gap"`` -> ``"--track-max-gap"``, ``"PREANNOTATE_TRACK_MAX_GAP"``, ``"tracks.max_gap"``)."""
+    new, why = REMOVED_TRACK_OPTIONS[old]
+    return f"{spell(old)} was removed ({why}): use {spell(new)}"

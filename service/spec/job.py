@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from service.convert.types import ModelRef
 from service.pipeline.options import SamplingMode
@@ -31,16 +31,35 @@ class ModelPin:
 
 
 class PinnedTracks(BaseModel):
-    """The tracker a job's items are linked with, pinned at submit so every worker links them the same way."""
+    """The tracker a job's items are linked with, pinned at submit so every worker links them the same way.
+
+    Its fields are ``TrackerOptions``' (``enabled`` aside). A job pinned by a release before trackers took
+    seconds (``{"enabled", "iou", "max_gap", "min_length"}``) loads with ``TrackerOptions``' defaults for the
+    fields it lacks: its ``iou`` gate and frame-counted ``max_gap`` mean nothing to this tracker.
+    """
 
     enabled: bool
-    iou: float
-    max_gap: int
+    max_gap_s: float
+    distance_gate: float
+    max_speed: float
+    offline: bool
+    join_gap_s: float
+    appearance: bool
     min_length: int
     high_score: float | None = None
     """Two-stage tracking's least score to start a track; None is one stage."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_pins_take_the_tracker_defaults(cls, stored: object) -> object:
+        if not isinstance(stored, Mapping) or all(name in stored for name in _SINCE_SECONDS):
+            return stored
+        from service.pipeline.tracks import TrackerOptions  # only for jobs pinned by older releases
+
+        defaults = TrackerOptions()
+        return {**{name: getattr(defaults, name) for name in _SINCE_SECONDS}, **stored}
 
     @model_serializer(mode="wrap")
     def _without_unset_high_score(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -56,11 +75,19 @@ class PinnedTracks(BaseModel):
         tracks = tracks or TracksIn()
         return cls(
             enabled=settings.tracks if tracks.enabled is None else tracks.enabled,
-            iou=settings.track_iou if tracks.iou is None else tracks.iou,
-            max_gap=settings.track_max_gap if tracks.max_gap is None else tracks.max_gap,
+            max_gap_s=settings.track_max_gap_s if tracks.max_gap_s is None else tracks.max_gap_s,
+            distance_gate=settings.track_distance_gate if tracks.distance_gate is None else tracks.distance_gate,
+            max_speed=settings.track_max_speed if tracks.max_speed is None else tracks.max_speed,
+            offline=settings.track_offline if tracks.offline is None else tracks.offline,
+            join_gap_s=settings.track_join_gap_s if tracks.join_gap_s is None else tracks.join_gap_s,
+            appearance=settings.track_appearance if tracks.appearance is None else tracks.appearance,
             min_length=settings.track_min_length if tracks.min_length is None else tracks.min_length,
             high_score=settings.track_high_score if tracks.high_score is None else tracks.high_score,
         )
+
+
+_SINCE_SECONDS = ("max_gap_s", "distance_gate", "max_speed", "offline", "join_gap_s", "appearance")
+"""``PinnedTracks`` fields a job pinned before the tracker took seconds lacks."""
 
 
 def tracker_options(tracks: PinnedTracks | None, *, default: TrackerOptions | None) -> TrackerOptions | None:
@@ -71,7 +98,16 @@ def tracker_options(tracks: PinnedTracks | None, *, default: TrackerOptions | No
         return None
     from service.pipeline.tracks import TrackerOptions  # scipy stays out of the submit path's imports
 
-    return TrackerOptions(min_length=tracks.min_length, high_score=tracks.high_score)
+    return TrackerOptions(
+        max_gap_s=tracks.max_gap_s,
+        distance_gate=tracks.distance_gate,
+        max_speed=tracks.max_speed,
+        offline=tracks.offline,
+        join_gap_s=tracks.join_gap_s,
+        appearance=tracks.appearance,
+        min_length=tracks.min_length,
+        high_score=tracks.high_score,
+    )
 
 
 class JobSpec(BaseModel):

@@ -6,7 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.pipeline.options import SamplingMode
+from service.pipeline.options import (
+    REMOVED_TRACK_OPTIONS,
+    TRACK_MAX_BOX_SIZES,
+    TRACK_MAX_GAP_S,
+    SamplingMode,
+    removed_track_option,
+)
 
 SLOT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"  # safe as a file or path component anywhere downstream
 OutputFormat = Literal["coco", "darwin", "labelstudio", "encord"]
@@ -68,11 +74,39 @@ class TracksIn(BaseModel):
     ``PREANNOTATE_TRACKS`` / ``PREANNOTATE_TRACK_*`` settings, and the result is pinned with the job."""
 
     enabled: bool | None = Field(None, strict=True, description="false: one annotation per detection, no tracks")
-    iou: float | None = Field(
-        None, strict=True, gt=0.0, le=1.0, description="least IoU of a track's predicted box and a detection"
+    max_gap_s: float | None = Field(
+        None,
+        strict=True,
+        ge=0.0,
+        le=TRACK_MAX_GAP_S,
+        description="seconds a track may go unseen and still be extended (at 1 fps, 2.0 survives one missed sample)",
     )
-    max_gap: int | None = Field(
-        None, strict=True, ge=0, le=10_000, description="sampled frames a track may miss and go on"
+    distance_gate: float | None = Field(
+        None,
+        strict=True,
+        gt=0.0,
+        le=TRACK_MAX_BOX_SIZES,
+        description="box sizes a detection may be from a moving track's predicted centre",
+    )
+    max_speed: float | None = Field(
+        None,
+        strict=True,
+        gt=0.0,
+        le=TRACK_MAX_BOX_SIZES,
+        description="box sizes per second a track seen once may have moved",
+    )
+    offline: bool | None = Field(
+        None, strict=True, description="join the online pieces over the whole slot; false: online tracks only"
+    )
+    join_gap_s: float | None = Field(
+        None,
+        strict=True,
+        ge=0.0,
+        le=TRACK_MAX_GAP_S,
+        description="longest gap (seconds) the offline pass joins a track's pieces across",
+    )
+    appearance: bool | None = Field(
+        None, strict=True, description="match and join on how the boxes look, where the model described them"
     )
     min_length: int | None = Field(
         None, strict=True, ge=1, le=100_000, description="fewest boxes a kept track has (1 drops nothing)"
@@ -86,6 +120,16 @@ class TracksIn(BaseModel):
     )
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removed_options(cls, body: object) -> object:
+        """Older releases' ``iou`` / ``max_gap``: a 422 that says what replaced them, not only "extra input"."""
+        if isinstance(body, dict):
+            for old in REMOVED_TRACK_OPTIONS:
+                if old in body:
+                    raise ValueError(removed_track_option(old, lambda name: f"tracks.{name}"))
+        return body
 
 
 class JobCreate(BaseModel):

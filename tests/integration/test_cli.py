@@ -197,7 +197,21 @@ def test_multi_slot_item_keeps_slot_names(inputs: dict[str, Path], tmp_path: Pat
         (["--input-size", "0"], "argument --input-size: must be >= 1, got 0"),
         (["--max-frames", "0"], "argument --max-frames: must be >= 1, got 0"),
         (["--start", "-1"], "argument --start: must be >= 0.0, got -1"),
-        (["--track-iou", "1.5"], "argument --track-iou: must be in [0.0, 1.0], got 1.5"),
+        (["--track-max-gap-s", "-1"], "argument --track-max-gap-s: must be in [0.0, 3600.0], got -1"),
+        (["--track-join-gap-s", "4000"], "argument --track-join-gap-s: must be in [0.0, 3600.0], got 4000"),
+        (["--track-distance-gate", "0"], "argument --track-distance-gate: must be in (0.0, 100.0], got 0"),
+        (["--track-max-speed", "nan"], "argument --track-max-speed: must be in (0.0, 100.0], got nan"),
+        (
+            ["--track-iou", "0.3"],
+            "--track-iou was removed (tracks match on centre distance in box sizes, not IoU): "
+            "use --track-distance-gate",
+        ),
+        (
+            ["--track-max-gap", "2"],
+            "--track-max-gap was removed (gaps are seconds, not sampled frames: N missed at F "
+            "fps is about (N + 1) / F s): use --track-max-gap-s",
+        ),
+        (["--track-iou"], "use --track-distance-gate"),
         (["--track-min-length", "0"], "argument --track-min-length: must be >= 1, got 0"),
         (["--track-high-score", "1.5"], "argument --track-high-score: must be in [0.0, 1.0], got 1.5"),
         (["--track-high-score", "0"], "high_score must be in (0, 1], got 0.0"),
@@ -211,6 +225,45 @@ def test_bad_arguments_exit_2_with_one_line(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "replacement"), [("--track-iou", "--track-distance-gate"), ("--track-max-gap", "--track-max-gap-s")]
+)
+def test_a_removed_tracker_flag_exits_2_with_one_line(tmp_path: Path, flag: str, replacement: str) -> None:
+    result = preannotate("run", "in.png", flag, "2", "--out", tmp_path / "x.json")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"preannotate run: error: {flag} was removed (")
+    assert line.endswith(f"): use {replacement}")
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("command", [["run", "in.png", "--out", "x.json"], ["serve"], ["worker"]])
+@pytest.mark.parametrize(
+    ("setting", "replacement"),
+    [
+        ("PREANNOTATE_TRACK_IOU", "PREANNOTATE_TRACK_DISTANCE_GATE"),
+        ("PREANNOTATE_TRACK_MAX_GAP", "PREANNOTATE_TRACK_MAX_GAP_S"),
+    ],
+)
+def test_a_removed_tracker_setting_stops_every_command_with_one_line(
+    tmp_path: Path, command: list[str], setting: str, replacement: str
+) -> None:
+    env = {setting: "2", "PREANNOTATE_API_TOKENS": "t", "PREANNOTATE_DB_PATH": str(tmp_path / "jobs.db")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"{setting} was removed" in line
+    assert f"use {replacement}" in line
     assert not (tmp_path / "x.json").exists()
 
 

@@ -164,7 +164,8 @@ def test_bad_tracks_in_a_job_are_refused(server: Server) -> None:
     with server.client() as client:
         response = client.post("/v1/jobs", json=body)
     assert response.status_code == 422, response.text
-    assert "tracks.iou" in response.text
+    assert "tracks.iou was removed" in response.text
+    assert "use tracks.distance_gate" in response.text  # an older client is told what to send instead
 
 
 @pytest.mark.parametrize(

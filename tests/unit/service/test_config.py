@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,16 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_DEVICE": "tpu"}, "device"),
         ({"PREANNOTATE_LEASE_S": "5", "PREANNOTATE_HEARTBEAT_S": "10"}, "heartbeat_s"),
         ({"PREANNOTATE_MAX_ITEMS_PER_JOB": "0"}, "max_items_per_job"),
-        ({"PREANNOTATE_TRACK_IOU": "0"}, "track_iou"),
-        ({"PREANNOTATE_TRACK_IOU": "1.2"}, "track_iou"),
-        ({"PREANNOTATE_TRACK_MAX_GAP": "-1"}, "track_max_gap"),
+        ({"PREANNOTATE_TRACK_MAX_GAP_S": "-1"}, "track_max_gap_s"),
+        ({"PREANNOTATE_TRACK_MAX_GAP_S": "3601"}, "track_max_gap_s"),
+        ({"PREANNOTATE_TRACK_JOIN_GAP_S": "nan"}, "track_join_gap_s"),
+        ({"PREANNOTATE_TRACK_JOIN_GAP_S": "3601"}, "track_join_gap_s"),
+        ({"PREANNOTATE_TRACK_DISTANCE_GATE": "0"}, "track_distance_gate"),
+        ({"PREANNOTATE_TRACK_DISTANCE_GATE": "101"}, "track_distance_gate"),
+        ({"PREANNOTATE_TRACK_MAX_SPEED": "0"}, "track_max_speed"),
+        ({"PREANNOTATE_TRACK_MAX_SPEED": "inf"}, "track_max_speed"),
+        ({"PREANNOTATE_TRACK_OFFLINE": "sometimes"}, "track_offline"),
+        ({"PREANNOTATE_TRACK_APPEARANCE": "maybe"}, "track_appearance"),
         ({"PREANNOTATE_TRACK_MIN_LENGTH": "0"}, "track_min_length"),
         ({"PREANNOTATE_TRACK_HIGH_SCORE": "0"}, "track_high_score"),
         ({"PREANNOTATE_TRACK_HIGH_SCORE": "1.1"}, "track_high_score"),
@@ -82,18 +90,63 @@ def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[
 
 
 def test_tracker_defaults_are_the_trackers() -> None:
+    """The settings repeat ``TrackerOptions``' defaults (the settings module does not import the tracker)."""
     assert Settings().tracker_options() == TrackerOptions()
+    settings = Settings.model_fields
+    for option in fields(TrackerOptions):
+        assert settings[f"track_{option.name}"].default == option.default, option.name
 
 
 def test_tracker_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREANNOTATE_TRACK_IOU", "0.5")
-    monkeypatch.setenv("PREANNOTATE_TRACK_MAX_GAP", "0")
-    monkeypatch.setenv("PREANNOTATE_TRACK_MIN_LENGTH", "3")
-    assert Settings().tracker_options() == TrackerOptions(iou_gate=0.5, max_gap=0, min_length=3)
+    env = {
+        "PREANNOTATE_TRACK_MAX_GAP_S": "4.5",
+        "PREANNOTATE_TRACK_DISTANCE_GATE": "0.8",
+        "PREANNOTATE_TRACK_MAX_SPEED": "3",
+        "PREANNOTATE_TRACK_OFFLINE": "false",
+        "PREANNOTATE_TRACK_JOIN_GAP_S": "0",
+        "PREANNOTATE_TRACK_APPEARANCE": "false",
+        "PREANNOTATE_TRACK_MIN_LENGTH": "3",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    expected = TrackerOptions(
+        max_gap_s=4.5, distance_gate=0.8, max_speed=3.0, offline=False, join_gap_s=0.0, appearance=False, min_length=3
+    )
+    assert Settings().tracker_options() == expected
     monkeypatch.setenv("PREANNOTATE_TRACK_HIGH_SCORE", "0.6")
-    assert Settings().tracker_options() == TrackerOptions(iou_gate=0.5, max_gap=0, min_length=3, high_score=0.6)
+    assert Settings().tracker_options() == replace(expected, high_score=0.6)
     monkeypatch.setenv("PREANNOTATE_TRACKS", "false")
     assert Settings().tracker_options() is None
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [
+        ("PREANNOTATE_TRACK_IOU", "PREANNOTATE_TRACK_DISTANCE_GATE"),
+        ("PREANNOTATE_TRACK_MAX_GAP", "PREANNOTATE_TRACK_MAX_GAP_S"),
+    ],
+)
+def test_a_removed_tracker_setting_stops_startup_naming_its_replacement(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, replacement: str
+) -> None:
+    # Given an older release's setting in the environment, it is refused, never ignored
+    monkeypatch.setenv(name, "0.3")
+    with pytest.raises(ValidationError, match=f"{name} was removed .*: use {replacement}"):
+        Settings()
+    # and so it is in a .env file or the TOML file
+    monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text(f"{name}=2\n")
+    with pytest.raises(ValidationError, match=f"use {replacement}"):
+        Settings(_env_file=tmp_path / ".env")  # type: ignore[call-arg]
+    config = tmp_path / "preannotate.toml"
+    config.write_text(f"{name.removeprefix('PREANNOTATE_').lower()} = 2\n")
+    monkeypatch.setenv("PREANNOTATE_CONFIG", str(config))
+    with pytest.raises(ValidationError, match=f"use {replacement}"):
+        Settings()
+    # while the replacement alone is fine
+    monkeypatch.delenv("PREANNOTATE_CONFIG")
+    monkeypatch.setenv(replacement, "1.5")
+    assert Settings().tracker_options() is not None
 
 
 def run_args(**flags: object) -> argparse.Namespace:
@@ -101,17 +154,42 @@ def run_args(**flags: object) -> argparse.Namespace:
 
 
 def test_run_flags_override_the_tracker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREANNOTATE_TRACK_IOU", "0.5")
-    monkeypatch.setenv("PREANNOTATE_TRACK_MAX_GAP", "4")
+    monkeypatch.setenv("PREANNOTATE_TRACK_MAX_GAP_S", "4")
+    monkeypatch.setenv("PREANNOTATE_TRACK_DISTANCE_GATE", "0.7")
     settings = Settings()
-    assert tracker_from_args(run_args(), settings) == TrackerOptions(iou_gate=0.5, max_gap=4)  # an older parser
-    flags = run_args(tracks=True, track_iou=None, track_max_gap=1, track_min_length=2)
-    assert tracker_from_args(flags, settings) == TrackerOptions(iou_gate=0.5, max_gap=1, min_length=2)
-    assert tracker_from_args(run_args(tracks=False, track_iou=0.9), settings) is None
+    from_settings = TrackerOptions(max_gap_s=4.0, distance_gate=0.7)
+    assert tracker_from_args(run_args(), settings) == from_settings  # an older parser
+    flags = run_args(tracks=True, track_max_gap_s=1.0, track_distance_gate=None, track_min_length=2)
+    assert tracker_from_args(flags, settings) == replace(from_settings, max_gap_s=1.0, min_length=2)
+    assert tracker_from_args(run_args(tracks=False, track_max_speed=9.0), settings) is None
     assert tracker_from_args(run_args(tracks=True), Settings(tracks=False)) is None
-    with pytest.raises(PreannotateError, match="iou_gate") as info:
-        tracker_from_args(run_args(track_iou=0.0), settings)
+    with pytest.raises(PreannotateError, match="distance_gate") as info:
+        tracker_from_args(run_args(track_distance_gate=0.0), settings)
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_every_tracker_flag_reaches_the_tracker() -> None:
+    argv = [
+        "run", "in.mp4", "--out", "o.json",
+        "--track-max-gap-s", "3.5", "--track-distance-gate", "0.9", "--track-max-speed", "4",
+        "--track-online", "--track-join-gap-s", "20", "--no-track-appearance",
+        "--track-min-length", "2", "--track-high-score", "0.6",
+    ]  # fmt: skip
+    parsed = build_parser().parse_args(argv)
+    assert tracker_from_args(parsed, Settings()) == TrackerOptions(
+        max_gap_s=3.5,
+        distance_gate=0.9,
+        max_speed=4.0,
+        offline=False,
+        join_gap_s=20.0,
+        appearance=False,
+        min_length=2,
+        high_score=0.6,
+    )
+    # and none given: the settings' (the tracker's defaults)
+    assert tracker_from_args(build_parser().parse_args(["run", "in.mp4", "--out", "o.json"]), Settings()) == (
+        TrackerOptions()
+    )
 
 
 def test_track_high_score_flag_overrides_the_setting() -> None:

@@ -19,6 +19,7 @@ import pytest
 from service.intake.config import WebhookConfig
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
+from service.pipeline.tracks import TrackerOptions
 from tests.builders import make_detections, make_result
 from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
 from tests.unit.service.queue.store_contract import FakeClock
@@ -56,6 +57,39 @@ def b64(cursor: str) -> str:
 
 def error_code(response: httpx.Response) -> str:
     return str(response.json()["error"]["code"])
+
+
+# -- the tracker ---------------------------------------------------------------------------------------------------
+
+
+def test_a_jobs_tracker_is_pinned_from_its_body_over_the_settings(tmp_path: Path, clock: FakeClock) -> None:
+    with webhook_app(tmp_path, WebhookConfig(), store_clock=clock, track_max_gap_s=6.0, track_offline=False) as app:
+        tracks = {"distance_gate": 0.8, "join_gap_s": 30, "appearance": False, "high_score": 0.6}
+        response = post(app, {"items": [item("a", "https://media.example.com/a.mp4")], "tracks": tracks})
+        assert response.status_code in (200, 201, 202), response.text
+        (lease,) = app.store.lease("w", max_items=1, lease_s=60.0)
+    assert lease.spec.tracker_or(None) == TrackerOptions(
+        max_gap_s=6.0, distance_gate=0.8, offline=False, join_gap_s=30.0, appearance=False, high_score=0.6
+    )
+
+
+@pytest.mark.parametrize(
+    ("tracks", "message"),
+    [
+        ({"enabled": True, "iou": 0.3}, "tracks.iou was removed (tracks match on centre distance in box sizes, "
+         "not IoU): use tracks.distance_gate"),
+        ({"max_gap": 2}, "tracks.max_gap was removed"),
+        ({"max_gap_s": 7200}, "tracks.max_gap_s: Input should be less than or equal to 3600"),
+        ({"distance_gate": 0}, "tracks.distance_gate: Input should be greater than 0"),
+        ({"offline": "false"}, "tracks.offline: Input should be a valid boolean"),
+    ],
+)  # fmt: skip
+def test_bad_job_tracks_are_a_422_that_says_what_to_send(app: WebhookApp, tracks: dict[str, Any], message: str) -> None:
+    response = post(app, {"items": [item("a", "https://media.example.com/a.mp4")], "tracks": tracks})
+    assert response.status_code == 422
+    assert error_code(response) == "invalid_argument"
+    assert message in response.json()["error"]["message"]
+    assert app.jobs() == 0
 
 
 # -- item names ----------------------------------------------------------------------------------------------------

@@ -328,13 +328,29 @@ def test_push_many_bundles_without_waiting_and_answers_per_item(encord: FakeEnco
 # -- the job's tracker ----------------------------------------------------------------------------------------------
 
 
+PINNED = {
+    "enabled": True,
+    "max_gap_s": 2.0,
+    "distance_gate": 0.5,
+    "max_speed": 2.0,
+    "offline": True,
+    "join_gap_s": 10.0,
+    "appearance": True,
+    "min_length": 1,
+}
+"""A job's tracker as this release pins it."""
+
+
 @pytest.mark.parametrize(
     ("tracks", "objects"),
     [
         (None, 1),  # the settings' default: one track on its 3 frames
-        ({"enabled": False, "iou": 0.3, "max_gap": 2, "min_length": 1}, 3),  # one object per detection
-        ({"enabled": True, "iou": 0.3, "max_gap": 2, "min_length": 4}, 0),  # a 3-box track is too short
-        ({"enabled": True, "iou": 0.99, "max_gap": 2, "min_length": 1}, 3),  # the boxes move too much for 0.99
+        ({**PINNED, "enabled": False}, 3),  # one object per detection
+        ({**PINNED, "min_length": 4}, 0),  # a 3-box track is too short
+        # the boxes move too far for the gate and speed, and no offline pass joins the pieces
+        ({**PINNED, "distance_gate": 0.01, "max_speed": 0.1, "offline": False}, 3),
+        # as a job pinned by an older release stored it: the tracker's defaults, its min_length
+        ({"enabled": True, "iou": 0.99, "max_gap": 0, "min_length": 4}, 0),
     ],
 )
 def test_pushes_link_tracks_as_the_job_says(
@@ -365,15 +381,28 @@ def test_pushes_without_a_job_follow_the_settings(encord: FakeEncord, tmp_path: 
 
 @pytest.mark.parametrize(
     "tracks",
-    [{"iou": 0}, {"iou": 1.5}, {"max_gap": -1}, {"min_length": 0}, {"enabled": "no"}, {"max_gap": 1.5}, {"gap": 2}],
+    [
+        {"iou": 0.3},
+        {"max_gap": 2},
+        {"max_gap_s": -1},
+        {"join_gap_s": 3601},
+        {"distance_gate": 0},
+        {"max_speed": 101},
+        {"min_length": 0},
+        {"enabled": "no"},
+        {"offline": "no"},
+        {"min_length": 1.5},
+        {"gap": 2},
+    ],
 )
 def test_bad_job_tracks_are_refused(tracks: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         JobCreate.model_validate({"items": [{"name": "a", "slots": [{"url": "file:///a.mp4"}]}], "tracks": tracks})
 
 
-def test_job_tracks_take_integers_for_the_iou() -> None:
-    assert TracksIn.model_validate({"iou": 1}).iou == 1.0
+def test_job_tracks_take_integers_for_seconds_and_box_sizes() -> None:
+    tracks = TracksIn.model_validate({"max_gap_s": 3, "join_gap_s": 0, "distance_gate": 1, "max_speed": 2})
+    assert (tracks.max_gap_s, tracks.join_gap_s, tracks.distance_gate, tracks.max_speed) == (3.0, 0.0, 1.0, 2.0)
 
 
 # -- V7: items not in the dataset are registered ---------------------------------------------------------------------

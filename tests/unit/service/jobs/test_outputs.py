@@ -215,7 +215,7 @@ def test_tracks_are_read_as_the_worker_stored_them_and_linked_only_for_older_res
     meta = SlotMeta("clip", "cam", MediaKind.VIDEO, ("https://h/clip.mp4",), 320, 240, 30.0, 900, 2, 30.0)
     item = ItemPredictions("clip", (meta,), tuple(video_frames("cam", [0, 300], 30.0)))
     older = json.loads(json.dumps(item_predictions_to_json(item)))  # stored without tracker ids
-    tracked_item = linked(item, TrackerOptions(max_gap=0, iou_gate=0.99))
+    tracked_item = linked(item, TrackerOptions(max_gap_s=10.0, offline=False))
     stored = json.loads(json.dumps(item_predictions_to_json(tracked_item)))
     results = [ItemResult(0, "clip", ItemState.SUCCEEDED, r, None) for r in (older, stored)]
 

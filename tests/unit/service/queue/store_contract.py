@@ -10,6 +10,7 @@ lease expiry and retry delays are tested by advancing the clock, never by sleepi
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import pytest
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 from service.errors import ErrorCode
 from service.metrics import JOB_OUTCOMES
 from service.pipeline.options import SamplingMode
+from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemState, JobRecord, JobStatus, JobStore
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
@@ -625,6 +627,36 @@ class JobStoreContract:
         store.lease("w2", max_items=1, lease_s=LEASE_S)  # the lapsed lease fails for good (one attempt)
 
         assert store.settled_items() - start == 3
+
+    # --- stored jobs of other releases ----------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("tracks", "expected"),
+        [
+            # pinned by a release whose tracker gated on IoU and counted gaps in sampled frames
+            ({"enabled": True, "iou": 0.3, "max_gap": 2, "min_length": 2}, TrackerOptions(min_length=2)),
+            ({"enabled": False, "iou": 0.3, "max_gap": 2, "min_length": 1}, None),
+            # pinned by this release
+            (
+                {"enabled": True, "max_gap_s": 4.0, "distance_gate": 0.9, "max_speed": 3.0, "offline": False,
+                 "join_gap_s": 0.0, "appearance": False, "min_length": 1, "high_score": 0.6},
+                TrackerOptions(
+                    max_gap_s=4.0, distance_gate=0.9, max_speed=3.0, offline=False, join_gap_s=0.0,
+                    appearance=False, high_score=0.6,
+                ),
+            ),
+        ],
+    )  # fmt: skip
+    def test_a_job_leases_with_the_tracker_it_was_pinned_with(
+        self, store: JobStore, corrupt: Corrupt, tracks: dict[str, Any], expected: TrackerOptions | None
+    ) -> None:
+        job = make_job(store, 1)
+        stored = {"model": "m", "model_version": None, "fps": 1.0, "sampling": "exact", "threshold": 0.5}
+        corrupt(store, job.id, request=json.dumps(stored | {"tracks": tracks}))
+
+        (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+
+        assert lease.spec.tracker_or(TrackerOptions(max_gap_s=99.0)) == expected
 
     # --- stored jobs this release cannot parse --------------------------------------------------------
 

@@ -71,14 +71,13 @@ MAX_SIZE_RATIO = 2.0
 """Largest ratio of box sizes (either way) between a track's box and the box that extends it."""
 CLASS_CHANGE_IOU = 0.5
 """Least IoU of a track's predicted box and a detection of another class for the two to match."""
-APPEARANCE_WEIGHT = 1.0
-"""Weight of ``1 - cosine`` of two descriptors in a matching cost (the distance term is at most 1)."""
+APPEARANCE_WEIGHT = 2.0
+"""Online, the weight of ``1 - cosine`` of two descriptors in a matching cost (the distance term is at most 1;
+``preannotate bench tracks``: 2 kept two crowded 1 fps clips from a swap that 1 let through, and changed no other)."""
 ONLINE_MIN_SIMILARITY = 0.3
 """Online, two boxes whose descriptors' cosine is below this never match: another object."""
 JOIN_MIN_SIMILARITY = 0.75
 """Offline, two pieces whose descriptors' cosine is below this are never joined."""
-JOIN_LOOK_BOXES = 5
-"""Boxes at a piece's end (or start) whose descriptors are averaged into how it looks there."""
 JOIN_BLIND_REACH = 3.0
 """Without descriptors, the farthest apart (box sizes) two pieces may be and still be joined: motion alone."""
 _JOIN_GAP_WEIGHT = 0.25
@@ -171,13 +170,13 @@ class TrackerOptions:
 @dataclass(slots=True)
 class _Piece:
     """A track being built: its boxes, when they were seen (s), where they are (sampled position, detection
-    row), and their descriptors (rows of ``looks``; None without)."""
+    row), their classes, and the sum of their descriptors (None without)."""
 
     boxes: list[TrackBox] = field(default_factory=list)
     times_s: list[float] = field(default_factory=list)
     rows: list[tuple[int, int]] = field(default_factory=list)
     class_ids: list[int] = field(default_factory=list)
-    looks: list[NDArray[np.float32] | None] = field(default_factory=list)
+    look_sum: NDArray[np.float32] | None = None
 
     def add(self, result: FrameResult, position: int, row: int, *, appearance: bool) -> None:
         dets = result.detections
@@ -185,11 +184,17 @@ class _Piece:
         self.times_s.append(_time_s(result))
         self.rows.append((position, row))
         self.class_ids.append(int(dets.class_id[row]))
-        self.looks.append(dets.appearance[row] if appearance and dets.appearance is not None else None)
+        if appearance and dets.appearance is not None:
+            self._add_look(dets.appearance[row])
 
     def absorb(self, later: _Piece) -> None:
-        for name in ("boxes", "times_s", "rows", "class_ids", "looks"):
+        for name in ("boxes", "times_s", "rows", "class_ids"):
             getattr(self, name).extend(getattr(later, name))
+        if later.look_sum is not None:
+            self._add_look(later.look_sum)
+
+    def _add_look(self, look: NDArray[np.float32]) -> None:
+        self.look_sum = look.astype(np.float32) if self.look_sum is None else self.look_sum + look
 
     @property
     def class_id(self) -> int:
@@ -219,15 +224,16 @@ class _Piece:
         ]
         return max(speeds) if speeds else None
 
-    def look(self, *, at_end: bool) -> NDArray[np.float32] | None:
-        """Mean descriptor of the last (or first) few boxes, unit-norm; None without descriptors."""
-        span = self.looks[-JOIN_LOOK_BOXES:] if at_end else self.looks[:JOIN_LOOK_BOXES]
-        rows = [look for look in span if look is not None and np.any(look)]
-        if not rows:
+    def look(self) -> NDArray[np.float32] | None:
+        """How the piece looks: the mean of its boxes' descriptors, unit-norm; None without descriptors.
+
+        The whole piece, not its last boxes: where it ends or starts, an object is often half hidden (at a
+        crossing, at the frame's edge), and those boxes' descriptors show the other object or the background.
+        """
+        if self.look_sum is None:
             return None
-        mean = np.mean(rows, axis=0).astype(np.float32)
-        norm = float(np.linalg.norm(mean))
-        return mean / np.float32(norm) if norm > 1e-6 else None
+        norm = float(np.linalg.norm(self.look_sum))
+        return self.look_sum / np.float32(norm) if norm > 1e-6 else None
 
 
 def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[FrameResult]:
@@ -454,7 +460,7 @@ def _with_looks(
     cost: NDArray[np.float64], allowed: NDArray[np.bool_], piece: _Piece, looks: NDArray[np.float32] | None
 ) -> NDArray[np.float64]:
     """``cost`` plus how different the detections look from the piece's last box; ``_NO`` where not allowed."""
-    mine = piece.look(at_end=True) if looks is not None else None
+    mine = piece.look() if looks is not None else None
     if mine is not None and looks is not None:
         similarity = (looks @ mine).astype(np.float64)
         described = np.any(looks, axis=1)
@@ -539,7 +545,7 @@ def _join_cost(end: _Piece, start: _Piece, options: TrackerOptions) -> float:
     miss = min(misses)
     moving = forward is not None or backward is not None
     reach = options.distance_gate + (DRIFT_BOX_SIZES_PER_S if moving else options.max_speed) * gap_s
-    mine, theirs = end.look(at_end=True), start.look(at_end=False)
+    mine, theirs = end.look(), start.look()
     if options.appearance and mine is not None and theirs is not None:
         similarity = float(mine @ theirs)
         if similarity < JOIN_MIN_SIMILARITY:

@@ -446,6 +446,10 @@ def test_existing_rows_that_do_not_fit_are_refused() -> None:
 
 
 def _sdk_label_row(row: dict[str, Any]) -> Any:
+    return sdk_label_row(row, ONTOLOGY)
+
+
+def sdk_label_row(row: dict[str, Any], ontology_of_row: EncordOntology) -> Any:
     """A detached SDK row built from the media fields our row itself carries, then fed our labels."""
     from encord.objects.ontology_labels_impl import LabelRowV2
     from encord.objects.ontology_structure import OntologyStructure
@@ -453,7 +457,7 @@ def _sdk_label_row(row: dict[str, Any]) -> Any:
     from encord.orm.ontology import Ontology as OrmOntology
     from encord.orm.storage import CustomerProvidedImageMetadata, CustomerProvidedVideoMetadata
 
-    structure = OntologyStructure.from_dict(ONTOLOGY.to_json())
+    structure = OntologyStructure.from_dict(ontology_of_row.to_json())
     ontology = Ontology(OrmOntology("t", structure, "h", WHEN, WHEN), None)  # type: ignore[arg-type]
     (unit,) = row["data_units"].values()
     size = {"width": unit["width"], "height": unit["height"], "file_size": 1, "mime_type": unit["data_type"]}

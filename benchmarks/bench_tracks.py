@@ -134,7 +134,7 @@ def detect(video: Path, fps: float, detector: Detector) -> list[FrameResult]:
     [output] = run_flow(
         [ItemSpec(name=video.stem, slots=(SlotSpec("0", (video,)),))],
         detector,
-        settings.flow_options(threshold=settings.threshold, keep_partial=False),
+        settings.flow_options(threshold=settings.threshold, keep_partial=False, describe_boxes=True),
         open_slot=slot_opener(detector_sampling(sampling, detector.info), settings.media_limits()),
         finish_item=None,
     )

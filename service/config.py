@@ -332,8 +332,10 @@ class Settings(BaseSettings):
         classes: Sequence[str] | None = None,
         batch_size: int | None = None,
         keep_partial: bool = True,
+        describe_boxes: bool = False,
     ) -> FlowOptions:
-        """A run's flow options, with the stage limits (decode workers, frames queued) from these settings."""
+        """A run's flow options, with the stage limits (decode workers, frames queued) from these settings;
+        ``describe_boxes`` when its tracker looks at boxes (``tracks.needs_appearance``)."""
         from service.pipeline.flow import FlowOptions  # the flow's imports stay out of the settings'
 
         return FlowOptions(
@@ -343,6 +345,7 @@ class Settings(BaseSettings):
             decode_workers=self.decode_workers,
             queue_frames=self.prefetch_frames,
             keep_partial=keep_partial,
+            describe_boxes=describe_boxes,
         )
 
     def fetch_policy(self) -> FetchPolicy:

@@ -37,7 +37,7 @@ from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.run import SlotFailure
-from service.pipeline.tracks import TrackerOptions, tracks_of
+from service.pipeline.tracks import TrackerOptions, needs_appearance, tracks_of
 
 _T = TypeVar("_T")
 
@@ -249,7 +249,12 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
             run_flow(
                 request.items,
                 detector,
-                settings.flow_options(threshold=request.threshold, classes=request.classes, keep_partial=False),
+                settings.flow_options(
+                    threshold=request.threshold,
+                    classes=request.classes,
+                    keep_partial=False,
+                    describe_boxes=needs_appearance(request.tracker),
+                ),
                 open_slot=slot_opener(detector_sampling(request.sampling, detector.info), settings.media_limits()),
                 on_slot=progress.on_slot,
                 on_frame=lambda _: progress.advance(),

@@ -27,6 +27,7 @@ from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, task_p
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import FrameDetector
+from service.pipeline.tracks import needs_appearance
 
 MAX_CONSECUTIVE_OUTAGES = 3
 """Stop after this many tasks in a row failed because Label Studio itself was unreachable or erroring."""
@@ -94,8 +95,8 @@ def sync_project(
             f"project {options.project_id} has no RectangleLabels (on an Image) or VideoRectangle (on a Video)",
         )
     report = SyncReport(model_version=model.version)
-    flow = settings.flow_options(threshold=options.threshold)
     limits, tracker = settings.media_limits(), settings.tracker_options()
+    flow = settings.flow_options(threshold=options.threshold, describe_boxes=needs_appearance(tracker))
     download = label_studio_downloader(client)
     outages = 0
     for task in client.iter_tasks(options.project_id):

@@ -21,7 +21,7 @@ from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.readers import SlotReader
 from service.pipeline.run import class_filter
-from service.pipeline.tracks import TrackerOptions
+from service.pipeline.tracks import TrackerOptions, needs_appearance
 from service.queue.store import Lease
 from service.spec.requests import ItemIn, SlotIn
 
@@ -89,6 +89,7 @@ def run_item(
         classes=spec.classes,
         decode_workers=decode_workers,
         queue_frames=queue_frames,
+        describe_boxes=needs_appearance(tracker),
     )
     sampling = detector_sampling(SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder), model.info)
     output = predict_item(

@@ -69,6 +69,9 @@ class FlowOptions:
         queue_frames: decoded frames each of them may hold ahead of the model (``PREANNOTATE_PREFETCH_FRAMES``).
         keep_partial: a slot that stops decoding part way (``PartialMediaError``) keeps the frames that decoded and
             the item records a warning (jobs, sync); False makes it a slot failure like any other (the CLI).
+        describe_boxes: describe each box of a video-like frame by its pixels (``Detections.appearance``) for the
+            track stage, while the frame is still there (``tracks.needs_appearance(tracker)``); about 35 us per
+            box on the thread that feeds the model, so only when the tracker uses them.
     """
 
     threshold: float
@@ -77,6 +80,7 @@ class FlowOptions:
     decode_workers: int = 2
     queue_frames: int = 16
     keep_partial: bool = True
+    describe_boxes: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -213,11 +217,13 @@ async def detect_one(
     return _frame_result(frame, detections, keep)
 
 
-def _frame_result(frame: Frame, detections: Detections, keep: Callable[[Detections], Detections]) -> FrameResult:
+def _frame_result(
+    frame: Frame, detections: Detections, keep: Callable[[Detections], Detections], *, describe: bool = False
+) -> FrameResult:
     """A frame's detections as the flow hands them on: boxes in source pixels, unwanted classes dropped, and for
     frames the tracker links, each box's appearance, from the pixels the detector saw (then they are dropped)."""
     kept = keep(detections)
-    if frame.info.media in TRACKED_MEDIA and len(kept):
+    if describe and frame.info.media in TRACKED_MEDIA and len(kept):
         kept = kept.with_appearance(crops_to_appearance(frame.image, kept.xyxy))
     return FrameResult(info=frame.info, detections=boxes_to_source(kept, frame))
 
@@ -299,6 +305,7 @@ class _Infer:
         self._detector = detector
         self._threshold = options.threshold
         self._keep = keep
+        self._describe = options.describe_boxes
         self._fixed = options.batch_size
         # A batcher lowers its own ceiling on OOM (it never raises it to us): ``_size`` reads it before every batch.
         self._ceiling = BatchCeiling(options.batch_size or detector.info.batch_size, name=detector.info.name)
@@ -319,7 +326,7 @@ class _Infer:
         batch, self._batch = self._batch, []
         detections = detect_splitting_on_oom(self._detect, [frame.image for frame, _ in batch], self._ceiling)
         for (frame, state), dets in zip(batch, detections, strict=True):
-            result = _frame_result(frame, dets, self._keep)
+            result = _frame_result(frame, dets, self._keep, describe=self._describe)
             state.frames.append(result)
             state.waiting -= 1
             if self._on_frame is not None:

@@ -236,6 +236,11 @@ class _Piece:
         return self.look_sum / np.float32(norm) if norm > 1e-6 else None
 
 
+def needs_appearance(tracker: TrackerOptions | None) -> bool:
+    """Whether ``tracker`` matches on how boxes look: the flow then describes them (``FlowOptions.describe_boxes``)."""
+    return tracker is not None and tracker.appearance
+
+
 def assign_tracker_ids(frames: Sequence[FrameResult], options: TrackerOptions | None) -> list[FrameResult]:
     """Link the detections of each item's video-like slots into tracks: fill their ``tracker_id`` once.
 

@@ -41,6 +41,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, task_prediction  # sync's task path: one for both
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import redact_url
+from service.pipeline.tracks import needs_appearance
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,9 @@ class _TaskRunner:
                 detector=self._model.batcher,
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
-                options=settings.flow_options(threshold=self._threshold),
+                options=settings.flow_options(
+                    threshold=self._threshold, describe_boxes=needs_appearance(settings.tracker_options())
+                ),
                 tracker=settings.tracker_options(),
                 aliases=self._known.aliases if self._known else None,
                 work_dir=settings.work_dir,

@@ -5,18 +5,21 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 
 from models.errors import DeviceOutOfMemoryError
+from models.types import Detections, RGBImage
 from service.config import Settings
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
+from service.pipeline.appearance import crops_to_appearance
 from service.pipeline.batching import DynamicBatcher
-from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow
+from service.pipeline.flow import FlowOptions, ItemOutput, SlotOpener, detector_sampling, run_flow
 from service.pipeline.frames import Frame, FrameInfo, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.options import SamplingOptions
@@ -359,3 +362,60 @@ def test_a_surprise_in_a_fetching_opener_fails_the_slot_instead_of_hanging_the_r
     (failure,) = failures
     assert failure.error.code is ErrorCode.INTERNAL
     assert failure.error.message == "left: OSError: No space left on device"
+
+
+class FaceDetector(FakeDetector):
+    """One box, on the astronaut's face, in every frame."""
+
+    FACE = (173.0, 82.0, 274.0, 180.0)
+
+    def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
+        return [Detections.from_arrays(np.array([self.FACE]), np.array([0.9]), np.array([0])) for _ in images]
+
+
+def astronaut_slot(media: MediaKind) -> SlotOpener:
+    def open_slot(item: str, slot: SlotSpec) -> SlotReader:
+        image = np.ascontiguousarray(skimage.data.astronaut())
+        meta = SlotMeta(item, slot.name, media, ("a",), 512, 512, 1.0, 2, 2)
+
+        class Reader:
+            def __init__(self) -> None:
+                self.meta = meta
+
+            def __iter__(self) -> Iterator[Frame]:
+                for index in range(2):
+                    yield Frame(FrameInfo(item, slot.name, "a", media, index, float(index), 512, 512), image)
+
+            def close(self) -> None:
+                pass
+
+        return Reader()
+
+    return open_slot
+
+
+@pytest.mark.parametrize(
+    ("media", "describe", "described"),
+    [
+        (MediaKind.VIDEO, True, True),
+        (MediaKind.VIDEO, False, False),
+        (MediaKind.IMAGE, True, False),
+    ],
+)
+def test_video_boxes_are_described_by_their_pixels_only_when_asked(
+    media: MediaKind, describe: bool, described: bool
+) -> None:
+    options = FlowOptions(threshold=0.5, describe_boxes=describe)
+
+    (output,) = run_flow(items_of(("0",)), FaceDetector(), options, open_slot=astronaut_slot(media))
+
+    looks = [f.detections.appearance for f in output.frames]
+    if not described:
+        assert looks == [None, None]
+        return
+    # from the frame the model saw (no second decode): the face's own descriptor
+    face = crops_to_appearance(skimage.data.astronaut(), np.array([FaceDetector.FACE], np.float32))
+    for look in looks:
+        assert look is not None
+        np.testing.assert_allclose(look, face)
+    assert np.linalg.norm(face) == pytest.approx(1.0)

@@ -36,7 +36,7 @@ _WORK_PX = 16
 def crops_to_appearance(image: RGBImage, xyxy_px: NDArray[np.float32]) -> NDArray[np.float32]:
     """One unit-norm descriptor per box of ``image`` (corners in its pixels), shape (n, ``APPEARANCE_DIM``).
 
-    A box with no pixels inside the image gets a zero row: it matches nothing and nothing matches it.
+    A box with no pixels inside the image gets a zero row: the tracker weighs it as neither like nor unlike.
     """
     out = np.zeros((len(xyxy_px), APPEARANCE_DIM), np.float32)
     height_px, width_px = image.shape[:2]

@@ -109,13 +109,14 @@ class MediaLimits:
 
 
 # Tracker option bounds, shared by the settings, `run`'s flags and a job's "tracks" (``TrackerOptions`` checks
-# only the signs): a gap past an hour is no gap, and an object farther than 100 box sizes is another object.
-TRACK_MAX_GAP_S = 3600.0
+# only the signs): a gap past 10 minutes is no gap (and longer ones would make every frame weigh every piece
+# alive), and an object farther than 100 box sizes is another object.
+TRACK_MAX_GAP_S = 600.0
 TRACK_MAX_BOX_SIZES = 100.0
 
 REMOVED_TRACK_OPTIONS: dict[str, tuple[str, str]] = {
     "iou": ("distance_gate", "tracks match on centre distance in box sizes, not IoU"),
-    "max_gap": ("max_gap_s", "gaps are seconds, not sampled frames: N missed at F fps is about (N + 1) / F s"),
+    "max_gap": ("max_gap_s", "gaps are seconds, not sampled frames: N missed at F fps is N / F s"),
 }
 """Tracker options older releases took -> (what replaced each, why); named the same in every entry point
 (``PREANNOTATE_TRACK_<NAME>``, ``--track-<name>``, a job's ``tracks.<name>``)."""

@@ -84,6 +84,10 @@ _JOIN_GAP_WEIGHT = 0.25
 """Offline, how much a longer gap costs a join (at ``join_gap_s``): of two joins alike, the shorter gap wins."""
 _UNJOINED_COST = 0.75
 """Offline, the cost of a piece end (or start) left as it is: a join is made when its cost is under twice this."""
+JOIN_CANDIDATES = 64
+"""Offline, the most piece starts (the nearest in time after it) a piece end is weighed against."""
+_EPSILON_S = 1e-6
+"""Slack on time comparisons: timestamps are frame counts over rates, never exact."""
 _NO = 1e6
 """The cost of a pair that may not match."""
 
@@ -178,10 +182,10 @@ class _Piece:
     class_ids: list[int] = field(default_factory=list)
     look_sum: NDArray[np.float32] | None = None
 
-    def add(self, result: FrameResult, position: int, row: int, *, appearance: bool) -> None:
+    def add(self, result: FrameResult, time_s: float, position: int, row: int, *, appearance: bool) -> None:
         dets = result.detections
         self.boxes.append(detection_to_track_box(result, row))
-        self.times_s.append(_time_s(result))
+        self.times_s.append(time_s)
         self.rows.append((position, row))
         self.class_ids.append(int(dets.class_id[row]))
         if appearance and dets.appearance is not None:
@@ -348,11 +352,10 @@ def _online(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Pie
     started: list[_Piece] = []
     alive: list[_Piece] = []
     previous_s: float | None = None
-    for position, result in enumerate(frames):
-        now_s = _time_s(result)
+    for position, (result, now_s) in enumerate(zip(frames, _times_s(frames), strict=True)):
         # A track's gap is the time it went unseen: from its last sighting to the previous sampled frame.
         if previous_s is not None:
-            alive = [p for p in alive if previous_s - p.times_s[-1] <= options.max_gap_s + 1e-9]
+            alive = [p for p in alive if previous_s - p.times_s[-1] <= options.max_gap_s + _EPSILON_S]
         previous_s = now_s
         dets = result.detections
         if options.high_score is None:
@@ -362,12 +365,13 @@ def _online(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Pie
             first, second = np.flatnonzero(high), np.flatnonzero(~high)
         free = list(alive)
         starters: list[int] = []
-        # Low scores only extend tracks the high ones left; they never start one (ByteTrack's second stage).
-        for rows, may_start in ((first, True), (second, False)):
-            for cost in (_predicted_cost, _reach_cost):
-                pairs = _match(free, result, rows, cost, options)
+        # Low scores only extend tracks the high ones left, where they are predicted; they never start one
+        # (ByteTrack's second stage).
+        for rows, stages, may_start in ((first, _STAGES, True), (second, _STAGES[:1], False)):
+            for cost in stages:
+                pairs = _match(free, result, now_s, rows, cost, options)
                 for piece, row in pairs:
-                    piece.add(result, position, row, appearance=options.appearance)
+                    piece.add(result, now_s, position, row, appearance=options.appearance)
                 taken = {row for _, row in pairs}
                 rows = np.array([r for r in rows.tolist() if r not in taken], np.intp)
                 free = [p for p in free if all(p is not q for q, _ in pairs)]
@@ -375,7 +379,7 @@ def _online(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Pie
                 starters = rows.tolist()
         for row in starters:
             piece = _Piece()
-            piece.add(result, position, row, appearance=options.appearance)
+            piece.add(result, now_s, position, row, appearance=options.appearance)
             started.append(piece)
             alive.append(piece)
     return started
@@ -384,6 +388,7 @@ def _online(frames: Sequence[FrameResult], options: TrackerOptions) -> list[_Pie
 def _match(
     pieces: Sequence[_Piece],
     result: FrameResult,
+    now_s: float,
     rows: NDArray[np.intp],
     cost_of: _CostFn,
     options: TrackerOptions,
@@ -394,7 +399,7 @@ def _match(
     dets = result.detections
     xyxy = dets.xyxy[rows].astype(np.float64)
     looks = dets.appearance[rows] if options.appearance and dets.appearance is not None else None
-    cost = np.stack([cost_of(p, _time_s(result), xyxy, dets.class_id[rows], looks, options) for p in pieces])
+    cost = np.stack([cost_of(p, now_s, xyxy, dets.class_id[rows], looks, options) for p in pieces])
     from scipy.optimize import linear_sum_assignment  # here: scipy costs `frames` 0.4 s of imports it never uses
 
     r, c = linear_sum_assignment(cost)
@@ -461,14 +466,20 @@ def _reach_cost(
     return _with_looks(distance / reach, allowed, piece, looks)
 
 
+_STAGES: tuple[_CostFn, ...] = (_predicted_cost, _reach_cost)
+"""The online stages, in order: where the track predicts its object, then anywhere it could have reached."""
+
+
 def _with_looks(
     cost: NDArray[np.float64], allowed: NDArray[np.bool_], piece: _Piece, looks: NDArray[np.float32] | None
 ) -> NDArray[np.float64]:
     """``cost`` plus how different the detections look from the piece's last box; ``_NO`` where not allowed."""
-    mine = piece.look() if looks is not None else None
-    if mine is not None and looks is not None:
-        similarity = (looks @ mine).astype(np.float64)
-        described = np.any(looks, axis=1)
+    if looks is not None:
+        # Where either side has no descriptor (a box with no pixels, a piece of such boxes), a neutral 0.5:
+        # neither rewarded nor punished against the pairs that have one.
+        mine = piece.look()
+        similarity = (looks @ mine).astype(np.float64) if mine is not None else np.zeros(len(looks))
+        described = np.any(looks, axis=1) & (mine is not None)
         allowed = allowed & (~described | (similarity >= ONLINE_MIN_SIMILARITY))
         cost = cost + APPEARANCE_WEIGHT * np.where(described, 1.0 - similarity, 0.5)
     return np.where(allowed, cost, _NO)
@@ -523,8 +534,9 @@ def _join_pairs(pieces: Sequence[_Piece], options: TrackerOptions) -> dict[tuple
     for i, end in enumerate(pieces):
         end_s = end.times_s[-1]
         first = bisect.bisect_right(starts_s, end_s)
-        last = bisect.bisect_right(starts_s, end_s + options.join_gap_s + 1e-9)
-        for j in by_start[first:last]:
+        last = bisect.bisect_right(starts_s, end_s + options.join_gap_s + _EPSILON_S)
+        # The starts nearest in time only: a long join_gap_s over a fragmented hour stays linear, not quadratic.
+        for j in by_start[first : min(last, first + JOIN_CANDIDATES)]:
             cost = _join_cost(end, pieces[j], options)
             if cost < _NO:
                 pairs[(i, j)] = cost
@@ -534,10 +546,13 @@ def _join_pairs(pieces: Sequence[_Piece], options: TrackerOptions) -> dict[tuple
 def _join_cost(end: _Piece, start: _Piece, options: TrackerOptions) -> float:
     """What joining ``start`` after ``end`` costs (``_NO``: may not): motion across the gap, sizes, looks."""
     gap_s = start.times_s[0] - end.times_s[-1]
-    if not 0 < gap_s <= options.join_gap_s or _vote(end) != _vote(start):
+    if not 0 < gap_s <= options.join_gap_s + _EPSILON_S or _vote(end) != _vote(start):
         return _NO
     last, first = np.array(end.boxes[-1].xyxy, np.float64), np.array(start.boxes[0].xyxy, np.float64)
     if not _sizes_agree(last, first[None, :])[0]:
+        return _NO
+    # Never farther than the object could have gone at max_speed, however alike the two look.
+    if _centre_distance_box_sizes(last, first[None, :])[0] > options.distance_gate + options.max_speed * gap_s:
         return _NO
     forward, backward = end.velocity_px_s(at_end=True), start.velocity_px_s(at_end=False)
     misses = [_centre_distance_box_sizes(last, first[None, :])[0]] if forward is None and backward is None else []
@@ -571,10 +586,13 @@ def _vote(piece: _Piece) -> int:
     return max(weights, key=weights.__getitem__)
 
 
-def _time_s(result: FrameResult) -> float:
-    """When the frame shows, in seconds; an untimed source counts one sampled frame as one second."""
-    info = result.info
-    return float(info.timestamp_s) if info.timestamp_s is not None else float(info.frame_index)
+def _times_s(frames: Sequence[FrameResult]) -> list[float]:
+    """When each of a slot's frames (in frame order) shows, in seconds; a source without a clock (any frame
+    without a timestamp) counts one sampled frame as one second."""
+    stamps = [f.info.timestamp_s for f in frames]
+    if any(t is None for t in stamps):
+        return [float(position) for position in range(len(frames))]
+    return [float(t) for t in stamps if t is not None]
 
 
 def _centre(xyxy: tuple[float, float, float, float]) -> tuple[float, float]:

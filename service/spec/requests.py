@@ -79,7 +79,7 @@ class TracksIn(BaseModel):
         strict=True,
         ge=0.0,
         le=TRACK_MAX_GAP_S,
-        description="seconds a track may go unseen and still be extended (at 1 fps, 2.0 survives one missed sample)",
+        description="seconds a track may go unseen and still be extended (at 1 fps, 2.0 survives two missed samples)",
     )
     distance_gate: float | None = Field(
         None,

@@ -197,8 +197,8 @@ def test_multi_slot_item_keeps_slot_names(inputs: dict[str, Path], tmp_path: Pat
         (["--input-size", "0"], "argument --input-size: must be >= 1, got 0"),
         (["--max-frames", "0"], "argument --max-frames: must be >= 1, got 0"),
         (["--start", "-1"], "argument --start: must be >= 0.0, got -1"),
-        (["--track-max-gap-s", "-1"], "argument --track-max-gap-s: must be in [0.0, 3600.0], got -1"),
-        (["--track-join-gap-s", "4000"], "argument --track-join-gap-s: must be in [0.0, 3600.0], got 4000"),
+        (["--track-max-gap-s", "-1"], "argument --track-max-gap-s: must be in [0.0, 600.0], got -1"),
+        (["--track-join-gap-s", "4000"], "argument --track-join-gap-s: must be in [0.0, 600.0], got 4000"),
         (["--track-distance-gate", "0"], "argument --track-distance-gate: must be in (0.0, 100.0], got 0"),
         (["--track-max-speed", "nan"], "argument --track-max-speed: must be in (0.0, 100.0], got nan"),
         (
@@ -209,7 +209,7 @@ def test_multi_slot_item_keeps_slot_names(inputs: dict[str, Path], tmp_path: Pat
         (
             ["--track-max-gap", "2"],
             "--track-max-gap was removed (gaps are seconds, not sampled frames: N missed at F "
-            "fps is about (N + 1) / F s): use --track-max-gap-s",
+            "fps is N / F s): use --track-max-gap-s",
         ),
         (["--track-iou"], "use --track-distance-gate"),
         (["--track-min-length", "0"], "argument --track-min-length: must be >= 1, got 0"),

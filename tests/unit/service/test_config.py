@@ -66,7 +66,7 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_LEASE_S": "5", "PREANNOTATE_HEARTBEAT_S": "10"}, "heartbeat_s"),
         ({"PREANNOTATE_MAX_ITEMS_PER_JOB": "0"}, "max_items_per_job"),
         ({"PREANNOTATE_TRACK_MAX_GAP_S": "-1"}, "track_max_gap_s"),
-        ({"PREANNOTATE_TRACK_MAX_GAP_S": "3601"}, "track_max_gap_s"),
+        ({"PREANNOTATE_TRACK_MAX_GAP_S": "601"}, "track_max_gap_s"),
         ({"PREANNOTATE_TRACK_JOIN_GAP_S": "nan"}, "track_join_gap_s"),
         ({"PREANNOTATE_TRACK_JOIN_GAP_S": "3601"}, "track_join_gap_s"),
         ({"PREANNOTATE_TRACK_DISTANCE_GATE": "0"}, "track_distance_gate"),
@@ -146,7 +146,9 @@ def test_a_removed_tracker_setting_stops_startup_naming_its_replacement(
     # while the replacement alone is fine
     monkeypatch.delenv("PREANNOTATE_CONFIG")
     monkeypatch.setenv(replacement, "1.5")
-    assert Settings().tracker_options() is not None
+    tracker = Settings().tracker_options()
+    assert tracker is not None
+    assert getattr(tracker, replacement.removeprefix("PREANNOTATE_TRACK_").lower()) == 1.5
 
 
 def run_args(**flags: object) -> argparse.Namespace:

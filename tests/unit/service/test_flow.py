@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import skimage.data
@@ -365,17 +366,22 @@ def test_a_surprise_in_a_fetching_opener_fails_the_slot_instead_of_hanging_the_r
 
 
 class FaceDetector(FakeDetector):
-    """One box, on the astronaut's face, in every frame."""
+    """One box, on the astronaut's face, in every frame (whatever its size: the face's place scales with it)."""
 
     FACE = (173.0, 82.0, 274.0, 180.0)
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
-        return [Detections.from_arrays(np.array([self.FACE]), np.array([0.9]), np.array([0])) for _ in images]
+        return [
+            Detections.from_arrays(np.array([self.FACE]) * image.shape[1] / 512, np.array([0.9]), np.array([0]))
+            for image in images
+        ]
 
 
-def astronaut_slot(media: MediaKind) -> SlotOpener:
+def astronaut_slot(media: MediaKind, *, delivered_px: int = 512) -> SlotOpener:
+    """The astronaut photo as a two-frame slot, delivered at ``delivered_px`` (a decoder scaling for the model)."""
+
     def open_slot(item: str, slot: SlotSpec) -> SlotReader:
-        image = np.ascontiguousarray(skimage.data.astronaut())
+        image = cv2.resize(skimage.data.astronaut(), (delivered_px, delivered_px), interpolation=cv2.INTER_AREA)
         meta = SlotMeta(item, slot.name, media, ("a",), 512, 512, 1.0, 2, 2)
 
         class Reader:
@@ -419,3 +425,22 @@ def test_video_boxes_are_described_by_their_pixels_only_when_asked(
         assert look is not None
         np.testing.assert_allclose(look, face)
     assert np.linalg.norm(face) == pytest.approx(1.0)
+
+
+def test_a_frame_scaled_down_for_the_model_is_described_in_its_own_pixels() -> None:
+    # Given a decoder that hands the model the 512 px photo at 256 px (the boxes then map back to 512)
+    options = FlowOptions(threshold=0.5, describe_boxes=True)
+    open_slot = astronaut_slot(MediaKind.VIDEO, delivered_px=256)
+
+    (output,) = run_flow(items_of(("0",)), FaceDetector(), options, open_slot=open_slot)
+
+    # Then the box is in source pixels, and its descriptor is of the face in the pixels the model saw
+    frame = output.frames[0]
+    np.testing.assert_allclose(frame.detections.xyxy, [FaceDetector.FACE], atol=1e-3)
+    small = cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    expected = crops_to_appearance(small, np.array([FaceDetector.FACE], np.float32) / 2)
+    assert frame.detections.appearance is not None
+    np.testing.assert_allclose(frame.detections.appearance, expected)
+    # which the source-pixel box on the small frame (mostly off it) would not have given
+    wrong = crops_to_appearance(small, np.array([FaceDetector.FACE], np.float32))
+    assert not np.allclose(expected, wrong, atol=0.05)

@@ -79,7 +79,7 @@ def test_a_jobs_tracker_is_pinned_from_its_body_over_the_settings(tmp_path: Path
         ({"enabled": True, "iou": 0.3}, "tracks.iou was removed (tracks match on centre distance in box sizes, "
          "not IoU): use tracks.distance_gate"),
         ({"max_gap": 2}, "tracks.max_gap was removed"),
-        ({"max_gap_s": 7200}, "tracks.max_gap_s: Input should be less than or equal to 3600"),
+        ({"max_gap_s": 7200}, "tracks.max_gap_s: Input should be less than or equal to 600"),
         ({"distance_gate": 0}, "tracks.distance_gate: Input should be greater than 0"),
         ({"offline": "false"}, "tracks.offline: Input should be a valid boolean"),
     ],

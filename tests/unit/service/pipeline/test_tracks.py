@@ -486,3 +486,29 @@ def test_descriptors_are_dropped_once_the_ids_are_filled() -> None:
     tracked = assign_tracker_ids(leave_and_return(), TrackerOptions())
     assert all(f.detections.appearance is None for f in tracked)
     assert all(f.detections.tracker_id is not None for f in tracked)
+
+
+def test_offline_pass_never_joins_pieces_farther_apart_than_max_speed_allows_however_alike() -> None:
+    # Given one red face that ends at the left edge and another red face (alike: same descriptor) that
+    # starts 1 s later 8 box sizes away at the right
+    left = moving(20, 50, 10, size=60, n=4)
+    right = moving(520, 50, 10, size=60, n=4)
+    dets = [[(b, 0.9, 0)] for b in left] + [[(b, 0.9, 0)] for b in right]
+    frames = described(clip(dets, frame_indices=[30 * t for t in range(8)]), [[RED]] * 8)
+
+    # Then they stay two tracks: at max_speed 2 box sizes per second it could have gone 2.5, not 8
+    assert [len(t.boxes) for t in frames_to_tracks(frames)] == [4, 4]
+    # unless the objects are allowed to be that fast
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(max_speed=9.0))] == [8]
+
+
+def test_an_untimed_slot_with_uneven_frame_numbers_counts_sampled_frames_not_source_frames() -> None:
+    # Given a DICOM series sampled every 15th frame, the object missed on one sample
+    box: Box = (10.0, 10.0, 60.0, 60.0)
+    frames = [
+        replace(f, info=replace(f.info, timestamp_s=None))
+        for f in clip([[(box, 0.9, 0)], [(box, 0.9, 0)], [], [(box, 0.9, 0)]], media=MediaKind.DICOM,
+                      frame_indices=[0, 15, 30, 45])
+    ]  # fmt: skip
+    # Then one missed sample is one second unseen, not 15
+    assert [len(t.boxes) for t in frames_to_tracks(frames, TrackerOptions(max_gap_s=1.0, offline=False))] == [3]

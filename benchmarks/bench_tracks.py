@@ -21,6 +21,7 @@ Exits 0 either way (a measurement); the verdict is printed and in the JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -237,15 +238,40 @@ def run_library(
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
+def degrade(frames: list[FrameResult], jitter: float, drop: float, seed: int) -> list[FrameResult]:
+    """The detections a worse detector would give: each box's corners moved by Gaussian noise of ``jitter`` box
+    sizes, and a ``drop`` fraction of boxes missed (seeded). Every tracker then gets the same degraded boxes."""
+    if jitter <= 0 and drop <= 0:
+        return frames
+    rng = np.random.default_rng(seed)
+    out = []
+    for result in frames:
+        dets = result.detections
+        size = np.sqrt((dets.xyxy[:, 2] - dets.xyxy[:, 0]) * (dets.xyxy[:, 3] - dets.xyxy[:, 1]))[:, None]
+        moved = dets.xyxy + rng.normal(0.0, jitter, dets.xyxy.shape) * size
+        kept = rng.random(len(dets)) >= drop
+        out.append(
+            dataclasses.replace(result, detections=dataclasses.replace(dets, xyxy=moved.astype(np.float32))[kept])
+        )
+    return out
+
+
 def bench_clip(
-    clip: ClipSpec, rates: Sequence[float], detector: Detector, libraries: Sequence[str], cache_dir: Path
+    clip: ClipSpec,
+    rates: Sequence[float],
+    detector: Detector,
+    libraries: Sequence[str],
+    cache_dir: Path,
+    *,
+    jitter: float = 0.0,
+    drop: float = 0.0,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """``{fps: {tracker: scores + seconds}}`` for one clip."""
     video, truth = ensure_clip(clip, cache_dir)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for fps in rates:
         start = time.perf_counter()
-        frames = detect(video, fps, detector)
+        frames = degrade(detect(video, fps, detector), jitter, drop, seed=clip.seed)
         detect_s = time.perf_counter() - start
         sampled_truth = [_truth_of(truth, f) for f in frames]
         decoded: dict[int, np.ndarray] | None = None
@@ -363,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument(
         "--duration", type=float, help=f"seconds per clip ({DURATION_S:g}; --quick {QUICK_DURATION_S:g})"
     )
+    parser.add_argument("--jitter", type=float, default=0.0, help="box corner noise, in box sizes (0)")
+    parser.add_argument("--drop", type=float, default=0.0, help="fraction of detections dropped (0)")
     parser.add_argument("--cache-dir", type=Path, default=common.CACHE_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -383,7 +411,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     detector.warmup()
     started = time.perf_counter()
     try:
-        results = {name: bench_clip(clip, rates, detector, libraries, args.cache_dir) for name, clip in clips.items()}
+        results = {
+            name: bench_clip(clip, rates, detector, libraries, args.cache_dir, jitter=args.jitter, drop=args.drop)
+            for name, clip in clips.items()
+        }
     finally:
         detector.close()
     elapsed_s = time.perf_counter() - started
@@ -403,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
             "sampling": "exact",
             "rates_fps": list(rates),
             "match_iou": MATCH_IOU,
+            "jitter_box_sizes": args.jitter,
+            "drop_fraction": args.drop,
             "ours": {name: repr(options) for name, options in OURS.items()},
             "libraries": found,
             "unavailable": missing,

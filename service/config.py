@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         2.0, ge=0.0, le=TRACK_MAX_GAP_S, description="seconds a track may go unseen online and still be extended"
     )
     track_distance_gate: float = Field(
-        0.5,
+        0.4,
         gt=0.0,
         le=TRACK_MAX_BOX_SIZES,
         description="box sizes a detection may be from a moving track's predicted centre",

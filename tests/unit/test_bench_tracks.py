@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from benchmarks.bench_tracks import EVERY_BOX, LIBRARY_TRACKERS, OURS, Tracked, main, score
+from benchmarks.bench_tracks import EVERY_BOX, LIBRARY_TRACKERS, OURS, Tracked, degrade, main, score
 from benchmarks.track_clips import (
     HEIGHT_PX,
     PATCH_PX,
@@ -27,6 +27,8 @@ from benchmarks.track_clips import (
 )
 from service.cli import build_parser
 from service.commands.bench import BENCHMARKS
+from service.pipeline.frames import MediaKind
+from tests.builders import make_detections, make_result
 
 
 def _centre(row: tuple[int, float, float, float, float]) -> np.ndarray:
@@ -128,3 +130,19 @@ def test_bench_tracks_is_a_benchmark() -> None:
     assert "tracks" in BENCHMARKS
     args = build_parser().parse_args(["bench", "tracks", "--quick"])
     assert (args.name, args.extra) == ("tracks", ["--quick"])
+
+
+def test_degraded_detections_are_moved_and_dropped_as_asked() -> None:
+    frames = [
+        make_result(make_detections([[100, 100, 200, 200]] * 50, [0.9] * 50, [0] * 50), media=MediaKind.VIDEO)
+        for _ in range(20)
+    ]
+    assert degrade(frames, 0.0, 0.0, seed=1) is frames
+    moved = degrade(frames, 0.1, 0.0, seed=1)
+    shifts = np.concatenate([m.detections.xyxy - f.detections.xyxy for m, f in zip(moved, frames, strict=True)])
+    assert np.std(shifts) == pytest.approx(10.0, rel=0.1)  # 0.1 box sizes of a 100 px box
+    kept = sum(len(f.detections) for f in degrade(frames, 0.0, 0.2, seed=1))
+    assert kept == pytest.approx(800, rel=0.1)
+    assert degrade(frames, 0.1, 0.2, seed=1)[3].detections.xyxy.tolist() == (
+        degrade(frames, 0.1, 0.2, seed=1)[3].detections.xyxy.tolist()
+    )

@@ -21,12 +21,12 @@ from pydantic_settings import (
 from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
 from service.pipeline.options import (
-    TRACK_MAX_BOX_SIZES,
-    TRACK_MAX_GAP_S,
     DecoderChoice,
     MediaLimits,
     SamplingMode,
     SamplingOptions,
+    TrackBoxSizes,
+    TrackGapS,
     removed_track_option,
     usable_cpus,
 )
@@ -86,22 +86,13 @@ class Settings(BaseSettings):
     # (a job's "tracks" object overrides it), their pushes, `sync`, the ML backend; `run` flags override it too
     tracks: bool = Field(True, description="link detections into tracks; false = one annotation per detection")
     # Defaults are TrackerOptions' (tests/unit/service/test_config.py holds them equal).
-    track_max_gap_s: float = Field(
-        2.0, ge=0.0, le=TRACK_MAX_GAP_S, description="seconds a track may go unseen online and still be extended"
+    track_max_gap_s: TrackGapS = Field(2.0, description="seconds a track may go unseen online and still be extended")
+    track_distance_gate: TrackBoxSizes = Field(
+        0.4, description="box sizes a detection may be from a moving track's predicted centre"
     )
-    track_distance_gate: float = Field(
-        0.4,
-        gt=0.0,
-        le=TRACK_MAX_BOX_SIZES,
-        description="box sizes a detection may be from a moving track's predicted centre",
-    )
-    track_max_speed: float = Field(
-        2.0, gt=0.0, le=TRACK_MAX_BOX_SIZES, description="box sizes per second a one-box track may reach"
-    )
+    track_max_speed: TrackBoxSizes = Field(2.0, description="box sizes per second a one-box track may reach")
     track_offline: bool = Field(True, description="join the online pieces over the whole slot (false: online only)")
-    track_join_gap_s: float = Field(
-        10.0, ge=0.0, le=TRACK_MAX_GAP_S, description="longest gap (s) the offline pass joins pieces across"
-    )
+    track_join_gap_s: TrackGapS = Field(10.0, description="longest gap (s) the offline pass joins pieces across")
     track_appearance: bool = Field(True, description="match and join on appearance descriptors where computed")
     # Removed: set anywhere (environment, .env, the TOML file), they stop startup with what replaced them, where
     # ignoring them would change a user's tracking without a word.

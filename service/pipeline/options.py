@@ -8,6 +8,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from service.errors import ErrorCode, PreannotateError
 
@@ -113,6 +116,10 @@ class MediaLimits:
 # alive), and an object farther than 100 box sizes is another object.
 TRACK_MAX_GAP_S = 600.0
 TRACK_MAX_BOX_SIZES = 100.0
+TrackGapS = Annotated[float, Field(ge=0.0, le=TRACK_MAX_GAP_S)]
+"""A tracker option in seconds, as the settings and a job's "tracks" bound it."""
+TrackBoxSizes = Annotated[float, Field(gt=0.0, le=TRACK_MAX_BOX_SIZES)]
+"""A tracker option in box sizes (per second, for a speed), as the settings and a job's "tracks" bound it."""
 
 REMOVED_TRACK_OPTIONS: dict[str, tuple[str, str]] = {
     "iou": ("distance_gate", "tracks match on centre distance in box sizes, not IoU"),

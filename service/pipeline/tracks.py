@@ -14,27 +14,29 @@ boxes look (``service.pipeline.appearance``) when the infer stage described them
    last few boxes, from its second box on). A detection within ``distance_gate`` box sizes of the prediction,
    plus a drift that grows with the time since the track was last seen, may match. A one-box track has no
    velocity yet: the object may be anywhere within ``max_speed`` box sizes per second of where it was.
-2. Tracks and detections left over are matched again on where the track's object could have got to at its own
-   speed, in any direction, from where it was last seen: turns, bounces, stops.
+2. Tracks and detections left over are matched again on where the track's object could have got to at twice
+   its own speed (its fastest step lately), in any direction, from where it was last seen: turns, bounces, stops.
 
 A detection must be of the track's class, or overlap its predicted box (IoU >= 0.5: a class that flickers on one
 object), with a size within a factor of 2 of the track's last box. A track not seen for more than
 ``max_gap_s`` seconds is closed; a detection left unmatched starts one.
 
 **Offline** (``offline``, the default; a job has every frame of a slot before it answers): the online tracks are
-pieces, joined by one more Hungarian match of piece ends to piece starts over the whole slot (a min-cost
-assignment over tracklets): a start may follow an end up to ``join_gap_s`` seconds later, when the end's motion,
-extrapolated, and the start's, extrapolated back, meet within reach, the sizes agree, and (with descriptors)
-the two look alike. So an object hidden at a crossing or gone from the frame for a few seconds keeps its id.
-Only boxes and descriptors are held (a few hundred bytes per detection), never pixels.
+pieces, joined by a min-cost matching of piece ends to piece starts over the whole slot (each free to stay
+unjoined): a start may follow an end up to ``join_gap_s`` seconds later, no farther from it than ``max_speed``
+allows, when the sizes agree and either the two look alike (with descriptors: their whole pieces' mean looks;
+motion extrapolated across the gap then only helps) or, without descriptors, the end's motion extrapolated and the
+start's extrapolated back meet. So an object hidden at a crossing or gone from the frame for a few seconds keeps
+its id. Only boxes and descriptors are held (a few hundred bytes per detection), never pixels.
 
 Times are the frames' timestamps; a source without a clock (untimed DICOM, image sequences) counts one sampled
 frame as one second. A track's class is its boxes' confidence-weighted vote (``tracks_of``).
 
-ByteTrack's two stages are an option (``high_score``) for runs with a low threshold, where low scores are mostly
-noise: detections scoring at least ``high_score`` are matched first and only they start tracks, then the rest
-extend the tracks still unmatched; a low-score detection that extends no track is in none (``NO_TRACK``), so
-Darwin, Encord and Label Studio leave it out and COCO writes it without ``track_id``.
+ByteTrack-style two stages are an option (``high_score``) for runs with a low threshold, where low scores are
+mostly noise: detections scoring at least ``high_score`` are matched first and only they start tracks, then the
+rest extend the tracks still unmatched, where those predict them (stage 1 only); a low-score detection that
+extends no track is in none (``NO_TRACK``), so Darwin, Encord and Label Studio leave it out and COCO writes it
+without ``track_id``.
 
 ``preannotate bench tracks`` measures this against the kept libraries (``trackers``' SORT, ByteTrack, OC-SORT and
 the rest) on the same detections at 1, 2 and 5 fps.
@@ -44,9 +46,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -400,39 +401,38 @@ def _match(
     if not pieces or not len(rows):
         return []
     dets = result.detections
-    xyxy = dets.xyxy[rows].astype(np.float64)
-    looks = dets.appearance[rows] if options.appearance and dets.appearance is not None else None
-    cost = np.stack([cost_of(p, now_s, xyxy, dets.class_id[rows], looks, options) for p in pieces])
+    found = _Candidates(
+        now_s=now_s,
+        xyxy=dets.xyxy[rows].astype(np.float64),
+        class_ids=dets.class_id[rows],
+        looks=dets.appearance[rows] if options.appearance and dets.appearance is not None else None,
+    )
+    cost = np.stack([cost_of(p, found, options) for p in pieces])
     from scipy.optimize import linear_sum_assignment  # here: scipy costs `frames` 0.4 s of imports it never uses
 
     r, c = linear_sum_assignment(cost)
     return [(pieces[i], int(rows[j])) for i, j in zip(r.tolist(), c.tolist(), strict=True) if cost[i, j] < _NO]
 
 
-class _CostFn(Protocol):
-    """``(piece, now_s, xyxy, class_ids, looks, options) -> cost per detection`` (``_NO``: may not match)."""
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    """The detections an online stage weighs against a piece: when they were seen, where, of which class, and how
+    they look (None: not described)."""
 
-    def __call__(
-        self,
-        piece: _Piece,
-        now_s: float,
-        xyxy: NDArray[np.float64],
-        class_ids: NDArray[np.int64],
-        looks: NDArray[np.float32] | None,
-        options: TrackerOptions,
-    ) -> NDArray[np.float64]: ...
+    now_s: float
+    xyxy: NDArray[np.float64]
+    class_ids: NDArray[np.int64]
+    looks: NDArray[np.float32] | None
 
 
-def _predicted_cost(
-    piece: _Piece,
-    now_s: float,
-    xyxy: NDArray[np.float64],
-    class_ids: NDArray[np.int64],
-    looks: NDArray[np.float32] | None,
-    options: TrackerOptions,
-) -> NDArray[np.float64]:
+_CostFn = Callable[[_Piece, _Candidates, TrackerOptions], NDArray[np.float64]]
+"""``(piece, candidates, options) -> cost per candidate`` (``_NO``: may not match)."""
+
+
+def _predicted_cost(piece: _Piece, found: _Candidates, options: TrackerOptions) -> NDArray[np.float64]:
     """Stage 1: distance from where the piece's object should be now, in box sizes, within its gate."""
-    elapsed_s = max(now_s - piece.times_s[-1], 0.0)
+    xyxy = found.xyxy
+    elapsed_s = max(found.now_s - piece.times_s[-1], 0.0)
     velocity = piece.velocity_px_s()
     last = np.array(piece.boxes[-1].xyxy, np.float64)
     if velocity is None:
@@ -442,31 +442,24 @@ def _predicted_cost(
         predicted, reach = last + shift, options.distance_gate + DRIFT_BOX_SIZES_PER_S * elapsed_s
     distance = _centre_distance_box_sizes(predicted, xyxy)
     iou = box_iou_matrix(predicted[None, :].astype(np.float32), xyxy.astype(np.float32))[0]
-    other_class = class_ids != piece.class_id
+    other_class = found.class_ids != piece.class_id
     allowed = (distance <= reach) & _sizes_agree(last, xyxy) & (~other_class | (iou >= CLASS_CHANGE_IOU))
     cost = distance / reach + other_class * 0.5
-    return _with_looks(cost, allowed, piece, looks)
+    return _with_looks(cost, allowed, piece, found.looks)
 
 
-def _reach_cost(
-    piece: _Piece,
-    now_s: float,
-    xyxy: NDArray[np.float64],
-    class_ids: NDArray[np.int64],
-    looks: NDArray[np.float32] | None,
-    options: TrackerOptions,
-) -> NDArray[np.float64]:
+def _reach_cost(piece: _Piece, found: _Candidates, options: TrackerOptions) -> NDArray[np.float64]:
     """Stage 2: anywhere a moving piece's object could have got to at its own speed, from where it was seen."""
     speed_px_s = piece.step_speed_px_s()
     if speed_px_s is None:
-        return np.full(len(xyxy), _NO)
+        return np.full(len(found.xyxy), _NO)
     last = np.array(piece.boxes[-1].xyxy, np.float64)
-    elapsed_s = max(now_s - piece.times_s[-1], 0.0)
+    elapsed_s = max(found.now_s - piece.times_s[-1], 0.0)
     speed = speed_px_s / _size_px(last)  # box sizes per second
     reach = options.distance_gate + REACH_FACTOR * speed * elapsed_s
-    distance = _centre_distance_box_sizes(last, xyxy)
-    allowed = (distance <= reach) & _sizes_agree(last, xyxy) & (class_ids == piece.class_id)
-    return _with_looks(distance / reach, allowed, piece, looks)
+    distance = _centre_distance_box_sizes(last, found.xyxy)
+    allowed = (distance <= reach) & _sizes_agree(last, found.xyxy) & (found.class_ids == piece.class_id)
+    return _with_looks(distance / reach, allowed, piece, found.looks)
 
 
 _STAGES: tuple[_CostFn, ...] = (_predicted_cost, _reach_cost)

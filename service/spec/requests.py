@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.pipeline.options import (
     REMOVED_TRACK_OPTIONS,
-    TRACK_MAX_BOX_SIZES,
-    TRACK_MAX_GAP_S,
     SamplingMode,
+    TrackBoxSizes,
+    TrackGapS,
     removed_track_option,
 )
 
@@ -74,36 +74,22 @@ class TracksIn(BaseModel):
     ``PREANNOTATE_TRACKS`` / ``PREANNOTATE_TRACK_*`` settings, and the result is pinned with the job."""
 
     enabled: bool | None = Field(None, strict=True, description="false: one annotation per detection, no tracks")
-    max_gap_s: float | None = Field(
+    max_gap_s: TrackGapS | None = Field(
         None,
         strict=True,
-        ge=0.0,
-        le=TRACK_MAX_GAP_S,
         description="seconds a track may go unseen and still be extended (at 1 fps, 2.0 survives two missed samples)",
     )
-    distance_gate: float | None = Field(
-        None,
-        strict=True,
-        gt=0.0,
-        le=TRACK_MAX_BOX_SIZES,
-        description="box sizes a detection may be from a moving track's predicted centre",
+    distance_gate: TrackBoxSizes | None = Field(
+        None, strict=True, description="box sizes a detection may be from a moving track's predicted centre"
     )
-    max_speed: float | None = Field(
-        None,
-        strict=True,
-        gt=0.0,
-        le=TRACK_MAX_BOX_SIZES,
-        description="box sizes per second a track seen once may have moved",
+    max_speed: TrackBoxSizes | None = Field(
+        None, strict=True, description="box sizes per second a track seen once may have moved"
     )
     offline: bool | None = Field(
         None, strict=True, description="join the online pieces over the whole slot; false: online tracks only"
     )
-    join_gap_s: float | None = Field(
-        None,
-        strict=True,
-        ge=0.0,
-        le=TRACK_MAX_GAP_S,
-        description="longest gap (seconds) the offline pass joins a track's pieces across",
+    join_gap_s: TrackGapS | None = Field(
+        None, strict=True, description="longest gap (seconds) the offline pass joins a track's pieces across"
     )
     appearance: bool | None = Field(
         None, strict=True, description="match and join on how the boxes look, where the model described them"

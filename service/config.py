@@ -30,7 +30,7 @@ from service.pipeline.options import (
     removed_track_option,
     usable_cpus,
 )
-from service.s3_routing import S3Rule, check_rules
+from service.s3_routing import S3Rule, check_rules, parse_results_url
 
 if TYPE_CHECKING:
     from service.pipeline.fetch import FetchPolicy
@@ -216,6 +216,29 @@ class Settings(BaseSettings):
         30.0, gt=0, description="on SIGTERM, how long a worker lets in-flight items finish (< the pod's grace)"
     )
     model_ttl_s: float = Field(30.0, ge=1, description="a worker's model announcement lapses this long after its last")
+    results_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: distributed mode writes each item's result there as one compressed object "
+        "and keeps only its key in Redis (endpoint and credentials as for s3:// inputs: AWS_ENDPOINT_URL_S3, "
+        "AWS_ACCESS_KEY_ID, ...); unset = results in Redis memory",
+    )
+    result_fetch_concurrency: int = Field(
+        16, ge=1, le=256, description="result objects one API request or worker reads from object storage at once"
+    )
+    result_page_items: int = Field(
+        50, ge=1, le=1000, description="items GET /v1/jobs/{id}/result reads at a time while it streams a job"
+    )
+
+    # Retention, in both job stores
+    retention_s: float = Field(
+        7 * 86400.0,
+        ge=60.0,
+        le=10 * 365 * 86400.0,
+        description="a job, its items and its results are removed this long after it was created",
+    )
+    expiry_sweep_s: float = Field(
+        60.0, ge=1.0, le=86400.0, description="how often the API removes expired jobs and their result objects"
+    )
 
     @field_validator(
         "extra_models",
@@ -238,10 +261,17 @@ class Settings(BaseSettings):
             old = (info.field_name or "").removeprefix("track_")
             raise ValueError(removed_track_option(old, lambda name: f"PREANNOTATE_TRACK_{name.upper()}"))
 
-    @field_validator("queue_url", mode="before")
+    @field_validator("queue_url", "results_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("results_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_results_url(value)  # ValueError names what is wrong
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -249,6 +279,11 @@ class Settings(BaseSettings):
             raise ValueError("model must not be empty")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be shorter than lease_s ({self.lease_s})")
+        if self.results_url is not None and self.queue_url is None:
+            raise ValueError(
+                "results_url is for distributed mode (PREANNOTATE_QUEUE_URL): the embedded store keeps results "
+                "in its SQLite file"
+            )
         if self.webhook_s3_rules:
             check_rules(
                 self.webhook_s3_rules,

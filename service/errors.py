@@ -27,6 +27,8 @@ class ErrorCode(enum.Enum):
     MISSING_DEPENDENCY = ("missing_dependency", 501, False)
     DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
     OUTPUT_FAILED = ("output_failed", 500, False)
+    # A succeeded item whose result object is gone from object storage (a lifecycle rule shorter than the retention)
+    RESULT_MISSING = ("result_missing", 410, False)
     UNSUPPORTED_BY_FORMAT = ("unsupported_by_format", 422, False)  # an item or slot an output format cannot hold
     # HTTP service
     UNAUTHORIZED = ("unauthorized", 401, False)

@@ -6,6 +6,7 @@ A leaf below every layer (no service imports): ``service.config`` imports :class
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Literal
 from urllib.parse import quote, urlsplit
@@ -94,3 +95,24 @@ def check_rules(
     missing = sorted({rule.bucket for rule in rules} - buckets)
     if missing:
         raise ValueError(f"webhook_s3_rules buckets {missing} must be in fetch_allowed_buckets (s3:// fetches)")
+
+
+def parse_results_url(url: str) -> tuple[str, str]:
+    """``s3://bucket[/prefix]`` as ``(bucket, prefix)``, the prefix empty or ending in ``/`` (PREANNOTATE_RESULTS_URL).
+
+    Raises:
+        ValueError: Another scheme, a bucket name S3 refuses, credentials, a query, or a prefix with empty or
+            ``.``/``..`` segments.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "s3":
+        raise ValueError(f"results_url must be s3://bucket/prefix, got scheme {parts.scheme or 'none'!r}")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError("results_url carries no credentials, query or fragment (credentials come from AWS_*)")
+    bucket = parts.netloc
+    if not re.fullmatch(_BUCKET_PATTERN, bucket):
+        raise ValueError(f"results_url: {bucket!r} is not an S3 bucket name")
+    prefix = parts.path.strip("/")
+    if prefix and any(segment in ("", ".", "..") for segment in prefix.split("/")):
+        raise ValueError(f"results_url: prefix {prefix!r} has an empty, '.' or '..' segment")
+    return bucket, f"{prefix}/" if prefix else ""

@@ -282,6 +282,17 @@ class JobStore(Protocol):
         """Cancel queued and leased items (workers see it at their next heartbeat/progress call)."""
         ...
 
+    def delete_job(self, *, tenant: str, job_id: str) -> bool | None:
+        """Remove a finished job: its record, items, results (and result objects) and idempotency key, so the same
+        request makes a new job. None for an unknown or foreign job; False, and nothing removed, while an item is
+        still queued or leased (cancel it first)."""
+        ...
+
+    def expire_jobs(self, *, limit: int = 100) -> int:
+        """Remove up to ``limit`` jobs created longer than the retention ago, with their results (result objects
+        included); returns how many. Called periodically (``Housekeeper``)."""
+        ...
+
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """This tenant's jobs, newest first, at most ``limit``, after ``cursor`` (the next-page cursor an earlier
         call returned; None = the newest). Returns the page and the next page's cursor, None after the last.

@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -30,13 +29,11 @@ from service.jobs.worker import WorkerConfig, WorkerPool
 from service.loaded_models import ModelRegistry
 from service.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from service.pipeline.fetch import Fetcher
-from service.queue.sqlite_store import SqliteJobStore
+from service.queue.housekeeping import Housekeeper
 from service.queue.store import JobStore
+from service.queue.stores import open_redis_store, open_sqlite_store
 from service.remote_models import RemoteModels
 from service.spec.requests import JobCreate
-
-if TYPE_CHECKING:
-    from service.queue.redis_store import RetryPromoter
 
 log = logging.getLogger(__name__)
 # What an operator needs to see by default (models loading, ready); `preannotate serve` shows it at INFO.
@@ -89,21 +86,23 @@ def _load_models(state: AppState) -> None:
 class _Queue:
     store: JobStore
     remote_models: RemoteModels | None = None  # distributed mode: what the workers published
-    promoter: RetryPromoter | None = None
+    housekeeper: Housekeeper | None = None
 
 
 def _open_queue(settings: Settings) -> _Queue:
-    """The embedded SQLite queue; or, with ``queue_url``, Redis plus the models the workers publish there."""
+    """The embedded SQLite queue; or, with ``queue_url``, Redis (and the result objects' store) plus the models
+    the workers publish there. Either way a housekeeper removes jobs past their retention."""
     if settings.queue_url is None:
-        return _Queue(SqliteJobStore(settings.db_path, max_attempts=settings.max_attempts))
-    from service.queue.redis_store import RedisJobStore, RetryPromoter  # redis stays out of embedded imports
-
-    store = RedisJobStore(settings.queue_url.get_secret_value(), max_attempts=settings.max_attempts)
-    # Due retries must reach the stream even while KEDA has every worker scaled to zero.
+        embedded = open_sqlite_store(settings)
+        return _Queue(
+            embedded, housekeeper=Housekeeper(expire=embedded.expire_jobs, expire_every_s=settings.expiry_sweep_s)
+        )
+    store = open_redis_store(settings)
     return _Queue(
         store,
         RemoteModels(store.published_models, settings.model, extra_specs=settings.extra_models),
-        RetryPromoter(store),
+        # Due retries must reach the stream even while KEDA has every worker scaled to zero.
+        Housekeeper(expire=store.expire_jobs, expire_every_s=settings.expiry_sweep_s, promote=store.promote_due),
     )
 
 
@@ -120,14 +119,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loader = None
         if queue.remote_models is not None:  # distributed: `preannotate worker` processes run the models
             state.models = queue.remote_models
-            if queue.promoter is not None:
-                queue.promoter.start()
             startup_log.info("ready: models run in `preannotate worker` processes (distributed mode)")
         else:
             specs = dict.fromkeys([settings.model, *settings.extra_models])
             startup_log.info("loading models: %s (/readyz is 503 until they are ready)", ", ".join(specs))
             loader = threading.Thread(target=_load_models, args=(state,), name="model-loader", daemon=True)
             loader.start()
+        if queue.housekeeper is not None:
+            queue.housekeeper.start()
         sweep = start_label_studio_sweep(
             settings,
             state.store,
@@ -142,8 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await run_in_threadpool(sweep.stop, 10.0)
             if loader is not None:
                 await run_in_threadpool(loader.join, _SHUTDOWN_GRACE_S)
-            if queue.promoter is not None:
-                await run_in_threadpool(queue.promoter.stop)
+            if queue.housekeeper is not None:
+                await run_in_threadpool(queue.housekeeper.stop)
             if state.workers is not None:
                 await run_in_threadpool(state.workers.stop, _SHUTDOWN_GRACE_S)
             if state.backends is not None:

@@ -37,6 +37,7 @@ from service.loaded_models import ModelRegistry
 from service.metrics import observe_scrape
 from service.queue.redis_store import RedisJobStore
 from service.queue.resilient_store import ResilientStore
+from service.queue.stores import open_redis_store
 from service.remote_models import PublishedModel
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def worker_command(args: argparse.Namespace) -> int:
     concurrency = getattr(args, "concurrency", None) or settings.workers
     if concurrency < 1:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "a worker needs PREANNOTATE_WORKERS (or --concurrency) >= 1")
-    state = _State(RedisJobStore(settings.queue_url.get_secret_value(), max_attempts=settings.max_attempts))
+    state = _State(open_redis_store(settings))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         state.stopping.set()

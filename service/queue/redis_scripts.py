@@ -85,6 +85,12 @@ local function promote_due()
   end
   return #due
 end
+-- A removed job's idempotency key (its name, ``idemk``; jobs from before it was stored have none) stops naming it.
+local function forget_idem(name, job)
+  if not name or name == '' then return end
+  local idem = P .. ':idem:' .. name
+  if redis.call('GET', idem) == job then redis.call('DEL', idem) end
+end
 -- The fields asked for, or nil unless the item is leased to this worker. A lapsed lease that nobody has
 -- reclaimed yet still counts: the work is done and no one else has the item.
 local function held(id, worker, ...)
@@ -106,8 +112,8 @@ ensure_group()
 local n = (#ARGV - 8) / 2
 local first = redis.call('INCRBY', P .. ':seq:item', n) - n + 1
 local jk = job_key(job)
-redis.call('HSET', jk, 'tenant', ARGV[5], 'idem', ARGV[6], 'request', ARGV[7], 'created', NOW_S, 'upd', NOW_S,
-           'cancelled', '0', 'first', first, 'n', n, 'open', n)
+redis.call('HSET', jk, 'tenant', ARGV[5], 'idem', ARGV[6], 'idemk', ARGV[3], 'request', ARGV[7], 'created', NOW_S,
+           'upd', NOW_S, 'cancelled', '0', 'first', first, 'n', n, 'open', n)
 local keys = {idem, jk}
 for i = 0, n - 1 do
   local id = first + i
@@ -128,6 +134,8 @@ end
 if retention then
   keys[#keys + 1] = index  -- refreshed by every create: it outlives the tenant's newest job
   for _, k in ipairs(keys) do redis.call('EXPIRE', k, math.ceil(retention)) end
+  -- Keys expire on their own; what lives outside Redis (result objects) is removed by EXPIRE_DUE's caller.
+  redis.call('ZADD', P .. ':expiry', NOW + retention, job)
 end
 return job
 """
@@ -279,15 +287,21 @@ return 1
 COMPLETE = (
     _PRELUDE
     + """
--- ARGV[3..5]: worker, item id, result JSON. The result is stored and the entry acked in one step.
+-- ARGV[3..6]: worker, item id, result JSON or the key of the result's object, '1' if it is a key. The result (or
+-- its key, in the item hash) is stored and the entry acked in one step.
 -- Returns {0, ''} (not held) or {1, the job's final status if this was its last item, else ''}.
 local id = ARGV[4]
 local f = held(id, ARGV[3], 'entry', 'job')
 if not f then return {0, ''} end
 local rk = P .. ':result:' .. id
-redis.call('SET', rk, ARGV[5])
-local expires = redis.call('EXPIRETIME', job_key(f[4]))
-if expires > 0 then redis.call('EXPIREAT', rk, expires) end
+if ARGV[6] == '1' then
+  redis.call('HSET', item_key(id), 'rkey', ARGV[5])
+  redis.call('DEL', rk)
+else
+  redis.call('SET', rk, ARGV[5])
+  local expires = redis.call('EXPIRETIME', job_key(f[4]))
+  if expires > 0 then redis.call('EXPIREAT', rk, expires) end
+end
 settle(id, f[3])
 redis.call('HSET', item_key(id), 'state', 'succeeded', 'owner', '', 'until', '', 'entry', '', 'code', '', 'msg', '',
            'upd', NOW_S)
@@ -378,6 +392,61 @@ for id = tonumber(j[2]), tonumber(j[2]) + tonumber(j[3]) - 1 do
 end
 if count > 0 then redis.call('HSET', jk, 'cancelled', '1', 'upd', NOW_S) end
 return count
+"""
+)
+
+DELETE_JOB = (
+    _PRELUDE
+    + """
+-- ARGV[3..4]: tenant, job id. Returns -1 (no such job for this tenant), 0 (an item is still queued
+-- or leased: nothing removed) or 1 (removed). The job goes to the expiry index as due now, so the caller's removal
+-- of its result objects is retried by EXPIRE_DUE's caller if it fails.
+local jk = job_key(ARGV[4])
+local j = redis.call('HMGET', jk, 'tenant', 'first', 'n', 'idemk')
+if j[1] ~= ARGV[3] then return -1 end
+local first, n = tonumber(j[2]), tonumber(j[3])
+for id = first, first + n - 1 do
+  local state = redis.call('HGET', item_key(id), 'state')
+  if state == 'queued' or state == 'leased' then return 0 end
+end
+for id = first, first + n - 1 do
+  redis.call('DEL', item_key(id), P .. ':result:' .. id)
+  redis.call('ZREM', DELAYED, id)
+  redis.call('SREM', ACTIVE, id)
+end
+redis.call('DEL', jk)
+forget_idem(j[4], ARGV[4])
+redis.call('ZREM', P .. ':jobs:' .. ARGV[3], ARGV[4])
+redis.call('ZADD', P .. ':expiry', NOW, ARGV[4])
+return 1
+"""
+)
+
+EXPIRE_DUE = (
+    _PRELUDE
+    + """
+-- ARGV[3]: how many. Removes what is left in Redis of up to that many jobs whose retention ran out (their keys
+-- normally expired on their own; a store on a fake clock, or a key whose TTL was lost, still goes) and returns
+-- their ids, which stay in the expiry index until the caller has removed their result objects (EXPIRED).
+local due = redis.call('ZRANGEBYSCORE', P .. ':expiry', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, job in ipairs(due) do
+  local jk = job_key(job)
+  local j = redis.call('HMGET', jk, 'tenant', 'first', 'n', 'idemk')
+  if j[1] then
+    for id = tonumber(j[2]), tonumber(j[2]) + tonumber(j[3]) - 1 do
+      local state = redis.call('HGET', item_key(id), 'state')
+      if state == 'queued' or state == 'leased' then
+        local entry = redis.call('HGET', item_key(id), 'entry')
+        settle(id, entry)
+      end
+      redis.call('DEL', item_key(id), P .. ':result:' .. id)
+    end
+    redis.call('DEL', jk)
+    forget_idem(j[4], job)
+    redis.call('ZREM', P .. ':jobs:' .. j[1], job)
+  end
+end
+return due
 """
 )
 

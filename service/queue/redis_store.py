@@ -9,11 +9,14 @@ per call and tests drive time with a fake clock. Retryable failures wait in a de
 stream when due; exhausted or non-retryable items go to the dead-letter stream ``{prefix}:dead``.
 
 Keys (``P`` = prefix): ``P:job:<id>`` hash, ``P:item:<n>`` hash (a job's items are ids ``first..first+n-1``),
-``P:result:<n>``, ``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:jobs:<tenant>`` (ZSET of job ids by
+``P:result:<n>`` (the result, unless a ``ResultStore`` holds it: then the item's ``rkey`` names its object),
+``P:idem:<sha256(tenant, key)>`` (``SET NX``), ``P:jobs:<tenant>`` (ZSET of job ids by
 creation sequence ``P:seq:job``), ``P:delivery:<sha256(key)>`` (webhook
 delivery ids, ``SET NX`` with a TTL), ``P:items`` stream, ``P:leases`` and ``P:delayed`` ZSETs, ``P:active``
 set (depth), ``P:settled`` counter (throughput), ``P:dead`` stream, ``P:models``/``P:workers``/``P:worker:<id>``
-(the model catalog). Job keys expire ``retention_s`` after creation: Redis holds them in memory.
+(the model catalog), ``P:expiry`` (ZSET of job ids by the time their retention ends). Job keys expire
+``retention_s`` after creation: Redis holds them in memory. ``expire_jobs`` removes what lives elsewhere (the
+result objects) of jobs past that time, and what a fake clock left of them in Redis.
 
 Any connection failure is raised as NOT_READY (503, retryable) at once: no client-side retries, so the API
 answers 503 while Redis is down and the worker's loop decides how to back off.
@@ -25,7 +28,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 from service.metrics import job_finished
 from service.queue import redis_scripts as lua
+from service.queue.results import ResultStore
 from service.queue.sqlite_store import derive_status
 from service.queue.store import (
     INVALID_STORED_JOB,
@@ -65,7 +68,7 @@ from service.spec.requests import ItemIn
 log = logging.getLogger(__name__)
 
 _SUMMARY = ("state", "attempts", "fd", "fp", "upd", "name", "code", "msg")
-_RESULTS = ("pos", "name", "state", "code", "msg")
+_RESULTS = ("pos", "name", "state", "code", "msg", "rkey")
 # Replies that mean "this Redis cannot serve writes right now", not a bug: failover, persistence errors.
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 
@@ -106,6 +109,7 @@ class RedisJobStore:
         retention_s: Jobs, items and results expire this long after the job was created (None = never).
         connect_timeout_s: How long a connection attempt may take before NOT_READY.
         timeout_s: How long one command may take before NOT_READY.
+        results: Where item results go (one object each, its key in the item hash); None = in Redis, by value.
     """
 
     def __init__(
@@ -118,11 +122,13 @@ class RedisJobStore:
         retention_s: float | None = 7 * 86400.0,
         connect_timeout_s: float = 2.0,
         timeout_s: float = 10.0,
+        results: ResultStore | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self._max_attempts, self._clock, self._p, self._retention_s = max_attempts, clock, prefix, retention_s
         self._where = _where(url)
+        self._results = results
         # No client retries: a command that fails surfaces at once (a retried script could lease twice).
         # Connections closed by a restarted server are replaced when the pool hands them out.
         self._r: redis.Redis = redis.Redis.from_url(
@@ -137,7 +143,8 @@ class RedisJobStore:
             "CREATE_JOB": lua.CREATE_JOB, "FORGET_IDEM": lua.FORGET_IDEM, "LEASE": lua.LEASE, "PROMOTE": lua.PROMOTE,
             "HEARTBEAT": lua.HEARTBEAT, "PROGRESS": lua.PROGRESS, "COMPLETE": lua.COMPLETE, "FAIL": lua.FAIL,
             "FAIL_JOB": lua.FAIL_JOB, "RELEASE": lua.RELEASE,
-            "CANCEL": lua.CANCEL, "PUBLISH_WORKER": lua.PUBLISH_WORKER, "LIVE_WORKERS": lua.LIVE_WORKERS,
+            "CANCEL": lua.CANCEL, "DELETE_JOB": lua.DELETE_JOB, "EXPIRE_DUE": lua.EXPIRE_DUE,
+            "PUBLISH_WORKER": lua.PUBLISH_WORKER, "LIVE_WORKERS": lua.LIVE_WORKERS,
             "DROP_CONSUMERS": lua.DROP_CONSUMERS,
         }  # fmt: skip
         # register_script runs EVALSHA and falls back to EVAL after NOSCRIPT (a restarted server forgot it).
@@ -255,6 +262,38 @@ class RedisJobStore:
             job_finished("cancelled")
         return self.get_job(tenant=tenant, job_id=job_id)
 
+    def delete_job(self, *, tenant: str, job_id: str) -> bool | None:
+        """Remove a finished job's keys (one script), then its result objects; an object store that fails now
+        leaves them to ``expire_jobs``, which finds the job due in ``P:expiry``."""
+        removed = self._run("DELETE_JOB", tenant, job_id)
+        if removed != 1:
+            return None if removed == -1 else False
+        self._remove_objects([job_id])
+        return True
+
+    def expire_jobs(self, *, limit: int = 100) -> int:
+        """Remove up to ``limit`` jobs past their retention: what is left of them in Redis, then their result
+        objects; a job leaves ``P:expiry`` once its objects are gone (an object store that is down is retried at
+        the next call)."""
+        due = [str(job) for job in self._run("EXPIRE_DUE", limit)]
+        return len(self._remove_objects(due))
+
+    def _remove_objects(self, job_ids: Sequence[str]) -> list[str]:
+        """Remove these jobs' result objects and take them off ``P:expiry``; returns those done."""
+        done = []
+        for job_id in job_ids:
+            if self._results is not None:
+                try:
+                    self._results.delete_job(job_id)
+                except PreannotateError as exc:
+                    log.warning("job %s: its result objects stay until the next expiry sweep: %s", job_id, exc)
+                    continue
+            done.append(job_id)
+        if done:
+            with self._guard():
+                self._r.zrem(f"{self._p}:expiry", *done)
+        return done
+
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """This tenant's jobs, newest first (``P:jobs:<tenant>``); the cursor is the creation sequence number of
         the last job shown. Expired jobs met on the way are dropped from the index. Jobs created before the
@@ -312,24 +351,38 @@ class RedisJobStore:
                     rows = [(i, _shown_failed(r, unreadable)) for i, r in rows]
             chosen = [(i, r) for i, r in rows if r["state"] is not None and (wanted is None or r["state"] in wanted)]
             chosen = chosen[:limit]
+            inline = [i for i, r in chosen if r["state"] == "succeeded" and not r["rkey"]]
             pipe = self._r.pipeline(transaction=True)
-            for item_id, r in chosen:
-                if r["state"] == "succeeded":
-                    pipe.get(self._key("result", item_id))
-            stored = iter(pipe.execute())
+            for item_id in inline:
+                pipe.get(self._key("result", item_id))
+            by_value = dict(zip(inline, pipe.execute(), strict=True))
+        by_key = self._objects([r["rkey"] for _, r in chosen if r["state"] == "succeeded" and r["rkey"]])
         out = []
-        for _, r in chosen:
-            result = next(stored) if r["state"] == "succeeded" else None
+        for item_id, r in chosen:
+            result: dict[str, Any] | None = None
+            if r["state"] == "succeeded":
+                raw = by_value.get(item_id)
+                result = by_key.get(r["rkey"]) if r["rkey"] else None if raw is None else json.loads(raw)
             out.append(
                 ItemResult(
                     position=int(r["pos"]),
                     name=r["name"],
                     state=ItemState(r["state"]),
-                    result=None if result is None else json.loads(result),
+                    result=result,
                     error=ItemError(r["name"], r["code"], r["msg"]) if r["state"] == "failed" else None,
                 )
             )
         return out
+
+    def _objects(self, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """The results stored as objects at ``keys``; a result that cannot be read (its object is gone, or this
+        process has no ``ResultStore``) is None, which the result formats list as ``result_missing``."""
+        if not keys:
+            return {}
+        if self._results is None:
+            log.error("%d item results are in object storage, but PREANNOTATE_RESULTS_URL is unset here", len(keys))
+            return dict.fromkeys(keys)
+        return dict(zip(keys, self._results.get_many(keys), strict=True))
 
     def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
         """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
@@ -397,7 +450,7 @@ class RedisJobStore:
     def promote_due(self) -> int:
         """Move retries whose delay has passed into the stream (``lease()`` does it too); returns how many.
 
-        Run it from a process that is always up (``RetryPromoter`` in the API): while workers are scaled to
+        Run it from a process that is always up (the API's ``Housekeeper``): while workers are scaled to
         zero, a delayed retry is neither lag nor pending, so nothing else would wake a worker for it.
         """
         return int(self._run("PROMOTE"))
@@ -414,8 +467,27 @@ class RedisJobStore:
         return bool(self._run("PROGRESS", worker, item_id, frames_done, frames_planned))
 
     def complete(self, worker: str, item_id: int, result: Mapping[str, object]) -> bool:
-        """Store the result and XACK if this worker still holds the item; otherwise drop it and return False."""
-        held, final = self._run("COMPLETE", worker, item_id, _dumps(result))
+        """Store the result and XACK if this worker still holds the item; otherwise drop it and return False.
+
+        With a ``ResultStore`` the result is written as the item's object first (its key derives from the job and
+        position, so a second delivery of the item overwrites it), and only the key is stored with the item. A
+        result written for a job removed meanwhile (deleted, expired) is removed again.
+        """
+        if self._results is None:
+            held, final = self._run("COMPLETE", worker, item_id, _dumps(result), "0")
+        else:
+            with self._guard():
+                job_id, position = cast(list[str | None], self._r.hmget(self._key("item", item_id), ["job", "pos"]))
+            if job_id is None or position is None:
+                return False  # expired or deleted with its job
+            key = self._results.key(job_id, int(position))
+            self._results.put(key, result)
+            held, final = self._run("COMPLETE", worker, item_id, key, "1")
+            if not held:
+                with self._guard():
+                    gone = not self._r.exists(self._key("job", job_id))
+                if gone:
+                    self._results.delete(key)
         if final:
             job_finished(final)
         return bool(held)
@@ -530,26 +602,3 @@ class RedisJobStore:
 
     def close(self) -> None:
         self._r.close()
-
-
-class RetryPromoter:
-    """A daemon thread that calls ``store.promote_due()`` every ``interval_s`` (see there for why)."""
-
-    def __init__(self, store: RedisJobStore, interval_s: float = 1.0) -> None:
-        self._store, self._interval_s = store, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="retry-promoter", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self._store.promote_due()
-            except PreannotateError as exc:  # Redis is down; the API reports that on every request
-                log.debug("promoting retries failed: %s", exc)

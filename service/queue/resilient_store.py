@@ -227,6 +227,12 @@ class ResilientStore:
     def cancel_job(self, *, tenant: str, job_id: str) -> JobRecord | None:
         return self.store.cancel_job(tenant=tenant, job_id=job_id)
 
+    def delete_job(self, *, tenant: str, job_id: str) -> bool | None:
+        return self.store.delete_job(tenant=tenant, job_id=job_id)
+
+    def expire_jobs(self, *, limit: int = 100) -> int:
+        return self.store.expire_jobs(limit=limit)
+
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         return self.store.list_jobs(tenant=tenant, limit=limit, cursor=cursor)
 

@@ -92,8 +92,10 @@ _SCHEMA_2 = (
 )
 # GET /v1/jobs: a tenant's jobs newest first (the index holds the rowid, creation order, after the tenant).
 _SCHEMA_3 = ("CREATE INDEX jobs_by_tenant ON jobs(tenant)",)
+# Retention (expire_jobs): the jobs created before a time, oldest first.
+_SCHEMA_4 = ("CREATE INDEX jobs_by_created ON jobs(created_at)",)
 # _MIGRATIONS[v] takes a database from user_version v to v + 1.
-_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3)
+_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Expired leases go back to the queue, or fail for good once every attempt is spent.
@@ -181,13 +183,22 @@ class SqliteJobStore:
         path: The database file; created with its schema on first use.
         max_attempts: Leases an item gets before it fails for good (expired leases and retryable failures).
         clock: Epoch seconds; tests inject a fake one instead of sleeping.
+        retention_s: ``expire_jobs`` removes jobs created this long ago (None = never).
     """
 
-    def __init__(self, path: Path, *, max_attempts: int = 3, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.time,
+        retention_s: float | None = 7 * 86400.0,
+    ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self._path = path
         self._max_attempts = max_attempts
+        self._retention_s = retention_s
         self._clock = clock
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []  # every thread's connection, so close() reaches them all
@@ -382,6 +393,32 @@ class SqliteJobStore:
         if cancelled:  # it had unfinished items, so it was not final before
             self._count([JobStatus.CANCELLED])
         return record
+
+    def delete_job(self, *, tenant: str, job_id: str) -> bool | None:
+        """Remove a finished job with its items and results (``ON DELETE CASCADE``); False while an item is open."""
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND tenant = ?", (job_id, tenant)).fetchone() is None:
+                return None
+            if conn.execute(
+                "SELECT 1 FROM items WHERE job_id = ? AND state IN ('queued', 'leased') LIMIT 1", (job_id,)
+            ).fetchone():
+                return False
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return True
+
+    def expire_jobs(self, *, limit: int = 100) -> int:
+        """Remove up to ``limit`` jobs created ``retention_s`` ago or longer, oldest first, whatever their state: a
+        worker still holding an item of one finds its lease gone and drops the result."""
+        if self._retention_s is None:
+            return 0
+        with self._tx() as conn:
+            return int(
+                conn.execute(
+                    "DELETE FROM jobs WHERE id IN"
+                    " (SELECT id FROM jobs WHERE created_at <= ? ORDER BY created_at LIMIT ?)",
+                    (self._clock() - self._retention_s, limit),
+                ).rowcount
+            )
 
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """This tenant's jobs, newest first; the cursor is the rowid (creation order) of the last job shown."""

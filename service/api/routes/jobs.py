@@ -188,10 +188,30 @@ def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     return _job_public(_job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id))
 
 
-@router.delete("/{job_id}")
+@router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     """Cancel what has not finished; finished items keep their results."""
     return _job_public(_job_or_404(state.store.cancel_job(tenant=tenant, job_id=job_id), job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses={
+        200: {"description": "the job had unfinished items: they are cancelled, and the job is kept"},
+        204: {"description": "the finished job and its results are removed"},
+    },
+)
+def delete_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic | Response:
+    """Remove a finished job with its results (and result objects) and its idempotency key: 204, and the same
+    request makes a new job. A job still running is cancelled instead, as ``POST .../cancel`` does (200, its
+    finished items keep their results); a second DELETE removes it."""
+    removed = state.store.delete_job(tenant=tenant, job_id=job_id)
+    if removed is None:
+        raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    if removed:
+        return Response(status_code=204)
+    return cancel_job(job_id, state, tenant)
 
 
 @router.get("/{job_id}/result", responses=error_responses(409))

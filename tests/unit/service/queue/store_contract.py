@@ -444,6 +444,79 @@ class JobStoreContract:
         assert record is not None
         assert record.status is JobStatus.SUCCEEDED
 
+    # --- delete, retention ------------------------------------------------------------------------------
+
+    def test_deleting_a_finished_job_removes_it_and_frees_its_key(self, store: JobStore) -> None:
+        job, other = make_job(store, 2), make_job(store, 1, key="key-2", prefix="other")
+        for lease in store.lease("w1", max_items=2, lease_s=LEASE_S):
+            assert store.complete("w1", lease.item_id, {"item": lease.position})
+
+        assert store.delete_job(tenant=TENANT, job_id=job.id) is True
+
+        assert store.get_job(tenant=TENANT, job_id=job.id) is None
+        assert store.results(tenant=TENANT, job_id=job.id) is None
+        assert [j.id for j in store.list_jobs(tenant=TENANT, limit=10)[0]] == [other.id]
+        assert store.delete_job(tenant=TENANT, job_id=job.id) is None  # gone: a second DELETE is a 404
+        again, created = store.create_job(tenant=TENANT, idem_key="key-1", spec=SPEC, items=items(1))
+        assert created
+        assert again.id != job.id
+        assert store.get_job(tenant=TENANT, job_id=other.id) is not None
+        assert store.depth() == 2  # the other job's item and the new one
+
+    def test_a_job_with_open_items_is_not_deleted_until_cancelled(self, store: JobStore) -> None:
+        job = make_job(store, 2)
+        store.lease("w1", max_items=1, lease_s=LEASE_S)
+
+        assert store.delete_job(tenant=TENANT, job_id=job.id) is False
+        assert status(store, job) is JobStatus.RUNNING
+        assert store.depth() == 2
+
+        store.cancel_job(tenant=TENANT, job_id=job.id)
+        assert store.delete_job(tenant=TENANT, job_id=job.id) is True
+        assert store.depth() == 0
+
+    def test_an_unknown_or_foreign_job_is_not_deleted(self, store: JobStore) -> None:
+        job = make_job(store, 1)
+        store.cancel_job(tenant=TENANT, job_id=job.id)
+
+        assert store.delete_job(tenant=OTHER_TENANT, job_id=job.id) is None
+        assert store.delete_job(tenant=TENANT, job_id="no-such-job") is None
+        assert store.get_job(tenant=TENANT, job_id=job.id) is not None
+
+    def test_jobs_past_the_retention_are_removed_oldest_first(self, store: JobStore, clock: FakeClock) -> None:
+        day_s = 86400.0
+        old = make_job(store, 1, key="old")
+        (lease,) = store.lease("w1", max_items=1, lease_s=LEASE_S)
+        store.complete("w1", lease.item_id, {"kept": False})
+        clock.advance(1 * day_s)
+        young = make_job(store, 1, key="young", prefix="young")
+        clock.advance(6 * day_s - 1)
+
+        assert store.expire_jobs() == 0  # a second short of 7 days: nothing is due
+
+        clock.advance(1)
+        assert store.expire_jobs(limit=10) == 1
+        assert store.get_job(tenant=TENANT, job_id=old.id) is None
+        assert store.results(tenant=TENANT, job_id=old.id) is None
+        assert store.get_job(tenant=TENANT, job_id=young.id) is not None
+        assert store.expire_jobs() == 0
+        again, created = store.create_job(tenant=TENANT, idem_key="old", spec=SPEC, items=items(1))
+        assert created
+        assert again.id != old.id
+
+    def test_expiry_takes_running_jobs_too_and_their_workers_lose_the_item(
+        self, store: JobStore, clock: FakeClock
+    ) -> None:
+        make_job(store, 2)
+        first, _ = store.lease("w1", max_items=2, lease_s=8 * 86400.0)
+        clock.advance(7 * 86400.0)
+
+        assert store.expire_jobs(limit=1) == 1
+
+        assert not store.complete("w1", first.item_id, {"late": True})
+        assert store.depth() == 0
+        assert store.lease("w2", max_items=5, lease_s=LEASE_S) == []
+
     # --- status, progress, results ----------------------------------------------------------------------
 
     @pytest.mark.parametrize(

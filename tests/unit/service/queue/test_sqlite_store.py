@@ -95,6 +95,7 @@ def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE deliveries")
     conn.execute("DROP INDEX jobs_by_tenant")  # version 3
+    conn.execute("DROP INDEX jobs_by_created")  # version 4
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -112,6 +113,7 @@ def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
     with sqlite3.connect(db) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert check.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs_by_tenant'").fetchone() == (1,)
+        assert check.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs_by_created'").fetchone() == (1,)
     check.close()
 
 

@@ -77,7 +77,7 @@ def _written(layout: ResultLayout, items: Iterable[ItemResult]) -> Iterator[byte
         slots: list[Skipped] = []
         yield _open(layout.head, first)
         for entries in layout.entries(items):
-            chunk = _entries(entries.arrays[0] if entries.arrays else [], counts, 0)
+            chunk = _entries(_array(entries, 0), counts, 0)
             for i, spool in enumerate(spools, start=1):
                 spool.write(_entries(_array(entries, i), counts, i))
             skipped.extend([] if entries.skipped is None else [entries.skipped])

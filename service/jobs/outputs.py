@@ -1,18 +1,23 @@
-"""A finished job's results in each format ``GET /v1/jobs/{id}/result?format=...`` serves."""
+"""A finished job's results in each format ``GET /v1/jobs/{id}/result?format=...`` serves.
+
+Every format is one ``ResultLayout``: fields before its arrays, the arrays each item adds entries to, fields after,
+then the skipped lists. ``job_result`` fills it in memory (one item's result for ``GET .../items?format=``);
+``service.jobs.result_stream`` writes the same document item by item, so a job's size never sits in memory.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from service.backends.encord import encord_ontology_from
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
-from service.convert.coco_types import CocoDocument
 from service.convert.darwin import item_to_darwin
 from service.convert.label_studio import (
+    LabelConfig,
     ObjectKind,
     default_label_config_xml,
     item_to_ls_result,
@@ -22,7 +27,7 @@ from service.convert.label_studio import (
 from service.convert.label_studio_types import LsTask
 from service.convert.types import ModelRef, UnsupportedByFormatError
 from service.errors import ErrorCode
-from service.jobs.output_types import JobResult, LsImport, Provenance, SkippedJson
+from service.jobs.output_types import JobResult, Provenance, SkippedJson
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions, item_predictions_from_json
 from service.pipeline.tracks import TrackerOptions
@@ -67,50 +72,108 @@ class Skipped:
         return where | {"code": self.code.code, "reason": self.reason}
 
 
-def job_result(fmt: str, job: JobRecord, results: Sequence[ItemResult], settings: Settings) -> JobResult:
-    """The job's preannotations as ``fmt``; video detections in the tracks their worker linked them into.
+@dataclass(frozen=True, slots=True)
+class ItemEntries:
+    """What one item adds to a result document: its entries of each of the layout's arrays (in order), or why it
+    was left out, and the slots of it the format could not hold."""
 
-    An item the format cannot hold (an Encord row of a video and a still) is listed in ``skipped_items``
-    with a code and a reason; every other item is still served.
-    """
-    items, model = job_items(results, job.spec.tracker(settings)), job_model(job)
-    provenance: Provenance = {"model": model.spec, "model_version": model.version, "job_id": job.id}
+    arrays: tuple[list[Any], ...] = ()
+    skipped: Skipped | None = None
+    skipped_slots: list[Skipped] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLayout:
+    """A format's result document: ``head`` fields, then ``arrays`` (every item adds to each, in item order),
+    then ``tail`` fields, then ``skipped_slots`` (where ``lists_slots``) and ``skipped_items``."""
+
+    head: dict[str, Any]
+    arrays: tuple[str, ...]
+    tail: dict[str, Any]
+    convert: Callable[[ItemPredictions], ItemEntries]
+    tracker: TrackerOptions | None
+    lists_slots: bool = False
+
+    def entries(self, results: Iterable[ItemResult]) -> Iterator[ItemEntries]:
+        """Each succeeded item's entries, in job order, converted only when pulled (one item in memory)."""
+        for r in results:
+            if r.state is not ItemState.SUCCEEDED:
+                continue
+            if r.result is None:  # its object is gone from object storage: the others are still served
+                reason = f"the stored result of item {r.name!r} is gone (removed from the result store)"
+                yield ItemEntries(skipped=Skipped(r.name, ErrorCode.RESULT_MISSING, reason))
+                continue
+            yield self.convert(item_predictions_from_json(r.name, r.result, self.tracker))
+
+
+def result_layout(fmt: str, job: JobRecord, settings: Settings) -> ResultLayout:
+    """``fmt``'s document for ``job``: video detections in the tracks their worker linked them into; an item the
+    format cannot hold (an Encord row of a video and a still) is skipped with a code and a reason."""
+    model, tracker = job_model(job), job.spec.tracker(settings)
+    provenance: dict[str, Any] = dict(Provenance(model=model.spec, model_version=model.version, job_id=job.id))
     if fmt == "coco":
-        coco, skipped = _items_to_coco(items, model)
-        coco["info"]["model"] = provenance["model"]
-        coco["info"]["model_version"] = provenance["model_version"]
-        coco["info"]["job_id"] = provenance["job_id"]
-        return {**coco, "skipped_items": _listed(skipped)}
+        empty = frame_results_to_coco([], class_names=model.class_names)  # the info and categories of any job
+        head = {"info": {**empty["info"], **provenance}}
+        return ResultLayout(
+            head, ("images", "annotations"), {"categories": empty["categories"]}, _CocoNumbering(model), tracker
+        )
     if fmt == "darwin":
-        darwin, skipped = convert_each(fmt, items, lambda item: item_to_darwin(item, model))
-        return {**provenance, "items": darwin, "skipped_items": _listed(skipped)}
+        return ResultLayout(provenance, ("items",), {}, _each(fmt, lambda item: item_to_darwin(item, model)), tracker)
     if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
-        ls = items_to_ls_import(items, model)  # a slot LS cannot show is listed in its skipped_slots
-        return {**provenance, **ls, "skipped_items": []}
+        ls = _LsTasks(model)  # a slot LS cannot show is listed in skipped_slots
+        return ResultLayout({**provenance, "label_configs": ls.xml}, ("tasks",), {}, ls, tracker, lists_slots=True)
     from service.convert.encord import item_to_encord_label_row
 
     ontology = encord_ontology_from(settings, model.class_names)
     created_by = settings.encord_created_by
-    rows, skipped = convert_each(
-        fmt,
-        items,
-        lambda item: item_to_encord_label_row(item, model, ontology, created_by=created_by),
-    )
-    return {**provenance, "ontology": ontology.to_json(), "label_rows": rows, "skipped_items": _listed(skipped)}
+
+    def row(item: ItemPredictions) -> Any:
+        return item_to_encord_label_row(item, model, ontology, created_by=created_by)
+
+    return ResultLayout({**provenance, "ontology": ontology.to_json()}, ("label_rows",), {}, _each(fmt, row), tracker)
+
+
+def job_result(fmt: str, job: JobRecord, results: Iterable[ItemResult], settings: Settings) -> JobResult:
+    """The job's preannotations as ``fmt``, in memory (``result_layout``); a succeeded item whose stored result is
+    gone is listed in ``skipped_items`` as ``result_missing``."""
+    layout = result_layout(fmt, job, settings)
+    arrays: list[list[Any]] = [[] for _ in layout.arrays]
+    skipped: list[Skipped] = []
+    slots: list[Skipped] = []
+    for entries in layout.entries(results):
+        for into, added in zip(arrays, entries.arrays, strict=False):
+            into.extend(added)
+        skipped.extend([] if entries.skipped is None else [entries.skipped])
+        slots.extend(entries.skipped_slots)
+    document = {**layout.head, **dict(zip(layout.arrays, arrays, strict=True)), **layout.tail}
+    if layout.lists_slots:
+        document["skipped_slots"] = listed(slots)
+    return cast(JobResult, document | {"skipped_items": listed(skipped)})
 
 
 def convert_each(
-    fmt: str, items: Sequence[ItemPredictions], convert: Callable[[ItemPredictions], _T]
+    fmt: str, items: Iterable[ItemPredictions], convert: Callable[[ItemPredictions], _T]
 ) -> tuple[list[_T], list[Skipped]]:
     """``convert`` applied item by item: an item that fails is skipped, the others are kept, in order."""
     done: list[_T] = []
     skipped: list[Skipped] = []
     for item in items:
-        try:
-            done.append(convert(item))
-        except Exception as exc:  # one item must never cost the job's other items
-            skipped.append(skipped_for(fmt, item.name, exc))
+        entries = _each(fmt, convert)(item)
+        done.extend(entries.arrays[0] if entries.arrays else [])
+        skipped.extend([] if entries.skipped is None else [entries.skipped])
     return done, skipped
+
+
+def _each(fmt: str, convert: Callable[[ItemPredictions], object]) -> Callable[[ItemPredictions], ItemEntries]:
+    """One entry per item, ``convert``'s; an item it fails on is skipped (one item never costs the others)."""
+
+    def entries(item: ItemPredictions) -> ItemEntries:
+        try:
+            return ItemEntries(arrays=([convert(item)],))
+        except Exception as exc:  # one item must never cost the job's other items
+            return ItemEntries(skipped=skipped_for(fmt, item.name, exc))
+
+    return entries
 
 
 def skipped_for(fmt: str, item: str, exc: Exception, slot: SlotMeta | None = None) -> Skipped:
@@ -121,33 +184,41 @@ def skipped_for(fmt: str, item: str, exc: Exception, slot: SlotMeta | None = Non
     return Skipped(item, ErrorCode.OUTPUT_FAILED, f"{fmt}: {type(exc).__name__} while converting the item", slot)
 
 
-def _listed(skipped: Sequence[Skipped]) -> list[SkippedJson]:
+def listed(skipped: Sequence[Skipped]) -> list[SkippedJson]:
     return [s.to_json() for s in skipped]
 
 
-def _items_to_coco(items: Sequence[ItemPredictions], model: ModelRef) -> tuple[CocoDocument, list[Skipped]]:
-    """One COCO file of every item; if that fails, the items are tried one by one and those at fault left out."""
+class _CocoNumbering:
+    """COCO images and annotations item by item, numbered on from the items before as one whole-job
+    ``frame_results_to_coco`` numbers them; an item that fails is skipped and takes no ids."""
 
-    def coco(chosen: Sequence[ItemPredictions]) -> CocoDocument:
-        return frame_results_to_coco(
-            [frame for item in chosen for frame in item.frames],
-            class_names=model.class_names,
-            multi_slot_items=frozenset(item.name for item in chosen if len(item.slots) > 1),
-        )
+    def __init__(self, model: ModelRef) -> None:
+        self._model = model
+        self._images = 0
+        self._annotations = 0
 
-    def alone(item: ItemPredictions) -> ItemPredictions:
-        coco([item])
-        return item
+    def __call__(self, item: ItemPredictions) -> ItemEntries:
+        try:
+            coco = frame_results_to_coco(
+                item.frames,
+                class_names=self._model.class_names,
+                multi_slot_items=frozenset({item.name} if len(item.slots) > 1 else ()),
+            )
+        except Exception as exc:  # find the items at fault rather than lose them all
+            return ItemEntries(skipped=skipped_for("coco", item.name, exc))
+        images, annotations = coco["images"], coco["annotations"]
+        for image in images:
+            image["id"] += self._images
+        for annotation in annotations:
+            annotation["id"] += self._annotations
+            annotation["image_id"] += self._images
+        self._images += len(images)
+        self._annotations += len(annotations)
+        return ItemEntries(arrays=(list(images), list(annotations)))
 
-    try:
-        return coco(items), []
-    except Exception:  # find the items at fault rather than lose them all
-        kept, skipped = convert_each("coco", items, alone)
-        return coco(kept), skipped
 
-
-def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> LsImport:
-    """Label Studio tasks with embedded predictions, for ``POST /api/projects/{id}/import`` as they are.
+class _LsTasks:
+    """Label Studio tasks with embedded predictions, item by item, for ``POST /api/projects/{id}/import`` as they are.
 
     One task per image or video slot, not per item: an LS task shows one medium per ``$key``, and the
     default configs (``label_configs``) put images and videos in separate projects, so an item with a
@@ -157,13 +228,17 @@ def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> LsI
     string (signatures are never stored): LS must be able to open it (or map it through its storage).
     Slots LS has no object for (DICOM, sequences, PDF) are listed in ``skipped_slots`` with a code and a reason.
     """
-    xml: dict[ObjectKind, str] = {
-        kind: default_label_config_xml(model.class_names, kind) for kind in ("image", "video")
-    }
-    configs = {kind: parse_label_config(text) for kind, text in xml.items()}
-    tasks: list[LsTask] = []
-    skipped: list[Skipped] = []
-    for item in items:
+
+    def __init__(self, model: ModelRef) -> None:
+        self._model = model
+        self.xml: dict[ObjectKind, str] = {
+            kind: default_label_config_xml(model.class_names, kind) for kind in ("image", "video")
+        }
+        self._configs: dict[ObjectKind, LabelConfig] = {kind: parse_label_config(t) for kind, t in self.xml.items()}
+
+    def __call__(self, item: ItemPredictions) -> ItemEntries:
+        tasks: list[LsTask] = []
+        skipped: list[Skipped] = []
         item = with_region_ids(item)  # numbered across the item, before it is split into tasks
         for meta in item.slots:
             kind = _LS_KINDS.get(meta.media)
@@ -171,22 +246,20 @@ def items_to_ls_import(items: Sequence[ItemPredictions], model: ModelRef) -> LsI
                 reason = f"labelstudio: no Label Studio object shows a {meta.media.value} slot"
                 skipped.append(Skipped(item.name, ErrorCode.UNSUPPORTED_BY_FORMAT, reason, meta))
                 continue
-            config = configs[kind]
-            (target,) = config.targets()
-            assert target.value_key is not None  # the default configs read $image / $video
-            data: dict[str, str | float] = {
-                target.value_key: meta.source_files[0],
-                "item": item.name,
-                "slot": meta.slot,
-            }
-            fps_key = (target.frame_rate or "").removeprefix("$")
-            if kind == "video" and fps_key and meta.fps:
-                data[fps_key] = round(meta.fps, 6)  # what <Video framerate="$fps"> plays at; else LS uses 24
-            slot = ItemPredictions(name=item.name, slots=(meta,), frames=tuple(item.frames_of_slot(meta.slot)))
             try:
-                prediction = item_to_ls_result(slot, model, config, task_data=data)
+                tasks.append(self._task(item, meta, kind))
             except Exception as exc:  # one slot must never cost the others
                 skipped.append(skipped_for("labelstudio", item.name, exc, meta))
-                continue
-            tasks.append({"data": data, "predictions": [prediction.to_json()]})
-    return {"label_configs": xml, "tasks": tasks, "skipped_slots": _listed(skipped)}
+        return ItemEntries(arrays=(tasks,), skipped_slots=skipped)
+
+    def _task(self, item: ItemPredictions, meta: SlotMeta, kind: ObjectKind) -> LsTask:
+        config = self._configs[kind]
+        (target,) = config.targets()
+        assert target.value_key is not None  # the default configs read $image / $video
+        data: dict[str, str | float] = {target.value_key: meta.source_files[0], "item": item.name, "slot": meta.slot}
+        fps_key = (target.frame_rate or "").removeprefix("$")
+        if kind == "video" and fps_key and meta.fps:
+            data[fps_key] = round(meta.fps, 6)  # what <Video framerate="$fps"> plays at; else LS uses 24
+        slot = ItemPredictions(name=item.name, slots=(meta,), frames=tuple(item.frames_of_slot(meta.slot)))
+        prediction = item_to_ls_result(slot, self._model, config, task_data=data)
+        return {"data": data, "predictions": [prediction.to_json()]}

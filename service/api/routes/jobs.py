@@ -6,6 +6,7 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from service.api.bodies import json_body, require_json
@@ -25,6 +26,7 @@ from service.backends.encord_registration import encord_registration_to_items, i
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.outputs import job_result
+from service.jobs.result_stream import job_result_chunks, logged_to_end, succeeded_items
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 from service.queue.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.spec.requests import JobCreate
@@ -214,19 +216,25 @@ def delete_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic | R
     return cancel_job(job_id, state, tenant)
 
 
-@router.get("/{job_id}/result", responses=error_responses(409))
+@router.get("/{job_id}/result", responses=error_responses(409), response_model=dict[str, Any])
 def get_result(
     job_id: str,
     state: StateDep,
     tenant: TenantDep,
     format: Annotated[str, Query(pattern=_FORMAT_PATTERN)] = "coco",
-) -> dict[str, Any]:
+) -> StreamingResponse:
     """The preannotations of a finished job (succeeded items): COCO, Darwin JSON 2.0, Label Studio
     predictions or Encord label rows; video detections linked into tracks."""
     job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
-    return dict(job_result(format, job, state.store.results(tenant=tenant, job_id=job_id) or [], state.settings))
+    # Streamed a page of items at a time; the first page is read before the response starts, so an unreachable
+    # store is still a 503 (a failure after that can only cut the body short).
+    items = succeeded_items(state.store, tenant=tenant, job_id=job_id, page_items=state.settings.result_page_items)
+    if items is None:  # deleted since it was read
+        raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+    chunks = job_result_chunks(format, job, items, state.settings)
+    return StreamingResponse(logged_to_end(chunks, f"job {job_id}"), media_type="application/json")
 
 
 def _item_public(item: ItemResult, job: JobRecord, fmt: str | None, settings: Settings) -> ItemPublic:

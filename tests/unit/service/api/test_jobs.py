@@ -16,10 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
+from service.errors import ErrorCode, PreannotateError
 from service.intake.config import WebhookConfig
+from service.jobs.outputs import job_result
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.tracks import TrackerOptions
+from service.queue.store import ItemState
 from tests.builders import make_detections, make_result
 from tests.unit.service.intake.helpers import TOKEN, WebhookApp, webhook_app
 from tests.unit.service.queue.store_contract import FakeClock
@@ -352,3 +355,103 @@ def test_an_item_finished_between_the_routes_reads_is_never_labelled_without_its
     assert raced
     assert all(names == ["face"] for names in labels(during))  # unpinned, it would say "class_0"
     assert labels(after) == [["face"]]
+
+
+# -- the result, streamed ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def paged_app(tmp_path: Path, clock: FakeClock) -> Iterator[WebhookApp]:
+    with webhook_app(tmp_path, WebhookConfig(), store_clock=clock, result_page_items=2) as a:
+        yield a
+
+
+def finished_job(app: WebhookApp, names: list[str], failed: frozenset[str] = frozenset()) -> str:
+    job_id = str(post(app, {"items": [item(name) for name in names]}).json()["job_id"])
+    for lease in app.store.lease("w", max_items=len(names), lease_s=60):
+        name = names[lease.position]
+        if name in failed:
+            app.store.fail(
+                "w", lease.item_id, code="fetch_failed", message=f"{name}: 404", retryable=False, retry_in_s=0
+            )
+        else:
+            app.store.complete("w", lease.item_id, _item_result(name))
+    return job_id
+
+
+def recorded_reads(app: WebhookApp, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every ``results`` read of the real store, with its arguments."""
+    reads: list[dict[str, Any]] = []
+    results = app.store.results
+
+    def recording(**kwargs: Any) -> Any:
+        reads.append(kwargs)
+        return results(**kwargs)
+
+    monkeypatch.setattr(app.store, "results", recording)
+    return reads
+
+
+@pytest.mark.parametrize("fmt", ["coco", "darwin", "labelstudio"])
+def test_the_result_is_streamed_from_pages_of_the_store_as_one_document(
+    paged_app: WebhookApp, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    names = [f"img{i}.jpg" for i in range(6)]
+    job_id = finished_job(paged_app, names, failed=frozenset({"img3.jpg"}))
+    job = paged_app.store.get_job(tenant=paged_app.state.auth.tenant_for(TOKEN), job_id=job_id)
+    assert job is not None
+    every_item = paged_app.store.results(tenant=job.tenant, job_id=job_id)
+    assert every_item is not None
+    whole = json.loads(json.dumps(job_result(fmt, job, every_item, paged_app.state.settings)))  # as it was served
+    reads = recorded_reads(paged_app, monkeypatch)
+
+    response = paged_app.client.get(f"/v1/jobs/{job_id}/result", params={"format": fmt}, headers=AUTH)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == whole
+    assert len(whole["skipped_items"]) == 0
+    assert [(r["states"], r["after"], r["limit"]) for r in reads] == [
+        ({ItemState.SUCCEEDED}, -1, 2),
+        ({ItemState.SUCCEEDED}, 1, 2),
+        ({ItemState.SUCCEEDED}, 4, 2),  # img3 failed: img2 and img4 were a page, img5 alone ends it
+    ]
+
+
+def test_a_store_outage_before_the_result_starts_is_a_503_and_after_it_cuts_the_body_short(
+    paged_app: WebhookApp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_id = finished_job(paged_app, [f"img{i}.jpg" for i in range(5)])
+    reads = recorded_reads(paged_app, monkeypatch)
+    recording = paged_app.store.results
+    outage_from = [0]
+
+    def down_from_a_read(**kwargs: Any) -> Any:
+        if len(reads) >= outage_from[0]:
+            reads.append(kwargs)
+            raise PreannotateError(ErrorCode.NOT_READY, "the result store is unreachable")
+        return recording(**kwargs)
+
+    monkeypatch.setattr(paged_app.store, "results", down_from_a_read)
+    url = f"/v1/jobs/{job_id}/result"
+    at_once = paged_app.client.get(url, params={"format": "darwin"}, headers=AUTH)
+    reads.clear()
+    outage_from[0] = 1  # the first page is read, the second is not
+    midway = paged_app.client.get(url, params={"format": "darwin"}, headers=AUTH)
+
+    assert (at_once.status_code, error_code(at_once)) == (503, "not_ready")
+    assert midway.status_code == 200
+    assert midway.text.startswith('{"model"')
+    assert '"img1.jpg"' in midway.text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(midway.text)  # the client sees truncated JSON, never a document that looks whole
+    assert "the result stream failed after its response started" in caplog.text
+
+
+def test_a_result_of_an_unfinished_job_is_409_and_of_an_unknown_one_404(app: WebhookApp) -> None:
+    job_id = post(app, {"items": [item("a.jpg")]}).json()["job_id"]
+    running = app.client.get(f"/v1/jobs/{job_id}/result", headers=AUTH)
+    unknown = app.client.get("/v1/jobs/nope/result", headers=AUTH)
+
+    assert (running.status_code, error_code(running)) == (409, "job_not_finished")
+    assert (unknown.status_code, error_code(unknown)) == (404, "job_not_found")

@@ -227,3 +227,22 @@ def test_tracks_are_read_as_the_worker_stored_them_and_linked_only_for_older_res
 
     assert ids(served) == ids(tracked_item) == [[1], [1]]  # as stored
     assert ids(served_older) == [[-1], [-1]]  # linked now, with the job's tracker: too short to keep
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_succeeded_item_whose_stored_result_is_gone_is_listed_and_the_others_are_served(fmt: str) -> None:
+    gone = ItemResult(3, "gone.jpg", ItemState.SUCCEEDED, None, None)  # its object left the result store
+    served = json.loads(json.dumps(job_result(fmt, job(), [*results(), gone], Settings())))
+    whole = json.loads(json.dumps(job_result(fmt, job(), results(), Settings())))
+
+    assert served["skipped_items"][-1] == {
+        "item": "gone.jpg",
+        "code": "result_missing",
+        "reason": "the stored result of item 'gone.jpg' is gone (removed from the result store)",
+    }
+    assert served["skipped_items"][:-1] == whole["skipped_items"]
+    if fmt == "encord":  # rows are stamped with the time they were made
+        assert [r["data_title"] for r in served["label_rows"]] == [r["data_title"] for r in whole["label_rows"]]
+    else:
+        array = {"coco": "images", "darwin": "items", "labelstudio": "tasks"}[fmt]
+        assert served[array] == whole[array]

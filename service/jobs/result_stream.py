@@ -1,0 +1,129 @@
+"""``GET /v1/jobs/{id}/result`` as bytes written item by item: a 10,000-item job never sits in memory.
+
+The document is the one ``job_result`` builds (the same ``ResultLayout``, so the same conversions); only the
+serialising differs. The first array is written as its items come; later arrays (COCO's ``annotations``, built
+from the same items in the same pass) go to a spool file, in memory up to ``SPOOL_MEMORY_BYTES``, then on disk,
+and are copied out after it. The skipped lists are small and come last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import IO, Any
+
+from service.config import Settings
+from service.jobs.outputs import ItemEntries, ResultLayout, Skipped, listed, result_layout
+from service.queue.store import ItemResult, ItemState, JobRecord, JobStore
+
+log = logging.getLogger(__name__)
+
+SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
+_COPY_BYTES = 64 * 1024
+# What Starlette's JSONResponse writes: the bytes the in-memory route served.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def job_result_chunks(fmt: str, job: JobRecord, items: Iterable[ItemResult], settings: Settings) -> Iterator[bytes]:
+    """``job_result(fmt, job, items, settings)`` as JSON bytes, pulling ``items`` one at a time; a chunk per item
+    (none for an item that adds nothing to the first array), so the caller holds one item, never the job.
+
+    The layout is made now (an unreadable Encord ontology fails here, before a response has started)."""
+    return _written(result_layout(fmt, job, settings), items)
+
+
+def succeeded_items(store: JobStore, *, tenant: str, job_id: str, page_items: int) -> Iterator[ItemResult] | None:
+    """The job's succeeded items in job order, read from ``store`` ``page_items`` at a time as they are pulled;
+    None for an unknown job. The first page is read now, so a store outage is the caller's error to answer;
+    an item is let go once pulled, so at most one page is held."""
+    first = store.results(tenant=tenant, job_id=job_id, states={ItemState.SUCCEEDED}, after=-1, limit=page_items)
+    if first is None:
+        return None
+
+    def pages(page: deque[ItemResult]) -> Iterator[ItemResult]:
+        while page:
+            last, full = page[-1].position, len(page) == page_items
+            while page:
+                yield page.popleft()
+            if not full:
+                return
+            more = store.results(
+                tenant=tenant, job_id=job_id, states={ItemState.SUCCEEDED}, after=last, limit=page_items
+            )
+            page = deque(more or ())  # None: the job was deleted meanwhile
+
+    return pages(deque(first))
+
+
+def logged_to_end(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """``chunks``, ending early (the client sees truncated JSON) with the failure logged: once the body has
+    started, its status can no longer say so."""
+    try:
+        yield from chunks
+    except Exception:
+        log.exception("%s: the result stream failed after its response started; the body is cut short", what)
+
+
+def _written(layout: ResultLayout, items: Iterable[ItemResult]) -> Iterator[bytes]:
+    first, *later = layout.arrays
+    with ExitStack() as stack:
+        spools = [stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES)) for _ in later]
+        counts = [0] * len(layout.arrays)
+        skipped: list[Skipped] = []
+        slots: list[Skipped] = []
+        yield _open(layout.head, first)
+        for entries in layout.entries(items):
+            chunk = _entries(_array(entries, 0), counts, 0)
+            for i, spool in enumerate(spools, start=1):
+                spool.write(_entries(_array(entries, i), counts, i))
+            skipped.extend([] if entries.skipped is None else [entries.skipped])
+            slots.extend(entries.skipped_slots)
+            if chunk:
+                yield chunk
+        yield b"]"
+        for name, spool in zip(later, spools, strict=True):
+            yield b"," + _key(name) + b"["
+            yield from _copied(spool)
+            yield b"]"
+    yield _close(layout, slots, skipped)
+
+
+def _array(entries: ItemEntries, index: int) -> Sequence[Any]:
+    return entries.arrays[index] if index < len(entries.arrays) else ()
+
+
+def _entries(values: Sequence[Any], counts: list[int], index: int) -> bytes:
+    """``values`` as array elements, after the ``counts[index]`` already written (a comma before all but the first)."""
+    if not values:
+        return b""
+    text = ",".join(_ENCODER.encode(v) for v in values)
+    comma = "," if counts[index] else ""
+    counts[index] += len(values)
+    return (comma + text).encode()
+
+
+def _key(name: str) -> bytes:
+    return (_ENCODER.encode(name) + ":").encode()
+
+
+def _open(head: dict[str, Any], first: str) -> bytes:
+    fields = "".join(f"{_ENCODER.encode(k)}:{_ENCODER.encode(v)}," for k, v in head.items())
+    return ("{" + fields).encode() + _key(first) + b"["
+
+
+def _close(layout: ResultLayout, slots: list[Skipped], skipped: list[Skipped]) -> bytes:
+    tail: dict[str, Any] = dict(layout.tail)
+    if layout.lists_slots:
+        tail["skipped_slots"] = listed(slots)
+    tail["skipped_items"] = listed(skipped)
+    return b"".join(b"," + _key(k) + _ENCODER.encode(v).encode() for k, v in tail.items()) + b"}"
+
+
+def _copied(spool: IO[bytes]) -> Iterator[bytes]:
+    spool.seek(0)
+    while block := spool.read(_COPY_BYTES):
+        yield block

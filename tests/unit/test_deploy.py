@@ -340,6 +340,71 @@ def test_cpu_overlay_with_a_results_url_is_caught() -> None:
     assert any("results URL" in p for p in cm.check_volumes(docs, "cpu"))
 
 
+def _k8s_readme_json(marker: str) -> Any:
+    """The JSON code block of k8s/README.md that holds ``marker``."""
+    import json
+
+    blocks = re.findall(r"```json\n(.*?)```", (cm.K8S / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if marker in b]
+    return json.loads(block)
+
+
+def _base_results() -> tuple[str, str, int]:
+    """The base configmap's results bucket, prefix and retention in days."""
+    from service.s3_routing import parse_results_url
+
+    cfg = cm.find(rendered("gpu"), "ConfigMap", "preannotate-config")
+    assert cfg is not None
+    bucket, prefix = parse_results_url(cfg["data"]["PREANNOTATE_RESULTS_URL"])
+    retention_s = float(cfg["data"]["PREANNOTATE_RETENTION_S"])
+    assert retention_s % 86400 == 0, "a lifecycle rule counts whole days"
+    return bucket, prefix, int(retention_s // 86400)
+
+
+def test_k8s_readme_lifecycle_rule_outlives_the_retention_by_a_day() -> None:
+    bucket, prefix, days = _base_results()
+    (rule,) = _k8s_readme_json('"Rules"')["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Filter"] == {"Prefix": prefix}
+    assert rule["Expiration"] == {"Days": days + 1}
+    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    readme = (cm.K8S / "README.md").read_text()
+    assert f'mc ilm rule add --prefix "{prefix}" --expire-days {days + 1} minio/{bucket}' in readme
+
+
+def test_k8s_readme_iam_policy_covers_what_the_result_store_calls_and_no_more() -> None:
+    bucket, prefix, _ = _base_results()
+    statements = _k8s_readme_json('"Statement"')["Statement"]
+    granted = set()
+    for st in statements:
+        assert st["Effect"] == "Allow"
+        actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        resources = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+        granted |= {(a, r) for a in actions for r in resources}
+    objects = f"arn:aws:s3:::{bucket}/{prefix}*"
+    assert granted == {
+        ("s3:PutObject", objects),
+        ("s3:GetObject", objects),
+        ("s3:DeleteObject", objects),
+        ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
+    }
+    # HeadBucket (the store's check) carries no s3:prefix: a prefix condition on ListBucket would deny it.
+    assert all("Condition" not in st for st in statements)
+
+
+def test_every_secret_key_the_manifests_read_is_in_the_k8s_readme_table() -> None:
+    table = re.findall(r"^\| `([a-z0-9-]+)` \|", (cm.K8S / "README.md").read_text(), re.M)
+    for overlay in cm.OVERLAYS:
+        docs = rendered(overlay)
+        keys = {
+            e["valueFrom"]["secretKeyRef"]["key"]
+            for _, c in cm.iter_containers(docs)
+            for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert keys <= set(table), (overlay, keys - set(table))
+
+
 def test_worker_outlives_a_batch_and_the_api() -> None:
     docs = rendered("gpu")
     api = deployment(docs, "preannotate-api")["spec"]["template"]["spec"]

@@ -14,7 +14,7 @@ What it does, with no cluster and no network:
    KEDA's ScaledObject is a CRD those schemas lack: it is checked against ``SCALEDOBJECT_SCHEMA`` (written
    from KEDA 2.x's ScaledObject spec and redis-streams scaler docs) and its HPA behavior against the HPA schema.
 3. Checks the deployment policy (``POLICY_CHECKS``): pod security, probes, GPUs, secrets, NetworkPolicy,
-   PDBs, KEDA, grace periods, volumes, resources, images, settings names.
+   the results store (credentials, egress), PDBs, KEDA, grace periods, volumes, resources, images, settings names.
 4. Runs ``yamllint`` on k8s/ and ``hadolint`` on the Dockerfile when they are installed.
 """
 
@@ -642,6 +642,91 @@ def check_network_policy(docs: list[Doc], overlay: str) -> list[str]:
     return problems
 
 
+# boto3's credentials for PREANNOTATE_RESULTS_URL, from the Secret; a pod whose ServiceAccount has an IRSA role
+# may go without them.
+RESULTS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _results_endpoint(env: dict[str, str]) -> str | None:
+    """The MinIO/Ceph endpoint boto3 uses (the first set of these, as it reads them); None for AWS S3."""
+    return next((env[v] for v in _ENDPOINT_VARS if env.get(v)), None)
+
+
+def _results_endpoint_port(env: dict[str, str]) -> int:
+    """The port boto3 reaches the results store on: AWS S3 is HTTPS; a MinIO/Ceph endpoint says its own."""
+    endpoint = _results_endpoint(env)
+    if endpoint is None:
+        return 443
+    url = urlparse(endpoint)
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _egress_allows_port(docs: list[Doc], labels: dict[str, str], port: int) -> bool:
+    """Egress is not restricted for these pods, or some rule of a policy selecting them admits ``port`` (a rule
+    without ports admits every port)."""
+    policies = [
+        p
+        for p in docs
+        if p["kind"] == "NetworkPolicy"
+        and selects(p["spec"]["podSelector"], labels)
+        and "Egress" in p["spec"].get("policyTypes", [])
+    ]
+    if not policies:
+        return True
+    rules = [r for p in policies for r in p["spec"].get("egress", [])]
+    return any(not r.get("ports") or any(pt.get("port") == port for pt in r["ports"]) for r in rules)
+
+
+def _credential_refs(container: Doc) -> dict[str, tuple[str, str]]:
+    """The results credentials a container reads from Secrets: env name -> (secret, key)."""
+    refs = {}
+    for item in container.get("env", []):
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if item["name"] in RESULTS_CREDENTIALS and ref:
+            refs[item["name"]] = (ref["name"], ref["key"])
+    return refs
+
+
+def check_results_store(docs: list[Doc], overlay: str) -> list[str]:
+    """Distributed mode: the API (reads, deletes) and the workers (write) use one results store, each with
+    credentials from the Secret (or an IRSA role) and an egress rule to the store's port."""
+    pods = [
+        (doc, c, configmap_env(docs, c))
+        for doc, c in iter_containers(docs)
+        if doc["kind"] == "Deployment" and is_preannotate(c)
+    ]
+    pods = [(doc, c, env) for doc, c, env in pods if env.get("PREANNOTATE_QUEUE_URL")]
+    stores = {
+        ident(doc, c): (env.get("PREANNOTATE_RESULTS_URL") or None, _results_endpoint(env)) for doc, c, env in pods
+    }
+    problems = []
+    if len(set(stores.values())) > 1:
+        problems.append(f"the API and the workers must share PREANNOTATE_RESULTS_URL and its endpoint: {stores}")
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    refs_seen = set()
+    for doc, container, env in pods:
+        if not env.get("PREANNOTATE_RESULTS_URL"):
+            continue
+        refs = _credential_refs(container)
+        refs_seen.add(tuple(sorted(refs.items())))
+        account = accounts.get(pod_spec(doc).get("serviceAccountName", "default"), {})
+        irsa = IRSA_ANNOTATION in account.get("metadata", {}).get("annotations", {})
+        if len(refs) != len(RESULTS_CREDENTIALS) and not irsa:
+            missing = [n for n in RESULTS_CREDENTIALS if n not in refs]
+            problems.append(
+                f"{ident(doc, container)}: PREANNOTATE_RESULTS_URL is set but {missing} do not come from the Secret "
+                f"(secretKeyRef, optional: true) and its ServiceAccount has no {IRSA_ANNOTATION}"
+            )
+        port = _results_endpoint_port(env)
+        if not _egress_allows_port(docs, doc["spec"]["template"]["metadata"]["labels"], port):
+            problems.append(f"{ident(doc)}: no NetworkPolicy egress rule admits the results store's port {port}")
+    if len(refs_seen) > 1:
+        problems.append("the API and the workers read different Secret keys for the results credentials")
+    return problems
+
+
 def check_pdbs(docs: list[Doc], overlay: str) -> list[str]:
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     problems = []
@@ -780,8 +865,9 @@ def check_volumes(docs: list[Doc], overlay: str) -> list[str]:
         if api is None:
             return [*problems, "the cpu overlay needs the API Deployment"]
         env_api = configmap_env(docs, api["spec"]["template"]["spec"]["containers"][0])
-        if "PREANNOTATE_QUEUE_URL" in env_api or env_api.get("PREANNOTATE_WORKERS") == "0":
-            problems.append("the cpu overlay must run embedded: no queue URL, in-process workers")
+        distributed = {"PREANNOTATE_QUEUE_URL", "PREANNOTATE_RESULTS_URL"} & set(env_api)
+        if distributed or env_api.get("PREANNOTATE_WORKERS") == "0":
+            problems.append("the cpu overlay must run embedded: no queue or results URL, in-process workers")
         if api["spec"].get("replicas") != 1 or api["spec"].get("strategy", {}).get("type") != "Recreate":
             problems.append("embedded SQLite: exactly 1 replica with the Recreate strategy")
         state = {v["name"]: v for v in pod_spec(api)["volumes"]}.get("state", {})
@@ -947,6 +1033,7 @@ POLICY_CHECKS: dict[str, PolicyCheck] = {
     "gpu": check_gpu,
     "secrets": check_secrets,
     "network_policy": check_network_policy,
+    "results_store": check_results_store,
     "pdbs": check_pdbs,
     "autoscaling": check_autoscaling,
     "termination": check_termination,

@@ -186,6 +186,27 @@ def _add_env(name: str, value: str) -> Callable[[list[Doc]], None]:
     return apply
 
 
+def _drop_env(who: str, name: str) -> Callable[[list[Doc]], None]:
+    def apply(docs: list[Doc]) -> None:
+        target = container(docs, {"a": "preannotate-api", "w": "preannotate-worker"}[who])
+        before = len(target["env"])
+        target["env"] = [e for e in target["env"] if e["name"] != name]
+        assert len(target["env"]) == before - 1, name
+
+    return apply
+
+
+def _rekey(who: str, name: str, key: str) -> Callable[[list[Doc]], None]:
+    """The container's env ``name`` read from another key of its Secret."""
+
+    def apply(docs: list[Doc]) -> None:
+        target = container(docs, {"a": "preannotate-api", "w": "preannotate-worker"}[who])
+        (item,) = [e for e in target["env"] if e["name"] == name]
+        item["valueFrom"]["secretKeyRef"]["key"] = key
+
+    return apply
+
+
 def _gpu_in_requests(docs: list[Doc]) -> None:
     container(docs, "preannotate-worker")["resources"]["requests"]["nvidia.com/gpu"] = 1
 
@@ -218,6 +239,11 @@ def _open_metadata(docs: list[Doc]) -> None:
         ("network_policy", _drop("NetworkPolicy", "preannotate-api-ingress"), "admits its port"),
         ("network_policy", _drop("NetworkPolicy", "preannotate-allow-dns"), "DNS"),
         ("network_policy", _open_metadata, "169.254"),
+        ("results_store", _drop_env("w", "AWS_ACCESS_KEY_ID"), "['AWS_ACCESS_KEY_ID']"),
+        ("results_store", _drop_env("a", "AWS_SECRET_ACCESS_KEY"), "['AWS_SECRET_ACCESS_KEY']"),
+        ("results_store", _rekey("w", "AWS_ACCESS_KEY_ID", "other-key-id"), "different Secret keys"),
+        ("results_store", _add_env("PREANNOTATE_RESULTS_URL", "s3://other-bucket/results/"), "must share"),
+        ("results_store", _set("cfg.data.AWS_ENDPOINT_URL_S3", "http://minio.storage.svc:9000"), "port 9000"),
         ("pdbs", _drop("PodDisruptionBudget", "preannotate-worker"), "PodDisruptionBudgets"),
         ("autoscaling", _set("so.triggers.0.metadata.activationLagCount", "1"), "activationLagCount"),
         ("autoscaling", _set("so.triggers.0.metadata.stream", "pa:jobs:normal"), "pa:items"),
@@ -263,6 +289,120 @@ def test_cpu_overlay_is_embedded_single_replica_sqlite() -> None:
     broken = copy.deepcopy(docs)
     deployment(broken, "preannotate-api")["spec"]["replicas"] = 2
     assert cm.check_volumes(broken, "cpu")
+
+
+def test_results_store_credentials_may_come_from_an_irsa_role_instead() -> None:
+    docs = rendered("gpu")
+    for who in ("a", "w"):
+        for name in cm.RESULTS_CREDENTIALS:
+            _drop_env(who, name)(docs)
+    assert any("AWS_ACCESS_KEY_ID" in p for p in cm.check_results_store(docs, "gpu"))
+    account = cm.find(docs, "ServiceAccount", "preannotate")
+    assert account is not None
+    account["metadata"]["annotations"] = {cm.IRSA_ANNOTATION: "arn:aws:iam::111122223333:role/preannotate-results"}
+    assert cm.check_results_store(docs, "gpu") == []
+
+
+def test_results_store_egress_to_an_in_cluster_minio_is_admitted_by_a_rule_on_its_port() -> None:
+    docs = rendered("gpu")
+    cfg = cm.find(docs, "ConfigMap", "preannotate-config")
+    assert cfg is not None
+    cfg["data"]["AWS_ENDPOINT_URL_S3"] = "http://minio.storage.svc:9000"
+    assert cm.check_results_store(docs, "gpu") != []
+    minio = {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}}],
+        "ports": [{"protocol": "TCP", "port": 9000}],
+    }
+    policy = cm.find(docs, "NetworkPolicy", "preannotate-internet-egress")
+    assert policy is not None
+    policy["spec"]["egress"].append(minio)
+    assert cm.check_results_store(docs, "gpu") == []
+
+
+def test_distributed_overlays_keep_results_in_object_storage_and_cpu_does_not() -> None:
+    for overlay in cm.OVERLAYS:
+        docs = rendered(overlay)
+        urls = {
+            cm.configmap_env(docs, c).get("PREANNOTATE_RESULTS_URL")
+            for _, c in cm.iter_containers(docs)
+            if cm.is_preannotate(c)
+        }
+        assert urls == ({None} if cm.is_embedded(overlay) else {"s3://preannotate-results/results/"}), overlay
+
+
+def test_cpu_overlay_with_a_results_url_is_caught() -> None:
+    """The settings refuse results_url without queue_url: the embedded overlay must null the base's value."""
+    docs = rendered("cpu")
+    cfg = cm.find(docs, "ConfigMap", "preannotate-config")
+    assert cfg is not None
+    cfg["data"]["PREANNOTATE_RESULTS_URL"] = "s3://preannotate-results/results/"
+    assert any("results_url" in p for p in cm.check_settings(docs, "cpu"))
+    assert any("results URL" in p for p in cm.check_volumes(docs, "cpu"))
+
+
+def _k8s_readme_json(marker: str) -> Any:
+    """The JSON code block of k8s/README.md that holds ``marker``."""
+    import json
+
+    blocks = re.findall(r"```json\n(.*?)```", (cm.K8S / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if marker in b]
+    return json.loads(block)
+
+
+def _base_results() -> tuple[str, str, int]:
+    """The base configmap's results bucket, prefix and retention in days."""
+    from service.s3_routing import parse_results_url
+
+    cfg = cm.find(rendered("gpu"), "ConfigMap", "preannotate-config")
+    assert cfg is not None
+    bucket, prefix = parse_results_url(cfg["data"]["PREANNOTATE_RESULTS_URL"])
+    retention_s = float(cfg["data"]["PREANNOTATE_RETENTION_S"])
+    assert retention_s % 86400 == 0, "a lifecycle rule counts whole days"
+    return bucket, prefix, int(retention_s // 86400)
+
+
+def test_k8s_readme_lifecycle_rule_outlives_the_retention_by_a_day() -> None:
+    bucket, prefix, days = _base_results()
+    (rule,) = _k8s_readme_json('"Rules"')["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Filter"] == {"Prefix": prefix}
+    assert rule["Expiration"] == {"Days": days + 1}
+    assert rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    readme = (cm.K8S / "README.md").read_text()
+    assert f'mc ilm rule add --prefix "{prefix}" --expire-days {days + 1} minio/{bucket}' in readme
+
+
+def test_k8s_readme_iam_policy_covers_what_the_result_store_calls_and_no_more() -> None:
+    bucket, prefix, _ = _base_results()
+    statements = _k8s_readme_json('"Statement"')["Statement"]
+    granted = set()
+    for st in statements:
+        assert st["Effect"] == "Allow"
+        actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        resources = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+        granted |= {(a, r) for a in actions for r in resources}
+    objects = f"arn:aws:s3:::{bucket}/{prefix}*"
+    assert granted == {
+        ("s3:PutObject", objects),
+        ("s3:GetObject", objects),
+        ("s3:DeleteObject", objects),
+        ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
+    }
+    # HeadBucket (the store's check) carries no s3:prefix: a prefix condition on ListBucket would deny it.
+    assert all("Condition" not in st for st in statements)
+
+
+def test_every_secret_key_the_manifests_read_is_in_the_k8s_readme_table() -> None:
+    table = re.findall(r"^\| `([a-z0-9-]+)` \|", (cm.K8S / "README.md").read_text(), re.M)
+    for overlay in cm.OVERLAYS:
+        docs = rendered(overlay)
+        keys = {
+            e["valueFrom"]["secretKeyRef"]["key"]
+            for _, c in cm.iter_containers(docs)
+            for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert keys <= set(table), (overlay, keys - set(table))
 
 
 def test_worker_outlives_a_batch_and_the_api() -> None:

@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from typing import IO, Any
 
 from service.config import Settings
+from service.errors import ErrorCode, PreannotateError
 from service.jobs.outputs import ItemEntries, ResultLayout, Skipped, listed, result_layout
 from service.queue.store import ItemResult, ItemState, JobRecord, JobStore
 
@@ -54,9 +55,31 @@ def succeeded_items(store: JobStore, *, tenant: str, job_id: str, page_items: in
             more = store.results(
                 tenant=tenant, job_id=job_id, states={ItemState.SUCCEEDED}, after=last, limit=page_items
             )
-            page = deque(more or ())  # None: the job was deleted meanwhile
+            if more is None:  # deleted meanwhile: cut the body short rather than end a valid, partial document
+                raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} was removed while its result was read")
+            page = deque(more)
 
     return pages(deque(first))
+
+
+def coalesced(chunks: Iterable[bytes], min_bytes: int = _COPY_BYTES) -> Iterator[bytes]:
+    """``chunks`` joined into pieces of at least ``min_bytes`` (the last may be shorter): Starlette hands each piece
+    of a sync iterator through a worker thread, and a job of 10,000 small items would make 10,000 such trips."""
+    pending: list[bytes] = []
+    size = 0
+    try:
+        for chunk in chunks:
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= min_bytes:
+                yield b"".join(pending)
+                pending, size = [], 0
+    except Exception:
+        if pending:  # what was written before a failure still goes out
+            yield b"".join(pending)
+        raise
+    if pending:
+        yield b"".join(pending)
 
 
 def logged_to_end(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ from service.backends.encord_registration import encord_registration_to_items, i
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.outputs import job_result
-from service.jobs.result_stream import job_result_chunks, logged_to_end, succeeded_items
+from service.jobs.result_stream import coalesced, job_result_chunks, logged_to_end, succeeded_items
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 from service.queue.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.spec.requests import JobCreate
@@ -234,7 +234,7 @@ def get_result(
     if items is None:  # deleted since it was read
         raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
     chunks = job_result_chunks(format, job, items, state.settings)
-    return StreamingResponse(logged_to_end(chunks, f"job {job_id}"), media_type="application/json")
+    return StreamingResponse(logged_to_end(coalesced(chunks), f"job {job_id}"), media_type="application/json")
 
 
 def _item_public(item: ItemResult, job: JobRecord, fmt: str | None, settings: Settings) -> ItemPublic:

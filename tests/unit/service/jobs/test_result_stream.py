@@ -143,3 +143,18 @@ def test_items_are_pulled_one_at_a_time_as_their_bytes_go_out(fmt: str) -> None:
     assert all(got - out_already <= 1 for got, _, out_already in seen)  # one item in hand at most
     assert all(pages <= got // 2 + 1 for got, pages, _ in seen)  # a page read only when the last one is used up
     assert json.loads(out) == json.loads(json.dumps(job_result(fmt, job(), [photo(i) for i in range(7)], Settings())))
+
+
+def test_small_chunks_are_joined_and_what_came_before_a_failure_still_goes_out() -> None:
+    from service.jobs.result_stream import coalesced
+
+    def chunks() -> Iterator[bytes]:
+        yield from (b"ab", b"cd", b"efgh", b"i")
+        raise RuntimeError("the store went away")
+
+    out: list[bytes] = []
+    with pytest.raises(RuntimeError, match="went away"):
+        out.extend(coalesced(chunks(), min_bytes=4))
+
+    assert out == [b"abcd", b"efgh", b"i"]
+    assert list(coalesced([b"x" * 10, b"y"], min_bytes=4)) == [b"x" * 10, b"y"]

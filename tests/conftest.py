@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.media import CLIPS, ClipSpec, make_clip
+from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, client_env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,3 +32,29 @@ def clips(clip_dir: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def clip_specs() -> dict[str, ClipSpec]:
     return CLIPS
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """A real S3-compatible server (moto's server mode, a subprocess), started once per session."""
+    server = MotoServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A new bucket per test, with the AWS_* environment set so any boto3 client in the process reaches it."""
+    for name in UNSET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in client_env(s3_server.endpoint).items():
+        monkeypatch.setenv(name, value)
+    import boto3  # here, not at the top: s3_server skipped the test already where boto3 is missing
+
+    client = boto3.session.Session().client("s3")
+    bucket = f"pa-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return S3Bucket(bucket, s3_server.endpoint, client)

@@ -9,7 +9,6 @@ error messages carry only ``redact_url(url)``: presigned URLs hold their credent
 from __future__ import annotations
 
 import hashlib
-import importlib
 import ipaddress
 import logging
 import os
@@ -29,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from service.errors import ErrorCode, PreannotateError
+from service.pipeline.s3_client import make_s3_client, s3_error_code
 
 logger = logging.getLogger(__name__)
 # httpx logs every request URL at INFO and httpcore response headers (Location) at DEBUG: query strings included.
@@ -373,7 +373,7 @@ class Fetcher:
         except PreannotateError:
             raise
         except Exception as exc:  # botocore's ClientError and transport errors, without importing botocore here
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
+            code = s3_error_code(exc)
             err = ErrorCode.INPUT_NOT_FOUND if code in ("NoSuchKey", "NoSuchBucket", "404") else ErrorCode.FETCH_FAILED
             raise PreannotateError(err, f"{red}: S3 error {code}") from None
         body = obj["Body"]
@@ -386,23 +386,12 @@ class Fetcher:
         return FetchedFile(path, size, obj.get("ContentType"), temporary=True)
 
     def _s3_client(self) -> Any:
-        with self._s3_lock:  # boto3's default session is not thread-safe; one client, shared, is
+        with self._s3_lock:  # one client, made once, shared by every thread
             if self._s3 is None:
-                try:
-                    boto3 = importlib.import_module("boto3")
-                    config = importlib.import_module("botocore.config")
-                except ImportError:
-                    msg = "s3:// URLs need boto3: pip install 'preannotate[s3]'"
-                    raise PreannotateError(ErrorCode.MISSING_DEPENDENCY, msg) from None
                 p = self._policy
-                # A MinIO/Ceph endpoint (AWS_ENDPOINT_URL_S3, read by boto3 itself) has no per-bucket DNS names.
-                custom_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-                cfg = config.Config(
-                    connect_timeout=p.connect_timeout_s,
-                    read_timeout=p.read_timeout_s,
-                    s3={"addressing_style": "path" if custom_endpoint else "auto"},
+                self._s3 = make_s3_client(
+                    needed_for="s3:// URLs", connect_timeout_s=p.connect_timeout_s, read_timeout_s=p.read_timeout_s
                 )
-                self._s3 = boto3.session.Session().client("s3", config=cfg)
             return self._s3
 
 

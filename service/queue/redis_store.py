@@ -471,15 +471,22 @@ class RedisJobStore:
 
         With a ``ResultStore`` the result is written as the item's object first (its key derives from the job and
         position, so a second delivery of the item overwrites it), and only the key is stored with the item. A
-        result written for a job removed meanwhile (deleted, expired) is removed again.
+        worker that no longer holds the item writes nothing; a result written for a job removed meanwhile (deleted,
+        expired) is removed again.
         """
         if self._results is None:
             held, final = self._run("COMPLETE", worker, item_id, _dumps(result), "0")
         else:
             with self._guard():
-                job_id, position = cast(list[str | None], self._r.hmget(self._key("item", item_id), ["job", "pos"]))
-            if job_id is None or position is None:
-                return False  # expired or deleted with its job
+                fields = ["job", "pos", "state", "owner"]
+                job_id, position, state, owner = cast(
+                    list[str | None], self._r.hmget(self._key("item", item_id), fields)
+                )
+            if job_id is None or position is None or state != "leased" or owner != worker:
+                # Not ours (any more): never overwrite the object of the delivery that settled the item. What is
+                # left is a worker whose lease is taken over between this check and its write: its object then
+                # replaces the winner's, with a result of the same item under the same pinned model.
+                return False
             key = self._results.key(job_id, int(position))
             self._results.put(key, result)
             held, final = self._run("COMPLETE", worker, item_id, key, "1")

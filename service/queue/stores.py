@@ -28,7 +28,7 @@ def open_result_store(settings: Settings) -> ResultStore | None:
         return None
     from service.queue.s3_results import S3ResultStore  # boto3 stays out of the imports of every other mode
 
-    store = S3ResultStore(settings.results_url, concurrency=settings.result_fetch_concurrency)
+    store = S3ResultStore.from_settings(settings)
     try:
         store.check()
     except BaseException:

@@ -90,16 +90,22 @@ class TestRedisJobStoreContract(JobStoreContract):
 
     @pytest.fixture
     def corrupt(self, db: redis.Redis) -> Corrupt:
-        def overwrite(
-            store: JobStore, job_id: str, *, request: str | None = None, item: tuple[int, str] | None = None
-        ) -> None:
-            if request is not None:
-                db.hset(f"pa:job:{job_id}", "request", request)
-            if item is not None:
-                first = int(db.hget(f"pa:job:{job_id}", "first"))  # type: ignore[arg-type]
-                db.hset(f"pa:item:{first + item[0]}", "item", item[1])
+        return corrupt_in(db)
 
-        return overwrite
+
+def corrupt_in(db: redis.Redis) -> Corrupt:
+    """``Corrupt`` for a Redis store: the job's and items' hashes written over in place."""
+
+    def overwrite(
+        store: JobStore, job_id: str, *, request: str | None = None, item: tuple[int, str] | None = None
+    ) -> None:
+        if request is not None:
+            db.hset(f"pa:job:{job_id}", "request", request)
+        if item is not None:
+            first = int(db.hget(f"pa:job:{job_id}", "first"))  # type: ignore[arg-type]
+            db.hset(f"pa:item:{first + item[0]}", "item", item[1])
+
+    return overwrite
 
 
 # --- streams ------------------------------------------------------------------------------------------

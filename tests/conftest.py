@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import CLIPS, ClipSpec, make_clip
-from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, client_env
+from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, boto3_client, client_env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,9 +52,7 @@ def s3_bucket(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> S3Bucke
         monkeypatch.delenv(name, raising=False)
     for name, value in client_env(s3_server.endpoint).items():
         monkeypatch.setenv(name, value)
-    import boto3  # here, not at the top: s3_server skipped the test already where boto3 is missing
-
-    client = boto3.session.Session().client("s3")
+    client = boto3_client(s3_server.endpoint)
     bucket = f"pa-test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
     return S3Bucket(bucket, s3_server.endpoint, client)

@@ -59,6 +59,20 @@ def client_env(endpoint: str) -> dict[str, str]:
     }
 
 
+def boto3_client(endpoint: str) -> Any:
+    """A plain boto3 S3 client for ``endpoint`` with the test keys, whatever the environment holds (to arrange
+    buckets and check objects from the test's side)."""
+    import boto3  # lazily: require_moto_server() skipped the test where it is missing
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        region_name=REGION,
+    )
+
+
 @dataclass(frozen=True)
 class S3Bucket:
     """A fresh, empty bucket (the ``s3_bucket`` fixture); ``client`` is a plain boto3 client to arrange and check."""

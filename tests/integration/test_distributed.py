@@ -1,5 +1,7 @@
 """Distributed mode end to end, in real processes: redis-server (AOF), `preannotate serve` that loads no
-models, and two `preannotate worker` processes (reliability.md §5 rows 2, 12, 15, at CI size).
+models, and two `preannotate worker` processes (reliability.md §5 rows 2, 12, 15, at CI size). Every test runs
+twice: with results in Redis, and with results in object storage (a real S3-compatible server, moto's server
+mode, reached over HTTP as a MinIO would be; issue 13), where Redis must hold keys and never result bytes.
 
 Leases are 2 s with 0.5 s heartbeats, so a killed worker's items come back within about 2 s. Every check
 of "exactly once" reads the stored results: one result per item, every sampled frame once, nothing
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import redis
 from service.samples import write_video
 from tests.integration.servers import Server, free_port, wait_for_job
 from tests.redis_server import RedisServer
+from tests.s3_server import MotoServer, S3Bucket, boto3_client, client_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -42,8 +46,24 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+RESULTS_PREFIX = "results/"
+
+
+@pytest.fixture(scope="module", params=["redis", "s3"], ids=["results-in-redis", "results-in-s3"])
+def results_bucket(request: pytest.FixtureRequest) -> S3Bucket | None:
+    """None: results in Redis; else the bucket results go to (``PREANNOTATE_RESULTS_URL``)."""
+    if request.param == "redis":
+        return None
+    server: MotoServer = request.getfixturevalue("s3_server")
+    client = boto3_client(server.endpoint)
+    name = f"pa-distributed-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    return S3Bucket(name, server.endpoint, client)
+
+
 @pytest.fixture(scope="module")
-def queue() -> Iterator[RedisServer]:
+def queue(results_bucket: S3Bucket | None) -> Iterator[RedisServer]:
+    """A fresh Redis per results mode: the same job bodies must make new jobs."""
     server = RedisServer(appendonly=True)
     try:
         server.start()
@@ -53,8 +73,15 @@ def queue() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def env(queue: RedisServer, media: Path) -> dict[str, str]:
+def env(queue: RedisServer, media: Path, results_bucket: S3Bucket | None) -> dict[str, str]:
+    objects: dict[str, str] = {}
+    if results_bucket is not None:
+        objects = {
+            **client_env(results_bucket.endpoint),
+            "PREANNOTATE_RESULTS_URL": f"s3://{results_bucket.name}/{RESULTS_PREFIX}",
+        }
     return {
+        **objects,
         "PREANNOTATE_QUEUE_URL": queue.url,
         "PREANNOTATE_LOCAL_ROOTS": str(media),
         "PREANNOTATE_LEASE_S": str(LEASE_S),
@@ -156,8 +183,22 @@ def _item_ids(db: redis.Redis, job_id: str) -> list[int]:
     return list(range(first, first + n))
 
 
+def _assert_stored_once(db: redis.Redis, job_id: str, n: int, bucket: S3Bucket | None) -> None:
+    """Each item's result stored once: one object per item and no result bytes in Redis, or one Redis key each."""
+    ids = _item_ids(db, job_id)
+    if bucket is None:
+        assert sum(bool(db.exists(f"pa:result:{i}")) for i in ids) == n
+        return
+    listed = bucket.client.list_objects_v2(Bucket=bucket.name, Prefix=f"{RESULTS_PREFIX}{job_id}/")
+    assert sorted(o["Key"] for o in listed.get("Contents", [])) == sorted(
+        f"{RESULTS_PREFIX}{job_id}/{p}.json.gz" for p in range(n)
+    )
+    assert not any(db.exists(f"pa:result:{i}") for i in ids)
+    assert [db.hget(f"pa:item:{i}", "rkey") for i in ids] == [f"{RESULTS_PREFIX}{job_id}/{p}.json.gz" for p in range(n)]
+
+
 def _assert_exactly_once(
-    client: httpx.Client, db: redis.Redis, job_id: str, tag: str, n: int, frames: int
+    client: httpx.Client, db: redis.Redis, job_id: str, tag: str, n: int, frames: int, bucket: S3Bucket | None
 ) -> dict[str, Any]:
     job = wait_for_job(client, job_id, timeout_s=90)
     assert job["status"] == "succeeded", job
@@ -175,6 +216,7 @@ def _assert_exactly_once(
         per_item.setdefault(image["item"], []).append(image["frame_index"])
     assert sorted(per_item) == sorted(f"{tag}-{i}" for i in range(n))
     assert all(sorted(indexes) == list(range(frames)) for indexes in per_item.values())
+    _assert_stored_once(db, job_id, n, bucket)
     return job
 
 
@@ -186,7 +228,7 @@ def _assert_drained(db: redis.Redis) -> None:
 
 
 def test_kill_9_worker_mid_job(
-    api: Server, workers: list[Worker], db: redis.Redis, media: Path, tmp_path: Path
+    api: Server, workers: list[Worker], db: redis.Redis, media: Path, results_bucket: S3Bucket | None
 ) -> None:
     victim, survivor = workers
     with api.client() as client:
@@ -207,7 +249,7 @@ def test_kill_9_worker_mid_job(
         assert time.monotonic() - killed_at <= LEASE_S + 3.0  # the lease, then the survivor's next poll
 
         for job_id, tag in jobs:
-            _assert_exactly_once(client, db, job_id, tag, 10, SHORT_FRAMES)
+            _assert_exactly_once(client, db, job_id, tag, 10, SHORT_FRAMES, results_bucket)
         _assert_drained(db)
     assert {int(db.hget(f"pa:item:{i}", "attempts") or 0) for i in orphans} == {2}
     assert survivor.process.poll() is None
@@ -233,7 +275,12 @@ def _sample(text: str, series: str) -> float:
 
 
 def test_redis_restart_mid_run(
-    api: Server, workers: list[Worker], queue: RedisServer, db: redis.Redis, media: Path
+    api: Server,
+    workers: list[Worker],
+    queue: RedisServer,
+    db: redis.Redis,
+    media: Path,
+    results_bucket: S3Bucket | None,
 ) -> None:
     with api.client() as client:
         job_id = _submit(client, media, "short.mp4", 20, "restart")
@@ -256,16 +303,34 @@ def test_redis_restart_mid_run(
         finally:
             queue.start()  # same socket; the AOF (fsync always) brings back every write
 
-        _assert_exactly_once(client, db, job_id, "restart", 20, SHORT_FRAMES)
+        _assert_exactly_once(client, db, job_id, "restart", 20, SHORT_FRAMES, results_bucket)
         # Both workers reconnected and still take new work.
         after = _submit(client, media, "short.mp4", 4, "after")
-        _assert_exactly_once(client, db, after, "after", 4, SHORT_FRAMES)
+        _assert_exactly_once(client, db, after, "after", 4, SHORT_FRAMES, results_bucket)
         _assert_drained(db)
     assert all(w.process.poll() is None for w in workers)
 
 
+def test_deleting_a_finished_job_removes_its_results(
+    api: Server, workers: list[Worker], db: redis.Redis, media: Path, results_bucket: S3Bucket | None
+) -> None:
+    with api.client() as client:
+        job_id = _submit(client, media, "short.mp4", 3, "delete")
+        _assert_exactly_once(client, db, job_id, "delete", 3, SHORT_FRAMES, results_bucket)
+        ids = _item_ids(db, job_id)
+
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+
+        assert client.get(f"/v1/jobs/{job_id}/result").status_code == 404
+    assert not any(db.exists(f"pa:item:{i}", f"pa:result:{i}") for i in ids)
+    assert not db.exists(f"pa:job:{job_id}")
+    if results_bucket is not None:
+        listed = results_bucket.client.list_objects_v2(Bucket=results_bucket.name, Prefix=f"{RESULTS_PREFIX}{job_id}/")
+        assert listed.get("KeyCount", 0) == 0
+
+
 def test_sigterm_drains_within_the_grace_period(
-    api: Server, env: dict[str, str], db: redis.Redis, media: Path, tmp_path: Path
+    api: Server, env: dict[str, str], db: redis.Redis, media: Path, tmp_path: Path, results_bucket: S3Bucket | None
 ) -> None:
     one_thread = {**env, "PREANNOTATE_WORKERS": "1", "PREANNOTATE_WORKER_GRACE_S": str(DRAIN_GRACE_S)}
     # Both ready before the job exists, so the holder gets no head start beyond the grace period.
@@ -285,7 +350,7 @@ def test_sigterm_drains_within_the_grace_period(
             assert time.monotonic() - started <= DRAIN_GRACE_S + 1.5
             assert db.hget(f"pa:item:{item}", "state") != "succeeded"  # too long to finish in the grace period
 
-            _assert_exactly_once(client, db, job_id, "drain", 1, LONG_FRAMES)
+            _assert_exactly_once(client, db, job_id, "drain", 1, LONG_FRAMES, results_bucket)
             _assert_drained(db)
         assert db.hget(f"pa:item:{item}", "attempts") == "1"  # handed back: the attempt was not counted
         assert not any(victim.tag in c["name"] for c in db.xinfo_consumers("pa:items", "workers"))

@@ -226,7 +226,11 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="result objects one API request or worker reads from object storage at once"
     )
     result_page_items: int = Field(
-        50, ge=1, le=1000, description="items GET /v1/jobs/{id}/result reads at a time while it streams a job"
+        8,
+        ge=1,
+        le=1000,
+        description="items GET /v1/jobs/{id}/result reads at a time while it streams a job (each 1-hour video "
+        "result is about 12 MB in the API's memory while its page is written)",
     )
 
     # Retention, in both job stores

@@ -46,6 +46,8 @@ class ErrorCode(enum.Enum):
     # fail with this code instead of stalling the queue; resubmitting the job (to this release) is the fix.
     INVALID_STORED_JOB = ("invalid_stored_job", 422, False)
     NOT_READY = ("not_ready", 503, True)
+    # Object storage (PREANNOTATE_RESULTS_URL) unreachable, refusing, or not the store an item's result was written to
+    RESULTS_UNAVAILABLE = ("results_unavailable", 503, True)
     ROUTE_UNAVAILABLE = ("route_unavailable", 501, False)  # needs models in-process; distributed API pods have none
     # Fetching media by URL
     URL_NOT_ALLOWED = ("url_not_allowed", 422, False)

@@ -11,6 +11,7 @@ skip into a failure so a missing package cannot pass silently.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -153,3 +154,16 @@ def running_moto() -> Iterator[MotoServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@contextmanager
+def denying(bucket: S3Bucket, action: str) -> Iterator[None]:
+    """The bucket refuses ``action`` (``s3:PutObject``, ``s3:*``) on its objects to everyone, until the block ends:
+    moto checks keys only with its IAM emulation on, so a bucket policy is the portable refusal."""
+    statement = {"Effect": "Deny", "Principal": "*", "Action": action, "Resource": f"arn:aws:s3:::{bucket.name}/*"}
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    bucket.client.put_bucket_policy(Bucket=bucket.name, Policy=json.dumps(policy))
+    try:
+        yield
+    finally:
+        bucket.client.delete_bucket_policy(Bucket=bucket.name)

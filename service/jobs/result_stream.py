@@ -83,12 +83,14 @@ def coalesced(chunks: Iterable[bytes], min_bytes: int = _COPY_BYTES) -> Iterator
 
 
 def logged_to_end(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
-    """``chunks``, ending early (the client sees truncated JSON) with the failure logged: once the body has
-    started, its status can no longer say so."""
+    """``chunks``; a failure once the body has started (its status can no longer say so) is logged and raised
+    again, so the server drops the connection before the body's end: the client sees an incomplete response (an
+    incomplete chunked read), never a download that looks whole."""
     try:
         yield from chunks
-    except Exception:
-        log.exception("%s: the result stream failed after its response started; the body is cut short", what)
+    except Exception as exc:
+        log.error("%s: the result stream failed after its response started; the body is cut short: %s", what, exc)
+        raise
 
 
 def _written(layout: ResultLayout, items: Iterable[ItemResult]) -> Iterator[bytes]:

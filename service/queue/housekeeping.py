@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from service.errors import PreannotateError
@@ -15,9 +14,11 @@ _EXPIRE_BATCH = 100  # jobs per expire_jobs call; a backlog is worked off in bac
 
 
 class Housekeeper:
-    """A daemon thread: ``promote`` every ``promote_every_s`` (Redis: a delayed retry is neither lag nor pending, so
-    nothing else wakes a worker scaled to zero for it), ``expire(limit)`` every ``expire_every_s`` until a call
-    removes fewer than a batch. A store that is down is logged at debug: the API reports it on every request.
+    """Daemon threads, one per chore, so a slow one (removing objects from a bucket that times out) never holds up
+    the other: ``promote()`` every ``promote_every_s`` (Redis: a delayed retry is neither lag nor pending, so nothing
+    else wakes a worker scaled to zero for it), and ``expire(limit=...)`` at start and then every
+    ``expire_every_s``, until a call removes fewer than a batch. A store that is down is logged at debug level: the
+    API reports it on every request.
 
     Args:
         expire: ``JobStore.expire_jobs``.
@@ -31,20 +32,23 @@ class Housekeeper:
         expire_every_s: float,
         promote: Callable[[], int] | None = None,
         promote_every_s: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._expire, self._promote = expire, promote
-        self._expire_every_s, self._promote_every_s = expire_every_s, promote_every_s
-        self._clock = clock
+        self._expire = expire
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
+        self._threads = [threading.Thread(target=self._loop, args=(self.expire_now, expire_every_s), daemon=True)]
+        if promote is not None:
+            self._threads.append(threading.Thread(target=self._loop, args=(promote, promote_every_s), daemon=True))
+        for thread, name in zip(self._threads, ("expiry", "retry-promoter"), strict=False):
+            thread.name = name
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
 
     def expire_now(self) -> int:
         """Remove every job past its retention now; returns how many."""
@@ -54,22 +58,16 @@ class Housekeeper:
             removed += batch
             if batch < _EXPIRE_BATCH:
                 break
+        if removed:
+            log.info("removed %d jobs past their retention", removed)
         return removed
 
-    def _run(self) -> None:
-        tick_s = self._promote_every_s if self._promote is not None else self._expire_every_s
-        next_expiry = self._clock()  # once at startup: a restarted API catches up at once
-        while not self._stop.is_set():
+    def _loop(self, chore: Callable[[], int], every_s: float) -> None:
+        while not self._stop.is_set():  # at once first: a restarted API catches up
             try:
-                if self._promote is not None:
-                    self._promote()
-                if self._clock() >= next_expiry:
-                    next_expiry = self._clock() + self._expire_every_s
-                    removed = self.expire_now()
-                    if removed:
-                        log.info("removed %d jobs past their retention", removed)
+                chore()
             except PreannotateError as exc:
-                log.debug("housekeeping failed: %s", exc)
+                log.debug("housekeeping (%s) failed: %s", threading.current_thread().name, exc)
             except Exception:  # a bug here must not end the thread: retries would stop reaching the queue
-                log.exception("housekeeping failed")
-            self._stop.wait(tick_s)
+                log.exception("housekeeping (%s) failed", threading.current_thread().name)
+            self._stop.wait(every_s)

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 _SUMMARY = ("state", "attempts", "fd", "fp", "upd", "name", "code", "msg")
 _RESULTS = ("pos", "name", "state", "code", "msg", "rkey")
+_EXPIRY_RETRY_S = 300.0  # a job whose result objects could not be removed is tried again this much later
+_SCAN_WINDOW = 64  # items a results() page reads per round trip at least (twice the page, doubling each round)
 # Replies that mean "this Redis cannot serve writes right now", not a bug: failover, persistence errors.
 _UNAVAILABLE_REPLIES = ("MISCONF", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 
@@ -279,20 +281,39 @@ class RedisJobStore:
         return len(self._remove_objects(due))
 
     def _remove_objects(self, job_ids: Sequence[str]) -> list[str]:
-        """Remove these jobs' result objects and take them off ``P:expiry``; returns those done."""
-        done = []
+        """Remove these jobs' result objects and take them off ``P:expiry``; returns those done. A job whose objects
+        cannot be removed now is due again ``_EXPIRY_RETRY_S`` later, behind the others."""
+        done, later = [], []
         for job_id in job_ids:
             if self._results is not None:
                 try:
                     self._results.delete_job(job_id)
                 except PreannotateError as exc:
-                    log.warning("job %s: its result objects stay until the next expiry sweep: %s", job_id, exc)
+                    log.warning("job %s: its result objects stay until a later expiry sweep: %s", job_id, exc)
+                    later.append(job_id)
                     continue
             done.append(job_id)
-        if done:
-            with self._guard():
+        with self._guard():
+            if done:
                 self._r.zrem(f"{self._p}:expiry", *done)
+            if later:
+                retry_at = self._time_s() + _EXPIRY_RETRY_S
+                self._r.zadd(f"{self._p}:expiry", dict.fromkeys(later, retry_at), xx=True)
         return done
+
+    def _forget_objects(self, job_id: str) -> None:
+        """A job removed while a worker wrote its result: its objects go now, or at the next expiry sweep."""
+        with self._guard():
+            self._r.zadd(f"{self._p}:expiry", {job_id: self._time_s()}, nx=True)
+        self._remove_objects([job_id])
+
+    def _time_s(self) -> float:
+        """Now on the store's clock (the scripts' NOW): Redis' own unless a clock was given."""
+        if self._clock is not None:
+            return float(self._clock())
+        with self._guard():
+            seconds, micros = self._r.time()
+        return seconds + micros / 1e6
 
     def list_jobs(self, *, tenant: str, limit: int, cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """This tenant's jobs, newest first (``P:jobs:<tenant>``); the cursor is the creation sequence number of
@@ -330,59 +351,79 @@ class RedisJobStore:
         states: Collection[ItemState] | None = None,
         after: int = -1,
         limit: int | None = None,
+        with_results: bool = True,
     ) -> list[ItemResult] | None:
         """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
-        foreign job. Reads every item's state, then only the chosen items' results."""
+        foreign job, or one removed while its results were read. Items are scanned in windows from ``after`` on
+        until ``limit`` match, so a page costs about its own size, not the rest of the job; then only the chosen
+        items' results are read (none without ``with_results``)."""
         wanted = None if states is None else {ItemState(state).value for state in states}
         with self._guard():
             job = self._hash(self._key("job", job_id))
-            if not job or job.get("tenant") != tenant:
-                return None
-            first, n = int(job["first"]), int(job["n"])
-            pipe = self._r.pipeline(transaction=True)
-            ids = range(first + max(after + 1, 0), first + n)
-            for item_id in ids:
-                pipe.hmget(self._key("item", item_id), _RESULTS)
-            replies = pipe.execute()
+        if not job or job.get("tenant") != tenant:
+            return None
+        first, n = int(job["first"]), int(job["n"])
+        unreadable: str | bool | None = False  # not looked at yet: most jobs never need to
+        chosen: list[tuple[int, dict[str, str]]] = []
+        window = _SCAN_WINDOW if limit is None else max(2 * limit, _SCAN_WINDOW)
+        start = first + max(after + 1, 0)
+        while start < first + n and (limit is None or len(chosen) < limit):
+            ids = range(start, min(start + window, first + n))
+            with self._guard():
+                pipe = self._r.pipeline(transaction=True)
+                for item_id in ids:
+                    pipe.hmget(self._key("item", item_id), _RESULTS)
+                replies = pipe.execute()
             rows = [(i, dict(zip(_RESULTS, row, strict=True))) for i, row in zip(ids, replies, strict=True)]
             if any(r["state"] in ("queued", "leased") for _, r in rows):  # reported as ``_record`` reports them
-                unreadable = read_spec(job["request"], job_id)[1]
-                if unreadable is not None:
+                if unreadable is False:
+                    unreadable = read_spec(job["request"], job_id)[1]
+                if isinstance(unreadable, str):
                     rows = [(i, _shown_failed(r, unreadable)) for i, r in rows]
-            chosen = [(i, r) for i, r in rows if r["state"] is not None and (wanted is None or r["state"] in wanted)]
-            chosen = chosen[:limit]
-            inline = [i for i, r in chosen if r["state"] == "succeeded" and not r["rkey"]]
-            pipe = self._r.pipeline(transaction=True)
+            chosen += [(i, r) for i, r in rows if r["state"] is not None and (wanted is None or r["state"] in wanted)]
+            start, window = ids.stop, window * 2
+        chosen = chosen[:limit]
+        results = self._read_results(chosen) if with_results else {}
+        if any(results[i] is None for i in results) and not self._exists("job", job_id):
+            return None  # removed meanwhile (deleted, expired): its objects went with it, which is not "missing"
+        return [
+            ItemResult(
+                position=int(r["pos"]),
+                name=r["name"],
+                state=ItemState(r["state"]),
+                result=results.get(item_id),
+                error=ItemError(r["name"], r["code"], r["msg"]) if r["state"] == "failed" else None,
+            )
+            for item_id, r in chosen
+        ]
+
+    def _read_results(self, rows: Sequence[tuple[int, dict[str, str]]]) -> dict[int, dict[str, Any] | None]:
+        """The results of the succeeded ones of ``rows``: by value from ``P:result:<n>``, or from their objects."""
+        succeeded = [(i, r) for i, r in rows if r["state"] == "succeeded"]
+        inline = [i for i, r in succeeded if not r["rkey"]]
+        with self._guard():
+            pipe = self._r.pipeline(transaction=False)
             for item_id in inline:
                 pipe.get(self._key("result", item_id))
-            by_value = dict(zip(inline, pipe.execute(), strict=True))
-        by_key = self._objects([r["rkey"] for _, r in chosen if r["state"] == "succeeded" and r["rkey"]])
-        out = []
-        for item_id, r in chosen:
-            result: dict[str, Any] | None = None
-            if r["state"] == "succeeded":
-                raw = by_value.get(item_id)
-                result = by_key.get(r["rkey"]) if r["rkey"] else None if raw is None else json.loads(raw)
-            out.append(
-                ItemResult(
-                    position=int(r["pos"]),
-                    name=r["name"],
-                    state=ItemState(r["state"]),
-                    result=result,
-                    error=ItemError(r["name"], r["code"], r["msg"]) if r["state"] == "failed" else None,
+            values = pipe.execute()
+        out: dict[int, dict[str, Any] | None] = {
+            i: None if raw is None else json.loads(raw) for i, raw in zip(inline, values, strict=True)
+        }
+        refs = [(i, r["rkey"]) for i, r in succeeded if r["rkey"]]
+        if refs:
+            if self._results is None:
+                raise PreannotateError(
+                    ErrorCode.RESULTS_UNAVAILABLE,
+                    f"item results are stored at {refs[0][1].rsplit('/', 2)[0]}/..., but this process has no "
+                    "result store: give the API and the workers the same PREANNOTATE_RESULTS_URL",
                 )
-            )
+            keys = [self._results.key_of(ref) for _, ref in refs]
+            out |= dict(zip((i for i, _ in refs), self._results.get_many(keys), strict=True))
         return out
 
-    def _objects(self, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-        """The results stored as objects at ``keys``; a result that cannot be read (its object is gone, or this
-        process has no ``ResultStore``) is None, which the result formats list as ``result_missing``."""
-        if not keys:
-            return {}
-        if self._results is None:
-            log.error("%d item results are in object storage, but PREANNOTATE_RESULTS_URL is unset here", len(keys))
-            return dict.fromkeys(keys)
-        return dict(zip(keys, self._results.get_many(keys), strict=True))
+    def _exists(self, kind: str, ident: object) -> bool:
+        with self._guard():
+            return bool(self._r.exists(self._key(kind, ident)))
 
     def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
         """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
@@ -489,12 +530,9 @@ class RedisJobStore:
                 return False
             key = self._results.key(job_id, int(position))
             self._results.put(key, result)
-            held, final = self._run("COMPLETE", worker, item_id, key, "1")
-            if not held:
-                with self._guard():
-                    gone = not self._r.exists(self._key("job", job_id))
-                if gone:
-                    self._results.delete(key)
+            held, final = self._run("COMPLETE", worker, item_id, self._results.ref(key), "1")
+            if not held and not self._exists("job", job_id):
+                self._forget_objects(job_id)
         if final:
             job_finished(final)
         return bool(held)
@@ -609,3 +647,5 @@ class RedisJobStore:
 
     def close(self) -> None:
         self._r.close()
+        if self._results is not None:
+            self._results.close()

@@ -8,7 +8,9 @@ inside its error handler would end a worker thread. While Redis restarts, this w
 - keeps in-flight items running (heartbeat and progress failures mean "unknown", not "lost"; ownership is
   checked again when the result is stored);
 - retries ``complete()`` and ``fail()`` until Redis answers or ``give_up_s`` passes (a computed result is
-  worth waiting for); if the lease lapsed meanwhile, another worker has the item and the store says so.
+  worth waiting for); if the lease lapsed meanwhile, another worker has the item and the store says so;
+- likewise rides out the result objects' store (``PREANNOTATE_RESULTS_URL``) while ``complete()`` writes to it,
+  heartbeats keeping the lease; past ``give_up_s`` the item fails as retryable ``results_unavailable``.
 
 It also tracks the items this process holds, so a SIGTERM can hand unfinished ones back at once.
 """
@@ -31,6 +33,8 @@ from service.spec.requests import ItemIn
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What a write waits out: Redis (NOT_READY) or the result objects' store (RESULTS_UNAVAILABLE) away for a while.
+_OUTAGES = frozenset({ErrorCode.NOT_READY, ErrorCode.RESULTS_UNAVAILABLE})
 
 
 class ResilientStore:
@@ -81,20 +85,27 @@ class ResilientStore:
     def _up(self) -> None:
         with self._lock:
             if self._failures:
-                log.warning("the job queue is reachable again (after %d failed calls)", self._failures)
+                log.warning("the job store is reachable again (after %d failed calls)", self._failures)
             self._failures = 0
 
     def _persist(self, call: Callable[[], T], fallback: T) -> T:
-        """``call()`` until Redis answers, ``give_up_s`` passes or the shutdown grace is over."""
+        """``call()`` until Redis (and the result store) answer, ``give_up_s`` passes or the shutdown grace is over.
+
+        Given up on Redis: ``fallback`` (the lease lapses and the item is delivered again). Given up on the result
+        store: its error is raised, so the worker fails the item as retryable with that reason; a lapsed lease
+        would only say ``lease_expired`` and spend the attempt all the same.
+        """
         deadline = time.monotonic() + self._give_up_s
         while True:
             try:
                 result = call()
             except PreannotateError as exc:
-                if exc.code is not ErrorCode.NOT_READY:
+                if exc.code not in _OUTAGES:
                     raise
                 retry_at = self._down(exc)
                 if retry_at >= deadline or self._aborted.wait(max(0.0, retry_at - time.monotonic())):
+                    if exc.code is ErrorCode.RESULTS_UNAVAILABLE:
+                        raise
                     return fallback
                 continue
             self._up()
@@ -244,8 +255,11 @@ class ResilientStore:
         states: Collection[ItemState] | None = None,
         after: int = -1,
         limit: int | None = None,
+        with_results: bool = True,
     ) -> list[ItemResult] | None:
-        return self.store.results(tenant=tenant, job_id=job_id, states=states, after=after, limit=limit)
+        return self.store.results(
+            tenant=tenant, job_id=job_id, states=states, after=after, limit=limit, with_results=with_results
+        )
 
     def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
         # NOT_READY propagates: the item fails retryably and is run again once Redis is back.

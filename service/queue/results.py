@@ -49,8 +49,8 @@ def job_prefix(prefix: str, job_id: str) -> str:
 class ResultStore(Protocol):
     """Item results as objects, one per item; what the distributed job store needs from object storage.
 
-    Every method raises ``PreannotateError(NOT_READY)`` (503, retryable) when the storage cannot be reached, so a
-    worker retries the item and the API answers 503, as for an unreachable queue.
+    Every method raises ``PreannotateError(RESULTS_UNAVAILABLE)`` (503, retryable) when the storage cannot be
+    reached or refuses, so a worker retries the item and the API answers 503, as for an unreachable queue.
     """
 
     @property
@@ -62,13 +62,26 @@ class ResultStore(Protocol):
         """The object key of the item at ``position`` of ``job_id`` (``result_key`` under the store's prefix)."""
         ...
 
+    def ref(self, key: str) -> str:
+        """Where ``key`` is, whatever the reader's settings: ``s3://bucket/key`` (what the job store keeps)."""
+        ...
+
+    def key_of(self, ref: str) -> str:
+        """The key of a ``ref`` this store made.
+
+        Raises:
+            PreannotateError: RESULTS_UNAVAILABLE when ``ref`` is in another bucket or under another prefix (the
+                API and the workers disagree on PREANNOTATE_RESULTS_URL).
+        """
+        ...
+
     def put(self, key: str, result: Mapping[str, object]) -> None:
         """Write ``result`` at ``key`` (``result_to_bytes``), replacing what an earlier delivery wrote there."""
         ...
 
     def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         """The results at ``keys``, in order, fetched concurrently; None where no object exists (deleted by a
-        lifecycle rule, or never written)."""
+        lifecycle rule, or never written) or where it is not a stored result (logged)."""
         ...
 
     def delete(self, key: str) -> None:
@@ -80,7 +93,8 @@ class ResultStore(Protocol):
         ...
 
     def check(self) -> None:
-        """Raise ``PreannotateError`` with a message naming the bucket when it cannot be written (startup)."""
+        """Write and delete a probe object (startup): raise ``PreannotateError`` naming the bucket when either fails,
+        so missing permissions show at startup rather than on every item."""
         ...
 
     def close(self) -> None: ...

@@ -2,15 +2,17 @@
 
 One boto3 client (``service.pipeline.s3_client``: the fetcher's endpoint and credential rules) is shared by a
 thread pool that reads a page of results at once. botocore's "standard" retries absorb a throttled or briefly
-failing request; what still fails is raised as NOT_READY (503, retryable), so a worker retries the item and the
-API answers 503, as for an unreachable Redis. Messages name the store (``s3://bucket/prefix/``), the S3 error
+failing request; what still fails is raised as RESULTS_UNAVAILABLE (503, retryable), so a worker retries the item
+and the API answers 503, as for an unreachable Redis. Messages name the store (``s3://bucket/prefix/``), the S3 error
 code and the exception's type, never botocore's message or the request: no credential can leak through them.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,6 +23,8 @@ from service.errors import ErrorCode, PreannotateError
 from service.pipeline.s3_client import make_s3_client, s3_error_code, s3_http_status
 from service.queue.results import job_prefix, result_from_bytes, result_key, result_to_bytes
 from service.s3_routing import parse_results_url
+
+log = logging.getLogger(__name__)
 
 _CONTENT_TYPE = "application/gzip"
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
@@ -81,6 +85,18 @@ class S3ResultStore:
     def key(self, job_id: str, position: int) -> str:
         return result_key(self._prefix, job_id, position)
 
+    def ref(self, key: str) -> str:
+        return f"s3://{self._bucket}/{key}"
+
+    def key_of(self, ref: str) -> str:
+        if not ref.startswith(self.where):
+            raise PreannotateError(
+                ErrorCode.RESULTS_UNAVAILABLE,
+                f"a result is stored at {ref}, outside this process's result store {self.where}: "
+                "give the API and the workers the same PREANNOTATE_RESULTS_URL",
+            )
+        return self._prefix + ref.removeprefix(self.where)
+
     def put(self, key: str, result: Mapping[str, object]) -> None:
         body = result_to_bytes(result)
         with self._guard(f"writing {key}"):
@@ -107,8 +123,13 @@ class S3ResultStore:
         return len(keys)
 
     def check(self) -> None:
+        probe = f"{self._prefix}_probe/{uuid.uuid4().hex}"  # job ids are hex: never a job's folder
         with self._guard("checking the bucket"):
             self._client.head_bucket(Bucket=self._bucket)
+        with self._guard(f"writing a probe object {probe}"):
+            self._client.put_object(Bucket=self._bucket, Key=probe, Body=b"", ContentType=_CONTENT_TYPE)
+        with self._guard(f"deleting the probe object {probe}"):
+            self._client.delete_object(Bucket=self._bucket, Key=probe)
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -128,8 +149,9 @@ class S3ResultStore:
         try:
             return result_from_bytes(data)
         except (OSError, EOFError, ValueError) as exc:  # not gzip, truncated, not JSON (UnicodeError is a ValueError)
-            msg = f"result store {self.where}: {key} is not a stored result ({type(exc).__name__})"
-            raise PreannotateError(ErrorCode.INVALID_STORED_JOB, msg) from None
+            # One damaged object must not cost the job's other results: it reads as missing (result_missing).
+            log.error("result store %s: %s is not a stored result (%s); read as missing", self.where, key, exc)
+            return None
 
     def _list(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -143,7 +165,8 @@ class S3ResultStore:
 
     @contextmanager
     def _guard(self, doing: str, *, missing_ok: bool = False) -> Iterator[None]:
-        """botocore's errors as NOT_READY naming the store; with ``missing_ok``, ``NoSuchKey`` as _MissingKeyError."""
+        """botocore's errors as RESULTS_UNAVAILABLE naming the store; with ``missing_ok``, ``NoSuchKey`` as
+        _MissingKeyError."""
         try:
             yield
         except self._errors as exc:
@@ -154,7 +177,9 @@ class S3ResultStore:
 
     def _unavailable(self, doing: str, why: str) -> PreannotateError:
         return PreannotateError(
-            ErrorCode.NOT_READY, f"result store {self.where} unavailable while {doing}: {why}", retry_after_s=2
+            ErrorCode.RESULTS_UNAVAILABLE,
+            f"result store {self.where} unavailable while {doing}: {why}",
+            retry_after_s=2,
         )
 
 

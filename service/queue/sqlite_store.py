@@ -441,6 +441,7 @@ class SqliteJobStore:
         states: Collection[ItemState] | None = None,
         after: int = -1,
         limit: int | None = None,
+        with_results: bool = True,
     ) -> list[ItemResult] | None:
         """Item outcomes in position order (filtered as ``JobStore.results`` says), or None for an unknown or
         foreign job. A job this release cannot read shows its open items failed, as ``_record`` reports it."""
@@ -460,8 +461,9 @@ class SqliteJobStore:
             if wanted is not None:
                 where += f" AND state IN ({_marks(len(wanted))})"
                 args += sorted(wanted)
+            result = "result" if with_results else "NULL AS result"  # the column is last: not read, not walked
             rows = conn.execute(
-                "SELECT position, name, state, error_code, error_message, result FROM items"
+                f"SELECT position, name, state, error_code, error_message, {result} FROM items"
                 f" WHERE {where} ORDER BY position LIMIT ?",
                 (*args, -1 if limit is None else limit),
             ).fetchall()

@@ -307,9 +307,11 @@ class JobStore(Protocol):
         states: Collection[ItemState] | None = None,
         after: int = -1,
         limit: int | None = None,
+        with_results: bool = True,
     ) -> list[ItemResult] | None:
         """Item outcomes in position order: those past position ``after``, in ``states`` (None = any), at most
-        ``limit`` (None = all); only these items' results are read. None for an unknown or foreign job."""
+        ``limit`` (None = all); only these items' results are read, and none without ``with_results`` (their
+        ``result`` is None). None for an unknown or foreign job."""
         ...
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from service.config import Settings
@@ -10,6 +11,8 @@ from service.queue.sqlite_store import SqliteJobStore
 
 if TYPE_CHECKING:
     from service.queue.redis_store import RedisJobStore
+
+log = logging.getLogger(__name__)
 
 
 def open_sqlite_store(settings: Settings) -> SqliteJobStore:
@@ -42,6 +45,11 @@ def open_redis_store(settings: Settings) -> RedisJobStore:
     from service.queue.redis_store import RedisJobStore  # redis stays out of embedded imports
 
     assert settings.queue_url is not None, "open_redis_store needs PREANNOTATE_QUEUE_URL"
+    if settings.results_url is None:
+        log.warning(
+            "item results are kept in Redis memory (PREANNOTATE_RESULTS_URL is unset): set it to an s3:// bucket "
+            "for more than a few thousand video items within the retention, and give every process the same one"
+        )
     return RedisJobStore(
         settings.queue_url.get_secret_value(),
         max_attempts=settings.max_attempts,

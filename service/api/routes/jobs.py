@@ -277,6 +277,7 @@ def list_items(
             states=states,
             after=-1 if after is None else parse_cursor(after),
             limit=size + 1,
+            with_results=format is not None,  # a status listing reads no result (no object-store request either)
         )
     except ValueError as exc:
         raise _bad_cursor(exc) from None

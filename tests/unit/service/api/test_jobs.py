@@ -437,14 +437,12 @@ def test_a_store_outage_before_the_result_starts_is_a_503_and_after_it_cuts_the_
     at_once = paged_app.client.get(url, params={"format": "darwin"}, headers=AUTH)
     reads.clear()
     outage_from[0] = 1  # the first page is read, the second is not
-    midway = paged_app.client.get(url, params={"format": "darwin"}, headers=AUTH)
+    # The failure reaches the server (uvicorn then drops the connection before the chunked body's end: the client
+    # sees an incomplete read, never a download that looks whole), logged first.
+    with pytest.raises(RuntimeError, match="response already started"):  # Starlette's word for it
+        paged_app.client.get(url, params={"format": "darwin"}, headers=AUTH)
 
     assert (at_once.status_code, error_code(at_once)) == (503, "not_ready")
-    assert midway.status_code == 200
-    assert midway.text.startswith('{"model"')
-    assert '"img1.jpg"' in midway.text
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(midway.text)  # the client sees truncated JSON, never a document that looks whole
     assert "the result stream failed after its response started" in caplog.text
 
 

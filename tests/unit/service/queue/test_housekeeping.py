@@ -67,3 +67,24 @@ def test_the_thread_expires_at_start_and_every_period_and_survives_failures(tmp_
     finally:
         keeper.stop()
         store.close()
+
+
+def test_a_slow_sweep_never_holds_up_the_retry_promoter() -> None:
+    release = threading.Event()
+    promoted: list[float] = []
+
+    def stuck_expire(*, limit: int) -> int:  # a bucket that answers after its timeouts, again and again
+        release.wait(10.0)
+        return 0
+
+    def promote() -> int:
+        promoted.append(time.monotonic())
+        return 0
+
+    keeper = Housekeeper(expire=stuck_expire, expire_every_s=60.0, promote=promote, promote_every_s=0.02)
+    keeper.start()
+    try:
+        assert wait_for(lambda: len(promoted) >= 10, timeout_s=3.0)
+    finally:
+        release.set()
+        keeper.stop()

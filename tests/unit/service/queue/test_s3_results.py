@@ -24,6 +24,7 @@ from tests.s3_server import (
     MotoServer,
     S3Bucket,
     client_env,
+    denying,
     require_moto_server,
 )
 
@@ -163,7 +164,7 @@ def test_check_passes_and_names_a_missing_bucket(store: S3ResultStore, s3_bucket
     missing = make_store(f"s3://{s3_bucket.name}-gone/p")
     with pytest.raises(PreannotateError) as err:
         missing.check()
-    assert err.value.code is ErrorCode.NOT_READY
+    assert err.value.code is ErrorCode.RESULTS_UNAVAILABLE
     assert f"s3://{s3_bucket.name}-gone/p/" in err.value.message
     assert "does not exist" in err.value.message
     with pytest.raises(PreannotateError, match="does not exist"):
@@ -174,21 +175,10 @@ def test_check_passes_and_names_a_missing_bucket(store: S3ResultStore, s3_bucket
 def test_access_denied_is_named_without_the_credentials(s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
     store = make_store(f"s3://{s3_bucket.name}")
     store.put(store.key("job1", 0), RESULT)
-    # moto checks keys only with its IAM emulation on; a bucket policy denying everyone is the portable refusal
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": f"arn:aws:s3:::{s3_bucket.name}/*"}
-        ],
-    }
-    s3_bucket.client.put_bucket_policy(Bucket=s3_bucket.name, Policy=json.dumps(policy))
-    try:
-        with pytest.raises(PreannotateError) as err:
-            store.get_many([store.key("job1", 0)])
-    finally:
-        s3_bucket.client.delete_bucket_policy(Bucket=s3_bucket.name)
-    if err.value.code is not ErrorCode.NOT_READY or "access denied" not in err.value.message:
-        pytest.fail(f"not an access-denied NOT_READY: {err.value.code} {err.value.message}")
+    with denying(s3_bucket, "s3:*"), pytest.raises(PreannotateError) as err:
+        store.get_many([store.key("job1", 0)])
+    if err.value.code is not ErrorCode.RESULTS_UNAVAILABLE or "access denied" not in err.value.message:
+        pytest.fail(f"not an access-denied RESULTS_UNAVAILABLE: {err.value.code} {err.value.message}")
     assert_no_credentials(err.value.message)
     store.close()
 
@@ -212,7 +202,7 @@ def test_a_stopped_server_is_not_ready_quickly(monkeypatch: pytest.MonkeyPatch) 
             with pytest.raises(PreannotateError) as err:
                 call()
             assert time.monotonic() - started < 5.0  # three attempts with backoff, never a hang
-            assert err.value.code is ErrorCode.NOT_READY
+            assert err.value.code is ErrorCode.RESULTS_UNAVAILABLE
             assert "s3://stopped-bucket/p/" in err.value.message
             assert "unreachable" in err.value.message
             assert_no_credentials(err.value.message)
@@ -239,19 +229,48 @@ def test_a_hung_endpoint_times_out_as_not_ready(
     with pytest.raises(PreannotateError) as err:
         store.check()
     assert time.monotonic() - started < 5.0
-    assert err.value.code is ErrorCode.NOT_READY
+    assert err.value.code is ErrorCode.RESULTS_UNAVAILABLE
     assert "unreachable" in err.value.message
     assert_no_credentials(err.value.message)
     store.close()
 
 
-def test_a_corrupt_object_is_a_clear_error(store: S3ResultStore, s3_bucket: S3Bucket) -> None:
-    key = store.key("job1", 0)
-    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=key, Body=b"not gzip")
+def test_a_corrupt_object_reads_as_missing_and_is_logged(
+    store: S3ResultStore, s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
+    damaged, fine = store.key("job1", 0), store.key("job1", 1)
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=damaged, Body=b"not gzip")
+    store.put(fine, RESULT)
+
+    # one damaged object costs only its own item (listed as result_missing), never the job's other results
+    assert store.get_many([damaged, fine]) == [None, RESULT]
+    assert f"{damaged} is not a stored result" in caplog.text
+
+
+def test_refs_name_the_bucket_and_a_ref_of_another_store_is_refused(store: S3ResultStore, s3_bucket: S3Bucket) -> None:
+    key = store.key("job1", 3)
+    ref = store.ref(key)
+
+    assert ref == f"s3://{s3_bucket.name}/job1/3.json.gz"
+    assert store.key_of(ref) == key
     with pytest.raises(PreannotateError) as err:
-        store.get_many([key])
-    assert err.value.code is ErrorCode.INVALID_STORED_JOB
-    assert key in err.value.message
+        store.key_of("s3://another-bucket/results/job1/3.json.gz")
+    assert err.value.code is ErrorCode.RESULTS_UNAVAILABLE
+    assert "same PREANNOTATE_RESULTS_URL" in err.value.message
+
+
+def test_check_writes_a_probe_and_names_a_missing_write_permission(s3_bucket: S3Bucket) -> None:
+    store = make_store(f"s3://{s3_bucket.name}/results")
+    store.check()
+    assert object_keys(s3_bucket) == []  # the probe is removed again
+    try:
+        with (
+            denying(s3_bucket, "s3:PutObject"),
+            pytest.raises(PreannotateError, match=r"writing a probe object .*denied"),
+        ):
+            store.check()  # HeadBucket alone passes here: every item would fail later instead
+    finally:
+        store.close()
 
 
 def test_without_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,6 +80,18 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_TRACK_HIGH_SCORE": "1.1"}, "track_high_score"),
         ({"PREANNOTATE_TRACKS": "maybe"}, "tracks"),
         ({"PREANNOTATE_ENCORD_BUNDLE_WAIT_MS": "-5"}, "encord_bundle_wait_ms"),
+        ({"PREANNOTATE_RETENTION_S": "59"}, "retention_s"),
+        ({"PREANNOTATE_RETENTION_S": "inf"}, "retention_s"),
+        ({"PREANNOTATE_EXPIRY_SWEEP_S": "0.5"}, "expiry_sweep_s"),
+        ({"PREANNOTATE_RESULT_PAGE_ITEMS": "0"}, "result_page_items"),
+        ({"PREANNOTATE_RESULT_PAGE_ITEMS": "1001"}, "result_page_items"),
+        ({"PREANNOTATE_RESULT_FETCH_CONCURRENCY": "0"}, "result_fetch_concurrency"),
+        ({"PREANNOTATE_RESULT_FETCH_CONCURRENCY": "257"}, "result_fetch_concurrency"),
+        ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "https://b/p"}, "results_url"),
+        ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "s3://k:s@b-1/p"}, "results_url"),
+        ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "s3://B_1/p"}, "results_url"),
+        ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "s3://b-1/a/../p"}, "results_url"),
+        ({"PREANNOTATE_RESULTS_URL": "s3://b-1/p"}, "results_url is for distributed mode"),
     ],
 )
 def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], field: str) -> None:
@@ -87,6 +99,15 @@ def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+def test_results_and_retention_defaults() -> None:
+    settings = Settings()
+    assert (settings.results_url, settings.retention_s, settings.expiry_sweep_s) == (None, 7 * 86400.0, 60.0)
+    assert (settings.result_page_items, settings.result_fetch_concurrency) == (8, 16)
+    distributed = Settings(queue_url="redis://r:6379/0", results_url="s3://my-results/a/b")
+    assert distributed.results_url == "s3://my-results/a/b"
+    assert Settings(results_url="").results_url is None  # an empty variable is unset, as for the queue
 
 
 def test_tracker_defaults_are_the_trackers() -> None:

@@ -226,11 +226,14 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="result objects one API request or worker reads from object storage at once"
     )
     result_page_items: int = Field(
-        8,
+        256, ge=1, le=1000, description="most items GET /v1/jobs/{id}/result reads at a time while it streams a job"
+    )
+    result_page_frames: int = Field(
+        20_000,
         ge=1,
-        le=1000,
-        description="items GET /v1/jobs/{id}/result reads at a time while it streams a job (each 1-hour video "
-        "result is about 12 MB in the API's memory while its page is written)",
+        le=10_000_000,
+        description="about how many sampled frames' results a page of GET /v1/jobs/{id}/result holds (a decoded "
+        "frame with 5 boxes is ~3 KB: a 1-hour video at 1 fps is 3,600 frames, ~12 MB); the first page is 8 items",
     )
 
     # Retention, in both job stores

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.media import CLIPS, ClipSpec, make_clip
-from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, boto3_client, client_env
+from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, boto3_client, client_env, running_moto
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,12 +37,8 @@ def clip_specs() -> dict[str, ClipSpec]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[MotoServer]:
     """A real S3-compatible server (moto's server mode, a subprocess), started once per session."""
-    server = MotoServer()
-    try:
-        server.start()
+    with running_moto() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

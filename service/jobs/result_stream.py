@@ -14,6 +14,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import IO, Any
 
 from service.config import Settings
@@ -37,29 +38,55 @@ def job_result_chunks(fmt: str, job: JobRecord, items: Iterable[ItemResult], set
     return _written(result_layout(fmt, job, settings), items)
 
 
-def succeeded_items(store: JobStore, *, tenant: str, job_id: str, page_items: int) -> Iterator[ItemResult] | None:
-    """The job's succeeded items in job order, read from ``store`` ``page_items`` at a time as they are pulled;
-    None for an unknown job. The first page is read now, so a store outage is the caller's error to answer;
+@dataclass(frozen=True, slots=True)
+class PageBudget:
+    """How many items a page of ``succeeded_items`` reads: at most ``max_items``, and about ``max_frames`` sampled
+    frames' worth (what a decoded result's memory grows with: a photo is one frame, an hour of video at 1 fps is
+    3,600). The first page, whose items' sizes are unknown, is ``first_items``; each next one is sized on the
+    frames per item the last one had, so a job of photos reads hundreds of items per round trip while a job of
+    long videos reads a few."""
+
+    max_items: int
+    max_frames: int
+    first_items: int = 8
+
+    def first(self) -> int:
+        return min(self.first_items, self.max_items)
+
+    def after(self, page: Sequence[ItemResult]) -> int:
+        frames = sum(len(item.result.get("frames", ())) for item in page if item.result is not None)
+        per_item = max(1.0, frames / max(1, len(page)))
+        return max(1, min(self.max_items, int(self.max_frames / per_item)))
+
+
+def succeeded_items(store: JobStore, *, tenant: str, job_id: str, budget: PageBudget) -> Iterator[ItemResult] | None:
+    """The job's succeeded items in job order, read from ``store`` a page at a time (``budget``) as they are
+    pulled; None for an unknown job. The first page is read now, so a store outage is the caller's error to answer;
     an item is let go once pulled, so at most one page is held."""
-    first = store.results(tenant=tenant, job_id=job_id, states={ItemState.SUCCEEDED}, after=-1, limit=page_items)
+
+    def read(after: int, limit: int) -> list[ItemResult] | None:
+        return store.results(tenant=tenant, job_id=job_id, states={ItemState.SUCCEEDED}, after=after, limit=limit)
+
+    limit = budget.first()
+    first = read(-1, limit)
     if first is None:
         return None
 
-    def pages(page: deque[ItemResult]) -> Iterator[ItemResult]:
+    def pages(page: list[ItemResult], limit: int) -> Iterator[ItemResult]:
         while page:
-            last, full = page[-1].position, len(page) == page_items
-            while page:
-                yield page.popleft()
+            last, full, limit = page[-1].position, len(page) == limit, budget.after(page)
+            queue = deque(page)
+            del page  # the deque alone holds the page: an item is let go once pulled
+            while queue:
+                yield queue.popleft()
             if not full:
                 return
-            more = store.results(
-                tenant=tenant, job_id=job_id, states={ItemState.SUCCEEDED}, after=last, limit=page_items
-            )
+            more = read(last, limit)
             if more is None:  # deleted meanwhile: cut the body short rather than end a valid, partial document
                 raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"job {job_id} was removed while its result was read")
-            page = deque(more)
+            page = more
 
-    return pages(deque(first))
+    return pages(first, limit)
 
 
 def coalesced(chunks: Iterable[bytes], min_bytes: int = _COPY_BYTES) -> Iterator[bytes]:

@@ -26,7 +26,7 @@ from service.backends.encord_registration import encord_registration_to_items, i
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, error_code_named
 from service.jobs.outputs import job_result
-from service.jobs.result_stream import coalesced, job_result_chunks, logged_to_end, succeeded_items
+from service.jobs.result_stream import PageBudget, coalesced, job_result_chunks, logged_to_end, succeeded_items
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 from service.queue.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
 from service.spec.requests import JobCreate
@@ -230,7 +230,8 @@ def get_result(
         raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
     # Streamed a page of items at a time; the first page is read before the response starts, so an unreachable
     # store is still a 503 (a failure after that can only cut the body short).
-    items = succeeded_items(state.store, tenant=tenant, job_id=job_id, page_items=state.settings.result_page_items)
+    budget = PageBudget(state.settings.result_page_items, state.settings.result_page_frames)
+    items = succeeded_items(state.store, tenant=tenant, job_id=job_id, budget=budget)
     if items is None:  # deleted since it was read
         raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
     chunks = job_result_chunks(format, job, items, state.settings)

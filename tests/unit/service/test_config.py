@@ -85,6 +85,7 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_EXPIRY_SWEEP_S": "0.5"}, "expiry_sweep_s"),
         ({"PREANNOTATE_RESULT_PAGE_ITEMS": "0"}, "result_page_items"),
         ({"PREANNOTATE_RESULT_PAGE_ITEMS": "1001"}, "result_page_items"),
+        ({"PREANNOTATE_RESULT_PAGE_FRAMES": "0"}, "result_page_frames"),
         ({"PREANNOTATE_RESULT_FETCH_CONCURRENCY": "0"}, "result_fetch_concurrency"),
         ({"PREANNOTATE_RESULT_FETCH_CONCURRENCY": "257"}, "result_fetch_concurrency"),
         ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "https://b/p"}, "results_url"),
@@ -104,7 +105,11 @@ def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[
 def test_results_and_retention_defaults() -> None:
     settings = Settings()
     assert (settings.results_url, settings.retention_s, settings.expiry_sweep_s) == (None, 7 * 86400.0, 60.0)
-    assert (settings.result_page_items, settings.result_fetch_concurrency) == (8, 16)
+    assert (settings.result_page_items, settings.result_page_frames, settings.result_fetch_concurrency) == (
+        256,
+        20_000,
+        16,
+    )
     distributed = Settings(queue_url="redis://r:6379/0", results_url="s3://my-results/a/b")
     assert distributed.results_url == "s3://my-results/a/b"
     assert Settings(results_url="").results_url is None  # an empty variable is unset, as for the queue

@@ -158,3 +158,40 @@ def test_small_chunks_are_joined_and_what_came_before_a_failure_still_goes_out()
 
     assert out == [b"abcd", b"efgh", b"i"]
     assert list(coalesced([b"x" * 10, b"y"], min_bytes=4)) == [b"x" * 10, b"y"]
+
+
+def sized(position: int, frames: int) -> ItemResult:
+    result = {"slots": [], "frames": [{}] * frames}
+    return ItemResult(position, f"item{position}", ItemState.SUCCEEDED, result, None)
+
+
+def test_pages_grow_for_photos_and_shrink_for_long_videos() -> None:
+    from service.jobs.result_stream import PageBudget
+
+    budget = PageBudget(max_items=256, max_frames=20_000)
+
+    assert budget.first() == 8
+    assert budget.after([sized(i, 1) for i in range(8)]) == 256  # photos: as many as a page may hold
+    assert budget.after([sized(i, 3600) for i in range(8)]) == 5  # 1-hour videos at 1 fps: ~18,000 frames a page
+    assert budget.after([sized(0, 50_000)]) == 1  # never fewer than one
+    assert budget.after([ItemResult(0, "gone", ItemState.SUCCEEDED, None, None)]) == 256  # a missing result is small
+    assert PageBudget(max_items=2, max_frames=20_000).first() == 2
+
+
+def test_the_stream_reads_pages_sized_on_what_the_last_one_held() -> None:
+    from service.jobs.result_stream import PageBudget, succeeded_items
+
+    items = [sized(i, 1 if i < 10 else 5000) for i in range(100)]
+    reads: list[tuple[int, int]] = []
+
+    class Store:
+        def results(self, *, after: int, limit: int, **_: object) -> list[ItemResult]:
+            reads.append((after, limit))
+            return [item for item in items if item.position > after][:limit]
+
+    pulled = succeeded_items(Store(), tenant="t", job_id="j", budget=PageBudget(64, 20_000))  # type: ignore[arg-type]
+
+    assert [item.position for item in pulled or ()] == list(range(100))
+    # 8 photos first, then a page of 64 (the 2 photos left and 62 videos of 5,000 frames), then 4 videos a page
+    assert reads[:4] == [(-1, 8), (7, 64), (71, 4), (75, 4)]
+    assert reads[-1] == (99, 4)  # the last full page is followed by one read that finds nothing

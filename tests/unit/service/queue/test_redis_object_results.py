@@ -41,29 +41,6 @@ PREFIX = "results/"
 RESULT = {"slots": [], "frames": [{"frame": i, "boxes": [[1.5, 2.5, 30.0, 40.0]] * 5} for i in range(50)]}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer(appendonly=True)
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.cleanup()
-
-
-@pytest.fixture
-def db(server: RedisServer) -> Iterator[redis.Redis]:
-    client = server.client()
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture
 def make_store(server: RedisServer, db: redis.Redis, clock: FakeClock, s3_bucket: S3Bucket) -> Iterator[StoreFactory]:
     stores: list[RedisJobStore] = []
@@ -200,17 +177,24 @@ def test_a_missing_object_reads_as_no_result(store: RedisJobStore, s3_bucket: S3
     assert [(r.state, r.result is None) for r in read] == [(ItemState.SUCCEEDED, True), (ItemState.SUCCEEDED, False)]
 
 
-def test_results_survive_a_redis_restart(server: RedisServer, store: RedisJobStore, s3_bucket: S3Bucket) -> None:
-    job = make_job(store, 2)
-    for lease in store.lease("w1", max_items=2, lease_s=LEASE_S):
-        store.complete("w1", lease.item_id, {**RESULT, "position": lease.position})
+def test_results_survive_a_redis_restart(clock: FakeClock, s3_bucket: S3Bucket) -> None:
+    durable = RedisServer(appendonly=True)  # its own: a restart of the module's server would empty it
+    durable.start()
+    store = RedisJobStore(durable.url, clock=clock, results=S3ResultStore(f"s3://{s3_bucket.name}/{PREFIX}"))
+    try:
+        job = make_job(store, 2)
+        for lease in store.lease("w1", max_items=2, lease_s=LEASE_S):
+            store.complete("w1", lease.item_id, {**RESULT, "position": lease.position})
 
-    server.kill()
-    server.start()
+        durable.kill()
+        durable.start()
 
-    read = store.results(tenant=TENANT, job_id=job.id)
-    assert read is not None
-    assert [r.result for r in read] == [{**RESULT, "position": 0}, {**RESULT, "position": 1}]
+        read = store.results(tenant=TENANT, job_id=job.id)
+        assert read is not None
+        assert [r.result for r in read] == [{**RESULT, "position": 0}, {**RESULT, "position": 1}]
+    finally:
+        store.close()
+        durable.cleanup()
 
 
 def reader(server: RedisServer, clock: FakeClock, url: str | None) -> RedisJobStore:

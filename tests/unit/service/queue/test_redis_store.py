@@ -39,24 +39,6 @@ from tests.unit.service.queue.store_contract import (
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    srv = RedisServer()
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.cleanup()
-
-
-@pytest.fixture
-def db(server: RedisServer) -> Iterator[redis.Redis]:
-    client = server.client()
-    client.flushall()
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def make_store(server: RedisServer, db: redis.Redis, clock: FakeClock) -> Iterator[StoreFactory]:
     stores: list[RedisJobStore] = []
@@ -69,11 +51,6 @@ def make_store(server: RedisServer, db: redis.Redis, clock: FakeClock) -> Iterat
     yield factory
     for store in stores:
         store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -194,7 +194,8 @@ def _assert_stored_once(db: redis.Redis, job_id: str, n: int, bucket: S3Bucket |
         f"{RESULTS_PREFIX}{job_id}/{p}.json.gz" for p in range(n)
     )
     assert not any(db.exists(f"pa:result:{i}") for i in ids)
-    assert [db.hget(f"pa:item:{i}", "rkey") for i in ids] == [f"{RESULTS_PREFIX}{job_id}/{p}.json.gz" for p in range(n)]
+    refs = [db.hget(f"pa:item:{i}", "rkey") for i in ids]
+    assert refs == [f"s3://{bucket.name}/{RESULTS_PREFIX}{job_id}/{p}.json.gz" for p in range(n)]
 
 
 def _assert_exactly_once(

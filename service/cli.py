@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from service.commands.bench import BENCHMARKS  # names only: the module imports nothing heavy
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import (
     REMOVED_TRACK_OPTIONS,
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
     bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")
-    bench.add_argument("name", choices=["sampling", "feed", "infer", "e2e", "serve", "memory", "tracks", "all"])
+    bench.add_argument("name", choices=[*BENCHMARKS, "all"])
     bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 
     sub.add_parser("models", help="list the built-in models and the accepted model specs")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.queue.redis_store import RedisJobStore
 from service.queue.resilient_store import ResilientStore
 from service.queue.s3_results import S3ResultStore
-from service.queue.store import ItemState, JobStore
+from service.queue.store import ItemState
 from tests.integration.servers import free_port
 from tests.redis_server import RedisServer
 from tests.s3_server import S3Bucket, client_env, denying
@@ -42,25 +42,8 @@ RESULT = {"slots": [], "frames": [{"frame": i, "boxes": [[1.5, 2.5, 30.0, 40.0]]
 
 
 @pytest.fixture
-def make_store(server: RedisServer, db: redis.Redis, clock: FakeClock, s3_bucket: S3Bucket) -> Iterator[StoreFactory]:
-    stores: list[RedisJobStore] = []
-
-    def factory(*, max_attempts: int = 3) -> JobStore:
-        results = S3ResultStore(f"s3://{s3_bucket.name}/{PREFIX}", concurrency=4)
-        store = RedisJobStore(server.url, max_attempts=max_attempts, clock=clock, results=results)
-        stores.append(store)
-        return store
-
-    yield factory
-    for store in stores:
-        store.close()
-
-
-@pytest.fixture
-def store(make_store: StoreFactory) -> RedisJobStore:
-    made = make_store()
-    assert isinstance(made, RedisJobStore)
-    return made
+def results_url(s3_bucket: S3Bucket) -> str:
+    return f"s3://{s3_bucket.name}/{PREFIX}"
 
 
 class TestRedisJobStoreWithObjectResultsContract(JobStoreContract):

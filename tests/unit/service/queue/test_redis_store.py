@@ -7,7 +7,7 @@ import dataclasses
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -37,27 +37,6 @@ from tests.unit.service.queue.store_contract import (
     make_job,
     status,
 )
-
-
-@pytest.fixture
-def make_store(server: RedisServer, db: redis.Redis, clock: FakeClock) -> Iterator[StoreFactory]:
-    stores: list[RedisJobStore] = []
-
-    def factory(*, max_attempts: int = 3) -> JobStore:
-        store = RedisJobStore(server.url, max_attempts=max_attempts, clock=clock)
-        stores.append(store)
-        return store
-
-    yield factory
-    for store in stores:
-        store.close()
-
-
-@pytest.fixture
-def store(make_store: StoreFactory) -> RedisJobStore:
-    s = make_store()
-    assert isinstance(s, RedisJobStore)
-    return s
 
 
 class TestRedisJobStoreContract(JobStoreContract):

@@ -116,17 +116,10 @@ def read_all(store: RedisJobStore, job_id: str) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
-def peak_rss_mib(pid: int) -> float:
-    """A process's peak resident set (``VmHWM``), MiB."""
+def status_mib(pid: int, field: str) -> float:
+    """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``: the peak resident set), MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -134,7 +127,7 @@ def rss_mib(pid: int) -> float:
 def fetch(server: Server, job_id: str) -> dict[str, float]:
     """``GET .../result?format=coco`` streamed to nowhere; seconds, bytes and the API's RSS before and at peak."""
     assert server.process is not None
-    before = rss_mib(server.process.pid)
+    before = status_mib(server.process.pid, "VmRSS")
     start, size = time.perf_counter(), 0
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with (
@@ -148,7 +141,7 @@ def fetch(server: Server, job_id: str) -> dict[str, float]:
         "seconds": time.perf_counter() - start,
         "mib": size / _MIB,
         "api_rss_before_mib": before,
-        "api_peak_rss_mib": peak_rss_mib(server.process.pid),
+        "api_peak_rss_mib": status_mib(server.process.pid, "VmHWM"),
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from service.backends.encord import encord_ontology_from
 from service.config import Settings
@@ -34,20 +34,9 @@ from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemResult, ItemState, JobRecord
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 FORMATS = ("coco", "darwin", "labelstudio", "encord")
 _LS_KINDS: dict[MediaKind, ObjectKind] = {MediaKind.IMAGE: "image", MediaKind.VIDEO: "video"}
-
-
-def job_items(results: Sequence[ItemResult], tracker: TrackerOptions | None) -> list[ItemPredictions]:
-    """The succeeded items' predictions, in job order, with the tracker ids their worker stored (a result of an
-    older release, stored without them, is linked here with the job's ``tracker``)."""
-    return [
-        item_predictions_from_json(r.name, r.result, tracker)
-        for r in results
-        if r.state is ItemState.SUCCEEDED and r.result is not None
-    ]
 
 
 def job_model(job: JobRecord) -> ModelRef:
@@ -149,19 +138,6 @@ def job_result(fmt: str, job: JobRecord, results: Iterable[ItemResult], settings
     if layout.lists_slots:
         document["skipped_slots"] = listed(slots)
     return cast(JobResult, document | {"skipped_items": listed(skipped)})
-
-
-def convert_each(
-    fmt: str, items: Iterable[ItemPredictions], convert: Callable[[ItemPredictions], _T]
-) -> tuple[list[_T], list[Skipped]]:
-    """``convert`` applied item by item: an item that fails is skipped, the others are kept, in order."""
-    done: list[_T] = []
-    skipped: list[Skipped] = []
-    for item in items:
-        entries = _each(fmt, convert)(item)
-        done.extend(entries.arrays[0] if entries.arrays else [])
-        skipped.extend([] if entries.skipped is None else [entries.skipped])
-    return done, skipped
 
 
 def _each(fmt: str, convert: Callable[[ItemPredictions], object]) -> Callable[[ItemPredictions], ItemEntries]:

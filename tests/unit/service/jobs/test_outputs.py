@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+import service.jobs.outputs
 from service.config import Settings
 from service.convert.label_studio import parse_label_config
 from service.convert.types import UnsupportedByFormatError
-from service.jobs.outputs import FORMATS, convert_each, job_items, job_result
+from service.jobs.outputs import FORMATS, job_result
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
-from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
+from service.pipeline.predictions import ItemPredictions, item_predictions_from_json, item_predictions_to_json
 from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemResult, ItemState, JobRecord, JobStatus
 from service.spec.job import JobSpec
@@ -174,36 +176,50 @@ def test_an_item_a_format_cannot_hold_is_listed_and_the_others_are_served(fmt: s
         assert skipped == {}
 
 
-def test_a_converter_bug_skips_its_item_alone_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    items = job_items(results(), None)
+def job_items(results: Sequence[ItemResult], tracker: TrackerOptions | None) -> list[ItemPredictions]:
+    """The succeeded items' predictions as a job's result formats read them (``item_predictions_from_json``)."""
+    return [
+        item_predictions_from_json(r.name, r.result, tracker)
+        for r in results
+        if r.state is ItemState.SUCCEEDED and r.result is not None
+    ]
 
-    def convert(item: ItemPredictions) -> str:
-        if item.name == "clip":
-            raise KeyError("width")
-        return item.name
 
-    done, skipped = convert_each("darwin", items, convert)
-    assert done == ["photo.png"]
-    assert [s.to_json() for s in skipped] == [
+def darwin_failing_on(monkeypatch: pytest.MonkeyPatch, errors: dict[str, Exception]) -> dict[str, Any]:
+    """The job's Darwin result, with the Darwin converter raising ``errors[item]`` for those items."""
+    convert = service.jobs.outputs.item_to_darwin
+
+    def failing(item: ItemPredictions, model: Any) -> Any:
+        if item.name in errors:
+            raise errors[item.name]
+        return convert(item, model)
+
+    monkeypatch.setattr(service.jobs.outputs, "item_to_darwin", failing)
+    return dict(job_result("darwin", job(), results(), Settings()))
+
+
+def test_a_converter_bug_skips_its_item_alone_and_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = darwin_failing_on(monkeypatch, {"clip": KeyError("width")})
+
+    assert [d["item"]["name"] for d in served["items"]] == ["photo.png"]
+    assert served["skipped_items"] == [
         {"item": "clip", "code": "output_failed", "reason": "darwin: KeyError while converting the item"}
     ]
     assert "KeyError" in caplog.text
 
 
-def test_a_value_error_from_a_converter_is_a_logged_bug_not_unsupported(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_value_error_from_a_converter_is_a_logged_bug_not_unsupported(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Only ``UnsupportedByFormatError`` means "this format cannot hold it"; any other ValueError is a converter bug."""
-    items = job_items(results(), None)
+    errors = {"clip": ValueError("math domain error"), "photo.png": UnsupportedByFormatError("no row holds it")}
 
-    def convert(item: ItemPredictions) -> str:
-        if item.name == "clip":
-            raise ValueError("math domain error")
-        if item.name == "photo.png":
-            raise UnsupportedByFormatError("no row holds it")
-        return item.name
+    served = darwin_failing_on(monkeypatch, errors)
 
-    done, skipped = convert_each("darwin", items, convert)
-    assert done == []
-    assert [s.to_json() for s in skipped] == [
+    assert served["items"] == []
+    assert served["skipped_items"] == [
         {"item": "clip", "code": "output_failed", "reason": "darwin: ValueError while converting the item"},
         {"item": "photo.png", "code": "unsupported_by_format", "reason": "darwin: no row holds it"},
     ]

@@ -14,14 +14,14 @@ import service.convert.encord
 import service.jobs.outputs
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
-from service.jobs.outputs import FORMATS, job_items, job_result
+from service.jobs.outputs import FORMATS, job_result
 from service.jobs.result_stream import job_result_chunks
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemResult, ItemState
 from tests.builders import linked
-from tests.unit.service.jobs.test_outputs import image_frame, job, results, video_frames
+from tests.unit.service.jobs.test_outputs import image_frame, job, job_items, results, video_frames
 
 
 class _FixedClock(datetime):

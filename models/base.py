@@ -1,4 +1,4 @@
-"""The one detector interface every runtime implements."""
+"""The detector interface every runtime implements, and the box-prompted segmenter's."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from models.errors import DeviceOutOfMemoryError
+from models.masks import Masks
 from models.types import Detections, ModelInfo, RGBImage
 
 log = logging.getLogger(__name__)
@@ -128,3 +130,67 @@ def batch_buckets(max_batch: int) -> tuple[int, ...]:
         sizes.add(size)
         size *= 2
     return tuple(sorted(sizes))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterInfo:
+    """What a loaded box-prompted segmenter is (SAM family), for outputs and provenance.
+
+    Attributes:
+        spec: the spec it was loaded from, e.g. ``hf:/models/sam-vit-base``.
+        name: a short human name.
+        version: stable id of the weights (content hash prefix).
+        runtime: ``torch`` or ``onnxruntime``.
+        device: ``cpu`` or ``cuda``.
+        batch_size: frames per image-encoder call.
+        dtype: the compute dtype (``float32``, ``float16``, ``bfloat16``).
+        input_size_px: the longest side its image encoder works at (SAM: 1024); frames smaller than this lose
+            mask detail, so the flow decodes frames at least this large for it (None: any size).
+    """
+
+    spec: str
+    name: str
+    version: str
+    runtime: str
+    device: str
+    batch_size: int
+    dtype: str = "float32"
+    input_size_px: int | None = None
+
+
+class Segmenter(ABC):
+    """Turns boxes into instance masks (a promptable segmenter: SAM, SAM 2, EdgeTAM ...).
+
+    ``segment`` takes frames and, per frame, the boxes to segment (float32 (n, 4) xyxy in that frame's
+    pixels), and returns one ``Masks`` per frame with one row per box, in that frame's pixels. Each frame's
+    image embedding is computed once and all its boxes are decoded together; implementations chunk frames
+    into ``info.batch_size`` themselves.
+    """
+
+    info: SegmenterInfo
+
+    def segment(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        """One ``Masks`` per image, a row per box (an empty mask where the model finds none)."""
+        if len(images) != len(boxes_xyxy):
+            raise ValueError(f"{len(images)} images but {len(boxes_xyxy)} box sets")
+        for image, boxes in zip(images, boxes_xyxy, strict=True):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise ValueError(f"expected (n, 4) boxes, got shape {boxes.shape}")
+        out: list[Masks] = [Masks.empty() for _ in images]
+        todo = [k for k, boxes in enumerate(boxes_xyxy) if len(boxes)]  # frames without boxes cost nothing
+        size = self.info.batch_size
+        for start in range(0, len(todo), size):
+            chunk = todo[start : start + size]
+            masks = self._segment_batch([images[k] for k in chunk], [boxes_xyxy[k] for k in chunk])
+            for k, m in zip(chunk, masks, strict=True):
+                out[k] = m
+        return out
+
+    @abstractmethod
+    def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        """Segment at most ``info.batch_size`` validated frames, each with at least one box."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release runtime resources."""

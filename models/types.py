@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from models.masks import Masks
+
 RGBImage = NDArray[np.uint8]
 """An (H, W, 3) uint8 image in RGB order."""
 
@@ -24,6 +26,8 @@ class Detections:
         appearance: (n, d) float32 unit-norm descriptors of the boxes' pixels, for the tracker to tell objects
             apart (``service.pipeline.appearance``); None when not computed. The tracker drops them once done,
             and they are never stored or written.
+        masks: one instance mask per row (``models.masks``: run-length crops in frame pixels), from an
+            instance-segmentation model or a box-prompted segmenter; None when the run makes no masks.
     """
 
     xyxy: NDArray[np.float32]
@@ -31,6 +35,7 @@ class Detections:
     class_id: NDArray[np.int64]
     tracker_id: NDArray[np.int64] | None = None
     appearance: NDArray[np.float32] | None = None
+    masks: Masks | None = None
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
@@ -53,6 +58,8 @@ class Detections:
                 f"appearance must be None or float32 of shape ({n}, d), got {self.appearance.dtype} "
                 f"{self.appearance.shape}"
             )
+        if self.masks is not None and len(self.masks) != n:
+            raise ValueError(f"masks must be None or have {n} rows, got {len(self.masks)}")
 
     @classmethod
     def empty(cls, *, tracked: bool = False) -> Detections:
@@ -71,6 +78,7 @@ class Detections:
         confidence: NDArray[np.generic],
         class_id: NDArray[np.generic],
         tracker_id: NDArray[np.generic] | None = None,
+        masks: Masks | None = None,
     ) -> Detections:
         """Build from arrays of any numeric dtype (casts, copies only when needed)."""
         return cls(
@@ -78,24 +86,30 @@ class Detections:
             confidence=np.asarray(confidence, np.float32).reshape(-1),
             class_id=np.asarray(class_id, np.int64).reshape(-1),
             tracker_id=None if tracker_id is None else np.asarray(tracker_id, np.int64).reshape(-1),
+            masks=masks,
         )
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
     def __getitem__(self, index: NDArray[np.bool_] | NDArray[np.intp] | slice) -> Detections:
-        """Select rows, e.g. ``dets[dets.confidence > 0.5]``; tracker ids and descriptors follow their rows."""
+        """Select rows, e.g. ``dets[dets.confidence > 0.5]``; tracker ids, descriptors and masks follow their rows."""
         tracker_id = None if self.tracker_id is None else self.tracker_id[index]
         appearance = None if self.appearance is None else self.appearance[index]
-        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], tracker_id, appearance)
+        masks = None if self.masks is None else self.masks[index]
+        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], tracker_id, appearance, masks)
 
     def with_tracker_id(self, tracker_id: NDArray[np.int64] | None) -> Detections:
         """The same rows with ``tracker_id`` set (None: untracked), their descriptors dropped: tracking is done."""
-        return Detections(self.xyxy, self.confidence, self.class_id, tracker_id)
+        return Detections(self.xyxy, self.confidence, self.class_id, tracker_id, None, self.masks)
 
     def with_appearance(self, appearance: NDArray[np.float32] | None) -> Detections:
         """The same rows with ``appearance`` set (None: none)."""
-        return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, appearance)
+        return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, appearance, self.masks)
+
+    def with_masks(self, masks: Masks | None) -> Detections:
+        """The same rows with ``masks`` set (None: none)."""
+        return Detections(self.xyxy, self.confidence, self.class_id, self.tracker_id, self.appearance, masks)
 
 
 @dataclass(frozen=True, slots=True)

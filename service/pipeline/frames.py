@@ -59,17 +59,19 @@ def boxes_to_source(dets: Detections, frame: Frame) -> Detections:
     """Map boxes from ``frame.image``'s pixels to the source frame's (``frame.info``'s size).
 
     The decoder may hand a detector frames scaled down (``SamplingOptions.detector_size_px``); the boxes
-    it finds are scaled back per axis (the exact resize ratios) and clipped to the source frame.
+    it finds are scaled back per axis (the exact resize ratios) and clipped to the source frame; their masks too.
     Detections of a full-size image are returned as they are.
     """
     height_px, width_px = frame.image.shape[:2]
     if (width_px, height_px) == (frame.info.width, frame.info.height) or len(dets) == 0:
         return dets
-    scale = np.array([frame.info.width / width_px, frame.info.height / height_px] * 2, np.float32)
+    sx, sy = frame.info.width / width_px, frame.info.height / height_px
+    scale = np.array([sx, sy] * 2, np.float32)
     xyxy = dets.xyxy * scale
     np.clip(xyxy[:, 0::2], 0, frame.info.width, out=xyxy[:, 0::2])
     np.clip(xyxy[:, 1::2], 0, frame.info.height, out=xyxy[:, 1::2])
-    return dataclasses.replace(dets, xyxy=xyxy.astype(np.float32, copy=False))
+    masks = None if dets.masks is None else dets.masks.scaled(sx, sy, frame.info.height, frame.info.width)
+    return dataclasses.replace(dets, xyxy=xyxy.astype(np.float32, copy=False), masks=masks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from models.masks import Masks
 from models.types import Detections
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind, SlotMeta
 from service.pipeline.tracks import TRACKED_MEDIA, TrackerOptions, assign_tracker_ids
@@ -41,6 +42,7 @@ def at_stored_precision(result: FrameResult) -> FrameResult:
         dets.class_id,
         dets.tracker_id,
         dets.appearance,
+        dets.masks,
     )
     return replace(result, detections=rounded)
 
@@ -61,6 +63,8 @@ def frame_result_to_json(result: FrameResult) -> dict[str, Any]:
     }
     if dets.tracker_id is not None:
         record["tracker_id"] = dets.tracker_id.tolist()
+    if dets.masks is not None:
+        record["masks"] = dets.masks.to_json()  # [x, y, h, w, COCO RLE counts of the crop] per row
     return record
 
 
@@ -76,11 +80,13 @@ def frame_result_from_json(item: str, record: Mapping[str, Any]) -> FrameResult:
         height=record["height"],
     )
     tracker_id = record.get("tracker_id")
+    masks = record.get("masks")
     dets = Detections.from_arrays(
         np.asarray(record["xyxy"], np.float32),
         np.asarray(record["confidence"]),
         np.asarray(record["class_id"]),
         None if tracker_id is None else np.asarray(tracker_id, np.int64),
+        None if masks is None else Masks.from_json(masks),
     )
     return FrameResult(info=info, detections=dets)
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
+from models.masks import Masks
+from service.pipeline.frames import Frame, FrameResult, MediaKind, SlotMeta, boxes_to_source
 from service.pipeline.predictions import (
     ItemPredictions,
     at_stored_precision,
@@ -15,7 +16,7 @@ from service.pipeline.predictions import (
     item_predictions_to_json,
 )
 from service.pipeline.tracks import TrackerOptions
-from tests.builders import linked, make_detections, make_result
+from tests.builders import linked, make_detections, make_info, make_result
 
 META = SlotMeta("clip", "s", MediaKind.VIDEO, ("https://h/clip.mp4",), 640, 480, 30.0, 900, 2, 30.0)
 
@@ -82,3 +83,33 @@ def test_stored_precision_is_what_the_store_keeps() -> None:
     for mine, theirs in zip(item.frames, back.frames, strict=True):
         assert mine.detections.xyxy.tobytes() == theirs.detections.xyxy.tobytes()
         assert mine.detections.confidence.tobytes() == theirs.detections.confidence.tobytes()
+
+
+def test_masks_are_stored_and_read_back_with_their_rows() -> None:
+    yy, xx = np.mgrid[:480, :640]
+    disk = (xx - 20) ** 2 + (yy - 25) ** 2 < 10**2
+    dets = make_detections([[10, 15, 30, 35], [100, 100, 120, 120]], [0.9, 0.8], [3, 1])
+    dets = dets.with_masks(Masks.from_full(np.stack([disk, np.zeros_like(disk)])))
+    frame = make_result(dets, item="clip", slot="s", media=MediaKind.IMAGE, frame_index=0, width=640, height=480)
+    result = stored(ItemPredictions("clip", (META,), (frame,)))
+    assert len(result["frames"][0]["masks"]) == 2
+
+    back = item_predictions_from_json("clip", result).frames[0].detections
+    assert back.masks is not None
+    np.testing.assert_array_equal(back.masks.full(0, 480, 640), disk)
+    assert back.masks.has_mask().tolist() == [True, False]
+    assert "masks" not in stored(ItemPredictions("clip", (META,), tuple(clip_frames())))["frames"][0]
+
+
+def test_boxes_to_source_scales_masks_with_their_boxes() -> None:
+    yy, xx = np.mgrid[:240, :320]
+    small = (xx - 100) ** 2 + (yy - 80) ** 2 < 20**2
+    dets = make_detections([[80, 60, 120, 100]], [0.9], [0]).with_masks(Masks.from_full(small[None]))
+    info = make_info(width=640, height=480)
+    mapped = boxes_to_source(dets, Frame(info, np.zeros((240, 320, 3), np.uint8)))
+    assert mapped.xyxy.tolist() == [[160, 120, 240, 200]]
+    assert mapped.masks is not None
+    yy, xx = np.mgrid[:480, :640]
+    big = (xx - 200) ** 2 + (yy - 160) ** 2 < 40**2
+    full = mapped.masks.full(0, 480, 640)
+    assert (full & big).sum() / (full | big).sum() > 0.95

@@ -1,0 +1,84 @@
+"""Masks (``models.masks.Masks``) as the shapes formats write: polygon rings on pixel corners, full-frame COCO RLE.
+
+Polygons trace pixel *corners*, not pixel centres: a ring around one pixel is its unit square, so rasterising
+the rings again (pycocotools' ``frPyObjects``, any scanline fill) gives back exactly the mask's pixels. The
+mask is traced at twice its resolution, where every run of pixels starts on an even and ends on an odd
+coordinate, so ``(c + 1) // 2`` maps each traced point to the corner it stands for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pycocotools import mask as mask_utils  # type: ignore[import-untyped, unused-ignore]  # no stubs
+
+from models.masks import Masks
+
+
+@dataclass(frozen=True, slots=True)
+class Polygon:
+    """One connected part of a mask: its outer boundary and the boundaries of its holes.
+
+    Attributes:
+        outer_xy: (k, 2) float64 corners in frame pixels, k >= 3, the first point not repeated at the end.
+        holes_xy: each hole's boundary alike (its pixels are outside the mask). An island inside a hole is a
+            polygon of its own, so filling every ring even-odd gives the mask back too.
+    """
+
+    outer_xy: NDArray[np.float64]
+    holes_xy: tuple[NDArray[np.float64], ...] = ()
+
+    def rings(self) -> list[NDArray[np.float64]]:
+        """The outer ring then the holes: Darwin's ``paths`` order, Encord's ``polygons`` ring order."""
+        return [self.outer_xy, *self.holes_xy]
+
+
+def mask_to_polygons(masks: Masks, i: int) -> list[Polygon]:
+    """Row ``i``'s mask as polygons, one per connected part, largest first, in frame pixels; [] for an empty mask."""
+    crop = masks.crop(i)
+    if crop.size == 0:
+        return []
+    up = cv2.resize(crop.astype(np.uint8), (crop.shape[1] * 2, crop.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    origin = masks.origin_xy[i].astype(np.float64)
+    rings = [
+        _without_repeats((np.asarray(c, np.int32).reshape(-1, 2) + 1) // 2).astype(np.float64) + origin
+        for c in contours
+    ]
+    parents = [int(h[3]) for h in hierarchy[0]]
+    polygons: list[Polygon] = []
+    for k, ring in enumerate(rings):
+        if parents[k] >= 0 or len(ring) < 3:  # holes join their outer ring below; < 3 cannot come from pixels
+            continue
+        holes = tuple(rings[j] for j, p in enumerate(parents) if p == k and len(rings[j]) >= 3)
+        polygons.append(Polygon(ring, holes))
+    polygons.sort(key=lambda p: -_area(p.outer_xy))
+    return polygons
+
+
+def _area(ring: NDArray[np.float64]) -> float:
+    x, y = ring[:, 0], ring[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def mask_to_coco_rle(masks: Masks, i: int, height_px: int, width_px: int) -> dict[str, object]:
+    """Row ``i``'s mask as a COCO RLE on the whole (height_px, width_px) frame: ``{"size": [h, w], "counts": str}``."""
+    full = np.asfortranarray(masks.full(i, height_px, width_px).astype(np.uint8))
+    encoded = mask_utils.encode(full)
+    return {"size": [int(height_px), int(width_px)], "counts": encoded["counts"].decode("ascii")}
+
+
+def _without_repeats(points: NDArray[np.int32]) -> NDArray[np.int32]:
+    """Drop points equal to the one before (corner mapping can merge neighbours of the doubled trace)."""
+    if len(points) < 2:
+        return points
+    keep = np.ones(len(points), np.bool_)
+    keep[1:] = np.any(points[1:] != points[:-1], axis=1)
+    if len(points) > 1 and np.array_equal(points[0], points[-1]):
+        keep[-1] = False
+    return points[keep]

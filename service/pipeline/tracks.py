@@ -52,6 +52,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from models.masks import Masks
 from models.ops.boxes import box_iou_matrix
 from service.pipeline.frames import FrameResult, MediaKind
 
@@ -98,12 +99,13 @@ _NO = 1e6
 
 @dataclass(frozen=True, slots=True)
 class TrackBox:
-    """A track's box on one sampled frame."""
+    """A track's box on one sampled frame, and its mask there when the run makes masks (a one-row ``Masks``)."""
 
     frame_index: int
     timestamp_s: float | None
     xyxy: tuple[float, float, float, float]
     confidence: float
+    mask: Masks | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,10 +624,12 @@ def _sizes_agree(box: NDArray[np.float64], xyxy: NDArray[np.float64]) -> NDArray
 
 def detection_to_track_box(result: FrameResult, row: int) -> TrackBox:
     """Row ``row`` of a frame's detections as a ``TrackBox`` (corners copied exactly, pixels)."""
-    x1, y1, x2, y2 = (float(v) for v in result.detections.xyxy[row])
+    dets = result.detections
+    x1, y1, x2, y2 = (float(v) for v in dets.xyxy[row])
     return TrackBox(
         frame_index=result.info.frame_index,
         timestamp_s=result.info.timestamp_s,
         xyxy=(x1, y1, x2, y2),
-        confidence=float(result.detections.confidence[row]),
+        confidence=float(dets.confidence[row]),
+        mask=None if dets.masks is None else dets.masks[row : row + 1],
     )

@@ -6,6 +6,10 @@ Specs:
                             (boxes/scores/labels, e.g. RT-DETR)
     ``hf:DIR_OR_HUB_ID``    a transformers ``AutoModelForObjectDetection`` checkpoint
 A bare path ending in ``.onnx`` is read as ``onnx:PATH``.
+
+Segmenter specs (box -> mask, ``load_segmenter``):
+    ``hf:DIR_OR_HUB_ID``    a transformers SAM-family checkpoint (``SamModel``, ``Sam2Model``, ``EdgeTamModel``,
+                            whatever ``AutoModelForMaskGeneration`` resolves) with its processor
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.base import Detector, DetectorOptions
+from models.base import Detector, DetectorOptions, Segmenter
 from models.errors import ModelSpecError
 
 DEFAULT_MODEL_SPEC = "builtin:centerface"
@@ -79,3 +83,13 @@ def load_detector(spec: str, options: DetectorOptions | None = None) -> Detector
     """Load (but do not warm up) the detector a spec names."""
     scheme, target = parse_spec(spec)
     return _LOADERS[scheme](spec, target, options or DetectorOptions())
+
+
+def load_segmenter(spec: str, options: DetectorOptions | None = None) -> Segmenter:
+    """Load the box-prompted segmenter a spec names (only ``hf:`` today)."""
+    scheme, target = parse_spec(spec)
+    if scheme != "hf":
+        raise ModelSpecError(f"invalid segmenter spec {spec!r}: use hf:DIR_OR_HUB_ID (a SAM-family checkpoint)")
+    from models.segmenters.hf_sam import HFSamSegmenter  # torch and transformers only when asked for
+
+    return HFSamSegmenter(spec, target, options or DetectorOptions())

@@ -1,0 +1,1 @@
+"""Box-prompted segmenters (``models.base.Segmenter``)."""

@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-from models.base import Segmenter
-from models.errors import DeviceOutOfMemoryError
+from models.base import DetectorOptions, Segmenter
+from models.errors import DeviceOutOfMemoryError, ModelError
 from models.masks import Masks
 from models.oom import BatchCeiling, run_splitting_on_oom
+from models.registry import load_segmenter
 from models.types import Detections, RGBImage
-from service.errors import from_model_error
+from service.errors import PreannotateError, from_model_error
+
+
+def open_segmenter(spec: str, options: DetectorOptions) -> Segmenter:
+    """Load the segmenter ``spec`` names, on the detector's device and precision (its input size is its own).
+
+    Raises:
+        PreannotateError: INVALID_MODEL_SPEC, MODEL_NOT_FOUND, MODEL_LOAD_FAILED ... naming the spec.
+    """
+    try:
+        return load_segmenter(spec, replace(options, input_size_px=None))
+    except ModelError as exc:
+        error = from_model_error(exc)
+        message = error.message if spec in error.message else f"segmenter {spec}: {error.message}"
+        raise PreannotateError(error.code, message) from None
 
 
 class SharedSegmenter(Segmenter):

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Model and inference
     model: str = Field(DEFAULT_MODEL_SPEC, description="default model spec (builtin:NAME, onnx:PATH, hf:DIR_OR_ID)")
     extra_models: CommaList = Field(default_factory=list, description="more model specs `serve` loads")
+    segmenter: str | None = Field(
+        None, description="box-prompted segmenter spec (hf:DIR_OR_ID, SAM family): a mask per box; unset = boxes only"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; unset = CPU 1, CUDA 16")
     input_size_px: int | None = Field(None, ge=32, le=8192, description="longest side fed to the model")

@@ -54,6 +54,31 @@ class JobModel:
         return cls(entry.spec, entry.info.version, tuple(entry.info.class_names))
 
 
+@dataclass(frozen=True, slots=True)
+class JobSegmenter:
+    """The box-prompted segmenter a job is submitted for: its spec, and its weights' version where this process
+    loaded it (None on a distributed API pod, which loads nothing: the worker's own then)."""
+
+    spec: str
+    version: str | None
+
+
+def segmenter_for_job(name: str | None, served: str | None, version: str | None) -> JobSegmenter | None:
+    """The segmenter a job asking for ``name`` (None: the server's) runs: the one this deployment serves
+    (``PREANNOTATE_SEGMENTER`` = ``served``), or none when it serves none and the job names none.
+
+    Raises:
+        PreannotateError: MODEL_NOT_FOUND (404) for a segmenter this deployment does not serve.
+    """
+    spec = served if name is None else name.strip()
+    if spec is None:
+        return None
+    if spec != served:
+        serving = served or "none (PREANNOTATE_SEGMENTER is unset)"
+        raise PreannotateError(ErrorCode.MODEL_NOT_FOUND, f"segmenter {spec!r} is not served; serving: {serving}")
+    return JobSegmenter(spec, version)
+
+
 class ModelCatalog(Protocol):
     """``ModelRegistry``'s lookup surface, minus the batchers."""
 
@@ -62,6 +87,8 @@ class ModelCatalog(Protocol):
     def all(self) -> Sequence[CatalogEntry]: ...
 
     def for_job(self, name: str | None) -> JobModel: ...
+
+    def segmenter_for_job(self, name: str | None) -> JobSegmenter | None: ...
 
     def pending(self) -> list[str]:
         """Configured specs whose version and classes are not known yet (no worker published them)."""
@@ -86,6 +113,7 @@ class RemoteModels:
         source: Reads the catalog (``RedisJobStore.published_models``); raises NOT_READY while Redis is down.
         default_spec: ``settings.model``, the model used when a job names none; listed first.
         extra_specs: ``settings.extra_models``: what the workers load besides the default (same settings).
+        segmenter_spec: ``settings.segmenter``: the segmenter the workers load (same settings), if any.
         cache_s: How long one read serves lookups.
         clock: Monotonic seconds (tests inject one).
     """
@@ -96,11 +124,13 @@ class RemoteModels:
         default_spec: str,
         *,
         extra_specs: Sequence[str] = (),
+        segmenter_spec: str | None = None,
         cache_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source, self._default_spec, self._cache_s, self._clock = source, default_spec, cache_s, clock
         self._configured = list(dict.fromkeys([default_spec, *extra_specs]))
+        self._segmenter_spec = segmenter_spec
         self._lock = threading.Lock()
         self._cached: list[PublishedModel] = []
         self._read_at = float("-inf")
@@ -172,6 +202,11 @@ class RemoteModels:
         if spec not in self._configured:
             self._check_unserved_spec(spec)
         return JobModel(spec, None, None)
+
+    def segmenter_for_job(self, name: str | None) -> JobSegmenter | None:
+        """The configured segmenter (``segmenter_for_job``), unpinned: the worker that runs the job's items
+        pins its version in their results."""
+        return segmenter_for_job(name, self._segmenter_spec, None)
 
     def _check_unserved_spec(self, spec: str) -> None:
         """Raises MODEL_NOT_FOUND unless ``spec`` is a model spec and no worker is alive to say it is not served."""

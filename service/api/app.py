@@ -100,7 +100,12 @@ def _open_queue(settings: Settings) -> _Queue:
     store = open_redis_store(settings)
     return _Queue(
         store,
-        RemoteModels(store.published_models, settings.model, extra_specs=settings.extra_models),
+        RemoteModels(
+            store.published_models,
+            settings.model,
+            extra_specs=settings.extra_models,
+            segmenter_spec=settings.segmenter,
+        ),
         # Due retries must reach the stream even while KEDA has every worker scaled to zero.
         Housekeeper(expire=store.expire_jobs, expire_every_s=settings.expiry_sweep_s, promote=store.promote_due),
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import TypeVar, cast
 
-from models.base import DetectorOptions
+from models.base import DetectorOptions, Segmenter
 from models.errors import ModelError
 from models.registry import load_detector
 from service.commands.common import (
@@ -33,6 +33,7 @@ from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.flow import ItemOutput, detector_sampling, run_flow, slot_opener, track_stage
 from service.pipeline.inputs import Expanded, Skipped, expand_inputs
+from service.pipeline.masking import open_segmenter
 from service.pipeline.media import ItemSpec, parse_slot_arg
 from service.pipeline.options import SamplingOptions
 from service.pipeline.predictions import ItemPredictions
@@ -160,6 +161,8 @@ class RunRequest:
     quiet: bool
     output_format: str = "coco"
     tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
+    segmenter_spec: str | None = None
+    """A box-prompted segmenter (``--segmenter``): a mask per box; None: boxes only."""
 
 
 def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
@@ -212,6 +215,7 @@ def run_command(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         output_format=args.format,
         tracker=tracker_from_args(args, settings),
+        segmenter_spec=getattr(args, "segmenter", None) or settings.segmenter,
     )
     # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.
     if request.output_format == "darwin":
@@ -241,6 +245,14 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         detector.warmup()
     except ModelError as exc:
         raise _naming_spec(from_model_error(exc), request.model_spec) from None
+    segmenter: Segmenter | None = None
+    if request.segmenter_spec is not None:
+        try:
+            segmenter = open_segmenter(request.segmenter_spec, request.detector_options)
+        except BaseException:
+            detector.close()
+            raise
+    seg_info = None if segmenter is None else segmenter.info
 
     progress = Progress(quiet=request.quiet)
     outputs: list[ItemOutput] = []
@@ -255,11 +267,14 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
                     keep_partial=False,
                     describe_boxes=needs_appearance(request.tracker),
                 ),
-                open_slot=slot_opener(detector_sampling(request.sampling, detector.info), settings.media_limits()),
+                open_slot=slot_opener(
+                    detector_sampling(request.sampling, detector.info, seg_info), settings.media_limits()
+                ),
                 on_slot=progress.on_slot,
                 on_frame=lambda _: progress.advance(),
                 on_error=progress.on_error,
                 finish_item=track_stage(request.tracker),  # each item's tracks, once
+                segmenter=segmenter,
             )
         )
     except ModelError as exc:  # a frame that alone does not fit on the device (bigger batches were split)
@@ -267,6 +282,8 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
     finally:
         progress.close()
         detector.close()
+        if segmenter is not None:
+            segmenter.close()
 
     info = detector.info
     # Items with no slot that opened are left out, as they were from the output.

@@ -25,6 +25,7 @@ from service.commands.common import Progress, load_settings
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
+from service.pipeline.masking import open_segmenter
 from service.pipeline.options import SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ def sync_command(args: argparse.Namespace) -> int:
         detector.warmup()
     except ModelError as exc:
         raise from_model_error(exc) from None
+    segmenter_spec = getattr(args, "segmenter", None) or settings.segmenter
+    try:
+        segmenter = None if segmenter_spec is None else open_segmenter(segmenter_spec, settings.detector_options())
+    except BaseException:
+        detector.close()
+        raise
     progress = Progress(quiet=args.quiet)
     try:
         with LabelStudioClient(config, fetch_policy=settings.fetch_policy()) as client:
@@ -68,12 +75,15 @@ def sync_command(args: argparse.Namespace) -> int:
                 on_slot=progress.on_slot,
                 on_frame=lambda _: progress.advance(),
                 on_warning=_print_warning,
+                segmenter=segmenter,
             )
     except BackendError as exc:
         raise as_preannotate_error(exc) from None
     finally:
         progress.close()
         detector.close()
+        if segmenter is not None:
+            segmenter.close()
     _print_report(options.project_id, report)
     return min((e.code.exit_code for e in report.failed.values()), default=0)
 

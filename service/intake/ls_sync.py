@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.base import Segmenter
 from service.backends.label_studio import LabelStudioClient, PushOutcome, as_preannotate_error
 from service.backends.retry import BackendError
 from service.config import Settings
@@ -75,6 +76,7 @@ def sync_project(
     on_slot: Callable[[SlotMeta], None] | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
     on_warning: Callable[[int, PreannotateError], None] | None = None,
+    segmenter: Segmenter | None = None,
 ) -> SyncReport:
     """Preannotate every task of the project that lacks this model version's prediction.
 
@@ -119,6 +121,7 @@ def sync_project(
                 work_dir=settings.work_dir,
                 on_slot=on_slot,
                 on_frame=on_frame,
+                segmenter=segmenter,
             )
             for warning in found.warnings:  # pushed with what decoded; the user still hears about the rest
                 if on_warning is not None:

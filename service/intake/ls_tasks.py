@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from models.base import Segmenter
 from service.convert.label_studio import LabelConfig, LsObject, LsPrediction, item_to_ls_result
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, error_with_paths_shown, with_paths_shown
@@ -73,9 +74,11 @@ def task_prediction(
     work_dir: Path | None = None,
     on_slot: Callable[[SlotMeta], None] | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
+    segmenter: Segmenter | None = None,
 ) -> TaskPrediction:
     """Fetch, decode, detect and track every object of one task that a box control points at; convert the
     result to the task's prediction (LS video regions are the tracks ``tracker`` links; None: one per box).
+    ``segmenter`` masks each kept box.
 
     Each object becomes a slot named after it, which is how ``item_to_ls_result`` matches them. Files are
     fetched first, in order (a download's ``BackendError`` leaves unchanged: ``sync`` counts outages by it);
@@ -98,6 +101,7 @@ def task_prediction(
         work_dir=work_dir,
         on_slot=on_slot,
         on_frame=on_frame,
+        segmenter=segmenter,
     )
     data = task.get("data")
     prediction = item_to_ls_result(
@@ -129,6 +133,7 @@ def _detect_task(
     work_dir: Path | None,
     on_slot: Callable[[SlotMeta], None] | None,
     on_frame: Callable[[FrameResult], None] | None,
+    segmenter: Segmenter | None = None,
 ) -> _Detected:
     name = f"task-{task.get('id')}"
     data = task.get("data")
@@ -142,7 +147,8 @@ def _detect_task(
         keys = ", ".join(f"${o.value_key}" for o in config.targets() if o.value_key) or "none"
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{name}: no media in the task data (looked for {keys})")
     objects = {obj.name: obj for obj, _ in targets}
-    detected = detector_sampling(sampling, detector.info)  # only the detector sees these frames
+    # only the detector (and segmenter) see these frames
+    detected = detector_sampling(sampling, detector.info, None if segmenter is None else segmenter.info)
     shown: dict[str, str] = {}  # scratch path -> redacted URL
 
     def open_object(item: str, slot: SlotSpec) -> SlotReader:
@@ -163,6 +169,7 @@ def _detect_task(
                 on_slot=on_slot,
                 on_frame=on_frame,
                 finish_item=track_stage(tracker),  # LS video regions are the tracks
+                segmenter=segmenter,
             )
         except PreannotateError as exc:
             renamed = error_with_paths_shown(exc, shown)

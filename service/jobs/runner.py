@@ -10,6 +10,7 @@ from tempfile import TemporaryDirectory
 from typing import TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
+from models.base import Segmenter
 from service.backends.base import PushJson
 from service.errors import PreannotateError, error_with_paths_shown
 from service.loaded_models import LoadedModel
@@ -79,10 +80,11 @@ def run_item(
     tracker: TrackerOptions | None = None,
     decode_workers: int = 2,
     queue_frames: int = 16,
+    segmenter: Segmenter | None = None,
 ) -> ItemRun:
     """Preannotate every slot of the leased item, its video detections linked by ``tracker`` (the job's:
     ``JobSpec.tracker``; None: untracked); raises PreannotateError (naming the file; INVALID_ARGUMENT for a class
-    the model lacks) or ItemStoppedError."""
+    the model lacks) or ItemStoppedError. ``segmenter`` (the job's, ``JobSpec.segmenter``) masks each kept box."""
     spec = lease.spec
     options = FlowOptions(
         threshold=spec.threshold,
@@ -91,7 +93,11 @@ def run_item(
         queue_frames=queue_frames,
         describe_boxes=needs_appearance(tracker),
     )
-    sampling = detector_sampling(SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder), model.info)
+    sampling = detector_sampling(
+        SamplingOptions(fps=spec.fps, mode=spec.sampling, decoder=decoder),
+        model.info,
+        None if segmenter is None else segmenter.info,
+    )
     output = predict_item(
         lease.item,
         model,
@@ -103,6 +109,7 @@ def run_item(
         on_progress=on_progress,
         # Tracked once, in the flow, on what the store keeps: pushes and `GET /result` read these ids.
         finish_item=track_stage(tracker, stored_precision=True),
+        segmenter=segmenter,
     )
     predictions = ItemPredictions(name=output.name, slots=output.slots, frames=output.frames)
     return ItemRun(predictions, output.warnings)
@@ -119,6 +126,7 @@ def predict_item(
     work_dir: Path | None,
     on_progress: ProgressCallback,
     finish_item: FinishItem | None = None,
+    segmenter: Segmenter | None = None,
 ) -> ItemOutput:
     """One job item through the flow: each slot fetched to scratch on a decode worker, then decoded and detected
     with the other slots'; ``finish_item`` runs on the result (the track stage). Errors and warnings name the URL,
@@ -152,6 +160,7 @@ def predict_item(
             on_slot=on_slot,
             on_frame=on_frame,
             finish_item=finish_item,
+            segmenter=segmenter,
         )
     except PreannotateError as exc:
         raise error_with_paths_shown(exc, by_path) from exc

@@ -30,7 +30,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
 from service.queue.store import JobRecord, JobStatus, JobStore
-from service.remote_models import JobModel
+from service.remote_models import JobModel, JobSegmenter
 from service.spec.job import JobSpec, PinnedTracks
 from service.spec.requests import ItemIn, JobCreate
 
@@ -45,7 +45,7 @@ CLIENT_KEY_PREFIX = "key:"
 FINGERPRINT = "content_sha256"
 """The stored request's field holding what a client-keyed job was created from (``content_fingerprint``;
 ``JobSpec.content_sha256``): never part of a dedupe key."""
-SERVER_PINNED = frozenset({"model_version", "class_names"})
+SERVER_PINNED = frozenset({"model_version", "class_names", "segmenter_version"})
 """Pinned from the model, not sent by the client, and left out of every dedupe key: unknown (None) until a worker
 publishes the model (distributed cold start), so the same request before and after must make the same key. A
 retry across a model upgrade is still the same request to a client key; content and delivery keys tell versions
@@ -60,6 +60,8 @@ class ModelLookup(Protocol):
     """``ModelRegistry.for_job`` (or a distributed-mode catalog's): the default for None, else MODEL_NOT_FOUND."""
 
     def for_job(self, name: str | None) -> JobModel: ...
+
+    def segmenter_for_job(self, name: str | None) -> JobSegmenter | None: ...
 
 
 def check_urls(items: Sequence[ItemIn], max_slots: int, *, extra_schemes: Collection[str] = ()) -> None:
@@ -180,9 +182,9 @@ def validation_problem(exc: ValidationError) -> PreannotateError:
     return PreannotateError(ErrorCode.INVALID_ARGUMENT, problems)
 
 
-def job_params(job: JobCreate, model: JobModel, settings: Settings) -> JobSpec:
+def job_params(job: JobCreate, model: JobModel, settings: Settings, segmenter: JobSegmenter | None = None) -> JobSpec:
     """What every item of the job shares, the settings' defaults filled in (model pinned to its version, or
-    None until a worker pins it: ``JobModel``)."""
+    None until a worker pins it: ``JobModel``; the segmenter likewise)."""
     return JobSpec(
         model=model.spec,
         model_version=model.version,
@@ -194,6 +196,8 @@ def job_params(job: JobCreate, model: JobModel, settings: Settings) -> JobSpec:
         outputs=tuple(job.outputs),
         destinations=tuple(job.destinations),
         tracks=PinnedTracks.from_request(job.tracks, settings),
+        segmenter=None if segmenter is None else segmenter.spec,
+        segmenter_version=None if segmenter is None else segmenter.version,
     )
 
 
@@ -307,12 +311,13 @@ def prepare_job(
     check_unique_names(job.items)
     check_urls(job.items, settings.max_slots_per_item, extra_schemes=extra_schemes)
     model = models.for_job(job.model)
+    segmenter = models.segmenter_for_job(job.segmenter)
     if model.class_names is not None:  # unknown class names are a 422 now; unpublished: the worker checks them
         class_filter(model.class_names, job.classes)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
     return PreparedJob(
-        job_params(job, model, settings), list(job.items), file_versions(job.items, settings.local_roots)
+        job_params(job, model, settings, segmenter), list(job.items), file_versions(job.items, settings.local_roots)
     )
 
 

@@ -141,6 +141,7 @@ class WorkerPool:
         try:
             model = self._models.get(lease.spec.model)
             lease = self._pinned(lease, model)
+            segmenter = self._models.segmenter_for_run(lease.spec)
             run = run_item(
                 lease,
                 model=model,
@@ -152,6 +153,7 @@ class WorkerPool:
                 queue_frames=self._config.prefetch_frames,
                 on_progress=lambda done, planned: self._progress(lease, flight, done, planned),
                 tracker=lease.spec.tracker_or(self._config.default_tracker),
+                segmenter=segmenter,
             )
             result = run.to_json(pushes=self._push(lease, flight, run.predictions))
             if self._store.complete(worker, lease.item_id, result):

@@ -15,9 +15,12 @@ Batching and out-of-memory splitting happen here only (``_infer``): a plain dete
 its ceiling, split in halves on device OOM (``models.oom``); a ``DynamicBatcher`` takes the same batches,
 chunks them under its own ceiling, which it lowers on OOM, and shares its model with other callers.
 
+With a box-prompted segmenter (``service.pipeline.masking``), each batch's kept boxes become masks in one
+``segment`` call on the frames the detector saw, before boxes and masks are mapped back to source pixels.
+
 Interactive requests (``/v1/predict``, V7's BYOM ``/v7/infer``) run one frame through the same stages from an
 event loop (``detect_one``): open and decode on a worker thread, then the shared batcher, whose deadline drops
-a frame that waited too long, then the infer stage's class filter and box mapping.
+a frame that waited too long, then the infer stage's class filter, masks and box mapping.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from typing import TypeAlias
 
 import anyio.to_thread
 
+from models.base import Segmenter, SegmenterInfo
 from models.oom import BatchCeiling, detect_splitting_on_oom
 from models.types import Detections, ModelInfo, RGBImage
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.appearance import crops_to_appearance
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
+from service.pipeline.masking import MaskStage
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.media import open_slot as open_local_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -127,13 +132,21 @@ def track_stage(tracker: TrackerOptions | None, *, stored_precision: bool = Fals
     return track
 
 
-def detector_sampling(sampling: SamplingOptions, model: ModelInfo) -> SamplingOptions:
-    """``sampling`` for frames only a detector sees: the decoder may scale them to fit its input size while
-    converting colours (far cheaper than full-size frames); the infer stage maps the boxes back to source pixels.
-    Only for a model whose own resize keeps the aspect ratio: one that stretches to a fixed size gets full frames."""
+def detector_sampling(
+    sampling: SamplingOptions, model: ModelInfo, segmenter: SegmenterInfo | None = None
+) -> SamplingOptions:
+    """``sampling`` for frames only a detector (and a segmenter) sees: the decoder may scale them to fit its input
+    size while converting colours (far cheaper than full-size frames); the infer stage maps the boxes back to source
+    pixels. Only for a model whose own resize keeps the aspect ratio: one that stretches to a fixed size gets full
+    frames. With a segmenter, at least its input size (SAM draws masks at 1024 px, finer than a 640 px detector
+    sees), and full frames when either side takes any size."""
     if not model.keeps_aspect:
         return sampling
-    return replace(sampling, detector_size_px=model.input_size_px)
+    size_px = model.input_size_px
+    if segmenter is not None:
+        wanted_px = segmenter.input_size_px
+        size_px = None if size_px is None or wanted_px is None else max(size_px, wanted_px)
+    return replace(sampling, detector_size_px=size_px)
 
 
 ONE_FRAME = SamplingOptions(fps=0, max_frames=1)
@@ -159,8 +172,10 @@ def run_flow(
     on_frame: Callable[[FrameResult], None] | None = None,
     on_error: Callable[[SlotFailure], None] | None = None,
     finish_item: FinishItem | None = None,
+    segmenter: Segmenter | None = None,
 ) -> Iterator[ItemOutput]:
-    """Run every item through the detector; yields each item once all its frames are detected, in input order.
+    """Run every item through the detector (and ``segmenter``: a mask per kept box); yields each item once all its
+    frames are detected, in input order.
 
     Callbacks run on the caller's thread, in input order: ``on_slot`` when a slot's frames are next in line,
     ``on_frame`` per detected frame, ``on_error`` per failed slot. Any of them may raise to stop the run (a job's
@@ -170,11 +185,12 @@ def run_flow(
         PreannotateError: INVALID_ARGUMENT for an unknown class; a slot's failure when ``on_error`` is None;
             DEVICE_OUT_OF_MEMORY (through a batcher) when one frame alone does not fit.
         DeviceOutOfMemoryError: a single frame does not fit (a plain detector).
+        PreannotateError: DEVICE_OUT_OF_MEMORY when one frame's boxes do not fit the segmenter.
     """
     keep = class_filter(detector.info.class_names, options.classes)
     slots = [(n, slot) for n, item in enumerate(items) for slot in item.slots]
     decode = _Decoders(items, slots, open_slot, options)
-    infer = _Infer(detector, options, keep, on_frame)
+    infer = _Infer(detector, options, keep, on_frame, segmenter)
     ready: list[_ItemState] = []  # closed items, in order, whose last frames may still wait in the batch
     try:
         decode.start()
@@ -199,12 +215,14 @@ async def detect_one(
     threshold: float,
     classes: Sequence[str] | None = None,
     timeout_s: float | None,
+    segmenter: Segmenter | None = None,
 ) -> FrameResult:
     """One interactive frame through the flow, from an event loop: ``open_frame`` on a worker thread (off the
     loop), then the model's shared batcher, then the infer stage's class filter and box mapping.
 
-    ``open_frame`` gets ``ONE_FRAME`` sized for the detector (``detector_sampling``): a decoder that can may
-    scale the frame down; the boxes come back in source pixels either way.
+    ``open_frame`` gets ``ONE_FRAME`` sized for the detector and ``segmenter`` (``detector_sampling``): a decoder
+    that can may scale the frame down; the boxes (and masks) come back in source pixels either way. The segmenter
+    runs on a worker thread after the batcher; ``timeout_s`` bounds the batcher's part.
 
     Raises:
         PreannotateError: INVALID_ARGUMENT for an unknown class, before anything is opened; what ``open_frame``
@@ -212,17 +230,19 @@ async def detect_one(
             never run); the batcher's DEVICE_OUT_OF_MEMORY, NOT_READY or the model's own error.
     """
     keep = class_filter(batcher.info.class_names, classes)
-    frame = await anyio.to_thread.run_sync(open_frame, detector_sampling(ONE_FRAME, batcher.info))
-    detections = await batcher.detect_async(frame.image, threshold=threshold, timeout_s=timeout_s)
-    return _frame_result(frame, detections, keep)
+    sampling = detector_sampling(ONE_FRAME, batcher.info, None if segmenter is None else segmenter.info)
+    frame = await anyio.to_thread.run_sync(open_frame, sampling)
+    detections = keep(await batcher.detect_async(frame.image, threshold=threshold, timeout_s=timeout_s))
+    if segmenter is not None and len(detections):
+        stage = MaskStage(segmenter, max_frames=1)
+        (detections,) = await anyio.to_thread.run_sync(stage.attach, [frame.image], [detections])
+    return _frame_result(frame, detections)
 
 
-def _frame_result(
-    frame: Frame, detections: Detections, keep: Callable[[Detections], Detections], *, describe: bool = False
-) -> FrameResult:
-    """A frame's detections as the flow hands them on: boxes in source pixels, unwanted classes dropped, and for
-    frames the tracker links, each box's appearance, from the pixels the detector saw (then they are dropped)."""
-    kept = keep(detections)
+def _frame_result(frame: Frame, kept: Detections, *, describe: bool = False) -> FrameResult:
+    """A frame's kept detections (their masks, if any, on ``frame.image``) as the flow hands them on: boxes and
+    masks in source pixels, and for frames the tracker links, each box's appearance, from the pixels the detector
+    saw (then they are dropped)."""
     if describe and frame.info.media in TRACKED_MEDIA and len(kept):
         kept = kept.with_appearance(crops_to_appearance(frame.image, kept.xyxy))
     return FrameResult(info=frame.info, detections=boxes_to_source(kept, frame))
@@ -301,6 +321,7 @@ class _Infer:
         options: FlowOptions,
         keep: Callable[[Detections], Detections],
         on_frame: Callable[[FrameResult], None] | None,
+        segmenter: Segmenter | None = None,
     ) -> None:
         self._detector = detector
         self._threshold = options.threshold
@@ -311,6 +332,7 @@ class _Infer:
         self._ceiling = BatchCeiling(options.batch_size or detector.info.batch_size, name=detector.info.name)
         self._batch: list[tuple[Frame, _ItemState]] = []
         self._on_frame = on_frame
+        self._masks = None if segmenter is None else MaskStage(segmenter, max_frames=self._ceiling.size)
 
     def add(self, frame: Frame, state: _ItemState) -> None:
         self._batch.append((frame, state))
@@ -320,13 +342,16 @@ class _Infer:
         return len(self._batch) >= self._size()
 
     def flush(self) -> None:
-        """Detect every frame in the batch and file the results under their items."""
+        """Detect (and segment) every frame in the batch and file the results under their items."""
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        detections = detect_splitting_on_oom(self._detect, [frame.image for frame, _ in batch], self._ceiling)
+        images = [frame.image for frame, _ in batch]
+        detections = [self._keep(d) for d in detect_splitting_on_oom(self._detect, images, self._ceiling)]
+        if self._masks is not None:
+            detections = self._masks.attach(images, detections)
         for (frame, state), dets in zip(batch, detections, strict=True):
-            result = _frame_result(frame, dets, self._keep, describe=self._describe)
+            result = _frame_result(frame, dets, describe=self._describe)
             state.frames.append(result)
             state.waiting -= 1
             if self._on_frame is not None:

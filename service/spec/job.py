@@ -126,6 +126,10 @@ class JobSpec(BaseModel):
         destinations: labeling tools each finished item is pushed to.
         tracks: the pinned tracker; None for a job stored before trackers were pinned (this process's settings).
         content_sha256: what a client-keyed job was created from (``content_fingerprint``); None otherwise.
+        segmenter: the box-prompted segmenter's spec that masks each box; None: boxes only (and every job stored
+            before segmenters).
+        segmenter_version: its pinned weights' version; None where the submitting process did not load it
+            (distributed API pods).
     """
 
     model: str
@@ -139,6 +143,8 @@ class JobSpec(BaseModel):
     destinations: tuple[Destination, ...] = ()
     tracks: PinnedTracks | None = None
     content_sha256: str | None = Field(None, description="see service.jobs.submit.content_fingerprint")
+    segmenter: str | None = None
+    segmenter_version: str | None = None
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -164,6 +170,9 @@ class JobSpec(BaseModel):
             stored["tracks"] = self.tracks.model_dump()
         if self.content_sha256 is not None:
             stored["content_sha256"] = self.content_sha256
+        if self.segmenter is not None:  # only then: jobs without one keep the stored form (and dedupe keys) they had
+            stored["segmenter"] = self.segmenter
+            stored["segmenter_version"] = self.segmenter_version
         return stored
 
     @property

@@ -130,6 +130,13 @@ class JobCreate(BaseModel):
     outputs: list[OutputFormat] = Field(default=["coco"])
     destinations: list[Destination] = Field(default_factory=list, max_length=3)
     tracks: TracksIn | None = Field(None, description="video tracking; default: the server's settings")
+    segmenter: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="box-prompted segmenter spec (a mask per box); must be the one the server runs "
+        "(PREANNOTATE_SEGMENTER); default: the server's, if any",
+    )
 
     model_config = ConfigDict(
         extra="forbid",

@@ -30,6 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
+from models.base import Segmenter
 from service.api.deps import LocalModelsDep, StateDep
 from service.api.schemas import error_responses
 from service.api.state import AppState
@@ -223,7 +224,7 @@ async def predict(
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no label_config, and no /setup for this project")
     model = models.default
     threshold = known.threshold if known and known.threshold is not None else state.settings.threshold
-    run = _TaskRunner(state, ls, model, config, threshold, known)
+    run = _TaskRunner(state, ls, model, config, threshold, known, models.segmenter)
     outcomes = await run_in_threadpool(run.all, body.tasks)
     failures = [o for o in outcomes if isinstance(o, PreannotateError)]
     if failures and len(failures) == len(outcomes):
@@ -255,6 +256,7 @@ class _TaskRunner:
         config: LabelConfig,
         threshold: float,
         known: ProjectSetup | None,
+        segmenter: Segmenter | None = None,
     ) -> None:
         self._state = state
         self._ls = ls
@@ -262,6 +264,7 @@ class _TaskRunner:
         self._config = config
         self._threshold = threshold
         self._known = known
+        self._segmenter = segmenter
 
     def all(self, tasks: Sequence[Mapping[str, object]]) -> list[TaskOutcome]:
         if not tasks:
@@ -288,6 +291,7 @@ class _TaskRunner:
                 tracker=settings.tracker_options(),
                 aliases=self._known.aliases if self._known else None,
                 work_dir=settings.work_dir,
+                segmenter=self._segmenter,
             )
         except (PreannotateError, BackendError) as exc:
             # No prediction: an empty one would tell LS "done" and it would never ask again.

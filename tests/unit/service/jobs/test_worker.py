@@ -50,6 +50,9 @@ class _Models:
     def get(self, name: str | None) -> _Model:
         return _Model()
 
+    def segmenter_for_run(self, spec: object) -> None:
+        return None
+
 
 class _SpyStore(SqliteJobStore):
     """Records ``release`` and ``fail`` calls."""
@@ -145,7 +148,7 @@ class _FaceModel:
     info = ModelInfo("m", "m", "m-v7", ("face",), "onnxruntime", "cpu", 1, 640)
 
 
-class _FaceModels:
+class _FaceModels(_Models):
     def get(self, name: str | None) -> _FaceModel:
         return _FaceModel()
 

@@ -10,7 +10,7 @@ import pytest
 from service.config import Settings
 from service.jobs.submit import content_fingerprint, content_idem, job_params
 from service.pipeline.tracks import TrackerOptions
-from service.remote_models import JobModel
+from service.remote_models import JobModel, JobSegmenter
 from service.spec.job import JobSpec, ModelPin, PinnedTracks, tracker_options
 from service.spec.requests import JobCreate, TracksIn
 
@@ -217,3 +217,24 @@ def test_bad_job_tracker_fields_are_refused(tracks: dict[str, object]) -> None:
     body = {"items": [{"name": "a", "slots": [{"url": "file:///a.mp4"}]}], "tracks": tracks}
     with pytest.raises(ValueError, match=next(iter(tracks))):
         JobCreate.model_validate(body)
+
+
+def test_a_segmenter_is_pinned_stored_only_when_set_and_its_version_is_no_part_of_the_dedupe_key() -> None:
+    job = JobCreate.model_validate(BODIES[0] | {"segmenter": "hf:/models/sam"})
+    model = JobModel("builtin:centerface", "abc", ("face",))
+    spec = job_params(job, model, Settings(), JobSegmenter("hf:/models/sam", "s1"))
+
+    stored = spec.to_stored()
+    assert (stored["segmenter"], stored["segmenter_version"]) == ("hf:/models/sam", "s1")
+    assert JobSpec.from_stored(json.loads(json.dumps(stored))) == spec
+    # unpinned (a distributed API pod) and pinned make one key; with and without a segmenter, two
+    unpinned = spec.model_copy(update={"segmenter_version": None})
+    assert content_idem(unpinned, job.items) == content_idem(spec, job.items)
+    without = job_params(job, model, Settings())
+    assert "segmenter" not in without.to_stored()
+    assert content_idem(without, job.items) != content_idem(spec, job.items)
+
+
+def test_a_job_body_segmenter_must_be_a_spec() -> None:
+    with pytest.raises(ValueError, match="segmenter"):
+        JobCreate.model_validate(BODIES[0] | {"segmenter": ""})

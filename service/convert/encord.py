@@ -30,6 +30,15 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import cast
 
+from models.masks import Masks
+from service.convert.encord_ontology import (
+    BOUNDING_BOX,
+    EncordOntology,
+    OntologyObject,
+    b64_hash,
+    default_ontology,
+)
+from service.convert.encord_shapes import BITMASK, POLYGON, bitmask_of, polygons_of
 from service.convert.encord_types import (
     EncordBoundingBox,
     EncordDataUnit,
@@ -38,124 +47,21 @@ from service.convert.encord_types import (
     EncordLabels,
     EncordObject,
     EncordObjectEntry,
-    EncordOntologyJson,
 )
+from service.convert.label_studio_masks import row_mask
 from service.convert.types import ModelRef, UnsupportedByFormatError
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.tracks import Track, is_tracked, tracks_of
 
+__all__ = ["BOUNDING_BOX", "EncordOntology", "OntologyObject", "default_ontology"]  # their home was this module
+
 ZERO_UUID = str(uuid.UUID(int=0))
 DEFAULT_CREATED_BY = "preannotate@example.com"
-BOUNDING_BOX = "bounding_box"
 # One data unit whose labels are keyed by frame number (encord.md §1.1).
 FRAME_KEYED_TYPES = frozenset({"video", "dicom", "nifti"})
-# Colours Encord's editor hands out, in order.
-_PALETTE = ("#D33115", "#E27300", "#16406C", "#FE9200", "#FCDC00", "#DBDF00", "#A4DD00", "#68BC00", "#006400")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-@dataclass(frozen=True, slots=True)
-class OntologyObject:
-    """One object class of an Encord ontology (``featureNodeHash`` is its id)."""
-
-    name: str
-    feature_hash: str
-    shape: str
-    color: str
-
-    @property
-    def value(self) -> str:
-        """Encord's snake-case title (``_lower_snake_case`` in the SDK)."""
-        return self.name.lower().replace(" ", "_")
-
-
-@dataclass(frozen=True, slots=True)
-class EncordOntology:
-    """The project ontology's objects, and how model class names map onto them.
-
-    Attributes:
-        objects: Every object of the ontology (any shape).
-        aliases: Model class name -> ontology object name or ``featureNodeHash``.
-    """
-
-    objects: tuple[OntologyObject, ...]
-    aliases: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for class_name, target in self.aliases.items():
-            if self._by_alias_target(target) is None:
-                raise ValueError(f"alias {class_name!r} -> {target!r}: no bounding_box object has that name or hash")
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object], *, aliases: Mapping[str, str] | None = None) -> EncordOntology:
-        """Parse an ontology structure (``{"objects": [...], "classifications": [...]}``).
-
-        Also accepts it wrapped as ``structure`` (SDK ``Ontology``) or ``editor_ontology`` (project record).
-
-        Raises:
-            ValueError: A malformed object entry, or an alias naming no bounding-box object.
-        """
-        for wrapper in ("structure", "editor_ontology"):
-            inner = data.get(wrapper)
-            if isinstance(inner, Mapping):
-                data = inner
-        raw = data.get("objects")
-        if not isinstance(raw, list):
-            raise ValueError("ontology: 'objects' must be a list")
-        objects = []
-        for i, entry in enumerate(raw):
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"ontology objects[{i}]: must be an object")
-            name, feature_hash, shape = entry.get("name"), entry.get("featureNodeHash"), entry.get("shape")
-            if not all(isinstance(v, str) and v for v in (name, feature_hash, shape)):
-                raise ValueError(f"ontology objects[{i}]: needs non-empty name, featureNodeHash and shape")
-            color = entry.get("color") if isinstance(entry.get("color"), str) else _PALETTE[i % len(_PALETTE)]
-            objects.append(OntologyObject(str(name), str(feature_hash), str(shape), str(color)))
-        return cls(tuple(objects), dict(aliases or {}))
-
-    def to_json(self) -> EncordOntologyJson:
-        """The ontology structure, as Encord's editor and SDK (``OntologyStructure.from_dict``) read it."""
-        return {
-            "objects": [
-                {"id": str(i), "name": o.name, "color": o.color, "shape": o.shape, "featureNodeHash": o.feature_hash}
-                for i, o in enumerate(self.objects, start=1)
-            ],
-            "classifications": [],
-        }
-
-    def resolve(self, class_name: str) -> OntologyObject | None:
-        """The bounding-box object for a model class: alias, then exact name, then case-insensitive name or
-        snake-case value. None when nothing matches, or several objects do (titles are not unique)."""
-        if class_name in self.aliases:
-            return self._by_alias_target(self.aliases[class_name])
-        boxes = [o for o in self.objects if o.shape == BOUNDING_BOX]
-        for matches in (
-            [o for o in boxes if o.name == class_name],
-            [o for o in boxes if class_name.casefold() in (o.name.casefold(), o.value.casefold())],
-        ):
-            if len(matches) == 1:
-                return matches[0]
-            if matches:
-                return None
-        return None
-
-    def _by_alias_target(self, target: str) -> OntologyObject | None:
-        boxes = [o for o in self.objects if o.shape == BOUNDING_BOX]
-        by_hash = [o for o in boxes if o.feature_hash == target]
-        by_name = [o for o in boxes if o.name == target]
-        found = by_hash or by_name
-        return found[0] if len(found) == 1 else None
-
-
-def default_ontology(class_names: Sequence[str]) -> EncordOntology:
-    """One bounding-box object per model class, with stable 8-character feature hashes (for a new project)."""
-    objects = tuple(
-        OntologyObject(name, _b64_hash(f"preannotate-feature:{name}".encode()), BOUNDING_BOX, _PALETTE[i % 9])
-        for i, name in enumerate(class_names)
-    )
-    return EncordOntology(objects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +122,12 @@ def build_encord_label_row(
     """Write this model's boxes for ``item`` as an Encord label row.
 
     Boxes become ``boundingBox {h, w, x, y}``: top-left corner and size as fractions (0..1) of the frame,
-    clipped to it. Image slots give one object per box. Video, DICOM and image-sequence slots give one object
+    clipped to it. A row with a mask (``Detections.masks``; a track's ``TrackBox.mask``) goes to a polygon or
+    bitmask object of its class when the ontology has one (``encord_shapes``: every part and hole, or the
+    frame-sized mask), else to its bounding-box object as its box; a track with a mask on any frame is one such
+    object, its frames without a mask drawn as their box in that shape.
+
+    Image slots give one object per box. Video, DICOM and image-sequence slots give one object
     per track (one ``objectHash`` on every frame it was seen) when the slot is tracked (``Detections.tracker_id``),
     else one per box; a detection in no kept track is left out.
 
@@ -266,7 +177,7 @@ def build_encord_label_row(
 
 def model_tag(model: ModelRef) -> str:
     """The first 2 characters of every object hash this model writes (12 bits of SHA-256 of its spec)."""
-    return _b64_hash(b"preannotate-model:" + model.spec.encode())[:2]
+    return b64_hash(b"preannotate-model:" + model.spec.encode())[:2]
 
 
 def object_hash(model: ModelRef, item_name: str, key: str) -> str:
@@ -317,10 +228,6 @@ def _frame_labels(unit: EncordDataUnit) -> EncordFrameLabels:
 def _image_labels(unit: EncordDataUnit) -> EncordLabels:
     """An image unit's labels (the row's ``data_type`` says which kind a unit holds)."""
     return cast(EncordLabels, unit.get("labels"))
-
-
-def _b64_hash(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()[:6]).decode("ascii")
 
 
 def _mime(slot: SlotMeta, fallback: str) -> str:
@@ -501,15 +408,20 @@ class _Writer:
             ):
                 key = f"{info.slot}/frame/{info.frame_index}/box/{n}"
                 obj = self._pending(key)
-                entry = self._entry(obj.hash, int(class_id), xyxy, float(score), info.width, info.height)
+                mask = row_mask(dets.masks, n)
+                target = self._target(int(class_id), mask is not None)
+                entry = self._entry(obj.hash, target, xyxy, float(score), info.width, info.height, mask)
                 if entry is not None:
                     obj.entries.append((unit, str(info.frame_index) if frame_keyed else None, entry))
 
     def add_tracks(self, unit: EncordDataUnit, tracks: Sequence[Track], slot: SlotMeta) -> None:
         for track in tracks:
             obj = self._pending(f"{track.slot}/track/{track.track_id}")
-            for box in track.boxes:
-                entry = self._entry(obj.hash, track.class_id, box.xyxy, box.confidence, slot.width, slot.height)
+            masks = [row_mask(box.mask, 0) for box in track.boxes]
+            # One object has one ontology object on every frame: a track with a mask anywhere is a masked one.
+            target = self._target(track.class_id, any(m is not None for m in masks))
+            for box, mask in zip(track.boxes, masks, strict=True):
+                entry = self._entry(obj.hash, target, box.xyxy, box.confidence, slot.width, slot.height, mask)
                 if entry is not None:
                     obj.entries.append((unit, str(box.frame_index), entry))
 
@@ -550,19 +462,32 @@ class _Writer:
         self.pending.append(obj)
         return obj
 
-    def _entry(
-        self, obj_hash: str, class_id: int, xyxy: Sequence[float], score: float, width: int, height: int
-    ) -> EncordObject | None:
+    def _target(self, class_id: int, masked: bool) -> OntologyObject | str:
+        """The ontology object for the class, or the class name when none takes it."""
         names = self.model.class_names
         class_name = names[class_id] if 0 <= class_id < len(names) else str(class_id)
-        target = self.ontology.resolve(class_name)
-        if target is None:
-            self.unmapped[class_name] += 1
+        return self.ontology.resolve_row(class_name, masked) or class_name
+
+    def _entry(
+        self,
+        obj_hash: str,
+        target: OntologyObject | str,
+        xyxy: Sequence[float],
+        score: float,
+        width: int,
+        height: int,
+        mask: Masks | None,
+    ) -> EncordObject | None:
+        if isinstance(target, str):
+            self.unmapped[target] += 1
             return None
-        box = _normalised_box(xyxy, width, height)
-        if box is None:
+        entry = self._head(obj_hash, target, score)
+        if not _add_geometry(entry, target.shape, tuple(xyxy), width, height, mask):
             self.degenerate += 1
             return None
+        return entry
+
+    def _head(self, obj_hash: str, target: OntologyObject, score: float) -> EncordObject:
         return {
             "name": target.name,
             "color": target.color,
@@ -576,8 +501,27 @@ class _Writer:
             "manualAnnotation": False,
             "lastEditedAt": self.when,
             "lastEditedBy": self.created_by,
-            "boundingBox": box,
         }
+
+
+def _add_geometry(
+    entry: EncordObject, shape: str, xyxy: tuple[float, ...], width: int, height: int, mask: Masks | None
+) -> bool:
+    """Put the row's geometry in ``shape`` into ``entry``; False when nothing of it is inside the frame."""
+    if shape == POLYGON:
+        polygons = polygons_of(mask, xyxy, width, height) if width > 0 and height > 0 else None
+        if polygons is not None:
+            entry["polygon"], entry["polygons"] = polygons
+        return polygons is not None
+    if shape == BITMASK:
+        bitmask = bitmask_of(mask, xyxy, width, height) if width > 0 and height > 0 else None
+        if bitmask is not None:
+            entry["bitmask"] = bitmask
+        return bitmask is not None
+    box = _normalised_box(xyxy, width, height)
+    if box is not None:
+        entry["boundingBox"] = box
+    return box is not None
 
 
 def _normalised_box(xyxy: Sequence[float], width: int, height: int) -> EncordBoundingBox | None:

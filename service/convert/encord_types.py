@@ -22,8 +22,25 @@ class EncordBoundingBox(TypedDict):
     y: float
 
 
+class EncordPoint(TypedDict):
+    """A polygon vertex, as fractions (0..1) of the frame."""
+
+    x: float
+    y: float
+
+
+class EncordBitmask(TypedDict):
+    """A mask on the whole frame: ``rleString`` holds its runs row by row (``convert.encord_shapes``)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    rleString: str
+
+
 class EncordObject(TypedDict):
-    """One of our objects on one frame (or on an image)."""
+    """One of our objects on one frame (or on an image): exactly one geometry, as its ontology shape says."""
 
     name: str
     color: str
@@ -37,7 +54,10 @@ class EncordObject(TypedDict):
     manualAnnotation: bool
     lastEditedAt: str
     lastEditedBy: str
-    boundingBox: EncordBoundingBox
+    boundingBox: NotRequired[EncordBoundingBox]
+    polygon: NotRequired[dict[str, EncordPoint]]
+    polygons: NotRequired[list[list[list[float]]]]
+    bitmask: NotRequired[EncordBitmask]
 
 
 EncordObjectEntry = EncordObject | Mapping[str, JsonValue]

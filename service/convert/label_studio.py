@@ -1,9 +1,14 @@
 """Label Studio: read a labeling config, turn one item's predictions into a prediction (pure, no I/O).
 
 Follows docs ``label_studio.md``. Image boxes become ``rectanglelabels`` regions in percent of the image
-(0-100, top-left origin). A video track becomes one ``videorectangle`` region whose ``sequence`` has a
-keyframe per sampled frame the track was seen on, and ``enabled: false`` on the last keyframe before a gap
-and on the last one, so the box is not interpolated across frames where the detector did not see it.
+(0-100, top-left origin). A row with a mask becomes a ``brushlabels`` region (LS's brush RLE, exact) when a
+``<BrushLabels>`` control has a label for its class, or a ``polygonlabels`` one (its largest part's outer ring:
+LS polygons have no holes) when a ``<PolygonLabels>`` does, the first such control in config order; else its
+box (``label_studio_masks``). Video regions are boxes: LS's video tag has no masks.
+
+A video track becomes one ``videorectangle`` region whose ``sequence`` has a keyframe per sampled frame the
+track was seen on, and ``enabled: false`` on the last keyframe before a gap and on the last one, so the box is
+not interpolated across frames where the detector did not see it.
 
 LS counts a video's frames at the ``framerate`` of its ``<Video>`` tag (24 when missing), not at the file's
 real rate, so keyframes are placed by time in *that* rate: ``frame`` is 1-based (LS shows frame N from
@@ -26,10 +31,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 from xml.sax.saxutils import escape
 
+from models.masks import Masks
+from service.convert.label_studio_masks import RegionHead, brush_region, polygon_region, row_mask
 from service.convert.label_studio_types import (
     LsBoxPct,
+    LsImageRegion,
     LsPredictionJson,
-    LsRectangleRegion,
     LsRegion,
     LsVideoKeyframe,
     LsVideoRegion,
@@ -48,11 +55,15 @@ _FRAME_TOLERANCE = 1e-3
 """Of an LS frame: a timestamp this close after a frame's start is on that frame (float error, not motion)."""
 
 ObjectKind = Literal["image", "video"]
-ResultType = Literal["rectanglelabels", "videorectangle"]
+ResultType = Literal["rectanglelabels", "brushlabels", "polygonlabels", "videorectangle"]
 _CONTROLS: dict[str, tuple[ResultType, ObjectKind]] = {
     "rectanglelabels": ("rectanglelabels", "image"),
+    "brushlabels": ("brushlabels", "image"),
+    "polygonlabels": ("polygonlabels", "image"),
     "videorectangle": ("videorectangle", "video"),
 }
+_SHAPE_TYPES: frozenset[ResultType] = frozenset({"brushlabels", "polygonlabels"})
+"""Image controls that take a mask (BrushLabels exactly, PolygonLabels as its largest part's outer ring)."""
 _SLOT_OBJECT: dict[MediaKind, ObjectKind] = {MediaKind.IMAGE: "image", MediaKind.VIDEO: "video"}
 
 
@@ -177,7 +188,7 @@ def parse_label_config(xml: str) -> LabelConfig:
             if kinds.get(to_name) != object_kind:
                 continue
             # VideoRectangle has no labels of its own: they live in <Labels> tags on the same video.
-            sources = [el] if result_type == "rectanglelabels" else [e for e in elements if _is_labels_for(e, to_name)]
+            sources = [el] if object_kind == "image" else [e for e in elements if _is_labels_for(e, to_name)]
             labels, predicted = _labels(sources)
             controls.append(LsControl(result_type, name, to_name, labels, predicted))
     return LabelConfig(objects=objects, controls=tuple(controls))
@@ -267,7 +278,8 @@ def item_to_ls_result(
     A slot goes to the object of the same name (the sync command names slots after objects), or, when
     the config has exactly one object of the slot's kind with box controls, to that one. Image slots
     produce ``rectanglelabels`` regions, video slots one ``videorectangle`` region per track. Other
-    slot kinds (DICOM, sequences, PDF) have no LS object and are skipped.
+    slot kinds (DICOM, sequences, PDF) have no LS object and are skipped. Image rows with a mask
+    (``Detections.masks``) go to a brush or polygon control when one has a label for their class.
 
     Args:
         item: the task's slots and frame results. Video regions are the tracks its tracker ids name
@@ -335,20 +347,32 @@ def _pick(controls: Sequence[LsControl], class_name: str, aliases: Mapping[str, 
     return None
 
 
+def _pick_image(
+    controls: Sequence[LsControl], class_name: str, aliases: Mapping[str, str], masked: bool
+) -> tuple[LsControl, str] | None:
+    """The control a row goes to: with a mask, the first brush or polygon control with a label for its class;
+    a box goes to a rectangle control; either falls back to the other kind (a box drawn as a brush or polygon,
+    a mask as its box)."""
+    shaped = [c for c in controls if c.result_type in _SHAPE_TYPES]
+    boxes = [c for c in controls if c.result_type == "rectanglelabels"]
+    return _pick([*shaped, *boxes] if masked else [*boxes, *shaped], class_name, aliases)
+
+
 def _image_regions(
     frame: FrameResult,
     model: ModelRef,
     controls: Sequence[LsControl],
     aliases: Mapping[str, str],
     dropped: Counter[str],
-) -> list[LsRectangleRegion]:
+) -> list[LsImageRegion]:
     info, dets = frame.info, frame.detections
-    regions: list[LsRectangleRegion] = []
+    regions: list[LsImageRegion] = []
     for row, (xyxy, score, class_id) in enumerate(
         zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), strict=True)
     ):
         class_name = _class_name(model, class_id)
-        picked = _pick(controls, class_name, aliases)
+        mask = row_mask(dets.masks, row)
+        picked = _pick_image(controls, class_name, aliases, mask is not None)
         if picked is None:
             dropped[class_name] += 1
             continue
@@ -356,20 +380,37 @@ def _image_regions(
         if box is None:  # entirely outside the image: nothing to show
             continue
         control, label = picked
-        regions.append(
-            {
-                "id": region_id(control.from_name, info.slot, "box", info.frame_index, row),
-                "from_name": control.from_name,
-                "to_name": control.to_name,
-                "type": "rectanglelabels",
-                "original_width": info.width,
-                "original_height": info.height,
-                "image_rotation": 0,  # our boxes are in displayed (EXIF-rotated) pixels already
-                "value": {**box, "rotation": 0, "rectanglelabels": [label]},
-                "score": round(score, 5),
-            }
+        head = RegionHead(
+            region_id(control.from_name, info.slot, "box", info.frame_index, row),
+            control.from_name,
+            control.to_name,
+            label,
+            info.width,
+            info.height,
+            round(score, 5),
         )
+        region = _image_region(control.result_type, head, box, mask)
+        if region is not None:
+            regions.append(region)
     return regions
+
+
+def _image_region(result_type: ResultType, head: RegionHead, box: LsBoxPct, mask: Masks | None) -> LsImageRegion | None:
+    if result_type == "brushlabels":
+        return brush_region(head, mask, box)
+    if result_type == "polygonlabels":
+        return polygon_region(head, mask, box)
+    return {
+        "id": head.id,
+        "from_name": head.from_name,
+        "to_name": head.to_name,
+        "type": "rectanglelabels",
+        "original_width": head.width_px,
+        "original_height": head.height_px,
+        "image_rotation": 0,  # our boxes are in displayed (EXIF-rotated) pixels already
+        "value": {**box, "rotation": 0, "rectanglelabels": [head.label]},
+        "score": head.score,
+    }
 
 
 def _video_regions(
@@ -489,15 +530,18 @@ def region_id(from_name: str, slot: str, kind: str, frame_index: int, number: in
     return hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:10]
 
 
-def default_label_config_xml(class_names: Sequence[str], kind: ObjectKind = "image") -> str:
+def default_label_config_xml(class_names: Sequence[str], kind: ObjectKind = "image", *, masks: bool = False) -> str:
     """A labeling config for a project that takes our predictions as they are, one label per model class:
     boxes on ``$image``, or box tracks on ``$video`` (LS wants every ``$key`` of a config in every task, so
     image and video tasks live in separate projects). The video plays at the task's ``$fps`` (LS does not
-    require that key; without it LS counts 24 fps, and so does ``item_to_ls_result`` given that data)."""
+    require that key; without it LS counts 24 fps, and so does ``item_to_ls_result`` given that data).
+    ``masks`` (a run that makes masks) adds ``<BrushLabels name="mask">`` beside the boxes on images: masks are
+    written exactly, rows without one stay boxes; videos have no mask tag in LS."""
     labels = "".join(f'<Label value="{escape(name, {chr(34): "&quot;"})}"/>' for name in class_names)
     if kind == "image":
+        brush = f'<BrushLabels name="mask" toName="image">{labels}</BrushLabels>' if masks else ""
         return (
-            f'<View><Image name="image" value="$image"/>'
+            f'<View><Image name="image" value="$image"/>{brush}'
             f'<RectangleLabels name="label" toName="image">{labels}</RectangleLabels></View>'
         )
     return (

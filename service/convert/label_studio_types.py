@@ -1,8 +1,9 @@
 """The Label Studio JSON ``item_to_ls_result`` builds: a prediction and its regions (TypedDicts: typed, and the
 JSON is unchanged).
 
-Shapes of docs ``label_studio.md``: boxes in percent (0-100) of the image, top-left origin; a video region's
-``sequence`` holds one keyframe per LS frame (1-based) the track was seen on.
+Shapes of docs ``label_studio.md``: boxes and polygon points in percent (0-100) of the image, top-left origin;
+masks in LS's brush RLE; a video region's ``sequence`` holds one keyframe per LS frame (1-based) the track was
+seen on.
 """
 
 from __future__ import annotations
@@ -73,7 +74,49 @@ class LsVideoRegion(TypedDict):
     score: float
 
 
-LsRegion = LsRectangleRegion | LsVideoRegion
+class LsBrushValue(TypedDict):
+    format: Literal["rle"]
+    rle: list[int]
+    brushlabels: list[str]
+
+
+class LsBrushRegion(TypedDict):
+    """An image mask (``brushlabels``): ``rle`` is LS's own RLE of the RGBA pixels on the
+    ``original_width`` x ``original_height`` image (``service.convert.ls_brush``)."""
+
+    id: str
+    from_name: str
+    to_name: str
+    type: Literal["brushlabels"]
+    original_width: int
+    original_height: int
+    image_rotation: float
+    value: LsBrushValue
+    score: float
+
+
+class LsPolygonValue(TypedDict):
+    points: list[list[float]]
+    closed: bool
+    polygonlabels: list[str]
+
+
+class LsPolygonRegion(TypedDict):
+    """An image polygon (``polygonlabels``): ``points`` ``[x, y]`` in percent of the image, one ring, no holes."""
+
+    id: str
+    from_name: str
+    to_name: str
+    type: Literal["polygonlabels"]
+    original_width: int
+    original_height: int
+    image_rotation: float
+    value: LsPolygonValue
+    score: float
+
+
+LsImageRegion = LsRectangleRegion | LsBrushRegion | LsPolygonRegion
+LsRegion = LsRectangleRegion | LsBrushRegion | LsPolygonRegion | LsVideoRegion
 
 
 class LsPredictionJson(TypedDict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import cast
 
+import numpy as np
+
 from service.evaluate.exports import (
     EncordDataUnit,
     EncordFrameLabels,
@@ -15,6 +17,7 @@ from service.evaluate.exports import (
 from service.evaluate.geometry import (
     MAX_RASTER_PIXELS,
     encord_rle_to_coco_rle,
+    mask_to_coco_rle,
     mask_utils,
     polygon_to_xyxy,
     rotated_box_to_polygon,
@@ -72,18 +75,42 @@ def _geometry(
         return ShapeKind.POLYGON, (ring,), None
     if "polygons" in obj or "polygon" in obj:
         if obj.get("polygons"):  # 0.1.211: [[ring, hole, ...], ...] of flat normalised coordinates
-            flat = [ring for polygon in obj["polygons"] for ring in polygon]
+            nested = [[_scaled(ring, width, height) for ring in polygon] for polygon in obj["polygons"]]
         else:  # older rows: {"0": {"x", "y"}, "1": ...}
             points = obj["polygon"]
-            flat = [[v for k in sorted(points, key=int) for v in (points[k]["x"], points[k]["y"])]]
-        rings = tuple(tuple(v * (width if i % 2 == 0 else height) for i, v in enumerate(ring)) for ring in flat)
-        return ShapeKind.POLYGON, rings, None
+            nested = [
+                [_scaled([v for k in sorted(points, key=int) for v in (points[k]["x"], points[k]["y"])], width, height)]
+            ]
+        rings = tuple(ring for polygon in nested for ring in polygon)
+        # Rings are unioned when rasterised: a polygon with holes is drawn here, holes cut out, on a known frame.
+        holed = any(len(polygon) > 1 for polygon in nested) and width > 1 and height > 1
+        return ShapeKind.POLYGON, rings, _holed_polygons_rle(nested, int(width), int(height)) if holed else None
     if "bitmask" in obj and width > 1 and height > 1:
         if width * height > MAX_RASTER_PIXELS:
             raise FormatError(f"object {obj.get('objectHash')}: a {width:.0f}x{height:.0f} bitmask is too large")
         rle = encord_rle_to_coco_rle(obj["bitmask"]["rleString"], int(width), int(height))
         return ShapeKind.MASK, (), rle
     return None
+
+
+def _scaled(ring: list[float], width: float, height: float) -> tuple[float, ...]:
+    return tuple(v * (width if i % 2 == 0 else height) for i, v in enumerate(ring))
+
+
+def _holed_polygons_rle(polygons: list[list[tuple[float, ...]]], width: int, height: int) -> CocoRle | None:
+    """The union of the polygons, each its outer ring less its holes, as a COCO RLE on the frame."""
+    if width * height > MAX_RASTER_PIXELS:
+        raise FormatError(f"a {width}x{height} polygon frame is too large")
+    mu = mask_utils()
+    mask = np.zeros((height, width), np.bool_)
+    for polygon in polygons:
+        drawn = [
+            np.asarray(mu.decode(mu.frPyObjects([list(r)], height, width)[0]), np.bool_) for r in polygon if len(r) >= 6
+        ]
+        if drawn:
+            mask |= drawn[0] & ~np.any(drawn[1:], axis=0) if len(drawn) > 1 else drawn[0]
+    encoded = mask_to_coco_rle(mask)
+    return None if encoded is None else encoded[0]
 
 
 def _object_to_shape(

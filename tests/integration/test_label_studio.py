@@ -326,3 +326,38 @@ def test_a_job_pushes_video_frames_at_the_tasks_framerate(
     assert {t["value"]["framesCount"] for t in tracks} == {100}
     frames = {k["frame"] for t in tracks for k in t["value"]["sequence"]}
     assert frames == {1, 51}, frames  # 26 would be the file's 25 fps
+
+
+def test_brush_and_polygon_predictions_are_stored_as_pushed(ls: LabelStudio, media: dict[str, Path]) -> None:
+    """Masks attached by hand go through the push's converter call and client: Label Studio takes the
+    brushlabels and polygonlabels regions and gives them back unchanged."""
+    from service.backends.label_studio_push import predictions_to_ls
+    from service.convert.label_studio import parse_label_config
+    from service.convert.types import ModelRef
+    from service.pipeline.frames import MediaKind, SlotMeta
+    from service.pipeline.predictions import ItemPredictions
+    from tests.mask_shapes import H, W, masked_result, shapes
+
+    labels = '<Label value="car"/><Label value="person"/>'
+    config = (
+        '<View><Image name="image" value="$image"/>'
+        '<BrushLabels name="mask" toName="image"><Label value="car"/></BrushLabels>'
+        '<PolygonLabels name="poly" toName="image"><Label value="person"/></PolygonLabels>'
+        f'<RectangleLabels name="label" toName="image">{labels}</RectangleLabels></View>'
+    )
+    project = ls.create_project("masks", config)
+    ls.add_local_storage(project, media["photo"].parent)
+    (task,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+    model = ModelRef(spec="onnx:/m/seg.onnx", version="seg-1", class_names=("car", "person"))
+    meta = SlotMeta("a", "0", MediaKind.IMAGE, ("a.png",), W, H, None, 1, 1)
+    disk, ring, two = shapes().values()
+    item = ItemPredictions("a", (meta,), (masked_result([disk, ring, two, None], [0, 0, 1, 0], item="a"),))
+    with LabelStudioClient(LabelStudioConfig(url=ls.url, api_key=SecretStr(ls.token))) as client:
+        prediction = predictions_to_ls(
+            item, model, parse_label_config(client.get_label_config(project)), task_data=None
+        )
+        client.upsert_prediction(task, prediction)
+    sent = prediction.to_json()["result"]
+    assert [r["type"] for r in sent] == ["brushlabels", "brushlabels", "polygonlabels", "rectanglelabels"]
+    (stored,) = ls.predictions(task)
+    assert stored["result"] == sent

@@ -130,6 +130,8 @@ class ModelInfo:
             so frames pre-scaled to fit ``input_size_px`` show it what it would have seen anyway; False for a
             model that stretches every frame to a fixed height x width (RT-DETR's processor), where a pre-scaled
             frame would lose rows it keeps today.
+        makes_masks: the detector itself returns an instance mask per row (``Detections.masks``), e.g. an
+            Ultralytics ``-seg`` export; no box-prompted segmenter is needed for masks.
     """
 
     spec: str
@@ -142,3 +144,4 @@ class ModelInfo:
     input_size_px: int | None
     dtype: str = "float32"
     keeps_aspect: bool = False
+    makes_masks: bool = False

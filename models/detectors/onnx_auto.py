@@ -14,6 +14,7 @@ from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.detectors.e2e_onnx import BoxesScoresLabelsOnnx, DetrLogitsOnnx
 from models.detectors.onnx_meta import network_input_hw
 from models.detectors.yolo_onnx import YoloEnd2EndOnnx, YoloOnnx
+from models.detectors.yolo_seg_onnx import YoloSegEnd2EndOnnx, YoloSegOnnx
 from models.errors import ModelLoadError, ModelNotFoundError
 from models.runtimes.onnx import (
     SessionIO,
@@ -35,6 +36,8 @@ class OnnxLayout(enum.Enum):
     YOLO_END2END = "Ultralytics end2end: one output [B, N, 6] (x1, y1, x2, y2, score, class)"
     BOXES_SCORES_LABELS = "RT-DETR deploy: inputs images + orig_target_sizes; outputs labels, boxes, scores"
     LOGITS_PRED_BOXES = "HF/optimum DETR family: outputs logits [B, Q, C] and pred_boxes [B, Q, 4]"
+    YOLO_SEG = "Ultralytics -seg: outputs [B, 4+nc+nm, N] (boxes, scores, mask coefficients), [B, nm, H/4, W/4]"
+    YOLO_SEG_END2END = "Ultralytics -seg end2end: outputs [B, N, 6+nm] and prototypes [B, nm, H/4, W/4]"
 
 
 def _unsupported(model_path: Path, io: SessionIO, why: str) -> ModelLoadError:
@@ -50,8 +53,11 @@ def detect_layout(io: SessionIO, model_path: Path) -> OnnxLayout:
         ModelLoadError: the layout is none of ``OnnxLayout``, or is a non-detection Ultralytics task.
     """
     task = io.metadata.get("task", "detect")
-    if task != "detect":
-        raise _unsupported(model_path, io, f"Ultralytics task {task!r} is not object detection")
+    if task not in ("detect", "segment"):
+        raise _unsupported(model_path, io, f"Ultralytics task {task!r} is not object detection or segmentation")
+    segmentation = _segmentation_layout(io)
+    if segmentation is not None:
+        return segmentation
     names = {n.lower() for n in io.output_names}
     if {"boxes", "scores", "labels"} <= names:
         return OnnxLayout.BOXES_SCORES_LABELS
@@ -68,11 +74,27 @@ def detect_layout(io: SessionIO, model_path: Path) -> OnnxLayout:
     raise _unsupported(model_path, io, "unrecognised output layout")
 
 
+def _segmentation_layout(io: SessionIO) -> OnnxLayout | None:
+    """Two outputs, candidates (3-D) and prototypes (4-D): an Ultralytics ``-seg`` export, else None."""
+    ranks = sorted(len(shape) for shape in io.output_shapes)
+    if len(io.output_shapes) != 2 or ranks != [3, 4]:
+        return None
+    candidates = next(shape for shape in io.output_shapes if len(shape) == 3)
+    protos = next(shape for shape in io.output_shapes if len(shape) == 4)
+    # Rows of 6 + nm (x1, y1, x2, y2, score, class, coefficients); YOLO's N is never 6 + 32 (21, 84, 189, ...).
+    end2end = io.metadata.get("end2end", "").lower() == "true"
+    if end2end or (protos[1] is not None and candidates[2] == 6 + protos[1]):
+        return OnnxLayout.YOLO_SEG_END2END
+    return OnnxLayout.YOLO_SEG
+
+
 _DETECTORS: dict[OnnxLayout, Callable[[str, Path, ort.InferenceSession, SessionIO, str, DetectorOptions], Detector]] = {
     OnnxLayout.YOLO: YoloOnnx,
     OnnxLayout.YOLO_END2END: YoloEnd2EndOnnx,
     OnnxLayout.BOXES_SCORES_LABELS: BoxesScoresLabelsOnnx,
     OnnxLayout.LOGITS_PRED_BOXES: DetrLogitsOnnx,
+    OnnxLayout.YOLO_SEG: YoloSegOnnx,
+    OnnxLayout.YOLO_SEG_END2END: YoloSegEnd2EndOnnx,
 }
 
 

@@ -67,6 +67,8 @@ class OnnxDetector(Detector, Generic[MetaT]):
 
     uint8_image_feed: ClassVar[bool] = True
     """False for detectors whose image feed is not a PaddedImage normalised to [0, 1]."""
+    makes_masks: ClassVar[bool] = False
+    """True for instance-segmentation layouts, whose detections carry ``masks``."""
 
     def __init__(
         self, *, model_path: Path, session: ort.InferenceSession, io: SessionIO, device: str, options: DetectorOptions
@@ -112,6 +114,7 @@ class OnnxDetector(Detector, Generic[MetaT]):
             input_size_px=max(input_hw),
             dtype=np.dtype(self._io.input_dtype).name,
             keeps_aspect=keeps_aspect,
+            makes_masks=self.makes_masks,
         )
 
     @abstractmethod

@@ -31,13 +31,16 @@ MAX_DETECTIONS = 300
 
 
 @dataclass(frozen=True, slots=True)
-class _LetterboxMeta:
+class LetterboxMeta:
+    """How one frame was fitted: the mapping, the frame's own size and the canvas it was fed on."""
+
     letterbox: Letterbox
     height_px: int
     width_px: int
+    input_hw: tuple[int, int]
 
 
-class YoloOnnx(OnnxDetector[_LetterboxMeta]):
+class YoloOnnx(OnnxDetector[LetterboxMeta]):
     """One output ``[B, 4+nc, N]``: cx, cy, w, h in letterboxed input pixels, then per-class scores.
 
     Frames are letterboxed like Ultralytics' predictor (centred, grey 114, bilinear; the minimum
@@ -72,25 +75,20 @@ class YoloOnnx(OnnxDetector[_LetterboxMeta]):
             channels = self._probe_output_shapes(self._input_hw)[0][1]
         return channels - 4
 
-    def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, _LetterboxMeta]:
+    def _pre_process(self, image: RGBImage) -> tuple[FrameFeeds, LetterboxMeta]:
         height, width = image.shape[:2]
         plan = plan_letterbox(height, width, *self._input_hw, stride_px=self._stride_px)
         # Not padded here: batching places the resized frame on the grey canvas as it normalises it.
         placed = PaddedImage(
             resize_for(image, plan), plan.height_px, plan.width_px, plan.top_px, plan.left_px, LETTERBOX_PAD_VALUE
         )
-        return {self._io.input_name: placed}, _LetterboxMeta(plan.letterbox, height_px=height, width_px=width)
+        meta = LetterboxMeta(plan.letterbox, height_px=height, width_px=width, input_hw=(plan.height_px, plan.width_px))
+        return {self._io.input_name: placed}, meta
 
-    def _post_process(self, outputs: list[NDArray[Any]], meta: _LetterboxMeta, threshold: float) -> Detections:
+    def _post_process(self, outputs: list[NDArray[Any]], meta: LetterboxMeta, threshold: float) -> Detections:
         rows = outputs[0].astype(np.float32, copy=False)  # (4 + nc, N)
-        # The best score per candidate first, over contiguous rows; the class only for those kept.
-        confidence = rows[4:].max(axis=0)
-        keep = np.flatnonzero(confidence >= threshold)
-        class_id = rows[4:, keep].argmax(axis=0).astype(np.int64)
-        xyxy = cxcywh_to_xyxy(np.ascontiguousarray(rows[:4, keep].T))
-        confidence = confidence[keep]
-        kept = nms_per_class(xyxy, confidence, class_id, iou_threshold=NMS_IOU, max_detections=MAX_DETECTIONS)
-        return _to_source(xyxy[kept], confidence[kept], class_id[kept], meta)
+        xyxy, confidence, class_id, _ = select_candidates(rows[:4], rows[4:], threshold)
+        return detections_in_frame(xyxy, confidence, class_id, meta)
 
 
 class YoloEnd2EndOnnx(YoloOnnx):
@@ -99,11 +97,26 @@ class YoloEnd2EndOnnx(YoloOnnx):
     def _num_classes(self) -> int | None:
         return None  # the layout does not carry it; Ultralytics always embeds `names`
 
-    def _post_process(self, outputs: list[NDArray[Any]], meta: _LetterboxMeta, threshold: float) -> Detections:
+    def _post_process(self, outputs: list[NDArray[Any]], meta: LetterboxMeta, threshold: float) -> Detections:
         rows = outputs[0].astype(np.float32, copy=False)
         class_id = rows[:, 5].round().astype(np.int64)
         keep = (rows[:, 4] >= threshold) & (class_id >= 0) & (class_id < len(self.info.class_names))
-        return _to_source(rows[keep, :4], rows[keep, 4], class_id[keep], meta)
+        return detections_in_frame(rows[keep, :4], rows[keep, 4], class_id[keep], meta)
+
+
+def select_candidates(
+    cxcywh: NDArray[np.float32], scores: NDArray[np.float32], threshold: float
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64], NDArray[np.intp]]:
+    """Candidate columns ``cxcywh`` (4, N) and ``scores`` (nc, N) -> the boxes (xyxy, input pixels), scores and
+    classes kept by the threshold and per-class NMS, best first, with the candidate columns they came from."""
+    # The best score per candidate first, over contiguous rows; the class only for those kept.
+    confidence = scores.max(axis=0)
+    keep = np.flatnonzero(confidence >= threshold)
+    class_id = scores[:, keep].argmax(axis=0).astype(np.int64)
+    xyxy = cxcywh_to_xyxy(np.ascontiguousarray(cxcywh[:, keep].T))
+    confidence = confidence[keep]
+    kept = nms_per_class(xyxy, confidence, class_id, iou_threshold=NMS_IOU, max_detections=MAX_DETECTIONS)
+    return xyxy[kept], confidence[kept], class_id[kept], keep[kept]
 
 
 def _metadata_stride(metadata: dict[str, str]) -> int:
@@ -112,8 +125,8 @@ def _metadata_stride(metadata: dict[str, str]) -> int:
     return int(value) if value.isdigit() and int(value) > 0 else STRIDE_PX
 
 
-def _to_source(
-    xyxy_net: NDArray[np.float32], confidence: NDArray[np.float32], class_id: NDArray[np.int64], meta: _LetterboxMeta
+def detections_in_frame(
+    xyxy_net: NDArray[np.float32], confidence: NDArray[np.float32], class_id: NDArray[np.int64], meta: LetterboxMeta
 ) -> Detections:
     xyxy = clip_xyxy(meta.letterbox.to_source(xyxy_net), meta.width_px, meta.height_px)
     return Detections.from_arrays(xyxy, confidence, class_id)

@@ -192,3 +192,41 @@ def echo_yolo_model(*, side_px: int = 32, fp16: bool = False) -> onnx.ModelProto
     inputs = [helper.make_tensor_value_info("images", elem, _dims(None, 3, side_px, side_px))]
     outputs = [helper.make_tensor_value_info("output0", elem, _dims(None, 6, candidates))]
     return _model(nodes, inputs, outputs, [shape], None)
+
+
+def yolo_seg_model(
+    candidates: NDArray[np.float32],
+    protos: NDArray[np.float32],
+    *,
+    batch: int | None = None,
+    height_px: int | None = 640,
+    width_px: int | None = 640,
+    metadata: Mapping[str, str] | None = None,
+) -> onnx.ModelProto:
+    """An Ultralytics ``-seg`` layout: input ``images`` [B, 3, H, W]; outputs ``output0`` = ``candidates``
+    ((4 + nc + nm, N), or (N, 6 + nm) end2end) broadcast over the batch, and ``output1`` = ``protos``
+    (nm, mh, mw) times each frame's brightest input value.
+
+    The prototypes follow the frame they belong to: an all-black frame that fills the input gets all-zero
+    prototypes (no mask pixel anywhere), so a decoder that mixes up batch rows shows it.
+    """
+    nodes = [
+        *_batch_of("images", "img"),
+        *_broadcast("candidates", candidates.shape, "output0"),
+        *_broadcast("protos_const", protos.shape, "protos_b"),
+        helper.make_node("ReduceMax", ["images"], ["image_max"], axes=[1, 2, 3], keepdims=1),  # [B, 1, 1, 1]
+        helper.make_node("Mul", ["protos_b", "image_max"], ["output1"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(candidates[None].astype(np.float32), "candidates"),
+        numpy_helper.from_array(np.array(candidates.shape, np.int64), "output0_tail"),
+        numpy_helper.from_array(protos[None].astype(np.float32), "protos_const"),
+        numpy_helper.from_array(np.array(protos.shape, np.int64), "protos_b_tail"),
+    ]
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, _dims(batch, 3, height_px, width_px))]
+    outputs = [
+        helper.make_tensor_value_info("output0", TensorProto.FLOAT, _dims(batch, *candidates.shape)),
+        helper.make_tensor_value_info("output1", TensorProto.FLOAT, _dims(batch, *protos.shape)),
+    ]
+    meta = {"task": "segment", **(metadata or {})}
+    return _model(nodes, inputs, outputs, initializers, meta)

@@ -46,6 +46,30 @@ def _io(outputs: dict[str, tuple[int | None, ...]], metadata: dict[str, str] | N
         ),
         pytest.param({"logits": (1, 300, 80), "pred_boxes": (1, 300, 4)}, {}, OnnxLayout.LOGITS_PRED_BOXES, id="hf"),
         pytest.param({"Logits": (1, 100, 92), "PRED_BOXES": (1, 100, 4)}, {}, OnnxLayout.LOGITS_PRED_BOXES, id="case"),
+        pytest.param(
+            {"output0": (1, 116, 8400), "output1": (1, 32, 160, 160)},
+            {"task": "segment", "names": _COCO_NAMES},
+            OnnxLayout.YOLO_SEG,
+            id="yolov8-seg",
+        ),
+        pytest.param(
+            {"output0": (None, None, None), "output1": (None, 32, None, None)},
+            {},
+            OnnxLayout.YOLO_SEG,
+            id="seg-dynamic",
+        ),
+        pytest.param(
+            {"output1": (1, 32, 160, 160), "output0": (1, 116, 8400)}, {}, OnnxLayout.YOLO_SEG, id="seg-protos-first"
+        ),
+        pytest.param(
+            {"output0": (1, 300, 38), "output1": (1, 32, 160, 160)}, {}, OnnxLayout.YOLO_SEG_END2END, id="seg-end2end"
+        ),
+        pytest.param(
+            {"output0": (1, 300, None), "output1": (1, 32, 160, 160)},
+            {"end2end": "True"},
+            OnnxLayout.YOLO_SEG_END2END,
+            id="seg-end2end-metadata",
+        ),
     ],
 )
 def test_detect_layout(
@@ -57,10 +81,8 @@ def test_detect_layout(
 @pytest.mark.parametrize(
     ("outputs", "metadata", "match"),
     [
-        pytest.param(
-            {"output0": (1, 116, 8400), "output1": (1, 32, 160, 160)}, {}, "unrecognised", id="yolo-seg-outputs"
-        ),
         pytest.param({"output0": (1, 56, 8400)}, {"task": "pose"}, "'pose' is not object detection", id="pose-task"),
+        pytest.param({"output0": (1, 116, 8400), "output1": (1, 32, 160)}, {}, "unrecognised", id="seg-protos-not-4d"),
         pytest.param({"output0": (1, 1000)}, {}, "unrecognised", id="classifier"),
         pytest.param({"output0": (1, 4, 8400)}, {}, "unrecognised", id="no-class-channels"),
     ],

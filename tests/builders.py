@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+from numpy.typing import NDArray
+
+from models.masks import Masks
 from models.types import Detections
 from service.convert.types import ModelRef
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
@@ -97,3 +101,24 @@ CAR_PERSON_ONTOLOGY_JSON = {
     ],
     "classifications": [],
 }
+
+
+def mask_shapes(height: int = 120, width: int = 160) -> dict[str, NDArray[np.bool_]]:
+    """Hand-drawn (height, width) boolean masks: a disk, a ring (one hole) and a two-part shape (two disks)."""
+    yy, xx = np.mgrid[:height, :width]
+
+    def disk(cx: float, cy: float, r: float) -> NDArray[np.bool_]:
+        return np.asarray((xx - cx) ** 2 + (yy - cy) ** 2 < r**2, np.bool_)
+
+    return {
+        "disk": disk(40, 40, 18),
+        "ring": disk(50, 60, 30) & ~disk(50, 60, 12),
+        "two parts": disk(110, 30, 10) | disk(130, 90, 14),
+    }
+
+
+def with_shape_masks(detections: Detections, shapes: Sequence[NDArray[np.bool_] | None]) -> Detections:
+    """``detections`` with one full-frame mask per row (None: that row has no mask)."""
+    size = next(s.shape for s in shapes if s is not None)
+    full = np.stack([np.zeros(size, np.bool_) if s is None else s for s in shapes])
+    return detections.with_masks(Masks.from_full(full))

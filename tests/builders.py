@@ -122,3 +122,45 @@ def with_shape_masks(detections: Detections, shapes: Sequence[NDArray[np.bool_] 
     size = next(s.shape for s in shapes if s is not None)
     full = np.stack([np.zeros(size, np.bool_) if s is None else s for s in shapes])
     return detections.with_masks(Masks.from_full(full))
+
+
+def masked_item(name: str = "case", *, track: bool = True) -> ItemPredictions:
+    """An item with an image slot ``photo`` (a disk, a ring with a hole, a two-part shape, and a box without a mask)
+    and a video slot ``clip`` whose three sampled frames hold a disk moving right and a still ring (tracked
+    unless ``track`` is False). Frames are 160 x 120; every box is its mask's box grown by 2 px."""
+    from service.pipeline.frames import SlotMeta
+
+    height, width = 120, 160
+    shapes = mask_shapes(height, width)
+
+    def result(slot: str, media: MediaKind, index: int, masks: list[NDArray[np.bool_] | None]) -> FrameResult:
+        boxes = [[1.0, 1.0, 21.0, 11.0] if m is None else _grown_box(m) for m in masks]
+        dets = make_detections(boxes, [0.9 - 0.1 * k for k in range(len(masks))], [k % 2 for k in range(len(masks))])
+        return make_result(
+            with_shape_masks(dets, masks),
+            item=name,
+            slot=slot,
+            source=f"/data/{slot}",
+            media=media,
+            frame_index=index,
+            timestamp_s=None if media is MediaKind.IMAGE else index / 10,
+            width=width,
+            height=height,
+        )
+
+    photo = result("photo", MediaKind.IMAGE, 0, [shapes["disk"], shapes["ring"], shapes["two parts"], None])
+    clip = [
+        result("clip", MediaKind.VIDEO, index, [np.roll(shapes["disk"], 6 * k, axis=1), shapes["ring"]])
+        for k, index in enumerate((0, 10, 20))
+    ]
+    slots = (
+        SlotMeta(name, "photo", MediaKind.IMAGE, ("/data/photo",), width, height, None, 1, 1),
+        SlotMeta(name, "clip", MediaKind.VIDEO, ("/data/clip",), width, height, 10.0, 30, 3),
+    )
+    item = ItemPredictions(name=name, slots=slots, frames=(photo, *clip))
+    return tracked(item) if track else item
+
+
+def _grown_box(mask: NDArray[np.bool_]) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()) - 2, float(ys.min()) - 2, float(xs.max()) + 3, float(ys.max()) + 3]

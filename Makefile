@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 
-.PHONY: venv install install-dev ls-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve gpu-check clean
+.PHONY: venv install install-dev ls-venv darwin-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve gpu-check clean
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ install-dev: venv  ## + Hugging Face models and the test/lint tools
 
 ls-venv:  ## the separate Label Studio venv for its integration tests (never the service venv)
 	tests/tools/make_ls_venv.sh
+
+darwin-venv:  ## the separate darwin-py venv that judges our Darwin JSON files (its pins clash with ours)
+	tests/tools/make_darwin_venv.sh
 
 demo: install  ## make sample media and preannotate it with the default model
 	$(BIN)/preannotate demo --out demo-output

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from service.commands.bench import BENCHMARKS  # names only: the module imports nothing heavy
+from service.convert.coco_types import COCO_MASK_STYLES  # typing only: light
+from service.convert.darwin_types import DARWIN_MASK_STYLES
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import (
     REMOVED_TRACK_OPTIONS,
@@ -147,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["coco", "darwin"],
         default="coco",
         help="coco: one COCO file; darwin: V7 Darwin JSON 2.0, one file per item in the --out directory",
+    )
+    run.add_argument(
+        "--coco-masks",
+        choices=COCO_MASK_STYLES,
+        default="rle",
+        help="COCO segmentation of detections with masks: rle (default), or polygon (a mask with holes stays RLE)",
+    )
+    run.add_argument(
+        "--darwin-masks",
+        choices=DARWIN_MASK_STYLES,
+        default="polygon",
+        help="Darwin masks: polygon (default; holes as extra paths), or raster (mask + raster_layer annotations)",
     )
     run.add_argument("--out", type=Path, required=True, metavar="PATH", help="output file (coco) or directory (darwin)")
     run.add_argument(

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+from numpy.typing import NDArray
+
+from models.masks import Masks
 from models.types import Detections
 from service.convert.types import ModelRef
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
@@ -97,3 +101,66 @@ CAR_PERSON_ONTOLOGY_JSON = {
     ],
     "classifications": [],
 }
+
+
+def mask_shapes(height: int = 120, width: int = 160) -> dict[str, NDArray[np.bool_]]:
+    """Hand-drawn (height, width) boolean masks: a disk, a ring (one hole) and a two-part shape (two disks)."""
+    yy, xx = np.mgrid[:height, :width]
+
+    def disk(cx: float, cy: float, r: float) -> NDArray[np.bool_]:
+        return np.asarray((xx - cx) ** 2 + (yy - cy) ** 2 < r**2, np.bool_)
+
+    return {
+        "disk": disk(40, 40, 18),
+        "ring": disk(50, 60, 30) & ~disk(50, 60, 12),
+        "two parts": disk(110, 30, 10) | disk(130, 90, 14),
+    }
+
+
+def with_shape_masks(detections: Detections, shapes: Sequence[NDArray[np.bool_] | None]) -> Detections:
+    """``detections`` with one full-frame mask per row (None: that row has no mask)."""
+    size = next(s.shape for s in shapes if s is not None)
+    full = np.stack([np.zeros(size, np.bool_) if s is None else s for s in shapes])
+    return detections.with_masks(Masks.from_full(full))
+
+
+def masked_item(name: str = "case", *, track: bool = True) -> ItemPredictions:
+    """An item with an image slot ``photo`` (a disk, a ring with a hole, a two-part shape, and a box without a mask)
+    and a video slot ``clip`` whose three sampled frames hold a disk moving right and a still ring (tracked
+    unless ``track`` is False). Frames are 160 x 120; every box is its mask's box grown by 2 px."""
+    from service.pipeline.frames import SlotMeta
+
+    height, width = 120, 160
+    shapes = mask_shapes(height, width)
+
+    def result(slot: str, media: MediaKind, index: int, masks: list[NDArray[np.bool_] | None]) -> FrameResult:
+        boxes = [[1.0, 1.0, 21.0, 11.0] if m is None else _grown_box(m) for m in masks]
+        dets = make_detections(boxes, [0.9 - 0.1 * k for k in range(len(masks))], [k % 2 for k in range(len(masks))])
+        return make_result(
+            with_shape_masks(dets, masks),
+            item=name,
+            slot=slot,
+            source=f"/data/{slot}",
+            media=media,
+            frame_index=index,
+            timestamp_s=None if media is MediaKind.IMAGE else index / 10,
+            width=width,
+            height=height,
+        )
+
+    photo = result("photo", MediaKind.IMAGE, 0, [shapes["disk"], shapes["ring"], shapes["two parts"], None])
+    clip = [
+        result("clip", MediaKind.VIDEO, index, [np.roll(shapes["disk"], 6 * k, axis=1), shapes["ring"]])
+        for k, index in enumerate((0, 10, 20))
+    ]
+    slots = (
+        SlotMeta(name, "photo", MediaKind.IMAGE, ("/data/photo",), width, height, None, 1, 1),
+        SlotMeta(name, "clip", MediaKind.VIDEO, ("/data/clip",), width, height, 10.0, 30, 3),
+    )
+    item = ItemPredictions(name=name, slots=slots, frames=(photo, *clip))
+    return tracked(item) if track else item
+
+
+def _grown_box(mask: NDArray[np.bool_]) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()) - 2, float(ys.min()) - 2, float(xs.max()) + 3, float(ys.max()) + 3]

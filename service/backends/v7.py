@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 BACKEND = "v7"
 DEFAULT_BASE_URL = "https://darwin.v7labs.com/api"
 READY_STATUSES = frozenset({"new", "annotate", "review", "complete", "archived"})  # importer.py: import allowed
-MAIN_TYPES = ("bounding_box", "polygon", "tag")  # what we write; darwin-py knows more
+# What we write; darwin-py knows more. A polygon comes first: it carries a derived bounding_box beside it.
+MAIN_TYPES = ("polygon", "bounding_box", "tag")
 SlotType = Literal["image", "video", "pdf", "dicom"]
 T = TypeVar("T")
 

@@ -26,9 +26,9 @@ from service.commands.common import (
 )
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
-from service.convert.coco_types import CocoDocument
+from service.convert.coco_types import CocoDocument, CocoMaskStyle
 from service.convert.darwin import item_to_darwin
-from service.convert.darwin_types import DarwinDocument
+from service.convert.darwin_types import DarwinDocument, DarwinMaskStyle
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.pipeline.flow import ItemOutput, detector_sampling, run_flow, slot_opener, track_stage
@@ -163,6 +163,8 @@ class RunRequest:
     tracker: TrackerOptions | None = field(default_factory=TrackerOptions)
     segmenter_spec: str | None = None
     """A box-prompted segmenter (``--segmenter``): a mask per box; None: boxes only."""
+    coco_masks: CocoMaskStyle = "rle"
+    darwin_masks: DarwinMaskStyle = "polygon"
 
 
 def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
@@ -216,6 +218,8 @@ def run_command(args: argparse.Namespace) -> int:
         output_format=args.format,
         tracker=tracker_from_args(args, settings),
         segmenter_spec=getattr(args, "segmenter", None) or settings.segmenter,
+        coco_masks=getattr(args, "coco_masks", "rle"),
+        darwin_masks=getattr(args, "darwin_masks", "polygon"),
     )
     # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.
     if request.output_format == "darwin":
@@ -294,7 +298,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         summary_tracks = f", {sum(len(tracks_of(item.frames)) for item in items)} tracks"
     if request.output_format == "darwin":
         model = ModelRef(spec=info.spec, version=info.version, class_names=info.class_names)
-        documents = write_darwin_files(request.out, items, model)
+        documents = write_darwin_files(request.out, items, model, masks=request.darwin_masks)
         output = RunOutput(darwin=documents)
         annotations = sum(len(d["annotations"]) for d in documents.values())
         summary = f"{len(documents)} Darwin JSON file(s), {annotations} annotations"
@@ -304,6 +308,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
             class_names=info.class_names,
             multi_slot_items=frozenset(i.name for i in request.items if len(i.slots) > 1),
             model=info,
+            masks=request.coco_masks,
         )
         write_json_atomic(request.out, coco)
         output = RunOutput(coco=coco)
@@ -321,12 +326,14 @@ def _naming_spec(error: PreannotateError, spec: str) -> PreannotateError:
     return PreannotateError(error.code, f"{spec}: {error.message}")
 
 
-def write_darwin_files(out_dir: Path, items: list[ItemPredictions], model: ModelRef) -> dict[str, DarwinDocument]:
-    """Write ``out_dir/<item>.json`` per item; returns the documents by item name."""
+def write_darwin_files(
+    out_dir: Path, items: list[ItemPredictions], model: ModelRef, *, masks: DarwinMaskStyle = "polygon"
+) -> dict[str, DarwinDocument]:
+    """Write ``out_dir/<item>.json`` per item (masks as ``masks`` says); returns the documents by item name."""
     documents: dict[str, DarwinDocument] = {}
     taken: set[str] = set()
     for item in items:
-        document = item_to_darwin(item, model)
+        document = item_to_darwin(item, model, masks=masks)
         write_json_atomic(out_dir / item_file_name(item.name, taken), document)
         documents[item.name] = document
     return documents

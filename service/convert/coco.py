@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import PurePath
 
+from models.masks import Masks
 from models.ops.boxes import xyxy_to_xywh
 from models.types import ModelInfo
-from service.convert.coco_types import CocoAnnotation, CocoDocument, CocoImage, CocoInfo
+from service.convert.coco_types import CocoAnnotation, CocoDocument, CocoImage, CocoInfo, CocoMaskStyle, CocoRle
+from service.convert.masks import mask_to_coco_rle, mask_to_polygons
 from service.pipeline.frames import FrameInfo, FrameResult, MediaKind
 from service.pipeline.tracks import NO_TRACK
 
@@ -42,6 +44,7 @@ def frame_results_to_coco(
     class_names: Sequence[str],
     multi_slot_items: frozenset[str] = frozenset(),
     model: ModelInfo | None = None,
+    masks: CocoMaskStyle = "rle",
 ) -> CocoDocument:
     """Build a COCO document: one ``images`` entry per image or sampled frame.
 
@@ -50,6 +53,10 @@ def frame_results_to_coco(
         class_names: the model's labels; category ids are ``class_id + 1``.
         multi_slot_items: items with several slots (their file names get the slot in them).
         model: provenance written to ``info``.
+        masks: how a row's mask (``Detections.masks``) is written: ``"rle"``, a full-image COCO RLE; or
+            ``"polygon"``, one flat ``[x1, y1, ...]`` list per connected part, corners on pixel corners (pycocotools
+            rasterises them back to exactly the mask). COCO polygons cannot hold holes (pycocotools unions every
+            list), so in polygon mode a mask with holes is written as RLE: nothing is lost.
 
     Returns:
         ``{"info", "images", "annotations", "categories"}``. Annotations carry ``bbox``
@@ -57,7 +64,8 @@ def frame_results_to_coco(
         Frames of videos and multi-frame DICOM also carry ``frame_index``, ``timestamp_s`` and
         ``video`` (the source file's name); every image carries its ``item`` and ``slot``. Boxes in a track
         (``Detections.tracker_id``, filled by the tracker) carry ``track_id``, unique within the item (so
-        ``(item, track_id)`` names a track).
+        ``(item, track_id)`` names a track). A row with a mask also carries ``segmentation``, and its ``area`` is
+        the mask's pixel count (``bbox`` stays the detector's box); rows without one are written as before.
     """
     images: list[CocoImage] = []
     annotations: list[CocoAnnotation] = []
@@ -78,8 +86,15 @@ def frame_results_to_coco(
         images.append(image)
         dets = result.detections
         track_ids = [None] * len(dets) if dets.tracker_id is None else dets.tracker_id.tolist()
-        for xywh, score, class_id, track_id in zip(
-            xyxy_to_xywh(dets.xyxy).tolist(), dets.confidence.tolist(), dets.class_id.tolist(), track_ids, strict=True
+        masked = [False] * len(dets) if dets.masks is None else dets.masks.has_mask().tolist()
+        for row, (xywh, score, class_id, track_id) in enumerate(
+            zip(
+                xyxy_to_xywh(dets.xyxy).tolist(),
+                dets.confidence.tolist(),
+                dets.class_id.tolist(),
+                track_ids,
+                strict=True,
+            )
         ):
             annotation: CocoAnnotation = {
                 "id": len(annotations) + 1,
@@ -92,6 +107,9 @@ def frame_results_to_coco(
             }
             if track_id is not None and track_id != NO_TRACK:
                 annotation["track_id"] = track_id
+            if dets.masks is not None and masked[row]:
+                annotation["segmentation"] = coco_segmentation(dets.masks, row, info.height, info.width, masks)
+                annotation["area"] = round(float(dets.masks[row : row + 1].area_px()[0]), 2)  # the mask's
             annotations.append(annotation)
     return {
         "info": _info(model),
@@ -99,6 +117,18 @@ def frame_results_to_coco(
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(class_names)],
     }
+
+
+def coco_segmentation(
+    masks: Masks, row: int, height_px: int, width_px: int, style: CocoMaskStyle
+) -> CocoRle | list[list[float]]:
+    """Row ``row``'s mask as COCO ``segmentation``: polygons (``style`` "polygon" and no holes) or a full-image RLE."""
+    if style == "polygon":
+        polygons = mask_to_polygons(masks, row)
+        if polygons and not any(p.holes_xy for p in polygons):
+            return [[round(float(v), 2) for v in p.outer_xy.ravel()] for p in polygons]
+    rle = mask_to_coco_rle(masks, row, height_px, width_px)
+    return {"size": [int(height_px), int(width_px)], "counts": str(rle["counts"])}
 
 
 def _info(model: ModelInfo | None) -> CocoInfo:

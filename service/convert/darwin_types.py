@@ -11,6 +11,12 @@ from typing import Literal, NotRequired, TypedDict
 from pydantic import JsonValue
 
 DarwinSlotType = Literal["image", "video", "dicom", "pdf"]
+DarwinMaskStyle = Literal["polygon", "raster"]
+"""How a row's mask is written: a ``polygon`` annotation (the default), or a ``mask`` annotation whose pixels are in
+the slot's ``raster_layer`` (``raster``)."""
+DARWIN_MASK_STYLES: tuple[DarwinMaskStyle, ...] = ("polygon", "raster")
+RASTER_LAYER_NAME = "__raster_layer__"
+"""The class of a slot's raster layer annotation: V7's global class, always present."""
 
 
 class DarwinSourceFile(TypedDict):
@@ -53,6 +59,32 @@ class DarwinBox(TypedDict):
     h: float
 
 
+class DarwinPoint(TypedDict):
+    x: float
+    y: float
+
+
+class DarwinPolygon(TypedDict):
+    """Outer ring first; further paths are holes or further parts (filled even-odd), points in pixels."""
+
+    paths: list[list[DarwinPoint]]
+
+
+class DarwinMask(TypedDict):
+    """A ``mask`` annotation's shape: V7 exports ``sparse_rle`` null; the pixels are in the slot's raster layer."""
+
+    sparse_rle: None
+
+
+class DarwinRasterLayer(TypedDict):
+    """A slot's (or a video frame's) mask pixels: ``dense_rle`` is ``[value, count, ...]`` row by row over all
+    ``total_pixels``; ``mask_annotation_ids_mapping`` gives each ``mask`` annotation's value (0: none)."""
+
+    dense_rle: list[int]
+    mask_annotation_ids_mapping: dict[str, int]
+    total_pixels: int
+
+
 class DarwinModel(TypedDict):
     id: str
     name: str
@@ -74,6 +106,39 @@ class DarwinKeyframe(TypedDict):
     keyframe: bool
 
 
+class DarwinPolygonKeyframe(TypedDict):
+    """A polygon on one video frame, with its derived ``bounding_box`` as V7 exports it."""
+
+    polygon: DarwinPolygon
+    bounding_box: DarwinBox
+    inference: DarwinInference
+    keyframe: bool
+
+
+class DarwinMaskKeyframe(TypedDict):
+    """A mask on one video frame (its pixels are in that frame's raster layer)."""
+
+    mask: DarwinMask
+    inference: DarwinInference
+    keyframe: bool
+
+
+class DarwinRasterKeyframe(TypedDict):
+    raster_layer: DarwinRasterLayer
+    keyframe: bool
+
+
+DarwinFrame = DarwinKeyframe | DarwinPolygonKeyframe | DarwinMaskKeyframe | DarwinRasterKeyframe
+
+
+class DarwinAnnotationHead(TypedDict):
+    """What every annotation starts with: its id, class name and slot."""
+
+    id: str
+    name: str
+    slot_names: list[str]
+
+
 class DarwinImageAnnotation(TypedDict):
     """A box on an image slot."""
 
@@ -84,13 +149,34 @@ class DarwinImageAnnotation(TypedDict):
     inference: DarwinInference
 
 
+class DarwinImagePolygon(DarwinAnnotationHead):
+    """A mask on an image slot as a polygon, with its derived ``bounding_box``."""
+
+    polygon: DarwinPolygon
+    bounding_box: DarwinBox
+    inference: DarwinInference
+
+
+class DarwinImageMask(DarwinAnnotationHead):
+    """A mask on an image slot; its pixels are in the slot's raster layer."""
+
+    mask: DarwinMask
+    inference: DarwinInference
+
+
+class DarwinImageRaster(DarwinAnnotationHead):
+    """An image slot's raster layer (``name`` is ``__raster_layer__``)."""
+
+    raster_layer: DarwinRasterLayer
+
+
 class DarwinVideoAnnotation(TypedDict):
     """A box, or a track of boxes, on a video-like slot; the interpolation keys only on tracks."""
 
     id: str
     name: str
     slot_names: list[str]
-    frames: dict[str, DarwinKeyframe]
+    frames: dict[str, DarwinKeyframe | DarwinPolygonKeyframe]
     ranges: list[list[int]]
     interpolated: bool
     interpolate_algorithm: NotRequired[str]
@@ -98,7 +184,23 @@ class DarwinVideoAnnotation(TypedDict):
     global_sub_types: NotRequired[dict[str, JsonValue]]
 
 
-DarwinAnnotation = DarwinImageAnnotation | DarwinVideoAnnotation
+class DarwinVideoMask(DarwinAnnotationHead):
+    """Masks (``DarwinMaskKeyframe``) or a raster layer (``DarwinRasterKeyframe``) on a video-like slot's frames:
+    V7 exports them with ``only_keyframes`` and no interpolation."""
+
+    frames: dict[str, DarwinMaskKeyframe | DarwinRasterKeyframe]
+    ranges: list[list[int]]
+    only_keyframes: bool
+
+
+DarwinAnnotation = (
+    DarwinImageAnnotation
+    | DarwinImagePolygon
+    | DarwinImageMask
+    | DarwinImageRaster
+    | DarwinVideoAnnotation
+    | DarwinVideoMask
+)
 
 
 class DarwinDocument(TypedDict):

@@ -69,7 +69,11 @@ def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> E
     ]
     if not rings:
         return None
-    return _encoded(mu.merge(mu.frPyObjects(rings, height, width)))
+    parts = mu.frPyObjects(rings, height, width)
+    if shape.even_odd and len(parts) > 1:  # holes are rings inside rings: each ring flips the pixels it covers
+        filled = np.bitwise_xor.reduce(np.asarray(mu.decode(parts), np.uint8), axis=2)
+        return _encoded(mu.encode(np.asfortranarray(filled)))
+    return _encoded(mu.merge(parts))
 
 
 def _encoded(rle: Any) -> EncodedRle:

@@ -127,6 +127,7 @@ def _shape(ann: DarwinAnnotation, data: DarwinFrame, unit: Unit, object_id: str)
         polygons=polygons,
         class_key=str(ann["name"]),
         box_src=(x, y, w, h),
+        even_odd=True,  # V7 fills a polygon's paths even-odd: the paths after the first may be holes
         **_provenance(ann, data),
     )
 

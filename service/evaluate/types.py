@@ -91,6 +91,8 @@ class Shape:
         created_by: who made it (Encord createdBy, Darwin annotator email), if known.
         attributes: (name, answer) pairs of the object's attributes, sorted.
         crowd: a COCO crowd region (never a miss; predictions inside it are ignored).
+        even_odd: ``polygons`` fill even-odd, so a ring inside another is a hole (Darwin's ``paths``); else their
+            union is the shape (COCO, where every list is a part).
     """
 
     object_id: str
@@ -105,6 +107,7 @@ class Shape:
     created_by: str | None = None
     attributes: tuple[tuple[str, str], ...] = ()
     crowd: bool = False
+    even_odd: bool = False
 
     @property
     def has_mask(self) -> bool:

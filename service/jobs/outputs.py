@@ -15,7 +15,9 @@ from typing import Any, cast
 from service.backends.encord import encord_ontology_from
 from service.config import Settings
 from service.convert.coco import frame_results_to_coco
+from service.convert.coco_types import CocoMaskStyle
 from service.convert.darwin import item_to_darwin
+from service.convert.darwin_types import DarwinMaskStyle
 from service.convert.label_studio import (
     LabelConfig,
     ObjectKind,
@@ -43,6 +45,17 @@ def job_model(job: JobRecord) -> ModelRef:
     """The model the job's request pins. Unpinned (distributed, no item ever ran: e.g. every item failed before
     a worker took it up): no version and no classes, and no item result to use them."""
     return job.spec.model_ref
+
+
+@dataclass(frozen=True, slots=True)
+class MaskStyles:
+    """How each format writes detections with masks (``?coco_masks=`` and ``?darwin_masks=`` on the result)."""
+
+    coco: CocoMaskStyle = "rle"
+    darwin: DarwinMaskStyle = "polygon"
+
+
+DEFAULT_MASKS = MaskStyles()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +108,25 @@ class ResultLayout:
             yield self.convert(item_predictions_from_json(r.name, r.result, self.tracker))
 
 
-def result_layout(fmt: str, job: JobRecord, settings: Settings) -> ResultLayout:
-    """``fmt``'s document for ``job``: video detections in the tracks their worker linked them into; an item the
-    format cannot hold (an Encord row of a video and a still) is skipped with a code and a reason."""
+def result_layout(fmt: str, job: JobRecord, settings: Settings, masks: MaskStyles = DEFAULT_MASKS) -> ResultLayout:
+    """``fmt``'s document for ``job``: video detections in the tracks their worker linked them into, masks as
+    ``masks`` says; an item the format cannot hold (an Encord row of a video and a still) is skipped with a code
+    and a reason."""
     model, tracker = job_model(job), job.spec.tracker(settings)
     provenance: dict[str, Any] = dict(Provenance(model=model.spec, model_version=model.version, job_id=job.id))
     if fmt == "coco":
         empty = frame_results_to_coco([], class_names=model.class_names)  # the info and categories of any job
         head = {"info": {**empty["info"], **provenance}}
         return ResultLayout(
-            head, ("images", "annotations"), {"categories": empty["categories"]}, _CocoNumbering(model), tracker
+            head,
+            ("images", "annotations"),
+            {"categories": empty["categories"]},
+            _CocoNumbering(model, masks.coco),
+            tracker,
         )
     if fmt == "darwin":
-        return ResultLayout(provenance, ("items",), {}, _each(fmt, lambda item: item_to_darwin(item, model)), tracker)
+        darwin = _each(fmt, lambda item: item_to_darwin(item, model, masks=masks.darwin))
+        return ResultLayout(provenance, ("items",), {}, darwin, tracker)
     if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
         ls = _LsTasks(model)  # a slot LS cannot show is listed in skipped_slots
         return ResultLayout({**provenance, "label_configs": ls.xml}, ("tasks",), {}, ls, tracker, lists_slots=True)
@@ -122,10 +141,12 @@ def result_layout(fmt: str, job: JobRecord, settings: Settings) -> ResultLayout:
     return ResultLayout({**provenance, "ontology": ontology.to_json()}, ("label_rows",), {}, _each(fmt, row), tracker)
 
 
-def job_result(fmt: str, job: JobRecord, results: Iterable[ItemResult], settings: Settings) -> JobResult:
+def job_result(
+    fmt: str, job: JobRecord, results: Iterable[ItemResult], settings: Settings, masks: MaskStyles = DEFAULT_MASKS
+) -> JobResult:
     """The job's preannotations as ``fmt``, in memory (``result_layout``); a succeeded item whose stored result is
     gone is listed in ``skipped_items`` as ``result_missing``."""
-    layout = result_layout(fmt, job, settings)
+    layout = result_layout(fmt, job, settings, masks)
     arrays: list[list[Any]] = [[] for _ in layout.arrays]
     skipped: list[Skipped] = []
     slots: list[Skipped] = []
@@ -168,8 +189,9 @@ class _CocoNumbering:
     """COCO images and annotations item by item, numbered on from the items before as one whole-job
     ``frame_results_to_coco`` numbers them; an item that fails is skipped and takes no ids."""
 
-    def __init__(self, model: ModelRef) -> None:
+    def __init__(self, model: ModelRef, masks: CocoMaskStyle = "rle") -> None:
         self._model = model
+        self._masks: CocoMaskStyle = masks
         self._images = 0
         self._annotations = 0
 
@@ -179,6 +201,7 @@ class _CocoNumbering:
                 item.frames,
                 class_names=self._model.class_names,
                 multi_slot_items=frozenset({item.name} if len(item.slots) > 1 else ()),
+                masks=self._masks,
             )
         except Exception as exc:  # find the items at fault rather than lose them all
             return ItemEntries(skipped=skipped_for("coco", item.name, exc))

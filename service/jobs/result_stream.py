@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.outputs import ItemEntries, ResultLayout, Skipped, listed, result_layout
+from service.jobs.outputs import DEFAULT_MASKS, ItemEntries, MaskStyles, ResultLayout, Skipped, listed, result_layout
 from service.queue.store import ItemResult, ItemState, JobRecord, JobStore
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,14 @@ _COPY_BYTES = 64 * 1024
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def job_result_chunks(fmt: str, job: JobRecord, items: Iterable[ItemResult], settings: Settings) -> Iterator[bytes]:
+def job_result_chunks(
+    fmt: str, job: JobRecord, items: Iterable[ItemResult], settings: Settings, masks: MaskStyles = DEFAULT_MASKS
+) -> Iterator[bytes]:
     """``job_result(fmt, job, items, settings)`` as JSON bytes, pulling ``items`` one at a time; a chunk per item
     (none for an item that adds nothing to the first array), so the caller holds one item, never the job.
 
     The layout is made now (an unreadable Encord ontology fails here, before a response has started)."""
-    return _written(result_layout(fmt, job, settings), items)
+    return _written(result_layout(fmt, job, settings, masks), items)
 
 
 @dataclass(frozen=True, slots=True)

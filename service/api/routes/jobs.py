@@ -24,8 +24,10 @@ from service.api.schemas import (
 )
 from service.backends.encord_registration import encord_registration_to_items, is_encord_registration
 from service.config import Settings
+from service.convert.coco_types import CocoMaskStyle
+from service.convert.darwin_types import DarwinMaskStyle
 from service.errors import ErrorCode, PreannotateError, error_code_named
-from service.jobs.outputs import job_result
+from service.jobs.outputs import MaskStyles, job_result
 from service.jobs.result_stream import PageBudget, coalesced, job_result_chunks, logged_to_end, succeeded_items
 from service.jobs.submit import create_job_from, idempotency_key_idem, validation_problem
 from service.queue.store import ItemError, ItemResult, ItemState, JobRecord, JobStatus, parse_cursor
@@ -222,9 +224,16 @@ def get_result(
     state: StateDep,
     tenant: TenantDep,
     format: Annotated[str, Query(pattern=_FORMAT_PATTERN)] = "coco",
+    coco_masks: Annotated[
+        CocoMaskStyle, Query(description="COCO segmentation of masked detections: rle, or polygon (RLE with holes)")
+    ] = "rle",
+    darwin_masks: Annotated[
+        DarwinMaskStyle, Query(description="Darwin masks: polygon, or raster (mask + raster_layer annotations)")
+    ] = "polygon",
 ) -> StreamingResponse:
     """The preannotations of a finished job (succeeded items): COCO, Darwin JSON 2.0, Label Studio
-    predictions or Encord label rows; video detections linked into tracks."""
+    predictions or Encord label rows; video detections linked into tracks, masks as ``coco_masks`` and
+    ``darwin_masks`` say."""
     job = _job_or_404(state.store.get_job(tenant=tenant, job_id=job_id), job_id)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         raise PreannotateError(ErrorCode.JOB_NOT_FINISHED, f"job {job_id} is {job.status.value}; poll its status")
@@ -234,7 +243,8 @@ def get_result(
     items = succeeded_items(state.store, tenant=tenant, job_id=job_id, budget=budget)
     if items is None:  # deleted since it was read
         raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
-    chunks = job_result_chunks(format, job, items, state.settings)
+    masks = MaskStyles(coco=coco_masks, darwin=darwin_masks)
+    chunks = job_result_chunks(format, job, items, state.settings, masks)
     return StreamingResponse(logged_to_end(coalesced(chunks), f"job {job_id}"), media_type="application/json")
 
 

@@ -538,3 +538,26 @@ def test_byom_needs_one_of_our_tokens(byom: TestClient, headers: dict[str, str])
     for response in (byom.get("/v7/classes", headers=headers), byom.post("/v7/infer", json={}, headers=headers)):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_mask_polygons_are_imported_as_polygons_not_as_their_derived_boxes() -> None:
+    """A mask's polygon carries the derived ``bounding_box`` V7 exports have: its class and data are the polygon's."""
+    from service.backends.v7 import main_type
+    from service.convert.darwin import item_to_darwin
+    from service.convert.types import ModelRef
+    from tests.builders import masked_item
+
+    model = ModelRef(spec="builtin:centerface", version="1", class_names=("face", "person"))
+    annotations = item_to_darwin(masked_item(), model)["annotations"]
+    kinds = [main_type(a) for a in annotations]  # type: ignore[arg-type]
+    assert kinds == ["polygon", "polygon", "polygon", "bounding_box", "polygon", "polygon"]
+    pairs = {(str(k), a["name"]) for k, a in zip(kinds, annotations, strict=True)}
+    class_ids = {pair: i for i, pair in enumerate(sorted(pairs))}
+    payload, skipped = darwin_to_import(annotations, class_ids)  # type: ignore[arg-type]
+    assert not skipped
+    ring = payload[1]["data"]["polygon"]
+    assert isinstance(ring, dict)
+    assert len(ring["additional_paths"]) == 1  # the hole
+    track = payload[4]["data"]["frames"]
+    assert isinstance(track, dict)
+    assert all(set(frame) >= {"polygon", "keyframe"} and "path" in frame["polygon"] for frame in track.values())

@@ -189,10 +189,10 @@ def darwin_failing_on(monkeypatch: pytest.MonkeyPatch, errors: dict[str, Excepti
     """The job's Darwin result, with the Darwin converter raising ``errors[item]`` for those items."""
     convert = service.jobs.outputs.item_to_darwin
 
-    def failing(item: ItemPredictions, model: Any) -> Any:
+    def failing(item: ItemPredictions, model: Any, **options: Any) -> Any:
         if item.name in errors:
             raise errors[item.name]
-        return convert(item, model)
+        return convert(item, model, **options)
 
     monkeypatch.setattr(service.jobs.outputs, "item_to_darwin", failing)
     return dict(job_result("darwin", job(), results(), Settings()))

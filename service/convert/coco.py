@@ -65,7 +65,8 @@ def frame_results_to_coco(
         ``video`` (the source file's name); every image carries its ``item`` and ``slot``. Boxes in a track
         (``Detections.tracker_id``, filled by the tracker) carry ``track_id``, unique within the item (so
         ``(item, track_id)`` names a track). A row with a mask also carries ``segmentation``, and its ``area`` is
-        the mask's pixel count (``bbox`` stays the detector's box); rows without one are written as before.
+        the mask's pixel count (``bbox`` stays the detector's box); in a run that makes masks, a box the segmenter found
+        nothing in gets its box as a polygon; runs without masks are written as before.
     """
     images: list[CocoImage] = []
     annotations: list[CocoAnnotation] = []
@@ -110,6 +111,10 @@ def frame_results_to_coco(
             if dets.masks is not None and masked[row]:
                 annotation["segmentation"] = coco_segmentation(dets.masks, row, info.height, info.width, masks)
                 annotation["area"] = round(float(dets.masks[row : row + 1].area_px()[0]), 2)  # the mask's
+            elif dets.masks is not None:
+                # a run that makes masks, and none came for this box: its box as a polygon, so every annotation of
+                # the file has a segmentation (pycocotools' segm evaluation fails on one without)
+                annotation["segmentation"] = [_box_polygon(annotation["bbox"])]
             annotations.append(annotation)
     return {
         "info": _info(model),
@@ -129,6 +134,11 @@ def coco_segmentation(
             return [[round(float(v), 2) for v in p.outer_xy.ravel()] for p in polygons]
     rle = mask_to_coco_rle(masks, row, height_px, width_px)
     return {"size": [int(height_px), int(width_px)], "counts": str(rle["counts"])}
+
+
+def _box_polygon(xywh: list[float]) -> list[float]:
+    x, y, w, h = xywh
+    return [x, y, round(x + w, 2), y, round(x + w, 2), round(y + h, 2), x, round(y + h, 2)]
 
 
 def _info(model: ModelInfo | None) -> CocoInfo:

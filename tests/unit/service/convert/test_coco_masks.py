@@ -48,6 +48,17 @@ def _masked_results() -> tuple[list[FrameResult], list[NDArray[np.bool_] | None]
     return results, [*rows, *second]
 
 
+def _expected(masks: list[NDArray[np.bool_] | None]) -> list[NDArray[np.bool_]]:
+    """What each row rasterises to: its mask, or for a row the segmenter found nothing in, its box."""
+    out = []
+    for mask, (x1, y1, x2, y2) in zip(masks, _boxes_of(masks), strict=True):
+        if mask is None:
+            mask = np.zeros((H, W), np.bool_)
+            mask[int(y1) : int(y2), int(x1) : int(x2)] = True
+        out.append(mask)
+    return out
+
+
 def _decode(coco: CocoDocument, path: Path) -> list[NDArray[np.bool_] | None]:
     """Each annotation's mask as pycocotools rasterises it (None: no segmentation)."""
     path.write_text(json.dumps(coco))
@@ -61,10 +72,9 @@ def test_pycocotools_rasterises_exactly_the_masks(style: CocoMaskStyle, tmp_path
     coco = frame_results_to_coco(results, class_names=NAMES, masks=style)
 
     decoded = _decode(coco, tmp_path / "out.json")
-    assert [d is None for d in decoded] == [m is None for m in masks]
-    for got, want in zip(decoded, masks, strict=True):
-        if want is not None:
-            np.testing.assert_array_equal(got, want)
+    for got, want in zip(decoded, _expected(masks), strict=True):
+        assert got is not None  # every row of a run with masks has a segmentation
+        np.testing.assert_array_equal(got, want)
     for ann, mask, box in zip(coco["annotations"], masks, _boxes_of(masks), strict=True):
         x1, y1, x2, y2 = box
         assert ann["bbox"] == [x1, y1, x2 - x1, y2 - y1]  # the detector's box, not the mask's
@@ -72,13 +82,16 @@ def test_pycocotools_rasterises_exactly_the_masks(style: CocoMaskStyle, tmp_path
 
 
 def test_rle_is_the_default_and_covers_the_whole_image() -> None:
-    results, _ = _masked_results()
-    segmentations = [a.get("segmentation") for a in frame_results_to_coco(results, class_names=NAMES)["annotations"]]
-    for seg in segmentations:
-        if seg is not None:
-            assert isinstance(seg, dict)
-            assert seg["size"] == [H, W]
-            assert isinstance(seg["counts"], str)
+    results, masks = _masked_results()
+    annotations = frame_results_to_coco(results, class_names=NAMES)["annotations"]
+    for annotation, mask in zip(annotations, masks, strict=True):
+        seg = annotation["segmentation"]
+        if mask is None:  # nothing from the segmenter: the box as a polygon
+            assert isinstance(seg, list)
+            continue
+        assert isinstance(seg, dict)
+        assert seg["size"] == [H, W]
+        assert isinstance(seg["counts"], str)
 
 
 def test_polygon_mode_writes_rle_for_a_mask_with_holes() -> None:
@@ -86,30 +99,37 @@ def test_polygon_mode_writes_rle_for_a_mask_with_holes() -> None:
     results, _ = _masked_results()
     anns = frame_results_to_coco(results, class_names=NAMES, masks="polygon")["annotations"]
     kinds = [type(a.get("segmentation")).__name__ for a in anns]
-    assert kinds == ["list", "dict", "list", "NoneType", "list"]
+    assert kinds == ["list", "dict", "list", "list", "list"]
     two_parts = anns[2]["segmentation"]
     assert isinstance(two_parts, list)
     assert len(two_parts) == 2  # one flat list per connected part
     assert all(len(ring) >= 6 and len(ring) % 2 == 0 for ring in two_parts)
 
 
-def test_rows_without_masks_are_written_as_before() -> None:
-    """An all-empty Masks writes the same bytes as no masks at all."""
+def test_a_box_the_segmenter_found_nothing_in_is_its_box_as_a_polygon() -> None:
+    """Every annotation of a run with masks has a segmentation (pycocotools' segm eval needs one on each)."""
     dets = make_detections([[10, 20, 110, 70], [0, 0, 5, 5]], [0.9, 0.55], [0, 1])
     plain = frame_results_to_coco([make_result(dets)], class_names=NAMES)
+    assert all("segmentation" not in a for a in plain["annotations"])  # no masks in the run: as before
     for style in ("rle", "polygon"):
         masked = frame_results_to_coco([make_result(dets.with_masks(Masks.empty(2)))], class_names=NAMES, masks=style)
-        assert json.dumps(masked) == json.dumps(plain)
+        assert [a.get("segmentation") for a in masked["annotations"]] == [
+            [[10, 20, 110, 20, 110, 70, 10, 70]],
+            [[0, 0, 5, 0, 5, 5, 0, 5]],
+        ]
+        assert [{**a, "segmentation": None} for a in masked["annotations"]] == [
+            {**a, "segmentation": None} for a in plain["annotations"]
+        ]
 
 
 def test_cocoeval_segm_scores_our_output_against_itself_as_one(tmp_path: Path) -> None:
-    """Ground truth and results are our masked rows (a segm eval needs ``segmentation`` on every ground truth)."""
+    """Our whole file as ground truth and as results, unchanged."""
     results, _ = _masked_results()
     for style in ("rle", "polygon"):
         coco = frame_results_to_coco(results, class_names=NAMES, masks=style)
-        masked = [a for a in coco["annotations"] if "segmentation" in a]
+        masked = coco["annotations"]
         path = tmp_path / f"{style}.json"
-        path.write_text(json.dumps({**coco, "annotations": masked}))
+        path.write_text(json.dumps(coco))
         gt = COCO(str(path))
         evaluation = COCOeval(gt, gt.loadRes(masked), iouType="segm")
         evaluation.evaluate()
@@ -124,12 +144,11 @@ def test_faster_coco_eval_loads_our_masks_and_runs_segm(tmp_path: Path) -> None:
     results, masks = _masked_results()
     for style in ("rle", "polygon"):
         coco = frame_results_to_coco(results, class_names=NAMES, masks=style)
-        masked = [a for a in coco["annotations"] if "segmentation" in a]
-        coco_masked: CocoDocument = {**coco, "annotations": masked}
+        masked = coco["annotations"]
         path = tmp_path / f"{style}.json"
-        path.write_text(json.dumps(coco_masked))
+        path.write_text(json.dumps(coco))
         gt = faster.COCO(str(path))
-        for ann, want in zip(masked, [m for m in masks if m is not None], strict=True):
+        for ann, want in zip(masked, _expected(masks), strict=True):
             np.testing.assert_array_equal(gt.annToMask(gt.anns[ann["id"]]).astype(bool), want)
         evaluation = faster.COCOeval_faster(gt, gt.loadRes(masked), iouType="segm")
         evaluation.evaluate()
@@ -151,14 +170,12 @@ def test_supervision_reads_our_masks(tmp_path: Path) -> None:
         dataset = sv.DetectionDataset.from_coco(str(root), str(path), force_masks=True)
         loaded = [dataset.annotations[str((root / n).resolve())].mask for n in ("a.jpg", "b.jpg")]
         got = [m for frame in loaded for m in frame]
-        for mask, want in zip(got, masks, strict=True):
-            if want is None:
-                assert not mask.any()
-            elif style == "rle":
+        for mask, want, box_only in zip(got, _expected(masks), [m is None for m in masks], strict=True):
+            if style == "rle" and not box_only:
                 np.testing.assert_array_equal(mask, want)
             else:  # supervision fills with cv2.fillPoly, which also takes the pixels right of and below an edge
                 assert not (want & ~mask).any()
-                assert (mask & want).sum() / (mask | want).sum() >= 0.9
+                assert box_only or (mask & want).sum() / (mask | want).sum() >= 0.9
 
 
 def test_segmentation_rle_matches_pycocotools_encode() -> None:

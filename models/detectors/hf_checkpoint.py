@@ -1,9 +1,11 @@
-"""Find and load a transformers detection checkpoint: a local directory or a hub id (cache first)."""
+"""Find and load a transformers checkpoint (a detector, or a SAM-family segmenter): a local directory or a hub id
+(cache first)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,23 @@ from models.runtimes.torch import require
 log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_CONFIG_FILES = ("config.json", "preprocessor_config.json")
 _TRUTHY = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointKind:
+    """What kind of checkpoint to load, and how.
+
+    Attributes:
+        what: named in errors (``detection``, ``SAM-family``).
+        required: file groups a directory must hold, one file of each group (in the version hash when present).
+        load: ``(transformers, source, local_files_only) -> (processor, model)``; raises OSError when the files
+            are missing, ValueError/KeyError when they do not form this kind of checkpoint.
+    """
+
+    what: str
+    required: tuple[tuple[str, ...], ...]
+    load: Callable[[Any, str, bool], tuple[Any, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +41,8 @@ class Checkpoint:
     """A loaded processor + model pair and where it came from.
 
     Attributes:
-        processor: the ``AutoImageProcessor`` instance.
-        model: the ``AutoModelForObjectDetection`` instance (on CPU, fp32).
+        processor: what ``CheckpointKind.load`` gives (detection: the ``AutoImageProcessor`` instance).
+        model: the model instance (detection: ``AutoModelForObjectDetection``), on CPU, fp32.
         name: a short name (directory or repo name).
         version: ``<name>-<hash>``: config + weights digest for a directory, snapshot commit for the hub.
     """
@@ -45,8 +62,9 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUTHY
 
 
-def _directory_version(directory: Path) -> str:
-    files = [directory / name for name in _CONFIG_FILES if (directory / name).is_file()]
+def _directory_version(directory: Path, kind: CheckpointKind) -> str:
+    names = [name for group in kind.required for name in group]
+    files = [directory / name for name in names if (directory / name).is_file()]
     files += sorted(p for p in directory.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
     return f"{directory.name}-{files_digest(files)}"
 
@@ -61,33 +79,36 @@ def _hub_version(repo_id: str) -> str:
     return f"{name}-unknown"
 
 
-def _from_pretrained(transformers: Any, source: str, *, local_files_only: bool) -> tuple[Any, Any]:
+def _load_detection(transformers: Any, source: str, local_files_only: bool) -> tuple[Any, Any]:
     processor = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
     model = transformers.AutoModelForObjectDetection.from_pretrained(source, local_files_only=local_files_only)
     return processor, model
 
 
-def _load_directory(transformers: Any, directory: Path) -> Checkpoint:
-    missing = [name for name in _CONFIG_FILES if not (directory / name).is_file()]
+DETECTION = CheckpointKind("detection", (("config.json",), ("preprocessor_config.json",)), _load_detection)
+
+
+def _load_directory(transformers: Any, directory: Path, kind: CheckpointKind) -> Checkpoint:
+    missing = [" or ".join(group) for group in kind.required if not any((directory / n).is_file() for n in group)]
     if missing:
         raise ModelLoadError(
             f"{directory} is not a transformers checkpoint: it lacks {', '.join(missing)} "
             "(save both the model and its image processor with save_pretrained)"
         )
     try:
-        processor, model = _from_pretrained(transformers, str(directory), local_files_only=True)
+        processor, model = kind.load(transformers, str(directory), True)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load the detection checkpoint in {directory}: {exc}") from exc
-    return Checkpoint(processor, model, directory.name, _directory_version(directory))
+        raise ModelLoadError(f"cannot load the {kind.what} checkpoint in {directory}: {exc}") from exc
+    return Checkpoint(processor, model, directory.name, _directory_version(directory, kind))
 
 
-def _load_hub(transformers: Any, repo_id: str) -> Checkpoint:
+def _load_hub(transformers: Any, repo_id: str, kind: CheckpointKind) -> Checkpoint:
     hint = (
         f"pre-download it where there is network (`hf download {repo_id}`, then copy the HF cache or set "
         f"HF_HOME), or save it to a directory and use hf:/path/to/dir"
     )
     try:
-        processor, model = _from_pretrained(transformers, repo_id, local_files_only=True)
+        processor, model = kind.load(transformers, repo_id, True)
     except OSError as cache_miss:
         if _hub_offline():
             raise ModelNotFoundError(
@@ -95,23 +116,24 @@ def _load_hub(transformers: Any, repo_id: str) -> Checkpoint:
             ) from cache_miss
         log.info("hf:%s is not cached; downloading from the Hugging Face Hub", repo_id)
         try:
-            processor, model = _from_pretrained(transformers, repo_id, local_files_only=False)
+            processor, model = kind.load(transformers, repo_id, False)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot find or download hf:{repo_id} ({exc}); {hint}") from exc
     except (ValueError, KeyError) as exc:
-        raise ModelLoadError(f"hf:{repo_id} is cached but is not a loadable detection checkpoint: {exc}") from exc
+        raise ModelLoadError(f"hf:{repo_id} is cached but is not a loadable {kind.what} checkpoint: {exc}") from exc
     return Checkpoint(processor, model, repo_id.rsplit("/", 1)[-1], _hub_version(repo_id))
 
 
-def load_checkpoint(target: str) -> Checkpoint:
-    """Load ``AutoImageProcessor`` + ``AutoModelForObjectDetection`` from a directory or a hub id.
+def load_checkpoint(target: str, kind: CheckpointKind = DETECTION) -> Checkpoint:
+    """Load a ``kind`` checkpoint (by default ``AutoImageProcessor`` + ``AutoModelForObjectDetection``) from a
+    directory or a hub id.
 
     A directory is read with ``local_files_only=True``. A hub id is read from the local HF cache
     first; when it is not cached and ``HF_HUB_OFFLINE`` is not set, it is downloaded.
 
     Raises:
         ModelNotFoundError: the directory does not exist, or the hub id is neither cached nor downloadable.
-        ModelLoadError: the files exist but do not form a detection checkpoint.
+        ModelLoadError: the files exist but do not form a ``kind`` checkpoint.
         MissingDependencyError: torch or transformers is not installed.
     """
     directory = Path(target).expanduser()
@@ -123,5 +145,5 @@ def load_checkpoint(target: str) -> Checkpoint:
     require("torch", needed_for=f"hf:{target}")
     transformers = require("transformers", needed_for=f"hf:{target}")
     if directory.is_dir():
-        return _load_directory(transformers, directory.resolve())
-    return _load_hub(transformers, target)
+        return _load_directory(transformers, directory.resolve(), kind)
+    return _load_hub(transformers, target, kind)

@@ -58,6 +58,16 @@ def configure_cpu_threads(num_threads: int | None) -> None:
         log.info("torch CPU threads set to %d", num_threads)
 
 
+def autocast_dtype(device: str, half: bool) -> torch.dtype | None:
+    """The dtype to autocast to: None on CPU or when half precision is off; on CUDA bfloat16 where the GPU
+    has it (fp16's range overflows in some large ViTs), else float16."""
+    import torch
+
+    if device != "cuda" or not half:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
     """Move a host tensor to ``device``.
 

@@ -24,19 +24,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class ResizeRule:
-    """How a processor sizes a frame: a fixed size, short/long edge bounds, or a bounding box.
+    """How a processor sizes a frame: a fixed size, short/long edge bounds, a bounding box, or a long side.
 
     Attributes:
         kind: ``fixed`` (plain resize to height x width), ``edges`` (keep the aspect ratio, shortest
-            side ``shortest_px`` unless that makes the longest exceed ``longest_px``) or ``fit``
-            (keep the aspect ratio, fit inside height x width).
+            side ``shortest_px`` unless that makes the longest exceed ``longest_px``), ``fit``
+            (keep the aspect ratio, fit inside height x width) or ``longest`` (keep the aspect ratio,
+            longest side ``longest_px``: SAM's processor).
         height_px: fixed/fit height.
         width_px: fixed/fit width.
         shortest_px: edges: target shortest side.
         longest_px: edges: cap on the longest side (None = no cap).
     """
 
-    kind: Literal["fixed", "edges", "fit"]
+    kind: Literal["fixed", "edges", "fit", "longest"]
     height_px: int | None = None
     width_px: int | None = None
     shortest_px: int | None = None
@@ -54,6 +55,11 @@ class ResizeRule:
 
     def output_hw(self, height_px: int, width_px: int) -> tuple[int, int]:
         """The resized (height, width) of a height x width frame."""
+        if self.kind == "longest":
+            assert self.longest_px is not None
+            scale = self.longest_px / max(height_px, width_px)
+            # SAM's processor rounds both sides half up
+            return max(1, int(height_px * scale + 0.5)), max(1, int(width_px * scale + 0.5))
         if self.kind != "edges":
             box_h, box_w = self.height_px, self.width_px
             assert box_h is not None
@@ -76,13 +82,18 @@ class ResizeRule:
 
 @dataclass(frozen=True, slots=True)
 class PreprocessSpec:
-    """What the processor does to pixels, read once from it."""
+    """What the processor does to pixels, read once from it.
+
+    ``pad_to_hw``: a fixed (height, width) every frame is padded to (bottom and right), as SAM's processor
+    pads to 1024 x 1024; None pads only to the batch's largest frame (when ``pad``).
+    """
 
     resize: ResizeRule
     rescale: float | None
     mean: tuple[float, float, float] | None
     std: tuple[float, float, float] | None
     pad: bool
+    pad_to_hw: tuple[int, int] | None = None
 
     @classmethod
     def from_processor(cls, processor: Any, size: Mapping[str, int]) -> PreprocessSpec | None:
@@ -237,8 +248,9 @@ def prepare_on_device(
             # antialias matches PIL's bilinear filter when shrinking (and is a no-op when enlarging)
             frame = functional.interpolate(frame, size=out_hw, mode="bilinear", align_corners=False, antialias=True)
         resized.append(frame[0])
-    height = max(t.shape[1] for t in resized)
-    width = max(t.shape[2] for t in resized)
+    pad_h, pad_w = spec.pad_to_hw if spec.pad and spec.pad_to_hw is not None else (0, 0)
+    height = max(pad_h, *(t.shape[1] for t in resized))
+    width = max(pad_w, *(t.shape[2] for t in resized))
     if not spec.pad and any(t.shape[1:] != (height, width) for t in resized):
         raise ValueError("frames of different sizes need a padding processor")
     batch = torch.zeros((len(resized), 3, height, width), device=device, dtype=torch.float32)

@@ -29,11 +29,13 @@ class CheckpointKind:
         required: file groups a directory must hold, one file of each group (in the version hash when present).
         load: ``(transformers, source, local_files_only) -> (processor, model)``; raises OSError when the files
             are missing, ValueError/KeyError when they do not form this kind of checkpoint.
+        example_hub_id: a hub id of this kind, for the not-found hint.
     """
 
     what: str
     required: tuple[tuple[str, ...], ...]
     load: Callable[[Any, str, bool], tuple[Any, Any]]
+    example_hub_id: str = "PekingU/rtdetr_r50vd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +141,9 @@ def load_checkpoint(target: str, kind: CheckpointKind = DETECTION) -> Checkpoint
     directory = Path(target).expanduser()
     if not directory.is_dir() and looks_like_path(target):
         raise ModelNotFoundError(
-            f"checkpoint directory {directory} does not exist; point hf: at a directory holding config.json, "
-            "preprocessor_config.json and the weights, or use a hub id such as PekingU/rtdetr_r50vd"
+            f"checkpoint directory {directory} does not exist; point hf: at a directory holding "
+            f"{', '.join(' or '.join(group) for group in kind.required)} and the weights, or use a hub id such as "
+            f"{kind.example_hub_id}"
         )
     require("torch", needed_for=f"hf:{target}")
     transformers = require("transformers", needed_for=f"hf:{target}")

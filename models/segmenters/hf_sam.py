@@ -55,7 +55,10 @@ def _load_sam(transformers: Any, source: str, local_files_only: bool) -> tuple[A
 
 
 SAM_FAMILY = CheckpointKind(
-    "SAM-family", (("config.json",), ("preprocessor_config.json", "processor_config.json")), _load_sam
+    "SAM-family",
+    (("config.json",), ("preprocessor_config.json", "processor_config.json")),
+    _load_sam,
+    example_hub_id="facebook/sam-vit-base",
 )
 
 

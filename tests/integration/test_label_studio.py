@@ -361,3 +361,84 @@ def test_brush_and_polygon_predictions_are_stored_as_pushed(ls: LabelStudio, med
     assert [r["type"] for r in sent] == ["brushlabels", "brushlabels", "polygonlabels", "rectanglelabels"]
     (stored,) = ls.predictions(task)
     assert stored["result"] == sent
+
+
+BRUSH_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="mask" toName="image"><Label value="Face"/></BrushLabels>
+</View>"""
+POLYGON_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <PolygonLabels name="outline" toName="image"><Label value="Face"/></PolygonLabels>
+</View>"""
+
+
+@pytest.fixture(scope="module")
+def sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.unit.models.hf_checkpoints import write_tiny_sam
+
+    return write_tiny_sam(tmp_path_factory.mktemp("sam") / "sam")
+
+
+def _face_mask(region: dict[str, Any]) -> Any:
+    from service.evaluate.geometry import ls_brush_rle_to_mask
+
+    return ls_brush_rle_to_mask(region["value"]["rle"], region["original_width"], region["original_height"])
+
+
+def test_sync_with_a_segmenter_writes_the_masks_the_project_asks_for(
+    ls: LabelStudio, media: dict[str, Path], sam_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sync --segmenter``: a BrushLabels project gets brush masks, a PolygonLabels project polygons."""
+    brush = ls.create_project("sync brush", BRUSH_CONFIG)
+    polygon = ls.create_project("sync polygon", POLYGON_CONFIG)
+    tasks = {}
+    for project in (brush, polygon):
+        ls.add_local_storage(project, media["photo"].parent)
+        (tasks[project],) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+        code, out = sync(ls, project, capsys, segmenter=f"hf:{sam_dir}")
+        assert code == 0, out
+        assert "1 created" in out
+
+    (prediction,) = ls.predictions(tasks[brush])
+    (region,) = prediction["result"]  # the astronaut's face
+    assert (region["type"], region["from_name"], region["value"]["format"]) == ("brushlabels", "mask", "rle")
+    assert region["value"]["brushlabels"] == ["Face"]
+    assert _face_mask(region).any()
+
+    (prediction,) = ls.predictions(tasks[polygon])
+    (region,) = prediction["result"]
+    assert (region["type"], region["from_name"]) == ("polygonlabels", "outline")
+    points = region["value"]["points"]
+    assert len(points) >= 3
+    assert all(0 <= x <= 100 and 0 <= y <= 100 for x, y in points)
+
+
+def test_ml_backend_with_a_segmenter_answers_brush_masks(
+    ls: LabelStudio, media: dict[str, Path], sam_dir: Path, tmp_path: Path
+) -> None:
+    """Label Studio asks `preannotate serve` (PREANNOTATE_SEGMENTER set) and stores the brush masks it answers."""
+    project = ls.create_project("ml backend brush", BRUSH_CONFIG)
+    ls.add_local_storage(project, media["photo"].parent)
+    (task,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+    with running(
+        tmp_path / "jobs.db",
+        PREANNOTATE_WORKERS="0",
+        PREANNOTATE_LABEL_STUDIO_URL=ls.url,
+        PREANNOTATE_LABEL_STUDIO_API_KEY=ls.token,
+        PREANNOTATE_SEGMENTER=f"hf:{sam_dir}",
+    ) as server:
+        answer = connect(ls, server, project)
+        assert answer.status_code == 201, answer.text
+        action = {"selectedItems": {"all": False, "included": [task]}}
+        with ls.api() as client:
+            done = client.post(
+                "/api/dm/actions/", params={"id": "retrieve_tasks_predictions", "project": project}, json=action
+            )
+        assert done.status_code == 200, done.text
+    (prediction,) = ls.predictions(task)
+    (region,) = prediction["result"]
+    assert (region["type"], region["value"]["brushlabels"]) == ("brushlabels", ["Face"])
+    assert _face_mask(region).any()

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from service.samples import write_video
-from tests.integration.servers import Server, free_port, wait_for_job
+from tests.integration.servers import Server, free_port, running, wait_for_job
 from tests.redis_server import RedisServer
 from tests.s3_server import MotoServer, S3Bucket, boto3_client, client_env
 
@@ -438,3 +438,39 @@ def test_cold_start_jobs_queue_with_no_worker_then_the_first_worker_runs_them(
             worker.stop()
         api.stop()
         fresh.cleanup()
+
+
+def test_a_job_with_a_segmenter_is_pinned_by_the_api_and_masked_by_a_worker(
+    env: dict[str, str], api: Server, media: Path, db: redis.Redis, tmp_path: Path
+) -> None:
+    """The API pod loads no model: it pins the job to the segmenter it is configured with (spec only); a worker
+    running that segmenter takes the job, and every stored box comes back with its mask."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.unit.models.hf_checkpoints import write_tiny_sam
+
+    sam = f"hf:{write_tiny_sam(tmp_path / 'sam')}"
+    yolo = f"onnx:{_yolo_onnx(tmp_path / 'yolo.onnx')}"
+    worker = Worker(
+        {**env, "PREANNOTATE_WORKERS": "1", "PREANNOTATE_EXTRA_MODELS": yolo, "PREANNOTATE_SEGMENTER": sam},
+        tmp_path / "w.log",
+    )
+    try:
+        with api.client() as client:
+            body = {"items": [{"name": "masked", "slots": [{"url": (media / "short.mp4").as_uri()}]}], "fps": 2}
+            refused = client.post("/v1/jobs", json={**body, "model": yolo, "segmenter": sam})
+            assert refused.status_code == 404, refused.text  # this API is not configured with that segmenter
+            assert refused.json()["error"]["code"] == "model_not_found"
+        masked_env = {**env, "PREANNOTATE_WORKERS": "0", "PREANNOTATE_SEGMENTER": sam}
+        with running(tmp_path / "unused.db", **masked_env) as masked_api, masked_api.client() as client:
+            submitted = client.post("/v1/jobs", json={**body, "model": yolo, "segmenter": sam})
+            assert submitted.status_code == 202, submitted.text
+            job_id = submitted.json()["job_id"]
+            job = wait_for_job(client, job_id, timeout_s=120)
+            assert job["status"] == "succeeded", (job, worker.log())
+            coco = client.get(f"/v1/jobs/{job_id}/result", params={"format": "coco"}).json()
+        annotations = coco["annotations"]
+        assert annotations
+        assert all(set(a["segmentation"]) == {"size", "counts"} for a in annotations)
+    finally:
+        worker.stop()

@@ -43,15 +43,17 @@ class CatalogEntry(Protocol):
 @dataclass(frozen=True, slots=True)
 class JobModel:
     """The model a job is submitted for: its version and classes, both None while no worker has published it
-    (distributed mode, cold start); the first worker to run one of the job's items pins them then."""
+    (distributed mode, cold start); the first worker to run one of the job's items pins them then. ``makes_masks``:
+    the model makes masks itself (``ModelInfo.makes_masks``; False while unknown)."""
 
     spec: str
     version: str | None
     class_names: tuple[str, ...] | None
+    makes_masks: bool = False
 
     @classmethod
     def of(cls, entry: CatalogEntry) -> JobModel:
-        return cls(entry.spec, entry.info.version, tuple(entry.info.class_names))
+        return cls(entry.spec, entry.info.version, tuple(entry.info.class_names), entry.info.makes_masks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,11 +63,23 @@ class PredictUrlRequest(BaseModel):
     )
 
 
+class MaskRlePublic(BaseModel):
+    """A mask as COCO's compressed RLE of the whole image (pycocotools ``decode`` reads it as it is)."""
+
+    size: list[int] = Field(description="[height, width] of the image in pixels", min_length=2, max_length=2)
+    counts: str = Field(description="COCO compressed RLE, column-major (Fortran order), as pycocotools encodes")
+
+
 class DetectionPublic(BaseModel):
     xyxy: list[float] = Field(description="x1, y1, x2, y2 in pixels of the image")
     score: float
     label: str
     class_id: int
+    mask: MaskRlePublic | None = Field(
+        None,
+        description="the detection's instance mask on the whole image; present only when the run makes masks "
+        "(PREANNOTATE_SEGMENTER is set, or the model makes masks itself) and this detection has one",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -160,6 +172,12 @@ class ItemPage(BaseModel):
 
 class ModelPublic(BaseModel):
     spec: str
+    kind: Literal["detector", "segmenter"] = Field(
+        "detector",
+        description="detector: a model jobs name in `model`; segmenter: the box-prompted segmenter that masks the "
+        "boxes (PREANNOTATE_SEGMENTER; a job's `segmenter`), listed last, with null classes and never the default; "
+        "in distributed mode the API loads none, so it is listed with `known: false` (the workers load it)",
+    )
     known: bool = Field(
         True,
         description="false in distributed mode while no worker has published this configured model: its name, "

@@ -430,10 +430,11 @@ def encord_auth_from(settings: Settings) -> EncordAuth:
     raise ValueError("Encord needs encord_ssh_key_file, encord_ssh_key or encord_bearer_token")
 
 
-def encord_ontology_from(settings: Settings, class_names: tuple[str, ...]) -> EncordOntology:
-    """The project's ontology (``encord_ontology_file``), else one object per class name."""
+def encord_ontology_from(settings: Settings, class_names: tuple[str, ...], *, masks: bool = False) -> EncordOntology:
+    """The project's ontology (``encord_ontology_file``), else one object per class name (and with ``masks``, a
+    run that makes masks, a polygon object per class too: ``default_ontology``)."""
     if settings.encord_ontology_file is None:
-        return default_ontology(class_names)
+        return default_ontology(class_names, masks=masks)
     return EncordOntology.from_json(
         json.loads(settings.encord_ontology_file.read_text()), aliases=settings.encord_class_aliases
     )

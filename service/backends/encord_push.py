@@ -76,7 +76,7 @@ class EncordPusher(Backend):
         try:
             push = encord_push_of(item, predictions)
             model = spec.model_ref
-            ontology = encord_ontology_from(self._settings, model.class_names)
+            ontology = encord_ontology_from(self._settings, model.class_names, masks=spec.makes_masks)
             return self._bundler.get().push(push, model, ontology)
         except BackendError as exc:
             raise backend_error_to_preannotate(exc) from None
@@ -94,7 +94,7 @@ class EncordPusher(Backend):
             except PreannotateError as exc:  # no data hash: this item alone fails
                 failed.append(exc)
         model = spec.model_ref
-        ontology = encord_ontology_from(self._settings, model.class_names)
+        ontology = encord_ontology_from(self._settings, model.class_names, masks=spec.makes_masks)
         try:
             results = self._client.get().push_each(pushes, model, ontology) if pushes else []
         except ValueError as exc:  # a data hash given twice

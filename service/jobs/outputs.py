@@ -128,11 +128,11 @@ def result_layout(fmt: str, job: JobRecord, settings: Settings, masks: MaskStyle
         darwin = _each(fmt, lambda item: item_to_darwin(item, model, masks=masks.darwin))
         return ResultLayout(provenance, ("items",), {}, darwin, tracker)
     if fmt == "labelstudio":  # LS video regions are tracks: with tracking off, one per detection
-        ls = _LsTasks(model)  # a slot LS cannot show is listed in skipped_slots
+        ls = _LsTasks(model, masks=job.spec.makes_masks)  # a slot LS cannot show is listed in skipped_slots
         return ResultLayout({**provenance, "label_configs": ls.xml}, ("tasks",), {}, ls, tracker, lists_slots=True)
     from service.convert.encord import item_to_encord_label_row
 
-    ontology = encord_ontology_from(settings, model.class_names)
+    ontology = encord_ontology_from(settings, model.class_names, masks=job.spec.makes_masks)
     created_by = settings.encord_created_by
 
     def row(item: ItemPredictions) -> Any:
@@ -228,10 +228,10 @@ class _LsTasks:
     Slots LS has no object for (DICOM, sequences, PDF) are listed in ``skipped_slots`` with a code and a reason.
     """
 
-    def __init__(self, model: ModelRef) -> None:
+    def __init__(self, model: ModelRef, *, masks: bool = False) -> None:
         self._model = model
-        self.xml: dict[ObjectKind, str] = {
-            kind: default_label_config_xml(model.class_names, kind) for kind in ("image", "video")
+        self.xml: dict[ObjectKind, str] = {  # a job that makes masks gets a brush control for them
+            kind: default_label_config_xml(model.class_names, kind, masks=masks) for kind in ("image", "video")
         }
         self._configs: dict[ObjectKind, LabelConfig] = {kind: parse_label_config(t) for kind, t in self.xml.items()}
 

@@ -45,7 +45,7 @@ CLIENT_KEY_PREFIX = "key:"
 FINGERPRINT = "content_sha256"
 """The stored request's field holding what a client-keyed job was created from (``content_fingerprint``;
 ``JobSpec.content_sha256``): never part of a dedupe key."""
-SERVER_PINNED = frozenset({"model_version", "class_names", "segmenter_version"})
+SERVER_PINNED = frozenset({"model_version", "class_names", "segmenter_version", "model_makes_masks"})
 """Pinned from the model, not sent by the client, and left out of every dedupe key: unknown (None) until a worker
 publishes the model (distributed cold start), so the same request before and after must make the same key. A
 retry across a model upgrade is still the same request to a client key; content and delivery keys tell versions
@@ -189,6 +189,7 @@ def job_params(job: JobCreate, model: JobModel, settings: Settings, segmenter: J
         model=model.spec,
         model_version=model.version,
         class_names=model.class_names,
+        model_makes_masks=model.makes_masks,
         fps=settings.fps if job.fps is None else job.fps,
         sampling=job.sampling or settings.sampling,
         threshold=settings.threshold if job.threshold is None else job.threshold,

@@ -184,11 +184,16 @@ class WorkerPool:
                 not have (another worker won the pin, or a rolling update): results stored under the job's
                 class names would be mislabelled, so a worker of the pinned model is left to run it.
         """
-        mine = ModelPin(model.info.version, tuple(model.info.class_names))
+        mine = ModelPin(model.info.version, tuple(model.info.class_names), model.info.makes_masks)
         pin = lease.spec.pin
         if pin is None:
-            pin = self._store.pin_model(lease.job_id, version=mine.version, class_names=mine.class_names) or mine
-            lease = replace(lease, spec=lease.spec.pinned(pin.version, pin.class_names))
+            pin = (
+                self._store.pin_model(
+                    lease.job_id, version=mine.version, class_names=mine.class_names, makes_masks=mine.makes_masks
+                )
+                or mine
+            )
+            lease = replace(lease, spec=lease.spec.pinned(pin.version, pin.class_names, makes_masks=pin.makes_masks))
         if pin.class_names and pin.class_names != mine.class_names:
             raise PreannotateError(
                 ErrorCode.NOT_READY,

@@ -425,7 +425,9 @@ class RedisJobStore:
         with self._guard():
             return bool(self._r.exists(self._key(kind, ident)))
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
+    def pin_model(
+        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+    ) -> ModelPin | None:
         """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
         racing to pin leave one pin, never a mix); returns the pin that stands."""
         key = self._key("job", job_id)
@@ -441,10 +443,12 @@ class RedisJobStore:
                     if pin is not None:
                         return pin
                     pinned = {**stored, "model_version": version, "class_names": list(class_names)}
+                    if makes_masks:  # only then, as JobSpec.to_stored writes it
+                        pinned["model_makes_masks"] = True
                     pipe.multi()
                     pipe.hset(key, "request", _dumps(pinned))
                     pipe.execute()
-                    return ModelPin(version, tuple(class_names))
+                    return ModelPin(version, tuple(class_names), makes_masks)
                 except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
                     continue
 

@@ -261,9 +261,11 @@ class ResilientStore:
             tenant=tenant, job_id=job_id, states=states, after=after, limit=limit, with_results=with_results
         )
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
+    def pin_model(
+        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+    ) -> ModelPin | None:
         # NOT_READY propagates: the item fails retryably and is run again once Redis is back.
-        return self.store.pin_model(job_id, version=version, class_names=class_names)
+        return self.store.pin_model(job_id, version=version, class_names=class_names, makes_masks=makes_masks)
 
     def depth(self) -> int:
         return self.store.depth()

@@ -619,11 +619,15 @@ class SqliteJobStore:
         with self._conns_lock:
             return self._settled
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
+    def pin_model(
+        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+    ) -> ModelPin | None:
         """Pin an unpinned job's model version and classes (the first pin stands); returns the pin that stands."""
+        # model_makes_masks only when true, as JobSpec.to_stored writes it (a boxes-only job keeps its stored form)
+        masks = ", '$.model_makes_masks', json('true')" if makes_masks else ""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE jobs SET request = json_set(request, '$.model_version', ?, '$.class_names', json(?)) "
+                f"UPDATE jobs SET request = json_set(request, '$.model_version', ?, '$.class_names', json(?){masks}) "
                 "WHERE id = ? AND json_extract(request, '$.model_version') IS NULL",
                 (version, _dumps(list(class_names)), job_id),
             )

@@ -340,8 +340,11 @@ class JobStore(Protocol):
         Returns the ids released; items this worker no longer holds are left alone."""
         ...
 
-    def pin_model(self, job_id: str, *, version: str, class_names: Sequence[str]) -> ModelPin | None:
-        """Record in the job's spec the model version and classes a worker runs it with, for a job submitted
+    def pin_model(
+        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+    ) -> ModelPin | None:
+        """Record in the job's spec the model version and classes a worker runs it with (and whether that model
+        makes masks: ``JobSpec.model_makes_masks``, stored only when true), for a job submitted
         before any worker had published its model (distributed cold start). The first pin stands: a job pinned
         already is left alone, as is an unknown job. Returns the pin that stands (another worker's, when it
         won the race), None for an unknown job."""

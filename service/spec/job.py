@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class ModelPin:
-    """The model version and classes a job's results are stored under (``JobStore.pin_model``)."""
+    """The model version and classes a job's results are stored under (``JobStore.pin_model``), and whether
+    that model makes masks itself (``ModelInfo.makes_masks``)."""
 
     version: str
     class_names: tuple[str, ...]
+    makes_masks: bool = False
 
 
 class PinnedTracks(BaseModel):
@@ -130,6 +132,8 @@ class JobSpec(BaseModel):
             before segmenters).
         segmenter_version: its pinned weights' version; None where the submitting process did not load it
             (distributed API pods).
+        model_makes_masks: the pinned model makes an instance mask per box itself (``ModelInfo.makes_masks``,
+            e.g. a ``-seg`` export); False while unpinned and for every job stored before masks.
     """
 
     model: str
@@ -145,6 +149,7 @@ class JobSpec(BaseModel):
     content_sha256: str | None = Field(None, description="see service.jobs.submit.content_fingerprint")
     segmenter: str | None = None
     segmenter_version: str | None = None
+    model_makes_masks: bool = False
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -173,12 +178,20 @@ class JobSpec(BaseModel):
         if self.segmenter is not None:  # only then: jobs without one keep the stored form (and dedupe keys) they had
             stored["segmenter"] = self.segmenter
             stored["segmenter_version"] = self.segmenter_version
+        if self.model_makes_masks:  # likewise: a boxes-only model's jobs keep their stored form
+            stored["model_makes_masks"] = True
         return stored
 
     @property
     def model_ref(self) -> ModelRef:
         """The model behind the job's predictions, as converters write it (empty version while unpinned)."""
         return ModelRef(spec=self.model, version=self.model_version or "", class_names=self.class_names or ())
+
+    @property
+    def makes_masks(self) -> bool:
+        """The job's items carry masks: it has a segmenter, or its model makes them. Default Label Studio configs
+        and Encord ontologies made for it then have a mask shape, so the masks are not written as boxes."""
+        return self.segmenter is not None or self.model_makes_masks
 
     def tracker(self, settings: Settings) -> TrackerOptions | None:
         """The tracker the job's items are linked with, None when off; a job stored before trackers were
@@ -194,8 +207,9 @@ class JobSpec(BaseModel):
         """The model pin the job holds; None while it is unpinned (``model_version`` null)."""
         if self.model_version is None:
             return None
-        return ModelPin(self.model_version, self.class_names or ())
+        return ModelPin(self.model_version, self.class_names or (), self.model_makes_masks)
 
-    def pinned(self, version: str, class_names: tuple[str, ...]) -> JobSpec:
+    def pinned(self, version: str, class_names: tuple[str, ...], *, makes_masks: bool = False) -> JobSpec:
         """This spec with its model pinned."""
-        return self.model_copy(update={"model_version": version, "class_names": class_names})
+        update = {"model_version": version, "class_names": class_names, "model_makes_masks": makes_masks}
+        return self.model_copy(update=update)

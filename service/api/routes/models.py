@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from models.base import SegmenterInfo
 from service.api.deps import ModelsDep, StateDep, TenantDep
 from service.api.schemas import ModelPublic, error_responses
+from service.loaded_models import ModelRegistry
+from service.remote_models import ModelCatalog
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=error_responses(401, 503))
 
@@ -13,7 +16,8 @@ router = APIRouter(prefix="/v1", tags=["models"], responses=error_responses(401,
 @router.get("/models")
 def list_models(models: ModelsDep, tenant: TenantDep, state: StateDep) -> list[ModelPublic]:
     """Models this server has loaded (distributed: the workers published), the default first, with their
-    classes; then configured models no worker has published yet (``known: false``)."""
+    classes; then configured models no worker has published yet (``known: false``); then the segmenter, if one is
+    set (``kind: segmenter``)."""
     default = state.settings.model
     known = [
         ModelPublic(
@@ -42,4 +46,40 @@ def list_models(models: ModelsDep, tenant: TenantDep, state: StateDep) -> list[M
         )
         for spec in models.pending()
     ]
-    return sorted(known + pending, key=lambda m: not m.default)
+    segmenter = _segmenter(models, state.settings.segmenter)
+    return sorted(known + pending, key=lambda m: not m.default) + ([] if segmenter is None else [segmenter])
+
+
+def _segmenter(models: ModelCatalog, spec: str | None) -> ModelPublic | None:
+    """The segmenter (``PREANNOTATE_SEGMENTER``) as loaded here; in distributed mode the API loads none, so only
+    its spec is known (``known: false``): the workers load it."""
+    if isinstance(models, ModelRegistry):
+        return None if models.segmenter is None else _loaded_segmenter(models.segmenter.info)
+    if spec is not None:
+        return ModelPublic(
+            spec=spec,
+            kind="segmenter",
+            known=False,
+            name=None,
+            version=None,
+            classes=None,
+            runtime=None,
+            device=None,
+            max_batch_size=None,
+            default=False,
+        )
+    return None
+
+
+def _loaded_segmenter(info: SegmenterInfo) -> ModelPublic:
+    return ModelPublic(
+        spec=info.spec,
+        kind="segmenter",
+        name=info.name,
+        version=info.version,
+        classes=None,
+        runtime=info.runtime,
+        device=info.device,
+        max_batch_size=info.batch_size,
+        default=False,
+    )

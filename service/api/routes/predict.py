@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from models.masks import Masks
 from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.openapi import schema_ref
-from service.api.schemas import DetectionPublic, PredictResponse, PredictUrlRequest, error_responses
+from service.api.schemas import DetectionPublic, MaskRlePublic, PredictResponse, PredictUrlRequest, error_responses
+from service.convert.masks import mask_to_coco_rle
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import Fetcher, redact_url
 from service.pipeline.flow import detect_one
@@ -146,9 +148,11 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
 
 
-@router.post("/predict", openapi_extra=_OPENAPI_BODY)
+# exclude_none: a detection without a mask has no "mask" key, so answers without masks are what they were
+@router.post("/predict", openapi_extra=_OPENAPI_BODY, response_model_exclude_none=True)
 async def predict(request: Request, state: StateDep, tenant: TenantDep, models: LocalModelsDep) -> PredictResponse:
-    """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use."""
+    """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use. With a
+    segmenter (``PREANNOTATE_SEGMENTER``) or a model that makes masks, each detection carries its ``mask``."""
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
         params, upload = await _parse(request, Path(scratch))
         model = models.get(params.model)
@@ -159,17 +163,39 @@ async def predict(request: Request, state: StateDep, tenant: TenantDep, models: 
             threshold=state.settings.threshold if params.threshold is None else params.threshold,
             classes=params.classes,
             timeout_s=state.settings.predict_timeout_s,
+            segmenter=models.segmenter,
         )
     detections, names = result.detections, model.info.class_names
+    height_px, width_px = result.info.height, result.info.width
     return PredictResponse(
         model=model.spec,
         model_version=model.info.version,
-        width=result.info.width,
-        height=result.info.height,
+        width=width_px,
+        height=height_px,
         detections=[
-            DetectionPublic(xyxy=[round(v, 2) for v in box], score=round(score, 5), label=names[cls], class_id=cls)
-            for box, score, cls in zip(
-                detections.xyxy.tolist(), detections.confidence.tolist(), detections.class_id.tolist(), strict=True
+            DetectionPublic(
+                xyxy=[round(v, 2) for v in box],
+                score=round(score, 5),
+                label=names[cls],
+                class_id=cls,
+                mask=mask,
+            )
+            for box, score, cls, mask in zip(
+                detections.xyxy.tolist(),
+                detections.confidence.tolist(),
+                detections.class_id.tolist(),
+                _masks_public(detections.masks, len(detections), height_px, width_px),
+                strict=True,
             )
         ],
     )
+
+
+def _masks_public(masks: Masks | None, rows: int, height_px: int, width_px: int) -> list[MaskRlePublic | None]:
+    """Each row's mask as COCO RLE of the whole image; None for a row without one (its box says it all)."""
+    if masks is None:
+        return [None] * rows
+    return [
+        MaskRlePublic.model_validate(mask_to_coco_rle(masks, i, height_px, width_px)) if has else None
+        for i, has in enumerate(masks.has_mask().tolist())
+    ]

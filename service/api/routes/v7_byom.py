@@ -2,8 +2,11 @@
 
 Register ``https://<host>/v7`` in V7 (Models -> Register External Model) with an Authorization header
 ``Bearer <one of PREANNOTATE_API_TOKENS>``. V7 sends one image per call, by presigned URL or base64, and gets the
-default model's boxes in pixels. Answers follow V7's inference-response schema (the vendored
-``v7_byom_inference_response.schema.json``); a failure after authentication still answers in that schema
+default model's boxes in pixels; when the run makes masks (a segmenter, or a model that makes them) every class is
+a ``polygon`` class and every result a polygon (V7 maps a class by name and type, and a BYOM polygon is one path:
+the outer ring of the mask's largest part; a row without a mask is its box's four corners). Answers follow V7's
+inference-response schema (the vendored ``v7_byom_inference_response.schema.json``); a failure after
+authentication still answers in that schema
 (``status: failed``, no results) with our error next to it, so V7 can read it either way.
 """
 
@@ -21,11 +24,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.masks import Masks
 from models.ops.boxes import clip_xyxy
 from service.api.deps import LocalModelsDep, StateDep, TenantDep
 from service.api.schemas import ErrorBody, error_responses
 from service.api.state import AppState
+from service.convert.masks import mask_to_polygons
 from service.errors import ErrorCode, PreannotateError
+from service.loaded_models import ModelRegistry
 from service.pipeline.flow import detect_one
 from service.pipeline.frames import Frame, FrameInfo, MediaKind
 from service.pipeline.images import load_rgb
@@ -68,11 +74,21 @@ class ByomBoundingBox(BaseModel):
     h: float = Field(ge=0)
 
 
+class ByomPoint(BaseModel):
+    x: float
+    y: float
+
+
+class ByomPolygon(BaseModel):
+    path: list[ByomPoint] = Field(description="one closed ring in pixels, the first point not repeated")
+
+
 class ByomResult(BaseModel):
     name: str
     label: str
     confidence: float = Field(ge=0, le=1)
-    bounding_box: ByomBoundingBox
+    bounding_box: ByomBoundingBox | None = Field(None, description="exactly one of bounding_box and polygon")
+    polygon: ByomPolygon | None = None
 
 
 class ByomInferResponse(BaseModel):
@@ -83,13 +99,19 @@ class ByomInferResponse(BaseModel):
 
 class ByomClass(BaseModel):
     name: str
-    type: Literal["bounding_box"]
+    type: Literal["bounding_box", "polygon"]
+
+
+def _makes_masks(models: ModelRegistry) -> bool:
+    """V7's calls get masks: a segmenter is loaded, or the default model makes them itself."""
+    return models.segmenter is not None or models.default.info.makes_masks
 
 
 @router.get("/classes")
 async def byom_classes(tenant: TenantDep, models: LocalModelsDep) -> list[ByomClass]:
-    """The default model's classes, as V7 BYOM lists label types."""
-    return [ByomClass(name=name, type="bounding_box") for name in models.default.info.class_names]
+    """The default model's classes, as V7 BYOM lists label types: polygons when the run makes masks."""
+    shape: Literal["bounding_box", "polygon"] = "polygon" if _makes_masks(models) else "bounding_box"
+    return [ByomClass(name=name, type=shape) for name in models.default.info.class_names]
 
 
 # A failure body ({"status": "failed", "results": [], "error": ...}) is also a valid ErrorResponse.
@@ -102,7 +124,8 @@ async def byom_classes(tenant: TenantDep, models: LocalModelsDep) -> list[ByomCl
 async def byom_infer(
     body: ByomInferRequest, state: StateDep, tenant: TenantDep, models: LocalModelsDep
 ) -> JSONResponse:
-    """Detect objects in one image for V7 (boxes in pixels, top-left x, y and size)."""
+    """Detect objects in one image for V7 (boxes in pixels, top-left x, y and size; polygons in pixels when the
+    run makes masks)."""
     try:
         model = models.default
         with TemporaryDirectory(dir=state.settings.work_dir, prefix="v7-infer-") as scratch:
@@ -111,24 +134,45 @@ async def byom_infer(
                 model.batcher,
                 threshold=state.settings.threshold,
                 timeout_s=state.settings.predict_timeout_s,
+                segmenter=models.segmenter,
             )
     except PreannotateError as exc:
         return _failed(exc)
     detections, names = result.detections, model.info.class_names
+    polygons = _makes_masks(models)
     results = []
-    for (x1, y1, x2, y2), score, class_id in zip(
-        clip_xyxy(detections.xyxy, result.info.width, result.info.height).tolist(),
-        detections.confidence.tolist(),
-        detections.class_id.tolist(),
-        strict=True,
+    for i, ((x1, y1, x2, y2), score, class_id) in enumerate(
+        zip(
+            clip_xyxy(detections.xyxy, result.info.width, result.info.height).tolist(),
+            detections.confidence.tolist(),
+            detections.class_id.tolist(),
+            strict=True,
+        )
     ):
         name = names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
+        confidence = round(min(max(score, 0.0), 1.0), 5)
+        if polygons:
+            path = _outer_ring(detections.masks, i) or _corners(x1, y1, x2, y2)
+            results.append(ByomResult(name=name, label=name, confidence=confidence, polygon=ByomPolygon(path=path)))
+            continue
         box = ByomBoundingBox(x=round(x1, 2), y=round(y1, 2), w=round(x2 - x1, 2), h=round(y2 - y1, 2))
-        results.append(
-            ByomResult(name=name, label=name, confidence=round(min(max(score, 0.0), 1.0), 5), bounding_box=box)
-        )
+        results.append(ByomResult(name=name, label=name, confidence=confidence, bounding_box=box))
     response = ByomInferResponse(status="succeeded", results=results)
     return JSONResponse(response.model_dump(exclude_none=True))
+
+
+def _outer_ring(masks: Masks | None, i: int) -> list[ByomPoint]:
+    """Row ``i``'s mask as one BYOM path: the outer ring of its largest part (a BYOM polygon has one path, so
+    holes are filled and smaller parts left out); [] for a row without a mask."""
+    parts = [] if masks is None else mask_to_polygons(masks, i)
+    if not parts:
+        return []
+    return [ByomPoint(x=round(x, 2), y=round(y, 2)) for x, y in parts[0].outer_xy.tolist()]
+
+
+def _corners(x1: float, y1: float, x2: float, y2: float) -> list[ByomPoint]:
+    """A box as a polygon path (clockwise from the top-left): a row without a mask, in its class's shape."""
+    return [ByomPoint(x=round(x, 2), y=round(y, 2)) for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
 
 
 def _open(image: ByomImage, state: AppState, scratch: Path, _sampling: SamplingOptions) -> Frame:

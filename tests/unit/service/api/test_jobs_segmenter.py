@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from models.base import Detector
 from models.types import Detections, RGBImage
 from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
@@ -53,11 +54,11 @@ class BigBox(CentreBox):
 
 @contextmanager
 def jobs_app(
-    tmp_path: Path, *, loaded: EllipseSegmenter | None
+    tmp_path: Path, *, loaded: EllipseSegmenter | None, detector: Detector | None = None
 ) -> Iterator[tuple[TestClient, SqliteJobStore, ModelRegistry]]:
     full = Settings(api_tokens=SecretStr(TOKEN), db_path=tmp_path / "jobs.db", local_roots=[tmp_path])
     full = full.model_copy(update={"segmenter": None if loaded is None else loaded.info.spec})
-    batcher = DynamicBatcher(BigBox(), max_batch_size=4, max_wait_ms=0)
+    batcher = DynamicBatcher(detector or BigBox(), max_batch_size=4, max_wait_ms=0)
     batcher.start()
     registry = ModelRegistry([LoadedModel(spec="fake:centre", batcher=batcher)], segmenter=loaded)
     store = SqliteJobStore(full.db_path, max_attempts=full.max_attempts)

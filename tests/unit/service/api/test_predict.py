@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pycocotools import mask as mask_utils  # type: ignore[import-untyped, unused-ignore]  # no stubs
 from pydantic import SecretStr
 
 from service.api.auth import TokenAuth
@@ -22,6 +23,8 @@ from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher
 from service.samples import write_video
+from tests.fakes.segmenter import EllipseSegmenter, ellipse_in
+from tests.unit.service.api.test_jobs_segmenter import BigBox
 from tests.unit.service.backends.test_ls_ml_backend import CentreBox
 
 TOKEN = "predict-test-token-" + "z" * 20
@@ -102,3 +105,56 @@ def test_an_image_upload_is_detected(client: TestClient, tmp_path: Path) -> None
 
     assert response.status_code == 200, response.text
     assert [d["label"] for d in response.json()["detections"]] == ["face"]
+
+
+@pytest.fixture
+def masking_client(tmp_path: Path) -> Iterator[TestClient]:
+    """``client`` with a segmenter loaded (``PREANNOTATE_SEGMENTER``): every box gets its inscribed ellipse."""
+    settings = Settings(api_tokens=SecretStr(TOKEN), db_path=tmp_path / "jobs.db", work_dir=tmp_path)
+    batcher = DynamicBatcher(BigBox(), max_batch_size=4, max_wait_ms=0)
+    batcher.start()
+    app = FastAPI()
+    register_exception_handlers(app)
+    app.include_router(router)
+    app.state.preannotate = AppState(
+        settings=settings,
+        auth=TokenAuth([TOKEN]),
+        store=None,  # type: ignore[arg-type]  # /v1/predict never touches the job store
+        fetcher=Fetcher(settings.fetch_policy()),
+        models=ModelRegistry([LoadedModel(spec="fake:centre", batcher=batcher)], segmenter=EllipseSegmenter()),
+    )
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            yield c
+    finally:
+        batcher.close()
+
+
+def test_with_a_segmenter_a_detection_carries_its_mask_as_coco_rle(masking_client: TestClient, tmp_path: Path) -> None:
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((96, 128, 3), 128, np.uint8))
+
+    response = masking_client.post("/v1/predict", files={"file": ("grey.png", image.read_bytes(), "image/png")})
+
+    assert response.status_code == 200, response.text
+    (detection,) = response.json()["detections"]
+    assert detection["mask"]["size"] == [96, 128]
+    decoded = mask_utils.decode({"size": detection["mask"]["size"], "counts": detection["mask"]["counts"].encode()})
+    np.testing.assert_array_equal(decoded.astype(bool), ellipse_in(detection["xyxy"], 96, 128))
+
+
+def test_without_masks_a_detection_has_no_mask_key(client: TestClient, tmp_path: Path) -> None:
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((40, 80, 3), 128, np.uint8))
+
+    response = client.post("/v1/predict", files={"file": ("grey.png", image.read_bytes(), "image/png")})
+
+    assert response.status_code == 200, response.text
+    assert [set(d) for d in response.json()["detections"]] == [{"xyxy", "score", "label", "class_id"}]
+
+
+def test_the_openapi_schema_documents_the_mask(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["MaskRlePublic"]["required"]) == {"size", "counts"}
+    assert "mask" in schemas["DetectionPublic"]["properties"]
+    assert "mask" not in schemas["DetectionPublic"].get("required", [])

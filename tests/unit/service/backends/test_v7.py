@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from numpy.typing import NDArray
 from PIL import Image
+from pycocotools import mask as mask_utils  # type: ignore[import-untyped, unused-ignore]  # no stubs
 
 from models.base import Detector
+from models.masks import Masks
 from models.types import Detections, ModelInfo, RGBImage
 from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
@@ -36,6 +39,7 @@ from service.pipeline.predictions import ItemPredictions
 from service.pipeline.tracks import Track, TrackBox
 from tests.builders import make_detections, make_result, with_tracks
 from tests.fakes.http import FakeApp, Request, Response, serving
+from tests.fakes.segmenter import EllipseSegmenter, ellipse_in
 from tests.fakes.v7_server import FakeV7
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "data" / "examples"  # copies of ../shared/reference/examples
@@ -561,3 +565,66 @@ def test_mask_polygons_are_imported_as_polygons_not_as_their_derived_boxes() -> 
     track = payload[4]["data"]["frames"]
     assert isinstance(track, dict)
     assert all(set(frame) >= {"polygon", "keyframe"} and "path" in frame["polygon"] for frame in track.values())
+
+
+class MassOnlySegmenter(EllipseSegmenter):
+    """The ellipse in every 'mass' box (the first row); the other rows get an empty mask."""
+
+    def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        out = []
+        for image, boxes in zip(images, boxes_xyxy, strict=True):
+            h, w = image.shape[:2]
+            out.append(Masks.from_full(np.stack([ellipse_in(b, h, w) & (i == 0) for i, b in enumerate(boxes)])))
+        return out
+
+
+@pytest.fixture
+def byom_masks(tmp_path: Path, image_host: ImageHost) -> Iterator[TestClient]:
+    """``byom`` with a segmenter loaded (``PREANNOTATE_SEGMENTER``)."""
+    settings = Settings(api_tokens=TOKEN, db_path=tmp_path / "db", max_upload_bytes=4096, threshold=0.3)
+    batcher = DynamicBatcher(BoxDetector(), max_batch_size=1, max_wait_ms=0)
+    batcher.start()
+    app = FastAPI()
+    register_exception_handlers(app)
+    app.include_router(v7_byom.router)
+    app.state.preannotate = AppState(
+        settings=settings,
+        auth=TokenAuth([TOKEN]),
+        store=None,  # type: ignore[arg-type]
+        fetcher=Fetcher(settings.fetch_policy()),
+        models=ModelRegistry([LoadedModel("fake:boxes", batcher)], segmenter=MassOnlySegmenter()),
+    )
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield client
+    batcher.close()
+
+
+def test_classes_are_boxes_without_masks_and_polygons_with_them(byom: TestClient, byom_masks: TestClient) -> None:
+    assert byom.get("/v7/classes").json() == [
+        {"name": "mass", "type": "bounding_box"},
+        {"name": "calcification", "type": "bounding_box"},
+    ]
+    assert byom_masks.get("/v7/classes").json() == [
+        {"name": "mass", "type": "polygon"},
+        {"name": "calcification", "type": "polygon"},
+    ]
+
+
+def test_infer_with_masks_answers_one_path_polygons_in_v7_schema(byom_masks: TestClient) -> None:
+    """The mask's outer ring, which pycocotools rasterises back into the mask; a row without a mask is its box's
+    corners (its class is a polygon class)."""
+    response = byom_masks.post("/v7/infer", json={"image": {"base64": base64.b64encode(png()).decode()}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert v7_schema_errors(body) == []
+    mass, calcification = body["results"]
+    assert set(mass) == set(calcification) == {"name", "label", "confidence", "polygon"}
+    ring = [v for p in mass["polygon"]["path"] for v in (p["x"], p["y"])]
+    drawn = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([ring], 20, 40))).astype(bool)
+    np.testing.assert_array_equal(drawn, ellipse_in((10, 5, 30, 15), 20, 40))
+    assert calcification["polygon"]["path"] == [  # clipped to the image, as its box would be
+        {"x": 38.0, "y": 0.0},
+        {"x": 40.0, "y": 0.0},
+        {"x": 40.0, "y": 4.0},
+        {"x": 38.0, "y": 4.0},
+    ]

@@ -263,3 +263,38 @@ def test_a_job_pinned_to_other_classes_is_not_run_by_this_worker(
 
     assert ran == []
     assert store.failures == [("not_ready", True)]
+
+
+class _SegModels(_Models):
+    """A worker whose model makes masks itself (a ``-seg`` export)."""
+
+    def get(self, name: str | None) -> _Model:
+        model = _Model()
+        model.info = ModelInfo("m", "m", "m-v1", ("face",), "onnxruntime", "cpu", 1, 640, makes_masks=True)
+        return model
+
+
+def test_a_cold_start_pin_records_that_the_model_makes_masks(store: _SpyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its results are then served with mask shapes in the default LS config / Encord ontology."""
+    seen: list[JobSpec] = []
+
+    def run(lease: Lease, **kwargs: Any) -> ItemRun:
+        seen.append(lease.spec)
+        return _empty_run(lease)
+
+    monkeypatch.setattr(worker_module, "run_item", run)
+    unpinned = {**REQUEST, "model_version": None, "class_names": None}
+    job, _ = store.create_job(tenant=TENANT, idem_key="cold", spec=JobSpec.from_stored(unpinned), items=[_item("a")])
+    config = WorkerConfig(concurrency=1, lease_s=60.0, heartbeat_s=0.05, limits=MediaLimits(), work_dir=None)
+    pool = WorkerPool(store, cast(ModelRegistry, _SegModels()), cast(Fetcher, None), config)
+    pool.start()
+    try:
+        wait_until(lambda: pool.busy == 0 and store.depth() == 0)
+    finally:
+        pool.stop(grace_s=1.0)
+
+    record = store.get_job(tenant=TENANT, job_id=job.id)
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.spec.makes_masks
+    assert [s.makes_masks for s in seen] == [True]

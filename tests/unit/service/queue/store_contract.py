@@ -625,6 +625,26 @@ class JobStoreContract:
             "class_names": ["car", "person"],
         }
 
+    def test_a_pin_records_that_the_model_makes_masks(self, store: JobStore) -> None:
+        """A ``-seg`` model's job is served with mask shapes in its default LS config / Encord ontology."""
+        cold = spec("onnx:/m-seg.onnx", outputs=())
+        job, _ = store.create_job(tenant=TENANT, idem_key="cold-seg", spec=cold, items=items(1))
+        pin = store.pin_model(job.id, version="m-v1", class_names=["car"], makes_masks=True)
+        assert pin == ModelPin("m-v1", ("car",), makes_masks=True)
+        assert store.pin_model(job.id, version="m-v2", class_names=["car"]) == pin  # the first pin stands
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.spec.makes_masks
+        assert record.spec == cold.pinned("m-v1", ("car",), makes_masks=True)
+        assert record.spec.to_stored() == {
+            **cold.to_stored(),
+            "model_version": "m-v1",
+            "class_names": ["car"],
+            "model_makes_masks": True,
+        }
+        (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
+        assert lease.spec.makes_masks
+
     def test_a_pinned_job_is_left_alone(self, store: JobStore) -> None:
         warm = spec(model_version="m-v1", class_names=("face",))
         job, _ = store.create_job(tenant=TENANT, idem_key="warm", spec=warm, items=items(1))

@@ -57,8 +57,10 @@ def test_coco_rle_masks_load_in_pycocotools_and_segm_eval_runs(files: dict[str, 
     x, y, w, h = annotation["bbox"]
     ys, xs = np.nonzero(mask)
     margin = max(4.0, 0.1 * max(w, h)) + 1
-    assert xs.min() >= x - margin and xs.max() <= x + w + margin
-    assert ys.min() >= y - margin and ys.max() <= y + h + margin
+    assert xs.min() >= x - margin
+    assert xs.max() <= x + w + margin
+    assert ys.min() >= y - margin
+    assert ys.max() <= y + h + margin
 
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation = COCOeval(coco, coco.loadRes(coco.dataset["annotations"]), iouType="segm")

@@ -78,3 +78,25 @@ def test_coco_rle_is_on_the_whole_frame() -> None:
     assert rle["size"] == [H, W]
     decoded = mask_utils.decode({"size": [H, W], "counts": str(rle["counts"]).encode()})
     np.testing.assert_array_equal(decoded.astype(bool), mask)
+
+
+def test_coco_rle_equals_pycocotools_encode_of_the_full_frame_for_random_crops() -> None:
+    """Built from the crop's runs, the counts are exactly encode's: crops touching every edge, runs that continue
+    from one column's bottom to the next column's top, empty masks, a mask reaching the last pixel."""
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        height, width = (int(v) for v in rng.integers(1, 30, 2))
+        full = np.zeros((height, width), np.bool_)
+        y0, y1 = sorted(int(v) for v in rng.integers(0, height + 1, 2))
+        x0, x1 = sorted(int(v) for v in rng.integers(0, width + 1, 2))
+        full[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > rng.random()
+        want = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))["counts"].decode()
+        got = mask_to_coco_rle(Masks.from_full(full[None]), 0, height, width)
+        assert got == {"size": [height, width], "counts": want}
+
+
+def test_coco_rle_drops_what_lies_outside_the_frame() -> None:
+    masks = Masks.from_crops([np.ones((4, 6), np.bool_)], np.array([[-2, 8]]))
+    rle = mask_to_coco_rle(masks, 0, 10, 10)
+    decoded = mask_utils.decode({"size": [10, 10], "counts": str(rle["counts"]).encode()})
+    np.testing.assert_array_equal(decoded.astype(bool), masks.full(0, 10, 10))

@@ -63,16 +63,19 @@ def instance_detections(
     labels, queries = flat % num_classes, torch.div(flat, num_classes, rounding_mode="floor")
     logits = mask_logits[queries].float()
     scores = class_scores * _mask_scores(logits, geometry)
-    kept = [int(i) for i in torch.argsort(-scores, stable=True) if float(scores[i]) >= threshold]
+    # one device->host copy for the small per-candidate values, not one per candidate
+    order: list[int] = torch.argsort(-scores, stable=True).tolist()
+    score_list: list[float] = scores.tolist()
+    label_list: list[int] = labels.tolist()
     crops: list[BoolMask] = []
     rows: list[tuple[int, int, float, int]] = []  # x0, y0, score, label
-    for i in kept:
+    for i in (i for i in order if score_list[i] >= threshold):
         found = _frame_mask(logits[i], geometry)
         if found is None:
             continue
         crop, (x0, y0) = found
         crops.append(crop)
-        rows.append((x0, y0, float(scores[i]), int(labels[i])))
+        rows.append((x0, y0, score_list[i], label_list[i]))
     if not rows:
         return Detections.empty().with_masks(Masks.empty())
     masks = Masks.from_crops(crops, np.asarray([r[:2] for r in rows], np.int64))

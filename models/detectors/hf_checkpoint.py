@@ -44,7 +44,8 @@ class Checkpoint:
 
     Attributes:
         processor: what ``CheckpointKind.load`` gives (detection: the ``AutoImageProcessor`` instance).
-        model: the model instance (detection: ``AutoModelForObjectDetection``), on CPU, fp32.
+        model: the model instance (detection: ``AutoModelForObjectDetection``, or for an instance-segmentation
+            checkpoint such as Mask2Former ``AutoModelForUniversalSegmentation``), on CPU, fp32.
         name: a short name (directory or repo name).
         version: ``<name>-<hash>``: config + weights digest for a directory, snapshot commit for the hub.
     """
@@ -81,13 +82,46 @@ def _hub_version(repo_id: str) -> str:
     return f"{name}-unknown"
 
 
+# Universal-segmentation models whose outputs ``instance_detections`` reads: class and mask logits per query, from
+# pixel_values alone (OneFormer also needs text task inputs, EoMT its own tiling of the frame).
+INSTANCE_SEGMENTATION_TYPES = frozenset({"mask2former"})
+
+
+def segments(model: Any) -> bool:
+    """An instance-segmentation model (Mask2Former): rows come with masks."""
+    return getattr(model.config, "model_type", None) in INSTANCE_SEGMENTATION_TYPES
+
+
 def _load_detection(transformers: Any, source: str, local_files_only: bool) -> tuple[Any, Any]:
     processor = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
-    model = transformers.AutoModelForObjectDetection.from_pretrained(source, local_files_only=local_files_only)
+    config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_files_only)
+    model = _auto_model_class(transformers, config).from_pretrained(
+        source, config=config, local_files_only=local_files_only
+    )
     return processor, model
 
 
-DETECTION = CheckpointKind("detection", (("config.json",), ("preprocessor_config.json",)), _load_detection)
+def _auto_model_class(transformers: Any, config: Any) -> Any:
+    """``AutoModelForObjectDetection``, or ``AutoModelForUniversalSegmentation`` for a config only that class
+    knows; an unknown config gets the detection class and its error."""
+    from transformers.models.auto import modeling_auto
+
+    known = type(config)
+    if known in modeling_auto.MODEL_FOR_OBJECT_DETECTION_MAPPING or (
+        known not in modeling_auto.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING
+    ):
+        return transformers.AutoModelForObjectDetection
+    if config.model_type not in INSTANCE_SEGMENTATION_TYPES:
+        raise ValueError(
+            f"{config.model_type} segmentation checkpoints are not supported; instance segmentation works with "
+            f"{', '.join(sorted(INSTANCE_SEGMENTATION_TYPES))} checkpoints"
+        )
+    return transformers.AutoModelForUniversalSegmentation
+
+
+DETECTION = CheckpointKind(
+    "detection or instance-segmentation", (("config.json",), ("preprocessor_config.json",)), _load_detection
+)
 
 
 def _load_directory(transformers: Any, directory: Path, kind: CheckpointKind) -> Checkpoint:

@@ -1,4 +1,5 @@
-"""``hf:DIR_OR_HUB_ID``: any transformers ``AutoModelForObjectDetection`` checkpoint (DETR, RT-DETR, ...).
+"""``hf:DIR_OR_HUB_ID``: any transformers ``AutoModelForObjectDetection`` checkpoint (DETR, RT-DETR, ...), or an
+instance-segmentation one (Mask2Former, through ``AutoModelForUniversalSegmentation``): its rows carry masks.
 
 torch and transformers are imported when a detector is built, not when this module is imported.
 """
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
-from models.detectors.hf_checkpoint import load_checkpoint
+from models.detectors.hf_checkpoint import load_checkpoint, segments
+from models.detectors.hf_instance_segmentation import InputGeometry, instance_detections
 from models.errors import DeviceOutOfMemoryError
 from models.ops.boxes import clip_xyxy
 from models.runtimes.torch import configure_cpu_threads, require, resolve_torch_device, to_device
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 CPU_DEFAULT_INPUT_SIZE_PX = 640
 _STRIDE_PX = 32
 _SIZE_KEYS = ("height", "width", "shortest_edge", "longest_edge", "max_height", "max_width")
-_FP32_OUTPUTS = ("logits", "pred_boxes")
+_FP32_OUTPUTS = ("logits", "pred_boxes", "class_queries_logits", "masks_queries_logits")
 
 
 def _size_fields(size: Any) -> dict[str, int]:
@@ -103,6 +105,7 @@ class HFTransformersDetector(Detector):
 
             self._model = torch.compile(self._model, dynamic=True)
         self._processor = checkpoint.processor
+        self._segments = segments(checkpoint.model)
         requested_px = options.input_size_px or (CPU_DEFAULT_INPUT_SIZE_PX if device == "cpu" else None)
         size_fields = _size_fields(self._processor.size)
         self._size, input_size_px = processor_size_override(size_fields, requested_px)
@@ -125,6 +128,7 @@ class HFTransformersDetector(Detector):
             input_size_px=input_size_px,
             dtype="float16" if self._autocast else "float32",
             keeps_aspect=stretches is False,
+            makes_masks=self._segments,
         )
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
@@ -142,6 +146,8 @@ class HFTransformersDetector(Detector):
             for name in _FP32_OUTPUTS:  # post-processing math (softmax, box scaling) in fp32
                 if name in outputs and outputs[name].is_floating_point():
                     outputs[name] = outputs[name].float()
+            if self._segments:
+                return _instance_rows(outputs, feeds, images, threshold)
             results = self._processor.post_process_object_detection(
                 outputs, threshold=threshold, target_sizes=[image.shape[:2] for image in images]
             )
@@ -164,6 +170,26 @@ class HFTransformersDetector(Detector):
         self._staging.release()
         if self._device == "cuda":
             torch.cuda.empty_cache()
+
+
+def _instance_rows(
+    outputs: Mapping[str, torch.Tensor], feeds: Mapping[str, torch.Tensor], images: Sequence[RGBImage], threshold: float
+) -> list[Detections]:
+    """Each frame's instances; where it sits in the padded input comes from ``pixel_mask`` (1 on the frame)."""
+    padded_hw = (int(feeds["pixel_values"].shape[-2]), int(feeds["pixel_values"].shape[-1]))
+    pixel_mask = feeds.get("pixel_mask")
+    rows: list[Detections] = []
+    for i, image in enumerate(images):
+        valid_hw = padded_hw
+        if pixel_mask is not None:
+            valid_hw = (int(pixel_mask[i, :, 0].sum()), int(pixel_mask[i, 0, :].sum()))
+        geometry = InputGeometry(valid_hw, padded_hw, frame_hw=(int(image.shape[0]), int(image.shape[1])))
+        rows.append(
+            instance_detections(
+                outputs["class_queries_logits"][i], outputs["masks_queries_logits"][i], geometry, threshold
+            )
+        )
+    return rows
 
 
 def _to_detections(result: Mapping[str, torch.Tensor], image: RGBImage) -> Detections:

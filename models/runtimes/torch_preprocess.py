@@ -11,7 +11,7 @@ rules, so the model sees the same shapes it was trained with.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -35,6 +35,8 @@ class ResizeRule:
         width_px: fixed/fit width.
         shortest_px: edges: target shortest side.
         longest_px: edges: cap on the longest side (None = no cap).
+        multiple_px: after the rule, round each side up to a multiple of this, stretching the frame a little
+            (MaskFormer-family processors' ``size_divisor``); None keeps the rule's size.
     """
 
     kind: Literal["fixed", "edges", "fit", "longest"]
@@ -42,6 +44,7 @@ class ResizeRule:
     width_px: int | None = None
     shortest_px: int | None = None
     longest_px: int | None = None
+    multiple_px: int | None = None
 
     @classmethod
     def from_size(cls, size: Mapping[str, int]) -> ResizeRule | None:
@@ -55,6 +58,13 @@ class ResizeRule:
 
     def output_hw(self, height_px: int, width_px: int) -> tuple[int, int]:
         """The resized (height, width) of a height x width frame."""
+        out_h, out_w = self._rule_hw(height_px, width_px)
+        if self.multiple_px is None:
+            return out_h, out_w
+        step = self.multiple_px
+        return -(-out_h // step) * step, -(-out_w // step) * step
+
+    def _rule_hw(self, height_px: int, width_px: int) -> tuple[int, int]:
         if self.kind == "longest":
             assert self.longest_px is not None
             scale = self.longest_px / max(height_px, width_px)
@@ -80,12 +90,19 @@ class ResizeRule:
         return (new_short, new_long) if height_px <= width_px else (new_long, new_short)
 
 
+# Image processors (and their PIL variants) that pad every batch and resize to multiples of ``size_divisor``.
+_MASKFORMER_PROCESSORS = ("Mask2FormerImageProcessor", "MaskFormerImageProcessor")
+
+
 @dataclass(frozen=True, slots=True)
 class PreprocessSpec:
     """What the processor does to pixels, read once from it.
 
     ``pad_to_hw``: a fixed (height, width) every frame is padded to (bottom and right), as SAM's processor
     pads to 1024 x 1024; None pads only to the batch's largest frame (when ``pad``).
+
+    MaskFormer-family processors (Mask2Former, MaskFormer) have no ``do_pad`` yet always pad to the batch's
+    largest frame, and their ``size_divisor`` resizes (not pads) each side up to a multiple of it.
     """
 
     resize: ResizeRule
@@ -101,6 +118,12 @@ class PreprocessSpec:
         resize = ResizeRule.from_size(size)
         if resize is None or not getattr(processor, "do_resize", True):
             return None
+        maskformer = type(processor).__name__.startswith(_MASKFORMER_PROCESSORS)
+        divisor = int(getattr(processor, "size_divisor", None) or 0)
+        if divisor and not maskformer:
+            return None  # other processors' size_divisor rounds differently (down, or by padding)
+        if divisor:
+            resize = replace(resize, multiple_px=divisor)
         normalize = bool(getattr(processor, "do_normalize", False))
         mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
         if normalize and (mean is None or std is None or len(mean) != 3 or len(std) != 3):
@@ -110,7 +133,7 @@ class PreprocessSpec:
             rescale=float(processor.rescale_factor) if getattr(processor, "do_rescale", True) else None,
             mean=tuple(float(v) for v in mean) if normalize and mean is not None else None,  # type: ignore[arg-type]
             std=tuple(float(v) for v in std) if normalize and std is not None else None,  # type: ignore[arg-type]
-            pad=bool(getattr(processor, "do_pad", False)),
+            pad=maskformer or bool(getattr(processor, "do_pad", False)),
         )
 
 

@@ -1,4 +1,5 @@
-"""A tiny randomly initialised RT-DETR checkpoint on disk: the ``hf:`` path without downloads."""
+"""Tiny randomly initialised checkpoints on disk (RT-DETR, SAM, SAM 2, Mask2Former): the ``hf:`` path without
+downloads."""
 
 from __future__ import annotations
 
@@ -145,3 +146,40 @@ def _perturb(model: object) -> None:
     with torch.no_grad():
         for param in model.parameters():  # type: ignore[attr-defined]
             param.add_(torch.randn_like(param) * 0.3)
+
+
+def write_tiny_mask2former(directory: Path, id2label: dict[int, str] = ID2LABEL) -> Path:
+    """Save a few-channel Mask2Former (tiny Swin backbone, no timm) and its image processor to ``directory``:
+    frames go in at 64 px on the short side, at most 96 on the long one, sides rounded up to 32s."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    backbone = transformers.SwinConfig(
+        embed_dim=32,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        image_size=64,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = transformers.Mask2FormerConfig(
+        backbone_config=backbone,
+        hidden_dim=32,  # the pixel decoder's GroupNorm(32, ...) needs a multiple of 32
+        feature_size=32,
+        mask_feature_size=32,
+        num_queries=8,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=1,
+        dim_feedforward=32,
+        encoder_feedforward_dim=32,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        use_pretrained_backbone=False,
+    )
+    model = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    _perturb(model)
+    model.save_pretrained(directory)
+    transformers.Mask2FormerImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(directory)
+    return directory

@@ -1,4 +1,5 @@
-"""``hf:`` checkpoints: a tiny randomly initialised RT-DETR saved to disk and loaded back (no downloads)."""
+"""``hf:`` checkpoints: a tiny randomly initialised RT-DETR (and Mask2Former) saved to disk and loaded back (no
+downloads)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from models.base import Detector, DetectorOptions
 from models.detectors.hf_transformers import dense_id2label, processor_size_override
 from models.errors import DeviceUnavailableError, MissingDependencyError, ModelLoadError, ModelNotFoundError
 from models.registry import load_detector
-from tests.unit.models.hf_checkpoints import ID2LABEL, write_tiny_rtdetr
+from tests.unit.models.hf_checkpoints import ID2LABEL, write_tiny_mask2former, write_tiny_rtdetr
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -63,6 +64,53 @@ def test_defaults_and_description(checkpoint_dir: Path) -> None:
     assert info.input_size_px == 640  # the CPU default; RT-DETR's own is 640 too
     assert info.dtype == "float32"
     assert info.version.startswith(f"{checkpoint_dir.name}-")
+
+
+def test_detection_checkpoints_make_no_masks(detector: Detector, frames: list[NDArray[np.uint8]]) -> None:
+    assert not detector.info.makes_masks
+    assert all(d.masks is None for d in detector.detect(frames, threshold=0.0))
+
+
+@pytest.fixture(scope="module")
+def mask2former_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_mask2former(tmp_path_factory.mktemp("tiny_m2f") / "m2f")
+
+
+def test_instance_segmentation_checkpoint_gives_a_mask_per_row(
+    mask2former_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    # Given a tiny random Mask2Former (AutoModelForUniversalSegmentation) saved with its processor
+    detector = load_detector(f"hf:{mask2former_dir}", DetectorOptions(batch_size=2))
+    assert detector.info.makes_masks
+    assert detector.info.class_names == ("cat", "dog", "car")
+    # When frames of three shapes go through in batches of two (the first batch padded to its larger frame)
+    results = detector.detect(frames, threshold=0.0)
+    # Then every frame has rows (random weights: geometry and plumbing, not quality), each with a mask on its own
+    # frame whose tight box is the row's box, best first
+    for dets, (h, w) in zip(results, FRAMES_HW, strict=True):
+        assert len(dets) > 0
+        assert dets.masks is not None
+        assert dets.masks.has_mask().all()
+        np.testing.assert_array_equal(dets.masks.xyxy(), dets.xyxy)
+        assert (dets.xyxy[:, :2] >= 0).all()
+        assert (dets.xyxy[:, 2:] <= [w, h]).all()
+        assert ((dets.class_id >= 0) & (dets.class_id < 3)).all()
+        assert ((dets.confidence >= 0) & (dets.confidence <= 1)).all()
+        assert (np.diff(dets.confidence) <= 0).all()
+    # And the threshold holds
+    strict = detector.detect(frames, threshold=0.2)
+    assert all((d.confidence >= 0.2).all() for d in strict)
+    assert sum(map(len, strict)) < sum(map(len, results))
+
+
+def test_unsupported_segmentation_checkpoint_is_a_load_error(mask2former_dir: Path, tmp_path: Path) -> None:
+    # A OneFormer config (universal segmentation, but it needs text task inputs) next to an image processor
+    directory = tmp_path / "oneformer"
+    directory.mkdir()
+    shutil.copy(mask2former_dir / "preprocessor_config.json", directory)
+    transformers.OneFormerConfig().save_pretrained(directory)
+    with pytest.raises(ModelLoadError, match=r"oneformer segmentation checkpoints are not supported.*mask2former"):
+        load_detector(f"hf:{directory}")
 
 
 def test_input_size_option(detector: Detector) -> None:

@@ -17,6 +17,7 @@ HEAVY = ("torch", "transformers", "torchcodec")  # torchcodec imports torch
 HEAVY_ALLOWED = {
     "detectors/hf_transformers.py",
     "detectors/hf_checkpoint.py",
+    "detectors/hf_instance_segmentation.py",
     "segmenters/hf_sam.py",
     "runtimes/torch.py",
     "runtimes/torch_preprocess.py",

@@ -80,6 +80,49 @@ def test_batch_of_different_sizes_is_padded_with_a_mask() -> None:
     assert torch.equal(out["pixel_mask"], theirs["pixel_mask"])
 
 
+def _mask2former() -> object:
+    return transformers.Mask2FormerImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96})
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (640, 480), (300, 451), (100, 2000), (801, 799), (64, 48), (37, 53)])
+def test_mask2former_sizes_are_rounded_up_to_its_size_divisor(hw: tuple[int, int]) -> None:
+    processor = _mask2former()
+    expected = processor(images=[np.zeros((*hw, 3), np.uint8)], return_tensors="pt")["pixel_values"].shape[2:]  # type: ignore[operator]
+    spec = PreprocessSpec.from_processor(processor, _size(processor))
+    assert spec is not None
+    assert spec.resize.output_hw(*hw) == tuple(expected)
+    assert all(side % 32 == 0 for side in expected)
+
+
+def test_mask2former_batches_of_mixed_sizes_match_the_processor() -> None:
+    # Mask2Former's processor has no do_pad, yet pads every batch to its largest (rounded-up) frame
+    processor = _mask2former()
+    spec = PreprocessSpec.from_processor(processor, _size(processor))
+    assert spec is not None
+    assert spec.pad
+    rng = np.random.default_rng(5)
+    images = [
+        np.ascontiguousarray(np.kron(rng.integers(0, 255, (h // 8, w // 8, 3), np.uint8), np.ones((8, 8, 1), np.uint8)))
+        for h, w in [(480, 640), (640, 480), (200, 960)]
+    ]
+    theirs = processor(images=images, return_tensors="pt")  # type: ignore[operator]
+    ours = preprocess(images, spec, "cpu")
+    assert ours["pixel_values"].shape == theirs["pixel_values"].shape == (3, 3, 96, 96)
+    assert torch.equal(ours["pixel_mask"], theirs["pixel_mask"])
+    diff = (ours["pixel_values"] - theirs["pixel_values"]).abs()
+    scale = 1 / 0.225
+    assert float(diff.mean()) < 2 / 255 * scale
+    assert float(torch.quantile(diff.flatten(), 0.99)) < 12 / 255 * scale
+
+
+def test_other_size_divisors_are_left_to_the_processor() -> None:
+    # GLPN's size_divisor rounds down: not what ResizeRule.multiple_px does
+    processor = transformers.DetrImageProcessor()
+    processor.size_divisor = 32  # type: ignore[attr-defined]
+    assert PreprocessSpec.from_processor(processor, _size(processor)) is None
+    assert PreprocessSpec.from_processor(transformers.DetrImageProcessor(), _size(processor)) is not None
+
+
 def _smooth_frames() -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     return [

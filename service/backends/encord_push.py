@@ -29,6 +29,8 @@ from service.backends.encord import (
 from service.backends.encord_bundler import EncordBundler, encord_record, push_error
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
+from service.convert.encord import EncordOntology
+from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
@@ -76,8 +78,7 @@ class EncordPusher(Backend):
         try:
             push = encord_push_of(item, predictions)
             model = spec.model_ref
-            ontology = encord_ontology_from(self._settings, model.class_names, masks=spec.makes_masks)
-            return self._bundler.get().push(push, model, ontology)
+            return self._bundler.get().push(push, model, self._project_ontology(model))
         except BackendError as exc:
             raise backend_error_to_preannotate(exc) from None
 
@@ -94,7 +95,7 @@ class EncordPusher(Backend):
             except PreannotateError as exc:  # no data hash: this item alone fails
                 failed.append(exc)
         model = spec.model_ref
-        ontology = encord_ontology_from(self._settings, model.class_names, masks=spec.makes_masks)
+        ontology = self._project_ontology(model)
         try:
             results = self._client.get().push_each(pushes, model, ontology) if pushes else []
         except ValueError as exc:  # a data hash given twice
@@ -106,6 +107,17 @@ class EncordPusher(Backend):
             written.append(push_error(result) if isinstance(result, Exception) else encord_record(result, rows))
         answers = iter(written)
         return [error if error is not None else next(answers) for error in failed]
+
+    def _project_ontology(self, model: ModelRef) -> EncordOntology:
+        """The project's exported ontology: a push never makes one up (``check`` ran on the API pod, whose settings
+        may not be this worker's), since invented feature hashes (a polygon per class for a masked job) are not the
+        project's.
+
+        Raises:
+            PreannotateError: BACKEND_NOT_CONFIGURED without ``encord_ontology_file``.
+        """
+        require_configured(self._settings.encord_ontology_file is not None, self.name)
+        return encord_ontology_from(self._settings, model.class_names)
 
     def close(self) -> None:
         self._bundler.take()

@@ -32,10 +32,11 @@ def predictions_to_ls(
     config: LabelConfig,
     *,
     task_data: Mapping[str, object] | None,
+    masks: bool | None = None,
 ) -> LsPrediction:
     """The one converter call of a Label Studio push: video regions are the tracks the predictions' tracker ids
-    name (untracked, every detection its own region)."""
-    return item_to_ls_result(predictions, model, config, task_data=task_data)
+    name (untracked, every detection its own region); ``masks``: the job makes masks (``item_to_ls_result``)."""
+    return item_to_ls_result(predictions, model, config, task_data=task_data, masks=masks)
 
 
 class LabelStudioPusher(Backend):
@@ -76,7 +77,7 @@ class LabelStudioPusher(Backend):
         model = spec.model_ref
         # LS counts video frames at the task's own rate when the config says framerate="$key"
         task_data = client.get_task(task_id).get("data") if config.needs_task_data() else None
-        prediction = predictions_to_ls(predictions, model, config, task_data=task_data)
+        prediction = predictions_to_ls(predictions, model, config, task_data=task_data, masks=spec.makes_masks)
         result = client.upsert_prediction(task_id, prediction)
         client.set_project_model_version(destination.project, model.version)
         return LabelStudioPushRecord(

@@ -67,27 +67,35 @@ class RasterLayers:
 
     def layer(self, frame_index: int) -> DarwinRasterLayer:
         """The frame's raster layer: the least confident masks painted first, so the most confident keep the
-        pixels where they overlap; a box without a mask is painted as its rectangle."""
-        labels = np.zeros((self.height_px, self.width_px), np.int64)
+        pixels where they overlap; a box without a mask is painted as its rectangle. Memory: one frame of the
+        smallest unsigned type that holds every value (a byte per pixel up to 255 masks), each mask painted from its
+        crop; the caller keeps only the runs of each frame."""
+        labels = np.zeros((self.height_px, self.width_px), np.min_scalar_type(len(self.values)))
         entries = sorted(self._painted.get(frame_index, []), key=lambda e: e[1].confidence)
         for annotation_id, box in entries:
-            labels[self._pixels(box)] = self.values[annotation_id]
+            self._paint(labels, box, self.values[annotation_id])
         return {
             "dense_rle": dense_rle(labels),
             "mask_annotation_ids_mapping": {a: self.values[a] for a, _ in entries},
             "total_pixels": self.width_px * self.height_px,
         }
 
-    def _pixels(self, box: TrackBox) -> NDArray[np.bool_]:
-        if box.mask is not None and has_mask(box):
-            return box.mask.full(0, self.height_px, self.width_px)
-        out = np.zeros((self.height_px, self.width_px), np.bool_)
-        x1, y1, x2, y2 = (round(v) for v in box.xyxy)
-        out[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = True
-        return out
+    def _paint(self, labels: NDArray[np.unsignedinteger], box: TrackBox, value: int) -> None:
+        """``value`` onto the box's mask pixels (its crop, placed at its origin), else onto its rectangle."""
+        if box.mask is None or not has_mask(box):
+            x1, y1, x2, y2 = (round(v) for v in box.xyxy)
+            labels[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = value
+            return
+        crop = box.mask.crop(0)
+        x, y = (int(v) for v in box.mask.origin_xy[0])
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + crop.shape[1], self.width_px), min(y + crop.shape[0], self.height_px)
+        if x1 > x0 and y1 > y0:
+            window = labels[y0:y1, x0:x1]
+            window[crop[y0 - y : y1 - y, x0 - x : x1 - x]] = value
 
 
-def dense_rle(labels: NDArray[np.int64]) -> list[int]:
+def dense_rle(labels: NDArray[np.integer]) -> list[int]:
     """A (height, width) array of values as Darwin's ``dense_rle``: ``[value, count, ...]`` row by row."""
     flat = labels.ravel()
     if flat.size == 0:

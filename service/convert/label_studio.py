@@ -132,8 +132,20 @@ class LabelConfig:
         return any(isinstance(o.frame_rate, str) and o.frame_rate.strip().startswith("$") for o in self.objects)
 
     def targets(self) -> list[LsObject]:
-        """Objects at least one box control points at, in config order: what a task needs media for."""
+        """Objects at least one control points at, in config order: what a task needs media for (call it on
+        ``for_run``'s config: a run without masks has no use for a brush-only object)."""
         return [o for o in self.objects if self.controls_for(o.name)]
+
+    def for_run(self, *, masks: bool) -> LabelConfig:
+        """The config as a run sees it: one that makes no masks fills box controls only, so its targets and its
+        regions are what they were before brush and polygon controls were read (a box never becomes a brush)."""
+        if masks:
+            return self
+        return replace(self, controls=tuple(c for c in self.controls if c.result_type not in _SHAPE_TYPES))
+
+    def takes_masks(self, object_name: str) -> bool:
+        """Whether a brush or polygon control points at the object (only those get a segmenter's masks)."""
+        return any(c.result_type in _SHAPE_TYPES for c in self.controls_for(object_name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +284,7 @@ def item_to_ls_result(
     *,
     aliases: Mapping[str, str] | None = None,
     task_data: Mapping[str, object] | None = None,
+    masks: bool | None = None,
 ) -> LsPrediction:
     """Build one task's prediction from the item's predictions.
 
@@ -289,6 +302,8 @@ def item_to_ls_result(
         aliases: model class name -> LS label, case-insensitive; wins over name matching.
         task_data: the task's ``data``, where a ``<Video framerate="$key">`` takes LS's fps from; None when
             the task is not at hand (then the source's fps is assumed for ``$key``).
+        masks: the run makes masks (``LabelConfig.for_run``); None: whether any of the item's frames carries them.
+            Without masks only box controls are filled, exactly as before masks existed.
 
     Returns:
         The prediction; regions of classes no control has a label for are counted in ``dropped``
@@ -298,6 +313,9 @@ def item_to_ls_result(
     result: list[LsRegion] = []
     dropped: Counter[str] = Counter()
     item = with_region_ids(item)
+    if masks is None:
+        masks = any(f.detections.masks is not None for f in item.frames)
+    config = config.for_run(masks=masks)
     for meta in item.slots:
         kind = _SLOT_OBJECT.get(meta.media)
         target = _object_for_slot(config, meta.slot, kind) if kind else None

@@ -71,9 +71,22 @@ def shape_to_rle(shape: Shape, height: int, width: int, scale: float = 1.0) -> E
         return None
     parts = mu.frPyObjects(rings, height, width)
     if shape.even_odd and len(parts) > 1:  # holes are rings inside rings: each ring flips the pixels it covers
-        filled = np.bitwise_xor.reduce(np.asarray(mu.decode(parts), np.uint8), axis=2)
-        return _encoded(mu.encode(np.asfortranarray(filled)))
+        return _encoded(mu.encode(_even_odd_fill(mu, parts, height, width)))
     return _encoded(mu.merge(parts))
+
+
+def _even_odd_fill(mu: Any, parts: Sequence[Any], height: int, width: int) -> NDArray[np.uint8]:
+    """The rings' RLEs filled even-odd, decoded one ring at a time: two frames of memory, whatever the ring count.
+
+    Raises:
+        FormatError: the frame is larger than ``MAX_RASTER_PIXELS``.
+    """
+    if height * width > MAX_RASTER_PIXELS:
+        raise FormatError(f"a {width}x{height} polygon frame is too large")
+    filled = np.zeros((height, width), np.uint8, order="F")
+    for part in parts:
+        filled ^= mu.decode(part)
+    return filled
 
 
 def _encoded(rle: Any) -> EncodedRle:

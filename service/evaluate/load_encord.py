@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -56,12 +57,22 @@ def _attributes(answer: EncordObjectAnswer | None) -> tuple[tuple[str, str], ...
     )
 
 
-def _geometry(
-    obj: EncordObject, width: float, height: float
-) -> tuple[ShapeKind, tuple[tuple[float, ...], ...], CocoRle | None] | None:
-    """(kind, rings in the frame's units, RLE) of an object entry, or None for shapes that are not scored."""
+@dataclass(frozen=True, slots=True)
+class _Geometry:
+    """An object entry's shape: rings in the frame's units, an RLE in pixels, and whether the rings fill even-odd
+    (holes with no known frame size to cut them out on: ``Shape.even_odd``)."""
+
+    kind: ShapeKind
+    rings: tuple[tuple[float, ...], ...] = ()
+    rle: CocoRle | None = None
+    even_odd: bool = False
+
+
+def _geometry(obj: EncordObject, width: float, height: float, *, known: bool) -> _Geometry | None:
+    """The shape of an object entry, or None for shapes that are not scored. ``known``: ``width`` and ``height``
+    are the frame's pixels, not the 100 x 100 percent units of a data unit without a size."""
     if "boundingBox" in obj:
-        return ShapeKind.BOX, (), None
+        return _Geometry(ShapeKind.BOX)
     if "rotatableBoundingBox" in obj:
         b = obj["rotatableBoundingBox"]
         ring = rotated_box_to_polygon(
@@ -72,7 +83,7 @@ def _geometry(
             float(b.get("theta", 0.0)),
             about_centre=True,
         )
-        return ShapeKind.POLYGON, (ring,), None
+        return _Geometry(ShapeKind.POLYGON, (ring,))
     if "polygons" in obj or "polygon" in obj:
         if obj.get("polygons"):  # 0.1.211: [[ring, hole, ...], ...] of flat normalised coordinates
             nested = [[_scaled(ring, width, height) for ring in polygon] for polygon in obj["polygons"]]
@@ -82,14 +93,18 @@ def _geometry(
                 [_scaled([v for k in sorted(points, key=int) for v in (points[k]["x"], points[k]["y"])], width, height)]
             ]
         rings = tuple(ring for polygon in nested for ring in polygon)
-        # Rings are unioned when rasterised: a polygon with holes is drawn here, holes cut out, on a known frame.
-        holed = any(len(polygon) > 1 for polygon in nested) and width > 1 and height > 1
-        return ShapeKind.POLYGON, rings, _holed_polygons_rle(nested, int(width), int(height)) if holed else None
-    if "bitmask" in obj and width > 1 and height > 1:
+        # Rings are unioned when rasterised: a polygon with holes is drawn here, holes cut out, on a known frame;
+        # on an unknown one (percent units) its rings fill even-odd, so the holes stay holes (parts never overlap).
+        if not any(len(polygon) > 1 for polygon in nested):
+            return _Geometry(ShapeKind.POLYGON, rings)
+        if known:
+            return _Geometry(ShapeKind.POLYGON, rings, _holed_polygons_rle(nested, int(width), int(height)))
+        return _Geometry(ShapeKind.POLYGON, rings, even_odd=True)
+    if "bitmask" in obj and known:  # a frame-sized rleString: without the frame's size it cannot be read
         if width * height > MAX_RASTER_PIXELS:
             raise FormatError(f"object {obj.get('objectHash')}: a {width:.0f}x{height:.0f} bitmask is too large")
         rle = encord_rle_to_coco_rle(obj["bitmask"]["rleString"], int(width), int(height))
-        return ShapeKind.MASK, (), rle
+        return _Geometry(ShapeKind.MASK, rle=rle)
     return None
 
 
@@ -120,11 +135,11 @@ def _object_to_shape(
     known = bool(du.get("width") and du.get("height"))
     # Without a pixel size, work in percent (0..100) so the shape can still be rescaled later.
     width, height = (float(du["width"]), float(du["height"])) if known else (100.0, 100.0)
-    geometry = _geometry(obj, width, height)
+    geometry = _geometry(obj, width, height, known=known)
     if geometry is None:
         unit.skip(str(obj.get("shape", "other")))
         return None
-    kind, rings, rle = geometry
+    kind, rings, rle = geometry.kind, geometry.rings, geometry.rle
     box_src: tuple[float, float, float, float] | None = None
     if kind is ShapeKind.BOX:
         b = obj["boundingBox"]
@@ -156,6 +171,7 @@ def _object_to_shape(
         box_src=box_src,
         created_by=obj.get("createdBy"),
         attributes=_attributes(answers.get(object_hash)),
+        even_odd=geometry.even_odd,
     )
 
 

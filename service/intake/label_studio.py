@@ -84,13 +84,14 @@ def as_int(value: object) -> int | None:
     return None
 
 
-def targets_of(label_config: str) -> list[LsObject]:
-    """The objects a box control points at (what a task needs media for).
+def targets_of(label_config: str, *, masks: bool = False) -> list[LsObject]:
+    """The objects a control points at (what a task needs media for); brush and polygon controls count only for
+    jobs that make ``masks`` (``LabelConfig.for_run``).
 
     Raises:
         PreannotateError: ``INVALID_ARGUMENT`` when there are none.
     """
-    targets = parse_label_config(label_config).targets()
+    targets = parse_label_config(label_config).for_run(masks=masks).targets()
     if not targets:
         raise PreannotateError(
             ErrorCode.INVALID_ARGUMENT,

@@ -24,7 +24,7 @@ from service.config import Settings
 from service.convert.label_studio import parse_label_config
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
-from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, task_prediction
+from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, makes_masks, task_prediction
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import FrameDetector
@@ -91,7 +91,7 @@ def sync_project(
     model = ModelRef(spec=options.model_spec, version=info.version, class_names=info.class_names)
     project = client.get_project(options.project_id)
     config = parse_label_config(str(project.get("label_config") or ""))
-    if not config.targets():
+    if not config.for_run(masks=makes_masks(detector, segmenter)).targets():
         raise PreannotateError(
             ErrorCode.INVALID_ARGUMENT,
             f"project {options.project_id} has no RectangleLabels (on an Image) or VideoRectangle (on a Video)",

@@ -9,7 +9,7 @@ ML backend answers them to Label Studio.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -19,7 +19,7 @@ from service.convert.label_studio import LabelConfig, LsObject, LsPrediction, it
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError, error_with_paths_shown, with_paths_shown
 from service.pipeline.fetch import redact_url
-from service.pipeline.flow import FlowOptions, detector_sampling, run_flow, track_stage
+from service.pipeline.flow import FlowOptions, ItemOutput, detector_sampling, run_flow, track_stage
 from service.pipeline.frames import Frame, FrameResult, MediaKind, SlotMeta
 from service.pipeline.media import ItemSpec, SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -76,9 +76,11 @@ def task_prediction(
     on_frame: Callable[[FrameResult], None] | None = None,
     segmenter: Segmenter | None = None,
 ) -> TaskPrediction:
-    """Fetch, decode, detect and track every object of one task that a box control points at; convert the
+    """Fetch, decode, detect and track every object of one task that a control points at; convert the
     result to the task's prediction (LS video regions are the tracks ``tracker`` links; None: one per box).
-    ``segmenter`` masks each kept box.
+    ``segmenter`` masks the kept boxes of the image objects a brush or polygon control points at (LS video
+    regions and rectangles are boxes: their frames never reach it). A run that makes no masks (no segmenter, a
+    boxes-only detector) fills box controls only, as before masks (``LabelConfig.for_run``).
 
     Each object becomes a slot named after it, which is how ``item_to_ls_result`` matches them. Files are
     fetched first, in order (a download's ``BackendError`` leaves unchanged: ``sync`` counts outages by it);
@@ -110,8 +112,14 @@ def task_prediction(
         config,
         aliases=aliases,
         task_data=data if isinstance(data, dict) else {},  # framerate="$fps" reads LS's fps from it
+        masks=makes_masks(detector, segmenter),
     )
     return TaskPrediction(prediction=prediction, warnings=item.warnings)
+
+
+def makes_masks(detector: FrameDetector, segmenter: Segmenter | None) -> bool:
+    """Whether a run with this detector and segmenter makes masks (``LabelConfig.for_run``)."""
+    return segmenter is not None or detector.info.makes_masks
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,7 @@ def _detect_task(
     name = f"task-{task.get('id')}"
     data = task.get("data")
     data = data if isinstance(data, dict) else {}
+    config = config.for_run(masks=makes_masks(detector, segmenter))
     targets: list[tuple[LsObject, str]] = []
     for obj in config.targets():
         value = data.get(obj.value_key) if obj.value_key else None
@@ -147,12 +156,17 @@ def _detect_task(
         keys = ", ".join(f"${o.value_key}" for o in config.targets() if o.value_key) or "none"
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{name}: no media in the task data (looked for {keys})")
     objects = {obj.name: obj for obj, _ in targets}
-    # only the detector (and segmenter) see these frames
-    detected = detector_sampling(sampling, detector.info, None if segmenter is None else segmenter.info)
+    # Only image objects a brush or polygon control points at take masks: the others run without the segmenter,
+    # on frames sized for the detector alone (only the detector and segmenter see these frames).
+    masked = {o.name for o, _ in targets if segmenter is not None and o.kind == "image" and config.takes_masks(o.name)}
+    sampled = {
+        True: detector_sampling(sampling, detector.info, None if segmenter is None else segmenter.info),
+        False: detector_sampling(sampling, detector.info, None),
+    }
     shown: dict[str, str] = {}  # scratch path -> redacted URL
 
     def open_object(item: str, slot: SlotSpec) -> SlotReader:
-        return _ObjectReader.open(item, objects[slot.name], slot, detected, limits, shown)
+        return _ObjectReader.open(item, objects[slot.name], slot, sampled[slot.name in masked], limits, shown)
 
     with TemporaryDirectory(dir=work_dir, prefix="preannotate-ls-") as scratch:
         slots = []
@@ -160,24 +174,40 @@ def _detect_task(
             fetched = download(value, Path(scratch))
             shown[str(fetched.path)] = redact_url(fetched.url)
             slots.append(SlotSpec(obj.name, (fetched.path,)))
+        outputs: list[ItemOutput] = []
         try:
-            (output,) = run_flow(
-                [ItemSpec(name, tuple(slots))],
-                detector,
-                options,
-                open_slot=open_object,
-                on_slot=on_slot,
-                on_frame=on_frame,
-                finish_item=track_stage(tracker),  # LS video regions are the tracks
-                segmenter=segmenter,
-            )
+            for with_masks in (True, False):
+                group = tuple(slot for slot in slots if (slot.name in masked) is with_masks)
+                if not group:
+                    continue
+                (output,) = run_flow(
+                    [ItemSpec(name, group)],
+                    detector,
+                    options,
+                    open_slot=open_object,
+                    on_slot=on_slot,
+                    on_frame=on_frame,
+                    finish_item=track_stage(tracker),  # LS video regions are the tracks
+                    segmenter=segmenter if with_masks else None,
+                )
+                outputs.append(output)
         except PreannotateError as exc:
             renamed = error_with_paths_shown(exc, shown)
             if renamed is exc:
                 raise
             raise renamed from exc
-    item = ItemPredictions(name=name, slots=output.slots, frames=output.frames)
-    return _Detected(item=item, warnings=tuple(error_with_paths_shown(w, shown) for w in output.warnings))
+    item = _in_config_order(name, [slot.name for slot in slots], outputs)
+    warnings = tuple(error_with_paths_shown(w, shown) for output in outputs for w in output.warnings)
+    return _Detected(item=item, warnings=warnings)
+
+
+def _in_config_order(name: str, order: Sequence[str], outputs: Sequence[ItemOutput]) -> ItemPredictions:
+    """The task's objects (detected in one or two runs: with and without the segmenter) as one item, in the
+    config's object order, so region order does not depend on which objects took masks."""
+    place = {slot: n for n, slot in enumerate(order)}
+    metas = sorted((m for output in outputs for m in output.slots), key=lambda m: place[m.slot])
+    frames = sorted((f for output in outputs for f in output.frames), key=lambda f: place[f.info.slot])  # stable
+    return ItemPredictions(name=name, slots=tuple(metas), frames=tuple(frames))
 
 
 class _ObjectReader:

@@ -140,7 +140,8 @@ class LabelStudioSweep:
 
     def _sweep(self, project: int, registry: ModelLookup, report: ProjectSweep) -> None:
         client = self._label_studio()
-        targets = targets_of(str(client.get_project(project).get("label_config") or ""))
+        label_config = str(client.get_project(project).get("label_config") or "")
+        targets = targets_of(label_config, masks=self._settings.segmenter is not None)  # its jobs take the server's
         # None: no worker has published the model yet, so no task can hold its predictions
         version = registry.for_job(self._config.label_studio_model).version
         oldest_allowed = self._clock() - self._config.sweep_min_age_s

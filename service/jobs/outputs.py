@@ -230,6 +230,7 @@ class _LsTasks:
 
     def __init__(self, model: ModelRef, *, masks: bool = False) -> None:
         self._model = model
+        self._masks = masks
         self.xml: dict[ObjectKind, str] = {  # a job that makes masks gets a brush control for them
             kind: default_label_config_xml(model.class_names, kind, masks=masks) for kind in ("image", "video")
         }
@@ -260,5 +261,5 @@ class _LsTasks:
         if kind == "video" and fps_key and meta.fps:
             data[fps_key] = round(meta.fps, 6)  # what <Video framerate="$fps"> plays at; else LS uses 24
         slot = ItemPredictions(name=item.name, slots=(meta,), frames=tuple(item.frames_of_slot(meta.slot)))
-        prediction = item_to_ls_result(slot, self._model, config, task_data=data)
+        prediction = item_to_ls_result(slot, self._model, config, task_data=data, masks=self._masks)
         return {"data": data, "predictions": [prediction.to_json()]}

@@ -167,7 +167,8 @@ async def label_studio_webhook(
         raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "label_studio_url / label_studio_api_key are not set")
     if delivery.label_config is None:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no project.label_config: enable send_payload")
-    targets = ls.targets_of(delivery.label_config)
+    # the job takes the server's segmenter: then brush and polygon objects need their media too
+    targets = ls.targets_of(delivery.label_config, masks=state.settings.segmenter is not None)
     tasks: list[tuple[ItemIn, tuple[int, str]]] = []
     for task in delivery.tasks:
         version = ls.task_version(task)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,14 @@ from service.pipeline.options import SamplingMode
 from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec, PinnedTracks
 from service.spec.requests import Destination, ItemIn, JobCreate, SlotIn, TracksIn
-from tests.builders import CAR_PERSON_MODEL, CAR_PERSON_ONTOLOGY_JSON, linked, make_detections, make_result
+from tests.builders import (
+    CAR_PERSON_MODEL,
+    CAR_PERSON_ONTOLOGY_JSON,
+    linked,
+    make_detections,
+    make_result,
+    masked_item,
+)
 from tests.fakes.encord_server import FakeEncord
 from tests.fakes.http import FakeApp, Request, Response, serving
 from tests.fakes.v7_server import FakeV7, Item
@@ -173,6 +181,33 @@ def test_items_finishing_together_share_one_bundle(encord: FakeEncord, tmp_path:
         assert record.label_hash == encord.data[record.data_hash].label_hash  # each item its own answer
         assert (record.objects, record.bundle_items) == (1, 3)
     assert all(r.saves == 1 for r in encord.data.values())
+
+
+def test_a_masked_job_on_a_worker_without_the_ontology_file_is_refused_not_pushed(
+    encord: FakeEncord, tmp_path: Path
+) -> None:
+    """The API pod checked its own settings; a worker lacking the file must not push a made-up ontology (a polygon
+    object per class) whose feature hashes the project does not have."""
+    encord.add_image("img-0")
+    worker = Settings(
+        encord_project_hash=encord.project_hash,
+        encord_domain=encord.base_url,
+        encord_bearer_token=TOKEN,
+        encord_created_by=SVC,
+    )
+    pushers = Backends(worker)
+    spec = job_spec().model_copy(update={"segmenter": "hf:facebook/sam-vit-base", "segmenter_version": "s1"})
+    item, predictions = image("0.jpg", "img-0")
+    photo = masked_item().frames[0]  # a disk, a ring, a two-part shape and a box without a mask
+    masked = replace(predictions, frames=(replace(predictions.frames[0], detections=photo.detections),))
+    pusher = pushers.for_destination(ENCORD)
+    with pytest.raises(PreannotateError) as one:
+        pusher.push(ENCORD, item, masked, spec)
+    with pytest.raises(PreannotateError) as many:
+        pusher.push_many(ENCORD, [(item, masked)], spec)
+    pushers.close()
+    assert one.value.code is many.value.code is ErrorCode.BACKEND_NOT_CONFIGURED
+    assert encord.calls == []
 
 
 def test_a_full_bundle_is_written_without_waiting(encord: FakeEncord, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,10 @@ from pycocotools import mask as mask_utils
 
 from models.masks import Masks
 from service.convert.darwin import item_to_darwin
-from service.convert.darwin_masks import dense_rle
+from service.convert.darwin_masks import RasterLayers, dense_rle
 from service.convert.darwin_types import DarwinMaskStyle
 from service.evaluate.geometry import dense_rle_to_labels
+from service.pipeline.tracks import TrackBox
 from tests.builders import make_detections, make_result, mask_shapes, masked_item
 from tests.unit.service.convert.test_darwin import MODEL, schema_errors
 
@@ -145,3 +147,32 @@ def test_an_image_whose_rows_have_no_pixels_gets_no_raster_layer() -> None:
     meta = SlotMeta("a", "0", MediaKind.IMAGE, ("/a",), 640, 480, None, 1, 1)
     doc = item_to_darwin(ItemPredictions("a", (meta,), (make_result(dets, item="a"),)), MODEL, masks="raster")
     assert [a["name"] for a in doc["annotations"]] == ["face"]
+
+
+def test_a_raster_layer_holds_one_byte_frame_and_paints_masks_from_their_crops() -> None:
+    """A 4000 x 3000 frame with three masks (one hanging off the frame) and a box: a byte per pixel (up to 255
+    masks), never an int64 frame or a frame per mask; the layer reads back to the masks' pixels."""
+    height, width = 3000, 4000
+    layers = RasterLayers(width, height)
+    crops = [np.ones((40, 60), np.bool_), np.eye(50, dtype=np.bool_), np.ones((30, 30), np.bool_)]
+    origins = np.array([[100, 200], [3980, 2990], [110, 210]])
+    for n, (crop, origin) in enumerate(zip(crops, origins, strict=True)):
+        mask = Masks.from_crops([crop], origin.reshape(1, 2))
+        box = TrackBox(0, None, tuple(float(v) for v in mask.xyxy()[0]), 0.5 + 0.1 * n, mask)  # type: ignore[arg-type]
+        layers.add(0, f"m{n}", box)
+    layers.add(0, "box", TrackBox(0, None, (0.0, 0.0, 10.0, 5.0), 0.1))
+    tracemalloc.start()
+    try:
+        layer = layers.layer(0)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 3 * width * height  # the byte frame and its run starts, not 8 bytes a pixel
+    labels = dense_rle_to_labels(layer["dense_rle"], width, height)
+    ids = layer["mask_annotation_ids_mapping"]
+    expected = np.zeros((height, width), np.int64)
+    expected[:5, :10] = ids["box"]
+    expected[200:240, 100:160] = ids["m0"]
+    expected[2990:, 3980:] = np.where(np.eye(50, dtype=np.bool_)[:10, :20], ids["m1"], 0)
+    expected[210:240, 110:140] = ids["m2"]  # the most confident, painted last
+    np.testing.assert_array_equal(labels, expected)

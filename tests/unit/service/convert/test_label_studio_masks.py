@@ -121,6 +121,27 @@ def test_boxes_go_to_a_polygon_or_brush_control_when_no_rectangle_has_their_labe
     assert (drawn.sum(), drawn[5:20, 5:25].all()) == (20 * 15, True)
 
 
+def test_a_boxes_only_run_fills_box_controls_only_as_before_masks() -> None:
+    """Without masks a box never becomes a brush or polygon region: a class only a shape control labels is dropped
+    and counted, and an object only shape controls point at is no target (what the converter did before masks)."""
+    boxes = without_masks(item([None, None], [0, 1]))
+    car_boxes = BRUSH_CONFIG.replace(
+        f'<RectangleLabels name="box" toName="image">{LABELS}',
+        '<RectangleLabels name="box" toName="image"><Label value="car"/>',
+    )
+    for masks in (None, False):
+        found = item_to_ls_result(boxes, MODEL, parse_label_config(car_boxes), masks=masks)
+        assert [(r["type"], r["from_name"]) for r in found.result] == [("rectanglelabels", "box")]
+        assert found.dropped == {"person": 1}
+        shaped = item_to_ls_result(boxes, MODEL, parse_label_config(POLYGON_CONFIG), masks=masks)
+        assert (shaped.result, shaped.dropped) == ([], {})  # the slot has no target: nothing read, nothing dropped
+    assert parse_label_config(POLYGON_CONFIG).for_run(masks=False).targets() == []
+    assert [o.name for o in parse_label_config(POLYGON_CONFIG).for_run(masks=True).targets()] == ["image"]
+    # the same run making masks: the person box goes to the brush control, drawn as its box
+    masked = item_to_ls_result(boxes, MODEL, parse_label_config(car_boxes), masks=True)
+    assert [(r["type"], r["from_name"]) for r in masked.result] == [("rectanglelabels", "box"), ("brushlabels", "mask")]
+
+
 def test_video_tracks_stay_boxes_whatever_their_masks() -> None:
     config = (
         f'<View><Labels name="videoLabels" toName="video">{LABELS}</Labels><Video name="video" value="$video"/>'

@@ -15,6 +15,7 @@ from service.evaluate.api import CandidateIn, EvaluateRequest, request_to_evalua
 from service.evaluate.evaluation import candidate_figures
 from tests.builders import masked_item
 from tests.unit.service.convert.test_darwin import MODEL
+from tests.unit.service.evaluate.fixtures import encord_polygon, encord_row
 
 MASKED_ROWS = 3 + 2 * 3  # the photo's three masks, the clip's two masks on each of three frames
 
@@ -72,3 +73,26 @@ def test_darwin_polygon_with_a_hole_against_its_raster_mask_scores_at_least_095(
     figures = _figures(_ring_only("raster"), _ring_only("polygon"))
     assert (figures["tp"], figures["fp"], figures["fn"]) == (1, 0, 0)
     assert figures["mean_iou"] >= 0.95
+
+
+def _encord_holed_row(*, hole: bool, known_size: bool) -> dict[str, Any]:
+    """An Encord image row with one polygon: a square (0.2..0.8) with a square hole (0.4..0.6), as 0.1.211 writes
+    ``polygons``; ``known_size`` False drops the data unit's width and height."""
+    outer = [0.2, 0.2, 0.8, 0.2, 0.8, 0.8, 0.2, 0.8]
+    inner = [0.4, 0.4, 0.6, 0.4, 0.6, 0.6, 0.4, 0.6]
+    obj = encord_polygon("P0000000", [(0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8)])
+    obj["polygons"] = [[outer, inner]] if hole else [[outer]]
+    row = encord_row(data_hash="d0", title="a.jpg", label_hash="l0", objects=[obj], width=500, height=500)
+    if not known_size:
+        for unit in row["data_units"].values():
+            del unit["width"], unit["height"]
+    return row
+
+
+@pytest.mark.parametrize("known_size", [True, False])
+def test_an_encord_polygon_keeps_its_hole_whether_or_not_the_frame_size_is_known(known_size: bool) -> None:
+    """The hole is 1/9 of the square: filled, the ring would score IoU 1 against the plain square."""
+    holed = [_encord_holed_row(hole=True, known_size=known_size)]
+    plain = [_encord_holed_row(hole=False, known_size=known_size)]
+    assert _figures(holed, holed)["mean_iou"] == pytest.approx(1.0)
+    assert _figures(plain, holed)["mean_iou"] == pytest.approx(8 / 9, abs=0.01)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -9,10 +11,17 @@ import pytest
 from numpy.typing import NDArray
 
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate import geometry
 from service.evaluate.evaluation import evaluate, evaluation_to_summary
-from service.evaluate.geometry import coco_counts_to_runs, dense_rle_to_labels, ls_brush_rle_to_mask
+from service.evaluate.geometry import (
+    coco_counts_to_runs,
+    dense_rle_to_labels,
+    ls_brush_rle_to_mask,
+    mask_utils,
+    shape_to_rle,
+)
 from service.evaluate.inputs import BENCHMARK, CANDIDATE, documents_to_datasets
-from service.evaluate.types import Dataset, FormatError, ShapeKind
+from service.evaluate.types import Dataset, FormatError, Shape, ShapeKind
 from tests.unit.service.evaluate.fixtures import darwin_box, darwin_masks, dense_rle, ls_brush_rle, ls_brush_task
 
 
@@ -204,3 +213,40 @@ def test_the_brush_encoder_used_by_the_fixtures_round_trips() -> None:
     mask = rect(slice(1, 3), slice(0, 5), size=(4, 5))
     rgba = np.repeat(mask.astype(np.uint8)[..., None] * 200, 4, axis=2).ravel().tolist()
     assert (ls_brush_rle_to_mask(ls_brush_rle(rgba), 5, 4) == mask).all()
+
+
+def _squares(count: int, side_px: int) -> tuple[tuple[float, ...], ...]:
+    """``count`` concentric squares 8 px apart, the outermost ``side_px`` wide, as flat rings."""
+    rings = []
+    for k in range(count):
+        lo, hi = 8.0 * k, float(side_px - 8 * k)
+        rings.append((lo, lo, hi, lo, hi, hi, lo, hi))
+    return tuple(rings)
+
+
+def test_even_odd_rings_fill_alternately_in_memory_of_two_frames() -> None:
+    """Each ring flips the pixels it covers, one ring at a time: 60 rings on a 1000 x 1000 frame must not decode
+    60 frames at once (60 MB)."""
+    side = 1000
+    shape = Shape("a", "ring", (0.0, 0.0, float(side), float(side)), ShapeKind.POLYGON, polygons=_squares(60, side))
+    shape = replace(shape, even_odd=True)
+    tracemalloc.start()
+    try:
+        rle = shape_to_rle(shape, side, side)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rle is not None
+    assert peak_bytes < 8 * side * side  # a few frames of uint8 at most
+    drawn = np.asarray(mask_utils().decode({**rle}), np.bool_)
+    # band k (between ring k and ring k + 1) is filled when k is even
+    assert [bool(drawn[8 * k + 4, side // 2]) for k in range(59)] == [k % 2 == 0 for k in range(59)]
+
+
+def test_even_odd_rings_on_a_frame_over_the_raster_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(geometry, "MAX_RASTER_PIXELS", 99 * 99)
+    shape = replace(
+        Shape("a", "ring", (0.0, 0.0, 100.0, 100.0), ShapeKind.POLYGON, polygons=_squares(2, 100)), even_odd=True
+    )
+    with pytest.raises(FormatError, match="too large"):
+        shape_to_rle(shape, 100, 100)

@@ -70,6 +70,17 @@ class Masks:
         return cls._of([_encode_tight(m != 0, 0, 0) for m in full])
 
     @classmethod
+    def concat(cls, parts: Sequence[Masks]) -> Masks:
+        """``parts``' rows, one after another (a frame's boxes segmented in chunks)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.origin_xy for p in parts]),
+            np.concatenate([p.size_hw for p in parts]),
+            tuple(c for p in parts for c in p.counts),
+        )
+
+    @classmethod
     def _of(cls, rows: Sequence[tuple[int, int, int, int, bytes]]) -> Masks:
         if not rows:
             return cls.empty()

@@ -16,6 +16,10 @@ from models.types import Detections, ModelInfo, RGBImage
 
 log = logging.getLogger(__name__)
 
+# Box prompts per mask-decoder call: 32 keep SAM-base's decoder near 1 GiB in fp32.
+DEFAULT_SEGMENTER_MAX_BOXES = 32
+MAX_SEGMENTER_MAX_BOXES = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorOptions:
@@ -31,6 +35,9 @@ class DetectorOptions:
         tensorrt: run ONNX models through ONNX Runtime's TensorRT provider on CUDA.
         compile: ``torch.compile`` torch models (slow first batch per shape; worth it on long runs).
         engine_cache_dir: where TensorRT engines are cached (built once per model, GPU and version).
+        segmenter_max_boxes: box prompts per mask-decoder call of a box-prompted segmenter (SAM): each prompt
+            holds its own copy of the frame's image embedding (~32 MiB for SAM-base in fp32), so this bounds
+            the decoder's memory however crowded a frame is. Detectors ignore it.
     """
 
     device: str = "auto"
@@ -41,6 +48,7 @@ class DetectorOptions:
     tensorrt: bool = False
     engine_cache_dir: str | None = None
     compile: bool = False
+    segmenter_max_boxes: int = DEFAULT_SEGMENTER_MAX_BOXES
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -51,6 +59,10 @@ class DetectorOptions:
             raise ValueError(f"input_size_px must be in [32, 8192], got {self.input_size_px}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        if not 1 <= self.segmenter_max_boxes <= MAX_SEGMENTER_MAX_BOXES:
+            raise ValueError(
+                f"segmenter_max_boxes must be in [1, {MAX_SEGMENTER_MAX_BOXES}], got {self.segmenter_max_boxes}"
+            )
 
 
 # Measured on a 2-core CPU, batching loses (DETR-R50 batch 4 = 0.7x the images/s of batch 1);
@@ -163,7 +175,7 @@ class Segmenter(ABC):
 
     ``segment`` takes frames and, per frame, the boxes to segment (float32 (n, 4) xyxy in that frame's
     pixels), and returns one ``Masks`` per frame with one row per box, in that frame's pixels. Each frame's
-    image embedding is computed once and all its boxes are decoded together; implementations chunk frames
+    image embedding is computed once and its boxes are decoded from it in chunks; implementations chunk frames
     into ``info.batch_size`` themselves.
     """
 

@@ -8,6 +8,7 @@ only when a converter asks for them (``crop``, ``full``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,17 @@ class Masks:
         return cls._of([_encode_tight(m != 0, 0, 0) for m in full])
 
     @classmethod
+    def concat(cls, parts: Sequence[Masks]) -> Masks:
+        """``parts``' rows, one after another (a frame's boxes segmented in chunks)."""
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.origin_xy for p in parts]),
+            np.concatenate([p.size_hw for p in parts]),
+            tuple(c for p in parts for c in p.counts),
+        )
+
+    @classmethod
     def _of(cls, rows: Sequence[tuple[int, int, int, int, bytes]]) -> Masks:
         if not rows:
             return cls.empty()
@@ -122,32 +134,37 @@ class Masks:
 
     def scaled(self, sx: float, sy: float, height_px: int, width_px: int) -> Masks:
         """The masks on a frame scaled by ``sx``, ``sy`` (e.g. from the detector's frame back to the source's),
-        clipped to its (height_px, width_px): each crop is resized with the corners it covers, so a mask keeps its
-        place to within a pixel."""
+        clipped to its (height_px, width_px).
+
+        Each crop is resampled at exactly that scale (bilinear, at the new frame's pixel centres, as resizing the
+        whole frame would), into the new pixels its extent covers: resizing the crop to that rounded-out window
+        would stretch each mask outward by up to a pixel per side.
+        """
         crops: list[BoolMask] = []
         origins: list[tuple[int, int]] = []
         for i in range(len(self)):
             crop = self.crop(i)
-            if crop.size == 0:
-                crops.append(crop)
-                origins.append((0, 0))
-                continue
-            x, y = (int(v) for v in self.origin_xy[i])
-            x0, y0 = int(np.floor(x * sx)), int(np.floor(y * sy))
-            x1 = max(int(np.ceil((x + crop.shape[1]) * sx)), x0 + 1)
-            y1 = max(int(np.ceil((y + crop.shape[0]) * sy)), y0 + 1)
-            resized = cv2.resize(crop.astype(np.uint8) * 255, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-            crop_out = resized >= 128
-            # clip to the frame
-            cx0, cy0 = max(0, -x0), max(0, -y0)
-            cx1 = min(crop_out.shape[1], width_px - x0)
-            cy1 = min(crop_out.shape[0], height_px - y0)
-            if cx1 <= cx0 or cy1 <= cy0:
+            window = _scaled_window(self.origin_xy[i], crop.shape, sx, sy, height_px, width_px)
+            if window is None:
                 crops.append(np.zeros((0, 0), np.bool_))
                 origins.append((0, 0))
                 continue
-            crops.append(crop_out[cy0:cy1, cx0:cx1])
-            origins.append((x0 + cx0, y0 + cy0))
+            x0, y0, x1, y1 = window
+            x, y = (int(v) for v in self.origin_xy[i])
+            # inverse map: new pixel (c, r) of the window -> crop pixel; centres align, (X + 0.5) / s - 0.5
+            to_crop = np.array(
+                [[1 / sx, 0.0, (x0 + 0.5) / sx - 0.5 - x], [0.0, 1 / sy, (y0 + 0.5) / sy - 0.5 - y]], np.float64
+            )
+            sampled = cv2.warpAffine(
+                crop.astype(np.float32),
+                to_crop,
+                (x1 - x0, y1 - y0),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0.0,  # the crop is tight: outside it is outside the mask
+            )
+            crops.append(np.asarray(sampled) >= 0.5)
+            origins.append((x0, y0))
         return Masks.from_crops(crops, np.asarray(origins, np.int64).reshape(-1, 2))
 
     def to_json(self) -> list[list[Any]]:
@@ -170,6 +187,23 @@ class Masks:
 
     def _rles(self) -> list[dict[str, Any] | None]:
         return [self._rle(i) for i in range(len(self))]
+
+
+def _scaled_window(
+    origin_xy: NDArray[np.int32], crop_hw: tuple[int, ...], sx: float, sy: float, height_px: int, width_px: int
+) -> tuple[int, int, int, int] | None:
+    """The new frame's pixels (x0, y0, x1, y1), end-exclusive, a crop at ``origin_xy`` may cover once scaled:
+    those whose centres fall inside its scaled extent, clipped to the frame; None for an empty crop or one
+    scaled off the frame."""
+    h, w = int(crop_hw[0]), int(crop_hw[1])
+    if h == 0 or w == 0:
+        return None
+    x, y = int(origin_xy[0]), int(origin_xy[1])
+    x0, y0 = max(0, math.floor(x * sx)), max(0, math.floor(y * sy))
+    x1, y1 = min(width_px, math.ceil((x + w) * sx)), min(height_px, math.ceil((y + h) * sy))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
 
 
 def _encode_tight(mask: BoolMask, x: int, y: int) -> tuple[int, int, int, int, bytes]:

@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from models.base import DEFAULT_BATCH_SIZE, DetectorOptions
+from models.base import DEFAULT_BATCH_SIZE, DEFAULT_SEGMENTER_MAX_BOXES, MAX_SEGMENTER_MAX_BOXES, DetectorOptions
 from models.registry import DEFAULT_MODEL_SPEC
 from service.pipeline.options import (
     DecoderChoice,
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     extra_models: CommaList = Field(default_factory=list, description="more model specs `serve` loads")
     segmenter: str | None = Field(
         None, description="box-prompted segmenter spec (hf:DIR_OR_ID, SAM family): a mask per box; unset = boxes only"
+    )
+    segmenter_max_boxes: int = Field(
+        DEFAULT_SEGMENTER_MAX_BOXES,
+        ge=1,
+        le=MAX_SEGMENTER_MAX_BOXES,
+        description="box prompts per mask-decoder call (each holds a copy of the frame's image embedding)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; unset = CPU 1, CUDA 16")
@@ -342,6 +348,7 @@ class Settings(BaseSettings):
             tensorrt=self.tensorrt,
             engine_cache_dir=str(self.engine_cache_dir),
             compile=self.torch_compile,
+            segmenter_max_boxes=self.segmenter_max_boxes,
         )
 
     def tracker_options(self) -> TrackerOptions | None:

@@ -1,10 +1,13 @@
 """``hf:DIR_OR_HUB_ID`` as a ``Segmenter``: transformers' SAM family (``SamModel``, ``Sam2Model``, ``EdgeTamModel``,
 whatever ``AutoModelForMaskGeneration`` resolves), boxes in, one mask per box out.
 
-Per batch of frames: one image-encoder call (``get_image_embeddings``), then one prompt-encoder/mask-decoder call
-for every box of every frame (``input_boxes`` (B, n, 4), ``multimask_output=False``; frames with fewer boxes are
-padded with copies of their last box, whose masks are dropped). Each mask's low-resolution logits are sampled at the
-frame's pixel centres only inside its box plus a margin, so memory follows the boxes, not frames x boxes.
+Per batch of frames: one image-encoder call (``get_image_embeddings``), then, frame by frame, prompt-encoder/
+mask-decoder calls on at most ``DetectorOptions.segmenter_max_boxes`` boxes each (``input_boxes`` (1, k, 4),
+``multimask_output=False``). transformers' decoder copies the frame's image embedding once per prompt (SAM-base:
+~32 MiB each in fp32), so the decoder's memory follows that chunk, not frames x boxes. A chunk that runs out of
+device memory is decoded in halves from the same embedding, and the ceiling stays down for the segmenter's life
+(``models.oom``). Each mask's low-resolution logits are sampled at the frame's pixel centres only inside its box
+plus a margin, so the masks' memory follows the boxes too.
 
 The processor's pixel work is done in torch (``models.runtimes.torch_preprocess``) from its saved settings: the
 SAM 2 / EdgeTAM image processors need torchvision, which the ``hf`` extra does not bring.
@@ -24,6 +27,7 @@ from models.base import DEFAULT_BATCH_SIZE, DetectorOptions, Segmenter, Segmente
 from models.detectors.hf_checkpoint import CheckpointKind, load_checkpoint
 from models.errors import DeviceOutOfMemoryError, ModelLoadError, ModelSpecError
 from models.masks import Masks
+from models.oom import BatchCeiling, run_splitting_on_oom
 from models.runtimes.torch import autocast_dtype, configure_cpu_threads, require, resolve_torch_device
 from models.runtimes.torch_preprocess import HostStaging, PreprocessSpec, ResizeRule, preprocess
 from models.types import RGBImage
@@ -106,6 +110,8 @@ class HFSamSegmenter(Segmenter):
         self._model_type = str(self._model.config.model_type)
         self._preprocess = preprocess_spec(checkpoint.processor, target)
         self._staging = HostStaging(device)
+        # box prompts per decoder call; lowered on out-of-memory only, for the segmenter's life
+        self._box_ceiling = BatchCeiling(options.segmenter_max_boxes, name=f"{checkpoint.name} (mask decoder, boxes)")
         resize = self._preprocess.resize
         self.info = SegmenterInfo(
             spec=spec,
@@ -123,16 +129,11 @@ class HFSamSegmenter(Segmenter):
 
         cover_hw = self._padded_hw(images)
         with torch.inference_mode():
-            try:
-                logits, scales = self._decode(images, boxes_xyxy)
-                return [
-                    _masks_from_logits(logits[b, : len(boxes)], boxes, image.shape[:2], scales[b], cover_hw)
-                    for b, (image, boxes) in enumerate(zip(images, boxes_xyxy, strict=True))
-                ]
-            except torch.cuda.OutOfMemoryError as exc:  # == torch.OutOfMemoryError; a smaller batch may fit
-                raise DeviceOutOfMemoryError(
-                    f"{self._device} out of memory segmenting a batch of {len(images)} frames"
-                ) from exc
+            embeddings, scales = self._encode(images)
+            return [
+                self._segment_frame(_frame_of(embeddings, b), boxes, image.shape[:2], scales[b], cover_hw)
+                for b, (image, boxes) in enumerate(zip(images, boxes_xyxy, strict=True))
+            ]
 
     def _padded_hw(self, images: Sequence[RGBImage]) -> tuple[int, int]:
         """The (height, width) of the encoder's input, which the low-resolution logits cover."""
@@ -142,29 +143,81 @@ class HFSamSegmenter(Segmenter):
         width = max(pad_to[1] if pad_to else 0, *(w for _, w in sizes))
         return height, width
 
-    def _decode(
-        self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]
-    ) -> tuple[torch.Tensor, list[tuple[float, float]]]:
-        """(B, n_max, h, w) float32 mask logits, and each frame's (x, y) scale from its pixels to the encoder's."""
+    def _encode(self, images: Sequence[RGBImage]) -> tuple[Any, list[tuple[float, float]]]:
+        """The frames' image embeddings (as ``get_image_embeddings`` returns them), and each frame's (x, y) scale
+        from its pixels to the encoder's.
+
+        Raises:
+            DeviceOutOfMemoryError: the batch of frames does not fit (a smaller one may).
+        """
         import torch
 
-        feeds = preprocess(images, self._preprocess, self._device, self._staging)
         scales: list[tuple[float, float]] = []
         for image in images:
             height, width = image.shape[:2]
             out_h, out_w = self._preprocess.resize.output_hw(height, width)
             scales.append((out_w / width, out_h / height))
-        prompts = _padded_prompts(boxes_xyxy, scales)
-        with torch.autocast(
+        try:
+            feeds = preprocess(images, self._preprocess, self._device, self._staging)
+            with self._autocast_context():
+                return self._model.get_image_embeddings(feeds["pixel_values"]), scales
+        except torch.cuda.OutOfMemoryError as exc:  # == torch.OutOfMemoryError; a smaller batch may fit
+            raise DeviceOutOfMemoryError(
+                f"{self._device} out of memory encoding a batch of {len(images)} frames"
+            ) from exc
+
+    def _segment_frame(
+        self,
+        embeddings: Any,
+        boxes_xyxy: NDArray[np.float32],
+        frame_hw: tuple[int, ...],
+        scale_xy: tuple[float, float],
+        cover_hw: tuple[int, int],
+    ) -> Masks:
+        """One frame's masks, its boxes decoded from its embedding in chunks under the box ceiling (halved on
+        out-of-memory, the embedding kept).
+
+        Raises:
+            DeviceOutOfMemoryError: a single box does not fit.
+        """
+        sx, sy = scale_xy
+        prompts = np.asarray(boxes_xyxy, np.float32) * np.asarray([sx, sy, sx, sy], np.float32)
+        parts: list[Masks] = []
+
+        def run(chunk: Sequence[int]) -> None:
+            rows = np.asarray(chunk, np.intp)
+            logits = self._decode(embeddings, prompts[rows])
+            parts.append(_masks_from_logits(logits, boxes_xyxy[rows], frame_hw, scale_xy, cover_hw))
+
+        run_splitting_on_oom(range(len(prompts)), run, self._box_ceiling)
+        return Masks.concat(parts)
+
+    def _decode(self, embeddings: Any, prompts: NDArray[np.float32]) -> torch.Tensor:
+        """(k, h, w) float32 mask logits of one frame's ``prompts`` (k, 4), in the encoder's pixels.
+
+        Raises:
+            DeviceOutOfMemoryError: these prompts do not fit (fewer may).
+        """
+        import torch
+
+        try:
+            with self._autocast_context():
+                outputs = self._model(
+                    input_boxes=torch.from_numpy(prompts[None]).to(self._device),
+                    multimask_output=False,
+                    **self._embedding_kwargs(embeddings),
+                )
+            logits: torch.Tensor = outputs.pred_masks[0, :, 0].float()
+            return logits
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceOutOfMemoryError(f"{self._device} out of memory decoding {len(prompts)} box prompts") from exc
+
+    def _autocast_context(self) -> Any:
+        import torch
+
+        return torch.autocast(
             device_type="cuda", dtype=self._autocast or torch.float16, enabled=self._autocast is not None
-        ):
-            embeddings = self._model.get_image_embeddings(feeds["pixel_values"])
-            outputs = self._model(
-                input_boxes=torch.from_numpy(prompts).to(self._device),
-                multimask_output=False,
-                **self._embedding_kwargs(embeddings),
-            )
-        return outputs.pred_masks[:, :, 0].float(), scales
+        )
 
     def _embedding_kwargs(self, embeddings: Any) -> dict[str, Any]:
         """``get_image_embeddings``' result as the model's forward takes it (SAM-HQ also returns its ViT's
@@ -184,17 +237,12 @@ class HFSamSegmenter(Segmenter):
             torch.cuda.empty_cache()
 
 
-def _padded_prompts(
-    boxes_xyxy: Sequence[NDArray[np.float32]], scales: Sequence[tuple[float, float]]
-) -> NDArray[np.float32]:
-    """(B, n_max, 4) boxes in the encoder's pixels; a frame with fewer boxes repeats its last one."""
-    n_max = max(len(boxes) for boxes in boxes_xyxy)
-    out = np.zeros((len(boxes_xyxy), n_max, 4), np.float32)
-    for b, (boxes, (sx, sy)) in enumerate(zip(boxes_xyxy, scales, strict=True)):
-        scaled = np.asarray(boxes, np.float32) * np.asarray([sx, sy, sx, sy], np.float32)
-        out[b, : len(scaled)] = scaled
-        out[b, len(scaled) :] = scaled[-1]
-    return out
+def _frame_of(embeddings: Any, b: int) -> Any:
+    """Frame ``b``'s slice (batch of one) of ``get_image_embeddings``' result: a tensor, or (SAM 2, SAM-HQ)
+    lists and tuples of them."""
+    if isinstance(embeddings, (list, tuple)):
+        return type(embeddings)(_frame_of(e, b) for e in embeddings)
+    return embeddings[b : b + 1]
 
 
 def mask_region(box_xyxy: NDArray[np.float32], height_px: int, width_px: int) -> tuple[int, int, int, int] | None:

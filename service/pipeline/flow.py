@@ -185,7 +185,6 @@ def run_flow(
         PreannotateError: INVALID_ARGUMENT for an unknown class; a slot's failure when ``on_error`` is None;
             DEVICE_OUT_OF_MEMORY (through a batcher) when one frame alone does not fit.
         DeviceOutOfMemoryError: a single frame does not fit (a plain detector).
-        PreannotateError: DEVICE_OUT_OF_MEMORY when one frame's boxes do not fit the segmenter.
     """
     keep = class_filter(detector.info.class_names, options.classes)
     slots = [(n, slot) for n, item in enumerate(items) for slot in item.slots]

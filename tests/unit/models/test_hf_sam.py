@@ -18,7 +18,13 @@ import pytest
 from numpy.typing import NDArray
 
 from models.base import DetectorOptions, Segmenter
-from models.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError, ModelSpecError
+from models.errors import (
+    DeviceOutOfMemoryError,
+    MissingDependencyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelSpecError,
+)
 from models.registry import load_segmenter
 from models.segmenters.hf_sam import mask_region
 from tests.unit.models.hf_checkpoints import write_tiny_rtdetr, write_tiny_sam, write_tiny_sam2
@@ -151,6 +157,69 @@ def test_batched_equals_one_at_a_time(
         for i in range(len(frame_boxes)):
             (one,) = single.segment([frame], [frame_boxes[i : i + 1]])
             assert one.to_json() == alone[np.asarray([i])].to_json()
+
+
+@contextmanager
+def decoder_prompts(segmenter: Segmenter, *, oom_above: int | None = None) -> Iterator[list[int]]:
+    """The box prompts of every call to the real model's mask decoder while the block runs; with ``oom_above``,
+    a call with more prompts than that raises torch's out-of-memory error, as CUDA would."""
+    seen: list[int] = []
+
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sparse = kwargs["sparse_prompt_embeddings"]  # (frames, prompts, tokens, channels)
+        prompts = int(sparse.shape[0] * sparse.shape[1])
+        seen.append(prompts)
+        if oom_above is not None and prompts > oom_above:
+            raise torch.OutOfMemoryError(f"CUDA out of memory decoding {prompts} prompts (test)")
+
+    handle = segmenter._model.mask_decoder.register_forward_pre_hook(hook, with_kwargs=True)  # type: ignore[attr-defined]
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def test_boxes_are_decoded_in_chunks_of_at_most_the_setting_with_the_same_masks(
+    checkpoint_dir: Path, frames: list[NDArray[np.uint8]], boxes: list[NDArray[np.float32]]
+) -> None:
+    # Given 3 frames with 1, 7 and 3 boxes, in one encoder batch
+    chunked = load_segmenter(f"hf:{checkpoint_dir}", DetectorOptions(batch_size=4, segmenter_max_boxes=3))
+    whole = load_segmenter(f"hf:{checkpoint_dir}", DetectorOptions(batch_size=4, segmenter_max_boxes=1024))
+
+    with decoder_prompts(chunked) as seen:
+        got = chunked.segment(frames, boxes)
+    with decoder_prompts(whole) as seen_whole:
+        expected = whole.segment(frames, boxes)
+
+    # Then no decoder call holds more than 3 prompts, nor pads one frame's prompts to another's count
+    assert seen == [1, 3, 3, 1, 3]
+    assert seen_whole == [1, 7, 3]
+    assert [m.to_json() for m in got] == [m.to_json() for m in expected]
+
+
+def test_a_decoder_call_out_of_memory_decodes_the_boxes_in_halves_from_the_same_embedding(
+    checkpoint_dir: Path, frames: list[NDArray[np.uint8]], boxes: list[NDArray[np.float32]]
+) -> None:
+    segmenter = load_segmenter(f"hf:{checkpoint_dir}", DetectorOptions(segmenter_max_boxes=8))
+    (expected,) = load_segmenter(f"hf:{checkpoint_dir}").segment([frames[1]], [boxes[1]])
+
+    with encoder_batches(segmenter) as encoded, decoder_prompts(segmenter, oom_above=2) as seen:
+        (got,) = segmenter.segment([frames[1]], [boxes[1]])
+        (again,) = segmenter.segment([frames[1]], [boxes[1]])
+
+    # 7 and 4 prompts ran out; the rest went 2 at a time, and so did the next call: the ceiling stays down
+    assert seen == [7, 4, 2, 2, 2, 1, 2, 2, 2, 1]
+    assert encoded == [1, 1], "the image embedding is not recomputed for the retries"
+    assert got.to_json() == expected.to_json()
+    assert again.to_json() == expected.to_json()
+
+
+def test_a_single_box_that_does_not_fit_the_decoder_is_a_device_out_of_memory_error(
+    sam_dir: Path, frames: list[NDArray[np.uint8]], boxes: list[NDArray[np.float32]]
+) -> None:
+    segmenter = load_segmenter(f"hf:{sam_dir}")
+    with decoder_prompts(segmenter, oom_above=0), pytest.raises(DeviceOutOfMemoryError, match="1 box prompts"):
+        segmenter.segment([frames[2]], [boxes[2]])
 
 
 def test_frames_without_boxes_cost_nothing(checkpoint_dir: Path, frames: list[NDArray[np.uint8]]) -> None:

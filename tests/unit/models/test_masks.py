@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -52,6 +53,27 @@ def test_scaling_maps_a_mask_to_the_source_frame() -> None:
     full = scaled.full(0, 100, 160)
     iou = (full & big).sum() / (full | big).sum()
     assert iou > 0.9
+
+
+@pytest.mark.parametrize(("sx", "sy"), [(1.875, 1.875), (3.0, 2.5), (0.8, 0.8)])
+def test_scaling_a_mask_matches_resizing_the_whole_frame(sx: float, sy: float) -> None:
+    """Each crop resampled on its own lands where a bilinear resize of the whole frame puts it: same area, same
+    pixels (to the interpolator's rounding), no outward stretch from the rounded-out window."""
+    height, width = 64, 96
+    out_h, out_w = round(height * sy), round(width * sx)
+    shapes = [_disk(height, width, 20.3, 17.7, 9.4), _disk(height, width, 70, 40, 15), np.zeros((height, width), bool)]
+    shapes[2][11:30, 41:52] = True  # a rectangle with an L cut out: straight edges at odd origins
+    shapes[2][11:20, 41:46] = False
+    shapes.append(np.eye(height, width, k=20, dtype=bool) | np.eye(height, width, k=21, dtype=bool))  # thin
+    masks = Masks.from_full(np.stack(shapes))
+
+    scaled = masks.scaled(out_w / width, out_h / height, out_h, out_w)
+
+    for i, shape in enumerate(shapes):
+        whole = cv2.resize(shape.astype(np.float32), (out_w, out_h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        mine = scaled.full(i, out_h, out_w)
+        assert abs(int(mine.sum()) - int(whole.sum())) <= 0.005 * whole.sum() + 2
+        assert (mine & whole).sum() / (mine | whole).sum() >= 0.99
 
 
 def test_detections_carry_masks_through_selection_and_tracker_ids() -> None:

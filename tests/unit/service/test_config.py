@@ -34,6 +34,16 @@ def test_defaults() -> None:
     assert settings.batching_for("cuda") == (16, 5.0)
 
 
+def test_segmenter_max_boxes_reaches_the_segmenters_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().detector_options().segmenter_max_boxes == 32
+    monkeypatch.setenv("PREANNOTATE_SEGMENTER_MAX_BOXES", "8")
+    assert Settings().detector_options().segmenter_max_boxes == 8
+    for bad in ("0", "1025"):
+        monkeypatch.setenv("PREANNOTATE_SEGMENTER_MAX_BOXES", bad)
+        with pytest.raises(ValidationError, match="segmenter_max_boxes"):
+            Settings()
+
+
 def test_comma_separated_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREANNOTATE_API_TOKENS", "a, b ,,c")
     monkeypatch.setenv("PREANNOTATE_LOCAL_ROOTS", "/data/one,/data/two")

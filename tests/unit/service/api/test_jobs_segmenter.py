@@ -163,3 +163,24 @@ def test_a_worker_without_the_jobs_segmenter_leaves_it_to_one_that_has_it(tmp_pa
     with pytest.raises(PreannotateError):
         other.segmenter_for_run(stale)
     assert other.segmenter_for_run(pinned.model_copy(update={"segmenter": None})) is None
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["server-segments", "server-does-not"])
+def test_a_job_opts_out_of_the_servers_segmenter_with_none(tmp_path: Path, served: bool) -> None:
+    """``"segmenter": "none"``: boxes only, stored as a job without a segmenter (its stored form and keys too)."""
+    segmenter = EllipseSegmenter() if served else None
+    with jobs_app(tmp_path, loaded=segmenter) as (client, store, registry):
+        items = [{"name": "a", "slots": [{"url": photo(tmp_path)}]}]
+        response = client.post("/v1/jobs", json={"items": items, "segmenter": "none"}, headers=AUTH)
+        assert response.status_code in (200, 201, 202), response.text
+        job_id = response.json()["job_id"]
+        record = store.get_job(tenant=TENANT, job_id=job_id)
+        assert record is not None
+        run_jobs(store, registry, tmp_path, Settings(local_roots=[tmp_path]))
+        (result,) = store.results(tenant=TENANT, job_id=job_id) or []
+    assert (record.spec.segmenter, record.spec.segmenter_version) == (None, None)
+    assert "segmenter" not in record.spec.to_stored()
+    assert result.state is ItemState.SUCCEEDED, result
+    assert result.result is not None
+    assert "masks" not in result.result["frames"][0]
+    assert segmenter is None or segmenter.calls == []

@@ -452,6 +452,28 @@ class RedisJobStore:
                 except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
                     continue
 
+    def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
+        """Pin the version of an unpinned job's segmenter: the first pin stands (``WATCH``, as ``pin_model``);
+        returns the version that stands."""
+        key = self._key("job", job_id)
+        with self._guard(), self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    raw = cast(str | None, pipe.hget(key, "request"))
+                    if raw is None:
+                        return None  # expired or unknown
+                    stored = json.loads(raw)  # kept as stored, key for key: only the pin is written
+                    spec = JobSpec.from_stored(stored)
+                    if spec.segmenter is None or spec.segmenter_version is not None:
+                        return spec.segmenter_version
+                    pipe.multi()
+                    pipe.hset(key, "request", _dumps({**stored, "segmenter_version": version}))
+                    pipe.execute()
+                    return version
+                except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
+                    continue
+
     # --- workers -------------------------------------------------------------------------------------
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:

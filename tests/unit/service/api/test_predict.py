@@ -186,19 +186,27 @@ def grey_png(tmp_path: Path) -> bytes:
     return image.read_bytes()
 
 
-def test_a_request_waits_for_a_segmenter_busy_with_a_job_no_longer_than_its_deadline(tmp_path: Path) -> None:
+def test_requests_wait_for_a_segmenter_busy_with_a_job_no_longer_than_their_deadline(tmp_path: Path) -> None:
+    """Two requests behind a job's batch: one waits for the model in the segmenter's thread, the other for that
+    thread; each gives up at its deadline."""
     gated = GatedSegmenter()
+    body = grey_png(tmp_path)
     with (
         masking_app(tmp_path, gated, predict_timeout_s=0.5) as (client, registry),
         a_job_holding(gated, registry.segmenter),
+        ThreadPoolExecutor(2) as pool,
     ):
         started = time.monotonic()
-        response = client.post("/v1/predict", files={"file": ("grey.png", grey_png(tmp_path), "image/png")})
+        answers = [
+            pool.submit(client.post, "/v1/predict", files={"file": ("grey.png", body, "image/png")}) for _ in range(2)
+        ]
+        responses = [answer.result(timeout=10) for answer in answers]
         elapsed_s = time.monotonic() - started
 
-    assert response.status_code == 504, response.text
-    assert response.json()["error"]["code"] == "deadline_exceeded"
-    assert "segmenter ellipse was busy" in response.json()["error"]["message"]
+    for response in responses:
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "deadline_exceeded"
+        assert "segmenter ellipse was busy" in response.json()["error"]["message"]
     assert elapsed_s < 3.0  # not when the job's batch let go (5 s)
 
 

@@ -112,7 +112,8 @@ class ModelRegistry:
 
     def segmenter_for_run(self, spec: JobSpec) -> Segmenter | None:
         """The segmenter a job's items run with: None for a job without one; else this process's, when it is the
-        spec (and version) the job was pinned to.
+        spec and version the job was pinned to (at submit, or by the first worker that ran one of its items:
+        ``WorkerPool``; a job still unpinned here runs nowhere).
 
         Raises:
             PreannotateError: NOT_READY (retryable) when this process does not run the job's segmenter (a
@@ -122,7 +123,7 @@ class ModelRegistry:
             return None
         loaded = self.segmenter
         mine = None if loaded is None else (loaded.info.spec, loaded.info.version)
-        if mine is None or mine[0] != spec.segmenter or spec.segmenter_version not in (None, mine[1]):
+        if mine is None or mine != (spec.segmenter, spec.segmenter_version):
             raise PreannotateError(
                 ErrorCode.NOT_READY,
                 f"the job is pinned to segmenter {spec.segmenter!r} version {spec.segmenter_version!r}; this worker "

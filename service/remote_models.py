@@ -23,6 +23,7 @@ from models.errors import ModelSpecError
 from models.registry import parse_spec
 from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
+from service.spec.requests import NO_SEGMENTER
 
 _MISS_REREAD_S = 0.25  # a lookup that misses reads the catalog again, at most this often
 
@@ -67,13 +68,14 @@ class JobSegmenter:
 
 def segmenter_for_job(name: str | None, served: str | None, version: str | None) -> JobSegmenter | None:
     """The segmenter a job asking for ``name`` (None: the server's) runs: the one this deployment serves
-    (``PREANNOTATE_SEGMENTER`` = ``served``), or none when it serves none and the job names none.
+    (``PREANNOTATE_SEGMENTER`` = ``served``), or none when it serves none and the job names none, or when the
+    job opts out (``NO_SEGMENTER``: boxes only).
 
     Raises:
         PreannotateError: MODEL_NOT_FOUND (404) for a segmenter this deployment does not serve.
     """
     spec = served if name is None else name.strip()
-    if spec is None:
+    if spec is None or spec == NO_SEGMENTER:
         return None
     if spec != served:
         serving = served or "none (PREANNOTATE_SEGMENTER is unset)"

@@ -49,7 +49,7 @@ SERVER_PINNED = frozenset({"model_version", "class_names", "segmenter_version", 
 """Pinned from the model, not sent by the client, and left out of every dedupe key: unknown (None) until a worker
 publishes the model (distributed cold start), so the same request before and after must make the same key. A
 retry across a model upgrade is still the same request to a client key; content and delivery keys tell versions
-apart when a key is reused (``same_model_version``)."""
+apart when a key is reused (``same_model_version``: model and segmenter versions)."""
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 """A job in one of these states is returned for a repeat however old it is: retention counts for finished jobs."""
 UNSUCCESSFUL = frozenset({JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.PARTIALLY_FAILED})
@@ -213,9 +213,15 @@ def key_params(spec: JobSpec) -> dict[str, JsonValue]:
 
 
 def same_model_version(job: JobRecord, spec: JobSpec) -> bool:
-    """Whether ``job``, found under a content or delivery key, was made for the model version ``spec`` names:
-    True while either is unpinned (None), since the key no longer tells them apart (``SERVER_PINNED``)."""
-    stored, current = job.spec.model_version, spec.model_version
+    """Whether ``job``, found under a content or delivery key, was made for the model version and segmenter
+    version ``spec`` names: each compared only when both are pinned (None while unpinned), since the key no longer
+    tells them apart (``SERVER_PINNED``)."""
+    return _same_pin(job.spec.model_version, spec.model_version) and _same_pin(
+        job.spec.segmenter_version, spec.segmenter_version
+    )
+
+
+def _same_pin(stored: str | None, current: str | None) -> bool:
     return stored is None or current is None or stored == current
 
 
@@ -375,7 +381,7 @@ def enqueue(
     existing = store.find_job(tenant=tenant, idem_key=idem_key)
     if existing is not None:
         retention_s = settings.idempotency_retention_s
-        # A content or delivery key hides the model version: another version is another job (a client key: a retry).
+        # A content or delivery key hides the pinned versions: another is another job (a client key: a retry).
         same_model = fingerprint is not None or same_model_version(existing, prepared.spec)
         if same_model and _reused(
             existing, fingerprint, retention_s=retention_s, renew_unsuccessful=renew_unsuccessful, now=clock()

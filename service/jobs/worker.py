@@ -140,7 +140,7 @@ class WorkerPool:
         name = lease.item.name
         try:
             model = self._models.get(lease.spec.model)
-            lease = self._pinned(lease, model)
+            lease = self._segmenter_pinned(self._pinned(lease, model))
             segmenter = self._models.segmenter_for_run(lease.spec)
             run = run_item(
                 lease,
@@ -202,6 +202,20 @@ class WorkerPool:
                 "left to a worker of the pinned model",
             )
         return lease
+
+    def _segmenter_pinned(self, lease: Lease) -> Lease:
+        """The lease with the job's segmenter version pinned: a job submitted where the segmenter was not loaded
+        (distributed API pods) names none, and the first worker running that segmenter pins its own, so every
+        later worker must match it (``ModelRegistry.segmenter_for_run``). A worker running another segmenter,
+        or none, pins nothing: ``segmenter_for_run`` leaves the item to one that runs it."""
+        spec = lease.spec
+        if spec.segmenter is None or spec.segmenter_version is not None:
+            return lease
+        loaded = self._models.segmenter
+        if loaded is None or loaded.info.spec != spec.segmenter:
+            return lease
+        version = self._store.pin_segmenter(lease.job_id, version=loaded.info.version) or loaded.info.version
+        return replace(lease, spec=spec.model_copy(update={"segmenter_version": version}))
 
     def _push(self, lease: Lease, flight: _InFlight, predictions: ItemPredictions) -> list[PushJson] | None:
         """Send the item to the job's destinations; their records for its result (None: it has none). Pushes are

@@ -26,6 +26,7 @@ a frame that waited too long, then the infer stage's class filter, masks and box
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
+import anyio
 import anyio.to_thread
 
 from models.base import Segmenter, SegmenterInfo
@@ -42,7 +44,7 @@ from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.pipeline.appearance import crops_to_appearance
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.frames import Frame, FrameResult, SlotMeta, boxes_to_source
-from service.pipeline.masking import MaskStage
+from service.pipeline.masking import MaskStage, SharedSegmenter
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.media import open_slot as open_local_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -214,28 +216,50 @@ async def detect_one(
     threshold: float,
     classes: Sequence[str] | None = None,
     timeout_s: float | None,
-    segmenter: Segmenter | None = None,
+    segmenter: SharedSegmenter | None = None,
 ) -> FrameResult:
     """One interactive frame through the flow, from an event loop: ``open_frame`` on a worker thread (off the
     loop), then the model's shared batcher, then the infer stage's class filter and box mapping.
 
     ``open_frame`` gets ``ONE_FRAME`` sized for the detector and ``segmenter`` (``detector_sampling``): a decoder
     that can may scale the frame down; the boxes (and masks) come back in source pixels either way. The segmenter
-    runs on a worker thread after the batcher; ``timeout_s`` bounds the batcher's part.
+    runs on its own thread after the batcher (``_segment_one``); ``timeout_s`` bounds the batcher's part and the
+    wait for the segmenter together.
 
     Raises:
         PreannotateError: INVALID_ARGUMENT for an unknown class, before anything is opened; what ``open_frame``
             raises; DEADLINE_EXCEEDED when no result came within ``timeout_s`` (a frame still queued then is
-            never run); the batcher's DEVICE_OUT_OF_MEMORY, NOT_READY or the model's own error.
+            never run) or the segmenter stayed busy past it; the batcher's DEVICE_OUT_OF_MEMORY, NOT_READY or
+            the model's own error; ``MaskStage.attach``'s.
     """
     keep = class_filter(batcher.info.class_names, classes)
     sampling = detector_sampling(ONE_FRAME, batcher.info, None if segmenter is None else segmenter.info)
     frame = await anyio.to_thread.run_sync(open_frame, sampling)
+    deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
     detections = keep(await batcher.detect_async(frame.image, threshold=threshold, timeout_s=timeout_s))
     if segmenter is not None and len(detections):
-        stage = MaskStage(segmenter, max_frames=1)
-        (detections,) = await anyio.to_thread.run_sync(stage.attach, [frame.image], [detections])
+        detections = await _segment_one(segmenter, frame.image, detections, deadline_s)
     return _frame_result(frame, detections)
+
+
+async def _segment_one(
+    segmenter: SharedSegmenter, image: RGBImage, detections: Detections, deadline_s: float | None
+) -> Detections:
+    """``detections`` with their masks, on the segmenter's own thread (``SharedSegmenter.limiter``); waiting for
+    the model (behind other requests, or a job's batch) ends at ``deadline_s`` (``time.monotonic()``).
+
+    Raises:
+        PreannotateError: DEADLINE_EXCEEDED when the model stayed busy that long; ``MaskStage.attach``'s errors.
+    """
+    stage = MaskStage(segmenter.until(deadline_s), max_frames=1)
+    wait_s = math.inf if deadline_s is None else max(0.0, deadline_s - time.monotonic())
+    # Cuts short the wait for the limiter only: once the thread runs, run_sync shields it (and keeps its result).
+    with anyio.move_on_after(wait_s):
+        (masked,) = await anyio.to_thread.run_sync(stage.attach, [image], [detections], limiter=segmenter.limiter)
+        return masked
+    raise PreannotateError(
+        ErrorCode.DEADLINE_EXCEEDED, f"segmenter {segmenter.info.name} was busy past the request's deadline"
+    )
 
 
 def _frame_result(frame: Frame, kept: Detections, *, describe: bool = False) -> FrameResult:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+import anyio
 import numpy as np
 from numpy.typing import NDArray
 
@@ -24,7 +26,7 @@ from models.masks import Masks
 from models.oom import BatchCeiling, run_splitting_on_oom
 from models.registry import load_segmenter
 from models.types import Detections, RGBImage
-from service.errors import PreannotateError, from_model_error
+from service.errors import ErrorCode, PreannotateError, from_model_error
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +47,66 @@ def open_segmenter(spec: str, options: DetectorOptions) -> Segmenter:
 
 class SharedSegmenter(Segmenter):
     """One loaded segmenter shared by a server's threads (job workers, interactive requests): one call at a time,
-    so two batches never hold the model's activations on the device at once."""
+    so two batches never hold the model's activations on the device at once.
+
+    Interactive requests wait for it no longer than their deadline (``until``), on threads of their own
+    (``limiter``): one, since the model runs one call at a time anyway, so requests queued behind a job's batch
+    wait on the event loop and never take the threads every other blocking call of the API shares.
+    """
 
     def __init__(self, segmenter: Segmenter) -> None:
         self.inner = segmenter
         self.info = segmenter.info
         self._lock = threading.Lock()
+        self.limiter = anyio.CapacityLimiter(1)
 
     def segment(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
-        with self._lock:
+        return self.segment_by(None, images, boxes_xyxy)
+
+    def segment_by(
+        self, deadline_s: float | None, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]
+    ) -> list[Masks]:
+        """``segment``, waiting for the model until ``deadline_s`` at most (``time.monotonic()``; None: forever).
+
+        Raises:
+            PreannotateError: DEADLINE_EXCEEDED (retryable) when another call still holds the model then.
+        """
+        wait_s = -1.0 if deadline_s is None else max(0.0, deadline_s - time.monotonic())
+        if not self._lock.acquire(timeout=wait_s):
+            raise PreannotateError(
+                ErrorCode.DEADLINE_EXCEEDED, f"segmenter {self.info.name} was busy past the request's deadline"
+            )
+        try:
             return self.inner.segment(images, boxes_xyxy)
+        finally:
+            self._lock.release()
+
+    def until(self, deadline_s: float | None) -> Segmenter:
+        """This segmenter, for a caller that waits for it until ``deadline_s`` at most (``segment_by``)."""
+        return _SegmenterUntil(self, deadline_s)
 
     def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
         raise NotImplementedError("SharedSegmenter delegates whole calls (segment)")  # never reached
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _SegmenterUntil(Segmenter):
+    """A ``SharedSegmenter`` whose every call waits for the model until one deadline at most."""
+
+    def __init__(self, shared: SharedSegmenter, deadline_s: float | None) -> None:
+        self.shared, self.deadline_s = shared, deadline_s
+        self.info = shared.info
+
+    def segment(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        return self.shared.segment_by(self.deadline_s, images, boxes_xyxy)
+
+    def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        raise NotImplementedError("delegates whole calls (segment)")  # never reached
+
+    def close(self) -> None:
+        """Nothing: the shared segmenter is its owner's to close."""
 
 
 class MaskStage:
@@ -72,7 +118,12 @@ class MaskStage:
 
     def attach(self, images: Sequence[RGBImage], detections: Sequence[Detections]) -> list[Detections]:
         """``detections`` (one per image, in its pixels) with a mask per row (an empty one where the device had
-        no room for it); frames without rows come back as they are."""
+        no room for it); frames without rows come back as they are.
+
+        Raises:
+            PreannotateError: the model's own error, or INTERNAL for any other failure (its stack in the log, not
+                in the message).
+        """
         masks: list[Masks] = []
 
         def run(chunk: Sequence[int]) -> None:
@@ -84,7 +135,17 @@ class MaskStage:
         def by_boxes(k: int, error: DeviceOutOfMemoryError) -> None:
             masks.append(self._segment_by_boxes(images[k], detections[k].xyxy))
 
-        run_splitting_on_oom(range(len(images)), run, self._ceiling, fail_one=by_boxes)
+        try:
+            run_splitting_on_oom(range(len(images)), run, self._ceiling, fail_one=by_boxes)
+        except PreannotateError:
+            raise
+        except ModelError as exc:
+            raise from_model_error(exc) from None
+        except Exception as exc:  # torch's RuntimeError and the like: callers answer with a code, not a 500
+            log.error("segmenter %s failed on %d frames", self.segmenter.info.name, len(images), exc_info=exc)
+            raise PreannotateError(
+                ErrorCode.INTERNAL, f"segmenter {self.segmenter.info.name} failed; see the server log"
+            ) from None
         return [dets.with_masks(m) if len(dets) else dets for dets, m in zip(detections, masks, strict=True)]
 
     def _segment_by_boxes(self, image: RGBImage, boxes_xyxy: NDArray[np.float32]) -> Masks:

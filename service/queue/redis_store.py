@@ -452,6 +452,28 @@ class RedisJobStore:
                 except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
                     continue
 
+    def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
+        """Pin the version of an unpinned job's segmenter: the first pin stands (``WATCH``, as ``pin_model``);
+        returns the version that stands."""
+        key = self._key("job", job_id)
+        with self._guard(), self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    raw = cast(str | None, pipe.hget(key, "request"))
+                    if raw is None:
+                        return None  # expired or unknown
+                    stored = json.loads(raw)  # kept as stored, key for key: only the pin is written
+                    spec = JobSpec.from_stored(stored)
+                    if spec.segmenter is None or spec.segmenter_version is not None:
+                        return spec.segmenter_version
+                    pipe.multi()
+                    pipe.hset(key, "request", _dumps({**stored, "segmenter_version": version}))
+                    pipe.execute()
+                    return version
+                except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
+                    continue
+
     # --- workers -------------------------------------------------------------------------------------
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
@@ -611,7 +633,7 @@ class RedisJobStore:
         card = {"models": [m.spec for m in models], "at": now}
         pairs = []
         for m in models:
-            body = {"info": dataclasses.asdict(m.info), "max_batch_size": m.max_batch_size, "published_at": now}
+            body = {"info": _published_info(m.info), "max_batch_size": m.max_batch_size, "published_at": now}
             pairs += [m.spec, _dumps(body)]
         self._run("PUBLISH_WORKER", worker, repr(float(ttl_s)), _dumps(card), *pairs)
 
@@ -627,7 +649,7 @@ class RedisJobStore:
         out = []
         for spec, raw in catalog.items():
             body = json.loads(raw)
-            info = ModelInfo(**{**body["info"], "class_names": tuple(body["info"]["class_names"])})
+            info = _read_info(body["info"])
             out.append(PublishedModel(spec, info, int(body["max_batch_size"]), body["published_at"], live.get(spec, 0)))
         return out
 
@@ -653,3 +675,21 @@ class RedisJobStore:
         self._r.close()
         if self._results is not None:
             self._results.close()
+
+
+_INFO_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelInfo))
+
+
+def _published_info(info: ModelInfo) -> dict[str, Any]:
+    """``info`` as the catalog stores it: ``makes_masks`` only when true, so API pods of the release before masks
+    (which build ``ModelInfo(**info)``) still read a boxes-only model during a rolling update."""
+    body = dataclasses.asdict(info)
+    if not info.makes_masks:
+        del body["makes_masks"]
+    return body
+
+
+def _read_info(stored: Mapping[str, Any]) -> ModelInfo:
+    """A published ``ModelInfo``, ignoring fields a newer release's workers added (a rolling update)."""
+    known = {k: v for k, v in stored.items() if k in _INFO_FIELDS}
+    return ModelInfo(**{**known, "class_names": tuple(known["class_names"])})

@@ -267,6 +267,9 @@ class ResilientStore:
         # NOT_READY propagates: the item fails retryably and is run again once Redis is back.
         return self.store.pin_model(job_id, version=version, class_names=class_names, makes_masks=makes_masks)
 
+    def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
+        return self.store.pin_segmenter(job_id, version=version)  # NOT_READY propagates, as for pin_model
+
     def depth(self) -> int:
         return self.store.depth()
 

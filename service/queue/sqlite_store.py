@@ -634,6 +634,18 @@ class SqliteJobStore:
             row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else spec_from_json(row[0]).pin
 
+    def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
+        """Pin the version of an unpinned job's segmenter (the first pin stands); returns the version that stands."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE jobs SET request = json_set(request, '$.segmenter_version', ?) WHERE id = ?"
+                " AND json_extract(request, '$.segmenter') IS NOT NULL"
+                " AND json_extract(request, '$.segmenter_version') IS NULL",
+                (version, job_id),
+            )
+            row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else spec_from_json(row[0]).segmenter_version
+
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""
         now = self._clock()

@@ -350,6 +350,13 @@ class JobStore(Protocol):
         won the race), None for an unknown job."""
         ...
 
+    def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
+        """Record in the job's spec the version of the segmenter a worker runs it with (``JobSpec.segmenter_version``),
+        for a job submitted where the segmenter was not loaded (distributed API pods). The first pin stands, as for
+        ``pin_model``: a job pinned already, or without a segmenter, is left alone. Returns the version that
+        stands (None for a job without a segmenter), None for an unknown job."""
+        ...
+
     def depth(self) -> int:
         """Items queued or leased, all tenants (for 429s and autoscaling)."""
         ...

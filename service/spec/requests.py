@@ -18,6 +18,8 @@ SLOT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"  # safe as a file or path compone
 OutputFormat = Literal["coco", "darwin", "labelstudio", "encord"]
 
 MAX_URL_LENGTH = 16_384  # Encord's documented limit, and ours
+NO_SEGMENTER = "none"
+"""A job's ``segmenter`` that opts out of the server's (``PREANNOTATE_SEGMENTER``): boxes only."""
 
 
 class SlotIn(BaseModel):
@@ -135,7 +137,7 @@ class JobCreate(BaseModel):
         min_length=1,
         max_length=1000,
         description="box-prompted segmenter spec (a mask per box); must be the one the server runs "
-        "(PREANNOTATE_SEGMENTER); default: the server's, if any",
+        f"(PREANNOTATE_SEGMENTER); {NO_SEGMENTER!r}: boxes only; default: the server's, if any",
     )
 
     model_config = ConfigDict(

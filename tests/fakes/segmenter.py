@@ -7,7 +7,8 @@ pixels after a scaled decode) can be checked.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,3 +74,46 @@ class EllipseSegmenter(Segmenter):
             self.seen.append((height_px, width_px, len(boxes)))
             out.append(Masks.from_full(np.stack([ellipse_in(box, height_px, width_px) for box in boxes])))
         return out
+
+
+class GatedSegmenter(EllipseSegmenter):
+    """``EllipseSegmenter`` whose every call holds the model until ``release`` is set (``entered`` says one
+    does): a job's long batch, for what waits behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        self.entered.set()
+        if not self.release.wait(timeout=30):
+            raise TimeoutError("GatedSegmenter was never released")
+        return super()._segment_batch(images, boxes_xyxy)
+
+
+class BrokenSegmenter(EllipseSegmenter):
+    """Fails as torch does on a bad input: a plain RuntimeError, not one of ours."""
+
+    def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
+        raise RuntimeError(
+            "The size of tensor a (64) must match the size of tensor b (32) at non-singleton dimension 3"
+        )
+
+
+@contextmanager
+def a_job_holding(gated: GatedSegmenter, shared: Segmenter | None) -> Iterator[None]:
+    """A job's batch in ``shared`` (the server's ``SharedSegmenter`` around ``gated``) until the block ends, or
+    5 s pass (what a server that waits without a deadline needs to answer at all)."""
+    assert shared is not None
+    frame, boxes = np.zeros((8, 8, 3), np.uint8), np.array([[1, 1, 6, 6]], np.float32)
+    job = threading.Thread(target=shared.segment, args=([frame], [boxes]), daemon=True)
+    job.start()
+    assert gated.entered.wait(5)
+    timer = threading.Timer(5.0, gated.release.set)
+    timer.start()
+    try:
+        yield
+    finally:
+        gated.release.set()
+        timer.cancel()
+        job.join(5)

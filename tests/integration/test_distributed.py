@@ -10,6 +10,7 @@ pending in the stream, nothing dead-lettered.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -472,5 +473,10 @@ def test_a_job_with_a_segmenter_is_pinned_by_the_api_and_masked_by_a_worker(
         annotations = coco["annotations"]
         assert annotations
         assert all(set(a["segmentation"]) == {"size", "counts"} for a in annotations)
+        # The API loads no segmenter: the worker pinned the version it runs, for every later worker to match.
+        stored = json.loads(db.hget(f"pa:job:{job_id}", "request"))  # type: ignore[arg-type]
+        assert stored["segmenter"] == sam
+        assert isinstance(stored["segmenter_version"], str)
+        assert stored["segmenter_version"]
     finally:
         worker.stop()

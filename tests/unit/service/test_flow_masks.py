@@ -16,7 +16,7 @@ from models.types import Detections, RGBImage
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.flow import FlowOptions, detect_one, detector_sampling, run_flow, track_stage
 from service.pipeline.frames import Frame, FrameInfo, MediaKind
-from service.pipeline.masking import MaskStage
+from service.pipeline.masking import MaskStage, SharedSegmenter
 from service.pipeline.options import SamplingOptions
 from service.pipeline.tracks import TrackerOptions
 from tests.fakes.segmenter import EllipseSegmenter, ellipse_in
@@ -200,7 +200,8 @@ def test_detect_one_segments_off_the_loop_and_maps_masks_to_source_pixels(
         return Frame(info=info, image=image_of(0))  # decoded at half size
 
     async def main() -> tuple[Detections, str]:
-        result = await detect_one(open_frame, batcher, threshold=0.5, timeout_s=RESULT_TIMEOUT_S, segmenter=segmenter)
+        shared = SharedSegmenter(segmenter)
+        result = await detect_one(open_frame, batcher, threshold=0.5, timeout_s=RESULT_TIMEOUT_S, segmenter=shared)
         return result.detections, threading.current_thread().name
 
     detections, loop_thread = asyncio.run(main())

@@ -3,7 +3,10 @@ scratch path) and what they say a file is."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -14,6 +17,7 @@ from fastapi.testclient import TestClient
 from pycocotools import mask as mask_utils  # type: ignore[import-untyped, unused-ignore]  # no stubs
 from pydantic import SecretStr
 
+from models.base import Segmenter
 from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.routes.predict import _upload_name, router
@@ -22,8 +26,9 @@ from service.config import Settings
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher
+from service.pipeline.masking import SharedSegmenter
 from service.samples import write_video
-from tests.fakes.segmenter import EllipseSegmenter, ellipse_in
+from tests.fakes.segmenter import BrokenSegmenter, EllipseSegmenter, GatedSegmenter, a_job_holding, ellipse_in
 from tests.unit.service.api.test_jobs_segmenter import BigBox
 from tests.unit.service.backends.test_ls_ml_backend import CentreBox
 
@@ -107,27 +112,42 @@ def test_an_image_upload_is_detected(client: TestClient, tmp_path: Path) -> None
     assert [d["label"] for d in response.json()["detections"]] == ["face"]
 
 
-@pytest.fixture
-def masking_client(tmp_path: Path) -> Iterator[TestClient]:
-    """``client`` with a segmenter loaded (``PREANNOTATE_SEGMENTER``): every box gets its inscribed ellipse."""
-    settings = Settings(api_tokens=SecretStr(TOKEN), db_path=tmp_path / "jobs.db", work_dir=tmp_path)
+@contextmanager
+def masking_app(
+    tmp_path: Path, segmenter: Segmenter, *, predict_timeout_s: float = 30.0
+) -> Iterator[tuple[TestClient, ModelRegistry]]:
+    """The predict route with ``segmenter`` loaded (``PREANNOTATE_SEGMENTER``), and the registry sharing it."""
+    settings = Settings(
+        api_tokens=SecretStr(TOKEN),
+        db_path=tmp_path / "jobs.db",
+        work_dir=tmp_path,
+        predict_timeout_s=predict_timeout_s,
+    )
     batcher = DynamicBatcher(BigBox(), max_batch_size=4, max_wait_ms=0)
     batcher.start()
     app = FastAPI()
     register_exception_handlers(app)
     app.include_router(router)
+    registry = ModelRegistry([LoadedModel(spec="fake:centre", batcher=batcher)], segmenter=segmenter)
     app.state.preannotate = AppState(
         settings=settings,
         auth=TokenAuth([TOKEN]),
         store=None,  # type: ignore[arg-type]  # /v1/predict never touches the job store
         fetcher=Fetcher(settings.fetch_policy()),
-        models=ModelRegistry([LoadedModel(spec="fake:centre", batcher=batcher)], segmenter=EllipseSegmenter()),
+        models=registry,
     )
     try:
         with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
-            yield c
+            yield c, registry
     finally:
         batcher.close()
+
+
+@pytest.fixture
+def masking_client(tmp_path: Path) -> Iterator[TestClient]:
+    """``client`` with a segmenter loaded: every box gets its inscribed ellipse."""
+    with masking_app(tmp_path, EllipseSegmenter()) as (client, _):
+        yield client
 
 
 def test_with_a_segmenter_a_detection_carries_its_mask_as_coco_rle(masking_client: TestClient, tmp_path: Path) -> None:
@@ -158,3 +178,70 @@ def test_the_openapi_schema_documents_the_mask(client: TestClient) -> None:
     assert set(schemas["MaskRlePublic"]["required"]) == {"size", "counts"}
     assert "mask" in schemas["DetectionPublic"]["properties"]
     assert "mask" not in schemas["DetectionPublic"].get("required", [])
+
+
+def grey_png(tmp_path: Path) -> bytes:
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((96, 128, 3), 128, np.uint8))
+    return image.read_bytes()
+
+
+def test_requests_wait_for_a_segmenter_busy_with_a_job_no_longer_than_their_deadline(tmp_path: Path) -> None:
+    """Two requests behind a job's batch: one waits for the model in the segmenter's thread, the other for that
+    thread; each gives up at its deadline."""
+    gated = GatedSegmenter()
+    body = grey_png(tmp_path)
+    with (
+        masking_app(tmp_path, gated, predict_timeout_s=0.5) as (client, registry),
+        a_job_holding(gated, registry.segmenter),
+        ThreadPoolExecutor(2) as pool,
+    ):
+        started = time.monotonic()
+        answers = [
+            pool.submit(client.post, "/v1/predict", files={"file": ("grey.png", body, "image/png")}) for _ in range(2)
+        ]
+        responses = [answer.result(timeout=10) for answer in answers]
+        elapsed_s = time.monotonic() - started
+
+    for response in responses:
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["code"] == "deadline_exceeded"
+        assert "segmenter ellipse was busy" in response.json()["error"]["message"]
+    assert elapsed_s < 3.0  # not when the job's batch let go (5 s)
+
+
+def test_requests_queued_for_the_segmenter_wait_on_the_loop_not_on_threads(tmp_path: Path) -> None:
+    """Behind a job's batch, one request waits in a thread of the segmenter's own; the others wait on its limiter
+    without a thread, and all are answered once the model is free."""
+    gated = GatedSegmenter()
+    body = grey_png(tmp_path)
+    with masking_app(tmp_path, gated) as (client, registry), a_job_holding(gated, registry.segmenter):
+        shared = registry.segmenter
+        assert isinstance(shared, SharedSegmenter)
+
+        def predict() -> int:
+            return client.post("/v1/predict", files={"file": ("grey.png", body, "image/png")}).status_code
+
+        with ThreadPoolExecutor(3) as pool:
+            answers = [pool.submit(predict) for _ in range(3)]
+            deadline = time.monotonic() + 5
+            while shared.limiter.statistics().tasks_waiting < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            queued = shared.limiter.statistics()
+            gated.release.set()
+            statuses = [answer.result(timeout=10) for answer in answers]
+
+    assert (queued.borrowed_tokens, queued.tasks_waiting) == (1, 2)
+    assert statuses == [200, 200, 200]
+
+
+def test_a_segmenter_failure_is_an_internal_error_without_its_message(tmp_path: Path) -> None:
+    with masking_app(tmp_path, BrokenSegmenter()) as (client, _):
+        response = client.post("/v1/predict", files={"file": ("grey.png", grey_png(tmp_path), "image/png")})
+
+    assert response.status_code == 500, response.text
+    assert response.json()["error"] == {
+        "code": "internal",
+        "message": "segmenter ellipse failed; see the server log",
+        "retryable": True,
+    }

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from pycocotools import mask as mask_utils  # type: ignore[import-untyped, unused-ignore]  # no stubs
 
-from models.base import Detector
+from models.base import Detector, Segmenter
 from models.masks import Masks
 from models.types import Detections, ModelInfo, RGBImage
 from service.api.auth import TokenAuth
@@ -39,7 +40,7 @@ from service.pipeline.predictions import ItemPredictions
 from service.pipeline.tracks import Track, TrackBox
 from tests.builders import make_detections, make_result, with_tracks
 from tests.fakes.http import FakeApp, Request, Response, serving
-from tests.fakes.segmenter import EllipseSegmenter, ellipse_in
+from tests.fakes.segmenter import BrokenSegmenter, EllipseSegmenter, GatedSegmenter, a_job_holding, ellipse_in
 from tests.fakes.v7_server import FakeV7
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "data" / "examples"  # copies of ../shared/reference/examples
@@ -578,25 +579,33 @@ class MassOnlySegmenter(EllipseSegmenter):
         return out
 
 
-@pytest.fixture
-def byom_masks(tmp_path: Path, image_host: ImageHost) -> Iterator[TestClient]:
-    """``byom`` with a segmenter loaded (``PREANNOTATE_SEGMENTER``)."""
-    settings = Settings(api_tokens=TOKEN, db_path=tmp_path / "db", max_upload_bytes=4096, threshold=0.3)
+@contextmanager
+def byom_with(tmp_path: Path, segmenter: Segmenter, **settings: Any) -> Iterator[tuple[TestClient, ModelRegistry]]:
+    """The BYOM routes with ``segmenter`` loaded (``PREANNOTATE_SEGMENTER``), and the registry sharing it."""
+    config = Settings(api_tokens=TOKEN, db_path=tmp_path / "db", max_upload_bytes=4096, threshold=0.3)
     batcher = DynamicBatcher(BoxDetector(), max_batch_size=1, max_wait_ms=0)
     batcher.start()
     app = FastAPI()
     register_exception_handlers(app)
     app.include_router(v7_byom.router)
+    registry = ModelRegistry([LoadedModel("fake:boxes", batcher)], segmenter=segmenter)
     app.state.preannotate = AppState(
-        settings=settings,
+        settings=config.model_copy(update=settings),
         auth=TokenAuth([TOKEN]),
         store=None,  # type: ignore[arg-type]
-        fetcher=Fetcher(settings.fetch_policy()),
-        models=ModelRegistry([LoadedModel("fake:boxes", batcher)], segmenter=MassOnlySegmenter()),
+        fetcher=Fetcher(config.fetch_policy()),
+        models=registry,
     )
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        yield client
+        yield client, registry
     batcher.close()
+
+
+@pytest.fixture
+def byom_masks(tmp_path: Path, image_host: ImageHost) -> Iterator[TestClient]:
+    """``byom`` with a segmenter loaded."""
+    with byom_with(tmp_path, MassOnlySegmenter()) as (client, _):
+        yield client
 
 
 def test_classes_are_boxes_without_masks_and_polygons_with_them(byom: TestClient, byom_masks: TestClient) -> None:
@@ -628,3 +637,29 @@ def test_infer_with_masks_answers_one_path_polygons_in_v7_schema(byom_masks: Tes
         {"x": 40.0, "y": 4.0},
         {"x": 38.0, "y": 4.0},
     ]
+
+
+def test_a_segmenter_failure_answers_failed_in_v7_schema(tmp_path: Path) -> None:
+    """torch's RuntimeError is no error of ours: V7 still gets ``status: failed`` with our code, not a bare 500."""
+    with byom_with(tmp_path, BrokenSegmenter()) as (client, _):
+        response = client.post("/v7/infer", json={"image": {"base64": base64.b64encode(png()).decode()}})
+
+    assert response.status_code == 500, response.text
+    body = response.json()
+    assert (body["status"], body["results"], body["error"]["code"]) == ("failed", [], "internal")
+    assert "tensor" not in body["error"]["message"]
+    assert v7_schema_errors(body) == []
+
+
+def test_a_segmenter_busy_past_the_deadline_answers_failed_in_v7_schema(tmp_path: Path) -> None:
+    gated = GatedSegmenter()
+    with (
+        byom_with(tmp_path, gated, predict_timeout_s=0.5) as (client, registry),
+        a_job_holding(gated, registry.segmenter),
+    ):
+        response = client.post("/v7/infer", json={"image": {"base64": base64.b64encode(png()).decode()}})
+
+    assert response.status_code == 504, response.text
+    body = response.json()
+    assert (body["status"], body["results"], body["error"]["code"]) == ("failed", [], "deadline_exceeded")
+    assert v7_schema_errors(body) == []

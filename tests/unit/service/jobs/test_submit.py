@@ -342,3 +342,24 @@ def test_a_job_queued_unpinned_is_the_job_of_its_pinned_version_only(
     assert created_newer
     assert newer.id != job.id
     assert newer.spec.model_version == "v2"
+
+
+@pytest.mark.parametrize("derive", KEYS.values(), ids=KEYS.keys())
+def test_new_segmenter_weights_make_a_new_job_and_an_unpinned_segmenter_finds_the_old_one(
+    store: SqliteJobStore, derive: Callable[[dict[str, Any]], str]
+) -> None:
+    """The segmenter's version is pinned like the model's: the same request after the segmenter's weights changed
+    is another job under a content or delivery key; while either side is unpinned it is the same job."""
+    sam_v1 = prepared(1, segmenter="hf:sam", segmenter_version="sam-v1")
+    job, _ = submit(store, sam_v1, derive(sam_v1.spec.to_stored()))
+
+    same, created_same = submit(store, sam_v1, derive(sam_v1.spec.to_stored()))
+    unpinned = prepared(1, segmenter="hf:sam", segmenter_version=None)  # a distributed API pod's submission
+    cold, created_cold = submit(store, unpinned, derive(unpinned.spec.to_stored()))
+    sam_v2 = prepared(1, segmenter="hf:sam", segmenter_version="sam-v2")
+    newer, created_newer = submit(store, sam_v2, derive(sam_v2.spec.to_stored()))
+
+    assert (same.id, created_same) == (job.id, False)
+    assert (cold.id, created_cold) == (job.id, False)
+    assert created_newer
+    assert newer.spec.segmenter_version == "sam-v2"

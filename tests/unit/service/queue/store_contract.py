@@ -653,6 +653,31 @@ class JobStoreContract:
         assert record is not None
         assert record.spec == warm
 
+    def test_the_first_segmenter_pin_of_a_job_stands(self, store: JobStore) -> None:
+        """Distributed API pods load no segmenter: the first worker that runs the job pins its version."""
+        cold = spec("onnx:/m.onnx", outputs=(), segmenter="hf:/sam")
+        job, _ = store.create_job(tenant=TENANT, idem_key="cold-sam", spec=cold, items=items(1))
+        first = store.pin_segmenter(job.id, version="sam-v1")
+        late = store.pin_segmenter(job.id, version="sam-v2")  # a second worker, newer weights
+        assert first == late == "sam-v1"  # the loser is told which pin stands
+        assert store.pin_segmenter("no-such-job", version="sam-v1") is None
+
+        pinned = cold.model_copy(update={"segmenter_version": "sam-v1"})
+        (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
+        assert lease.spec == pinned
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.spec == pinned
+        assert record.spec.to_stored() == {**cold.to_stored(), "segmenter_version": "sam-v1"}
+
+    def test_a_job_without_a_segmenter_gets_no_segmenter_pin(self, store: JobStore) -> None:
+        boxes = spec("onnx:/m.onnx", outputs=())
+        job, _ = store.create_job(tenant=TENANT, idem_key="boxes", spec=boxes, items=items(1))
+        assert store.pin_segmenter(job.id, version="sam-v1") is None
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.spec.to_stored() == boxes.to_stored()  # stored form (and dedupe keys) untouched
+
     def test_a_job_is_counted_once_when_its_last_item_succeeds(self, store: JobStore) -> None:
         counted = FinishedJobs()
         make_job(store, 2)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import threading
 import time
@@ -378,6 +379,37 @@ def test_published_models_outlive_their_workers(store: RedisJobStore, clock: Fak
     clock.advance(11)
     assert store.live_workers() == 0
     assert [(m.spec, m.live_workers) for m in remote.all()] == [("builtin:centerface", 0), ("onnx:/m.onnx", 0)]
+
+
+def test_a_boxes_only_model_is_published_as_the_release_before_masks_reads_it(
+    store: RedisJobStore, db: redis.Redis
+) -> None:
+    """Rolling update: API pods of the release before masks build ``ModelInfo(**info)`` from the catalog, so a
+    boxes-only model's publication carries no ``makes_masks`` (only a model that makes masks says so)."""
+    seg_info = dataclasses.replace(_model("onnx:/seg.onnx", "seg").info, makes_masks=True)
+    store.publish_models(
+        "host-1", [_model("builtin:centerface", "centerface"), PublishedModel("onnx:/seg.onnx", seg_info, 4)], ttl_s=10
+    )
+    stored = {spec: json.loads(raw)["info"] for spec, raw in db.hgetall("pa:models").items()}
+    before_masks = {f.name for f in dataclasses.fields(ModelInfo)} - {"makes_masks"}
+
+    assert set(stored["builtin:centerface"]) == before_masks
+    assert stored["onnx:/seg.onnx"]["makes_masks"] is True
+    by_spec = {m.spec: m.info for m in store.published_models()}
+    assert by_spec["builtin:centerface"] == _model("builtin:centerface", "centerface").info
+    assert by_spec["onnx:/seg.onnx"] == seg_info
+
+
+def test_a_publication_with_fields_of_a_newer_release_is_read(store: RedisJobStore, db: redis.Redis) -> None:
+    """A newer worker may publish fields this release does not know: they are ignored, not a TypeError."""
+    store.publish_models("host-1", [_model("builtin:centerface", "centerface")], ttl_s=10)
+    body = json.loads(db.hget("pa:models", "builtin:centerface"))  # type: ignore[arg-type]
+    body["info"]["prompt_kinds"] = ["box", "point"]
+    db.hset("pa:models", "builtin:centerface", json.dumps(body))
+
+    (published,) = store.published_models()
+
+    assert published.info == _model("builtin:centerface", "centerface").info
 
 
 def test_with_nothing_published_jobs_take_model_specs_unpinned(store: RedisJobStore) -> None:

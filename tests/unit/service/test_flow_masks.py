@@ -8,10 +8,12 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 
+from models.masks import Masks
 from models.types import Detections, RGBImage
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.flow import FlowOptions, detect_one, detector_sampling, run_flow, track_stage
@@ -212,3 +214,31 @@ def test_detect_one_segments_off_the_loop_and_maps_masks_to_source_pixels(
     assert detections.masks is not None
     assert iou(detections.masks.full(0, 8, 12), ellipse_in(np.array(BOX) * 2, 8, 12)) >= 0.7
     np.testing.assert_allclose(detections.xyxy, [np.array(BOX) * 2])
+
+
+class MaskingFaceDetector(FaceDetector):
+    """The face box with a mask of its own: the whole box."""
+
+    def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
+        out = []
+        for image, dets in zip(images, super()._detect_batch(images, threshold), strict=True):
+            full = np.zeros((1, *image.shape[:2]), np.bool_)
+            x1, y1, x2, y2 = (int(v) for v in dets.xyxy[0])
+            full[0, y1:y2, x1:x2] = True
+            out.append(dets.with_masks(Masks.from_full(full)))
+        return out
+
+
+def test_a_segmenters_masks_replace_a_mask_making_detectors() -> None:
+    run = partial(run_flow, items_of(("0",)), MaskingFaceDetector(), FlowOptions(threshold=0.5))
+    (own,) = run(open_slot=astronaut_slot(MediaKind.IMAGE))
+    (segmented,) = run(open_slot=astronaut_slot(MediaKind.IMAGE), segmenter=EllipseSegmenter())
+
+    box = np.zeros((512, 512), np.bool_)
+    x1, y1, x2, y2 = (int(v) for v in FaceDetector.FACE)
+    box[y1:y2, x1:x2] = True
+    own_masks, segmented_masks = own.frames[0].detections.masks, segmented.frames[0].detections.masks
+    assert own_masks is not None
+    assert segmented_masks is not None
+    np.testing.assert_array_equal(own_masks.full(0, 512, 512), box)
+    assert iou(segmented_masks.full(0, 512, 512), ellipse_in(FaceDetector.FACE, 512, 512)) >= 0.95

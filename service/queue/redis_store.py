@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import redis
@@ -66,6 +66,9 @@ from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
 
 log = logging.getLogger(__name__)
+
+_Pinned = TypeVar("_Pinned")
+"""What a pin leaves standing (a model pin, a segmenter version)."""
 
 _SUMMARY = ("state", "attempts", "fd", "fp", "upd", "name", "code", "msg")
 _RESULTS = ("pos", "name", "state", "code", "msg", "rkey")
@@ -430,31 +433,35 @@ class RedisJobStore:
     ) -> ModelPin | None:
         """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
         racing to pin leave one pin, never a mix); returns the pin that stands."""
-        key = self._key("job", job_id)
-        with self._guard(), self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                    raw = cast(str | None, pipe.hget(key, "request"))
-                    if raw is None:
-                        return None  # expired or unknown
-                    stored = json.loads(raw)  # kept as stored, key for key: only the pin is written
-                    pin = JobSpec.from_stored(stored).pin
-                    if pin is not None:
-                        return pin
-                    pinned = {**stored, "model_version": version, "class_names": list(class_names)}
-                    if makes_masks:  # only then, as JobSpec.to_stored writes it
-                        pinned["model_makes_masks"] = True
-                    pipe.multi()
-                    pipe.hset(key, "request", _dumps(pinned))
-                    pipe.execute()
-                    return ModelPin(version, tuple(class_names), makes_masks)
-                except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
-                    continue
+
+        def pin(stored: dict[str, Any]) -> tuple[ModelPin, dict[str, Any] | None]:
+            standing = JobSpec.from_stored(stored).pin
+            if standing is not None:
+                return standing, None
+            pinned = {**stored, "model_version": version, "class_names": list(class_names)}
+            if makes_masks:  # only then, as JobSpec.to_stored writes it
+                pinned["model_makes_masks"] = True
+            return ModelPin(version, tuple(class_names), makes_masks), pinned
+
+        return self._pin(job_id, pin)
 
     def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
         """Pin the version of an unpinned job's segmenter: the first pin stands (``WATCH``, as ``pin_model``);
         returns the version that stands."""
+
+        def pin(stored: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+            spec = JobSpec.from_stored(stored)
+            if spec.segmenter is None or spec.segmenter_version is not None:
+                return spec.segmenter_version, None
+            return version, {**stored, "segmenter_version": version}
+
+        return self._pin(job_id, pin)
+
+    def _pin(
+        self, job_id: str, pin: Callable[[dict[str, Any]], tuple[_Pinned, dict[str, Any] | None]]
+    ) -> _Pinned | None:
+        """Rewrite a job's stored request once, as ``pin`` decides from it (``(what stands, the request to write
+        or None)``), under ``WATCH`` so a concurrent pin or cancel makes it read again; None for an unknown job."""
         key = self._key("job", job_id)
         with self._guard(), self._r.pipeline(transaction=True) as pipe:
             while True:
@@ -463,14 +470,13 @@ class RedisJobStore:
                     raw = cast(str | None, pipe.hget(key, "request"))
                     if raw is None:
                         return None  # expired or unknown
-                    stored = json.loads(raw)  # kept as stored, key for key: only the pin is written
-                    spec = JobSpec.from_stored(stored)
-                    if spec.segmenter is None or spec.segmenter_version is not None:
-                        return spec.segmenter_version
+                    standing, pinned = pin(json.loads(raw))  # kept as stored, key for key: only the pin is written
+                    if pinned is None:
+                        return standing
                     pipe.multi()
-                    pipe.hset(key, "request", _dumps({**stored, "segmenter_version": version}))
+                    pipe.hset(key, "request", _dumps(pinned))
                     pipe.execute()
-                    return version
+                    return standing
                 except redis.WatchError:  # the job changed meanwhile (a pin, a cancel): read it again
                     continue
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 
 from models.base import SegmenterInfo
@@ -32,20 +34,7 @@ def list_models(models: ModelsDep, tenant: TenantDep, state: StateDep) -> list[M
         )
         for m in models.all()
     ]
-    pending = [
-        ModelPublic(
-            spec=spec,
-            known=False,
-            name=None,
-            version=None,
-            classes=None,
-            runtime=None,
-            device=None,
-            max_batch_size=None,
-            default=spec == default,
-        )
-        for spec in models.pending()
-    ]
+    pending = [_unknown(spec, "detector", default=spec == default) for spec in models.pending()]
     segmenter = _segmenter(models, state.settings.segmenter)
     return sorted(known + pending, key=lambda m: not m.default) + ([] if segmenter is None else [segmenter])
 
@@ -55,20 +44,23 @@ def _segmenter(models: ModelCatalog, spec: str | None) -> ModelPublic | None:
     its spec is known (``known: false``): the workers load it."""
     if isinstance(models, ModelRegistry):
         return None if models.segmenter is None else _loaded_segmenter(models.segmenter.info)
-    if spec is not None:
-        return ModelPublic(
-            spec=spec,
-            kind="segmenter",
-            known=False,
-            name=None,
-            version=None,
-            classes=None,
-            runtime=None,
-            device=None,
-            max_batch_size=None,
-            default=False,
-        )
-    return None
+    return None if spec is None else _unknown(spec, "segmenter", default=False)
+
+
+def _unknown(spec: str, kind: Literal["detector", "segmenter"], *, default: bool) -> ModelPublic:
+    """A configured model this process has not loaded and no worker has published: its spec only."""
+    return ModelPublic(
+        spec=spec,
+        kind=kind,
+        known=False,
+        name=None,
+        version=None,
+        classes=None,
+        runtime=None,
+        device=None,
+        max_batch_size=None,
+        default=default,
+    )
 
 
 def _loaded_segmenter(info: SegmenterInfo) -> ModelPublic:

@@ -147,7 +147,12 @@ class HFTransformersDetector(Detector):
                 if name in outputs and outputs[name].is_floating_point():
                     outputs[name] = outputs[name].float()
             if self._segments:
-                return _instance_rows(outputs, feeds, images, threshold)
+                try:  # each kept mask is resized to its frame on the device: a smaller batch may fit
+                    return _instance_rows(outputs, feeds, images, threshold)
+                except torch.cuda.OutOfMemoryError as exc:
+                    raise DeviceOutOfMemoryError(
+                        f"{self._device} out of memory resizing masks of {len(images)} frames"
+                    ) from exc
             results = self._processor.post_process_object_detection(
                 outputs, threshold=threshold, target_sizes=[image.shape[:2] for image in images]
             )

@@ -185,9 +185,14 @@ class HFSamSegmenter(Segmenter):
         parts: list[Masks] = []
 
         def run(chunk: Sequence[int]) -> None:
+            import torch
+
             rows = np.asarray(chunk, np.intp)
             logits = self._decode(embeddings, prompts[rows])
-            parts.append(_masks_from_logits(logits, boxes_xyxy[rows], frame_hw, scale_xy, cover_hw))
+            try:  # sampling the logits on the device costs memory too: fewer boxes may fit
+                parts.append(_masks_from_logits(logits, boxes_xyxy[rows], frame_hw, scale_xy, cover_hw))
+            except torch.cuda.OutOfMemoryError as exc:
+                raise DeviceOutOfMemoryError(f"{self._device} out of memory sampling {len(rows)} masks") from exc
 
         run_splitting_on_oom(range(len(prompts)), run, self._box_ceiling)
         return Masks.concat(parts)

@@ -141,9 +141,11 @@ class LabelStudioSweep:
     def _sweep(self, project: int, registry: ModelLookup, report: ProjectSweep) -> None:
         client = self._label_studio()
         label_config = str(client.get_project(project).get("label_config") or "")
-        targets = targets_of(label_config, masks=self._settings.segmenter is not None)  # its jobs take the server's
+        model = registry.for_job(self._config.label_studio_model)
+        # its jobs take the server's segmenter, or a model that makes masks: brush and polygon objects need media too
+        targets = targets_of(label_config, masks=self._settings.segmenter is not None or model.makes_masks)
         # None: no worker has published the model yet, so no task can hold its predictions
-        version = registry.for_job(self._config.label_studio_model).version
+        version = model.version
         oldest_allowed = self._clock() - self._config.sweep_min_age_s
         for task in client.iter_tasks(project):
             if self._stop.is_set():

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.base import DetectorOptions, Segmenter
-from models.errors import DeviceOutOfMemoryError, ModelError
+from models.errors import ModelError
 from models.masks import Masks
 from models.oom import BatchCeiling, run_splitting_on_oom
 from models.registry import load_segmenter
@@ -117,12 +117,14 @@ class MaskStage:
         self._ceiling = BatchCeiling(max_frames, name=segmenter.info.name)
 
     def attach(self, images: Sequence[RGBImage], detections: Sequence[Detections]) -> list[Detections]:
-        """``detections`` (one per image, in its pixels) with a mask per row (an empty one where the device had
-        no room for it); frames without rows come back as they are.
+        """``detections`` (one per image, in its pixels) with a mask per row; frames without rows come back as
+        they are. A batch that runs out of device memory is split by frames; a segmenter splits one frame's boxes
+        itself (``HFSamSegmenter`` halves its decoder calls from the same embedding).
 
         Raises:
-            PreannotateError: the model's own error, or INTERNAL for any other failure (its stack in the log, not
-                in the message).
+            PreannotateError: DEVICE_OUT_OF_MEMORY when one frame alone does not fit (the item fails, retryably in
+                jobs: never stored as if its boxes had no masks); the model's own error, or INTERNAL for any other
+                failure (its stack in the log, not in the message).
         """
         masks: list[Masks] = []
 
@@ -132,11 +134,8 @@ class MaskStage:
                 raise RuntimeError(f"the segmenter returned {len(out)} results for {len(chunk)} frames")
             masks.extend(out)
 
-        def by_boxes(k: int, error: DeviceOutOfMemoryError) -> None:
-            masks.append(self._segment_by_boxes(images[k], detections[k].xyxy))
-
         try:
-            run_splitting_on_oom(range(len(images)), run, self._ceiling, fail_one=by_boxes)
+            run_splitting_on_oom(range(len(images)), run, self._ceiling)
         except PreannotateError:
             raise
         except ModelError as exc:
@@ -147,37 +146,3 @@ class MaskStage:
                 ErrorCode.INTERNAL, f"segmenter {self.segmenter.info.name} failed; see the server log"
             ) from None
         return [dets.with_masks(m) if len(dets) else dets for dets, m in zip(detections, masks, strict=True)]
-
-    def _segment_by_boxes(self, image: RGBImage, boxes_xyxy: NDArray[np.float32]) -> Masks:
-        """One frame that ran out of device memory with all its boxes, segmented a half of its boxes at a time
-        (halved again on OOM); from a box that alone does not fit on, its boxes get empty masks."""
-        parts: list[Masks] = []
-        gave_up_at: list[int] = []
-
-        def run(chunk: Sequence[int]) -> None:
-            if gave_up_at:  # the same frame again would only run out again
-                parts.append(Masks.empty(len(chunk)))
-                return
-            (out,) = self.segmenter.segment([image], [boxes_xyxy[np.asarray(chunk, np.intp)]])
-            parts.append(out)
-
-        def give_up(i: int, error: DeviceOutOfMemoryError) -> None:
-            gave_up_at.append(i)
-            parts.append(Masks.empty(1))
-
-        n = len(boxes_xyxy)
-        if n > 1:  # all n together already ran out
-            run_splitting_on_oom(
-                range(n), run, BatchCeiling((n + 1) // 2, name=self.segmenter.info.name), fail_one=give_up
-            )
-        else:
-            gave_up_at.append(0)
-            parts.append(Masks.empty(1))
-        if gave_up_at:
-            log.warning(
-                "segmenter %s: out of device memory on a single box; %d of a frame's %d boxes are kept without masks",
-                self.segmenter.info.name,
-                n - gave_up_at[0],
-                n,
-            )
-        return Masks.concat(parts)

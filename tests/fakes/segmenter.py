@@ -29,8 +29,7 @@ def ellipse_in(box_xyxy: Sequence[float], height_px: int, width_px: int) -> NDAr
 
 class EllipseSegmenter(Segmenter):
     """Masks each box with its inscribed ellipse; records every ``segment`` call's frame count and every frame it
-    saw (their sizes), and runs out of memory on calls of more than ``oom_above`` frames or ``oom_above_boxes``
-    boxes."""
+    saw (their sizes), and runs out of memory on calls of more than ``oom_above`` frames."""
 
     def __init__(
         self,
@@ -38,7 +37,6 @@ class EllipseSegmenter(Segmenter):
         input_size_px: int | None = 1024,
         batch_size: int = 64,
         oom_above: int | None = None,
-        oom_above_boxes: int | None = None,
     ) -> None:
         self.info = SegmenterInfo(
             spec="fake:ellipse",
@@ -50,21 +48,15 @@ class EllipseSegmenter(Segmenter):
             input_size_px=input_size_px,
         )
         self.oom_above = oom_above
-        self.oom_above_boxes = oom_above_boxes
         self.calls: list[int] = []  # frames per segment() call
-        self.box_calls: list[int] = []  # boxes per segment() call
         self.seen: list[tuple[int, int, int]] = []  # (height, width, boxes) per frame the model ran on
         self.threads: set[str] = set()
 
     def segment(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:
         self.calls.append(len(images))
-        boxes = sum(len(b) for b in boxes_xyxy)
-        self.box_calls.append(boxes)
         self.threads.add(threading.current_thread().name)
         if self.oom_above is not None and len(images) > self.oom_above:
             raise DeviceOutOfMemoryError(f"cuda out of memory segmenting {len(images)} frames")
-        if self.oom_above_boxes is not None and boxes > self.oom_above_boxes:
-            raise DeviceOutOfMemoryError(f"cuda out of memory segmenting {boxes} boxes")
         return super().segment(images, boxes_xyxy)
 
     def _segment_batch(self, images: Sequence[RGBImage], boxes_xyxy: Sequence[NDArray[np.float32]]) -> list[Masks]:

@@ -119,6 +119,17 @@ async def _in_store_writer(work: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_STORE_WRITER, work)
 
 
+def _makes_masks(state: AppState, model: str | None) -> bool:
+    """Whether a webhook job for ``model`` makes masks: the server's segmenter, or a model that makes them itself
+    (False while the model is not ready or unknown: submitting the job answers that)."""
+    if state.settings.segmenter is not None:
+        return True
+    try:
+        return dep_models(state).for_job(model).makes_masks
+    except PreannotateError:
+        return False
+
+
 def _enqueue(outcome: Outcome, state: AppState, tenant: str, prepared: PreparedJob, key: str, what: str) -> None:
     record, created = enqueue(prepared, settings=state.settings, store=state.store, tenant=tenant, idem_key=key)
     outcome.add(record, created)
@@ -167,8 +178,8 @@ async def label_studio_webhook(
         raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "label_studio_url / label_studio_api_key are not set")
     if delivery.label_config is None:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no project.label_config: enable send_payload")
-    # the job takes the server's segmenter: then brush and polygon objects need their media too
-    targets = ls.targets_of(delivery.label_config, masks=state.settings.segmenter is not None)
+    # a job that makes masks (the server's segmenter, a model that makes them): brush and polygon objects need media
+    targets = ls.targets_of(delivery.label_config, masks=_makes_masks(state, config.label_studio_model))
     tasks: list[tuple[ItemIn, tuple[int, str]]] = []
     for task in delivery.tasks:
         version = ls.task_version(task)

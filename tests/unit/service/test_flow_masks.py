@@ -4,7 +4,6 @@ a mask per kept box, in source pixels; the interactive path too."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -15,10 +14,11 @@ import pytest
 
 from models.masks import Masks
 from models.types import Detections, RGBImage
+from service.errors import ErrorCode, PreannotateError
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.flow import FlowOptions, detect_one, detector_sampling, run_flow, track_stage
 from service.pipeline.frames import Frame, FrameInfo, MediaKind
-from service.pipeline.masking import MaskStage, SharedSegmenter
+from service.pipeline.masking import SharedSegmenter
 from service.pipeline.options import SamplingOptions
 from service.pipeline.tracks import TrackerOptions
 from tests.fakes.segmenter import EllipseSegmenter, ellipse_in
@@ -121,47 +121,22 @@ def test_segmenter_out_of_memory_splits_the_batch_and_no_frame_loses_its_masks()
     assert [f.detections.masks is not None for f in output.frames] == [True, False] * 4
 
 
-def test_a_frame_whose_boxes_do_not_fit_together_is_segmented_a_few_boxes_at_a_time() -> None:
-    # Given one frame with 5 boxes and a segmenter that runs out of memory on more than 2 boxes per call
-    segmenter = EllipseSegmenter(oom_above_boxes=2)
-    boxes = np.array([[k, 0, k + 2, 3] for k in range(5)], np.float32)
-    dets = Detections.from_arrays(boxes, np.full(5, 0.9), np.zeros(5))
-
-    (got,) = MaskStage(segmenter, max_frames=4).attach([image_of(0)], [dets])
-
-    # Then its boxes are split in halves until they fit, and every box has its own mask, in order
-    assert segmenter.box_calls == [5, 3, 2, 2, 1]
-    assert got.masks is not None
-    for i, box in enumerate(boxes):
-        np.testing.assert_array_equal(got.masks.full(i, 4, 6), ellipse_in(box, 4, 6))
-
-
-def test_boxes_that_do_not_fit_even_alone_are_kept_without_masks_with_a_warning(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    segmenter = EllipseSegmenter(oom_above=0)  # nothing fits
-    options = FlowOptions(threshold=0.5, batch_size=4)
-    boxes = np.array([[k, 0, k + 2, 3] for k in range(3)], np.float32)
-    three = Detections.from_arrays(boxes, np.full(3, 0.9), np.zeros(3))
-
-    with caplog.at_level(logging.WARNING, logger="service.pipeline.masking"):
-        (output,) = run_flow(items_of(("1",)), EvenFramesDetector(), options, open_slot=Opener(), segmenter=segmenter)
-        (crowded,) = MaskStage(segmenter, max_frames=1).attach([image_of(3)], [three])
-
-    # The boxes survive, without masks (written as boxes), and the run does not fail
-    (frame,) = output.frames
-    assert len(frame.detections) == 1
-    assert frame.detections.masks is not None
-    assert not frame.detections.masks.has_mask().any()
-    assert len(crowded) == 3
-    assert crowded.masks is not None
-    assert not crowded.masks.has_mask().any()
-    # after the first single box that did not fit, the frame's other boxes are not tried one by one
-    assert segmenter.box_calls[-3:] == [3, 2, 1]
-    assert [r.getMessage() for r in caplog.records if r.name == "service.pipeline.masking"] == [
-        "segmenter ellipse: out of device memory on a single box; 1 of a frame's 1 boxes are kept without masks",
-        "segmenter ellipse: out of device memory on a single box; 3 of a frame's 3 boxes are kept without masks",
-    ]
+def test_a_frame_that_alone_does_not_fit_the_segmenter_is_a_clear_error_not_boxes_without_masks() -> None:
+    """A segmenter splits one frame's boxes itself (SAM halves its decoder calls); when a single frame still runs
+    out, the item fails (retryable in jobs) rather than being stored as if its boxes had no masks."""
+    segmenter = EllipseSegmenter(oom_above=0)
+    with pytest.raises(PreannotateError) as info:
+        list(
+            run_flow(
+                items_of(("1",)),
+                EvenFramesDetector(),
+                FlowOptions(threshold=0.5),
+                open_slot=Opener(),
+                segmenter=segmenter,
+            )
+        )
+    assert info.value.code is ErrorCode.DEVICE_OUT_OF_MEMORY
+    assert info.value.code.retryable
 
 
 @pytest.mark.parametrize(

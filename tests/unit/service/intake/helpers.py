@@ -36,7 +36,7 @@ MODEL_VERSION = "centre-00000001"
 class CentreBox(Detector):
     """One ``face`` in the middle of every frame (never called by these tests: no workers run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, makes_masks: bool = False) -> None:
         self.info = ModelInfo(
             spec="fake:centre",
             name="centre",
@@ -46,6 +46,7 @@ class CentreBox(Detector):
             device="cpu",
             batch_size=4,
             input_size_px=None,
+            makes_masks=makes_masks,
         )
 
     def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
@@ -65,8 +66,8 @@ class WebhookApp:
             return int(db.execute("SELECT count(*) FROM jobs").fetchone()[0])
 
 
-def make_models() -> tuple[ModelRegistry, DynamicBatcher]:
-    batcher = DynamicBatcher(CentreBox(), max_batch_size=4, max_wait_ms=0)
+def make_models(*, makes_masks: bool = False) -> tuple[ModelRegistry, DynamicBatcher]:
+    batcher = DynamicBatcher(CentreBox(makes_masks=makes_masks), max_batch_size=4, max_wait_ms=0)
     batcher.start()
     return ModelRegistry([LoadedModel(spec="fake:centre", batcher=batcher)]), batcher
 
@@ -78,11 +79,13 @@ def webhook_app(
     *,
     tokens: Sequence[str] = (TOKEN,),
     store_clock: Callable[[], float] = time.time,
+    makes_masks: bool = False,
     **settings: Any,
 ) -> Iterator[WebhookApp]:
-    """The webhooks and jobs routers with ``config`` as the webhook settings; the store reads ``store_clock``."""
+    """The webhooks and jobs routers with ``config`` as the webhook settings; the store reads ``store_clock``;
+    ``makes_masks``: the model makes masks itself (an instance-segmentation model)."""
     full = Settings(api_tokens=SecretStr(",".join(tokens)), db_path=tmp_path / "jobs.db", **settings)
-    registry, batcher = make_models()
+    registry, batcher = make_models(makes_masks=makes_masks)
     store = SqliteJobStore(full.db_path, max_attempts=full.max_attempts, clock=store_clock)
     app = FastAPI()
     register_exception_handlers(app)

@@ -288,6 +288,23 @@ def test_label_studio_tasks_created_makes_one_job_and_dedupes(hooks: WebhookApp)
     assert job.spec.to_stored()["destinations"] == [{"backend": "label_studio", "project": 17}]
 
 
+@pytest.mark.parametrize("makes_masks", [False, True])
+def test_label_studio_a_brush_only_project_is_served_by_a_model_that_makes_masks(
+    tmp_path: Path, makes_masks: bool
+) -> None:
+    """A model that makes masks itself (no segmenter) fills a BrushLabels-only project: its tasks make a job;
+    a boxes-only model has nothing to fill there (422)."""
+    brush_only = (
+        '<View><Image name="image" value="$image"/>'
+        '<BrushLabels name="mask" toName="image"><Label value="face"/></BrushLabels></View>'
+    )
+    body = ls_tasks_created(ls_task(22, "/data/upload/1/a.jpg"), label_config=brush_only)
+    with webhook_app(tmp_path, ENABLED, makes_masks=makes_masks, **SETTINGS) as app:
+        answer = post(app, "label-studio", body, {"X-Preannotate-Secret": LS_SECRET})
+        assert answer.status_code == (202 if makes_masks else 422), answer.text
+        assert app.jobs() == (1 if makes_masks else 0)
+
+
 def test_label_studio_a_task_with_credentials_in_its_url_is_ignored(hooks: WebhookApp) -> None:
     body = ls_tasks_created(ls_task(22, "/data/upload/1/a.jpg"), ls_task(23, "https://me:CANARY-pw@cdn.example/b.jpg"))
     answer = post(hooks, "label-studio", body, {"X-Preannotate-Secret": LS_SECRET})

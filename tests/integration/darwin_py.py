@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.label_studio import ci_cache_dir
+
 DARWIN_PY_VERSION = "3.6.3"
 
 # Parses each file with parse_path (the importer's entry) and parse_darwin_json, and prints what darwin-py made of
@@ -51,15 +53,8 @@ print(json.dumps(files, default=str))
 """
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("PREANNOTATE_CI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "preannotate-ci"
-    )
-    return Path(base)
-
-
 def darwin_venv() -> Path:
-    return Path(os.environ.get("PREANNOTATE_DARWIN_VENV") or _cache_dir() / f"darwin-venv-{DARWIN_PY_VERSION}")
+    return Path(os.environ.get("PREANNOTATE_DARWIN_VENV") or ci_cache_dir() / f"darwin-venv-{DARWIN_PY_VERSION}")
 
 
 def require_darwin_py() -> Path:

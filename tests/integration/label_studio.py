@@ -36,7 +36,8 @@ COLD_START_S = 180.0
 WARM_START_S = 60.0
 
 
-def _cache_dir() -> Path:
+def ci_cache_dir() -> Path:
+    """Where CI keeps its venvs (the test-only judges' venvs too)."""
     base = os.environ.get("PREANNOTATE_CI_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "preannotate-ci"
     )
@@ -44,7 +45,7 @@ def _cache_dir() -> Path:
 
 
 def ls_venv() -> Path:
-    return Path(os.environ.get("PREANNOTATE_LS_VENV") or _cache_dir() / f"ls-venv-{LS_VERSION}")
+    return Path(os.environ.get("PREANNOTATE_LS_VENV") or ci_cache_dir() / f"ls-venv-{LS_VERSION}")
 
 
 def require_label_studio() -> Path:
@@ -223,7 +224,7 @@ def _tail(path: Path, lines: int = 40) -> str:
 def template_dir() -> Path:
     """A migrated data dir with the admin and its legacy token, made once per LS version and user."""
     key = hashlib.sha256(f"{LS_VERSION}\x1f{USERNAME}\x1f{PASSWORD}\x1f{TOKEN}".encode()).hexdigest()[:10]
-    template = _cache_dir() / f"ls-template-{LS_VERSION}-{key}"
+    template = ci_cache_dir() / f"ls-template-{LS_VERSION}-{key}"
     if (template / ".complete").exists():
         return template
     template.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from models.errors import DeviceOutOfMemoryError
+from models.errors import DeviceOutOfMemoryError, PromptsRequiredError
 from models.masks import Masks
+from models.prompts import PromptSet
 from models.types import Detections, ModelInfo, RGBImage
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,30 @@ class Detector(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most runtimes need nothing
         """Release runtime resources (sessions, GPU memory)."""
+
+
+class PromptableDetector(Detector):
+    """An open-vocabulary detector (OWLv2, Grounding DINO, OmDet-Turbo): it finds what text prompts describe.
+
+    It has no classes of its own (``info.class_names == ()``, ``info.open_vocabulary``); ``prompted`` gives the
+    ``Detector`` for one prompt set, whose ``class_names`` are the set's names (the project's labels, never the
+    prompt text) and whose ``version`` is this model's plus the set's ``key`` (a different prompt set is a
+    different model to dedupe, pins and calibrated thresholds). Views share this model's weights and its caches:
+    each prompt set's text embeddings are computed once; calls from several views' threads run one at a time.
+    """
+
+    @abstractmethod
+    def prompted(self, prompts: PromptSet) -> Detector:
+        """The detector for ``prompts`` (cheap: the weights are shared)."""
+
+    def _detect_batch(self, images: Sequence[RGBImage], threshold: float) -> list[Detections]:
+        raise PromptsRequiredError(
+            f'{self.info.spec} is an open-vocabulary model: give it prompts (--prompts "person, car", a job\'s '
+            '"prompts", or a labeling project to take its labels from)'
+        )
+
+    def warmup_batch_sizes(self) -> tuple[int, ...]:
+        return ()  # nothing to run without prompts; a prompted view warms itself up
 
 
 def batch_buckets(max_batch: int) -> tuple[int, ...]:

@@ -32,3 +32,8 @@ class MissingDependencyError(ModelError):
 
 class DeviceOutOfMemoryError(ModelError):
     """The accelerator ran out of memory for this batch; a smaller batch may fit."""
+
+
+class PromptsRequiredError(ModelError):
+    """An open-vocabulary model was run without prompts (it has no classes of its own), or a fixed-class model
+    was given prompts it cannot use."""

@@ -132,6 +132,8 @@ class ModelInfo:
             frame would lose rows it keeps today.
         makes_masks: the detector itself returns an instance mask per row (``Detections.masks``), e.g. an
             Ultralytics ``-seg`` export; no box-prompted segmenter is needed for masks.
+        open_vocabulary: the detector finds what text prompts describe (``models.base.PromptableDetector``): it has
+            no classes of its own (``class_names`` is empty) until ``prompted`` gives it a prompt set.
     """
 
     spec: str
@@ -145,3 +147,4 @@ class ModelInfo:
     dtype: str = "float32"
     keeps_aspect: bool = False
     makes_masks: bool = False
+    open_vocabulary: bool = False

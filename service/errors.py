@@ -24,6 +24,7 @@ class ErrorCode(enum.Enum):
     MODEL_NOT_FOUND = ("model_not_found", 404, False)
     MODEL_LOAD_FAILED = ("model_load_failed", 422, False)
     INVALID_MODEL = ("invalid_model", 422, False)  # loads, but would run wrongly as found (missing sidecars)
+    INVALID_PROMPTS = ("invalid_prompts", 422, False)  # open-vocabulary model without prompts, or prompts it can't use
     MISSING_DEPENDENCY = ("missing_dependency", 501, False)
     DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
     OUTPUT_FAILED = ("output_failed", 500, False)
@@ -141,6 +142,7 @@ _MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {
     model_errors.DeviceUnavailableError: ErrorCode.DEVICE_UNAVAILABLE,
     model_errors.MissingDependencyError: ErrorCode.MISSING_DEPENDENCY,
     model_errors.DeviceOutOfMemoryError: ErrorCode.DEVICE_OUT_OF_MEMORY,
+    model_errors.PromptsRequiredError: ErrorCode.INVALID_PROMPTS,
 }
 
 

@@ -11,8 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from models.prompts import PromptSet
 from service.convert.types import ModelRef
 from service.pipeline.options import SamplingMode
 from service.spec.requests import Destination, OutputFormat, TracksIn
@@ -134,6 +143,10 @@ class JobSpec(BaseModel):
             (distributed API pods).
         model_makes_masks: the pinned model makes an instance mask per box itself (``ModelInfo.makes_masks``,
             e.g. a ``-seg`` export); False while unpinned and for every job stored before masks.
+        prompts: what an open-vocabulary model is asked to find (the body's ``prompts``, or the destination
+            project's labels), pinned at submit; its names are the job's classes. None: a fixed-class model.
+        class_thresholds: per-class least scores (``calibrate``'s, or the body's ``thresholds``) over
+            ``threshold``, pinned at submit; None: ``threshold`` for every class.
     """
 
     model: str
@@ -150,8 +163,18 @@ class JobSpec(BaseModel):
     segmenter: str | None = None
     segmenter_version: str | None = None
     model_makes_masks: bool = False
+    prompts: PromptSet | None = None
+    class_thresholds: dict[str, float] | None = None
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _stored_prompts(cls, value: object) -> object:
+        """The stored ``[{"name", "prompts"}, ...]`` (``PromptSet.to_json``) -> a ``PromptSet``."""
+        if isinstance(value, list):
+            return PromptSet.from_json(value)
+        return value
 
     @classmethod
     def from_stored(cls, stored: Mapping[str, Any]) -> JobSpec:
@@ -180,6 +203,10 @@ class JobSpec(BaseModel):
             stored["segmenter_version"] = self.segmenter_version
         if self.model_makes_masks:  # likewise: a boxes-only model's jobs keep their stored form
             stored["model_makes_masks"] = True
+        if self.prompts is not None:  # likewise for fixed-class models and jobs without calibrated thresholds
+            stored["prompts"] = self.prompts.to_json()
+        if self.class_thresholds is not None:
+            stored["class_thresholds"] = dict(self.class_thresholds)
         return stored
 
     @property

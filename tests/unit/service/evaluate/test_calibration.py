@@ -122,6 +122,7 @@ def test_every_input_format_calibrates(fmt: str) -> None:
         b, c = load(*to_coco(images))
     elif fmt == "darwin":
         b, c = load(*to_darwin(images), multi=True)
+        assert c.model_version == "m"  # the one inference.model name the files carry
     elif fmt == "encord":
         b, c = load(*to_encord(images), multi=True)
     else:
@@ -210,3 +211,12 @@ def test_evaluate_with_thresholds_reports_f1_at_global_and_calibrated() -> None:
     assert rows["person"]["calibrated"] is False
     assert rows["person"]["threshold"] == 0.3
     assert evaluation_to_summary(evaluate(b, [c]))["class_thresholds"] is None
+
+
+def test_a_full_coco_candidate_carries_its_model_version() -> None:
+    gt, _ = to_coco(f1_scene())
+    ours = {**gt, "info": {"model": "builtin:x", "model_version": "x-1.2"}}
+    ours["annotations"] = [{**a, "score": 0.9} for a in gt["annotations"]]
+
+    assert load(gt, ours)[1].model_version == "x-1.2"
+    assert load(gt, gt)[0].model_version is None

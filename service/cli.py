@@ -284,8 +284,54 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate.add_argument(
             f"--min-{metric}", type=_FRACTION, metavar="X", help=f"pass/fail: minimum {metric} (0..1)"
         )
+    evaluate.add_argument(
+        "--thresholds",
+        type=Path,
+        metavar="FILE",
+        help="per-class thresholds from `calibrate`: the report shows each class's F1 at the global vs its own",
+    )
     evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     evaluate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
+
+    calibrate = sub.add_parser(
+        "calibrate", help="learn per-class score thresholds from benchmark labels; write a thresholds file"
+    )
+    calibrate.add_argument("--benchmark", required=True, metavar="GT", help="gold labels, as for evaluate")
+    calibrate.add_argument(
+        "--candidate",
+        required=True,
+        metavar="[NAME=]PRED",
+        help="the model's predictions (with scores), as for evaluate",
+    )
+    calibrate.add_argument(
+        "--objective",
+        default="f1",
+        metavar="f1|precision=P|recall=R",
+        help="per class: best F1 (default); best recall with precision >= P; best precision with recall >= R",
+    )
+    calibrate.add_argument("--iou", type=_FRACTION, default=0.5, help="IoU a pair needs to match (default 0.5)")
+    calibrate.add_argument(
+        "--threshold",
+        type=_FRACTION,
+        metavar="GLOBAL",
+        help="what uncalibrated classes keep (default: PREANNOTATE_THRESHOLD)",
+    )
+    calibrate.add_argument(
+        "--min-support",
+        type=_COUNT,
+        metavar="N",
+        help="benchmark objects a class needs to be calibrated (default: PREANNOTATE_CALIBRATE_MIN_SUPPORT, 10)",
+    )
+    calibrate.add_argument(
+        "--label-config", type=Path, metavar="XML", help="the Label Studio labeling config, as for evaluate"
+    )
+    calibrate.add_argument(
+        "--model-version", metavar="V", help="the model version, when the candidate does not carry one"
+    )
+    calibrate.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the thresholds file to write (JSON)"
+    )
+    calibrate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
     bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")
     bench.add_argument("name", choices=[*BENCHMARKS, "all"])
@@ -319,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.evaluate import evaluate_command
 
             return evaluate_command(args)
+        if args.command == "calibrate":
+            from service.commands.calibrate import calibrate_command
+
+            return calibrate_command(args)
         if args.command == "serve":
             from service.commands.serve import serve_command
 

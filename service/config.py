@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         None, gt=0.0, le=1.0, description="two-stage tracking: least score that starts a track (unset: one stage)"
     )
 
+    # Calibration (`preannotate calibrate`): a class with fewer benchmark objects keeps the global threshold
+    calibrate_min_support: int = Field(
+        10, ge=1, le=1_000_000, description="benchmark objects a class needs before its threshold is calibrated"
+    )
+
     # Limits on media (each refuses bad input with a clear error before any decoding)
     max_file_bytes: int = Field(20 * 1024**3, ge=1)
     max_image_pixels: int = Field(100_000_000, ge=1)

@@ -16,13 +16,24 @@ from service.evaluate.inputs import load_benchmark, load_candidates
 from service.evaluate.outputs import write_outputs
 from service.evaluate.pairing import nothing_paired_hint
 from service.evaluate.types import Dataset
+from service.spec.thresholds import ThresholdsFile
 
 
 def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _read_label_config(path: Path | None) -> str | None:
+def read_thresholds(path: Path | None) -> ThresholdsFile | None:
+    """``--thresholds``: a file ``preannotate calibrate`` wrote; INVALID_ARGUMENT naming it when it is not one."""
+    if path is None:
+        return None
+    try:
+        return ThresholdsFile.read(path)
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+def read_label_config(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
@@ -49,12 +60,15 @@ def evaluate_command(args: argparse.Namespace) -> int:
         min_tag_accuracy=args.min_tag_accuracy,
     )
     check_output_dir(args.out)  # before loading: a bad --out must not cost the evaluation
-    label_config = _read_label_config(args.label_config)
+    label_config = read_label_config(args.label_config)
+    class_thresholds = read_thresholds(args.thresholds)
     benchmark = load_benchmark(args.benchmark, label_config=label_config)
     candidates: list[Dataset] = []
     for text in args.candidate:
         candidates += load_candidates(text, benchmark, label_config=label_config)
-    evaluation = evaluate(benchmark, candidates, iou_threshold=args.iou, thresholds=thresholds)
+    evaluation = evaluate(
+        benchmark, candidates, iou_threshold=args.iou, thresholds=thresholds, class_thresholds=class_thresholds
+    )
     write_outputs(evaluation, args.out)
     for result in evaluation.candidates:
         f = candidate_figures(result)

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field, fields
 from typing import TypedDict
 
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate.calibration import KeepAbove
 from service.evaluate.coco_map import MapResult, compute_map
 from service.evaluate.metrics import CountsJson, Score, score_pairing, worst_items
 from service.evaluate.pairing import Pairing, pair_units
 from service.evaluate.seed_csv import SeedRow, pairing_to_seed_rows
 from service.evaluate.types import Dataset
+from service.spec.thresholds import ThresholdsFile
 
 _PIXEL_SOURCES = frozenset({"coco", "coco_results", "darwin"})
 
@@ -54,8 +56,19 @@ class WorstItemJson(CountsJson):
     frames: int
 
 
+class ClassThresholdJson(TypedDict):
+    """``evaluate --thresholds``: one class's F1 at the global threshold and at its calibrated one."""
+
+    threshold: float | None
+    calibrated: bool
+    f1_global: float
+    f1_calibrated: float
+    precision_calibrated: float
+    recall_calibrated: float
+
+
 class CandidateJson(CandidateFigures):
-    """Everything ``summary.json`` holds about one candidate."""
+    """Everything ``summary.json`` holds about one candidate (``class_thresholds``: None without ``--thresholds``)."""
 
     source: str
     format: str
@@ -70,6 +83,7 @@ class CandidateJson(CandidateFigures):
     worst_items: list[WorstItemJson]
     passed: bool
     failed_checks: list[str]
+    class_thresholds: dict[str, ClassThresholdJson] | None
 
 
 class BenchmarkJson(TypedDict):
@@ -137,6 +151,7 @@ class CandidateResult:
     map_note: str | None
     seed_rows: list[SeedRow]
     failed: list[str] = field(default_factory=list)
+    class_thresholds: dict[str, ClassThresholdJson] | None = None
 
     @property
     def passed(self) -> bool:
@@ -149,6 +164,7 @@ class Evaluation:
     iou_threshold: float
     thresholds: Thresholds
     candidates: list[CandidateResult]
+    class_thresholds: ThresholdsFile | None = None
 
 
 def _map_or_note(candidate: Dataset, score: Score, benchmark: Dataset) -> tuple[MapResult | None, str | None]:
@@ -162,10 +178,40 @@ def _map_or_note(candidate: Dataset, score: Score, benchmark: Dataset) -> tuple[
     return result, None if result is not None else "the benchmark has no objects"
 
 
+def compare_class_thresholds(
+    pairing: Pairing, class_thresholds: ThresholdsFile, *, iou_threshold: float
+) -> dict[str, ClassThresholdJson]:
+    """Per class, F1 with the candidate cut at the file's global threshold vs at each class's calibrated one
+    (candidates filtered before matching, as a run applying the file would have produced them)."""
+    per_class = class_thresholds.class_thresholds()
+    at_global = score_pairing(pairing, iou_threshold=iou_threshold, keep=KeepAbove(class_thresholds.global_threshold))
+    tuned = score_pairing(
+        pairing, iou_threshold=iou_threshold, keep=KeepAbove(class_thresholds.global_threshold, per_class)
+    )
+    rows: dict[str, ClassThresholdJson] = {}
+    for label in sorted(set(at_global.per_class) | set(tuned.per_class) | set(per_class)):
+        before, after = at_global.per_class[label], tuned.per_class[label]
+        rows[label] = {
+            "threshold": per_class.get(label, class_thresholds.global_threshold),
+            "calibrated": label in per_class,
+            "f1_global": before.f1,
+            "f1_calibrated": after.f1,
+            "precision_calibrated": after.precision,
+            "recall_calibrated": after.recall,
+        }
+    return rows
+
+
 def evaluate_candidate(
-    benchmark: Dataset, candidate: Dataset, *, iou_threshold: float, thresholds: Thresholds
+    benchmark: Dataset,
+    candidate: Dataset,
+    *,
+    iou_threshold: float,
+    thresholds: Thresholds,
+    class_thresholds: ThresholdsFile | None = None,
 ) -> CandidateResult:
-    """Score one candidate: one-to-one counts, COCO mAP when it has scores, the seed's rows, the gate."""
+    """Score one candidate: one-to-one counts, COCO mAP when it has scores, the seed's rows, the gate; with
+    ``class_thresholds``, each class's F1 at the global threshold vs at its calibrated one."""
     pairing = pair_units(benchmark, candidate)
     score = score_pairing(pairing, iou_threshold=iou_threshold)
     map_result, note = _map_or_note(candidate, score, benchmark)
@@ -173,13 +219,21 @@ def evaluate_candidate(
         candidate, pairing, score, map_result, note, pairing_to_seed_rows(pairing, candidate_name=candidate.name)
     )
     result.failed = thresholds.failures(candidate_figures(result))
+    if class_thresholds is not None:
+        result.class_thresholds = compare_class_thresholds(pairing, class_thresholds, iou_threshold=iou_threshold)
     return result
 
 
 def evaluate(
-    benchmark: Dataset, candidates: list[Dataset], *, iou_threshold: float = 0.5, thresholds: Thresholds | None = None
+    benchmark: Dataset,
+    candidates: list[Dataset],
+    *,
+    iou_threshold: float = 0.5,
+    thresholds: Thresholds | None = None,
+    class_thresholds: ThresholdsFile | None = None,
 ) -> Evaluation:
-    """Evaluate every candidate against the benchmark (names made unique: ``alice``, ``alice#2``)."""
+    """Evaluate every candidate against the benchmark (names made unique: ``alice``, ``alice#2``);
+    ``class_thresholds`` (``--thresholds``) adds each class's F1 at the global vs the calibrated threshold."""
     if not 0.0 < iou_threshold <= 1.0:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--iou must be in (0, 1], got {iou_threshold}")
     if not candidates:
@@ -190,8 +244,13 @@ def evaluate(
         if seen[candidate.name] > 1:
             candidate.name = f"{candidate.name}#{seen[candidate.name]}"
     gates = thresholds or Thresholds()
-    results = [evaluate_candidate(benchmark, c, iou_threshold=iou_threshold, thresholds=gates) for c in candidates]
-    return Evaluation(benchmark, iou_threshold, gates, results)
+    results = [
+        evaluate_candidate(
+            benchmark, c, iou_threshold=iou_threshold, thresholds=gates, class_thresholds=class_thresholds
+        )
+        for c in candidates
+    ]
+    return Evaluation(benchmark, iou_threshold, gates, results, class_thresholds)
 
 
 def candidate_figures(result: CandidateResult) -> CandidateFigures:
@@ -247,6 +306,7 @@ def candidate_to_json(result: CandidateResult) -> CandidateJson:
         ],
         "passed": result.passed,
         "failed_checks": result.failed,
+        "class_thresholds": result.class_thresholds,
     }
 
 

@@ -49,7 +49,14 @@ class CocoAnnotation(TypedDict, total=False):
     track_id: int
 
 
+class CocoInfo(TypedDict, total=False):
+    """``info``; ``model_version`` is ours (``preannotate run``)."""
+
+    model_version: str
+
+
 class CocoDocument(TypedDict, total=False):
+    info: CocoInfo
     images: Required[list[CocoImage]]
     annotations: list[CocoAnnotation]
     categories: list[CocoCategory]
@@ -77,8 +84,17 @@ class DarwinPolygon(TypedDict, total=False):
     path: list[DarwinPoint]
 
 
+class DarwinInferenceModel(TypedDict, total=False):
+    """``inference.model``: ours writes ``name`` as ``SPEC@VERSION`` (Darwin has no version field)."""
+
+    id: str
+    name: str
+    type: str
+
+
 class DarwinInference(TypedDict, total=False):
     confidence: float
+    model: DarwinInferenceModel
 
 
 class DarwinAnnotator(TypedDict, total=False):

@@ -91,6 +91,9 @@ def coco_to_dataset(doc: CocoDocument, *, name: str, source: str) -> Dataset:
     """
     categories = {int(c["id"]): str(c.get("name", c["id"])) for c in doc.get("categories", [])}
     dataset = Dataset(name=name, source=source, format="coco", coco_categories=categories)
+    info = doc.get("info")
+    version = info.get("model_version") if isinstance(info, dict) else None
+    dataset.model_version = version if isinstance(version, str) and version else None
     units: dict[tuple[str, str], Unit] = {}
     clocks: dict[tuple[str, str], list[CocoImage]] = {}
     for image in doc["images"]:

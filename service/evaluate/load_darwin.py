@@ -269,4 +269,20 @@ def darwin_to_dataset(docs: list[DarwinDocument], *, name: str, source: str) -> 
         for slot, slot_masks in masks.items():
             _add_masks(units[slot], slot_masks, layers.get(slot, {}))
         dataset.units.extend(units.values())
+    dataset.model_version = _model_version(docs)
     return dataset
+
+
+def _model_version(docs: list[DarwinDocument]) -> str | None:
+    """The version in the one ``inference.model.name`` the files carry (ours: ``SPEC@VERSION``); None when
+    they carry none or several."""
+    names: set[str] = set()
+    for doc in docs:
+        for ann in doc.get("annotations") or []:
+            for part in (ann, *(ann.get("frames") or {}).values()):
+                inference = part.get("inference")
+                model = inference.get("model") if isinstance(inference, dict) else None
+                name = model.get("name") if isinstance(model, dict) else None
+                if isinstance(name, str) and name:
+                    names.add(name.rpartition("@")[2])
+    return names.pop() if len(names) == 1 else None

@@ -400,7 +400,9 @@ def label_studio_to_datasets(
             version = str(prediction.get("model_version") or "")
             if model_version is not None and version != model_version:
                 continue
-            dataset = by_version.setdefault(version, Dataset(name=name, source=source, format="label_studio"))
+            dataset = by_version.setdefault(
+                version, Dataset(name=name, source=source, format="label_studio", model_version=version or None)
+            )
             dataset.units.append(_task_unit(task, prediction, None, budget, label_config))
     if model_version is not None and not by_version:
         raise FormatError(f"no predictions with model_version {model_version!r}")

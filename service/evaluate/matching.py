@@ -78,6 +78,52 @@ def assign(valid: NDArray[np.bool_], ious: NDArray[np.float64], same_class: NDAr
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if valid[r, c]]
 
 
+def same_class_matrix(gt: Sequence[Shape], dt: Sequence[Shape]) -> NDArray[np.bool_]:
+    """(len(gt), len(dt)): whether the two shapes carry the same label."""
+    if not gt or not dt:
+        return np.zeros((len(gt), len(dt)), dtype=bool)
+    labels_g = np.asarray([s.label for s in gt], dtype=object)
+    labels_d = np.asarray([s.label for s in dt], dtype=object)
+    return np.asarray(labels_g[:, None] == labels_d[None, :], dtype=bool).reshape(len(gt), len(dt))
+
+
+def in_crowd(dt: Sequence[Shape], crowd: Sequence[Shape], *, iou_threshold: float) -> list[bool]:
+    """Per candidate: whether it lies in a crowd region of its class (COCO: neither right nor wrong there)."""
+    if not dt or not crowd:
+        return [False] * len(dt)
+    iof = box_iof_matrix(boxes_to_array(dt), boxes_to_array(crowd))
+    same = same_class_matrix(dt, crowd)
+    flags = np.asarray(((iof >= iou_threshold) & same).any(axis=1), dtype=bool)
+    return [bool(flag) for flag in flags.tolist()]
+
+
+def match_class_aware(
+    gt: Sequence[Shape],
+    crowd: Sequence[Shape],
+    dt: Sequence[Shape],
+    ious: NDArray[np.float64],
+    *,
+    iou_threshold: float,
+) -> FrameMatch:
+    """The class-aware one-to-one pass of ``match_frame`` on a precomputed (len(gt), len(dt)) IoU matrix.
+
+    ``gt`` holds the scored (non-crowd) benchmark shapes, ``crowd`` the crowd regions; indices in the result
+    are into ``gt`` and ``dt``, and ``confusion`` is left empty. A pair never joins two classes, so each
+    class's outcome depends on that class's shapes alone (calibration re-runs it per class and threshold).
+    """
+    same = same_class_matrix(gt, dt)
+    pairs = assign((ious >= iou_threshold) & same, ious, same)
+    result = FrameMatch(matches=[(r, c, float(ious[r, c])) for r, c in pairs])
+    matched_g, matched_d = {r for r, _ in pairs}, {c for _, c in pairs}
+    result.missed = [r for r in range(len(gt)) if r not in matched_g]
+    extra = [c for c in range(len(dt)) if c not in matched_d]
+    if crowd and extra:
+        flags = in_crowd([dt[c] for c in extra], crowd, iou_threshold=iou_threshold)
+        result.ignored = [c for c, flag in zip(extra, flags, strict=True) if flag]
+    result.extra = [c for c in extra if c not in result.ignored]
+    return result
+
+
 def match_frame(
     gt: Sequence[Shape],
     dt: Sequence[Shape],
@@ -100,28 +146,15 @@ def match_frame(
         confusion pairs from a class-agnostic one.
     """
     scored = [i for i, s in enumerate(gt) if not s.crowd]
-    crowd = [i for i, s in enumerate(gt) if s.crowd]
+    crowd = [gt[i] for i, s in enumerate(gt) if s.crowd]
     gt_scored = [gt[i] for i in scored]
     ious = shapes_to_iou_matrix(gt_scored, dt, width=width, height=height)
-    labels_g = np.asarray([s.label for s in gt_scored], dtype=object)
-    labels_d = np.asarray([s.label for s in dt], dtype=object)
-    same = (labels_g[:, None] == labels_d[None, :]) if len(gt_scored) and len(dt) else np.zeros(ious.shape, bool)
-    same = np.asarray(same, dtype=bool).reshape(ious.shape)
+    same = same_class_matrix(gt_scored, dt)
     hit = ious >= iou_threshold
 
-    result = FrameMatch()
-    pairs = assign(hit & same, ious, same)
-    result.matches = [(scored[r], c, float(ious[r, c])) for r, c in pairs]
-    matched_g, matched_d = {r for r, _ in pairs}, {c for _, c in pairs}
-    result.missed = [scored[r] for r in range(len(gt_scored)) if r not in matched_g]
-    extra = [c for c in range(len(dt)) if c not in matched_d]
-    if crowd and extra:
-        # COCO: a detection on a crowd region of its class is neither right nor wrong.
-        iof = box_iof_matrix(boxes_to_array([dt[c] for c in extra]), boxes_to_array([gt[i] for i in crowd]))
-        for row, c in enumerate(extra):
-            if any(iof[row, k] >= iou_threshold and gt[i].label == dt[c].label for k, i in enumerate(crowd)):
-                result.ignored.append(c)
-    result.extra = [c for c in extra if c not in result.ignored]
+    result = match_class_aware(gt_scored, crowd, dt, ious, iou_threshold=iou_threshold)
+    result.matches = [(scored[r], c, iou) for r, c, iou in result.matches]
+    result.missed = [scored[r] for r in result.missed]
 
     agnostic = assign(hit, ious, same)
     a_g, a_d = {r for r, _ in agnostic}, {c for _, c in agnostic}

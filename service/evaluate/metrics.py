@@ -4,6 +4,7 @@ class confusion, tag accuracy and attribute accuracy on matched pairs."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -138,17 +139,38 @@ def _attributes_to_counts(gt: Shape, dt: Shape) -> tuple[int, int]:
     return sum(1 for name, value in gt.attributes if answers.get(name) == value), len(gt.attributes)
 
 
-def score_pairing(pairing: Pairing, *, iou_threshold: float) -> Score:
-    """Match every frame of every benchmark unit and count (see ``matching.match_frame``)."""
+@dataclass(frozen=True, slots=True)
+class ScoredFrame:
+    """One frame to score: its shapes on both sides and its pixel size (None: fit the shapes)."""
+
+    frame: int
+    gt: list[Shape]
+    dt: list[Shape]
+    width: int | None
+    height: int | None
+
+
+def unit_frames(b_unit: Unit, c_unit: Unit | None, keep: Callable[[Shape], bool] | None = None) -> list[ScoredFrame]:
+    """The frames of a unit pair that are scored, with the candidate shapes ``keep`` accepts (all when None)."""
+    width = b_unit.width or (c_unit.width if c_unit else None)
+    height = b_unit.height or (c_unit.height if c_unit else None)
+    frames = []
+    for frame in frame_indices(b_unit, c_unit):
+        dt = c_unit.frames.get(frame, []) if c_unit is not None else []
+        kept = list(dt) if keep is None else [s for s in dt if keep(s)]
+        frames.append(ScoredFrame(frame, list(b_unit.frames.get(frame, [])), kept, width, height))
+    return frames
+
+
+def score_pairing(pairing: Pairing, *, iou_threshold: float, keep: Callable[[Shape], bool] | None = None) -> Score:
+    """Match every frame of every benchmark unit and count (see ``matching.match_frame``); ``keep`` filters
+    the candidate's shapes before matching (a score threshold per class), None keeps them all."""
     score = Score()
     for b_unit, c_unit in pairing.pairs:
         item = Counts()
-        frames = frame_indices(b_unit, c_unit)
-        for frame in frames:
-            gt = b_unit.frames.get(frame, [])
-            dt = c_unit.frames.get(frame, []) if c_unit is not None else []
-            width = b_unit.width or (c_unit.width if c_unit else None)
-            height = b_unit.height or (c_unit.height if c_unit else None)
+        frames = unit_frames(b_unit, c_unit, keep)
+        for scored in frames:
+            frame, gt, dt, width, height = scored.frame, scored.gt, scored.dt, scored.width, scored.height
             m = match_frame(gt, dt, iou_threshold=iou_threshold, width=width, height=height)
             score.frame_pairs.append(FramePair((b_unit.item, b_unit.slot, frame), list(gt), list(dt), width, height))
             for g, d, iou in m.matches:

@@ -6,7 +6,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from service.evaluate.evaluation import CandidateResult, Evaluation, candidate_figures, candidate_to_json
+from service.evaluate.evaluation import (
+    CandidateResult,
+    ClassThresholdJson,
+    Evaluation,
+    candidate_figures,
+    candidate_to_json,
+)
 from service.evaluate.plots import class_bars_to_png, pr_curves_to_png
 
 _CSS = """
@@ -51,6 +57,31 @@ def _confusion(confusion: dict[str, dict[str, int]]) -> str:
     return _table(["benchmark \\ candidate", *predicted], rows)
 
 
+def _class_thresholds(rows: Mapping[str, ClassThresholdJson]) -> str:
+    """``--thresholds``: each class's F1 at the global threshold vs at its calibrated one."""
+    table = _table(
+        ["class", "threshold", "calibrated", "F1 at global", "F1 calibrated", "change", "precision", "recall"],
+        [
+            [
+                label,
+                r["threshold"],
+                "yes" if r["calibrated"] else "no",
+                r["f1_global"],
+                r["f1_calibrated"],
+                f"{r['f1_calibrated'] - r['f1_global']:+.3f}",
+                r["precision_calibrated"],
+                r["recall_calibrated"],
+            ]
+            for label, r in rows.items()
+        ],
+    )
+    note = (
+        '<p class="note">Candidates cut at each class\'s calibrated threshold before matching (uncalibrated '
+        "classes keep the global one), against the same candidates cut at the global threshold.</p>"
+    )
+    return "<h3>Per-class thresholds</h3>" + note + table
+
+
 def _candidate_section(result: CandidateResult, iou: float) -> str:
     data = candidate_to_json(result)
     name = escape(result.dataset.name)
@@ -78,6 +109,8 @@ def _candidate_section(result: CandidateResult, iou: float) -> str:
         cols = ["tp", "fp", "fn", "precision", "recall", "f1", "mean_iou", "ap", "ap50"]
         parts.append(_table(["class", *cols], [[k, *(v.get(c) for c in cols)] for k, v in per_class.items()]))
         parts.append(f'<img alt="per-class precision, recall and F1" src="{class_bars_to_png(per_class)}">')
+    if data["class_thresholds"] is not None:
+        parts.append(_class_thresholds(data["class_thresholds"]))
     if data["confusion"]:
         parts.append("<h3>Class confusion</h3>")
         parts.append(

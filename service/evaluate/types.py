@@ -180,6 +180,8 @@ class Dataset:
         units: item slots, in source order.
         coco_images: for COCO benchmarks, image id -> (item, slot, frame), so a results file can refer to it.
         coco_categories: for COCO benchmarks, category id -> name, for the same reason.
+        model_version: the model that made the labels, when the source says (COCO ``info.model_version``, a
+            Label Studio prediction's ``model_version``, one Darwin ``inference.model`` name); None otherwise.
     """
 
     name: str
@@ -188,6 +190,7 @@ class Dataset:
     units: list[Unit] = field(default_factory=list)
     coco_images: dict[int, tuple[str, str, int]] = field(default_factory=dict)
     coco_categories: dict[int, str] = field(default_factory=dict)
+    model_version: str | None = None
 
     def has_scores(self) -> bool:
         """Whether every shape carries a score (and there is at least one): then COCO mAP is meaningful."""

@@ -109,6 +109,10 @@ def package_version() -> str:
         return "unknown (not installed)"
 
 
+_PROMPTS_HELP = (
+    'an open-vocabulary model\'s classes: "person, red car, PED=pedestrian|person walking" (LABEL=PROMPT names '
+    "a class its prompt does not; | separates several prompts of one class); outputs use the labels"
+)
 _SEGMENTER_HELP = (
     "hf:DIR_OR_HUB_ID: a SAM-family model masks each box (default: PREANNOTATE_SEGMENTER; unset: boxes only)"
 )
@@ -139,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
     run.add_argument("--segmenter", metavar="SPEC", help=_SEGMENTER_HELP)
+    run.add_argument("--prompts", metavar="LIST", help=_PROMPTS_HELP)
     run.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     run.add_argument("--classes", metavar="A,B", help="keep only these class names")
     run.add_argument("--batch-size", type=_COUNT, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
@@ -251,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--project", type=int, required=True, metavar="ID", help="project id")
     ls.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
     ls.add_argument("--segmenter", metavar="SPEC", help=_SEGMENTER_HELP)
+    ls.add_argument("--prompts", metavar="LIST", help=_PROMPTS_HELP + "; given, they win over the project's labels")
     ls.add_argument("--fps", type=_SECONDS, help="frames per second sampled from videos; 0 = every frame (default 1)")
     ls.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     ls.add_argument("--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)")

@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     # Batching across requests and job frames (one batcher per model)
     max_batch_size: int | None = Field(None, ge=1, le=512, description="unset = CPU 1, CUDA 16")
     max_wait_ms: float | None = Field(None, ge=0, le=1000, description="unset = CPU 0, CUDA 5")
+    max_prompt_sets: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="prompt sets an open-vocabulary model keeps a batcher for (least recently used closed first)",
+    )
 
     # Label Studio: `sync label-studio` defaults, and the /ls ML backend's access to task media
     label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. https://ls.example.com")

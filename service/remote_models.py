@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from models.errors import ModelSpecError
+from models.prompts import PromptSet
 from models.registry import parse_spec
 from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
@@ -51,10 +52,38 @@ class JobModel:
     version: str | None
     class_names: tuple[str, ...] | None
     makes_masks: bool = False
+    open_vocabulary: bool = False
+    """The model takes prompts (``ModelInfo.open_vocabulary``; False while unknown)."""
 
     @classmethod
     def of(cls, entry: CatalogEntry) -> JobModel:
-        return cls(entry.spec, entry.info.version, tuple(entry.info.class_names), entry.info.makes_masks)
+        info = entry.info
+        return cls(entry.spec, info.version, tuple(info.class_names), info.makes_masks, info.open_vocabulary)
+
+    def prompted(self, prompts: PromptSet) -> JobModel:
+        """The open-vocabulary model's view for ``prompts`` (``PromptableDetector.prompted``), as a job is pinned
+        to it: the base version + ``+`` + the set's key, the set's names. Unpublished (no version): still None
+        both, the first worker pins its view's."""
+        if self.version is None:
+            return self
+        return JobModel(self.spec, f"{self.version}+{prompts.key}", prompts.class_names, self.makes_masks, True)
+
+
+def prompts_required_message(spec: str) -> str:
+    """INVALID_PROMPTS' words for an open-vocabulary model named without prompts."""
+    return (
+        f"model {spec!r} is open-vocabulary: it has no classes of its own; give prompts "
+        '(e.g. "person, car, PED=pedestrian")'
+    )
+
+
+def prompts_refused_message(spec: str, class_names: Sequence[str]) -> str:
+    """INVALID_PROMPTS' words for prompts given to a model with classes of its own."""
+    shown = ", ".join(class_names[:5]) + (", ..." if len(class_names) > 5 else "")
+    return (
+        f"model {spec!r} has classes of its own ({shown or 'none'}) and takes no prompts; "
+        "name an open-vocabulary model, or leave prompts out"
+    )
 
 
 @dataclass(frozen=True, slots=True)

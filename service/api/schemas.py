@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.queue.store import ItemState, JobStatus
+from service.spec.requests import PROMPTS_DESCRIPTION, PromptsIn
 
 
 class ErrorBody(BaseModel):
@@ -56,6 +57,7 @@ class PredictUrlRequest(BaseModel):
     model: str | None = Field(None, description="a loaded model's spec or name; default: the service default")
     threshold: float | None = Field(None, strict=True, ge=0.0, le=1.0)  # strict: `false` is not 0.0
     classes: list[str] | None = Field(None, description="keep only these class names")
+    prompts: PromptsIn | None = Field(None, description=PROMPTS_DESCRIPTION)
 
     model_config = ConfigDict(
         extra="forbid",
@@ -190,3 +192,6 @@ class ModelPublic(BaseModel):
     device: str | None
     max_batch_size: int | None
     default: bool
+    open_vocabulary: bool = Field(
+        False, description="the model finds what a job's or request's `prompts` describe; it has no classes of its own"
+    )

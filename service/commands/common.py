@@ -12,6 +12,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from models.base import Detector, PromptableDetector
+from models.prompts import PromptSet
 from service.config import Settings, get_settings
 from service.errors import ErrorCode, PreannotateError
 from service.files import write_atomic
@@ -20,6 +22,7 @@ from service.pipeline.frames import SlotMeta
 from service.pipeline.inputs import Skipped
 from service.pipeline.options import DecoderChoice, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure
+from service.remote_models import prompts_refused_message, prompts_required_message
 
 
 def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingOptions:
@@ -42,6 +45,24 @@ def sampling_from_args(args: argparse.Namespace, settings: Settings) -> Sampling
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
     use_gpu_decoder(sampling)
     return sampling
+
+
+def prompted_detector(detector: Detector, prompts: PromptSet | None) -> Detector:
+    """What a command runs: an open-vocabulary model's view for ``prompts`` (``--prompts``), else the model. The
+    caller still closes ``detector``: a view shares its weights.
+
+    Raises:
+        PreannotateError: INVALID_PROMPTS (exit 2): prompts for a model with classes of its own, or none for an
+            open-vocabulary model.
+    """
+    spec = detector.info.spec
+    if prompts is None:
+        if detector.info.open_vocabulary:
+            raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_required_message(spec) + " with --prompts")
+        return detector
+    if not isinstance(detector, PromptableDetector):
+        raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_refused_message(spec, detector.info.class_names))
+    return detector.prompted(prompts)
 
 
 def load_settings() -> Settings:

@@ -14,6 +14,7 @@ from typing import TypeVar, cast
 
 from models.base import DetectorOptions, Segmenter
 from models.errors import ModelError
+from models.prompts import PromptSet
 from models.registry import load_detector
 from service.commands.common import (
     Progress,
@@ -21,6 +22,7 @@ from service.commands.common import (
     check_output_file,
     exit_code_for,
     load_settings,
+    prompted_detector,
     sampling_from_args,
     write_json_atomic,
 )
@@ -39,6 +41,7 @@ from service.pipeline.options import SamplingOptions
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.run import SlotFailure
 from service.pipeline.tracks import TrackerOptions, needs_appearance, tracks_of
+from service.spec.requests import prompt_set
 
 _T = TypeVar("_T")
 
@@ -165,6 +168,8 @@ class RunRequest:
     """A box-prompted segmenter (``--segmenter``): a mask per box; None: boxes only."""
     coco_masks: CocoMaskStyle = "rle"
     darwin_masks: DarwinMaskStyle = "polygon"
+    prompts: PromptSet | None = None
+    """An open-vocabulary model's classes (``--prompts``): outputs are written under their names."""
 
 
 def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
@@ -220,6 +225,7 @@ def run_command(args: argparse.Namespace) -> int:
         segmenter_spec=getattr(args, "segmenter", None) or settings.segmenter,
         coco_masks=getattr(args, "coco_masks", "rle"),
         darwin_masks=getattr(args, "darwin_masks", "polygon"),
+        prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),
     )
     # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.
     if request.output_format == "darwin":
@@ -245,17 +251,21 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         What was written (the COCO document, or the Darwin documents by item name), and the failures.
     """
     try:
-        detector = load_detector(request.model_spec, request.detector_options)
-        detector.warmup()
+        loaded = load_detector(request.model_spec, request.detector_options)
     except ModelError as exc:
         raise _naming_spec(from_model_error(exc), request.model_spec) from None
     segmenter: Segmenter | None = None
-    if request.segmenter_spec is not None:
-        try:
+    try:
+        detector = prompted_detector(loaded, request.prompts)  # an open-vocabulary model: its view
+        detector.warmup()
+        if request.segmenter_spec is not None:
             segmenter = open_segmenter(request.segmenter_spec, request.detector_options)
-        except BaseException:
-            detector.close()
-            raise
+    except ModelError as exc:
+        loaded.close()
+        raise _naming_spec(from_model_error(exc), request.model_spec) from None
+    except BaseException:
+        loaded.close()
+        raise
     seg_info = None if segmenter is None else segmenter.info
 
     progress = Progress(quiet=request.quiet)
@@ -285,7 +295,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         raise from_model_error(exc) from None
     finally:
         progress.close()
-        detector.close()
+        loaded.close()  # a view shares the loaded model's weights: closing that is enough
         if segmenter is not None:
             segmenter.close()
 

@@ -21,12 +21,13 @@ from service.backends.label_studio import (
     config_from_settings,
 )
 from service.backends.retry import BackendError
-from service.commands.common import Progress, load_settings
+from service.commands.common import Progress, load_settings, prompted_detector
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.masking import open_segmenter
 from service.pipeline.options import SamplingOptions
+from service.spec.requests import prompt_set
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,21 @@ def sync_command(args: argparse.Namespace) -> int:
         replace=args.replace,
         aliases=_parse_aliases(args.alias or []),
     )
+    prompts = prompt_set(getattr(args, "prompts", None), field="--prompts")  # explicit: over the project's labels
     try:
-        detector = load_detector(options.model_spec, settings.detector_options())
-        detector.warmup()
+        loaded = load_detector(options.model_spec, settings.detector_options())
     except ModelError as exc:
         raise from_model_error(exc) from None
     segmenter_spec = getattr(args, "segmenter", None) or settings.segmenter
     try:
+        detector = prompted_detector(loaded, prompts)  # an open-vocabulary model: its view
+        detector.warmup()
         segmenter = None if segmenter_spec is None else open_segmenter(segmenter_spec, settings.detector_options())
+    except ModelError as exc:
+        loaded.close()
+        raise from_model_error(exc) from None
     except BaseException:
-        detector.close()
+        loaded.close()
         raise
     progress = Progress(quiet=args.quiet)
     try:
@@ -81,7 +87,7 @@ def sync_command(args: argparse.Namespace) -> int:
         raise as_preannotate_error(exc) from None
     finally:
         progress.close()
-        detector.close()
+        loaded.close()  # a view shares the loaded model's weights
         if segmenter is not None:
             segmenter.close()
     _print_report(options.project_id, report)

@@ -24,15 +24,16 @@ from urllib.parse import urlsplit
 
 from pydantic import JsonValue, ValidationError
 
+from models.prompts import PromptSet
 from service.backends.registry import check_destination
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import local_path
 from service.pipeline.run import class_filter
 from service.queue.store import JobRecord, JobStatus, JobStore
-from service.remote_models import JobModel, JobSegmenter
+from service.remote_models import JobModel, JobSegmenter, prompts_refused_message, prompts_required_message
 from service.spec.job import JobSpec, PinnedTracks
-from service.spec.requests import ItemIn, JobCreate
+from service.spec.requests import ItemIn, JobCreate, prompt_set
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
@@ -182,9 +183,39 @@ def validation_problem(exc: ValidationError) -> PreannotateError:
     return PreannotateError(ErrorCode.INVALID_ARGUMENT, problems)
 
 
-def job_params(job: JobCreate, model: JobModel, settings: Settings, segmenter: JobSegmenter | None = None) -> JobSpec:
+def model_for_prompts(model: JobModel, prompts: PromptSet | None) -> JobModel:
+    """The model a job with ``prompts`` (None: none) is pinned to: an open-vocabulary model's view for them
+    (``JobModel.prompted``: its version and the prompts' names, so dedupe, ``classes``, results and pushes follow
+    the prompts), else ``model`` itself. Where the prompts come from is settled before this: the one check.
+
+    A model no worker has published yet (distributed cold start: no version) is not known to take prompts or not;
+    the first worker to run the job checks (``ModelRegistry.for_run``) and pins its view.
+
+    Raises:
+        PreannotateError: INVALID_PROMPTS (422): prompts for a model with classes of its own, or none for an
+            open-vocabulary model.
+    """
+    if model.version is None:
+        return model
+    if prompts is None:
+        if model.open_vocabulary:
+            raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_required_message(model.spec))
+        return model
+    if not model.open_vocabulary:
+        raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_refused_message(model.spec, model.class_names or ()))
+    return model.prompted(prompts)
+
+
+def job_params(
+    job: JobCreate,
+    model: JobModel,
+    settings: Settings,
+    segmenter: JobSegmenter | None = None,
+    prompts: PromptSet | None = None,
+) -> JobSpec:
     """What every item of the job shares, the settings' defaults filled in (model pinned to its version, or
-    None until a worker pins it: ``JobModel``; the segmenter likewise)."""
+    None until a worker pins it: ``JobModel``; the segmenter likewise; ``prompts``: an open-vocabulary model's,
+    ``model`` then being its view: ``model_for_prompts``)."""
     return JobSpec(
         model=model.spec,
         model_version=model.version,
@@ -199,6 +230,7 @@ def job_params(job: JobCreate, model: JobModel, settings: Settings, segmenter: J
         tracks=PinnedTracks.from_request(job.tracks, settings),
         segmenter=None if segmenter is None else segmenter.spec,
         segmenter_version=None if segmenter is None else segmenter.version,
+        prompts=prompts,
     )
 
 
@@ -308,8 +340,8 @@ def prepare_job(
         extra_schemes: URL schemes allowed besides ``ALLOWED_SCHEMES`` (internal sources only).
 
     Raises:
-        PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
-            ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422).
+        PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED``,
+            ``INVALID_PROMPTS`` (422), ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422).
     """
     if len(job.items) > settings.max_items_per_job:
         raise PreannotateError(
@@ -317,14 +349,21 @@ def prepare_job(
         )
     check_unique_names(job.items)
     check_urls(job.items, settings.max_slots_per_item, extra_schemes=extra_schemes)
-    model = models.for_job(job.model)
+    prompts = prompt_set(job.prompts)
+    model = model_for_prompts(models.for_job(job.model), prompts)
     segmenter = models.segmenter_for_job(job.segmenter)
-    if model.class_names is not None:  # unknown class names are a 422 now; unpublished: the worker checks them
-        class_filter(model.class_names, job.classes)
+    # Unknown class names are a 422 now; unpublished: the prompts' names, else the worker checks them.
+    names = model.class_names
+    if names is None and prompts is not None:
+        names = prompts.class_names
+    if names is not None:
+        class_filter(names, job.classes)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
     return PreparedJob(
-        job_params(job, model, settings, segmenter), list(job.items), file_versions(job.items, settings.local_roots)
+        job_params(job, model, settings, segmenter, prompts),
+        list(job.items),
+        file_versions(job.items, settings.local_roots),
     )
 
 

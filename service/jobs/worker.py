@@ -139,7 +139,7 @@ class WorkerPool:
             self._in_flight[lease.item_id] = flight
         name = lease.item.name
         try:
-            model = self._models.get(lease.spec.model)
+            model = self._models.for_run(lease.spec.model, lease.spec.prompts)  # a prompted job: the view
             lease = self._segmenter_pinned(self._pinned(lease, model))
             segmenter = self._models.segmenter_for_run(lease.spec)
             run = run_item(

@@ -82,6 +82,11 @@ class DynamicBatcher(Detector):
         return self._ceiling.size
 
     @property
+    def max_wait_ms(self) -> float:
+        """How long a batch waits for company."""
+        return self._max_wait_s * 1000
+
+    @property
     def detector(self) -> Detector:
         """The wrapped detector (its owner closes it after the batcher)."""
         return self._detector

@@ -687,11 +687,12 @@ _INFO_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelInfo))
 
 
 def _published_info(info: ModelInfo) -> dict[str, Any]:
-    """``info`` as the catalog stores it: ``makes_masks`` only when true, so API pods of the release before masks
-    (which build ``ModelInfo(**info)``) still read a boxes-only model during a rolling update."""
+    """``info`` as the catalog stores it: ``makes_masks`` and ``open_vocabulary`` only when true, so API pods of
+    the releases before them (which build ``ModelInfo(**info)``) still read other models during a rolling update."""
     body = dataclasses.asdict(info)
-    if not info.makes_masks:
-        del body["makes_masks"]
+    for flag in ("makes_masks", "open_vocabulary"):
+        if not body[flag]:
+            del body[flag]
     return body
 
 

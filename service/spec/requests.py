@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.prompts import PromptSet
+from service.errors import ErrorCode, PreannotateError
 from service.pipeline.options import (
     REMOVED_TRACK_OPTIONS,
     SamplingMode,
@@ -20,6 +22,34 @@ OutputFormat = Literal["coco", "darwin", "labelstudio", "encord"]
 MAX_URL_LENGTH = 16_384  # Encord's documented limit, and ours
 NO_SEGMENTER = "none"
 """A job's ``segmenter`` that opts out of the server's (``PREANNOTATE_SEGMENTER``): boxes only."""
+
+
+PromptsIn = str | list[str] | dict[str, str | list[str]]
+"""An open-vocabulary model's prompts as clients send them: ``"person, red car, PED=pedestrian|person walking"``
+(``PromptSet.parse``), class names that prompt for themselves (``["person", "car"]``), or each class's prompts
+(``{"PED": "pedestrian", "car": ["car", "automobile"]}``)."""
+PROMPTS_DESCRIPTION = (
+    "an open-vocabulary model's classes: 'person, red car, PED=pedestrian|person walking', a list of class names, "
+    "or {label: prompt or [prompts]}; detections are written under the labels"
+)
+
+
+def prompt_set(prompts: PromptsIn | None, *, field: str = "prompts") -> PromptSet | None:
+    """``prompts`` in any of the ``PromptsIn`` forms as a ``PromptSet`` (None stays None).
+
+    Raises:
+        PreannotateError: INVALID_PROMPTS (422) naming ``field``: blank, duplicate or too many classes or prompts.
+    """
+    if prompts is None:
+        return None
+    try:
+        if isinstance(prompts, str):
+            return PromptSet.parse(prompts)
+        if isinstance(prompts, list):
+            return PromptSet.from_names(prompts)
+        return PromptSet.from_mapping(prompts)
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"{field}: {exc}") from None
 
 
 class SlotIn(BaseModel):
@@ -139,6 +169,7 @@ class JobCreate(BaseModel):
         description="box-prompted segmenter spec (a mask per box); must be the one the server runs "
         f"(PREANNOTATE_SEGMENTER); {NO_SEGMENTER!r}: boxes only; default: the server's, if any",
     )
+    prompts: PromptsIn | None = Field(None, description=PROMPTS_DESCRIPTION)
 
     model_config = ConfigDict(
         extra="forbid",

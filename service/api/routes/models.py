@@ -31,6 +31,7 @@ def list_models(models: ModelsDep, tenant: TenantDep, state: StateDep) -> list[M
             device=m.info.device,
             max_batch_size=m.max_batch_size,
             default=m.spec == default,
+            open_vocabulary=m.info.open_vocabulary,
         )
         for m in models.all()
     ]

@@ -25,6 +25,9 @@ from service.pipeline.flow import detect_one
 from service.pipeline.frames import Frame, MediaKind
 from service.pipeline.media import SlotSpec, looks_like_video, not_media_error, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
+from service.spec.requests import prompt_set
+
+PROMPTS_FORM_DESCRIPTION = "an open-vocabulary model's classes: 'person, red car, PED=pedestrian|person walking'"
 
 router = APIRouter(prefix="/v1", tags=["predict"], responses=error_responses(401, 404, 413, 415, 422, 502, 503, 504))
 
@@ -41,6 +44,7 @@ _OPENAPI_BODY: dict[str, Any] = {
                         "model": {"type": "string"},
                         "threshold": {"type": "number", "minimum": 0, "maximum": 1},
                         "classes": {"type": "string", "description": "comma-separated class names"},
+                        "prompts": {"type": "string", "description": PROMPTS_FORM_DESCRIPTION},
                     },
                 }
             },
@@ -114,7 +118,7 @@ async def _parse(request: Request, scratch: Path) -> tuple[PredictUrlRequest, tu
         if not isinstance(upload, UploadFile):
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "the multipart body needs a 'file' field")
         fields: dict[str, object] = {
-            k: v for k in ("model", "threshold", "classes") if isinstance(v := form.get(k), str) and v
+            k: v for k in ("model", "threshold", "classes", "prompts") if isinstance(v := form.get(k), str) and v
         }
         if "classes" in fields:
             fields["classes"] = str(fields["classes"]).split(",")
@@ -152,10 +156,11 @@ def _first_problem(exc: ValidationError) -> str:
 @router.post("/predict", openapi_extra=_OPENAPI_BODY, response_model_exclude_none=True)
 async def predict(request: Request, state: StateDep, tenant: TenantDep, models: LocalModelsDep) -> PredictResponse:
     """Detect objects in one image (multipart upload or a URL); synchronous, for interactive use. With a
-    segmenter (``PREANNOTATE_SEGMENTER``) or a model that makes masks, each detection carries its ``mask``."""
+    segmenter (``PREANNOTATE_SEGMENTER``) or a model that makes masks, each detection carries its ``mask``. An
+    open-vocabulary model needs ``prompts`` (a string; in JSON also a list or an object): labels are their names."""
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
         params, upload = await _parse(request, Path(scratch))
-        model = models.get(params.model)
+        model = models.for_run(params.model, prompt_set(params.prompts))  # a prompted model: its view
         open_frame = _frame_opener(upload or params.url, state.fetcher, state.settings.media_limits(), Path(scratch))
         result = await detect_one(
             open_frame,

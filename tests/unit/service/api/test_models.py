@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from models.prompts import PromptSet
 from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.routes import models as models_routes
@@ -19,8 +20,10 @@ from service.config import Settings
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.batching import DynamicBatcher
 from service.remote_models import ModelCatalog, RemoteModels
+from tests.fakes.promptable import BASE_VERSION, GridPrompts
 from tests.fakes.segmenter import EllipseSegmenter
 from tests.unit.service.api.test_jobs_segmenter import BigBox
+from tests.unit.service.intake.helpers import MODEL_VERSION
 
 TOKEN = "models-test-token-" + "m" * 20
 
@@ -68,7 +71,20 @@ def test_the_loaded_segmenter_is_listed_after_the_models(tmp_path: Path) -> None
         "device": "cpu",
         "max_batch_size": 8,
         "default": False,
+        "open_vocabulary": False,
     }
+
+
+def test_an_open_vocabulary_model_says_so_and_has_no_classes(tmp_path: Path) -> None:
+    batchers = [DynamicBatcher(d, max_batch_size=4, max_wait_ms=0) for d in (BigBox(), GridPrompts())]
+    models = ModelRegistry([LoadedModel("fake:centre", batchers[0]), LoadedModel("fake:gridprompts", batchers[1])])
+    try:
+        models.prompted("gridprompts", PromptSet.parse("person"))  # a view is no model of its own to list
+        with listed(tmp_path, models, None) as body:
+            listing = {m["spec"]: (m["open_vocabulary"], m["classes"], m["version"]) for m in body}
+    finally:
+        models.close()
+    assert listing == {"fake:centre": (False, ["face"], MODEL_VERSION), "fake:gridprompts": (True, [], BASE_VERSION)}
 
 
 def test_without_a_segmenter_only_the_models_are_listed(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from models.prompts import PromptSet
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.intake.label_studio import delivery_idem as ls_delivery_idem
@@ -22,10 +23,12 @@ from service.jobs.submit import (
     content_idem,
     enqueue,
     idempotency_key_idem,
+    model_for_prompts,
     queue_full_retry_after_s,
 )
 from service.queue.sqlite_store import SqliteJobStore
 from service.queue.store import JobRecord
+from service.remote_models import JobModel
 from service.spec.job import JobSpec
 from service.spec.requests import ItemIn
 from tests.unit.service.queue.store_contract import FakeClock
@@ -363,3 +366,28 @@ def test_new_segmenter_weights_make_a_new_job_and_an_unpinned_segmenter_finds_th
     assert (cold.id, created_cold) == (job.id, False)
     assert created_newer
     assert newer.spec.segmenter_version == "sam-v2"
+
+
+OWL = JobModel("hf:/owlv2", "owl-v1", (), open_vocabulary=True)
+CENTRE = JobModel("builtin:centerface", "cf-v1", ("face",))
+
+
+def test_a_prompted_job_is_pinned_to_the_view_of_a_published_open_vocabulary_model() -> None:
+    prompts = PromptSet.parse("PED=pedestrian, car")
+    pinned = model_for_prompts(OWL, prompts)
+    assert (pinned.spec, pinned.version, pinned.class_names) == ("hf:/owlv2", f"owl-v1+{prompts.key}", ("PED", "car"))
+    assert model_for_prompts(CENTRE, None) is CENTRE
+
+
+@pytest.mark.parametrize(("model", "prompts"), [(CENTRE, PromptSet.parse("person")), (OWL, None)])
+def test_prompts_a_published_model_cannot_take_are_invalid_prompts(model: JobModel, prompts: PromptSet | None) -> None:
+    with pytest.raises(PreannotateError) as caught:
+        model_for_prompts(model, prompts)
+    assert caught.value.code is ErrorCode.INVALID_PROMPTS
+
+
+@pytest.mark.parametrize("prompts", [PromptSet.parse("person"), None])
+def test_an_unpublished_model_is_left_to_the_first_worker_to_pin_and_check(prompts: PromptSet | None) -> None:
+    """Distributed cold start: nobody knows yet whether the model takes prompts."""
+    cold = JobModel("hf:/owlv2", None, None)
+    assert model_for_prompts(cold, prompts) is cold

@@ -50,6 +50,9 @@ class _Models:
     def get(self, name: str | None) -> _Model:
         return _Model()
 
+    def for_run(self, name: str | None, prompts: object) -> _Model:
+        return self.get(name)
+
     def segmenter_for_run(self, spec: object) -> None:
         return None
 

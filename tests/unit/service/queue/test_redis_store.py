@@ -391,13 +391,28 @@ def test_a_boxes_only_model_is_published_as_the_release_before_masks_reads_it(
         "host-1", [_model("builtin:centerface", "centerface"), PublishedModel("onnx:/seg.onnx", seg_info, 4)], ttl_s=10
     )
     stored = {spec: json.loads(raw)["info"] for spec, raw in db.hgetall("pa:models").items()}
-    before_masks = {f.name for f in dataclasses.fields(ModelInfo)} - {"makes_masks"}
+    before_masks = {f.name for f in dataclasses.fields(ModelInfo)} - {"makes_masks", "open_vocabulary"}
 
     assert set(stored["builtin:centerface"]) == before_masks
     assert stored["onnx:/seg.onnx"]["makes_masks"] is True
     by_spec = {m.spec: m.info for m in store.published_models()}
     assert by_spec["builtin:centerface"] == _model("builtin:centerface", "centerface").info
     assert by_spec["onnx:/seg.onnx"] == seg_info
+
+
+def test_an_open_vocabulary_model_is_published_as_one(store: RedisJobStore, db: redis.Redis) -> None:
+    """API pods pin and refuse prompted jobs by ``open_vocabulary``: it reaches them; a fixed-class model's
+    publication still lacks it (older API pods build ``ModelInfo(**info)``)."""
+    owl_info = dataclasses.replace(_model("hf:/owlv2", "owlv2").info, class_names=(), open_vocabulary=True)
+    store.publish_models(
+        "host-1", [_model("builtin:centerface", "centerface"), PublishedModel("hf:/owlv2", owl_info, 4)], ttl_s=10
+    )
+    stored = {spec: json.loads(raw)["info"] for spec, raw in db.hgetall("pa:models").items()}
+    assert stored["hf:/owlv2"]["open_vocabulary"] is True
+    assert "open_vocabulary" not in stored["builtin:centerface"]
+    remote = RemoteModels(store.published_models, "builtin:centerface", cache_s=0)
+    assert remote.for_job("hf:/owlv2").open_vocabulary
+    assert not remote.for_job(None).open_vocabulary
 
 
 def test_a_publication_with_fields_of_a_newer_release_is_read(store: RedisJobStore, db: redis.Redis) -> None:

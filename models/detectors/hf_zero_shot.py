@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions, PromptableDetector
-from models.detectors.hf_checkpoint import ZERO_SHOT_DETECTION, load_checkpoint
+from models.detectors.hf_checkpoint import ZERO_SHOT_DETECTION, checkpoint_model_type, load_checkpoint
 from models.detectors.hf_transformers import _size_fields, processor_size_override
 from models.errors import DeviceOutOfMemoryError, ModelLoadError
 from models.ops.boxes import clip_xyxy
@@ -49,6 +49,15 @@ def zero_shot_model_types() -> frozenset[str]:
     return frozenset(MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES)
 
 
+def _refuse_unsupported(spec: str, model_type: str | None) -> None:
+    if model_type is not None and model_type not in OWL_TYPES | GROUNDING_TYPES:
+        raise ModelLoadError(
+            f"{spec}: {model_type} zero-shot checkpoints are not supported (OmDet-Turbo's backbone needs timm and "
+            f"its processor torchvision, which the hf extra does not install); use an OWLv2, OWL-ViT or Grounding "
+            f"DINO checkpoint"
+        )
+
+
 class HFZeroShotDetector(PromptableDetector):
     """An open-vocabulary transformers checkpoint; ``prompted`` gives the detector for one prompt set."""
 
@@ -57,14 +66,10 @@ class HFZeroShotDetector(PromptableDetector):
         device = resolve_torch_device(options.device)
         if device == "cpu":
             configure_cpu_threads(options.num_threads)
+        _refuse_unsupported(spec, checkpoint_model_type(target))  # before loading: OmDet-Turbo's would fail deep
         checkpoint = load_checkpoint(target, ZERO_SHOT_DETECTION)
         model_type = str(checkpoint.model.config.model_type)
-        if model_type not in OWL_TYPES | GROUNDING_TYPES:
-            raise ModelLoadError(
-                f"{spec}: {model_type} zero-shot checkpoints are not supported (OmDet-Turbo's backbone needs timm and "
-                f"its processor torchvision, which the hf extra does not install); use an OWLv2, OWL-ViT or "
-                f"Grounding DINO checkpoint"
-            )
+        _refuse_unsupported(spec, model_type)
         self._device = device
         self._autocast = autocast_dtype(device, options.fp16)
         self._model = checkpoint.model.to(device=device).eval()

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from models.base import Detector, DetectorOptions
 from models.detectors.hf_zero_shot import HFZeroShotDetector
-from models.errors import PromptsRequiredError
+from models.errors import ModelLoadError, PromptsRequiredError
 from models.ops.boxes import clip_xyxy
 from models.prompts import PromptSet
 from models.registry import load_detector
@@ -219,3 +219,23 @@ def test_grounding_dino_splits_a_prompt_set_longer_than_its_text_window(
         )
         _assert_same(got, _sorted(expected.xyxy, expected.confidence, expected.class_id))
         assert (got.class_id >= 5).any()  # the later window's classes are found
+
+
+def test_owl_runs_at_a_smaller_input_size_with_boxes_in_frame_pixels(
+    owl_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = load_detector(f"hf:{owl_dir}", DetectorOptions(device="cpu", input_size_px=32))
+    assert detector.info.input_size_px == 32
+    assert isinstance(detector, HFZeroShotDetector)
+    for image, dets in zip(frames, detector.prompted(PROMPTS).detect(frames, threshold=0.0), strict=True):
+        height, width = image.shape[:2]
+        assert len(dets) == (32 // 16) ** 2  # a 2 x 2 patch grid: the positions were interpolated
+        assert (dets.xyxy >= 0).all()
+        assert (dets.xyxy[:, [0, 2]] <= width).all()
+        assert (dets.xyxy[:, [1, 3]] <= height).all()
+
+
+def test_omdet_turbo_is_refused_with_a_clear_load_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "omdet-turbo"}')
+    with pytest.raises(ModelLoadError, match=r"omdet-turbo .*timm"):
+        load_detector(f"hf:{tmp_path}", DetectorOptions(device="cpu"))

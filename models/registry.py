@@ -4,7 +4,9 @@ Specs:
     ``builtin:NAME``        a model whose weights ship in an installed package (``centerface``)
     ``onnx:PATH``           an ONNX export: Ultralytics YOLOv8/YOLO11 layout or end-to-end
                             (boxes/scores/labels, e.g. RT-DETR)
-    ``hf:DIR_OR_HUB_ID``    a transformers ``AutoModelForObjectDetection`` checkpoint
+    ``hf:DIR_OR_HUB_ID``    a transformers ``AutoModelForObjectDetection`` checkpoint, or an open-vocabulary
+                            ``AutoModelForZeroShotObjectDetection`` one (OWLv2, OWL-ViT, Grounding DINO): a
+                            ``PromptableDetector``, run through ``prompted(PromptSet)``
 A bare path ending in ``.onnx`` is read as ``onnx:PATH``.
 
 Segmenter specs (box -> mask, ``load_segmenter``):
@@ -67,6 +69,14 @@ def _load_onnx(spec: str, target: str, options: DetectorOptions) -> Detector:
 
 
 def _load_hf(spec: str, target: str, options: DetectorOptions) -> Detector:
+    from models.detectors.hf_checkpoint import checkpoint_model_type
+
+    model_type = checkpoint_model_type(target)
+    if model_type is not None:
+        from models.detectors.hf_zero_shot import HFZeroShotDetector, zero_shot_model_types
+
+        if model_type in zero_shot_model_types():
+            return HFZeroShotDetector(spec, target, options)
     from models.detectors.hf_transformers import HFTransformersDetector
 
     return HFTransformersDetector(spec, target, options)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import ModelLoadError, ModelNotFoundError
+from models.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError
 from models.provenance import files_digest
 from models.runtimes.torch import require
 
@@ -30,12 +31,14 @@ class CheckpointKind:
         load: ``(transformers, source, local_files_only) -> (processor, model)``; raises OSError when the files
             are missing, ValueError/KeyError when they do not form this kind of checkpoint.
         example_hub_id: a hub id of this kind, for the not-found hint.
+        hashed: further files in the version hash when present (a tokenizer's: new text ids are a new model).
     """
 
     what: str
     required: tuple[tuple[str, ...], ...]
     load: Callable[[Any, str, bool], tuple[Any, Any]]
     example_hub_id: str = "PekingU/rtdetr_r50vd"
+    hashed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ def _hub_offline() -> bool:
 
 
 def _directory_version(directory: Path, kind: CheckpointKind) -> str:
-    names = [name for group in kind.required for name in group]
+    names = [name for group in kind.required for name in group] + list(kind.hashed)
     files = [directory / name for name in names if (directory / name).is_file()]
     files += sorted(p for p in directory.iterdir() if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
     return f"{directory.name}-{files_digest(files)}"
@@ -122,6 +125,49 @@ def _auto_model_class(transformers: Any, config: Any) -> Any:
 DETECTION = CheckpointKind(
     "detection or instance-segmentation", (("config.json",), ("preprocessor_config.json",)), _load_detection
 )
+
+
+def _load_zero_shot(transformers: Any, source: str, local_files_only: bool) -> tuple[Any, Any]:
+    processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+    model = transformers.AutoModelForZeroShotObjectDetection.from_pretrained(source, local_files_only=local_files_only)
+    return processor, model
+
+
+# OWLv2, OWL-ViT, Grounding DINO, OmDet-Turbo: the processor (``AutoProcessor``) pairs an image processor with the
+# tokenizer the prompts go through, so the tokenizer's files are part of the version.
+ZERO_SHOT_DETECTION = CheckpointKind(
+    "zero-shot detection",
+    (
+        ("config.json",),
+        ("processor_config.json", "preprocessor_config.json"),
+        ("tokenizer.json", "vocab.json", "vocab.txt"),
+    ),
+    _load_zero_shot,
+    example_hub_id="google/owlv2-base-patch16-ensemble",
+    hashed=("tokenizer_config.json", "special_tokens_map.json", "merges.txt", "vocab.json", "vocab.txt"),
+)
+
+
+def checkpoint_model_type(target: str) -> str | None:
+    """The ``model_type`` in a checkpoint's config.json (a directory's, or a hub id's cached one); None when it
+    cannot be read without loading (the loader then reports what is wrong)."""
+    directory = Path(target).expanduser()
+    config_path: str | Path | None = directory / "config.json"
+    if not directory.is_dir():
+        if looks_like_path(target):
+            return None
+        try:
+            hub = require("huggingface_hub", needed_for=f"hf:{target}")
+            config_path = hub.try_to_load_from_cache(target, "config.json")
+        except MissingDependencyError:
+            return None
+    if not isinstance(config_path, (str, Path)) or not Path(config_path).is_file():
+        return None
+    try:
+        model_type = json.loads(Path(config_path).read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model_type if isinstance(model_type, str) else None
 
 
 def _load_directory(transformers: Any, directory: Path, kind: CheckpointKind) -> Checkpoint:

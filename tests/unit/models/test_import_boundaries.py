@@ -16,6 +16,7 @@ HEAVY = ("torch", "transformers", "torchcodec")  # torchcodec imports torch
 # The only modules allowed to import torch/transformers/torchcodec, and only inside functions or TYPE_CHECKING.
 HEAVY_ALLOWED = {
     "detectors/hf_transformers.py",
+    "detectors/hf_zero_shot.py",
     "detectors/hf_checkpoint.py",
     "detectors/hf_instance_segmentation.py",
     "segmenters/hf_sam.py",

@@ -1,0 +1,241 @@
+"""``hf:`` open-vocabulary detectors (OWLv2, OWL-ViT, Grounding DINO): tiny random checkpoints saved to disk and loaded
+back, judged against transformers' own processor + model + post-processing on the same frames."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from models.base import Detector, DetectorOptions
+from models.detectors.hf_zero_shot import HFZeroShotDetector
+from models.errors import ModelLoadError, PromptsRequiredError
+from models.ops.boxes import clip_xyxy
+from models.prompts import PromptSet
+from models.registry import load_detector
+from models.types import Detections
+from tests.unit.models.zero_shot_checkpoints import (
+    WORDS,
+    write_tiny_grounding_dino,
+    write_tiny_owlv2,
+    write_tiny_owlvit,
+)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+# Non-square both ways, so OWLv2's square padding and Grounding DINO's batch padding both show.
+FRAMES_HW = [(50, 80), (70, 40), (64, 64)]
+# Several prompts per class, and class names that are no prompt: outputs must carry the names.
+PROMPTS = PromptSet.parse("PED=pedestrian|person walking, Auto=red car|car, dog, cat")
+THRESHOLD = 0.3
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: socket.socket, address: object) -> None:
+        raise AssertionError(f"unit test tried to connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+WRITERS: dict[str, Callable[[Path], Path]] = {
+    "owlv2": write_tiny_owlv2,
+    "owlvit": write_tiny_owlvit,
+    "grounding_dino": write_tiny_grounding_dino,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(WRITERS))
+def checkpoint_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    name = str(request.param)
+    return WRITERS[name](tmp_path_factory.mktemp(f"tiny_{name}"))
+
+
+@pytest.fixture(scope="module")
+def owl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_owlv2(tmp_path_factory.mktemp("tiny_owlv2_only"))
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[NDArray[np.uint8]]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in FRAMES_HW]
+
+
+def _load(directory: Path, batch_size: int = 2) -> HFZeroShotDetector:
+    detector = load_detector(f"hf:{directory}", DetectorOptions(device="cpu", batch_size=batch_size))
+    assert isinstance(detector, HFZeroShotDetector)
+    return detector
+
+
+def _sorted(xyxy: NDArray[np.float32], scores: NDArray[np.float32], labels: NDArray[np.int64]) -> Detections:
+    dets = Detections.from_arrays(xyxy, scores, labels)
+    return dets[np.lexsort((dets.xyxy[:, 0], -dets.confidence))]
+
+
+def _assert_same(ours: Detections, expected: Detections) -> None:
+    ours = _sorted(ours.xyxy, ours.confidence, ours.class_id)
+    assert len(ours) == len(expected) > 0
+    np.testing.assert_allclose(ours.confidence, expected.confidence, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ours.class_id, expected.class_id)
+    np.testing.assert_allclose(ours.xyxy, expected.xyxy, rtol=1e-4, atol=1e-3)
+
+
+def _owl_reference(directory: Path, images: Sequence[NDArray[np.uint8]], threshold: float) -> list[Detections]:
+    """transformers' own OWL pipeline, its prompt indices mapped to classes (a class scores its best prompt)."""
+    processor = transformers.AutoProcessor.from_pretrained(directory, local_files_only=True)
+    model = transformers.AutoModelForZeroShotObjectDetection.from_pretrained(directory, local_files_only=True).eval()
+    text_class = np.array(PROMPTS.text_class_ids)
+    inputs = processor(text=[list(PROMPTS.texts)] * len(images), images=list(images), return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    results = processor.post_process_grounded_object_detection(
+        outputs, threshold=threshold, target_sizes=[image.shape[:2] for image in images]
+    )
+    out = []
+    for image, result in zip(images, results, strict=True):
+        height, width = image.shape[:2]
+        xyxy = clip_xyxy(result["boxes"].numpy().astype(np.float32).reshape(-1, 4), width, height)
+        out.append(_sorted(xyxy, result["scores"].numpy(), text_class[result["labels"].numpy()]))
+    return out
+
+
+def _prompt_token_spans(tokenizer: Any, texts: Sequence[str]) -> list[tuple[int, int]]:
+    """Where each prompt's tokens sit in "a. b. c." ([CLS] first, one "." after each), counted prompt by prompt."""
+    spans, start = [], 1
+    for text in texts:
+        length = len(tokenizer.tokenize(text))
+        spans.append((start, start + length))
+        start += length + 1
+    return spans
+
+
+def _grounding_reference(
+    directory: Path, prompts: PromptSet, images: Sequence[NDArray[np.uint8]], threshold: float
+) -> list[Detections]:
+    """transformers' own Grounding DINO pipeline; each query's class is the prompt whose tokens score best."""
+    processor = transformers.AutoProcessor.from_pretrained(directory, local_files_only=True)
+    model = transformers.AutoModelForZeroShotObjectDetection.from_pretrained(directory, local_files_only=True).eval()
+    spans = _prompt_token_spans(processor.tokenizer, prompts.texts)
+    # One batch, as the detector's: frames padded to a common size see that padding in the backbone.
+    inputs = processor(text=[list(prompts.texts)] * len(images), images=list(images), return_tensors="pt")
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    results = processor.post_process_grounded_object_detection(
+        outputs, threshold=0.0, text_threshold=0.0, target_sizes=[image.shape[:2] for image in images]
+    )
+    out = []
+    for i, (image, result) in enumerate(zip(images, results, strict=True)):
+        probs = torch.sigmoid(outputs.logits[i]).numpy()
+        per_prompt = np.stack([probs[:, a:b].max(axis=1) for a, b in spans], axis=1)  # (queries, prompts)
+        best_prompt = per_prompt.argmax(axis=1)
+        scores = per_prompt.max(axis=1)
+        keep = scores >= threshold
+        height, width = image.shape[:2]
+        xyxy = clip_xyxy(result["boxes"].numpy().astype(np.float32).reshape(-1, 4), width, height)
+        labels = np.array(prompts.text_class_ids)[best_prompt]
+        out.append(_sorted(xyxy[keep], scores[keep], labels[keep]))
+    return out
+
+
+def _reference(directory: Path, images: Sequence[NDArray[np.uint8]], threshold: float) -> list[Detections]:
+    if "grounding" in directory.name:
+        return _grounding_reference(directory, PROMPTS, images, threshold)
+    return _owl_reference(directory, images, threshold)
+
+
+def test_detections_equal_transformers_own_pipeline_on_non_square_frames_in_batches(
+    checkpoint_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = _load(checkpoint_dir, batch_size=2)  # 3 frames: a batch of 2, then 1
+    view = detector.prompted(PROMPTS)
+    ours = view.detect(frames, threshold=THRESHOLD)
+    expected = _reference(checkpoint_dir, frames[:2], THRESHOLD) + _reference(checkpoint_dir, frames[2:], THRESHOLD)
+    for got, want in zip(ours, expected, strict=True):
+        _assert_same(got, want)
+
+
+def test_load_detector_picks_the_zero_shot_detector_for_each_checkpoint(checkpoint_dir: Path) -> None:
+    detector = load_detector(f"hf:{checkpoint_dir}", DetectorOptions(device="cpu"))
+    assert isinstance(detector, HFZeroShotDetector)
+    assert detector.info.open_vocabulary
+    assert detector.info.class_names == ()
+
+
+def test_a_view_is_named_by_the_prompt_sets_classes_and_versioned_by_its_key(
+    checkpoint_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = _load(checkpoint_dir)
+    view = detector.prompted(PROMPTS)
+    assert view.info.class_names == ("PED", "Auto", "dog", "cat")
+    assert view.info.version == f"{detector.info.version}+{PROMPTS.key}"
+    assert not set(PROMPTS.texts) & set(view.info.class_names) - {"dog", "cat"}
+    found = np.concatenate([d.class_id for d in view.detect(frames, threshold=0.0)])
+    assert set(found.tolist()) <= set(range(len(PROMPTS.classes)))
+    assert detector.prompted(PromptSet.parse(str(PROMPTS.class_names[0]))).info.version != view.info.version
+
+
+def test_without_prompts_the_model_refuses_to_run(checkpoint_dir: Path, frames: list[NDArray[np.uint8]]) -> None:
+    with pytest.raises(PromptsRequiredError, match="open-vocabulary"):
+        _load(checkpoint_dir).detect(frames, threshold=0.5)
+
+
+def test_owl_text_tower_runs_once_per_prompt_set_across_batches_and_views(
+    owl_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = _load(owl_dir, batch_size=1)
+    calls: list[int] = []
+    detector._model.owlv2.text_model.register_forward_hook(lambda *_: calls.append(1))
+    views: list[Detector] = [detector.prompted(PROMPTS) for _ in range(3)]
+    for view in views:
+        view.detect(frames, threshold=0.5)  # 3 batches each
+    assert len(calls) == 1
+    assert views[0] is views[1] is views[2]
+    detector.prompted(PromptSet.parse("dog, cat")).detect(frames[:1], threshold=0.5)
+    assert len(calls) == 2
+
+
+def test_grounding_dino_splits_a_prompt_set_longer_than_its_text_window(
+    tmp_path: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    directory = write_tiny_grounding_dino(tmp_path, max_text_len=12)
+    prompts = PromptSet.parse(", ".join(WORDS[:9]))  # 2 + 9 * 2 tokens: windows of 5 and 4 prompts
+    detector = _load(directory, batch_size=1)
+    ours = detector.prompted(prompts).detect(frames, threshold=0.0)
+    first, second = PromptSet(prompts.classes[:5]), PromptSet(prompts.classes[5:])
+    for k, got in enumerate(ours):
+        expected_first = _grounding_reference(directory, first, frames[k : k + 1], 0.0)[0]
+        expected_second = _grounding_reference(directory, second, frames[k : k + 1], 0.0)[0]
+        expected = Detections.from_arrays(
+            np.concatenate([expected_first.xyxy, expected_second.xyxy]),
+            np.concatenate([expected_first.confidence, expected_second.confidence]),
+            np.concatenate([expected_first.class_id, expected_second.class_id + 5]),
+        )
+        _assert_same(got, _sorted(expected.xyxy, expected.confidence, expected.class_id))
+        assert (got.class_id >= 5).any()  # the later window's classes are found
+
+
+def test_owl_runs_at_a_smaller_input_size_with_boxes_in_frame_pixels(
+    owl_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = load_detector(f"hf:{owl_dir}", DetectorOptions(device="cpu", input_size_px=32))
+    assert detector.info.input_size_px == 32
+    assert isinstance(detector, HFZeroShotDetector)
+    for image, dets in zip(frames, detector.prompted(PROMPTS).detect(frames, threshold=0.0), strict=True):
+        height, width = image.shape[:2]
+        assert len(dets) == (32 // 16) ** 2  # a 2 x 2 patch grid: the positions were interpolated
+        assert (dets.xyxy >= 0).all()
+        assert (dets.xyxy[:, [0, 2]] <= width).all()
+        assert (dets.xyxy[:, [1, 3]] <= height).all()
+
+
+def test_omdet_turbo_is_refused_with_a_clear_load_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "omdet-turbo"}')
+    with pytest.raises(ModelLoadError, match=r"omdet-turbo .*timm"):
+        load_detector(f"hf:{tmp_path}", DetectorOptions(device="cpu"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from models.prompts import MAX_PROMPT_CLASSES, PromptSet
@@ -75,6 +76,18 @@ def ls_config_to_prompts(
         return PromptSet.from_names(labels, chosen)
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"labeling config: {exc}") from None
+
+
+def labels_only(config: LabelConfig) -> LabelConfig:
+    """The config a run prompted from it converts with: its class names are the labels already, so no
+    ``predicted_values`` may send one to another label (``<Label value="vehicle" predicted_values="car"/>`` would
+    take the boxes of a label ``car``)."""
+    return replace(config, controls=tuple(replace(c, predicted_values={}) for c in config.controls))
+
+
+def describe(prompts: PromptSet) -> str:
+    """A prompt set as ``--prompts`` would take it (``PED=pedestrian|person walking, hard hat``), for a log line."""
+    return ", ".join(c.name if c.prompts == (c.name,) else f"{c.name}={'|'.join(c.prompts)}" for c in prompts.classes)
 
 
 def receiving_labels(config: LabelConfig) -> list[str]:

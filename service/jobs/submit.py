@@ -309,7 +309,8 @@ def prepare_job(
 
     Raises:
         PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
-            ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422).
+            ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422); for an open-vocabulary model prompted from
+            its destination, ``INVALID_PROMPTS`` and the backend errors (``with_project_prompts``).
     """
     if len(job.items) > settings.max_items_per_job:
         raise PreannotateError(
@@ -323,9 +324,29 @@ def prepare_job(
         class_filter(model.class_names, job.classes)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
-    return PreparedJob(
-        job_params(job, model, settings, segmenter), list(job.items), file_versions(job.items, settings.local_roots)
-    )
+    spec = with_project_prompts(job_params(job, model, settings, segmenter), job, model, settings)
+    return PreparedJob(spec, list(job.items), file_versions(job.items, settings.local_roots))
+
+
+def with_project_prompts(spec: JobSpec, job: JobCreate, model: JobModel, settings: Settings) -> JobSpec:
+    """An open-vocabulary model's job with a destination and no prompts of its own gets the destination project's
+    (``project_prompts``), pinned: its classes are the project's names, its model version the prompted view's
+    (``PromptableDetector.prompted``). Other jobs are left as they are.
+
+    Raises:
+        PreannotateError: as ``project_prompts`` (the backend's error codes, ``INVALID_PROMPTS``).
+    """
+    # An unpublished model's classes are unknown (None); a published open-vocabulary one has none of its own.
+    open_vocabulary = getattr(model, "open_vocabulary", model.class_names == ())
+    if not open_vocabulary or spec.prompts is not None or getattr(job, "prompts", None) is not None:
+        return spec
+    from service.backends.project_prompts import project_prompts  # vendor clients load on use, as in the registry
+
+    prompts = project_prompts(job.destinations, settings, masks=spec.makes_masks)
+    if prompts is None:
+        return spec
+    version = None if model.version is None else f"{model.version}+{prompts.key}"
+    return spec.model_copy(update={"prompts": prompts, "class_names": prompts.class_names, "model_version": version})
 
 
 def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:

@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     ls.add_argument("--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)")
     ls.add_argument("--replace", action="store_true", help="overwrite this model version's existing predictions")
+    ls.add_argument(
+        "--prompt-map",
+        type=Path,
+        metavar="FILE",
+        help='open-vocabulary models: JSON {"LABEL": "prompt" | ["p1", "p2"]} over the labels\' own prompts',
+    )
     _add_common_flags(ls)
 
     evaluate = sub.add_parser(

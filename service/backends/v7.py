@@ -43,6 +43,8 @@ DEFAULT_BASE_URL = "https://darwin.v7labs.com/api"
 READY_STATUSES = frozenset({"new", "annotate", "review", "complete", "archived"})  # importer.py: import allowed
 # What we write; darwin-py knows more. A polygon comes first: it carries a derived bounding_box beside it.
 MAIN_TYPES = ("polygon", "bounding_box", "tag")
+PROMPTED_MAIN_TYPES = ("bounding_box", "polygon")
+"""Class types a detector's predictions are written as (boxes, and masks as polygons): what prompts come from."""
 SlotType = Literal["image", "video", "pdf", "dicom"]
 T = TypeVar("T")
 
@@ -454,6 +456,20 @@ class V7Backend:
             ids[(main_type, name)] = match.id
         self._class_ids |= ids
         return ids
+
+    def dataset_class_names(self, main_types: Sequence[str] = PROMPTED_MAIN_TYPES) -> list[str]:
+        """The names of the dataset's classes of one of ``main_types``, in the team's listing order, once each
+        ignoring case (one name with two types is one class to prompt for): an open-vocabulary model's prompts.
+
+        Raises:
+            BackendError: listing the team's classes failed (after the retry policy).
+        """
+        names: dict[str, str] = {}
+        for cls in self._team_classes():
+            in_dataset = any(d.id == self.config.dataset_id for d in cls.datasets)
+            if in_dataset and any(t in main_types for t in cls.annotation_types):
+                names.setdefault(cls.name.strip().lower(), cls.name)
+        return list(names.values())
 
     def _team_classes(self) -> list[V7Class]:
         answer = self._json(

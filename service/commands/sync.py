@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pydantic import SecretStr
 
 from models.errors import ModelError
+from models.prompts import PromptSet
 from models.registry import load_detector
 from service.backends.label_studio import (
     LabelStudioClient,
@@ -23,6 +24,7 @@ from service.backends.label_studio import (
 from service.backends.retry import BackendError
 from service.commands.common import Progress, load_settings, prompted_detector
 from service.config import Settings
+from service.convert.ls_prompts import describe, read_prompt_map
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.masking import open_segmenter
@@ -53,6 +55,8 @@ def sync_command(args: argparse.Namespace) -> int:
         threshold=threshold,
         replace=args.replace,
         aliases=_parse_aliases(args.alias or []),
+        prompts=_prompts_flag(getattr(args, "prompts", None)),
+        prompt_map=None if getattr(args, "prompt_map", None) is None else read_prompt_map(args.prompt_map),
     )
     prompts = prompt_set(getattr(args, "prompts", None), field="--prompts")  # explicit: over the project's labels
     try:
@@ -117,6 +121,16 @@ def _parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
     return aliases
 
 
+def _prompts_flag(value: object) -> PromptSet | None:
+    """``--prompts`` (its parser's ``PromptSet``, or the text it takes)."""
+    if value is None or isinstance(value, PromptSet):
+        return value
+    try:
+        return PromptSet.parse(str(value))
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"--prompts: {exc}") from None
+
+
 def _print_warning(task_id: int, warning: PreannotateError) -> None:
     print(f"warning: task task-{task_id}: {warning}", file=sys.stderr)
 
@@ -127,6 +141,8 @@ def _print_report(project_id: int, report: SyncReport) -> None:
         f"{report.replaced} replaced, {report.skipped} skipped, {len(report.failed)} failed",
         file=sys.stderr,
     )
+    if report.prompts is not None:
+        print(f"prompts: {describe(report.prompts)}", file=sys.stderr)
     if report.model_version_set:
         print(f"project {project_id} now shows model version {report.model_version}", file=sys.stderr)
     if report.dropped:

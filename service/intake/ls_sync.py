@@ -17,11 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.base import Segmenter
+from models.base import PromptableDetector, Segmenter
+from models.prompts import PromptSet
 from service.backends.label_studio import LabelStudioClient, PushOutcome, as_preannotate_error
 from service.backends.retry import BackendError
 from service.config import Settings
-from service.convert.label_studio import parse_label_config
+from service.convert.label_studio import LabelConfig, parse_label_config
+from service.convert.ls_prompts import PromptMap, labels_only, ls_config_to_prompts
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, makes_masks, task_prediction
@@ -44,6 +46,8 @@ class SyncOptions:
     threshold: float
     replace: bool = False
     aliases: Mapping[str, str] = field(default_factory=dict)
+    prompts: PromptSet | None = None
+    prompt_map: PromptMap | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +55,7 @@ class SyncReport:
     """What a run did; ``failed`` maps task id to its error."""
 
     model_version: str
+    prompts: PromptSet | None = None
     created: int = 0
     replaced: int = 0
     skipped: int = 0
@@ -85,18 +90,21 @@ def sync_project(
 
     Raises:
         BackendError: reading the project or listing its tasks failed, or Label Studio kept failing.
-        PreannotateError: ``INVALID_ARGUMENT`` when the project has no box control to fill.
+        PreannotateError: ``INVALID_ARGUMENT`` when the project has no box control to fill; ``INVALID_PROMPTS``
+            when an open-vocabulary model finds no usable prompt in it.
     """
-    info = detector.info
-    model = ModelRef(spec=options.model_spec, version=info.version, class_names=info.class_names)
     project = client.get_project(options.project_id)
-    config = parse_label_config(str(project.get("label_config") or ""))
+    xml = str(project.get("label_config") or "")
+    config = parse_label_config(xml)
     if not config.for_run(masks=makes_masks(detector, segmenter)).targets():
         raise PreannotateError(
             ErrorCode.INVALID_ARGUMENT,
             f"project {options.project_id} has no RectangleLabels (on an Image) or VideoRectangle (on a Video)",
         )
-    report = SyncReport(model_version=model.version)
+    detector, config, aliases, prompts = _prompted(detector, options, xml, config, makes_masks(detector, segmenter))
+    info = detector.info
+    model = ModelRef(spec=options.model_spec, version=info.version, class_names=info.class_names)
+    report = SyncReport(model_version=model.version, prompts=prompts)
     limits, tracker = settings.media_limits(), settings.tracker_options()
     flow = settings.flow_options(threshold=options.threshold, describe_boxes=needs_appearance(tracker))
     download = label_studio_downloader(client)
@@ -117,7 +125,7 @@ def sync_project(
                 limits=limits,
                 options=flow,
                 tracker=tracker,
-                aliases=options.aliases,
+                aliases=aliases,
                 work_dir=settings.work_dir,
                 on_slot=on_slot,
                 on_frame=on_frame,
@@ -142,6 +150,20 @@ def sync_project(
         client.set_project_model_version(options.project_id, model.version)
         report.model_version_set = True
     return report
+
+
+def _prompted(
+    detector: FrameDetector, options: SyncOptions, xml: str, config: LabelConfig, masks: bool
+) -> tuple[FrameDetector, LabelConfig, Mapping[str, str], PromptSet | None]:
+    """An open-vocabulary model's view for the run: prompted with ``options.prompts``, else with the project's
+    labels (``ls_config_to_prompts``); then its class names are the labels already, so the converter renames
+    nothing (no aliases, no ``predicted_values``). Any other model runs as it is."""
+    if not (detector.info.open_vocabulary and isinstance(detector, PromptableDetector)):
+        return detector, config, options.aliases, None
+    if options.prompts is not None:
+        return detector.prompted(options.prompts), config, options.aliases, options.prompts
+    prompts = ls_config_to_prompts(xml, aliases=options.aliases, overrides=options.prompt_map, masks=masks)
+    return detector.prompted(prompts), labels_only(config), {}, prompts
 
 
 def label_studio_downloader(client: LabelStudioClient) -> Downloader:

@@ -340,8 +340,9 @@ def prepare_job(
         extra_schemes: URL schemes allowed besides ``ALLOWED_SCHEMES`` (internal sources only).
 
     Raises:
-        PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED``,
-            ``INVALID_PROMPTS`` (422), ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422).
+        PreannotateError: ``TOO_MANY_ITEMS``, ``DUPLICATE_ITEM_NAME``, ``INVALID_ARGUMENT``, ``URL_NOT_ALLOWED`` (422),
+            ``MODEL_NOT_FOUND`` (404), ``BACKEND_NOT_CONFIGURED`` (422); for an open-vocabulary model prompted from
+            its destination, ``INVALID_PROMPTS`` and the backend errors (``project_prompts_for``).
     """
     if len(job.items) > settings.max_items_per_job:
         raise PreannotateError(
@@ -350,8 +351,11 @@ def prepare_job(
     check_unique_names(job.items)
     check_urls(job.items, settings.max_slots_per_item, extra_schemes=extra_schemes)
     prompts = prompt_set(job.prompts)
-    model = model_for_prompts(models.for_job(job.model), prompts)
+    base = models.for_job(job.model)
     segmenter = models.segmenter_for_job(job.segmenter)
+    if prompts is None:
+        prompts = project_prompts_for(job, base, settings, masks=segmenter is not None or base.makes_masks)
+    model = model_for_prompts(base, prompts)
     # Unknown class names are a 422 now; unpublished: the prompts' names, else the worker checks them.
     names = model.class_names
     if names is None and prompts is not None:
@@ -365,6 +369,22 @@ def prepare_job(
         list(job.items),
         file_versions(job.items, settings.local_roots),
     )
+
+
+def project_prompts_for(job: JobCreate, model: JobModel, settings: Settings, *, masks: bool) -> PromptSet | None:
+    """An open-vocabulary model's job with a destination and no prompts of its own takes the first destination
+    project's classes as prompts (``project_prompts``: the Label Studio labels that receive predictions, the V7
+    dataset's classes, the Encord ontology's objects); None for every other job. A model no worker has published
+    yet is not known to take prompts: its job needs its own.
+
+    Raises:
+        PreannotateError: as ``project_prompts`` (the backend's error codes, ``INVALID_PROMPTS``).
+    """
+    if not model.open_vocabulary or not job.destinations:
+        return None
+    from service.backends.project_prompts import project_prompts  # vendor clients load on use, as in the registry
+
+    return project_prompts(job.destinations, settings, masks=masks)
 
 
 def _check_same_content(job: JobRecord, fingerprint: str | None) -> None:

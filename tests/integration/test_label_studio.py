@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
 from service.commands.sync import sync_command
 from service.samples import write_pan_video
+from tests.fakes.promptable import BASE_VERSION, GridPrompts
 from tests.integration.label_studio import LabelStudio, running_label_studio
 from tests.integration.servers import TOKEN, Server, running, wait_for_job
 
@@ -442,3 +443,44 @@ def test_ml_backend_with_a_segmenter_answers_brush_masks(
     (region,) = prediction["result"]
     assert (region["type"], region["value"]["brushlabels"]) == ("brushlabels", ["Face"])
     assert _face_mask(region).any()
+
+
+PROMPT_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="hard hat"/><Label value="PED" prompt="pedestrian|person walking"/><Label value="cone"/>
+  </RectangleLabels>
+</View>"""
+
+
+def test_sync_prompts_an_open_vocabulary_model_with_the_projects_labels(
+    ls: LabelStudio,
+    media: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    project = ls.create_project("sync prompts", PROMPT_CONFIG)
+    # Label Studio keeps the custom attribute in the saved config: it is where the prompt override lives
+    saved = ls.project(project)
+    assert 'prompt="pedestrian|person walking"' in saved["label_config"]
+    assert saved["parsed_label_config"]["label"]["labels_attrs"]["PED"]["prompt"] == "pedestrian|person walking"
+    ls.add_local_storage(project, media["photo"].parent)
+    (task,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+    prompt_map = tmp_path / "prompts.json"
+    prompt_map.write_text('{"cone": ["traffic cone", "pylon"]}')
+    model = GridPrompts()
+    monkeypatch.setattr("service.commands.sync.load_detector", lambda spec, options: model)
+
+    code, out = sync(ls, project, capsys, model="fake:gridprompts", threshold=0.0, prompt_map=prompt_map)
+    assert code == 0, out
+    assert "prompts: hard hat, PED=pedestrian|person walking, cone=traffic cone|pylon" in out
+    (prediction,) = ls.predictions(task)
+    regions = sorted(prediction["result"], key=lambda r: r["value"]["x"])
+    assert [r["value"]["rectanglelabels"] for r in regions] == [["hard hat"], ["PED"], ["cone"]]
+    assert prediction["model_version"] == ls.project(project)["model_version"]
+    assert prediction["model_version"].startswith(BASE_VERSION + "+")
+    assert (
+        " 0 created, 0 replaced, 1 skipped"
+        in sync(ls, project, capsys, model="fake:gridprompts", prompt_map=prompt_map)[1]
+    )

@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urljoin
@@ -31,17 +31,20 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Segmenter
+from models.prompts import PromptSet
 from service.api.deps import LocalModelsDep, StateDep
 from service.api.schemas import error_responses
 from service.api.state import AppState
 from service.backends.label_studio import LabelStudioClient, as_preannotate_error, config_from_settings
 from service.backends.retry import BackendError
 from service.convert.label_studio import LabelConfig, parse_label_config
+from service.convert.ls_prompts import labels_only, ls_config_to_prompts, prompt_map_from_json
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, task_prediction  # sync's task path: one for both
-from service.loaded_models import LoadedModel
+from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.fetch import redact_url
+from service.pipeline.run import FrameDetector
 from service.pipeline.tracks import needs_appearance
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,49 @@ class ProjectSetup:
     hostname: str | None
     threshold: float | None
     aliases: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    prompts: ProjectPrompts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPrompts:
+    """An open-vocabulary model's prompts for a project; ``from_labels``: they are its labels (the class names are
+    labels already, so predictions convert without aliases or ``predicted_values``), else ``extra_params.prompts``."""
+
+    prompts: PromptSet
+    from_labels: bool
+
+
+def project_prompts(
+    model: LoadedModel, xml: str, extra: Mapping[str, Any], aliases: Mapping[str, str], *, masks: bool
+) -> ProjectPrompts | None:
+    """The prompts of a project for ``model``: None for a fixed-class model; ``extra_params.prompts`` when given,
+    else the config's receiving labels (``ls_config_to_prompts``, with ``extra_params.prompt_map``).
+
+    Raises:
+        PreannotateError: ``INVALID_PROMPTS`` (422) for prompts that cannot be used, ``INVALID_ARGUMENT`` for a
+            malformed ``prompt_map``.
+    """
+    if not model.info.open_vocabulary:
+        return None
+    given = extra.get("prompts")
+    if given is not None:
+        try:
+            if isinstance(given, str):
+                return ProjectPrompts(PromptSet.parse(given), from_labels=False)
+            if isinstance(given, dict):
+                return ProjectPrompts(PromptSet.from_mapping(given), from_labels=False)
+        except (ValueError, TypeError) as exc:
+            raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"extra_params.prompts: {exc}") from None
+        raise PreannotateError(ErrorCode.INVALID_PROMPTS, 'extra_params.prompts: give "person, PED=pedestrian"')
+    raw_map = extra.get("prompt_map")
+    overrides = None if raw_map is None else prompt_map_from_json(raw_map, where="extra_params.prompt_map")
+    return ProjectPrompts(ls_config_to_prompts(xml, aliases=aliases, overrides=overrides, masks=masks), True)
+
+
+def prompted_detector(models: ModelRegistry, model: LoadedModel, prompts: PromptSet) -> FrameDetector:
+    """``model``'s view for ``prompts``, with its own batcher (``ModelRegistry.prompted``)."""
+    return models.prompted(model.spec, prompts).batcher
 
 
 class LsBackendState:
@@ -127,7 +173,11 @@ class SetupRequest(BaseModel):
     label_config: str = Field(alias="schema", max_length=1_000_000, description="the project's labeling config XML")
     hostname: str | None = Field(None, max_length=2048, description="Label Studio's public URL")
     access_token: SecretStr | None = Field(None, description="ignored: the service uses its own Label Studio key")
-    extra_params: dict[str, Any] | None = Field(None, description='optional {"threshold": 0.4, "aliases": {...}}')
+    extra_params: dict[str, Any] | None = Field(
+        None,
+        description='optional {"threshold": 0.4, "aliases": {...}}; for an open-vocabulary model "prompts" '
+        '("person, PED=pedestrian") or "prompt_map" ({"LABEL": "prompt" | [...]}) over the labels\' own',
+    )
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
@@ -195,18 +245,19 @@ def setup(body: SetupRequest, tenant: LsTenantDep, models: LocalModelsDep, ls: L
     extra = body.extra_params or {}
     threshold = extra.get("threshold")
     aliases = extra.get("aliases")
-    ls.remember(
-        tenant,
-        _project_id(body.project),
-        ProjectSetup(
-            config=config,
-            hostname=body.hostname,
-            threshold=float(threshold) if isinstance(threshold, int | float) and 0 <= threshold <= 1 else None,
-            aliases={str(k): str(v) for k, v in aliases.items()} if isinstance(aliases, dict) else {},
-        ),
+    known = ProjectSetup(
+        config=config,
+        hostname=body.hostname,
+        threshold=float(threshold) if isinstance(threshold, int | float) and 0 <= threshold <= 1 else None,
+        aliases={str(k): str(v) for k, v in aliases.items()} if isinstance(aliases, dict) else {},
+        extra=extra,
     )
+    masks = models.segmenter is not None or models.default.info.makes_masks
+    prompted = project_prompts(models.default, body.label_config, extra, known.aliases, masks=masks)
+    ls.remember(tenant, _project_id(body.project), replace(known, prompts=prompted))
     # Stable across calls: if /predict's version differed, LS's "already predicted" check would never match.
-    return SetupResponse(model_version=models.default.info.version)
+    version = models.default.info.version
+    return SetupResponse(model_version=version if prompted is None else f"{version}+{prompted.prompts.key}")
 
 
 @router.post("/predict", responses=error_responses(401, 413, 422, 503))
@@ -225,6 +276,13 @@ async def predict(
     model = models.default
     threshold = known.threshold if known and known.threshold is not None else state.settings.threshold
     run = _TaskRunner(state, ls, model, config, threshold, known, models.segmenter)
+    prompted = known.prompts if known is not None else None
+    if body.label_config:  # this config's labels, not /setup's
+        extra, aliases = (known.extra, known.aliases) if known is not None else ({}, {})
+        masks = models.segmenter is not None or model.info.makes_masks
+        prompted = project_prompts(model, body.label_config, extra, aliases, masks=masks)
+    if prompted is not None:
+        run.prompt(prompted_detector(models, model, prompted.prompts), from_labels=prompted.from_labels)
     outcomes = await run_in_threadpool(run.all, body.tasks)
     failures = [o for o in outcomes if isinstance(o, PreannotateError)]
     if failures and len(failures) == len(outcomes):
@@ -265,6 +323,14 @@ class _TaskRunner:
         self._threshold = threshold
         self._known = known
         self._segmenter = segmenter
+        self._detector: FrameDetector = model.batcher
+        self._aliases = known.aliases if known else None
+
+    def prompt(self, detector: FrameDetector, *, from_labels: bool) -> None:
+        """Run an open-vocabulary model's prompted view; prompted with the labels, convert by label alone."""
+        self._detector = detector
+        if from_labels:
+            self._config, self._aliases = labels_only(self._config), None
 
     def all(self, tasks: Sequence[Mapping[str, object]]) -> list[TaskOutcome]:
         if not tasks:
@@ -273,7 +339,7 @@ class _TaskRunner:
             return list(pool.map(self.one, tasks))
 
     def one(self, task: Mapping[str, object]) -> TaskOutcome:
-        info = self._model.info
+        info = self._detector.info
         settings = self._state.settings
         fetched: list[str] = []  # absolute media URLs, for the log line of a failure
         try:
@@ -282,14 +348,14 @@ class _TaskRunner:
                 self._config,
                 model=ModelRef(spec=self._model.spec, version=info.version, class_names=info.class_names),
                 download=self._downloader(fetched),
-                detector=self._model.batcher,
+                detector=self._detector,
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
                 options=settings.flow_options(
                     threshold=self._threshold, describe_boxes=needs_appearance(settings.tracker_options())
                 ),
                 tracker=settings.tracker_options(),
-                aliases=self._known.aliases if self._known else None,
+                aliases=self._aliases,
                 work_dir=settings.work_dir,
                 segmenter=self._segmenter,
             )

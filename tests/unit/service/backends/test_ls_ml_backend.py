@@ -26,6 +26,7 @@ from service.config import Settings
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher
+from tests.fakes.promptable import BASE_VERSION, GridPrompts
 from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, MediaHost, serving
 
 TOKEN = "ls-backend-test-token-" + "z" * 20
@@ -334,3 +335,79 @@ def test_a_decoder_surprise_among_good_tasks_is_an_empty_entry(
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert record.getMessage().startswith("ls predict: task 2 (file://")
+
+
+PROMPT_CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image"><Label value="hard hat"/><Label value="PED" prompt="pedestrian"/>
+<Label value="vehicle" predicted_values="car"/><Label value="car"/></RectangleLabels></View>"""
+
+
+@pytest.fixture
+def open_vocabulary(media: Path, tmp_path: Path) -> Iterator[tuple[TestClient, GridPrompts]]:
+    app, batcher = build(media, tmp_path)
+    batcher.close()
+    model = GridPrompts()
+    grid = DynamicBatcher(model, max_batch_size=4, max_wait_ms=0)
+    grid.start()
+    app.state.preannotate.models = ModelRegistry([LoadedModel(spec="fake:gridprompts", batcher=grid)])
+    with TestClient(app) as c:
+        yield c, model
+    grid.close()
+
+
+def labels_of(entry: dict[str, Any]) -> list[list[str]]:
+    regions = sorted(entry["result"], key=lambda r: r["value"]["x"])
+    return [r["value"]["rectanglelabels"] for r in regions]
+
+
+def test_an_open_vocabulary_model_predicts_under_the_projects_labels(
+    open_vocabulary: tuple[TestClient, GridPrompts], media: Path
+) -> None:
+    client, model = open_vocabulary
+    extra = {"threshold": 0.0, "aliases": {"helmet": "hard hat"}, "prompt_map": {"vehicle": ["truck", "bus"]}}
+    setup = client.post(
+        "/ls/setup", json={**setup_body(), "schema": PROMPT_CONFIG, "extra_params": extra}, headers=basic(TOKEN)
+    )
+    assert setup.status_code == 200, setup.text
+    version = setup.json()["model_version"]
+    assert version.startswith(BASE_VERSION + "+")
+    (entry,) = client.post("/ls/predict", json=predict_body((media / "a.png").as_uri()), headers=basic(TOKEN)).json()[
+        "results"
+    ]
+    assert labels_of(entry) == [["hard hat"], ["PED"], ["vehicle"], ["car"]]
+    assert entry["model_version"] == version  # what /setup answered: LS's "already predicted" check matches
+    (key,) = model.encoded
+    assert version == f"{BASE_VERSION}+{key}"
+    assert [(v.prompts.class_names, v.prompts.texts) for v in model._views.values()] == [
+        (("hard hat", "PED", "vehicle", "car"), ("helmet", "pedestrian", "truck", "bus", "car"))
+    ]
+
+
+def test_explicit_prompts_in_extra_params_win(open_vocabulary: tuple[TestClient, GridPrompts], media: Path) -> None:
+    client, _ = open_vocabulary
+    extra = {"threshold": 0.0, "prompts": "PED=person, car"}
+    client.post(
+        "/ls/setup", json={**setup_body(), "schema": PROMPT_CONFIG, "extra_params": extra}, headers=basic(TOKEN)
+    )
+    body = predict_body((media / "a.png").as_uri())
+    (entry,) = client.post("/ls/predict", json=body, headers=basic(TOKEN)).json()["results"]
+    assert labels_of(entry) == [["PED"], ["vehicle"]]  # "car" goes where predicted_values sends a car
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ({"prompts": ""}, "invalid_prompts"),
+        ({"prompts": 3}, "invalid_prompts"),
+        ({"prompt_map": {"bus": "bus"}}, "invalid_prompts"),
+        ({"prompt_map": ["PED"]}, "invalid_argument"),
+    ],
+)
+def test_unusable_prompts_are_refused_at_setup(
+    open_vocabulary: tuple[TestClient, GridPrompts], extra: dict[str, Any], code: str
+) -> None:
+    client, _ = open_vocabulary
+    answer = client.post(
+        "/ls/setup", json={**setup_body(), "schema": PROMPT_CONFIG, "extra_params": extra}, headers=basic(TOKEN)
+    )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (422, code)

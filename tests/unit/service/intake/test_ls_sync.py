@@ -15,6 +15,7 @@ from service.config import Settings
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.options import SamplingOptions
+from tests.fakes.promptable import BASE_VERSION, GridPrompts
 from tests.unit.service.backends.fake_label_studio import LEGACY_TOKEN, FakeLabelStudio, serving
 from tests.unit.service.backends.test_ls_ml_backend import CONFIG, CentreBox
 
@@ -110,3 +111,50 @@ def test_reader_errors_and_warnings_name_the_url(
     for text in (warning.message, error.message):
         assert str(tmp_path) not in text
         assert "canary-sig" not in text
+
+
+PROMPT_CONFIG = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image">
+  <Label value="hard hat"/><Label value="PED" prompt="pedestrian"/><Label value="vehicle" predicted_values="car"/>
+  <Label value="car"/>
+</RectangleLabels></View>"""
+
+
+def test_an_open_vocabulary_model_is_prompted_with_the_projects_labels(fake: FakeLabelStudio, tmp_path: Path) -> None:
+    fake.projects[PROJECT]["label_config"] = PROMPT_CONFIG
+    task = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    model = GridPrompts()
+    options = SyncOptions(
+        project_id=PROJECT,
+        model_spec="fake:gridprompts",
+        sampling=SamplingOptions(),
+        threshold=0.0,
+        aliases={"helmet": "hard hat"},
+        prompt_map={"vehicle": ["truck", "bus"]},
+    )
+    with LabelStudioClient(LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))) as client:
+        report = sync_project(client, model, options, Settings(work_dir=tmp_path))
+    assert report.prompts is not None
+    assert [(c.name, c.prompts) for c in report.prompts.classes] == [
+        ("hard hat", ("helmet",)),
+        ("PED", ("pedestrian",)),
+        ("vehicle", ("truck", "bus")),
+        ("car", ("car",)),
+    ]
+    (prediction,) = fake.predictions_of(task)
+    # GridPrompts puts class i in column i: every box lands under its own label, "car" under car (not vehicle)
+    regions = sorted(prediction["result"], key=lambda r: r["value"]["x"])
+    assert [r["value"]["rectanglelabels"] for r in regions] == [["hard hat"], ["PED"], ["vehicle"], ["car"]]
+    version = f"{BASE_VERSION}+{report.prompts.key}"
+    assert (report.model_version, prediction["model_version"]) == (version, version)
+    assert fake.projects[PROJECT]["model_version"] == version
+    assert list(model.encoded.values()) == [1]
+
+
+def test_a_project_without_labels_for_an_open_vocabulary_model(fake: FakeLabelStudio, tmp_path: Path) -> None:
+    fake.projects[PROJECT]["label_config"] = PROMPT_CONFIG.replace('prompt="pedestrian"', 'prompt=""')
+    options = SyncOptions(project_id=PROJECT, model_spec="fake:gridprompts", sampling=SamplingOptions(), threshold=0)
+    config = LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))
+    with LabelStudioClient(config) as client, pytest.raises(PreannotateError) as caught:
+        sync_project(client, GridPrompts(), options, Settings(work_dir=tmp_path))
+    assert caught.value.code is ErrorCode.INVALID_PROMPTS

@@ -24,7 +24,7 @@ from tests.fakes.promptable import BASE_VERSION
 from tests.fakes.v7_server import FakeV7
 
 V7_KEY = "CANARY-v7-key-" + "p" * 24
-OPEN = JobModel("fake:gridprompts", BASE_VERSION, ())
+OPEN = JobModel("fake:gridprompts", BASE_VERSION, (), open_vocabulary=True)
 FIXED = JobModel("fake:centre", "centre-00000001", ("Car", "Person"))
 
 
@@ -106,10 +106,12 @@ def test_an_open_vocabulary_job_is_prompted_with_the_encord_ontology(tmp_path: P
     assert spec.class_names == ("Car", "Person")
 
 
-def test_fixed_class_jobs_and_jobs_without_a_destination_are_untouched(v7: FakeV7) -> None:
+def test_fixed_class_jobs_are_untouched_and_open_vocabulary_ones_without_a_destination_refused(v7: FakeV7) -> None:
     fixed = prepare_job(job("v7"), settings=v7_settings(v7), models=Models(FIXED)).spec
     assert (fixed.prompts, fixed.class_names, fixed.model_version) == (None, ("Car", "Person"), "centre-00000001")
     assert "prompts" not in fixed.to_stored()
     no_destination = JobCreate.model_validate({"items": [{"name": "a", "slots": [{"url": "https://e.com/a.jpg"}]}]})
-    assert prepare_job(no_destination, settings=v7_settings(v7), models=Models(OPEN)).spec.prompts is None
+    with pytest.raises(PreannotateError) as refused:  # nothing to take prompts from: refused, not run unprompted
+        prepare_job(no_destination, settings=v7_settings(v7), models=Models(OPEN))
+    assert refused.value.code is ErrorCode.INVALID_PROMPTS
     assert v7.bodies == []  # nothing was asked of V7

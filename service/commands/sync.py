@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pydantic import SecretStr
 
 from models.errors import ModelError
-from models.prompts import PromptSet
 from models.registry import load_detector
 from service.backends.label_studio import (
     LabelStudioClient,
@@ -55,17 +54,18 @@ def sync_command(args: argparse.Namespace) -> int:
         threshold=threshold,
         replace=args.replace,
         aliases=_parse_aliases(args.alias or []),
-        prompts=_prompts_flag(getattr(args, "prompts", None)),
+        prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),  # explicit: over the project's
         prompt_map=None if getattr(args, "prompt_map", None) is None else read_prompt_map(args.prompt_map),
     )
-    prompts = prompt_set(getattr(args, "prompts", None), field="--prompts")  # explicit: over the project's labels
     try:
         loaded = load_detector(options.model_spec, settings.detector_options())
     except ModelError as exc:
         raise from_model_error(exc) from None
     segmenter_spec = getattr(args, "segmenter", None) or settings.segmenter
     try:
-        detector = prompted_detector(loaded, prompts)  # an open-vocabulary model: its view
+        # An open-vocabulary model is prompted by the sync (--prompts, else the project's labels); a fixed-class
+        # one given --prompts is refused here, before Label Studio is asked anything.
+        detector = loaded if loaded.info.open_vocabulary else prompted_detector(loaded, options.prompts)
         detector.warmup()
         segmenter = None if segmenter_spec is None else open_segmenter(segmenter_spec, settings.detector_options())
     except ModelError as exc:
@@ -119,16 +119,6 @@ def _parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--alias expects CLASS=LABEL, got {pair!r}")
         aliases[name.strip()] = label.strip()
     return aliases
-
-
-def _prompts_flag(value: object) -> PromptSet | None:
-    """``--prompts`` (its parser's ``PromptSet``, or the text it takes)."""
-    if value is None or isinstance(value, PromptSet):
-        return value
-    try:
-        return PromptSet.parse(str(value))
-    except ValueError as exc:
-        raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"--prompts: {exc}") from None
 
 
 def _print_warning(task_id: int, warning: PreannotateError) -> None:

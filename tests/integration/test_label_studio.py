@@ -24,6 +24,7 @@ from service.samples import write_pan_video
 from tests.fakes.promptable import BASE_VERSION, GridPrompts
 from tests.integration.label_studio import LabelStudio, running_label_studio
 from tests.integration.servers import TOKEN, Server, running, wait_for_job
+from tests.unit.models.zero_shot_checkpoints import write_tiny_owlv2
 
 pytestmark = pytest.mark.label_studio
 
@@ -484,3 +485,41 @@ def test_sync_prompts_an_open_vocabulary_model_with_the_projects_labels(
         " 0 created, 0 replaced, 1 skipped"
         in sync(ls, project, capsys, model="fake:gridprompts", prompt_map=prompt_map)[1]
     )
+
+
+def test_sync_cli_with_an_owlv2_checkpoint_predicts_under_the_projects_own_labels(
+    ls: LabelStudio, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """The issue's case end to end: labels no COCO model knows, a real OWLv2 checkpoint (tiny, random weights:
+    what it finds is noise, under which names it writes it is not), the CLI, a real Label Studio."""
+    owlv2 = write_tiny_owlv2(tmp_path / "owlv2")
+    project = ls.create_project("sync owlv2", PROMPT_CONFIG)
+    ls.add_local_storage(project, media["photo"].parent)
+    (task,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+    prompt_map = tmp_path / "prompts.json"
+    prompt_map.write_text('{"cone": ["traffic cone", "pylon"]}')
+    env = {**os.environ, "PREANNOTATE_LABEL_STUDIO_API_KEY": ls.token}
+    command = [sys.executable, "-m", "service.cli", "sync", "label-studio", "--url", ls.url]
+    command += [
+        "--project",
+        str(project),
+        "--model",
+        f"hf:{owlv2}",
+        "--threshold",
+        "0",
+        "--prompt-map",
+        str(prompt_map),
+    ]
+
+    first = subprocess.run([*command, "-q"], capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "prompts: hard hat, PED=pedestrian|person walking, cone=traffic cone|pylon" in first.stderr
+    (prediction,) = ls.predictions(task)
+    labels = {label for region in prediction["result"] for label in region["value"]["rectanglelabels"]}
+    assert labels, prediction
+    assert labels <= {"hard hat", "PED", "cone"}, labels  # the project's names, never the prompt text
+    assert prediction["model_version"].startswith("owlv2-"), prediction["model_version"]
+    assert "+" in prediction["model_version"]
+    again = subprocess.run([*command, "-q"], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "0 created, 0 replaced, 1 skipped, 0 failed" in again.stderr

@@ -149,8 +149,9 @@ ZERO_SHOT_DETECTION = CheckpointKind(
 
 
 def checkpoint_model_type(target: str) -> str | None:
-    """The ``model_type`` in a checkpoint's config.json (a directory's, or a hub id's cached one); None when it
-    cannot be read without loading (the loader then reports what is wrong)."""
+    """The ``model_type`` in a checkpoint's config.json: a directory's, or a hub id's (the cached one; else, unless
+    ``HF_HUB_OFFLINE`` is set, downloaded first); None when it cannot be read (the loader then reports what is
+    wrong)."""
     directory = Path(target).expanduser()
     config_path: str | Path | None = directory / "config.json"
     if not directory.is_dir():
@@ -158,9 +159,15 @@ def checkpoint_model_type(target: str) -> str | None:
             return None
         try:
             hub = require("huggingface_hub", needed_for=f"hf:{target}")
-            config_path = hub.try_to_load_from_cache(target, "config.json")
         except MissingDependencyError:
             return None
+        config_path = hub.try_to_load_from_cache(target, "config.json")
+        if not isinstance(config_path, str) and not _hub_offline():
+            # Not cached yet: its config alone says which loader fetches the rest (a zero-shot model or not).
+            try:
+                config_path = hub.hf_hub_download(target, "config.json")
+            except Exception:  # any hub failure: the loader then reports it, with its hint
+                return None
     if not isinstance(config_path, (str, Path)) or not Path(config_path).is_file():
         return None
     try:

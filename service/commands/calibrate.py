@@ -65,7 +65,7 @@ def calibrate_from_args(args: argparse.Namespace) -> ThresholdsFile:
         iou_threshold=args.iou,
         global_threshold=settings.threshold if args.threshold is None else args.threshold,
         min_support=settings.calibrate_min_support if args.min_support is None else args.min_support,
-        model_version=candidate.model_version or args.model_version or "",
+        model_version=args.model_version or candidate.model_version or "",  # the flag names what the file fails to
     )
 
 

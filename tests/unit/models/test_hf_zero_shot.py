@@ -239,3 +239,28 @@ def test_omdet_turbo_is_refused_with_a_clear_load_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "omdet-turbo"}')
     with pytest.raises(ModelLoadError, match=r"omdet-turbo .*timm"):
         load_detector(f"hf:{tmp_path}", DetectorOptions(device="cpu"))
+
+
+def test_an_uncached_hub_id_is_told_apart_by_its_downloaded_config(
+    owl_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zero-shot hub id not in the cache yet must reach the zero-shot loader, not fail in the detection one: its
+    config.json alone is fetched first (the hub is stood in for: no network here), and never when offline."""
+    import huggingface_hub
+
+    from models.detectors.hf_checkpoint import checkpoint_model_type
+
+    asked: list[tuple[str, str]] = []
+
+    def download(repo_id: str, filename: str, **_: Any) -> str:
+        asked.append((repo_id, filename))
+        return str(owl_dir / filename)
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert checkpoint_model_type("acme/owlv2-tiny") == "owlv2"
+    assert asked == [("acme/owlv2-tiny", "config.json")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert checkpoint_model_type("acme/owlv2-tiny") is None
+    assert len(asked) == 1

@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-config", type=Path, metavar="XML", help="the Label Studio labeling config, as for evaluate"
     )
     calibrate.add_argument(
-        "--model-version", metavar="V", help="the model version, when the candidate does not carry one"
+        "--model-version", metavar="V", help="the model version the thresholds are for (default: the candidate's own)"
     )
     calibrate.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="the thresholds file to write (JSON)"

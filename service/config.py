@@ -4,7 +4,7 @@ named by ``PREANNOTATE_CONFIG`` (environment variables win over the file)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -373,6 +373,7 @@ class Settings(BaseSettings):
         *,
         threshold: float,
         classes: Sequence[str] | None = None,
+        class_thresholds: Mapping[str, float] | None = None,
         batch_size: int | None = None,
         keep_partial: bool = True,
         describe_boxes: bool = False,
@@ -384,6 +385,7 @@ class Settings(BaseSettings):
         return FlowOptions(
             threshold=threshold,
             classes=classes,
+            class_thresholds=class_thresholds,
             batch_size=batch_size,
             decode_workers=self.decode_workers,
             queue_frames=self.prefetch_frames,

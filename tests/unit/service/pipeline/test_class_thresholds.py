@@ -112,6 +112,7 @@ def test_detect_one_applies_class_thresholds() -> None:
     batcher = DynamicBatcher(detector, max_batch_size=4, max_wait_ms=0.0, name=f"test-{uuid.uuid4().hex[:8]}")
     batcher.start()
     try:
+
         def open_frame(_: SamplingOptions) -> Frame:
             return Frame(info=make_info(width=6, height=4), image=image_of(0))
 

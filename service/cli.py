@@ -112,6 +112,7 @@ def package_version() -> str:
 _SEGMENTER_HELP = (
     "hf:DIR_OR_HUB_ID: a SAM-family model masks each box (default: PREANNOTATE_SEGMENTER; unset: boxes only)"
 )
+_THRESHOLDS_HELP = "per-class least scores from `calibrate --out` (other classes keep --threshold)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--segmenter", metavar="SPEC", help=_SEGMENTER_HELP)
     run.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     run.add_argument("--classes", metavar="A,B", help="keep only these class names")
+    run.add_argument("--thresholds", type=Path, metavar="FILE", help=_THRESHOLDS_HELP)
     run.add_argument("--batch-size", type=_COUNT, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
     run.add_argument("--input-size", type=_COUNT, metavar="PX", help="longest side fed to the model")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to run the model (default auto)")
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--segmenter", metavar="SPEC", help=_SEGMENTER_HELP)
     ls.add_argument("--fps", type=_SECONDS, help="frames per second sampled from videos; 0 = every frame (default 1)")
     ls.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
+    ls.add_argument("--thresholds", type=Path, metavar="FILE", help=_THRESHOLDS_HELP)
     ls.add_argument("--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)")
     ls.add_argument("--replace", action="store_true", help="overwrite this model version's existing predictions")
     _add_common_flags(ls)

@@ -20,6 +20,7 @@ from service.pipeline.frames import SlotMeta
 from service.pipeline.inputs import Skipped
 from service.pipeline.options import DecoderChoice, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure
+from service.spec.thresholds import ThresholdsFile
 
 
 def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingOptions:
@@ -42,6 +43,17 @@ def sampling_from_args(args: argparse.Namespace, settings: Settings) -> Sampling
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
     use_gpu_decoder(sampling)
     return sampling
+
+
+def thresholds_from_args(path: Path | None) -> dict[str, float] | None:
+    """``--thresholds FILE``'s calibrated classes (``calibrate --out``); None without the flag. A file that does
+    not read or parse is INVALID_ARGUMENT naming it (exit 2)."""
+    if path is None:
+        return None
+    try:
+        return ThresholdsFile.read(path).class_thresholds()
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
 
 
 def load_settings() -> Settings:

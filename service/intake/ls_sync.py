@@ -25,6 +25,7 @@ from service.convert.label_studio import parse_label_config
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, makes_masks, task_prediction
+from service.pipeline.flow import options_filter
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import FrameDetector
@@ -42,6 +43,7 @@ class SyncOptions:
     model_spec: str
     sampling: SamplingOptions
     threshold: float
+    class_thresholds: Mapping[str, float] | None = None
     replace: bool = False
     aliases: Mapping[str, str] = field(default_factory=dict)
 
@@ -98,7 +100,12 @@ def sync_project(
         )
     report = SyncReport(model_version=model.version)
     limits, tracker = settings.media_limits(), settings.tracker_options()
-    flow = settings.flow_options(threshold=options.threshold, describe_boxes=needs_appearance(tracker))
+    flow = settings.flow_options(
+        threshold=options.threshold,
+        class_thresholds=options.class_thresholds,
+        describe_boxes=needs_appearance(tracker),
+    )
+    options_filter(info.class_names, flow)  # a threshold for a class the model lacks: refused before any task
     download = label_studio_downloader(client)
     outages = 0
     for task in client.iter_tasks(options.project_id):

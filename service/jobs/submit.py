@@ -28,7 +28,7 @@ from service.backends.registry import check_destination
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import local_path
-from service.pipeline.run import class_filter
+from service.pipeline.run import check_class_names
 from service.queue.store import JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel, JobSegmenter
 from service.spec.job import JobSpec, PinnedTracks
@@ -194,6 +194,7 @@ def job_params(job: JobCreate, model: JobModel, settings: Settings, segmenter: J
         sampling=job.sampling or settings.sampling,
         threshold=settings.threshold if job.threshold is None else job.threshold,
         classes=None if job.classes is None else tuple(job.classes),
+        class_thresholds=job.thresholds,
         outputs=tuple(job.outputs),
         destinations=tuple(job.destinations),
         tracks=PinnedTracks.from_request(job.tracks, settings),
@@ -320,7 +321,7 @@ def prepare_job(
     model = models.for_job(job.model)
     segmenter = models.segmenter_for_job(job.segmenter)
     if model.class_names is not None:  # unknown class names are a 422 now; unpublished: the worker checks them
-        class_filter(model.class_names, job.classes)
+        check_class_names(model.class_names, classes=job.classes, class_thresholds=job.thresholds)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
     return PreparedJob(

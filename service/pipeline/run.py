@@ -111,6 +111,15 @@ def class_filter(class_names: Sequence[str], wanted: Sequence[str] | None) -> Ca
     return lambda dets: dets[np.isin(dets.class_id, keep_ids)]
 
 
+def check_class_names(
+    class_names: Sequence[str], *, classes: Sequence[str] | None, class_thresholds: Mapping[str, float] | None
+) -> None:
+    """Refuse a wanted class or a class threshold the model lacks (INVALID_ARGUMENT listing the known ones)."""
+    class_filter(class_names, classes)
+    if class_thresholds:
+        _check_known(class_names, list(class_thresholds), "class(es) in thresholds")
+
+
 @dataclass(frozen=True, slots=True)
 class DetectionFilter:
     """What the infer stage asks the detector for and keeps of its answer.
@@ -137,10 +146,10 @@ def detection_filter(
     Raises:
         PreannotateError: INVALID_ARGUMENT for a class (wanted, or given a threshold) the model lacks.
     """
+    check_class_names(class_names, classes=classes, class_thresholds=class_thresholds)
     by_class = class_filter(class_names, classes)
     if not class_thresholds:
         return DetectionFilter(threshold, by_class)
-    _check_known(class_names, list(class_thresholds), "class(es) in thresholds")
     least = np.array([class_thresholds.get(name, threshold) for name in class_names], np.float64)
     ask = min(threshold, *class_thresholds.values())
 

@@ -252,6 +252,16 @@ class Settings(BaseSettings):
         le=10 * 365 * 86400.0,
         description="a job, its items and its results are removed this long after it was created",
     )
+    max_saved_thresholds: int = Field(
+        256, ge=1, le=100_000, description="model versions whose calibrated thresholds the job store keeps"
+    )
+    thresholds_cache_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="how long /v1/predict and the Label Studio ML backend reuse a version's saved thresholds "
+        "before reading the store again (0: every request)",
+    )
     expiry_sweep_s: float = Field(
         60.0, ge=1.0, le=86400.0, description="how often the API removes expired jobs and their result objects"
     )

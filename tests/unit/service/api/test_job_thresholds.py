@@ -81,3 +81,34 @@ def test_bad_thresholds_are_a_422_and_store_nothing(app: WebhookApp, thresholds:
     assert response.json()["error"]["code"] == "invalid_argument"
     assert message in response.json()["error"]["message"]
     assert app.jobs() == 0
+
+
+# -- thresholds saved for the pinned model version ---------------------------------------------------------------
+
+VERSION = "centre-00000001"  # CentreBox's
+
+
+def save(app: WebhookApp, version: str, face: float) -> None:
+    app.store.save_thresholds(
+        version, ThresholdsFile(model_version=version, classes={"face": ClassThreshold(threshold=face)})
+    )
+
+
+def test_a_job_without_thresholds_is_pinned_with_those_saved_for_its_model_version(app: WebhookApp) -> None:
+    save(app, VERSION, 0.3)
+    spec = leased_spec(app, post(app, {}))
+    assert (spec.model_version, spec.class_thresholds) == (VERSION, {"face": 0.3})
+
+
+def test_another_versions_saved_thresholds_are_never_applied(app: WebhookApp) -> None:
+    save(app, "centre-00000002", 0.3)
+    save(app, f"{VERSION}+0123456789ab", 0.2)
+    assert leased_spec(app, post(app, {})).class_thresholds is None
+
+
+@pytest.mark.parametrize(("body", "pinned"), [({"face": 0.8}, {"face": 0.8}), ({}, {})])
+def test_a_bodys_thresholds_win_over_the_saved_ones(
+    app: WebhookApp, body: dict[str, float], pinned: dict[str, float]
+) -> None:
+    save(app, VERSION, 0.3)
+    assert leased_spec(app, post(app, {"thresholds": body})).class_thresholds == pinned

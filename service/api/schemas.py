@@ -190,3 +190,8 @@ class ModelPublic(BaseModel):
     device: str | None
     max_batch_size: int | None
     default: bool
+    thresholds: dict[str, float] | None = Field(
+        None,
+        description="per-class least scores saved for this version (`calibrate --save`): jobs without their own "
+        "`thresholds`, /v1/predict and the Label Studio backend apply them; null: none saved",
+    )

@@ -178,6 +178,11 @@ class RedisJobStore:
                 raise self._not_ready(exc) from None
             raise
 
+    @property
+    def where(self) -> str:
+        """The server's URL without credentials."""
+        return self._where
+
     def _not_ready(self, exc: Exception) -> PreannotateError:
         return PreannotateError(
             ErrorCode.NOT_READY,

@@ -224,7 +224,11 @@ async def predict(
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no label_config, and no /setup for this project")
     model = models.default
     threshold = known.threshold if known and known.threshold is not None else state.settings.threshold
-    run = _TaskRunner(state, ls, model, config, threshold, known, models.segmenter)
+    # the calibration saved for exactly this model version, if any (``calibrate --save``)
+    saved = await run_in_threadpool(
+        state.saved_thresholds().class_thresholds, model.info.version, model.info.class_names
+    )
+    run = _TaskRunner(state, ls, model, config, threshold, known, models.segmenter, class_thresholds=saved)
     outcomes = await run_in_threadpool(run.all, body.tasks)
     failures = [o for o in outcomes if isinstance(o, PreannotateError)]
     if failures and len(failures) == len(outcomes):
@@ -257,8 +261,11 @@ class _TaskRunner:
         threshold: float,
         known: ProjectSetup | None,
         segmenter: Segmenter | None = None,
+        *,
+        class_thresholds: Mapping[str, float] | None = None,
     ) -> None:
         self._state = state
+        self._class_thresholds = class_thresholds
         self._ls = ls
         self._model = model
         self._config = config
@@ -286,7 +293,9 @@ class _TaskRunner:
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
                 options=settings.flow_options(
-                    threshold=self._threshold, describe_boxes=needs_appearance(settings.tracker_options())
+                    threshold=self._threshold,
+                    class_thresholds=self._class_thresholds,
+                    describe_boxes=needs_appearance(settings.tracker_options()),
                 ),
                 tracker=settings.tracker_options(),
                 aliases=self._known.aliases if self._known else None,

@@ -68,6 +68,7 @@ def test_the_loaded_segmenter_is_listed_after_the_models(tmp_path: Path) -> None
         "device": "cpu",
         "max_batch_size": 8,
         "default": False,
+        "thresholds": None,
     }
 
 

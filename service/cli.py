@@ -116,6 +116,7 @@ _PROMPTS_HELP = (
 _SEGMENTER_HELP = (
     "hf:DIR_OR_HUB_ID: a SAM-family model masks each box (default: PREANNOTATE_SEGMENTER; unset: boxes only)"
 )
+_THRESHOLDS_HELP = "per-class least scores from `calibrate --out` (other classes keep --threshold)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompts", metavar="LIST", help=_PROMPTS_HELP)
     run.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
     run.add_argument("--classes", metavar="A,B", help="keep only these class names")
+    run.add_argument("--thresholds", type=Path, metavar="FILE", help=_THRESHOLDS_HELP)
     run.add_argument("--batch-size", type=_COUNT, metavar="N", help="frames per forward pass (default CPU 1, CUDA 16)")
     run.add_argument("--input-size", type=_COUNT, metavar="PX", help="longest side fed to the model")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to run the model (default auto)")
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--prompts", metavar="LIST", help=_PROMPTS_HELP + "; given, they win over the project's labels")
     ls.add_argument("--fps", type=_SECONDS, help="frames per second sampled from videos; 0 = every frame (default 1)")
     ls.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
+    ls.add_argument("--thresholds", type=Path, metavar="FILE", help=_THRESHOLDS_HELP)
     ls.add_argument("--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)")
     ls.add_argument("--replace", action="store_true", help="overwrite this model version's existing predictions")
     ls.add_argument(

@@ -4,7 +4,7 @@ named by ``PREANNOTATE_CONFIG`` (environment variables win over the file)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -263,6 +263,16 @@ class Settings(BaseSettings):
         le=10 * 365 * 86400.0,
         description="a job, its items and its results are removed this long after it was created",
     )
+    max_saved_thresholds: int = Field(
+        256, ge=1, le=100_000, description="model versions whose calibrated thresholds the job store keeps"
+    )
+    thresholds_cache_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="how long /v1/predict and the Label Studio ML backend reuse a version's saved thresholds "
+        "before reading the store again (0: every request)",
+    )
     expiry_sweep_s: float = Field(
         60.0, ge=1.0, le=86400.0, description="how often the API removes expired jobs and their result objects"
     )
@@ -384,6 +394,7 @@ class Settings(BaseSettings):
         *,
         threshold: float,
         classes: Sequence[str] | None = None,
+        class_thresholds: Mapping[str, float] | None = None,
         batch_size: int | None = None,
         keep_partial: bool = True,
         describe_boxes: bool = False,
@@ -395,6 +406,7 @@ class Settings(BaseSettings):
         return FlowOptions(
             threshold=threshold,
             classes=classes,
+            class_thresholds=class_thresholds,
             batch_size=batch_size,
             decode_workers=self.decode_workers,
             queue_frames=self.prefetch_frames,

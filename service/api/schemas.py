@@ -195,3 +195,8 @@ class ModelPublic(BaseModel):
     open_vocabulary: bool = Field(
         False, description="the model finds what a job's or request's `prompts` describe; it has no classes of its own"
     )
+    thresholds: dict[str, float] | None = Field(
+        None,
+        description="per-class least scores saved for this version (`calibrate --save`): jobs without their own "
+        "`thresholds`, /v1/predict and the Label Studio backend apply them; null: none saved",
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from service.api.auth import TokenAuth
 from service.backends.registry import Backends
 from service.config import Settings
+from service.jobs.calibrated import SavedThresholds
 from service.jobs.worker import WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
@@ -25,6 +26,13 @@ class AppState:
     backends: Backends | None = None
     load_error: str | None = None
     draining: bool = False
+    saved: SavedThresholds | None = None
+
+    def saved_thresholds(self) -> SavedThresholds:
+        """The store's calibrated thresholds by model version, cached ``PREANNOTATE_THRESHOLDS_CACHE_S``."""
+        if self.saved is None:
+            self.saved = SavedThresholds(self.store, ttl_s=self.settings.thresholds_cache_s)
+        return self.saved
 
     @property
     def ready(self) -> bool:

@@ -23,6 +23,7 @@ from service.pipeline.inputs import Skipped
 from service.pipeline.options import DecoderChoice, SamplingMode, SamplingOptions
 from service.pipeline.run import SlotFailure
 from service.remote_models import prompts_refused_message, prompts_required_message
+from service.spec.thresholds import ThresholdsFile
 
 
 def sampling_from_args(args: argparse.Namespace, settings: Settings) -> SamplingOptions:
@@ -63,6 +64,17 @@ def prompted_detector(detector: Detector, prompts: PromptSet | None) -> Detector
     if not isinstance(detector, PromptableDetector):
         raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_refused_message(spec, detector.info.class_names))
     return detector.prompted(prompts)
+
+
+def thresholds_from_args(path: Path | None) -> dict[str, float] | None:
+    """``--thresholds FILE``'s calibrated classes (``calibrate --out``); None without the flag. A file that does
+    not read or parse is INVALID_ARGUMENT naming it (exit 2)."""
+    if path is None:
+        return None
+    try:
+        return ThresholdsFile.read(path).class_thresholds()
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
 
 
 def load_settings() -> Settings:

@@ -24,6 +24,7 @@ from service.commands.common import (
     load_settings,
     prompted_detector,
     sampling_from_args,
+    thresholds_from_args,
     write_json_atomic,
 )
 from service.config import Settings
@@ -170,6 +171,8 @@ class RunRequest:
     darwin_masks: DarwinMaskStyle = "polygon"
     prompts: PromptSet | None = None
     """An open-vocabulary model's classes (``--prompts``): outputs are written under their names."""
+    class_thresholds: dict[str, float] | None = None
+    """Per-class least scores over ``threshold`` (``--thresholds``); None: ``threshold`` for every class."""
 
 
 def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
@@ -206,6 +209,7 @@ def run_command(args: argparse.Namespace) -> int:
     threshold = settings.threshold if args.threshold is None else args.threshold
     if not 0.0 <= threshold <= 1.0:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--threshold must be in [0, 1], got {threshold}")
+    class_thresholds = thresholds_from_args(getattr(args, "thresholds", None))
     inputs = items_from_args(args.inputs, args.item, args.slot, sequence=getattr(args, "sequence", None))
     for skipped in inputs.skipped:
         print(skipped.line(), file=sys.stderr)
@@ -226,6 +230,7 @@ def run_command(args: argparse.Namespace) -> int:
         coco_masks=getattr(args, "coco_masks", "rle"),
         darwin_masks=getattr(args, "darwin_masks", "polygon"),
         prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),
+        class_thresholds=class_thresholds,
     )
     # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.
     if request.output_format == "darwin":
@@ -278,6 +283,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
                 settings.flow_options(
                     threshold=request.threshold,
                     classes=request.classes,
+                    class_thresholds=request.class_thresholds,
                     keep_partial=False,
                     describe_boxes=needs_appearance(request.tracker),
                 ),

@@ -21,7 +21,7 @@ from service.backends.label_studio import (
     config_from_settings,
 )
 from service.backends.retry import BackendError
-from service.commands.common import Progress, load_settings, prompted_detector
+from service.commands.common import Progress, load_settings, prompted_detector, thresholds_from_args
 from service.config import Settings
 from service.convert.ls_prompts import describe, read_prompt_map
 from service.errors import ErrorCode, PreannotateError, from_model_error
@@ -42,6 +42,7 @@ def sync_command(args: argparse.Namespace) -> int:
     threshold = settings.threshold if args.threshold is None else args.threshold
     if not 0.0 <= threshold <= 1.0:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--threshold must be in [0, 1], got {threshold}")
+    class_thresholds = thresholds_from_args(getattr(args, "thresholds", None))
     try:
         sampling = SamplingOptions(fps=settings.fps if args.fps is None else args.fps, mode=settings.sampling)
         config = _ls_config(args, settings)
@@ -52,6 +53,7 @@ def sync_command(args: argparse.Namespace) -> int:
         model_spec=args.model or settings.model,
         sampling=sampling,
         threshold=threshold,
+        class_thresholds=class_thresholds,
         replace=args.replace,
         aliases=_parse_aliases(args.alias or []),
         prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),  # explicit: over the project's

@@ -27,6 +27,7 @@ from service.convert.ls_prompts import PromptMap, labels_only, ls_config_to_prom
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, makes_masks, task_prediction
+from service.pipeline.flow import options_filter
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import FrameDetector
@@ -44,6 +45,7 @@ class SyncOptions:
     model_spec: str
     sampling: SamplingOptions
     threshold: float
+    class_thresholds: Mapping[str, float] | None = None
     replace: bool = False
     aliases: Mapping[str, str] = field(default_factory=dict)
     prompts: PromptSet | None = None
@@ -106,7 +108,12 @@ def sync_project(
     model = ModelRef(spec=options.model_spec, version=info.version, class_names=info.class_names)
     report = SyncReport(model_version=model.version, prompts=prompts)
     limits, tracker = settings.media_limits(), settings.tracker_options()
-    flow = settings.flow_options(threshold=options.threshold, describe_boxes=needs_appearance(tracker))
+    flow = settings.flow_options(
+        threshold=options.threshold,
+        class_thresholds=options.class_thresholds,
+        describe_boxes=needs_appearance(tracker),
+    )
+    options_filter(info.class_names, flow)  # a threshold for a class the model lacks: refused before any task
     download = label_studio_downloader(client)
     outages = 0
     for task in client.iter_tasks(options.project_id):

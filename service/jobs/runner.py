@@ -15,13 +15,20 @@ from service.backends.base import PushJson
 from service.errors import PreannotateError, error_with_paths_shown
 from service.loaded_models import LoadedModel
 from service.pipeline.fetch import Fetcher
-from service.pipeline.flow import FinishItem, FlowOptions, ItemOutput, detector_sampling, run_flow, track_stage
+from service.pipeline.flow import (
+    FinishItem,
+    FlowOptions,
+    ItemOutput,
+    detector_sampling,
+    options_filter,
+    run_flow,
+    track_stage,
+)
 from service.pipeline.frames import Frame, FrameResult, SlotMeta
 from service.pipeline.media import ItemSpec, PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.readers import SlotReader
-from service.pipeline.run import class_filter
 from service.pipeline.tracks import TrackerOptions, needs_appearance
 from service.queue.store import Lease
 from service.spec.requests import ItemIn, SlotIn
@@ -89,6 +96,7 @@ def run_item(
     options = FlowOptions(
         threshold=spec.threshold,
         classes=spec.classes,
+        class_thresholds=spec.class_thresholds,
         decode_workers=decode_workers,
         queue_frames=queue_frames,
         describe_boxes=needs_appearance(tracker),
@@ -132,7 +140,7 @@ def predict_item(
     with the other slots'; ``finish_item`` runs on the result (the track stage). Errors and warnings name the URL,
     never the scratch file."""
     # Before any fetch: a job submitted before its model was published had its class names checked by no one.
-    class_filter(model.info.class_names, options.classes)
+    options_filter(model.info.class_names, options)
     by_path: dict[str, str] = {}  # scratch path -> URL shown, filled by the workers as they fetch
     slots = {slot.name: slot for slot in item.slots}
     counts = {"done": 0, "planned": 0}

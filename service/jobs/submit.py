@@ -29,11 +29,12 @@ from service.backends.registry import check_destination
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.fetch import local_path
-from service.pipeline.run import class_filter
+from service.pipeline.run import check_class_names
 from service.queue.store import JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel, JobSegmenter, prompts_refused_message, prompts_required_message
 from service.spec.job import JobSpec, PinnedTracks
 from service.spec.requests import ItemIn, JobCreate, prompt_set
+from service.spec.thresholds import ThresholdsFile
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
 """What a client may name. Internal sources may add schemes (``label-studio+https`` ...): see
@@ -225,6 +226,7 @@ def job_params(
         sampling=job.sampling or settings.sampling,
         threshold=settings.threshold if job.threshold is None else job.threshold,
         classes=None if job.classes is None else tuple(job.classes),
+        class_thresholds=job.thresholds,
         outputs=tuple(job.outputs),
         destinations=tuple(job.destinations),
         tracks=PinnedTracks.from_request(job.tracks, settings),
@@ -361,7 +363,7 @@ def prepare_job(
     if names is None and prompts is not None:
         names = prompts.class_names
     if names is not None:
-        class_filter(names, job.classes)
+        check_class_names(names, classes=job.classes, class_thresholds=job.thresholds)
     for destination in job.destinations:
         check_destination(settings, destination, job.items)
     return PreparedJob(
@@ -457,11 +459,33 @@ def enqueue(
             f"the queue holds {settings.max_queue_depth} items; retry later",
             retry_after_s=queue_full_retry_after_s(excess, items_per_s),
         )
-    spec = prepared.spec if fingerprint is None else prepared.spec.model_copy(update={"content_sha256": fingerprint})
+    spec = with_saved_thresholds(prepared.spec, store)
+    spec = spec if fingerprint is None else spec.model_copy(update={"content_sha256": fingerprint})
     record, created = store.create_job(tenant=tenant, idem_key=idem_key, spec=spec, items=prepared.items)
     if not created:  # a concurrent request with the same key got there first
         _check_same_content(record, fingerprint)
     return record, created
+
+
+def with_saved_thresholds(spec: JobSpec, store: JobStore) -> JobSpec:
+    """``spec`` with the thresholds saved for its pinned model version, when its body gave none: pinned like the
+    version (after every key was made, so keys stay the request's; ``SERVER_PINNED``). An unpinned job (distributed
+    cold start) gets them from the worker that pins it; a job whose body gave any (even ``{}``) keeps its own."""
+    if spec.class_thresholds is not None or spec.model_version is None:
+        return spec
+    saved = store.thresholds_for(spec.model_version)
+    if saved is None:
+        return spec
+    return spec.model_copy(update={"class_thresholds": saved_for(saved, spec.class_names)})
+
+
+def saved_for(saved: ThresholdsFile, class_names: Sequence[str] | None) -> dict[str, float]:
+    """A saved calibration's thresholds for a model with ``class_names``: a class the model lacks is left out
+    (a hand-saved file must not fail every item of its version), as for ``ModelCatalog``'s listing."""
+    thresholds = saved.class_thresholds()
+    if class_names is None:
+        return thresholds
+    return {name: t for name, t in thresholds.items() if name in class_names}
 
 
 def create_job_from(

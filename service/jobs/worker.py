@@ -24,6 +24,7 @@ from service.backends.registry import Backends
 from service.errors import ErrorCode, PreannotateError
 from service.jobs.deliver import deliver
 from service.jobs.runner import ItemStoppedError, run_item
+from service.jobs.submit import saved_for
 from service.loaded_models import LoadedModel, ModelRegistry
 from service.metrics import ITEMS_FINISHED
 from service.pipeline.fetch import Fetcher
@@ -187,13 +188,23 @@ class WorkerPool:
         mine = ModelPin(model.info.version, tuple(model.info.class_names), model.info.makes_masks)
         pin = lease.spec.pin
         if pin is None:
+            saved = self._store.thresholds_for(mine.version)
             pin = (
                 self._store.pin_model(
-                    lease.job_id, version=mine.version, class_names=mine.class_names, makes_masks=mine.makes_masks
+                    lease.job_id,
+                    version=mine.version,
+                    class_names=mine.class_names,
+                    makes_masks=mine.makes_masks,
+                    class_thresholds=None if saved is None else saved_for(saved, mine.class_names),
                 )
                 or mine
             )
-            lease = replace(lease, spec=lease.spec.pinned(pin.version, pin.class_names, makes_masks=pin.makes_masks))
+            spec = lease.spec.pinned(pin.version, pin.class_names, makes_masks=pin.makes_masks)
+            if spec.class_thresholds is None and pin.version != mine.version:  # another worker's version won
+                saved = self._store.thresholds_for(pin.version)
+            if spec.class_thresholds is None and saved is not None:  # as pin_model stored them
+                spec = spec.model_copy(update={"class_thresholds": saved_for(saved, pin.class_names)})
+            lease = replace(lease, spec=spec)
         if pin.class_names and pin.class_names != mine.class_names:
             raise PreannotateError(
                 ErrorCode.NOT_READY,

@@ -30,7 +30,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
@@ -50,7 +50,14 @@ from service.pipeline.media import open_slot as open_local_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.predictions import at_stored_precision
 from service.pipeline.readers import SlotReader
-from service.pipeline.run import FrameDetector, SlotFailure, class_filter, report_failure, unexpected_failure
+from service.pipeline.run import (
+    DetectionFilter,
+    FrameDetector,
+    SlotFailure,
+    detection_filter,
+    report_failure,
+    unexpected_failure,
+)
 from service.pipeline.tracks import TRACKED_MEDIA, TrackerOptions, assign_tracker_ids
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,9 @@ class FlowOptions:
     Attributes:
         threshold: keep boxes scoring >= this.
         classes: keep only these class names (None: all); an unknown name is INVALID_ARGUMENT before any work.
+        class_thresholds: ``{class: least score}`` over ``threshold`` (``calibrate``'s); the detector is asked at
+            the least of them all, then each row kept at its class's (``run.detection_filter``). An unknown name is
+            INVALID_ARGUMENT, as for ``classes``.
         batch_size: frames per model call; None = the detector's own (a batcher's current ceiling).
         decode_workers: slots opened and decoded at once (``PREANNOTATE_DECODE_WORKERS``).
         queue_frames: decoded frames each of them may hold ahead of the model (``PREANNOTATE_PREFETCH_FRAMES``).
@@ -83,6 +93,7 @@ class FlowOptions:
 
     threshold: float
     classes: Sequence[str] | None = None
+    class_thresholds: Mapping[str, float] | None = None
     batch_size: int | None = None
     decode_workers: int = 2
     queue_frames: int = 16
@@ -92,6 +103,9 @@ class FlowOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        for name, least in (self.class_thresholds or {}).items():
+            if not 0.0 <= least <= 1.0:
+                raise ValueError(f"threshold of class {name!r} must be in [0, 1], got {least}")
         for name in ("decode_workers", "queue_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -132,6 +146,14 @@ def track_stage(tracker: TrackerOptions | None, *, stored_precision: bool = Fals
         return replace(output, frames=tuple(assign_tracker_ids(frames, tracker)))
 
     return track
+
+
+def options_filter(class_names: Sequence[str], options: FlowOptions) -> DetectionFilter:
+    """``options``' classes and thresholds checked against ``class_names`` (``run.detection_filter``): the infer
+    stage's filter, and the check a job's worker makes before fetching anything."""
+    return detection_filter(
+        class_names, threshold=options.threshold, classes=options.classes, class_thresholds=options.class_thresholds
+    )
 
 
 def detector_sampling(
@@ -188,7 +210,7 @@ def run_flow(
             DEVICE_OUT_OF_MEMORY (through a batcher) when one frame alone does not fit.
         DeviceOutOfMemoryError: a single frame does not fit (a plain detector).
     """
-    keep = class_filter(detector.info.class_names, options.classes)
+    keep = options_filter(detector.info.class_names, options)
     slots = [(n, slot) for n, item in enumerate(items) for slot in item.slots]
     decode = _Decoders(items, slots, open_slot, options)
     infer = _Infer(detector, options, keep, on_frame, segmenter)
@@ -215,6 +237,7 @@ async def detect_one(
     *,
     threshold: float,
     classes: Sequence[str] | None = None,
+    class_thresholds: Mapping[str, float] | None = None,
     timeout_s: float | None,
     segmenter: SharedSegmenter | None = None,
 ) -> FrameResult:
@@ -227,16 +250,19 @@ async def detect_one(
     wait for the segmenter together.
 
     Raises:
-        PreannotateError: INVALID_ARGUMENT for an unknown class, before anything is opened; what ``open_frame``
+        PreannotateError: INVALID_ARGUMENT for an unknown class (wanted or given a threshold), before anything is
+            opened; what ``open_frame``
             raises; DEADLINE_EXCEEDED when no result came within ``timeout_s`` (a frame still queued then is
             never run) or the segmenter stayed busy past it; the batcher's DEVICE_OUT_OF_MEMORY, NOT_READY or
             the model's own error; ``MaskStage.attach``'s.
     """
-    keep = class_filter(batcher.info.class_names, classes)
+    keep = detection_filter(
+        batcher.info.class_names, threshold=threshold, classes=classes, class_thresholds=class_thresholds
+    )
     sampling = detector_sampling(ONE_FRAME, batcher.info, None if segmenter is None else segmenter.info)
     frame = await anyio.to_thread.run_sync(open_frame, sampling)
     deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
-    detections = keep(await batcher.detect_async(frame.image, threshold=threshold, timeout_s=timeout_s))
+    detections = keep.keep(await batcher.detect_async(frame.image, threshold=keep.threshold, timeout_s=timeout_s))
     if segmenter is not None and len(detections):
         detections = await _segment_one(segmenter, frame.image, detections, deadline_s)
     return _frame_result(frame, detections)
@@ -342,13 +368,13 @@ class _Infer:
         self,
         detector: FrameDetector,
         options: FlowOptions,
-        keep: Callable[[Detections], Detections],
+        keep: DetectionFilter,
         on_frame: Callable[[FrameResult], None] | None,
         segmenter: Segmenter | None = None,
     ) -> None:
         self._detector = detector
-        self._threshold = options.threshold
-        self._keep = keep
+        self._threshold = keep.threshold
+        self._keep = keep.keep
         self._describe = options.describe_boxes
         self._fixed = options.batch_size
         # A batcher lowers its own ceiling on OOM (it never raises it to us): ``_size`` reads it before every batch.

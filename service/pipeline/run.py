@@ -8,7 +8,7 @@ other slots go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,11 +106,68 @@ def class_filter(class_names: Sequence[str], wanted: Sequence[str] | None) -> Ca
     """A function keeping only the named classes; unknown names are an error listing the known ones."""
     if not wanted:
         return lambda dets: dets
-    unknown = [name for name in wanted if name not in class_names]
+    _check_known(class_names, wanted, "class(es)")
+    keep_ids = np.array([i for i, name in enumerate(class_names) if name in wanted], np.int64)
+    return lambda dets: dets[np.isin(dets.class_id, keep_ids)]
+
+
+def check_class_names(
+    class_names: Sequence[str], *, classes: Sequence[str] | None, class_thresholds: Mapping[str, float] | None
+) -> None:
+    """Refuse a wanted class or a class threshold the model lacks (INVALID_ARGUMENT listing the known ones)."""
+    class_filter(class_names, classes)
+    if class_thresholds:
+        _check_known(class_names, list(class_thresholds), "class(es) in thresholds")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionFilter:
+    """What the infer stage asks the detector for and keeps of its answer.
+
+    Attributes:
+        threshold: the score the detector is asked at: the least of the global and every class threshold, so no
+            class loses a row it would keep.
+        keep: the rows kept: the wanted classes, each scoring at least its class's threshold (else the global one).
+    """
+
+    threshold: float
+    keep: Callable[[Detections], Detections]
+
+
+def detection_filter(
+    class_names: Sequence[str],
+    *,
+    threshold: float,
+    classes: Sequence[str] | None = None,
+    class_thresholds: Mapping[str, float] | None = None,
+) -> DetectionFilter:
+    """The class filter and the per-class thresholds of a run, checked against the model's classes once.
+
+    Raises:
+        PreannotateError: INVALID_ARGUMENT for a class (wanted, or given a threshold) the model lacks.
+    """
+    check_class_names(class_names, classes=classes, class_thresholds=class_thresholds)
+    by_class = class_filter(class_names, classes)
+    if not class_thresholds:
+        return DetectionFilter(threshold, by_class)
+    least = np.array([class_thresholds.get(name, threshold) for name in class_names], np.float64)
+    ask = min(threshold, *class_thresholds.values())
+
+    def keep(dets: Detections) -> Detections:
+        dets = by_class(dets)
+        ids = dets.class_id
+        known = (ids >= 0) & (ids < len(least))  # a row outside the class list keeps the global threshold
+        floor = np.full(ids.shape, threshold, np.float64)
+        floor[known] = least[ids[known]]
+        return dets[dets.confidence >= floor]
+
+    return DetectionFilter(ask, keep)
+
+
+def _check_known(class_names: Sequence[str], names: Sequence[str], what: str) -> None:
+    unknown = [name for name in names if name not in class_names]
     if unknown:
         raise PreannotateError(
             ErrorCode.INVALID_ARGUMENT,
-            f"unknown class(es) {', '.join(unknown)}; the model has: {', '.join(class_names)}",
+            f"unknown {what} {', '.join(unknown)}; the model has: {', '.join(class_names)}",
         )
-    keep_ids = np.array([i for i, name in enumerate(class_names) if name in wanted], np.int64)
-    return lambda dets: dets[np.isin(dets.class_id, keep_ids)]

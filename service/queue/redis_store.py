@@ -46,6 +46,7 @@ from service.queue import redis_scripts as lua
 from service.queue.results import ResultStore
 from service.queue.sqlite_store import derive_status
 from service.queue.store import (
+    DEFAULT_MAX_SAVED_THRESHOLDS,
     INVALID_STORED_JOB,
     ItemError,
     ItemResult,
@@ -55,15 +56,18 @@ from service.queue.store import (
     StoredLease,
     Unreadable,
     check_items,
+    check_model_version,
     item_to_json,
     lease_readable,
     parse_cursor,
     read_spec,
     spec_to_json,
+    stored_thresholds,
 )
 from service.remote_models import PublishedModel
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
+from service.spec.thresholds import ThresholdsFile
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +132,13 @@ class RedisJobStore:
         connect_timeout_s: float = 2.0,
         timeout_s: float = 10.0,
         results: ResultStore | None = None,
+        max_saved_thresholds: int = DEFAULT_MAX_SAVED_THRESHOLDS,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if max_saved_thresholds < 1:
+            raise ValueError(f"max_saved_thresholds must be at least 1, got {max_saved_thresholds}")
+        self._max_saved_thresholds = max_saved_thresholds
         self._max_attempts, self._clock, self._p, self._retention_s = max_attempts, clock, prefix, retention_s
         self._where = _where(url)
         self._results = results
@@ -169,6 +177,11 @@ class RedisJobStore:
             if unavailable or str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
                 raise self._not_ready(exc) from None
             raise
+
+    @property
+    def where(self) -> str:
+        """The server's URL without credentials."""
+        return self._where
 
     def _not_ready(self, exc: Exception) -> PreannotateError:
         return PreannotateError(
@@ -429,10 +442,17 @@ class RedisJobStore:
             return bool(self._r.exists(self._key(kind, ident)))
 
     def pin_model(
-        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+        self,
+        job_id: str,
+        *,
+        version: str,
+        class_names: Sequence[str],
+        makes_masks: bool = False,
+        class_thresholds: Mapping[str, float] | None = None,
     ) -> ModelPin | None:
-        """Pin an unpinned job's model version and classes: the first pin stands (``WATCH``: two workers
-        racing to pin leave one pin, never a mix); returns the pin that stands."""
+        """Pin an unpinned job's model version and classes, with ``class_thresholds`` where the job has none: the
+        first pin stands (``WATCH``: two workers racing to pin leave one pin, never a mix); returns the pin that
+        stands."""
 
         def pin(stored: dict[str, Any]) -> tuple[ModelPin, dict[str, Any] | None]:
             standing = JobSpec.from_stored(stored).pin
@@ -441,6 +461,8 @@ class RedisJobStore:
             pinned = {**stored, "model_version": version, "class_names": list(class_names)}
             if makes_masks:  # only then, as JobSpec.to_stored writes it
                 pinned["model_makes_masks"] = True
+            if class_thresholds is not None and stored.get("class_thresholds") is None:
+                pinned["class_thresholds"] = dict(class_thresholds)
             return ModelPin(version, tuple(class_names), makes_masks), pinned
 
         return self._pin(job_id, pin)
@@ -615,6 +637,35 @@ class RedisJobStore:
         """Items settled by every worker so far (``P:settled``, counted by the scripts that settle them)."""
         with self._guard():
             return int(cast(str | None, self._r.get(f"{self._p}:settled")) or 0)
+
+    # --- calibrated thresholds: a hash of files by model version, a sorted set of when each was saved ----------
+
+    def save_thresholds(self, model_version: str, file: ThresholdsFile) -> None:
+        """Save (or replace) ``model_version``'s calibration; past ``max_saved_thresholds`` the least recently
+        saved are forgotten."""
+        check_model_version(model_version)
+        files, saved = self._key("thresholds", "files"), self._key("thresholds", "saved")
+        now = time.time() if self._clock is None else self._clock()
+        with self._guard(), self._r.pipeline(transaction=True) as pipe:
+            pipe.hset(files, model_version, file.model_dump_json())
+            pipe.zadd(saved, {model_version: now})
+            pipe.zrange(saved, 0, -self._max_saved_thresholds - 1)  # all but the newest max_saved_thresholds
+            *_, excess = pipe.execute()
+        if excess:
+            with self._guard(), self._r.pipeline(transaction=True) as pipe:
+                pipe.hdel(files, *excess)
+                pipe.zrem(saved, *excess)
+                pipe.execute()
+
+    def thresholds_for(self, model_version: str) -> ThresholdsFile | None:
+        with self._guard():
+            raw = cast(str | None, self._r.hget(self._key("thresholds", "files"), model_version))
+        return None if raw is None else stored_thresholds(raw)
+
+    def saved_thresholds(self) -> dict[str, ThresholdsFile]:
+        with self._guard():
+            raw = self._hash(self._key("thresholds", "files"))
+        return {version: file for version, text in sorted(raw.items()) if (file := stored_thresholds(text))}
 
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner. The TTL runs

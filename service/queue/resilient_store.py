@@ -29,6 +29,7 @@ from service.queue.store import ItemResult, ItemState, JobRecord, Lease
 from service.retry import RetryPolicy
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
+from service.spec.thresholds import ThresholdsFile
 
 log = logging.getLogger(__name__)
 
@@ -262,13 +263,34 @@ class ResilientStore:
         )
 
     def pin_model(
-        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+        self,
+        job_id: str,
+        *,
+        version: str,
+        class_names: Sequence[str],
+        makes_masks: bool = False,
+        class_thresholds: Mapping[str, float] | None = None,
     ) -> ModelPin | None:
         # NOT_READY propagates: the item fails retryably and is run again once Redis is back.
-        return self.store.pin_model(job_id, version=version, class_names=class_names, makes_masks=makes_masks)
+        return self.store.pin_model(
+            job_id,
+            version=version,
+            class_names=class_names,
+            makes_masks=makes_masks,
+            class_thresholds=class_thresholds,
+        )
 
     def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
         return self.store.pin_segmenter(job_id, version=version)  # NOT_READY propagates, as for pin_model
+
+    def save_thresholds(self, model_version: str, file: ThresholdsFile) -> None:
+        self.store.save_thresholds(model_version, file)
+
+    def thresholds_for(self, model_version: str) -> ThresholdsFile | None:
+        return self.store.thresholds_for(model_version)
+
+    def saved_thresholds(self) -> dict[str, ThresholdsFile]:
+        return self.store.saved_thresholds()
 
     def depth(self) -> int:
         return self.store.depth()

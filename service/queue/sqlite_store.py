@@ -22,6 +22,7 @@ from pathlib import Path
 from service.errors import ErrorCode
 from service.metrics import job_finished
 from service.queue.store import (
+    DEFAULT_MAX_SAVED_THRESHOLDS,
     INVALID_STORED_JOB,
     ItemError,
     ItemResult,
@@ -32,15 +33,18 @@ from service.queue.store import (
     StoredLease,
     Unreadable,
     check_items,
+    check_model_version,
     item_to_json,
     lease_readable,
     parse_cursor,
     read_spec,
     spec_from_json,
     spec_to_json,
+    stored_thresholds,
 )
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
+from service.spec.thresholds import ThresholdsFile
 
 LEASE_EXPIRED = ErrorCode.LEASE_EXPIRED.code
 FORGOTTEN_PREFIX = "forgotten:"
@@ -95,7 +99,14 @@ _SCHEMA_3 = ("CREATE INDEX jobs_by_tenant ON jobs(tenant)",)
 # Retention (expire_jobs): the jobs created before a time, oldest first.
 _SCHEMA_4 = ("CREATE INDEX jobs_by_created ON jobs(created_at)",)
 # _MIGRATIONS[v] takes a database from user_version v to v + 1.
-_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
+# Calibrated per-class thresholds by model version (save_thresholds), the oldest forgotten past the bound.
+_SCHEMA_5 = (
+    """CREATE TABLE thresholds(
+        model_version TEXT PRIMARY KEY,
+        file TEXT NOT NULL,                     -- JSON: a ThresholdsFile
+        saved_at REAL NOT NULL) WITHOUT ROWID""",
+)
+_MIGRATIONS = (_SCHEMA_1, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Expired leases go back to the queue, or fail for good once every attempt is spent.
@@ -184,6 +195,7 @@ class SqliteJobStore:
         max_attempts: Leases an item gets before it fails for good (expired leases and retryable failures).
         clock: Epoch seconds; tests inject a fake one instead of sleeping.
         retention_s: ``expire_jobs`` removes jobs created this long ago (None = never).
+        max_saved_thresholds: model versions whose calibrations ``save_thresholds`` keeps.
     """
 
     def __init__(
@@ -193,9 +205,13 @@ class SqliteJobStore:
         max_attempts: int = 3,
         clock: Callable[[], float] = time.time,
         retention_s: float | None = 7 * 86400.0,
+        max_saved_thresholds: int = DEFAULT_MAX_SAVED_THRESHOLDS,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        if max_saved_thresholds < 1:
+            raise ValueError(f"max_saved_thresholds must be at least 1, got {max_saved_thresholds}")
+        self._max_saved_thresholds = max_saved_thresholds
         self._path = path
         self._max_attempts = max_attempts
         self._retention_s = retention_s
@@ -620,12 +636,26 @@ class SqliteJobStore:
             return self._settled
 
     def pin_model(
-        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+        self,
+        job_id: str,
+        *,
+        version: str,
+        class_names: Sequence[str],
+        makes_masks: bool = False,
+        class_thresholds: Mapping[str, float] | None = None,
     ) -> ModelPin | None:
-        """Pin an unpinned job's model version and classes (the first pin stands); returns the pin that stands."""
+        """Pin an unpinned job's model version and classes (the first pin stands), with ``class_thresholds`` where
+        the job has none; returns the pin that stands."""
         # model_makes_masks only when true, as JobSpec.to_stored writes it (a boxes-only job keeps its stored form)
         masks = ", '$.model_makes_masks', json('true')" if makes_masks else ""
         with self._tx() as conn:
+            if class_thresholds is not None:  # first, while the job is still unpinned
+                conn.execute(
+                    "UPDATE jobs SET request = json_set(request, '$.class_thresholds', json(?)) WHERE id = ?"
+                    " AND json_extract(request, '$.model_version') IS NULL"
+                    " AND json_extract(request, '$.class_thresholds') IS NULL",
+                    (_dumps(dict(class_thresholds)), job_id),
+                )
             conn.execute(
                 f"UPDATE jobs SET request = json_set(request, '$.model_version', ?, '$.class_names', json(?){masks}) "
                 "WHERE id = ? AND json_extract(request, '$.model_version') IS NULL",
@@ -645,6 +675,32 @@ class SqliteJobStore:
             )
             row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else spec_from_json(row[0]).segmenter_version
+
+    def save_thresholds(self, model_version: str, file: ThresholdsFile) -> None:
+        """Save (or replace) ``model_version``'s calibration; past ``max_saved_thresholds`` the least recently
+        saved are forgotten."""
+        check_model_version(model_version)
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO thresholds(model_version, file, saved_at) VALUES (?, ?, ?) ON CONFLICT(model_version)"
+                " DO UPDATE SET file = excluded.file, saved_at = excluded.saved_at",
+                (model_version, file.model_dump_json(), self._clock()),
+            )
+            conn.execute(
+                "DELETE FROM thresholds WHERE model_version NOT IN"
+                " (SELECT model_version FROM thresholds ORDER BY saved_at DESC, model_version LIMIT ?)",
+                (self._max_saved_thresholds,),
+            )
+
+    def thresholds_for(self, model_version: str) -> ThresholdsFile | None:
+        with self._tx("DEFERRED") as conn:
+            row = conn.execute("SELECT file FROM thresholds WHERE model_version = ?", (model_version,)).fetchone()
+        return None if row is None else stored_thresholds(row[0])
+
+    def saved_thresholds(self) -> dict[str, ThresholdsFile]:
+        with self._tx("DEFERRED") as conn:
+            rows = conn.execute("SELECT model_version, file FROM thresholds ORDER BY model_version").fetchall()
+        return {str(row[0]): file for row in rows if (file := stored_thresholds(row[1])) is not None}
 
     def claim_delivery(self, key: str, owner: str, *, ttl_s: float) -> str:
         """Claim ``key`` for ``owner`` unless an unexpired claim holds it; returns the claim's owner."""

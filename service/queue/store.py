@@ -21,6 +21,7 @@ from service.errors import ErrorCode
 from service.pipeline.options import SamplingMode
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
+from service.spec.thresholds import ThresholdsFile
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class ItemResult:
 
 
 CURSOR_LIMIT = 2**63
+DEFAULT_MAX_SAVED_THRESHOLDS = 256
+"""Model versions whose calibrated thresholds a store keeps (``PREANNOTATE_MAX_SAVED_THRESHOLDS``); saving one more
+forgets the least recently saved."""
 """Cursors are store positions below this (SQLite's largest integer is 2**63 - 1)."""
 
 
@@ -256,6 +260,22 @@ def lease_readable(
     return leases
 
 
+def check_model_version(model_version: str) -> None:
+    """Thresholds are saved under a model version a loaded model reports: never a blank one."""
+    if not model_version.strip():
+        raise ValueError("saved thresholds need the model version they were calibrated on")
+
+
+def stored_thresholds(raw: str) -> ThresholdsFile | None:
+    """A saved calibration as stored; one this release cannot parse counts as none (logged), never an error that
+    would stop every job of its version."""
+    try:
+        return ThresholdsFile.model_validate_json(raw)
+    except ValidationError as exc:
+        log.warning("ignoring saved thresholds this release cannot read: %s", exc.errors()[0]["msg"])
+        return None
+
+
 class JobStore(Protocol):
     """What the API and the workers need from a job store."""
 
@@ -341,13 +361,20 @@ class JobStore(Protocol):
         ...
 
     def pin_model(
-        self, job_id: str, *, version: str, class_names: Sequence[str], makes_masks: bool = False
+        self,
+        job_id: str,
+        *,
+        version: str,
+        class_names: Sequence[str],
+        makes_masks: bool = False,
+        class_thresholds: Mapping[str, float] | None = None,
     ) -> ModelPin | None:
         """Record in the job's spec the model version and classes a worker runs it with (and whether that model
         makes masks: ``JobSpec.model_makes_masks``, stored only when true), for a job submitted
         before any worker had published its model (distributed cold start). The first pin stands: a job pinned
         already is left alone, as is an unknown job. Returns the pin that stands (another worker's, when it
-        won the race), None for an unknown job."""
+        won the race), None for an unknown job. ``class_thresholds`` (the version's saved calibration) are
+        pinned with it, only where this pin happens and the job has none of its own (``JobSpec.class_thresholds``)."""
         ...
 
     def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
@@ -355,6 +382,21 @@ class JobStore(Protocol):
         for a job submitted where the segmenter was not loaded (distributed API pods). The first pin stands, as for
         ``pin_model``: a job pinned already, or without a segmenter, is left alone. Returns the version that
         stands (None for a job without a segmenter), None for an unknown job."""
+        ...
+
+    def save_thresholds(self, model_version: str, file: ThresholdsFile) -> None:
+        """Keep ``file`` as the calibration of ``model_version`` (replacing one saved before); the store keeps at
+        most its ``max_saved_thresholds`` versions, forgetting the least recently saved. ValueError for a blank
+        version."""
+        ...
+
+    def thresholds_for(self, model_version: str) -> ThresholdsFile | None:
+        """The calibration saved for exactly ``model_version``; None when there is none (another version's never
+        counts)."""
+        ...
+
+    def saved_thresholds(self) -> dict[str, ThresholdsFile]:
+        """Every saved calibration by model version (at most ``max_saved_thresholds``)."""
         ...
 
     def depth(self) -> int:

@@ -17,7 +17,12 @@ log = logging.getLogger(__name__)
 
 def open_sqlite_store(settings: Settings) -> SqliteJobStore:
     """The embedded store at ``db_path``; results inline, jobs kept ``retention_s``."""
-    return SqliteJobStore(settings.db_path, max_attempts=settings.max_attempts, retention_s=settings.retention_s)
+    return SqliteJobStore(
+        settings.db_path,
+        max_attempts=settings.max_attempts,
+        retention_s=settings.retention_s,
+        max_saved_thresholds=settings.max_saved_thresholds,
+    )
 
 
 def open_result_store(settings: Settings) -> ResultStore | None:
@@ -55,4 +60,5 @@ def open_redis_store(settings: Settings) -> RedisJobStore:
         max_attempts=settings.max_attempts,
         retention_s=settings.retention_s,
         results=open_result_store(settings),
+        max_saved_thresholds=settings.max_saved_thresholds,
     )

@@ -15,6 +15,7 @@ from service.pipeline.options import (
     TrackGapS,
     removed_track_option,
 )
+from service.spec.thresholds import ThresholdsFile, check_class_thresholds
 
 SLOT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"  # safe as a file or path component anywhere downstream
 OutputFormat = Literal["coco", "darwin", "labelstudio", "encord"]
@@ -170,6 +171,22 @@ class JobCreate(BaseModel):
         f"(PREANNOTATE_SEGMENTER); {NO_SEGMENTER!r}: boxes only; default: the server's, if any",
     )
     prompts: PromptsIn | None = Field(None, description=PROMPTS_DESCRIPTION)
+    thresholds: dict[str, float] | None = Field(
+        None,
+        description='per-class least scores over threshold: {"CLASS": 0.4, ...}, or a whole `calibrate --out` file '
+        "(its calibrated classes); {}: none; default: those saved for the pinned model version, if any",
+    )
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _class_thresholds(cls, value: object) -> object:
+        """A thresholds file object (``classes`` holding objects) -> its calibrated ``{class: t}``; either form is
+        then checked (``check_class_thresholds``: a number in [0, 1] per non-blank name; ``true`` is no number)."""
+        if value is None or not isinstance(value, dict):
+            return value
+        if isinstance(value.get("classes"), dict):
+            return ThresholdsFile.model_validate(value).class_thresholds()
+        return check_class_thresholds(value)
 
     model_config = ConfigDict(
         extra="forbid",

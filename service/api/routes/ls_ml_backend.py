@@ -283,6 +283,11 @@ async def predict(
         prompted = project_prompts(model, body.label_config, extra, aliases, masks=masks)
     if prompted is not None:
         run.prompt(prompted_detector(models, model, prompted.prompts), from_labels=prompted.from_labels)
+    # the calibration saved for exactly the version that runs (a prompted view's is its own), if any
+    runs = run.detector.info
+    run.class_thresholds = await run_in_threadpool(
+        state.saved_thresholds().class_thresholds, runs.version, runs.class_names
+    )
     outcomes = await run_in_threadpool(run.all, body.tasks)
     failures = [o for o in outcomes if isinstance(o, PreannotateError)]
     if failures and len(failures) == len(outcomes):
@@ -317,6 +322,8 @@ class _TaskRunner:
         segmenter: Segmenter | None = None,
     ) -> None:
         self._state = state
+        self.class_thresholds: Mapping[str, float] | None = None
+        """Per-class least scores over ``threshold`` (those saved for the detector's version)."""
         self._ls = ls
         self._model = model
         self._config = config
@@ -325,6 +332,11 @@ class _TaskRunner:
         self._segmenter = segmenter
         self._detector: FrameDetector = model.batcher
         self._aliases = known.aliases if known else None
+
+    @property
+    def detector(self) -> FrameDetector:
+        """What the tasks run on: the model's batcher, or a prompted view's."""
+        return self._detector
 
     def prompt(self, detector: FrameDetector, *, from_labels: bool) -> None:
         """Run an open-vocabulary model's prompted view; prompted with the labels, convert by label alone."""
@@ -352,7 +364,9 @@ class _TaskRunner:
                 sampling=settings.sampling_options(),
                 limits=settings.media_limits(),
                 options=settings.flow_options(
-                    threshold=self._threshold, describe_boxes=needs_appearance(settings.tracker_options())
+                    threshold=self._threshold,
+                    class_thresholds=self.class_thresholds,
+                    describe_boxes=needs_appearance(settings.tracker_options()),
                 ),
                 tracker=settings.tracker_options(),
                 aliases=self._aliases,

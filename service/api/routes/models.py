@@ -18,9 +18,10 @@ router = APIRouter(prefix="/v1", tags=["models"], responses=error_responses(401,
 @router.get("/models")
 def list_models(models: ModelsDep, tenant: TenantDep, state: StateDep) -> list[ModelPublic]:
     """Models this server has loaded (distributed: the workers published), the default first, with their
-    classes; then configured models no worker has published yet (``known: false``); then the segmenter, if one is
-    set (``kind: segmenter``)."""
+    classes and the thresholds saved for their versions (``calibrate --save``); then configured models no worker
+    has published yet (``known: false``); then the segmenter, if one is set (``kind: segmenter``)."""
     default = state.settings.model
+    saved = state.saved_thresholds()
     known = [
         ModelPublic(
             spec=m.spec,
@@ -32,6 +33,7 @@ def list_models(models: ModelsDep, tenant: TenantDep, state: StateDep) -> list[M
             max_batch_size=m.max_batch_size,
             default=m.spec == default,
             open_vocabulary=m.info.open_vocabulary,
+            thresholds=saved.class_thresholds(m.info.version, tuple(m.info.class_names)),
         )
         for m in models.all()
     ]

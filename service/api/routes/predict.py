@@ -167,6 +167,10 @@ async def predict(request: Request, state: StateDep, tenant: TenantDep, models: 
             model.batcher,
             threshold=state.settings.threshold if params.threshold is None else params.threshold,
             classes=params.classes,
+            # the calibration saved for exactly this model version, if any (``calibrate --save``)
+            class_thresholds=await run_in_threadpool(
+                state.saved_thresholds().class_thresholds, model.info.version, model.info.class_names
+            ),
             timeout_s=state.settings.predict_timeout_s,
             segmenter=models.segmenter,
         )

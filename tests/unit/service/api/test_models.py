@@ -72,6 +72,7 @@ def test_the_loaded_segmenter_is_listed_after_the_models(tmp_path: Path) -> None
         "max_batch_size": 8,
         "default": False,
         "open_vocabulary": False,
+        "thresholds": None,
     }
 
 

@@ -34,10 +34,19 @@ def fake(tmp_path: Path) -> Iterator[FakeLabelStudio]:
 
 
 def run_sync(
-    fake: FakeLabelStudio, work_dir: Path, warnings: list[tuple[int, PreannotateError]] | None = None
+    fake: FakeLabelStudio,
+    work_dir: Path,
+    warnings: list[tuple[int, PreannotateError]] | None = None,
+    class_thresholds: dict[str, float] | None = None,
 ) -> SyncReport:
     settings = Settings(work_dir=work_dir)
-    options = SyncOptions(project_id=PROJECT, model_spec="fake:centre", sampling=SamplingOptions(), threshold=0.5)
+    options = SyncOptions(
+        project_id=PROJECT,
+        model_spec="fake:centre",
+        sampling=SamplingOptions(),
+        threshold=0.5,
+        class_thresholds=class_thresholds,
+    )
     on_warning = None if warnings is None else lambda task, warning: warnings.append((task, warning))
     with LabelStudioClient(LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))) as client:
         return sync_project(client, CentreBox(), options, settings, on_warning=on_warning)
@@ -51,6 +60,27 @@ def test_sync_pushes_each_task_once(fake: FakeLabelStudio, tmp_path: Path) -> No
     (prediction,) = fake.predictions_of(task)
     assert prediction["result"][0]["value"]["rectanglelabels"] == ["Face"]
     assert fake.projects[PROJECT]["model_version"] == "centre-00000001"
+
+
+@pytest.mark.parametrize(("face_threshold", "boxes"), [(0.95, 0), (0.85, 1)])
+def test_sync_keeps_each_class_at_its_threshold(
+    fake: FakeLabelStudio, tmp_path: Path, face_threshold: float, boxes: int
+) -> None:
+    task = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    run_sync(fake, tmp_path, class_thresholds={"face": face_threshold})  # CentreBox scores its face 0.9
+    (prediction,) = fake.predictions_of(task)
+    assert len(prediction["result"]) == boxes
+
+
+def test_sync_refuses_a_threshold_for_a_class_the_model_lacks_before_any_task(
+    fake: FakeLabelStudio, tmp_path: Path
+) -> None:
+    task = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    with pytest.raises(PreannotateError) as info:
+        run_sync(fake, tmp_path, class_thresholds={"cat": 0.4})
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "unknown class(es) in thresholds cat" in str(info.value)
+    assert fake.predictions_of(task) == []
 
 
 def test_a_decoder_surprise_is_reported_by_url_not_scratch_path(

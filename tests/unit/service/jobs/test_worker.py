@@ -22,6 +22,7 @@ from service.queue.sqlite_store import SqliteJobStore
 from service.queue.store import ItemState, JobStatus, Lease
 from service.spec.job import JobSpec
 from service.spec.requests import ItemIn
+from service.spec.thresholds import ClassThreshold, ThresholdsFile
 
 TENANT = "tenant-a"
 REQUEST = {
@@ -301,3 +302,47 @@ def test_a_cold_start_pin_records_that_the_model_makes_masks(store: _SpyStore, m
     assert record.status is JobStatus.SUCCEEDED
     assert record.spec.makes_masks
     assert [s.makes_masks for s in seen] == [True]
+
+
+# -- saved thresholds, pinned with the model at a cold start -------------------------------------------------------
+
+
+def run_cold_job(store: _SpyStore, monkeypatch: pytest.MonkeyPatch, **request: Any) -> Lease:
+    """A job submitted unpinned (distributed cold start) with ``request``'s fields, run by a worker of m-v1."""
+    ran: list[Lease] = []
+    monkeypatch.setattr(worker_module, "run_item", lambda lease, **kwargs: ran.append(lease) or _empty_run(lease))
+    unpinned = {**REQUEST, "model_version": None, "class_names": None, **request}
+    store.create_job(tenant=TENANT, idem_key="cold", spec=JobSpec.from_stored(unpinned), items=[_item("a.jpg")])
+    pool = pool_for(store)
+    pool.start()
+    try:
+        wait_until(lambda: bool(ran))
+    finally:
+        pool.stop(grace_s=1.0)
+    (run,) = ran
+    return run
+
+
+def test_a_cold_start_pin_brings_the_thresholds_saved_for_the_pinned_version(
+    store: _SpyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = {"face": ClassThreshold(threshold=0.3), "cat": ClassThreshold(threshold=0.2)}  # cat: not a class of m
+    store.save_thresholds("m-v1", ThresholdsFile(model_version="m-v1", classes=saved))
+    run = run_cold_job(store, monkeypatch)
+    assert run.spec.class_thresholds == {"face": 0.3}
+    (job,) = store.list_jobs(tenant=TENANT, limit=1)[0]
+    assert job.spec.class_thresholds == {"face": 0.3}  # stored: every later item and GET /result agree
+
+
+def test_a_cold_start_pin_never_takes_another_versions_thresholds(
+    store: _SpyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save_thresholds("m-v0", ThresholdsFile(model_version="m-v0", classes={"face": ClassThreshold(threshold=0.3)}))
+    run = run_cold_job(store, monkeypatch)
+    assert run.spec.class_thresholds is None
+
+
+def test_a_cold_job_with_its_own_thresholds_keeps_them(store: _SpyStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.save_thresholds("m-v1", ThresholdsFile(model_version="m-v1", classes={"face": ClassThreshold(threshold=0.3)}))
+    run = run_cold_job(store, monkeypatch, class_thresholds={"face": 0.8})
+    assert run.spec.class_thresholds == {"face": 0.8}

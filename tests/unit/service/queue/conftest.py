@@ -50,9 +50,15 @@ def make_store(
 ) -> Iterator[StoreFactory]:
     stores: list[RedisJobStore] = []
 
-    def factory(*, max_attempts: int = 3) -> JobStore:
+    def factory(*, max_attempts: int = 3, max_saved_thresholds: int = 256) -> JobStore:
         results = None if results_url is None else S3ResultStore(results_url, concurrency=4)
-        store = RedisJobStore(server.url, max_attempts=max_attempts, clock=clock, results=results)
+        store = RedisJobStore(
+            server.url,
+            max_attempts=max_attempts,
+            clock=clock,
+            results=results,
+            max_saved_thresholds=max_saved_thresholds,
+        )
         stores.append(store)
         return store
 

@@ -23,6 +23,7 @@ from service.pipeline.tracks import TrackerOptions
 from service.queue.store import ItemState, JobRecord, JobStatus, JobStore
 from service.spec.job import JobSpec, ModelPin
 from service.spec.requests import ItemIn
+from service.spec.thresholds import ClassThreshold, ThresholdsFile
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -43,7 +44,7 @@ class FakeClock:
 
 
 class StoreFactory(Protocol):
-    def __call__(self, *, max_attempts: int = 3) -> JobStore: ...
+    def __call__(self, *, max_attempts: int = 3, max_saved_thresholds: int = 256) -> JobStore: ...
 
 
 class Corrupt(Protocol):
@@ -652,6 +653,56 @@ class JobStoreContract:
         record = store.get_job(tenant=TENANT, job_id=job.id)
         assert record is not None
         assert record.spec == warm
+
+    # --- calibrated thresholds by model version ----------------------------------------------------------
+
+    def test_saved_thresholds_are_read_back_for_their_version_only(self, store: JobStore) -> None:
+        first = ThresholdsFile(model_version="m-v1", classes={"car": ClassThreshold(threshold=0.3, f1=0.8)})
+        assert store.thresholds_for("m-v1") is None
+        assert store.saved_thresholds() == {}
+        store.save_thresholds("m-v1", first)
+        assert store.thresholds_for("m-v1") == first
+        assert store.thresholds_for("m-v2") is None  # another version never inherits them
+        assert store.thresholds_for("m-v1+ab12") is None
+        replaced = first.model_copy(update={"classes": {"car": ClassThreshold(threshold=0.6)}})
+        store.save_thresholds("m-v1", replaced)
+        assert store.saved_thresholds() == {"m-v1": replaced}
+
+    def test_saved_thresholds_are_bounded_forgetting_the_least_recently_saved(
+        self, store_factory: StoreFactory, clock: FakeClock
+    ) -> None:
+        store = store_factory(max_saved_thresholds=2)
+        for version in ("v1", "v2", "v3"):
+            store.save_thresholds(version, ThresholdsFile(model_version=version))
+            clock.advance(1.0)
+        assert set(store.saved_thresholds()) == {"v2", "v3"}
+        store.save_thresholds("v2", ThresholdsFile(model_version="v2"))  # saved again: now the newest
+        clock.advance(1.0)
+        store.save_thresholds("v4", ThresholdsFile(model_version="v4"))
+        assert set(store.saved_thresholds()) == {"v2", "v4"}
+        assert store.thresholds_for("v3") is None
+
+    def test_thresholds_need_a_model_version(self, store: JobStore) -> None:
+        with pytest.raises(ValueError, match="model version"):
+            store.save_thresholds(" ", ThresholdsFile())
+
+    def test_a_pin_brings_the_versions_thresholds_unless_the_job_has_its_own(self, store: JobStore) -> None:
+        cold = spec("onnx:/m.onnx", outputs=())
+        job, _ = store.create_job(tenant=TENANT, idem_key="cold-thr", spec=cold, items=items(1))
+        store.pin_model(job.id, version="m-v1", class_names=["car"], class_thresholds={"car": 0.3})
+        late = store.pin_model(job.id, version="m-v2", class_names=["car"], class_thresholds={"car": 0.9})
+        assert late == ModelPin("m-v1", ("car",))
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.spec == cold.pinned("m-v1", ("car",)).model_copy(update={"class_thresholds": {"car": 0.3}})
+
+        own = spec("onnx:/m.onnx", outputs=(), class_thresholds={"car": 0.7})
+        job, _ = store.create_job(tenant=TENANT, idem_key="own-thr", spec=own, items=items(1))
+        store.pin_model(job.id, version="m-v1", class_names=["car"], class_thresholds={"car": 0.3})
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.spec.class_thresholds == {"car": 0.7}
+        assert record.spec.model_version == "m-v1"
 
     def test_the_first_segmenter_pin_of_a_job_stands(self, store: JobStore) -> None:
         """Distributed API pods load no segmenter: the first worker that runs the job pins its version."""

@@ -14,6 +14,7 @@ import pytest
 
 from service.queue.sqlite_store import SCHEMA_VERSION, SqliteJobStore
 from service.queue.store import ItemState, JobStatus, JobStore
+from service.spec.thresholds import ThresholdsFile
 from tests.unit.service.queue.store_contract import (
     LEASE_S,
     TENANT,
@@ -31,8 +32,11 @@ class TestSqliteJobStoreContract(JobStoreContract):
     def store_factory(self, tmp_path: Path, clock: FakeClock) -> Iterator[StoreFactory]:
         stores: list[SqliteJobStore] = []
 
-        def factory(*, max_attempts: int = 3) -> JobStore:
-            store = SqliteJobStore(tmp_path / f"jobs{len(stores)}.db", max_attempts=max_attempts, clock=clock)
+        def factory(*, max_attempts: int = 3, max_saved_thresholds: int = 256) -> JobStore:
+            path = tmp_path / f"jobs{len(stores)}.db"
+            store = SqliteJobStore(
+                path, max_attempts=max_attempts, clock=clock, max_saved_thresholds=max_saved_thresholds
+            )
             stores.append(store)
             return store
 
@@ -96,6 +100,7 @@ def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
     conn.execute("DROP TABLE deliveries")
     conn.execute("DROP INDEX jobs_by_tenant")  # version 3
     conn.execute("DROP INDEX jobs_by_created")  # version 4
+    conn.execute("DROP TABLE thresholds")  # version 5
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -108,6 +113,8 @@ def test_a_version_1_database_gains_the_deliveries_table(db: Path) -> None:
         assert store.claim_delivery("generic:d-1", "body:a", ttl_s=60) == "body:a"
         assert store.get_job(tenant=job.tenant, job_id=job.id) == job
         assert store.list_jobs(tenant=job.tenant, limit=5) == ([job], None)
+        store.save_thresholds("m-v1", ThresholdsFile(model_version="m-v1"))
+        assert store.thresholds_for("m-v1") == ThresholdsFile(model_version="m-v1")
     finally:
         store.close()
     with sqlite3.connect(db) as check:

@@ -346,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="the thresholds file to write (JSON)"
     )
+    calibrate.add_argument(
+        "--save",
+        action="store_true",
+        help="also store them in the job store (PREANNOTATE_DB_PATH, or Redis at PREANNOTATE_QUEUE_URL) under the "
+        "model version: the service then applies them to that exact version",
+    )
     calibrate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 
     bench = sub.add_parser("bench", help="run a benchmark against its named baseline (from a source checkout)")

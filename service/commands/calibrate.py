@@ -81,9 +81,17 @@ def calibrate_command(args: argparse.Namespace) -> int:
     if args.out.is_dir():  # before loading: a bad --out must not cost the calibration
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{args.out}: is a directory; --out names a file")
     thresholds = calibrate_from_args(args)
+    if getattr(args, "save", False) and not thresholds.model_version.strip():  # before anything is written
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{args.candidate}: carries no model version to save the thresholds under; give --model-version",
+        )
     _write(args.out, thresholds)
-    # `--save` goes here: store `thresholds` in the job store under `thresholds.model_version` (wired after merge).
     print(thresholds_table(thresholds), file=sys.stderr)
+    if getattr(args, "save", False):
+        from service.jobs.calibrated import save_calibration  # the store's clients only when saving
+
+        print(f"saved to {save_calibration(load_settings(), thresholds)}", file=sys.stderr)
     calibrated = sum(1 for c in thresholds.classes.values() if c.calibrated)
     version = thresholds.model_version or "unknown (give --model-version)"
     print(

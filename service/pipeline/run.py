@@ -134,6 +134,11 @@ class DetectionFilter:
     keep: Callable[[Detections], Detections]
 
 
+WRITTEN_SCORE_DECIMALS = 5
+"""The decimals scores are written with (COCO ``score``, Darwin ``confidence``, Label Studio ``score``)."""
+_SCORE_UNIT = 10.0**-WRITTEN_SCORE_DECIMALS
+
+
 def detection_filter(
     class_names: Sequence[str],
     *,
@@ -151,7 +156,9 @@ def detection_filter(
     if not class_thresholds:
         return DetectionFilter(threshold, by_class)
     least = np.array([class_thresholds.get(name, threshold) for name in class_names], np.float64)
-    ask = min(threshold, *class_thresholds.values())
+    # Calibrated thresholds are scores as the outputs write them (5 decimals): asked and compared at that precision,
+    # else a box whose written score is its class's threshold would be dropped for digits nobody sees.
+    ask = max(0.0, min(threshold, *class_thresholds.values()) - _SCORE_UNIT)
 
     def keep(dets: Detections) -> Detections:
         dets = by_class(dets)
@@ -159,7 +166,7 @@ def detection_filter(
         known = (ids >= 0) & (ids < len(least))  # a row outside the class list keeps the global threshold
         floor = np.full(ids.shape, threshold, np.float64)
         floor[known] = least[ids[known]]
-        return dets[dets.confidence >= floor]
+        return dets[np.round(dets.confidence.astype(np.float64), WRITTEN_SCORE_DECIMALS) >= floor]
 
     return DetectionFilter(ask, keep)
 

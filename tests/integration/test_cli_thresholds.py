@@ -12,6 +12,7 @@ import pytest
 import skimage.data
 
 from service.spec.thresholds import ClassThreshold, ThresholdsFile
+from tests.integration.servers import running
 from tests.integration.test_cli import preannotate
 
 
@@ -106,3 +107,55 @@ def test_a_threshold_for_a_class_the_model_lacks_exits_2(photo: Path, tmp_path: 
     result = preannotate("run", photo, "--thresholds", path, "--out", tmp_path / "x.json")
     assert_one_line_exit_2(result.stderr, result.returncode, "unknown class(es) in thresholds cat; the model has: face")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_calibrate_save_is_applied_by_the_service_to_that_model_version(photo: Path, tmp_path: Path) -> None:
+    """The issue's second case end to end: calibrate a real run's predictions on a benchmark, save them, and a real
+    `preannotate serve` on the same store lists them for its model and applies them to /v1/predict."""
+    predictions = tmp_path / "preds.json"
+    result = preannotate("run", photo, "--threshold", "0.05", "--out", predictions)
+    assert result.returncode == 0, result.stderr
+    coco = json.loads(predictions.read_text())
+    best = max(coco["annotations"], key=lambda a: a["score"])
+    # The benchmark: the photo's one face. Calibrated on F1, face keeps exactly the boxes scoring >= its own.
+    benchmark = tmp_path / "benchmark.json"
+    gold = {k: v for k, v in best.items() if k != "score"}
+    benchmark.write_text(json.dumps({**coco, "annotations": [gold]}))
+    db = tmp_path / "jobs.db"
+    out = tmp_path / "thresholds.json"
+    calibrated = preannotate(
+        "calibrate", "--benchmark", benchmark, "--candidate", predictions, "--min-support", "1", "--out", out,
+        "--save", env={"PREANNOTATE_DB_PATH": str(db)},
+    )  # fmt: skip
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert f"saved to {db}, model version {coco['info']['model_version']}" in calibrated.stderr
+    face = ThresholdsFile.read(out).classes["face"]
+    assert face.threshold == pytest.approx(best["score"], abs=1e-6)
+
+    with running(db) as server, server.client() as client:
+        (model,) = client.get("/v1/models").json()
+        assert model["version"] == coco["info"]["model_version"]
+        assert model["thresholds"] == {"face": pytest.approx(face.threshold)}
+        # Above the face's global threshold, below its calibrated one: the saved threshold keeps the face.
+        above = min(1.0, best["score"] + 0.01)
+        kept = client.post("/v1/predict", files={"file": photo.read_bytes()}, data={"threshold": str(above)})
+        assert kept.status_code == 200, kept.text
+        assert [d["score"] for d in kept.json()["detections"]] == [pytest.approx(best["score"], abs=1e-3)]
+
+
+def test_calibrate_save_refuses_a_candidate_without_a_model_version(tmp_path: Path) -> None:
+    document = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "categories": [{"id": 1, "name": "face"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4]}],
+    }
+    benchmark, candidate = tmp_path / "gt.json", tmp_path / "pred.json"
+    benchmark.write_text(json.dumps(document))
+    document["annotations"][0]["score"] = 0.9  # type: ignore[index]
+    candidate.write_text(json.dumps(document))
+    result = preannotate(
+        "calibrate", "--benchmark", benchmark, "--candidate", candidate, "--out", tmp_path / "t.json", "--save",
+        env={"PREANNOTATE_DB_PATH": str(tmp_path / "jobs.db")},
+    )  # fmt: skip
+    assert_one_line_exit_2(result.stderr, result.returncode, "no model version to save the thresholds under")
+    assert not (tmp_path / "t.json").exists()

@@ -20,6 +20,7 @@ from service.pipeline.flow import FlowOptions, detect_one, run_flow
 from service.pipeline.frames import Frame
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.options import SamplingOptions
+from service.pipeline.run import detection_filter
 from tests.unit.service.test_batching import image_of, make_info
 from tests.unit.service.test_flow import Opener
 
@@ -69,14 +70,14 @@ def test_each_class_is_kept_at_its_threshold_and_the_rest_at_the_global_one() ->
     detector = ScoresDetector()
     options = FlowOptions(threshold=0.5, class_thresholds={"car": 0.3, "person": 0.8})
     frames = run_one(options, detector)
-    assert detector.asked == [0.3]  # the least of all, so car's 0.35 reaches the filter
+    assert detector.asked == [pytest.approx(0.3, abs=2e-5)]  # the least of all, so car's 0.35 reaches the filter
     assert [kept(d) for d in frames] == [{"car": [0.35, 0.5, 0.7, 0.9], "person": [0.9], "dog": [0.5, 0.7, 0.9]}] * 2
 
 
 def test_a_class_threshold_above_the_global_one_asks_at_the_global_one() -> None:
     detector = ScoresDetector()
     (frame, _) = run_one(FlowOptions(threshold=0.3, class_thresholds={"dog": 0.75}), detector)
-    assert detector.asked == [0.3]
+    assert detector.asked == [pytest.approx(0.3, abs=2e-5)]
     assert kept(frame) == {"car": [0.35, 0.5, 0.7, 0.9], "person": [0.35, 0.5, 0.7, 0.9], "dog": [0.9]}
 
 
@@ -121,5 +122,14 @@ def test_detect_one_applies_class_thresholds() -> None:
         )
     finally:
         batcher.close(timeout_s=5.0)
-    assert detector.asked == [0.2]
+    assert detector.asked == [pytest.approx(0.2, abs=2e-5)]
     assert kept(result.detections) == {"car": [0.7, 0.9], "person": [0.2, 0.35, 0.5, 0.7, 0.9], "dog": [0.7, 0.9]}
+
+
+def test_a_class_threshold_compares_scores_as_they_are_written() -> None:
+    """Calibrated on written scores (5 decimals): a box whose written score equals its class's threshold is kept,
+    however its unwritten digits fall (0.929106 is written 0.92911); one written below it is not."""
+    keep = detection_filter(CLASSES, threshold=0.99, class_thresholds={"car": 0.92911})
+    assert keep.threshold <= 0.929106
+    rows = Detections.from_arrays(np.zeros((3, 4)), np.array([0.929106, 0.929104, 0.95]), np.array([0, 0, 1]))
+    assert keep.keep(rows).confidence.tolist() == [pytest.approx(0.929106)]

@@ -50,7 +50,9 @@ class PromptedClass:
 class PromptSet:
     """The classes an open-vocabulary detector is asked to find, in class-id order.
 
-    Class names are unique ignoring case (two labels differing only in case would be one class to every tool).
+    Class names are unique ignoring case (two labels differing only in case would be one class to every tool), and
+    so is each prompt across classes: a detector gives a tie to the first class, so a prompt shared with a later
+    class would never predict that one.
     """
 
     classes: tuple[PromptedClass, ...]
@@ -61,11 +63,19 @@ class PromptSet:
         if len(self.classes) > MAX_PROMPT_CLASSES:
             raise ValueError(f"{len(self.classes)} prompted classes; at most {MAX_PROMPT_CLASSES}")
         seen: set[str] = set()
+        owner: dict[str, str] = {}  # casefolded prompt -> the class that asks for it first
         for cls in self.classes:
             key = cls.name.strip().lower()
             if key in seen:
                 raise ValueError(f"class {cls.name!r} is given twice")
             seen.add(key)
+            for prompt in cls.prompts:
+                first = owner.setdefault(prompt.strip().casefold(), cls.name)
+                if first != cls.name:
+                    raise ValueError(
+                        f"prompt {prompt.strip()!r} is given for both {first!r} and {cls.name!r}: "
+                        "each prompt may describe one class only"
+                    )
 
     @classmethod
     def parse(cls, text: str) -> PromptSet:
@@ -73,7 +83,8 @@ class PromptSet:
         class its prompt does not (the project's label), ``|`` separates several prompts for one class.
 
         Raises:
-            ValueError: nothing given, a blank entry's neighbours, a duplicate class, or a limit passed.
+            ValueError: nothing given, a blank entry's neighbours, a duplicate class, a prompt given for two
+                classes, or a limit passed.
         """
         entries = [entry.strip() for entry in text.split(",")]
         classes: list[PromptedClass] = []

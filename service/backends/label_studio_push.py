@@ -19,6 +19,7 @@ from service.backends.label_studio import LabelStudioClient, config_from_setting
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
 from service.convert.label_studio import LabelConfig, LsPrediction, item_to_ls_result, parse_label_config
+from service.convert.ls_prompts import labels_only
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.predictions import ItemPredictions
@@ -74,6 +75,8 @@ class LabelStudioPusher(Backend):
         client = self._client.get()
         assert destination.project is not None  # checked at submit
         config = parse_label_config(client.get_label_config(destination.project))
+        if spec.prompts is not None:  # a prompted run's class names are labels already (``labels_only``)
+            config = labels_only(config)
         model = spec.model_ref
         # LS counts video frames at the task's own rate when the config says framerate="$key"
         task_data = client.get_task(task_id).get("data") if config.needs_task_data() else None

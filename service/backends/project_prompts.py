@@ -117,7 +117,8 @@ def encord_prompts(
     aliased: dict[str, list[str]] = {}
     for class_name in ontology.aliases:
         target = ontology.resolve(class_name, shapes)
-        if target is not None:
+        named = names.get(class_name.strip().lower())
+        if target is not None and named in (None, target.name):  # another object's name prompts for it only
             aliased.setdefault(target.name.strip().lower(), []).append(class_name)
     return _prompt_set(list(names.values()), aliased, overrides, where=where)
 

@@ -28,6 +28,7 @@ from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.masking import open_segmenter
 from service.pipeline.options import SamplingOptions
+from service.remote_models import prompts_refused_message
 from service.spec.requests import prompt_set
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,17 @@ def sync_command(args: argparse.Namespace) -> int:
         prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),  # explicit: over the project's
         prompt_map=None if getattr(args, "prompt_map", None) is None else read_prompt_map(args.prompt_map),
     )
+    _refuse_flags_prompts_replace(options)
     try:
         loaded = load_detector(options.model_spec, settings.detector_options())
     except ModelError as exc:
         raise from_model_error(exc) from None
+    if options.prompt_map is not None and not loaded.info.open_vocabulary:
+        loaded.close()
+        raise PreannotateError(
+            ErrorCode.INVALID_PROMPTS,
+            f"--prompt-map: {prompts_refused_message(options.model_spec, loaded.info.class_names)}",
+        )
     segmenter_spec = getattr(args, "segmenter", None) or settings.segmenter
     try:
         # An open-vocabulary model is prompted by the sync (--prompts, else the project's labels); a fixed-class
@@ -98,6 +106,27 @@ def sync_command(args: argparse.Namespace) -> int:
             segmenter.close()
     _print_report(options.project_id, report)
     return min((e.code.exit_code for e in report.failed.values()), default=0)
+
+
+def _refuse_flags_prompts_replace(options: SyncOptions) -> None:
+    """``--prompts`` names the classes and their prompts itself: a prompt map over the project's labels, or an
+    alias map sending model classes to labels, would do nothing, so either is refused rather than ignored.
+
+    Raises:
+        PreannotateError: INVALID_ARGUMENT (exit 2).
+    """
+    if options.prompts is None:
+        return
+    if options.prompt_map is not None:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT,
+            "--prompt-map changes the prompts of the project's labels, which --prompts replaces: give one of them",
+        )
+    if options.aliases:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT,
+            "--alias maps model classes to labels; --prompts names its classes itself (LABEL=prompt): give one",
+        )
 
 
 def _ls_config(args: argparse.Namespace, settings: Settings) -> LabelStudioConfig:

@@ -104,7 +104,9 @@ def _alias_prompts(
     config: LabelConfig, aliases: Mapping[str, str], by_lower: Mapping[str, str]
 ) -> dict[str, list[str]]:
     """Label -> the model classes sent to it: the alias map, then ``predicted_values`` (as ``label_for`` ranks
-    them); a class the alias map sends elsewhere is not taken from ``predicted_values``."""
+    them); a class the alias map sends elsewhere is not taken from ``predicted_values``, nor one that is another
+    receiving label's name (that label prompts for it: ``<Label value="Vehicle" predicted_values="car,truck"/>``
+    beside ``<Label value="Car"/>`` asks for ``truck`` under ``Vehicle``; a prompt names one class)."""
     prompts: dict[str, list[str]] = {}
     aliased = {name.strip().lower() for name in aliases}
     pairs = [(name.strip(), label) for name, label in aliases.items()]
@@ -112,8 +114,9 @@ def _alias_prompts(
         pairs += [(name, label) for name, label in control.predicted_values.items() if name not in aliased]
     for name, label in pairs:
         target = by_lower.get(label.strip().lower())
-        if target is not None and name and name not in prompts.setdefault(target, []):
-            prompts[target].append(name)
+        other_label = by_lower.get(name.lower(), target) != target
+        if target is not None and name and not other_label and name not in prompts.get(target, []):
+            prompts.setdefault(target, []).append(name)
     return prompts
 
 

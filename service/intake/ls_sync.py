@@ -163,13 +163,14 @@ def _prompted(
     detector: FrameDetector, options: SyncOptions, xml: str, config: LabelConfig, masks: bool
 ) -> tuple[FrameDetector, LabelConfig, Mapping[str, str], PromptSet | None]:
     """An open-vocabulary model's view for the run: prompted with ``options.prompts``, else with the project's
-    labels (``ls_config_to_prompts``); then its class names are the labels already, so the converter renames
-    nothing (no aliases, no ``predicted_values``). Any other model runs as it is."""
+    labels (``ls_config_to_prompts``). Either way its class names are the labels (or names the user chose), so the
+    converter renames nothing: no aliases, no ``predicted_values`` (a class that is no label is dropped).
+    Any other model runs as it is."""
     if not (detector.info.open_vocabulary and isinstance(detector, PromptableDetector)):
         return detector, config, options.aliases, None
-    if options.prompts is not None:
-        return detector.prompted(options.prompts), config, options.aliases, options.prompts
-    prompts = ls_config_to_prompts(xml, aliases=options.aliases, overrides=options.prompt_map, masks=masks)
+    prompts = options.prompts or ls_config_to_prompts(
+        xml, aliases=options.aliases, overrides=options.prompt_map, masks=masks
+    )
     return detector.prompted(prompts), labels_only(config), {}, prompts
 
 

@@ -7,6 +7,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -16,10 +17,24 @@ import cv2
 import httpx
 import pytest
 import skimage.data
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from service.api.auth import TokenAuth
+from service.api.errors import register_exception_handlers
+from service.api.routes import jobs as jobs_routes
+from service.api.state import AppState
 from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
+from service.backends.registry import Backends
 from service.commands.sync import sync_command
+from service.config import Settings
+from service.jobs.worker import WorkerConfig, WorkerPool
+from service.loaded_models import LoadedModel, ModelRegistry
+from service.pipeline.batching import DynamicBatcher
+from service.pipeline.fetch import Fetcher
+from service.pipeline.options import MediaLimits
+from service.queue.sqlite_store import SqliteJobStore
 from service.samples import write_pan_video
 from tests.fakes.promptable import BASE_VERSION, GridPrompts
 from tests.integration.label_studio import LabelStudio, running_label_studio
@@ -523,3 +538,64 @@ def test_sync_cli_with_an_owlv2_checkpoint_predicts_under_the_projects_own_label
     again = subprocess.run([*command, "-q"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
     assert "0 created, 0 replaced, 1 skipped, 0 failed" in again.stderr
+
+
+VEHICLE_AND_CAR = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="Vehicle" predicted_values="car,truck"/><Label value="Car"/>
+  </RectangleLabels>
+</View>"""
+
+
+def test_a_job_prompted_with_the_projects_labels_pushes_each_box_under_its_own_label(
+    ls: LabelStudio, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """A job for an open-vocabulary model with no prompts of its own: submitting it reads the project's labels
+    (Vehicle is asked for the truck, Car for itself), the worker runs the prompted view, and the push converts by
+    label name, so the class Car is written under Car, not where predicted_values sends a model's car."""
+    project = ls.create_project("job prompts", VEHICLE_AND_CAR)
+    (task,) = ls.import_tasks(project, [{"image": ls.local_file_url(media["photo"])}])
+    settings = Settings(
+        api_tokens=SecretStr(TOKEN),
+        db_path=tmp_path / "jobs.db",
+        local_roots=[media["photo"].parent],
+        model="fake:gridprompts",
+        label_studio_url=ls.url,
+        label_studio_api_key=SecretStr(ls.token),
+    )
+    grid = GridPrompts()
+    batcher = DynamicBatcher(grid, max_batch_size=4, max_wait_ms=0)
+    batcher.start()
+    registry = ModelRegistry([LoadedModel("fake:gridprompts", batcher)])
+    store = SqliteJobStore(settings.db_path, max_attempts=1)
+    app = FastAPI()
+    register_exception_handlers(app)
+    app.include_router(jobs_routes.router)
+    fetcher = Fetcher(settings.fetch_policy())
+    app.state.preannotate = AppState(
+        settings=settings, auth=TokenAuth([TOKEN]), store=store, fetcher=fetcher, models=registry
+    )
+    item = {"name": "a", "slots": [{"url": media["photo"].as_uri()}], "external_ids": {"label_studio": str(task)}}
+    body = {"items": [item], "destinations": [{"backend": "label_studio", "project": project}], "threshold": 0.0}
+    backends = Backends(settings, concurrency=1)
+    config = WorkerConfig(concurrency=1, lease_s=30.0, heartbeat_s=5.0, limits=MediaLimits(), work_dir=tmp_path)
+    pool = WorkerPool(store, registry, fetcher, config, backends)
+    try:
+        with TestClient(app) as client:
+            answer = client.post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 202, answer.text
+            pool.start()
+            deadline = time.monotonic() + 60
+            while (store.depth() or pool.busy) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        pool.stop(grace_s=5.0)
+        backends.close()
+        store.close()
+        registry.close()
+    (prediction,) = ls.predictions(task)
+    regions = sorted(prediction["result"], key=lambda r: r["value"]["x"])
+    assert [r["value"]["rectanglelabels"] for r in regions] == [["Vehicle"], ["Car"]]
+    assert prediction["model_version"].startswith(BASE_VERSION + "+")
+    assert ls.project(project)["model_version"] == prediction["model_version"]

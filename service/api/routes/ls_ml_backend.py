@@ -27,7 +27,7 @@ from urllib.parse import urljoin
 import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from models.base import Segmenter
@@ -46,6 +46,7 @@ from service.loaded_models import LoadedModel, ModelRegistry
 from service.pipeline.fetch import redact_url
 from service.pipeline.run import FrameDetector
 from service.pipeline.tracks import needs_appearance
+from service.spec.requests import PromptsIn, prompt_set
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class ProjectSetup:
 
 @dataclass(frozen=True, slots=True)
 class ProjectPrompts:
-    """An open-vocabulary model's prompts for a project; ``from_labels``: they are its labels (the class names are
-    labels already, so predictions convert without aliases or ``predicted_values``), else ``extra_params.prompts``."""
+    """An open-vocabulary model's prompts for a project; ``from_labels``: they are its labels, else
+    ``extra_params.prompts``. Either way predictions convert by label name, without aliases or ``predicted_values``."""
 
     prompts: PromptSet
     from_labels: bool
@@ -106,18 +107,23 @@ def project_prompts(
     if not model.info.open_vocabulary:
         return None
     given = extra.get("prompts")
-    if given is not None:
+    if given is not None:  # any form a job body takes (``PromptsIn``), read the same way
         try:
-            if isinstance(given, str):
-                return ProjectPrompts(PromptSet.parse(given), from_labels=False)
-            if isinstance(given, dict):
-                return ProjectPrompts(PromptSet.from_mapping(given), from_labels=False)
-        except (ValueError, TypeError) as exc:
-            raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"extra_params.prompts: {exc}") from None
-        raise PreannotateError(ErrorCode.INVALID_PROMPTS, 'extra_params.prompts: give "person, PED=pedestrian"')
+            checked = _PROMPTS_IN.validate_python(given, strict=True)
+        except ValidationError:
+            raise PreannotateError(
+                ErrorCode.INVALID_PROMPTS,
+                'extra_params.prompts: give "person, PED=pedestrian", ["person", "car"] or {"PED": "pedestrian"}',
+            ) from None
+        prompts = prompt_set(checked, field="extra_params.prompts")
+        assert prompts is not None  # given is not None
+        return ProjectPrompts(prompts, from_labels=False)
     raw_map = extra.get("prompt_map")
     overrides = None if raw_map is None else prompt_map_from_json(raw_map, where="extra_params.prompt_map")
     return ProjectPrompts(ls_config_to_prompts(xml, aliases=aliases, overrides=overrides, masks=masks), True)
+
+
+_PROMPTS_IN: TypeAdapter[PromptsIn] = TypeAdapter(PromptsIn)
 
 
 def prompted_detector(models: ModelRegistry, model: LoadedModel, prompts: PromptSet) -> FrameDetector:
@@ -176,7 +182,8 @@ class SetupRequest(BaseModel):
     extra_params: dict[str, Any] | None = Field(
         None,
         description='optional {"threshold": 0.4, "aliases": {...}}; for an open-vocabulary model "prompts" '
-        '("person, PED=pedestrian") or "prompt_map" ({"LABEL": "prompt" | [...]}) over the labels\' own',
+        '(as a job body: "person, PED=pedestrian", ["person", "car"] or {"PED": "pedestrian"}) '
+        'or "prompt_map" ({"LABEL": "prompt" | [...]}) over the labels\' own',
     )
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
@@ -339,10 +346,11 @@ class _TaskRunner:
         return self._detector
 
     def prompt(self, detector: FrameDetector, *, from_labels: bool) -> None:
-        """Run an open-vocabulary model's prompted view; prompted with the labels, convert by label alone."""
+        """Run an open-vocabulary model's prompted view and convert by label name alone, whether the prompts are
+        the labels (``from_labels``) or ``extra_params.prompts``: a prompted class name is a label already (or no
+        label: dropped), so neither aliases nor ``predicted_values`` may send it to another label."""
         self._detector = detector
-        if from_labels:
-            self._config, self._aliases = labels_only(self._config), None
+        self._config, self._aliases = labels_only(self._config), None
 
     def all(self, tasks: Sequence[Mapping[str, object]]) -> list[TaskOutcome]:
         if not tasks:

@@ -383,15 +383,23 @@ def test_an_open_vocabulary_model_predicts_under_the_projects_labels(
     ]
 
 
-def test_explicit_prompts_in_extra_params_win(open_vocabulary: tuple[TestClient, GridPrompts], media: Path) -> None:
+@pytest.mark.parametrize(
+    "prompts", ["PED=person, car, bus", ["PED", "car", "bus"], {"PED": "person", "car": ["car"], "bus": "bus"}]
+)
+def test_explicit_prompts_in_extra_params_win(
+    open_vocabulary: tuple[TestClient, GridPrompts], media: Path, prompts: object
+) -> None:
+    """Every form a job body takes; the class names convert by label name alone: ``car`` is the label car, not
+    where ``predicted_values`` sends a model's car (vehicle), and ``bus`` (no label, no alias) is dropped."""
     client, _ = open_vocabulary
-    extra = {"threshold": 0.0, "prompts": "PED=person, car"}
-    client.post(
+    extra = {"threshold": 0.0, "prompts": prompts, "aliases": {"bus": "vehicle"}}
+    setup = client.post(
         "/ls/setup", json={**setup_body(), "schema": PROMPT_CONFIG, "extra_params": extra}, headers=basic(TOKEN)
     )
+    assert setup.status_code == 200, setup.text
     body = predict_body((media / "a.png").as_uri())
     (entry,) = client.post("/ls/predict", json=body, headers=basic(TOKEN)).json()["results"]
-    assert labels_of(entry) == [["PED"], ["vehicle"]]  # "car" goes where predicted_values sends a car
+    assert labels_of(entry) == [["PED"], ["car"]]
 
 
 @pytest.mark.parametrize(
@@ -399,6 +407,9 @@ def test_explicit_prompts_in_extra_params_win(open_vocabulary: tuple[TestClient,
     [
         ({"prompts": ""}, "invalid_prompts"),
         ({"prompts": 3}, "invalid_prompts"),
+        ({"prompts": ["car", 3]}, "invalid_prompts"),
+        ({"prompts": {"car": 3}}, "invalid_prompts"),
+        ({"prompts": "vehicle=car, car"}, "invalid_prompts"),
         ({"prompt_map": {"bus": "bus"}}, "invalid_prompts"),
         ({"prompt_map": ["PED"]}, "invalid_argument"),
     ],

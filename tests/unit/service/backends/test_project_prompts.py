@@ -140,6 +140,9 @@ def test_encord_gives_the_ontologys_objects(tmp_path: Path) -> None:
     assert masked.class_names == ("Car", "Person", "Lane")  # "car" (bitmask) is Car; a point is no detection
     aliased = settings.model_copy(update={"encord_class_aliases": {"pedestrian": "Person", "walker": "persBBx1"}})
     assert pairs(project_prompts(destination, aliased))[1] == ("Person", ("pedestrian", "walker"))
+    # a model class that is another object's name stays that object's prompt (a prompt names one class)
+    crossed = settings.model_copy(update={"encord_class_aliases": {"car": "Person", "walker": "Person"}})
+    assert pairs(project_prompts(destination, crossed)) == [("Car", ("Car",)), ("Person", ("walker",))]
 
 
 def test_encord_without_a_usable_ontology(tmp_path: Path) -> None:

@@ -100,6 +100,31 @@ def test_an_alias_elsewhere_wins_over_predicted_values() -> None:
     assert pairs(PROJECT, aliases={"car": "PED"})[1] == ("vehicle", ("truck",))
 
 
+VEHICLE_AND_CAR = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="Vehicle" predicted_values="car,truck"/><Label value="Car"/>
+  </RectangleLabels>
+</View>"""
+
+
+@pytest.mark.parametrize(
+    ("xml", "aliases", "expected"),
+    [
+        (VEHICLE_AND_CAR, {}, [("Vehicle", ("truck",)), ("Car", ("Car",))]),
+        (VEHICLE_AND_CAR, {"Car": "vehicle", "lorry": "Vehicle"}, [("Vehicle", ("lorry", "truck")), ("Car", ("Car",))]),
+        # nothing derived is left: the label prompts for itself
+        (VEHICLE_AND_CAR.replace(",truck", ""), {}, [("Vehicle", ("Vehicle",)), ("Car", ("Car",))]),
+    ],
+)
+def test_a_model_class_that_is_another_label_prompts_for_that_label_only(
+    xml: str, aliases: dict[str, str], expected: list[tuple[str, tuple[str, ...]]]
+) -> None:
+    """A prompt asked for twice would only ever predict its first class (ties go to the first), so the model
+    class ``car`` sent to Vehicle is left to the label Car."""
+    assert pairs(xml, aliases=aliases) == expected
+
+
 @pytest.mark.parametrize(
     ("xml", "overrides", "fragment"),
     [
@@ -107,6 +132,9 @@ def test_an_alias_elsewhere_wins_over_predicted_values() -> None:
         (IMAGE, {"bus": "bus"}, "do not have: bus"),
         (IMAGE, {"car": "x" * 201}, "longer than 200"),
         (IMAGE.replace('value="car"', 'value="car" prompt=" | "'), None, "blank prompt"),
+        # stated by hand, not derived: refused, naming both classes
+        (IMAGE.replace('value="car"', 'value="car" prompt="Person"'), None, "given for both 'car' and 'person'"),
+        (IMAGE, {"person": "CAR"}, "given for both 'car' and 'person'"),
     ],
 )
 def test_unusable_prompts_are_invalid_prompts(xml: str, overrides: dict[str, str] | None, fragment: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from models.prompts import PromptSet
 from service.backends.label_studio import LabelStudioClient, LabelStudioConfig
 from service.config import Settings
 from service.errors import ErrorCode, PartialMediaError, PreannotateError
@@ -188,3 +189,44 @@ def test_a_project_without_labels_for_an_open_vocabulary_model(fake: FakeLabelSt
     with LabelStudioClient(config) as client, pytest.raises(PreannotateError) as caught:
         sync_project(client, GridPrompts(), options, Settings(work_dir=tmp_path))
     assert caught.value.code is ErrorCode.INVALID_PROMPTS
+
+
+VEHICLE_AND_CAR = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image">
+  <Label value="Vehicle" predicted_values="car,truck"/><Label value="Car"/>
+</RectangleLabels></View>"""
+
+
+@pytest.mark.parametrize(
+    ("prompts", "classes", "labels"),
+    [
+        # from the labels: "car" is Car's, so Vehicle is asked for the truck alone
+        (None, [("Vehicle", ("truck",)), ("Car", ("Car",))], [["Vehicle"], ["Car"]]),
+        # explicit: the names are labels (or dropped, like "bus"), never sent on by predicted_values
+        ("Car=automobile, bus, Vehicle=lorry", [("Car", ("automobile",)), ("bus", ("bus",))], [["Car"], ["Vehicle"]]),
+    ],
+)
+def test_a_prompted_sync_writes_each_class_under_its_own_label(
+    fake: FakeLabelStudio,
+    tmp_path: Path,
+    prompts: str | None,
+    classes: list[tuple[str, tuple[str, ...]]],
+    labels: list[list[str]],
+) -> None:
+    fake.projects[PROJECT]["label_config"] = VEHICLE_AND_CAR
+    task = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    options = SyncOptions(
+        project_id=PROJECT,
+        model_spec="fake:gridprompts",
+        sampling=SamplingOptions(),
+        threshold=0.0,
+        prompts=None if prompts is None else PromptSet.parse(prompts),
+    )
+    with LabelStudioClient(LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))) as client:
+        report = sync_project(client, GridPrompts(), options, Settings(work_dir=tmp_path))
+    assert report.prompts is not None
+    assert [(c.name, c.prompts) for c in report.prompts.classes][: len(classes)] == classes
+    (prediction,) = fake.predictions_of(task)
+    regions = sorted(prediction["result"], key=lambda r: r["value"]["x"])
+    assert [r["value"]["rectanglelabels"] for r in regions] == labels
+    assert dict(report.dropped) == ({} if prompts is None else {"bus": 1})

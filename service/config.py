@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from models.base import DEFAULT_BATCH_SIZE, DEFAULT_SEGMENTER_MAX_BOXES, MAX_SEGMENTER_MAX_BOXES, DetectorOptions
+from models.prompts import MAX_PROMPT_CLASSES
 from models.registry import DEFAULT_MODEL_SPEC
 from service.pipeline.options import (
     DecoderChoice,
@@ -160,6 +161,12 @@ class Settings(BaseSettings):
         ge=1,
         le=1000,
         description="prompt sets an open-vocabulary model keeps a batcher for (least recently used closed first)",
+    )
+    max_prompt_classes: int = Field(
+        200,
+        ge=1,
+        le=MAX_PROMPT_CLASSES,
+        description="classes one prompt set may have (each is encoded and scored on every frame)",
     )
 
     # Label Studio: `sync label-studio` defaults, and the /ls ML backend's access to task media

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from models.base import PromptableDetector, Segmenter
@@ -25,22 +26,27 @@ from service.remote_models import (
     segmenter_for_job,
 )
 from service.spec.job import JobSpec
+from service.spec.requests import check_prompt_classes
 
 log = logging.getLogger(__name__)
 
 
 DEFAULT_MAX_PROMPT_SETS = 16
 """``Settings.max_prompt_sets``' default, for registries built without settings (tests, tools)."""
+DEFAULT_MAX_PROMPT_CLASSES = 200
+"""``Settings.max_prompt_classes``' default, likewise."""
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     """A model behind its batcher. ``owns_detector``: closing it closes the detector too; False for a prompted
-    view (``ModelRegistry.prompted``), whose detector shares the base model's weights."""
+    view (``ModelRegistry.prompted``), whose detector shares the base model's weights. ``prompts_key``: a view's
+    prompt set (``PromptSet.key``); None for a loaded model."""
 
     spec: str
     batcher: DynamicBatcher
     owns_detector: bool = True
+    prompts_key: str | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -56,10 +62,18 @@ class LoadedModel:
             self.batcher.detector.close()
 
 
+@dataclass(slots=True)
+class _View:
+    """A cached prompted view and how many runs hold it (``ModelRegistry.acquire``): only an idle one is evicted."""
+
+    model: LoadedModel
+    users: int = 0
+
+
 class ModelRegistry:
     """Looks models up by spec or short name; the first one is the default. ``segmenter``: the box-prompted
     segmenter (``PREANNOTATE_SEGMENTER``) the jobs that ask for masks share, one call at a time. An open-vocabulary
-    model runs through a view per prompt set (``prompted``), at most ``max_prompt_sets`` of them kept."""
+    model runs through a view per prompt set (``acquire``), at most ``max_prompt_sets`` idle ones kept."""
 
     def __init__(
         self,
@@ -67,6 +81,7 @@ class ModelRegistry:
         *,
         segmenter: Segmenter | None = None,
         max_prompt_sets: int = DEFAULT_MAX_PROMPT_SETS,
+        max_prompt_classes: int = DEFAULT_MAX_PROMPT_CLASSES,
     ) -> None:
         if not models:
             raise ValueError("at least one model")
@@ -75,7 +90,9 @@ class ModelRegistry:
         self._models = list(models)
         self.segmenter = None if segmenter is None else SharedSegmenter(segmenter)
         self._max_prompt_sets = max_prompt_sets
-        self._views: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()  # (base spec, prompts key), LRU last
+        self._max_prompt_classes = max_prompt_classes
+        self._views: OrderedDict[tuple[str, str], _View] = OrderedDict()  # (base spec, prompts key), LRU first
+        self._building: dict[tuple[str, str], threading.Event] = {}  # views being made, outside the lock
         self._views_lock = threading.Lock()
 
     @classmethod
@@ -110,7 +127,12 @@ class ModelRegistry:
             for model in loaded:
                 model.close()
             raise
-        return cls(loaded, segmenter=segmenter, max_prompt_sets=settings.max_prompt_sets)
+        return cls(
+            loaded,
+            segmenter=segmenter,
+            max_prompt_sets=settings.max_prompt_sets,
+            max_prompt_classes=settings.max_prompt_classes,
+        )
 
     @property
     def default(self) -> LoadedModel:
@@ -130,52 +152,118 @@ class ModelRegistry:
         raise PreannotateError(ErrorCode.MODEL_NOT_FOUND, f"model {name!r} is not loaded; loaded: {available}")
 
     def prompted(self, name: str | None, prompts: PromptSet) -> LoadedModel:
-        """The open-vocabulary model ``name`` (``get``) asked for ``prompts``: a view with its own batcher, so the
-        requests and job frames of one prompt set batch together. Made on first use (no warm-up: the base model
-        was warmed, and a view's first batch encodes its prompts anyway) and kept in a least-recently-used cache
-        of ``max_prompt_sets``; an evicted view's batcher is closed (work queued on it fails NOT_READY, which jobs
-        retry), the base detector never. Its metrics are the base model's.
-
-        Raises:
-            PreannotateError: ``get``'s; INVALID_PROMPTS (422) for a model with classes of its own.
-        """
-        base = self.get(name)
-        detector = base.batcher.detector
-        if not isinstance(detector, PromptableDetector):
-            raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_refused_message(base.spec, base.info.class_names))
-        key = (base.spec, prompts.key)
-        evicted: list[LoadedModel] = []
-        with self._views_lock:
-            view = self._views.get(key)
-            if view is not None:
-                self._views.move_to_end(key)
-                return view
-            batcher = DynamicBatcher(
-                detector.prompted(prompts),
-                max_batch_size=base.max_batch_size,
-                max_wait_ms=base.batcher.max_wait_ms,
-                name=base.batcher.name,
-            )
-            batcher.start()
-            view = self._views[key] = LoadedModel(spec=base.spec, batcher=batcher, owns_detector=False)
-            while len(self._views) > self._max_prompt_sets:
-                evicted.append(self._views.popitem(last=False)[1])
-        for old in evicted:  # outside the lock: closing joins the batcher's thread
-            old.close()
+        """``acquire``'s view for a caller that holds no lease: it may be closed once evicted (work queued on it
+        then fails NOT_READY). Runs use ``acquire``/``release`` or ``leased``."""
+        view = self.acquire(name, prompts)
+        self.release(view)
         return view
 
     def for_run(self, name: str | None, prompts: PromptSet | None) -> LoadedModel:
-        """What a job or a request for ``name`` with ``prompts`` runs on: ``prompted``'s view, else the model.
+        """What a job or a request for ``name`` with ``prompts`` runs on, unleased (``prompted``), else the model.
 
         Raises:
-            PreannotateError: ``prompted``'s; INVALID_PROMPTS (422) for an open-vocabulary model without prompts.
+            PreannotateError: ``acquire``'s.
         """
         if prompts is not None:
             return self.prompted(name, prompts)
-        model = self.get(name)
-        if model.info.open_vocabulary:
-            raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_required_message(model.spec))
-        return model
+        return self.acquire(name, None)
+
+    @contextmanager
+    def leased(self, name: str | None, prompts: PromptSet | None) -> Iterator[LoadedModel]:
+        """``acquire`` for the block, ``release`` after it."""
+        model = self.acquire(name, prompts)
+        try:
+            yield model
+        finally:
+            self.release(model)
+
+    def acquire(self, name: str | None, prompts: PromptSet | None) -> LoadedModel:
+        """What a run for ``name`` with ``prompts`` uses, held until ``release``: the model itself without prompts;
+        for an open-vocabulary model, its view for ``prompts`` with its own batcher, so the requests and job frames
+        of one prompt set batch together. A view is made on first use (no warm-up: the base model was warmed, and
+        a view's first batch encodes its prompts anyway), outside the registry's lock (encoding waits for the
+        model), and kept in a least-recently-used cache of ``max_prompt_sets``: a view nobody holds is evicted and
+        its batcher closed (the base detector never); one still held stays, over the bound, until released.
+        Its metrics are the base model's. Blocks: call it off the event loop.
+
+        Raises:
+            PreannotateError: ``get``'s; INVALID_PROMPTS (422) for prompts given to a model with classes of its own,
+                none for an open-vocabulary model, over ``max_prompt_classes`` classes, or refused by the model;
+                the model's errors while encoding (``from_model_error``).
+        """
+        base = self.get(name)
+        detector = base.batcher.detector
+        if prompts is None:
+            if base.info.open_vocabulary:
+                raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_required_message(base.spec))
+            return base
+        if not isinstance(detector, PromptableDetector):
+            raise PreannotateError(ErrorCode.INVALID_PROMPTS, prompts_refused_message(base.spec, base.info.class_names))
+        check_prompt_classes(prompts, self._max_prompt_classes)
+        key = (base.spec, prompts.key)
+        while True:
+            with self._views_lock:
+                cached = self._views.get(key)
+                if cached is not None:
+                    cached.users += 1
+                    self._views.move_to_end(key)
+                    return cached.model
+                building = self._building.get(key)
+                if building is None:
+                    building = self._building[key] = threading.Event()
+                    break
+            building.wait()  # another caller makes this view; then take it (or make it, if that failed)
+        try:
+            view = self._make_view(base, detector, prompts)
+        except BaseException:
+            with self._views_lock:
+                del self._building[key]
+            building.set()
+            raise
+        with self._views_lock:
+            self._views[key] = _View(view, users=1)
+            del self._building[key]
+            evicted = self._evict_idle()
+        building.set()
+        self._close(evicted)
+        return view
+
+    def release(self, model: LoadedModel) -> None:
+        """Let go of what ``acquire`` gave; a view nobody holds any more may be evicted now."""
+        if model.prompts_key is None:
+            return
+        with self._views_lock:
+            cached = self._views.get((model.spec, model.prompts_key))
+            if cached is None or cached.model is not model:
+                return  # the registry was closed meanwhile
+            cached.users -= 1
+            evicted = self._evict_idle()
+        self._close(evicted)
+
+    def _make_view(self, base: LoadedModel, detector: PromptableDetector, prompts: PromptSet) -> LoadedModel:
+        try:
+            prompted = detector.prompted(prompts)  # encodes the prompts (a real model: under its own lock)
+        except ModelError as exc:
+            raise from_model_error(exc) from None
+        batcher = DynamicBatcher(
+            prompted, max_batch_size=base.max_batch_size, max_wait_ms=base.batcher.max_wait_ms, name=base.batcher.name
+        )
+        batcher.start()
+        return LoadedModel(spec=base.spec, batcher=batcher, owns_detector=False, prompts_key=prompts.key)
+
+    def _evict_idle(self) -> list[LoadedModel]:
+        """Under the lock: take the least recently used idle views out until the cache is within its bound."""
+        evicted: list[LoadedModel] = []
+        for key in [k for k, v in self._views.items() if v.users == 0]:
+            if len(self._views) <= self._max_prompt_sets:
+                break
+            evicted.append(self._views.pop(key).model)
+        return evicted
+
+    @staticmethod
+    def _close(views: list[LoadedModel]) -> None:
+        for view in views:  # outside the lock: closing joins the batcher's thread
+            view.close()
 
     def for_job(self, name: str | None) -> JobModel:
         """The loaded model a job for ``name`` is pinned to (``get``'s errors)."""
@@ -215,7 +303,7 @@ class ModelRegistry:
 
     def close(self) -> None:
         with self._views_lock:
-            views, self._views = list(self._views.values()), OrderedDict()
+            views, self._views = [v.model for v in self._views.values()], OrderedDict()
         for model in [*views, *self._models]:  # views first: they run on the base models' detectors
             model.close()
         if self.segmenter is not None:

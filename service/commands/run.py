@@ -229,7 +229,7 @@ def run_command(args: argparse.Namespace) -> int:
         segmenter_spec=getattr(args, "segmenter", None) or settings.segmenter,
         coco_masks=getattr(args, "coco_masks", "rle"),
         darwin_masks=getattr(args, "darwin_masks", "polygon"),
-        prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),
+        prompts=prompt_set(getattr(args, "prompts", None), field="--prompts", max_classes=settings.max_prompt_classes),
         class_thresholds=class_thresholds,
     )
     # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.

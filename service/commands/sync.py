@@ -57,7 +57,8 @@ def sync_command(args: argparse.Namespace) -> int:
         class_thresholds=class_thresholds,
         replace=args.replace,
         aliases=_parse_aliases(args.alias or []),
-        prompts=prompt_set(getattr(args, "prompts", None), field="--prompts"),  # explicit: over the project's
+        # explicit: over the project's
+        prompts=prompt_set(getattr(args, "prompts", None), field="--prompts", max_classes=settings.max_prompt_classes),
         prompt_map=None if getattr(args, "prompt_map", None) is None else read_prompt_map(args.prompt_map),
     )
     _refuse_flags_prompts_replace(options)

@@ -33,7 +33,7 @@ from service.pipeline.run import check_class_names
 from service.queue.store import JobRecord, JobStatus, JobStore
 from service.remote_models import JobModel, JobSegmenter, prompts_refused_message, prompts_required_message
 from service.spec.job import JobSpec, PinnedTracks
-from service.spec.requests import ItemIn, JobCreate, prompt_set
+from service.spec.requests import ItemIn, JobCreate, check_prompt_classes, prompt_set
 from service.spec.thresholds import ThresholdsFile
 
 ALLOWED_SCHEMES = frozenset({"http", "https", "s3", "file"})
@@ -357,6 +357,8 @@ def prepare_job(
     segmenter = models.segmenter_for_job(job.segmenter)
     if prompts is None:
         prompts = project_prompts_for(job, base, settings, masks=segmenter is not None or base.makes_masks)
+    if prompts is not None:  # the body's or the project's
+        check_prompt_classes(prompts, settings.max_prompt_classes)
     model = model_for_prompts(base, prompts)
     # Unknown class names are a 422 now; unpublished: the prompts' names, else the worker checks them.
     names = model.class_names

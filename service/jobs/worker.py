@@ -139,8 +139,10 @@ class WorkerPool:
         with self._lock:
             self._in_flight[lease.item_id] = flight
         name = lease.item.name
+        model: LoadedModel | None = None
         try:
-            model = self._models.for_run(lease.spec.model, lease.spec.prompts)  # a prompted job: the view
+            # a prompted job: the view, held for the whole item (a view in use is never evicted)
+            model = self._models.acquire(lease.spec.model, lease.spec.prompts)
             lease = self._segmenter_pinned(self._pinned(lease, model))
             segmenter = self._models.segmenter_for_run(lease.spec)
             run = run_item(
@@ -172,6 +174,8 @@ class WorkerPool:
             log.exception("item %s (%s) failed unexpectedly", lease.item_id, name)
             self._fail(worker, lease, PreannotateError(ErrorCode.INTERNAL, f"{type(exc).__name__} while processing"))
         finally:
+            if model is not None:
+                self._models.release(model)
             with self._lock:
                 self._in_flight.pop(lease.item_id, None)
 

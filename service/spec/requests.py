@@ -35,8 +35,11 @@ PROMPTS_DESCRIPTION = (
 )
 
 
-def prompt_set(prompts: PromptsIn | None, *, field: str = "prompts") -> PromptSet | None:
-    """``prompts`` in any of the ``PromptsIn`` forms as a ``PromptSet`` (None stays None).
+def prompt_set(
+    prompts: PromptsIn | None, *, field: str = "prompts", max_classes: int | None = None
+) -> PromptSet | None:
+    """``prompts`` in any of the ``PromptsIn`` forms as a ``PromptSet`` (None stays None), with at most
+    ``max_classes`` classes when given (``check_prompt_classes``).
 
     Raises:
         PreannotateError: INVALID_PROMPTS (422) naming ``field``: blank, duplicate or too many classes or prompts.
@@ -45,12 +48,29 @@ def prompt_set(prompts: PromptsIn | None, *, field: str = "prompts") -> PromptSe
         return None
     try:
         if isinstance(prompts, str):
-            return PromptSet.parse(prompts)
-        if isinstance(prompts, list):
-            return PromptSet.from_names(prompts)
-        return PromptSet.from_mapping(prompts)
+            parsed = PromptSet.parse(prompts)
+        elif isinstance(prompts, list):
+            parsed = PromptSet.from_names(prompts)
+        else:
+            parsed = PromptSet.from_mapping(prompts)
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_PROMPTS, f"{field}: {exc}") from None
+    return parsed if max_classes is None else check_prompt_classes(parsed, max_classes, field=field)
+
+
+def check_prompt_classes(prompts: PromptSet, max_classes: int, *, field: str = "prompts") -> PromptSet:
+    """The one check of ``PREANNOTATE_MAX_PROMPT_CLASSES`` wherever prompts enter (a body, a CLI flag, a project's
+    labels, a model view): every class costs a detector text to encode and score each frame against.
+
+    Raises:
+        PreannotateError: INVALID_PROMPTS (422; CLI exit 2) naming ``field`` and the setting.
+    """
+    if len(prompts.classes) > max_classes:
+        raise PreannotateError(
+            ErrorCode.INVALID_PROMPTS,
+            f"{field}: {len(prompts.classes)} prompted classes; at most {max_classes} (PREANNOTATE_MAX_PROMPT_CLASSES)",
+        )
+    return prompts
 
 
 class SlotIn(BaseModel):

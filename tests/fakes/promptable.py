@@ -73,3 +73,22 @@ class _GridView(Detector):
             dets = Detections.from_arrays(xyxy, scores, np.arange(n))
             out.append(dets[dets.confidence >= threshold])
         return out
+
+
+class GatedPrompts(GridPrompts):
+    """``GridPrompts`` whose text encoding of the prompt set ``gated`` (a ``PromptSet.key``) waits for ``gate``, as a
+    real model's waits for its lock; ``entered`` is set once that encoding started. ``error``: raised instead of
+    encoding any set (a model refusing the prompts, or running out of memory)."""
+
+    def __init__(self, gated: str | None = None, error: Exception | None = None) -> None:
+        super().__init__()
+        self.gated, self.error = gated, error
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def prompted(self, prompts: PromptSet) -> Detector:
+        if self.error is not None:
+            raise self.error
+        if prompts.key == self.gated:
+            self.entered.set()
+            self.gate.wait(timeout=30)
+        return super().prompted(prompts)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from service.api.bodies import json_body, require_json
 from service.api.deps import ModelsDep, StateDep, TenantDep
@@ -151,7 +152,9 @@ async def create_job(
     body = json_body(await request.body())
     query = {k: v for k, v in {"model": model, "fps": fps, "threshold": threshold}.items() if v is not None}
     job = _parse_job(body, query, settings.max_items_per_job)
-    record, created = create_job_from(
+    # off the event loop: prompts from a destination project are an HTTP call (with retries) to its tool
+    record, created = await run_in_threadpool(
+        create_job_from,
         job,
         settings=settings,
         store=state.store,

@@ -19,6 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -126,9 +127,18 @@ def project_prompts(
 _PROMPTS_IN: TypeAdapter[PromptsIn] = TypeAdapter(PromptsIn)
 
 
-def prompted_detector(models: ModelRegistry, model: LoadedModel, prompts: PromptSet) -> FrameDetector:
-    """``model``'s view for ``prompts``, with its own batcher (``ModelRegistry.prompted``)."""
-    return models.prompted(model.spec, prompts).batcher
+def _run_tasks(
+    run: _TaskRunner, models: ModelRegistry, prompted: ProjectPrompts | None, tasks: Sequence[Mapping[str, object]]
+) -> list[TaskOutcome]:
+    """``run.all`` (off the event loop), on the model's view for ``prompted`` when given, held until the tasks end."""
+    with ExitStack() as held:
+        if prompted is not None:
+            view = held.enter_context(models.leased(run.model_spec, prompted.prompts))
+            run.prompt(view.batcher, from_labels=prompted.from_labels)
+        # the calibration saved for exactly the version that runs (a prompted view's is its own), if any
+        runs = run.detector.info
+        run.class_thresholds = run.saved_thresholds(runs.version, runs.class_names)
+        return run.all(tasks)
 
 
 class LsBackendState:
@@ -288,14 +298,7 @@ async def predict(
         extra, aliases = (known.extra, known.aliases) if known is not None else ({}, {})
         masks = models.segmenter is not None or model.info.makes_masks
         prompted = project_prompts(model, body.label_config, extra, aliases, masks=masks)
-    if prompted is not None:
-        run.prompt(prompted_detector(models, model, prompted.prompts), from_labels=prompted.from_labels)
-    # the calibration saved for exactly the version that runs (a prompted view's is its own), if any
-    runs = run.detector.info
-    run.class_thresholds = await run_in_threadpool(
-        state.saved_thresholds().class_thresholds, runs.version, runs.class_names
-    )
-    outcomes = await run_in_threadpool(run.all, body.tasks)
+    outcomes = await run_in_threadpool(_run_tasks, run, models, prompted, body.tasks)
     failures = [o for o in outcomes if isinstance(o, PreannotateError)]
     if failures and len(failures) == len(outcomes):
         raise _every_task_failed(body.tasks, failures)
@@ -344,6 +347,14 @@ class _TaskRunner:
     def detector(self) -> FrameDetector:
         """What the tasks run on: the model's batcher, or a prompted view's."""
         return self._detector
+
+    @property
+    def model_spec(self) -> str:
+        return self._model.spec
+
+    def saved_thresholds(self, version: str, class_names: tuple[str, ...]) -> Mapping[str, float] | None:
+        """The calibration saved for ``version`` (``calibrate --save``), if any."""
+        return self._state.saved_thresholds().class_thresholds(version, class_names)
 
     def prompt(self, detector: FrameDetector, *, from_labels: bool) -> None:
         """Run an open-vocabulary model's prompted view and convert by label name alone, whether the prompts are

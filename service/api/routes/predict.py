@@ -160,20 +160,27 @@ async def predict(request: Request, state: StateDep, tenant: TenantDep, models: 
     open-vocabulary model needs ``prompts`` (a string; in JSON also a list or an object): labels are their names."""
     with TemporaryDirectory(dir=state.settings.work_dir, prefix="predict-") as scratch:
         params, upload = await _parse(request, Path(scratch))
-        model = models.for_run(params.model, prompt_set(params.prompts))  # a prompted model: its view
-        open_frame = _frame_opener(upload or params.url, state.fetcher, state.settings.media_limits(), Path(scratch))
-        result = await detect_one(
-            open_frame,
-            model.batcher,
-            threshold=state.settings.threshold if params.threshold is None else params.threshold,
-            classes=params.classes,
-            # the calibration saved for exactly this model version, if any (``calibrate --save``)
-            class_thresholds=await run_in_threadpool(
-                state.saved_thresholds().class_thresholds, model.info.version, model.info.class_names
-            ),
-            timeout_s=state.settings.predict_timeout_s,
-            segmenter=models.segmenter,
-        )
+        prompts = prompt_set(params.prompts, max_classes=state.settings.max_prompt_classes)
+        # a prompted model: its view, held for this request; made off the loop (encoding waits for the model)
+        model = await run_in_threadpool(models.acquire, params.model, prompts)
+        try:
+            open_frame = _frame_opener(
+                upload or params.url, state.fetcher, state.settings.media_limits(), Path(scratch)
+            )
+            result = await detect_one(
+                open_frame,
+                model.batcher,
+                threshold=state.settings.threshold if params.threshold is None else params.threshold,
+                classes=params.classes,
+                # the calibration saved for exactly this model version, if any (``calibrate --save``)
+                class_thresholds=await run_in_threadpool(
+                    state.saved_thresholds().class_thresholds, model.info.version, model.info.class_names
+                ),
+                timeout_s=state.settings.predict_timeout_s,
+                segmenter=models.segmenter,
+            )
+        finally:
+            await run_in_threadpool(models.release, model)  # may close an evicted view: joins its thread
     detections, names = result.detections, model.info.class_names
     height_px, width_px = result.info.height, result.info.width
     return PredictResponse(

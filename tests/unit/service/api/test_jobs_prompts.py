@@ -29,9 +29,15 @@ from tests.unit.service.api.test_jobs_segmenter import AUTH, TENANT, TOKEN, BigB
 
 
 @contextmanager
-def prompts_app(tmp_path: Path) -> Iterator[tuple[TestClient, SqliteJobStore, ModelRegistry, GridPrompts]]:
+def prompts_app(
+    tmp_path: Path, max_prompt_classes: int = 200
+) -> Iterator[tuple[TestClient, SqliteJobStore, ModelRegistry, GridPrompts]]:
     settings = Settings(
-        api_tokens=SecretStr(TOKEN), db_path=tmp_path / "jobs.db", local_roots=[tmp_path], model="fake:centre"
+        api_tokens=SecretStr(TOKEN),
+        db_path=tmp_path / "jobs.db",
+        local_roots=[tmp_path],
+        model="fake:centre",
+        max_prompt_classes=max_prompt_classes,
     )
     grid = GridPrompts()
     models = []
@@ -153,3 +159,14 @@ def test_a_fixed_class_job_keeps_its_stored_form(tmp_path: Path) -> None:
     assert record is not None
     assert "prompts" not in record.spec.to_stored()
     assert record.spec.prompts is None
+
+
+def test_a_body_over_max_prompt_classes_is_a_422_and_nothing_is_queued(tmp_path: Path) -> None:
+    with prompts_app(tmp_path, max_prompt_classes=2) as (client, store, _, grid):
+        response = client.post("/v1/jobs", json=_body(tmp_path, ["a", "b", "c"]), headers=AUTH)
+        assert store.depth() == 0
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_prompts"
+    assert "3 prompted classes; at most 2 (PREANNOTATE_MAX_PROMPT_CLASSES)" in error["message"]
+    assert not grid.encoded

@@ -19,7 +19,7 @@ from models.prompts import PromptSet
 from service import cli
 from service.commands import run as run_module
 from service.commands.run import RunRequest, execute_run
-from service.config import Settings
+from service.config import Settings, get_settings
 from service.pipeline.media import ItemSpec, SlotSpec
 from service.pipeline.options import SamplingOptions
 from tests.fakes.promptable import BASE_VERSION, GridPrompts
@@ -124,4 +124,25 @@ def test_prompts_the_model_cannot_take_exit_2_with_one_line(
     result = _preannotate("run", photo, "--model", "builtin:centerface", "--prompts", prompts, "--out", out, "-q")
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [line]
+    assert not out.exists()
+
+
+def test_prompts_over_max_prompt_classes_exit_2_with_one_line(
+    grid: GridPrompts, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREANNOTATE_MAX_PROMPT_CLASSES", "2")
+    out = tmp_path / "o.json"
+    get_settings.cache_clear()  # the process reads its settings once
+    try:
+        code = cli.main(
+            ["run", str(photo), "--model", "fake:gridprompts", "--prompts", "a, b, c", "--out", str(out), "-q"]
+        )
+    finally:
+        get_settings.cache_clear()
+    lines = capsys.readouterr().err.splitlines()
+    assert (code, lines) == (
+        2,
+        ["error: invalid_prompts: --prompts: 3 prompted classes; at most 2 (PREANNOTATE_MAX_PROMPT_CLASSES)"],
+    )
+    assert not grid.encoded
     assert not out.exists()

@@ -8,13 +8,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pytest
 
+from models.prompts import PromptSet
 from models.types import ModelInfo
 from service.jobs import worker as worker_module
 from service.jobs.runner import ItemRun, ItemStoppedError
 from service.jobs.worker import WorkerConfig, WorkerPool
-from service.loaded_models import ModelRegistry
+from service.loaded_models import DEFAULT_MAX_PROMPT_SETS, LoadedModel, ModelRegistry
+from service.pipeline.batching import DynamicBatcher
 from service.pipeline.fetch import Fetcher
 from service.pipeline.options import MediaLimits
 from service.pipeline.predictions import ItemPredictions
@@ -23,6 +26,7 @@ from service.queue.store import ItemState, JobStatus, Lease
 from service.spec.job import JobSpec
 from service.spec.requests import ItemIn
 from service.spec.thresholds import ClassThreshold, ThresholdsFile
+from tests.fakes.promptable import BASE_VERSION, GridPrompts
 
 TENANT = "tenant-a"
 REQUEST = {
@@ -51,8 +55,11 @@ class _Models:
     def get(self, name: str | None) -> _Model:
         return _Model()
 
-    def for_run(self, name: str | None, prompts: object) -> _Model:
+    def acquire(self, name: str | None, prompts: object) -> _Model:
         return self.get(name)
+
+    def release(self, model: object) -> None:
+        pass
 
     def segmenter_for_run(self, spec: object) -> None:
         return None
@@ -346,3 +353,30 @@ def test_a_cold_job_with_its_own_thresholds_keeps_them(store: _SpyStore, monkeyp
     store.save_thresholds("m-v1", ThresholdsFile(model_version="m-v1", classes={"face": ClassThreshold(threshold=0.3)}))
     run = run_cold_job(store, monkeypatch, class_thresholds={"face": 0.8})
     assert run.spec.class_thresholds == {"face": 0.8}
+
+
+def test_a_prompted_items_view_is_held_while_it_runs_so_other_prompt_sets_never_close_it(
+    store: _SpyStore, started: threading.Event
+) -> None:
+    grid = GridPrompts()
+    batcher = DynamicBatcher(grid, max_batch_size=4, max_wait_ms=0)
+    batcher.start()
+    registry = ModelRegistry([LoadedModel("fake:gridprompts", batcher)], max_prompt_sets=DEFAULT_MAX_PROMPT_SETS)
+    a = PromptSet.parse("a")
+    spec = {**REQUEST, "model": "fake:gridprompts", "model_version": f"{BASE_VERSION}+{a.key}", "class_names": ["a"]}
+    store.create_job(
+        tenant=TENANT, idem_key="k", spec=JobSpec.from_stored({**spec, "prompts": a.to_json()}), items=[_item("v.mp4")]
+    )
+    config = WorkerConfig(concurrency=1, lease_s=60.0, heartbeat_s=0.05, limits=MediaLimits(), work_dir=None)
+    pool = WorkerPool(store, registry, cast(Fetcher, None), config)
+    pool.start()
+    try:
+        assert started.wait(5)  # the item runs on A's view: a long video
+        view_a = registry.prompted("fake:gridprompts", a)
+        for i in range(DEFAULT_MAX_PROMPT_SETS):  # requests for 16 other prompt sets meanwhile
+            registry.prompted("fake:gridprompts", PromptSet.parse(f"other{i}"))
+        frame = np.zeros((40, 80, 3), np.uint8)
+        assert len(view_a.batcher.detect([frame], threshold=0.5)) == 1  # the item's frames still run
+    finally:
+        pool.stop(grace_s=0.1)
+        registry.close()

@@ -190,7 +190,8 @@ def model_for_prompts(model: JobModel, prompts: PromptSet | None) -> JobModel:
     the prompts), else ``model`` itself. Where the prompts come from is settled before this: the one check.
 
     A model no worker has published yet (distributed cold start: no version) is not known to take prompts or not;
-    the first worker to run the job checks (``ModelRegistry.for_run``) and pins its view.
+    the first worker to run the job checks (``ModelRegistry.for_run``), reads a destination project's prompts for
+    a job without any, and pins its view.
 
     Raises:
         PreannotateError: INVALID_PROMPTS (422): prompts for a model with classes of its own, or none for an
@@ -377,7 +378,8 @@ def project_prompts_for(job: JobCreate, model: JobModel, settings: Settings, *, 
     """An open-vocabulary model's job with a destination and no prompts of its own takes the first destination
     project's classes as prompts (``project_prompts``: the Label Studio labels that receive predictions, the V7
     dataset's classes, the Encord ontology's objects); None for every other job. A model no worker has published
-    yet is not known to take prompts: its job needs its own.
+    yet is not known to take prompts: the first worker that runs the job reads the project and pins its prompts
+    (``WorkerPool._with_project_prompts``).
 
     Raises:
         PreannotateError: as ``project_prompts`` (the backend's error codes, ``INVALID_PROMPTS``).

@@ -190,7 +190,8 @@ def model_for_prompts(model: JobModel, prompts: PromptSet | None) -> JobModel:
     the prompts), else ``model`` itself. Where the prompts come from is settled before this: the one check.
 
     A model no worker has published yet (distributed cold start: no version) is not known to take prompts or not;
-    the first worker to run the job checks (``ModelRegistry.for_run``) and pins its view.
+    the first worker to run the job checks (``ModelRegistry.for_run``), reads a destination project's prompts for
+    a job without any, and pins its view.
 
     Raises:
         PreannotateError: INVALID_PROMPTS (422): prompts for a model with classes of its own, or none for an
@@ -324,10 +325,22 @@ class PreparedJob:
     spec: JobSpec
     items: list[ItemIn]
     file_versions: dict[str, str] = field(default_factory=dict)
+    project_prompts: bool = False
+    """``spec.prompts`` were read from the destination project, not sent (``project_prompts_for``): left out of
+    the keys and the fingerprint as the pinned model is (``SERVER_PINNED``), since they are unknown at a cold start
+    (the first worker reads them) and someone may edit the project's labels between a request and its retry. A
+    view's version names its prompts, so ``same_model_version`` still tells a re-prompted run apart."""
 
     def content_key(self) -> str:
         """``content_idem`` of this job: the same for the same request and the same files."""
-        return content_idem(self.spec, self.items, versions=self.file_versions)
+        return content_idem(self._keyed_spec(), self.items, versions=self.file_versions)
+
+    def fingerprint(self) -> str:
+        """``content_fingerprint`` of this job: what a client key's retry must match."""
+        return content_fingerprint(self._keyed_spec(), self.items)
+
+    def _keyed_spec(self) -> JobSpec:
+        return self.spec.model_copy(update={"prompts": None}) if self.project_prompts else self.spec
 
 
 def prepare_job(
@@ -355,7 +368,8 @@ def prepare_job(
     prompts = prompt_set(job.prompts)
     base = models.for_job(job.model)
     segmenter = models.segmenter_for_job(job.segmenter)
-    if prompts is None:
+    from_project = prompts is None
+    if from_project:
         prompts = project_prompts_for(job, base, settings, masks=segmenter is not None or base.makes_masks)
     if prompts is not None:  # the body's or the project's
         check_prompt_classes(prompts, settings.max_prompt_classes)
@@ -372,6 +386,7 @@ def prepare_job(
         job_params(job, model, settings, segmenter, prompts),
         list(job.items),
         file_versions(job.items, settings.local_roots),
+        project_prompts=from_project and prompts is not None,
     )
 
 
@@ -379,7 +394,8 @@ def project_prompts_for(job: JobCreate, model: JobModel, settings: Settings, *, 
     """An open-vocabulary model's job with a destination and no prompts of its own takes the first destination
     project's classes as prompts (``project_prompts``: the Label Studio labels that receive predictions, the V7
     dataset's classes, the Encord ontology's objects); None for every other job. A model no worker has published
-    yet is not known to take prompts: its job needs its own.
+    yet is not known to take prompts: the first worker that runs the job reads the project and pins its prompts
+    (``WorkerPool._with_project_prompts``).
 
     Raises:
         PreannotateError: as ``project_prompts`` (the backend's error codes, ``INVALID_PROMPTS``).
@@ -440,7 +456,7 @@ def enqueue(
     """
     # Only a client's key can come back with another body: content and webhook keys are derived from the content.
     # The fingerprint stays out of every key (``key_params``), so the keys derived from the spec do not change.
-    fingerprint = content_fingerprint(prepared.spec, prepared.items) if idem_key.startswith(CLIENT_KEY_PREFIX) else None
+    fingerprint = prepared.fingerprint() if idem_key.startswith(CLIENT_KEY_PREFIX) else None
     existing = store.find_job(tenant=tenant, idem_key=idem_key)
     if existing is not None:
         retention_s = settings.idempotency_retention_s

@@ -141,6 +141,7 @@ class WorkerPool:
         name = lease.item.name
         model: LoadedModel | None = None
         try:
+            lease = self._with_project_prompts(lease)
             # a prompted job: the view, held for the whole item (a view in use is never evicted)
             model = self._models.acquire(lease.spec.model, lease.spec.prompts)
             lease = self._segmenter_pinned(self._pinned(lease, model))
@@ -178,6 +179,33 @@ class WorkerPool:
                 self._models.release(model)
             with self._lock:
                 self._in_flight.pop(lease.item_id, None)
+
+    def _with_project_prompts(self, lease: Lease) -> Lease:
+        """The lease with the prompts of its destination project pinned, for an open-vocabulary model's job
+        submitted before any worker had published the model (distributed cold start: the API could not tell it
+        takes prompts, so it stored none; ``project_prompts_for``). The first worker reads the project as the API
+        would have, and the first pin stands (``JobStore.pin_prompts``): every item runs on the same view.
+
+        Raises:
+            PreannotateError: ``project_prompts``' (the backend's errors, ``INVALID_PROMPTS``);
+                ``BACKEND_NOT_CONFIGURED`` for a worker without backends.
+        """
+        spec = lease.spec
+        if spec.prompts is not None or spec.pin is not None or not spec.destinations:
+            return lease
+        base = self._models.get(spec.model).info
+        if not base.open_vocabulary:
+            return lease
+        if self._backends is None:
+            raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "this worker has no backends configured")
+        from service.backends.project_prompts import project_prompts  # vendor clients load on use, as in submit
+
+        masks = spec.segmenter is not None or base.makes_masks
+        read = project_prompts(spec.destinations, self._backends.settings, masks=masks)
+        if read is None:  # no destination: ruled out above
+            return lease
+        prompts = self._store.pin_prompts(lease.job_id, read) or read
+        return replace(lease, spec=spec.model_copy(update={"prompts": prompts}))
 
     def _pinned(self, lease: Lease, model: LoadedModel) -> Lease:
         """The lease with the job's pin: a job submitted before any worker had published its model (distributed

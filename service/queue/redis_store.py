@@ -39,6 +39,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from models.prompts import PromptSet
 from models.types import ModelInfo
 from service.errors import ErrorCode, PreannotateError
 from service.metrics import job_finished
@@ -464,6 +465,18 @@ class RedisJobStore:
             if class_thresholds is not None and stored.get("class_thresholds") is None:
                 pinned["class_thresholds"] = dict(class_thresholds)
             return ModelPin(version, tuple(class_names), makes_masks), pinned
+
+        return self._pin(job_id, pin)
+
+    def pin_prompts(self, job_id: str, prompts: PromptSet) -> PromptSet | None:
+        """Pin an unpinned job's project prompts: the first pin stands (``WATCH``, as ``pin_model``); returns the
+        prompts that stand."""
+
+        def pin(stored: dict[str, Any]) -> tuple[PromptSet | None, dict[str, Any] | None]:
+            spec = JobSpec.from_stored(stored)
+            if spec.prompts is not None or spec.model_version is not None:
+                return spec.prompts, None
+            return prompts, {**stored, "prompts": prompts.to_json()}
 
         return self._pin(job_id, pin)
 

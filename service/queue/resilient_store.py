@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
+from models.prompts import PromptSet
 from service.errors import ErrorCode, PreannotateError
 from service.queue.redis_store import RedisJobStore
 from service.queue.store import ItemResult, ItemState, JobRecord, Lease
@@ -279,6 +280,9 @@ class ResilientStore:
             makes_masks=makes_masks,
             class_thresholds=class_thresholds,
         )
+
+    def pin_prompts(self, job_id: str, prompts: PromptSet) -> PromptSet | None:
+        return self.store.pin_prompts(job_id, prompts)  # NOT_READY propagates, as for pin_model
 
     def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
         return self.store.pin_segmenter(job_id, version=version)  # NOT_READY propagates, as for pin_model

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from pathlib import Path
 
+from models.prompts import PromptSet
 from service.errors import ErrorCode
 from service.metrics import job_finished
 from service.queue.store import (
@@ -663,6 +664,18 @@ class SqliteJobStore:
             )
             row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else spec_from_json(row[0]).pin
+
+    def pin_prompts(self, job_id: str, prompts: PromptSet) -> PromptSet | None:
+        """Pin an unpinned job's project prompts (the first pin stands); returns the prompts that stand."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE jobs SET request = json_set(request, '$.prompts', json(?)) WHERE id = ?"
+                " AND json_extract(request, '$.model_version') IS NULL"
+                " AND json_extract(request, '$.prompts') IS NULL",
+                (_dumps(prompts.to_json()), job_id),
+            )
+            row = conn.execute("SELECT request FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else spec_from_json(row[0]).prompts
 
     def pin_segmenter(self, job_id: str, *, version: str) -> str | None:
         """Pin the version of an unpinned job's segmenter (the first pin stands); returns the version that stands."""

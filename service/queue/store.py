@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from models.prompts import PromptSet
 from service.errors import ErrorCode
 from service.pipeline.options import SamplingMode
 from service.spec.job import JobSpec, ModelPin
@@ -375,6 +376,14 @@ class JobStore(Protocol):
         already is left alone, as is an unknown job. Returns the pin that stands (another worker's, when it
         won the race), None for an unknown job. ``class_thresholds`` (the version's saved calibration) are
         pinned with it, only where this pin happens and the job has none of its own (``JobSpec.class_thresholds``)."""
+        ...
+
+    def pin_prompts(self, job_id: str, prompts: PromptSet) -> PromptSet | None:
+        """Record in the job's spec the prompts a worker read from its destination project (``project_prompts``),
+        for a job of an open-vocabulary model submitted before any worker had published it (distributed cold
+        start: the API could not tell it takes prompts). The first pin stands: a job with prompts, or with its
+        model pinned, is left alone. Returns the prompts that stand (another worker's, when it won the race),
+        None for an unknown job or one pinned without prompts."""
         ...
 
     def pin_segmenter(self, job_id: str, *, version: str) -> str | None:

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 
 from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.jobs.submit import content_idem, prepare_job
+from service.jobs.submit import enqueue, idempotency_key_idem, prepare_job
+from service.queue.sqlite_store import SqliteJobStore
 from service.remote_models import JobModel, JobSegmenter
 from service.spec.job import JobSpec
 from service.spec.requests import JobCreate
@@ -26,6 +27,8 @@ from tests.fakes.v7_server import FakeV7
 V7_KEY = "CANARY-v7-key-" + "p" * 24
 OPEN = JobModel("fake:gridprompts", BASE_VERSION, (), open_vocabulary=True)
 FIXED = JobModel("fake:centre", "centre-00000001", ("Car", "Person"))
+COLD = JobModel("fake:gridprompts", None, None)  # distributed: no worker has published it yet
+TENANT = "tenant-a"
 
 
 class Models:
@@ -81,12 +84,12 @@ def test_an_open_vocabulary_job_is_prompted_with_the_v7_datasets_classes(v7: Fak
     stored = JobSpec.from_stored(spec.to_stored())  # what a worker reads back
     assert stored.prompts == spec.prompts
 
-    # other classes, another job: the prompts are part of the dedupe key
+    # other classes, another view: its version names the prompts (the keys leave them out: SERVER_PINNED's reasons)
     v7.add_class("cone", ["bounding_box"], [7])
     again = prepare_job(job("v7"), settings=v7_settings(v7), models=Models(OPEN))
     assert again.spec.prompts is not None
     assert again.spec.prompts.class_names == ("hard hat", "PED", "cone")
-    assert content_idem(again.spec, again.items) != content_idem(spec, again.items)
+    assert again.spec.model_version != spec.model_version
 
 
 def test_a_v7_failure_refuses_the_job_with_the_backend_error(v7: FakeV7) -> None:
@@ -115,3 +118,63 @@ def test_fixed_class_jobs_are_untouched_and_open_vocabulary_ones_without_a_desti
         prepare_job(no_destination, settings=v7_settings(v7), models=Models(OPEN))
     assert refused.value.code is ErrorCode.INVALID_PROMPTS
     assert v7.bodies == []  # nothing was asked of V7
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
+    sqlite = SqliteJobStore(tmp_path / "jobs.db")
+    yield sqlite
+    sqlite.close()
+
+
+def test_a_client_keys_retry_after_the_projects_labels_changed_is_the_same_job(
+    v7: FakeV7, store: SqliteJobStore
+) -> None:
+    settings, key = v7_settings(v7), idempotency_key_idem("retry-1")
+    v7.add_class("PED", ["bounding_box"], [7])
+    first, created = enqueue(
+        prepare_job(job("v7"), settings=settings, models=Models(OPEN)),
+        settings=settings,
+        store=store,
+        tenant=TENANT,
+        idem_key=key,
+    )
+    assert created
+
+    v7.add_class("cone", ["bounding_box"], [7])  # someone edits the dataset's classes before the client retries
+    retry = prepare_job(job("v7"), settings=settings, models=Models(OPEN))
+    assert retry.project_prompts
+    assert enqueue(retry, settings=settings, store=store, tenant=TENANT, idem_key=key) == (first, False)
+
+    # prompts the body sends are the body's: other ones under the same key are another body
+    sent = prepare_job(job("v7", prompts="PED, cone"), settings=settings, models=Models(OPEN))
+    assert not sent.project_prompts
+    with pytest.raises(PreannotateError) as reused:
+        enqueue(sent, settings=settings, store=store, tenant=TENANT, idem_key=key)
+    assert reused.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+def test_a_cold_start_job_is_found_again_by_its_content_once_the_model_is_published(
+    v7: FakeV7, store: SqliteJobStore
+) -> None:
+    settings = v7_settings(v7)
+    v7.add_class("PED", ["bounding_box"], [7])
+    cold = prepare_job(job("v7"), settings=settings, models=Models(COLD))  # no worker published: no prompts yet
+    assert cold.spec.prompts is None
+    queued, _ = enqueue(cold, settings=settings, store=store, tenant=TENANT, idem_key=cold.content_key())
+
+    published = prepare_job(job("v7"), settings=settings, models=Models(OPEN))
+    assert published.content_key() == cold.content_key()
+    assert enqueue(published, settings=settings, store=store, tenant=TENANT, idem_key=published.content_key()) == (
+        queued,
+        False,
+    )  # not a second job for the same items
+
+    # once its worker pinned the view, a project prompted otherwise since is another run
+    assert published.spec.model_version is not None
+    store.pin_model(queued.id, version=published.spec.model_version, class_names=["PED"])
+    v7.add_class("cone", ["bounding_box"], [7])
+    edited = prepare_job(job("v7"), settings=settings, models=Models(OPEN))
+    again, created = enqueue(edited, settings=settings, store=store, tenant=TENANT, idem_key=edited.content_key())
+    assert created
+    assert again.id != queued.id

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 from prometheus_client import REGISTRY
 
+from models.prompts import PromptSet
 from service.errors import ErrorCode
 from service.metrics import JOB_OUTCOMES
 from service.pipeline.options import SamplingMode
@@ -653,6 +654,33 @@ class JobStoreContract:
         record = store.get_job(tenant=TENANT, job_id=job.id)
         assert record is not None
         assert record.spec == warm
+
+    def test_the_first_project_prompts_pin_of_an_unpinned_job_stands(self, store: JobStore) -> None:
+        """A cold-start open-vocabulary job: the first worker's reading of the project stands, key for key."""
+        cold = spec("fake:gridprompts", outputs=())
+        job, _ = store.create_job(tenant=TENANT, idem_key="cold-prompts", spec=cold, items=items(2))
+        first, later = PromptSet.parse("Vehicle=car|truck, Car"), PromptSet.parse("Car, Bus")
+        assert store.pin_prompts(job.id, first) == first
+        assert store.pin_prompts(job.id, later) == first  # a second worker read the project after an edit
+        assert store.pin_prompts("no-such-job", first) is None
+
+        (lease,) = store.lease("w", max_items=1, lease_s=LEASE_S)
+        assert lease.spec == cold.model_copy(update={"prompts": first})
+        record = store.get_job(tenant=TENANT, job_id=job.id)
+        assert record is not None
+        assert record.spec.to_stored() == {**cold.to_stored(), "prompts": first.to_json()}
+
+    def test_prompts_are_not_pinned_to_a_job_with_its_own_or_a_pinned_model(self, store: JobStore) -> None:
+        own = spec("fake:gridprompts", outputs=(), prompts=PromptSet.parse("person"))
+        warm = spec(model_version="m-v1", class_names=("face",))
+        mine, _ = store.create_job(tenant=TENANT, idem_key="own", spec=own, items=items(1))
+        pinned, _ = store.create_job(tenant=TENANT, idem_key="warm", spec=warm, items=items(1))
+        assert store.pin_prompts(mine.id, PromptSet.parse("car")) == own.prompts
+        assert store.pin_prompts(pinned.id, PromptSet.parse("car")) is None
+        for job, expected in ((mine, own), (pinned, warm)):
+            record = store.get_job(tenant=TENANT, job_id=job.id)
+            assert record is not None
+            assert record.spec == expected
 
     # --- calibrated thresholds by model version ----------------------------------------------------------
 

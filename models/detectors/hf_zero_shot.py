@@ -35,8 +35,6 @@ from models.types import Detections, ModelInfo, RGBImage
 if TYPE_CHECKING:
     import torch
 
-# Prompt sets whose views (and cached text) stay alive; a job uses one, a server a few projects' at a time.
-MAX_CACHED_PROMPT_SETS = 32
 OWL_TYPES = frozenset({"owlv2", "owlvit"})
 GROUNDING_TYPES = frozenset({"grounding-dino", "mm-grounding-dino"})
 
@@ -77,6 +75,7 @@ class HFZeroShotDetector(PromptableDetector):
         # One model call at a time, whichever view's thread asks: the model and its caches are shared.
         self._lock = threading.Lock()
         self._views: OrderedDict[str, _PromptedView] = OrderedDict()
+        self._max_views = options.max_prompt_sets
         self._engine: _Engine = (
             _OwlEngine(self._model, self._processor, device, options.input_size_px)
             if model_type in OWL_TYPES
@@ -98,7 +97,7 @@ class HFZeroShotDetector(PromptableDetector):
 
     def prompted(self, prompts: PromptSet) -> Detector:
         """The view for ``prompts``: built (and its text encoded) once, then reused while among the last
-        ``MAX_CACHED_PROMPT_SETS`` sets asked for."""
+        ``options.max_prompt_sets`` sets asked for (a dropped view still works for whoever holds it)."""
         with self._lock:
             view = self._views.get(prompts.key)
             if view is None:
@@ -106,7 +105,7 @@ class HFZeroShotDetector(PromptableDetector):
                     text = self._engine.encode(prompts)
                 view = _PromptedView(self, prompts, text)
                 self._views[prompts.key] = view
-                while len(self._views) > MAX_CACHED_PROMPT_SETS:
+                while len(self._views) > self._max_views:
                     self._views.popitem(last=False)
             self._views.move_to_end(prompts.key)
             return view

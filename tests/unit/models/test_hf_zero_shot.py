@@ -201,6 +201,26 @@ def test_owl_text_tower_runs_once_per_prompt_set_across_batches_and_views(
     assert len(calls) == 2
 
 
+def test_the_view_cache_keeps_as_many_prompt_sets_as_the_options_say(
+    owl_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = load_detector(f"hf:{owl_dir}", DetectorOptions(device="cpu", max_prompt_sets=2))
+    assert isinstance(detector, HFZeroShotDetector)
+    calls: list[int] = []
+    detector._model.owlv2.text_model.register_forward_hook(lambda *_: calls.append(1))
+    sets = [PromptSet.parse(names) for names in ("dog", "cat", "dog, cat")]
+    first = detector.prompted(sets[0])
+    detector.prompted(sets[1])
+    assert detector.prompted(sets[0]) is first
+    assert len(calls) == 2
+    detector.prompted(sets[2])  # a third set drops the least recently used: sets[1]
+    assert detector.prompted(sets[0]) is first
+    assert len(calls) == 3
+    detector.prompted(sets[1])
+    assert len(calls) == 4  # encoded again
+    first.detect(frames[:1], threshold=0.5)  # a dropped view still runs for whoever holds it
+
+
 def test_grounding_dino_splits_a_prompt_set_longer_than_its_text_window(
     tmp_path: Path, frames: list[NDArray[np.uint8]]
 ) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions, PromptableDetector
 from models.detectors.hf_checkpoint import ZERO_SHOT_DETECTION, checkpoint_model_type, load_checkpoint
 from models.detectors.hf_transformers import _size_fields, processor_size_override
-from models.errors import DeviceOutOfMemoryError, ModelLoadError
+from models.errors import DeviceOutOfMemoryError, ModelLoadError, PromptsRequiredError
 from models.ops.boxes import clip_xyxy
 from models.prompts import PromptSet
 from models.runtimes.torch import autocast_dtype, configure_cpu_threads, require, resolve_torch_device, to_device
@@ -174,6 +174,12 @@ def _image_size_kwargs(processor: Any, input_size_px: int | None) -> tuple[dict[
     return ({"size": size} if size is not None else {}), long_side_px
 
 
+def _too_long(prompt: str, tokens: int, max_tokens: int) -> PromptsRequiredError:
+    return PromptsRequiredError(
+        f"prompt {prompt[:60]!r} is {tokens} tokens, longer than the model's text window of {max_tokens}: shorten it"
+    )
+
+
 def _rows(
     boxes_cxcywh: torch.Tensor, scores: torch.Tensor, class_ids: torch.Tensor, image: RGBImage, scale: Sequence[float]
 ) -> Detections:
@@ -213,11 +219,16 @@ class _OwlEngine(_Engine):
         native_px = int(model.config.vision_config.image_size)
         self._interpolate = self.input_size_px is not None and self.input_size_px != native_px
         self.keeps_aspect = self._pads_square
+        self._max_tokens = int(model.config.text_config.max_position_embeddings)
 
     def encode(self, prompts: PromptSet) -> _OwlText:
         """The prompts' query embeddings, as the model's forward computes them (text tower, projection, norm)."""
         import torch
 
+        # The text tower's window is short (16 tokens for OWL): a longer prompt would fail deep in the model.
+        for text, ids in zip(prompts.texts, self._processor.tokenizer(list(prompts.texts))["input_ids"], strict=True):
+            if len(ids) > self._max_tokens:
+                raise _too_long(text, len(ids), self._max_tokens)
         tokens = self._processor(text=list(prompts.texts), return_tensors="pt")
         owl = self._model.owlv2 if self._pads_square else self._model.owlvit
         embeds = owl.get_text_features(
@@ -285,6 +296,9 @@ class _GroundingEngine(_Engine):
         # Lower-cased and dot-free as the processor writes captions: a "." inside a prompt would split its phrase.
         texts = [" ".join(t.replace(".", " ").lower().split()) for t in prompts.texts]
         lengths = [len(self._processor.tokenizer.tokenize(t)) + 1 for t in texts]  # + its "."
+        for prompt, length in zip(prompts.texts, lengths, strict=True):
+            if length + 2 > self._max_tokens:  # even alone in a caption, with [CLS] and [SEP]
+                raise _too_long(prompt, length + 2, self._max_tokens)
         captions: list[_Caption] = []
         start, used = 0, 2  # [CLS] and [SEP]
         for k, length in enumerate(lengths):
@@ -300,10 +314,8 @@ class _GroundingEngine(_Engine):
         encoded = self._processor.tokenizer(
             caption, return_tensors="pt", return_offsets_mapping=True, return_token_type_ids=True
         )
-        if encoded["input_ids"].shape[1] > self._max_tokens:
-            raise ModelLoadError(
-                f"prompt {texts[0][:40]!r} is longer than the model's text window of {self._max_tokens} tokens"
-            )
+        if encoded["input_ids"].shape[1] > self._max_tokens:  # encode's per-prompt check keeps this from happening
+            raise _too_long(texts[0], int(encoded["input_ids"].shape[1]), self._max_tokens)
         offsets = encoded.pop("offset_mapping")[0].tolist()
         spans = []
         char_start = 0

@@ -186,6 +186,20 @@ def test_without_prompts_the_model_refuses_to_run(checkpoint_dir: Path, frames: 
         _load(checkpoint_dir).detect(frames, threshold=0.5)
 
 
+@pytest.mark.parametrize("names", ["A={long}", "dog, B=cat|{long}"])
+def test_a_prompt_longer_than_the_text_window_is_refused_naming_it(
+    checkpoint_dir: Path, tmp_path: Path, frames: list[NDArray[np.uint8]], names: str
+) -> None:
+    """Alone or beside short prompts (a batch of mixed lengths), a too-long prompt is a prompt error, not a crash."""
+    if "grounding" in checkpoint_dir.name:
+        checkpoint_dir = write_tiny_grounding_dino(tmp_path, max_text_len=12)
+    long = " ".join(WORDS)  # 16 tokens: past OWL's window of 16 with its start and end tokens, and past 12
+    detector = _load(checkpoint_dir)
+    with pytest.raises(PromptsRequiredError, match=r"prompt 'person car red .* longer than the model's text window"):
+        detector.prompted(PromptSet.parse(names.format(long=long)))
+    assert detector.prompted(PromptSet.parse("dog, cat")).detect(frames[:1], threshold=0.0)  # the model still works
+
+
 def test_owl_text_tower_runs_once_per_prompt_set_across_batches_and_views(
     owl_dir: Path, frames: list[NDArray[np.uint8]]
 ) -> None:

@@ -4,6 +4,7 @@ back, judged against transformers' own processor + model + post-processing on th
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,60 @@ def test_grounding_dino_splits_a_prompt_set_longer_than_its_text_window(
         )
         _assert_same(got, _sorted(expected.xyxy, expected.confidence, expected.class_id))
         assert (got.class_id >= 5).any()  # the later window's classes are found
+
+
+def test_grounding_dino_runs_its_text_encoder_once_per_batch_not_per_frame(
+    tmp_path: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = _load(write_tiny_grounding_dino(tmp_path), batch_size=3)
+    rows: list[int] = []
+    detector._model.model.text_backbone.embeddings.register_forward_hook(lambda _m, _a, out: rows.append(out.shape[0]))
+    dets = detector.prompted(PROMPTS).detect(frames, threshold=0.0)  # one batch of 3 (the judge test checks values)
+    assert rows == [1]
+    assert len(dets) == 3
+
+
+def test_frames_are_prepared_while_another_batch_holds_the_model(
+    checkpoint_dir: Path, frames: list[NDArray[np.uint8]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pixel work (the processor's, or OWLv2's in torch) runs before the model lock is taken."""
+    detector = _load(checkpoint_dir, batch_size=3)
+    view = detector.prompted(PROMPTS)
+    prepared = threading.Event()
+    processor = detector._engine._processor
+    image_processor = processor.image_processor
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        prepared.set()
+        return image_processor(*args, **kwargs)
+
+    monkeypatch.setattr(processor, "image_processor", spy)
+    if "owlv2" in checkpoint_dir.name:
+        from models.runtimes import torch_preprocess
+
+        resize = torch_preprocess.antialiased_resize
+        monkeypatch.setattr(torch_preprocess, "antialiased_resize", lambda *a: (prepared.set(), resize(*a))[1])
+    with detector._lock:  # another view's batch is running
+        worker = threading.Thread(target=view.detect, args=(frames,), kwargs={"threshold": 0.5})
+        worker.start()
+        assert prepared.wait(timeout=30)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+
+
+@pytest.mark.parametrize(("frame_hw", "out_px"), [((1080, 1920), 960), ((50, 80), 64), ((301, 97), 40)])
+def test_owlv2_pixels_in_torch_equal_its_image_processor(owl_dir: Path, frame_hw: tuple[int, int], out_px: int) -> None:
+    """Pad square, scikit-image's anti-aliased resize (blur + linear zoom, mirrored edges), normalise: as the
+    processor does, at full HD down to 960 px, upscaled, and shrunk by an odd factor."""
+    from models.detectors.hf_zero_shot import _Owlv2Pixels
+
+    image_processor = transformers.AutoProcessor.from_pretrained(owl_dir, local_files_only=True).image_processor
+    image = np.random.default_rng(1).integers(0, 255, (*frame_hw, 3), dtype=np.uint8)
+    size = {"height": out_px, "width": out_px}
+    expected = image_processor(images=[image], return_tensors="pt", input_data_format="channels_last", size=size)
+    pixels = _Owlv2Pixels.of(image_processor, size)
+    assert pixels is not None
+    np.testing.assert_allclose(pixels.prepare([image], "cpu").numpy(), expected["pixel_values"].numpy(), atol=1e-5)
 
 
 def test_owl_runs_at_a_smaller_input_size_with_boxes_in_frame_pixels(

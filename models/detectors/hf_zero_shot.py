@@ -237,7 +237,10 @@ class _OwlEngine(_Engine):
         self._interpolate = self.input_size_px is not None and self.input_size_px != native_px
         self.keeps_aspect = self._pads_square
         self._max_tokens = int(model.config.text_config.max_position_embeddings)
-        self._owlv2_pixels = _Owlv2Pixels.of(processor.image_processor, self._size_kwargs.get("size"))
+        # On a GPU OWLv2's pixels are done there; on the CPU its processor is faster (0.19 s vs 0.46 s a 1080p frame).
+        self._owlv2_pixels = (
+            None if device == "cpu" else _Owlv2Pixels.of(processor.image_processor, self._size_kwargs.get("size"))
+        )
 
     def encode(self, prompts: PromptSet) -> _OwlText:
         """The prompts' query embeddings, as the model's forward computes them (text tower, projection, norm)."""

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # Box prompts per mask-decoder call: 32 keep SAM-base's decoder near 1 GiB in fp32.
 DEFAULT_SEGMENTER_MAX_BOXES = 32
 MAX_SEGMENTER_MAX_BOXES = 1024
+# Prompt sets an open-vocabulary detector keeps a view (and its encoded text) for; the server's default too.
+DEFAULT_MAX_PROMPT_SETS = 16
+MAX_MAX_PROMPT_SETS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,8 @@ class DetectorOptions:
         segmenter_max_boxes: box prompts per mask-decoder call of a box-prompted segmenter (SAM): each prompt
             holds its own copy of the frame's image embedding (~32 MiB for SAM-base in fp32), so this bounds
             the decoder's memory however crowded a frame is. Detectors ignore it.
+        max_prompt_sets: prompt sets an open-vocabulary detector keeps a view (and its encoded text) for, least
+            recently used dropped first; fixed-class detectors ignore it.
     """
 
     device: str = "auto"
@@ -50,6 +55,7 @@ class DetectorOptions:
     engine_cache_dir: str | None = None
     compile: bool = False
     segmenter_max_boxes: int = DEFAULT_SEGMENTER_MAX_BOXES
+    max_prompt_sets: int = DEFAULT_MAX_PROMPT_SETS
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -64,6 +70,8 @@ class DetectorOptions:
             raise ValueError(
                 f"segmenter_max_boxes must be in [1, {MAX_SEGMENTER_MAX_BOXES}], got {self.segmenter_max_boxes}"
             )
+        if not 1 <= self.max_prompt_sets <= MAX_MAX_PROMPT_SETS:
+            raise ValueError(f"max_prompt_sets must be in [1, {MAX_MAX_PROMPT_SETS}], got {self.max_prompt_sets}")
 
 
 # Measured on a 2-core CPU, batching loses (DETR-R50 batch 4 = 0.7x the images/s of batch 1);

@@ -35,5 +35,5 @@ class DeviceOutOfMemoryError(ModelError):
 
 
 class PromptsRequiredError(ModelError):
-    """An open-vocabulary model was run without prompts (it has no classes of its own), or a fixed-class model
-    was given prompts it cannot use."""
+    """An open-vocabulary model was run without prompts (it has no classes of its own), or given a prompt it
+    cannot take (longer than its text window), or a fixed-class model was given prompts it cannot use."""

@@ -377,6 +377,7 @@ class Settings(BaseSettings):
             engine_cache_dir=str(self.engine_cache_dir),
             compile=self.torch_compile,
             segmenter_max_boxes=self.segmenter_max_boxes,
+            max_prompt_sets=self.max_prompt_sets,
         )
 
     def tracker_options(self) -> TrackerOptions | None:

@@ -293,3 +293,64 @@ def prepare_on_device(
     if spec.pad:
         inputs["pixel_mask"] = mask
     return inputs
+
+
+def mirror_index(index: torch.Tensor, size: int) -> torch.Tensor:
+    """``index`` folded into [0, size) the way scipy.ndimage's ``mirror`` mode extends an axis (d c b | a b c d |
+    c b a): the edge sample is not repeated."""
+    import torch
+
+    if size == 1:
+        return torch.zeros_like(index)
+    period = 2 * (size - 1)
+    folded = index.remainder(period)
+    return torch.where(folded >= size, period - folded, folded)
+
+
+def _gaussian_blur_axis(image: torch.Tensor, dim: int, sigma: float) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter along one axis (truncate 4, mode mirror), weights computed in float64."""
+    import torch
+
+    radius = int(4.0 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * offsets**2 / sigma**2)
+    weights /= weights.sum()
+    size = image.shape[dim]
+    source = mirror_index(torch.arange(-radius, size + radius, device=image.device), size)
+    padded = image.index_select(dim, source)
+    out = torch.zeros_like(image)
+    for k, weight in enumerate(weights.tolist()):
+        out.add_(padded.narrow(dim, k, size), alpha=weight)
+    return out
+
+
+def _linear_zoom_axis(image: torch.Tensor, dim: int, out_size: int) -> torch.Tensor:
+    """scipy.ndimage.zoom along one axis with order 1, ``grid_mode=True`` (pixel centres at half steps) and
+    mode mirror: each output sample interpolates its two nearest inputs, mirrored at the edges."""
+    import torch
+
+    size = image.shape[dim]
+    coords = (np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size) - 0.5
+    low = np.floor(coords)
+    shape = [1] * image.dim()
+    shape[dim] = out_size
+    frac = torch.from_numpy(coords - low).to(device=image.device, dtype=image.dtype).view(shape)
+    low_index = torch.from_numpy(low.astype(np.int64)).to(image.device)
+    below = image.index_select(dim, mirror_index(low_index, size))
+    above = image.index_select(dim, mirror_index(low_index + 1, size))
+    return below + (above - below) * frac
+
+
+def antialiased_resize(image: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) float -> (C, out_h, out_w), as OWLv2's processor resizes (scikit-image's ``resize`` with
+    anti-aliasing, done in scipy): a Gaussian blur of sigma (factor - 1) / 2 per shrunk axis, linear
+    interpolation, then clipped to the input's value range."""
+    out = image
+    for dim, out_size in ((1, out_hw[0]), (2, out_hw[1])):
+        sigma = max(0.0, (image.shape[dim] / out_size - 1) / 2)
+        if sigma > 0:
+            out = _gaussian_blur_axis(out, dim, sigma)
+    for dim, out_size in ((1, out_hw[0]), (2, out_hw[1])):
+        if out.shape[dim] != out_size:
+            out = _linear_zoom_axis(out, dim, out_size)
+    return out.clamp_(image.min(), image.max())

@@ -4,6 +4,7 @@ back, judged against transformers' own processor + model + post-processing on th
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,20 @@ def test_without_prompts_the_model_refuses_to_run(checkpoint_dir: Path, frames: 
         _load(checkpoint_dir).detect(frames, threshold=0.5)
 
 
+@pytest.mark.parametrize("names", ["A={long}", "dog, B=cat|{long}"])
+def test_a_prompt_longer_than_the_text_window_is_refused_naming_it(
+    checkpoint_dir: Path, tmp_path: Path, frames: list[NDArray[np.uint8]], names: str
+) -> None:
+    """Alone or beside short prompts (a batch of mixed lengths), a too-long prompt is a prompt error, not a crash."""
+    if "grounding" in checkpoint_dir.name:
+        checkpoint_dir = write_tiny_grounding_dino(tmp_path, max_text_len=12)
+    long = " ".join(WORDS)  # 16 tokens: past OWL's window of 16 with its start and end tokens, and past 12
+    detector = _load(checkpoint_dir)
+    with pytest.raises(PromptsRequiredError, match=r"prompt 'person car red .* longer than the model's text window"):
+        detector.prompted(PromptSet.parse(names.format(long=long)))
+    assert detector.prompted(PromptSet.parse("dog, cat")).detect(frames[:1], threshold=0.0)  # the model still works
+
+
 def test_owl_text_tower_runs_once_per_prompt_set_across_batches_and_views(
     owl_dir: Path, frames: list[NDArray[np.uint8]]
 ) -> None:
@@ -199,6 +214,26 @@ def test_owl_text_tower_runs_once_per_prompt_set_across_batches_and_views(
     assert views[0] is views[1] is views[2]
     detector.prompted(PromptSet.parse("dog, cat")).detect(frames[:1], threshold=0.5)
     assert len(calls) == 2
+
+
+def test_the_view_cache_keeps_as_many_prompt_sets_as_the_options_say(
+    owl_dir: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = load_detector(f"hf:{owl_dir}", DetectorOptions(device="cpu", max_prompt_sets=2))
+    assert isinstance(detector, HFZeroShotDetector)
+    calls: list[int] = []
+    detector._model.owlv2.text_model.register_forward_hook(lambda *_: calls.append(1))
+    sets = [PromptSet.parse(names) for names in ("dog", "cat", "dog, cat")]
+    first = detector.prompted(sets[0])
+    detector.prompted(sets[1])
+    assert detector.prompted(sets[0]) is first
+    assert len(calls) == 2
+    detector.prompted(sets[2])  # a third set drops the least recently used: sets[1]
+    assert detector.prompted(sets[0]) is first
+    assert len(calls) == 3
+    detector.prompted(sets[1])
+    assert len(calls) == 4  # encoded again
+    first.detect(frames[:1], threshold=0.5)  # a dropped view still runs for whoever holds it
 
 
 def test_grounding_dino_splits_a_prompt_set_longer_than_its_text_window(
@@ -219,6 +254,55 @@ def test_grounding_dino_splits_a_prompt_set_longer_than_its_text_window(
         )
         _assert_same(got, _sorted(expected.xyxy, expected.confidence, expected.class_id))
         assert (got.class_id >= 5).any()  # the later window's classes are found
+
+
+def test_grounding_dino_runs_its_text_encoder_once_per_batch_not_per_frame(
+    tmp_path: Path, frames: list[NDArray[np.uint8]]
+) -> None:
+    detector = _load(write_tiny_grounding_dino(tmp_path), batch_size=3)
+    rows: list[int] = []
+    detector._model.model.text_backbone.embeddings.register_forward_hook(lambda _m, _a, out: rows.append(out.shape[0]))
+    dets = detector.prompted(PROMPTS).detect(frames, threshold=0.0)  # one batch of 3 (the judge test checks values)
+    assert rows == [1]
+    assert len(dets) == 3
+
+
+def test_frames_are_prepared_while_another_batch_holds_the_model(
+    checkpoint_dir: Path, frames: list[NDArray[np.uint8]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pixel work (the processor's, or OWLv2's in torch) runs before the model lock is taken."""
+    detector = _load(checkpoint_dir, batch_size=3)
+    view = detector.prompted(PROMPTS)
+    prepared = threading.Event()
+    processor = detector._engine._processor
+    image_processor = processor.image_processor
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        prepared.set()
+        return image_processor(*args, **kwargs)
+
+    monkeypatch.setattr(processor, "image_processor", spy)  # on the CPU every family uses its processor
+    with detector._lock:  # another view's batch is running
+        worker = threading.Thread(target=view.detect, args=(frames,), kwargs={"threshold": 0.5})
+        worker.start()
+        assert prepared.wait(timeout=30)
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+
+
+@pytest.mark.parametrize(("frame_hw", "out_px"), [((1080, 1920), 960), ((50, 80), 64), ((301, 97), 40)])
+def test_owlv2_pixels_in_torch_equal_its_image_processor(owl_dir: Path, frame_hw: tuple[int, int], out_px: int) -> None:
+    """Pad square, scikit-image's anti-aliased resize (blur + linear zoom, mirrored edges), normalise: as the
+    processor does, at full HD down to 960 px, upscaled, and shrunk by an odd factor."""
+    from models.detectors.hf_zero_shot import _Owlv2Pixels
+
+    image_processor = transformers.AutoProcessor.from_pretrained(owl_dir, local_files_only=True).image_processor
+    image = np.random.default_rng(1).integers(0, 255, (*frame_hw, 3), dtype=np.uint8)
+    size = {"height": out_px, "width": out_px}
+    expected = image_processor(images=[image], return_tensors="pt", input_data_format="channels_last", size=size)
+    pixels = _Owlv2Pixels.of(image_processor, size)
+    assert pixels is not None
+    np.testing.assert_allclose(pixels.prepare([image], "cpu").numpy(), expected["pixel_values"].numpy(), atol=1e-5)
 
 
 def test_owl_runs_at_a_smaller_input_size_with_boxes_in_frame_pixels(

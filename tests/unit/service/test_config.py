@@ -34,6 +34,12 @@ def test_defaults() -> None:
     assert settings.batching_for("cuda") == (16, 5.0)
 
 
+def test_max_prompt_sets_reaches_the_detectors_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().detector_options().max_prompt_sets == 16
+    monkeypatch.setenv("PREANNOTATE_MAX_PROMPT_SETS", "3")
+    assert Settings().detector_options().max_prompt_sets == 3
+
+
 def test_segmenter_max_boxes_reaches_the_segmenters_options(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().detector_options().segmenter_max_boxes == 32
     monkeypatch.setenv("PREANNOTATE_SEGMENTER_MAX_BOXES", "8")

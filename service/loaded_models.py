@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from models.base import PromptableDetector, Segmenter
+from models.base import DEFAULT_MAX_PROMPT_SETS, PromptableDetector, Segmenter
 from models.errors import ModelError
 from models.prompts import PromptSet
 from models.registry import load_detector
@@ -30,9 +30,6 @@ from service.spec.requests import check_prompt_classes
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_MAX_PROMPT_SETS = 16
-"""``Settings.max_prompt_sets``' default, for registries built without settings (tests, tools)."""
 DEFAULT_MAX_PROMPT_CLASSES = 200
 """``Settings.max_prompt_classes``' default, likewise."""
 

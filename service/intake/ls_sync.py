@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.base import PromptableDetector, Segmenter
+from models.errors import ModelError
 from models.prompts import PromptSet
 from service.backends.label_studio import LabelStudioClient, PushOutcome, as_preannotate_error
 from service.backends.retry import BackendError
@@ -25,13 +26,14 @@ from service.config import Settings
 from service.convert.label_studio import LabelConfig, parse_label_config
 from service.convert.ls_prompts import PromptMap, labels_only, ls_config_to_prompts
 from service.convert.types import ModelRef
-from service.errors import ErrorCode, PreannotateError
+from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.intake.ls_tasks import Downloader, TaskFile, has_prediction, makes_masks, task_prediction
 from service.pipeline.flow import options_filter
 from service.pipeline.frames import FrameResult, SlotMeta
 from service.pipeline.options import SamplingOptions
 from service.pipeline.run import FrameDetector
 from service.pipeline.tracks import needs_appearance
+from service.spec.requests import check_prompt_classes
 
 MAX_CONSECUTIVE_OUTAGES = 3
 """Stop after this many tasks in a row failed because Label Studio itself was unreachable or erroring."""
@@ -103,7 +105,9 @@ def sync_project(
             ErrorCode.INVALID_ARGUMENT,
             f"project {options.project_id} has no RectangleLabels (on an Image) or VideoRectangle (on a Video)",
         )
-    detector, config, aliases, prompts = _prompted(detector, options, xml, config, makes_masks(detector, segmenter))
+    detector, config, aliases, prompts = _prompted(
+        detector, options, xml, config, makes_masks(detector, segmenter), max_classes=settings.max_prompt_classes
+    )
     info = detector.info
     model = ModelRef(spec=options.model_spec, version=info.version, class_names=info.class_names)
     report = SyncReport(model_version=model.version, prompts=prompts)
@@ -160,7 +164,7 @@ def sync_project(
 
 
 def _prompted(
-    detector: FrameDetector, options: SyncOptions, xml: str, config: LabelConfig, masks: bool
+    detector: FrameDetector, options: SyncOptions, xml: str, config: LabelConfig, masks: bool, *, max_classes: int
 ) -> tuple[FrameDetector, LabelConfig, Mapping[str, str], PromptSet | None]:
     """An open-vocabulary model's view for the run: prompted with ``options.prompts``, else with the project's
     labels (``ls_config_to_prompts``). Either way its class names are the labels (or names the user chose), so the
@@ -171,7 +175,12 @@ def _prompted(
     prompts = options.prompts or ls_config_to_prompts(
         xml, aliases=options.aliases, overrides=options.prompt_map, masks=masks
     )
-    return detector.prompted(prompts), labels_only(config), {}, prompts
+    check_prompt_classes(prompts, max_classes, field=f"project {options.project_id}'s labels")
+    try:
+        view = detector.prompted(prompts)
+    except ModelError as exc:  # prompts the model cannot take (longer than its text window): invalid_prompts
+        raise from_model_error(exc) from None
+    return view, labels_only(config), {}, prompts
 
 
 def label_studio_downloader(client: LabelStudioClient) -> Downloader:

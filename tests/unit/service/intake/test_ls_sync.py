@@ -230,3 +230,20 @@ def test_a_prompted_sync_writes_each_class_under_its_own_label(
     regions = sorted(prediction["result"], key=lambda r: r["value"]["x"])
     assert [r["value"]["rectanglelabels"] for r in regions] == labels
     assert dict(report.dropped) == ({} if prompts is None else {"bus": 1})
+
+
+def test_a_project_with_more_labels_than_max_prompt_classes_is_refused_before_any_task(
+    fake: FakeLabelStudio, tmp_path: Path
+) -> None:
+    fake.projects[PROJECT]["label_config"] = PROMPT_CONFIG  # 4 receiving labels
+    task = fake.add_task(PROJECT, {"image": "/data/upload/1/a.png"})
+    options = SyncOptions(project_id=PROJECT, model_spec="fake:gridprompts", sampling=SamplingOptions(), threshold=0.0)
+    settings = Settings(work_dir=tmp_path, max_prompt_classes=3)
+    with (
+        LabelStudioClient(LabelStudioConfig(url=fake.base_url, api_key=SecretStr(LEGACY_TOKEN))) as client,
+        pytest.raises(PreannotateError) as refused,
+    ):
+        sync_project(client, GridPrompts(), options, settings)
+    assert refused.value.code is ErrorCode.INVALID_PROMPTS
+    assert "PREANNOTATE_MAX_PROMPT_CLASSES" in refused.value.message
+    assert fake.predictions_of(task) == []

@@ -659,7 +659,7 @@ class JobStoreContract:
         """A cold-start open-vocabulary job: the first worker's reading of the project stands, key for key."""
         cold = spec("fake:gridprompts", outputs=())
         job, _ = store.create_job(tenant=TENANT, idem_key="cold-prompts", spec=cold, items=items(2))
-        first, later = PromptSet.parse("Vehicle=car|truck, Car"), PromptSet.parse("Car, Bus")
+        first, later = PromptSet.parse("Vehicle=van|truck, Car"), PromptSet.parse("Car, Bus")
         assert store.pin_prompts(job.id, first) == first
         assert store.pin_prompts(job.id, later) == first  # a second worker read the project after an edit
         assert store.pin_prompts("no-such-job", first) is None

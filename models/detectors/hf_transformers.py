@@ -17,7 +17,7 @@ from models.detectors.hf_checkpoint import load_checkpoint, segments
 from models.detectors.hf_instance_segmentation import InputGeometry, instance_detections
 from models.errors import DeviceOutOfMemoryError
 from models.ops.boxes import clip_xyxy
-from models.runtimes.torch import configure_cpu_threads, require, resolve_torch_device, to_device
+from models.runtimes.torch import to_device, torch_device_for
 from models.runtimes.torch_preprocess import HostStaging, PreprocessSpec, preprocess
 from models.types import Detections, ModelInfo, RGBImage
 
@@ -90,10 +90,7 @@ class HFTransformersDetector(Detector):
     """A transformers object-detection model behind its own image processor and post-processing."""
 
     def __init__(self, spec: str, target: str, options: DetectorOptions) -> None:
-        require("torch", needed_for=spec)
-        device = resolve_torch_device(options.device)
-        if device == "cpu":
-            configure_cpu_threads(options.num_threads)
+        device = torch_device_for(spec, device=options.device, num_threads=options.num_threads)
         checkpoint = load_checkpoint(target)
         self._device = device
         # fp16 through autocast rather than model.half(): matmuls and convolutions run in fp16 while

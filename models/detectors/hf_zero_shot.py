@@ -29,7 +29,7 @@ from models.detectors.hf_transformers import _size_fields, processor_size_overri
 from models.errors import DeviceOutOfMemoryError, ModelLoadError, PromptsRequiredError
 from models.ops.boxes import clip_xyxy
 from models.prompts import PromptSet
-from models.runtimes.torch import autocast_dtype, configure_cpu_threads, require, resolve_torch_device, to_device
+from models.runtimes.torch import autocast_dtype, require, to_device, torch_device_for
 from models.types import Detections, ModelInfo, RGBImage
 
 if TYPE_CHECKING:
@@ -60,10 +60,7 @@ class HFZeroShotDetector(PromptableDetector):
     """An open-vocabulary transformers checkpoint; ``prompted`` gives the detector for one prompt set."""
 
     def __init__(self, spec: str, target: str, options: DetectorOptions) -> None:
-        require("torch", needed_for=spec)
-        device = resolve_torch_device(options.device)
-        if device == "cpu":
-            configure_cpu_threads(options.num_threads)
+        device = torch_device_for(spec, device=options.device, num_threads=options.num_threads)
         _refuse_unsupported(spec, checkpoint_model_type(target))  # before loading: OmDet-Turbo's would fail deep
         checkpoint = load_checkpoint(target, ZERO_SHOT_DETECTION)
         model_type = str(checkpoint.model.config.model_type)

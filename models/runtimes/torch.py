@@ -58,6 +58,16 @@ def configure_cpu_threads(num_threads: int | None) -> None:
         log.info("torch CPU threads set to %d", num_threads)
 
 
+def torch_device_for(spec: str, *, device: str, num_threads: int | None) -> str:
+    """What every torch model does first: torch present (MissingDependencyError naming ``spec``), the device
+    resolved (``resolve_torch_device``), and on CPU its thread count set. Returns ``cpu`` or ``cuda``."""
+    require("torch", needed_for=spec)
+    resolved = resolve_torch_device(device)
+    if resolved == "cpu":
+        configure_cpu_threads(num_threads)
+    return resolved
+
+
 def autocast_dtype(device: str, half: bool) -> torch.dtype | None:
     """The dtype to autocast to: None on CPU or when half precision is off; on CUDA bfloat16 where the GPU
     has it (fp16's range overflows in some large ViTs), else float16."""

@@ -28,7 +28,7 @@ from models.detectors.hf_checkpoint import CheckpointKind, load_checkpoint
 from models.errors import DeviceOutOfMemoryError, ModelLoadError, ModelSpecError
 from models.masks import Masks
 from models.oom import BatchCeiling, run_splitting_on_oom
-from models.runtimes.torch import autocast_dtype, configure_cpu_threads, require, resolve_torch_device
+from models.runtimes.torch import autocast_dtype, torch_device_for
 from models.runtimes.torch_preprocess import HostStaging, PreprocessSpec, ResizeRule, preprocess
 from models.types import RGBImage
 
@@ -98,10 +98,7 @@ class HFSamSegmenter(Segmenter):
     """A transformers SAM-family model prompted with boxes."""
 
     def __init__(self, spec: str, target: str, options: DetectorOptions) -> None:
-        require("torch", needed_for=spec)
-        device = resolve_torch_device(options.device)
-        if device == "cpu":
-            configure_cpu_threads(options.num_threads)
+        device = torch_device_for(spec, device=options.device, num_threads=options.num_threads)
         checkpoint = load_checkpoint(target, SAM_FAMILY)
         self._device = device
         # autocast, as the detectors: matmuls in half precision, norms and softmax kept in fp32

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
         le=MAX_PROMPT_CLASSES,
         description="classes one prompt set may have (each is encoded and scored on every frame)",
     )
+    max_prompt_map_bytes: int = Field(
+        1_000_000,
+        ge=1,
+        le=100_000_000,
+        description="largest `sync --prompt-map` file read (a label -> prompt map is a few KiB)",
+    )
 
     # Label Studio: `sync label-studio` defaults, and the /ls ML backend's access to task media
     label_studio_url: str | None = Field(None, description="Label Studio base URL, e.g. https://ls.example.com")

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -23,7 +24,7 @@ from service.backends.label_studio import (
 from service.backends.retry import BackendError
 from service.commands.common import Progress, load_settings, prompted_detector, thresholds_from_args
 from service.config import Settings
-from service.convert.ls_prompts import describe, read_prompt_map
+from service.convert.ls_prompts import PromptMap, describe, read_prompt_map
 from service.errors import ErrorCode, PreannotateError, from_model_error
 from service.intake.ls_sync import SyncOptions, SyncReport, sync_project
 from service.pipeline.masking import open_segmenter
@@ -59,7 +60,7 @@ def sync_command(args: argparse.Namespace) -> int:
         aliases=_parse_aliases(args.alias or []),
         # explicit: over the project's
         prompts=prompt_set(getattr(args, "prompts", None), field="--prompts", max_classes=settings.max_prompt_classes),
-        prompt_map=None if getattr(args, "prompt_map", None) is None else read_prompt_map(args.prompt_map),
+        prompt_map=_prompt_map(getattr(args, "prompt_map", None), settings),
     )
     _refuse_flags_prompts_replace(options)
     try:
@@ -151,6 +152,11 @@ def _parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
             raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--alias expects CLASS=LABEL, got {pair!r}")
         aliases[name.strip()] = label.strip()
     return aliases
+
+
+def _prompt_map(path: Path | None, settings: Settings) -> PromptMap | None:
+    """``--prompt-map FILE``, read (``PREANNOTATE_MAX_PROMPT_MAP_BYTES`` at most); None without the flag."""
+    return None if path is None else read_prompt_map(path, max_bytes=settings.max_prompt_map_bytes)
 
 
 def _print_warning(task_id: int, warning: PreannotateError) -> None:

@@ -27,7 +27,6 @@ from service.errors import ErrorCode, PreannotateError
 
 PROMPT_ATTRIBUTE = "prompt"
 """The ``<Label>`` attribute holding a label's prompts (``|``-separated)."""
-MAX_PROMPT_MAP_BYTES = 1_000_000
 """A prompt map file larger than this is refused before parsing (one line per class is a few KB)."""
 
 PromptMap = Mapping[str, str | Sequence[str]]
@@ -137,15 +136,18 @@ def _as_list(prompts: str | Sequence[str]) -> list[str]:
     return [prompts] if isinstance(prompts, str) else list(prompts)
 
 
-def read_prompt_map(path: Path) -> dict[str, str | list[str]]:
-    """A ``--prompt-map`` file: a JSON object of label -> prompt or list of prompts.
+def read_prompt_map(path: Path, *, max_bytes: int) -> dict[str, str | list[str]]:
+    """A ``--prompt-map`` file of at most ``max_bytes`` (``PREANNOTATE_MAX_PROMPT_MAP_BYTES``): a JSON object of
+    label -> prompt or list of prompts.
 
     Raises:
         PreannotateError: ``INVALID_ARGUMENT`` naming the file when it cannot be read or is not such an object.
     """
     try:
-        if path.stat().st_size > MAX_PROMPT_MAP_BYTES:
-            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{path}: over {MAX_PROMPT_MAP_BYTES} bytes")
+        if path.stat().st_size > max_bytes:
+            raise PreannotateError(
+                ErrorCode.INVALID_ARGUMENT, f"{path}: over {max_bytes} bytes (PREANNOTATE_MAX_PROMPT_MAP_BYTES)"
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{path}: cannot read the prompt map: {exc}") from None

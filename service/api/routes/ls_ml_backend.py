@@ -83,22 +83,14 @@ class ProjectSetup:
     threshold: float | None
     aliases: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    prompts: ProjectPrompts | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ProjectPrompts:
-    """An open-vocabulary model's prompts for a project; ``from_labels``: they are its labels, else
-    ``extra_params.prompts``. Either way predictions convert by label name, without aliases or ``predicted_values``."""
-
-    prompts: PromptSet
-    from_labels: bool
+    prompts: PromptSet | None = None
 
 
 def project_prompts(
     model: LoadedModel, xml: str, extra: Mapping[str, Any], aliases: Mapping[str, str], *, masks: bool
-) -> ProjectPrompts | None:
-    """The prompts of a project for ``model``: None for a fixed-class model; ``extra_params.prompts`` when given,
+) -> PromptSet | None:
+    """The prompts of a project for ``model`` (predictions then convert by label name, without aliases or
+    ``predicted_values``): None for a fixed-class model; ``extra_params.prompts`` when given,
     else the config's receiving labels (``ls_config_to_prompts``, with ``extra_params.prompt_map``).
 
     Raises:
@@ -118,23 +110,23 @@ def project_prompts(
             ) from None
         prompts = prompt_set(checked, field="extra_params.prompts")
         assert prompts is not None  # given is not None
-        return ProjectPrompts(prompts, from_labels=False)
+        return prompts
     raw_map = extra.get("prompt_map")
     overrides = None if raw_map is None else prompt_map_from_json(raw_map, where="extra_params.prompt_map")
-    return ProjectPrompts(ls_config_to_prompts(xml, aliases=aliases, overrides=overrides, masks=masks), True)
+    return ls_config_to_prompts(xml, aliases=aliases, overrides=overrides, masks=masks)
 
 
 _PROMPTS_IN: TypeAdapter[PromptsIn] = TypeAdapter(PromptsIn)
 
 
 def _run_tasks(
-    run: _TaskRunner, models: ModelRegistry, prompted: ProjectPrompts | None, tasks: Sequence[Mapping[str, object]]
+    run: _TaskRunner, models: ModelRegistry, prompted: PromptSet | None, tasks: Sequence[Mapping[str, object]]
 ) -> list[TaskOutcome]:
     """``run.all`` (off the event loop), on the model's view for ``prompted`` when given, held until the tasks end."""
     with ExitStack() as held:
         if prompted is not None:
-            view = held.enter_context(models.leased(run.model_spec, prompted.prompts))
-            run.prompt(view.batcher, from_labels=prompted.from_labels)
+            view = held.enter_context(models.leased(run.model_spec, prompted))
+            run.prompt(view.batcher)
         # the calibration saved for exactly the version that runs (a prompted view's is its own), if any
         runs = run.detector.info
         run.class_thresholds = run.saved_thresholds(runs.version, runs.class_names)
@@ -274,7 +266,7 @@ def setup(body: SetupRequest, tenant: LsTenantDep, models: LocalModelsDep, ls: L
     ls.remember(tenant, _project_id(body.project), replace(known, prompts=prompted))
     # Stable across calls: if /predict's version differed, LS's "already predicted" check would never match.
     version = models.default.info.version
-    return SetupResponse(model_version=version if prompted is None else f"{version}+{prompted.prompts.key}")
+    return SetupResponse(model_version=version if prompted is None else f"{version}+{prompted.key}")
 
 
 @router.post("/predict", responses=error_responses(401, 413, 422, 503))
@@ -356,10 +348,10 @@ class _TaskRunner:
         """The calibration saved for ``version`` (``calibrate --save``), if any."""
         return self._state.saved_thresholds().class_thresholds(version, class_names)
 
-    def prompt(self, detector: FrameDetector, *, from_labels: bool) -> None:
+    def prompt(self, detector: FrameDetector) -> None:
         """Run an open-vocabulary model's prompted view and convert by label name alone, whether the prompts are
-        the labels (``from_labels``) or ``extra_params.prompts``: a prompted class name is a label already (or no
-        label: dropped), so neither aliases nor ``predicted_values`` may send it to another label."""
+        the labels or ``extra_params.prompts``: a prompted class name is a label already (or no label: dropped), so
+        neither aliases nor ``predicted_values`` may send it to another label."""
         self._detector = detector
         self._config, self._aliases = labels_only(self._config), None
 

@@ -34,6 +34,10 @@ def test_defaults() -> None:
     assert settings.batching_for("cuda") == (16, 5.0)
 
 
+def test_max_prompt_map_bytes_default() -> None:
+    assert Settings().max_prompt_map_bytes == 1_000_000
+
+
 def test_max_prompt_sets_reaches_the_detectors_options(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().detector_options().max_prompt_sets == 16
     monkeypatch.setenv("PREANNOTATE_MAX_PROMPT_SETS", "3")
@@ -109,6 +113,7 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "s3://B_1/p"}, "results_url"),
         ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "s3://b-1/a/../p"}, "results_url"),
         ({"PREANNOTATE_RESULTS_URL": "s3://b-1/p"}, "results_url is for distributed mode"),
+        ({"PREANNOTATE_MAX_PROMPT_MAP_BYTES": "0"}, "max_prompt_map_bytes"),
     ],
 )
 def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], field: str) -> None:

@@ -158,7 +158,21 @@ def test_the_key_is_stable_and_tells_prompt_sets_apart() -> None:
 def test_a_prompt_map_file(tmp_path: Path) -> None:
     path = tmp_path / "prompts.json"
     path.write_text(json.dumps({"PED": ["pedestrian", "person walking"], "hard hat": "safety helmet"}))
-    assert read_prompt_map(path) == {"PED": ["pedestrian", "person walking"], "hard hat": "safety helmet"}
+    assert read_prompt_map(path, max_bytes=1000) == {
+        "PED": ["pedestrian", "person walking"],
+        "hard hat": "safety helmet",
+    }
+
+
+def test_a_prompt_map_over_the_size_setting_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps({"PED": "pedestrian"}))
+    assert read_prompt_map(path, max_bytes=path.stat().st_size) == {"PED": "pedestrian"}
+    with pytest.raises(PreannotateError) as caught:
+        read_prompt_map(path, max_bytes=path.stat().st_size - 1)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert str(path) in caught.value.message
+    assert "PREANNOTATE_MAX_PROMPT_MAP_BYTES" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -170,7 +184,7 @@ def test_a_bad_prompt_map_file_names_the_file(tmp_path: Path, content: str | Non
     if content is not None:
         path.write_text(content)
     with pytest.raises(PreannotateError) as caught:
-        read_prompt_map(path)
+        read_prompt_map(path, max_bytes=1000)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
     assert str(path) in caught.value.message
     assert fragment in caught.value.message

@@ -60,6 +60,9 @@ class SamplingOptions:
         detector_size_px: the decoder may deliver frames scaled down to fit this square (aspect kept),
             when only a detector that scales them anyway sees them; ``Frame.image`` is then smaller than
             ``Frame.info``'s size, and ``frames.boxes_to_source`` maps boxes back. None: full-size frames.
+        frame_indices: exactly these frames (display-order indices, as ``FrameInfo.frame_index``), in place of
+            ``fps``/``start_s``/``end_s``: the frames a run sampled, decoded again to draw its predictions on them.
+            Indices past the source's last frame are left out.
     """
 
     fps: float = 1.0
@@ -69,6 +72,7 @@ class SamplingOptions:
     max_frames: int | None = None
     decoder: DecoderChoice = DecoderChoice.PYAV
     detector_size_px: int | None = None
+    frame_indices: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.fps <= 1000:
@@ -81,6 +85,8 @@ class SamplingOptions:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
         if self.detector_size_px is not None and self.detector_size_px < 1:
             raise ValueError(f"detector_size_px must be >= 1, got {self.detector_size_px}")
+        if self.frame_indices is not None and any(i < 0 for i in self.frame_indices):
+            raise ValueError("frame indices must be >= 0")
         if self.decoder not in set(DecoderChoice):  # a plain string from a caller is fine if it names one
             raise ValueError(f"decoder must be one of {', '.join(DecoderChoice)}, got {self.decoder!r}")
 

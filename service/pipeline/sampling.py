@@ -41,11 +41,14 @@ def select_frames(frame_times_s: NDArray[np.float64], options: SamplingOptions) 
     ``start + k / fps`` the kept frame is the one *displayed* at that time: the last frame whose
     time is <= the target (the first frame for targets before it). ``fps == 0`` keeps every
     frame from the one displayed at ``start_s`` through ``end_s``. ``max_frames`` keeps the
-    earliest ones.
+    earliest ones. ``frame_indices`` keeps those frames (the ones that exist) instead.
     """
     if len(frame_times_s) == 0:
         return np.zeros((0,), np.intp)
-    if options.fps <= 0:
+    if options.frame_indices is not None:
+        wanted = np.unique(np.asarray(options.frame_indices, np.intp))
+        chosen = wanted[wanted < len(frame_times_s)]
+    elif options.fps <= 0:
         first = _displayed_at(frame_times_s, np.array([options.start_s]))[0]
         end = math.inf if options.end_s is None else options.end_s
         stop = int(np.searchsorted(frame_times_s, end + _TIME_EPS_S, "right"))

@@ -1,0 +1,157 @@
+"""An item's previews on disk: each still slot a JPEG, each multi-frame slot (video, DICOM, sequence) an MP4 of its
+sampled frames plus a contact sheet, predictions drawn on all of them. Frames stream through in constant memory."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from models.types import Detections, RGBImage
+from service.pipeline.frames import FrameInfo, MediaKind
+from service.render.annotate import draw_detections
+from service.render.encode import Mp4Writer, fit_within, rgb_to_jpeg
+from service.render.sheet import contact_sheet
+
+DEFAULT_PREVIEW_PX = 1280
+DEFAULT_SHEET_TILES = 16
+MIN_VIDEO_FPS, MAX_VIDEO_FPS, DEFAULT_VIDEO_FPS = 1.0, 30.0, 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewOptions:
+    """How previews are drawn.
+
+    Attributes:
+        longest_px: frames are scaled down so their longer side is at most this (drawn after scaling, so labels
+            are sized for the picture people look at).
+        sheet_tiles: the most frames a contact sheet shows, spread over the slot.
+        tile_width_px: a contact-sheet tile's width.
+    """
+
+    longest_px: int = DEFAULT_PREVIEW_PX
+    sheet_tiles: int = DEFAULT_SHEET_TILES
+    tile_width_px: int = 320
+
+    def __post_init__(self) -> None:
+        if self.longest_px < 16 or self.sheet_tiles < 1 or self.tile_width_px < 16:
+            raise ValueError(f"preview sizes too small: {self}")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
+
+
+def preview_stem(item: str, slot: str) -> PurePosixPath:
+    """Where an item slot's previews go, relative to the output folder: the item's name (its folders kept, anything
+    that could leave the folder replaced), then the slot's when it is not the single-file ``0``."""
+    parts = [_UNSAFE.sub("_", part) for part in item.replace("\\", "/").split("/")]
+    parts = [part if part.strip(".") else "_" for part in parts if part]
+    if slot != "0":
+        parts.append(_UNSAFE.sub("_", slot).strip(".") or "_")
+    return PurePosixPath(*(parts or ["_"]))
+
+
+def frame_caption(info: FrameInfo) -> str:
+    if info.timestamp_s is None:
+        return f"frame {info.frame_index}"
+    return f"frame {info.frame_index} | {info.timestamp_s:.2f} s"
+
+
+@dataclass(slots=True)
+class _SlotPreview:
+    stem: Path
+    media: MediaKind
+    video: Mp4Writer | None = None
+    first: tuple[FrameInfo, RGBImage] | None = None
+    tiles: list[tuple[str, RGBImage]] = field(default_factory=list)
+    stride: int = 1
+    seen: int = 0
+
+
+class ItemPreviewWriter:
+    """Draws one item's frames as they come (each slot's in time order) and writes its previews.
+
+    ``add`` every frame with its detections (source-frame pixels), then ``close``; ``written`` lists the files.
+    """
+
+    def __init__(self, out_dir: Path, class_names: Sequence[str], options: PreviewOptions | None = None) -> None:
+        self._out = out_dir
+        self._names = list(class_names)
+        self._options = options or PreviewOptions()
+        self._slots: dict[tuple[str, str], _SlotPreview] = {}
+        self.written: list[Path] = []
+
+    def add(self, info: FrameInfo, image: RGBImage, detections: Detections) -> None:
+        """Draw ``detections`` on ``image`` (the frame ``info`` names, at any scale) and take it into the slot."""
+        picture = fit_within(image, self._options.longest_px)
+        drawn = draw_detections(picture, detections, self._names, source_wh=(info.width, info.height))
+        key = (info.item, info.slot)
+        slot = self._slots.get(key)
+        if slot is None:
+            stem = self._out / preview_stem(info.item, info.slot)
+            slot = self._slots[key] = _SlotPreview(stem=stem, media=info.media)
+        self._take(slot, info, drawn)
+
+    def close(self) -> list[Path]:
+        """Finish every slot (an MP4 closed, a contact sheet or a JPEG written); returns the files written."""
+        for slot in self._slots.values():
+            self._finish(slot)
+        self._slots.clear()
+        return self.written
+
+    def _take(self, slot: _SlotPreview, info: FrameInfo, drawn: RGBImage) -> None:
+        slot.seen += 1
+        if slot.first is None:
+            slot.first = (info, drawn)  # a single frame (a still) stays a JPEG; a second one starts the MP4
+        else:
+            if slot.video is None:
+                self._start_video(slot, slot.first[0], info, slot.first[1])
+            assert slot.video is not None
+            slot.video.write(drawn)
+        self._keep_tile(slot, info, drawn)
+
+    def _start_video(self, slot: _SlotPreview, first: FrameInfo, second: FrameInfo, image: RGBImage) -> None:
+        fps = DEFAULT_VIDEO_FPS
+        if first.timestamp_s is not None and second.timestamp_s is not None:
+            step_s = second.timestamp_s - first.timestamp_s
+            if step_s > 0:
+                fps = min(MAX_VIDEO_FPS, max(MIN_VIDEO_FPS, 1.0 / step_s))
+        slot.stem.parent.mkdir(parents=True, exist_ok=True)
+        height_px, width_px = image.shape[:2]
+        slot.video = Mp4Writer(
+            slot.stem.with_name(slot.stem.name + ".mp4"), fps=fps, width_px=width_px, height_px=height_px
+        )
+        slot.video.write(image)
+
+    def _keep_tile(self, slot: _SlotPreview, info: FrameInfo, drawn: RGBImage) -> None:
+        # Every stride-th frame; past twice the sheet's tiles, every other one goes and the stride doubles:
+        # constant memory for a slot of any length, tiles spread over all of it.
+        if (slot.seen - 1) % slot.stride:
+            return
+        slot.tiles.append((frame_caption(info), fit_within(drawn, self._options.tile_width_px)))
+        if len(slot.tiles) >= 2 * self._options.sheet_tiles:
+            slot.tiles = slot.tiles[::2]
+            slot.stride *= 2
+
+    def _finish(self, slot: _SlotPreview) -> None:
+        if slot.first is None:
+            return
+        slot.stem.parent.mkdir(parents=True, exist_ok=True)
+        if slot.video is None:
+            path = slot.stem.with_name(slot.stem.name + ".jpg")
+            path.write_bytes(rgb_to_jpeg(slot.first[1]))
+            self.written.append(path)
+            return
+        slot.video.close()
+        self.written.append(slot.video.path)
+        step = max(1, len(slot.tiles) / self._options.sheet_tiles)
+        chosen = [slot.tiles[int(i * step)] for i in range(min(len(slot.tiles), self._options.sheet_tiles))]
+        sheet = contact_sheet(
+            [tile for _, tile in chosen],
+            captions=[caption for caption, _ in chosen],
+            tile_width_px=self._options.tile_width_px,
+        )
+        path = slot.stem.with_name(slot.stem.name + ".sheet.jpg")
+        path.write_bytes(rgb_to_jpeg(sheet))
+        self.written.append(path)

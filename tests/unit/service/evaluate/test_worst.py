@@ -43,9 +43,11 @@ def test_false_positives_highest_score_first_and_kept_per_class() -> None:
     fps = worst["car"][ErrorKind.FALSE_POSITIVE]
     assert [c.shape.score for c in fps] == [0.95, 0.9, 0.7]  # 0.6 is the fourth: not kept
     assert all(c.nearest is None and c.iou == 0.0 for c in fps[:2])  # nothing near: no benchmark box drawn
-    assert fps[2].nearest is not None and fps[2].nearest.object_id == "a.jpg-0"
+    assert fps[2].nearest is not None
+    assert fps[2].nearest.object_id == "a.jpg-0"
     assert abs(fps[2].iou - 80 * 100 / (120 * 100)) < 1e-6
-    assert fps[2].benchmark_box == (0, 0, 100, 100) and fps[2].candidate_box == (20, 0, 120, 100)
+    assert fps[2].benchmark_box == (0, 0, 100, 100)
+    assert fps[2].candidate_box == (20, 0, 120, 100)
     assert [c.shape.score for c in worst["dog"][ErrorKind.FALSE_POSITIVE]] == [0.3]
     assert ErrorKind.FALSE_NEGATIVE not in worst["car"]
 
@@ -67,14 +69,18 @@ def test_misses_least_overlapped_first_then_largest() -> None:
 
     assert [c.shape.xyxy for c in misses] == [(300, 0, 400, 100), (200, 0, 220, 20), (0, 0, 100, 100)]
     near = misses[2]
-    assert near.nearest is not None and near.nearest.xyxy == (50, 0, 150, 100)
+    assert near.nearest is not None
+    assert near.nearest.xyxy == (50, 0, 150, 100)
     assert abs(near.iou - 1 / 3) < 1e-6
     assert near.score == 0.8  # the nearest candidate box's: what the model thought of it
-    assert near.benchmark_box == (0, 0, 100, 100) and near.candidate_box == (50, 0, 150, 100)
-    assert misses[0].score is None and misses[0].candidate_box is None
+    assert near.benchmark_box == (0, 0, 100, 100)
+    assert near.candidate_box == (50, 0, 150, 100)
+    assert misses[0].score is None
+    assert misses[0].candidate_box is None
     # the FP that overlapped the miss is an error of its own, whose nearest benchmark object is that miss
     (fp,) = _worst(gt, dt, per_class=4)["person"][ErrorKind.FALSE_POSITIVE]
-    assert fp.nearest is not None and fp.nearest.xyxy == (0, 0, 100, 100)
+    assert fp.nearest is not None
+    assert fp.nearest.xyxy == (0, 0, 100, 100)
 
 
 def test_the_worst_survive_trimming_over_many_frames_and_items() -> None:

@@ -163,22 +163,31 @@ def _open(path: Path, item: str, slot: str, frames: Iterable[int], limits: Media
     return open_slot(item, SlotSpec(slot, (path,)), sampling, limits)
 
 
+def _reader_at_source_frames(
+    path: Path, item: str, slot: str, cases: list[ErrorCase], limits: MediaLimits
+) -> tuple[SlotReader, dict[int, list[ErrorCase]]]:
+    """The slot opened at the source frames the cases are on: frames counted at another rate than the file's
+    (known once it is open) are mapped by time, and the file opened again at those."""
+    wanted = _source_frames(cases, None)
+    reader = _open(path, item, slot, wanted, limits)
+    remapped = _source_frames(cases, reader.meta.fps)
+    if set(remapped) == set(wanted):
+        return reader, remapped
+    reader.close()
+    return _open(path, item, slot, remapped, limits), remapped
+
+
 def _decode(
     path: Path, item: str, slot: str, cases: list[ErrorCase], limits: MediaLimits
 ) -> Iterator[tuple[Frame, list[ErrorCase]]]:
     """Each decoded frame of ``path`` that cases are on, with those cases; only those frames are decoded."""
-    wanted = _source_frames(cases, None)
-    reader = _open(path, item, slot, wanted, limits)
+    reader, left = _reader_at_source_frames(path, item, slot, cases, limits)
     try:
-        remapped = _source_frames(cases, reader.meta.fps)
-        if set(remapped) != set(wanted):  # counted at another rate than the file's: open again at its frames
-            reader.close()
-            reader = _open(path, item, slot, remapped, limits)
         for frame in reader:  # image sequences decode every frame: the ones not wanted are passed over
-            on_frame = remapped.pop(frame.info.frame_index, None)
+            on_frame = left.pop(frame.info.frame_index, None)
             if on_frame:
                 yield frame, on_frame
-            if not remapped:
+            if not left:
                 break
     finally:
         reader.close()

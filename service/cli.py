@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="per-class thresholds from `calibrate`: the report shows each class's F1 at the global vs its own",
     )
+    evaluate.add_argument(
+        "--media",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="folder of the items' images/videos (repeatable): report.html shows the worst errors as thumbnails",
+    )
     evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     evaluate.add_argument("--verbose", "-v", action="store_true", help="log what happens")
 

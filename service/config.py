@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     calibrate_min_support: int = Field(
         10, ge=1, le=1_000_000, description="benchmark objects a class needs before its threshold is calibrated"
     )
+    # `evaluate --media`: report.html's thumbnails of the worst errors (their count bounds the report's size)
+    evaluate_thumbnails_per_class: int = Field(
+        4, ge=1, le=100, description="thumbnails of the worst false positives, and of the misses, per class"
+    )
+    evaluate_thumbnail_px: int = Field(256, ge=32, le=2048, description="a thumbnail's longer side in pixels")
 
     # Limits on media (each refuses bad input with a clear error before any decoding)
     max_file_bytes: int = Field(20 * 1024**3, ge=1)

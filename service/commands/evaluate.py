@@ -9,9 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from service.commands.common import check_output_dir
+from service.commands.common import check_output_dir, load_settings
+from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
-from service.evaluate.evaluation import Thresholds, candidate_figures, evaluate
+from service.evaluate.evaluation import Evaluation, Thresholds, candidate_figures, evaluate
 from service.evaluate.inputs import load_benchmark, load_candidates
 from service.evaluate.outputs import write_outputs
 from service.evaluate.pairing import nothing_paired_hint
@@ -44,6 +45,31 @@ def read_label_config(path: Path | None) -> str | None:
         ) from None
 
 
+def check_media_dirs(dirs: list[Path] | None) -> list[Path]:
+    """``--media``: each must be a directory (INPUT_NOT_FOUND naming it, before any work)."""
+    for path in dirs or []:
+        if not path.is_dir():
+            raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"--media {path}: not a directory")
+    return list(dirs or [])
+
+
+def write_report(evaluation: Evaluation, out: Path, media: list[Path], settings: Settings) -> None:
+    """The four files; with ``--media``, report.html shows the worst errors found in the media as thumbnails."""
+    gallery = None
+    if media:
+        from service.evaluate.thumbnails import MediaLookup, ThumbnailOptions, make_gallery  # OpenCV, decoders
+
+        options = ThumbnailOptions(settings.evaluate_thumbnails_per_class, settings.evaluate_thumbnail_px)
+        gallery = make_gallery(evaluation, MediaLookup(media), options, settings.media_limits())
+        if gallery.errors_without_media:
+            print(
+                f"warning: {gallery.errors_without_media} of the worst errors have no thumbnail: media of "
+                f"{len(gallery.missing)} items not found under --media, {len(gallery.unreadable)} not decodable",
+                file=sys.stderr,
+            )
+    write_outputs(evaluation, out, gallery)
+
+
 GATE_FAILED_EXIT = 3  # distinct from 1 (our failure) and 2 (bad input): CI can tell a failed gate apart
 
 
@@ -60,6 +86,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         min_tag_accuracy=args.min_tag_accuracy,
     )
     check_output_dir(args.out)  # before loading: a bad --out must not cost the evaluation
+    media = check_media_dirs(args.media)
+    settings = load_settings()
     label_config = read_label_config(args.label_config)
     class_thresholds = read_thresholds(args.thresholds)
     benchmark = load_benchmark(args.benchmark, label_config=label_config)
@@ -67,9 +95,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     for text in args.candidate:
         candidates += load_candidates(text, benchmark, label_config=label_config)
     evaluation = evaluate(
-        benchmark, candidates, iou_threshold=args.iou, thresholds=thresholds, class_thresholds=class_thresholds
+        benchmark,
+        candidates,
+        iou_threshold=args.iou,
+        thresholds=thresholds,
+        class_thresholds=class_thresholds,
+        worst_per_class=settings.evaluate_thumbnails_per_class if media else 0,  # kept only to be shown
     )
-    write_outputs(evaluation, args.out)
+    write_report(evaluation, args.out, media, settings)
     for result in evaluation.candidates:
         f = candidate_figures(result)
         verdict = ("pass" if result.passed else "FAIL: " + "; ".join(result.failed)) if thresholds.to_json() else ""

@@ -13,6 +13,7 @@ from service.evaluate.metrics import CountsJson, Score, score_pairing, worst_ite
 from service.evaluate.pairing import Pairing, pair_units
 from service.evaluate.seed_csv import SeedRow, pairing_to_seed_rows
 from service.evaluate.types import Dataset
+from service.evaluate.worst import WorstErrors
 from service.spec.thresholds import ThresholdsFile
 
 _PIXEL_SOURCES = frozenset({"coco", "coco_results", "darwin"})
@@ -152,6 +153,7 @@ class CandidateResult:
     seed_rows: list[SeedRow]
     failed: list[str] = field(default_factory=list)
     class_thresholds: dict[str, ClassThresholdJson] | None = None
+    worst: WorstErrors | None = None  # kept only when the report shows thumbnails (``worst_per_class``)
 
     @property
     def passed(self) -> bool:
@@ -209,15 +211,19 @@ def evaluate_candidate(
     iou_threshold: float,
     thresholds: Thresholds,
     class_thresholds: ThresholdsFile | None = None,
+    worst_per_class: int = 0,
 ) -> CandidateResult:
     """Score one candidate: one-to-one counts, COCO mAP when it has scores, the seed's rows, the gate; with
-    ``class_thresholds``, each class's F1 at the global threshold vs at its calibrated one."""
+    ``class_thresholds``, each class's F1 at the global threshold vs at its calibrated one; with
+    ``worst_per_class``, that many of its worst false positives and misses per class."""
     pairing = pair_units(benchmark, candidate)
-    score = score_pairing(pairing, iou_threshold=iou_threshold)
+    worst = WorstErrors(worst_per_class) if worst_per_class > 0 else None
+    score = score_pairing(pairing, iou_threshold=iou_threshold, on_frame=None if worst is None else worst.add_frame)
     map_result, note = _map_or_note(candidate, score, benchmark)
     result = CandidateResult(
         candidate, pairing, score, map_result, note, pairing_to_seed_rows(pairing, candidate_name=candidate.name)
     )
+    result.worst = worst
     result.failed = thresholds.failures(candidate_figures(result))
     if class_thresholds is not None:
         result.class_thresholds = compare_class_thresholds(pairing, class_thresholds, iou_threshold=iou_threshold)
@@ -231,9 +237,11 @@ def evaluate(
     iou_threshold: float = 0.5,
     thresholds: Thresholds | None = None,
     class_thresholds: ThresholdsFile | None = None,
+    worst_per_class: int = 0,
 ) -> Evaluation:
     """Evaluate every candidate against the benchmark (names made unique: ``alice``, ``alice#2``);
-    ``class_thresholds`` (``--thresholds``) adds each class's F1 at the global vs the calibrated threshold."""
+    ``class_thresholds`` (``--thresholds``) adds each class's F1 at the global vs the calibrated threshold;
+    ``worst_per_class`` > 0 keeps each candidate's worst errors per class (``evaluate --media``'s thumbnails)."""
     if not 0.0 < iou_threshold <= 1.0:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--iou must be in (0, 1], got {iou_threshold}")
     if not candidates:
@@ -246,7 +254,12 @@ def evaluate(
     gates = thresholds or Thresholds()
     results = [
         evaluate_candidate(
-            benchmark, c, iou_threshold=iou_threshold, thresholds=gates, class_thresholds=class_thresholds
+            benchmark,
+            c,
+            iou_threshold=iou_threshold,
+            thresholds=gates,
+            class_thresholds=class_thresholds,
+            worst_per_class=worst_per_class,
         )
         for c in candidates
     ]

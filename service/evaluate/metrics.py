@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from service.evaluate.matching import match_frame
+from service.evaluate.matching import FrameMatch, match_frame
 from service.evaluate.pairing import Pairing, frame_indices
 from service.evaluate.types import Shape, Unit
 
@@ -162,9 +162,20 @@ def unit_frames(b_unit: Unit, c_unit: Unit | None, keep: Callable[[Shape], bool]
     return frames
 
 
-def score_pairing(pairing: Pairing, *, iou_threshold: float, keep: Callable[[Shape], bool] | None = None) -> Score:
+FrameHook = Callable[[Unit, Unit | None, ScoredFrame, FrameMatch], None]
+"""Called with each matched frame (the report's worst errors): benchmark unit, candidate unit, frame, outcome."""
+
+
+def score_pairing(
+    pairing: Pairing,
+    *,
+    iou_threshold: float,
+    keep: Callable[[Shape], bool] | None = None,
+    on_frame: FrameHook | None = None,
+) -> Score:
     """Match every frame of every benchmark unit and count (see ``matching.match_frame``); ``keep`` filters
-    the candidate's shapes before matching (a score threshold per class), None keeps them all."""
+    the candidate's shapes before matching (a score threshold per class), None keeps them all; ``on_frame``
+    sees every frame's outcome."""
     score = Score()
     for b_unit, c_unit in pairing.pairs:
         item = Counts()
@@ -172,6 +183,8 @@ def score_pairing(pairing: Pairing, *, iou_threshold: float, keep: Callable[[Sha
         for scored in frames:
             frame, gt, dt, width, height = scored.frame, scored.gt, scored.dt, scored.width, scored.height
             m = match_frame(gt, dt, iou_threshold=iou_threshold, width=width, height=height)
+            if on_frame is not None:
+                on_frame(b_unit, c_unit, scored, m)
             score.frame_pairs.append(FramePair((b_unit.item, b_unit.slot, frame), list(gt), list(dt), width, height))
             for g, d, iou in m.matches:
                 for counts in (item, score.overall, score.per_class[gt[g].label]):

@@ -7,12 +7,15 @@ import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.evaluation import CandidateFigures, Evaluation, candidate_figures, evaluation_to_summary
 from service.evaluate.seed_csv import seed_rows_to_csv
 from service.files import write_atomic
+
+if TYPE_CHECKING:  # thumbnails load OpenCV and the decoders: only when a report shows them
+    from service.evaluate.thumbnails import Gallery
 
 LEADERBOARD_COLUMNS = (
     "rank",
@@ -84,15 +87,16 @@ def evaluation_to_seed_csv(evaluation: Evaluation) -> str:
     return seed_rows_to_csv([row for c in evaluation.candidates for row in c.seed_rows])
 
 
-def write_outputs(evaluation: Evaluation, out_dir: Path) -> dict[str, Path]:
-    """Write the four files into ``out_dir`` (created if needed); returns name -> path."""
+def write_outputs(evaluation: Evaluation, out_dir: Path, gallery: Gallery | None = None) -> dict[str, Path]:
+    """Write the four files into ``out_dir`` (created if needed; ``gallery``: the report's thumbnails of the
+    worst errors); returns name -> path."""
     from service.evaluate.report import evaluation_to_html  # matplotlib: only loaded when writing a report
 
     texts = {
         "summary.json": json.dumps(evaluation_to_summary(evaluation), indent=1, allow_nan=False) + "\n",
         "leaderboard.csv": evaluation_to_leaderboard_csv(evaluation),
         "iou_results.csv": evaluation_to_seed_csv(evaluation),
-        "report.html": evaluation_to_html(evaluation),
+        "report.html": evaluation_to_html(evaluation, gallery),
     }
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

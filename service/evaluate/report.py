@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
@@ -14,6 +15,8 @@ from service.evaluate.evaluation import (
     candidate_to_json,
 )
 from service.evaluate.plots import class_bars_to_png, pr_curves_to_png
+from service.evaluate.thumbnails import BENCHMARK_RGB, CANDIDATE_RGB, Gallery, Thumbnail
+from service.evaluate.worst import ErrorKind
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -21,7 +24,15 @@ h1{font-size:1.6rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd}h3{margin-
 table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .55rem;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.pass{color:#176f2c;font-weight:600}
 .fail{color:#b00020;font-weight:600}.note{color:#555;font-size:.92em}img{max-width:100%}
+.thumbs{display:flex;flex-wrap:wrap;gap:.6rem;margin:.3rem 0 .8rem}.thumbs figure{margin:0;max-width:260px}
+figcaption{font-size:.85em;color:#444;overflow-wrap:anywhere}.key{display:inline-block;width:.9em;height:.9em;
+border:3px solid;vertical-align:middle;margin:0 .3em 0 .8em}
 """
+
+_KIND_TITLES = {
+    ErrorKind.FALSE_POSITIVE: "False positives (unmatched candidate shapes, highest score first)",
+    ErrorKind.FALSE_NEGATIVE: "Misses (unmatched benchmark objects, least overlapped first, then largest)",
+}
 
 
 def _fmt(value: Any) -> str:
@@ -82,7 +93,52 @@ def _class_thresholds(rows: Mapping[str, ClassThresholdJson]) -> str:
     return "<h3>Per-class thresholds</h3>" + note + table
 
 
-def _candidate_section(result: CandidateResult, iou: float) -> str:
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+def _thumbnail(thumb: Thumbnail) -> str:
+    case = thumb.case
+    where = case.item if case.slot == "0" else f"{case.item} / {case.slot}"
+    score = "-" if case.score is None else f"{case.score:.2f}"
+    caption = f"{where} · frame {case.frame} · score {score} · IoU {case.iou:.2f}"
+    src = "data:image/jpeg;base64," + base64.b64encode(thumb.jpeg).decode("ascii")
+    return f'<figure><img alt="{escape(case.kind)}" src="{src}"><figcaption>{escape(caption)}</figcaption></figure>'
+
+
+def _worst_errors(classes: Mapping[str, Mapping[ErrorKind, Sequence[Thumbnail]]]) -> str:
+    """``evaluate --media``: per class, thumbnails of the worst false positives and misses."""
+    legend = (
+        f'<p class="note">Boxes:<span class="key" style="border-color:{_hex(BENCHMARK_RGB)}"></span>benchmark'
+        f'<span class="key" style="border-color:{_hex(CANDIDATE_RGB)}"></span>candidate. A miss shows the '
+        "candidate box nearest it, a false positive the nearest benchmark box, when one overlaps; the score is "
+        "the candidate box's, the IoU the best either reached.</p>"
+    )
+    parts = ["<h3>Worst errors</h3>", legend]
+    for label, kinds in classes.items():
+        parts.append(f"<h4>{escape(label)}</h4>")
+        for kind, thumbs in kinds.items():
+            figures = "".join(_thumbnail(t) for t in thumbs)
+            parts.append(f'<p class="note">{escape(_KIND_TITLES[kind])}</p><div class="thumbs">{figures}</div>')
+    return "\n".join(parts)
+
+
+def _gallery_note(gallery: Gallery) -> str:
+    """How many errors got no thumbnail, and why (media not found or not decodable)."""
+    if not gallery.errors_without_media:
+        return ""
+    shown = ", ".join(gallery.missing[:5]) + (
+        f" and {len(gallery.missing) - 5} more" if len(gallery.missing) > 5 else ""
+    )
+    missing = f" Media not found for {len(gallery.missing)} items ({shown})." if gallery.missing else ""
+    unreadable = f" Not decodable: {'; '.join(gallery.unreadable[:5])}." if gallery.unreadable else ""
+    return (
+        f'<p class="note">{gallery.errors_without_media} of the worst errors have no thumbnail.'
+        f"{escape(missing + unreadable)}</p>"
+    )
+
+
+def _candidate_section(result: CandidateResult, iou: float, gallery: Gallery | None = None) -> str:
     data = candidate_to_json(result)
     name = escape(result.dataset.name)
     parts = [
@@ -123,14 +179,17 @@ def _candidate_section(result: CandidateResult, iou: float) -> str:
         cols = ["item", "slot", "in_candidate", "frames", "tp", "fp", "fn", "f1"]
         worst: list[Mapping[str, object]] = list(data["worst_items"])
         parts.append(_table(cols, [[w[c] for c in cols] for w in worst]))
+    if gallery is not None and gallery.of(result.dataset.name):
+        parts.append(_worst_errors(gallery.of(result.dataset.name)))
     if data["skipped_shapes"]:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(data["skipped_shapes"].items()))
         parts.append(f'<p class="note">Shapes not scored: {escape(skipped)}.</p>')
     return "\n".join(parts)
 
 
-def evaluation_to_html(evaluation: Evaluation) -> str:
-    """The whole report as one HTML string with nothing to fetch."""
+def evaluation_to_html(evaluation: Evaluation, gallery: Gallery | None = None) -> str:
+    """The whole report as one HTML string with nothing to fetch; ``gallery``: thumbnails of the worst errors
+    (``evaluate --media``), embedded as data URIs."""
     bench = evaluation.benchmark
     curves = {c.dataset.name: c.map.pr_curve for c in evaluation.candidates if c.map is not None and c.map.pr_curve}
     gates = ", ".join(f"{k} {v:g}" for k, v in evaluation.thresholds.to_json().items()) or "none"
@@ -146,7 +205,9 @@ def evaluation_to_html(evaluation: Evaluation) -> str:
     ]
     if curves:
         body.append(f'<img alt="precision-recall curves" src="{pr_curves_to_png(curves, iou=0.5)}">')
-    body += [_candidate_section(c, evaluation.iou_threshold) for c in evaluation.candidates]
+    if gallery is not None:
+        body.append(_gallery_note(gallery))
+    body += [_candidate_section(c, evaluation.iou_threshold, gallery) for c in evaluation.candidates]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"

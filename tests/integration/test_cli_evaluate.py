@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -213,3 +214,123 @@ def test_an_out_that_is_a_file_fails_before_loading(files: dict[str, Path], tmp_
     result = preannotate("evaluate", "--benchmark", bad_benchmark, "--candidate", files["preds"], "--out", files["gt"])
     assert result.returncode == 2, result.stderr
     assert result.stderr == f"error: invalid_argument: --out {files['gt']}: exists and is not a directory\n"
+
+
+# evaluate --media: thumbnails of the worst errors. Grey pictures with a known miss and a known false positive.
+CAR, PERSON, STRAY = (40, 40, 140, 120), (200, 60, 260, 180), (20, 170, 70, 220)
+GREEN, MAGENTA = np.array((0, 200, 0)), np.array((255, 0, 255))  # thumbnails.BENCHMARK_RGB, CANDIDATE_RGB
+
+
+def _xywh(box: tuple[int, int, int, int]) -> list[int]:
+    return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+
+
+@pytest.fixture
+def media_case(tmp_path: Path) -> Path:
+    """a.png and b.png, 320x240: the benchmark has a car and a person on each; the candidate finds both cars,
+    misses both people and puts a stray car on background on each. Only a.png is in ``media/``."""
+    (tmp_path / "media" / "shots").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "media" / "shots" / "a.png"), np.full((240, 320, 3), 128, np.uint8))
+    images = [{"id": i, "file_name": n, "width": 320, "height": 240} for i, n in ((1, "shots/a.png"), (2, "b.png"))]
+    cats = [{"id": 1, "name": "car"}, {"id": 2, "name": "person"}]
+    gt = [(img, cat, box) for img in (1, 2) for cat, box in ((1, CAR), (2, PERSON))]
+    anns = [
+        {"id": n, "image_id": i, "category_id": c, "bbox": _xywh(b), "area": 1, "iscrowd": 0}
+        for n, (i, c, b) in enumerate(gt, 1)
+    ]
+    (tmp_path / "gt.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    dt = [(img, 1, box, score) for img in (1, 2) for box, score in ((CAR, 0.95), (STRAY, 0.8))]
+    results = [{"image_id": i, "category_id": c, "bbox": _xywh(b), "score": s} for i, c, b, s in dt]
+    (tmp_path / "dt.json").write_text(json.dumps(results))
+    return tmp_path
+
+
+def _report(root: Path, *flags: str | Path) -> tuple[subprocess.CompletedProcess[str], str]:
+    result = preannotate(
+        "evaluate",
+        "--benchmark",
+        root / "gt.json",
+        "--candidate",
+        f"m={root / 'dt.json'}",
+        "--out",
+        root / "out",
+        *flags,
+    )
+    assert result.returncode == 0, result.stderr
+    return result, (root / "out" / "report.html").read_text()
+
+
+def _thumbnails(html: str) -> list[tuple[str, np.ndarray, str]]:
+    """(alt, decoded RGB image, caption) of every embedded JPEG."""
+    found = re.findall(r'<img alt="([^"]+)" src="data:image/jpeg;base64,([^"]+)"><figcaption>([^<]+)<', html)
+    out = []
+    for alt, data, caption in found:
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        out.append((alt, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), caption))
+    return out
+
+
+def _has(image: np.ndarray, rgb: np.ndarray) -> bool:
+    return bool((np.abs(image.astype(int) - rgb).max(axis=2) < 60).any())
+
+
+def test_media_give_thumbnails_of_the_worst_errors(media_case: Path) -> None:
+    result, html = _report(media_case, "--media", media_case / "media")
+
+    thumbs = _thumbnails(html)
+    assert sorted((alt, cap.split(" · ")[0]) for alt, _, cap in thumbs) == [
+        ("false negative", "shots/a.png"),
+        ("false positive", "shots/a.png"),
+    ]
+    by_kind = {alt: (image, caption) for alt, image, caption in thumbs}
+    miss, _miss_caption = by_kind["false negative"]
+    stray, stray_caption = by_kind["false positive"]
+    assert max(miss.shape[:2]) == max(stray.shape[:2]) == 256  # PREANNOTATE_EVALUATE_THUMBNAIL_PX's default
+    assert _has(miss, GREEN)
+    assert not _has(miss, MAGENTA)
+    assert _has(stray, MAGENTA)
+    assert not _has(stray, GREEN)
+    assert stray_caption == "shots/a.png · frame 0 · score 0.80 · IoU 0.00"
+    assert "<h4>car</h4>" in html
+    assert "<h4>person</h4>" in html
+    assert "benchmark" in html
+    # b.png is not under media/: its errors have no thumbnail, and the report and the command say so
+    assert "2 of the worst errors have no thumbnail. Media not found for 1 items (b.png)." in html
+    assert "warning: 2 of the worst errors have no thumbnail" in result.stderr
+    assert not re.search(r"(https?:)?//[\w.-]+\.\w", re.sub(r"data:image/\w+;base64,[^\"]+", "", html))
+
+
+def test_thumbnail_count_and_size_are_settings(media_case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (media_case / "media" / "b.png").write_bytes((media_case / "media" / "shots" / "a.png").read_bytes())
+    monkeypatch.setenv("PREANNOTATE_EVALUATE_THUMBNAILS_PER_CLASS", "1")
+    monkeypatch.setenv("PREANNOTATE_EVALUATE_THUMBNAIL_PX", "96")
+    _, html = _report(media_case, "--media", media_case / "media")
+    thumbs = _thumbnails(html)
+    assert len(thumbs) == 2  # of 4 errors: one false positive (car) and one miss (person)
+    assert all(max(image.shape[:2]) == 96 for _, image, _ in thumbs)
+    assert "have no thumbnail" not in html
+
+
+def test_without_media_the_report_has_no_thumbnails(media_case: Path) -> None:
+    result, html = _report(media_case)
+    assert "data:image/jpeg" not in html
+    assert "Worst errors" not in html
+    assert "warning" not in result.stderr
+
+
+def test_media_that_is_not_a_folder_is_refused_before_work(media_case: Path) -> None:
+    result = preannotate(
+        "evaluate", "--benchmark", media_case / "gt.json", "--candidate", media_case / "dt.json",
+        "--out", media_case / "out", "--media", media_case / "nowhere",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == f"error: input_not_found: --media {media_case / 'nowhere'}: not a directory\n"
+    assert not (media_case / "out").exists()
+
+
+def test_undecodable_media_leave_the_report_written(media_case: Path) -> None:
+    (media_case / "media" / "shots" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    _result, html = _report(media_case, "--media", media_case / "media")
+    assert "data:image/jpeg" not in html
+    assert "4 of the worst errors have no thumbnail" in html
+    assert "Not decodable: shots/a.png:" in html

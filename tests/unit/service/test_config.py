@@ -114,6 +114,10 @@ def test_toml_file_with_env_on_top(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ({"PREANNOTATE_QUEUE_URL": "redis://r:6379/0", "PREANNOTATE_RESULTS_URL": "s3://b-1/a/../p"}, "results_url"),
         ({"PREANNOTATE_RESULTS_URL": "s3://b-1/p"}, "results_url is for distributed mode"),
         ({"PREANNOTATE_MAX_PROMPT_MAP_BYTES": "0"}, "max_prompt_map_bytes"),
+        ({"PREANNOTATE_EVALUATE_THUMBNAILS_PER_CLASS": "0"}, "evaluate_thumbnails_per_class"),
+        ({"PREANNOTATE_EVALUATE_THUMBNAILS_PER_CLASS": "101"}, "evaluate_thumbnails_per_class"),
+        ({"PREANNOTATE_EVALUATE_THUMBNAIL_PX": "31"}, "evaluate_thumbnail_px"),
+        ({"PREANNOTATE_EVALUATE_THUMBNAIL_PX": "2049"}, "evaluate_thumbnail_px"),
     ],
 )
 def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], field: str) -> None:
@@ -121,6 +125,11 @@ def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+def test_evaluate_thumbnail_defaults() -> None:
+    settings = Settings()
+    assert (settings.evaluate_thumbnails_per_class, settings.evaluate_thumbnail_px) == (4, 256)
 
 
 def test_results_and_retention_defaults() -> None:

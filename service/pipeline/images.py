@@ -138,10 +138,11 @@ class SequenceReader:
     """An ordered image sequence (one file per frame): media SEQUENCE, ``frame_index`` = list position.
 
     Sequences have no clock, so fps, start and end do not apply: every frame is kept, up to
-    ``sampling.max_frames``. Only the first file is opened up front (for the slot's width and height), so
-    a long sequence starts at once; each file is checked when its turn comes, and one that fails stops the
-    slot with an error naming it. All frames have the first one's size: a frame of another size stops the
-    slot (INVALID_ARGUMENT, naming both files), as a video has one size and the slot declares it.
+    ``sampling.max_frames`` (or the frames ``sampling.frame_indices`` lists, as video does). Only the first
+    file is opened up front (for the slot's width and height), so a long sequence starts at once; each file is
+    checked when its turn comes, and one that fails stops the slot with an error naming it. All frames have the
+    first one's size: a frame of another size stops the slot (INVALID_ARGUMENT, naming both files), as a video
+    has one size and the slot declares it.
     """
 
     def __init__(
@@ -154,10 +155,14 @@ class SequenceReader:
     ) -> None:
         if not paths:
             raise PreannotateError(ErrorCode.INPUT_NOT_FOUND, f"image sequence {item}/{slot} has no files")
-        planned = len(paths) if sampling.max_frames is None else min(len(paths), sampling.max_frames)
+        if sampling.frame_indices is not None:
+            chosen = sorted({i for i in sampling.frame_indices if i < len(paths)})
+        else:
+            chosen = list(range(len(paths) if sampling.max_frames is None else min(len(paths), sampling.max_frames)))
+        planned = len(chosen)
         limits.check_frames(planned, f"image sequence {item}/{slot} ({paths[0].parent})")
         width, height = image_size(paths[0], limits)
-        self._paths = tuple(paths[:planned])
+        self._frames = tuple((i, paths[i]) for i in chosen)
         self._limits = limits
         self.meta = SlotMeta(
             item=item,
@@ -172,7 +177,7 @@ class SequenceReader:
         )
 
     def __iter__(self) -> Iterator[Frame]:
-        for index, path in enumerate(self._paths):
+        for index, path in self._frames:
             try:
                 image = load_rgb(path, self._limits)
             except PreannotateError as exc:
@@ -184,7 +189,8 @@ class SequenceReader:
             if (image.shape[1], image.shape[0]) != (self.meta.width, self.meta.height):
                 raise PreannotateError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"sequence {self.meta.item}/{self.meta.slot}: frames must share one size: {self._paths[0]} is "
+                    f"sequence {self.meta.item}/{self.meta.slot}: frames must share one size: "
+                    f"{self.meta.source_files[0]} is "
                     f"{self.meta.width}x{self.meta.height}, {path} is {image.shape[1]}x{image.shape[0]} "
                     "(photos of different sizes are separate items, not a sequence)",
                 )

@@ -397,6 +397,19 @@ def test_sequence_reader_frames(tmp_path: Path) -> None:
     assert all(f.info.media is MediaKind.SEQUENCE for f in frames)
 
 
+def test_a_sequence_decodes_only_the_frames_listed_in_frame_indices(tmp_path: Path) -> None:
+    # given a sequence of 5 frames, asked for frames 3 and 1 (and 9, past its end)
+    write_sequence(tmp_path, 5)
+    _, paths = list_media_dir(tmp_path)
+    reader = SequenceReader("scan", "0", paths, SamplingOptions(frame_indices=(3, 1, 9)), LIMITS)
+    frames = list(reader)
+    # then those two, in order, with their own index and file
+    assert reader.meta.planned_frames == 2
+    assert [f.info.frame_index for f in frames] == [1, 3]
+    assert [f.info.source for f in frames] == [str(paths[1]), str(paths[3])]
+    assert [int(f.image[0, 0, 0]) for f in frames] == [10, 30]
+
+
 def test_a_frame_of_another_size_stops_the_sequence_naming_both_files(tmp_path: Path) -> None:
     # given a sequence whose third frame is wider than the first (photos, not the frames of one clip)
     paths = write_sequence(tmp_path, 4)

@@ -32,6 +32,9 @@ VFR = np.array([0.0, 0.05, 0.9, 1.0, 1.02, 2.5, 2.6, 4.0])
         (VFR, SamplingOptions(fps=1), [0, 3, 4, 6, 7]),
         (VFR, SamplingOptions(fps=0.5), [0, 4, 7]),
         (np.zeros((0,)), SamplingOptions(fps=1), []),
+        # a run's own frames, drawn again: those that exist, sorted, once each; fps/start/end do not apply
+        (CFR_10, SamplingOptions(fps=1, start_s=3, frame_indices=(7, 2, 7, 49, 50, 900)), [2, 7, 49]),
+        (CFR_10, SamplingOptions(frame_indices=()), []),
     ],
 )
 def test_select_frames(times: np.ndarray, options: SamplingOptions, expected: list[int]) -> None:
@@ -95,3 +98,8 @@ def test_a_start_on_the_last_frame_samples_it() -> None:
     options = SamplingOptions(fps=1, start_s=4.9)
     check_start(CFR_10, options, "clip.mp4")
     assert list(select_frames(CFR_10, options)) == [49]
+
+
+def test_frame_indices_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="frame indices"):
+        SamplingOptions(frame_indices=(3, -1))

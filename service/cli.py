@@ -233,6 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(frames)
     _add_common_flags(frames)
 
+    render = sub.add_parser(
+        "render", help="draw a predictions file on its media: JPEGs, MP4s of sampled frames, an index.html"
+    )
+    render.add_argument(
+        "inputs", nargs="+", type=Path, metavar="INPUT", help="the media the predictions were made on, as for run"
+    )
+    render.add_argument(
+        "--predictions",
+        required=True,
+        metavar="FILE",
+        help="what run wrote (COCO, Darwin JSON 2.0 file or folder) or a job's Label Studio / Encord result",
+    )
+    render.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    render.add_argument(
+        "--preview-px", type=_COUNT, metavar="PX", help="longest side of a preview, in pixels (default 1280)"
+    )
+    render.add_argument(
+        "--sheet-tiles", type=_COUNT, metavar="N", help="most frames on a video's contact sheet (default 16)"
+    )
+    _add_common_flags(render)
+
     demo = sub.add_parser("demo", help="generate sample media and preannotate it with the default model")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), metavar="DIR", help="where to write")
     _add_common_flags(demo)
@@ -385,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.frames import frames_command
 
             return frames_command(args)
+        if args.command == "render":
+            from service.commands.render import render_command
+
+            return render_command(args)
         if args.command == "demo":
             from service.commands.demo import demo_command
 

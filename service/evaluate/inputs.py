@@ -79,6 +79,21 @@ def detect_format(doc: JsonValue) -> str | None:
     return None
 
 
+JOB_RESULT_ARRAYS = ("tasks", "label_rows", "items")
+"""Where a job's result document (``GET /v1/jobs/{id}/result?format=labelstudio|encord|darwin``) holds its export."""
+
+
+def unwrap_job_result(doc: JsonValue) -> JsonValue:
+    """A job's result document -> the export inside it (Label Studio tasks, Encord label rows, Darwin items);
+    any other document as it is (a job's COCO result is plain COCO already)."""
+    if isinstance(doc, dict) and "skipped_items" in doc:
+        for key in JOB_RESULT_ARRAYS:
+            inner = doc.get(key)
+            if isinstance(inner, list):
+                return inner
+    return doc
+
+
 def read_json_documents(path: Path) -> list[tuple[str, JsonValue]]:
     """``(source, parsed JSON)`` of a file, or of every ``*.json`` under a directory (sorted, recursive)."""
     if path.is_dir():
@@ -173,7 +188,8 @@ def documents_to_datasets(
     """Recognise and load documents of one format into datasets (several for a multi-model LS export).
 
     Args:
-        documents: ``(source, parsed JSON)`` pairs; several only for a directory of Darwin/Encord/LS files.
+        documents: ``(source, parsed JSON)`` pairs; several only for a directory of Darwin/Encord/LS files. A
+            job's result document stands for the export it holds (``unwrap_job_result``).
         name: the dataset name.
         role: ``benchmark`` or ``candidate``.
         selector: for Label Studio, ``annotations``, ``predictions`` or ``predictions=VERSION``.
@@ -187,7 +203,8 @@ def documents_to_datasets(
     config = _parse_config(label_config)
     merged: dict[str, Dataset] = {}
     formats: set[str] = set()
-    for source, doc in documents:
+    for source, document in documents:
+        doc = unwrap_job_result(document)
         fmt = detect_format(doc)
         if fmt is None:
             raise PreannotateError(

@@ -256,6 +256,8 @@ def darwin_to_dataset(docs: list[DarwinDocument], *, name: str, source: str) -> 
                     unit.tags.add((frame, str(ann["name"]), "true"))
                 continue
             object_id = str(ann.get("id") or f"#{position}")  # import files may omit ids
+            if frames:  # the frames the file lists; the loader fills in those between them
+                unit.keyframes = (unit.keyframes or set()) | {int(k) for k in frames}
             if _has(ann, RASTER):
                 layers.setdefault(unit.slot, {}).update(_layers(ann))
                 continue

@@ -348,6 +348,7 @@ def _task_unit(
     if not tracks:
         return unit
     still = {f: list(shapes) for f, shapes in unit.frames.items()}
+    unit.keyframes = set(still) | {piece.start - 1 for track, _ in tracks for piece in track.pieces}
     for track, _ in tracks:
         for frame, key in _pieces_to_frames(track.pieces, budget).items():
             # LS frame N is the decoder's frame N - 1 when the project plays at the file's rate.

@@ -109,7 +109,7 @@ def pair_items(benchmark: Dataset, candidate: Dataset) -> list[tuple[str, str]]:
     return pairs
 
 
-def _pair_slots(b_units: list[Unit], c_units: list[Unit]) -> list[tuple[Unit, Unit]]:
+def pair_slots(b_units: list[Unit], c_units: list[Unit]) -> list[tuple[Unit, Unit]]:
     """An item's slots paired: the only slot with the only slot (``"0"`` vs ``"image"``); else by slot name,
     then what is left on both sides in order, when as many are left on each (a Darwin item's i-th slot and
     an Encord image group's image i, whatever the Darwin slots are called)."""
@@ -126,11 +126,11 @@ def _pair_slots(b_units: list[Unit], c_units: list[Unit]) -> list[tuple[Unit, Un
 
 
 def pair_units(benchmark: Dataset, candidate: Dataset) -> Pairing:
-    """Pair item slots (see ``_pair_slots``), then put each pair on one clock and one pixel size."""
+    """Pair item slots (see ``pair_slots``), then put each pair on one clock and one pixel size."""
     b_items, c_items = _by_item(benchmark.units), _by_item(candidate.units)
     matched: dict[int, Unit] = {}
     for b_item, c_item in pair_items(benchmark, candidate):
-        for b_unit, c_unit in _pair_slots(b_items[b_item], c_items[c_item]):
+        for b_unit, c_unit in pair_slots(b_items[b_item], c_items[c_item]):
             matched[id(b_unit)] = c_unit
     pairing = Pairing()
     for unit in benchmark.units:

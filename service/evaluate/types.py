@@ -138,6 +138,9 @@ class Unit:
         retime: Label Studio video only: its frames re-counted at another rate by time (the tracks sampled at
             the times of that rate's frames); pairing calls it with the other side's ``fps``.
         in_seed: whether the seed CSV reads this unit (an Encord image group's script reads image 0 only).
+        keyframes: the frames the source itself lists shapes on, when ``frames`` also holds frames filled in
+            between them (Darwin and Label Studio video tracks); None: every frame of ``frames`` is listed.
+            What a preview draws: the frames a run sampled, not every frame a track spans.
     """
 
     item: str
@@ -156,6 +159,7 @@ class Unit:
     fps: float | None = None
     retime: Callable[[float], dict[int, list[Shape]]] | None = field(default=None, repr=False, compare=False)
     in_seed: bool = True
+    keyframes: set[int] | None = None
     _seen_ids: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def add(self, frame: int, shape: Shape) -> None:

@@ -69,6 +69,7 @@ class PreviewTap:
         self._lock = threading.Lock()  # decode workers keep frames while the caller's thread renders
         self._items: dict[str, _KeptItem] = {}
         self._files = 0
+        self._folders = 0
         self.error: OSError | None = None
         """The first failure to keep a frame (a full disk): previews stop, the run goes on."""
 
@@ -92,7 +93,8 @@ class PreviewTap:
             with self._lock:
                 kept = self._items.get(info.item)
                 if kept is None:
-                    kept = self._items[info.item] = _KeptItem(self.scratch / str(len(self._items)))
+                    self._folders += 1  # never reused: rendered items leave the dict
+                    kept = self._items[info.item] = _KeptItem(self.scratch / str(self._folders))
                     kept.folder.mkdir()
                 self._files += 1
                 path = kept.folder / f"{self._files}.jpg"

@@ -243,3 +243,40 @@ def test_the_video_is_decoded_once_with_or_without_previews(
     assert plain >= 1
     assert run(tmp_path / "previews") == plain
     assert len(_mp4_frames(tmp_path / "previews" / "pan.mp4.mp4")) == 10
+
+
+def test_masks_are_drawn_where_the_coco_masks_are(tmp_path: Path) -> None:
+    """A hand-built YOLO ``-seg`` export (``seg_graphs``: bands and a disk cut by their boxes): the preview is tinted
+    inside the masks of the COCO file and left alone in the rest of the boxes."""
+    from pycocotools import mask as mask_utils
+
+    from tests.unit.models import seg_graphs
+
+    cv2.imwrite(str(tmp_path / "gray.png"), np.full((640, 640, 3), GRAY, np.uint8))
+    result = preannotate(
+        "run",
+        tmp_path / "gray.png",
+        "--model",
+        f"onnx:{seg_graphs.write(tmp_path / 'seg.onnx')}",
+        "--out",
+        tmp_path / "preds.json",
+        "--preview",
+        tmp_path / "previews",
+    )
+    assert result.returncode == 0, result.stderr
+    anns = json.loads((tmp_path / "preds.json").read_text())["annotations"]
+    assert len(anns) >= 2
+    masks = np.zeros((640, 640), bool)
+    boxes = np.zeros((640, 640), bool)
+    for ann in anns:
+        masks |= mask_utils.decode(ann["segmentation"]).astype(bool)
+        x, y, w, h = (round(v) for v in ann["bbox"])
+        boxes[y + 30 : y + h, x : x + w] = True  # below the label
+    kernel = np.ones((9, 9), np.uint8)
+    in_masks = cv2.erode(masks.astype(np.uint8), kernel).astype(bool)
+    box_only = cv2.erode((boxes & ~masks).astype(np.uint8), kernel).astype(bool)
+    assert in_masks.sum() > 1000
+    assert box_only.sum() > 1000
+    change = np.abs(_read(tmp_path / "previews" / "gray.png.jpg").astype(int) - GRAY).max(axis=-1)
+    assert np.median(change[in_masks]) > 30
+    assert np.median(change[box_only]) < 8

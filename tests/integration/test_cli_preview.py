@@ -280,3 +280,16 @@ def test_masks_are_drawn_where_the_coco_masks_are(tmp_path: Path) -> None:
     change = np.abs(_read(tmp_path / "previews" / "gray.png.jpg").astype(int) - GRAY).max(axis=-1)
     assert np.median(change[in_masks]) > 30
     assert np.median(change[box_only]) < 8
+
+
+def test_a_preview_dir_that_cannot_be_one_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file")
+    cv2.imwrite(str(tmp_path / "gray.png"), np.full((64, 64, 3), GRAY, np.uint8))
+    result = preannotate(
+        "run", tmp_path / "gray.png", "--model", "onnx:/nonexistent.onnx", "--out", tmp_path / "p.json",
+        "--preview", tmp_path / "taken",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"--preview {tmp_path / 'taken'}: exists and is not a directory" in result.stderr
+    assert not (tmp_path / "p.json").exists()

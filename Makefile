@@ -30,7 +30,7 @@ ls-venv:  ## the separate Label Studio venv for its integration tests (never the
 darwin-venv:  ## the separate darwin-py venv that judges our Darwin JSON files (its pins clash with ours)
 	tests/tools/make_darwin_venv.sh
 
-demo: install  ## make sample media and preannotate it with the default model
+demo: install  ## make sample media, preannotate it with the default model, draw previews (demo-output/previews)
 	$(BIN)/preannotate demo --out demo-output
 
 lint: install-dev

@@ -171,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, required=True, metavar="PATH", help="output file (coco) or directory (darwin)")
     run.add_argument(
+        "--preview",
+        type=Path,
+        metavar="DIR",
+        help="also draw the predictions, in the same pass: a JPEG per image, an MP4 and a contact sheet per video",
+    )
+    run.add_argument(
+        "--preview-px", type=_COUNT, metavar="PX", help="longest side of a preview frame (PREANNOTATE_PREVIEW_PX)"
+    )
+    run.add_argument(
         "--no-tracks",
         dest="tracks",
         action="store_false",

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         None, gt=0.0, le=1.0, description="two-stage tracking: least score that starts a track (unset: one stage)"
     )
 
+    # Previews (`run --preview`, `demo`); defaults are PreviewOptions' (tests/unit/service/test_config.py: equal)
+    preview_px: int = Field(1280, ge=16, le=8192, description="longest side of a preview frame, in pixels")
+    preview_sheet_tiles: int = Field(
+        16, ge=1, le=1024, description="most frames a slot's contact sheet shows, spread over the slot"
+    )
+
     # Calibration (`preannotate calibrate`): a class with fewer benchmark objects keeps the global threshold
     calibrate_min_support: int = Field(
         10, ge=1, le=1_000_000, description="benchmark objects a class needs before its threshold is calibrated"

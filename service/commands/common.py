@@ -130,15 +130,15 @@ def check_output_file(path: Path) -> None:
     _check_writable_ancestor(path)
 
 
-def check_output_dir(path: Path) -> None:
-    """Refuse, before any work, an ``--out`` that cannot become a directory: an existing file, or a place
-    where nothing can be written. A missing directory (and its parents) is created by the write."""
+def check_output_dir(path: Path, *, flag: str = "--out") -> None:
+    """Refuse, before any work, an ``--out`` (or ``flag``) that cannot become a directory: an existing file, or a
+    place where nothing can be written. A missing directory (and its parents) is created by the write."""
     if path.exists() and not path.is_dir():
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {path}: exists and is not a directory")
-    _check_writable_ancestor(path)
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{flag} {path}: exists and is not a directory")
+    _check_writable_ancestor(path, flag)
 
 
-def _check_writable_ancestor(path: Path) -> None:
+def _check_writable_ancestor(path: Path, flag: str = "--out") -> None:
     """The nearest existing directory above (or at, for a directory) ``path`` must take a new file.
 
     Probed by creating a temporary file there: permission bits alone say nothing for root or on a
@@ -148,13 +148,13 @@ def _check_writable_ancestor(path: Path) -> None:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--out {path}: {ancestor} is not a directory")
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"{flag} {path}: {ancestor} is not a directory")
     try:
         with tempfile.NamedTemporaryFile(dir=ancestor, prefix=".preannotate-probe-"):
             pass
     except OSError as exc:
         raise PreannotateError(
-            ErrorCode.INVALID_ARGUMENT, f"--out {path}: cannot write in {ancestor} ({exc.strerror})"
+            ErrorCode.INVALID_ARGUMENT, f"{flag} {path}: cannot write in {ancestor} ({exc.strerror})"
         ) from None
 
 

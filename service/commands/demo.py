@@ -13,7 +13,7 @@ import skimage.data
 
 from models.types import RGBImage
 from service.commands.common import check_output_dir, exit_code_for, load_settings
-from service.commands.run import RunRequest, execute_run
+from service.commands.run import RunRequest, execute_run, preview_options
 from service.pipeline.media import item_from_path
 from service.pipeline.options import SamplingOptions
 from service.samples import write_pan_video
@@ -46,6 +46,7 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"writing sample media to {media_dir}")
     inputs = write_samples(media_dir)
     out = args.out / "preannotations.coco.json"
+    previews = args.out / "previews"
     request = RunRequest(
         items=[item_from_path(path) for path in inputs],
         model_spec=settings.model,
@@ -55,6 +56,8 @@ def demo_command(args: argparse.Namespace) -> int:
         classes=None,
         out=out,
         quiet=args.quiet,
+        preview=previews,  # drawn in the same pass: no frame decoded twice
+        preview_options=preview_options(settings),
     )
     print(f"preannotating {len(inputs)} files with {settings.model} (videos sampled at 2 fps)")
     output, failures = execute_run(request, settings)
@@ -70,4 +73,7 @@ def demo_command(args: argparse.Namespace) -> int:
     if first is not None:
         print(f"  e.g. {json.dumps(first)}")
     print(f"COCO preannotations: {out.resolve()}")
+    print(f"previews (open these to see the boxes): {previews.resolve()}")
+    for path in output.previews:
+        print(f"  {path.relative_to(previews)}")
     return exit_code_for(failures)

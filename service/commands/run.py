@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from models.base import DetectorOptions, Segmenter
 from models.errors import ModelError
@@ -43,6 +43,10 @@ from service.pipeline.predictions import ItemPredictions
 from service.pipeline.run import SlotFailure
 from service.pipeline.tracks import TrackerOptions, needs_appearance, tracks_of
 from service.spec.requests import prompt_set
+
+if TYPE_CHECKING:  # supervision and PyAV load only for a run that draws previews
+    from service.render.previews import PreviewOptions
+    from service.render.tap import PreviewTap
 
 _T = TypeVar("_T")
 
@@ -173,6 +177,10 @@ class RunRequest:
     """An open-vocabulary model's classes (``--prompts``): outputs are written under their names."""
     class_thresholds: dict[str, float] | None = None
     """Per-class least scores over ``threshold`` (``--thresholds``); None: ``threshold`` for every class."""
+    preview: Path | None = None
+    """``--preview DIR``: the predictions drawn on the frames this run decodes (``service.render.tap``)."""
+    preview_options: PreviewOptions | None = None
+    """Preview sizes (``Settings.preview_options``); None: the defaults."""
 
 
 def tracker_from_args(args: argparse.Namespace, settings: Settings) -> TrackerOptions | None:
@@ -211,6 +219,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--threshold must be in [0, 1], got {threshold}")
     class_thresholds = thresholds_from_args(getattr(args, "thresholds", None))
     inputs = items_from_args(args.inputs, args.item, args.slot, sequence=getattr(args, "sequence", None))
+    preview: Path | None = getattr(args, "preview", None)
     for skipped in inputs.skipped:
         print(skipped.line(), file=sys.stderr)
     if not inputs.items:
@@ -231,12 +240,16 @@ def run_command(args: argparse.Namespace) -> int:
         darwin_masks=getattr(args, "darwin_masks", "polygon"),
         prompts=prompt_set(getattr(args, "prompts", None), field="--prompts", max_classes=settings.max_prompt_classes),
         class_thresholds=class_thresholds,
+        preview=preview,
+        preview_options=None if preview is None else preview_options(settings, longest_px=args.preview_px),
     )
     # Before the model loads and any frame is decoded: a bad --out must not cost the run's work.
     if request.output_format == "darwin":
         check_output_dir(request.out)
     else:
         check_output_file(request.out)
+    if request.preview is not None:
+        check_output_dir(request.preview, flag="--preview")
     _, failures = execute_run(request, settings)
     return exit_code_for(failures, inputs.skipped)
 
@@ -247,6 +260,8 @@ class RunOutput:
 
     coco: CocoDocument | None = None
     darwin: dict[str, DarwinDocument] = field(default_factory=dict)
+    previews: list[Path] = field(default_factory=list)
+    """The preview files drawn (``RunRequest.preview``), in item order."""
 
 
 def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, list[SlotFailure]]:
@@ -275,28 +290,30 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
 
     progress = Progress(quiet=request.quiet)
     outputs: list[ItemOutput] = []
+    previews: list[Path] = []
+    open_slot = slot_opener(detector_sampling(request.sampling, detector.info, seg_info), settings.media_limits())
+    tap = _preview_tap(request, detector.info.class_names, settings)
     try:
-        outputs = list(
-            run_flow(
-                request.items,
-                detector,
-                settings.flow_options(
-                    threshold=request.threshold,
-                    classes=request.classes,
-                    class_thresholds=request.class_thresholds,
-                    keep_partial=False,
-                    describe_boxes=needs_appearance(request.tracker),
-                ),
-                open_slot=slot_opener(
-                    detector_sampling(request.sampling, detector.info, seg_info), settings.media_limits()
-                ),
-                on_slot=progress.on_slot,
-                on_frame=lambda _: progress.advance(),
-                on_error=progress.on_error,
-                finish_item=track_stage(request.tracker),  # each item's tracks, once
-                segmenter=segmenter,
-            )
-        )
+        for done in run_flow(
+            request.items,
+            detector,
+            settings.flow_options(
+                threshold=request.threshold,
+                classes=request.classes,
+                class_thresholds=request.class_thresholds,
+                keep_partial=False,
+                describe_boxes=needs_appearance(request.tracker),
+            ),
+            open_slot=open_slot if tap is None else tap.opener(open_slot),  # the frames decoded once, for both
+            on_slot=progress.on_slot,
+            on_frame=lambda _: progress.advance(),
+            on_error=progress.on_error,
+            finish_item=track_stage(request.tracker),  # each item's tracks, once
+            segmenter=segmenter,
+        ):
+            outputs.append(done)
+            if tap is not None:  # drawn as each item is done (tracked), its kept frames deleted
+                previews += _render_previews(tap, done)
     except ModelError as exc:  # a frame that alone does not fit on the device (bigger batches were split)
         raise from_model_error(exc) from None
     finally:
@@ -304,6 +321,8 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         loaded.close()  # a view shares the loaded model's weights: closing that is enough
         if segmenter is not None:
             segmenter.close()
+        if tap is not None:
+            tap.close()
 
     info = detector.info
     # Items with no slot that opened are left out, as they were from the output.
@@ -315,7 +334,7 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
     if request.output_format == "darwin":
         model = ModelRef(spec=info.spec, version=info.version, class_names=info.class_names)
         documents = write_darwin_files(request.out, items, model, masks=request.darwin_masks)
-        output = RunOutput(darwin=documents)
+        output = RunOutput(darwin=documents, previews=previews)
         annotations = sum(len(d["annotations"]) for d in documents.values())
         summary = f"{len(documents)} Darwin JSON file(s), {annotations} annotations"
     else:
@@ -327,12 +346,44 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
             masks=request.coco_masks,
         )
         write_json_atomic(request.out, coco)
-        output = RunOutput(coco=coco)
+        output = RunOutput(coco=coco, previews=previews)
         summary = f"{len(coco['images'])} images/frames and {len(coco['annotations'])} detections"
     print(f"wrote {summary}{summary_tracks} ({info.name}, {info.device}) to {request.out}", file=sys.stderr)
+    if request.preview is not None:
+        print(f"wrote {len(previews)} preview file(s) to {request.preview}", file=sys.stderr)
+        if tap is not None and tap.error is not None:
+            print(f"warning: previews incomplete: {tap.error}", file=sys.stderr)
     for failure in progress.failures:
         print(f"failed: {failure.item}/{failure.slot}: {failure.error}", file=sys.stderr)
     return output, progress.failures
+
+
+def preview_options(settings: Settings, *, longest_px: int | None = None) -> PreviewOptions:
+    """How previews are drawn: ``PREANNOTATE_PREVIEW_*``, ``longest_px`` (``--preview-px``) over the setting."""
+    from service.render.previews import PreviewOptions
+
+    try:
+        return PreviewOptions(longest_px=longest_px or settings.preview_px, sheet_tiles=settings.preview_sheet_tiles)
+    except ValueError as exc:
+        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--preview-px: {exc}") from None
+
+
+def _preview_tap(request: RunRequest, class_names: Sequence[str], settings: Settings) -> PreviewTap | None:
+    if request.preview is None:
+        return None
+    from service.render.tap import PreviewTap
+
+    return PreviewTap(request.preview, class_names, request.preview_options, scratch_parent=settings.work_dir)
+
+
+def _render_previews(tap: PreviewTap, output: ItemOutput) -> list[Path]:
+    """An item's previews; one that cannot be written is named on stderr and the run goes on (its predictions
+    are the run's work, the pictures only a view of them)."""
+    try:
+        return tap.render(output)
+    except OSError as exc:
+        print(f"warning: no preview of {output.name}: {exc}", file=sys.stderr)
+        return []
 
 
 def _naming_spec(error: PreannotateError, spec: str) -> PreannotateError:

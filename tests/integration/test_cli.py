@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -355,6 +356,21 @@ def test_demo(tmp_path: Path) -> None:
     assert "COCO preannotations:" in result.stdout
     coco = json.loads((tmp_path / "demo" / "preannotations.coco.json").read_text())
     assert len(coco["annotations"]) >= 3  # astronaut, camera, and the pan across the astronaut
+    # previews drawn in the same pass, and the demo says where to open them
+    previews = tmp_path / "demo" / "previews"
+    assert f"previews (open these to see the boxes): {previews.resolve()}" in result.stdout
+    names = [
+        "astronaut.png.jpg",
+        "camera.png.jpg",
+        "coffee.png.jpg",
+        "astronaut-pan.mp4.mp4",
+        "astronaut-pan.mp4.sheet.jpg",
+    ]
+    assert sorted(p.name for p in previews.iterdir()) == sorted(names)
+    assert all(f"  {name}" in result.stdout.splitlines() for name in names)
+    with av.open(str(previews / "astronaut-pan.mp4.mp4")) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == sum(1 for image in coco["images"] if image["item"] == "astronaut-pan.mp4")
 
 
 def test_console_script_is_installed() -> None:

@@ -273,3 +273,33 @@ def test_usable_cpus_honour_a_cgroup_quota(tmp_path: Path, monkeypatch: pytest.M
     cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: two threads may run
     assert options.usable_cpus() == 2
     assert Settings().decode_workers == 2
+
+
+def test_preview_defaults_are_the_preview_writers() -> None:
+    from service.commands.run import preview_options
+    from service.render.previews import PreviewOptions
+
+    settings = Settings()
+    assert (settings.preview_px, settings.preview_sheet_tiles) == (1280, 16)
+    assert preview_options(settings) == PreviewOptions()
+
+
+def test_preview_settings_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.commands.run import preview_options
+    from service.render.previews import PreviewOptions
+
+    monkeypatch.setenv("PREANNOTATE_PREVIEW_PX", "640")
+    monkeypatch.setenv("PREANNOTATE_PREVIEW_SHEET_TILES", "4")
+    settings = Settings()
+    assert preview_options(settings) == PreviewOptions(longest_px=640, sheet_tiles=4)
+    parsed = build_parser().parse_args(["run", "in.mp4", "--out", "o.json", "--preview", "p", "--preview-px", "320"])
+    assert (parsed.preview, parsed.preview_px) == (Path("p"), 320)
+    assert preview_options(settings, longest_px=parsed.preview_px) == PreviewOptions(longest_px=320, sheet_tiles=4)
+    with pytest.raises(PreannotateError, match="--preview-px") as caught:
+        preview_options(settings, longest_px=8)  # too small to draw a label on
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    for name, bad in (("PREVIEW_PX", "15"), ("PREVIEW_PX", "9000"), ("PREVIEW_SHEET_TILES", "0")):
+        monkeypatch.setenv(f"PREANNOTATE_{name}", bad)
+        with pytest.raises(ValidationError, match=name.lower()):
+            Settings()
+        monkeypatch.delenv(f"PREANNOTATE_{name}")

@@ -76,4 +76,6 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"previews (open these to see the boxes): {previews.resolve()}")
     for path in output.previews:
         print(f"  {path.relative_to(previews)}")
+    if output.gallery is not None:
+        print(f"all of them on one page: {output.gallery.resolve()}")
     return exit_code_for(failures)

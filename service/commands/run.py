@@ -262,6 +262,8 @@ class RunOutput:
     darwin: dict[str, DarwinDocument] = field(default_factory=dict)
     previews: list[Path] = field(default_factory=list)
     """The preview files drawn (``RunRequest.preview``), in item order."""
+    gallery: Path | None = None
+    """``index.html`` over the previews (``service.render.gallery``), when any were drawn."""
 
 
 def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, list[SlotFailure]]:
@@ -350,7 +352,12 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
         summary = f"{len(coco['images'])} images/frames and {len(coco['annotations'])} detections"
     print(f"wrote {summary}{summary_tracks} ({info.name}, {info.device}) to {request.out}", file=sys.stderr)
     if request.preview is not None:
+        output = replace(
+            output, gallery=_write_gallery(request.preview, previews, title=f"Previews of {request.out.name}")
+        )
         print(f"wrote {len(previews)} preview file(s) to {request.preview}", file=sys.stderr)
+        if output.gallery is not None:
+            print(f"open {output.gallery}", file=sys.stderr)
         if tap is not None and tap.error is not None:
             print(f"warning: previews incomplete: {tap.error}", file=sys.stderr)
     for failure in progress.failures:
@@ -374,6 +381,19 @@ def _preview_tap(request: RunRequest, class_names: Sequence[str], settings: Sett
     from service.render.tap import PreviewTap
 
     return PreviewTap(request.preview, class_names, request.preview_options, scratch_parent=settings.work_dir)
+
+
+def _write_gallery(out_dir: Path, previews: list[Path], *, title: str) -> Path | None:
+    """The previews' ``index.html``; one that cannot be written is a warning (the previews are there)."""
+    if not previews:
+        return None
+    from service.render.gallery import write_gallery
+
+    try:
+        return write_gallery(out_dir, previews, title=title)
+    except OSError as exc:
+        print(f"warning: no index.html in {out_dir}: {exc}", file=sys.stderr)
+        return None
 
 
 def _render_previews(tap: PreviewTap, output: ItemOutput) -> list[Path]:

@@ -366,8 +366,12 @@ def test_demo(tmp_path: Path) -> None:
         "astronaut-pan.mp4.mp4",
         "astronaut-pan.mp4.sheet.jpg",
     ]
-    assert sorted(p.name for p in previews.iterdir()) == sorted(names)
+    assert sorted(p.name for p in previews.iterdir()) == sorted([*names, "index.html"])
     assert all(f"  {name}" in result.stdout.splitlines() for name in names)
+    # one page shows them all, each file linked from it
+    assert f"all of them on one page: {(previews / 'index.html').resolve()}" in result.stdout
+    page = (previews / "index.html").read_text()
+    assert all(f'href="{name}"' in page for name in names)
     with av.open(str(previews / "astronaut-pan.mp4.mp4")) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames == sum(1 for image in coco["images"] if image["item"] == "astronaut-pan.mp4")

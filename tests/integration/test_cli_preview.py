@@ -134,11 +134,13 @@ def test_the_run_succeeds_for_good_slots_and_names_the_broken_one(preview_run: P
     assert "Traceback" not in result.stderr
     assert "broken.mp4" in result.stderr
     assert f"preview file(s) to {preview_run.previews}" in result.stderr
+    assert f"open {preview_run.previews / 'index.html'}" in result.stderr
     files = sorted(p.relative_to(preview_run.previews).as_posix() for p in preview_run.previews.rglob("*.*"))
     # a still -> JPEG; a video and a multi-frame DICOM -> MP4 + contact sheet; slots of an item in its folder;
     # nothing for the failed video and the PDF (never decoded)
     assert files == [
         "gray.png.jpg",
+        "index.html",  # the page over them all, named last on stderr
         "pair/left.jpg",
         "pair/right.mp4",
         "pair/right.sheet.jpg",

@@ -129,9 +129,6 @@ function itemCard(jobId, item) {
   if (item.error) {
     card.append(el("p", { class: "error" }, el("code", { text: item.error.code }), " ", item.error.message));
   }
-  for (const warning of item.warnings || []) {
-    card.append(el("p", { class: "warning" }, el("code", { text: warning.code }), " ", warning.message));
-  }
   if (item.state === "succeeded") {
     const base = `/v1/jobs/${encodeURIComponent(jobId)}/items/${item.position}`;
     card.append(

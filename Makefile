@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 
-.PHONY: venv install install-dev ls-venv darwin-venv demo test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve gpu-check clean
+.PHONY: venv install install-dev ls-venv darwin-venv demo screenshots test lint lint-deploy typecheck unit test-label-studio bench-sampling bench-serve gpu-check clean
 
 venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ darwin-venv:  ## the separate darwin-py venv that judges our Darwin JSON files (
 
 demo: install  ## make sample media, preannotate it with the default model, draw previews (demo-output/previews)
 	$(BIN)/preannotate demo --out demo-output
+
+screenshots: install-dev  ## docs/ui-jobs.png, docs/ui-job.png: the job page in headless Chromium (apt: chromium chromium-driver)
+	$(BIN)/python -m tests.tools.ui_screenshots --out docs
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         "(a queued or running one always)",
     )
     max_page_size: int = Field(100, ge=1, le=1000, description="largest `limit` of GET /v1/jobs and .../items")
+    ui_session_s: int = Field(
+        8 * 3600,
+        ge=60,
+        le=30 * 86_400,
+        description="how long the job page's login cookie (/ui) lasts before the token must be entered again",
+    )
     predict_timeout_s: float = Field(30.0, gt=0, description="deadline for one /v1/predict in the batcher")
 
     # Batching across requests and job frames (one batcher per model)

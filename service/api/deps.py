@@ -23,8 +23,32 @@ def dep_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(dep_state)]
 
 
-def dep_tenant(state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
-    return state.auth.tenant_for(credentials.credentials if credentials else None)
+UI_COOKIE = "preannotate_token"
+"""The job page's login cookie (``POST /ui/login``): the token itself, HttpOnly and SameSite=Strict."""
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+"""The only methods the cookie authenticates: a forged cross-site POST or DELETE can never ride on it (no CSRF)."""
+
+
+def request_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The bearer token; without an Authorization header, on GET and HEAD only, the job page's cookie."""
+    if "authorization" in request.headers:  # the header wins, even a malformed one (then 401)
+        return credentials.credentials if credentials else None
+    if request.method not in COOKIE_METHODS:
+        if UI_COOKIE in request.cookies:
+            raise PreannotateError(
+                ErrorCode.UNAUTHORIZED,
+                f"the job page's login cookie is accepted on GET and HEAD only; {request.method} needs an "
+                "Authorization: Bearer <token> header",
+            )
+        return None
+    return request.cookies.get(UI_COOKIE)
+
+
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def dep_tenant(request: Request, state: StateDep, credentials: BearerDep) -> str:
+    return state.auth.tenant_for(request_token(request, credentials))
 
 
 TenantDep = Annotated[str, Depends(dep_tenant)]

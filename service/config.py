@@ -152,6 +152,14 @@ class Settings(BaseSettings):
     )
     max_page_size: int = Field(100, ge=1, le=1000, description="largest `limit` of GET /v1/jobs and .../items")
     predict_timeout_s: float = Field(30.0, gt=0, description="deadline for one /v1/predict in the batcher")
+    # Previews of a job's items (GET /v1/jobs/{id}/items/{item}/preview and /sheet)
+    preview_px: int = Field(1280, ge=16, le=8192, description="longest side of a preview picture (scaled down)")
+    preview_sheet_tiles: int = Field(16, ge=1, le=100, description="most frames an item's contact sheet shows")
+    preview_cache_mb: int = Field(
+        512, ge=0, le=1_000_000, description="disk kept for media fetched for previews (LRU; 0 = none kept)"
+    )
+    preview_concurrency: int = Field(2, ge=1, le=64, description="previews fetched, decoded and drawn at once")
+    preview_timeout_s: float = Field(60.0, gt=0, le=3600, description="deadline for one preview or contact sheet")
 
     # Batching across requests and job frames (one batcher per model)
     max_batch_size: int | None = Field(None, ge=1, le=512, description="unset = CPU 1, CUDA 16")

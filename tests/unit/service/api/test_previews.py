@@ -316,3 +316,16 @@ def test_media_gone_since_the_job_is_a_clear_502(tmp_path: Path, media_dir: Path
     assert "/grey.png" in message
     assert "secret" not in message  # the query string stays out of messages
     assert str(tmp_path) not in message  # so does the cache's directory
+
+
+def test_the_preview_size_and_deadline_are_settings(tmp_path: Path, media_dir: Path) -> None:
+    (tmp_path / "small").mkdir()
+    for app in make_app(tmp_path / "small", media_dir, preview_px=100):
+        job_id = submit(app, image_item(app))
+        assert jpeg(app.get(f"/v1/jobs/{job_id}/items/0/preview")).shape == (80, 100, 3)  # 200 x 160 fit in 100
+    (tmp_path / "slow").mkdir()
+    for app in make_app(tmp_path / "slow", media_dir, preview_timeout_s=0.001):
+        job_id = submit(app, video_item(app))
+        late = app.get(f"/v1/jobs/{job_id}/items/0/sheet")
+    assert error(late) == (504, "deadline_exceeded")
+    assert "PREANNOTATE_PREVIEW_TIMEOUT_S" in late.json()["error"]["message"]

@@ -40,8 +40,9 @@ _JPEG: dict[int | str, dict[str, Any]] = {
 }
 
 
-def dep_previews(state: StateDep) -> PreviewService:
-    """The app's preview service, made on first use (inside the event loop: it holds an anyio limiter)."""
+async def dep_previews(state: StateDep) -> PreviewService:
+    """The app's preview service, made on first use; async: made on the event loop (one, never two racing
+    threads), where its anyio limiter belongs."""
     if state.previews is None:
         state.previews = PreviewService(state.settings)
     return state.previews

@@ -113,7 +113,8 @@ class Settings(BaseSettings):
         None, gt=0.0, le=1.0, description="two-stage tracking: least score that starts a track (unset: one stage)"
     )
 
-    # Previews (`run --preview`, `demo`); defaults are PreviewOptions' (tests/unit/service/test_config.py: equal)
+    # Previews (`run --preview`, `demo`, GET .../items/{item}/preview and /sheet); defaults are PreviewOptions'
+    # (tests/unit/service/test_config.py: equal)
     preview_px: int = Field(1280, ge=16, le=8192, description="longest side of a preview frame, in pixels")
     preview_sheet_tiles: int = Field(
         16, ge=1, le=1024, description="most frames a slot's contact sheet shows, spread over the slot"
@@ -169,6 +170,12 @@ class Settings(BaseSettings):
         description="how long the job page's login cookie (/ui) lasts before the token must be entered again",
     )
     predict_timeout_s: float = Field(30.0, gt=0, description="deadline for one /v1/predict in the batcher")
+    # Previews of a job's items (GET /v1/jobs/{id}/items/{item}/preview and /sheet; sizes above)
+    preview_cache_mb: int = Field(
+        512, ge=0, le=1_000_000, description="disk kept for media fetched for previews (LRU; 0 = none kept)"
+    )
+    preview_concurrency: int = Field(2, ge=1, le=64, description="previews fetched, decoded and drawn at once")
+    preview_timeout_s: float = Field(60.0, gt=0, le=3600, description="deadline for one preview or contact sheet")
 
     # Batching across requests and job frames (one batcher per model)
     max_batch_size: int | None = Field(None, ge=1, le=512, description="unset = CPU 1, CUDA 16")

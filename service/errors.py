@@ -35,6 +35,14 @@ class ErrorCode(enum.Enum):
     UNAUTHORIZED = ("unauthorized", 401, False)
     JOB_NOT_FOUND = ("job_not_found", 404, False)
     JOB_NOT_FINISHED = ("job_not_finished", 409, True)
+    # Previews of a job's items: the item, slot or stored frame a URL names is not in the job
+    ITEM_NOT_FOUND = ("item_not_found", 404, False)
+    SLOT_NOT_FOUND = ("slot_not_found", 404, False)
+    FRAME_NOT_FOUND = ("frame_not_found", 404, False)
+    ITEM_NOT_FINISHED = ("item_not_finished", 409, True)  # queued or running: it has no predictions yet
+    # Nothing to draw: a failed or cancelled item, a PDF slot, media that no longer decode as the job saw them
+    PREVIEW_UNAVAILABLE = ("preview_unavailable", 409, False)
+    MEDIA_UNREACHABLE = ("media_unreachable", 502, False)  # a job's media gone (404/410) or refused since
     ROUTE_NOT_FOUND = ("not_found", 404, False)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405, False)
     REQUEST_TOO_LARGE = ("request_too_large", 413, False)

@@ -17,7 +17,7 @@ from service.api.auth import TokenAuth
 from service.api.errors import register_exception_handlers
 from service.api.middleware import BodySizeLimit
 from service.api.openapi import add_component_schemas
-from service.api.routes import evaluate, health, jobs, ls_ml_backend, models, predict, ui, v7_byom, webhooks
+from service.api.routes import evaluate, health, jobs, ls_ml_backend, models, predict, previews, ui, v7_byom, webhooks
 from service.api.schemas import PredictUrlRequest
 from service.api.state import AppState
 from service.backends.media import BackendMediaFetcher
@@ -154,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.backends.close()
             if state.models is not None:
                 state.models.close()
+            if state.previews is not None:
+                state.previews.close()
             ls_backend = getattr(app.state, "ls_ml_backend", None)
             if ls_backend is not None:
                 ls_backend.close()
@@ -186,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         HTTP_SECONDS.labels(method=request.method, route=route).observe(time.perf_counter() - start)
         return response
 
-    routers = (health, predict, jobs, models, evaluate, v7_byom, ls_ml_backend, webhooks, ui)
+    routers = (health, predict, jobs, previews, models, evaluate, v7_byom, ls_ml_backend, webhooks, ui)
     for module in routers:
         app.include_router(module.router)
     add_component_schemas(app, JobCreate, PredictUrlRequest)

@@ -28,13 +28,13 @@ class ErrorResponse(BaseModel):
 
 _DESCRIPTIONS = {
     401: "missing or invalid bearer token",
-    404: "unknown job or model",
-    409: "the job has not finished",
+    404: "unknown job or model (or item, slot, frame)",
+    409: "the job (or item) has not finished, or has nothing to preview",
     413: "request body too large",
     415: "unsupported media type",
     422: "invalid request, URL not allowed, or bad media",
     429: "queue full (see Retry-After)",
-    502: "the URL's server failed or refused",
+    502: "the URL's server failed or refused (or a job's media are gone)",
     503: "not ready (models loading or shutting down)",
     504: "timed out fetching the URL or waiting for the model",
 }
@@ -200,3 +200,27 @@ class ModelPublic(BaseModel):
         description="per-class least scores saved for this version (`calibrate --save`): jobs without their own "
         "`thresholds`, /v1/predict and the Label Studio backend apply them; null: none saved",
     )
+
+
+# --- previews of a job's items -------------------------------------------------------------------------------------
+
+
+class PreviewFramePublic(BaseModel):
+    frame_index: int = Field(description="the source frame's index (display order): `frame` of .../preview")
+    timestamp_s: float | None = Field(description="seconds from the first frame; null for stills and untimed DICOM")
+    width: int = Field(description="the source frame's width in pixels")
+    height: int
+    detections: int = Field(description="stored detections on this frame")
+
+
+class PreviewSlotPublic(BaseModel):
+    name: str = Field(description="the slot's name: `slot` of .../preview and .../sheet")
+    media: str | None = Field(description="image, video, dicom, sequence or pdf (a pdf has no frames to preview)")
+    frames: list[PreviewFramePublic] = Field(description="the stored (sampled) frames, in time order")
+
+
+class ItemFramesPublic(BaseModel):
+    job_id: str
+    position: int = Field(description="the item's position in the job, as in GET /v1/jobs/{id}/items")
+    name: str
+    slots: list[PreviewSlotPublic] = Field(description="in the item's order; the first is the routes' default")

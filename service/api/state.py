@@ -8,6 +8,7 @@ from service.api.auth import TokenAuth
 from service.backends.registry import Backends
 from service.config import Settings
 from service.jobs.calibrated import SavedThresholds
+from service.jobs.previews import PreviewService
 from service.jobs.worker import WorkerPool
 from service.loaded_models import ModelRegistry
 from service.pipeline.fetch import Fetcher
@@ -27,6 +28,7 @@ class AppState:
     load_error: str | None = None
     draining: bool = False
     saved: SavedThresholds | None = None
+    previews: PreviewService | None = None  # made on the first preview request (routes/previews.py)
 
     def saved_thresholds(self) -> SavedThresholds:
         """The store's calibrated thresholds by model version, cached ``PREANNOTATE_THRESHOLDS_CACHE_S``."""

@@ -62,6 +62,7 @@ from service.queue.store import (
     lease_readable,
     parse_cursor,
     read_spec,
+    readable_item,
     spec_to_json,
     stored_thresholds,
 )
@@ -413,6 +414,15 @@ class RedisJobStore:
             )
             for item_id, r in chosen
         ]
+
+    def item_spec(self, *, tenant: str, job_id: str, position: int) -> ItemIn | None:
+        """The submitted item at ``position`` of this tenant's job (its id is the job's first plus the position)."""
+        with self._guard():
+            first, n, owner = cast(list[str | None], self._r.hmget(self._key("job", job_id), ["first", "n", "tenant"]))
+            if first is None or n is None or owner != tenant or not 0 <= position < int(n):
+                return None
+            raw = cast(str | None, self._r.hget(self._key("item", int(first) + position), "item"))
+        return None if raw is None else readable_item(raw)
 
     def _read_results(self, rows: Sequence[tuple[int, dict[str, str]]]) -> dict[int, dict[str, Any] | None]:
         """The results of the succeeded ones of ``rows``: by value from ``P:result:<n>``, or from their objects."""

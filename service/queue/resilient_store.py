@@ -263,6 +263,9 @@ class ResilientStore:
             tenant=tenant, job_id=job_id, states=states, after=after, limit=limit, with_results=with_results
         )
 
+    def item_spec(self, *, tenant: str, job_id: str, position: int) -> ItemIn | None:
+        return self.store.item_spec(tenant=tenant, job_id=job_id, position=position)
+
     def pin_model(
         self,
         job_id: str,

@@ -39,6 +39,7 @@ from service.queue.store import (
     lease_readable,
     parse_cursor,
     read_spec,
+    readable_item,
     spec_from_json,
     spec_to_json,
     stored_thresholds,
@@ -501,6 +502,16 @@ class SqliteJobStore:
                 )
             )
         return out
+
+    def item_spec(self, *, tenant: str, job_id: str, position: int) -> ItemIn | None:
+        """The submitted item at ``position`` of this tenant's job, or None."""
+        with self._tx("DEFERRED") as conn:
+            row = conn.execute(
+                "SELECT items.item FROM items JOIN jobs ON jobs.id = items.job_id"
+                " WHERE jobs.id = ? AND jobs.tenant = ? AND items.position = ?",
+                (job_id, tenant, position),
+            ).fetchone()
+        return None if row is None else readable_item(row["item"])
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:
         """Reclaim expired leases, then lease up to ``max_items`` ready items, oldest job first.

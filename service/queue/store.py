@@ -139,6 +139,14 @@ def item_from_json(text: str | bytes) -> ItemIn:
     return ItemIn.model_validate_json(text)
 
 
+def readable_item(text: str | bytes) -> ItemIn | None:
+    """``item_from_json``, or None for an item this release cannot parse (read side: nothing to show)."""
+    try:
+        return item_from_json(text)
+    except ValidationError:
+        return None
+
+
 def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -333,6 +341,11 @@ class JobStore(Protocol):
         """Item outcomes in position order: those past position ``after``, in ``states`` (None = any), at most
         ``limit`` (None = all); only these items' results are read, and none without ``with_results`` (their
         ``result`` is None). None for an unknown or foreign job."""
+        ...
+
+    def item_spec(self, *, tenant: str, job_id: str, position: int) -> ItemIn | None:
+        """The item at ``position`` as it was submitted (its slots' URLs, query strings included: what a worker
+        fetched). None for an unknown or foreign job, a position it lacks, or an item this release cannot parse."""
         ...
 
     def lease(self, worker: str, *, max_items: int, lease_s: float) -> list[Lease]:

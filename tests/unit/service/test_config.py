@@ -303,3 +303,17 @@ def test_preview_settings_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(ValidationError, match=name.lower()):
             Settings()
         monkeypatch.delenv(f"PREANNOTATE_{name}")
+
+
+def test_preview_settings_have_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.preview_px, defaults.preview_sheet_tiles, defaults.preview_cache_mb) == (1280, 16, 512)
+    assert (defaults.preview_concurrency, defaults.preview_timeout_s) == (2, 60.0)
+    monkeypatch.setenv("PREANNOTATE_PREVIEW_PX", "640")
+    monkeypatch.setenv("PREANNOTATE_PREVIEW_CACHE_MB", "0")
+    assert (Settings().preview_px, Settings().preview_cache_mb) == (640, 0)
+    for name, bad in (("PREVIEW_PX", "8"), ("PREVIEW_CONCURRENCY", "0"), ("PREVIEW_TIMEOUT_S", "0")):
+        monkeypatch.setenv(f"PREANNOTATE_{name}", bad)
+        with pytest.raises(ValidationError, match=name.lower()):
+            Settings()
+        monkeypatch.delenv(f"PREANNOTATE_{name}")

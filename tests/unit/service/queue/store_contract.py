@@ -245,6 +245,26 @@ class JobStoreContract:
         assert store.get_job(tenant=TENANT, job_id="no-such-job") is None
         assert status(store, job) is JobStatus.QUEUED  # the foreign cancel did nothing
 
+    def test_item_spec_is_the_submitted_item_for_its_tenant_only(self, store: JobStore) -> None:
+        presigned = ItemIn.model_validate(
+            {"name": "v.mp4", "slots": [{"name": "cam", "url": "https://cdn.example.com/v.mp4?X-Amz-Signature=abc"}]}
+        )
+        job, _ = store.create_job(tenant=TENANT, idem_key="k", spec=SPEC, items=[*items(2), presigned])
+
+        assert store.item_spec(tenant=TENANT, job_id=job.id, position=2) == presigned  # query string kept
+        assert store.item_spec(tenant=TENANT, job_id=job.id, position=0) == items(2)[0]
+        assert store.item_spec(tenant=TENANT, job_id=job.id, position=3) is None
+        assert store.item_spec(tenant=TENANT, job_id=job.id, position=-1) is None
+        assert store.item_spec(tenant=OTHER_TENANT, job_id=job.id, position=0) is None
+        assert store.item_spec(tenant=TENANT, job_id="no-such-job", position=0) is None
+
+    def test_an_unparseable_stored_item_has_no_spec(self, store: JobStore, corrupt: Corrupt) -> None:
+        job = make_job(store, 2)
+        corrupt(store, job.id, item=(1, '{"name": "img1.jpg", "slots": [{"url": 7}]}'))
+
+        assert store.item_spec(tenant=TENANT, job_id=job.id, position=1) is None
+        assert store.item_spec(tenant=TENANT, job_id=job.id, position=0) is not None
+
     # --- leasing ----------------------------------------------------------------------------------------
 
     def test_lease_takes_oldest_job_first_in_position_order(self, store: JobStore, clock: FakeClock) -> None:

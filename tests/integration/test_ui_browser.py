@@ -153,7 +153,9 @@ def test_a_job_submitted_through_the_api_appears_and_finishes_with_its_progress(
 
 
 def test_a_finished_items_preview_renders(browser: WebDriver, server: Server, media_server: MediaServer) -> None:
-    """Needs GET /v1/jobs/{id}/items/{item}/preview (built on another branch): fails until both are merged."""
+    """The job's items drawn by GET /v1/jobs/{id}/items/{item}/preview (and /sheet for the video) in the page."""
+    from selenium.webdriver.common.by import By
+
     job_id = submit_job(server, media_server)
     with server.client() as client:
         assert wait_for_job(client, job_id)["status"] == "succeeded"
@@ -173,3 +175,6 @@ def test_a_finished_items_preview_renders(browser: WebDriver, server: Server, me
         )
         assert isinstance(loaded, int)
         assert loaded > 0, f"item {position}: no preview image rendered ({loaded}; -1: a placeholder instead)"
+    # a still is its preview alone; the video's first frame comes with its contact sheet of the sampled frames
+    assert browser.find_elements(By.CSS_SELECTOR, '.item[data-position="0"] img.sheet') == []
+    wait_until(browser, "the video's contact sheet", '.item[data-position="1"] img.sheet')

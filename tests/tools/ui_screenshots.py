@@ -33,7 +33,9 @@ Promise.all(pending).then(() => done(document.querySelectorAll(".pictures img").
 
 
 def submit_demo_job(server: Server, media: MediaServer, paths: list[Path]) -> str:
-    items = [{"name": path.name, "slots": [{"url": f"{media.url}/{path.name}"}]} for path in paths]
+    # the video first: the job's screenshot shows its first frame drawn and its contact sheet
+    ordered = sorted(paths, key=lambda path: path.suffix != ".mp4")
+    items = [{"name": path.name, "slots": [{"url": f"{media.url}/{path.name}"}]} for path in ordered]
     with server.client() as client:
         response = client.post("/v1/jobs", json={"fps": 2, "items": items})
         response.raise_for_status()

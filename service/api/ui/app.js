@@ -123,23 +123,38 @@ function picture(src, alt, missing) {
   return el("figure", {}, img);
 }
 
+function slotPictures(base, slot, named) {
+  // A slot with one stored frame (a still) is its preview; a video shows its frame with the most detections (the
+  // first of those) beside its contact sheet.
+  const query = `?slot=${encodeURIComponent(slot.name)}`;
+  const shown = slot.frames.reduce((best, frame) => (frame.detections > best.detections ? frame : best));
+  const figures = [picture(`${base}/preview${query}&frame=${shown.frame_index}`, "preview", "no preview")];
+  if (slot.frames.length > 1) figures.push(picture(`${base}/sheet${query}`, "sheet", "no contact sheet"));
+  const label = `${named ? `${slot.name}: ` : ""}${slot.frames.length} frame(s) drawn`;
+  return el("div", { class: "pictures" }, ...figures, el("p", { class: "muted", text: label }));
+}
+
+async function addPictures(card, jobId, item) {
+  const base = `/v1/jobs/${encodeURIComponent(jobId)}/items/${item.position}`;
+  let frames;
+  try {
+    frames = await api(`${base}/frames`);
+  } catch (error) {
+    card.append(el("p", { class: "placeholder", text: `no previews (${error.message})` }));
+    return;
+  }
+  const slots = frames.slots.filter((slot) => slot.frames.length > 0);
+  if (slots.length === 0) card.append(el("p", { class: "placeholder", text: "no frames to preview" }));
+  for (const slot of slots) card.append(slotPictures(base, slot, frames.slots.length > 1));
+}
+
 function itemCard(jobId, item) {
   const card = el("div", { class: "item", "data-position": String(item.position), "data-state": item.state });
   card.append(el("h3", {}, el("span", { class: "item-name", text: item.name }), " ", statusCell(item.state)));
   if (item.error) {
     card.append(el("p", { class: "error" }, el("code", { text: item.error.code }), " ", item.error.message));
   }
-  if (item.state === "succeeded") {
-    const base = `/v1/jobs/${encodeURIComponent(jobId)}/items/${item.position}`;
-    card.append(
-      el(
-        "div",
-        { class: "pictures" },
-        picture(`${base}/preview`, "preview", "no preview"),
-        picture(`${base}/sheet`, "sheet", "no contact sheet"),
-      ),
-    );
-  }
+  if (item.state === "succeeded") addPictures(card, jobId, item);  // its slots' frames, then their pictures
   return card;
 }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from service.errors import ErrorCode, PreannotateError
 
-BENCHMARKS = ("sampling", "feed", "infer", "e2e", "serve", "memory", "tracks", "results", "masks")
+BENCHMARKS = ("sampling", "feed", "infer", "e2e", "serve", "memory", "tracks", "results", "masks", "preview")
 
 
 def bench_command(args: argparse.Namespace) -> int:

@@ -64,7 +64,8 @@ def write_report(evaluation: Evaluation, out: Path, media: list[Path], settings:
         if gallery.errors_without_media:
             print(
                 f"warning: {gallery.errors_without_media} of the worst errors have no thumbnail: media of "
-                f"{len(gallery.missing)} items not found under --media, {len(gallery.unreadable)} not decodable",
+                f"{len(gallery.missing)} items not found under --media, {len(gallery.unreadable)} not decodable, "
+                f"{len(gallery.off_frame)} with boxes outside the frame",
                 file=sys.stderr,
             )
     write_outputs(evaluation, out, gallery)

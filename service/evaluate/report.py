@@ -124,7 +124,7 @@ def _worst_errors(classes: Mapping[str, Mapping[ErrorKind, Sequence[Thumbnail]]]
 
 
 def _gallery_note(gallery: Gallery) -> str:
-    """How many errors got no thumbnail, and why (media not found or not decodable)."""
+    """How many errors got no thumbnail, and why (media not found, not decodable, or boxes off the picture)."""
     if not gallery.errors_without_media:
         return ""
     shown = ", ".join(gallery.missing[:5]) + (
@@ -132,9 +132,10 @@ def _gallery_note(gallery: Gallery) -> str:
     )
     missing = f" Media not found for {len(gallery.missing)} items ({shown})." if gallery.missing else ""
     unreadable = f" Not decodable: {'; '.join(gallery.unreadable[:5])}." if gallery.unreadable else ""
+    off_frame = f" Outside the frame: {'; '.join(gallery.off_frame[:5])}." if gallery.off_frame else ""
     return (
         f'<p class="note">{gallery.errors_without_media} of the worst errors have no thumbnail.'
-        f"{escape(missing + unreadable)}</p>"
+        f"{escape(missing + unreadable + off_frame)}</p>"
     )
 
 

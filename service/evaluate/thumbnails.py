@@ -18,6 +18,7 @@ import supervision as sv
 from models.types import RGBImage
 from service.errors import PreannotateError
 from service.evaluate.evaluation import Evaluation
+from service.evaluate.frame_clock import source_frame
 from service.evaluate.types import BoxXYXY
 from service.evaluate.worst import ErrorCase, ErrorKind
 from service.pipeline.frames import Frame
@@ -56,10 +57,13 @@ class MediaLookup:
         self._by_name: dict[str, list[Path]] | None = None
 
     def find(self, item: str, slot: str) -> Path | None:
-        parts = PurePosixPath(item).parts
-        if ".." in parts:
+        """The item's (or its named slot's) file; None when not found, or when the benchmark's key or slot
+        climbs out of the folders (``..``, or an absolute slot: joined, it would replace the folder)."""
+        item_path, slot_path = PurePosixPath(item), PurePosixPath(slot)
+        if ".." in item_path.parts or ".." in slot_path.parts or slot_path.is_absolute():
             return None  # a key that climbs out of the folder names nothing in it
-        relative = [PurePosixPath(item), *([PurePosixPath(item, slot)] if slot != "0" else [])]
+        # an absolute item key (a path on the labelling machine) is found by its file name alone, below
+        relative = [] if item_path.is_absolute() else [item_path, *([item_path / slot_path] if slot != "0" else [])]
         for root in self._roots:
             for rel in reversed(relative):  # the slot's own file before the item's
                 path = root / rel
@@ -92,6 +96,7 @@ class Gallery:
     thumbnails: dict[str, dict[str, dict[ErrorKind, list[Thumbnail]]]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # item keys whose media were not found
     unreadable: list[str] = field(default_factory=list)  # "item: reason" for media that would not decode
+    off_frame: list[str] = field(default_factory=list)  # "item frame N: box ..." for errors drawn off the picture
     errors_without_media: int = 0
 
     def of(self, candidate: str) -> dict[str, dict[ErrorKind, list[Thumbnail]]]:
@@ -99,11 +104,23 @@ class Gallery:
 
 
 def to_pixels(box: BoxXYXY, case: ErrorCase, width_px: int, height_px: int) -> BoxXYXY:
-    """A case's box in the decoded frame's pixels (boxes in percent when neither side knew the size)."""
-    if case.pixels:
+    """A case's box in the decoded frame's pixels, as ``render`` scales shapes (``frame_shapes``): percent when
+    neither side knew the size; pixels of another size (a benchmark labelled on the original, ``--media``
+    holding a smaller copy) scaled to the decoded frame."""
+    if not case.pixels:
+        sx, sy = width_px / 100.0, height_px / 100.0
+    elif case.width and case.height:
+        sx, sy = width_px / case.width, height_px / case.height
+    else:
         return box
-    sx, sy = width_px / 100.0, height_px / 100.0
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def clip_to_frame(box: BoxXYXY, width_px: int, height_px: int) -> BoxXYXY | None:
+    """The part of ``box`` inside the frame; None when nothing of it is (a box drawn off the picture)."""
+    x1, y1 = min(max(box[0], 0.0), width_px), min(max(box[1], 0.0), height_px)
+    x2, y2 = min(max(box[2], 0.0), width_px), min(max(box[3], 0.0), height_px)
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
 
 
 def crop_window(boxes: Sequence[BoxXYXY], width_px: int, height_px: int) -> tuple[int, int, int, int]:
@@ -124,15 +141,28 @@ def _box_annotator(rgb: tuple[int, int, int], size_px: int) -> sv.BoxAnnotator:
     )
 
 
-def draw_case(image: RGBImage, case: ErrorCase, size_px: int) -> RGBImage:
+def _boxes_in_frame(case: ErrorCase, width_px: int, height_px: int) -> dict[tuple[int, int, int], BoxXYXY]:
+    """Colour -> the case's boxes in the frame's pixels, clipped to it; empty when the error's own box lies
+    wholly outside (a nearest box wholly outside is left out, the error itself still shown)."""
+    own = clip_to_frame(to_pixels(case.shape.xyxy, case, width_px, height_px), width_px, height_px)
+    if own is None:
+        return {}
+    boxes: dict[tuple[int, int, int], BoxXYXY] = {}
+    for rgb, box in ((BENCHMARK_RGB, case.benchmark_box), (CANDIDATE_RGB, case.candidate_box)):
+        clipped = None if box is None else clip_to_frame(to_pixels(box, case, width_px, height_px), width_px, height_px)
+        if clipped is not None:
+            boxes[rgb] = clipped
+    return boxes
+
+
+def draw_case(image: RGBImage, case: ErrorCase, size_px: int) -> RGBImage | None:
     """The error's crop of ``image`` (a full frame), scaled so its longer side is ``size_px``, with the benchmark
-    box in ``BENCHMARK_RGB`` and the candidate box in ``CANDIDATE_RGB`` (whichever of the two exist)."""
+    box in ``BENCHMARK_RGB`` and the candidate box in ``CANDIDATE_RGB`` (whichever of the two exist, clipped to
+    the frame); None when the error's box lies wholly outside the frame (nothing of it to show)."""
     height_px, width_px = image.shape[:2]
-    boxes = {
-        rgb: to_pixels(box, case, width_px, height_px)
-        for rgb, box in ((BENCHMARK_RGB, case.benchmark_box), (CANDIDATE_RGB, case.candidate_box))
-        if box is not None
-    }
+    boxes = _boxes_in_frame(case, width_px, height_px)
+    if not boxes:
+        return None
     left, top, right, bottom = crop_window(list(boxes.values()), width_px, height_px)
     scale = size_px / max(right - left, bottom - top)
     size = (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale)))
@@ -147,14 +177,11 @@ def draw_case(image: RGBImage, case: ErrorCase, size_px: int) -> RGBImage:
 
 
 def _source_frames(cases: Iterable[ErrorCase], source_fps: float | None) -> dict[int, list[ErrorCase]]:
-    """Source frame index -> the cases on it; a frame counted at another rate than the source's is mapped by
-    time (frame / its fps * the source's fps)."""
+    """Source frame index -> the cases on it; a frame counted at another rate than the source's is the source
+    frame on screen at its time (``frame_clock``, as ``render`` draws it)."""
     frames: dict[int, list[ErrorCase]] = defaultdict(list)
     for case in cases:
-        index = case.frame
-        if case.fps is not None and source_fps is not None and not math.isclose(case.fps, source_fps, rel_tol=1e-6):
-            index = round(case.frame / case.fps * source_fps)
-        frames[index].append(case)
+        frames[source_frame(case.frame, case.fps, source_fps)].append(case)
     return frames
 
 
@@ -218,12 +245,24 @@ def _jpegs(
         try:
             for frame, on_frame in _decode(path, item, slot, cases, limits):
                 for case in on_frame:
-                    jpegs[id(case)] = rgb_to_jpeg(draw_case(frame.image, case, options.size_px))
+                    drawn = draw_case(frame.image, case, options.size_px)
+                    if drawn is None:
+                        out.off_frame.append(_off_frame(case, frame.info.width, frame.info.height))
+                    else:
+                        jpegs[id(case)] = rgb_to_jpeg(drawn)
         except PreannotateError as exc:  # a corrupt or refused file costs its thumbnails, not the report
             log.info("no thumbnails for %s: %s", item, exc)
             out.unreadable.append(f"{item}: {exc}")
+        except Exception as exc:  # a decoder's or OpenCV's own error on one file: the same, and worth a warning
+            log.warning("no thumbnails for %s: %s: %s", item, type(exc).__name__, exc)
+            out.unreadable.append(f"{item}: {type(exc).__name__}: {exc}")
     out.missing = sorted(missing)
     return jpegs
+
+
+def _off_frame(case: ErrorCase, width_px: int, height_px: int) -> str:
+    box = ", ".join(f"{v:g}" for v in case.shape.xyxy)
+    return f"{case.item} frame {case.frame}: box ({box}) lies outside the {width_px}x{height_px} frame"
 
 
 def make_gallery(

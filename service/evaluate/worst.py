@@ -31,6 +31,8 @@ class ErrorCase:
         pixels: whether the boxes are in pixels (False: percent of the frame, when neither side knew its size).
         nearest: the other side's shape with the highest IoU (any class), when one overlaps at all.
         iou: that IoU (0.0 when nothing overlaps).
+        width, height: the size of the frame the boxes are pixels of (the benchmark's, else the candidate's),
+            when known: media found at another size (a smaller copy) are drawn on with the boxes scaled.
     """
 
     kind: ErrorKind
@@ -42,6 +44,8 @@ class ErrorCase:
     shape: Shape
     nearest: Shape | None
     iou: float
+    width: int | None = None
+    height: int | None = None
 
     @property
     def benchmark_box(self) -> BoxXYXY | None:
@@ -102,13 +106,14 @@ class WorstErrors:
         row_of = {id(s): r for r, s in enumerate(gt)}
         fps = b_unit.fps if b_unit.fps is not None else (c_unit.fps if c_unit is not None else None)
         place = (b_unit.item, b_unit.slot, scored.frame, fps, b_unit.pixel_size_known)
+        size = (scored.width, scored.height)
         for g in match.missed:
             shape = scored.gt[g]
             nearest, iou = _nearest(ious, row_of[id(shape)], scored.dt, axis=0)
-            self._keep(ErrorCase(ErrorKind.FALSE_NEGATIVE, *place, shape, nearest, iou))
+            self._keep(ErrorCase(ErrorKind.FALSE_NEGATIVE, *place, shape, nearest, iou, *size))
         for d in match.extra:
             nearest, iou = _nearest(ious, d, gt, axis=1)
-            self._keep(ErrorCase(ErrorKind.FALSE_POSITIVE, *place, scored.dt[d], nearest, iou))
+            self._keep(ErrorCase(ErrorKind.FALSE_POSITIVE, *place, scored.dt[d], nearest, iou, *size))
 
     def _keep(self, case: ErrorCase) -> None:
         kept = self._kept[(case.shape.label, case.kind)]

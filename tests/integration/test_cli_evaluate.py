@@ -334,3 +334,13 @@ def test_undecodable_media_leave_the_report_written(media_case: Path) -> None:
     assert "data:image/jpeg" not in html
     assert "4 of the worst errors have no thumbnail" in html
     assert "Not decodable: shots/a.png:" in html
+
+
+def test_a_box_outside_the_media_leaves_the_report_written_with_the_other_thumbnails(media_case: Path) -> None:
+    results = json.loads((media_case / "dt.json").read_text())
+    results.append({"image_id": 1, "category_id": 1, "bbox": [500, 10, 100, 40], "score": 0.99})  # a.png is 320 wide
+    (media_case / "dt.json").write_text(json.dumps(results))
+    result, html = _report(media_case, "--media", media_case / "media")
+    assert sorted(alt for alt, _, _ in _thumbnails(html)) == ["false negative", "false positive"]  # the stray car
+    assert "Outside the frame: shots/a.png frame 0: box (500, 10, 600, 50) lies outside the 320x240 frame." in html
+    assert "1 with boxes outside the frame" in result.stderr

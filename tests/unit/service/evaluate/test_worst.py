@@ -97,6 +97,14 @@ def test_the_frame_keeps_its_rate_and_units() -> None:
     gt = [_unit("clip.mp4", [("car", (0, 0, 10, 10), None)], fps=10.0)]
     (miss,) = _worst(gt, [_unit("clip.mp4", [])], per_class=1)["car"][ErrorKind.FALSE_NEGATIVE]
     assert (miss.item, miss.slot, miss.frame, miss.fps, miss.pixels) == ("clip.mp4", "0", 0, 10.0, True)
+    assert (miss.width, miss.height) == (640, 480)  # the size its boxes are pixels of, to scale them to media
+
+
+def test_the_frame_size_is_the_candidates_when_the_benchmark_gives_none() -> None:
+    gt = [Unit(item="a.jpg")]
+    gt[0].add(0, Shape("g", "car", (0, 0, 10, 10)))
+    (miss,) = _worst(gt, [_unit("a.jpg", [])], per_class=1)["car"][ErrorKind.FALSE_NEGATIVE]
+    assert (miss.width, miss.height) == (640, 480)
 
 
 def test_nothing_is_collected_unless_asked() -> None:

@@ -3,12 +3,14 @@ sampled frames plus a contact sheet, predictions drawn on all of them. Frames st
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from models.types import Detections, RGBImage
+from service.files import write_atomic
 from service.pipeline.frames import FrameInfo, MediaKind
 from service.render.annotate import draw_detections
 from service.render.encode import Mp4Writer, fit_within, rgb_to_jpeg
@@ -94,11 +96,30 @@ class ItemPreviewWriter:
         self._take(slot, info, drawn)
 
     def close(self) -> list[Path]:
-        """Finish every slot (an MP4 closed, a contact sheet or a JPEG written); returns the files written."""
-        for slot in self._slots.values():
-            self._finish(slot)
+        """Finish every slot (an MP4 closed, a contact sheet or a JPEG written); returns the files written.
+
+        A slot that cannot be finished aborts the item (``abort``) and the error is raised."""
+        try:
+            for slot in self._slots.values():
+                self._finish(slot)
+        except BaseException:
+            self.abort()
+            raise
         self._slots.clear()
         return self.written
+
+    def abort(self) -> None:
+        """Give the item up after a failure: open MP4s closed and, like every file written so far, deleted (a
+        half-written MP4 or an item missing slots must not pass for a preview)."""
+        for slot in self._slots.values():
+            if slot.video is not None:
+                with contextlib.suppress(Exception):  # the file goes anyway; the first error is the one raised
+                    slot.video.close()
+                self.written.append(slot.video.path)
+        self._slots.clear()
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.written = []
 
     def _take(self, slot: _SlotPreview, info: FrameInfo, drawn: RGBImage) -> None:
         slot.seen += 1
@@ -140,11 +161,12 @@ class ItemPreviewWriter:
         slot.stem.parent.mkdir(parents=True, exist_ok=True)
         if slot.video is None:
             path = slot.stem.with_name(slot.stem.name + ".jpg")
-            path.write_bytes(rgb_to_jpeg(slot.first[1]))
+            write_atomic(path, rgb_to_jpeg(slot.first[1]))
             self.written.append(path)
             return
-        slot.video.close()
-        self.written.append(slot.video.path)
+        video, slot.video = slot.video, None  # closed once, even if what follows fails
+        self.written.append(video.path)
+        video.close()
         step = max(1, len(slot.tiles) / self._options.sheet_tiles)
         chosen = [slot.tiles[int(i * step)] for i in range(min(len(slot.tiles), self._options.sheet_tiles))]
         sheet = contact_sheet(
@@ -153,5 +175,5 @@ class ItemPreviewWriter:
             tile_width_px=self._options.tile_width_px,
         )
         path = slot.stem.with_name(slot.stem.name + ".sheet.jpg")
-        path.write_bytes(rgb_to_jpeg(sheet))
+        write_atomic(path, rgb_to_jpeg(sheet))
         self.written.append(path)

@@ -110,6 +110,7 @@ class PreviewTap:
         """Draw an item's kept frames with its final detections; its scratch files go either way.
 
         Slots that failed are not drawn (their frames, if any decoded, are dropped). Returns the files written.
+        An item that cannot be drawn raises, having deleted whatever it had written (``ItemPreviewWriter.abort``).
         """
         with self._lock:
             kept = self._items.pop(output.name, None)
@@ -123,9 +124,12 @@ class PreviewTap:
                 if path is None or result.info.slot in failed:
                     continue
                 writer.add(result.info, _read_rgb(path), result.detections)
-            return writer.close()
+        except BaseException:
+            writer.abort()  # no open MP4, no half-written file left behind
+            raise
         finally:
             shutil.rmtree(kept.folder, ignore_errors=True)
+        return writer.close()
 
     def close(self) -> None:
         with self._lock:

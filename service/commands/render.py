@@ -27,6 +27,7 @@ from service.evaluate.types import Dataset, Unit, normalise_item_key
 from service.pipeline.frames import MediaKind
 from service.pipeline.media import ItemSpec, SlotSpec, looks_like_video, not_media_error, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.readers import SlotReader
 from service.render.gallery import write_gallery
 from service.render.previews import ItemPreviewWriter, PreviewOptions
 
@@ -193,6 +194,22 @@ def source_frames(frames: Sequence[int], unit_fps: float | None, source_fps: flo
     return {f: math.floor(f * source_fps / unit_fps + SAME_RATE_TOLERANCE) for f in frames}
 
 
+def open_listed(
+    item: str, plan: SlotPlan, listed: Sequence[int], limits: MediaLimits
+) -> tuple[SlotReader, dict[int, int]]:
+    """A reader of the source frames shown at the times of the ``listed`` frames, and listed -> source frame.
+
+    Opened once when the unit counts frames as the source does; else closed and opened again for the
+    source's frames (each reader closed exactly once, whatever fails)."""
+    reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=tuple(listed)), limits)
+    to_source = source_frames(listed, plan.unit.fps, reader.meta.fps)  # arithmetic: nothing here fails
+    if all(f == s for f, s in to_source.items()):
+        return reader, to_source
+    reader.close()  # another clock: open again for the frames shown then
+    wanted = tuple(sorted(set(to_source.values())))
+    return open_slot(item, plan.slot, SamplingOptions(frame_indices=wanted), limits), to_source
+
+
 def render_slot(
     item: str,
     plan: SlotPlan,
@@ -206,13 +223,8 @@ def render_slot(
     listed = sorted(f for f in (unit.frames if unit.keyframes is None else unit.keyframes) if f >= 0)
     if not listed:
         return 0
-    reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=tuple(listed)), limits)
+    reader, to_source = open_listed(item, plan, listed, limits)
     try:
-        to_source = source_frames(listed, unit.fps, reader.meta.fps)
-        if any(f != s for f, s in to_source.items()):  # another clock: open again for the frames shown then
-            reader.close()
-            wanted = tuple(sorted(set(to_source.values())))
-            reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=wanted), limits)
         by_source: dict[int, int] = {}
         for listed_frame, source in to_source.items():
             by_source.setdefault(source, listed_frame)

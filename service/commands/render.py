@@ -23,7 +23,7 @@ from service.errors import ErrorCode, PreannotateError
 from service.evaluate.detections import class_names_of, frame_shapes, shapes_to_detections, track_numbers
 from service.evaluate.inputs import CANDIDATE, documents_to_datasets, read_json_documents, text_to_input_spec
 from service.evaluate.pairing import pair_items, pair_slots
-from service.evaluate.types import Dataset, Unit, normalise_item_key
+from service.evaluate.types import Dataset, Shape, Unit, normalise_item_key
 from service.pipeline.frames import MediaKind
 from service.pipeline.media import ItemSpec, SlotSpec, looks_like_video, not_media_error, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
@@ -194,6 +194,21 @@ def source_frames(frames: Sequence[int], unit_fps: float | None, source_fps: flo
     return {f: math.floor(f * source_fps / unit_fps + SAME_RATE_TOLERANCE) for f in frames}
 
 
+def merged_shapes(unit: Unit, frames: Sequence[int], width_px: int, height_px: int) -> list[Shape]:
+    """The shapes of the unit's ``frames`` that one source frame shows (a file counting faster than the video):
+    all of them, a track once (its first listed frame's shape), so nothing listed goes undrawn."""
+    shapes: list[Shape] = []
+    tracks: set[str] = set()
+    for frame in frames:
+        for shape in frame_shapes(unit, frame, width_px, height_px):
+            if shape.track_id is not None:
+                if shape.track_id in tracks:
+                    continue
+                tracks.add(shape.track_id)
+            shapes.append(shape)
+    return shapes
+
+
 def open_listed(
     item: str, plan: SlotPlan, listed: Sequence[int], limits: MediaLimits
 ) -> tuple[SlotReader, dict[int, int]]:
@@ -225,18 +240,17 @@ def render_slot(
         return 0
     reader, to_source = open_listed(item, plan, listed, limits)
     try:
-        by_source: dict[int, int] = {}
-        for listed_frame, source in to_source.items():
-            by_source.setdefault(source, listed_frame)
+        by_source: dict[int, list[int]] = defaultdict(list)
+        for listed_frame, source in sorted(to_source.items()):
+            by_source[source].append(listed_frame)
         class_ids = {name: i for i, name in enumerate(class_names)}
         tracks = track_numbers(unit)
         drawn = 0
         for decoded in reader:
             if decoded.info.frame_index not in by_source:
                 continue  # an image sequence yields every file (it does not take frame_indices)
-            frame = by_source[decoded.info.frame_index]
             width_px, height_px = decoded.info.width, decoded.info.height
-            shapes = frame_shapes(unit, frame, width_px, height_px)
+            shapes = merged_shapes(unit, by_source[decoded.info.frame_index], width_px, height_px)
             detections = shapes_to_detections(
                 shapes, class_ids=class_ids, tracks=tracks, width_px=width_px, height_px=height_px
             )

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import skimage.data
 
+from models.types import Detections, RGBImage
 from service.commands.render import SlotPlan, render_slot, source_frames
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.types import Shape, Unit
-from service.pipeline.frames import Frame
+from service.pipeline.frames import Frame, FrameInfo
 from service.pipeline.media import SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.readers import SlotReader
@@ -69,3 +70,31 @@ def test_a_reader_is_closed_once_when_opening_the_second_one_fails(clip: Path, m
     with pytest.raises(PreannotateError, match="gone"):
         render_slot("pan.mp4", _plan(clip, unit), writer, ["face"], MediaLimits())
     assert [reader.closed for reader in opened] == [1]
+
+
+class _Recorded(ItemPreviewWriter):
+    """Keeps each frame's detections as they are drawn (the pictures are checked in the CLI tests)."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(out, ["face"])
+        self.frames: list[tuple[int, list[list[float]], list[int] | None]] = []
+
+    def add(self, info: FrameInfo, image: RGBImage, detections: Detections) -> None:
+        tracks = None if detections.tracker_id is None else detections.tracker_id.tolist()
+        self.frames.append((info.frame_index, detections.xyxy.tolist(), tracks))
+        super().add(info, image, detections)
+
+
+def test_frames_counted_faster_than_the_video_are_drawn_merged_on_the_frame_shown(clip: Path, tmp_path: Path) -> None:
+    unit = Unit(item="pan.mp4", width=160, height=120, fps=50.0)  # frames 4 and 5 are both shown on source frame 2
+    face = (10.0, 10.0, 40.0, 40.0)
+    unit.add(4, Shape(object_id="a", label="face", xyxy=face))
+    unit.add(4, Shape(object_id="t", label="face", xyxy=(60.0, 10.0, 90.0, 40.0), track_id="3"))
+    unit.add(5, Shape(object_id="b", label="face", xyxy=(100.0, 50.0, 130.0, 80.0)))
+    unit.add(5, Shape(object_id="t", label="face", xyxy=(62.0, 10.0, 92.0, 40.0), track_id="3"))
+    writer = _Recorded(tmp_path)
+    assert render_slot("pan.mp4", _plan(clip, unit), writer, ["face"], MediaLimits()) == 1
+    [(frame, boxes, tracks)] = writer.frames
+    assert frame == 2
+    assert boxes == [list(face), [60.0, 10.0, 90.0, 40.0], [100.0, 50.0, 130.0, 80.0]]  # b not dropped, t once
+    assert tracks == [-1, 3, -1]

@@ -74,9 +74,10 @@ def render_command(args: argparse.Namespace) -> int:
         print(f"warning: {where} matches no INPUT; not drawn", file=sys.stderr)
     class_names = class_names_of(dataset)
     written: list[Path] = []
+    taken: set[str] = set()  # every item's preview names: none overwrites another's
     failed = False
     for item_plan in plan.items:
-        writer = ItemPreviewWriter(args.out, class_names, options)
+        writer = ItemPreviewWriter(args.out, class_names, options, taken=taken)
         drawn = 0
         try:
             for slot_plan in item_plan.slots:

@@ -4,12 +4,14 @@ sampled frames plus a contact sheet, predictions drawn on all of them. Frames st
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from models.types import Detections, RGBImage
+from service.errors import ErrorCode, PreannotateError
 from service.files import write_atomic
 from service.pipeline.frames import FrameInfo, MediaKind
 from service.render.annotate import draw_detections
@@ -41,17 +43,53 @@ class PreviewOptions:
             raise ValueError(f"preview sizes too small: {self}")
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
+_UNSAFE = re.compile(r"[^\w.\-]+")  # \w: letters and digits of any script (a Unicode name stays readable)
+MAX_PART_CHARS = 100
+"""A longer folder or file name is cut (and hashed): file systems refuse names over 255 bytes."""
+PREVIEW_SUFFIXES = (".jpg", ".mp4", ".sheet.jpg")
+"""What a slot may write next to its stem; a stem is reserved with all of them."""
+
+
+def _safe_part(part: str) -> str:
+    safe = _UNSAFE.sub("_", part)[:MAX_PART_CHARS]
+    return safe if safe.strip(".") else "_"
+
+
+def _name_hash(item: str, slot: str) -> str:
+    return hashlib.sha256(f"{item}\0{slot}".encode()).hexdigest()[:8]
 
 
 def preview_stem(item: str, slot: str) -> PurePosixPath:
     """Where an item slot's previews go, relative to the output folder: the item's name (its folders kept, anything
-    that could leave the folder replaced), then the slot's when it is not the single-file ``0``."""
-    parts = [_UNSAFE.sub("_", part) for part in item.replace("\\", "/").split("/")]
-    parts = [part if part.strip(".") else "_" for part in parts if part]
+    that could leave the folder replaced), then the slot's when it is not the single-file ``0``. When a name had
+    to change (``a b.jpg`` -> ``a_b.jpg``), a short hash of the original is appended: two names never meet."""
+    parts = [part for part in item.replace("\\", "/").split("/") if part]
     if slot != "0":
-        parts.append(_UNSAFE.sub("_", slot).strip(".") or "_")
-    return PurePosixPath(*(parts or ["_"]))
+        parts.append(slot)
+    safe = [_safe_part(part) for part in parts] or ["_"]
+    if safe != parts:
+        safe[-1] += f"-{_name_hash(item, slot)}"
+    return PurePosixPath(*safe)
+
+
+def reserve_stem(item: str, slot: str, taken: set[str]) -> PurePosixPath:
+    """``preview_stem``, hashed when another slot of the run took any of its files (compared without case, as
+    macOS and Windows compare: ``x/y`` item vs item ``x`` slot ``y``, ``a.sheet`` vs ``a``'s contact sheet).
+    The stem's files are added to ``taken``."""
+    stem = preview_stem(item, slot)
+    if any(_key(stem, suffix) in taken for suffix in PREVIEW_SUFFIXES):
+        stem = stem.with_name(f"{stem.name}-{_name_hash(item, slot)}")
+    for suffix in PREVIEW_SUFFIXES:
+        if _key(stem, suffix) in taken:  # the hashed name too: refuse rather than overwrite
+            raise PreannotateError(
+                ErrorCode.INVALID_ARGUMENT, f"item {item!r} slot {slot!r}: its preview name {stem} is taken"
+            )
+    taken.update(_key(stem, suffix) for suffix in PREVIEW_SUFFIXES)
+    return stem
+
+
+def _key(stem: PurePosixPath, suffix: str) -> str:
+    return (stem.as_posix() + suffix).casefold()
 
 
 def frame_caption(info: FrameInfo) -> str:
@@ -75,12 +113,22 @@ class ItemPreviewWriter:
     """Draws one item's frames as they come (each slot's in time order) and writes its previews.
 
     ``add`` every frame with its detections (source-frame pixels), then ``close``; ``written`` lists the files.
+    Writers of one run's items share ``taken`` so that no item's previews overwrite another's.
     """
 
-    def __init__(self, out_dir: Path, class_names: Sequence[str], options: PreviewOptions | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        class_names: Sequence[str],
+        options: PreviewOptions | None = None,
+        *,
+        taken: set[str] | None = None,
+    ) -> None:
         self._out = out_dir
         self._names = list(class_names)
         self._options = options or PreviewOptions()
+        self._taken = set() if taken is None else taken
+        """The run's preview files so far (``reserve_stem``): share one set across a run's items."""
         self._slots: dict[tuple[str, str], _SlotPreview] = {}
         self.written: list[Path] = []
 
@@ -91,7 +139,7 @@ class ItemPreviewWriter:
         key = (info.item, info.slot)
         slot = self._slots.get(key)
         if slot is None:
-            stem = self._out / preview_stem(info.item, info.slot)
+            stem = self._out / reserve_stem(info.item, info.slot, self._taken)
             slot = self._slots[key] = _SlotPreview(stem=stem, media=info.media)
         self._take(slot, info, drawn)
 

@@ -70,6 +70,7 @@ class PreviewTap:
         self._items: dict[str, _KeptItem] = {}
         self._files = 0
         self._folders = 0
+        self._taken: set[str] = set()  # the run's preview files: no item overwrites another's
         self.error: OSError | None = None
         """The first failure to keep a frame (a full disk): previews stop, the run goes on."""
 
@@ -117,7 +118,7 @@ class PreviewTap:
         if kept is None:  # no frame decoded: PDFs, failed slots
             return []
         failed = {failure.slot for failure in output.failures}
-        writer = ItemPreviewWriter(self._out, self._names, self._options)
+        writer = ItemPreviewWriter(self._out, self._names, self._options, taken=self._taken)
         try:
             for result in output.frames:  # each slot's frames in time order, as the writer wants them
                 path = kept.frames.get((result.info.slot, result.info.frame_index))

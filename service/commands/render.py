@@ -23,10 +23,11 @@ from service.errors import ErrorCode, PreannotateError
 from service.evaluate.detections import class_names_of, frame_shapes, shapes_to_detections, track_numbers
 from service.evaluate.inputs import CANDIDATE, documents_to_datasets, read_json_documents, text_to_input_spec
 from service.evaluate.pairing import pair_items, pair_slots
-from service.evaluate.types import Dataset, Unit, normalise_item_key
+from service.evaluate.types import Dataset, Shape, Unit, normalise_item_key
 from service.pipeline.frames import MediaKind
 from service.pipeline.media import ItemSpec, SlotSpec, looks_like_video, not_media_error, open_slot, sniff
 from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.readers import SlotReader
 from service.render.gallery import write_gallery
 from service.render.previews import ItemPreviewWriter, PreviewOptions
 
@@ -73,9 +74,10 @@ def render_command(args: argparse.Namespace) -> int:
         print(f"warning: {where} matches no INPUT; not drawn", file=sys.stderr)
     class_names = class_names_of(dataset)
     written: list[Path] = []
+    taken: set[str] = set()  # every item's preview names: none overwrites another's
     failed = False
     for item_plan in plan.items:
-        writer = ItemPreviewWriter(args.out, class_names, options)
+        writer = ItemPreviewWriter(args.out, class_names, options, taken=taken)
         drawn = 0
         try:
             for slot_plan in item_plan.slots:
@@ -193,6 +195,37 @@ def source_frames(frames: Sequence[int], unit_fps: float | None, source_fps: flo
     return {f: math.floor(f * source_fps / unit_fps + SAME_RATE_TOLERANCE) for f in frames}
 
 
+def merged_shapes(unit: Unit, frames: Sequence[int], width_px: int, height_px: int) -> list[Shape]:
+    """The shapes of the unit's ``frames`` that one source frame shows (a file counting faster than the video):
+    all of them, a track once (its first listed frame's shape), so nothing listed goes undrawn."""
+    shapes: list[Shape] = []
+    tracks: set[str] = set()
+    for frame in frames:
+        for shape in frame_shapes(unit, frame, width_px, height_px):
+            if shape.track_id is not None:
+                if shape.track_id in tracks:
+                    continue
+                tracks.add(shape.track_id)
+            shapes.append(shape)
+    return shapes
+
+
+def open_listed(
+    item: str, plan: SlotPlan, listed: Sequence[int], limits: MediaLimits
+) -> tuple[SlotReader, dict[int, int]]:
+    """A reader of the source frames shown at the times of the ``listed`` frames, and listed -> source frame.
+
+    Opened once when the unit counts frames as the source does; else closed and opened again for the
+    source's frames (each reader closed exactly once, whatever fails)."""
+    reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=tuple(listed)), limits)
+    to_source = source_frames(listed, plan.unit.fps, reader.meta.fps)  # arithmetic: nothing here fails
+    if all(f == s for f, s in to_source.items()):
+        return reader, to_source
+    reader.close()  # another clock: open again for the frames shown then
+    wanted = tuple(sorted(set(to_source.values())))
+    return open_slot(item, plan.slot, SamplingOptions(frame_indices=wanted), limits), to_source
+
+
 def render_slot(
     item: str,
     plan: SlotPlan,
@@ -206,25 +239,19 @@ def render_slot(
     listed = sorted(f for f in (unit.frames if unit.keyframes is None else unit.keyframes) if f >= 0)
     if not listed:
         return 0
-    reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=tuple(listed)), limits)
+    reader, to_source = open_listed(item, plan, listed, limits)
     try:
-        to_source = source_frames(listed, unit.fps, reader.meta.fps)
-        if any(f != s for f, s in to_source.items()):  # another clock: open again for the frames shown then
-            reader.close()
-            wanted = tuple(sorted(set(to_source.values())))
-            reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=wanted), limits)
-        by_source: dict[int, int] = {}
-        for listed_frame, source in to_source.items():
-            by_source.setdefault(source, listed_frame)
+        by_source: dict[int, list[int]] = defaultdict(list)
+        for listed_frame, source in sorted(to_source.items()):
+            by_source[source].append(listed_frame)
         class_ids = {name: i for i, name in enumerate(class_names)}
         tracks = track_numbers(unit)
         drawn = 0
         for decoded in reader:
             if decoded.info.frame_index not in by_source:
                 continue  # an image sequence yields every file (it does not take frame_indices)
-            frame = by_source[decoded.info.frame_index]
             width_px, height_px = decoded.info.width, decoded.info.height
-            shapes = frame_shapes(unit, frame, width_px, height_px)
+            shapes = merged_shapes(unit, by_source[decoded.info.frame_index], width_px, height_px)
             detections = shapes_to_detections(
                 shapes, class_ids=class_ids, tracks=tracks, width_px=width_px, height_px=height_px
             )

@@ -401,7 +401,7 @@ def _render_previews(tap: PreviewTap, output: ItemOutput) -> list[Path]:
     are the run's work, the pictures only a view of them)."""
     try:
         return tap.render(output)
-    except OSError as exc:
+    except Exception as exc:  # a drawing or encoding error (cv2, PyAV) must not lose the run's predictions
         print(f"warning: no preview of {output.name}: {exc}", file=sys.stderr)
         return []
 

@@ -4,7 +4,6 @@ pixels of the decoded frame (boxes, masks from polygons or RLEs, class index, sc
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -16,6 +15,8 @@ from service.evaluate.types import Dataset, Shape, Unit
 
 UNSCORED = 1.0
 """The score drawn on a shape that has none (a human label)."""
+MAX_TRACK = 2**62
+"""Integer track ids drawn as they are must fit the int64 ``Detections.tracker_id``."""
 
 
 def class_names_of(dataset: Dataset) -> list[str]:
@@ -29,14 +30,15 @@ def class_names_of(dataset: Dataset) -> list[str]:
 
 
 def track_numbers(unit: Unit) -> dict[str, int]:
-    """Object id -> track number for the unit's objects seen on more than one frame (a tracked object; one
-    seen once is a plain detection). COCO's integer ``track_id`` is kept; other ids are numbered from 1 in
-    order of first appearance."""
-    seen = Counter(object_id for shapes in unit.frames.values() for object_id in {s.object_id for s in shapes})
-    tracked = [object_id for object_id in (unit.object_order or list(seen)) if seen[object_id] > 1]
-    if tracked and all(object_id.isdecimal() for object_id in tracked):
-        return {object_id: int(object_id) for object_id in tracked}
-    return {object_id: n for n, object_id in enumerate(tracked, start=1)}
+    """Track id -> the number drawn (``#n``) for the unit's tracked shapes (``Shape.track_id``: COCO's
+    ``track_id``, a Darwin / Label Studio / Encord video object's id); untracked shapes have none. Integer ids
+    (``run``'s) are drawn as they are; other ids are numbered from 1 in order of first appearance."""
+    order = dict.fromkeys(
+        shape.track_id for frame in sorted(unit.frames) for shape in unit.frames[frame] if shape.track_id is not None
+    )
+    if order and all(track.isascii() and track.isdecimal() and int(track) < MAX_TRACK for track in order):
+        return {track: int(track) for track in order}
+    return {track: n for n, track in enumerate(order, start=1)}
 
 
 def frame_shapes(unit: Unit, frame: int, width_px: int, height_px: int) -> list[Shape]:
@@ -70,14 +72,15 @@ def shapes_to_detections(
     height_px: int,
 ) -> Detections:
     """One frame's shapes (in pixels of a ``width_px`` x ``height_px`` frame, see ``in_frame_pixels``) as
-    Detections: class index from ``class_ids``, score (``UNSCORED`` when none), track number from ``tracks``
-    (-1 for an object in none; None when no shape is tracked), a full-frame mask per polygon or RLE shape."""
+    Detections: class index from ``class_ids``, score (``UNSCORED`` when none), track number of the shape's
+    ``track_id`` from ``tracks`` (-1 for a shape in none; None when no shape is tracked), a full-frame mask per
+    polygon or RLE shape."""
     xyxy = np.array([s.xyxy for s in shapes], np.float32).reshape(-1, 4)
     confidence = np.array([UNSCORED if s.score is None else s.score for s in shapes], np.float32)
     class_id = np.array([class_ids[s.label] for s in shapes], np.int64)
     tracker_id = None
-    if any(s.object_id in tracks for s in shapes):
-        tracker_id = np.array([tracks.get(s.object_id, -1) for s in shapes], np.int64)
+    if any(s.track_id in tracks for s in shapes):
+        tracker_id = np.array([-1 if s.track_id is None else tracks.get(s.track_id, -1) for s in shapes], np.int64)
     masks = None
     if any(s.has_mask for s in shapes):  # one full-frame mask at a time: 4K frames of many shapes stay small
         masks = Masks.concat([_mask(s, width_px, height_px) for s in shapes])

@@ -68,7 +68,15 @@ def coco_annotation_to_shape(ann: CocoAnnotation, label: str) -> Shape:
         class_key=label,
         box_src=src,
         crowd=bool(ann.get("iscrowd", 0)),
+        track_id=_track_id(ann.get("track_id")),
     )
+
+
+def _track_id(value: object) -> str | None:
+    """``track_id`` (``run`` writes an integer; other tools may write a string) as text; None when absent."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        return None
+    return str(value)
 
 
 def _clock(images: list[CocoImage]) -> float | None:

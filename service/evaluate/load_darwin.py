@@ -103,7 +103,17 @@ def _track_frames(ann: DarwinAnnotation, budget: FrameBudget) -> dict[int, Darwi
     return dict(sorted({**frames, **filled}.items()))
 
 
-def _shape(ann: DarwinAnnotation, data: DarwinFrame, unit: Unit, object_id: str) -> Shape | None:
+def _video_track_id(ann: DarwinAnnotation, object_id: str, frames_shown: int) -> str | None:
+    """A video annotation's id as its track id when it is one: interpolated (V7's tracks) or shown on more
+    than one frame; None for a still's annotation or a one-frame video detection (``run`` untracked)."""
+    if ann.get("frames") and (ann.get("interpolated") is True or frames_shown > 1):
+        return object_id
+    return None
+
+
+def _shape(
+    ann: DarwinAnnotation, data: DarwinFrame, unit: Unit, object_id: str, track_id: str | None = None
+) -> Shape | None:
     """The scored shape in ``data`` (an annotation, or one of its video frames), or None if unscored."""
     box = data.get("bounding_box")
     polygons: tuple[tuple[float, ...], ...] = ()
@@ -128,6 +138,7 @@ def _shape(ann: DarwinAnnotation, data: DarwinFrame, unit: Unit, object_id: str)
         class_key=str(ann["name"]),
         box_src=(x, y, w, h),
         even_odd=True,  # V7 fills a polygon's paths even-odd: the paths after the first may be holes
+        track_id=track_id,
         **_provenance(ann, data),
     )
 
@@ -192,6 +203,7 @@ def _add_masks(unit: Unit, masks: list[tuple[str, DarwinAnnotation]], layers: di
                 rle=rle,
                 class_key=str(ann["name"]),
                 box_src=(x1, y1, x2 - x1, y2 - y1),
+                track_id=_video_track_id(ann, object_id, len(ann.get("frames") or {})),
                 **_provenance(ann, data),
             )
             unit.add(frame, shape)
@@ -264,8 +276,10 @@ def darwin_to_dataset(docs: list[DarwinDocument], *, name: str, source: str) -> 
             if _has(ann, MASK):  # its pixels are in the slot's raster layer, read once all are known
                 masks.setdefault(unit.slot, []).append((object_id, ann))
                 continue
-            for frame, data in (_track_frames(ann, budget) if frames else {0: ann}).items():
-                shape = _shape(ann, data, unit, object_id)
+            shown = _track_frames(ann, budget) if frames else {0: ann}
+            track_id = _video_track_id(ann, object_id, len(shown))
+            for frame, data in shown.items():
+                shape = _shape(ann, data, unit, object_id, track_id)
                 if shape is not None:
                     unit.add(frame, shape)
         for slot, slot_masks in masks.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import cast
 
@@ -253,6 +255,16 @@ def _row_units(row: EncordLabelRow) -> list[tuple[Unit, EncordDataUnit]]:
     return sorted(out, key=lambda pair: int(pair[0].slot))
 
 
+def _mark_tracks(unit: Unit) -> None:
+    """An object on more than one frame of a video is a track, its objectHash the track id (one on a single
+    frame is how ``run`` writes an untracked box)."""
+    frames_of = Counter(object_id for shapes in unit.frames.values() for object_id in {s.object_id for s in shapes})
+    for frame, shapes in unit.frames.items():
+        unit.frames[frame] = [
+            dataclasses.replace(s, track_id=s.object_id) if frames_of[s.object_id] > 1 else s for s in shapes
+        ]
+
+
 def encord_to_dataset(rows: list[EncordLabelRow], *, name: str, source: str) -> Dataset:
     """Encord label rows as a Dataset: one unit per data unit (slot ``"0"``; an image group's image i is
     slot ``"i"``, a one-frame unit each).
@@ -287,6 +299,8 @@ def encord_to_dataset(rows: list[EncordLabelRow], *, name: str, source: str) -> 
         units = list({id(u): u for u, _ in pairs}.values())
         for unit in units:
             unit.object_order = list(row_order)
+            if data_type in _FRAME_TYPES:
+                _mark_tracks(unit)
         _add_tags(row, {int(u.slot): u for u in units}, frames_by_hash)
         dataset.units.extend(units)
     return dataset

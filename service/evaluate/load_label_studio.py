@@ -89,14 +89,29 @@ class _Common(TypedDict):
     class_key: str
     box_src: tuple[float, float, float, float]
     created_by: str | None
+    track_id: str | None
 
 
-def _rect_shape(rid: str, label: str, value: LsBox, unit: Unit, score: float | None, by: str | None) -> Shape:
+def _rect_shape(
+    rid: str,
+    label: str,
+    value: LsBox,
+    unit: Unit,
+    score: float | None,
+    by: str | None,
+    track_id: str | None = None,
+) -> Shape:
     """A percent rectangle as a Shape, in pixels when the unit's size is known; rotated ones as polygons."""
     sx, sy = _scale(unit)
     x, y, w, h = float(value["x"]), float(value["y"]), float(value["width"]), float(value["height"])
     rotation = float(value.get("rotation") or 0.0)
-    common: _Common = {"score": score, "class_key": label, "box_src": (x, y, w, h), "created_by": by}
+    common: _Common = {
+        "score": score,
+        "class_key": label,
+        "box_src": (x, y, w, h),
+        "created_by": by,
+        "track_id": track_id,
+    }
     if rotation:
         # LS rotates about the top-left corner; score it as the polygon it is.
         ring = rotated_box_to_polygon(x * sx, y * sy, w * sx, h * sy, rotation, about_centre=False)
@@ -206,6 +221,12 @@ class _Track:
     score: float | None
     created_by: str | None
 
+    @property
+    def track_id(self) -> str | None:
+        """The region id, when the region spans more than one frame (a one-frame region is how ``run``
+        writes an untracked video detection)."""
+        return self.rid if sum(piece.stop - piece.start for piece in self.pieces) > 1 else None
+
 
 def _retime(
     unit: Unit, fps_ls: float, tracks: list[_Track], still: dict[int, list[Shape]], fps: float
@@ -216,7 +237,7 @@ def _retime(
     for track in tracks:
         for frame, key in pieces_at_rate(track.pieces, fps_ls, fps, budget).items():
             frames.setdefault(frame, []).append(
-                _rect_shape(track.rid, track.label, key, unit, track.score, track.created_by)
+                _rect_shape(track.rid, track.label, key, unit, track.score, track.created_by, track.track_id)
             )
     return frames
 
@@ -352,7 +373,8 @@ def _task_unit(
     for track, _ in tracks:
         for frame, key in _pieces_to_frames(track.pieces, budget).items():
             # LS frame N is the decoder's frame N - 1 when the project plays at the file's rate.
-            unit.add(frame - 1, _rect_shape(track.rid, track.label, key, unit, track.score, track.created_by))
+            shape = _rect_shape(track.rid, track.label, key, unit, track.score, track.created_by, track.track_id)
+            unit.add(frame - 1, shape)
     data = task.get("data")
     data = data if isinstance(data, dict) else {}
     rates = {video_frame_rate(data, to_name, config) for _, to_name in tracks}

@@ -93,6 +93,9 @@ class Shape:
         crowd: a COCO crowd region (never a miss; predictions inside it are ignored).
         even_odd: ``polygons`` fill even-odd, so a ring inside another is a hole (Darwin's ``paths``); else their
             union is the shape (COCO, where every list is a part).
+        track_id: the track the shape belongs to, when the source says it is tracked (COCO ``track_id``; the
+            object id of a Darwin, Label Studio or Encord video object seen on more than one frame); None for
+            an untracked shape. Never derived from ``object_id`` alone: COCO annotation ids are no tracks.
     """
 
     object_id: str
@@ -108,6 +111,7 @@ class Shape:
     attributes: tuple[tuple[str, str], ...] = ()
     crowd: bool = False
     even_odd: bool = False
+    track_id: str | None = None
 
     @property
     def has_mask(self) -> bool:

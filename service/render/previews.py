@@ -3,12 +3,16 @@ sampled frames plus a contact sheet, predictions drawn on all of them. Frames st
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from models.types import Detections, RGBImage
+from service.errors import ErrorCode, PreannotateError
+from service.files import write_atomic
 from service.pipeline.frames import FrameInfo, MediaKind
 from service.render.annotate import draw_detections
 from service.render.encode import Mp4Writer, fit_within, rgb_to_jpeg
@@ -39,17 +43,53 @@ class PreviewOptions:
             raise ValueError(f"preview sizes too small: {self}")
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
+_UNSAFE = re.compile(r"[^\w.\-]+")  # \w: letters and digits of any script (a Unicode name stays readable)
+MAX_PART_CHARS = 100
+"""A longer folder or file name is cut (and hashed): file systems refuse names over 255 bytes."""
+PREVIEW_SUFFIXES = (".jpg", ".mp4", ".sheet.jpg")
+"""What a slot may write next to its stem; a stem is reserved with all of them."""
+
+
+def _safe_part(part: str) -> str:
+    safe = _UNSAFE.sub("_", part)[:MAX_PART_CHARS]
+    return safe if safe.strip(".") else "_"
+
+
+def _name_hash(item: str, slot: str) -> str:
+    return hashlib.sha256(f"{item}\0{slot}".encode()).hexdigest()[:8]
 
 
 def preview_stem(item: str, slot: str) -> PurePosixPath:
     """Where an item slot's previews go, relative to the output folder: the item's name (its folders kept, anything
-    that could leave the folder replaced), then the slot's when it is not the single-file ``0``."""
-    parts = [_UNSAFE.sub("_", part) for part in item.replace("\\", "/").split("/")]
-    parts = [part if part.strip(".") else "_" for part in parts if part]
+    that could leave the folder replaced), then the slot's when it is not the single-file ``0``. When a name had
+    to change (``a b.jpg`` -> ``a_b.jpg``), a short hash of the original is appended: two names never meet."""
+    parts = [part for part in item.replace("\\", "/").split("/") if part]
     if slot != "0":
-        parts.append(_UNSAFE.sub("_", slot).strip(".") or "_")
-    return PurePosixPath(*(parts or ["_"]))
+        parts.append(slot)
+    safe = [_safe_part(part) for part in parts] or ["_"]
+    if safe != parts:
+        safe[-1] += f"-{_name_hash(item, slot)}"
+    return PurePosixPath(*safe)
+
+
+def reserve_stem(item: str, slot: str, taken: set[str]) -> PurePosixPath:
+    """``preview_stem``, hashed when another slot of the run took any of its files (compared without case, as
+    macOS and Windows compare: ``x/y`` item vs item ``x`` slot ``y``, ``a.sheet`` vs ``a``'s contact sheet).
+    The stem's files are added to ``taken``."""
+    stem = preview_stem(item, slot)
+    if any(_key(stem, suffix) in taken for suffix in PREVIEW_SUFFIXES):
+        stem = stem.with_name(f"{stem.name}-{_name_hash(item, slot)}")
+    for suffix in PREVIEW_SUFFIXES:
+        if _key(stem, suffix) in taken:  # the hashed name too: refuse rather than overwrite
+            raise PreannotateError(
+                ErrorCode.INVALID_ARGUMENT, f"item {item!r} slot {slot!r}: its preview name {stem} is taken"
+            )
+    taken.update(_key(stem, suffix) for suffix in PREVIEW_SUFFIXES)
+    return stem
+
+
+def _key(stem: PurePosixPath, suffix: str) -> str:
+    return (stem.as_posix() + suffix).casefold()
 
 
 def frame_caption(info: FrameInfo) -> str:
@@ -73,12 +113,22 @@ class ItemPreviewWriter:
     """Draws one item's frames as they come (each slot's in time order) and writes its previews.
 
     ``add`` every frame with its detections (source-frame pixels), then ``close``; ``written`` lists the files.
+    Writers of one run's items share ``taken`` so that no item's previews overwrite another's.
     """
 
-    def __init__(self, out_dir: Path, class_names: Sequence[str], options: PreviewOptions | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        class_names: Sequence[str],
+        options: PreviewOptions | None = None,
+        *,
+        taken: set[str] | None = None,
+    ) -> None:
         self._out = out_dir
         self._names = list(class_names)
         self._options = options or PreviewOptions()
+        self._taken = set() if taken is None else taken
+        """The run's preview files so far (``reserve_stem``): share one set across a run's items."""
         self._slots: dict[tuple[str, str], _SlotPreview] = {}
         self.written: list[Path] = []
 
@@ -89,16 +139,35 @@ class ItemPreviewWriter:
         key = (info.item, info.slot)
         slot = self._slots.get(key)
         if slot is None:
-            stem = self._out / preview_stem(info.item, info.slot)
+            stem = self._out / reserve_stem(info.item, info.slot, self._taken)
             slot = self._slots[key] = _SlotPreview(stem=stem, media=info.media)
         self._take(slot, info, drawn)
 
     def close(self) -> list[Path]:
-        """Finish every slot (an MP4 closed, a contact sheet or a JPEG written); returns the files written."""
-        for slot in self._slots.values():
-            self._finish(slot)
+        """Finish every slot (an MP4 closed, a contact sheet or a JPEG written); returns the files written.
+
+        A slot that cannot be finished aborts the item (``abort``) and the error is raised."""
+        try:
+            for slot in self._slots.values():
+                self._finish(slot)
+        except BaseException:
+            self.abort()
+            raise
         self._slots.clear()
         return self.written
+
+    def abort(self) -> None:
+        """Give the item up after a failure: open MP4s closed and, like every file written so far, deleted (a
+        half-written MP4 or an item missing slots must not pass for a preview)."""
+        for slot in self._slots.values():
+            if slot.video is not None:
+                with contextlib.suppress(Exception):  # the file goes anyway; the first error is the one raised
+                    slot.video.close()
+                self.written.append(slot.video.path)
+        self._slots.clear()
+        for path in self.written:
+            path.unlink(missing_ok=True)
+        self.written = []
 
     def _take(self, slot: _SlotPreview, info: FrameInfo, drawn: RGBImage) -> None:
         slot.seen += 1
@@ -140,11 +209,12 @@ class ItemPreviewWriter:
         slot.stem.parent.mkdir(parents=True, exist_ok=True)
         if slot.video is None:
             path = slot.stem.with_name(slot.stem.name + ".jpg")
-            path.write_bytes(rgb_to_jpeg(slot.first[1]))
+            write_atomic(path, rgb_to_jpeg(slot.first[1]))
             self.written.append(path)
             return
-        slot.video.close()
-        self.written.append(slot.video.path)
+        video, slot.video = slot.video, None  # closed once, even if what follows fails
+        self.written.append(video.path)
+        video.close()
         step = max(1, len(slot.tiles) / self._options.sheet_tiles)
         chosen = [slot.tiles[int(i * step)] for i in range(min(len(slot.tiles), self._options.sheet_tiles))]
         sheet = contact_sheet(
@@ -153,5 +223,5 @@ class ItemPreviewWriter:
             tile_width_px=self._options.tile_width_px,
         )
         path = slot.stem.with_name(slot.stem.name + ".sheet.jpg")
-        path.write_bytes(rgb_to_jpeg(sheet))
+        write_atomic(path, rgb_to_jpeg(sheet))
         self.written.append(path)

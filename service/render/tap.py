@@ -70,6 +70,7 @@ class PreviewTap:
         self._items: dict[str, _KeptItem] = {}
         self._files = 0
         self._folders = 0
+        self._taken: set[str] = set()  # the run's preview files: no item overwrites another's
         self.error: OSError | None = None
         """The first failure to keep a frame (a full disk): previews stop, the run goes on."""
 
@@ -110,22 +111,26 @@ class PreviewTap:
         """Draw an item's kept frames with its final detections; its scratch files go either way.
 
         Slots that failed are not drawn (their frames, if any decoded, are dropped). Returns the files written.
+        An item that cannot be drawn raises, having deleted whatever it had written (``ItemPreviewWriter.abort``).
         """
         with self._lock:
             kept = self._items.pop(output.name, None)
         if kept is None:  # no frame decoded: PDFs, failed slots
             return []
         failed = {failure.slot for failure in output.failures}
-        writer = ItemPreviewWriter(self._out, self._names, self._options)
+        writer = ItemPreviewWriter(self._out, self._names, self._options, taken=self._taken)
         try:
             for result in output.frames:  # each slot's frames in time order, as the writer wants them
                 path = kept.frames.get((result.info.slot, result.info.frame_index))
                 if path is None or result.info.slot in failed:
                     continue
                 writer.add(result.info, _read_rgb(path), result.detections)
-            return writer.close()
+        except BaseException:
+            writer.abort()  # no open MP4, no half-written file left behind
+            raise
         finally:
             shutil.rmtree(kept.folder, ignore_errors=True)
+        return writer.close()
 
     def close(self) -> None:
         with self._lock:

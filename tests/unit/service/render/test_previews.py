@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import av
@@ -54,17 +55,39 @@ def test_a_long_slot_keeps_a_constant_number_of_tiles(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("item", "slot", "stem"),
+    ("item", "slot", "stem", "hashed"),
     [
-        ("../../etc/passwd", "0", "_/_/etc/passwd"),
-        ("/abs/x.png", "0", "abs/x.png"),
-        ("case", "..", "case/_"),
-        ("a b/c?.jpg", "left cam", "a_b/c_.jpg/left_cam"),
-        ("", "0", "_"),
+        ("../../etc/passwd", "0", "_/_/etc/passwd", True),
+        ("/abs/x.png", "0", "abs/x.png", False),
+        ("case", "..", "case/_", True),
+        ("a b/c?.jpg", "left cam", "a_b/c_.jpg/left_cam", True),
+        ("", "0", "_", True),
+        ("猫/狗.jpg", "0", "猫/狗.jpg", False),  # letters of any script are kept as they are
     ],
 )
-def test_preview_stem_never_leaves_the_folder(item: str, slot: str, stem: str) -> None:
+def test_preview_stem_never_leaves_the_folder(item: str, slot: str, stem: str, hashed: bool) -> None:
     path = preview_stem(item, slot)
-    assert path == PurePosixPath(stem)
     assert not path.is_absolute()
     assert ".." not in path.parts
+    if hashed:  # a name that had to change carries a hash of the original
+        assert re.fullmatch(re.escape(stem) + "-[0-9a-f]{8}", path.as_posix())
+    else:
+        assert path == PurePosixPath(stem)
+
+
+def test_names_that_would_meet_get_files_of_their_own(tmp_path: Path) -> None:
+    taken: set[str] = set()
+    items = [("猫.jpg", "0"), ("狗.jpg", "0"), ("a b.jpg", "0"), ("a_b.jpg", "0"), ("x/y", "0"), ("x", "y")]
+    items += [("A.JPG", "0"), ("a.jpg", "0"), ("clip", "0"), ("clip.sheet", "0")]
+    written: list[Path] = []
+    for item, slot in items:
+        writer = ItemPreviewWriter(tmp_path, ["face"], taken=taken)
+        writer.add(make_info(item=item, slot=slot, width=320, height=240), frame(), make_detections())
+        if item == "clip":  # a video: clip.mp4 and clip.sheet.jpg, which the still clip.sheet must not overwrite
+            info = make_info(item=item, slot=slot, media=MediaKind.VIDEO, frame_index=1, width=320, height=240)
+            writer.add(info, frame(), make_detections())
+        written += writer.close()
+    assert len(written) == len(items) + 1
+    assert len({path.as_posix().casefold() for path in written}) == len(written)
+    assert all(path.is_file() for path in written)
+    assert tmp_path / "猫.jpg.jpg" in written

@@ -34,7 +34,7 @@ class _Reader:
 
     def __iter__(self) -> Iterator[Frame]:
         for n, info in enumerate(self.infos):
-            yield Frame(info, np.full((100, 200, 3), 40 * n, np.uint8))
+            yield Frame(info, np.full((100, 200, 3), 40 * n % 256, np.uint8))
 
     def close(self) -> None:
         self.closed = True
@@ -113,3 +113,40 @@ def test_a_frame_that_cannot_be_kept_stops_previews_not_the_run(
         assert "No space" in str(tap.error)
         tap.render(ItemOutput("a", (), tuple(results)))
         assert _files(tmp_path / "out") == []
+
+
+UNDRAWABLE = make_detections([[1e30, 10, 120, 90]], [0.9], [0])
+"""A box OpenCV cannot draw (cv2.error, not an OSError): what a broken model output does to the drawing."""
+
+
+LONG = 60
+"""Frames enough for the encoder to have written part of the MP4 before the last one fails."""
+
+
+def _failing_on_last_frame(tap: PreviewTap, open_slot: SlotOpener, item: str) -> ItemOutput:
+    results = _decode(tap, open_slot, item, "0")
+    frames = (*results[:-1], FrameResult(results[-1].info, UNDRAWABLE))  # the MP4 is open when it fails
+    return ItemOutput(item, (), frames)
+
+
+def test_an_item_that_cannot_be_drawn_leaves_no_half_written_file(tmp_path: Path) -> None:
+    _, open_slot = _open(LONG)
+    with PreviewTap(tmp_path / "out", ["person"], scratch_parent=tmp_path) as tap:
+        output = _failing_on_last_frame(tap, open_slot, "a")
+        with pytest.raises(Exception, match="rectangle"):
+            tap.render(output)
+        assert _files(tmp_path / "out") == []  # no MP4 left open and half-written
+        assert list(tap.scratch.rglob("*.jpg")) == []
+        later = _decode(tap, open_slot, "b", "0")  # the next item draws as usual
+        tap.render(ItemOutput("b", (), tuple(later)))
+        assert _files(tmp_path / "out") == ["b.mp4", "b.sheet.jpg"]
+
+
+def test_run_warns_and_goes_on_when_an_item_cannot_be_drawn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.commands.run import _render_previews
+
+    _, open_slot = _open(LONG)
+    with PreviewTap(tmp_path / "out", ["person"], scratch_parent=tmp_path) as tap:
+        assert _render_previews(tap, _failing_on_last_frame(tap, open_slot, "a")) == []
+    assert "warning: no preview of a:" in capsys.readouterr().err
+    assert _files(tmp_path / "out") == []

@@ -10,7 +10,6 @@ as an MP4 of those frames plus a contact sheet, and an ``index.html`` over all o
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from service.commands.common import check_output_dir, load_settings
 from service.commands.run import items_from_args
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.detections import class_names_of, frame_shapes, shapes_to_detections, track_numbers
+from service.evaluate.frame_clock import source_frames
 from service.evaluate.inputs import CANDIDATE, documents_to_datasets, read_json_documents, text_to_input_spec
 from service.evaluate.pairing import pair_items, pair_slots
 from service.evaluate.types import Dataset, Shape, Unit, normalise_item_key
@@ -30,10 +30,6 @@ from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.readers import SlotReader
 from service.render.gallery import write_gallery
 from service.render.previews import ItemPreviewWriter, PreviewOptions
-
-SAME_RATE_TOLERANCE = 1e-3
-"""Two frame rates this close (relative) count frames alike: a rate derived from rounded timestamps is no other
-clock, and re-counting by it would shift frames late in a long video by one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,22 +173,6 @@ def _nothing_matched(source: str, dataset: Dataset, inputs: list[str], shown: in
         f"the INPUTs are {some(inputs)}. Items match by name/path, then by file name alone: "
         "give the media the predictions were made on"
     )
-
-
-def source_frames(frames: Sequence[int], unit_fps: float | None, source_fps: float | None) -> dict[int, int]:
-    """Each of a unit's frame indices -> the source frame displayed at its time, when the unit counts frames
-    at another rate than the source (a Darwin slot's ``fps``, a Label Studio project's ``framerate``, Encord's
-    ``data_fps``); the same index otherwise (a rate unknown on either side: frames are the source's)."""
-    if (
-        unit_fps is None
-        or source_fps is None
-        or not math.isfinite(source_fps)
-        or source_fps <= 0
-        or math.isclose(unit_fps, source_fps, rel_tol=SAME_RATE_TOLERANCE)
-    ):
-        return {f: f for f in frames}
-    # frame k of the unit starts at k / unit_fps; the source frame shown then started at or before it
-    return {f: math.floor(f * source_fps / unit_fps + SAME_RATE_TOLERANCE) for f in frames}
 
 
 def merged_shapes(unit: Unit, frames: Sequence[int], width_px: int, height_px: int) -> list[Shape]:

@@ -10,8 +10,9 @@ import pytest
 import skimage.data
 
 from models.types import Detections, RGBImage
-from service.commands.render import SlotPlan, render_slot, source_frames
+from service.commands.render import SlotPlan, render_slot
 from service.errors import ErrorCode, PreannotateError
+from service.evaluate.frame_clock import source_frames
 from service.evaluate.types import Shape, Unit
 from service.pipeline.frames import Frame, FrameInfo
 from service.pipeline.media import SlotSpec, open_slot

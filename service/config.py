@@ -167,7 +167,12 @@ class Settings(BaseSettings):
         8 * 3600,
         ge=60,
         le=30 * 86_400,
-        description="how long the job page's login cookie (/ui) lasts before the token must be entered again",
+        description="how long the job page's login session (/ui) lasts before the token must be entered again",
+    )
+    ui_cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="the login cookie's Secure flag: auto = when the request is https or a proxy says so "
+        "(X-Forwarded-Proto: https)",
     )
     predict_timeout_s: float = Field(30.0, gt=0, description="deadline for one /v1/predict in the batcher")
     # Previews of a job's items (GET /v1/jobs/{id}/items/{item}/preview and /sheet; sizes above)

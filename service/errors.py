@@ -33,6 +33,7 @@ class ErrorCode(enum.Enum):
     UNSUPPORTED_BY_FORMAT = ("unsupported_by_format", 422, False)  # an item or slot an output format cannot hold
     # HTTP service
     UNAUTHORIZED = ("unauthorized", 401, False)
+    CROSS_SITE_REQUEST = ("cross_site_request", 403, False)  # /ui/login or /ui/logout posted from another site
     JOB_NOT_FOUND = ("job_not_found", 404, False)
     JOB_NOT_FINISHED = ("job_not_finished", 409, True)
     # Previews of a job's items: the item, slot or stored frame a URL names is not in the job

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api.auth import TokenAuth
 from service.api.state import AppState
 from service.errors import ErrorCode, PreannotateError
 from service.loaded_models import ModelRegistry
@@ -23,32 +25,42 @@ def dep_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(dep_state)]
 
 
-UI_COOKIE = "preannotate_token"
-"""The job page's login cookie (``POST /ui/login``): the token itself, HttpOnly and SameSite=Strict."""
-COOKIE_METHODS = frozenset({"GET", "HEAD"})
-"""The only methods the cookie authenticates: a forged cross-site POST or DELETE can never ride on it (no CSRF)."""
+UI_COOKIE = "preannotate_session"
+"""The job page's login cookie (``POST /ui/login``): a signed session value (``TokenAuth.session_for``), never the
+token; HttpOnly and SameSite=Strict."""
+COOKIE_METHODS = frozenset({"GET"})
+"""The only method the cookie authenticates: a forged cross-site POST or DELETE can never ride on it (no CSRF).
+(No route answers HEAD: FastAPI adds none.)"""
 
 
-def request_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
-    """The bearer token; without an Authorization header, on GET and HEAD only, the job page's cookie."""
-    if "authorization" in request.headers:  # the header wins, even a malformed one (then 401)
-        return credentials.credentials if credentials else None
+def has_bearer_header(request: Request) -> bool:
+    """An ``Authorization`` header of the Bearer scheme: it wins over the cookie, even when its token is bad.
+    Another scheme (a proxy's ``Basic``) is not ours and leaves the cookie in charge."""
+    scheme, _, _ = request.headers.get("authorization", "").strip().partition(" ")
+    return scheme.lower() == "bearer"
+
+
+def request_tenant(request: Request, auth: TokenAuth, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The caller's tenant: from a Bearer header; without one, on GET only, from the job page's session cookie."""
+    if has_bearer_header(request):
+        return auth.tenant_for(credentials.credentials if credentials else None)
+    session = request.cookies.get(UI_COOKIE)
+    if session is None:
+        return auth.tenant_for(None)  # 401: missing bearer token
     if request.method not in COOKIE_METHODS:
-        if UI_COOKIE in request.cookies:
-            raise PreannotateError(
-                ErrorCode.UNAUTHORIZED,
-                f"the job page's login cookie is accepted on GET and HEAD only; {request.method} needs an "
-                "Authorization: Bearer <token> header",
-            )
-        return None
-    return request.cookies.get(UI_COOKIE)
+        raise PreannotateError(
+            ErrorCode.UNAUTHORIZED,
+            f"the job page's login cookie is accepted on GET only; {request.method} needs an "
+            "Authorization: Bearer <token> header",
+        )
+    return auth.tenant_for_session(session, time.time())
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def dep_tenant(request: Request, state: StateDep, credentials: BearerDep) -> str:
-    return state.auth.tenant_for(request_token(request, credentials))
+    return request_tenant(request, state.auth, credentials)
 
 
 TenantDep = Annotated[str, Depends(dep_tenant)]

@@ -120,6 +120,25 @@ def test_a_wrong_token_shows_the_error(browser: WebDriver, server: Server) -> No
     assert browser.get_cookies() == []
 
 
+def test_a_login_form_posted_from_another_site_is_refused(
+    browser: WebDriver, server: Server, media_server: MediaServer, media: Path
+) -> None:
+    """Login CSRF: a page elsewhere (the media server: another origin) auto-submits the login form with its own
+    token; the browser says so (Sec-Fetch-Site) and the server refuses it, so no session is set."""
+    from selenium.webdriver.common.by import By
+
+    (media / "csrf.html").write_text(
+        f'<form id="f" method="post" action="{server.url}/ui/login"><input name="token" value="{TOKEN}"></form>'
+        '<script>document.getElementById("f").submit()</script>'
+    )
+    browser.get(f"{media_server.url}/csrf.html")
+
+    wait_until(browser, "the refusal", "body", "cross_site_request")
+    browser.get(f"{server.url}/ui")
+    assert browser.find_elements(By.CSS_SELECTOR, "#login input[name=token]")  # still logged out
+    assert browser.get_cookies() == []
+
+
 def test_a_job_submitted_through_the_api_appears_and_finishes_with_its_progress(
     browser: WebDriver, server: Server, media_server: MediaServer
 ) -> None:
@@ -129,6 +148,7 @@ def test_a_job_submitted_through_the_api_appears_and_finishes_with_its_progress(
     wait_until(browser, "the jobs list", "h2", "Jobs")
     (cookie,) = browser.get_cookies()
     assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+    assert TOKEN not in cookie["value"]  # a signed session, never the token
 
     job_id = submit_job(server, media_server)  # after the page loaded: only its polling can show it
     row = f'tr.job[data-job-id="{job_id}"]'

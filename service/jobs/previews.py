@@ -194,7 +194,7 @@ class PreviewRenderer:
     ) -> list[tuple[int, RGBImage]]:
         local: list[Path] = []
         try:
-            with self.cache.local(tenant, url) as path:
+            with self.cache.local(tenant, url, deadline_s=deadline_s) as path:
                 local.append(path)
                 _check_deadline(deadline_s, redact_url(url))
                 return self._read(slot, path, url, indices, deadline_s)
@@ -302,15 +302,24 @@ class PreviewService:
         self._limiter = anyio.CapacityLimiter(settings.preview_concurrency)
 
     async def render(self, work: Callable[[float], _T], what: str) -> _T:
-        """``work(deadline_s)`` on a thread of its own limiter, abandoned (and a 504) past the deadline; the
-        thread sees the deadline too and stops at its next frame."""
+        """``work(deadline_s)`` on a thread of its own limiter, a 504 past the deadline.
+
+        Never abandoned: the limiter's token goes back only when the thread is done, so at most
+        ``PREANNOTATE_PREVIEW_CONCURRENCY`` fetch and decode at once, timeouts or not. The thread gets the
+        deadline (its fetch stops there, its decoding at the next frame), so the 504 is barely late."""
         deadline_s = time.monotonic() + self.timeout_s
-        with anyio.move_on_after(self.timeout_s) as scope:
-            return await anyio.to_thread.run_sync(work, deadline_s, limiter=self._limiter, abandon_on_cancel=True)
-        assert scope.cancelled_caught
-        raise PreannotateError(
+        late = PreannotateError(
             ErrorCode.DEADLINE_EXCEEDED, f"{what}: not drawn in {self.timeout_s:g} s (PREANNOTATE_PREVIEW_TIMEOUT_S)"
         )
+        with anyio.move_on_after(self.timeout_s) as scope:  # also ends a wait for the limiter
+            try:
+                return await anyio.to_thread.run_sync(work, deadline_s, limiter=self._limiter)
+            except PreannotateError:
+                if time.monotonic() > deadline_s:  # the fetch's own timeout, cut short by the deadline
+                    raise late from None
+                raise
+        assert scope.cancelled_caught
+        raise late
 
     def close(self) -> None:
         self.cache.close()

@@ -89,6 +89,40 @@ class StoredSlot:
         return f'"{digest.hexdigest()[:32]}"'
 
 
+STORED_ITEMS = 16
+"""Succeeded items kept parsed (by tenant, job and position): paging through a long video's frames must not read
+and parse its whole stored result (thousands of frames; an object-store read in Redis mode) for each one."""
+
+
+class StoredItems:
+    """A small LRU of parsed succeeded items; thread-safe. A succeeded item's result never changes, but its
+    job may be deleted or expire: each hit still asks the store that the job exists (a cheap read)."""
+
+    def __init__(self, max_items: int = STORED_ITEMS) -> None:
+        self._max = max_items
+        self._items: OrderedDict[tuple[str, str, int], tuple[ItemIn, list[StoredSlot]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: JobStore, *, tenant: str, job_id: str, position: int) -> tuple[ItemIn, list[StoredSlot]]:
+        """As ``stored_item``, parsed once per item while it stays among the most recently used."""
+        key = (tenant, job_id, position)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+        if found is None:
+            found = stored_item(store, tenant=tenant, job_id=job_id, position=position)
+            with self._lock:
+                self._items[key] = found
+                while len(self._items) > self._max:
+                    self._items.popitem(last=False)
+        elif store.get_job(tenant=tenant, job_id=job_id) is None:
+            with self._lock:
+                self._items.pop(key, None)
+            raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+        return found
+
+
 def stored_item(store: JobStore, *, tenant: str, job_id: str, position: int) -> tuple[ItemIn, list[StoredSlot]]:
     """A succeeded item of this tenant's job: its submitted form and its slots with their stored frames.
 
@@ -303,6 +337,7 @@ class PreviewService:
         options = PreviewOptions(longest_px=settings.preview_px, sheet_tiles=settings.preview_sheet_tiles)
         self.renderer = PreviewRenderer(self.cache, settings.media_limits(), options)
         self.jpegs = _JpegCache(JPEG_CACHE_BYTES)
+        self.items = StoredItems()
         self.timeout_s = settings.preview_timeout_s
         self._limiter = anyio.CapacityLimiter(settings.preview_concurrency)
 

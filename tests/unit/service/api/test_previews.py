@@ -378,3 +378,32 @@ def test_previews_past_their_deadline_stop_and_the_concurrency_limit_holds(tmp_p
         assert fetcher.most == 1  # PREANNOTATE_PREVIEW_CONCURRENCY held, timeouts or not
         assert fetcher.running == 0  # no abandoned fetch still downloading
         app.media.delay_s = 0.0
+
+
+def test_paging_through_frames_reads_the_stored_result_once_and_a_deleted_job_is_gone(
+    app: PreviewApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = submit(app, video_item(app))
+    reads: list[int] = []
+    real_results = app.store.results
+
+    def results(**kwargs: Any) -> Any:
+        reads.append(1)
+        return real_results(**kwargs)
+
+    monkeypatch.setattr(app.store, "results", results)
+    base = f"/v1/jobs/{job_id}/items/0"
+
+    etag = ""
+    for index in VIDEO_FRAMES:
+        etag = app.get(f"{base}/preview", frame=index).headers["etag"]
+    assert (
+        app.client.get(f"{base}/preview", params={"frame": 45}, headers={**AUTH, "If-None-Match": etag}).status_code
+        == 304
+    )
+    assert app.get(f"{base}/frames").status_code == 200
+    jpeg(app.get(f"{base}/sheet"))
+    assert len(reads) == 1  # the item's whole result parsed once, not per frame
+
+    assert app.store.delete_job(tenant=TokenAuth([TOKEN]).tenant_for(TOKEN), job_id=job_id)
+    assert error(app.get(f"{base}/preview", frame=15)) == (404, "job_not_found")  # the parsed copy is no licence

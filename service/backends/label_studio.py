@@ -443,13 +443,13 @@ class LabelStudioClient:
         except httpx.InvalidURL:
             return False
 
-    def download(self, value: str, dest_dir: Path) -> FetchedFile:
+    def download(self, value: str, dest_dir: Path, *, deadline_s: float | None = None) -> FetchedFile:
         """Fetch a task's media into ``dest_dir`` (the token goes only to the LS origin).
 
         Raises:
             PreannotateError: the fetcher's codes (``URL_NOT_ALLOWED``, ``FETCH_DENIED``, ``INPUT_NOT_FOUND`` ...).
         """
-        return self._fetcher.fetch(self.media_url(value), dest_dir)
+        return self._fetcher.fetch(self.media_url(value), dest_dir, deadline_s=deadline_s)
 
 
 def config_from_settings(settings: Settings) -> LabelStudioConfig | None:

@@ -77,19 +77,19 @@ class BackendMediaFetcher(Fetcher):
         self._v7: Fetcher | None = None
         self._v7_origin: Origin | None = None
 
-    def fetch(self, url: str, dest_dir: Path) -> FetchedFile:
+    def fetch(self, url: str, dest_dir: Path, *, deadline_s: float | None = None) -> FetchedFile:
         backend, plain = split_via(url)
         if backend == LABEL_STUDIO:
             client = self._label_studio_client()
             if not client.is_label_studio_url(plain):
                 raise _refuse(plain, "not on the configured Label Studio")
-            return client.download(plain, dest_dir)
+            return client.download(plain, dest_dir, deadline_s=deadline_s)
         if backend == V7:
             fetcher, origin = self._v7_fetcher()
             if origin_of(plain) != origin:
                 raise _refuse(plain, "not on the configured V7 API host")
-            return fetcher.fetch(plain, dest_dir)
-        return super().fetch(url, dest_dir)
+            return fetcher.fetch(plain, dest_dir, deadline_s=deadline_s)
+        return super().fetch(url, dest_dir, deadline_s=deadline_s)
 
     def _label_studio_client(self) -> LabelStudioClient:
         with self._lock:

@@ -89,6 +89,40 @@ class StoredSlot:
         return f'"{digest.hexdigest()[:32]}"'
 
 
+STORED_ITEMS = 16
+"""Succeeded items kept parsed (by tenant, job and position): paging through a long video's frames must not read
+and parse its whole stored result (thousands of frames; an object-store read in Redis mode) for each one."""
+
+
+class StoredItems:
+    """A small LRU of parsed succeeded items; thread-safe. A succeeded item's result never changes, but its
+    job may be deleted or expire: each hit still asks the store that the job exists (a cheap read)."""
+
+    def __init__(self, max_items: int = STORED_ITEMS) -> None:
+        self._max = max_items
+        self._items: OrderedDict[tuple[str, str, int], tuple[ItemIn, list[StoredSlot]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: JobStore, *, tenant: str, job_id: str, position: int) -> tuple[ItemIn, list[StoredSlot]]:
+        """As ``stored_item``, parsed once per item while it stays among the most recently used."""
+        key = (tenant, job_id, position)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+        if found is None:
+            found = stored_item(store, tenant=tenant, job_id=job_id, position=position)
+            with self._lock:
+                self._items[key] = found
+                while len(self._items) > self._max:
+                    self._items.popitem(last=False)
+        elif store.get_job(tenant=tenant, job_id=job_id) is None:
+            with self._lock:
+                self._items.pop(key, None)
+            raise PreannotateError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}")
+        return found
+
+
 def stored_item(store: JobStore, *, tenant: str, job_id: str, position: int) -> tuple[ItemIn, list[StoredSlot]]:
     """A succeeded item of this tenant's job: its submitted form and its slots with their stored frames.
 
@@ -153,8 +187,7 @@ class PreviewRenderer:
 
     def frame_jpeg(self, tenant: str, slot: StoredSlot, frame: FrameResult, deadline_s: float) -> bytes:
         """The frame, scaled to ``options.longest_px``, its detections drawn."""
-        (image,) = self._decode(tenant, slot, (frame,), deadline_s)
-        picture = fit_within(image, self.options.longest_px)
+        (picture,) = self._decode(tenant, slot, (frame,), self.options.longest_px, deadline_s)
         return rgb_to_jpeg(self._drawn(picture, slot, frame))
 
     def sheet_jpeg(self, tenant: str, slot: StoredSlot, deadline_s: float) -> tuple[bytes, tuple[FrameResult, ...]]:
@@ -162,10 +195,8 @@ class PreviewRenderer:
         chosen = self.sheet_frames(slot)
         if not chosen:
             slot.frame(None)  # raises: nothing to show
-        tiles = [
-            self._drawn(fit_within(image, self.options.tile_width_px), slot, frame)
-            for frame, image in zip(chosen, self._decode(tenant, slot, chosen, deadline_s), strict=True)
-        ]
+        pictures = self._decode(tenant, slot, chosen, self.options.tile_width_px, deadline_s)
+        tiles = [self._drawn(picture, slot, frame) for frame, picture in zip(chosen, pictures, strict=True)]
         sheet = contact_sheet(
             tiles, captions=[frame_caption(f.info) for f in chosen], tile_width_px=self.options.tile_width_px
         )
@@ -179,30 +210,32 @@ class PreviewRenderer:
         return draw_detections(picture, frame.detections, slot.class_names, source_wh=source_wh)
 
     def _decode(
-        self, tenant: str, slot: StoredSlot, frames: tuple[FrameResult, ...], deadline_s: float
+        self, tenant: str, slot: StoredSlot, frames: tuple[FrameResult, ...], longest_px: int, deadline_s: float
     ) -> list[RGBImage]:
-        """The frames' pixels, each file fetched (or found in the cache) once and decoded at just those frames."""
-        wanted = [_source_url(slot.spec, frame) for frame in frames]
+        """The frames' pixels scaled to ``longest_px``, each file fetched (or found in the cache) once and decoded
+        at just those frames; each frame is scaled as it is decoded, so only the small copies are held."""
+        wanted = [_source_url(slot, frame) for frame in frames]
         images: dict[tuple[str, int], RGBImage] = {}
         for url in dict.fromkeys(u for u, _ in wanted):
             indices = tuple(sorted({i for u, i in wanted if u == url}))
-            images.update({(url, i): image for i, image in self._decode_file(tenant, slot, url, indices, deadline_s)})
+            decoded = self._decode_file(tenant, slot, url, indices, longest_px, deadline_s)
+            images.update({(url, i): image for i, image in decoded})
         return [images[key] for key in wanted]
 
     def _decode_file(
-        self, tenant: str, slot: StoredSlot, url: str, indices: tuple[int, ...], deadline_s: float
+        self, tenant: str, slot: StoredSlot, url: str, indices: tuple[int, ...], longest_px: int, deadline_s: float
     ) -> list[tuple[int, RGBImage]]:
         local: list[Path] = []
         try:
-            with self.cache.local(tenant, url) as path:
+            with self.cache.local(tenant, url, deadline_s=deadline_s) as path:
                 local.append(path)
                 _check_deadline(deadline_s, redact_url(url))
-                return self._read(slot, path, url, indices, deadline_s)
+                return self._read(slot, path, url, indices, longest_px, deadline_s)
         except PreannotateError as exc:
             raise _shown(exc, local, url) from None
 
     def _read(
-        self, slot: StoredSlot, path: Path, url: str, indices: tuple[int, ...], deadline_s: float
+        self, slot: StoredSlot, path: Path, url: str, indices: tuple[int, ...], longest_px: int, deadline_s: float
     ) -> list[tuple[int, RGBImage]]:
         sampling = SamplingOptions(frame_indices=indices)
         reader = open_slot(slot.item, SlotSpec(slot.spec.name, (path,)), sampling, self.limits)
@@ -210,7 +243,7 @@ class PreviewRenderer:
         try:
             for frame in reader:
                 if frame.info.frame_index in indices:
-                    got.append((frame.info.frame_index, frame.image))
+                    got.append((frame.info.frame_index, fit_within(frame.image, longest_px)))
                 _check_deadline(deadline_s, redact_url(url))
         finally:
             reader.close()
@@ -220,18 +253,24 @@ class PreviewRenderer:
         return got
 
 
-def _source_url(slot: SlotIn, frame: FrameResult) -> tuple[str, int]:
+def _source_url(slot: StoredSlot, frame: FrameResult) -> tuple[str, int]:
     """The submitted URL a stored frame's pixels came from, and the frame's index in that file."""
-    urls = slot.all_urls()
+    urls = slot.spec.all_urls()
     if len(urls) == 1:
         return urls[0], frame.info.frame_index
-    # A sequence or DICOM series: each frame is its own file, named (query string dropped) in ``source``
-    for url in urls:
-        if display_source(url) == frame.info.source:
-            return url, 0
-    raise PreannotateError(
-        ErrorCode.PREVIEW_UNAVAILABLE, f"{frame.info.item}/{frame.info.slot}: no URL of the slot is {frame.info.source}"
-    )
+    where = f"{frame.info.item}/{frame.info.slot}"
+    if frame.info.media is MediaKind.SEQUENCE:  # frame N is the slot's Nth URL (query strings may be all that differ)
+        if frame.info.frame_index < len(urls):
+            return urls[frame.info.frame_index], 0
+        raise PreannotateError(
+            ErrorCode.PREVIEW_UNAVAILABLE, f"{where}: frame {frame.info.frame_index} of {len(urls)} URLs"
+        )
+    # A DICOM series, in anatomical order: each file is named (query string dropped) in ``source``
+    named = [url for url in urls if display_source(url) == frame.info.source]
+    if len(named) == 1:
+        return named[0], 0
+    why = "several URLs of the slot are" if named else "no URL of the slot is"
+    raise PreannotateError(ErrorCode.PREVIEW_UNAVAILABLE, f"{where}: {why} {frame.info.source}")
 
 
 def _shown(exc: PreannotateError, local: list[Path], url: str) -> PreannotateError:
@@ -298,19 +337,29 @@ class PreviewService:
         options = PreviewOptions(longest_px=settings.preview_px, sheet_tiles=settings.preview_sheet_tiles)
         self.renderer = PreviewRenderer(self.cache, settings.media_limits(), options)
         self.jpegs = _JpegCache(JPEG_CACHE_BYTES)
+        self.items = StoredItems()
         self.timeout_s = settings.preview_timeout_s
         self._limiter = anyio.CapacityLimiter(settings.preview_concurrency)
 
     async def render(self, work: Callable[[float], _T], what: str) -> _T:
-        """``work(deadline_s)`` on a thread of its own limiter, abandoned (and a 504) past the deadline; the
-        thread sees the deadline too and stops at its next frame."""
+        """``work(deadline_s)`` on a thread of its own limiter, a 504 past the deadline.
+
+        Never abandoned: the limiter's token goes back only when the thread is done, so at most
+        ``PREANNOTATE_PREVIEW_CONCURRENCY`` fetch and decode at once, timeouts or not. The thread gets the
+        deadline (its fetch stops there, its decoding at the next frame), so the 504 is barely late."""
         deadline_s = time.monotonic() + self.timeout_s
-        with anyio.move_on_after(self.timeout_s) as scope:
-            return await anyio.to_thread.run_sync(work, deadline_s, limiter=self._limiter, abandon_on_cancel=True)
-        assert scope.cancelled_caught
-        raise PreannotateError(
+        late = PreannotateError(
             ErrorCode.DEADLINE_EXCEEDED, f"{what}: not drawn in {self.timeout_s:g} s (PREANNOTATE_PREVIEW_TIMEOUT_S)"
         )
+        with anyio.move_on_after(self.timeout_s) as scope:  # also ends a wait for the limiter
+            try:
+                return await anyio.to_thread.run_sync(work, deadline_s, limiter=self._limiter)
+            except PreannotateError:
+                if time.monotonic() > deadline_s:  # the fetch's own timeout, cut short by the deadline
+                    raise late from None
+                raise
+        assert scope.cancelled_caught
+        raise late
 
     def close(self) -> None:
         self.cache.close()

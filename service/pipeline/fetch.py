@@ -200,8 +200,11 @@ class Fetcher:
         self._s3: Any = None
         self._s3_lock = threading.Lock()
 
-    def fetch(self, url: str, dest_dir: Path) -> FetchedFile:
+    def fetch(self, url: str, dest_dir: Path, *, deadline_s: float | None = None) -> FetchedFile:
         """Fetch ``url`` into a new file in ``dest_dir`` (or return the local path of a ``file://`` URL).
+
+        ``deadline_s`` (``time.monotonic()``) ends the fetch earlier than the policy's ``total_timeout_s`` would:
+        a caller's own deadline (a preview's), so no download outlives the request that wanted it.
 
         Raises:
             PreannotateError: ``URL_NOT_ALLOWED``, ``INPUT_NOT_FOUND``, ``FILE_TOO_LARGE``, ``FETCH_TIMEOUT``,
@@ -209,6 +212,9 @@ class Fetcher:
         """
         red = redact_url(url)
         started = time.monotonic()
+        deadline = started + self._policy.total_timeout_s
+        if deadline_s is not None:
+            deadline = min(deadline, deadline_s)
         try:
             scheme = urlsplit(url).scheme.lower()
         except ValueError:
@@ -217,9 +223,9 @@ class Fetcher:
             if scheme == "file":
                 got = self._fetch_file(url, red)
             elif scheme == "s3":
-                got = self._fetch_s3(url, red, dest_dir, started + self._policy.total_timeout_s)
+                got = self._fetch_s3(url, red, dest_dir, deadline)
             elif scheme in _DEFAULT_PORTS:
-                got = self._fetch_http(url, red, dest_dir, started + self._policy.total_timeout_s)
+                got = self._fetch_http(url, red, dest_dir, deadline)
             else:
                 raise _refuse(red, "only https, http, s3 and file URLs are accepted")
         except PreannotateError as exc:

@@ -106,12 +106,14 @@ def running(db_path: Path, **env: str) -> Iterator[Server]:
 
 
 class MediaServer:
-    """Serves a directory over HTTP on 127.0.0.1 and counts requests."""
+    """Serves a directory over HTTP on 127.0.0.1 and counts requests; ``delay_s`` holds each answer back."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.hits: list[str] = []
+        self.delay_s = 0.0
         hits = self.hits
+        server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def __init__(self, *args: object, **kwargs: object) -> None:
@@ -119,6 +121,7 @@ class MediaServer:
 
             def do_GET(self) -> None:
                 hits.append(self.path)
+                time.sleep(server.delay_s)
                 super().do_GET()
 
             def log_message(self, format: str, *args: object) -> None:

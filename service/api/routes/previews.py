@@ -16,7 +16,8 @@ from service.api.schemas import (
     PreviewSlotPublic,
     error_responses,
 )
-from service.jobs.previews import PreviewService, StoredSlot, slot_named, stored_item
+from service.jobs.previews import PreviewService, StoredSlot, slot_named
+from service.pipeline.frames import FrameResult
 from service.spec.requests import SLOT_NAME_PATTERN
 
 router = APIRouter(prefix="/v1/jobs", tags=["previews"], responses=error_responses(401, 404, 409, 422, 503))
@@ -51,9 +52,23 @@ async def dep_previews(state: StateDep) -> PreviewService:
 PreviewsDep = Annotated[PreviewService, Depends(dep_previews)]
 
 
-async def _slot(state: StateDep, tenant: str, job_id: str, item: int, slot: str | None) -> StoredSlot:
-    _, slots = await run_in_threadpool(stored_item, state.store, tenant=tenant, job_id=job_id, position=item)
-    return slot_named(slots, slot)
+def _target(
+    state: StateDep,
+    previews: PreviewService,
+    place: tuple[str, str, int],
+    slot: str | None,
+    frame: int | None,
+    kind: str,
+) -> tuple[StoredSlot, tuple[FrameResult, ...], str]:
+    """The stored slot, the frames to draw (one, or the sheet's) and their ETag (blocking: a store read, and
+    hashing up to ``PREANNOTATE_PREVIEW_SHEET_TILES`` frames)."""
+    tenant, job_id, item = place
+    _, slots = previews.items.get(state.store, tenant=tenant, job_id=job_id, position=item)
+    stored = slot_named(slots, slot)
+    chosen = (stored.frame(frame),) if kind == "frame" else previews.renderer.sheet_frames(stored)
+    if not chosen:
+        stored.frame(None)  # raises preview_unavailable: nothing to show
+    return stored, chosen, stored.etag(kind, chosen, previews.renderer.options)
 
 
 def _jpeg(body: bytes, etag: str) -> Response:
@@ -71,11 +86,15 @@ def _not_modified(if_none_match: str | None, etag: str) -> Response | None:
 
 
 @router.get("/{job_id}/items/{item}/frames", responses=error_responses(409))
-async def item_frames(job_id: str, item: ItemPath, state: StateDep, tenant: TenantDep) -> ItemFramesPublic:
+async def item_frames(
+    job_id: str, item: ItemPath, state: StateDep, tenant: TenantDep, previews: PreviewsDep
+) -> ItemFramesPublic:
     """A succeeded item's slots and their stored frames (index, time, size, detection count): what
     ``.../preview?slot=&frame=`` can draw. 409 ``item_not_finished`` while it is queued or running,
     ``preview_unavailable`` once failed or cancelled; 404 ``item_not_found`` past the job's last item."""
-    _, slots = await run_in_threadpool(stored_item, state.store, tenant=tenant, job_id=job_id, position=item)
+    _, slots = await run_in_threadpool(
+        partial(previews.items.get, state.store, tenant=tenant, job_id=job_id, position=item)
+    )
     return ItemFramesPublic(
         job_id=job_id,
         position=item,
@@ -118,9 +137,9 @@ async def item_preview(
     in a disk cache of ``PREANNOTATE_PREVIEW_CACHE_MB``) and decoded at just that frame. 404 ``item_not_found``,
     ``slot_not_found``, ``frame_not_found``; 409 ``item_not_finished`` (retry later) or ``preview_unavailable``;
     502 ``media_unreachable`` when the job's media are gone; 504 past ``PREANNOTATE_PREVIEW_TIMEOUT_S``."""
-    stored = await _slot(state, tenant, job_id, item, slot)
-    shown = stored.frame(frame)
-    etag = stored.etag("frame", (shown,), previews.renderer.options)
+    stored, (shown,), etag = await run_in_threadpool(
+        _target, state, previews, (tenant, job_id, item), slot, frame, "frame"
+    )
     if (unchanged := _not_modified(if_none_match, etag)) is not None:
         return unchanged
     body = previews.jpegs.get((tenant, etag))
@@ -144,11 +163,7 @@ async def item_sheet(
     """A slot's contact sheet: up to ``PREANNOTATE_PREVIEW_SHEET_TILES`` of its stored frames, spread evenly
     (first and last included), drawn and captioned ``frame N | T s``, in a near-square grid; JPEG. Errors as
     for ``.../preview``."""
-    stored = await _slot(state, tenant, job_id, item, slot)
-    chosen = previews.renderer.sheet_frames(stored)
-    if not chosen:
-        stored.frame(None)  # raises preview_unavailable: nothing to show
-    etag = stored.etag("sheet", chosen, previews.renderer.options)
+    stored, _, etag = await run_in_threadpool(_target, state, previews, (tenant, job_id, item), slot, None, "sheet")
     if (unchanged := _not_modified(if_none_match, etag)) is not None:
         return unchanged
     body = previews.jpegs.get((tenant, etag))

@@ -3,7 +3,10 @@ stored predictions drawn on the very frame they were made on, contact sheets, th
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +27,16 @@ from service.api.routes import jobs as jobs_routes
 from service.api.routes import previews as preview_routes
 from service.api.state import AppState
 from service.config import Settings
+from service.jobs.previews import PreviewService
 from service.jobs.runner import display_source
-from service.pipeline.fetch import Fetcher
+from service.pipeline.fetch import FetchedFile, Fetcher
 from service.pipeline.frames import MediaKind, SlotMeta
 from service.pipeline.media import SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.queue.sqlite_store import SqliteJobStore
 from service.samples import write_video
-from service.spec.requests import ItemIn
+from service.spec.requests import ItemIn, SlotIn
 from tests.builders import make_detections, make_result
 from tests.integration.servers import MediaServer
 from tests.unit.service.queue.store_contract import spec
@@ -329,3 +333,77 @@ def test_the_preview_size_and_deadline_are_settings(tmp_path: Path, media_dir: P
         late = app.get(f"/v1/jobs/{job_id}/items/0/sheet")
     assert error(late) == (504, "deadline_exceeded")
     assert "PREANNOTATE_PREVIEW_TIMEOUT_S" in late.json()["error"]["message"]
+
+
+class CountingFetcher(Fetcher):
+    """The real fetcher, counting the fetches under way at once (what the concurrency limit bounds)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.fetch_policy())
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def fetch(self, url: str, dest_dir: Path, *, deadline_s: float | None = None) -> FetchedFile:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().fetch(url, dest_dir, deadline_s=deadline_s)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_previews_past_their_deadline_stop_and_the_concurrency_limit_holds(tmp_path: Path, media_dir: Path) -> None:
+    for app in make_app(tmp_path, media_dir, preview_concurrency=1, preview_timeout_s=0.3):
+        fetcher = CountingFetcher(app.state.settings)
+        app.state.previews = PreviewService(app.state.settings, fetcher=fetcher)
+        items = [image_item(app, name=f"grey{n}") for n in range(4)]
+        items = [
+            (item.model_copy(update={"slots": [SlotIn(url=f"{app.media.url}/grey.png?n={n}")]}), p)
+            for n, (item, p) in enumerate(items)
+        ]  # four URLs: four fetches, none waiting on another
+        job_id = submit(app, *items)
+        app.media.delay_s = 2.0  # the media answer long after the deadline
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            paths = [f"/v1/jobs/{job_id}/items/{n}/preview" for n in range(4)]
+            answers = list(pool.map(app.get, paths))
+        took_s = time.monotonic() - started
+
+        assert [error(a) for a in answers] == [(504, "deadline_exceeded")] * 4
+        assert took_s < 1.5  # each within its deadline (and a little), never the media's 2 s
+        assert fetcher.most == 1  # PREANNOTATE_PREVIEW_CONCURRENCY held, timeouts or not
+        assert fetcher.running == 0  # no abandoned fetch still downloading
+        app.media.delay_s = 0.0
+
+
+def test_paging_through_frames_reads_the_stored_result_once_and_a_deleted_job_is_gone(
+    app: PreviewApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = submit(app, video_item(app))
+    reads: list[int] = []
+    real_results = app.store.results
+
+    def results(**kwargs: Any) -> Any:
+        reads.append(1)
+        return real_results(**kwargs)
+
+    monkeypatch.setattr(app.store, "results", results)
+    base = f"/v1/jobs/{job_id}/items/0"
+
+    etag = ""
+    for index in VIDEO_FRAMES:
+        etag = app.get(f"{base}/preview", frame=index).headers["etag"]
+    assert (
+        app.client.get(f"{base}/preview", params={"frame": 45}, headers={**AUTH, "If-None-Match": etag}).status_code
+        == 304
+    )
+    assert app.get(f"{base}/frames").status_code == 200
+    jpeg(app.get(f"{base}/sheet"))
+    assert len(reads) == 1  # the item's whole result parsed once, not per frame
+
+    assert app.store.delete_job(tenant=TokenAuth([TOKEN]).tenant_for(TOKEN), job_id=job_id)
+    assert error(app.get(f"{base}/preview", frame=15)) == (404, "job_not_found")  # the parsed copy is no licence

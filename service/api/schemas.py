@@ -219,8 +219,17 @@ class PreviewSlotPublic(BaseModel):
     frames: list[PreviewFramePublic] = Field(description="the stored (sampled) frames, in time order")
 
 
+class ItemWarningPublic(BaseModel):
+    code: str = Field(description="an error code (e.g. partial_media): what went wrong with one of the item's files")
+    message: str = Field(description="what did not decode, naming the file")
+
+
 class ItemFramesPublic(BaseModel):
     job_id: str
     position: int = Field(description="the item's position in the job, as in GET /v1/jobs/{id}/items")
     name: str
     slots: list[PreviewSlotPublic] = Field(description="in the item's order; the first is the routes' default")
+    warnings: list[ItemWarningPublic] = Field(
+        default_factory=list,
+        description="the item succeeded with what decoded; these say what did not (e.g. a video cut short)",
+    )

@@ -12,10 +12,10 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -89,6 +89,16 @@ class StoredSlot:
         return f'"{digest.hexdigest()[:32]}"'
 
 
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """A succeeded item as previews need it: its submitted form, its slots with their stored frames, and the
+    warnings its run stored (a file that decoded only in part), as ``(code, message)``."""
+
+    spec: ItemIn
+    slots: list[StoredSlot]
+    warnings: tuple[tuple[str, str], ...] = ()
+
+
 STORED_ITEMS = 16
 """Succeeded items kept parsed (by tenant, job and position): paging through a long video's frames must not read
 and parse its whole stored result (thousands of frames; an object-store read in Redis mode) for each one."""
@@ -100,10 +110,10 @@ class StoredItems:
 
     def __init__(self, max_items: int = STORED_ITEMS) -> None:
         self._max = max_items
-        self._items: OrderedDict[tuple[str, str, int], tuple[ItemIn, list[StoredSlot]]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, int], StoredItem] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, store: JobStore, *, tenant: str, job_id: str, position: int) -> tuple[ItemIn, list[StoredSlot]]:
+    def get(self, store: JobStore, *, tenant: str, job_id: str, position: int) -> StoredItem:
         """As ``stored_item``, parsed once per item while it stays among the most recently used."""
         key = (tenant, job_id, position)
         with self._lock:
@@ -123,7 +133,7 @@ class StoredItems:
         return found
 
 
-def stored_item(store: JobStore, *, tenant: str, job_id: str, position: int) -> tuple[ItemIn, list[StoredSlot]]:
+def stored_item(store: JobStore, *, tenant: str, job_id: str, position: int) -> StoredItem:
     """A succeeded item of this tenant's job: its submitted form and its slots with their stored frames.
 
     Raises:
@@ -163,7 +173,17 @@ def stored_item(store: JobStore, *, tenant: str, job_id: str, position: int) -> 
         )
         for slot in spec.slots
     ]
-    return spec, slots
+    return StoredItem(spec, slots, _stored_warnings(row.result))
+
+
+def _stored_warnings(result: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The run's warnings kept with the result (``runner.ItemWarningJson``); anything else there is skipped."""
+    listed = result.get("warnings")
+    if not isinstance(listed, list):
+        return ()
+    return tuple(
+        (str(w["code"]), str(w["message"])) for w in listed if isinstance(w, dict) and "code" in w and "message" in w
+    )
 
 
 def slot_named(slots: list[StoredSlot], name: str | None) -> StoredSlot:

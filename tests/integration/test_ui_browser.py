@@ -17,6 +17,7 @@ import skimage.data
 from service.samples import write_pan_video
 from tests.integration.browser import chromium, require_browser
 from tests.integration.servers import TOKEN, MediaServer, Server, running, wait_for_job
+from tests.media import corrupt_payloads
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -31,6 +32,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     astronaut = skimage.data.astronaut()
     cv2.imwrite(str(root / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
     write_pan_video(astronaut, root / "pan.mp4", duration_s=2.0, fps=25)
+    # key frames every 10: noise in the packets of the second GOP loses some frames, the rest decode
+    write_pan_video(astronaut, root / "gops.mp4", duration_s=2.0, fps=25, gop=10)
+    corrupt_payloads(root / "gops.mp4", root / "damaged.mp4", range(10, 20))
     return root
 
 
@@ -198,3 +202,25 @@ def test_a_finished_items_preview_renders(browser: WebDriver, server: Server, me
     # a still is its preview alone; the video's first frame comes with its contact sheet of the sampled frames
     assert browser.find_elements(By.CSS_SELECTOR, '.item[data-position="0"] img.sheet') == []
     wait_until(browser, "the video's contact sheet", '.item[data-position="1"] img.sheet')
+
+
+def test_an_items_warnings_are_shown_with_its_previews(
+    browser: WebDriver, server: Server, media_server: MediaServer
+) -> None:
+    """A video that decoded only in part succeeds with what decoded; the page says what did not."""
+    from selenium.webdriver.common.by import By
+
+    body = {"fps": 10, "items": [{"name": "damaged", "slots": [{"url": f"{media_server.url}/damaged.mp4"}]}]}
+    with server.client() as client:
+        response = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        assert response.status_code == 202, response.text
+        job_id = str(response.json()["job_id"])
+        assert wait_for_job(client, job_id)["status"] == "succeeded"
+        (warning,) = client.get(f"/v1/jobs/{job_id}/items/0/frames").json()["warnings"]
+    log_in(browser, server, TOKEN)
+    wait_until(browser, "the jobs list", "h2", "Jobs")
+
+    browser.get(f"{server.url}/ui#/jobs/{job_id}")
+    wait_until(browser, "the item's warning", '.item[data-position="0"] .warning')
+    shown = browser.find_element(By.CSS_SELECTOR, '.item[data-position="0"] .warning').text
+    assert shown == f"{warning['code']} {warning['message']}"

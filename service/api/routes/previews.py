@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import StateDep, TenantDep
 from service.api.schemas import (
     ItemFramesPublic,
+    ItemWarningPublic,
     PreviewFramePublic,
     PreviewSlotPublic,
     error_responses,
@@ -63,7 +64,7 @@ def _target(
     """The stored slot, the frames to draw (one, or the sheet's) and their ETag (blocking: a store read, and
     hashing up to ``PREANNOTATE_PREVIEW_SHEET_TILES`` frames)."""
     tenant, job_id, item = place
-    _, slots = previews.items.get(state.store, tenant=tenant, job_id=job_id, position=item)
+    slots = previews.items.get(state.store, tenant=tenant, job_id=job_id, position=item).slots
     stored = slot_named(slots, slot)
     chosen = (stored.frame(frame),) if kind == "frame" else previews.renderer.sheet_frames(stored)
     if not chosen:
@@ -92,9 +93,10 @@ async def item_frames(
     """A succeeded item's slots and their stored frames (index, time, size, detection count): what
     ``.../preview?slot=&frame=`` can draw. 409 ``item_not_finished`` while it is queued or running,
     ``preview_unavailable`` once failed or cancelled; 404 ``item_not_found`` past the job's last item."""
-    _, slots = await run_in_threadpool(
+    stored = await run_in_threadpool(
         partial(previews.items.get, state.store, tenant=tenant, job_id=job_id, position=item)
     )
+    slots = stored.slots
     return ItemFramesPublic(
         job_id=job_id,
         position=item,
@@ -116,6 +118,7 @@ async def item_frames(
             )
             for slot in slots
         ],
+        warnings=[ItemWarningPublic(code=code, message=message) for code, message in stored.warnings],
     )
 
 

@@ -143,6 +143,9 @@ async function addPictures(card, jobId, item) {
     card.append(el("p", { class: "placeholder", text: `no previews (${error.message})` }));
     return;
   }
+  for (const warning of frames.warnings) {  // it succeeded with what decoded: say what did not
+    card.append(el("p", { class: "warning" }, el("code", { text: warning.code }), " ", warning.message));
+  }
   const slots = frames.slots.filter((slot) => slot.frames.length > 0);
   if (slots.length === 0) card.append(el("p", { class: "placeholder", text: "no frames to preview" }));
   for (const slot of slots) card.append(slotPictures(base, slot, frames.slots.length > 1));

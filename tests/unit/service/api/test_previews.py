@@ -260,6 +260,27 @@ def test_the_frames_listing_names_what_can_be_previewed(app: PreviewApp) -> None
     assert image == [{"frame_index": 0, "timestamp_s": None, "width": 200, "height": 160, "detections": 1}]
 
 
+def test_the_frames_listing_carries_the_warnings_the_run_stored(app: PreviewApp) -> None:
+    # an item that succeeded with what decoded: its stored result says what did not
+    item, predictions = video_item(app)
+    job, _ = app.store.create_job(
+        tenant=TokenAuth([TOKEN]).tenant_for(TOKEN),
+        idem_key="k-warned",
+        spec=spec().pinned("v1", CLASSES),
+        items=[item],
+    )
+    (lease,) = app.store.lease("w", max_items=1, lease_s=60)
+    warning = {"code": "corrupt_media", "message": "clip.mp4: 3 of 10 sampled frames could not be decoded"}
+    assert app.store.complete("w", lease.item_id, {**item_predictions_to_json(predictions), "warnings": [warning]})
+
+    body = app.get(f"/v1/jobs/{job.id}/items/0/frames").json()
+
+    assert body["warnings"] == [warning]
+    # and an item without any lists none
+    other = submit(app, image_item(app))
+    assert app.get(f"/v1/jobs/{other}/items/0/frames").json()["warnings"] == []
+
+
 # -- errors --------------------------------------------------------------------------------------------------------
 
 

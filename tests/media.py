@@ -161,3 +161,17 @@ def read_video(
     finally:
         reader.close()
     return reader, frames
+
+
+def write_astronaut_media(root: Path) -> Path:
+    """``astronaut.png`` (scikit-image's photo, one face) and ``pan.mp4`` (2 s at 25 fps panning across it): media
+    with real faces for the default model, served to a real server by the preview and job-page tests."""
+    import cv2
+    import skimage.data
+
+    from service.samples import write_pan_video
+
+    astronaut = skimage.data.astronaut()
+    cv2.imwrite(str(root / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    write_pan_video(astronaut, root / "pan.mp4", duration_s=2.0, fps=25)
+    return root

@@ -17,17 +17,13 @@ from numpy.typing import NDArray
 
 from service.pipeline.media import SlotSpec, open_slot
 from service.pipeline.options import MediaLimits, SamplingOptions
-from service.samples import write_pan_video
 from tests.integration.servers import OTHER_TOKEN, MediaServer, Server, running, wait_for_job
+from tests.media import write_astronaut_media
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("media")
-    astronaut = skimage.data.astronaut()
-    cv2.imwrite(str(root / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
-    write_pan_video(astronaut, root / "pan.mp4", duration_s=2.0, fps=25)
-    return root
+    return write_astronaut_media(tmp_path_factory.mktemp("media"))
 
 
 @pytest.fixture(scope="module")

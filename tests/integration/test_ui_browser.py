@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import httpx
 import pytest
 import skimage.data
@@ -17,7 +16,7 @@ import skimage.data
 from service.samples import write_pan_video
 from tests.integration.browser import chromium, require_browser
 from tests.integration.servers import TOKEN, MediaServer, Server, running, wait_for_job
-from tests.media import corrupt_payloads
+from tests.media import corrupt_payloads, write_astronaut_media
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -28,12 +27,9 @@ HOSTILE_NAME = '<img src=x id="injected">astronaut'  # shown as text, never pars
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ui-media")
-    astronaut = skimage.data.astronaut()
-    cv2.imwrite(str(root / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
-    write_pan_video(astronaut, root / "pan.mp4", duration_s=2.0, fps=25)
+    root = write_astronaut_media(tmp_path_factory.mktemp("ui-media"))
     # key frames every 10: noise in the packets of the second GOP loses some frames, the rest decode
-    write_pan_video(astronaut, root / "gops.mp4", duration_s=2.0, fps=25, gop=10)
+    write_pan_video(skimage.data.astronaut(), root / "gops.mp4", duration_s=2.0, fps=25, gop=10)
     corrupt_payloads(root / "gops.mp4", root / "damaged.mp4", range(10, 20))
     return root
 

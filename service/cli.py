@@ -256,10 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     render.add_argument(
-        "--preview-px", type=_COUNT, metavar="PX", help="longest side of a preview, in pixels (default 1280)"
+        "--preview-px",
+        type=_COUNT,
+        metavar="PX",
+        help="longest side of a preview (PREANNOTATE_PREVIEW_PX)",
     )
     render.add_argument(
-        "--sheet-tiles", type=_COUNT, metavar="N", help="most frames on a video's contact sheet (default 16)"
+        "--sheet-tiles",
+        type=_COUNT,
+        metavar="N",
+        help="most frames on a contact sheet (PREANNOTATE_PREVIEW_SHEET_TILES)",
     )
     _add_common_flags(render)
 

@@ -20,14 +20,13 @@ from service.commands.common import check_output_dir, load_settings
 from service.commands.run import items_from_args
 from service.errors import ErrorCode, PreannotateError
 from service.evaluate.detections import class_names_of, frame_shapes, shapes_to_detections, track_numbers
-from service.evaluate.frame_clock import source_frames
+from service.evaluate.frame_clock import open_shown_frames
 from service.evaluate.inputs import CANDIDATE, documents_to_datasets, read_json_documents, text_to_input_spec
 from service.evaluate.pairing import pair_items, pair_slots
 from service.evaluate.types import Dataset, Shape, Unit, normalise_item_key
 from service.pipeline.frames import MediaKind
-from service.pipeline.media import ItemSpec, SlotSpec, looks_like_video, not_media_error, open_slot, sniff
-from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.readers import SlotReader
+from service.pipeline.media import ItemSpec, SlotSpec, looks_like_video, not_media_error, sniff
+from service.pipeline.options import MediaLimits
 from service.render.gallery import write_gallery
 from service.render.previews import ItemPreviewWriter, PreviewOptions
 
@@ -56,7 +55,7 @@ class Plan:
 
 def render_command(args: argparse.Namespace) -> int:
     settings = load_settings()
-    options = preview_options(args)
+    options = PreviewOptions.from_settings(settings, longest_px=args.preview_px, sheet_tiles=args.sheet_tiles)
     inputs = items_from_args(args.inputs, None, [])
     for skipped in inputs.skipped:
         print(skipped.line(), file=sys.stderr)
@@ -89,19 +88,6 @@ def render_command(args: argparse.Namespace) -> int:
     gallery = write_gallery(args.out, written, title=f"Previews of {spec.path.name}")
     print(f"open {gallery}")
     return ErrorCode.INVALID_ARGUMENT.exit_code if failed or any(s.fails_run for s in inputs.skipped) else 0
-
-
-def preview_options(args: argparse.Namespace) -> PreviewOptions:
-    """``--preview-px`` and ``--sheet-tiles`` over ``PreviewOptions``' defaults; too small is INVALID_ARGUMENT."""
-    defaults = PreviewOptions()
-    try:
-        return PreviewOptions(
-            longest_px=args.preview_px or defaults.longest_px,
-            sheet_tiles=args.sheet_tiles or defaults.sheet_tiles,
-            tile_width_px=defaults.tile_width_px,
-        )
-    except ValueError as exc:
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--preview-px/--sheet-tiles: {exc}") from None
 
 
 def check_media(items: Sequence[ItemSpec]) -> None:
@@ -190,22 +176,6 @@ def merged_shapes(unit: Unit, frames: Sequence[int], width_px: int, height_px: i
     return shapes
 
 
-def open_listed(
-    item: str, plan: SlotPlan, listed: Sequence[int], limits: MediaLimits
-) -> tuple[SlotReader, dict[int, int]]:
-    """A reader of the source frames shown at the times of the ``listed`` frames, and listed -> source frame.
-
-    Opened once when the unit counts frames as the source does; else closed and opened again for the
-    source's frames (each reader closed exactly once, whatever fails)."""
-    reader = open_slot(item, plan.slot, SamplingOptions(frame_indices=tuple(listed)), limits)
-    to_source = source_frames(listed, plan.unit.fps, reader.meta.fps)  # arithmetic: nothing here fails
-    if all(f == s for f, s in to_source.items()):
-        return reader, to_source
-    reader.close()  # another clock: open again for the frames shown then
-    wanted = tuple(sorted(set(to_source.values())))
-    return open_slot(item, plan.slot, SamplingOptions(frame_indices=wanted), limits), to_source
-
-
 def render_slot(
     item: str,
     plan: SlotPlan,
@@ -219,10 +189,10 @@ def render_slot(
     listed = sorted(f for f in (unit.frames if unit.keyframes is None else unit.keyframes) if f >= 0)
     if not listed:
         return 0
-    reader, to_source = open_listed(item, plan, listed, limits)
+    reader, to_source = open_shown_frames(item, plan.slot, ((f, unit.fps) for f in listed), limits)
     try:
         by_source: dict[int, list[int]] = defaultdict(list)
-        for listed_frame, source in sorted(to_source.items()):
+        for (listed_frame, _), source in sorted(to_source.items()):
             by_source[source].append(listed_frame)
         class_ids = {name: i for i, name in enumerate(class_names)}
         tracks = track_numbers(unit)

@@ -366,13 +366,10 @@ def execute_run(request: RunRequest, settings: Settings) -> tuple[RunOutput, lis
 
 
 def preview_options(settings: Settings, *, longest_px: int | None = None) -> PreviewOptions:
-    """How previews are drawn: ``PREANNOTATE_PREVIEW_*``, ``longest_px`` (``--preview-px``) over the setting."""
+    """``PreviewOptions.from_settings``, imported only by a run that draws (supervision and PyAV load then)."""
     from service.render.previews import PreviewOptions
 
-    try:
-        return PreviewOptions(longest_px=longest_px or settings.preview_px, sheet_tiles=settings.preview_sheet_tiles)
-    except ValueError as exc:
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--preview-px: {exc}") from None
+    return PreviewOptions.from_settings(settings, longest_px=longest_px)
 
 
 def _preview_tap(request: RunRequest, class_names: Sequence[str], settings: Settings) -> PreviewTap | None:

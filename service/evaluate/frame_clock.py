@@ -8,6 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from service.pipeline.media import SlotSpec, open_slot
+from service.pipeline.options import MediaLimits, SamplingOptions
+from service.pipeline.readers import SlotReader
+
 SAME_RATE_TOLERANCE = 1e-3
 """Two frame rates this close (relative) count frames alike: a rate derived from rounded timestamps is no other
 clock, and re-counting by it would shift frames late in a long video by one. Also the slack under a frame
@@ -40,3 +44,23 @@ def source_frame(frame: int, unit_fps: float | None, source_fps: float | None) -
 def source_frames(frames: Iterable[int], unit_fps: float | None, source_fps: float | None) -> dict[int, int]:
     """Each of a unit's frame indices -> ``source_frame`` of it."""
     return {f: source_frame(f, unit_fps, source_fps) for f in frames}
+
+
+Clocked = tuple[int, float | None]
+"""A frame index and the rate it counts at (None: the source's own frames)."""
+
+
+def open_shown_frames(
+    item: str, slot: SlotSpec, frames: Iterable[Clocked], limits: MediaLimits
+) -> tuple[SlotReader, dict[Clocked, int]]:
+    """A reader of just the source frames on screen at the times of ``frames``, and each of them -> its source
+    frame. The source's rate is known once it is open: opened at the frames as given, and when some count at
+    another rate, closed and opened again at the frames shown then (each reader closed once, whatever fails)."""
+    wanted = set(frames)
+    reader = open_slot(item, slot, SamplingOptions(frame_indices=tuple(sorted({f for f, _ in wanted}))), limits)
+    to_source = {(f, fps): source_frame(f, fps, reader.meta.fps) for f, fps in wanted}
+    if all(f == source for (f, _), source in to_source.items()):
+        return reader, to_source
+    reader.close()
+    shown = SamplingOptions(frame_indices=tuple(sorted(set(to_source.values()))))
+    return open_slot(item, slot, shown, limits), to_source

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -18,13 +18,12 @@ import supervision as sv
 from models.types import RGBImage
 from service.errors import PreannotateError
 from service.evaluate.evaluation import Evaluation
-from service.evaluate.frame_clock import source_frame
+from service.evaluate.frame_clock import open_shown_frames
 from service.evaluate.types import BoxXYXY
 from service.evaluate.worst import ErrorCase, ErrorKind
 from service.pipeline.frames import Frame
-from service.pipeline.media import SlotSpec, open_slot
-from service.pipeline.options import MediaLimits, SamplingOptions
-from service.pipeline.readers import SlotReader
+from service.pipeline.media import SlotSpec
+from service.pipeline.options import MediaLimits
 from service.render.encode import rgb_to_jpeg
 
 log = logging.getLogger(__name__)
@@ -176,39 +175,14 @@ def draw_case(image: RGBImage, case: ErrorCase, size_px: int) -> RGBImage | None
     return np.ascontiguousarray(np.asarray(canvas, np.uint8)[:, :, ::-1])
 
 
-def _source_frames(cases: Iterable[ErrorCase], source_fps: float | None) -> dict[int, list[ErrorCase]]:
-    """Source frame index -> the cases on it; a frame counted at another rate than the source's is the source
-    frame on screen at its time (``frame_clock``, as ``render`` draws it)."""
-    frames: dict[int, list[ErrorCase]] = defaultdict(list)
-    for case in cases:
-        frames[source_frame(case.frame, case.fps, source_fps)].append(case)
-    return frames
-
-
-def _open(path: Path, item: str, slot: str, frames: Iterable[int], limits: MediaLimits) -> SlotReader:
-    sampling = SamplingOptions(frame_indices=tuple(sorted(frames)))
-    return open_slot(item, SlotSpec(slot, (path,)), sampling, limits)
-
-
-def _reader_at_source_frames(
-    path: Path, item: str, slot: str, cases: list[ErrorCase], limits: MediaLimits
-) -> tuple[SlotReader, dict[int, list[ErrorCase]]]:
-    """The slot opened at the source frames the cases are on: frames counted at another rate than the file's
-    (known once it is open) are mapped by time, and the file opened again at those."""
-    wanted = _source_frames(cases, None)
-    reader = _open(path, item, slot, wanted, limits)
-    remapped = _source_frames(cases, reader.meta.fps)
-    if set(remapped) == set(wanted):
-        return reader, remapped
-    reader.close()
-    return _open(path, item, slot, remapped, limits), remapped
-
-
 def _decode(
     path: Path, item: str, slot: str, cases: list[ErrorCase], limits: MediaLimits
 ) -> Iterator[tuple[Frame, list[ErrorCase]]]:
     """Each decoded frame of ``path`` that cases are on, with those cases; only those frames are decoded."""
-    reader, left = _reader_at_source_frames(path, item, slot, cases, limits)
+    reader, to_source = open_shown_frames(item, SlotSpec(slot, (path,)), ((c.frame, c.fps) for c in cases), limits)
+    left: dict[int, list[ErrorCase]] = defaultdict(list)
+    for case in cases:  # a frame counted at another rate than the file's: the one on screen at its time
+        left[to_source[case.frame, case.fps]].append(case)
     try:
         for frame in reader:  # image sequences decode every frame: the ones not wanted are passed over
             on_frame = left.pop(frame.info.frame_index, None)

@@ -354,7 +354,7 @@ class PreviewService:
             max_bytes=settings.preview_cache_mb * 1024**2,
             work_dir=settings.work_dir,
         )
-        options = PreviewOptions(longest_px=settings.preview_px, sheet_tiles=settings.preview_sheet_tiles)
+        options = PreviewOptions.from_settings(settings)
         self.renderer = PreviewRenderer(self.cache, settings.media_limits(), options)
         self.jpegs = _JpegCache(JPEG_CACHE_BYTES)
         self.items = StoredItems()

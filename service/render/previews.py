@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from models.types import Detections, RGBImage
+from service.config import Settings
 from service.errors import ErrorCode, PreannotateError
 from service.files import write_atomic
 from service.pipeline.frames import FrameInfo, MediaKind
@@ -41,6 +42,19 @@ class PreviewOptions:
     def __post_init__(self) -> None:
         if self.longest_px < 16 or self.sheet_tiles < 1 or self.tile_width_px < 16:
             raise ValueError(f"preview sizes too small: {self}")
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, longest_px: int | None = None, sheet_tiles: int | None = None
+    ) -> PreviewOptions:
+        """``PREANNOTATE_PREVIEW_PX`` / ``_SHEET_TILES``, each under its flag (``--preview-px``, ``--sheet-tiles``)
+        when given; a size too small to draw a label on is INVALID_ARGUMENT naming the flags."""
+        try:
+            return cls(
+                longest_px=longest_px or settings.preview_px, sheet_tiles=sheet_tiles or settings.preview_sheet_tiles
+            )
+        except ValueError as exc:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, f"--preview-px/--sheet-tiles: {exc}") from None
 
 
 _UNSAFE = re.compile(r"[^\w.\-]+")  # \w: letters and digits of any script (a Unicode name stays readable)

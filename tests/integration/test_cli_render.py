@@ -146,6 +146,24 @@ def test_an_item_without_an_input_is_warned_about_and_the_rest_drawn(
     assert not (tmp_path / "pan.mp4.mp4").exists()
 
 
+def test_render_takes_the_preview_settings_and_its_flags_over_them(
+    media: dict[str, Path], run_outputs: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {"PREANNOTATE_PREVIEW_PX": "128", "PREANNOTATE_PREVIEW_SHEET_TILES": "2"}
+    by_setting = preannotate(
+        "render", media["photo"], media["video"], "--predictions", run_outputs["coco"], "--out", tmp_path / "s", env=env
+    )
+    assert by_setting.returncode == 0, by_setting.stderr
+    assert max(read_rgb(tmp_path / "s" / "astronaut.png.jpg").shape[:2]) == 128
+    sheet_by_setting = read_rgb(tmp_path / "s" / "pan.mp4.sheet.jpg")
+
+    by_flag = render(media, run_outputs["coco"], tmp_path / "f", "--preview-px", "96", "--sheet-tiles", "6")
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert max(read_rgb(tmp_path / "f" / "astronaut.png.jpg").shape[:2]) == 96
+    # 2 tiles side by side vs 6 in a 3x2 grid: the sheet of more tiles is the larger one
+    assert read_rgb(tmp_path / "f" / "pan.mp4.sheet.jpg").shape[0] > sheet_by_setting.shape[0]
+
+
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()

@@ -295,6 +295,8 @@ def test_preview_settings_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     parsed = build_parser().parse_args(["run", "in.mp4", "--out", "o.json", "--preview", "p", "--preview-px", "320"])
     assert (parsed.preview, parsed.preview_px) == (Path("p"), 320)
     assert preview_options(settings, longest_px=parsed.preview_px) == PreviewOptions(longest_px=320, sheet_tiles=4)
+    # render's flags over the same settings
+    assert PreviewOptions.from_settings(settings, sheet_tiles=9) == PreviewOptions(longest_px=640, sheet_tiles=9)
     with pytest.raises(PreannotateError, match="--preview-px") as caught:
         preview_options(settings, longest_px=8)  # too small to draw a label on
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT

@@ -64,7 +64,7 @@ def test_a_reader_is_closed_once_when_opening_the_second_one_fails(clip: Path, m
         opened.append(_Counted(open_slot(item, slot, sampling, limits)))
         return opened[0]
 
-    monkeypatch.setattr("service.commands.render.open_slot", open_then_fail)
+    monkeypatch.setattr("service.evaluate.frame_clock.open_slot", open_then_fail)
     unit = Unit(item="pan.mp4", fps=50.0)  # another clock than the clip's 25 fps: opened twice
     unit.add(2, Shape(object_id="a", label="face", xyxy=(10, 10, 40, 40)))
     writer = ItemPreviewWriter(Path("unused"), ["face"])

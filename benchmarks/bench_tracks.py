@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     duration_s = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     clips = {name: clip_spec(name, duration_s) for name in names}
 
-    from models.registry import DEFAULT_MODEL_SPEC, load_detector
+    from models.registry import FACE_MODEL_SPEC, load_detector
     from service.config import get_settings
 
     settings = get_settings()
@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     libraries = list(found)
     for name, why in missing.items():
         print(f"unavailable: {name}: {why}")
-    detector = load_detector(DEFAULT_MODEL_SPEC)  # the clips' ground truth is its box on each still face
+    detector = load_detector(FACE_MODEL_SPEC)  # the clips' ground truth is its box on each still face
     detector.warmup()
     started = time.perf_counter()
     try:

@@ -267,9 +267,9 @@ def face_box_in_patch(face: str) -> Box:
 
 @cache
 def _default_detector() -> Detector:
-    from models.registry import DEFAULT_MODEL_SPEC, load_detector
+    from models.registry import FACE_MODEL_SPEC, load_detector
 
-    detector = load_detector(DEFAULT_MODEL_SPEC)
+    detector = load_detector(FACE_MODEL_SPEC)
     detector.warmup()
     return detector
 

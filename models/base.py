@@ -39,6 +39,7 @@ class DetectorOptions:
         tensorrt: run ONNX models through ONNX Runtime's TensorRT provider on CUDA.
         compile: ``torch.compile`` torch models (slow first batch per shape; worth it on long runs).
         engine_cache_dir: where TensorRT engines are cached (built once per model, GPU and version).
+        model_dir: where fetched models live (``preannotate models fetch``); None = ``DEFAULT_MODEL_DIR``.
         segmenter_max_boxes: box prompts per mask-decoder call of a box-prompted segmenter (SAM): each prompt
             holds its own copy of the frame's image embedding (~32 MiB for SAM-base in fp32), so this bounds
             the decoder's memory however crowded a frame is. Detectors ignore it.
@@ -53,6 +54,7 @@ class DetectorOptions:
     fp16: bool = True
     tensorrt: bool = False
     engine_cache_dir: str | None = None
+    model_dir: str | None = None
     compile: bool = False
     segmenter_max_boxes: int = DEFAULT_SEGMENTER_MAX_BOXES
     max_prompt_sets: int = DEFAULT_MAX_PROMPT_SETS

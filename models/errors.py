@@ -37,3 +37,8 @@ class DeviceOutOfMemoryError(ModelError):
 class PromptsRequiredError(ModelError):
     """An open-vocabulary model was run without prompts (it has no classes of its own), or given a prompt it
     cannot take (longer than its text window), or a fixed-class model was given prompts it cannot use."""
+
+
+class ModelFetchError(ModelError):
+    """A model's files could not be fetched or checked (the tool that fetches them is missing, the download
+    failed, or a checksum differs); the message says what to do."""

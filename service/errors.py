@@ -26,6 +26,7 @@ class ErrorCode(enum.Enum):
     INVALID_MODEL = ("invalid_model", 422, False)  # loads, but would run wrongly as found (missing sidecars)
     INVALID_PROMPTS = ("invalid_prompts", 422, False)  # open-vocabulary model without prompts, or prompts it can't use
     MISSING_DEPENDENCY = ("missing_dependency", 501, False)
+    MODEL_FETCH_FAILED = ("model_fetch_failed", 502, True)  # `models fetch`: npm missing, offline, checksum differs
     DEVICE_UNAVAILABLE = ("device_unavailable", 503, False)
     OUTPUT_FAILED = ("output_failed", 500, False)
     # A succeeded item whose result object is gone from object storage (a lifecycle rule shorter than the retention)
@@ -91,7 +92,9 @@ class ErrorCode(enum.Enum):
         return 1
 
 
-_CALLER_FIXABLE_IN_CLI = frozenset({ErrorCode.MISSING_DEPENDENCY, ErrorCode.DEVICE_UNAVAILABLE})
+_CALLER_FIXABLE_IN_CLI = frozenset(
+    {ErrorCode.MISSING_DEPENDENCY, ErrorCode.DEVICE_UNAVAILABLE, ErrorCode.MODEL_FETCH_FAILED}
+)
 
 
 _BY_CODE = {member.code: member for member in ErrorCode}
@@ -152,6 +155,7 @@ _MODEL_ERROR_CODES: dict[type[model_errors.ModelError], ErrorCode] = {
     model_errors.MissingDependencyError: ErrorCode.MISSING_DEPENDENCY,
     model_errors.DeviceOutOfMemoryError: ErrorCode.DEVICE_OUT_OF_MEMORY,
     model_errors.PromptsRequiredError: ErrorCode.INVALID_PROMPTS,
+    model_errors.ModelFetchError: ErrorCode.MODEL_FETCH_FAILED,
 }
 
 

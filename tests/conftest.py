@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,11 @@ import pytest
 
 from tests.media import CLIPS, ClipSpec, make_clip
 from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, boto3_client, client_env, running_moto
+
+# The default model is builtin:nanodet once fetched into the model directory: tests (and the servers and CLIs they
+# start, which inherit this) get an empty one, so a fetch on this machine changes no test's default.
+# The NanoDet tests name their fetched directory themselves (tests/nanodet_model.py).
+os.environ["PREANNOTATE_MODEL_DIR"] = tempfile.mkdtemp(prefix="preannotate-test-models-")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from models.base import DEFAULT_BATCH_SIZE, Detector, DetectorOptions
 from models.detectors.e2e_onnx import BoxesScoresLabelsOnnx, DetrLogitsOnnx
+from models.detectors.nanodet_onnx import NanoDetOnnx
 from models.detectors.onnx_meta import network_input_hw
 from models.detectors.yolo_onnx import YoloEnd2EndOnnx, YoloOnnx
 from models.detectors.yolo_seg_onnx import YoloSegEnd2EndOnnx, YoloSegOnnx
@@ -38,6 +39,7 @@ class OnnxLayout(enum.Enum):
     LOGITS_PRED_BOXES = "HF/optimum DETR family: outputs logits [B, Q, C] and pred_boxes [B, Q, 4]"
     YOLO_SEG = "Ultralytics -seg: outputs [B, 4+nc+nm, N] (boxes, scores, mask coefficients), [B, nm, H/4, W/4]"
     YOLO_SEG_END2END = "Ultralytics -seg end2end: outputs [B, N, 6+nm] and prototypes [B, nm, H/4, W/4]"
+    NANODET_GFL = "NanoDet as `preannotate models fetch nanodet` writes it: cls_<stride> and box_<stride> per stride"
 
 
 def _unsupported(model_path: Path, io: SessionIO, why: str) -> ModelLoadError:
@@ -55,6 +57,8 @@ def detect_layout(io: SessionIO, model_path: Path) -> OnnxLayout:
     task = io.metadata.get("task", "detect")
     if task not in ("detect", "segment"):
         raise _unsupported(model_path, io, f"Ultralytics task {task!r} is not object detection or segmentation")
+    if io.metadata.get("preannotate_layout") == "nanodet-gfl":
+        return OnnxLayout.NANODET_GFL
     segmentation = _segmentation_layout(io)
     if segmentation is not None:
         return segmentation
@@ -95,6 +99,7 @@ _DETECTORS: dict[OnnxLayout, Callable[[str, Path, ort.InferenceSession, SessionI
     OnnxLayout.LOGITS_PRED_BOXES: DetrLogitsOnnx,
     OnnxLayout.YOLO_SEG: YoloSegOnnx,
     OnnxLayout.YOLO_SEG_END2END: YoloSegEnd2EndOnnx,
+    OnnxLayout.NANODET_GFL: NanoDetOnnx,
 }
 
 

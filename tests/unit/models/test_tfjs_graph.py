@@ -339,3 +339,44 @@ def test_not_a_graph_model_is_a_load_error(tmp_path: Path, text: str) -> None:
 
     with pytest.raises(ModelLoadError, match=r"model\.json"):
         read_tfjs_graph(model_json)
+
+
+@pytest.mark.parametrize(
+    ("indices", "values", "expected"),
+    [
+        (np.array([[0], [2]], np.int32), np.array([5, 7], np.int32), [5, 0, 7, 0]),
+        # A scalar value is TF's shorthand for "this value at every index".
+        (np.array([[1], [3]], np.int32), np.array(9, np.int32), [0, 9, 0, 9]),
+        (np.array([1, 2], np.int32), np.array(4, np.int32), [0, 4, 4, 0]),  # 1-D indices: one index each
+    ],
+    ids=["values", "scalar-value", "1d-indices"],
+)
+def test_sparse_to_dense_with_indices_is_folded(
+    tmp_path: Path, indices: NDArray[np.int32], values: NDArray[np.int32], expected: list[int]
+) -> None:
+    b = TfjsGraphBuilder()
+    x = b.placeholder("x", (1, 4))
+    dense = b.op(
+        "dense",
+        "SparseToDense",
+        b.const("indices", indices),
+        b.ints("shape", 4),
+        b.const("values", values),
+        b.const("default", np.array(0, np.int32)),
+    )
+    b.op("sum", "AddV2", x, dense)
+
+    got = _run(_convert(b, tmp_path, ["sum:0"]), np.zeros((1, 4), np.float32))["sum"]
+
+    np.testing.assert_array_equal(got, [expected])
+
+
+def test_sparse_to_dense_with_mismatched_values_is_refused(tmp_path: Path) -> None:
+    b = TfjsGraphBuilder()
+    x = b.placeholder("x", (1, 4))
+    indices, values = b.const("indices", np.array([[0], [1], [2]], np.int32)), b.ints("values", 1, 2)
+    dense = b.op("dense", "SparseToDense", indices, b.ints("shape", 4), values, b.const("d", np.array(0, np.int32)))
+    b.op("sum", "AddV2", x, dense)
+
+    with pytest.raises(UnsupportedGraphError, match=r"SparseToDense 'dense': 3 indices for 2 values"):
+        _convert(b, tmp_path, ["sum:0"])

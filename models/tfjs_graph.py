@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.errors import ModelLoadError
 
-OPSET = 18  # Resize with ``axes``; every runtime we use reads it
+OPSET = 18  # every runtime we use reads it
 BATCH_DIM = "batch"
 
 _DTYPES: dict[str, type[np.generic]] = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
@@ -86,7 +86,10 @@ def read_tfjs_graph(model_json: Path) -> TfjsGraph:
         raise ModelLoadError(f"{model_json}: format {document.get('format')!r}, not a graph model")
     weights: dict[str, NDArray[Any]] = {}
     for group in manifest:
-        data = b"".join((model_json.parent / path).read_bytes() for path in group["paths"])
+        try:
+            data = b"".join((model_json.parent / path).read_bytes() for path in group["paths"])
+        except OSError as exc:
+            raise ModelLoadError(f"{model_json}: a weight shard is unreadable ({exc})") from exc
         weights.update(decode_weights(group["weights"], data, model_json))
     nodes = tuple(
         TfjsNode(node["name"], node["op"], tuple(node.get("input", ())), dict(node.get("attr", {})))
@@ -232,10 +235,17 @@ class _Builder:
         self, node: TfjsNode, x: str, op: str, out_shape_nchw: Shape, inputs: Sequence[str], **attrs: Any
     ) -> None:
         """Emit an NCHW ONNX op for an NHWC TF op: Transpose in, the op, Transpose out."""
-        nchw = self.fresh(f"{node.name}/nchw")
-        self.emit("Transpose", [x], [nchw], perm=list(_NHWC_TO_NCHW))
+        nchw = self.to_nchw(node, x)
         result = self.fresh(f"{node.name}/result")
         self.emit(op, [nchw, *inputs], [result], **attrs)
+        self.from_nchw(node, result, out_shape_nchw)
+
+    def to_nchw(self, node: TfjsNode, x: str) -> str:
+        nchw = self.fresh(f"{node.name}/nchw")
+        self.emit("Transpose", [x], [nchw], perm=list(_NHWC_TO_NCHW))
+        return nchw
+
+    def from_nchw(self, node: TfjsNode, result: str, out_shape_nchw: Shape) -> None:
         self.emit("Transpose", [result], [node.name], perm=list(_NCHW_TO_NHWC))
         self.shapes[node.name] = tuple(out_shape_nchw[i] for i in _NCHW_TO_NHWC)
 
@@ -334,18 +344,17 @@ def _resize_bilinear(b: _Builder, node: TfjsNode, inputs: list[str]) -> None:
         mode = "half_pixel"  # TF clamps the source coordinate to the image, as ONNX Runtime does
     else:
         mode = "asymmetric"
-    sizes = b.initializer(f"{node.name}/sizes", np.array([out_h, out_w], np.int64))
+    # Sizes of all four dims (N and C read at run time), not ``axes=[2, 3]``: ONNX Runtime's transpose optimizer
+    # permutes a Resize's sizes by the rank of its input and fails to load the model when they are two.
+    nchw = b.to_nchw(node, x)
+    batch_channels, sizes = b.fresh(f"{node.name}/nc"), b.fresh(f"{node.name}/sizes")
+    b.emit("Shape", [nchw], [batch_channels], start=0, end=2)
+    hw = b.initializer(f"{node.name}/hw", np.array([out_h, out_w], np.int64))
+    b.emit("Concat", [batch_channels, hw], [sizes], axis=0)
+    result = b.fresh(f"{node.name}/result")
+    b.emit("Resize", [nchw, "", "", sizes], [result], mode="linear", coordinate_transformation_mode=mode)
     in_shape = b.shape(x)
-    b.nhwc_op(
-        node,
-        x,
-        "Resize",
-        (in_shape[0], in_shape[3], out_h, out_w),
-        ["", "", sizes],
-        mode="linear",
-        coordinate_transformation_mode=mode,
-        axes=[2, 3],
-    )
+    b.from_nchw(node, result, (in_shape[0], in_shape[3], out_h, out_w))
 
 
 def _pad(b: _Builder, node: TfjsNode, inputs: list[str]) -> None:
@@ -459,8 +468,14 @@ def _broadcast(shapes: Iterable[Shape]) -> Shape:
 def _sparse_to_dense(b: _Builder, node: TfjsNode, inputs: list[str]) -> None:
     indices, out_shape, values, default = (b.const(i, f"SparseToDense {node.name!r} input") for i in inputs)
     dense = np.full(tuple(int(d) for d in out_shape.reshape(-1)), default.reshape(()), dtype=values.dtype)
-    index = indices.reshape(len(values.reshape(-1)), -1) if values.size else np.zeros((0, dense.ndim), np.int64)
-    for position, value in zip(index, values.reshape(-1), strict=True):
+    # TF: indices are 0-D (one index), 1-D (one scalar index each) or 2-D (one row each); a scalar value goes to all.
+    index = indices.reshape(-1, indices.shape[1] if indices.ndim == 2 else 1)
+    flat = values.reshape(-1)
+    if values.ndim == 0:
+        flat = np.broadcast_to(flat, (len(index),))
+    if len(flat) != len(index):
+        raise UnsupportedGraphError(f"SparseToDense {node.name!r}: {len(index)} indices for {len(flat)} values")
+    for position, value in zip(index, flat, strict=True):
         dense[tuple(int(p) for p in position)] = value
     b.consts[node.name] = dense
 
@@ -572,6 +587,10 @@ def _cancel_transposes(nodes: list[onnx.NodeProto], keep: set[str]) -> list[onnx
                 nodes = [n for n in nodes if n is not node]
                 for reader in nodes:
                     _rename_input(reader, out, source)
+            elif composed == list(range(len(composed))):  # a graph output keeps its name: a copy, not a transpose
+                node.input[0] = first.input[0]
+                node.op_type = "Identity"
+                del node.attribute[:]
             else:
                 node.input[0] = first.input[0]
                 del node.attribute[:]

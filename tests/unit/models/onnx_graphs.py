@@ -230,3 +230,28 @@ def yolo_seg_model(
     ]
     meta = {"task": "segment", **(metadata or {})}
     return _model(nodes, inputs, outputs, initializers, meta)
+
+
+def nanodet_model(
+    cls: Mapping[int, NDArray[np.float32]],
+    box: Mapping[int, NDArray[np.float32]],
+    *,
+    side_px: int,
+    metadata: Mapping[str, str] | None = None,
+    output_order: tuple[str, ...] | None = None,
+) -> onnx.ModelProto:
+    """NanoDet's served layout (``models.nanodet.served_model``): input ``images`` [B, 3, side, side], outputs
+    ``cls_<s>`` [B, cells, nc] and ``box_<s>`` [B, cells, 4 x (reg_max + 1)] per stride, the given constants
+    broadcast over the batch. ``output_order``: the outputs' order in the graph (default cls_*, then box_*)."""
+    constants = {f"cls_{s}": v for s, v in cls.items()} | {f"box_{s}": v for s, v in box.items()}
+    nodes = _batch_of("images", "img")
+    initializers = []
+    outputs = []
+    for name in output_order or tuple(constants):
+        value = constants[name]
+        initializers.append(numpy_helper.from_array(value[None].astype(np.float32), f"{name}_const"))
+        initializers.append(numpy_helper.from_array(np.array(value.shape, np.int64), f"{name}_tail"))
+        nodes += _broadcast(f"{name}_const", value.shape, name)
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, _dims(None, *value.shape)))
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, _dims(None, 3, side_px, side_px))]
+    return _model(nodes, inputs, outputs, initializers, metadata)

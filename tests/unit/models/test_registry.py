@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from models.errors import ModelSpecError
@@ -68,3 +70,12 @@ def test_tensorrt_providers_come_first_with_fp16_and_an_engine_cache() -> None:
     assert providers_for("cpu", tensorrt=True, fp16=True, engine_cache_dir=None, available=available) == [
         "CPUExecutionProvider"
     ]
+
+
+def test_builtin_nanodet_not_fetched_names_the_fetch_command(tmp_path: Path) -> None:
+    from models.base import DetectorOptions
+    from models.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match=r"run `preannotate models fetch nanodet` once") as caught:
+        load_detector("builtin:nanodet", DetectorOptions(model_dir=str(tmp_path)))
+    assert str(tmp_path) in str(caught.value)

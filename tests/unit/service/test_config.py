@@ -17,13 +17,15 @@ from service.pipeline.tracks import TrackerOptions
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import os
 
     for key in list(os.environ):
         if key.startswith("PREANNOTATE_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(Path(__file__).parent)  # no stray .env
+    # An empty model directory: the default model depends on what was fetched (a NanoDet in ~/.cache must not count).
+    monkeypatch.setenv("PREANNOTATE_MODEL_DIR", str(tmp_path / "models"))
 
 
 def test_defaults() -> None:
@@ -319,3 +321,38 @@ def test_preview_settings_have_defaults_and_bounds(monkeypatch: pytest.MonkeyPat
         with pytest.raises(ValidationError, match=name.lower()):
             Settings()
         monkeypatch.delenv(f"PREANNOTATE_{name}")
+
+
+def _install_dummy_nanodet(model_dir: Path) -> None:
+    """What makes builtin:nanodet installed, as far as the default is concerned: the served model's file."""
+    (model_dir / "nanodet").mkdir(parents=True)
+    (model_dir / "nanodet" / "nanodet.onnx").write_bytes(b"not read to pick the default")
+
+
+def test_default_model_is_centerface_until_nanodet_is_fetched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model_dir = tmp_path / "fetched"
+    monkeypatch.setenv("PREANNOTATE_MODEL_DIR", str(model_dir))
+    assert Settings().model_dir == model_dir
+    assert Settings().model == "builtin:centerface"
+
+    _install_dummy_nanodet(model_dir)
+
+    assert Settings().model == "builtin:nanodet"
+
+
+def test_preannotate_model_wins_over_the_fetched_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PREANNOTATE_MODEL_DIR", str(tmp_path))
+    _install_dummy_nanodet(tmp_path)
+    monkeypatch.setenv("PREANNOTATE_MODEL", "builtin:centerface")
+
+    assert Settings().model == "builtin:centerface"
+
+
+def test_model_fetch_timeout_default_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().model_fetch_timeout_s == 900.0
+    monkeypatch.setenv("PREANNOTATE_MODEL_FETCH_TIMEOUT_S", "60")
+    assert Settings().model_fetch_timeout_s == 60.0
+    for bad in ("0", "-1", "86401"):
+        monkeypatch.setenv("PREANNOTATE_MODEL_FETCH_TIMEOUT_S", bad)
+        with pytest.raises(ValidationError, match="model_fetch_timeout_s"):
+            Settings()

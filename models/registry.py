@@ -17,6 +17,7 @@ Segmenter specs (box -> mask, ``load_segmenter``):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from models.errors import ModelSpecError
 
 FACE_MODEL_SPEC = "builtin:centerface"
 COCO_MODEL_SPEC = "builtin:nanodet"
-DEFAULT_MODEL_DIR = Path.home() / ".cache" / "preannotate" / "models"
+DEFAULT_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "preannotate" / "models"
 
 
 @dataclass(frozen=True, slots=True)

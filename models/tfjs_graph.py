@@ -96,8 +96,11 @@ def read_tfjs_graph(model_json: Path) -> TfjsGraph:
         for node in topology["node"]
     )
     signature = document.get("signature") or topology.get("signature") or {}
-    inputs = tuple(signature.get("inputs", {}))
-    outputs = tuple(signature.get("outputs", {}))
+    try:  # keys may be aliases (SavedModel conversions: "output_0"); each entry's "name" is the tensor
+        inputs = tuple(str(entry.get("name", key)) for key, entry in signature.get("inputs", {}).items())
+        outputs = tuple(str(entry.get("name", key)) for key, entry in signature.get("outputs", {}).items())
+    except AttributeError as exc:
+        raise ModelLoadError(f"{model_json}: unreadable signature ({exc})") from exc
     if not inputs:
         inputs = tuple(f"{node.name}:0" for node in nodes if node.op == "Placeholder")
     if not outputs:
@@ -184,7 +187,7 @@ class _Builder:
             name = onnx_name(tensor)
             if name in self.consts:
                 raise UnsupportedGraphError(f"output {tensor!r} is a constant")
-            dims = [BATCH_DIM if d is None else d for d in self.shapes[name]]
+            dims = [BATCH_DIM if d is None else d for d in self.shape(name)]
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
         used = {name for node in self.nodes for name in node.input}
         initializers = [numpy_helper.from_array(arr, name) for name, arr in self.initializers.items() if name in used]

@@ -97,6 +97,14 @@ class ModelRegistry:
         """Load, warm up and start a batcher for the default model and every extra model; load the segmenter."""
         loaded: list[LoadedModel] = []
         segmenter: Segmenter | None = None
+        if "model" not in settings.model_fields_set:
+            # Chosen by what the model dir holds: a fetch there changes it at the next start. Deployments pin it.
+            log.warning(
+                "default model %s, chosen because %s %s builtin:nanodet; set PREANNOTATE_MODEL to pin it",
+                settings.model,
+                settings.model_dir,
+                "holds" if settings.model == "builtin:nanodet" else "does not hold",
+            )
         try:
             for spec in dict.fromkeys([settings.model, *settings.extra_models]):
                 try:

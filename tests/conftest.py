@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ from tests.s3_server import UNSET_ENV, MotoServer, S3Bucket, boto3_client, clien
 # The default model is builtin:nanodet once fetched into the model directory: tests (and the servers and CLIs they
 # start, which inherit this) get an empty one, so a fetch on this machine changes no test's default.
 # The NanoDet tests name their fetched directory themselves (tests/nanodet_model.py).
-os.environ["PREANNOTATE_MODEL_DIR"] = tempfile.mkdtemp(prefix="preannotate-test-models-")
+os.environ["PREANNOTATE_MODEL_DIR"] = _EMPTY_MODEL_DIR = tempfile.mkdtemp(prefix="preannotate-test-models-")
+atexit.register(shutil.rmtree, _EMPTY_MODEL_DIR, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

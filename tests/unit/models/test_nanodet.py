@@ -308,7 +308,7 @@ def test_fetch_with_a_wrong_checksum_leaves_the_install_untouched(tmp_path: Path
         nanodet.fetch_nanodet(model_dir, tarball=tarball)
 
     assert installed.read_bytes() == b"the model fetched before"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["nanodet"]  # no staging directory left
+    assert sorted(p.name for p in model_dir.iterdir()) == [".nanodet.lock", "nanodet"]  # no staging directory left
     assert sorted(p.name for p in installed.parent.iterdir()) == ["LICENSE", "nanodet.onnx"]
 
 
@@ -319,4 +319,4 @@ def test_fetch_of_a_missing_tarball_installs_nothing(tmp_path: Path) -> None:
         nanodet.fetch_nanodet(model_dir, tarball=tmp_path / "missing.tgz")
 
     assert not nanodet.is_installed(model_dir)
-    assert list(model_dir.iterdir()) == []
+    assert [p.name for p in model_dir.iterdir()] == [".nanodet.lock"]

@@ -380,3 +380,22 @@ def test_sparse_to_dense_with_mismatched_values_is_refused(tmp_path: Path) -> No
 
     with pytest.raises(UnsupportedGraphError, match=r"SparseToDense 'dense': 3 indices for 2 values"):
         _convert(b, tmp_path, ["sum:0"])
+
+
+def test_signature_keys_may_be_aliases_of_the_tensor_names(tmp_path: Path) -> None:
+    """SavedModel conversions key the signature by alias ("output_0": {"name": "Identity:0"}): the tensor is the
+    entry's name, never the key."""
+    import json
+
+    b = TfjsGraphBuilder()
+    x = b.placeholder("x", (1, 2, 3, 4))
+    b.op("scores", "Sigmoid", x)
+    path = b.write(tmp_path, ["scores:0"])
+    document = json.loads(path.read_text())
+    document["signature"]["outputs"] = {"output_0": {"name": "scores:0"}}
+    path.write_text(json.dumps(document))
+
+    graph = read_tfjs_graph(path)
+    assert graph.outputs == ("scores:0",)
+    value = _randn(3, 2, 3, 4)
+    np.testing.assert_allclose(_run(tfjs_to_onnx(graph), value)["scores"], 1 / (1 + np.exp(-value)), rtol=1e-5)

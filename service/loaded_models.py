@@ -99,7 +99,7 @@ class ModelRegistry:
         segmenter: Segmenter | None = None
         if "model" not in settings.model_fields_set:
             # Chosen by what the model dir holds: a fetch there changes it at the next start. Deployments pin it.
-            log.warning(
+            log.info(
                 "default model %s, chosen because %s %s builtin:nanodet; set PREANNOTATE_MODEL to pin it",
                 settings.model,
                 settings.model_dir,

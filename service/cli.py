@@ -320,6 +320,34 @@ def build_parser() -> argparse.ArgumentParser:
         help='open-vocabulary models: JSON {"LABEL": "prompt" | ["p1", "p2"]} over the labels\' own prompts',
     )
     _add_common_flags(ls)
+    cvat = targets.add_parser("cvat", help="add shapes and tracks to CVAT tasks (one task, or every task of a project)")
+    cvat.add_argument("--url", help="base URL, e.g. https://cvat.example.com (default: $PREANNOTATE_CVAT_URL)")
+    cvat.add_argument(
+        "--token", metavar="TOKEN", help="personal access token or API key (default: $PREANNOTATE_CVAT_TOKEN)"
+    )
+    cvat.add_argument(
+        "--user", metavar="NAME", help="basic auth instead of a token (password: $PREANNOTATE_CVAT_PASSWORD)"
+    )
+    where = cvat.add_mutually_exclusive_group(required=True)
+    where.add_argument("--task", type=int, action="append", metavar="ID", help="task id (repeatable)")
+    where.add_argument("--project", type=int, metavar="ID", help="every task of this project")
+    cvat.add_argument("--model", metavar="SPEC", help=_MODEL_HELP)
+    cvat.add_argument(
+        "--fps", type=_SECONDS, help="frames per second sampled from video tasks; 0 = every frame (default 1)"
+    )
+    cvat.add_argument(
+        "--video-fps",
+        type=_SECONDS,
+        help="the videos' own frame rate, which CVAT does not record (default $PREANNOTATE_CVAT_VIDEO_FPS, 30)",
+    )
+    cvat.add_argument("--every", type=int, metavar="N", help="sample every N-th task frame instead of --fps")
+    cvat.add_argument("--threshold", type=_FRACTION, help="minimum score (default 0.5)")
+    cvat.add_argument("--thresholds", type=Path, metavar="FILE", help=_THRESHOLDS_HELP)
+    cvat.add_argument(
+        "--alias", action="append", metavar="CLASS=LABEL", help="map a model class to a label (repeatable)"
+    )
+    cvat.add_argument("--replace", action="store_true", help="run tasks that already hold this model version's objects")
+    _add_common_flags(cvat)
 
     evaluate = sub.add_parser(
         "evaluate", help="score preannotations or annotators against benchmark labels; write CSVs and a report"
@@ -477,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.commands.worker import worker_command
 
             return worker_command(args)
+        if args.command == "sync" and args.target == "cvat":
+            from service.commands.sync_cvat import sync_cvat_command
+
+            return sync_cvat_command(args)
         if args.command == "sync":
             from service.commands.sync import sync_command
 

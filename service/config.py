@@ -246,6 +246,23 @@ class Settings(BaseSettings):
         200.0, ge=0, le=10_000, description="how long a job item's push waits for others to share its bundle"
     )
 
+    # CVAT backend (service.backends.cvat): `sync cvat` defaults, the `cvat` destination and its media
+    cvat_url: str | None = Field(None, description="CVAT base URL, e.g. https://cvat.example.com")
+    cvat_token: SecretStr = Field(
+        SecretStr(""), description="CVAT personal access token or API key (never logged); or username + password"
+    )
+    cvat_username: str = Field("", description="CVAT user for basic auth (with cvat_password), when no token")
+    cvat_password: SecretStr = Field(SecretStr(""), description="that user's password (never logged)")
+    cvat_video_fps: float = Field(
+        30.0, gt=0.0, le=1000.0, description="frame rate of a CVAT video task's source (CVAT does not record it)"
+    )
+    cvat_frame_quality: Literal["original", "compressed"] = Field(
+        "original", description="which of CVAT's frames are detected on: the source's, or its JPEG previews"
+    )
+    cvat_max_frames_per_task: int = Field(
+        5000, ge=1, le=100_000, description="most frames of one CVAT task a sync or webhook job samples"
+    )
+
     # Upload webhooks (/v1/webhooks/*): each is off (404) until its secret is set; comma-separate to rotate
     webhook_label_studio_secrets: SecretStr = Field(
         SecretStr(""), description="X-Preannotate-Secret values accepted from Label Studio webhooks"
@@ -264,6 +281,10 @@ class Settings(BaseSettings):
     )
     webhook_label_studio_model: str | None = Field(None, description="model for LS webhooks and the sweep")
     webhook_v7_model: str | None = Field(None, description="model for V7 webhook-stage deliveries")
+    webhook_cvat_secrets: SecretStr = Field(
+        SecretStr(""), description="secrets of CVAT webhooks (X-Signature-256 HMAC-SHA256 keys)"
+    )
+    webhook_cvat_model: str | None = Field(None, description="model for CVAT webhook deliveries")
     label_studio_projects: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="projects the LS webhook accepts and the sweep reconciles (empty: any/none)"
     )

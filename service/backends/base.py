@@ -17,7 +17,7 @@ from service.pipeline.predictions import ItemPredictions
 from service.spec.job import JobSpec
 from service.spec.requests import Destination, ItemIn
 
-BackendName = Literal["label_studio", "v7", "encord"]
+BackendName = Literal["label_studio", "v7", "encord", "cvat"]
 
 
 class LabelStudioPushJson(TypedDict):
@@ -44,7 +44,18 @@ class EncordPushJson(TypedDict):
     bundle_items: int
 
 
-PushJson = LabelStudioPushJson | V7PushJson | EncordPushJson
+class CvatPushJson(TypedDict):
+    backend: Literal["cvat"]
+    task: int
+    outcome: str
+    shapes: int
+    tracks: int
+    removed: int
+    dropped: dict[str, int]
+    off_task: int
+
+
+PushJson = LabelStudioPushJson | V7PushJson | EncordPushJson | CvatPushJson
 """A push as a job's result shows it under ``pushes``."""
 
 
@@ -110,7 +121,41 @@ class EncordPushRecord:
         }
 
 
-PushRecord = LabelStudioPushRecord | V7PushRecord | EncordPushRecord
+@dataclass(frozen=True, slots=True)
+class CvatPushRecord:
+    """What a push left on a CVAT task: ``created``, ``replaced`` (this model's earlier objects removed),
+    ``unchanged`` (the same objects were there) or ``removed`` (nothing found now; the earlier objects removed).
+
+    Attributes:
+        shapes, tracks: Objects created.
+        removed: This model's earlier objects deleted.
+        dropped: Detections per class that no label of the task takes.
+        off_task: Sampled frames the task does not hold (a source video's frames before its start or after its stop).
+    """
+
+    task: int
+    outcome: str
+    shapes: int
+    tracks: int
+    removed: int
+    dropped: Mapping[str, int]
+    off_task: int = 0
+    backend: Literal["cvat"] = "cvat"
+
+    def to_json(self) -> CvatPushJson:
+        return {
+            "backend": self.backend,
+            "task": self.task,
+            "outcome": self.outcome,
+            "shapes": self.shapes,
+            "tracks": self.tracks,
+            "removed": self.removed,
+            "dropped": dict(self.dropped),
+            "off_task": self.off_task,
+        }
+
+
+PushRecord = LabelStudioPushRecord | V7PushRecord | EncordPushRecord | CvatPushRecord
 """What one push did; ``record.to_json()`` is what a job's result shows."""
 
 

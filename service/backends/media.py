@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from service.backends.cvat import CvatClient
+from service.backends.cvat import config_from_settings as cvat_config_from_settings
 from service.backends.label_studio import LabelStudioClient, config_from_settings
 from service.backends.origin_auth import DEFAULT_PORTS, Origin, OriginAuthTransport, host_entry, origin_of
 from service.config import Settings
@@ -30,19 +32,21 @@ from service.pipeline.fetch import FetchedFile, Fetcher, Resolver, redact_url, s
 
 LABEL_STUDIO = "label-studio"
 V7 = "v7"
-VIA_SCHEMES = frozenset(f"{backend}+{scheme}" for backend in (LABEL_STUDIO, V7) for scheme in ("http", "https"))
+CVAT = "cvat"
+_VIA = (LABEL_STUDIO, V7, CVAT)
+VIA_SCHEMES = frozenset(f"{backend}+{scheme}" for backend in _VIA for scheme in ("http", "https"))
 """URL schemes only internal sources may put in a job (``submit.check_urls(extra_schemes=...)``)."""
 
 
 def via(backend: str, url: str) -> str:
-    """``url`` marked to be fetched through ``backend`` (``label-studio`` or ``v7``)."""
+    """``url`` marked to be fetched through ``backend`` (``label-studio``, ``v7`` or ``cvat``)."""
     return f"{backend}+{url}"
 
 
 def split_via(url: str) -> tuple[str | None, str]:
     """``(backend, plain URL)`` of a marked URL; ``(None, url)`` for any other."""
     head, sep, rest = url.partition("+")
-    if sep and head in (LABEL_STUDIO, V7) and rest.split(":", 1)[0].lower() in DEFAULT_PORTS:
+    if sep and head in _VIA and rest.split(":", 1)[0].lower() in DEFAULT_PORTS:
         return head, rest
     return None, url
 
@@ -76,6 +80,7 @@ class BackendMediaFetcher(Fetcher):
         self._label_studio: LabelStudioClient | None = None
         self._v7: Fetcher | None = None
         self._v7_origin: Origin | None = None
+        self._cvat: CvatClient | None = None
 
     def fetch(self, url: str, dest_dir: Path, *, deadline_s: float | None = None) -> FetchedFile:
         backend, plain = split_via(url)
@@ -89,6 +94,11 @@ class BackendMediaFetcher(Fetcher):
             if origin_of(plain) != origin:
                 raise _refuse(plain, "not on the configured V7 API host")
             return fetcher.fetch(plain, dest_dir, deadline_s=deadline_s)
+        if backend == CVAT:
+            cvat = self._cvat_client()
+            if not cvat.is_cvat_url(plain):
+                raise _refuse(plain, "not on the configured CVAT")
+            return cvat.download(plain, dest_dir, deadline_s=deadline_s)
         return super().fetch(url, dest_dir, deadline_s=deadline_s)
 
     def _label_studio_client(self) -> LabelStudioClient:
@@ -121,11 +131,25 @@ class BackendMediaFetcher(Fetcher):
                 self._v7, self._v7_origin = Fetcher(policy, transport=transport), origin
             return self._v7, self._v7_origin
 
+    def _cvat_client(self) -> CvatClient:
+        with self._lock:
+            if self._cvat is None:
+                config = cvat_config_from_settings(self._settings)
+                if config is None:
+                    raise PreannotateError(
+                        ErrorCode.BACKEND_NOT_CONFIGURED, "CVAT media needs cvat_url and a token or username/password"
+                    )
+                self._cvat = CvatClient(config, fetch_policy=self._settings.fetch_policy())
+            return self._cvat
+
     def close(self) -> None:
         with self._lock:
             if self._label_studio is not None:
                 self._label_studio.close()
                 self._label_studio = None
+            if self._cvat is not None:
+                self._cvat.close()
+                self._cvat = None
 
 
 def _refuse(url: str, why: str) -> PreannotateError:

@@ -50,7 +50,18 @@ def _encord(settings: Settings, context: BackendContext) -> Backend:
     return EncordPusher(settings, concurrency=context.concurrency)
 
 
-BACKENDS: dict[BackendName, BackendFactory] = {"label_studio": _label_studio, "v7": _v7, "encord": _encord}
+def _cvat(settings: Settings, context: BackendContext) -> Backend:
+    from service.backends.cvat_push import CvatPusher
+
+    return CvatPusher(settings)
+
+
+BACKENDS: dict[BackendName, BackendFactory] = {
+    "label_studio": _label_studio,
+    "v7": _v7,
+    "encord": _encord,
+    "cvat": _cvat,
+}
 """Every destination a job may name (``Destination.backend``)."""
 
 

@@ -57,7 +57,7 @@ def sync_command(args: argparse.Namespace) -> int:
         threshold=threshold,
         class_thresholds=class_thresholds,
         replace=args.replace,
-        aliases=_parse_aliases(args.alias or []),
+        aliases=parse_aliases(args.alias or []),
         # explicit: over the project's
         prompts=prompt_set(getattr(args, "prompts", None), field="--prompts", max_classes=settings.max_prompt_classes),
         prompt_map=_prompt_map(getattr(args, "prompt_map", None), settings),
@@ -144,7 +144,7 @@ def _ls_config(args: argparse.Namespace, settings: Settings) -> LabelStudioConfi
     return LabelStudioConfig(url=url, api_key=SecretStr(key))
 
 
-def _parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
+def parse_aliases(pairs: Sequence[str]) -> dict[str, str]:
     aliases: dict[str, str] = {}
     for pair in pairs:
         name, sep, label = pair.partition("=")

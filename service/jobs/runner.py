@@ -29,6 +29,7 @@ from service.pipeline.media import ItemSpec, PdfReader, SlotSpec, open_slot
 from service.pipeline.options import DecoderChoice, MediaLimits, SamplingOptions
 from service.pipeline.predictions import ItemPredictions, item_predictions_to_json
 from service.pipeline.readers import SlotReader
+from service.pipeline.run import FrameDetector
 from service.pipeline.tracks import TrackerOptions, needs_appearance
 from service.queue.store import Lease
 from service.spec.requests import ItemIn, SlotIn
@@ -108,7 +109,7 @@ def run_item(
     )
     output = predict_item(
         lease.item,
-        model,
+        model.batcher,
         options,
         sampling,
         fetcher=fetcher,
@@ -125,7 +126,7 @@ def run_item(
 
 def predict_item(
     item: ItemIn,
-    model: LoadedModel,
+    detector: FrameDetector,
     options: FlowOptions,
     sampling: SamplingOptions,
     *,
@@ -140,7 +141,7 @@ def predict_item(
     with the other slots'; ``finish_item`` runs on the result (the track stage). Errors and warnings name the URL,
     never the scratch file."""
     # Before any fetch: a job submitted before its model was published had its class names checked by no one.
-    options_filter(model.info.class_names, options)
+    options_filter(detector.info.class_names, options)
     by_path: dict[str, str] = {}  # scratch path -> URL shown, filled by the workers as they fetch
     slots = {slot.name: slot for slot in item.slots}
     counts = {"done": 0, "planned": 0}
@@ -162,7 +163,7 @@ def predict_item(
     try:
         (output,) = run_flow(
             [spec],
-            model.batcher,
+            detector,
             options,
             open_slot=open_fetched,
             on_slot=on_slot,

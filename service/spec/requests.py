@@ -98,8 +98,12 @@ class SlotIn(BaseModel):
 class ItemIn(BaseModel):
     name: str = Field(min_length=1, max_length=300)
     slots: list[SlotIn] = Field(min_length=1)
-    external_ids: dict[Literal["label_studio", "v7", "encord"], Annotated[str, Field(max_length=300)]] | None = Field(
-        None, description="the item in each destination: LS task id, V7 item id (else found by name), Encord data hash"
+    external_ids: (
+        dict[Literal["label_studio", "v7", "encord", "cvat"], Annotated[str, Field(max_length=300)]] | None
+    ) = Field(
+        None,
+        description="the item in each destination: LS task id, V7 item id (else found by name), Encord data hash, "
+        "CVAT task id",
     )
 
     model_config = ConfigDict(extra="forbid")
@@ -116,8 +120,9 @@ class ItemIn(BaseModel):
 class Destination(BaseModel):
     """A labeling tool the job pushes each finished item to (credentials come from the server's settings)."""
 
-    backend: Literal["label_studio", "v7", "encord"]
+    backend: Literal["label_studio", "v7", "encord", "cvat"]
     project: int | None = Field(None, ge=1, description="Label Studio project id")
+    task: int | None = Field(None, ge=1, description="CVAT task id")
 
     model_config = ConfigDict(extra="forbid")
 

@@ -9,6 +9,7 @@ with its own secret from the settings and answers 404 while that secret is unset
 | ``/label-studio`` | ``webhook_label_studio_secrets`` | ``X-Preannotate-Secret`` (a custom header on the LS webhook) |
 | ``/s3`` | ``webhook_s3_secrets`` | ``Authorization`` (MinIO ``auth_token``; ``Bearer`` optional) |
 | ``/v7`` | ``webhook_v7_secrets`` | ``Authorization`` (the webhook stage's authorisation header) |
+| ``/cvat`` | ``webhook_cvat_secrets`` | HMAC: ``X-Signature-256: sha256=<HMAC-SHA256 of the body>`` (CVAT's own) |
 | ``/generic`` | ``webhook_generic_secrets`` | HMAC: ``X-Preannotate-Timestamp`` / ``-Signature`` / ``-Delivery`` |
 
 Each request: body capped (413 before any secret check), secret compared in constant time (401), parsed,
@@ -36,14 +37,20 @@ from service.api.deps import StateDep, dep_models
 from service.api.openapi import schema_ref
 from service.api.schemas import error_responses
 from service.api.state import AppState
+from service.backends.cvat import CvatClient
+from service.backends.cvat import config_from_settings as cvat_config_from_settings
 from service.backends.label_studio import config_from_settings
 from service.backends.media import VIA_SCHEMES
 from service.backends.origin_auth import origin_of
+from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.errors import ErrorCode, PreannotateError
+from service.intake import cvat as cvat_intake
 from service.intake import label_studio as ls
 from service.intake import v7
 from service.intake.auth import check_authorization, check_shared_secret, read_body, require_enabled
 from service.intake.config import WebhookConfig
+from service.intake.cvat_tasks import frame_stride, plan_frames, task_items
+from service.intake.cvat_tasks import task_idem as cvat_task_idem
 from service.intake.responses import Outcome, WebhookAccepted
 from service.intake.s3_events import S3Object, object_idem, parse_events, s3_job
 from service.intake.signatures import (
@@ -332,6 +339,90 @@ async def v7_webhook(
 
     await _in_store_writer(submit)
     log.info("v7 webhook: item %s: %s", delivery.item_id, "new job" if outcome.jobs[0].created else "duplicate")
+    return outcome.answer(response)
+
+
+# -- CVAT --------------------------------------------------------------------------------------------------------
+
+
+def _cvat_client(request: Request, state: AppState) -> CvatClient:
+    """The server's CVAT client, built once per app (it logs in on first use)."""
+    with _STATE_LOCK:
+        client: CvatClient | None = getattr(request.app.state, "cvat_client", None)
+        if client is None:
+            config = cvat_config_from_settings(state.settings)
+            if config is None:
+                raise PreannotateError(
+                    ErrorCode.BACKEND_NOT_CONFIGURED, "the CVAT webhook needs cvat_url and a token or username/password"
+                )
+            client = CvatClient(config, fetch_policy=state.settings.fetch_policy())
+            request.app.state.cvat_client = client
+        return client
+
+
+@router.post(
+    "/cvat",
+    status_code=202,
+    responses=_ANSWERS,
+    openapi_extra=_body_doc(
+        "A CVAT webhook delivery (create:task, update:task and create:job make jobs; other events are acknowledged).",
+        {"type": "object", "required": ["event"], "properties": {"event": {"type": "string"}}},
+    ),
+)
+async def cvat_webhook(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    config: WebhookConfigDep,
+    signature: Annotated[
+        str | None, Header(alias=cvat_intake.SIGNATURE_HEADER, description="sha256=<HMAC-SHA256 of the body>")
+    ] = None,
+) -> WebhookAccepted:
+    """Preannotate the task the delivery is about, once its data is there, and push the result to that task.
+
+    The job's key is the task and its data (``task_idem``): a repeated or replayed delivery is a no-op.
+    """
+    require_enabled(config.cvat_secrets, "cvat")
+    body = await read_body(request, config.max_body_bytes)
+    cvat_intake.verify_signature(signature, body, config.cvat_secrets)
+    delivery = cvat_intake.parse_delivery(json_body(body))
+    outcome = Outcome(_status_url(request))
+    if not delivery.starts_work or delivery.task_id is None:
+        outcome.ignore(f"{delivery.event}: no task to preannotate")
+        return outcome.answer(response)
+    task_id = delivery.task_id
+    settings = state.settings
+    client = _cvat_client(request, state)
+    models = dep_models(state)
+    tenant = webhook_tenant(state)
+
+    def submit() -> None:
+        try:
+            task = client.task(task_id)
+            if task.size <= 0:
+                outcome.ignore(f"task {task_id} has no data yet")
+                return
+            frames = client.frames(task)
+        except BackendError as exc:
+            raise backend_error_to_preannotate(exc) from None
+        every = frame_stride(frames, fps=settings.fps, video_fps=settings.cvat_video_fps)
+        plan = plan_frames(frames, every, max_frames=settings.cvat_max_frames_per_task, task_id=task_id)
+        items = task_items(client.config.url, task, frames, plan, quality=settings.cvat_frame_quality)
+        destination = Destination(backend="cvat", task=task_id)
+        size = settings.max_items_per_job
+        for n, start in enumerate(range(0, len(items), size)):
+            job = JobCreate(items=items[start : start + size], model=config.cvat_model, destinations=[destination])
+            prepared = prepare_job(job, settings=settings, models=models, extra_schemes=VIA_SCHEMES)
+            key = cvat_task_idem(task, frames, prepared.spec) + (f":{n}" if n else "")
+            _enqueue(outcome, state, tenant, prepared, key, f"cvat task {task_id}")
+
+    await _in_store_writer(submit)
+    log.info(
+        "cvat webhook: %s task %d: %s",
+        delivery.event,
+        task_id,
+        "ignored" if not outcome.jobs else ("new job" if any(j.created for j in outcome.jobs) else "duplicate"),
+    )
     return outcome.answer(response)
 
 

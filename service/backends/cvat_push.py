@@ -1,0 +1,307 @@
+"""CVAT as a job destination (``{"backend": "cvat", "task": ID}``): an item's objects written to a task, safe to repeat.
+
+A push replaces only *this model's untouched* objects: ``source: auto`` (CVAT's UI turns an object a person edits
+into ``semi-auto``) with our marker attribute naming the same model spec (any version). People's objects, objects
+people edited, and other models' objects are never touched. Objects equal to what is there already are left as they
+are (``unchanged``): a second run creates nothing.
+
+The scope of a replacement is the item: a video (one item per task) replaces this model's objects over the whole
+task; an image replaces them on its own frame. New objects are created before the old ones are deleted (one PATCH
+each, each one transaction in CVAT), so a failure between the two leaves both, which the next run cleans up, never
+neither. A create whose outcome is unknown (timeout, 5xx) is not sent again blindly: the task is read again and what
+landed is adopted.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from service.backends.base import (
+    Backend,
+    CvatPushRecord,
+    Lazy,
+    PushRecord,
+    require_configured,
+)
+from service.backends.cvat import (
+    BACKEND,
+    CvatClient,
+    CvatLabelInfo,
+    CvatStoredAnnotations,
+    CvatStoredObject,
+    config_from_settings,
+    parse_frame_url,
+)
+from service.backends.retry import BackendError, backend_error_to_preannotate
+from service.config import Settings
+from service.convert.cvat import CvatConversion, TaskFrameOf, item_to_cvat, marker_spec, model_marker
+from service.convert.cvat_types import SOURCE_AUTO, CvatAnnotations, CvatFrames, empty_annotations
+from service.convert.types import ModelRef
+from service.errors import ErrorCode, PreannotateError
+from service.pipeline.frames import MediaKind
+from service.pipeline.predictions import ItemPredictions
+from service.spec.job import JobSpec
+from service.spec.requests import Destination, ItemIn, SlotIn
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[ItemIn, ItemPredictions]
+
+
+class CvatPusher(Backend):
+    """Pushes to the configured CVAT; the client is built (and logs in) on the first push."""
+
+    name: Literal["cvat"] = "cvat"
+
+    def __init__(self, settings: Settings, *, client: CvatClient | None = None) -> None:
+        self._settings = settings
+        self._client = Lazy(lambda: client or self._build())
+
+    def _build(self) -> CvatClient:
+        config = config_from_settings(self._settings)
+        if config is None:
+            raise PreannotateError(ErrorCode.BACKEND_NOT_CONFIGURED, "CVAT is not configured")
+        return CvatClient(config, fetch_policy=self._settings.fetch_policy())
+
+    def check(self, destination: Destination, items: Sequence[ItemIn]) -> None:
+        require_configured(config_from_settings(self._settings) is not None, self.name)
+        if destination.task is None:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "a cvat destination needs its task id")
+
+    def push(self, destination: Destination, item: ItemIn, predictions: ItemPredictions, spec: JobSpec) -> PushRecord:
+        return self._push(destination, [(item, predictions)], spec.model_ref)
+
+    def push_many(
+        self, destination: Destination, entries: Sequence[tuple[ItemIn, ItemPredictions]], spec: JobSpec
+    ) -> list[PushRecord | PreannotateError]:
+        """One read and one write for all the entries (they share the destination's task)."""
+        if not entries:
+            return []
+        try:
+            record: PushRecord | PreannotateError = self._push(destination, entries, spec.model_ref)
+        except PreannotateError as exc:
+            record = exc
+        return [record] * len(entries)
+
+    def _push(self, destination: Destination, entries: Sequence[Entry], model: ModelRef) -> CvatPushRecord:
+        if destination.task is None:
+            raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "a cvat destination needs its task id")
+        try:
+            return push_task(self._client.get(), destination.task, entries, model)
+        except BackendError as exc:
+            raise backend_error_to_preannotate(exc) from None
+
+    def close(self) -> None:
+        client = self._client.take()
+        if client is not None:
+            client.close()
+
+
+def push_task(
+    client: CvatClient,
+    task_id: int,
+    entries: Sequence[Entry],
+    model: ModelRef,
+    *,
+    aliases: Mapping[str, str] | None = None,
+) -> CvatPushRecord:
+    """Leave exactly the entries' objects of ``model`` on the task (see the module docs).
+
+    Raises:
+        BackendError: CVAT refused, or kept failing past the retry policy.
+        PreannotateError: INVALID_ARGUMENT for an item whose frames belong to another task.
+    """
+    task = client.task(task_id)
+    frames = client.frames(task)
+    numbering = [slot_task_frames(item, task_id, frames) for item, _ in entries]
+    infos = client.labels(task_id)
+    needed = labels_for_classes(_class_names(entries, model), infos, aliases)
+    infos = [client.add_marker(info) if info.id in needed else info for info in infos]
+    labels = [info.as_label() for info in infos if info.marker_id() is not None]
+    conversions = [
+        item_to_cvat(predictions, task_frames, labels, model, aliases=aliases)
+        for (_, predictions), task_frames in zip(entries, numbering, strict=True)
+    ]
+    new = _merged(c.annotations for c in conversions)
+    whole_task = any(_is_video(predictions) for _, predictions in entries)
+    covered = frozenset().union(*(c.frames for c in conversions))
+    markers = {info.id: info.marker_id() for info in infos}
+    ours = our_objects(client.annotations(task_id), markers, model.spec, None if whole_task else covered)
+    dropped = sum((c.dropped for c in conversions), Counter[str]())
+    off_task = sum(c.off_task for c in conversions)
+    marker = model_marker(model)
+
+    def record(outcome: str, removed: int) -> CvatPushRecord:
+        return CvatPushRecord(
+            task=task_id,
+            outcome=outcome,
+            shapes=len(new["shapes"]),
+            tracks=len(new["tracks"]),
+            removed=removed,
+            dropped=dropped,
+            off_task=off_task,
+        )
+
+    if _signature(ours, markers) == _new_signature(new, marker):
+        return record("unchanged", 0)
+    if new["shapes"] or new["tracks"]:
+        _create(client, task_id, new, {o.id for o in ours}, markers, marker)
+    if ours:
+        client.change_annotations(task_id, "delete", _as_body(ours))
+    outcome = "replaced" if ours else "created"
+    if not (new["shapes"] or new["tracks"]):
+        outcome = "removed" if ours else "unchanged"
+    return record(outcome, len(ours))
+
+
+def _create(
+    client: CvatClient,
+    task_id: int,
+    new: CvatAnnotations,
+    before: set[int],
+    markers: Mapping[int, int | None],
+    marker: str,
+) -> None:
+    """Create ``new``; a send whose outcome is unknown is checked against the task before it is sent again."""
+    policy = client.config.retry
+    once = replace(policy, statuses=frozenset({429}), retry_transport_errors=False)
+    for attempt in range(1, policy.max_attempts + 1):
+        try:
+            client.change_annotations(task_id, "create", new, retry=once)
+            return
+        except BackendError as exc:
+            if not exc.retryable or attempt == policy.max_attempts:
+                raise
+            log.warning("cvat: task %d: creating objects failed (%s); reading the task again", task_id, exc.message)
+        stored = client.annotations(task_id)
+        landed = [
+            o
+            for o in (*stored.shapes, *stored.tracks)
+            if o.id not in before and o.marker(markers.get(o.label_id)) == marker
+        ]
+        if len(landed) >= len(new["shapes"]) + len(new["tracks"]):
+            return  # the create went through after all
+        policy.sleep(policy.backoff_s(attempt))
+
+
+def our_objects(
+    stored: CvatStoredAnnotations,
+    markers: Mapping[int, int | None],
+    spec: str,
+    frames: frozenset[int] | None,
+) -> list[CvatStoredObject]:
+    """This model's untouched objects (any version), on ``frames`` (None: anywhere in the task)."""
+    found: list[CvatStoredObject] = []
+    for obj in (*stored.shapes, *stored.tracks):
+        value = obj.marker(markers.get(obj.label_id))
+        if obj.source != SOURCE_AUTO or value is None or marker_spec(value) != spec:
+            continue
+        if frames is None or obj.frame in frames:
+            found.append(obj)
+    return found
+
+
+def labels_for_classes(
+    class_names: Iterable[str], labels: Sequence[CvatLabelInfo], aliases: Mapping[str, str] | None
+) -> set[int]:
+    """The ids of the labels these model classes map to (name or alias, case-insensitive)."""
+    by_name = {label.name.strip().lower(): label.id for label in labels}
+    lower = {k.strip().lower(): v for k, v in (aliases or {}).items()}
+    found: set[int] = set()
+    for name in class_names:
+        target = lower.get(name.strip().lower(), name).strip().lower()
+        if target in by_name:
+            found.add(by_name[target])
+    return found
+
+
+def slot_task_frames(item: ItemIn, task_id: int, frames: CvatFrames) -> dict[str, TaskFrameOf]:
+    """Each slot's frame numbering on the task: frames fetched from the task keep their numbers; a source video's
+    frames go through the task's start, stop and step; an image is the task frame of the same file name.
+
+    Raises:
+        PreannotateError: INVALID_ARGUMENT for frames of another CVAT task.
+    """
+    return {slot.name: _slot_frames(item, slot, task_id, frames) for slot in item.slots}
+
+
+def _slot_frames(item: ItemIn, slot: SlotIn, task_id: int, frames: CvatFrames) -> TaskFrameOf:
+    urls = slot.all_urls()
+    parsed = [parse_frame_url(url) for url in urls]
+    if any(p is not None for p in parsed):
+        if not all(p is not None and p[0] == task_id for p in parsed):
+            raise PreannotateError(
+                ErrorCode.INVALID_ARGUMENT, f"item {item.name!r}: slot {slot.name!r} holds frames of another CVAT task"
+            )
+        numbers = [p[1] for p in parsed if p is not None]
+        return lambda index: numbers[index] if 0 <= index < len(numbers) else None
+    if frames.video:
+        return frames.of_source_frame
+    by_name: dict[str, int] = {}
+    for n, name in enumerate(frames.names):
+        by_name.setdefault(posixpath.basename(name), n)
+    numbers_or_none = [by_name.get(posixpath.basename(urlsplit(url).path)) for url in urls]
+    return lambda index: numbers_or_none[index] if 0 <= index < len(numbers_or_none) else None
+
+
+def _is_video(predictions: ItemPredictions) -> bool:
+    """A video, or frames fetched from a video task: its objects span the task (a track has no one frame)."""
+    return any(meta.media in (MediaKind.VIDEO, MediaKind.SEQUENCE) for meta in predictions.slots)
+
+
+def _class_names(entries: Sequence[Entry], model: ModelRef) -> set[str]:
+    return {model.class_names[int(c)] for _, p in entries for f in p.frames for c in f.detections.class_id.tolist()}
+
+
+def _merged(parts: Iterable[CvatAnnotations]) -> CvatAnnotations:
+    merged = empty_annotations()
+    for part in parts:
+        merged["shapes"] += part["shapes"]
+        merged["tracks"] += part["tracks"]
+    return merged
+
+
+def _as_body(objects: Sequence[CvatStoredObject]) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": 0, "tags": [], "shapes": [], "tracks": []}
+    for obj in objects:
+        body["tracks" if obj.shapes is not None else "shapes"].append(obj.to_json())
+    return body
+
+
+def _points(values: Iterable[Any]) -> tuple[float, ...]:
+    return tuple(round(float(v), 2) for v in values)
+
+
+def _signature(objects: Sequence[CvatStoredObject], markers: Mapping[int, int | None]) -> Counter[tuple[Any, ...]]:
+    found: Counter[tuple[Any, ...]] = Counter()
+    for obj in objects:
+        extra = obj.model_extra or {}
+        marker = obj.marker(markers.get(obj.label_id))
+        if obj.shapes is None:
+            found[("shape", obj.frame, obj.label_id, extra.get("type"), _points(extra.get("points", ())), marker)] += 1
+        else:
+            keys = tuple(
+                (int(s["frame"]), s.get("type"), bool(s.get("outside")), _points(s.get("points", ())))
+                for s in obj.shapes
+            )
+            found[("track", obj.label_id, keys, marker)] += 1
+    return found
+
+
+def _new_signature(new: CvatAnnotations, marker: str) -> Counter[tuple[Any, ...]]:
+    found: Counter[tuple[Any, ...]] = Counter()
+    for shape in new["shapes"]:
+        found[("shape", shape["frame"], shape["label_id"], shape["type"], _points(shape["points"]), marker)] += 1
+    for track in new["tracks"]:
+        keys = tuple((s["frame"], s["type"], s["outside"], _points(s["points"])) for s in track["shapes"])
+        found[("track", track["label_id"], keys, marker)] += 1
+    return found
+
+
+__all__ = ["BACKEND", "CvatConversion", "CvatPusher", "push_task"]

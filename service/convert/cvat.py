@@ -1,0 +1,255 @@
+"""An item's predictions as CVAT annotations: shapes on images, tracks on videos (docs: ``cvat_types``).
+
+A video's objects become ``tracks``: one keyframe per sampled frame the object was seen on, ``outside: true`` on the
+first sampled frame it was missed (CVAT interpolates between keyframes, and would otherwise carry the last box on to
+the end of the task). Images, and detections no tracker linked, become ``shapes``. Every object is ``source: auto``
+and carries the model's marker (``MARKER_ATTRIBUTE``), so a re-run can tell its own objects from people's.
+
+Frame numbers are the task's: each slot comes with a function from its ``frame_index`` (a source video's frame, or a
+position in the frames fetched from CVAT) to the task frame, and frames the task does not hold are counted, not
+written. Model classes map to the task's labels by name, case-insensitively, or through ``aliases``; a class no label
+takes is counted in ``dropped``. Masks become polygons (the largest part of each) where the label takes polygons.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from service.convert.cvat_types import (
+    SOURCE_AUTO,
+    CvatAnnotations,
+    CvatAttributeValue,
+    CvatLabel,
+    CvatShape,
+    CvatShapeType,
+    CvatTrack,
+    CvatTrackedShape,
+    empty_annotations,
+)
+from service.convert.masks import mask_to_polygons
+from service.convert.types import ModelRef
+from service.pipeline.frames import FrameResult
+from service.pipeline.predictions import ItemPredictions
+from service.pipeline.tracks import TRACKED_MEDIA, Track, TrackBox, tracks_of
+
+TaskFrameOf = Callable[[int], int | None]
+"""A slot's ``frame_index`` -> the task frame it is, or None when the task does not hold it."""
+POINT_DECIMALS = 2
+
+
+def model_marker(model: ModelRef) -> str:
+    """The marker our objects carry: ``<spec>@<version>`` (a re-run of the same spec replaces older versions')."""
+    return f"{model.spec}@{model.version}"
+
+
+def marker_spec(marker: str) -> str:
+    """The model spec a marker names (``model_marker``'s inverse, for the part before the version)."""
+    return marker.rpartition("@")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class CvatConversion:
+    """What an item became.
+
+    Attributes:
+        annotations: The shapes and tracks to create.
+        frames: Every task frame the item's sampled frames are (what a push replaces our objects on).
+        dropped: Detections per model class that no label takes (by name, alias or shape type).
+        off_task: Sampled frames that are no frame of the task (before its start, after its stop).
+    """
+
+    annotations: CvatAnnotations
+    frames: frozenset[int]
+    dropped: Counter[str]
+    off_task: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Labels:
+    by_name: Mapping[str, CvatLabel]
+    aliases: Mapping[str, str]
+
+    def for_class(self, class_name: str) -> CvatLabel | None:
+        key = class_name.strip().lower()
+        target = self.aliases.get(key, class_name).strip().lower()
+        return self.by_name.get(target)
+
+
+def item_to_cvat(
+    predictions: ItemPredictions,
+    task_frames: Mapping[str, TaskFrameOf],
+    labels: Sequence[CvatLabel],
+    model: ModelRef,
+    *,
+    aliases: Mapping[str, str] | None = None,
+) -> CvatConversion:
+    """The item's objects on the task.
+
+    Args:
+        predictions: The item (tracker ids in its video detections: tracks; none: shapes).
+        task_frames: Each slot's frame numbering; a slot missing here is not written.
+        labels: The task's labels, each with its ``marker_id`` (the push adds the attribute first).
+        model: Whose predictions these are (class names, the marker).
+        aliases: Model class -> label name, case-insensitive; wins over the class's own name.
+
+    Raises:
+        ValueError: A label without its marker attribute (a push must add it before converting).
+    """
+    missing = [label.name for label in labels if label.marker_id is None]
+    if missing:
+        raise ValueError(f"labels {missing} have no marker attribute")
+    table = _Labels(
+        by_name={label.name.strip().lower(): label for label in labels},
+        aliases={k.strip().lower(): v for k, v in (aliases or {}).items()},
+    )
+    out = empty_annotations()
+    dropped: Counter[str] = Counter()
+    covered: set[int] = set()
+    off_task = 0
+    marker = model_marker(model)
+    for meta in predictions.slots:
+        to_task = task_frames.get(meta.slot)
+        frames = predictions.frames_of_slot(meta.slot)
+        if to_task is None or not frames:
+            continue
+        numbered = [(f, to_task(f.info.frame_index)) for f in sorted(frames, key=lambda r: r.info.frame_index)]
+        off_task += sum(1 for _, n in numbered if n is None)
+        kept = [(f, n) for f, n in numbered if n is not None]
+        covered.update(n for _, n in kept)
+        tracked = meta.media in TRACKED_MEDIA and any(f.detections.tracker_id is not None for f, _ in kept)
+        if tracked:
+            sampled = sorted({n for _, n in kept})
+            by_index = {f.info.frame_index: n for f, n in kept}
+            for track in tracks_of([f for f, _ in kept]):
+                made = _track(track, by_index, sampled, table, model, marker, dropped)
+                if made is not None:
+                    out["tracks"].append(made)
+        else:
+            for result, frame in kept:
+                out["shapes"] += _shapes(result, frame, table, model, marker, dropped)
+    return CvatConversion(out, frozenset(covered), dropped, off_task)
+
+
+def _marker(label: CvatLabel, marker: str) -> list[CvatAttributeValue]:
+    assert label.marker_id is not None  # checked in item_to_cvat
+    return [{"spec_id": label.marker_id, "value": marker}]
+
+
+def _shapes(
+    result: FrameResult,
+    frame: int,
+    labels: _Labels,
+    model: ModelRef,
+    marker: str,
+    dropped: Counter[str],
+) -> list[CvatShape]:
+    dets = result.detections
+    shapes: list[CvatShape] = []
+    for row in range(len(dets)):
+        name = model.class_names[int(dets.class_id[row])]
+        label = labels.for_class(name)
+        box = TrackBox(result.info.frame_index, result.info.timestamp_s, _xyxy(dets.xyxy[row]), 0.0)
+        if dets.masks is not None:
+            box = TrackBox(box.frame_index, box.timestamp_s, box.xyxy, 0.0, dets.masks[row : row + 1])
+        kind = None if label is None else _shape_type(label, [box])
+        points = None if kind is None else _points(kind, box)
+        if label is None or kind is None or points is None:
+            dropped[name] += 1
+            continue
+        shapes.append(
+            {
+                "type": kind,
+                "frame": frame,
+                "label_id": label.id,
+                "points": points,
+                "occluded": False,
+                "outside": False,
+                "z_order": 0,
+                "rotation": 0.0,
+                "group": 0,
+                "source": SOURCE_AUTO,
+                "attributes": _marker(label, marker),
+            }
+        )
+    return shapes
+
+
+def _track(
+    track: Track,
+    task_frame: Mapping[int, int],
+    sampled: Sequence[int],
+    labels: _Labels,
+    model: ModelRef,
+    marker: str,
+    dropped: Counter[str],
+) -> CvatTrack | None:
+    name = model.class_names[track.class_id]
+    label = labels.for_class(name)
+    kind = None if label is None else _shape_type(label, track.boxes)
+    if label is None or kind is None:
+        dropped[name] += len(track.boxes)
+        return None
+    position = {frame: n for n, frame in enumerate(sampled)}
+    shapes: list[CvatTrackedShape] = []
+    last: tuple[int, list[float]] | None = None  # (position, points) of the previous keyframe
+    for box in track.boxes:
+        frame = task_frame[box.frame_index]
+        points = _points(kind, box)
+        if points is None:  # a mask with no pixels: this keyframe alone is left out
+            continue
+        if last is not None and position[frame] == last[0]:
+            continue  # two sampled frames on one task frame (a source finer than the task's step)
+        if last is not None and position[frame] > last[0] + 1:  # missed on the samples between
+            shapes.append(_keyframe(kind, sampled[last[0] + 1], last[1], outside=True))
+        shapes.append(_keyframe(kind, frame, points, outside=False))
+        last = (position[frame], points)
+    if last is None:
+        dropped[name] += len(track.boxes)
+        return None
+    if last[0] + 1 < len(sampled):  # gone by the next sample: hide it from there on
+        shapes.append(_keyframe(kind, sampled[last[0] + 1], last[1], outside=True))
+    return {
+        "frame": shapes[0]["frame"],
+        "label_id": label.id,
+        "group": 0,
+        "source": SOURCE_AUTO,
+        "attributes": _marker(label, marker),
+        "shapes": shapes,
+    }
+
+
+def _keyframe(kind: CvatShapeType, frame: int, points: list[float], *, outside: bool) -> CvatTrackedShape:
+    return {
+        "type": kind,
+        "frame": frame,
+        "points": points,
+        "occluded": False,
+        "outside": outside,
+        "z_order": 0,
+        "rotation": 0.0,
+        "attributes": [],
+    }
+
+
+def _shape_type(label: CvatLabel, boxes: Sequence[TrackBox]) -> CvatShapeType | None:
+    """Polygons where every box has a mask and the label takes them, else rectangles where it takes those."""
+    if label.takes("polygon") and boxes and all(b.mask is not None for b in boxes):
+        return "polygon"
+    return "rectangle" if label.takes("rectangle") else None
+
+
+def _points(kind: CvatShapeType, box: TrackBox) -> list[float] | None:
+    if kind == "rectangle":
+        return [round(v, POINT_DECIMALS) for v in box.xyxy]
+    assert box.mask is not None  # _shape_type chose polygons for masked boxes only
+    parts = mask_to_polygons(box.mask, 0)
+    if not parts:
+        return None
+    return [round(float(v), POINT_DECIMALS) for v in parts[0].outer_xy.reshape(-1)]
+
+
+def _xyxy(row: Sequence[float]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in row)
+    return x1, y1, x2, y2

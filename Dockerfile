@@ -67,7 +67,7 @@ ARG ORT_GPU_VERSION=1.31.1
 RUN python3.12 -m venv /opt/venv \
  && /opt/venv/bin/pip install ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"} "torch==${TORCH_VERSION}" \
  && wheel=$(echo /wheels/preannotate-*.whl) \
- && /opt/venv/bin/pip install "${wheel}[hf,s3,encord]" "torch==${TORCH_VERSION}" \
+ && /opt/venv/bin/pip install "${wheel}[hf,s3,encord,cvat]" "torch==${TORCH_VERSION}" \
  && /opt/venv/bin/pip uninstall -y onnxruntime \
  && /opt/venv/bin/pip install "onnxruntime-gpu==${ORT_GPU_VERSION}" "nvidia-ml-py>=12"
 
@@ -78,7 +78,7 @@ ARG TORCH_CPU_INDEX_URL=
 RUN python3.12 -m venv /opt/venv \
  && /opt/venv/bin/pip install ${TORCH_CPU_INDEX_URL:+--index-url "${TORCH_CPU_INDEX_URL}"} "torch==${TORCH_VERSION}" \
  && wheel=$(echo /wheels/preannotate-*.whl) \
- && /opt/venv/bin/pip install "${wheel}[hf,s3,encord]" "torch==${TORCH_VERSION}"
+ && /opt/venv/bin/pip install "${wheel}[hf,s3,encord,cvat]" "torch==${TORCH_VERSION}"
 
 # ---------------------------------------------------------------------------------------------------------
 # Runtime stages. The two differ only in their base image and venv; tests/unit/test_deploy.py checks that

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.backends.base import CvatPushRecord
-from service.backends.cvat import CvatClient, frame_url
+from service.backends.cvat import CvatClient
 from service.backends.cvat_push import Entry, push_task
 from service.backends.media import CVAT, split_via
 from service.backends.retry import BackendError, backend_error_to_preannotate
@@ -83,17 +83,18 @@ class CvatSyncReport:
     dropped: Counter[str] = field(default_factory=Counter)
 
     def count(self, record: CvatPushRecord) -> None:
+        self.dropped.update(record.dropped)
+        self.off_task += record.off_task
         if record.outcome == "created":
             self.created += 1
         elif record.outcome in ("replaced", "removed"):
             self.replaced += 1
         else:
             self.unchanged += 1
+            return
         self.shapes += record.shapes
         self.tracks += record.tracks
         self.removed += record.removed
-        self.off_task += record.off_task
-        self.dropped.update(record.dropped)
 
 
 class CvatFrameFetcher(Fetcher):
@@ -217,4 +218,4 @@ def check_task_ids(task_ids: tuple[int, ...]) -> tuple[int, ...]:
     return task_ids
 
 
-__all__ = ["CvatFrameFetcher", "CvatSyncOptions", "CvatSyncReport", "frame_url", "sync_tasks"]
+__all__ = ["CvatFrameFetcher", "CvatSyncOptions", "CvatSyncReport", "sync_tasks"]

@@ -59,8 +59,12 @@ class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class CvatJobsSummary(_Answer):
+    count: int = 0
+
+
 class CvatTaskInfo(_Answer):
-    """A task as ``GET /api/tasks/{id}`` answers it."""
+    """A task as ``GET /api/tasks/{id}`` answers it (``jobs.count`` is 0 until CVAT has processed its data)."""
 
     id: int
     name: str = ""
@@ -69,6 +73,12 @@ class CvatTaskInfo(_Answer):
     project_id: int | None = None
     dimension: str = "2d"
     updated_date: str | None = None
+    jobs: CvatJobsSummary | None = None
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the task's frames can be read: CVAT creates the jobs once its data is processed."""
+        return self.size > 0 and (self.jobs is None or self.jobs.count > 0)
 
 
 class CvatFrameInfo(_Answer):
@@ -404,7 +414,7 @@ class CvatClient:
         Raises:
             BackendError: the task has no data yet, or a frame filter we do not know.
         """
-        if task.size <= 0:
+        if not task.has_data:
             raise BackendError(BACKEND, f"task {task.id} has no data yet", status=None, retryable=False)
         meta = self.data_meta(task.id)
         try:

@@ -399,7 +399,7 @@ async def cvat_webhook(
     def submit() -> None:
         try:
             task = client.task(task_id)
-            if task.size <= 0:
+            if not task.has_data:  # its jobs come once CVAT has processed the data: create:job says so
                 outcome.ignore(f"task {task_id} has no data yet")
                 return
             frames = client.frames(task)

@@ -564,8 +564,9 @@ def _sdk_model(model: str, /, **values: Any) -> Any:
 def _api_error(
     what: str, status: int, body: object, policy: RetryPolicy, retry_after: float | None, *, auth: bool
 ) -> BackendError:
-    if status in (401, 403) and auth:
-        # The body may echo a submitted credential back: never include it.
+    if status == 401 or (status == 403 and auth):
+        # The body may echo the submitted credential back (a token revoked mid-run too): never include it. A 403
+        # past the login is a permission, whose text says which.
         return BackendError(
             BACKEND, f"{what}: CVAT refused the credentials (HTTP {status})", status=status, retryable=False
         )

@@ -8,7 +8,10 @@ and carries the model's marker (``MARKER_ATTRIBUTE``), so a re-run can tell its 
 Frame numbers are the task's: each slot comes with a function from its ``frame_index`` (a source video's frame, or a
 position in the frames fetched from CVAT) to the task frame, and frames the task does not hold are counted, not
 written. Model classes map to the task's labels by name, case-insensitively, or through ``aliases``; a class no label
-takes is counted in ``dropped``. Masks become polygons (the largest part of each) where the label takes polygons.
+takes is counted in ``dropped``. Masks become polygons (the largest part of each) where the label takes polygons; a
+box whose mask has no pixel (the segmenter found nothing) is its rectangle, or in a polygon track (one shape type per
+track) its rectangle as a polygon, as Darwin draws it. Two samples on one task frame (a source sampled finer than the
+task's step) are drawn once: the first.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from service.convert.cvat_types import (
     CvatTrackedShape,
     empty_annotations,
 )
+from service.convert.darwin_masks import has_mask
 from service.convert.masks import mask_to_polygons
 from service.convert.types import ModelRef
 from service.pipeline.frames import FrameResult
@@ -127,8 +131,11 @@ def item_to_cvat(
                 if made is not None:
                     out["tracks"].append(made)
         else:
+            drawn: set[int] = set()
             for result, frame in kept:
-                out["shapes"] += _shapes(result, frame, table, model, marker, dropped)
+                if frame not in drawn:  # later samples on the same task frame would stack copies of each object
+                    drawn.add(frame)
+                    out["shapes"] += _shapes(result, frame, table, model, marker, dropped)
     return CvatConversion(out, frozenset(covered), dropped, off_task)
 
 
@@ -154,8 +161,7 @@ def _shapes(
         if dets.masks is not None:
             box = TrackBox(box.frame_index, box.timestamp_s, box.xyxy, 0.0, dets.masks[row : row + 1])
         kind = None if label is None else _shape_type(label, [box])
-        points = None if kind is None else _points(kind, box)
-        if label is None or kind is None or points is None:
+        if label is None or kind is None:
             dropped[name] += 1
             continue
         shapes.append(
@@ -163,7 +169,7 @@ def _shapes(
                 "type": kind,
                 "frame": frame,
                 "label_id": label.id,
-                "points": points,
+                "points": _points(kind, box),
                 "occluded": False,
                 "outside": False,
                 "z_order": 0,
@@ -196,17 +202,14 @@ def _track(
     last: tuple[int, list[float]] | None = None  # (position, points) of the previous keyframe
     for box in track.boxes:
         frame = task_frame[box.frame_index]
-        points = _points(kind, box)
-        if points is None:  # a mask with no pixels: this keyframe alone is left out
-            continue
         if last is not None and position[frame] == last[0]:
             continue  # two sampled frames on one task frame (a source finer than the task's step)
+        points = _points(kind, box)
         if last is not None and position[frame] > last[0] + 1:  # missed on the samples between
             shapes.append(_keyframe(kind, sampled[last[0] + 1], last[1], outside=True))
         shapes.append(_keyframe(kind, frame, points, outside=False))
         last = (position[frame], points)
-    if last is None:
-        dropped[name] += len(track.boxes)
+    if last is None:  # a track without boxes (tracks_of makes none)
         return None
     if last[0] + 1 < len(sampled):  # gone by the next sample: hide it from there on
         shapes.append(_keyframe(kind, sampled[last[0] + 1], last[1], outside=True))
@@ -234,20 +237,20 @@ def _keyframe(kind: CvatShapeType, frame: int, points: list[float], *, outside: 
 
 
 def _shape_type(label: CvatLabel, boxes: Sequence[TrackBox]) -> CvatShapeType | None:
-    """Polygons where every box has a mask and the label takes them, else rectangles where it takes those."""
-    if label.takes("polygon") and boxes and all(b.mask is not None for b in boxes):
+    """Polygons where a box has mask pixels and the label takes them, else rectangles where it takes those."""
+    if label.takes("polygon") and any(has_mask(b) for b in boxes):
         return "polygon"
     return "rectangle" if label.takes("rectangle") else None
 
 
-def _points(kind: CvatShapeType, box: TrackBox) -> list[float] | None:
-    if kind == "rectangle":
-        return [round(v, POINT_DECIMALS) for v in box.xyxy]
-    assert box.mask is not None  # _shape_type chose polygons for masked boxes only
-    parts = mask_to_polygons(box.mask, 0)
-    if not parts:
-        return None
-    return [round(float(v), POINT_DECIMALS) for v in parts[0].outer_xy.reshape(-1)]
+def _points(kind: CvatShapeType, box: TrackBox) -> list[float]:
+    x1, y1, x2, y2 = (round(v, POINT_DECIMALS) for v in box.xyxy)
+    parts = mask_to_polygons(box.mask, 0) if kind == "polygon" and box.mask is not None else []
+    if parts:
+        return [round(float(v), POINT_DECIMALS) for v in parts[0].outer_xy.reshape(-1)]
+    if kind == "polygon":  # a keyframe of a polygon track the segmenter left empty: its box, as a polygon
+        return [x1, y1, x2, y1, x2, y2, x1, y2]
+    return [x1, y1, x2, y2]
 
 
 def _xyxy(row: Sequence[float]) -> tuple[float, float, float, float]:

@@ -154,6 +154,16 @@ class CvatStoredObject(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+class CvatJobInfo(_Answer):
+    """A job: the task frames ``start_frame..stop_frame`` (inclusive) that one annotator works on. Jobs of a task may
+    overlap; a ``ground_truth`` job (CVAT's quality control) holds reference annotations and is never written."""
+
+    id: int
+    start_frame: int
+    stop_frame: int
+    type: str = "annotation"
+
+
 class CvatStoredAnnotations(_Answer):
     """``GET /api/tasks/{id}/annotations``."""
 
@@ -464,6 +474,27 @@ class CvatClient:
         )
         return sorted(int(task["id"]) for task in found if isinstance(task.get("id"), int))
 
+    def jobs(self, task_id: int) -> list[CvatJobInfo]:
+        """The task's annotation jobs, by first frame (ground-truth jobs left out)."""
+        what = f"listing task {task_id}'s jobs"
+        timeout, size = self.config.timeout_s, self.config.page_size
+        found = self._pages(
+            what,
+            lambda api, page: api.jobs_api.list(
+                task_id=task_id, page=page, page_size=size, _parse_response=False, _request_timeout=timeout
+            ),
+        )
+        jobs = parse_answer(BACKEND, list[CvatJobInfo], list(found), what)
+        return sorted((j for j in jobs if j.type == "annotation"), key=lambda j: (j.start_frame, j.id))
+
+    def job_annotations(self, job_id: int) -> CvatStoredAnnotations:
+        timeout = self.config.timeout_s
+        return self._as(
+            CvatStoredAnnotations,
+            f"reading job {job_id}'s annotations",
+            lambda api: api.jobs_api.retrieve_annotations(job_id, _parse_response=False, _request_timeout=timeout),
+        )
+
     def annotations(self, task_id: int) -> CvatStoredAnnotations:
         timeout = self.config.timeout_s
         return self._as(
@@ -513,16 +544,20 @@ class CvatClient:
             )
         return again
 
-    def change_annotations(
-        self, task_id: int, action: str, body: CvatAnnotations | Mapping[str, Any], *, retry: RetryPolicy | None = None
+    def change_job_annotations(
+        self, job_id: int, action: str, body: CvatAnnotations | Mapping[str, Any], *, retry: RetryPolicy | None = None
     ) -> None:
-        """``PATCH /api/tasks/{id}/annotations?action=create|delete``: one transaction on the server."""
+        """``PATCH /api/jobs/{id}/annotations?action=create|delete``: one transaction on the server.
+
+        Jobs, not the task: a task-level write splits a track at the jobs' boundaries itself and, where jobs overlap,
+        a task-level read merges the pieces, so a task-level delete misses some of them.
+        """
         timeout = self.config.timeout_s
         request = _sdk_model("PatchedLabeledDataRequest", **dict(body))
         self._call(
-            f"{action} annotations of task {task_id}",
-            lambda api: api.tasks_api.partial_update_annotations(
-                action, task_id, patched_labeled_data_request=request, _parse_response=False, _request_timeout=timeout
+            f"{action} annotations of job {job_id}",
+            lambda api: api.jobs_api.partial_update_annotations(
+                action, job_id, patched_labeled_data_request=request, _parse_response=False, _request_timeout=timeout
             ),
             retry=retry,
         )

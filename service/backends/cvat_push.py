@@ -2,14 +2,17 @@
 
 A push replaces only *this model's untouched* objects: ``source: auto`` (CVAT's UI turns an object a person edits
 into ``semi-auto``) with our marker attribute naming the same model spec (any version). People's objects, objects
-people edited, and other models' objects are never touched. Objects equal to what is there already are left as they
-are (``unchanged``): a second run creates nothing.
+people edited, and other models' objects are never touched. Every object of a push carries the digest of the push's
+content in its marker (``stamp_marker``): when all of this model's objects on the task carry the digest of what the
+push would write, the task is left as it is (``unchanged``), so a second run creates nothing, and an object a person
+deleted stays deleted.
 
 The scope of a replacement is the item: a video (one item per task) replaces this model's objects over the whole
-task; an image replaces them on its own frame. New objects are created before the old ones are deleted (one PATCH
-each, each one transaction in CVAT), so a failure between the two leaves both, which the next run cleans up, never
-neither. A create whose outcome is unknown (timeout, 5xx) is not sent again blindly: the task is read again and what
-landed is adopted.
+task; an image replaces them on its own frame. Writes go job by job (each job gets the part of a track on its frames,
+as an annotator opening it sees it; CVAT's export joins the parts of jobs that overlap). In each job, new objects are
+created before the old ones are deleted (one PATCH each, each one transaction in CVAT), so a failure between the two
+leaves both, which the next run cleans up, never neither. A create whose outcome is unknown (timeout, 5xx) is not sent
+again blindly: the job is read again and what landed is adopted.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from service.backends.base import (
 from service.backends.cvat import (
     BACKEND,
     CvatClient,
+    CvatJobInfo,
     CvatLabelInfo,
     CvatStoredAnnotations,
     CvatStoredObject,
@@ -40,7 +44,14 @@ from service.backends.cvat import (
 )
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
-from service.convert.cvat import CvatConversion, TaskFrameOf, item_to_cvat, marker_spec, model_marker
+from service.convert.cvat import (
+    CvatConversion,
+    TaskFrameOf,
+    annotations_in_frames,
+    item_to_cvat,
+    marker_spec,
+    stamp_marker,
+)
 from service.convert.cvat_types import SOURCE_AUTO, CvatAnnotations, CvatFrames, empty_annotations
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
@@ -132,54 +143,77 @@ def push_task(
     whole_task = any(_is_video(predictions) for _, predictions in entries)
     covered = frozenset().union(*(c.frames for c in conversions))
     markers = {info.id: info.marker_id() for info in infos}
-    ours = our_objects(client.annotations(task_id), markers, model.spec, None if whole_task else covered)
     dropped = sum((c.dropped for c in conversions), Counter[str]())
     off_task = sum(c.off_task for c in conversions)
-    marker = model_marker(model)
+    marker = stamp_marker(new)
+    scope = None if whole_task else covered
+    pushed = [
+        _push_job(client, job, new, markers, model.spec, scope, marker)
+        for job in client.jobs(task_id)
+        if scope is None or any(job.start_frame <= n <= job.stop_frame for n in scope)
+    ]
+    removed = sum(n for _, n in pushed)
+    if all(outcome is None for outcome, _ in pushed):
+        outcome = "unchanged"
+    elif not (new["shapes"] or new["tracks"]):
+        outcome = "removed"
+    else:
+        outcome = "replaced" if removed else "created"
+    return CvatPushRecord(
+        task=task_id,
+        outcome=outcome,
+        shapes=len(new["shapes"]),
+        tracks=len(new["tracks"]),
+        removed=removed,
+        dropped=dropped,
+        off_task=off_task,
+    )
 
-    def record(outcome: str, removed: int) -> CvatPushRecord:
-        return CvatPushRecord(
-            task=task_id,
-            outcome=outcome,
-            shapes=len(new["shapes"]),
-            tracks=len(new["tracks"]),
-            removed=removed,
-            dropped=dropped,
-            off_task=off_task,
-        )
 
-    if _signature(ours, markers) == _new_signature(new, marker):
-        return record("unchanged", 0)
-    if new["shapes"] or new["tracks"]:
-        _create(client, task_id, new, {o.id for o in ours}, markers, marker)
+def _push_job(
+    client: CvatClient,
+    job: CvatJobInfo,
+    new: CvatAnnotations,
+    markers: Mapping[int, int | None],
+    spec: str,
+    scope: frozenset[int] | None,
+    marker: str,
+) -> tuple[str | None, int]:
+    """Leave the part of ``new`` on the job's frames in the job; ``(None, 0)`` when it is there already, else
+    ``("written", objects removed)``."""
+    part = annotations_in_frames(new, job.start_frame, job.stop_frame)
+    ours = our_objects(client.job_annotations(job.id), markers, spec, scope)
+    writes = bool(part["shapes"] or part["tracks"])
+    if all(o.marker(markers.get(o.label_id)) == marker for o in ours) and bool(ours) == writes:
+        return None, 0
+    if writes:
+        _create(client, job.id, part, {o.id for o in ours}, markers, marker)
     if ours:
-        client.change_annotations(task_id, "delete", _as_body(ours))
-    outcome = "replaced" if ours else "created"
-    if not (new["shapes"] or new["tracks"]):
-        outcome = "removed" if ours else "unchanged"
-    return record(outcome, len(ours))
+        client.change_job_annotations(job.id, "delete", _as_body(ours))
+    return "written", len(ours)
 
 
 def _create(
     client: CvatClient,
-    task_id: int,
+    job_id: int,
     new: CvatAnnotations,
     before: set[int],
     markers: Mapping[int, int | None],
     marker: str,
 ) -> None:
-    """Create ``new``; a send whose outcome is unknown is checked against the task before it is sent again."""
+    """Create ``new`` in the job; a send whose outcome is unknown is checked against the job before it is sent
+    again."""
     policy = client.config.retry
     once = replace(policy, statuses=frozenset({429}), retry_transport_errors=False)
     for attempt in range(1, policy.max_attempts + 1):
         try:
-            client.change_annotations(task_id, "create", new, retry=once)
+            client.change_job_annotations(job_id, "create", new, retry=once)
             return
         except BackendError as exc:
             if not exc.retryable or attempt == policy.max_attempts:
                 raise
-            log.warning("cvat: task %d: creating objects failed (%s); reading the task again", task_id, exc.message)
-        stored = client.annotations(task_id)
+            log.warning("cvat: job %d: creating objects failed (%s); reading the job again", job_id, exc.message)
+        stored = client.job_annotations(job_id)
         landed = [
             o
             for o in (*stored.shapes, *stored.tracks)
@@ -272,36 +306,6 @@ def _as_body(objects: Sequence[CvatStoredObject]) -> dict[str, Any]:
     for obj in objects:
         body["tracks" if obj.shapes is not None else "shapes"].append(obj.to_json())
     return body
-
-
-def _points(values: Iterable[Any]) -> tuple[float, ...]:
-    return tuple(round(float(v), 2) for v in values)
-
-
-def _signature(objects: Sequence[CvatStoredObject], markers: Mapping[int, int | None]) -> Counter[tuple[Any, ...]]:
-    found: Counter[tuple[Any, ...]] = Counter()
-    for obj in objects:
-        extra = obj.model_extra or {}
-        marker = obj.marker(markers.get(obj.label_id))
-        if obj.shapes is None:
-            found[("shape", obj.frame, obj.label_id, extra.get("type"), _points(extra.get("points", ())), marker)] += 1
-        else:
-            keys = tuple(
-                (int(s["frame"]), s.get("type"), bool(s.get("outside")), _points(s.get("points", ())))
-                for s in obj.shapes
-            )
-            found[("track", obj.label_id, keys, marker)] += 1
-    return found
-
-
-def _new_signature(new: CvatAnnotations, marker: str) -> Counter[tuple[Any, ...]]:
-    found: Counter[tuple[Any, ...]] = Counter()
-    for shape in new["shapes"]:
-        found[("shape", shape["frame"], shape["label_id"], shape["type"], _points(shape["points"]), marker)] += 1
-    for track in new["tracks"]:
-        keys = tuple((s["frame"], s["type"], s["outside"], _points(s["points"])) for s in track["shapes"])
-        found[("track", track["label_id"], keys, marker)] += 1
-    return found
 
 
 __all__ = ["BACKEND", "CvatConversion", "CvatPusher", "push_task"]

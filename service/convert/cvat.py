@@ -16,6 +16,9 @@ task's step) are drawn once: the first.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,13 +47,35 @@ POINT_DECIMALS = 2
 
 
 def model_marker(model: ModelRef) -> str:
-    """The marker our objects carry: ``<spec>@<version>`` (a re-run of the same spec replaces older versions')."""
+    """The marker our objects carry: ``<spec>@<version>`` (a re-run of the same spec replaces older versions'),
+    then ``#<digest>`` of what one push wrote (``stamp_marker``)."""
     return f"{model.spec}@{model.version}"
 
 
 def marker_spec(marker: str) -> str:
     """The model spec a marker names (``model_marker``'s inverse, for the part before the version)."""
-    return marker.rpartition("@")[0]
+    return marker_version(marker).rpartition("@")[0]
+
+
+def marker_version(marker: str) -> str:
+    """``<spec>@<version>``: a marker without its content digest."""
+    return marker.partition("#")[0]
+
+
+def stamp_marker(annotations: CvatAnnotations) -> str:
+    """Append the digest of ``annotations``' content to their marker (``<spec>@<version>#<12 hex>``), in place, and
+    return it.
+
+    The digest is what tells a push that the task holds exactly these objects already: CVAT splits a track at its
+    jobs' boundaries and adds keyframes there, so the stored objects cannot be compared with ours one by one, but
+    every piece keeps the marker. An object a person deleted stays deleted.
+    """
+    digest = hashlib.sha256(json.dumps(annotations, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    stamped = ""
+    for obj in (*annotations["shapes"], *annotations["tracks"]):
+        for value in obj["attributes"]:
+            value["value"] = stamped = f"{marker_version(value['value'])}#{digest[:12]}"
+    return stamped
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,3 +281,45 @@ def _points(kind: CvatShapeType, box: TrackBox) -> list[float]:
 def _xyxy(row: Sequence[float]) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(v) for v in row)
     return x1, y1, x2, y2
+
+
+def annotations_in_frames(annotations: CvatAnnotations, start: int, stop: int) -> CvatAnnotations:
+    """The part of ``annotations`` on task frames ``start..stop`` (one job's), for a job-level write.
+
+    Shapes outside are left out. A track keeps its keyframes inside; where it is visible as the range begins (a
+    keyframe before it, not ``outside``) it gets a keyframe at ``start``, and where it goes on past the range, one at
+    ``stop``, each interpolated as CVAT would between the keyframes around it, so the job shows what the task would.
+    A track with nothing visible inside is left out; one cannot begin ``outside``.
+    """
+    part = empty_annotations()
+    part["shapes"] = [copy.deepcopy(s) for s in annotations["shapes"] if start <= s["frame"] <= stop]
+    for track in annotations["tracks"]:
+        keys = sorted(track["shapes"], key=lambda k: k["frame"])
+        inside = [copy.deepcopy(k) for k in keys if start <= k["frame"] <= stop]
+        before = [k for k in keys if k["frame"] < start]
+        after = [k for k in keys if k["frame"] > stop]
+        if before and not before[-1]["outside"] and (not inside or inside[0]["frame"] > start):
+            following = inside[0] if inside else (after[0] if after else None)
+            inside.insert(0, _between(before[-1], following, start))
+        if inside and after and inside[-1]["frame"] < stop and not inside[-1]["outside"]:
+            inside.append(_between(inside[-1], after[0], stop))
+        while inside and inside[0]["outside"]:
+            inside.pop(0)
+        if inside:
+            part["tracks"].append({**copy.deepcopy(track), "frame": inside[0]["frame"], "shapes": inside})
+    return part
+
+
+def _between(first: CvatTrackedShape, then: CvatTrackedShape | None, frame: int) -> CvatTrackedShape:
+    """A visible keyframe at ``frame`` between two keyframes: rectangles (and polygons of as many points) move
+    linearly, as CVAT interpolates them; towards an ``outside`` keyframe or none, the box stays where it was."""
+    points = list(first["points"])
+    if (
+        then is not None
+        and not then["outside"]
+        and len(then["points"]) == len(points)
+        and then["frame"] > first["frame"]
+    ):
+        t = (frame - first["frame"]) / (then["frame"] - first["frame"])
+        points = [round(a + (b - a) * t, POINT_DECIMALS) for a, b in zip(points, then["points"], strict=True)]
+    return {**copy.deepcopy(first), "frame": frame, "points": points, "outside": False}

@@ -20,7 +20,7 @@ from service.backends.cvat_push import Entry, push_task
 from service.backends.media import CVAT, split_via
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
-from service.convert.cvat import model_marker
+from service.convert.cvat import marker_version, model_marker
 from service.convert.cvat_types import SOURCE_AUTO
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
@@ -195,7 +195,8 @@ def has_marker(client: CvatClient, task_id: int, marker: str) -> bool:
         return False
     stored = client.annotations(task_id)
     return any(
-        obj.source == SOURCE_AUTO and any(a.spec_id in spec_ids and a.value == marker for a in obj.attributes)
+        obj.source == SOURCE_AUTO
+        and any(a.spec_id in spec_ids and marker_version(a.value) == marker for a in obj.attributes)
         for obj in (*stored.shapes, *stored.tracks)
     )
 

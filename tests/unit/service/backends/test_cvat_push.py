@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from service.backends.cvat import CvatLabelInfo, CvatStoredAnnotations, frame_url
-from service.backends.cvat_push import _new_signature, _signature, labels_for_classes, our_objects, slot_task_frames
+from service.backends.cvat_push import labels_for_classes, our_objects, slot_task_frames
 from service.backends.media import CVAT, via
-from service.convert.cvat import item_to_cvat, model_marker
+from service.convert.cvat import item_to_cvat, marker_spec, marker_version, model_marker, stamp_marker
 from service.convert.cvat_types import CvatAnnotations, CvatFrames, CvatLabel
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
@@ -219,24 +219,29 @@ def _as_stored(new: CvatAnnotations) -> CvatStoredAnnotations:
     return CvatStoredAnnotations.model_validate(raw)
 
 
-def test_the_objects_a_push_wrote_compare_equal_to_the_same_conversion() -> None:
+def test_a_push_stamps_its_content_digest_on_every_object() -> None:
     new = _converted()
-    assert len(new["shapes"]) == 2
-    assert [s["outside"] for s in new["tracks"][0]["shapes"]] == [False, False, True, False]
+    marker = stamp_marker(new)
 
+    assert marker.startswith(MARKER + "#")
+    assert len(marker) == len(MARKER) + 13
+    values = {a["value"] for obj in (*new["shapes"], *new["tracks"]) for a in obj["attributes"]}
+    assert values == {marker}
+    assert (marker_version(marker), marker_spec(marker)) == (MARKER, SPEC)
+    again = _converted()
+    assert stamp_marker(again) == marker  # the same objects: the same marker (a second push is `unchanged`)
     ours = our_objects(_as_stored(new), MARKERS, SPEC, None)
-
     assert len(ours) == 3
-    assert _signature(ours, MARKERS) == _new_signature(_converted(), MARKER)
+    assert {o.marker(MARKERS[o.label_id]) for o in ours} == {marker}
 
 
-def test_a_moved_box_or_another_version_compares_unequal() -> None:
-    new = _converted()
-    moved = json.loads(json.dumps(new))
+def test_a_moved_box_or_another_version_stamps_another_marker() -> None:
+    marker = stamp_marker(_converted())
+    moved = _converted()
     moved["tracks"][0]["shapes"][1]["points"][0] += 1.0
-    ours = our_objects(_as_stored(moved), MARKERS, SPEC, None)
-    assert _signature(ours, MARKERS) != _new_signature(new, MARKER)
+    assert stamp_marker(moved) != marker
 
     upgraded = ModelRef(spec=MODEL.spec, version="v2", class_names=MODEL.class_names)
-    ours = our_objects(_as_stored(new), MARKERS, SPEC, None)
-    assert _signature(ours, MARKERS) != _new_signature(_converted(upgraded), model_marker(upgraded))
+    other = stamp_marker(_converted(upgraded))
+    assert other != marker
+    assert marker_version(other) == model_marker(upgraded)

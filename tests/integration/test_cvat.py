@@ -8,22 +8,32 @@ Its task keeps every 2nd source frame of 3..40, so task frame ``n`` is source fr
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
+import queue
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
 import cv2
+import httpx
 import numpy as np
 import pytest
 import skimage.data
 
+from service.intake.cvat import SIGNATURE_HEADER, sign
 from service.samples import write_pan_video
 from tests.cvat_server import CvatServer
+from tests.integration.servers import Server, running, wait_for_job
 
 pytestmark = pytest.mark.cvat
 
@@ -130,7 +140,9 @@ def ids(annotations: dict[str, Any]) -> dict[str, list[int]]:
     return {kind: sorted(o["id"] for o in annotations[kind]) for kind in ("shapes", "tracks")}
 
 
-def patch(cvat: CvatServer, task_id: int, action: str, *, shapes: list[Any] = (), tracks: list[Any] = ()) -> None:  # type: ignore[assignment]
+def patch(
+    cvat: CvatServer, task_id: int, action: str, *, shapes: Sequence[Any] = (), tracks: Sequence[Any] = ()
+) -> None:
     """``PATCH /api/tasks/{id}/annotations?action=...`` as CVAT's UI sends it."""
     body = {"version": 0, "tags": [], "shapes": list(shapes), "tracks": list(tracks)}
     with cvat.api() as api:
@@ -323,3 +335,165 @@ def test_sync_errors_are_one_clear_line(cvat: CvatServer, synced: Synced) -> Non
     assert both.returncode == 2
     assert "not allowed with argument" in both.stderr
     assert "Traceback" not in both.stderr
+
+
+# -- 5. the `cvat` destination of a job -------------------------------------------------------------------------
+
+
+def serve_env(cvat: CvatServer, token: str, media: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PREANNOTATE_CVAT_URL": cvat.url,
+        "PREANNOTATE_CVAT_TOKEN": token,
+        "PREANNOTATE_LOCAL_ROOTS": str(media),
+        "PREANNOTATE_CVAT_VIDEO_FPS": str(SOURCE_FPS),
+        **extra,
+    }
+
+
+def pushes(server: Server, job_id: str) -> list[dict[str, Any]]:
+    """The push records the worker stored with each item's result (the store is the server's SQLite file)."""
+    with sqlite3.connect(f"file:{server.db_path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT result FROM items WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
+    return [push for (result,) in rows for push in json.loads(result)["pushes"]]
+
+
+def test_a_job_with_a_cvat_destination_puts_one_track_on_the_stepped_task(
+    cvat: CvatServer, media: Path, token: str, tmp_path: Path
+) -> None:
+    """A job on the source video, pushed to a task made of every 2nd frame from 3: source frame f -> (f - 3) / 2."""
+    task = video_task(cvat, media, cvat.create_project("pa-destination", LABELS))
+    body = {
+        "items": [{"name": "pan", "slots": [{"url": (media / "pan.mp4").as_uri()}]}],
+        "fps": 5,  # source frames 0, 5, 10, ...: 5, 15, 25 are task frames 1, 6, 11
+        "destinations": [{"backend": "cvat", "task": task}],
+    }
+    with running(tmp_path / "jobs.db", **serve_env(cvat, token, media)) as server, server.client() as client:
+        submitted = client.post("/v1/jobs", json=body)
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["job_id"]
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "succeeded", job
+        coco = client.get(f"/v1/jobs/{job_id}/result").json()
+        # the CVAT webhook is off on a server without its secret: no route at all
+        off = httpx.post(f"{server.url}/v1/webhooks/cvat", content=b"{}", timeout=30)
+        nowhere = httpx.post(f"{server.url}/v1/webhooks/no-such-tool", content=b"{}", timeout=30)
+        assert off.status_code == nowhere.status_code == 404, off.text
+        assert off.json()["error"]["code"] == nowhere.json()["error"]["code"] == "not_found"
+        log = server.log()
+    assert token not in log
+
+    [push] = pushes(server, job_id)
+    assert (push["backend"], push["task"], push["outcome"], push["tracks"]) == ("cvat", task, "created", 1)
+    [track] = cvat.annotations(task)["tracks"]
+    assert track["source"] == "auto"
+    shown = [s for s in track["shapes"] if not s["outside"]]
+    seen = {image["frame_index"]: image["id"] for image in coco["images"]}
+    boxes = {a["image_id"]: a["bbox"] for a in coco["annotations"]}
+    on_grid = [f for f in sorted(seen) if START_FRAME <= f <= STOP_FRAME and (f - START_FRAME) % STEP == 0]
+    assert on_grid == [5, 15, 25, 35]
+    for f in on_grid:
+        if seen[f] not in boxes:
+            continue  # grey: no face
+        [shape] = [s for s in shown if s["frame"] == (f - START_FRAME) // STEP]
+        x, y, w, h = boxes[seen[f]]
+        assert shape["points"] == pytest.approx([x, y, x + w, y + h], abs=0.05)
+    assert {s["frame"] for s in shown} >= {1, 6, 11}
+    # every keyframe is the task frame nearest a sampled source frame, and the track ends on the first grey one
+    assert all(min(abs(source_frame(s["frame"]) - f) for f in seen) <= 1 for s in track["shapes"])
+    [end] = [s for s in track["shapes"] if s["outside"]]
+    assert end == track["shapes"][-1]
+    assert source_frame(end["frame"]) - 1 <= FACE_FRAMES <= source_frame(end["frame"]) + 1
+
+
+# -- 6. CVAT's webhook ------------------------------------------------------------------------------------------
+
+
+class Relay:
+    """Forwards CVAT's deliveries to ``target`` and keeps each one's exact body and signature (for a replay)."""
+
+    def __init__(self, target: str) -> None:
+        self.deliveries: queue.Queue[tuple[bytes, str, int]] = queue.Queue()
+        deliveries = self.deliveries
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                signature = self.headers.get(SIGNATURE_HEADER, "")
+                headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
+                answer = httpx.post(target, content=body, headers=headers, timeout=30)
+                deliveries.put((body, signature, answer.status_code))
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Relay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def drain(self, quiet_s: float = 2.0) -> list[tuple[bytes, str, int]]:
+        """Every delivery so far, once none has come for ``quiet_s``."""
+        got: list[tuple[bytes, str, int]] = []
+        while True:
+            try:
+                got.append(self.deliveries.get(timeout=quiet_s))
+            except queue.Empty:
+                return got
+
+
+@pytest.fixture
+def webhook_server(cvat: CvatServer, token: str, media: Path, tmp_path: Path) -> Iterator[Server]:
+    env = serve_env(cvat, token, media, PREANNOTATE_WEBHOOK_CVAT_SECRETS=WEBHOOK_SECRET, PREANNOTATE_FPS="4")
+    with running(tmp_path / "jobs.db", **env) as server:
+        yield server
+
+
+def test_a_signed_cvat_webhook_preannotates_the_new_task_once(
+    cvat: CvatServer, media: Path, webhook_server: Server
+) -> None:
+    project = cvat.create_project("pa-webhook", LABELS)
+    target = f"{webhook_server.url}/v1/webhooks/cvat"
+    with Relay(target) as relay, webhook_server.client() as client:
+        cvat.create_webhook(project, relay.url, WEBHOOK_SECRET, ["create:task", "update:task", "create:job"])
+        task = video_task(cvat, media, project)
+
+        deadline = time.monotonic() + 60
+        while not (jobs := client.get("/v1/jobs").json()["jobs"]):
+            assert time.monotonic() < deadline, f"no job from CVAT's deliveries:\n{webhook_server.log()[-3000:]}"
+            time.sleep(0.5)
+        [job] = jobs
+        assert wait_for_job(client, job["id"])["status"] == "succeeded"
+        deliveries = relay.drain()
+        assert deliveries, "CVAT's deliveries went elsewhere"
+        assert all(status in (200, 202) for _, _, status in deliveries), deliveries
+
+        # CVAT's last delivery again, byte for byte with its signature: the same job, nothing new
+        body, signature, _ = deliveries[-1]
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
+        replay = httpx.post(target, content=body, headers=headers, timeout=30)
+        assert replay.status_code == 200, replay.text
+        assert [j["job_id"] for j in replay.json()["jobs"]] == [job["id"]]
+        assert replay.json()["duplicates"] == 1
+        assert [j["id"] for j in client.get("/v1/jobs").json()["jobs"]] == [job["id"]]
+
+        forged = {**headers, SIGNATURE_HEADER: sign("not-the-secret", body)}
+        refused = httpx.post(target, content=body, headers=forged, timeout=30)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "unauthorized"
+
+    assert json.loads(body)["event"] in ("create:task", "update:task", "create:job")
+    [track] = cvat.annotations(task)["tracks"]
+    assert track["source"] == "auto"
+    assert keyframes(track) == [(n, False) for n in SAMPLED] + [(GONE_AT, True)]

@@ -193,7 +193,7 @@ def test_sync_makes_one_track_on_the_video_task_and_shapes_on_the_image_task(cva
     assert track["label_id"] == face_label(cvat, synced.video)["id"]
     # a keyframe on each sampled task frame that shows the face, hidden on the first one that does not
     assert keyframes(track) == [(n, False) for n in SAMPLED] + [(GONE_AT, True)]
-    [first_box] = [s["points"] for s in track["shapes"][:1]]
+    first_box = track["shapes"][0]["points"]
     assert 150 < (first_box[0] + first_box[2]) / 2 < 260  # the face's centre, at the left of the pan
     assert 60 < (first_box[1] + first_box[3]) / 2 < 180
 

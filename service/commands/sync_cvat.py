@@ -43,6 +43,7 @@ def sync_cvat_command(args: argparse.Namespace) -> int:
     try:
         detector.warmup()
         with CvatClient(config, fetch_policy=settings.fetch_policy()) as client:
+            client.authorization()  # refused credentials are one error, not a login attempt and failure per task
             task_ids = tuple(args.task) if args.task else tuple(client.project_tasks(args.project))
             options = CvatSyncOptions(
                 task_ids=task_ids,

@@ -125,10 +125,14 @@ class CvatFrames:
     deleted: frozenset[int] = frozenset()
 
     def of_source_frame(self, index: int) -> int | None:
-        """The task frame a source frame became: the nearest on the step grid, None outside the task."""
+        """The task frame a source frame became: the nearest on the step grid, None outside the task.
+
+        A frame halfway between two task frames takes the later one, always (not ``round``'s nearest even): every
+        2nd frame sampled on a step-2 task then lands on a task frame each, none two on one and none on the next.
+        """
         if index < self.start_frame or (self.stop_frame is not None and index > self.stop_frame):
             return None
-        frame = round((index - self.start_frame) / self.step)
+        frame = (2 * (index - self.start_frame) + self.step) // (2 * self.step)
         return frame if 0 <= frame < self.size else None
 
 

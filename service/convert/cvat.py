@@ -287,7 +287,7 @@ def annotations_in_frames(annotations: CvatAnnotations, start: int, stop: int) -
     """The part of ``annotations`` on task frames ``start..stop`` (one job's), for a job-level write.
 
     Shapes outside are left out. A track keeps its keyframes inside; where it is visible as the range begins (a
-    keyframe before it, not ``outside``) it gets a keyframe at ``start``, and where it goes on past the range, one at
+    keyframe before it, not ``outside``) it gets a keyframe at ``start``, and where it moves on past the range, one at
     ``stop``, each interpolated as CVAT would between the keyframes around it, so the job shows what the task would.
     A track with nothing visible inside is left out; one cannot begin ``outside``.
     """
@@ -301,7 +301,7 @@ def annotations_in_frames(annotations: CvatAnnotations, start: int, stop: int) -
         if before and not before[-1]["outside"] and (not inside or inside[0]["frame"] > start):
             following = inside[0] if inside else (after[0] if after else None)
             inside.insert(0, _between(before[-1], following, start))
-        if inside and after and inside[-1]["frame"] < stop and not inside[-1]["outside"]:
+        if inside and after and not after[0]["outside"] and inside[-1]["frame"] < stop and not inside[-1]["outside"]:
             inside.append(_between(inside[-1], after[0], stop))
         while inside and inside[0]["outside"]:
             inside.pop(0)

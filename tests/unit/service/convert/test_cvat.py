@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from models.masks import Masks
-from service.convert.cvat import TaskFrameOf, item_to_cvat, marker_spec, model_marker
-from service.convert.cvat_types import SOURCE_AUTO, CvatFrames, CvatLabel, parse_frame_step
+from service.convert.cvat import TaskFrameOf, annotations_in_frames, item_to_cvat, marker_spec, model_marker
+from service.convert.cvat_types import (
+    SOURCE_AUTO,
+    CvatAnnotations,
+    CvatFrames,
+    CvatLabel,
+    CvatTrack,
+    CvatTrackedShape,
+    empty_annotations,
+    parse_frame_step,
+)
 from service.pipeline.frames import FrameResult, MediaKind, SlotMeta
 from service.pipeline.predictions import ItemPredictions
 from service.pipeline.tracks import Track, TrackBox
@@ -316,3 +325,54 @@ def test_parse_frame_step(text: str | None, step: int) -> None:
 def test_parse_frame_step_refuses_what_it_does_not_know(text: str) -> None:
     with pytest.raises(ValueError, match="frame_filter"):
         parse_frame_step(text)
+
+
+def _key(frame: int, x: float, *, outside: bool = False) -> CvatTrackedShape:
+    return {
+        "type": "rectangle", "frame": frame, "points": [x, 0.0, x + 10.0, 10.0], "occluded": False,
+        "outside": outside, "z_order": 0, "rotation": 0.0, "attributes": [],
+    }  # fmt: skip
+
+
+def _one_track(*keys: CvatTrackedShape) -> CvatAnnotations:
+    track: CvatTrack = {"frame": keys[0]["frame"], "label_id": 1, "group": 0, "source": "auto", "attributes": []}
+    annotations = empty_annotations()
+    annotations["tracks"].append({**track, "shapes": list(keys)})
+    return annotations
+
+
+def test_a_job_gets_the_track_on_its_frames_with_keyframes_at_its_ends() -> None:
+    whole = _one_track(_key(0, 0.0), _key(10, 100.0), _key(20, 200.0), _key(30, 300.0, outside=True))
+
+    [first] = annotations_in_frames(whole, 0, 14)["tracks"]
+    [second] = annotations_in_frames(whole, 15, 29)["tracks"]
+
+    assert [(k["frame"], k["points"][0], k["outside"]) for k in first["shapes"]] == [
+        (0, 0.0, False), (10, 100.0, False), (14, 140.0, False)  # interpolated at the job's last frame
+    ]  # fmt: skip
+    assert first["frame"] == 0
+    assert [(k["frame"], k["points"][0], k["outside"]) for k in second["shapes"]] == [
+        (15, 150.0, False), (20, 200.0, False)  # visible as the job begins: a keyframe there
+    ]  # fmt: skip
+    assert second["frame"] == 15
+    assert whole["tracks"][0]["shapes"][0]["frame"] == 0  # the whole is left as it was
+
+
+def test_a_job_after_the_track_ended_or_inside_a_gap_gets_none_of_it() -> None:
+    whole = _one_track(_key(0, 0.0), _key(5, 50.0), _key(6, 50.0, outside=True), _key(20, 0.0), _key(22, 0.0))
+
+    assert annotations_in_frames(whole, 8, 15)["tracks"] == []  # hidden from 6 to 20
+    [carried] = annotations_in_frames(whole, 30, 40)["tracks"]  # never hidden after 22: the task shows it on
+    assert [(k["frame"], k["points"][0], k["outside"]) for k in carried["shapes"]] == [(30, 0.0, False)]
+    [late] = annotations_in_frames(whole, 6, 21)["tracks"]
+    assert [(k["frame"], k["outside"]) for k in late["shapes"]] == [(20, False), (21, False)]
+
+
+def test_shapes_stay_in_the_job_of_their_frame() -> None:
+    annotations = empty_annotations()
+    annotations["shapes"] = [
+        {"type": "rectangle", "frame": f, "label_id": 1, "points": [0.0, 0.0, 1.0, 1.0], "occluded": False,
+         "outside": False, "z_order": 0, "rotation": 0.0, "group": 0, "source": "auto", "attributes": []}
+        for f in (3, 9, 12)
+    ]  # fmt: skip
+    assert [s["frame"] for s in annotations_in_frames(annotations, 5, 12)["shapes"]] == [9, 12]

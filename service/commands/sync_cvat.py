@@ -35,16 +35,20 @@ def sync_cvat_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise PreannotateError(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
     model_spec = args.model or settings.model
-    try:
-        detector = load_detector(model_spec, settings.detector_options())
-    except ModelError as exc:
-        raise from_model_error(exc) from None
-    progress = Progress(quiet=args.quiet)
-    try:
-        detector.warmup()
-        with CvatClient(config, fetch_policy=settings.fetch_policy()) as client:
-            client.authorization()  # refused credentials are one error, not a login attempt and failure per task
+    aliases = parse_aliases(args.alias or [])
+    class_thresholds = thresholds_from_args(getattr(args, "thresholds", None))
+    with CvatClient(config, fetch_policy=settings.fetch_policy()) as client:
+        try:
+            client.authorization()  # refused credentials: one error before the model loads, not one per task
             task_ids = tuple(args.task) if args.task else tuple(client.project_tasks(args.project))
+            detector = load_detector(model_spec, settings.detector_options())
+        except ModelError as exc:
+            raise from_model_error(exc) from None
+        except BackendError as exc:
+            raise backend_error_to_preannotate(exc) from None
+        progress = Progress(quiet=args.quiet)
+        try:
+            detector.warmup()
             options = CvatSyncOptions(
                 task_ids=task_ids,
                 model_spec=model_spec,
@@ -52,9 +56,9 @@ def sync_cvat_command(args: argparse.Namespace) -> int:
                 video_fps=settings.cvat_video_fps if args.video_fps is None else args.video_fps,
                 every=args.every,
                 threshold=threshold,
-                class_thresholds=thresholds_from_args(getattr(args, "thresholds", None)),
+                class_thresholds=class_thresholds,
                 replace=args.replace,
-                aliases=parse_aliases(args.alias or []),
+                aliases=aliases,
                 quality=settings.cvat_frame_quality,
             )
             report = sync_tasks(
@@ -66,13 +70,13 @@ def sync_cvat_command(args: argparse.Namespace) -> int:
                 on_warning=_print_warning,
                 on_task=None if args.quiet else _print_task,
             )
-    except ModelError as exc:
-        raise from_model_error(exc) from None
-    except BackendError as exc:
-        raise backend_error_to_preannotate(exc) from None
-    finally:
-        progress.close()
-        detector.close()
+        except ModelError as exc:
+            raise from_model_error(exc) from None
+        except BackendError as exc:
+            raise backend_error_to_preannotate(exc) from None
+        finally:
+            progress.close()
+            detector.close()
     _print_report(args, report)
     return min((e.code.exit_code for e in report.failed.values()), default=0)
 

@@ -53,6 +53,7 @@ class CvatPushJson(TypedDict):
     removed: int
     dropped: dict[str, int]
     off_task: int
+    protected_jobs: int
 
 
 PushJson = LabelStudioPushJson | V7PushJson | EncordPushJson | CvatPushJson
@@ -131,6 +132,7 @@ class CvatPushRecord:
         removed: This model's earlier objects deleted.
         dropped: Detections per class that no label of the task takes.
         off_task: Sampled frames the task does not hold (a source video's frames before its start or after its stop).
+        protected_jobs: Jobs left alone because people finished them (stage acceptance, or state completed).
     """
 
     task: int
@@ -140,6 +142,7 @@ class CvatPushRecord:
     removed: int
     dropped: Mapping[str, int]
     off_task: int = 0
+    protected_jobs: int = 0
     backend: Literal["cvat"] = "cvat"
 
     def to_json(self) -> CvatPushJson:
@@ -152,6 +155,7 @@ class CvatPushRecord:
             "removed": self.removed,
             "dropped": dict(self.dropped),
             "off_task": self.off_task,
+            "protected_jobs": self.protected_jobs,
         }
 
 

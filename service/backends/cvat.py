@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -162,6 +162,13 @@ class CvatJobInfo(_Answer):
     start_frame: int
     stop_frame: int
     type: str = "annotation"
+    stage: str = "annotation"
+    state: str = "new"
+
+    @property
+    def protected(self) -> bool:
+        """Whether people have finished with it (accepted, or marked completed): pushes leave it alone."""
+        return self.stage == "acceptance" or self.state == "completed"
 
 
 class CvatStoredAnnotations(_Answer):
@@ -614,7 +621,3 @@ def _api_error(
         retryable=status in policy.statuses,
         retry_after_s=retry_after,
     )
-
-
-def labels_by_id(labels: Sequence[CvatLabelInfo]) -> dict[int, CvatLabelInfo]:
-    return {label.id: label for label in labels}

@@ -46,13 +46,15 @@ from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
 from service.convert.cvat import (
     CvatConversion,
+    LabelTable,
     TaskFrameOf,
     annotations_in_frames,
     item_to_cvat,
     marker_spec,
+    read_marker,
     stamp_marker,
 )
-from service.convert.cvat_types import SOURCE_AUTO, CvatAnnotations, CvatFrames, empty_annotations
+from service.convert.cvat_types import SOURCE_AUTO, CvatAnnotations, CvatAttributeValue, CvatFrames, empty_annotations
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind
@@ -147,13 +149,10 @@ def push_task(
     off_task = sum(c.off_task for c in conversions)
     marker = stamp_marker(new)
     scope = None if whole_task else covered
-    pushed = [
-        _push_job(client, job, new, markers, model.spec, scope, marker)
-        for job in client.jobs(task_id)
-        if scope is None or any(job.start_frame <= n <= job.stop_frame for n in scope)
-    ]
+    jobs = jobs_covering(client.jobs(task_id), scope)
+    pushed = [_push_job(client, job, new, markers, model.spec, scope, marker) for job in jobs if not job.protected]
     removed = sum(n for _, n in pushed)
-    if all(outcome is None for outcome, _ in pushed):
+    if all(written is None for written, _ in pushed):
         outcome = "unchanged"
     elif not (new["shapes"] or new["tracks"]):
         outcome = "removed"
@@ -167,6 +166,7 @@ def push_task(
         removed=removed,
         dropped=dropped,
         off_task=off_task,
+        protected_jobs=sum(1 for job in jobs if job.protected),
     )
 
 
@@ -183,14 +183,43 @@ def _push_job(
     ``("written", objects removed)``."""
     part = annotations_in_frames(new, job.start_frame, job.stop_frame)
     ours = our_objects(client.job_annotations(job.id), markers, spec, scope)
-    writes = bool(part["shapes"] or part["tracks"])
-    if all(o.marker(markers.get(o.label_id)) == marker for o in ours) and bool(ours) == writes:
+    if holds_exactly(ours, part, markers, marker):
         return None, 0
-    if writes:
+    if part["shapes"] or part["tracks"]:
         _create(client, job.id, part, {o.id for o in ours}, markers, marker)
     if ours:
         client.change_job_annotations(job.id, "delete", _as_body(ours))
     return "written", len(ours)
+
+
+def jobs_covering(jobs: Sequence[CvatJobInfo], frames: Iterable[int] | None) -> list[CvatJobInfo]:
+    """The jobs holding any of ``frames`` (None: every job)."""
+    if frames is None:
+        return list(jobs)
+    wanted = sorted(set(frames))
+    return [job for job in jobs if any(job.start_frame <= n <= job.stop_frame for n in wanted)]
+
+
+def holds_exactly(
+    ours: Sequence[CvatStoredObject], part: CvatAnnotations, markers: Mapping[int, int | None], marker: str
+) -> bool:
+    """Whether a job's objects of this model are the ones ``part`` would write: every one stamped by this push,
+    none twice (two pushes racing, or a create resent), none that ``part`` lacks. One a person deleted may be missing.
+    """
+    stamps = [read_marker(o.marker(markers.get(o.label_id)) or "") for o in ours]
+    indices = [s.index for s in stamps]
+    objects = [*(s["attributes"] for s in part["shapes"]), *(t["attributes"] for t in part["tracks"])]
+    expected = {read_marker(_value(attributes)).index for attributes in objects}
+    return (
+        all(s.push == marker for s in stamps)
+        and len(set(indices)) == len(indices)
+        and set(indices) <= expected
+        and bool(ours) == bool(expected)
+    )
+
+
+def _value(attributes: Sequence[CvatAttributeValue]) -> str:
+    return attributes[0]["value"] if attributes else ""
 
 
 def _create(
@@ -201,8 +230,8 @@ def _create(
     markers: Mapping[int, int | None],
     marker: str,
 ) -> None:
-    """Create ``new`` in the job; a send whose outcome is unknown is checked against the job before it is sent
-    again."""
+    """Create ``new`` in the job. A 429 is sent again (nothing was stored); a send whose outcome is unknown (a 5xx, a
+    timeout, a dropped connection) is checked against the job first, and sent again only if nothing landed."""
     policy = client.config.retry
     once = replace(policy, statuses=frozenset({429}), retry_transport_errors=False)
     for attempt in range(1, policy.max_attempts + 1):
@@ -210,14 +239,15 @@ def _create(
             client.change_job_annotations(job_id, "create", new, retry=once)
             return
         except BackendError as exc:
-            if not exc.retryable or attempt == policy.max_attempts:
+            unknown = exc.status is None or exc.status >= 500
+            if not unknown or attempt == policy.max_attempts:
                 raise
             log.warning("cvat: job %d: creating objects failed (%s); reading the job again", job_id, exc.message)
         stored = client.job_annotations(job_id)
         landed = [
             o
             for o in (*stored.shapes, *stored.tracks)
-            if o.id not in before and o.marker(markers.get(o.label_id)) == marker
+            if o.id not in before and read_marker(o.marker(markers.get(o.label_id)) or "").push == marker
         ]
         if len(landed) >= len(new["shapes"]) + len(new["tracks"]):
             return  # the create went through after all
@@ -244,15 +274,9 @@ def our_objects(
 def labels_for_classes(
     class_names: Iterable[str], labels: Sequence[CvatLabelInfo], aliases: Mapping[str, str] | None
 ) -> set[int]:
-    """The ids of the labels these model classes map to (name or alias, case-insensitive)."""
-    by_name = {label.name.strip().lower(): label.id for label in labels}
-    lower = {k.strip().lower(): v for k, v in (aliases or {}).items()}
-    found: set[int] = set()
-    for name in class_names:
-        target = lower.get(name.strip().lower(), name).strip().lower()
-        if target in by_name:
-            found.add(by_name[target])
-    return found
+    """The ids of the labels these model classes map to (name or alias, case-insensitive: ``LabelTable``)."""
+    table = LabelTable.of([label.as_label() for label in labels], aliases)
+    return {label.id for label in map(table.for_class, class_names) if label is not None}
 
 
 def slot_task_frames(item: ItemIn, task_id: int, frames: CvatFrames) -> dict[str, TaskFrameOf]:
@@ -277,11 +301,36 @@ def _slot_frames(item: ItemIn, slot: SlotIn, task_id: int, frames: CvatFrames) -
         return lambda index: numbers[index] if 0 <= index < len(numbers) else None
     if frames.video:
         return frames.of_source_frame
-    by_name: dict[str, int] = {}
-    for n, name in enumerate(frames.names):
-        by_name.setdefault(posixpath.basename(name), n)
-    numbers_or_none = [by_name.get(posixpath.basename(urlsplit(url).path)) for url in urls]
+    numbers_or_none = [image_frame(item, urlsplit(url).path, frames.names) for url in urls]
     return lambda index: numbers_or_none[index] if 0 <= index < len(numbers_or_none) else None
+
+
+def image_frame(item: ItemIn, path: str, names: Sequence[str]) -> int | None:
+    """The task frame whose file is ``path``: the name sharing the most trailing path parts with it (``cam2/0001.jpg``
+    is not ``cam1/0001.jpg``); None when no name has its file name.
+
+    Raises:
+        PreannotateError: INVALID_ARGUMENT when two frames match it equally well (the item cannot be placed).
+    """
+    parts = [p for p in path.split("/") if p]
+    best: list[int] = []
+    best_len = 0
+    for n, name in enumerate(names):
+        theirs = [p for p in name.split("/") if p]
+        shared = 0
+        while shared < min(len(parts), len(theirs)) and parts[-1 - shared] == theirs[-1 - shared]:
+            shared += 1
+        if shared and shared == best_len:
+            best.append(n)
+        elif shared > best_len:
+            best, best_len = [n], shared
+    if len(best) > 1:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"item {item.name!r}: {posixpath.basename(path)!r} is frames {best[:3]} of the task alike: give the "
+            "frame's own path",
+        )
+    return best[0] if best else None
 
 
 def _is_video(predictions: ItemPredictions) -> bool:

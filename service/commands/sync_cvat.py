@@ -40,7 +40,7 @@ def sync_cvat_command(args: argparse.Namespace) -> int:
     with CvatClient(config, fetch_policy=settings.fetch_policy()) as client:
         try:
             client.authorization()  # refused credentials: one error before the model loads, not one per task
-            task_ids = tuple(args.task) if args.task else tuple(client.project_tasks(args.project))
+            task_ids = tuple(args.task) if args.task else project_tasks(client, args.project)
             detector = load_detector(model_spec, settings.detector_options())
         except ModelError as exc:
             raise from_model_error(exc) from None
@@ -79,6 +79,16 @@ def sync_cvat_command(args: argparse.Namespace) -> int:
             detector.close()
     _print_report(args, report)
     return min((e.code.exit_code for e in report.failed.values()), default=0)
+
+
+def project_tasks(client: CvatClient, project_id: int) -> tuple[int, ...]:
+    """The project's tasks; a project with none is an error (exit 2), not a sync that did nothing."""
+    found = tuple(client.project_tasks(project_id))
+    if not found:
+        raise PreannotateError(
+            ErrorCode.INVALID_ARGUMENT, f"CVAT project {project_id} has no tasks (or none this user can see)"
+        )
+    return found
 
 
 def _cvat_config(args: argparse.Namespace, settings: Settings) -> CvatConfig:

@@ -57,24 +57,59 @@ def marker_spec(marker: str) -> str:
     return marker_version(marker).rpartition("@")[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """A stamped marker's parts: ``<spec>@<version>#<digest>/<index>/<total>``.
+
+    Attributes:
+        version: ``<spec>@<version>``.
+        push: ``<spec>@<version>#<digest>``: the same on every object one push wrote.
+        index: The object's place in that push (a track keeps it in every job it is split into); None unstamped.
+        total: How many objects that push wrote; None unstamped.
+    """
+
+    version: str
+    push: str
+    index: int | None
+    total: int | None = None
+
+
+def read_marker(marker: str) -> Stamp:
+    """A marker's parts; one without a digest (another tool's, or written by hand) is its own version."""
+    version, sep, rest = marker.rpartition("#")
+    if not sep:
+        return Stamp(marker, marker, None)
+    digest, _, place = rest.partition("/")
+    index, _, total = place.partition("/")
+    return Stamp(
+        version,
+        f"{version}#{digest}",
+        int(index) if index.isdigit() else None,
+        int(total) if total.isdigit() else None,
+    )
+
+
 def marker_version(marker: str) -> str:
-    """``<spec>@<version>``: a marker without its content digest."""
-    return marker.partition("#")[0]
+    """``<spec>@<version>``: a marker without its digest and index."""
+    return read_marker(marker).version
 
 
 def stamp_marker(annotations: CvatAnnotations) -> str:
-    """Append the digest of ``annotations``' content to their marker (``<spec>@<version>#<12 hex>``), in place, and
-    return it.
+    """Stamp every object of ``annotations`` (in place) with ``<spec>@<version>#<digest>/<index>/<total>``: the digest
+    of the push's content, the object's place in it and the push's size; returns the push's part
+    (``<spec>@<version>#<digest>``).
 
-    The digest is what tells a push that the task holds exactly these objects already: CVAT splits a track at its
-    jobs' boundaries and adds keyframes there, so the stored objects cannot be compared with ours one by one, but
-    every piece keeps the marker. An object a person deleted stays deleted.
+    That is what tells a later push that a job holds exactly its objects already: CVAT adds keyframes of its own to a
+    track at a job's ends, so stored objects cannot be compared with ours field by field, but each keeps its stamp.
+    An index found twice is a duplicate; an index missing is an object a person deleted, which stays deleted.
     """
-    digest = hashlib.sha256(json.dumps(annotations, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(annotations, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
     stamped = ""
-    for obj in (*annotations["shapes"], *annotations["tracks"]):
+    objects = (*annotations["shapes"], *annotations["tracks"])
+    for index, obj in enumerate(objects):
         for value in obj["attributes"]:
-            value["value"] = stamped = f"{marker_version(value['value'])}#{digest[:12]}"
+            stamped = f"{marker_version(value['value'])}#{digest}"
+            value["value"] = f"{stamped}/{index}/{len(objects)}"
     return stamped
 
 
@@ -96,9 +131,18 @@ class CvatConversion:
 
 
 @dataclass(frozen=True, slots=True)
-class _Labels:
+class LabelTable:
+    """Which of a task's labels takes a model class: the alias's, else the class's own name, case-insensitively."""
+
     by_name: Mapping[str, CvatLabel]
     aliases: Mapping[str, str]
+
+    @classmethod
+    def of(cls, labels: Sequence[CvatLabel], aliases: Mapping[str, str] | None = None) -> LabelTable:
+        return cls(
+            by_name={label.name.strip().lower(): label for label in labels},
+            aliases={k.strip().lower(): v for k, v in (aliases or {}).items()},
+        )
 
     def for_class(self, class_name: str) -> CvatLabel | None:
         key = class_name.strip().lower()
@@ -129,10 +173,7 @@ def item_to_cvat(
     missing = [label.name for label in labels if label.marker_id is None]
     if missing:
         raise ValueError(f"labels {missing} have no marker attribute")
-    table = _Labels(
-        by_name={label.name.strip().lower(): label for label in labels},
-        aliases={k.strip().lower(): v for k, v in (aliases or {}).items()},
-    )
+    table = LabelTable.of(labels, aliases)
     out = empty_annotations()
     dropped: Counter[str] = Counter()
     covered: set[int] = set()
@@ -172,7 +213,7 @@ def _marker(label: CvatLabel, marker: str) -> list[CvatAttributeValue]:
 def _shapes(
     result: FrameResult,
     frame: int,
-    labels: _Labels,
+    labels: LabelTable,
     model: ModelRef,
     marker: str,
     dropped: Counter[str],
@@ -211,7 +252,7 @@ def _track(
     track: Track,
     task_frame: Mapping[int, int],
     sampled: Sequence[int],
-    labels: _Labels,
+    labels: LabelTable,
     model: ModelRef,
     marker: str,
     dropped: Counter[str],

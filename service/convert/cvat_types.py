@@ -125,7 +125,7 @@ class CvatFrames:
     deleted: frozenset[int] = frozenset()
 
     def of_source_frame(self, index: int) -> int | None:
-        """The task frame a source frame became: the nearest on the step grid, None outside the task.
+        """The task frame a source frame became: the nearest on the step grid, None outside the task or deleted.
 
         A frame halfway between two task frames takes the later one, always (not ``round``'s nearest even): every
         2nd frame sampled on a step-2 task then lands on a task frame each, none two on one and none on the next.
@@ -133,7 +133,7 @@ class CvatFrames:
         if index < self.start_frame or (self.stop_frame is not None and index > self.stop_frame):
             return None
         frame = (2 * (index - self.start_frame) + self.step) // (2 * self.step)
-        return frame if 0 <= frame < self.size else None
+        return frame if 0 <= frame < self.size and frame not in self.deleted else None
 
 
 def parse_frame_step(frame_filter: str | None) -> int:

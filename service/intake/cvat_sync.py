@@ -20,10 +20,10 @@ from service.backends.cvat_push import Entry, push_task
 from service.backends.media import CVAT, split_via
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
-from service.convert.cvat import marker_version, model_marker
+from service.convert.cvat import marker_spec, model_marker, read_marker
 from service.convert.cvat_types import SOURCE_AUTO
 from service.convert.types import ModelRef
-from service.errors import ErrorCode, PreannotateError
+from service.errors import PreannotateError
 from service.intake.cvat_tasks import frame_stride, plan_frames, task_items
 from service.jobs.runner import predict_item
 from service.pipeline.fetch import FetchedFile, Fetcher
@@ -148,11 +148,11 @@ def sync_tasks(
         try:
             task = client.task(task_id)
             frames = client.frames(task)
-            if not options.replace and has_marker(client, task_id, model_marker(model)):
-                report.skipped += 1
-                continue
             every = frame_stride(frames, fps=options.fps, video_fps=options.video_fps, every=options.every)
             plan = plan_frames(frames, every, max_frames=settings.cvat_max_frames_per_task, task_id=task_id)
+            if not options.replace and already_pushed(client, task_id, model_marker(model)):
+                report.skipped += 1
+                continue
             if on_task is not None:
                 kind = f"video, every {plan.every} frame(s)" if frames.video else "images"
                 on_task(task_id, f"{len(plan.frames)} of {frames.size} frames ({kind})")
@@ -188,17 +188,30 @@ def sync_tasks(
     return report
 
 
-def has_marker(client: CvatClient, task_id: int, marker: str) -> bool:
-    """Whether the task holds an untouched object carrying exactly ``marker`` (this model version's)."""
+def already_pushed(client: CvatClient, task_id: int, version: str) -> bool:
+    """Whether one push of this model version is complete on the task: its untouched objects of this model are all
+    of that version, stamped by one push, and every object that push wrote is there (its stamps count them). A push
+    cut short (some jobs written, or created but not yet deleted) is not, so the next run finishes it; nor is one
+    that found nothing, or one a person deleted an object of, which costs the task a detection run whose push then
+    finds it unchanged."""
     spec_ids = {label.marker_id() for label in client.labels(task_id)} - {None}
     if not spec_ids:
         return False
-    stored = client.annotations(task_id)
-    return any(
-        obj.source == SOURCE_AUTO
-        and any(a.spec_id in spec_ids and marker_version(a.value) == marker for a in obj.attributes)
+    stored = client.annotations(task_id)  # CVAT joins the jobs' parts: every object's stamp is in it
+    stamps = [
+        read_marker(a.value)
         for obj in (*stored.shapes, *stored.tracks)
-    )
+        if obj.source == SOURCE_AUTO
+        for a in obj.attributes
+        if a.spec_id in spec_ids and marker_spec(a.value) == marker_spec(version)
+    ]
+    if not stamps or any(s.version != version or s.total is None for s in stamps):
+        return False
+    totals = {(s.push, s.total) for s in stamps}
+    if len(totals) != 1:
+        return False
+    ((_, total),) = totals
+    return {s.index for s in stamps} == set(range(total or 0))
 
 
 def _progress(on_frames: Callable[[int], None] | None) -> Callable[[int, int], bool]:
@@ -211,12 +224,6 @@ def _progress(on_frames: Callable[[int], None] | None) -> Callable[[int, int], b
         return True
 
     return on_progress
-
-
-def check_task_ids(task_ids: tuple[int, ...]) -> tuple[int, ...]:
-    if not task_ids:
-        raise PreannotateError(ErrorCode.INVALID_ARGUMENT, "no CVAT task to sync (give --task or --project)")
-    return task_ids
 
 
 __all__ = ["CvatFrameFetcher", "CvatSyncOptions", "CvatSyncReport", "sync_tasks"]

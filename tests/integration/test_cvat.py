@@ -304,6 +304,40 @@ def test_a_task_of_several_jobs_gets_each_job_its_part_of_the_track(cvat: CvatSe
     assert after == before
 
 
+def test_a_duplicate_is_repaired_and_a_finished_job_left_alone(cvat: CvatServer, media: Path, token: str) -> None:
+    """Two copies of our track in one job (two pushes raced) make the next --replace rewrite that job; a job people
+    accepted is never written to; the run after that finds the push complete and skips the task."""
+    project = cvat.create_project("pa-sync-repair", LABELS)
+    task = cvat.create_task("pa-sync-repair", [media / "pan.mp4"], project_id=project, segment_size=12, overlap=0)
+    ok(sync(cvat, "--task", str(task), "--every", "2", token=token))
+    with cvat.api() as api:
+        jobs = sorted(api.get("/api/jobs", params={"task_id": task}).json()["results"], key=lambda j: j["start_frame"])
+        first, second = jobs[0]["id"], jobs[1]["id"]
+        [track] = api.get(f"/api/jobs/{first}/annotations").json()["tracks"]
+        copy = {k: v for k, v in track.items() if k != "id"}
+        copy["shapes"] = [{k: v for k, v in shape.items() if k != "id"} for shape in track["shapes"]]
+        body = {"version": 0, "tags": [], "shapes": [], "tracks": [copy]}
+        assert api.patch(f"/api/jobs/{first}/annotations", params={"action": "create"}, json=body).is_success
+        assert api.patch(f"/api/jobs/{second}", json={"stage": "acceptance"}).is_success
+        accepted = ids(api.get(f"/api/jobs/{second}/annotations").json())
+        assert len(api.get(f"/api/jobs/{first}/annotations").json()["tracks"]) == 2
+
+    repaired = ok(sync(cvat, "--task", str(task), "--every", "2", "--replace", token=token))
+    assert "1 replaced" in repaired
+    with cvat.api() as api:
+        assert len(api.get(f"/api/jobs/{first}/annotations").json()["tracks"]) == 1
+        assert ids(api.get(f"/api/jobs/{second}/annotations").json()) == accepted
+
+    assert "1 skipped" in ok(sync(cvat, "--task", str(task), "--every", "2", token=token))
+
+    empty = cvat.create_project("pa-sync-empty", LABELS)
+    run = sync(cvat, "--project", str(empty), token=token)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"error: invalid_argument: CVAT project {empty} has no tasks (or none this user can see)"
+    ]
+
+
 # -- 3. people's work -------------------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -37,12 +38,13 @@ from service.api.deps import StateDep, dep_models
 from service.api.openapi import schema_ref
 from service.api.schemas import error_responses
 from service.api.state import AppState
-from service.backends.cvat import CvatClient
+from service.backends.cvat import CvatClient, CvatTaskInfo
 from service.backends.cvat import config_from_settings as cvat_config_from_settings
 from service.backends.label_studio import config_from_settings
 from service.backends.media import VIA_SCHEMES
 from service.backends.origin_auth import origin_of
-from service.backends.retry import BackendError, backend_error_to_preannotate
+from service.backends.retry import BackendError, RetryPolicy, backend_error_to_preannotate
+from service.convert.cvat_types import CvatFrames
 from service.errors import ErrorCode, PreannotateError
 from service.intake import cvat as cvat_intake
 from service.intake import label_studio as ls
@@ -80,6 +82,9 @@ _STORE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-st
 # so it must outlive the timestamp tolerance: a day, as reliability.md §3.2 recommends.
 DELIVERY_TTL_S = 86400.0
 _T = TypeVar("_T")
+CVAT_WEBHOOK_TIMEOUT_S = 4.0
+CVAT_WEBHOOK_RETRY = RetryPolicy(max_attempts=2, base_delay_s=0.2, max_delay_s=0.5, max_total_s=2.0)
+"""A CVAT webhook reads the task before it answers, within the 10 s CVAT waits (its WEBHOOK_TIMEOUT)."""
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
@@ -355,7 +360,9 @@ def _cvat_client(request: Request, state: AppState) -> CvatClient:
                 raise PreannotateError(
                     ErrorCode.BACKEND_NOT_CONFIGURED, "the CVAT webhook needs cvat_url and a token or username/password"
                 )
-            client = CvatClient(config, fetch_policy=state.settings.fetch_policy())
+            # CVAT waits 10 s for an answer and does not send a delivery again: reads here must be quick.
+            quick = replace(config, timeout_s=CVAT_WEBHOOK_TIMEOUT_S, retry=CVAT_WEBHOOK_RETRY)
+            client = CvatClient(quick, fetch_policy=state.settings.fetch_policy())
             request.app.state.cvat_client = client
         return client
 
@@ -396,15 +403,22 @@ async def cvat_webhook(
     models = dep_models(state)
     tenant = webhook_tenant(state)
 
-    def submit() -> None:
+    def read_task() -> tuple[CvatTaskInfo, CvatFrames] | None:
         try:
             task = client.task(task_id)
             if not task.has_data:  # its jobs come once CVAT has processed the data: create:job says so
-                outcome.ignore(f"task {task_id} has no data yet")
-                return
-            frames = client.frames(task)
+                return None
+            return task, client.frames(task)
         except BackendError as exc:
             raise backend_error_to_preannotate(exc) from None
+
+    found = await asyncio.to_thread(read_task)  # off the event loop, and off the store writer other webhooks share
+    if found is None:
+        outcome.ignore(f"task {task_id} has no data yet")
+        return outcome.answer(response)
+    task, frames = found
+
+    def submit() -> None:
         every = frame_stride(frames, fps=settings.fps, video_fps=settings.cvat_video_fps)
         plan = plan_frames(frames, every, max_frames=settings.cvat_max_frames_per_task, task_id=task_id)
         items = task_items(client.config.url, task, frames, plan, quality=settings.cvat_frame_quality)

@@ -4,15 +4,31 @@ classes need, and the comparison that makes a second push ``unchanged``."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from pydantic import SecretStr
 
-from service.backends.cvat import CvatLabelInfo, CvatStoredAnnotations, frame_url
-from service.backends.cvat_push import labels_for_classes, our_objects, slot_task_frames
+from service.backends.cvat import (
+    CvatClient,
+    CvatConfig,
+    CvatJobInfo,
+    CvatLabelInfo,
+    CvatStoredAnnotations,
+    frame_url,
+)
+from service.backends.cvat_push import (
+    _create,
+    holds_exactly,
+    jobs_covering,
+    labels_for_classes,
+    our_objects,
+    slot_task_frames,
+)
 from service.backends.media import CVAT, via
-from service.convert.cvat import item_to_cvat, marker_spec, marker_version, model_marker, stamp_marker
-from service.convert.cvat_types import CvatAnnotations, CvatFrames, CvatLabel
+from service.backends.retry import BackendError, RetryPolicy
+from service.convert.cvat import item_to_cvat, marker_spec, marker_version, model_marker, read_marker, stamp_marker
+from service.convert.cvat_types import CvatAnnotations, CvatFrames, CvatLabel, empty_annotations
 from service.convert.types import ModelRef
 from service.errors import ErrorCode, PreannotateError
 from service.pipeline.frames import MediaKind, SlotMeta
@@ -73,20 +89,31 @@ def test_a_source_video_goes_through_the_task_start_and_step() -> None:
 
 
 def test_images_are_the_task_frames_of_the_same_file_name() -> None:
-    frames = CvatFrames(size=3, names=("batch/a.jpg", "b.jpg", "c/b.jpg"))
+    frames = CvatFrames(size=4, names=("batch/a.jpg", "b.jpg", "cam1/c.jpg", "cam2/c.jpg"))
     item = ItemIn(
         name="photos",
         slots=[
             SlotIn(name="0", url="https://media.example/x/b.jpg?sig=abc", type="image"),
             SlotIn(name="1", url="s3://bucket/a.jpg", type="image"),
             SlotIn(name="2", url="https://media.example/d.jpg", type="image"),
+            SlotIn(name="3", url="https://media.example/site/cam2/c.jpg", type="image"),
         ],
     )
     found = slot_task_frames(item, 7, frames)
-    assert found["0"](0) == 1  # the first image of that name
+    assert found["0"](0) == 1
     assert found["1"](0) == 0
     assert found["2"](0) is None  # not in the task
     assert found["0"](1) is None
+    assert found["3"](0) == 3  # the name sharing the most of its path: cam2's, not cam1's
+
+
+def test_an_image_two_frames_match_alike_cannot_be_placed() -> None:
+    frames = CvatFrames(size=2, names=("cam1/c.jpg", "cam2/c.jpg"))
+    item = ItemIn(name="photo", slots=[SlotIn(name="0", url="https://media.example/c.jpg", type="image")])
+    with pytest.raises(PreannotateError) as caught:
+        slot_task_frames(item, 7, frames)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "'c.jpg'" in caught.value.message
 
 
 # -- our_objects -----------------------------------------------------------------------------------------------------
@@ -225,14 +252,32 @@ def test_a_push_stamps_its_content_digest_on_every_object() -> None:
 
     assert marker.startswith(MARKER + "#")
     assert len(marker) == len(MARKER) + 13
-    values = {a["value"] for obj in (*new["shapes"], *new["tracks"]) for a in obj["attributes"]}
-    assert values == {marker}
+    values = [a["value"] for obj in (*new["shapes"], *new["tracks"]) for a in obj["attributes"]]
+    assert values == [f"{marker}/{n}/3" for n in range(3)]  # each object its place in the push, and its size
     assert (marker_version(marker), marker_spec(marker)) == (MARKER, SPEC)
     again = _converted()
     assert stamp_marker(again) == marker  # the same objects: the same marker (a second push is `unchanged`)
     ours = our_objects(_as_stored(new), MARKERS, SPEC, None)
     assert len(ours) == 3
-    assert {o.marker(MARKERS[o.label_id]) for o in ours} == {marker}
+    assert {read_marker(o.marker(MARKERS[o.label_id]) or "").push for o in ours} == {marker}
+    assert holds_exactly(ours, new, MARKERS, marker)
+
+
+def test_a_job_holding_a_duplicate_or_an_older_push_is_rewritten_one_missing_is_not() -> None:
+    new = _converted()
+    marker = stamp_marker(new)
+    stored = _as_stored(new)
+    ours = our_objects(stored, MARKERS, SPEC, None)
+
+    assert holds_exactly(ours[1:], new, MARKERS, marker)  # a person deleted one of ours: it stays deleted
+    assert not holds_exactly([*ours, ours[0].model_copy(update={"id": 999})], new, MARKERS, marker)  # two pushes raced
+    older = _converted()
+    older["tracks"][0]["shapes"][1]["points"][0] += 1.0
+    older_marker = stamp_marker(older)
+    assert not holds_exactly(our_objects(_as_stored(older), MARKERS, SPEC, None), new, MARKERS, marker)
+    assert older_marker != marker
+    assert not holds_exactly([], new, MARKERS, marker)  # nothing of ours there yet
+    assert holds_exactly([], empty_annotations(), MARKERS, "")  # nothing to write, nothing there
 
 
 def test_a_moved_box_or_another_version_stamps_another_marker() -> None:
@@ -245,3 +290,82 @@ def test_a_moved_box_or_another_version_stamps_another_marker() -> None:
     other = stamp_marker(_converted(upgraded))
     assert other != marker
     assert marker_version(other) == model_marker(upgraded)
+
+
+# -- a create whose outcome is unknown ------------------------------------------------------------------------------
+
+
+class _CvatJob:
+    """A CVAT job's annotations whose create stores the objects and then answers a failure (a proxy's 503, a timeout
+    after the server committed): what a push must not answer by creating them twice."""
+
+    def __init__(self, failure: BackendError, *, stores: bool) -> None:
+        self.config = CvatConfig(url="http://cvat.test", token=SecretStr("t"), retry=RetryPolicy(sleep=lambda _: None))
+        self.stored: list[dict[str, Any]] = []
+        self.creates = 0
+        self._failure: BackendError | None = failure
+        self._stores = stores
+
+    def change_job_annotations(self, job_id: int, action: str, body: CvatAnnotations, **_: object) -> None:
+        assert action == "create"
+        self.creates += 1
+        failure, self._failure = self._failure, None
+        if failure is None or self._stores:
+            for n, shape in enumerate(body["shapes"]):
+                self.stored.append({**shape, "id": 100 * self.creates + n})
+        if failure is not None:
+            raise failure
+
+    def job_annotations(self, job_id: int) -> CvatStoredAnnotations:
+        return CvatStoredAnnotations.model_validate({"shapes": self.stored, "tracks": []})
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        BackendError("cvat", "HTTP 503", status=503, retryable=False),
+        BackendError("cvat", "ReadTimeoutError", status=None, retryable=False),
+    ],
+)
+def test_a_create_that_landed_before_it_failed_is_not_sent_again(failure: BackendError) -> None:
+    new = _converted()
+    new["tracks"] = []
+    marker = stamp_marker(new)
+    job = _CvatJob(failure, stores=True)
+
+    _create(cast(CvatClient, job), 1, new, set(), MARKERS, marker)
+
+    assert job.creates == 1
+    assert len(job.stored) == len(new["shapes"])
+
+
+def test_a_create_that_did_not_land_is_sent_again_and_a_refusal_is_not() -> None:
+    new = _converted()
+    new["tracks"] = []
+    marker = stamp_marker(new)
+    job = _CvatJob(BackendError("cvat", "HTTP 502", status=502, retryable=False), stores=False)
+    _create(cast(CvatClient, job), 1, new, set(), MARKERS, marker)
+    assert job.creates == 2
+    assert len(job.stored) == len(new["shapes"])
+
+    refused = _CvatJob(BackendError("cvat", "HTTP 400", status=400, retryable=False), stores=False)
+    with pytest.raises(BackendError):
+        _create(cast(CvatClient, refused), 1, new, set(), MARKERS, marker)
+    assert refused.creates == 1
+
+
+def test_jobs_people_finished_are_protected_and_jobs_are_picked_by_frame() -> None:
+    jobs = [
+        CvatJobInfo(id=1, start_frame=0, stop_frame=9),
+        CvatJobInfo(id=2, start_frame=10, stop_frame=19, stage="acceptance"),
+        CvatJobInfo(id=3, start_frame=20, stop_frame=29, state="completed"),
+    ]
+    assert [j.protected for j in jobs] == [False, True, True]
+    assert [j.id for j in jobs_covering(jobs, [12, 25])] == [2, 3]
+    assert [j.id for j in jobs_covering(jobs, None)] == [1, 2, 3]
+    assert jobs_covering(jobs, [40]) == []
+
+
+def test_a_deleted_task_frame_takes_no_source_frame() -> None:
+    frames = CvatFrames(size=5, start_frame=0, step=2, video=True, deleted=frozenset({2}))
+    assert [frames.of_source_frame(i) for i in (0, 2, 4, 6)] == [0, 1, None, 3]

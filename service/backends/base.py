@@ -44,10 +44,13 @@ class EncordPushJson(TypedDict):
     bundle_items: int
 
 
+CvatOutcome = Literal["created", "replaced", "unchanged", "removed"]
+
+
 class CvatPushJson(TypedDict):
     backend: Literal["cvat"]
     task: int
-    outcome: str
+    outcome: CvatOutcome
     shapes: int
     tracks: int
     removed: int
@@ -136,7 +139,7 @@ class CvatPushRecord:
     """
 
     task: int
-    outcome: str
+    outcome: CvatOutcome
     shapes: int
     tracks: int
     removed: int

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -552,7 +552,12 @@ class CvatClient:
         return again
 
     def change_job_annotations(
-        self, job_id: int, action: str, body: CvatAnnotations | Mapping[str, Any], *, retry: RetryPolicy | None = None
+        self,
+        job_id: int,
+        action: Literal["create", "delete"],
+        body: CvatAnnotations | Mapping[str, Any],
+        *,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """``PATCH /api/jobs/{id}/annotations?action=create|delete``: one transaction on the server.
 

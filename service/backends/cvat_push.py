@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from service.backends.base import (
     Backend,
+    CvatOutcome,
     CvatPushRecord,
     Lazy,
     PushRecord,
@@ -152,6 +153,7 @@ def push_task(
     jobs = jobs_covering(client.jobs(task_id), scope)
     pushed = [_push_job(client, job, new, markers, model.spec, scope, marker) for job in jobs if not job.protected]
     removed = sum(n for _, n in pushed)
+    outcome: CvatOutcome
     if all(written is None for written, _ in pushed):
         outcome = "unchanged"
     elif not (new["shapes"] or new["tracks"]):

@@ -21,10 +21,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -50,6 +50,8 @@ DEFAULT_RETRY = RetryPolicy(
 )
 FRAME_QUALITIES = ("original", "compressed")
 T = TypeVar("T")
+Endpoint = Callable[[Any], Callable[..., Any]]
+"""Picks one SDK endpoint method off the API client: ``lambda api: api.tasks_api.retrieve``."""
 
 
 # -- what CVAT answers (validated once here; fields we do not use are ignored) ---------------------------------------
@@ -409,21 +411,30 @@ class CvatClient:
 
     # -- reads -------------------------------------------------------------------------------------------------------
 
+    def _get(self, kind: type[T], what: str, endpoint: Endpoint, *args: Any) -> T:
+        """One answer of ``endpoint`` (``lambda api: api.tasks_api.retrieve``) for ``args``, validated as ``kind``."""
+        return self._as(kind, what, functools.partial(_send_endpoint, endpoint, args, {}, self.config.timeout_s))
+
+    def _list(self, what: str, endpoint: Endpoint, **filters: int) -> list[dict[str, Any]]:
+        """Every entry of a paged list endpoint (``next`` links are not followed: they name CVAT's public host)."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            query = {**filters, "page": page, "page_size": self.config.page_size}
+            answer = self._as(
+                _Page, what, functools.partial(_send_endpoint, endpoint, (), query, self.config.timeout_s)
+            )
+            found += answer.results
+            if not answer.next or not answer.results:
+                return found
+            page += 1
+
     def task(self, task_id: int) -> CvatTaskInfo:
-        timeout = self.config.timeout_s
-        return self._as(
-            CvatTaskInfo,
-            f"reading task {task_id}",
-            lambda api: api.tasks_api.retrieve(task_id, _parse_response=False, _request_timeout=timeout),
-        )
+        return self._get(CvatTaskInfo, f"reading task {task_id}", lambda api: api.tasks_api.retrieve, task_id)
 
     def data_meta(self, task_id: int) -> CvatDataMeta:
-        timeout = self.config.timeout_s
-        return self._as(
-            CvatDataMeta,
-            f"reading task {task_id}'s data",
-            lambda api: api.tasks_api.retrieve_data_meta(task_id, _parse_response=False, _request_timeout=timeout),
-        )
+        what = f"reading task {task_id}'s data"
+        return self._get(CvatDataMeta, what, lambda api: api.tasks_api.retrieve_data_meta, task_id)
 
     def frames(self, task: CvatTaskInfo) -> CvatFrames:
         """How the task numbers its frames.
@@ -448,67 +459,34 @@ class CvatClient:
             deleted=frozenset(meta.deleted_frames),
         )
 
-    def _pages(self, what: str, list_page: Callable[[Any, int], tuple[object, Any]]) -> Iterator[dict[str, Any]]:
-        page = 1
-        while True:
-            answer = self._as(_Page, what, functools.partial(_with_page, list_page, page))
-            yield from answer.results
-            if not answer.next or not answer.results:
-                return
-            page += 1
-
     def labels(self, task_id: int) -> list[CvatLabelInfo]:
         """The task's labels (its project's, for a task in a project)."""
         what = f"listing task {task_id}'s labels"
-        timeout, size = self.config.timeout_s, self.config.page_size
-        found = self._pages(
-            what,
-            lambda api, page: api.labels_api.list(
-                task_id=task_id, page=page, page_size=size, _parse_response=False, _request_timeout=timeout
-            ),
-        )
-        return parse_answer(BACKEND, list[CvatLabelInfo], list(found), what)
+        found = self._list(what, lambda api: api.labels_api.list, task_id=task_id)
+        return parse_answer(BACKEND, list[CvatLabelInfo], found, what)
 
     def project_tasks(self, project_id: int) -> list[int]:
         """Every task of a project, by id."""
-        what = f"listing project {project_id}'s tasks"
-        timeout, size = self.config.timeout_s, self.config.page_size
-        found = self._pages(
-            what,
-            lambda api, page: api.tasks_api.list(
-                project_id=project_id, page=page, page_size=size, _parse_response=False, _request_timeout=timeout
-            ),
+        found = self._list(
+            f"listing project {project_id}'s tasks", lambda api: api.tasks_api.list, project_id=project_id
         )
         return sorted(int(task["id"]) for task in found if isinstance(task.get("id"), int))
 
     def jobs(self, task_id: int) -> list[CvatJobInfo]:
         """The task's annotation jobs, by first frame (ground-truth jobs left out)."""
         what = f"listing task {task_id}'s jobs"
-        timeout, size = self.config.timeout_s, self.config.page_size
-        found = self._pages(
-            what,
-            lambda api, page: api.jobs_api.list(
-                task_id=task_id, page=page, page_size=size, _parse_response=False, _request_timeout=timeout
-            ),
+        jobs = parse_answer(
+            BACKEND, list[CvatJobInfo], self._list(what, lambda api: api.jobs_api.list, task_id=task_id), what
         )
-        jobs = parse_answer(BACKEND, list[CvatJobInfo], list(found), what)
         return sorted((j for j in jobs if j.type == "annotation"), key=lambda j: (j.start_frame, j.id))
 
     def job_annotations(self, job_id: int) -> CvatStoredAnnotations:
-        timeout = self.config.timeout_s
-        return self._as(
-            CvatStoredAnnotations,
-            f"reading job {job_id}'s annotations",
-            lambda api: api.jobs_api.retrieve_annotations(job_id, _parse_response=False, _request_timeout=timeout),
-        )
+        what = f"reading job {job_id}'s annotations"
+        return self._get(CvatStoredAnnotations, what, lambda api: api.jobs_api.retrieve_annotations, job_id)
 
     def annotations(self, task_id: int) -> CvatStoredAnnotations:
-        timeout = self.config.timeout_s
-        return self._as(
-            CvatStoredAnnotations,
-            f"reading task {task_id}'s annotations",
-            lambda api: api.tasks_api.retrieve_annotations(task_id, _parse_response=False, _request_timeout=timeout),
-        )
+        what = f"reading task {task_id}'s annotations"
+        return self._get(CvatStoredAnnotations, what, lambda api: api.tasks_api.retrieve_annotations, task_id)
 
     # -- writes ------------------------------------------------------------------------------------------------------
 
@@ -597,8 +575,11 @@ class CvatClient:
         return self._fetcher.fetch(url, dest_dir, deadline_s=deadline_s)
 
 
-def _with_page(list_page: Callable[[Any, int], tuple[object, Any]], page: int, api: Any) -> tuple[object, Any]:
-    return list_page(api, page)
+def _send_endpoint(
+    endpoint: Endpoint, args: tuple[Any, ...], query: Mapping[str, int], timeout_s: float, api: Any
+) -> tuple[object, Any]:
+    """Call one SDK endpoint for its raw answer (we validate the JSON ourselves), within ``timeout_s``."""
+    return cast(tuple[object, Any], endpoint(api)(*args, **query, _parse_response=False, _request_timeout=timeout_s))
 
 
 def _sdk_model(model: str, /, **values: Any) -> Any:

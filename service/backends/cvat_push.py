@@ -2,10 +2,10 @@
 
 A push replaces only *this model's untouched* objects: ``source: auto`` (CVAT's UI turns an object a person edits
 into ``semi-auto``) with our marker attribute naming the same model spec (any version). People's objects, objects
-people edited, and other models' objects are never touched. Every object of a push carries the digest of the push's
-content in its marker (``stamp_marker``): when all of this model's objects on the task carry the digest of what the
-push would write, the task is left as it is (``unchanged``), so a second run creates nothing, and an object a person
-deleted stays deleted.
+people edited, and other models' objects are never touched. Every object of a push is stamped with the digest of the
+push's content and its place in it (``stamp_marker``): when a job holds this model's objects all stamped by the push
+that would be written, each once, it is left as it is (``unchanged``), so a second run creates nothing, and an object
+a person deleted stays deleted; a duplicate, or an older push's object, makes the job rewritten.
 
 The scope of a replacement is the item: a video (one item per task) replaces this model's objects over the whole
 task; an image replaces them on its own frame. Writes go job by job (each job gets the part of a track on its frames,
@@ -34,7 +34,6 @@ from service.backends.base import (
     require_configured,
 )
 from service.backends.cvat import (
-    BACKEND,
     CvatClient,
     CvatJobInfo,
     CvatLabelInfo,
@@ -46,7 +45,6 @@ from service.backends.cvat import (
 from service.backends.retry import BackendError, backend_error_to_preannotate
 from service.config import Settings
 from service.convert.cvat import (
-    CvatConversion,
     LabelTable,
     TaskFrameOf,
     annotations_in_frames,
@@ -357,6 +355,3 @@ def _as_body(objects: Sequence[CvatStoredObject]) -> dict[str, Any]:
     for obj in objects:
         body["tracks" if obj.shapes is not None else "shapes"].append(obj.to_json())
     return body
-
-
-__all__ = ["BACKEND", "CvatConversion", "CvatPusher", "push_task"]

@@ -134,6 +134,3 @@ def _print_report(args: argparse.Namespace, report: CvatSyncReport) -> None:
         print(f"{report.off_task} sampled frame(s) are outside their task (start/stop)", file=sys.stderr)
     for task_id, error in sorted(report.failed.items()):
         print(f"failed: task {task_id}: {error}", file=sys.stderr)
-
-
-__all__ = ["backend_error_to_preannotate", "sync_cvat_command"]

@@ -107,6 +107,8 @@ def run_item(
         model.info,
         None if segmenter is None else segmenter.info,
     )
+    # Before the model is touched: a job submitted before its model was published had its classes checked by no one.
+    options_filter(model.info.class_names, options)
     output = predict_item(
         lease.item,
         model.batcher,

@@ -77,13 +77,8 @@ def python_310() -> str | None:
     """The interpreter the script would build CVAT's venv with (its own search order), or None."""
     if os.environ.get("CVAT_PYTHON"):
         return os.environ["CVAT_PYTHON"]
-    patterns = [
-        str(Path.home() / ".pyenv/versions/3.10*/bin/python3.10"),
-        "/root/.pyenv/versions/3.10*/bin/python3.10",
-        "/usr/local/bin/python3.10",
-        "/usr/bin/python3.10",
-    ]
-    found = [path for pattern in patterns for path in sorted(glob.glob(pattern))]
+    # pyenv's, then one on PATH: the script looks in the same places (this only words the skip message)
+    found = sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / "3.10*" / "bin" / "python3.10")))
     return found[0] if found else shutil.which("python3.10")
 
 
